@@ -1,0 +1,158 @@
+"""A campaign: measure a list of architectures on one device, resumably.
+
+Resume is by content, not by position: an architecture counts as done when the store holds a
+successful measurement of it on that device, so rerunning the same command after Ctrl-C, a crash,
+SIGKILL or a dropped device measures only what is missing. Each model's result is committed before
+the next model starts. Failures are recorded with their kind and retried on the next run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from harness.devices.driver import Driver, make_driver
+from harness.devices.profile import Profile
+from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError
+from harness.models.cache import ModelCache
+from harness.models.spaces import Arch, SearchSpace
+from harness.results.store import Store, utcnow
+
+UNSTABLE_CV = 0.10  # pyperf warns when the standard deviation reaches 10% of the mean
+
+
+class CampaignAborted(HarnessError):
+    """Too many consecutive failures: the device is probably broken, so stop instead of burning time."""
+
+
+@dataclass
+class ModelOutcome:
+    """What the observer hears after each model."""
+
+    arch: Arch
+    position: int
+    total: int
+    ok: bool
+    median_ms: float | None = None
+    cv: float | None = None
+    exported: bool = False
+    failure_kind: str | None = None
+    message: str = ""
+
+
+@dataclass
+class CampaignSummary:
+    device: str
+    space: str
+    requested: int
+    skipped: int
+    campaign_id: int | None = None
+    ok: int = 0
+    failed: int = 0
+    exported: int = 0
+    unstable: list[str] = field(default_factory=list)
+    failures: dict[str, int] = field(default_factory=dict)
+    status: str = "nothing to do"
+    elapsed_s: float = 0.0
+    conditions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def remaining(self) -> int:
+        return self.requested - self.skipped - self.ok
+
+
+class Observer(Protocol):
+    def started(self, summary: CampaignSummary, todo: int) -> None: ...
+    def model_done(self, outcome: ModelOutcome, summary: CampaignSummary) -> None: ...
+
+
+class _Silent:
+    def started(self, summary: CampaignSummary, todo: int) -> None:
+        pass
+
+    def model_done(self, outcome: ModelOutcome, summary: CampaignSummary) -> None:
+        pass
+
+
+def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
+         remeasure: bool = False) -> list[Arch]:
+    """The architectures still to measure, in the requested order."""
+    if remeasure:
+        return list(archs)
+    done = store.measured_keys(profile.name, space.name)
+    return [a for a in archs if a.key not in done]
+
+
+def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *,
+                 cache: ModelCache, command: str = "", remeasure: bool = False,
+                 observer: Observer | None = None, max_consecutive_failures: int = 5,
+                 driver: Driver | None = None) -> CampaignSummary:
+    observer = observer or _Silent()
+    todo = plan(store, profile, space, archs, remeasure)
+    summary = CampaignSummary(profile.name, space.name, len(archs), len(archs) - len(todo))
+    if not todo:
+        return summary
+    t_start = time.perf_counter()
+    fmt = profile.runtime.model_format
+    summary.campaign_id = cid = store.start_campaign(profile.name, space.name, profile.as_dict(),
+                                                     profile.digest(), len(todo), command)
+    driver = driver or make_driver(profile)
+    status, message, consecutive = "failed", "", 0
+    try:
+        summary.conditions = driver.prepare()
+        store.set_campaign_conditions(cid, summary.conditions)
+        observer.started(summary, len(todo))
+        for i, arch in enumerate(todo):
+            started, t0 = utcnow(), time.perf_counter()
+            exported, digest = False, None
+            try:
+                artifact = cache.get(space.build(arch), fmt)
+                exported, digest = artifact.exported, artifact.digest
+                result = driver.run(driver.push(artifact))
+            except ConnectionLost:
+                raise
+            except (DriverError, ExportError) as e:
+                kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
+                store.record_measurement(cid, profile.name, arch, model_format=fmt, model_digest=digest,
+                                         started_at=started, duration_s=time.perf_counter() - t0,
+                                         failure_kind=kind, failure_message=str(e))
+                summary.failed += 1
+                summary.failures[kind] = summary.failures.get(kind, 0) + 1
+                consecutive += 1
+                observer.model_done(ModelOutcome(arch, i + 1, len(todo), False, exported=exported,
+                                                 failure_kind=kind, message=str(e)), summary)
+                if consecutive >= max_consecutive_failures:
+                    raise CampaignAborted(f"{consecutive} models failed in a row on {profile.name}; "
+                                          f"last: {kind}: {e}") from e
+                continue
+            stats = result.summary()
+            store.record_measurement(
+                cid, profile.name, arch, model_format=fmt, model_digest=digest, started_at=started,
+                duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
+                timed_ms=result.timed_ms, warmup_ms=result.warmup_ms,
+                conditions={"before": result.conditions_before, "after": result.conditions_after})
+            consecutive = 0
+            summary.ok += 1
+            summary.exported += int(exported)
+            cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
+            if cv >= UNSTABLE_CV:
+                summary.unstable.append(arch.key)
+            observer.model_done(ModelOutcome(arch, i + 1, len(todo), True, stats["median_ms"], cv, exported),
+                                summary)
+            if profile.policy.cooldown_seconds and i + 1 < len(todo):
+                time.sleep(profile.policy.cooldown_seconds)
+        status = "finished"
+    except KeyboardInterrupt:
+        status, message = "interrupted", "stopped by the user"
+        raise
+    except HarnessError as e:
+        message = str(e)
+        raise
+    finally:
+        driver.cleanup()
+        summary.status = status
+        summary.elapsed_s = time.perf_counter() - t_start
+        store.finish_campaign(cid, status, message)
+    return summary

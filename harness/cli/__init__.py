@@ -1,0 +1,38 @@
+"""The `harness` command. Each subcommand lives in its own module; this file only wires them up."""
+
+from __future__ import annotations
+
+import typer
+
+from harness import __version__
+from harness.cli import demo, devices, measure, results, spaces
+
+app = typer.Typer(
+    name="harness",
+    help="On-device latency measurement for hardware-aware NAS: profiles, campaigns, results.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(devices.app, name="devices")
+app.command("measure")(measure.measure)
+app.command("export")(results.export)
+app.command("campaigns")(results.campaigns)
+app.command("spaces")(spaces.spaces)
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"harness {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """On-device latency measurement for hardware-aware NAS."""
+
+
+def main() -> None:
+    app()

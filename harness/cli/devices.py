@@ -1,0 +1,67 @@
+"""`harness devices list | show | check`."""
+
+from __future__ import annotations
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from harness.cli.common import DEFAULT_DEVICES, DEFAULT_STORE, DevicesDirOpt, StoreOpt, cli_errors, console, err
+from harness.devices.driver import make_driver
+from harness.devices.profile import profile_yaml
+from harness.devices.registry import ProfileRegistry
+from harness.errors import DriverUnavailable
+
+app = typer.Typer(help="Device profiles: list them, show one, check that a device is reachable.",
+                  no_args_is_help=True)
+
+
+@app.command("list")
+@cli_errors
+def list_devices(devices_dir: DevicesDirOpt = DEFAULT_DEVICES, store: StoreOpt = DEFAULT_STORE) -> None:
+    """List the built-in profiles and yours (./devices/*.yaml). Broken files are reported, not skipped."""
+    good, bad = ProfileRegistry(devices_dir).load_all()
+    table = Table(title="device profiles")
+    for col in ("name", "connection", "runtime", "threads", "source", "hardware"):
+        table.add_column(col, no_wrap=col != "hardware")
+    for entry, p in good:
+        table.add_row(p.name, p.connection.kind, p.runtime.name, str(p.runtime.threads),
+                      entry.origin, escape(p.hardware or p.description))
+    console.print(table)
+    for e in bad:
+        err.print(f"[bold red]error:[/] {escape(str(e))}")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command("show")
+@cli_errors
+def show(name: str = typer.Argument(..., help="Profile name, e.g. local-onnx"),
+         devices_dir: DevicesDirOpt = DEFAULT_DEVICES, store: StoreOpt = DEFAULT_STORE) -> None:
+    """Print a profile as harness reads it (defaults filled in) and where it comes from."""
+    reg = ProfileRegistry(devices_dir)
+    profile = reg.get(name)
+    console.print(f"# {reg.entries()[name].origin}: {reg.entries()[name].path}", highlight=False)
+    console.print(profile_yaml(profile), highlight=False, markup=False)
+
+
+@app.command("check")
+@cli_errors
+def check(name: str = typer.Argument(..., help="Profile name"),
+          devices_dir: DevicesDirOpt = DEFAULT_DEVICES, store: StoreOpt = DEFAULT_STORE) -> None:
+    """Check that the device is reachable and its runtime is present; prints the runtime version."""
+    profile = ProfileRegistry(devices_dir).get(name)
+    try:
+        report = make_driver(profile).check()
+    except DriverUnavailable as e:
+        err.print(f"[bold red]{name}: not checkable:[/] {e}. The profile is valid; its driver is coming.")
+        raise typer.Exit(1) from None
+    mark = "[green]ok[/]" if report.ok else "[bold red]FAILED[/]"
+    console.print(f"{name}: {mark}  reachable={report.reachable}  runtime={report.runtime} "
+                  f"version={report.runtime_version or '-'}")
+    for k, v in report.details.items():
+        console.print(f"  {k}: {v}", highlight=False)
+    if report.message:
+        console.print(f"  {escape(report.message)}")
+    if not report.ok:
+        raise typer.Exit(1)

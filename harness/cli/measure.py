@@ -1,0 +1,116 @@
+"""`harness measure`: a resumable campaign with a live progress bar."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+from harness.campaign import CampaignSummary, ModelOutcome, run_campaign
+from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
+                                StoreOpt, cli_errors, console, err)
+from harness.devices.registry import ProfileRegistry
+from harness.models.cache import ModelCache
+from harness.models.selection import select
+from harness.models.spaces import get_space
+from harness.results.store import Store
+
+
+class ProgressObserver:
+    """Progress bar with ETA plus a live line: done/failed counts, last and running median latency."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task = None
+        self.medians: list[float] = []
+
+    def started(self, summary: CampaignSummary, todo: int) -> None:
+        c = summary.conditions
+        console.print(f"[bold]{summary.device}[/]: {c.get('runtime')} {c.get('runtime_version') or ''}, "
+                      f"{c.get('threads')} thread(s) on {c.get('cpu_model') or c.get('machine') or '?'}; "
+                      f"{todo} to measure, {summary.skipped} already in the store", highlight=False)
+        self.task = self.progress.add_task(summary.device, total=todo, status="")
+
+    def model_done(self, o: ModelOutcome, summary: CampaignSummary) -> None:
+        if o.ok and o.median_ms is not None:
+            self.medians.append(o.median_ms)
+            ordered = sorted(self.medians)
+            status = (f"ok {summary.ok} · failed {summary.failed} · last {o.median_ms:.3f} ms · "
+                      f"median {ordered[len(ordered) // 2]:.3f} ms")
+        else:
+            status = f"ok {summary.ok} · failed {summary.failed} · last: {o.failure_kind}"
+            self.progress.console.print(f"[yellow]failed[/] {escape(o.arch.key)}: {o.failure_kind}: "
+                                        f"{escape(o.message[:300])}")
+        self.progress.update(self.task, advance=1, status=status)
+
+
+def print_summary(s: CampaignSummary) -> None:
+    console.print(f"[bold]{s.device}[/] {s.space}: {s.ok} measured, {s.failed} failed, {s.skipped} already "
+                  f"in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})", highlight=False)
+    if s.failures:
+        console.print("  failures by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(s.failures.items())))
+    if s.unstable:
+        console.print(f"  [yellow]warning:[/] {len(s.unstable)} model(s) had a run-to-run spread >= 10% of the "
+                      "mean; consider more warm-up runs, min_seconds or a quieter machine")
+
+
+def measure(
+    device: Annotated[str, typer.Option("--device", "-d", help="Profile name (see `harness devices list`).")],
+    space: Annotated[str, typer.Option(help="Search space.")] = "nb201",
+    sample: Annotated[Optional[int], typer.Option(help="Measure N architectures sampled without repeats.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --sample (same seed, same architectures).")] = 0,
+    all_archs: Annotated[bool, typer.Option("--all", help="Measure every architecture of the space.")] = False,
+    arch: Annotated[Optional[list[str]], typer.Option(
+        help="Architecture index or key; repeat or comma-separate (e.g. --arch 0,1,9930).")] = None,
+    arch_file: Annotated[Optional[Path], typer.Option(
+        help="CSV with the space's key columns (e.g. picks.csv) or a text file, one key per line.")] = None,
+    remeasure: Annotated[bool, typer.Option(
+        help="Measure again even what the store already has (adds new rows; export uses the latest).")] = False,
+    max_failures: Annotated[int, typer.Option(help="Stop after this many failures in a row.")] = 5,
+    store: StoreOpt = DEFAULT_STORE,
+    devices_dir: DevicesDirOpt = DEFAULT_DEVICES,
+    cache_dir: CacheOpt = DEFAULT_CACHE,
+) -> None:
+    """Measure architectures on a device. Rerun the same command to resume: only what is missing is measured.
+
+    Every timed run, the conditions (runtime version, threads, CPU, frequency, temperature) and failures
+    with their kind go to the store; each model is committed as soon as it is done.
+    """
+    run(device, space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
+        remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir)
+
+
+@cli_errors
+def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bool, arch: list[str] | None,
+        arch_file: Path | None, remeasure: bool, max_failures: int, store: Path, devices_dir: Path,
+        cache_dir: Path) -> CampaignSummary:
+    profile = ProfileRegistry(devices_dir).get(device)
+    sp = get_space(space)
+    archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
+    command = shlex.join(["harness", *sys.argv[1:]])
+    with Store(store) as st:
+        progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                            MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                            TextColumn("{task.fields[status]}"), console=console, transient=False)
+        try:
+            with progress:
+                summary = run_campaign(st, profile, sp, archs, cache=ModelCache(cache_dir), command=command,
+                                       remeasure=remeasure, observer=ProgressObserver(progress),
+                                       max_consecutive_failures=max_failures)
+        except KeyboardInterrupt:
+            done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
+            err.print(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in {store}; "
+                      "rerun the same command to measure the rest.")
+            raise typer.Exit(130) from None
+    if summary.status == "nothing to do":
+        console.print(f"{device}: all {len(archs)} architectures are already in {store}; nothing to do "
+                      "(--remeasure to measure again).")
+    else:
+        print_summary(summary)
+    return summary

@@ -1,0 +1,52 @@
+"""`harness export` and `harness campaigns`: get results out of the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console
+from harness.errors import HarnessError
+from harness.results.export import latency_table, write_table
+from harness.results.store import Store
+
+
+def _one_space(st: Store, space: str | None) -> str:
+    if space:
+        return space
+    spaces = st.spaces()
+    if len(spaces) == 1:
+        return spaces[0]
+    raise HarnessError(f"{st.path} holds {len(spaces)} spaces ({', '.join(spaces) or 'none'}); pick one with --space")
+
+
+@cli_errors
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .csv.gz or .parquet.")],
+    device: Annotated[Optional[list[str]], typer.Option(help="Only these devices (repeat); default all.")] = None,
+    space: Annotated[Optional[str], typer.Option(help="Search space; default: the only one in the store.")] = None,
+    store: StoreOpt = DEFAULT_STORE,
+) -> None:
+    """Write the tidy latency table: one row per architecture, key columns, a <device>_ms median column each."""
+    with Store(store) as st:
+        df = latency_table(st, _one_space(st, space), device or None)
+    write_table(df, out)
+    devices = [c[:-3] for c in df.columns if c.endswith("_ms")]
+    console.print(f"wrote {out}: {len(df)} architectures × {len(devices)} device(s) ({', '.join(devices)})")
+
+
+@cli_errors
+def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
+    """List the campaigns in the store with their status and counts."""
+    with Store(store) as st:
+        df = st.campaigns()
+    table = Table(title=f"campaigns in {store}")
+    for col in ("id", "device", "space", "status", "planned", "ok", "failed", "started_at", "message"):
+        table.add_column(col)
+    for r in df.itertuples():
+        table.add_row(str(r.id), r.device, r.space, r.status, str(r.planned), str(r.ok), str(r.failed),
+                      r.started_at[:19], r.message or "")
+    console.print(table)

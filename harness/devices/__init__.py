@@ -1,0 +1,1 @@
+"""Device profiles, drivers and the device simulator."""

@@ -1,0 +1,121 @@
+"""The one interface every driver implements, and the registry of drivers by connection kind.
+
+A measurement is four steps (as in TVM's RPC runner): ``prepare`` the device once, ``push`` each model,
+``run`` it (every timed run comes back, never just an aggregate), ``cleanup``. Failures are typed
+:class:`~harness.errors.DriverError` subclasses with a kind, never a made-up latency.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from harness.devices.profile import Profile
+from harness.errors import DriverUnavailable, UnknownNameError
+from harness.models.cache import Artifact
+
+
+@dataclass
+class RunResult:
+    """Everything one model's measurement produced on the device."""
+
+    timed_ms: list[float]
+    warmup_ms: list[float] = field(default_factory=list)
+    init_ms: float | None = None
+    conditions_before: dict[str, Any] = field(default_factory=dict)
+    conditions_after: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.timed_ms:
+            raise ValueError("a RunResult needs at least one timed run")
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.timed_ms)
+
+    def summary(self) -> dict[str, float]:
+        xs = sorted(self.timed_ms)
+        mean = statistics.fmean(xs)
+        return {
+            "median_ms": statistics.median(xs),
+            "mean_ms": mean,
+            "std_ms": statistics.pstdev(xs) if len(xs) > 1 else 0.0,
+            "min_ms": xs[0],
+            "p90_ms": xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))],
+        }
+
+
+@dataclass
+class CheckReport:
+    """Outcome of ``harness devices check``: reachable, runtime present, versions."""
+
+    ok: bool
+    reachable: bool
+    runtime: str
+    runtime_version: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+
+class Driver(ABC):
+    """Base class; subclasses set ``kind`` to the profile's ``connection.kind``."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+
+    @abstractmethod
+    def check(self) -> CheckReport:
+        """Probe the device without measuring; reports problems instead of raising."""
+
+    @abstractmethod
+    def prepare(self) -> dict[str, Any]:
+        """Connect and return the session's static conditions (runtime version, threads, CPU, OS...)."""
+
+    @abstractmethod
+    def push(self, artifact: Artifact) -> str:
+        """Make the model available on the device; returns the device-side reference."""
+
+    @abstractmethod
+    def run(self, model_ref: str) -> RunResult:
+        """Time the model per the profile's policy; raises DriverError subclasses on failure."""
+
+    @abstractmethod
+    def cleanup(self) -> None:
+        """Release the connection and worker processes. Safe to call twice."""
+
+    def __enter__(self) -> Driver:
+        self.prepare()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+# connection kind -> "module:Class", imported only when used
+DRIVERS: dict[str, str] = {
+    "local": "harness.devices.local:LocalDriver",
+}
+
+# kinds with profiles but no driver in this build, and what to tell the user
+PLANNED: dict[str, str] = {
+    "ssh": "the SSH driver (Jetsons, Raspberry Pis, remote boxes) is not implemented in this version yet",
+    "adb": "the ADB driver (Android phones) is not implemented in this version yet",
+}
+
+
+def driver_class(kind: str) -> type[Driver]:
+    if kind in DRIVERS:
+        module, cls = DRIVERS[kind].split(":")
+        return getattr(importlib.import_module(module), cls)
+    if kind in PLANNED:
+        raise DriverUnavailable(PLANNED[kind])
+    raise UnknownNameError("connection kind", kind, [*DRIVERS, *PLANNED])
+
+
+def make_driver(profile: Profile) -> Driver:
+    return driver_class(profile.connection.kind)(profile)

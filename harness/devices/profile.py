@@ -1,0 +1,205 @@
+"""Device profiles: how to reach a device, which runtime to run, and how to measure.
+
+A profile is one YAML file validated by the pydantic models below. Unknown fields are errors (a typo
+must not silently fall back to a default), and every error names the file, the field and what is
+expected (see :func:`load_profile`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import ProfileError
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalConnection(_Strict):
+    """This machine."""
+
+    kind: Literal["local"]
+
+
+class SSHConnection(_Strict):
+    """A Linux box reached over SSH (Jetson, Raspberry Pi, server)."""
+
+    kind: Literal["ssh"]
+    host: str = Field(min_length=1)
+    port: int = Field(22, ge=1, le=65535)
+    user: str = Field(min_length=1)
+    key_file: str | None = Field(None, description="path to a private key; never copied into results")
+    known_hosts: str | None = Field(None, description="known_hosts file; default: the system's")
+    insecure_skip_host_key_check: bool = Field(False, description="explicit opt-out of host key checks")
+    workdir: str = "/tmp/harness"
+    python: str = Field("python3", description="interpreter on the device that has the runtime")
+    benchmark_model: str | None = Field(None, description="path of TFLite's benchmark_model on the device")
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+
+class ADBConnection(_Strict):
+    """An Android phone reached with ADB over TCP (``adb tcpip``) or USB."""
+
+    kind: Literal["adb"]
+    serial: str = Field(min_length=1, description="host:port for TCP, the USB serial for USB")
+    transport: Literal["tcp", "usb"] = "tcp"
+    key_file: str = "~/.android/adbkey"
+    workdir: str = "/data/local/tmp/harness"
+    benchmark_model: str | None = Field(None, description="local path of the benchmark_model binary to push")
+    taskset: str | None = Field(None, pattern=r"^(0x)?[0-9a-fA-F]+$", description="CPU mask, e.g. f0")
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+
+Connection = Annotated[Union[LocalConnection, SSHConnection, ADBConnection], Field(discriminator="kind")]
+
+RUNTIME_FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
+
+
+class Runtime(_Strict):
+    name: Literal["onnxruntime", "tflite"]
+    threads: int = Field(1, ge=1, le=256)
+    delegate: Literal["cpu", "reference", "xnnpack", "gpu", "nnapi", "hexagon"] = Field(
+        "cpu", description="tflite only: cpu = the runtime's default CPU path")
+    execution_provider: str = Field("CPUExecutionProvider", description="onnxruntime only")
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @property
+    def model_format(self) -> str:
+        return RUNTIME_FORMATS[self.name]
+
+    @model_validator(mode="after")
+    def _runtime_specific(self) -> Runtime:
+        if self.name == "onnxruntime" and self.delegate != "cpu":
+            raise ValueError("delegate applies to tflite only; for onnxruntime set execution_provider")
+        if self.name == "tflite" and self.execution_provider != "CPUExecutionProvider":
+            raise ValueError("execution_provider applies to onnxruntime only; for tflite set delegate")
+        return self
+
+
+class Policy(_Strict):
+    """How a model is timed (pyperf / benchmark_model style)."""
+
+    warmup_runs: int = Field(10, ge=0, le=100_000)
+    timed_runs: int = Field(50, ge=1, le=1_000_000)
+    min_seconds: float = Field(0.0, ge=0, description="keep timing until this long has passed")
+    cooldown_seconds: float = Field(0.0, ge=0, description="pause between models (thermal)")
+    timeout_seconds: float = Field(120.0, gt=0, description="per-model limit; exceeded = timeout failure")
+    input_seed: int = 0
+
+
+class Profile(_Strict):
+    name: str = Field(pattern=NAME_RE)
+    description: str = ""
+    hardware: str = Field("", description="what the device is, for reports")
+    connection: Connection
+    runtime: Runtime
+    policy: Policy = Field(default_factory=Policy)
+
+    @field_validator("description", "hardware", mode="before")
+    @classmethod
+    def _strip(cls, v: Any) -> Any:
+        return v.strip() if isinstance(v, str) else v
+
+    def as_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        """Hash of everything that changes what is measured (not the description)."""
+        body = {k: v for k, v in self.as_dict().items() if k not in ("description", "hardware")}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --- loading with errors a person can act on --------------------------------------------------
+
+def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at ``loc`` (for listing allowed fields)."""
+    model: type[BaseModel] = Profile
+    node = data
+    for part in loc:
+        if part == "connection":
+            kind = node.get("connection", {}).get("kind") if isinstance(node, dict) else None
+            model = {"local": LocalConnection, "ssh": SSHConnection, "adb": ADBConnection}.get(kind)  # type: ignore
+            if model is None:
+                return None
+        elif part == "runtime":
+            model = Runtime
+        elif part == "policy":
+            model = Policy
+        else:
+            return None
+        node = node.get(part) if isinstance(node, dict) else None
+    return model
+
+
+def _describe(err: dict, data: Any) -> str:
+    loc = tuple(err["loc"])
+    if len(loc) > 1 and loc[0] == "connection" and loc[1] in ("local", "ssh", "adb"):
+        loc = (loc[0],) + loc[2:]
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    kind, msg = err["type"], err["msg"]
+    if kind == "missing":
+        return f"{field}: required field is missing"
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1], data)
+        allowed = f"; allowed here: {', '.join(model.model_fields)}" if model else ""
+        return f"{field}: unknown field{allowed}"
+    if kind == "union_tag_not_found":
+        return f"{field}.kind: required field is missing; expected one of local, ssh, adb"
+    if kind == "union_tag_invalid":
+        return f"{field}.kind: {err['input'].get('kind')!r} is not a connection kind; expected one of local, ssh, adb"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{field}: {msg} (got {err.get('input')!r})"
+
+
+def parse_profile(data: Any, source: str) -> Profile:
+    """Validate already-parsed YAML; ``source`` names the file in errors."""
+    if not isinstance(data, dict):
+        what = "empty" if data is None else f"a {type(data).__name__}"
+        raise ProfileError(source, [f"(top level): expected a mapping with name, connection, runtime, policy; "
+                                    f"the file is {what}"])
+    try:
+        profile = Profile.model_validate(data)
+    except ValidationError as e:
+        raise ProfileError(source, [_describe(err, data) for err in e.errors()]) from None
+    stem = Path(source).stem
+    if source.endswith((".yaml", ".yml")) and profile.name != stem:
+        raise ProfileError(source, [f"name: {profile.name!r} must match the file name; rename the file "
+                                    f"to {profile.name}.yaml or set name: {stem}"])
+    return profile
+
+
+def load_profile(path: str | Path) -> Profile:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ProfileError(str(path), [f"cannot read file: {e.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ProfileError(str(path), ["file is not UTF-8 text"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ProfileError(str(path), [f"{where}YAML syntax error: {problem}"]) from None
+    return parse_profile(data, str(path))
+
+
+def profile_yaml(profile: Profile) -> str:
+    return yaml.safe_dump(profile.as_dict(), sort_keys=False)
+
+
+def is_valid_name(name: str) -> bool:
+    return re.match(NAME_RE, name) is not None

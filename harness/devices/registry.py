@@ -1,0 +1,58 @@
+"""Finds profiles: the built-ins inside the package, then the user's ``./devices/*.yaml``.
+
+A user file with the same name as a built-in overrides it. Adding a device is adding a file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from harness.devices.profile import Profile, load_profile
+from harness.errors import ProfileError, UnknownNameError
+
+DEFAULT_USER_DIR = Path(os.environ.get("HARNESS_DEVICES", "devices"))
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    name: str
+    path: Path
+    origin: str  # "built-in" or "user"
+
+
+def _builtin_dir() -> Path:
+    return Path(str(resources.files("harness.devices").joinpath("builtin")))
+
+
+class ProfileRegistry:
+    def __init__(self, user_dir: str | os.PathLike | None = None):
+        self.user_dir = Path(user_dir) if user_dir is not None else DEFAULT_USER_DIR
+
+    def entries(self) -> dict[str, ProfileEntry]:
+        """name -> file, user files overriding built-ins (names from file stems: cheap, no parsing)."""
+        found: dict[str, ProfileEntry] = {}
+        for origin, folder in (("built-in", _builtin_dir()), ("user", self.user_dir)):
+            if folder.is_dir():
+                for p in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+                    found[p.stem] = ProfileEntry(p.stem, p, origin)
+        return found
+
+    def get(self, name: str) -> Profile:
+        entries = self.entries()
+        if name not in entries:
+            raise UnknownNameError("device", name, list(entries),
+                                   hint=f"add {self.user_dir / (name + '.yaml')} to define it")
+        return load_profile(entries[name].path)
+
+    def load_all(self) -> tuple[list[tuple[ProfileEntry, Profile]], list[ProfileError]]:
+        """Every profile that parses, plus the errors of those that do not (listing must not stop at one)."""
+        good, bad = [], []
+        for entry in self.entries().values():
+            try:
+                good.append((entry, load_profile(entry.path)))
+            except ProfileError as e:
+                bad.append(e)
+        return good, bad

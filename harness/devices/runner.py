@@ -1,0 +1,172 @@
+"""Times one model with onnxruntime or LiteRT and returns every run.
+
+This file is deliberately standalone (standard library + numpy + the runtime, no harness imports):
+the local driver runs it as a worker process (``--serve``: JSON lines on stdin/stdout) and remote
+drivers copy it to the device and run it once per model (``--request JSON``). It never imports
+TensorFlow when LiteRT (``ai_edge_litert``) or ``tflite_runtime`` is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+PROTOCOL = 1
+
+
+def runtime_versions() -> dict:
+    out = {"python": sys.version.split()[0]}
+    try:
+        import onnxruntime
+
+        out["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    try:
+        import ai_edge_litert
+
+        out["tflite"] = f"ai-edge-litert {getattr(ai_edge_litert, '__version__', 'unknown')}"
+    except ImportError:
+        try:
+            import tflite_runtime
+
+            out["tflite"] = f"tflite-runtime {tflite_runtime.__version__}"
+        except ImportError:
+            pass
+    return out
+
+
+def _tflite_interpreter(path: str, threads: int, delegate: str):
+    try:
+        from ai_edge_litert import interpreter as tfl
+    except ImportError:
+        try:
+            from tflite_runtime import interpreter as tfl  # type: ignore
+        except ImportError:
+            import tensorflow.lite as tfl  # type: ignore  # last resort on devices with full TF only
+    if delegate in ("gpu", "nnapi", "hexagon"):
+        raise RuntimeError(f"delegate {delegate!r} is not available from Python; use a benchmark_model profile")
+    kwargs = {"model_path": path, "num_threads": threads}
+    if delegate == "reference":
+        kwargs["experimental_op_resolver_type"] = tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return tfl.Interpreter(**kwargs)
+
+
+def _inputs(specs, seed: int):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(dtype) for shape, dtype in specs]
+
+
+def load(req: dict):
+    """Returns a zero-argument callable that runs one inference."""
+    runtime, path, threads = req["runtime"], req["model"], int(req.get("threads", 1))
+    opts = dict(req.get("options") or {})
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        level = str(opts.pop("graph_optimization_level", "all"))
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[level]
+        for k, v in opts.items():
+            so.add_session_config_entry(str(k), str(v))
+        provider = req.get("execution_provider", "CPUExecutionProvider")
+        if provider not in ort.get_available_providers():
+            raise RuntimeError(f"execution provider {provider} not available; have {ort.get_available_providers()}")
+        sess = ort.InferenceSession(path, sess_options=so, providers=[provider])
+        specs = [([d if isinstance(d, int) else 1 for d in i.shape], "float32") for i in sess.get_inputs()]
+        feeds = dict(zip([i.name for i in sess.get_inputs()], _inputs(specs, int(req.get("seed", 0)))))
+        return lambda: sess.run(None, feeds)
+    if runtime == "tflite":
+        interp = _tflite_interpreter(path, threads, req.get("delegate", "cpu"))
+        interp.allocate_tensors()
+        details = interp.get_input_details()
+        for d, x in zip(details, _inputs([(d["shape"], d["dtype"]) for d in details], int(req.get("seed", 0)))):
+            interp.set_tensor(d["index"], x)
+        return interp.invoke
+    raise ValueError(f"unknown runtime {runtime!r}")
+
+
+def measure(req: dict) -> dict:
+    t0 = time.perf_counter()
+    invoke = load(req)
+    init_ms = (time.perf_counter() - t0) * 1e3
+    clock = time.perf_counter_ns
+    warmup = []
+    for _ in range(int(req.get("warmup_runs", 0))):
+        s = clock()
+        invoke()
+        warmup.append((clock() - s) / 1e6)
+    runs, min_ns = int(req.get("timed_runs", 1)), float(req.get("min_seconds", 0.0)) * 1e9
+    timed = []
+    start = clock()
+    while len(timed) < runs or clock() - start < min_ns:
+        s = clock()
+        invoke()
+        timed.append((clock() - s) / 1e6)
+    return {"ok": True, "init_ms": init_ms, "warmup_ms": warmup, "timed_ms": timed}
+
+
+def handle(req: dict) -> dict:
+    op = req.get("op", "run")
+    if op == "hello":
+        return {"ok": True, "protocol": PROTOCOL, "pid": os.getpid(), "versions": runtime_versions(),
+                "tensorflow_imported": "tensorflow" in sys.modules}
+    if op == "run":
+        try:
+            return measure(req)
+        except (KeyError, ValueError, TypeError) as e:
+            return {"ok": False, "kind": "parse_error", "message": f"bad request: {e!r}"}
+        except Exception as e:  # the runtime's own errors: a model it cannot load or run
+            return {"ok": False, "kind": "device_error", "message": f"{type(e).__name__}: {e}"}
+    return {"ok": False, "kind": "parse_error", "message": f"unknown op {op!r}"}
+
+
+def serve() -> None:
+    """JSON-lines loop. Library chatter on stdout is moved to stderr so the protocol stays clean."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the campaign's to handle, not the worker's
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+        except json.JSONDecodeError as e:
+            resp = {"ok": False, "kind": "parse_error", "message": f"bad JSON: {e}"}
+        else:
+            resp = handle(req)
+        proto.write(json.dumps(resp) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--serve", action="store_true", help="answer JSON requests on stdin, one per line")
+    ap.add_argument("--request", help="one JSON request; print one JSON response")
+    args = ap.parse_args(argv)
+    if args.serve:
+        serve()
+        return 0
+    if args.request:
+        print(json.dumps(handle(json.loads(args.request))))
+        return 0
+    ap.error("give --serve or --request")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

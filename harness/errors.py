@@ -1,0 +1,86 @@
+"""Typed errors. The library raises these; only the CLI turns them into messages.
+
+A measurement failure always carries a *kind* so the store never has to invent a latency for it
+(see TVM's runner: RUN_TIMEOUT, RUNTIME_DEVICE, ...).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class HarnessError(Exception):
+    """Base class of every error harness raises on purpose."""
+
+
+class ProfileError(HarnessError):
+    """A device profile is malformed: names the file, the field and what was expected."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        detail = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid device profile {path}:\n{detail}")
+
+
+class UnknownNameError(HarnessError):
+    """A name (device, space, driver, runtime) that is not registered; lists the valid ones."""
+
+    def __init__(self, what: str, name: str, valid: list[str], hint: str = ""):
+        self.what, self.name, self.valid = what, name, sorted(valid)
+        msg = f"unknown {what} {name!r}; valid: {', '.join(self.valid) or '(none)'}"
+        super().__init__(msg + (f". {hint}" if hint else ""))
+
+
+class SpaceError(HarnessError):
+    """An architecture key or sample request that the search space cannot satisfy."""
+
+
+class StoreError(HarnessError):
+    """The results store cannot be used (schema mismatch, corrupt file, bad query)."""
+
+
+class ExportError(HarnessError):
+    """A model could not be exported to a runtime format."""
+
+
+class FailureKind(str, Enum):
+    """Why a measurement failed; recorded in the store next to the failure."""
+
+    TIMEOUT = "timeout"
+    DEVICE_ERROR = "device_error"
+    PARSE_ERROR = "parse_error"
+    EXPORT_ERROR = "export_error"
+    UNAVAILABLE = "unavailable"
+
+
+class DriverError(HarnessError):
+    """A driver could not measure; ``kind`` says why."""
+
+    kind: FailureKind = FailureKind.DEVICE_ERROR
+
+    def __init__(self, message: str, *, detail: str = ""):
+        self.detail = detail
+        super().__init__(message)
+
+
+class MeasurementTimeout(DriverError):
+    kind = FailureKind.TIMEOUT
+
+
+class DeviceError(DriverError):
+    kind = FailureKind.DEVICE_ERROR
+
+
+class ParseError(DriverError):
+    kind = FailureKind.PARSE_ERROR
+
+
+class DriverUnavailable(DriverError):
+    """The profile names a connection kind whose driver is not available in this build."""
+
+    kind = FailureKind.UNAVAILABLE
+
+
+class ConnectionLost(DeviceError):
+    """The device went away mid-campaign; the campaign stops, finished results are kept."""

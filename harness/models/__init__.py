@@ -1,0 +1,1 @@
+"""Search spaces, the shared Graph description, exporters and the content-addressed model cache."""

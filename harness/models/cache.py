@@ -1,0 +1,94 @@
+"""Content-addressed cache of exported model files.
+
+The key hashes the graph's structure (which includes the input shape), the exporter's format
+version (exporter code and library versions) and the weight seed, so a second campaign never
+re-exports and a changed exporter never serves a stale file. Writes are atomic (temp file + rename),
+so concurrent campaigns and crashes cannot leave a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import ExportError, UnknownNameError
+from harness.models.graph import Graph
+
+
+@dataclass(frozen=True)
+class ModelFormat:
+    name: str
+    suffix: str
+    version: str
+    write: Callable[[Graph, str, int], None]
+
+
+def _formats() -> dict[str, ModelFormat]:
+    from harness.models import export_onnx, export_tflite
+
+    return {
+        "onnx": ModelFormat("onnx", ".onnx", export_onnx.FORMAT_VERSION, export_onnx.export_onnx),
+        "tflite": ModelFormat("tflite", ".tflite", export_tflite.FORMAT_VERSION, export_tflite.export_tflite),
+    }
+
+
+def get_format(name: str) -> ModelFormat:
+    formats = _formats()
+    if name not in formats:
+        raise UnknownNameError("model format", name, list(formats))
+    return formats[name]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An exported model file. ``digest`` names its content (also the file name on devices)."""
+
+    path: Path
+    format: str
+    digest: str
+    exported: bool  # False when served from the cache
+    export_seconds: float
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+
+class ModelCache:
+    def __init__(self, root: str | os.PathLike = "models/cache", seed: int = 0):
+        self.root = Path(root)
+        self.seed = seed
+
+    def key(self, graph: Graph, fmt: ModelFormat) -> str:
+        body = {"graph": graph.fingerprint(), "format": fmt.version, "seed": self.seed}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+
+    def path_for(self, graph: Graph, format_name: str) -> Path:
+        fmt = get_format(format_name)
+        key = self.key(graph, fmt)
+        return self.root / fmt.name / key[:2] / f"{key}{fmt.suffix}"
+
+    def get(self, graph: Graph, format_name: str) -> Artifact:
+        """The exported file for ``graph``, exporting it once if it is not cached yet."""
+        fmt = get_format(format_name)
+        path = self.path_for(graph, format_name)
+        digest = path.stem
+        if path.exists():
+            return Artifact(path, fmt.name, digest, False, 0.0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=fmt.suffix)
+        os.close(fd)
+        try:
+            fmt.write(graph, tmp, self.seed)
+            os.replace(tmp, path)
+        except Exception as e:
+            Path(tmp).unlink(missing_ok=True)
+            raise ExportError(f"exporting {graph.name} to {fmt.name} failed: {e}") from e
+        return Artifact(path, fmt.name, digest, True, time.perf_counter() - t0)

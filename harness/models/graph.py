@@ -1,0 +1,176 @@
+"""The one architecture description every exporter reads.
+
+A search space builds a :class:`Graph`; the ONNX and TFLite exporters translate it node by node,
+so both formats come from the same structure and the same weights. Shapes are logical
+``(height, width, channels)``; each exporter picks its own memory layout.
+
+Padding follows TensorFlow's ``SAME``/``VALID`` rules so that both formats compute identical
+numbers (ONNX gets the equivalent explicit pads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Padding = Literal["same", "valid"]
+Shape = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Node:
+    """One operation. ``op`` is one of :data:`OPS`; ``attrs`` hold its static parameters."""
+
+    op: str
+    name: str
+    inputs: tuple[str, ...]
+    output: str
+    attrs: dict = field(default_factory=dict)
+
+
+# op -> short description of attrs (kept here so exporters and counters agree on the vocabulary)
+OPS = {
+    "conv": "kernel, stride, padding, cin, cout, groups, bn (BatchNorm folded at export), bias",
+    "relu": "",
+    "add": "",
+    "zero": "multiply by 0: PyTorch's Zero op, kept so the graph stays connected",
+    "avgpool": "kernel, stride, padding (average excludes padding)",
+    "affine": "channels: a standalone BatchNorm (per-channel scale and shift)",
+    "global_avgpool": "",
+    "dense": "cin, cout",
+}
+
+
+def _same_out(size: int, stride: int) -> int:
+    return -(-size // stride)
+
+
+def _valid_out(size: int, kernel: int, stride: int) -> int:
+    return (size - kernel) // stride + 1
+
+
+def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow SAME padding (before, after) for one spatial dimension."""
+    out = _same_out(size, stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class Graph:
+    """A single-input, single-output feed-forward network under construction or finished."""
+
+    def __init__(self, name: str, input_shape: Shape):
+        self.name = name
+        self.input_shape = tuple(input_shape)
+        self.nodes: list[Node] = []
+        self.shapes: dict[str, Shape] = {"input": self.input_shape}
+        self.output = "input"
+        self._relu_of: dict[str, str] = {}
+
+    # --- construction -----------------------------------------------------------------
+    def _add(self, op: str, inputs: tuple[str, ...], shape: Shape, **attrs) -> str:
+        for t in inputs:
+            if t not in self.shapes:
+                raise ValueError(f"graph {self.name}: unknown input tensor {t!r}")
+        name = f"n{len(self.nodes)}_{op}"
+        self.nodes.append(Node(op, name, inputs, name, dict(attrs)))
+        self.shapes[name] = shape
+        self.output = name
+        return name
+
+    def conv(self, x: str, cout: int, kernel: int, stride: int = 1, padding: Padding = "same",
+             groups: int = 1, bn: bool = True, bias: bool = False) -> str:
+        h, w, cin = self.shapes[x]
+        if cin % groups or cout % groups:
+            raise ValueError(f"conv groups={groups} must divide cin={cin} and cout={cout}")
+        if padding == "same":
+            oh, ow = _same_out(h, stride), _same_out(w, stride)
+        else:
+            oh, ow = _valid_out(h, kernel, stride), _valid_out(w, kernel, stride)
+        return self._add("conv", (x,), (oh, ow, cout), kernel=kernel, stride=stride,
+                         padding=padding, cin=cin, cout=cout, groups=groups, bn=bn, bias=bias)
+
+    def relu(self, x: str) -> str:
+        """ReLU of ``x``, created once per tensor: converters share it between consumers."""
+        if x not in self._relu_of:
+            self._relu_of[x] = self._add("relu", (x,), self.shapes[x])
+        return self._relu_of[x]
+
+    def add(self, xs: list[str]) -> str:
+        if not xs:
+            raise ValueError("add needs at least one input")
+        out = xs[0]
+        for x in xs[1:]:
+            if self.shapes[x] != self.shapes[out]:
+                raise ValueError(f"add: shape {self.shapes[x]} != {self.shapes[out]}")
+            out = self._add("add", (out, x), self.shapes[out])
+        return out
+
+    def zero(self, x: str) -> str:
+        return self._add("zero", (x,), self.shapes[x])
+
+    def avgpool(self, x: str, kernel: int, stride: int, padding: Padding) -> str:
+        h, w, c = self.shapes[x]
+        if padding == "same":
+            shape = (_same_out(h, stride), _same_out(w, stride), c)
+        else:
+            shape = (_valid_out(h, kernel, stride), _valid_out(w, kernel, stride), c)
+        return self._add("avgpool", (x,), shape, kernel=kernel, stride=stride, padding=padding)
+
+    def affine(self, x: str) -> str:
+        return self._add("affine", (x,), self.shapes[x], channels=self.shapes[x][2])
+
+    def global_avgpool(self, x: str) -> str:
+        return self._add("global_avgpool", (x,), (1, 1, self.shapes[x][2]))
+
+    def dense(self, x: str, cout: int) -> str:
+        cin = self.shapes[x][2]
+        return self._add("dense", (x,), (1, 1, cout), cin=cin, cout=cout)
+
+    # --- facts ------------------------------------------------------------------------
+    @property
+    def output_shape(self) -> Shape:
+        return self.shapes[self.output]
+
+    def param_count(self) -> int:
+        """Trainable parameters as PyTorch counts them (BatchNorm affine included, buffers not)."""
+        total = 0
+        for n in self.nodes:
+            a = n.attrs
+            if n.op == "conv":
+                total += a["cout"] * (a["cin"] // a["groups"]) * a["kernel"] ** 2
+                total += 2 * a["cout"] if a["bn"] else 0
+                total += a["cout"] if a["bias"] else 0
+            elif n.op == "affine":
+                total += 2 * a["channels"]
+            elif n.op == "dense":
+                total += a["cin"] * a["cout"] + a["cout"]
+        return total
+
+    def macs(self) -> int:
+        """Multiply-accumulates of convolutions and dense layers (the usual 'FLOPs' of NAS papers)."""
+        total = 0
+        for n in self.nodes:
+            a = n.attrs
+            if n.op == "conv":
+                oh, ow, _ = self.shapes[n.output]
+                total += oh * ow * a["cout"] * (a["cin"] // a["groups"]) * a["kernel"] ** 2
+            elif n.op == "dense":
+                total += a["cin"] * a["cout"]
+        return total
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "output": self.output,
+            "nodes": [asdict(n) for n in self.nodes],
+        }
+
+    def fingerprint(self) -> str:
+        """Content hash of the structure (not the name): equal graphs share cached exports."""
+        body = self.to_dict()
+        body.pop("name")
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

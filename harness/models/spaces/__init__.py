@@ -1,0 +1,21 @@
+"""Search-space registry: adding a space is one module plus one line here."""
+
+from __future__ import annotations
+
+from harness.errors import UnknownNameError
+from harness.models.spaces.base import Arch, SearchSpace
+from harness.models.spaces.nb201 import NB201Space
+
+SPACES: dict[str, type[SearchSpace]] = {
+    NB201Space.name: NB201Space,
+}
+
+
+def get_space(name: str) -> SearchSpace:
+    try:
+        return SPACES[name]()
+    except KeyError:
+        raise UnknownNameError("search space", name, list(SPACES)) from None
+
+
+__all__ = ["Arch", "SearchSpace", "SPACES", "get_space"]

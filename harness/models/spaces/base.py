@@ -1,0 +1,68 @@
+"""What every search space provides: sampling, keys, and a builder to the shared Graph."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from harness.errors import SpaceError
+from harness.models.graph import Graph
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture of a space. ``key`` is its canonical string; ``columns`` its key columns."""
+
+    space: str
+    key: str
+    columns: dict[str, Any]
+
+    def __hash__(self) -> int:
+        return hash((self.space, self.key))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Arch) and (self.space, self.key) == (other.space, other.key)
+
+
+class SearchSpace(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    key_columns: ClassVar[tuple[str, ...]]
+    default_input_shape: ClassVar[tuple[int, int, int]]
+    default_num_classes: ClassVar[int]
+
+    @abstractmethod
+    def size(self) -> int | None:
+        """Number of architectures, or None when the space is too large to enumerate."""
+
+    @abstractmethod
+    def parse(self, token: str) -> Arch:
+        """An architecture from a user's token (index, key string, ...); SpaceError if invalid."""
+
+    @abstractmethod
+    def sample(self, n: int, seed: int) -> list[Arch]:
+        """n distinct architectures, reproducible for a seed."""
+
+    def all(self) -> Iterator[Arch]:
+        raise SpaceError(f"space {self.name!r} cannot be enumerated; use --sample")
+
+    def from_columns(self, row: dict[str, Any]) -> Arch:
+        """An architecture from a table row holding (some of) the key columns."""
+        for col in self.key_columns:
+            if col in row and row[col] is not None and str(row[col]) != "nan":
+                return self.parse(str(row[col]))
+        raise SpaceError(f"row has none of the key columns {', '.join(self.key_columns)} of space {self.name!r}")
+
+    def parse_many(self, tokens: Iterable[str]) -> list[Arch]:
+        """Parse tokens, dropping repeats but keeping the user's order."""
+        seen: dict[Arch, None] = {}
+        for t in tokens:
+            seen.setdefault(self.parse(t), None)
+        return list(seen)
+
+    @abstractmethod
+    def build(self, arch: Arch, input_shape: Sequence[int] | None = None,
+              num_classes: int | None = None) -> Graph:
+        """The network of ``arch`` as a Graph (the input of every exporter)."""

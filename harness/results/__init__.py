@@ -1,0 +1,1 @@
+"""Results store, importers and exporters of tidy latency tables."""

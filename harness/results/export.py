@@ -1,0 +1,45 @@
+"""The tidy wide table of ``../shared/data``: one row per architecture, key columns, ``<device>_ms``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import HarnessError
+from harness.models.spaces import get_space
+from harness.results.store import Store
+
+
+def latency_table(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
+    """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device."""
+    keys = list(get_space(space).key_columns)
+    long = store.latest_latencies(space, devices)
+    if devices:
+        missing = sorted(set(devices) - set(long.device))
+        if missing:
+            raise HarnessError(f"no {space} measurements for device(s) {', '.join(missing)} in {store.path}")
+    if long.empty:
+        return pd.DataFrame(columns=keys)
+    wide = long.pivot(index="key", columns="device", values="median_ms")
+    order = devices or sorted(wide.columns)
+    wide = wide[order].rename(columns=lambda d: f"{d}_ms")
+    cols = long.drop_duplicates("key").set_index("key")["columns_json"].map(json.loads)
+    key_df = pd.DataFrame(list(cols.loc[wide.index]), index=wide.index)[keys]
+    out = pd.concat([key_df, wide], axis=1).reset_index(drop=True)
+    return out.sort_values(keys[0], kind="stable").reset_index(drop=True)
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``) by the file name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        df.to_parquet(path, index=False)
+    elif name.endswith((".csv", ".csv.gz")):
+        df.to_csv(path, index=False, float_format="%.8g")
+    else:
+        raise HarnessError(f"cannot tell the format of {path}: use .csv, .csv.gz or .parquet")
+    return path

@@ -1,0 +1,308 @@
+"""The results store: one SQLite file, schema versioned, every model's result in one transaction.
+
+Tables: ``devices`` (with the profile as last used), ``architectures`` (space + canonical key),
+``campaigns`` (profile and static conditions as used), ``measurements`` (one row per model attempt:
+summary of the timed runs or a failure with its kind, conditions before/after), ``runs`` (every
+warm-up and timed latency). A measurement and its runs are written together or not at all, so a
+SIGKILL or a dropped device loses nothing that was reported as done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness import __version__
+from harness.errors import StoreError
+from harness.models.spaces import Arch
+
+SCHEMA_VERSION = 1
+DEFAULT_STORE = Path(os.environ.get("HARNESS_STORE", "results/harness.db"))
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE devices (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    origin TEXT NOT NULL CHECK (origin IN ('measured', 'imported')),
+    profile_json TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE architectures (
+    id INTEGER PRIMARY KEY,
+    space TEXT NOT NULL,
+    key TEXT NOT NULL,
+    columns_json TEXT NOT NULL,
+    UNIQUE (space, key)
+);
+CREATE TABLE campaigns (
+    id INTEGER PRIMARY KEY,
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    space TEXT NOT NULL,
+    command TEXT,
+    profile_json TEXT NOT NULL,
+    profile_digest TEXT NOT NULL,
+    conditions_json TEXT NOT NULL DEFAULT '{}',
+    harness_version TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    planned INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'interrupted', 'failed')),
+    message TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE TABLE measurements (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    arch_id INTEGER NOT NULL REFERENCES architectures(id),
+    model_format TEXT,
+    model_digest TEXT,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    failure_kind TEXT,
+    failure_message TEXT,
+    n_runs INTEGER,
+    median_ms REAL,
+    mean_ms REAL,
+    std_ms REAL,
+    min_ms REAL,
+    p90_ms REAL,
+    init_ms REAL,
+    conditions_json TEXT NOT NULL DEFAULT '{}',
+    started_at TEXT NOT NULL,
+    duration_s REAL,
+    CHECK ((status = 'ok' AND median_ms IS NOT NULL AND failure_kind IS NULL)
+        OR (status = 'failed' AND median_ms IS NULL AND failure_kind IS NOT NULL))
+);
+CREATE INDEX measurements_by_device_arch ON measurements (device_id, arch_id, status);
+CREATE TABLE runs (
+    measurement_id INTEGER NOT NULL REFERENCES measurements(id) ON DELETE CASCADE,
+    warmup INTEGER NOT NULL CHECK (warmup IN (0, 1)),
+    seq INTEGER NOT NULL,
+    latency_ms REAL NOT NULL,
+    PRIMARY KEY (measurement_id, warmup, seq)
+) WITHOUT ROWID;
+"""
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    """Open (creating if needed) the store at ``path``; the schema version is checked here."""
+
+    def __init__(self, path: str | os.PathLike = DEFAULT_STORE):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self._init_schema()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path} is not a usable harness store: {e}") from None
+
+    def _init_schema(self) -> None:
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            # one script, one transaction: a crash here leaves an empty file, never half a schema
+            self.db.executescript(
+                f"BEGIN IMMEDIATE; {SCHEMA} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'),"
+                f" ('created_by', 'harness {__version__}'); COMMIT;")
+            return
+        if "meta" not in tables:
+            raise StoreError(f"{self.path} is an SQLite file but not a harness store (no meta table)")
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        found = int(row[0]) if row else None
+        if found != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has store schema version {found}; this harness {__version__} "
+                             f"reads version {SCHEMA_VERSION}. Use a matching harness or a new --store file.")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (nested use joins the outer one)."""
+        if self.db.in_transaction:
+            yield self.db
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- devices and architectures -------------------------------------------------------
+    def device_id(self, name: str, origin: str = "measured", profile: dict | None = None) -> int:
+        with self.transaction() as db:
+            row = db.execute("SELECT id, origin FROM devices WHERE name = ?", (name,)).fetchone()
+            if row:
+                if row[1] != origin:
+                    raise StoreError(f"device {name!r} exists in the store as {row[1]}, not {origin}")
+                if profile is not None:
+                    db.execute("UPDATE devices SET profile_json = ? WHERE id = ?", (json.dumps(profile), row[0]))
+                return row[0]
+            cur = db.execute("INSERT INTO devices (name, origin, profile_json, created_at) VALUES (?, ?, ?, ?)",
+                             (name, origin, json.dumps(profile) if profile is not None else None, utcnow()))
+            return int(cur.lastrowid)
+
+    def arch_id(self, arch: Arch) -> int:
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO architectures (space, key, columns_json) VALUES (?, ?, ?)",
+                       (arch.space, arch.key, json.dumps(arch.columns, sort_keys=True)))
+            return db.execute("SELECT id FROM architectures WHERE space = ? AND key = ?",
+                              (arch.space, arch.key)).fetchone()[0]
+
+    def devices(self) -> pd.DataFrame:
+        q = """SELECT d.name, d.origin,
+                      (SELECT COUNT(DISTINCT m.arch_id) FROM measurements m
+                        WHERE m.device_id = d.id AND m.status = 'ok') AS architectures,
+                      d.created_at
+               FROM devices d ORDER BY d.name"""
+        return pd.read_sql_query(q, self.db)
+
+    # --- campaigns -----------------------------------------------------------------------
+    def start_campaign(self, device: str, space: str, profile: dict, profile_digest: str,
+                       planned: int, command: str = "") -> int:
+        dev = self.device_id(device, "measured", profile)
+        with self.transaction() as db:
+            self._close_abandoned(db, dev)
+            cur = db.execute(
+                """INSERT INTO campaigns (device_id, space, command, profile_json, profile_digest,
+                   harness_version, host, pid, planned, status, started_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)""",
+                (dev, space, command, json.dumps(profile), profile_digest, __version__,
+                 socket.gethostname(), os.getpid(), planned, utcnow()))
+            return int(cur.lastrowid)
+
+    def _close_abandoned(self, db: sqlite3.Connection, device_id: int) -> None:
+        """Campaigns left 'running' by a killed process on this host become 'interrupted'."""
+        rows = db.execute("SELECT id, host, pid FROM campaigns WHERE device_id = ? AND status = 'running'",
+                          (device_id,)).fetchall()
+        for cid, host, pid in rows:
+            if host == socket.gethostname() and not _pid_alive(pid):
+                db.execute("UPDATE campaigns SET status = 'interrupted', message = ?, finished_at = ? "
+                           "WHERE id = ?", ("process ended without closing the campaign", utcnow(), cid))
+
+    def set_campaign_conditions(self, campaign_id: int, conditions: dict) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE campaigns SET conditions_json = ? WHERE id = ?",
+                       (json.dumps(conditions, default=str), campaign_id))
+
+    def finish_campaign(self, campaign_id: int, status: str, message: str = "") -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE campaigns SET status = ?, message = ?, finished_at = ? WHERE id = ?",
+                       (status, message or None, utcnow(), campaign_id))
+
+    def campaigns(self) -> pd.DataFrame:
+        q = """SELECT c.id, d.name AS device, c.space, c.status, c.planned,
+                      SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
+                      c.started_at, c.finished_at, c.message
+               FROM campaigns c JOIN devices d ON d.id = c.device_id
+               LEFT JOIN measurements m ON m.campaign_id = c.id
+               GROUP BY c.id ORDER BY c.id"""
+        df = pd.read_sql_query(q, self.db)
+        df[["ok", "failed"]] = df[["ok", "failed"]].fillna(0).astype(int)
+        return df
+
+    # --- measurements --------------------------------------------------------------------
+    def record_measurement(self, campaign_id: int, device: str, arch: Arch, *, model_format: str | None,
+                           model_digest: str | None, started_at: str, duration_s: float,
+                           summary: dict[str, float] | None = None, init_ms: float | None = None,
+                           timed_ms: Iterable[float] = (), warmup_ms: Iterable[float] = (),
+                           conditions: dict | None = None, failure_kind: str | None = None,
+                           failure_message: str | None = None) -> int:
+        """One model's outcome and all its runs, in one transaction."""
+        timed, warm = list(timed_ms), list(warmup_ms)
+        ok = failure_kind is None
+        if ok and (summary is None or not timed):
+            raise StoreError("a successful measurement needs its timed runs")
+        s = summary or {}
+        with self.transaction() as db:
+            dev = self.device_id(device)
+            aid = self.arch_id(arch)
+            cur = db.execute(
+                """INSERT INTO measurements (campaign_id, device_id, arch_id, model_format, model_digest, status,
+                   failure_kind, failure_message, n_runs, median_ms, mean_ms, std_ms, min_ms, p90_ms, init_ms,
+                   conditions_json, started_at, duration_s)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (campaign_id, dev, aid, model_format, model_digest, "ok" if ok else "failed",
+                 failure_kind, failure_message, len(timed) if ok else None, s.get("median_ms"), s.get("mean_ms"),
+                 s.get("std_ms"), s.get("min_ms"), s.get("p90_ms"), init_ms,
+                 json.dumps(conditions or {}, default=str), started_at, duration_s))
+            mid = int(cur.lastrowid)
+            db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?)",
+                           [(mid, 1, i, v) for i, v in enumerate(warm)] + [(mid, 0, i, v) for i, v in enumerate(timed)])
+            return mid
+
+    def measured_keys(self, device: str, space: str) -> set[str]:
+        """Keys of architectures with a successful measurement on ``device`` (what resume skips)."""
+        rows = self.db.execute(
+            """SELECT DISTINCT a.key FROM measurements m
+               JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
+               WHERE d.name = ? AND a.space = ? AND m.status = 'ok'""", (device, space))
+        return {r[0] for r in rows}
+
+    def measurements(self, device: str | None = None, space: str | None = None) -> pd.DataFrame:
+        q = """SELECT m.id, d.name AS device, a.space, a.key, m.status, m.failure_kind, m.failure_message,
+                      m.n_runs, m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, m.init_ms,
+                      m.model_format, m.model_digest, m.campaign_id, m.started_at, m.duration_s
+               FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
+               WHERE (? IS NULL OR d.name = ?) AND (? IS NULL OR a.space = ?) ORDER BY m.id"""
+        return pd.read_sql_query(q, self.db, params=(device, device, space, space))
+
+    def runs(self, measurement_id: int, warmup: bool = False) -> list[float]:
+        rows = self.db.execute("SELECT latency_ms FROM runs WHERE measurement_id = ? AND warmup = ? ORDER BY seq",
+                               (measurement_id, int(warmup)))
+        return [r[0] for r in rows]
+
+    def latest_latencies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
+        """Long table (device, key, columns_json, median_ms): the latest successful measurement per pair."""
+        q = """SELECT d.name AS device, a.key, a.columns_json, m.median_ms
+               FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
+               WHERE a.space = ? AND m.status = 'ok'
+                 AND m.id = (SELECT MAX(m2.id) FROM measurements m2
+                             WHERE m2.device_id = m.device_id AND m2.arch_id = m.arch_id AND m2.status = 'ok')"""
+        df = pd.read_sql_query(q, self.db, params=(space,))
+        if devices:
+            df = df[df.device.isin(devices)]
+        return df
+
+    def spaces(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT space FROM architectures ORDER BY space")]
+
+    def info(self) -> dict[str, Any]:
+        count = lambda t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: E731
+        return {"path": str(self.path), "schema_version": SCHEMA_VERSION,
+                **{t: count(t) for t in ("devices", "architectures", "campaigns", "measurements", "runs")}}
