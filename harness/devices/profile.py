@@ -7,6 +7,7 @@ expected (see :func:`load_profile`).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -151,8 +152,11 @@ def _describe(err: dict, data: Any) -> str:
         return f"{field}: required field is missing"
     if kind == "extra_forbidden":
         model = _model_at(loc[:-1], data)
-        allowed = f"; allowed here: {', '.join(model.model_fields)}" if model else ""
-        return f"{field}: unknown field{allowed}"
+        if model is None:
+            return f"{field}: unknown field"
+        close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{field}: unknown field{hint}; allowed here: {', '.join(model.model_fields)}"
     if kind == "union_tag_not_found":
         return f"{field}.kind: required field is missing; expected one of local, ssh, adb"
     if kind == "union_tag_invalid":

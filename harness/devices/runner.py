@@ -99,6 +99,18 @@ def load(req: dict):
     raise ValueError(f"unknown runtime {runtime!r}")
 
 
+def validate(req: dict) -> dict:
+    """Check and normalise a run request before anything touches the runtime."""
+    if req["runtime"] not in ("onnxruntime", "tflite"):
+        raise ValueError(f"unknown runtime {req['runtime']!r}")
+    out = dict(req, model=str(req["model"]), threads=int(req.get("threads", 1)),
+               warmup_runs=int(req.get("warmup_runs", 0)), timed_runs=int(req.get("timed_runs", 1)),
+               min_seconds=float(req.get("min_seconds", 0.0)), seed=int(req.get("seed", 0)))
+    if out["timed_runs"] < 1 or out["warmup_runs"] < 0 or out["threads"] < 1:
+        raise ValueError("timed_runs >= 1, warmup_runs >= 0 and threads >= 1 are required")
+    return out
+
+
 def measure(req: dict) -> dict:
     t0 = time.perf_counter()
     invoke = load(req)
@@ -126,9 +138,11 @@ def handle(req: dict) -> dict:
                 "tensorflow_imported": "tensorflow" in sys.modules}
     if op == "run":
         try:
-            return measure(req)
+            req = validate(req)
         except (KeyError, ValueError, TypeError) as e:
             return {"ok": False, "kind": "parse_error", "message": f"bad request: {e!r}"}
+        try:
+            return measure(req)
         except Exception as e:  # the runtime's own errors: a model it cannot load or run
             return {"ok": False, "kind": "device_error", "message": f"{type(e).__name__}: {e}"}
     return {"ok": False, "kind": "parse_error", "message": f"unknown op {op!r}"}

@@ -126,7 +126,9 @@ class Graph:
         return self._add("global_avgpool", (x,), (1, 1, self.shapes[x][2]))
 
     def dense(self, x: str, cout: int) -> str:
-        cin = self.shapes[x][2]
+        h, w, cin = self.shapes[x]
+        if (h, w) != (1, 1):
+            raise ValueError(f"dense needs a 1x1 spatial input, got {h}x{w}; pool first")
         return self._add("dense", (x,), (1, 1, cout), cin=cin, cout=cout)
 
     # --- facts ------------------------------------------------------------------------

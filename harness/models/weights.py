@@ -26,8 +26,8 @@ def node_weights(node: Node, seed: int = 0) -> dict[str, np.ndarray]:
     if node.op == "conv":
         cin_g = a["cin"] // a["groups"]
         fan_in = cin_g * a["kernel"] ** 2
-        kernel = rng.normal(0.0, np.sqrt(1.0 / fan_in), (a["cout"], cin_g, a["kernel"], a["kernel"]))
-        out = {"kernel": kernel.astype(np.float32)}
+        kernel = rng.standard_normal((a["cout"], cin_g, a["kernel"], a["kernel"]), dtype=np.float32)
+        out = {"kernel": kernel * np.float32(np.sqrt(1.0 / fan_in))}
         if a["bn"] or a["bias"]:
             out["bias"] = rng.normal(0.0, 0.05, a["cout"]).astype(np.float32)
         return out

@@ -92,7 +92,8 @@ class NB201Space(SearchSpace):
     def sample(self, n: int, seed: int) -> list[Arch]:
         if not 0 < n <= NUM_ARCHS:
             raise SpaceError(f"--sample must be between 1 and {NUM_ARCHS} for nb201, got {n}")
-        picks = np.random.default_rng(seed).choice(NUM_ARCHS, size=n, replace=False)
+        # a prefix of one seeded permutation: --sample 100 extends --sample 50 instead of replacing it
+        picks = np.random.default_rng(seed).permutation(NUM_ARCHS)[:n]
         return [self._arch(int(i)) for i in picks]
 
     def all(self) -> Iterator[Arch]:

@@ -1,0 +1,56 @@
+"""Shared fixtures: fast device profiles in a temp ./devices, a temp store and model cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.devices.registry import ProfileRegistry
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FAST_POLICY = {"warmup_runs": 1, "timed_runs": 3, "min_seconds": 0.0, "cooldown_seconds": 0.0,
+               "timeout_seconds": 60}
+
+
+def write_profile(folder: Path, name: str, runtime: dict, policy: dict | None = None, **extra) -> Path:
+    body = {"name": name, "description": f"test profile {name}", "connection": {"kind": "local"},
+            "runtime": runtime, "policy": {**FAST_POLICY, **(policy or {})}, **extra}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+@pytest.fixture
+def devices_dir(tmp_path: Path) -> Path:
+    """A user devices folder with quick local profiles (1 thread: this machine has 2 cores)."""
+    d = tmp_path / "devices"
+    d.mkdir()
+    write_profile(d, "fast-onnx", {"name": "onnxruntime", "threads": 1})
+    write_profile(d, "fast-tflite", {"name": "tflite", "threads": 1})
+    return d
+
+
+@pytest.fixture
+def registry(devices_dir: Path) -> ProfileRegistry:
+    return ProfileRegistry(devices_dir)
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "results" / "harness.db"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One model cache for the session: exports are deterministic, so tests may share it."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture
+def cli_env(devices_dir: Path, store_path: Path, cache_dir: Path) -> dict[str, str]:
+    """Environment for running the real `harness` entry point in a subprocess."""
+    return {**os.environ, "HARNESS_DEVICES": str(devices_dir), "HARNESS_STORE": str(store_path),
+            "HARNESS_CACHE": str(cache_dir), "COLUMNS": "120"}

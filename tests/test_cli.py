@@ -1,0 +1,153 @@
+"""The CLI through its real entry point: help, devices, measure, export, and the crash cases."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from tests.conftest import write_profile
+
+runner = CliRunner()
+COMMANDS = [[], ["devices"], ["devices", "list"], ["devices", "show"], ["devices", "check"], ["measure"],
+            ["export"], ["campaigns"], ["spaces"], ["demo"]]
+
+
+def harness(*args: str, env: dict, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "harness", *args], env=env, capture_output=True, text=True,
+                          timeout=300, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"harness {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
+def test_every_command_has_useful_help(cmd):
+    result = runner.invoke(app, [*cmd, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output and len(result.output) > 200
+    if cmd and cmd[-1] not in ("devices",):
+        assert "--store" in result.output, f"{cmd} must take --store"
+
+
+def test_devices_list_show_check(cli_env):
+    out = harness("devices", "list", env=cli_env).stdout
+    for name in ("local-onnx", "local-tflite", "s5e", "pixel3", "pixel4", "jetson-nano", "jetson-tx2", "raspi4",
+                 "fast-onnx"):
+        assert name in out
+    shown = harness("devices", "show", "local-onnx", env=cli_env).stdout
+    assert "timed_runs: 50" in shown and "built-in" in shown
+    checked = harness("devices", "check", "local-onnx", env=cli_env).stdout
+    assert "ok" in checked and "onnxruntime" in checked
+    s5e = harness("devices", "check", "s5e", env=cli_env, check=False)
+    assert s5e.returncode == 1 and "ADB driver" in s5e.stderr and "not implemented" in s5e.stderr
+
+
+def test_broken_profile_gives_one_clear_error(cli_env, devices_dir):
+    (devices_dir / "oops.yaml").write_text("name: oops\nconnection: {kind: local}\nruntime: {name: tflite, thred: 1}\n")
+    p = harness("measure", "--device", "oops", "--sample", "1", env=cli_env, check=False)
+    assert p.returncode == 2
+    assert "oops.yaml" in p.stderr and "runtime.thred" in p.stderr and "did you mean 'threads'" in p.stderr
+    assert "Traceback" not in p.stderr
+    listed = harness("devices", "list", env=cli_env, check=False)
+    assert listed.returncode == 1 and "local-onnx" in listed.stdout and "oops.yaml" in listed.stderr
+
+
+def test_measure_then_export_csv_and_parquet(cli_env, tmp_path):
+    harness("measure", "--device", "fast-onnx", "--space", "nb201", "--sample", "3", "--seed", "0", env=cli_env)
+    harness("measure", "--device", "fast-tflite", "--arch", "0,9930", "--arch",
+            "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", env=cli_env)
+    again = harness("measure", "--device", "fast-onnx", "--sample", "3", "--seed", "0", env=cli_env)
+    assert "nothing to do" in again.stdout
+    csv = tmp_path / "out.csv"
+    harness("export", "--out", str(csv), env=cli_env)
+    df = pd.read_csv(csv)
+    assert df.columns.tolist() == ["nb201_index", "arch_str", "fast-onnx_ms", "fast-tflite_ms"]
+    assert df["fast-onnx_ms"].notna().sum() == 3 and df["fast-tflite_ms"].notna().sum() == 3
+    assert (df[["fast-onnx_ms", "fast-tflite_ms"]].stack().dropna() > 0).all()
+    pq = tmp_path / "out.parquet"
+    harness("export", "--out", str(pq), "--device", "fast-tflite", env=cli_env)
+    assert pd.read_parquet(pq).columns.tolist() == ["nb201_index", "arch_str", "fast-tflite_ms"]
+    bad = harness("export", "--out", str(tmp_path / "x.xlsx"), env=cli_env, check=False)
+    assert bad.returncode == 2 and "csv" in bad.stderr
+
+
+def test_arch_file(cli_env, tmp_path):
+    picks = tmp_path / "picks.csv"
+    pd.DataFrame({"nb201_index": [5, 6], "arch_str": ["", ""]}).to_csv(picks, index=False)
+    harness("measure", "--device", "fast-onnx", "--arch-file", str(picks), env=cli_env)
+    with sqlite3.connect(cli_env["HARNESS_STORE"]) as db:
+        assert db.execute("SELECT COUNT(*) FROM measurements WHERE status='ok'").fetchone()[0] == 2
+
+
+def _committed(store: str) -> int:
+    if not Path(store).exists():
+        return 0
+    try:
+        with sqlite3.connect(store, timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM measurements WHERE status = 'ok'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _start_slow_campaign(cli_env, devices_dir, n: int) -> subprocess.Popen:
+    # a cool-down makes each model take ~0.3 s, so the kill lands mid-campaign
+    write_profile(devices_dir, "slowish", {"name": "onnxruntime"}, {"cooldown_seconds": 0.3})
+    return subprocess.Popen([sys.executable, "-m", "harness", "measure", "--device", "slowish", "--sample", str(n),
+                             "--seed", "1"], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(store: str, at_least: int, proc: subprocess.Popen, limit: float = 120) -> None:
+    deadline = time.time() + limit
+    while _committed(store) < at_least:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "campaign made no progress"
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_campaign_loses_nothing_and_resume_completes(cli_env, devices_dir):
+    store, n = cli_env["HARNESS_STORE"], 12
+    proc = _start_slow_campaign(cli_env, devices_dir, n)
+    _wait_for(store, 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _committed(store)
+    assert 3 <= killed_at < n
+    with sqlite3.connect(store) as db:
+        before = set(db.execute("SELECT id, arch_id, median_ms FROM measurements").fetchall())
+    resumed = harness("measure", "--device", "slowish", "--sample", str(n), "--seed", "1", env=cli_env)
+    assert f"{n - killed_at} measured" in resumed.stdout and f"{killed_at} already" in resumed.stdout
+    with sqlite3.connect(store) as db:
+        rows = db.execute("SELECT id, arch_id, median_ms FROM measurements WHERE status = 'ok'").fetchall()
+        statuses = dict(db.execute("SELECT id, status FROM campaigns").fetchall())
+        orphans = db.execute("SELECT COUNT(*) FROM runs WHERE measurement_id NOT IN "
+                             "(SELECT id FROM measurements)").fetchone()[0]
+    assert before <= set(rows), "a committed measurement was lost or changed"
+    assert len(rows) == n and len({r[1] for r in rows}) == n, "duplicates or missing architectures"
+    assert orphans == 0
+    assert statuses == {1: "interrupted", 2: "finished"}
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(cli_env, devices_dir):
+    store, n = cli_env["HARNESS_STORE"], 12
+    proc = _start_slow_campaign(cli_env, devices_dir, n)
+    _wait_for(store, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in err and "rerun the same command" in err and "Traceback" not in err
+    done = _committed(store)
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT status FROM campaigns").fetchone()[0] == "interrupted"
+    resumed = harness("measure", "--device", "slowish", "--sample", str(n), "--seed", "1", env=cli_env)
+    assert f"{n - done} measured" in resumed.stdout
+    assert _committed(store) == n

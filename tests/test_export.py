@@ -1,0 +1,91 @@
+"""One architecture description, two formats: ONNX and TFLite must compute the same function."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from harness.models.cache import ModelCache
+from harness.models.export_onnx import to_onnx
+from harness.models.export_tflite import to_tflite
+from harness.models.graph import Graph
+from harness.models.spaces import get_space
+
+ARCHS = ["0", "1", "3", "6", "9930", "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+         "|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|avg_pool_3x3~0|avg_pool_3x3~1|avg_pool_3x3~2|"]
+
+
+def run_both(graph: Graph, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sess = ort.InferenceSession(to_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    y_onnx = sess.run(None, {"input": x.transpose(0, 3, 1, 2)})[0]
+    interp = Interpreter(model_content=to_tflite(graph))
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    return y_onnx, interp.get_tensor(interp.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("token", ARCHS)
+def test_onnx_and_tflite_agree(token):
+    space = get_space("nb201")
+    g = space.build(space.parse(token))
+    x = np.random.default_rng(1).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    y_onnx, y_tfl = run_both(g, x)
+    assert y_onnx.shape == y_tfl.shape == (1, 10)
+    scale = max(1.0, float(np.abs(y_onnx).max()))
+    np.testing.assert_allclose(y_tfl, y_onnx, atol=1e-4 * scale, rtol=1e-3)
+
+
+def test_graph_features_exported_correctly():
+    """Ops the NB201 builder does not reach: stride-2 SAME on odd sizes, grouped/depthwise conv, bias."""
+    g = Graph("features", (15, 15, 8))
+    x = g.conv("input", 8, 3, stride=2, groups=8)              # depthwise, SAME with odd input
+    x = g.conv(g.relu(x), 16, 5, stride=2, groups=2, bias=True, bn=False)  # grouped
+    x = g.avgpool(x, 3, 2, "same")
+    x = g.conv(x, 12, 2, padding="valid")                     # 2x2 -> 1x1, no BatchNorm
+    g.dense(x, 7)                                              # dense on a 4-D 1x1 tensor
+    x_in = np.random.default_rng(2).standard_normal((1, 15, 15, 8)).astype(np.float32)
+    y_onnx, y_tfl = run_both(g, x_in)
+    np.testing.assert_allclose(y_tfl.reshape(-1), y_onnx.reshape(-1), atol=1e-4, rtol=1e-3)
+
+
+def test_onnx_model_is_valid_and_holds_the_graphs_weights():
+    space = get_space("nb201")
+    g = space.build(space.parse("9930"))
+    model = to_onnx(g)
+    onnx.checker.check_model(model, full_check=True)
+    n_weights = sum(int(np.prod(t.dims)) for t in model.graph.initializer if len(t.dims))
+    # exported = trainable params with BatchNorm folded: each BN's 2*C becomes a C-sized bias
+    bn_channels = sum(n.attrs["cout"] for n in g.nodes if n.op == "conv" and n.attrs["bn"])
+    assert n_weights == g.param_count() - bn_channels
+
+
+def test_cache_exports_once_and_keys_on_content(tmp_path):
+    space = get_space("nb201")
+    cache = ModelCache(tmp_path)
+    g = space.build(space.parse("42"))
+    first = cache.get(g, "tflite")
+    second = cache.get(space.build(space.parse("42")), "tflite")
+    assert first.exported and not second.exported and first.path == second.path
+    assert first.path.read_bytes() == to_tflite(g)
+    bigger = cache.get(space.build(space.parse("42"), input_shape=(64, 64, 3)), "tflite")
+    assert bigger.path != first.path
+    assert cache.get(g, "onnx").path.suffix == ".onnx"
+    assert ModelCache(tmp_path, seed=1).path_for(g, "tflite") != first.path
+    assert not list(tmp_path.rglob(".tmp-*")), "no temp files left behind"
+
+
+def test_export_is_fast_enough_to_not_dominate_a_campaign():
+    """Direct construction: well under a second per model even for the largest NB201 network."""
+    import time
+
+    space = get_space("nb201")
+    g = space.build(space.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|"
+                                "nor_conv_3x3~1|nor_conv_3x3~2|"))
+    t = time.perf_counter()
+    to_tflite(g)
+    to_onnx(g)
+    assert time.perf_counter() - t < 5.0  # generous bound; the figure itself is in benchmarks/export.py

@@ -1,0 +1,119 @@
+"""Profiles: built-ins load, user files override, and malformed files give one clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.devices.profile import load_profile
+from harness.devices.registry import ProfileRegistry
+from harness.errors import ProfileError, UnknownNameError
+
+PAPER_DEVICES = {"s5e", "pixel3", "pixel4", "jetson-nano", "jetson-tx2", "raspi4"}
+
+GOOD = """\
+name: {name}
+connection: {{kind: local}}
+runtime: {{name: onnxruntime, threads: 1}}
+"""
+
+# (file name, content, fragments the error must contain: file, field, what is expected)
+BAD = [
+    ("yaml-syntax", "name: x\nruntime: [unclosed\n", ["line", "YAML syntax error"]),
+    ("tab-indent", "name: tab-indent\nconnection:\n\tkind: local\n", ["YAML syntax error"]),
+    ("empty", "", ["(top level)", "empty"]),
+    ("a-list", "- name: a-list\n", ["(top level)", "list"]),
+    ("missing-runtime", "name: missing-runtime\nconnection: {kind: local}\n",
+     ["runtime", "required field is missing"]),
+    ("missing-name", "connection: {kind: local}\nruntime: {name: tflite}\n", ["name", "required field is missing"]),
+    ("unknown-top", GOOD.format(name="unknown-top") + "colour: blue\n",
+     ["colour", "unknown field", "allowed here: name, description, hardware, connection, runtime, policy"]),
+    ("unknown-runtime-field", "name: unknown-runtime-field\nconnection: {kind: local}\n"
+     "runtime: {name: tflite, thread: 2}\n", ["runtime.thread", "unknown field", "threads"]),
+    ("wrong-type", GOOD.format(name="wrong-type") + "policy: {timed_runs: fifty}\n",
+     ["policy.timed_runs", "valid integer", "fifty"]),
+    ("negative", GOOD.format(name="negative") + "policy: {warmup_runs: -1}\n",
+     ["policy.warmup_runs", "greater than or equal to 0"]),
+    ("zero-timeout", GOOD.format(name="zero-timeout") + "policy: {timeout_seconds: 0}\n",
+     ["policy.timeout_seconds", "greater than 0"]),
+    ("bad-kind", "name: bad-kind\nconnection: {kind: usb}\nruntime: {name: tflite}\n",
+     ["connection.kind", "'usb'", "local, ssh, adb"]),
+    ("no-kind", "name: no-kind\nconnection: {host: x}\nruntime: {name: tflite}\n",
+     ["connection.kind", "missing", "local, ssh, adb"]),
+    ("bad-runtime", "name: bad-runtime\nconnection: {kind: local}\nruntime: {name: tensorrt}\n",
+     ["runtime.name", "'onnxruntime' or 'tflite'", "tensorrt"]),
+    ("ssh-missing-host", "name: ssh-missing-host\nconnection: {kind: ssh, user: pi}\nruntime: {name: tflite}\n",
+     ["connection.host", "required field is missing"]),
+    ("ssh-bad-port", "name: ssh-bad-port\nconnection: {kind: ssh, host: h, user: u, port: 70000}\n"
+     "runtime: {name: tflite}\n", ["connection.port", "less than or equal to 65535"]),
+    ("ssh-unknown", "name: ssh-unknown\nconnection: {kind: ssh, host: h, user: u, password: hunter2}\n"
+     "runtime: {name: tflite}\n", ["connection.password", "unknown field", "key_file"]),
+    ("adb-bad-taskset", "name: adb-bad-taskset\nconnection: {kind: adb, serial: 'h:5555', taskset: zz}\n"
+     "runtime: {name: tflite}\n", ["connection.taskset", "pattern"]),
+    ("delegate-on-onnx", "name: delegate-on-onnx\nconnection: {kind: local}\n"
+     "runtime: {name: onnxruntime, delegate: gpu}\n", ["runtime", "delegate applies to tflite only"]),
+    ("name-mismatch", GOOD.format(name="other-name"), ["name", "must match the file name"]),
+    ("bad-name", GOOD.format(name="has space").replace("has space", "'has space'"), ["name", "pattern"]),
+    ("threads-zero", "name: threads-zero\nconnection: {kind: local}\nruntime: {name: tflite, threads: 0}\n",
+     ["runtime.threads", "greater than or equal to 1"]),
+    ("not-mapping-policy", GOOD.format(name="not-mapping-policy") + "policy: fast\n",
+     ["policy", "valid dictionary"]),
+]
+
+
+def test_builtins_all_valid_and_include_the_papers_devices():
+    good, bad = ProfileRegistry("/nonexistent").load_all()
+    assert bad == []
+    names = {p.name for _, p in good}
+    assert {"local-onnx", "local-tflite"} | PAPER_DEVICES <= names
+
+
+@pytest.mark.parametrize("name,content,fragments", BAD, ids=[b[0] for b in BAD])
+def test_bad_profile_names_file_field_and_expectation(tmp_path: Path, name, content, fragments):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(content)
+    with pytest.raises(ProfileError) as info:
+        load_profile(path)
+    msg = str(info.value)
+    assert str(path) in msg
+    for frag in fragments:
+        assert frag in msg, f"{frag!r} not in:\n{msg}"
+
+
+def test_at_least_a_dozen_bad_profiles_are_covered():
+    assert len(BAD) >= 12
+
+
+def test_user_profile_overrides_builtin(tmp_path: Path):
+    (tmp_path / "local-onnx.yaml").write_text(GOOD.format(name="local-onnx").replace("threads: 1", "threads: 2"))
+    reg = ProfileRegistry(tmp_path)
+    assert reg.get("local-onnx").runtime.threads == 2
+    assert reg.entries()["local-onnx"].origin == "user"
+
+
+def test_adding_a_device_is_adding_a_file(tmp_path: Path):
+    (tmp_path / "my-box.yaml").write_text(GOOD.format(name="my-box"))
+    reg = ProfileRegistry(tmp_path)
+    p = reg.get("my-box")
+    assert p.policy.timed_runs == 50 and p.runtime.model_format == "onnx"
+
+
+def test_unknown_device_lists_valid_names(tmp_path: Path):
+    with pytest.raises(UnknownNameError) as info:
+        ProfileRegistry(tmp_path).get("nope")
+    assert "local-onnx" in str(info.value) and "nope.yaml" in str(info.value)
+
+
+def test_listing_reports_broken_files_without_hiding_good_ones(tmp_path: Path):
+    (tmp_path / "broken.yaml").write_text("name: [")
+    good, bad = ProfileRegistry(tmp_path).load_all()
+    assert len(bad) == 1 and "broken.yaml" in str(bad[0])
+    assert any(p.name == "local-onnx" for _, p in good)
+
+
+def test_digest_ignores_description_but_not_threads():
+    p = ProfileRegistry().get("local-onnx")
+    assert p.digest() == p.model_copy(update={"description": "other"}).digest()
+    changed = p.model_copy(update={"runtime": p.runtime.model_copy(update={"threads": 2})})
+    assert p.digest() != changed.digest()

@@ -1,0 +1,119 @@
+"""The results store: schema checked at start-up, one transaction per model, tidy export."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from harness.errors import StoreError
+from harness.models.spaces import get_space
+from harness.results.export import latency_table, write_table
+from harness.results.store import SCHEMA_VERSION, Store, utcnow
+
+SPACE = get_space("nb201")
+
+
+def record_ok(st: Store, cid: int, device: str, token: str, runs: list[float]):
+    arch = SPACE.parse(token)
+    s = sorted(runs)
+    return st.record_measurement(cid, device, arch, model_format="onnx", model_digest="d", started_at=utcnow(),
+                                 duration_s=0.1, summary={"median_ms": s[len(s) // 2], "mean_ms": sum(s) / len(s),
+                                                          "std_ms": 0.0, "min_ms": s[0], "p90_ms": s[-1]},
+                                 timed_ms=runs, warmup_ms=[9.0])
+
+
+def test_new_store_has_current_schema(store_path):
+    with Store(store_path) as st:
+        assert st.info()["schema_version"] == SCHEMA_VERSION
+    db = sqlite3.connect(store_path)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+def test_schema_version_mismatch_is_refused(store_path):
+    Store(store_path).close()
+    db = sqlite3.connect(store_path)
+    db.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="schema version 999"):
+        Store(store_path)
+
+
+def test_foreign_sqlite_file_and_garbage_are_refused(tmp_path):
+    other = tmp_path / "other.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="not a harness store"):
+        Store(other)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"\x00garbage" * 500)
+    with pytest.raises(StoreError):
+        Store(junk)
+
+
+def test_measurement_and_runs_are_one_transaction(store_path):
+    with Store(store_path) as st:
+        cid = st.start_campaign("dev", "nb201", {}, "x", 2)
+        arch = SPACE.parse("5")
+        with pytest.raises(sqlite3.IntegrityError):
+            # duplicate run sequence numbers violate the runs primary key after the measurement row went in
+            with st.transaction():
+                mid = record_ok(st, cid, "dev", "5", [1.0, 2.0])
+                st.db.execute("INSERT INTO runs VALUES (?, 0, 0, 1.0)", (mid,))
+        assert st.measurements().empty, "the measurement row must roll back with its runs"
+        assert st.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+        record_ok(st, cid, "dev", "5", [1.0, 2.0, 3.0])
+        assert st.measured_keys("dev", "nb201") == {arch.key}
+
+
+def test_failures_carry_a_kind_and_no_latency(store_path):
+    with Store(store_path) as st:
+        cid = st.start_campaign("dev", "nb201", {}, "x", 1)
+        st.record_measurement(cid, "dev", SPACE.parse("7"), model_format="onnx", model_digest=None,
+                              started_at=utcnow(), duration_s=1.0, failure_kind="timeout", failure_message="slow")
+        m = st.measurements()
+        assert m.status.tolist() == ["failed"] and m.failure_kind.tolist() == ["timeout"]
+        assert m.median_ms.isna().all()
+        assert st.measured_keys("dev", "nb201") == set()  # failures are retried on resume
+        with pytest.raises(sqlite3.IntegrityError):  # the schema itself forbids a failure with a latency
+            st.db.execute("UPDATE measurements SET median_ms = 0 WHERE status = 'failed'")
+
+
+def test_abandoned_running_campaign_is_marked_interrupted(store_path):
+    with Store(store_path) as st:
+        cid = st.start_campaign("dev", "nb201", {}, "x", 1)
+        st.db.execute("UPDATE campaigns SET pid = 999999999 WHERE id = ?", (cid,))
+        st.start_campaign("dev", "nb201", {}, "x", 1)
+        status = dict(st.db.execute("SELECT id, status FROM campaigns").fetchall())
+        assert status[cid] == "interrupted"
+
+
+def test_export_latest_median_per_device(store_path, tmp_path):
+    with Store(store_path) as st:
+        cid = st.start_campaign("a", "nb201", {}, "x", 3)
+        record_ok(st, cid, "a", "0", [3.0, 1.0, 2.0])
+        record_ok(st, cid, "a", "1", [5.0, 5.0, 5.0])
+        record_ok(st, cid, "a", "1", [4.0, 4.0, 4.0])  # a remeasurement: the latest wins
+        cid2 = st.start_campaign("b", "nb201", {}, "x", 1)
+        record_ok(st, cid2, "b", "1", [7.0])
+        df = latency_table(st, "nb201")
+    assert df.columns.tolist() == ["nb201_index", "arch_str", "a_ms", "b_ms"]
+    assert df.nb201_index.tolist() == [0, 1]
+    assert df.a_ms.tolist() == [2.0, 4.0]
+    assert pd.isna(df.b_ms[0]) and df.b_ms[1] == 7.0
+    for name in ("t.csv", "t.csv.gz", "t.parquet"):
+        path = write_table(df, tmp_path / name)
+        back = pd.read_parquet(path) if name.endswith("parquet") else pd.read_csv(path)
+        pd.testing.assert_frame_equal(back, df, check_dtype=False)
+
+
+def test_runs_keep_every_value(store_path):
+    with Store(store_path) as st:
+        cid = st.start_campaign("a", "nb201", {}, "x", 1)
+        mid = record_ok(st, cid, "a", "0", [3.0, 1.0, 2.0])
+        assert st.runs(mid) == [3.0, 1.0, 2.0]
+        assert st.runs(mid, warmup=True) == [9.0]
