@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from harness import __version__
-from harness.cli import demo, devices, measure, results, spaces
+from harness.cli import analysis, demo, devices, measure, results, spaces
 
 app = typer.Typer(
     name="harness",
@@ -19,6 +19,10 @@ app.command("measure")(measure.measure)
 app.command("export")(results.export)
 app.command("campaigns")(results.campaigns)
 app.command("spaces")(spaces.spaces)
+app.command("import")(analysis.import_)
+app.command("srcc")(analysis.srcc)
+app.command("proxy")(analysis.proxy)
+app.command("report")(analysis.report)
 app.command("demo")(demo.demo)
 
 

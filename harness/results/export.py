@@ -15,14 +15,14 @@ from harness.results.store import Store
 def latency_table(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
     """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device."""
     keys = list(get_space(space).key_columns)
-    long = store.latest_latencies(space, devices)
+    long = store.latencies(space, devices)
     if devices:
         missing = sorted(set(devices) - set(long.device))
         if missing:
-            raise HarnessError(f"no {space} measurements for device(s) {', '.join(missing)} in {store.path}")
+            raise HarnessError(f"no {space} latencies for device(s) {', '.join(missing)} in {store.path}")
     if long.empty:
         return pd.DataFrame(columns=keys)
-    wide = long.pivot(index="key", columns="device", values="median_ms")
+    wide = long.pivot(index="key", columns="device", values="latency_ms")
     order = devices or sorted(wide.columns)
     wide = wide[order].rename(columns=lambda d: f"{d}_ms")
     cols = long.drop_duplicates("key").set_index("key")["columns_json"].map(json.loads)

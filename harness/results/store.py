@@ -25,7 +25,7 @@ from harness import __version__
 from harness.errors import StoreError
 from harness.models.spaces import Arch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_STORE = Path(os.environ.get("HARNESS_STORE", "results/harness.db"))
 
 SCHEMA = """
@@ -95,6 +95,38 @@ CREATE TABLE runs (
 """
 
 
+# Additive migrations: MIGRATIONS[v] takes a store from version v to v + 1.
+MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE imports (
+    id INTEGER PRIMARY KEY,
+    file TEXT NOT NULL,
+    source TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    space TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    devices_json TEXT NOT NULL,
+    imported_at TEXT NOT NULL
+);
+CREATE TABLE imported_latencies (
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    arch_id INTEGER NOT NULL REFERENCES architectures(id),
+    latency_ms REAL NOT NULL CHECK (latency_ms >= 0),
+    import_id INTEGER NOT NULL REFERENCES imports(id),
+    PRIMARY KEY (device_id, arch_id)
+) WITHOUT ROWID;
+CREATE TABLE arch_metrics (
+    arch_id INTEGER NOT NULL REFERENCES architectures(id),
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('accuracy', 'metadata')),
+    value REAL NOT NULL,
+    import_id INTEGER REFERENCES imports(id),
+    PRIMARY KEY (arch_id, name)
+) WITHOUT ROWID;
+""",
+}
+
+
 def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -128,17 +160,22 @@ class Store:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables:
             # one script, one transaction: a crash here leaves an empty file, never half a schema
+            upgrades = "".join(MIGRATIONS[v] for v in range(1, SCHEMA_VERSION))
             self.db.executescript(
-                f"BEGIN IMMEDIATE; {SCHEMA} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'),"
-                f" ('created_by', 'harness {__version__}'); COMMIT;")
+                f"BEGIN IMMEDIATE; {SCHEMA} {upgrades} INSERT INTO meta VALUES ('schema_version', "
+                f"'{SCHEMA_VERSION}'), ('created_by', 'harness {__version__}'); COMMIT;")
             return
         if "meta" not in tables:
             raise StoreError(f"{self.path} is an SQLite file but not a harness store (no meta table)")
         row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        found = int(row[0]) if row else None
-        if found != SCHEMA_VERSION:
+        found = int(row[0]) if row and str(row[0]).isdigit() else None
+        if found is None or found > SCHEMA_VERSION or found < 1:
             raise StoreError(f"{self.path} has store schema version {found}; this harness {__version__} "
-                             f"reads version {SCHEMA_VERSION}. Use a matching harness or a new --store file.")
+                             f"reads versions 1..{SCHEMA_VERSION}. Use a matching harness or a new --store file.")
+        if found < SCHEMA_VERSION:  # additive upgrade, all steps in one transaction
+            upgrades = "".join(MIGRATIONS[v] for v in range(found, SCHEMA_VERSION))
+            self.db.executescript(f"BEGIN IMMEDIATE; {upgrades} UPDATE meta SET value = '{SCHEMA_VERSION}' "
+                                  "WHERE key = 'schema_version'; COMMIT;")
 
     def close(self) -> None:
         self.db.close()
@@ -187,7 +224,8 @@ class Store:
     def devices(self) -> pd.DataFrame:
         q = """SELECT d.name, d.origin,
                       (SELECT COUNT(DISTINCT m.arch_id) FROM measurements m
-                        WHERE m.device_id = d.id AND m.status = 'ok') AS architectures,
+                        WHERE m.device_id = d.id AND m.status = 'ok')
+                      + (SELECT COUNT(*) FROM imported_latencies i WHERE i.device_id = d.id) AS architectures,
                       d.created_at
                FROM devices d ORDER BY d.name"""
         return pd.read_sql_query(q, self.db)
@@ -287,17 +325,36 @@ class Store:
                                (measurement_id, int(warmup)))
         return [r[0] for r in rows]
 
-    def latest_latencies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
-        """Long table (device, key, columns_json, median_ms): the latest successful measurement per pair."""
-        q = """SELECT d.name AS device, a.key, a.columns_json, m.median_ms
+    def latencies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
+        """Long table (device, origin, key, columns_json, latency_ms) of every device with data in ``space``.
+
+        Measured devices give the median of their latest successful measurement per architecture;
+        imported devices give the imported value. Both sit side by side in every analysis.
+        """
+        q = """SELECT d.name AS device, 'measured' AS origin, a.key, a.columns_json, m.median_ms AS latency_ms
                FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
                WHERE a.space = ? AND m.status = 'ok'
                  AND m.id = (SELECT MAX(m2.id) FROM measurements m2
-                             WHERE m2.device_id = m.device_id AND m2.arch_id = m.arch_id AND m2.status = 'ok')"""
-        df = pd.read_sql_query(q, self.db, params=(space,))
+                             WHERE m2.device_id = m.device_id AND m2.arch_id = m.arch_id AND m2.status = 'ok')
+               UNION ALL
+               SELECT d.name, 'imported', a.key, a.columns_json, i.latency_ms
+               FROM imported_latencies i JOIN devices d ON d.id = i.device_id JOIN architectures a ON a.id = i.arch_id
+               WHERE a.space = ?"""
+        df = pd.read_sql_query(q, self.db, params=(space, space))
         if devices:
             df = df[df.device.isin(devices)]
         return df
+
+    def arch_metrics(self, space: str, kind: str | None = None) -> pd.DataFrame:
+        """Wide table: architecture key -> one column per accuracy / metadata metric."""
+        q = """SELECT a.key, x.name, x.value FROM arch_metrics x JOIN architectures a ON a.id = x.arch_id
+               WHERE a.space = ? AND (? IS NULL OR x.kind = ?)"""
+        long = pd.read_sql_query(q, self.db, params=(space, kind, kind))
+        return long.pivot(index="key", columns="name", values="value") if not long.empty else pd.DataFrame()
+
+    def imports(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT id, file, source, space, rows, devices_json, imported_at, sha256 "
+                                 "FROM imports ORDER BY id", self.db)
 
     def spaces(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT space FROM architectures ORDER BY space")]

@@ -1,0 +1,63 @@
+"""The notebook API: every analysis as a function of a store (object or path) returning a DataFrame."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from harness.analysis.correlation import correlate
+from harness.analysis.data import device_origins, latency_matrix
+from harness.analysis.proxy import rank_proxies
+from harness.analysis.report import build_report
+from harness.results.store import Store
+
+StoreLike = Store | str | os.PathLike
+
+
+@contextmanager
+def _open(store: StoreLike):
+    if isinstance(store, Store):
+        yield store
+    else:
+        with Store(store) as st:
+            yield st
+
+
+def latencies(store: StoreLike, space: str = "nb201", devices: Sequence[str] | None = None) -> pd.DataFrame:
+    """Wide latency table: index = architecture key, one column per device (ms)."""
+    with _open(store) as st:
+        return latency_matrix(st, space, list(devices) if devices else None)
+
+
+def srcc(store: StoreLike, space: str = "nb201", devices: Sequence[str] | None = None, method: str = "spearman",
+         ci: int = 0, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """All device pairs: device_a, device_b, srcc, n_common_archs (+ ci_low, ci_high with ``ci`` resamples)."""
+    return correlate(latencies(store, space, devices), method=method, n_boot=ci, confidence=confidence,
+                     seed=seed).pairs
+
+
+def srcc_matrix(store: StoreLike, space: str = "nb201", devices: Sequence[str] | None = None,
+                method: str = "spearman") -> pd.DataFrame:
+    return correlate(latencies(store, space, devices), method=method).matrix()
+
+
+def proxies(store: StoreLike, targets: Sequence[str], space: str = "nb201",
+            candidates: Sequence[str] | None = None, method: str = "spearman", ci: int = 0,
+            seed: int = 0) -> pd.DataFrame:
+    """Candidate proxies ranked by mean SRCC to the targets (worst target and CIs alongside)."""
+    return rank_proxies(latencies(store, space), targets, candidates, method=method, n_boot=ci, seed=seed)
+
+
+def report(store: StoreLike, out: str | Path, space: str = "nb201", devices: Sequence[str] | None = None,
+           pairs: Sequence[tuple[str, str]] | None = None, png_dir: str | Path | None = None,
+           method: str = "spearman") -> Path:
+    with _open(store) as st:
+        wide = latency_matrix(st, space, list(devices) if devices else None)
+        origins = device_origins(st, space)
+    corr = correlate(wide, method=method)
+    label = "SRCC" if method == "spearman" else "Kendall tau"
+    return build_report(wide, corr, space, origins, pairs, label).write(out, png_dir)

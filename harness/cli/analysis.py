@@ -1,0 +1,158 @@
+"""`harness import | srcc | proxy | report`: public data in, cross-device evidence out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from harness import analysis
+from harness.analysis.correlation import correlate
+from harness.analysis.report import cluster_order
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err
+from harness.errors import HarnessError
+from harness.results.importer import import_table
+from harness.results.store import Store
+
+SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
+DevicesOpt = Annotated[Optional[list[str]], typer.Option(
+    "--device", help="Only these devices (repeat); default: every device with data in the space.")]
+MethodOpt = Annotated[str, typer.Option(help="spearman (SRCC, average ranks for ties) or kendall (tau-b).")]
+CiOpt = Annotated[int, typer.Option("--ci", help="Bootstrap resamples for 95% confidence intervals (0 = none; "
+                                                 "200 is a good start).")]
+
+
+@cli_errors
+def import_(
+    files: Annotated[list[Path], typer.Argument(help="Tidy CSV / CSV.GZ / Parquet files (format of ../shared/data).")],
+    source: Annotated[Optional[str], typer.Option(help="Provenance label; default: the file name.")] = None,
+    space: Annotated[Optional[str], typer.Option(help="Space, if the key columns don't say.")] = None,
+    store: StoreOpt = DEFAULT_STORE,
+) -> None:
+    """Import public latency tables: each <device>_ms column becomes an imported device.
+
+    acc_* columns become accuracy metrics, other numeric columns metadata. A file is imported whole or
+    not at all; identical values merge, conflicting ones are an error naming both sources.
+    """
+    with Store(store) as st:
+        for f in files:
+            r = import_table(st, f, source=source, space=space)
+            for w in r.warnings:
+                err.print(f"[yellow]warning:[/] {escape(w)}")
+            if r.skipped_file:
+                console.print(f"{f}: already imported; nothing changed")
+                continue
+            console.print(f"{f}: {r.space}, {r.rows} architectures, {len(r.devices)} device(s) "
+                          f"({', '.join(r.devices)}); {r.new_values} new values, {r.already_present} already "
+                          f"present; metrics: {', '.join(r.metrics) or 'none'}", highlight=False)
+
+
+def _colour(v: float) -> str:
+    if v != v:
+        return "[dim]–[/]"
+    style = "green" if v >= 0.9 else "yellow" if v >= 0.7 else "red"
+    return f"[{style}]{v:.2f}[/]"
+
+
+@cli_errors
+def srcc(
+    space: SpaceOpt = "nb201",
+    device: DevicesOpt = None,
+    method: MethodOpt = "spearman",
+    ci: CiOpt = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of pairs instead of the heat map.")] = False,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    store: StoreOpt = DEFAULT_STORE,
+) -> None:
+    """Rank correlation of latencies for every pair of devices, on the architectures both have."""
+    with Store(store) as st:
+        wide = analysis.latencies(st, space, device)
+    corr = correlate(wide, method=method, n_boot=ci, seed=seed)
+    if as_json:
+        print(json.dumps(corr.pairs.to_dict(orient="records"), indent=1, default=float))
+        return
+    m = corr.matrix()
+    order = cluster_order(m)
+    label = "SRCC" if method == "spearman" else "Kendall tau"
+    table = Table(title=f"{label}, {space}: {len(order)} devices (clustered order; columns numbered as rows)")
+    table.add_column("#", justify="right")
+    table.add_column("device")
+    for i in range(len(order)):
+        table.add_column(str(i + 1), justify="right")
+    for i, a in enumerate(order):
+        table.add_row(str(i + 1), a, *[_colour(m.loc[a, b]) for b in order])
+    console.print(table)
+    p = corr.pairs.dropna(subset=["srcc"])
+    if len(p):
+        lo = p.loc[p.srcc.idxmin()]
+        console.print(f"{len(p)} pairs; weakest: {lo.device_a} vs {lo.device_b} = {lo.srcc:.4f} "
+                      f"on {lo.n_common_archs} architectures. --json for all pairs"
+                      + (" with confidence intervals" if ci else ""), highlight=False)
+
+
+@cli_errors
+def proxy(
+    targets: Annotated[list[str], typer.Option("--targets", "-t", help="Target device(s) (repeat).")],
+    candidate: Annotated[Optional[list[str]], typer.Option(
+        help="Candidate proxies (repeat); default: every other device with data.")] = None,
+    space: SpaceOpt = "nb201",
+    method: MethodOpt = "spearman",
+    ci: CiOpt = 0,
+    top: Annotated[int, typer.Option(help="Show the best N.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
+    store: StoreOpt = DEFAULT_STORE,
+) -> None:
+    """Rank candidate proxy devices by how well their latency ranking matches the targets' (mean and worst)."""
+    df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci)
+    if as_json:
+        print(json.dumps(df.to_dict(orient="records"), indent=1, default=float))
+        return
+    table = Table(title=f"proxies for {', '.join(targets)} ({space}, {method})")
+    for col in ("#", "proxy", "mean", "worst", "worst target", "archs") + (("mean 95% CI",) if ci else ()):
+        table.add_column(col, no_wrap=col in ("proxy", "mean 95% CI"))
+    for i, r in enumerate(df.head(top).itertuples()):
+        cells = [str(i + 1), r.proxy, _colour(r.mean_srcc), _colour(r.worst_srcc), str(r.worst_target),
+                 str(r.min_common_archs)]
+        if ci:
+            cells.append(f"{r.mean_ci_low:.3f}–{r.mean_ci_high:.3f}")
+        table.add_row(*cells)
+    console.print(table)
+
+
+def _pairs(values: list[str] | None) -> list[tuple[str, str]] | None:
+    if not values:
+        return None
+    out = []
+    for v in values:
+        a, sep, b = v.partition(":")
+        if not sep or not a or not b:
+            raise HarnessError(f"--pair wants DEVICE_A:DEVICE_B, got {v!r}")
+        out.append((a, b))
+    return out
+
+
+@cli_errors
+def report(
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (figures embedded).")] = Path(
+        "analysis/report.html"),
+    png: Annotated[Optional[Path], typer.Option(help="Also write each figure as PNG into this folder.")] = None,
+    space: SpaceOpt = "nb201",
+    device: DevicesOpt = None,
+    pair: Annotated[Optional[list[str]], typer.Option(
+        help="Scatter plot for A:B (repeat); default: the two most and two least correlated pairs.")] = None,
+    method: MethodOpt = "spearman",
+    store: StoreOpt = DEFAULT_STORE,
+) -> None:
+    """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions."""
+    pairs = _pairs(pair)
+    with Store(store) as st:
+        wide = analysis.latencies(st, space, device)
+        missing = sorted({d for p in pairs or [] for d in p} - set(wide.columns))
+        if missing:
+            raise HarnessError(f"--pair names device(s) without {space} data: {', '.join(missing)}")
+        path = analysis.report(st, out, space, device, pairs, png, method)
+    console.print(f"wrote {path}" + (f" and PNG figures in {png}" if png else ""))

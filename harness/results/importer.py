@@ -1,0 +1,223 @@
+"""Import public latency tables (the tidy format of ``../shared/data``) into the store.
+
+Every ``*_ms`` column becomes an imported device named after the column without ``_ms``; ``acc_*``
+columns become accuracy metrics of the architecture; other numeric columns are kept as metadata.
+The whole file is validated before anything is written, and written in one transaction: a bad file
+changes nothing. Re-importing identical values is a no-op; the same device+architecture arriving with a
+different value is an error naming both sources.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import HarnessError, SpaceError
+from harness.models.spaces import SPACES, Arch, get_space
+from harness.results.store import Store, utcnow
+
+# key columns -> space; the first signature fully present in the file wins
+KEY_SIGNATURES: list[tuple[frozenset[str], str]] = [
+    (frozenset({"nb201_index"}), "nb201"),
+    (frozenset({"arch_str"}), "nb201"),
+    (frozenset({"op_idx_list"}), "fbnet"),
+    (frozenset({"ks", "e", "d", "resolution"}), "ofa_mbv3"),
+]
+REL_TOL = 1e-6  # values written with 8 significant digits compare equal within this
+
+
+class ImportFileError(HarnessError):
+    """A file that cannot be imported; nothing of it was written."""
+
+
+@dataclass
+class ImportReport:
+    file: str
+    source: str
+    space: str
+    rows: int
+    devices: dict[str, int] = field(default_factory=dict)  # device -> values in the file
+    new_values: int = 0
+    already_present: int = 0
+    metrics: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # skipped columns: reported, not fatal
+    skipped_file: bool = False  # the identical file was imported before
+
+
+def _rows(idx: pd.Index, limit: int = 5) -> str:
+    """File line numbers (header is line 1) of the offending rows."""
+    lines = [str(int(i) + 2) for i in idx[:limit]]
+    more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
+    return ", ".join(lines) + more
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    name = path.name.lower()
+    try:
+        if name.endswith(".parquet"):
+            return pd.read_parquet(path)
+        if name.endswith((".csv", ".csv.gz")):
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise ImportFileError(f"{path}: cannot read: {e}") from None
+    raise ImportFileError(f"{path}: unknown format; use .csv, .csv.gz or .parquet")
+
+
+def detect_space(columns: list[str], path: Path) -> str:
+    cols = set(columns)
+    for signature, space in KEY_SIGNATURES:
+        if signature <= cols:
+            return space
+    wanted = "; ".join(", ".join(sorted(s)) + f" ({sp})" for s, sp in KEY_SIGNATURES)
+    raise ImportFileError(f"{path}: no recognisable architecture key column. Expected one of: {wanted}. "
+                       f"Columns: {', '.join(columns)}. Use --space if the key columns have these names.")
+
+
+def _numeric(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
+    raw = df[col]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() & raw.notna()
+    if bad.any():
+        examples = ", ".join(repr(v) for v in raw[bad].head(3))
+        raise ImportFileError(f"{path}: column {col}: non-numeric values ({examples}) on lines {_rows(df.index[bad])}")
+    return values.astype(float)
+
+
+def _archs(df: pd.DataFrame, space_name: str, path: Path) -> list[Arch]:
+    space = get_space(space_name)
+    keys = [c for c in space.key_columns if c in df.columns]
+    archs: list[Arch] = []
+    problems: list[str] = []
+    for i, row in enumerate(df[keys].itertuples(index=False)):
+        parsed = None
+        for col, value in zip(keys, row):
+            if value is None or (isinstance(value, float) and np.isnan(value)) or str(value) == "":
+                continue
+            try:
+                a = space.parse(str(value))
+            except SpaceError as e:
+                problems.append(f"line {i + 2}: {col}: {e}")
+                break
+            if parsed is not None and a != parsed:
+                problems.append(f"line {i + 2}: {col} {value!r} is not the same architecture as "
+                                f"{parsed.columns} from the other key column")
+                break
+            parsed = a
+        else:
+            if parsed is None:
+                problems.append(f"line {i + 2}: all key columns ({', '.join(keys)}) are empty")
+            else:
+                archs.append(parsed)
+        if len(problems) >= 5:
+            break
+    if problems:
+        raise ImportFileError(f"{path}: bad architecture keys:\n  " + "\n  ".join(problems))
+    dup = pd.Series([a.key for a in archs]).duplicated(keep=False)
+    if dup.any():
+        raise ImportFileError(f"{path}: duplicate architectures on lines {_rows(df.index[dup.values])}; "
+                           "each architecture may appear once")
+    return archs
+
+
+def import_table(store: Store, path: str | Path, source: str | None = None,
+                 space: str | None = None) -> ImportReport:
+    path = Path(path)
+    if not path.is_file():
+        raise ImportFileError(f"{path}: no such file")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    df = read_table(path)
+    if df.empty:
+        raise ImportFileError(f"{path}: the table has no rows")
+    space_name = space or detect_space(list(df.columns), path)
+    if space_name not in SPACES:
+        raise ImportFileError(f"{path}: looks like the {space_name} space, which this harness version does not "
+                           f"have yet (available: {', '.join(SPACES)})")
+    source = source or path.name
+    report = ImportReport(str(path), source, space_name, len(df))
+    archs = _archs(df, space_name, path)
+
+    key_cols = set(get_space(space_name).key_columns)
+    latency_cols = [c for c in df.columns if c.endswith("_ms")]
+    latencies: dict[str, pd.Series] = {}
+    for col in latency_cols:
+        values = _numeric(df, col, path)
+        if values.isna().all():
+            report.warnings.append(f"{path}: column {col} is empty in every row; skipped")
+            continue
+        neg = values < 0
+        if neg.any():
+            raise ImportFileError(f"{path}: column {col}: negative latencies on lines {_rows(df.index[neg])}")
+        latencies[col[:-3]] = values
+    metrics: dict[str, tuple[str, pd.Series]] = {}
+    for col in df.columns:
+        if col in key_cols or col.endswith("_ms"):
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        if values.notna().sum() == 0 or (values.isna() & df[col].notna()).any():
+            report.warnings.append(f"{path}: column {col} is not numeric; not imported")
+            continue
+        metrics[col] = ("accuracy" if col.startswith("acc_") else "metadata", values.astype(float))
+    report.metrics = list(metrics)
+    if not latencies and not any(kind == "accuracy" for kind, _ in metrics.values()):
+        what = "every _ms column is empty" if latency_cols else "no latency (_ms) or accuracy (acc_) columns"
+        raise ImportFileError(f"{path}: {what}; nothing to import")
+
+    with store.transaction() as db:
+        prev = db.execute("SELECT id FROM imports WHERE sha256 = ? AND space = ?", (digest, space_name)).fetchone()
+        if prev:
+            report.skipped_file = True
+            report.devices = {d: int(v.notna().sum()) for d, v in latencies.items()}
+            report.already_present = sum(report.devices.values())
+            return report
+        cur = db.execute("INSERT INTO imports (file, source, sha256, space, rows, devices_json, imported_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (str(path.resolve()), source, digest, space_name, len(df),
+                          json.dumps(list(latencies)), utcnow()))
+        import_id = int(cur.lastrowid)
+        db.executemany("INSERT OR IGNORE INTO architectures (space, key, columns_json) VALUES (?, ?, ?)",
+                       [(a.space, a.key, json.dumps(a.columns, sort_keys=True)) for a in archs])
+        ids = dict(db.execute("SELECT key, id FROM architectures WHERE space = ?", (space_name,)).fetchall())
+        arch_ids = np.array([ids[a.key] for a in archs])
+        for device, values in latencies.items():
+            dev_id = store.device_id(device, "imported")
+            mask = values.notna().to_numpy()
+            new, same = _merge(db, "imported_latencies", "device_id", dev_id, "latency_ms",
+                               arch_ids[mask], values.to_numpy()[mask], import_id, device, path, source)
+            report.devices[device] = int(mask.sum())
+            report.new_values += new
+            report.already_present += same
+        for name, (kind, values) in metrics.items():
+            mask = values.notna().to_numpy()
+            _merge(db, "arch_metrics", "name", name, "value", arch_ids[mask], values.to_numpy()[mask],
+                   import_id, name, path, source, kind=kind)
+    return report
+
+
+def _merge(db, table: str, owner_col: str, owner, value_col: str, arch_ids: np.ndarray, values: np.ndarray,
+           import_id: int, label: str, path: Path, source: str, kind: str | None = None) -> tuple[int, int]:
+    """Insert new (owner, arch) values; equal existing ones are kept; different ones abort the import."""
+    existing = dict(db.execute(f"SELECT arch_id, {value_col} FROM {table} WHERE {owner_col} = ?", (owner,)))
+    old = np.array([existing.get(int(a), np.nan) for a in arch_ids], dtype=float)
+    present = ~np.isnan(old)
+    clash = present & ~np.isclose(old, values, rtol=REL_TOL, atol=0.0)
+    if clash.any():
+        i = int(np.flatnonzero(clash)[0])
+        key = db.execute("SELECT key FROM architectures WHERE id = ?", (int(arch_ids[i]),)).fetchone()[0]
+        prev = db.execute(f"SELECT i.source, i.file FROM {table} t JOIN imports i ON i.id = t.import_id "
+                          f"WHERE t.{owner_col} = ? AND t.arch_id = ?", (owner, int(arch_ids[i]))).fetchone()
+        raise ImportFileError(
+            f"{path}: {label} for {key}: {values[i]:g} conflicts with {old[i]:g} already imported from "
+            f"{prev[0]} ({prev[1]}); {int(clash.sum())} value(s) differ. Nothing was imported from {source}.")
+    rows = [(owner, int(a), float(v), import_id) for a, v in zip(arch_ids[~present], values[~present])]
+    if table == "arch_metrics":
+        db.executemany("INSERT INTO arch_metrics (name, arch_id, value, import_id, kind) VALUES (?, ?, ?, ?, ?)",
+                       [(*r, kind) for r in rows])
+    else:
+        db.executemany(f"INSERT INTO {table} ({owner_col}, arch_id, {value_col}, import_id) VALUES (?, ?, ?, ?)",
+                       rows)
+    return len(rows), int(present.sum())
