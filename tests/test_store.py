@@ -117,3 +117,17 @@ def test_runs_keep_every_value(store_path):
         mid = record_ok(st, cid, "a", "0", [3.0, 1.0, 2.0])
         assert st.runs(mid) == [3.0, 1.0, 2.0]
         assert st.runs(mid, warmup=True) == [9.0]
+
+
+def test_version_1_store_is_upgraded_in_place(store_path):
+    from harness.results.store import SCHEMA
+
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(store_path)
+    db.executescript(SCHEMA + "INSERT INTO meta VALUES ('schema_version', '1');"
+                     "INSERT INTO devices (name, origin, created_at) VALUES ('old', 'measured', 'x');")
+    db.close()
+    with Store(store_path) as st:
+        assert st.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        assert st.imports().empty
+        assert st.devices().name.tolist() == ["old"]

@@ -87,7 +87,7 @@ def correlate(wide: pd.DataFrame, method: str = "spearman", n_boot: int = 0, con
                 for i, j in pairs:
                     values[(i, j)] = (float("nan"), n)
                 continue
-            xa, xb = x[common][:, ga], x[common][:, gb]
+            xa, xb = x[np.ix_(common, ga)], x[np.ix_(common, gb)]
             col_a = {c: k for k, c in enumerate(ga)}
             col_b = {c: k for k, c in enumerate(gb)}
             if method == "spearman":

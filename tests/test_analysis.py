@@ -1,0 +1,149 @@
+"""SRCC across devices (checked against scipy), proxy ranking, the report, and their CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import kendalltau, spearmanr
+
+from harness.analysis import correlate, rank_proxies
+from harness.results.importer import import_table
+from harness.results.store import Store
+from tests.test_cli import harness
+from tests.test_import import ONEPROXY, needs_data
+
+
+def synthetic(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Devices with ties (rounded), different coverage (NaNs) and a constant column."""
+    rng = np.random.default_rng(seed)
+    base = rng.lognormal(size=n)
+    df = pd.DataFrame({
+        "a": base,
+        "b": np.round(base * rng.lognormal(0, 0.3, n), 1),       # ties
+        "c": rng.lognormal(size=n),                               # unrelated
+        "d": base ** 2,                                           # monotone in a
+        "e": np.where(rng.random(n) < 0.3, np.nan, base * rng.lognormal(0, 0.5, n)),  # partial coverage
+        "f": np.where(np.arange(n) < 200, base, np.nan),          # another coverage
+        "g": np.where(np.arange(n) < 200, base * 3, np.nan),      # same coverage as f
+    })
+    return df
+
+
+@pytest.mark.parametrize("method,ref", [("spearman", spearmanr), ("kendall", kendalltau)])
+def test_every_pair_matches_scipy_on_common_architectures(method, ref):
+    df = synthetic()
+    corr = correlate(df, method=method)
+    assert len(corr.pairs) == len(list(combinations(df.columns, 2)))
+    for a, b in combinations(df.columns, 2):
+        both = df[[a, b]].dropna()
+        expected = ref(both[a], both[b]).statistic
+        row = corr.pairs[(corr.pairs.device_a == a) & (corr.pairs.device_b == b)].iloc[0]
+        assert row.n_common_archs == len(both)
+        assert row.srcc == pytest.approx(expected, abs=1e-12)
+    assert corr.get("a", "d") == pytest.approx(1.0)
+    assert corr.matrix().loc["f", "g"] == pytest.approx(1.0)
+
+
+def test_constant_column_and_too_few_common_give_nan():
+    df = pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [5.0, 5, 5, 5], "c": [1.0, np.nan, np.nan, 2]})
+    corr = correlate(df)
+    assert np.isnan(corr.get("a", "b"))
+    assert np.isnan(corr.get("a", "c")) and corr.pairs.n_common_archs.tolist()[1] == 2
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
+    df = synthetic()
+    one = correlate(df, n_boot=100, seed=1).pairs
+    two = correlate(df, n_boot=100, seed=1).pairs
+    pd.testing.assert_frame_equal(one, two)
+    ok = one.dropna()
+    assert ((ok.ci_low <= ok.srcc + 1e-9) & (ok.srcc <= ok.ci_high + 1e-9)).all()
+    assert (ok.ci_high - ok.ci_low).max() < 0.5
+
+
+def test_rank_proxies_puts_the_monotone_device_first():
+    df = synthetic()
+    ranked = rank_proxies(df, targets=["a", "e"], candidates=["b", "c", "d"], n_boot=50)
+    assert ranked.proxy.tolist()[0] == "d" and ranked.proxy.tolist()[-1] == "c"
+    top = ranked.iloc[0]
+    assert top.srcc_a == pytest.approx(1.0) and top.worst_target == "e"
+    assert top.mean_ci_low <= top.mean_srcc <= top.mean_ci_high
+    with pytest.raises(Exception, match="unknown device"):
+        rank_proxies(df, targets=["zzz"])
+
+
+@pytest.fixture
+def imported_store(store_path, tmp_path):
+    df = synthetic().drop(columns=["f", "g"])
+    from harness.models.spaces import get_space
+
+    space = get_space("nb201")
+    df.insert(0, "nb201_index", range(len(df)))
+    df.insert(1, "arch_str", [space.parse(str(i)).key for i in range(len(df))])
+    path = tmp_path / "syn.csv"
+    df.rename(columns={c: f"dev_{c}_ms" for c in "abcde"}).to_csv(path, index=False)
+    with Store(store_path) as st:
+        import_table(st, path)
+    return store_path
+
+
+def test_cli_srcc_json_and_heatmap(imported_store, cli_env):
+    out = harness("srcc", "--json", "--ci", "20", env=cli_env).stdout
+    pairs = json.loads(out)
+    assert len(pairs) == 10
+    assert set(pairs[0]) == {"device_a", "device_b", "srcc", "n_common_archs", "ci_low", "ci_high"}
+    table = harness("srcc", "--method", "kendall", env=cli_env).stdout
+    assert "Kendall tau" in table and "dev_a" in table and "10 pairs" in table
+    bad = harness("srcc", "--device", "nope", env=cli_env, check=False)
+    assert bad.returncode == 2 and "nope" in bad.stderr and "dev_a" in bad.stderr
+
+
+def test_cli_proxy(imported_store, cli_env):
+    ranked = json.loads(harness("proxy", "--targets", "dev_a", "--json", env=cli_env).stdout)
+    assert ranked[0]["proxy"] == "dev_d" and ranked[0]["mean_srcc"] == pytest.approx(1.0)
+    table = harness("proxy", "-t", "dev_a", "-t", "dev_e", "--ci", "30", env=cli_env).stdout
+    assert "dev_d" in table and "95% CI" in table
+
+
+def test_cli_report_html_and_png(imported_store, cli_env, tmp_path):
+    out, png = tmp_path / "r" / "report.html", tmp_path / "png"
+    harness("report", "--out", str(out), "--png", str(png), "--pair", "dev_a:dev_b", env=cli_env)
+    text = out.read_text()
+    images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
+    assert len(images) == 3
+    assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    assert sorted(p.name for p in png.iterdir()) == ["latency_distributions.png", "latency_scatter.png",
+                                                     "srcc_heatmap.png"]
+    assert "dev_e" in text and "All pairs" in text
+    bad = harness("report", "--out", str(out), "--pair", "dev_a-dev_b", env=cli_env, check=False)
+    assert bad.returncode == 2 and "DEVICE_A:DEVICE_B" in bad.stderr
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed")
+def test_report_renders_in_headless_chromium(imported_store, cli_env, tmp_path):
+    out = tmp_path / "report.html"
+    harness("report", "--out", str(out), env=cli_env)
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                    "--window-size=1200,1600", out.as_uri()], check=True, capture_output=True, timeout=120)
+    assert shot.stat().st_size > 20_000  # a blank page is a few kB
+
+
+@needs_data
+def test_cli_import_then_srcc_on_public_data(cli_env):
+    harness("import", str(ONEPROXY), env=cli_env)
+    again = harness("import", str(ONEPROXY), env=cli_env).stdout
+    assert "already imported" in again
+    pairs = json.loads(harness("srcc", "--device", "nnmeter_myriad_vpu", "--device", "eagle_gtx1080ti",
+                               "--json", env=cli_env).stdout)
+    assert pairs == [{"device_a": "nnmeter_myriad_vpu", "device_b": "eagle_gtx1080ti",
+                      "srcc": pytest.approx(0.6905, abs=5e-5), "n_common_archs": 1999}]

@@ -1,0 +1,169 @@
+"""Importing public tables: spaces recognised, merges, conflicts, bad input, nothing half-imported."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.campaign import run_campaign
+from harness.models.cache import ModelCache
+from harness.models.spaces import get_space
+from harness.results.importer import ImportFileError, import_table
+from harness.results.store import Store
+from tests.conftest import SHARED_DATA
+
+ONEPROXY = SHARED_DATA / "oneproxy" / "nb201_oneproxy_18dev_1999.csv.gz"
+HWNB = SHARED_DATA / "hwnasbench" / "nb201_hwnasbench_cifar10_4dev_15625.csv.gz"
+needs_data = pytest.mark.skipif(not ONEPROXY.exists(), reason="../shared/data not present")
+SPACE = get_space("nb201")
+
+
+def table_counts(st: Store) -> dict[str, int]:
+    return {t: st.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            for t in ("devices", "architectures", "imports", "imported_latencies", "arch_metrics")}
+
+
+def small_table(path: Path, rows: int = 6, **columns) -> Path:
+    archs = [SPACE.parse(str(i)) for i in range(rows)]
+    df = pd.DataFrame({"nb201_index": [a.columns["nb201_index"] for a in archs],
+                       "arch_str": [a.key for a in archs],
+                       "dev_x_ms": np.linspace(1.0, 2.0, rows), "acc_test": np.linspace(50, 60, rows)})
+    for k, v in columns.items():
+        df[k] = v
+    df.to_csv(path, index=False)
+    return path
+
+
+@needs_data
+def test_oneproxy_import_reproduces_the_papers_srcc(store_path):
+    from harness.analysis import srcc
+
+    with Store(store_path) as st:
+        r = import_table(st, ONEPROXY)
+        assert r.space == "nb201" and r.rows == 1999 and len(r.devices) == 18
+        assert r.devices["hwnb_edgetpu"] == 1999 - 259, "empty cells are missing values, not zeros"
+        pairs = srcc(st, devices=["nnmeter_myriad_vpu", "eagle_gtx1080ti"])
+    assert round(pairs.srcc.iloc[0], 4) == 0.6905 and pairs.n_common_archs.iloc[0] == 1999
+
+
+@needs_data
+def test_same_file_twice_changes_nothing_and_same_device_from_two_files_merges(store_path):
+    with Store(store_path) as st:
+        import_table(st, ONEPROXY)
+        before = table_counts(st)
+        again = import_table(st, ONEPROXY)
+        assert again.skipped_file and table_counts(st) == before
+        r = import_table(st, HWNB)
+        assert r.already_present == 4 * 1999 and r.new_values == 4 * 15625 - 4 * 1999
+        counts = st.devices().set_index("name").architectures
+        assert counts["hwnb_pixel3"] == 15625 and counts["nnmeter_myriad_vpu"] == 1999
+        assert (st.devices().origin == "imported").all()
+        imports = st.imports()
+        assert imports.source.tolist() == [ONEPROXY.name, HWNB.name] and imports.sha256.str.len().eq(64).all()
+
+
+def test_conflicting_values_name_both_sources_and_import_nothing(store_path, tmp_path):
+    a = small_table(tmp_path / "a.csv")
+    b = small_table(tmp_path / "b.csv", dev_y_ms=[1.0] * 6)
+    df = pd.read_csv(b)
+    df.loc[3, "dev_x_ms"] = 99.0
+    df.to_csv(b, index=False)
+    with Store(store_path) as st:
+        import_table(st, a, source="lab-a")
+        before = table_counts(st)
+        with pytest.raises(ImportFileError) as info:
+            import_table(st, b, source="lab-b")
+        msg = str(info.value)
+        assert "lab-a" in msg and "lab-b" in msg and "dev_x" in msg and "99" in msg
+        assert table_counts(st) == before, "nothing of the conflicting file may be imported (dev_y included)"
+
+
+def test_accuracy_and_metadata_columns(store_path, tmp_path):
+    path = small_table(tmp_path / "t.csv", flops=[1, 2, 3, 4, 5, 6], note=["x"] * 6)
+    with Store(store_path) as st:
+        r = import_table(st, path)
+        assert set(r.metrics) == {"acc_test", "flops"} and any("note" in w for w in r.warnings)
+        acc = st.arch_metrics("nb201", "accuracy")
+        assert list(acc.columns) == ["acc_test"] and len(acc) == 6
+        assert list(st.arch_metrics("nb201", "metadata").columns) == ["flops"]
+
+
+def test_parquet_and_gzip_and_space_override(store_path, tmp_path):
+    src = pd.read_csv(small_table(tmp_path / "t.csv"))
+    src.to_parquet(tmp_path / "t.parquet")
+    with gzip.open(tmp_path / "u.csv.gz", "wt") as f:
+        src.assign(dev_z_ms=src.dev_x_ms * 2).drop(columns=["dev_x_ms"]).to_csv(f, index=False)
+    with Store(store_path) as st:
+        assert import_table(st, tmp_path / "t.parquet").devices == {"dev_x": 6}
+        assert import_table(st, tmp_path / "u.csv.gz", space="nb201").devices == {"dev_z": 6}
+
+
+def test_measured_and_imported_devices_sit_side_by_side(store_path, tmp_path, registry, cache_dir):
+    from harness.analysis import latencies
+
+    with Store(store_path) as st:
+        run_campaign(st, registry.get("fast-onnx"), SPACE, SPACE.parse_many(["0", "1", "2", "3"]),
+                     cache=ModelCache(cache_dir))
+        import_table(st, small_table(tmp_path / "t.csv"))
+        wide = latencies(st, "nb201")
+        assert set(wide.columns) == {"fast-onnx", "dev_x"}
+        assert wide.dropna().shape[0] == 4
+        origins = dict(zip(st.latencies("nb201").device, st.latencies("nb201").origin))
+        assert origins == {"fast-onnx": "measured", "dev_x": "imported"}
+
+
+BAD_TABLES = {
+    "no-key": (lambda df: df.drop(columns=["nb201_index", "arch_str"]), ["no recognisable architecture key",
+                                                                          "dev_x_ms"]),
+    "duplicate-keys": (lambda df: pd.concat([df, df.iloc[[2]]]), ["duplicate architectures", "lines 4, 8"]),
+    "non-numeric": (lambda df: df.assign(dev_x_ms=df.dev_x_ms.astype(str).where(df.index != 1, "fast")),
+                    ["column dev_x_ms", "non-numeric", "'fast'", "lines 3"]),
+    "negative": (lambda df: df.assign(dev_x_ms=df.dev_x_ms.where(df.index != 4, -1.0)),
+                 ["column dev_x_ms", "negative", "lines 6"]),
+    "index-vs-arch_str": (lambda df: df.assign(nb201_index=df.nb201_index.where(df.index != 0, 9)),
+                          ["line 2", "not the same architecture"]),
+    "bad-arch": (lambda df: df.assign(arch_str=df.arch_str.where(df.index != 5, "|conv9x9~0|"),
+                                      nb201_index=""), ["line 7", "arch_str"]),
+    "only-empty-latency": (lambda df: df.drop(columns=["acc_test"]).assign(dev_x_ms=""),
+                           ["every _ms column is empty"]),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_TABLES))
+def test_bad_tables_give_clear_errors_and_import_nothing(store_path, tmp_path, name):
+    change, fragments = BAD_TABLES[name]
+    path = tmp_path / f"{name}.csv"
+    change(pd.read_csv(small_table(tmp_path / "base.csv"))).to_csv(path, index=False)
+    with Store(store_path) as st:
+        before = table_counts(st)
+        with pytest.raises(ImportFileError) as info:
+            import_table(st, path)
+        assert table_counts(st) == before
+    msg = str(info.value)
+    assert str(path) in msg
+    for frag in fragments:
+        assert frag in msg, f"{frag!r} not in {msg!r}"
+
+
+def test_all_empty_latency_column_is_a_warning_not_an_error(store_path, tmp_path):
+    path = small_table(tmp_path / "t.csv", dev_empty_ms="")
+    with Store(store_path) as st:
+        r = import_table(st, path)
+    assert r.devices == {"dev_x": 6}
+    assert any("dev_empty_ms" in w and "empty" in w for w in r.warnings)
+
+
+def test_fbnet_keys_are_recognised(store_path, tmp_path):
+    path = tmp_path / "fb.csv"
+    pd.DataFrame({"op_idx_list": ["0-" * 21 + "0"], "x_ms": [1.0]}).to_csv(path, index=False)
+    with Store(store_path) as st:
+        try:
+            r = import_table(st, path)
+        except ImportFileError as e:
+            assert "fbnet" in str(e)
+        else:
+            assert r.space == "fbnet"
