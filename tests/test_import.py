@@ -159,11 +159,20 @@ def test_all_empty_latency_column_is_a_warning_not_an_error(store_path, tmp_path
 
 def test_fbnet_keys_are_recognised(store_path, tmp_path):
     path = tmp_path / "fb.csv"
-    pd.DataFrame({"op_idx_list": ["0-" * 21 + "0"], "x_ms": [1.0]}).to_csv(path, index=False)
+    pd.DataFrame({"op_idx_list": ["0-" * 21 + "0", "8-" * 21 + "8"], "x_ms": [1.0, 2.0]}).to_csv(path, index=False)
     with Store(store_path) as st:
-        try:
-            r = import_table(st, path)
-        except ImportFileError as e:
-            assert "fbnet" in str(e)
-        else:
-            assert r.space == "fbnet"
+        r = import_table(st, path)
+        assert r.space == "fbnet" and r.devices == {"x": 2}
+        assert st.spaces() == ["fbnet"]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "hwnasbench").is_dir(), reason="../shared/data not present")
+def test_public_fbnet_table_imports_and_analyses_like_nb201(store_path):
+    from harness.analysis import srcc
+
+    with Store(store_path) as st:
+        r = import_table(st, SHARED_DATA / "hwnasbench" / "fbnet_hwnasbench_cifar100_4dev_5000.csv.gz")
+        assert r.space == "fbnet" and r.rows == 5000 and set(r.devices) == {
+            "hwnb_pixel3", "hwnb_raspi4", "hwnb_eyeriss", "hwnb_fpga"}
+        pairs = srcc(st, space="fbnet")
+    assert len(pairs) == 6 and (pairs.n_common_archs == 5000).all() and (pairs.srcc > 0.8).all()

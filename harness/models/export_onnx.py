@@ -47,13 +47,25 @@ def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
             ins = [x[0], const(f"{n.name}.kernel", w["kernel"])]
             if "bias" in w:
                 ins.append(const(f"{n.name}.bias", w["bias"]))
+            conv_out = f"{n.name}.pre_act" if a.get("act") else y
             nodes.append(helper.make_node(
-                "Conv", ins, [y], name=n.name, kernel_shape=[a["kernel"]] * 2, strides=[a["stride"]] * 2,
+                "Conv", ins, [conv_out], name=n.name, kernel_shape=[a["kernel"]] * 2, strides=[a["stride"]] * 2,
                 pads=_pads(graph, n.inputs[0], a["kernel"], a["stride"], a["padding"]), group=a["groups"]))
+            if a.get("act") == "relu":
+                nodes.append(helper.make_node("Relu", [conv_out], [y], name=f"{n.name}_relu"))
         elif n.op == "relu":
             nodes.append(helper.make_node("Relu", x, [y], name=n.name))
         elif n.op == "add":
             nodes.append(helper.make_node("Add", x, [y], name=n.name))
+        elif n.op == "shuffle":
+            h, w_, c = graph.shapes[n.output]
+            g_ = a["groups"]
+            split = const(f"{n.name}.split", np.array([1, g_, c // g_, h, w_], np.int64))
+            merged = const(f"{n.name}.merged", np.array([1, c, h, w_], np.int64))
+            nodes.append(helper.make_node("Reshape", [x[0], split], [f"{n.name}.5d"], name=f"{n.name}_split"))
+            nodes.append(helper.make_node("Transpose", [f"{n.name}.5d"], [f"{n.name}.t"], name=f"{n.name}_t",
+                                          perm=[0, 2, 1, 3, 4]))
+            nodes.append(helper.make_node("Reshape", [f"{n.name}.t", merged], [y], name=n.name))
         elif n.op == "zero":
             zero = const(f"{n.name}.zero", np.zeros((), np.float32))
             nodes.append(helper.make_node("Mul", [x[0], zero], [y], name=n.name))

@@ -58,6 +58,12 @@ class _Builder:
         self.operators.append(o)
 
 
+    def reshape(self, src: int, dst: int, shape: list[int], label: str) -> None:
+        shape_t = self.tensor(label, [len(shape)], np.array(shape, np.int32), fb.TensorType.INT32)
+        self.op(fb.BuiltinOperator.RESHAPE, [src, shape_t], [dst], fb.BuiltinOptions.ReshapeOptions,
+                _options(fb.ReshapeOptionsT, newShape=np.array(shape, np.int32)))
+
+
 def _options(cls, **fields):
     o = cls()
     for k, v in fields.items():
@@ -87,23 +93,35 @@ def to_tflite(graph: Graph, seed: int = 0) -> bytes:
             bias = w.get("bias", np.zeros(a["cout"], np.float32))
             bias_t = b.tensor(f"{n.name}.bias", [a["cout"]], bias)
             pad, s = _PADDING[a["padding"]], a["stride"]
+            act = fb.ActivationFunctionType.RELU if a.get("act") == "relu" else fb.ActivationFunctionType.NONE
             if a["groups"] > 1 and a["groups"] == a["cin"] == a["cout"]:
                 filt = b.tensor(f"{n.name}.kernel", [1, a["kernel"], a["kernel"], a["cout"]],
                                 k.transpose(1, 2, 3, 0))
                 opts = _options(fb.DepthwiseConv2DOptionsT, padding=pad, strideW=s, strideH=s,
-                                depthMultiplier=1, dilationWFactor=1, dilationHFactor=1)
+                                depthMultiplier=1, dilationWFactor=1, dilationHFactor=1,
+                                fusedActivationFunction=act)
                 b.op(fb.BuiltinOperator.DEPTHWISE_CONV_2D, [x[0], filt, bias_t], [y],
                      fb.BuiltinOptions.DepthwiseConv2DOptions, opts)
             else:
                 filt = b.tensor(f"{n.name}.kernel", [a["cout"], a["kernel"], a["kernel"], a["cin"] // a["groups"]],
                                 k.transpose(0, 2, 3, 1))
                 opts = _options(fb.Conv2DOptionsT, padding=pad, strideW=s, strideH=s,
-                                dilationWFactor=1, dilationHFactor=1)
+                                dilationWFactor=1, dilationHFactor=1, fusedActivationFunction=act)
                 b.op(fb.BuiltinOperator.CONV_2D, [x[0], filt, bias_t], [y], fb.BuiltinOptions.Conv2DOptions, opts)
         elif n.op == "relu":
             b.op(fb.BuiltinOperator.RELU, x, [y])
         elif n.op == "add":
             b.op(fb.BuiltinOperator.ADD, x, [y], fb.BuiltinOptions.AddOptions, fb.AddOptionsT())
+        elif n.op == "shuffle":  # reshape to (.., groups, C/groups), swap the last two axes, reshape back
+            h, w_, c = graph.shapes[n.output]
+            g_ = a["groups"]
+            split = b.tensor(f"{n.name}.5d", [1, h, w_, g_, c // g_])
+            swapped = b.tensor(f"{n.name}.t", [1, h, w_, c // g_, g_])
+            b.reshape(x[0], split, [1, h, w_, g_, c // g_], f"{n.name}.split_shape")
+            perm = b.tensor(f"{n.name}.perm", [5], np.array([0, 1, 2, 4, 3], np.int32), fb.TensorType.INT32)
+            b.op(fb.BuiltinOperator.TRANSPOSE, [split, perm], [swapped], fb.BuiltinOptions.TransposeOptions,
+                 fb.TransposeOptionsT())
+            b.reshape(swapped, y, [1, h, w_, c], f"{n.name}.merged_shape")
         elif n.op == "zero":
             zero = b.tensor(f"{n.name}.zero", [1], np.zeros(1, np.float32))
             b.op(fb.BuiltinOperator.MUL, [x[0], zero], [y], fb.BuiltinOptions.MulOptions, fb.MulOptionsT())

@@ -32,7 +32,8 @@ class Node:
 
 # op -> short description of attrs (kept here so exporters and counters agree on the vocabulary)
 OPS = {
-    "conv": "kernel, stride, padding, cin, cout, groups, bn (BatchNorm folded at export), bias",
+    "conv": "kernel, stride, padding, cin, cout, groups, bn (BatchNorm folded at export), bias, "
+            "act (None or 'relu', fused as converters do)",
     "relu": "",
     "add": "",
     "zero": "multiply by 0: PyTorch's Zero op, kept so the graph stays connected",
@@ -40,6 +41,7 @@ OPS = {
     "affine": "channels: a standalone BatchNorm (per-channel scale and shift)",
     "global_avgpool": "",
     "dense": "cin, cout",
+    "shuffle": "groups: ShuffleNet/FBNet channel shuffle",
 }
 
 
@@ -81,7 +83,7 @@ class Graph:
         return name
 
     def conv(self, x: str, cout: int, kernel: int, stride: int = 1, padding: Padding = "same",
-             groups: int = 1, bn: bool = True, bias: bool = False) -> str:
+             groups: int = 1, bn: bool = True, bias: bool = False, act: str | None = None) -> str:
         h, w, cin = self.shapes[x]
         if cin % groups or cout % groups:
             raise ValueError(f"conv groups={groups} must divide cin={cin} and cout={cout}")
@@ -89,8 +91,12 @@ class Graph:
             oh, ow = _same_out(h, stride), _same_out(w, stride)
         else:
             oh, ow = _valid_out(h, kernel, stride), _valid_out(w, kernel, stride)
-        return self._add("conv", (x,), (oh, ow, cout), kernel=kernel, stride=stride,
-                         padding=padding, cin=cin, cout=cout, groups=groups, bn=bn, bias=bias)
+        if act not in (None, "relu"):
+            raise ValueError(f"conv activation must be None or 'relu', got {act!r}")
+        attrs = dict(kernel=kernel, stride=stride, padding=padding, cin=cin, cout=cout, groups=groups, bn=bn, bias=bias)
+        if act:
+            attrs["act"] = act  # only when set: graphs without fused activations keep their fingerprints
+        return self._add("conv", (x,), (oh, ow, cout), **attrs)
 
     def relu(self, x: str) -> str:
         """ReLU of ``x``, created once per tensor: converters share it between consumers."""
@@ -107,6 +113,11 @@ class Graph:
                 raise ValueError(f"add: shape {self.shapes[x]} != {self.shapes[out]}")
             out = self._add("add", (out, x), self.shapes[out])
         return out
+
+    def shuffle(self, x: str, groups: int) -> str:
+        if self.shapes[x][2] % groups:
+            raise ValueError(f"shuffle groups={groups} must divide channels={self.shapes[x][2]}")
+        return self._add("shuffle", (x,), self.shapes[x], groups=groups)
 
     def zero(self, x: str) -> str:
         return self._add("zero", (x,), self.shapes[x])

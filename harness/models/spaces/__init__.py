@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from harness.errors import UnknownNameError
 from harness.models.spaces.base import Arch, SearchSpace
+from harness.models.spaces.fbnet import FBNetSpace
 from harness.models.spaces.nb201 import NB201Space
 
 SPACES: dict[str, type[SearchSpace]] = {
     NB201Space.name: NB201Space,
+    FBNetSpace.name: FBNetSpace,
 }
 
 
