@@ -65,3 +65,29 @@ def check(name: str = typer.Argument(..., help="Profile name"),
         console.print(f"  {escape(report.message)}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("trust")
+@cli_errors
+def trust(name: str = typer.Argument(..., help="Profile name of an SSH device"),
+          yes: bool = typer.Option(False, "--yes", "-y", help="Record the key without asking."),
+          devices_dir: DevicesDirOpt = DEFAULT_DEVICES, store: StoreOpt = DEFAULT_STORE) -> None:
+    """Show an SSH device's host key fingerprint and record it in the profile's known_hosts.
+
+    Accepting a host key is a deliberate act: compare the fingerprint with the one the device prints
+    (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the device) before you say yes.
+    """
+    from harness.devices.ssh import fetch_host_key, fingerprint, record_host_key
+
+    profile = ProfileRegistry(devices_dir).get(name)
+    conn = profile.connection
+    if conn.kind != "ssh":
+        err.print(f"[bold red]error:[/] {name} is a {conn.kind} device; only SSH devices have host keys")
+        raise typer.Exit(2)
+    key = fetch_host_key(conn.host, conn.port, conn.connect_timeout_s)
+    target = conn.known_hosts or "~/.ssh/known_hosts"
+    console.print(f"{conn.host}:{conn.port} presents [bold]{fingerprint(key)}[/]", highlight=False)
+    if not yes and not typer.confirm(f"Record this key for {name} in {target}?", default=False):
+        raise typer.Exit(1)
+    path = record_host_key(target, conn.host, conn.port, key)
+    console.print(f"recorded in {path}")

@@ -99,11 +99,11 @@ class Driver(ABC):
 # connection kind -> "module:Class", imported only when used
 DRIVERS: dict[str, str] = {
     "local": "harness.devices.local:LocalDriver",
+    "ssh": "harness.devices.ssh:SSHDriver",
 }
 
 # kinds with profiles but no driver in this build, and what to tell the user
 PLANNED: dict[str, str] = {
-    "ssh": "the SSH driver (Jetsons, Raspberry Pis, remote boxes) is not implemented in this version yet",
     "adb": "the ADB driver (Android phones) is not implemented in this version yet",
 }
 

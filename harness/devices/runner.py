@@ -11,10 +11,98 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 PROTOCOL = 1
+
+# --- conditions of the machine the runner is on (pyperf's metadata idea) ------------------------
+# Static facts are read once per campaign; dynamic ones (frequency, temperature, load) before and
+# after every model, because thermal drift is what flips rankings. Each probe is best-effort: a
+# missing file means the fact is absent, not an error.
+
+_CPU = Path("/sys/devices/system/cpu")
+_THERMAL = Path("/sys/class/thermal")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def cpu_model() -> str | None:
+    text = _read(Path("/proc/cpuinfo")) or ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Hardware", "Model"):
+            return value.strip()
+    return platform.processor() or None
+
+
+def governors() -> dict[str, str]:
+    out = {}
+    for d in sorted(_CPU.glob("cpu[0-9]*")):
+        g = _read(d / "cpufreq" / "scaling_governor")
+        if g:
+            out[d.name] = g
+    return out
+
+
+def frequencies_mhz() -> dict[str, float]:
+    out = {}
+    for d in sorted(_CPU.glob("cpu[0-9]*")):
+        f = _read(d / "cpufreq" / "scaling_cur_freq")
+        if f and f.isdigit():
+            out[d.name] = int(f) / 1000.0
+    if not out:  # virtual machines often hide cpufreq; /proc/cpuinfo still has a nominal MHz
+        mhz = [line.split(":")[1].strip() for line in (_read(Path("/proc/cpuinfo")) or "").splitlines()
+               if line.startswith("cpu MHz")]
+        out = {f"cpu{i}": float(v) for i, v in enumerate(mhz)}
+    return out
+
+
+def temperatures_c() -> dict[str, float]:
+    out = {}
+    for z in sorted(_THERMAL.glob("thermal_zone*")):
+        t = _read(z / "temp")
+        if t and t.lstrip("-").isdigit():
+            out[_read(z / "type") or z.name] = int(t) / 1000.0
+    return out
+
+
+def device_model() -> str | None:
+    """Board name on Jetsons and Raspberry Pis (device tree), else None."""
+    model = _read(Path("/proc/device-tree/model"))
+    return model.rstrip("\x00") if model else None
+
+
+def static_conditions() -> dict[str, Any]:
+    return {
+        "device_model": device_model(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "os": platform.system(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "hostname": platform.node(),
+        "python": platform.python_version(),
+        "governor": governors() or None,
+    }
+
+
+def dynamic_conditions() -> dict[str, Any]:
+    out: dict[str, Any] = {"cpu_freq_mhz": frequencies_mhz() or None, "temperature_c": temperatures_c() or None}
+    try:
+        out["loadavg_1m"] = os.getloadavg()[0]
+    except OSError:
+        out["loadavg_1m"] = None
+    return out
+
 
 
 def runtime_versions() -> dict:
@@ -112,6 +200,7 @@ def validate(req: dict) -> dict:
 
 
 def measure(req: dict) -> dict:
+    before = dynamic_conditions() if req.get("conditions") else None
     t0 = time.perf_counter()
     invoke = load(req)
     init_ms = (time.perf_counter() - t0) * 1e3
@@ -128,14 +217,28 @@ def measure(req: dict) -> dict:
         s = clock()
         invoke()
         timed.append((clock() - s) / 1e6)
-    return {"ok": True, "init_ms": init_ms, "warmup_ms": warmup, "timed_ms": timed}
+    out = {"ok": True, "init_ms": init_ms, "warmup_ms": warmup, "timed_ms": timed}
+    if before is not None:
+        out.update(conditions_before=before, conditions_after=dynamic_conditions())
+    return out
 
 
 def handle(req: dict) -> dict:
     op = req.get("op", "run")
     if op == "hello":
         return {"ok": True, "protocol": PROTOCOL, "pid": os.getpid(), "versions": runtime_versions(),
-                "tensorflow_imported": "tensorflow" in sys.modules}
+                "conditions": static_conditions(), "tensorflow_imported": "tensorflow" in sys.modules}
+    if op == "sha256":  # lets a remote driver skip re-pushing a model that is already there
+        import hashlib
+
+        try:
+            digest = hashlib.sha256()
+            with open(str(req["path"]), "rb") as f:  # no hashlib.file_digest: devices run old Pythons
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            return {"ok": True, "sha256": digest.hexdigest()}
+        except OSError as e:
+            return {"ok": False, "kind": "device_error", "message": f"cannot read {req.get('path')!r}: {e}"}
     if op == "run":
         try:
             req = validate(req)
@@ -148,13 +251,19 @@ def handle(req: dict) -> dict:
     return {"ok": False, "kind": "parse_error", "message": f"unknown op {op!r}"}
 
 
+def _protocol_stream():
+    """A private copy of stdout for JSON; fd 1 then points at stderr so runtime chatter can't corrupt it."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    return proto
+
+
 def serve() -> None:
-    """JSON-lines loop. Library chatter on stdout is moved to stderr so the protocol stays clean."""
+    """JSON-lines loop: one request per line in, one response per line out."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the campaign's to handle, not the worker's
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
+    proto = _protocol_stream()
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -176,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         serve()
         return 0
     if args.request:
-        print(json.dumps(handle(json.loads(args.request))))
+        _protocol_stream().write(json.dumps(handle(json.loads(args.request))) + "\n")
         return 0
     ap.error("give --serve or --request")
     return 2

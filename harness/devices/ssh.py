@@ -1,0 +1,288 @@
+"""SSH driver: Jetsons, Raspberry Pis and Linux boxes, with paramiko.
+
+Security: host keys are checked against known_hosts (the profile's file, else the system's) and an
+unknown or changed key is refused with its fingerprint; accepting a key is an explicit act
+(``harness devices trust NAME``) or an explicit opt-out in the profile. Keys are used by path and never
+logged. Every remote argument goes through ``shlex.quote``.
+
+Measurement: ``runner.py`` is copied to the device once (content-named) and started as a long-lived
+worker over one SSH channel, so each model costs one SFTP check/put and one JSON round trip.
+Models are pushed by SFTP under their content digest and skipped when already there with the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import shlex
+import socket
+import time
+from pathlib import Path
+
+import paramiko
+
+from harness.devices.runner_client import RunnerDriver
+from harness.errors import ConnectionLost, DeviceError
+from harness.models.cache import Artifact
+
+RUNNER = Path(__file__).with_name("runner.py")
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style SHA256 fingerprint, e.g. ``ssh-ed25519 SHA256:...``."""
+    import base64
+
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    return f"{key.get_name()} SHA256:{digest}"
+
+
+def host_id(host: str, port: int) -> str:
+    """known_hosts name: ``host`` on port 22, ``[host]:port`` otherwise."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    """RejectPolicy that says what was refused and how to accept it on purpose."""
+
+    def __init__(self, profile_name: str):
+        self.profile_name = profile_name
+
+    def missing_host_key(self, client, hostname, key):
+        raise DeviceError(
+            f"host key of {hostname} is not in known_hosts: {fingerprint(key)}. If that is your device, run "
+            f"`harness devices trust {self.profile_name}` to record it, or set "
+            "connection.insecure_skip_host_key_check: true in the profile (not recommended).")
+
+
+class _AcceptWithoutRecording(paramiko.MissingHostKeyPolicy):
+    """The profile's explicit opt-out: accept an unknown key for this session only, never save it."""
+
+    def missing_host_key(self, client, hostname, key):
+        return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ChannelLines:
+    """Line channel over one paramiko session channel running ``runner.py --serve``."""
+
+    def __init__(self, channel: paramiko.Channel):
+        self.channel = channel
+        self._buf = b""
+
+    def send(self, line: str) -> None:
+        try:
+            self.channel.sendall(line.encode())
+        except (socket.error, paramiko.SSHException, EOFError) as e:
+            raise OSError(str(e)) from None
+
+    def receive(self, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.channel.settimeout(min(remaining, 1.0))
+            try:
+                chunk = self.channel.recv(65536)
+            except socket.timeout:
+                if self.channel.get_transport() is None or not self.channel.get_transport().is_active():
+                    return ""
+                continue
+            except (OSError, paramiko.SSHException, EOFError):
+                return ""
+            if not chunk:
+                return ""
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode(errors="replace")
+
+    def diagnostics(self) -> str:
+        try:
+            if self.channel.recv_stderr_ready():
+                return self.channel.recv_stderr(65536).decode(errors="replace")[-2000:]
+        except (OSError, paramiko.SSHException):
+            pass
+        return ""
+
+    def close(self, force: bool = False) -> None:
+        try:
+            if not force:
+                self.channel.shutdown_write()  # end of input: the runner exits
+            self.channel.close()
+        except (OSError, paramiko.SSHException, EOFError):
+            pass
+
+
+class SSHDriver(RunnerDriver):
+    kind = "ssh"
+    lost_error = ConnectionLost
+
+    def __init__(self, profile):
+        super().__init__(profile)
+        self.conn = profile.connection
+        self.client: paramiko.SSHClient | None = None
+        self.sftp: paramiko.SFTPClient | None = None
+        self._hashes: dict[Path, str] = {}
+
+    # --- connection ---------------------------------------------------------------------
+    def _connect(self) -> paramiko.SSHClient:
+        c = self.conn
+        client = paramiko.SSHClient()
+        if c.known_hosts:
+            path = Path(c.known_hosts).expanduser()
+            if path.exists():
+                client.load_host_keys(str(path))
+        else:
+            client.load_system_host_keys()
+        client.set_missing_host_key_policy(
+            _AcceptWithoutRecording() if c.insecure_skip_host_key_check else _Refuse(self.profile.name))
+        key = str(Path(c.key_file).expanduser()) if c.key_file else None
+        try:
+            client.connect(c.host, port=c.port, username=c.user, key_filename=key, timeout=c.connect_timeout_s,
+                           banner_timeout=c.connect_timeout_s, auth_timeout=c.connect_timeout_s,
+                           look_for_keys=key is None, allow_agent=key is None)
+        except DeviceError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as e:
+            client.close()
+            raise DeviceError(
+                f"host key of {c.host}:{c.port} CHANGED: the device offers {fingerprint(e.key)}, known_hosts has "
+                f"{fingerprint(e.expected_key)}. This may be an attack or a reinstalled device; refusing. If the "
+                f"change is expected, remove the old entry and run `harness devices trust {self.profile.name}`.") \
+                from None
+        except paramiko.AuthenticationException as e:
+            client.close()
+            raise DeviceError(f"{self.profile.name}: authentication as {c.user} failed ({e}); check "
+                              "connection.key_file and the device's authorized_keys") from None
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            client.close()
+            raise ConnectionLost(f"{self.profile.name}: cannot reach {c.host}:{c.port}: {e}") from None
+        return client
+
+    def _exec(self, argv: list[str], timeout: float = 60.0) -> str:
+        """Run one remote command (every argument quoted); its stdout, or DeviceError with stderr."""
+        assert self.client is not None
+        command = shlex.join(argv)
+        try:
+            _, out, err = self.client.exec_command(command, timeout=timeout)
+            text = out.read().decode(errors="replace")
+            code = out.channel.recv_exit_status()
+            errtext = err.read().decode(errors="replace")
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            raise ConnectionLost(f"{self.profile.name}: connection lost running {argv[0]}: {e}") from None
+        if code != 0:
+            raise DeviceError(f"{self.profile.name}: {argv[0]} exited with {code}: {errtext.strip()[-500:]}")
+        return text
+
+    def _alive(self) -> bool:
+        transport = self.client.get_transport() if self.client else None
+        return bool(transport and transport.is_active())
+
+    def _local_sha256(self, path: Path) -> str:
+        if path not in self._hashes:
+            self._hashes[path] = _sha256(path)
+        return self._hashes[path]
+
+    def _remote_sha256(self, remote: str) -> str:
+        """Through the running runner when there is one (a round trip), else with sha256sum."""
+        if self._channel is not None:
+            return self._call({"op": "sha256", "path": remote}, timeout=60)["sha256"]
+        return self._exec(["sha256sum", remote]).split()[0]
+
+    def _remote(self, name: str) -> str:
+        return posixpath.join(self.conn.workdir, name)
+
+    def _upload(self, local: Path, remote: str, digest: str | None = None) -> bool:
+        """Put ``local`` at ``remote`` unless it is already there with the same SHA-256; True if copied."""
+        assert self.sftp is not None
+        try:
+            try:
+                if self.sftp.stat(remote).st_size == local.stat().st_size and \
+                        self._remote_sha256(remote) == (digest or self._local_sha256(local)):
+                    return False
+            except FileNotFoundError:
+                pass
+            tmp = f"{remote}.part"
+            self.sftp.put(str(local), tmp)
+            self.sftp.posix_rename(tmp, remote)
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            if self._alive():  # the device answered: a real write error (permissions, disk full)
+                raise DeviceError(f"{self.profile.name}: cannot write {remote}: {e}") from None
+            raise ConnectionLost(f"{self.profile.name}: connection lost while copying {local.name}: {e}") from None
+        return True
+
+    def _open_channel(self) -> ChannelLines:
+        if self.client is None:
+            self.client = self._connect()
+            try:
+                self.sftp = self.client.open_sftp()
+            except (OSError, paramiko.SSHException, EOFError) as e:
+                raise ConnectionLost(f"{self.profile.name}: SFTP unavailable: {e}") from None
+            self._exec(["mkdir", "-p", self.conn.workdir])
+        runner_sha = _sha256(RUNNER)
+        remote_runner = self._remote(f"harness_runner_{runner_sha[:12]}.py")
+        self._upload(RUNNER, remote_runner, runner_sha)
+        transport = self.client.get_transport()
+        if not self._alive():
+            raise ConnectionLost(f"{self.profile.name}: connection closed")
+        channel = transport.open_session(timeout=self.conn.connect_timeout_s)
+        # -P: the runner's folder must not shadow stdlib modules; cd: relative paths stay in workdir
+        channel.exec_command(f"cd {shlex.quote(self.conn.workdir)} && exec "
+                             + shlex.join([self.conn.python, "-P", remote_runner, "--serve"]))
+        return ChannelLines(channel)
+
+    # --- Driver interface ---------------------------------------------------------------
+    def push(self, artifact: Artifact) -> str:
+        if self.client is None:
+            self._start()
+        remote = self._remote(f"{artifact.digest}{artifact.path.suffix}")
+        self._upload(artifact.path, remote)
+        return remote
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        for closable in (self.sftp, self.client):
+            try:
+                if closable is not None:
+                    closable.close()
+            except (OSError, paramiko.SSHException, EOFError):
+                pass
+        self.sftp = self.client = None
+
+
+def fetch_host_key(host: str, port: int, timeout: float = 10.0) -> paramiko.PKey:
+    """The key a server presents, without authenticating (for `harness devices trust`)."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as e:
+        raise ConnectionLost(f"cannot reach {host}:{port}: {e}") from None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    except (paramiko.SSHException, EOFError) as e:
+        raise DeviceError(f"{host}:{port} did not complete an SSH handshake: {e}") from None
+    finally:
+        transport.close()
+
+
+def record_host_key(known_hosts: str | os.PathLike, host: str, port: int, key: paramiko.PKey) -> Path:
+    """Add (or replace) the host's key in a known_hosts file, created 0600 if missing."""
+    path = Path(known_hosts).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = paramiko.HostKeys()
+    if path.exists():
+        keys.load(str(path))
+    keys.add(host_id(host, port), key.get_name(), key)
+    path.touch(mode=0o600, exist_ok=True)
+    keys.save(str(path))
+    return path

@@ -1,0 +1,175 @@
+"""The SSH driver against a real OpenSSH sshd on 127.0.0.1 (started by the fixture)."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.campaign import run_campaign
+from harness.devices.driver import make_driver
+from harness.devices.testing import DriverConformance
+from harness.devices.testing_sshd import TestSSHServer, sshd_available
+from harness.errors import ConnectionLost, DeviceError
+from harness.models.cache import ModelCache
+from harness.models.spaces import get_space
+from harness.results.store import Store
+from tests.test_cli import harness
+
+pytestmark = pytest.mark.skipif(not sshd_available(), reason="OpenSSH server not installed")
+SPACE = get_space("nb201")
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    with TestSSHServer(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+class TestSSHOnnxConformance(DriverConformance):
+    @pytest.fixture
+    def base_profile(self, sshd):
+        return sshd.profile("ssh-onnx")
+
+    @pytest.fixture
+    def make_driver(self):
+        return make_driver
+
+
+class TestSSHTfliteConformance(DriverConformance):
+    @pytest.fixture
+    def base_profile(self, sshd):
+        return sshd.profile("ssh-tflite", runtime={"name": "tflite", "threads": 1})
+
+    @pytest.fixture
+    def make_driver(self):
+        return make_driver
+
+
+def test_models_are_content_named_and_not_copied_twice(sshd, cache_dir):
+    art = ModelCache(cache_dir).get(SPACE.build(SPACE.parse("77")), "onnx")
+    with make_driver(sshd.profile()) as d:
+        ref = d.push(art)
+        assert Path(ref).name == f"{art.digest}.onnx" and Path(ref).read_bytes() == art.path.read_bytes()
+        mtime = Path(ref).stat().st_mtime_ns
+        assert d.push(art) == ref and Path(ref).stat().st_mtime_ns == mtime
+        Path(ref).write_bytes(b"tampered")  # a different hash under the same name is replaced
+        d.push(art)
+        assert Path(ref).read_bytes() == art.path.read_bytes()
+
+
+def test_remote_conditions_are_recorded(sshd):
+    with make_driver(sshd.profile()) as d:
+        cond = d.prepare()
+        assert cond["kernel"] and cond["runtime_version"] and "device_model" in cond
+        art = ModelCache(sshd.root / "c").get(SPACE.build(SPACE.parse("3")), "onnx")
+        r = d.run(d.push(art))
+        assert "temperature_c" in r.conditions_before and "cpu_freq_mhz" in r.conditions_after
+
+
+def test_unknown_host_key_is_refused_with_fingerprint_and_opt_out(sshd, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    p = sshd.profile("stranger", connection={"known_hosts": str(empty)})
+    with pytest.raises(DeviceError) as info:
+        make_driver(p).prepare()
+    msg = str(info.value)
+    assert "SHA256:" in msg and "harness devices trust stranger" in msg and "insecure_skip_host_key_check" in msg
+    report = make_driver(p).check()
+    assert not report.ok and "SHA256:" in report.message
+    opted_out = sshd.profile("stranger", connection={"known_hosts": str(empty), "insecure_skip_host_key_check": True})
+    with make_driver(opted_out) as d:
+        assert d.prepare()["runtime_version"]
+    assert empty.read_text() == "", "the opt-out must not record the key"
+
+
+def test_changed_host_key_is_refused(sshd, tmp_path):
+    import subprocess
+
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    pub = Path(f"{other}.pub").read_text().split()
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n")
+    with pytest.raises(DeviceError, match="CHANGED") as info:
+        make_driver(sshd.profile("moved", connection={"known_hosts": str(kh)})).prepare()
+    assert str(info.value).count("SHA256:") == 2
+
+
+def test_trust_command_records_the_key(sshd, tmp_path, cli_env, devices_dir):
+    kh = tmp_path / "kh" / "known_hosts"
+    body = sshd.profile("box", connection={"known_hosts": str(kh)}).as_dict()
+    (devices_dir / "box.yaml").write_text(yaml.safe_dump(body))
+    refused = harness("devices", "check", "box", env=cli_env, check=False)
+    assert refused.returncode == 1 and "SHA256:" in refused.stdout
+    out = harness("devices", "trust", "box", "--yes", env=cli_env).stdout
+    assert "SHA256:" in out and kh.exists() and oct(kh.stat().st_mode & 0o777) == "0o600"
+    assert "ok" in harness("devices", "check", "box", env=cli_env).stdout
+
+
+def test_connect_timeout_on_a_silent_host():
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    port = silent.getsockname()[1]
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
+    server = TestSSHServer()
+    p = server.profile("silent", connection={"port": port, "connect_timeout_s": 1})
+    with pytest.raises(ConnectionLost, match="cannot reach"):
+        make_driver(p).prepare()
+    silent.close()
+
+
+def test_hostile_workdir_and_device_name_are_never_executed(sshd, store_path, cache_dir, tmp_path):
+    workdir = str(tmp_path / "work dir; $(touch PWNED) `touch PWNED2` 'q\"")
+    p = sshd.profile("evil-name", connection={"workdir": workdir})
+    with Store(store_path) as st:
+        s = run_campaign(st, p, SPACE, SPACE.parse_many(["5"]), cache=ModelCache(cache_dir))
+    assert s.ok == 1 and Path(workdir).is_dir()
+    for where in (tmp_path, Path.home(), Path.cwd(), sshd.root):
+        assert not list(where.glob("PWNED*"))
+
+
+def test_drop_mid_campaign_loses_nothing_and_rerun_resumes(tmp_path, store_path, cache_dir):
+    server = TestSSHServer(tmp_path / "dropping").start()
+    try:
+        p = server.profile("flaky", policy={"cooldown_seconds": 0.2})
+        archs = SPACE.sample(8, 3)
+        done = []
+
+        class KillAfterThree:
+            def started(self, summary, todo):
+                pass
+
+            def model_done(self, outcome, summary):
+                done.append(outcome)
+                if len(done) == 3:
+                    server.kill()
+
+        with Store(store_path) as st:
+            with pytest.raises(ConnectionLost):
+                run_campaign(st, p, SPACE, archs, cache=ModelCache(cache_dir), observer=KillAfterThree())
+            status, message = st.db.execute("SELECT status, message FROM campaigns").fetchone()
+            assert status == "failed" and "flaky" in message
+            assert len(st.measured_keys("flaky", "nb201")) == 3
+            server.start()  # the device is back (same port, same keys)
+            s = run_campaign(st, p, SPACE, archs, cache=ModelCache(cache_dir))
+            assert (s.ok, s.skipped) == (5, 3)
+            m = st.measurements("flaky")
+            assert m.key.is_unique and len(m[m.status == "ok"]) == 8
+    finally:
+        server.kill()
+
+
+def test_private_key_never_reaches_store_or_output(sshd, store_path, cache_dir, cli_env, devices_dir):
+    (devices_dir / "keyed.yaml").write_text(yaml.safe_dump(sshd.profile("keyed").as_dict()))
+    out = harness("measure", "--device", "keyed", "--arch", "9", env=cli_env)
+    secret = Path(sshd.client_key).read_text().splitlines()[1]
+    assert secret not in out.stdout + out.stderr
+    dump = "\n".join(sqlite3.connect(cli_env["HARNESS_STORE"]).iterdump())
+    assert secret not in dump and str(sshd.client_key) in dump  # referenced by path only
