@@ -89,3 +89,59 @@ def test_export_is_fast_enough_to_not_dominate_a_campaign():
     to_tflite(g)
     to_onnx(g)
     assert time.perf_counter() - t < 5.0  # generous bound; the figure itself is in benchmarks/export.py
+
+
+def mobile_ops_graph(act: str) -> Graph:
+    """Every op MobileNetV2/V3 need: fused and unfused activations, squeeze-and-excitation (keep-dims
+    mean, 1x1 convs with bias, channel-wise multiply), a same-shape multiply, the MBv3 head."""
+    g = Graph(f"mobile_ops_{act}", (19, 19, 8))
+    x = g.conv("input", 16, 3, stride=2, act=act)                     # stem, odd input
+    x = g.conv(x, 16, 5, groups=16, act=act)                          # depthwise + activation
+    s = g.global_avgpool(x, keepdims=True)                            # SE: MEAN keep_dims
+    s = g.conv(s, 8, 1, bn=False, bias=True, act="relu")
+    s = g.conv(s, 16, 1, bn=False, bias=True, act="hsigmoid")
+    x = g.mul(x, s)                                                   # channel-wise gating
+    y = g.conv(x, 16, 1, act="hsigmoid")
+    x = g.mul(x, y)                                                   # same-shape product
+    x = g.conv(x, 24, 1, act="relu6")
+    x = g.global_avgpool(x, keepdims=True)
+    x = g.conv(x, 32, 1, bn=False, act="hswish")                      # head conv on the 1x1 map
+    g.dense(x, 10)
+    return g
+
+
+@pytest.mark.parametrize("act", ["relu6", "hswish", "hsigmoid"])
+def test_mobile_ops_export_identically(act):
+    g = mobile_ops_graph(act)
+    x = 3 * np.random.default_rng(4).standard_normal((1, 19, 19, 8)).astype(np.float32)  # reach every branch
+    y_onnx, y_tfl = run_both(g, x)
+    assert y_onnx.shape == y_tfl.shape == (1, 10) and np.isfinite(y_onnx).all() and y_onnx.std() > 1e-3
+    np.testing.assert_allclose(y_tfl, y_onnx, atol=1e-5, rtol=1e-4)
+    model = to_onnx(g)
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 13, "h-swish is x * HardSigmoid(x): no opset 14 needed"
+
+
+def test_mobile_ops_use_the_converters_builtins():
+    from ai_edge_litert import schema_py_generated as fb
+
+    model = fb.ModelT.InitFromPackedBuf(to_tflite(mobile_ops_graph("hswish")), 0)
+    codes = {c.builtinCode for c in model.operatorCodes}
+    assert {fb.BuiltinOperator.HARD_SWISH, fb.BuiltinOperator.MEAN, fb.BuiltinOperator.MUL,
+            fb.BuiltinOperator.ADD, fb.BuiltinOperator.DEPTHWISE_CONV_2D} <= codes
+    ops = [n.op_type for n in to_onnx(mobile_ops_graph("relu6")).graph.node]
+    assert "Clip" in ops and "HardSigmoid" in ops and "GlobalAveragePool" in ops
+
+
+def test_new_ops_leave_existing_graphs_and_fingerprints_unchanged():
+    """No default attributes were added: cached NB201/FBNet exports keep their keys."""
+    nb, fbn = get_space("nb201"), get_space("fbnet")
+    assert nb.build(nb.parse("9930")).fingerprint() == \
+        "f57b1ebeb7d71cabfe9d5a440cdfaa646519473f4ab331e153df7fb2bafcf1e1"
+    assert fbn.build(fbn.parse("7-8-1-8-4-8-8-8-7-4-1-4-7-3-2-7-3-2-4-2-4-5")).fingerprint() == \
+        "7f1d837f1f1f0463fcb8e33eaea70049a0c9089d715d158fff049a9f032527db"
+    with pytest.raises(ValueError, match="activation must be None or one of"):
+        Graph("bad", (8, 8, 3)).conv("input", 4, 3, act="gelu")
+    g = Graph("bad", (8, 8, 4))
+    with pytest.raises(ValueError, match="mul: scale shape"):
+        g.mul("input", g.conv("input", 2, 1))

@@ -40,6 +40,25 @@ def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
         inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), label))
         return label
 
+    def activation(act: str, src: str, dst: str, label: str) -> None:
+        """Opset-13 nodes for a conv activation (no HardSwish before opset 14: x * HardSigmoid(x))."""
+        if act == "relu":
+            nodes.append(helper.make_node("Relu", [src], [dst], name=f"{label}_relu"))
+        elif act == "relu6":
+            lo = const(f"{label}.clip_min", np.zeros((), np.float32))
+            hi = const(f"{label}.clip_max", np.full((), 6.0, np.float32))
+            nodes.append(helper.make_node("Clip", [src, lo, hi], [dst], name=f"{label}_relu6"))
+        elif act == "hsigmoid":
+            nodes.append(helper.make_node("HardSigmoid", [src], [dst], name=f"{label}_hsigmoid",
+                                          alpha=1.0 / 6.0, beta=0.5))
+        elif act == "hswish":
+            gate = f"{label}.hsigmoid"
+            nodes.append(helper.make_node("HardSigmoid", [src], [gate], name=f"{label}_hsigmoid",
+                                          alpha=1.0 / 6.0, beta=0.5))
+            nodes.append(helper.make_node("Mul", [src, gate], [dst], name=f"{label}_hswish"))
+        else:  # pragma: no cover - guarded by Graph.conv
+            raise ValueError(f"ONNX exporter: unsupported activation {act!r}")
+
     for n in graph.nodes:
         a, x, y = n.attrs, [name(i) for i in n.inputs], name(n.output)
         w = weights[n.name]
@@ -51,8 +70,8 @@ def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
             nodes.append(helper.make_node(
                 "Conv", ins, [conv_out], name=n.name, kernel_shape=[a["kernel"]] * 2, strides=[a["stride"]] * 2,
                 pads=_pads(graph, n.inputs[0], a["kernel"], a["stride"], a["padding"]), group=a["groups"]))
-            if a.get("act") == "relu":
-                nodes.append(helper.make_node("Relu", [conv_out], [y], name=f"{n.name}_relu"))
+            if a.get("act"):
+                activation(a["act"], conv_out, y, n.name)
         elif n.op == "relu":
             nodes.append(helper.make_node("Relu", x, [y], name=n.name))
         elif n.op == "add":
@@ -79,6 +98,10 @@ def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
             shift = const(f"{n.name}.shift", w["shift"].reshape(c, 1, 1))
             nodes.append(helper.make_node("Mul", [x[0], scale], [f"{n.name}.scaled"], name=f"{n.name}_mul"))
             nodes.append(helper.make_node("Add", [f"{n.name}.scaled", shift], [y], name=n.name))
+        elif n.op == "global_avgpool" and a.get("keepdims"):
+            nodes.append(helper.make_node("GlobalAveragePool", x, [y], name=n.name))
+        elif n.op == "mul":  # NCHW broadcasting: (1, C, 1, 1) scales each channel
+            nodes.append(helper.make_node("Mul", x, [y], name=n.name))
         elif n.op == "global_avgpool":
             nodes.append(helper.make_node("GlobalAveragePool", x, [f"{n.name}.4d"], name=f"{n.name}_pool"))
             nodes.append(helper.make_node("Flatten", [f"{n.name}.4d"], [y], name=n.name, axis=1))

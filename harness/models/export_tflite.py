@@ -3,7 +3,9 @@
 The schema bindings ship in ``ai-edge-litert``, so exporting needs neither TensorFlow nor a
 converter run (a Keras -> TFLite conversion costs 3-9 s per model; this costs milliseconds).
 The operators are the builtins TensorFlow's converter emits for the same network: CONV_2D (BatchNorm
-folded), DEPTHWISE_CONV_2D, RELU, ADD, MUL, AVERAGE_POOL_2D, MEAN, FULLY_CONNECTED. Layout NHWC.
+folded, RELU/RELU6 fused), DEPTHWISE_CONV_2D, RELU, ADD, MUL, AVERAGE_POOL_2D, MEAN (keep_dims for
+squeeze-and-excitation), FULLY_CONNECTED, HARD_SWISH; hard-sigmoid is ADD(+3, fused RELU6) then MUL(1/6),
+as the converter lowers Keras' hard_sigmoid. Layout NHWC.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from harness.models.graph import Graph
 SCHEMA_VERSION = 3
 FORMAT_VERSION = f"tflite-direct-1/schema{SCHEMA_VERSION}/flatbuffers{flatbuffers.__version__}"
 _PADDING = {"same": fb.Padding.SAME, "valid": fb.Padding.VALID}
+_FUSED = {"relu": fb.ActivationFunctionType.RELU, "relu6": fb.ActivationFunctionType.RELU6}
 
 
 class _Builder:
@@ -57,6 +60,14 @@ class _Builder:
         o.builtinOptions = options
         self.operators.append(o)
 
+    def hard_sigmoid(self, src: int, dst: int, shape: list[int], label: str) -> None:
+        """relu6(x + 3) / 6 as TF's converter lowers it: ADD with a fused RELU6, then MUL by 1/6."""
+        three = self.tensor(f"{label}.three", [1], np.full(1, 3.0, np.float32))
+        sixth = self.tensor(f"{label}.sixth", [1], np.full(1, 1.0 / 6.0, np.float32))
+        shifted = self.tensor(f"{label}.shifted", shape)
+        self.op(fb.BuiltinOperator.ADD, [src, three], [shifted], fb.BuiltinOptions.AddOptions,
+                _options(fb.AddOptionsT, fusedActivationFunction=fb.ActivationFunctionType.RELU6))
+        self.op(fb.BuiltinOperator.MUL, [shifted, sixth], [dst], fb.BuiltinOptions.MulOptions, fb.MulOptionsT())
 
     def reshape(self, src: int, dst: int, shape: list[int], label: str) -> None:
         shape_t = self.tensor(label, [len(shape)], np.array(shape, np.int32), fb.TensorType.INT32)
@@ -85,7 +96,7 @@ def to_tflite(graph: Graph, seed: int = 0) -> bytes:
     for n in graph.nodes:
         a, w = n.attrs, weights[n.name]
         x = [b.index[i] for i in n.inputs]
-        if n.op in ("global_avgpool", "dense"):
+        if n.op == "dense" or (n.op == "global_avgpool" and not a.get("keepdims")):
             flat.add(n.output)
         y = b.tensor(n.output, out_shape(n.output))
         if n.op == "conv":
@@ -93,21 +104,29 @@ def to_tflite(graph: Graph, seed: int = 0) -> bytes:
             bias = w.get("bias", np.zeros(a["cout"], np.float32))
             bias_t = b.tensor(f"{n.name}.bias", [a["cout"]], bias)
             pad, s = _PADDING[a["padding"]], a["stride"]
-            act = fb.ActivationFunctionType.RELU if a.get("act") == "relu" else fb.ActivationFunctionType.NONE
+            act = _FUSED.get(a.get("act"), fb.ActivationFunctionType.NONE)
+            conv_y = y
+            if a.get("act") in ("hswish", "hsigmoid"):  # not fusable: conv into a temporary, then the op
+                conv_y = b.tensor(f"{n.name}.pre_act", out_shape(n.output))
             if a["groups"] > 1 and a["groups"] == a["cin"] == a["cout"]:
                 filt = b.tensor(f"{n.name}.kernel", [1, a["kernel"], a["kernel"], a["cout"]],
                                 k.transpose(1, 2, 3, 0))
                 opts = _options(fb.DepthwiseConv2DOptionsT, padding=pad, strideW=s, strideH=s,
                                 depthMultiplier=1, dilationWFactor=1, dilationHFactor=1,
                                 fusedActivationFunction=act)
-                b.op(fb.BuiltinOperator.DEPTHWISE_CONV_2D, [x[0], filt, bias_t], [y],
+                b.op(fb.BuiltinOperator.DEPTHWISE_CONV_2D, [x[0], filt, bias_t], [conv_y],
                      fb.BuiltinOptions.DepthwiseConv2DOptions, opts)
             else:
                 filt = b.tensor(f"{n.name}.kernel", [a["cout"], a["kernel"], a["kernel"], a["cin"] // a["groups"]],
                                 k.transpose(0, 2, 3, 1))
                 opts = _options(fb.Conv2DOptionsT, padding=pad, strideW=s, strideH=s,
                                 dilationWFactor=1, dilationHFactor=1, fusedActivationFunction=act)
-                b.op(fb.BuiltinOperator.CONV_2D, [x[0], filt, bias_t], [y], fb.BuiltinOptions.Conv2DOptions, opts)
+                b.op(fb.BuiltinOperator.CONV_2D, [x[0], filt, bias_t], [conv_y], fb.BuiltinOptions.Conv2DOptions,
+                     opts)
+            if a.get("act") == "hswish":
+                b.op(fb.BuiltinOperator.HARD_SWISH, [conv_y], [y])
+            elif a.get("act") == "hsigmoid":
+                b.hard_sigmoid(conv_y, y, out_shape(n.output), n.name)
         elif n.op == "relu":
             b.op(fb.BuiltinOperator.RELU, x, [y])
         elif n.op == "add":
@@ -139,7 +158,9 @@ def to_tflite(graph: Graph, seed: int = 0) -> bytes:
         elif n.op == "global_avgpool":
             axes = b.tensor(f"{n.name}.axes", [2], np.array([1, 2], np.int32), fb.TensorType.INT32)
             b.op(fb.BuiltinOperator.MEAN, [x[0], axes], [y], fb.BuiltinOptions.ReducerOptions,
-                 _options(fb.ReducerOptionsT, keepDims=False))
+                 _options(fb.ReducerOptionsT, keepDims=bool(a.get("keepdims"))))
+        elif n.op == "mul":  # broadcasting (1, 1, 1, C) over (1, H, W, C): channel-wise gating
+            b.op(fb.BuiltinOperator.MUL, x, [y], fb.BuiltinOptions.MulOptions, fb.MulOptionsT())
         elif n.op == "dense":
             wt = b.tensor(f"{n.name}.weight", [a["cout"], a["cin"]], w["weight"])
             bias_t = b.tensor(f"{n.name}.bias", [a["cout"]], w["bias"])

@@ -33,16 +33,22 @@ class Node:
 # op -> short description of attrs (kept here so exporters and counters agree on the vocabulary)
 OPS = {
     "conv": "kernel, stride, padding, cin, cout, groups, bn (BatchNorm folded at export), bias, "
-            "act (None or 'relu', fused as converters do)",
+            "act (absent, or one of ACTIVATIONS: applied after the conv as converters do)",
     "relu": "",
     "add": "",
     "zero": "multiply by 0: PyTorch's Zero op, kept so the graph stays connected",
     "avgpool": "kernel, stride, padding (average excludes padding)",
     "affine": "channels: a standalone BatchNorm (per-channel scale and shift)",
-    "global_avgpool": "",
+    "global_avgpool": "keepdims (only when True: the 1x1 map stays 4-D, as squeeze-and-excitation needs)",
     "dense": "cin, cout",
     "shuffle": "groups: ShuffleNet/FBNet channel shuffle",
+    "mul": "element-wise product; the second input may be a 1x1xC map (channel-wise, as in squeeze-and-excitation)",
 }
+
+# conv activations. relu/relu6 are fused into the conv (TFLite fused activation); hswish is
+# x * relu6(x + 3) / 6 (TFLite HARD_SWISH; ONNX opset 13 has no HardSwish, so x * HardSigmoid(x));
+# hsigmoid is relu6(x + 3) / 6 (TFLite ADD+RELU6, MUL as TF's converter emits; ONNX HardSigmoid).
+ACTIVATIONS = ("relu", "relu6", "hswish", "hsigmoid")
 
 
 def _same_out(size: int, stride: int) -> int:
@@ -91,8 +97,8 @@ class Graph:
             oh, ow = _same_out(h, stride), _same_out(w, stride)
         else:
             oh, ow = _valid_out(h, kernel, stride), _valid_out(w, kernel, stride)
-        if act not in (None, "relu"):
-            raise ValueError(f"conv activation must be None or 'relu', got {act!r}")
+        if act is not None and act not in ACTIVATIONS:
+            raise ValueError(f"conv activation must be None or one of {', '.join(ACTIVATIONS)}, got {act!r}")
         attrs = dict(kernel=kernel, stride=stride, padding=padding, cin=cin, cout=cout, groups=groups, bn=bn, bias=bias)
         if act:
             attrs["act"] = act  # only when set: graphs without fused activations keep their fingerprints
@@ -133,8 +139,18 @@ class Graph:
     def affine(self, x: str) -> str:
         return self._add("affine", (x,), self.shapes[x], channels=self.shapes[x][2])
 
-    def global_avgpool(self, x: str) -> str:
+    def global_avgpool(self, x: str, keepdims: bool = False) -> str:
+        """Mean over height and width. ``keepdims`` keeps a 4-D 1x1 map that convs can consume."""
+        if keepdims:  # the attribute only when set: existing graphs keep their fingerprints
+            return self._add("global_avgpool", (x,), (1, 1, self.shapes[x][2]), keepdims=True)
         return self._add("global_avgpool", (x,), (1, 1, self.shapes[x][2]))
+
+    def mul(self, x: str, scale: str) -> str:
+        """``x * scale``; ``scale`` has x's shape or is a 1x1xC map (channel-wise gating)."""
+        xs, ss = self.shapes[x], self.shapes[scale]
+        if ss != xs and ss != (1, 1, xs[2]):
+            raise ValueError(f"mul: scale shape {ss} must equal {xs} or be (1, 1, {xs[2]})")
+        return self._add("mul", (x, scale), xs)
 
     def dense(self, x: str, cout: int) -> str:
         h, w, cin = self.shapes[x]

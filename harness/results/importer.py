@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError, SpaceError
-from harness.models.spaces import SPACES, Arch, get_space
+from harness.models.spaces import SPACES, Arch, SearchSpace, get_space
 from harness.results.store import Store, utcnow
 
 # key columns -> space; the first signature fully present in the file wins
@@ -26,6 +26,7 @@ KEY_SIGNATURES: list[tuple[frozenset[str], str]] = [
     (frozenset({"nb201_index"}), "nb201"),
     (frozenset({"arch_str"}), "nb201"),
     (frozenset({"op_idx_list"}), "fbnet"),
+    (frozenset({"proxyless_ops"}), "proxyless"),
     (frozenset({"ks", "e", "d", "resolution"}), "ofa_mbv3"),
 ]
 REL_TOL = 1e-6  # values written with 8 significant digits compare equal within this
@@ -88,8 +89,34 @@ def _numeric(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
     return values.astype(float)
 
 
+def _composite_archs(df: pd.DataFrame, space: SearchSpace) -> tuple[list[Arch], list[str]]:
+    """Rows of a space whose key columns only together name an architecture (ofa_mbv3: ks, e, d,
+    resolution): each row goes whole to ``space.from_columns``."""
+    missing = [c for c in space.key_columns if c not in df.columns]
+    if missing:
+        return [], [f"missing key column(s) {', '.join(missing)}; space {space.name} needs all of "
+                    f"{', '.join(space.key_columns)}"]
+    archs: list[Arch] = []
+    problems: list[str] = []
+    for i, row in enumerate(df[list(space.key_columns)].to_dict("records")):
+        try:
+            archs.append(space.from_columns({k: (None if isinstance(v, float) and np.isnan(v) else v)
+                                             for k, v in row.items()}))
+        except SpaceError as e:
+            problems.append(f"line {i + 2}: {e}")
+            if len(problems) >= 5:
+                break
+    return archs, problems
+
+
 def _archs(df: pd.DataFrame, space_name: str, path: Path) -> list[Arch]:
     space = get_space(space_name)
+    if space.composite_key:
+        archs, problems = _composite_archs(df, space)
+        if problems:
+            raise ImportFileError(f"{path}: bad architecture keys:\n  " + "\n  ".join(problems))
+        return _no_duplicates(archs, df, path, " (rows that differ only in inactive blocks' ks/e are the "
+                                               "same network)")
     keys = [c for c in space.key_columns if c in df.columns]
     archs: list[Arch] = []
     problems: list[str] = []
@@ -117,10 +144,14 @@ def _archs(df: pd.DataFrame, space_name: str, path: Path) -> list[Arch]:
             break
     if problems:
         raise ImportFileError(f"{path}: bad architecture keys:\n  " + "\n  ".join(problems))
+    return _no_duplicates(archs, df, path)
+
+
+def _no_duplicates(archs: list[Arch], df: pd.DataFrame, path: Path, note: str = "") -> list[Arch]:
     dup = pd.Series([a.key for a in archs]).duplicated(keep=False)
     if dup.any():
         raise ImportFileError(f"{path}: duplicate architectures on lines {_rows(df.index[dup.values])}; "
-                           "each architecture may appear once")
+                           f"each architecture may appear once{note}")
     return archs
 
 

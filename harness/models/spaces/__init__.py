@@ -5,11 +5,17 @@ from __future__ import annotations
 from harness.errors import UnknownNameError
 from harness.models.spaces.base import Arch, SearchSpace
 from harness.models.spaces.fbnet import FBNetSpace
+from harness.models.spaces.mbv2 import MobileNetV2Space
 from harness.models.spaces.nb201 import NB201Space
+from harness.models.spaces.ofa_mbv3 import OFAMobileNetV3Space
+from harness.models.spaces.proxyless import ProxylessSpace
 
 SPACES: dict[str, type[SearchSpace]] = {
     NB201Space.name: NB201Space,
     FBNetSpace.name: FBNetSpace,
+    MobileNetV2Space.name: MobileNetV2Space,
+    OFAMobileNetV3Space.name: OFAMobileNetV3Space,
+    ProxylessSpace.name: ProxylessSpace,
 }
 
 

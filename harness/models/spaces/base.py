@@ -1,4 +1,4 @@
-"""What every search space provides: sampling, keys, and a builder to the shared Graph."""
+"""What every search space provides: sampling, keys, a builder to the shared Graph, and an encoding."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+import numpy as np
 
 from harness.errors import SpaceError
 from harness.models.graph import Graph
@@ -32,6 +34,10 @@ class SearchSpace(ABC):
     key_columns: ClassVar[tuple[str, ...]]
     default_input_shape: ClassVar[tuple[int, int, int]]
     default_num_classes: ClassVar[int]
+    # True when the key columns only together name an architecture (ofa_mbv3's ks, e, d, resolution):
+    # tables are then read row by row with from_columns. False: each key column alone names it (nb201's
+    # nb201_index and arch_str), and the importer checks that the columns agree.
+    composite_key: ClassVar[bool] = False
 
     @abstractmethod
     def size(self) -> int | None:
@@ -48,8 +54,13 @@ class SearchSpace(ABC):
     def all(self) -> Iterator[Arch]:
         raise SpaceError(f"space {self.name!r} cannot be enumerated; use --sample")
 
+    @abstractmethod
+    def encode(self, arch: Arch) -> np.ndarray:
+        """Fixed-length float32 one-hot encoding of the architecture's choices (latency predictors)."""
+
     def from_columns(self, row: dict[str, Any]) -> Arch:
-        """An architecture from a table row holding (some of) the key columns."""
+        """An architecture from a table row holding (some of) the key columns; spaces with a
+        ``composite_key`` override it to read all their columns together."""
         for col in self.key_columns:
             if col in row and row[col] is not None and str(row[col]) != "nan":
                 return self.parse(str(row[col]))

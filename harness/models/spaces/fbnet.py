@@ -82,6 +82,12 @@ class FBNetSpace(SearchSpace):
                 seen.setdefault(a.key, a)
         return list(seen.values())[:n]
 
+    def encode(self, arch: Arch) -> np.ndarray:
+        """22 layers x 9 blocks one-hot (198 values), blocks in op_idx_list order."""
+        out = np.zeros((NUM_LAYERS, len(OPS)), np.float32)
+        out[np.arange(NUM_LAYERS), [int(i) for i in arch.key.split("-")]] = 1
+        return out.reshape(-1)
+
     def build(self, arch: Arch, input_shape: Sequence[int] | None = None,
               num_classes: int | None = None) -> Graph:
         ops = [OPS[int(i)] for i in arch.key.split("-")]

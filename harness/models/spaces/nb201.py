@@ -99,6 +99,14 @@ class NB201Space(SearchSpace):
     def all(self) -> Iterator[Arch]:
         return (self._arch(i) for i in range(NUM_ARCHS))
 
+    def encode(self, arch: Arch) -> np.ndarray:
+        """6 edges x 5 operations one-hot (30 values), edges in arch_str order, operations as in OPS:
+        OneProxy's ``encode.pickle`` layout without its constant bias column."""
+        out = np.zeros((len(EDGES), len(OPS)), np.float32)
+        for edge, op in enumerate(parse_arch_str(arch.key)):
+            out[edge, OPS.index(op)] = 1
+        return out.reshape(-1)
+
     def build(self, arch: Arch, input_shape: Sequence[int] | None = None,
               num_classes: int | None = None) -> Graph:
         ops = parse_arch_str(arch.key)
