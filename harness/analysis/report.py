@@ -187,3 +187,42 @@ def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: di
     report.figures.append(distributions(wide, order, origins))
     report.tables.append(("All pairs", corr.pairs.sort_values("srcc", ascending=False)))
     return report
+
+
+def pareto_figure(result: dict) -> Figure:
+    """Target latency vs accuracy: all architectures, the target's front and the fronts found by proxy/predictor."""
+    frame = result["frame"]
+    target, proxy, acc_col = result["target"], result["proxy"], result["accuracy"]
+    lat, acc = frame[target].to_numpy(), frame[acc_col].to_numpy()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ax.scatter(lat, acc, s=4, color="#bbbbbb", label="all compared architectures", linewidths=0)
+    styles = [("proxy_front", f"front found with proxy {proxy}", "#d62728", "o"),
+              ("predicted_front", f"front found with {result.get('predicted_from', 'the predictor')}", "#1f77b4",
+               "s")]
+    tf = result["proxy_front"].target_front
+    order = np.argsort(lat[tf])
+    ax.step(lat[tf][order], acc[tf][order], where="post", color="black", lw=1.5, label=f"true front on {target}")
+    for key, label, colour, marker in styles:
+        if key in result:
+            idx = result[key].proxy_front
+            ax.scatter(lat[idx], acc[idx], s=22, facecolors="none", edgecolors=colour, marker=marker,
+                       label=f"{label} (recall {result[key].recall:.2f}, HV {result[key].hv_ratio:.3f})")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{target} latency (ms, measured)")
+    ax.set_ylabel(acc_col)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return Figure("pareto_fronts", "Pareto fronts judged on the target", _png(fig),
+                  "Each front is chosen with one latency (proxy's, or predicted) and plotted at the target's "
+                  "measured latency: points near the black staircase mean the proxy's choices hold on the target.")
+
+
+def pareto_report(result: dict, space: str) -> Report:
+    report = Report(f"Pareto validation — {result['proxy']} → {result['target']}", space)
+    rows = [{"front from": k.replace("_front", ""), **result[k].summary()}
+            for k in ("proxy_front", "predicted_front") if k in result]
+    report.tables.append(("Summary", pd.DataFrame(rows)))
+    report.figures.append(pareto_figure(result))
+    levels = pd.DataFrame(result["proxy_front"].per_level)
+    report.tables.append(("Latency regret per accuracy level (proxy front)", levels))
+    return report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from harness import __version__
-from harness.cli import analysis, demo, devices, measure, results, spaces
+from harness.cli import analysis, demo, devices, measure, predict, results, sim, spaces
 
 app = typer.Typer(
     name="harness",
@@ -15,6 +15,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(devices.app, name="devices")
+app.add_typer(sim.app, name="sim")
 app.command("measure")(measure.measure)
 app.command("export")(results.export)
 app.command("campaigns")(results.campaigns)
@@ -23,6 +24,11 @@ app.command("import")(analysis.import_)
 app.command("srcc")(analysis.srcc)
 app.command("proxy")(analysis.proxy)
 app.command("report")(analysis.report)
+app.command("train")(predict.train)
+app.command("suggest")(predict.suggest)
+app.command("adapt")(predict.adapt)
+app.command("predict")(predict.predict)
+app.command("pareto")(predict.pareto)
 app.command("demo")(demo.demo)
 
 

@@ -100,11 +100,11 @@ class Driver(ABC):
 DRIVERS: dict[str, str] = {
     "local": "harness.devices.local:LocalDriver",
     "ssh": "harness.devices.ssh:SSHDriver",
+    "adb": "harness.devices.adb:ADBDriver",
 }
 
 # kinds with profiles but no driver in this build, and what to tell the user
 PLANNED: dict[str, str] = {
-    "adb": "the ADB driver (Android phones) is not implemented in this version yet",
 }
 
 

@@ -59,6 +59,7 @@ class ADBConnection(_Strict):
     benchmark_model: str | None = Field(None, description="local path of the benchmark_model binary to push")
     taskset: str | None = Field(None, pattern=r"^(0x)?[0-9a-fA-F]+$", description="CPU mask, e.g. f0")
     connect_timeout_s: float = Field(10.0, gt=0)
+    simulator: bool = Field(False, description="measure on an in-process virtual phone (adb_sim); serial is ignored")
 
 
 Connection = Annotated[Union[LocalConnection, SSHConnection, ADBConnection], Field(discriminator="kind")]

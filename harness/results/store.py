@@ -25,7 +25,7 @@ from harness import __version__
 from harness.errors import StoreError
 from harness.models.spaces import Arch
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_STORE = Path(os.environ.get("HARNESS_STORE", "results/harness.db"))
 
 SCHEMA = """
@@ -123,6 +123,19 @@ CREATE TABLE arch_metrics (
     import_id INTEGER REFERENCES imports(id),
     PRIMARY KEY (arch_id, name)
 ) WITHOUT ROWID;
+""",
+    2: """
+CREATE TABLE predictors (
+    id INTEGER PRIMARY KEY,
+    space TEXT NOT NULL,
+    device TEXT NOT NULL,
+    method TEXT NOT NULL,
+    model_json TEXT NOT NULL,
+    provenance_json TEXT NOT NULL,
+    metrics_json TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL
+);
+CREATE INDEX predictors_by_device ON predictors (space, device);
 """,
 }
 
@@ -351,6 +364,24 @@ class Store:
                WHERE a.space = ? AND (? IS NULL OR x.kind = ?)"""
         long = pd.read_sql_query(q, self.db, params=(space, kind, kind))
         return long.pivot(index="key", columns="name", values="value") if not long.empty else pd.DataFrame()
+
+    def save_predictor(self, space: str, device: str, method: str, model: dict, provenance: dict,
+                       metrics: dict | None = None) -> int:
+        with self.transaction() as db:
+            cur = db.execute("INSERT INTO predictors (space, device, method, model_json, provenance_json, "
+                             "metrics_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (space, device, method, json.dumps(model), json.dumps(provenance, default=str),
+                              json.dumps(metrics or {}, default=float), utcnow()))
+            return int(cur.lastrowid)
+
+    def latest_predictor(self, space: str, device: str) -> dict | None:
+        row = self.db.execute("SELECT id, method, model_json, provenance_json, metrics_json, created_at "
+                              "FROM predictors WHERE space = ? AND device = ? ORDER BY id DESC LIMIT 1",
+                              (space, device)).fetchone()
+        if row is None:
+            return None
+        return {"id": row[0], "method": row[1], "model": json.loads(row[2]), "provenance": json.loads(row[3]),
+                "metrics": json.loads(row[4]), "created_at": row[5]}
 
     def imports(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT id, file, source, space, rows, devices_json, imported_at, sha256 "

@@ -1,0 +1,64 @@
+"""ADB overhead: a virtual-phone campaign over N cached NB201 models vs the local LiteRT driver on the same models.
+
+Both campaigns use the same policy (local-tflite's: warm-up and timed runs, 1 thread) and the same cached
+.tflite files. The virtual phone adds what a real phone costs on top of the timing itself: the ADB protocol
+over loopback, content-named pushes with size/hash checks, the phone's conditions read before and after
+every model, one benchmark_model process per model (init included) and parsing its output. The local
+campaign is timed before and after the virtual-phone one to expose drift.
+
+    python benchmarks/adb_overhead.py [--models 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from harness.campaign import run_campaign
+from harness.devices.registry import ProfileRegistry
+from harness.devices.testing import with_policy
+from harness.models.cache import ModelCache
+from harness.models.spaces import get_space
+from harness.results.store import Store
+
+
+def campaign(profile, space, archs, cache: ModelCache, db: Path) -> float:
+    with Store(db) as st:
+        t0 = time.perf_counter()
+        summary = run_campaign(st, profile, space, archs, cache=cache)
+        elapsed = time.perf_counter() - t0
+    assert summary.ok == len(archs) and summary.exported == 0, summary
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    reg = ProfileRegistry("/nonexistent")
+    local = reg.get("local-tflite")
+    pol = local.policy
+    phone = with_policy(reg.get("virtual-phone"), **pol.model_dump())
+    space = get_space("nb201")
+    archs = space.sample(args.models, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = ModelCache(Path(tmp) / "cache")
+        for a in archs:  # warm the cache: neither campaign exports
+            cache.get(space.build(a), "tflite")
+        local1 = campaign(local, space, archs, cache, Path(tmp) / "local1.db")
+        virtual = campaign(phone, space, archs, cache, Path(tmp) / "phone.db")
+        local2 = campaign(local, space, archs, cache, Path(tmp) / "local2.db")
+    base = (local1 + local2) / 2
+    print(f"models: {args.models} cached NB201 .tflite, {local.runtime.threads} thread, "
+          f"{pol.warmup_runs} warm-up + {pol.timed_runs} timed runs each")
+    print(f"local LiteRT campaign (local-tflite): {local1:.3f} s, {local2:.3f} s (mean {base:.3f} s)")
+    print(f"virtual-phone campaign (ADB driver):  {virtual:.3f} s (ADB, pushes, conditions, benchmark_model)")
+    print(f"overhead ratio:                       {virtual / base:.2f}x")
+    print(f"per-model overhead:                   {(virtual - base) / args.models * 1e3:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

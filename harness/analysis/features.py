@@ -1,0 +1,89 @@
+"""Architecture features for latency predictors.
+
+Two encodings, both per space: the space's one-hot of its choices (``SearchSpace.encode``) and a
+structure-aware one read off the built network (the Graph every exporter uses): how many operators of
+each kind actually execute, their output sizes, MACs and parameters. The second sees what a one-hot
+cannot, e.g. that a NAS-Bench-201 cell whose 'none' edges cut a node still runs the ops behind it.
+Graph features cost a build per architecture, so they are cached on disk per space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from harness.models.graph import Graph
+from harness.models.spaces import Arch, SearchSpace
+
+GRAPH_FEATURES_VERSION = 1
+
+
+def onehot(space: SearchSpace, archs: Sequence[Arch]) -> np.ndarray:
+    return np.stack([space.encode(a) for a in archs]).astype(float) if archs else np.zeros((0, 0))
+
+
+def _op_kind(g: Graph, node) -> str:
+    a = node.attrs
+    if node.op != "conv":
+        return node.op
+    if a["groups"] > 1:
+        return f"dwconv{a['kernel']}" if a["groups"] == a["cin"] else f"gconv{a['kernel']}"
+    return f"conv{a['kernel']}"
+
+
+def graph_counts(g: Graph) -> dict[str, float]:
+    counts: dict[str, float] = {"nodes": len(g.nodes), "macs": g.macs(), "params": g.param_count()}
+    for n in g.nodes:
+        kind = _op_kind(g, n)
+        h, w, c = g.shapes[n.output]
+        counts[f"n_{kind}"] = counts.get(f"n_{kind}", 0) + 1
+        counts[f"out_{kind}"] = counts.get(f"out_{kind}", 0) + h * w * c
+    return counts
+
+
+class GraphFeatures:
+    """log1p of graph counts, vectorised over a fixed vocabulary; cached per space on disk."""
+
+    def __init__(self, space: SearchSpace, cache_dir: str | os.PathLike | None = None):
+        self.space = space
+        root = Path(cache_dir or os.environ.get("HARNESS_CACHE", "models/cache")) / "features"
+        self.path = root / f"{space.name}-graph-v{GRAPH_FEATURES_VERSION}.npz"
+        self._rows: dict[str, dict[str, float]] = {}
+        if self.path.exists():
+            data = np.load(self.path, allow_pickle=False)
+            names = list(data["names"])
+            for key, row in zip(data["keys"], data["values"]):
+                self._rows[str(key)] = {n: float(v) for n, v in zip(names, row) if v}
+
+    def _ensure(self, archs: Sequence[Arch]) -> None:
+        missing = [a for a in archs if a.key not in self._rows]
+        for a in missing:
+            self._rows[a.key] = graph_counts(self.space.build(a))
+        if missing:
+            self._save()
+
+    def _save(self) -> None:
+        names = sorted({n for row in self._rows.values() for n in row})
+        keys = list(self._rows)
+        values = np.array([[self._rows[k].get(n, 0.0) for n in names] for k in keys])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez_compressed(tmp, keys=np.array(keys), names=np.array(names), values=values)
+        os.replace(tmp, self.path)
+
+    def vocabulary(self, archs: Sequence[Arch]) -> list[str]:
+        self._ensure(archs)
+        return sorted({n for a in archs for n in self._rows[a.key]})
+
+    def matrix(self, archs: Sequence[Arch], names: Sequence[str]) -> np.ndarray:
+        self._ensure(archs)
+        return np.log1p(np.array([[self._rows[a.key].get(n, 0.0) for n in names] for a in archs]))
+
+
+def fingerprint(keys: Sequence[str]) -> str:
+    """Short hash of a set of architecture keys (provenance of a training set)."""
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]

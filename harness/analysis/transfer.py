@@ -1,0 +1,207 @@
+"""Latency predictors and their transfer to a new device from a few target measurements.
+
+Array level (no store): every function takes feature matrices and latencies in ms, so the CLI, the
+notebook API and ``benchmarks/transfer.py`` run the very same code.
+
+* :func:`fit_linear`  - a device's own predictor: ridge on features, in log-latency.
+* :func:`fit_adaproxy` - OneProxy's AdaProxy (baseline): proxy predictor ``w`` linear on the one-hot
+  (``w = pinv(X) y_proxy``); target ``X (w * (a + b)) + c`` fitted on the K target samples with an L1
+  penalty on the per-operation correction ``b`` (OneProxy's ``solver.py``; solved by FISTA instead of
+  cvxpy), lambda by 5-fold cross-validation on the K samples.
+* :func:`fit_multiproxy` - ours: the target's log-latency as a ridge combination of the source
+  devices' log-latencies, plus an optionally down-weighted one-hot correction for what no source
+  sees. Sources are ranked by SRCC on the K samples (NASFLAT's source selection); how many to keep and
+  the one-hot weight are chosen by exact leave-one-out error, so a target unlike every source falls
+  back on its own structure instead of a misleading proxy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from harness.analysis.ridge import RidgeFit, fit_ridge
+from harness.errors import HarnessError
+
+MIN_TARGET_SAMPLES = 3
+FLOOR_MS = 1e-3  # latencies are logged; published tables contain near-zero values
+
+
+class TransferError(HarnessError):
+    """A predictor cannot be fitted from what is there (too few samples, no data...)."""
+
+
+def _log(ms: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(np.asarray(ms, dtype=float), FLOOR_MS, None))
+
+
+def _check_samples(y: np.ndarray, need: int = MIN_TARGET_SAMPLES, what: str = "target") -> None:
+    n = int(np.isfinite(y).sum())
+    if n < need:
+        raise TransferError(f"the {what} has {n} measurement(s); at least {need} are needed")
+
+
+# --- a device's own predictor -------------------------------------------------------------------
+@dataclass
+class LinearModel:
+    """Ridge in log-latency on a feature matrix (one-hot and/or graph features)."""
+
+    fit: RidgeFit
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return np.exp(self.fit.predict(features))
+
+    def to_json(self) -> dict:
+        return {"kind": "linear", "fit": self.fit.to_json()}
+
+
+def fit_linear(features: np.ndarray, y_ms: np.ndarray) -> LinearModel:
+    _check_samples(y_ms, what="device")
+    return LinearModel(fit_ridge(features, _log(y_ms)))
+
+
+# --- OneProxy's AdaProxy ------------------------------------------------------------------------
+def _with_bias(x: np.ndarray) -> np.ndarray:
+    return np.hstack([x, np.ones((len(x), 1))])
+
+
+def _min_norm_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """pinv(a) @ y through the small Gram matrix. The one-hot groups already sum to the bias column,
+    so a has an exact null direction: cut it (relative eigenvalue < 1e-10), or w explodes."""
+    evals, evecs = np.linalg.eigh(a.T @ a)
+    keep = evals > 1e-10 * evals.max()
+    return evecs[:, keep] @ ((evecs[:, keep].T @ (a.T @ y)) / evals[keep])
+
+
+def _fista_l1(m: np.ndarray, y: np.ndarray, penalised: np.ndarray, lam: float, iters: int = 500) -> np.ndarray:
+    """argmin (1/n)||m t - y||^2 + lam * ||t[penalised]||_1 by accelerated proximal gradient."""
+    n = len(y)
+    step = n / (2.0 * max(np.linalg.norm(m, 2) ** 2, 1e-12))
+    t = np.zeros(m.shape[1])
+    z, k = t.copy(), 1.0
+    for _ in range(iters):
+        grad = (2.0 / n) * m.T @ (m @ z - y)
+        nxt = z - step * grad
+        nxt[penalised] = np.sign(nxt[penalised]) * np.maximum(np.abs(nxt[penalised]) - step * lam, 0.0)
+        k_next = (1 + np.sqrt(1 + 4 * k * k)) / 2
+        z = nxt + ((k - 1) / k_next) * (nxt - t)
+        if np.max(np.abs(nxt - t)) < 1e-7 * (1.0 + np.max(np.abs(nxt))):
+            t = nxt
+            break
+        t, k = nxt, k_next
+    return t
+
+
+@dataclass
+class AdaProxyModel:
+    w: np.ndarray       # proxy weights on [one-hot, 1]
+    a: float
+    b: np.ndarray       # per-feature correction
+    c: float
+    lam: float
+
+    def predict(self, onehot: np.ndarray) -> np.ndarray:
+        return _with_bias(onehot) @ (self.w * (self.a + self.b)) + self.c
+
+    def to_json(self) -> dict:
+        return {"kind": "adaproxy", "w": self.w.tolist(), "a": self.a, "b": self.b.tolist(), "c": self.c,
+                "lam": self.lam}
+
+
+def _adaproxy_solve(xw: np.ndarray, y: np.ndarray, lam: float) -> tuple[float, np.ndarray, float]:
+    """xw: target one-hot (with bias) times w elementwise; returns a, b, c."""
+    m = np.hstack([xw.sum(axis=1, keepdims=True), xw, np.ones((len(y), 1))])
+    penalised = np.zeros(m.shape[1], dtype=bool)
+    penalised[1:-1] = True
+    t = _fista_l1(m, y, penalised, lam)
+    return float(t[0]), t[1:-1], float(t[-1])
+
+
+def fit_adaproxy(proxy_onehot: np.ndarray, proxy_ms: np.ndarray, target_onehot: np.ndarray,
+                 target_ms: np.ndarray, lambdas: tuple[float, ...] = (0.0, 1e-2, 1e-1, 1.0),
+                 seed: int = 0) -> AdaProxyModel:
+    _check_samples(target_ms)
+    ok = np.isfinite(proxy_ms)
+    _check_samples(proxy_ms[ok], need=2, what="proxy")
+    w = _min_norm_lstsq(_with_bias(proxy_onehot[ok]), proxy_ms[ok])
+    xw = _with_bias(target_onehot) * w
+    y = np.asarray(target_ms, dtype=float)
+    folds = np.array_split(np.random.default_rng(seed).permutation(len(y)), min(5, len(y)))
+    best = (np.inf, lambdas[0])
+    for lam in lambdas:
+        err = 0.0
+        for f in folds:
+            train = np.setdiff1d(np.arange(len(y)), f)
+            a, b, c = _adaproxy_solve(xw[train], y[train], lam)
+            err += float(np.sum((xw[f] @ (a + b) + c - y[f]) ** 2))
+        if err < best[0]:
+            best = (err, lam)
+    a, b, c = _adaproxy_solve(xw, y, best[1])
+    return AdaProxyModel(w, a, b, c, best[1])
+
+
+# --- ours: multi-proxy transfer -----------------------------------------------------------------
+@dataclass
+class MultiProxyModel:
+    sources: list[str]          # chosen sources, best first
+    onehot_weight: float
+    fit: RidgeFit
+    candidates: dict[str, float] = field(default_factory=dict)  # SRCC of every source on the K samples
+
+    def predict(self, source_ms: np.ndarray, onehot: np.ndarray) -> np.ndarray:
+        """source_ms: latencies of ``self.sources`` (columns in that order) for the architectures to predict."""
+        return np.exp(self.fit.predict(_design(_log(source_ms), onehot, self.onehot_weight)))
+
+    def to_json(self) -> dict:
+        return {"kind": "multiproxy", "sources": self.sources, "onehot_weight": self.onehot_weight,
+                "fit": self.fit.to_json(), "candidates": self.candidates}
+
+
+def _design(source_log: np.ndarray, onehot: np.ndarray, weight: float) -> np.ndarray:
+    return source_log if weight == 0 else np.hstack([source_log, weight * onehot])
+
+
+def rank_sources(source_ms: np.ndarray, target_ms: np.ndarray, names: list[str]) -> list[tuple[str, float]]:
+    """Sources by SRCC with the target on the K samples, best first (NaN-safe)."""
+    scores = []
+    for j, name in enumerate(names):
+        rho = spearmanr(source_ms[:, j], target_ms).statistic if np.ptp(source_ms[:, j]) > 0 else np.nan
+        scores.append((name, -1.0 if np.isnan(rho) else float(rho)))
+    return sorted(scores, key=lambda t: -t[1])
+
+
+def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndarray, names: list[str],
+                   max_sources: tuple[int, ...] = (1, 3, 5, 0),
+                   onehot_weights: tuple[float, ...] = (0.0, 0.1, 0.3)) -> MultiProxyModel:
+    """source_ms: (K, n_sources) latencies of the sources on the K measured architectures."""
+    _check_samples(target_ms)
+    if source_ms.shape[1] == 0:
+        raise TransferError("no source device has data for the measured architectures")
+    ranked = rank_sources(source_ms, target_ms, names)
+    order = [names.index(n) for n, _ in ranked]
+    y = _log(target_ms)
+    slog = _log(source_ms)
+    best: MultiProxyModel | None = None
+    for m in dict.fromkeys(min(k or len(names), len(names)) for k in max_sources):
+        cols = order[:m]
+        for g in onehot_weights:
+            fit = fit_ridge(_design(slog[:, cols], onehot, g), y)
+            if best is None or fit.loo_mse < best.fit.loo_mse:
+                best = MultiProxyModel([names[j] for j in cols], g, fit)
+    assert best is not None
+    best.candidates = dict(ranked)
+    return best
+
+
+def model_from_json(d: dict) -> LinearModel | AdaProxyModel | MultiProxyModel:
+    kind = d.get("kind")
+    if kind == "linear":
+        return LinearModel(RidgeFit.from_json(d["fit"]))
+    if kind == "adaproxy":
+        return AdaProxyModel(np.asarray(d["w"]), float(d["a"]), np.asarray(d["b"]), float(d["c"]), float(d["lam"]))
+    if kind == "multiproxy":
+        return MultiProxyModel(list(d["sources"]), float(d["onehot_weight"]), RidgeFit.from_json(d["fit"]),
+                               dict(d.get("candidates", {})))
+    raise TransferError(f"unknown predictor kind {kind!r}")

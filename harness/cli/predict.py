@@ -1,0 +1,148 @@
+"""`harness train | suggest | adapt | predict | pareto`: the OneProxy / AdaProxy loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from harness.analysis import sampling, workflow
+from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console
+from harness.results.export import write_table
+from harness.results.store import Store
+
+SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
+ProxyOpt = Annotated[list[str], typer.Option(
+    "--proxy", "-p", help="Proxy device(s) with data in the space (repeat), or `all`.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=1, default=lambda v: float(v) if isinstance(v, np.floating) else str(v)))
+
+
+@cli_errors
+def train(
+    device: Annotated[str, typer.Option("--device", "-d", help="Device whose measurements to learn from.")],
+    space: SpaceOpt = "nb201", as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE,
+    cache_dir: CacheOpt = DEFAULT_CACHE,
+) -> None:
+    """Train a device's own latency predictor (ridge on one-hot + graph features) and save it in the store."""
+    with Store(store) as st:
+        r = workflow.train(workflow.open_context(st, space, str(cache_dir)), device)
+    if as_json:
+        _print_json(r)
+        return
+    h = r["holdout_srcc"]
+    console.print(f"trained predictor #{r['id']} for {device} on {r['n_archs']} {space} architectures"
+                  + (f"; SRCC on a 20% hold-out: {h:.4f}" if h is not None else ""), highlight=False)
+
+
+@cli_errors
+def suggest(
+    proxy: ProxyOpt,
+    samples: Annotated[int, typer.Option(help="How many architectures to measure on the target (K).")] = 20,
+    space: SpaceOpt = "nb201",
+    strategy: Annotated[str, typer.Option(help=f"One of {', '.join(sampling.STRATEGIES)}.")] = sampling.DEFAULT_STRATEGY,
+    seed: Annotated[int, typer.Option(help="Seed of the random choices.")] = 0,
+    target: Annotated[Optional[str], typer.Option(help="Skip what this device already has.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the picks (key columns) to this CSV.")] = None,
+    as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
+) -> None:
+    """Pick which K architectures to measure on a new target so the proxy's ranking transfers best."""
+    with Store(store) as st:
+        picks = workflow.suggest(workflow.open_context(st, space, str(cache_dir)), proxy, samples, strategy, seed,
+                                 target)
+    if out:
+        write_table(picks, out)
+    if as_json:
+        _print_json(picks.to_dict(orient="records"))
+    else:
+        console.print(picks.to_string(index=False), highlight=False, markup=False)
+        if out:
+            console.print(f"wrote {out}; next: harness measure --device TARGET --space {space} --arch-file {out}")
+
+
+@cli_errors
+def adapt(
+    proxy: ProxyOpt,
+    target: Annotated[str, typer.Option(help="Device with a few measurements in the store.")],
+    space: SpaceOpt = "nb201",
+    method: Annotated[str, typer.Option(
+        help="multiproxy (ours, default), adaproxy (OneProxy's, one proxy) or target-only.")] = workflow.DEFAULT_METHOD,
+    as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
+) -> None:
+    """Fit the target's latency predictor from the proxies and exactly the target measurements in the store."""
+    with Store(store) as st:
+        r = workflow.adapt(workflow.open_context(st, space, str(cache_dir)), proxy, target, method)
+    if as_json:
+        _print_json(r)
+        return
+    console.print(f"adapted predictor #{r['id']} for {target}: {method} from {r['n_target_samples']} target "
+                  f"samples and {len(r['proxies'])} proxy device(s)", highlight=False)
+    if "sources_used" in r:
+        console.print(f"  sources used: {', '.join(r['sources_used'])}; one-hot weight {r['onehot_weight']}",
+                      highlight=False)
+
+
+@cli_errors
+def predict(
+    device: Annotated[str, typer.Option("--device", "-d", help="Device with a trained or adapted predictor.")],
+    space: SpaceOpt = "nb201",
+    out: Annotated[Optional[Path], typer.Option(help="CSV/Parquet with key columns and predicted_ms.")] = None,
+    as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
+) -> None:
+    """Predict the device's latency for every architecture of the space (those in the store if it is huge)."""
+    with Store(store) as st:
+        df = workflow.predict(workflow.open_context(st, space, str(cache_dir)), device)
+    if out:
+        write_table(df, out)
+    if as_json:
+        _print_json(df.to_dict(orient="records"))
+        return
+    console.print(f"{device}: predicted {len(df)} {space} architectures; median {df.predicted_ms.median():.3f} ms, "
+                  f"range {df.predicted_ms.min():.3f}-{df.predicted_ms.max():.3f} ms"
+                  + (f"; wrote {out}" if out else ""), highlight=False)
+
+
+@cli_errors
+def pareto(
+    proxy: Annotated[str, typer.Option("--proxy", "-p", help="Proxy device.")],
+    target: Annotated[str, typer.Option(help="Target device (its measured latencies are the judge).")],
+    accuracy: Annotated[str, typer.Option(help="Accuracy metric (an acc_* column imported with the data).")] = (
+        "acc_cifar100_test_200ep"),
+    space: SpaceOpt = "nb201",
+    plot: Annotated[Optional[Path], typer.Option(help="Write an HTML report with both fronts plotted.")] = None,
+    what_if: Annotated[Optional[int], typer.Option(
+        "--what-if-k", help="Validation: pretend the (fully measured) target is new, adapt on K of its "
+        "measurements and judge that predictor's front too (nothing saved).")] = None,
+    adapt_proxy: Annotated[Optional[list[str]], typer.Option(
+        help="Proxies for --what-if-k (repeat, or `all`); default: --proxy.")] = None,
+    as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
+) -> None:
+    """Does the proxy's Pareto set (accuracy vs latency) hold on the target? Recall, hypervolume, regret."""
+    with Store(store) as st:
+        r = workflow.pareto(workflow.open_context(st, space, str(cache_dir)), proxy, target, accuracy, what_if,
+                            adapt_proxy)
+    checks = {k: r[k].summary() for k in ("proxy_front", "predicted_front") if k in r}
+    if plot:
+        from harness.analysis.report import pareto_report
+
+        pareto_report(r, space).write(plot)
+    if as_json:
+        _print_json({"proxy": proxy, "target": target, "accuracy": accuracy, **checks})
+        return
+    table = Table(title=f"Pareto check on {target} ({space}, {accuracy}, {r['proxy_front'].n_archs} archs)")
+    for col in ("front from", "size", "recall", "HV ratio", "mean regret ms", "max regret ms", "mean regret %"):
+        table.add_column(col, no_wrap=col == "front from")
+    labels = {"proxy_front": f"proxy {proxy}", "predicted_front": r.get("predicted_from", "predictor")}
+    for k, c in checks.items():
+        table.add_row(labels[k], str(c["proxy_front_size"]), f"{c['recall']:.3f}", f"{c['hv_ratio']:.4f}",
+                      f"{c['regret_ms_mean']:.3f}", f"{c['regret_ms_max']:.3f}", f"{100 * c['regret_rel_mean']:.1f}")
+    console.print(table)
+    console.print(f"target front: {checks['proxy_front']['target_front_size']} architectures"
+                  + (f"; wrote {plot}" if plot else ""))

@@ -1,0 +1,76 @@
+"""`harness sim adb`: serve a virtual Android phone that speaks the real ADB protocol."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from harness.cli.common import console, err
+
+app = typer.Typer(help="Device simulators: try the drivers (and adb itself) with no hardware.",
+                  no_args_is_help=True)
+
+
+@app.command("adb")
+def adb(
+    port: Annotated[int, typer.Option(help="TCP port to listen on (0: a free one).")] = 5555,
+    root: Annotated[Path, typer.Option(help="Folder holding the phone's storage (/data/local/tmp lives inside); "
+                                            "nothing outside it is ever read or written.")] = Path("virtual-phone"),
+    host: Annotated[str, typer.Option(help="Address to listen on (keep loopback unless you mean it).")] = "127.0.0.1",
+    model: Annotated[Optional[str], typer.Option(
+        help="Phone identity: s5e, pixel3, pixel4, virtual, or any name (sets ro.product.model).")] = None,
+    auth: Annotated[bool, typer.Option(help="Require RSA key authentication like a real phone.")] = False,
+    adb_keys: Annotated[Optional[Path], typer.Option(
+        help="Public keys accepted without asking (adb_keys format: one adbkey.pub per line).")] = None,
+    refuse_auth: Annotated[bool, typer.Option(help="Fault: deny every new key ('Allow USB debugging?' -> Deny).")]
+    = False,
+    drop_after: Annotated[Optional[int], typer.Option(
+        help="Fault: reset the connection when service N+1 is opened (once).")] = None,
+    stall_after: Annotated[Optional[int], typer.Option(
+        help="Fault: from service N+1 on, never answer again.")] = None,
+    disk_free: Annotated[Optional[int], typer.Option(
+        help="Fault: bytes free on /data; pushes beyond fail with 'No space left on device'.")] = None,
+    max_payload: Annotated[int, typer.Option(help="Largest ADB packet payload the phone accepts and sends.")]
+    = 1024 * 1024,
+) -> None:
+    """Serve a virtual phone: `adb connect 127.0.0.1:PORT`, `adb shell`, `adb push/pull` and the ADB driver work.
+
+    Its shell is a small interpreter confined to --root; running the pushed benchmark_model stand-in times the
+    model with LiteRT on this machine and prints TFLite benchmark_model's output. Stop with Ctrl-C.
+    """
+    from harness.devices.adb_sim import Faults, VirtualPhone, write_stand_in
+
+    keys = []
+    if adb_keys is not None:
+        try:
+            keys = [line for line in adb_keys.read_text().splitlines() if line.strip()]
+        except OSError as e:
+            err.print(f"[bold red]error:[/] cannot read {adb_keys}: {e.strerror}")
+            raise typer.Exit(2) from None
+    faults = Faults(drop_after=drop_after, stall_after=stall_after, refuse_auth=refuse_auth, disk_free=disk_free)
+    try:
+        phone = VirtualPhone(root, host=host, port=port, model=model, auth=auth or bool(keys), adb_keys=keys,
+                             faults=faults, max_payload=max_payload).start()
+    except (OSError, ValueError) as e:
+        err.print(f"[bold red]error:[/] cannot start the virtual phone: {e}")
+        raise typer.Exit(2) from None
+    stand_in = root / "data/local/tmp/harness/benchmark_model"
+    if not stand_in.exists():  # as if pushed already: a profile without connection.benchmark_model works
+        stand_in.parent.mkdir(parents=True, exist_ok=True)
+        write_stand_in(stand_in)
+    console.print(f"virtual phone [bold]{phone.identity.model}[/] ({phone.serial}) listening on {phone.address}, "
+                  f"storage in {root.resolve()}; `adb connect {phone.address}`. Ctrl-C stops it.", highlight=False)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        phone.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped")
+        raise typer.Exit(0) from None
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM stops the phone like Ctrl-C (its benchmark worker is ended, not orphaned)."""
+    raise KeyboardInterrupt

@@ -1,0 +1,601 @@
+"""ADB driver: Android phones over TCP (``adb tcpip``) or USB, timed with TFLite's ``benchmark_model``.
+
+Talks ADB itself through ``adb-shell`` (no adb server needed), authenticating with the standard
+``~/.android/adbkey`` (created 0600 on first use, only when a phone asks) or the profile's key. For each
+campaign it pushes ``benchmark_model`` when missing or changed (its sha256 is recorded); for each model it
+pushes the .tflite under its content name (skipped when already there with the same size and hash), reads
+the phone's conditions, runs ``[taskset MASK] benchmark_model --graph=... --num_threads=... --warmup_runs=...
+--num_runs=... --min_secs=...`` and parses its output (:mod:`adb_benchmark`). Every argument reaching the
+phone's shell goes through ``shlex.quote``; every connect and command has a timeout.
+
+Errors: a dropped connection is :class:`ConnectionLost` (the campaign stops, finished results stay), a
+phone that does not answer in time is :class:`MeasurementTimeout` (the connection is reset and re-opened
+for the next model), a failing ``benchmark_model`` is :class:`DeviceError`, unreadable output is
+:class:`ParseError`.
+
+Per-run latencies: ``benchmark_model`` prints statistics of its runs (count, first, curr, min, max, avg,
+std, and p5/median/p95 in LiteRT builds), never each run, and has no flag to do so. The driver does not
+invent runs: :class:`BenchmarkRunResult` stores the binary's mean as the single value in ``timed_ms``,
+reports the binary's own statistics as the measurement's summary (median = its median where printed,
+else its mean) and keeps every printed statistic under ``conditions_after["benchmark_model"]``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import re
+import shlex
+import socket
+import stat as st
+import struct
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from adb_shell import exceptions as adb_errors
+from adb_shell.adb_device import AdbDevice
+from adb_shell.auth.sign_cryptography import CryptographySigner
+from adb_shell.transport.base_transport import BaseTransport
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from harness.devices import adb_benchmark
+from harness.devices.adb_proto import encode_pubkey
+from harness.devices.driver import CheckReport, Driver, RunResult
+from harness.devices.profile import ADBConnection, Profile
+from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout
+from harness.models.cache import Artifact
+
+RC_MARK = "__harness_rc="
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CPU_DIR, THERMAL_DIR, BATTERY_TEMP = "/sys/devices/system/cpu", "/sys/class/thermal", \
+    "/sys/class/power_supply/battery/temp"
+T = TypeVar("T")
+
+
+@dataclass
+class BenchmarkRunResult(RunResult):
+    """A benchmark_model measurement: ``timed_ms`` is the binary's mean; ``statistics`` its own figures (ms)."""
+
+    statistics: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float]:
+        s = self.statistics
+        median = s.get("median_ms") if s.get("median_ms") is not None else s["avg_ms"]
+        return {"median_ms": median, "mean_ms": s["avg_ms"], "std_ms": s["std_ms"], "min_ms": s["min_ms"],
+                "p90_ms": None}  # type: ignore[dict-item]  # benchmark_model prints p95, not p90
+
+
+# --- transport and keys ------------------------------------------------------------------
+
+class _LinkDown(Exception):
+    """The TCP connection to the phone closed or reset."""
+
+
+class _TcpTransport(BaseTransport):
+    """adb-shell's TCP transport, except that a closed socket is an error (theirs retries until a timeout)."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.sock: socket.socket | None = None
+
+    def connect(self, transport_timeout_s: float | None) -> None:
+        try:
+            self.sock = socket.create_connection((self.host, self.port), timeout=transport_timeout_s)
+        except TimeoutError:
+            raise adb_errors.TcpTimeoutException(f"connecting to {self.host}:{self.port} timed out") from None
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _socket(self, timeout: float | None) -> socket.socket:
+        if self.sock is None:
+            raise _LinkDown("not connected")
+        self.sock.settimeout(timeout)
+        return self.sock
+
+    def bulk_read(self, numbytes: int, transport_timeout_s: float | None) -> bytes:
+        try:
+            data = self._socket(transport_timeout_s).recv(numbytes)
+        except TimeoutError:
+            raise adb_errors.TcpTimeoutException(f"no data from {self.host}:{self.port} "
+                                                 f"within {transport_timeout_s} s") from None
+        except OSError as e:
+            raise _LinkDown(str(e)) from None
+        if not data:
+            raise _LinkDown("connection closed by the phone")
+        return data
+
+    def bulk_write(self, data: bytes, transport_timeout_s: float | None) -> int:
+        try:
+            self._socket(transport_timeout_s).sendall(data)
+        except TimeoutError:
+            raise adb_errors.TcpTimeoutException(f"sending to {self.host}:{self.port} timed out") from None
+        except OSError as e:
+            raise _LinkDown(str(e)) from None
+        return len(data)
+
+
+class KeyFileError(DeviceError):
+    """The ADB key file cannot be read or created."""
+
+
+def ensure_key(path: Path) -> None:
+    """Create an ADB RSA key pair at ``path`` (private key 0600, ``.pub`` beside it) unless it exists."""
+    pub = path.with_name(path.name + ".pub")
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        pub.write_bytes(encode_pubkey(key.public_key(), f"{getpass.getuser()}@{socket.gethostname()}"))
+    elif not pub.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        pub.write_bytes(encode_pubkey(key.public_key(), f"{getpass.getuser()}@{socket.gethostname()}"))
+
+
+class _KeySigner:
+    """Loads (creating if needed) the key only when a phone asks for authentication."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.asked = False  # set when the phone rejected the signature and we offered the public key
+        self._signer: CryptographySigner | None = None
+
+    def _load(self) -> CryptographySigner:
+        if self._signer is None:
+            try:
+                ensure_key(self.path)
+                self._signer = CryptographySigner(str(self.path))
+            except (OSError, ValueError, TypeError) as e:
+                raise KeyFileError(f"cannot use the ADB key {self.path}: {e}") from None
+        return self._signer
+
+    def Sign(self, data: bytes) -> bytes:  # noqa: N802 (adb-shell's signer interface)
+        return self._load().Sign(data)
+
+    def GetPublicKey(self) -> bytes:  # noqa: N802
+        return self._load().GetPublicKey()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _celsius(raw: float, tenths: bool = False) -> float:
+    """Thermal zones report millidegrees on most phones, degrees or tenths on some."""
+    if tenths:
+        return raw / 10.0
+    return raw / 1000.0 if abs(raw) >= 1000 else raw / 10.0 if abs(raw) >= 200 else raw
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+class ADBDriver(Driver):
+    kind = "adb"
+
+    def __init__(self, profile: Profile):
+        super().__init__(profile)
+        assert isinstance(profile.connection, ADBConnection)
+        self.conn: ADBConnection = profile.connection
+        self.workdir = self.conn.workdir.rstrip("/") or "/"
+        self._device: AdbDevice | None = None
+        self._signer = _KeySigner(Path(os.path.expanduser(self.conn.key_file)))
+        self._sim = None
+        self._simdir: tempfile.TemporaryDirectory | None = None
+        self._was_connected = False
+        self._static: dict[str, Any] | None = None
+        self._binary: str | None = None
+        self._pushed: dict[str, str] = {}  # remote path -> sha256 verified in this session
+        self._hashes: dict[tuple[str, int, int], str] = {}
+        self._cpus: list[str] = []
+        self._zones: dict[str, str] = {}
+        self._stale_run = False  # a timed-out benchmark_model may still be running on the phone
+
+    @property
+    def serial(self) -> str:
+        return self._sim.address if self._sim is not None else self.conn.serial
+
+    # --- connection ----------------------------------------------------------------------
+    def _start_simulator(self) -> None:
+        from harness.devices.adb_sim import VirtualPhone, write_stand_in
+
+        self._simdir = tempfile.TemporaryDirectory(prefix="harness-virtual-phone-")
+        self._sim = VirtualPhone(Path(self._simdir.name) / "phone").start()
+        write_stand_in(Path(self._simdir.name) / "benchmark_model")
+
+    def _open_device(self) -> AdbDevice:
+        timeout = self.conn.connect_timeout_s
+        if self.conn.simulator:
+            if self._sim is None:
+                self._start_simulator()
+            return AdbDevice(_TcpTransport("127.0.0.1", self._sim.port), timeout, banner="harness")  # type: ignore
+        if self.conn.transport == "usb":
+            try:
+                from adb_shell.adb_device import AdbDeviceUsb
+
+                return AdbDeviceUsb(serial=self.conn.serial, default_transport_timeout_s=timeout, banner="harness")
+            except (adb_errors.InvalidTransportError, ImportError):
+                raise DeviceError("USB needs the libusb1 package and the system's libusb-1.0: "
+                                  "pip install 'adb-shell[usb]', or use `adb tcpip 5555` and transport: tcp") from None
+            except adb_errors.UsbDeviceNotFoundError:
+                raise DeviceError(f"no USB device with serial {self.conn.serial!r}: is it plugged in, "
+                                  "with USB debugging on?") from None
+        host, _, port = self.conn.serial.rpartition(":")
+        if not host or not port.isdigit():
+            host, port = self.conn.serial, "5555"
+        return AdbDevice(_TcpTransport(host, int(port)), timeout, banner="harness")
+
+    def _ensure(self) -> AdbDevice:
+        if self._device is not None:
+            return self._device
+        timeout = self.conn.connect_timeout_s
+        device = self._open_device()
+        self._signer.asked = False
+
+        def asked(_: object) -> None:
+            self._signer.asked = True
+
+        try:
+            device.connect(rsa_keys=[self._signer], transport_timeout_s=timeout, auth_timeout_s=timeout,
+                           read_timeout_s=timeout, auth_callback=asked)
+        except KeyFileError:
+            device.close()
+            raise
+        except Exception as e:  # noqa: BLE001  adb-shell, socket and USB errors alike
+            device.close()
+            raise self._connect_error(e) from None
+        self._device = device
+        self._was_connected = True
+        return device
+
+    def _connect_error(self, e: Exception) -> DriverError:
+        pub = f"{self._signer.path}.pub"
+        if self._signer.asked or isinstance(e, adb_errors.DeviceAuthError):
+            return DeviceError(
+                f"{self.serial} did not accept this computer's ADB key ({pub}): unlock the phone and tap "
+                "'Allow' on 'Allow USB debugging?' (tick 'Always allow from this computer'), then retry. If no "
+                "prompt appears, use 'Revoke USB debugging authorisations' in Developer options and reconnect.")
+        if isinstance(e, (adb_errors.TcpTimeoutException, adb_errors.AdbTimeoutError)):
+            msg = f"no ADB answer from {self.serial} within {self.conn.connect_timeout_s:g} s"
+        elif isinstance(e, (adb_errors.InvalidCommandError, adb_errors.InvalidResponseError,
+                            adb_errors.InvalidChecksumError)):
+            msg = f"{self.serial} answered, but not as an ADB device ({e})"
+        else:
+            msg = f"cannot reach {self.serial}: {e}"
+        hint = (" Is the phone on the same network, with USB debugging on and `adb tcpip 5555` done since its "
+                "last reboot?") if self.conn.transport == "tcp" and not self.conn.simulator else ""
+        if self._was_connected:
+            return ConnectionLost(f"lost the phone {self.serial}: reconnecting failed: {msg}")
+        return DeviceError(msg + "." + hint)
+
+    def _disconnect(self) -> None:
+        device, self._device = self._device, None
+        if device is not None:
+            try:
+                device.close()
+            except Exception:  # noqa: BLE001  closing a broken connection must not raise
+                pass
+
+    def _call(self, what: str, timeout: float, fn: Callable[[AdbDevice], T]) -> T:
+        """Run one adb-shell operation, mapping its failures to the driver's typed errors."""
+        device = self._ensure()
+        try:
+            return fn(device)
+        except (adb_errors.TcpTimeoutException, adb_errors.AdbTimeoutError):
+            self._disconnect()  # a fresh connection for the next command; run() pkills a leftover binary
+            raise MeasurementTimeout(f"{what}: no answer from {self.serial} within {timeout:g} s") from None
+        except (_LinkDown, adb_errors.UsbReadFailedError, adb_errors.UsbWriteFailedError,
+                adb_errors.AdbConnectionError) as e:
+            self._disconnect()
+            raise ConnectionLost(f"lost the connection to {self.serial} during {what}: {e}") from None
+        except (adb_errors.InvalidResponseError, adb_errors.InvalidChecksumError, adb_errors.InvalidCommandError,
+                struct.error) as e:
+            self._disconnect()
+            raise ConnectionLost(f"{self.serial} broke the ADB protocol during {what}: {e}") from None
+        except (adb_errors.PushFailedError, adb_errors.AdbCommandFailureException) as e:
+            self._disconnect()
+            reason = e.args[0] if e.args else e
+            reason = bytes(reason).decode(errors="replace") if isinstance(reason, (bytes, bytearray)) else str(reason)
+            raise DeviceError(f"{what} failed on {self.serial}: {reason}") from None
+
+    def shell(self, argv: list[str], *, timeout: float, what: str = "", cwd: str | None = None) -> tuple[int, str]:
+        """Run argv in the phone's shell, every argument quoted; returns (exit status, stdout+stderr)."""
+        cmd = shlex.join(argv)
+        if cwd is not None:
+            cmd = f"cd {shlex.quote(cwd)} && {cmd}"
+        script = f"{cmd}; echo {RC_MARK}$?"
+        raw = self._call(what or argv[0], timeout, lambda d: d.shell(
+            script, transport_timeout_s=timeout, read_timeout_s=timeout, timeout_s=timeout, decode=False))
+        text = bytes(raw).decode("utf-8", errors="replace").replace("\r\n", "\n")
+        at = text.rfind(RC_MARK)
+        m = re.match(r"(\d+)\s*$", text[at + len(RC_MARK):]) if at >= 0 else None
+        if m is None:
+            raise DeviceError(f"{what or argv[0]}: the phone's shell ended without an exit status",
+                              detail=text[-2000:])
+        return int(m.group(1)), text[:at]
+
+    def _check(self, argv: list[str], *, timeout: float | None = None, what: str = "") -> str:
+        rc, out = self.shell(argv, timeout=timeout or self.conn.connect_timeout_s, what=what)
+        if rc != 0:
+            raise DeviceError(f"`{shlex.join(argv)}` failed on {self.serial} (exit {rc}): {out.strip()[-500:]}")
+        return out
+
+    # --- files -----------------------------------------------------------------------------
+    def _local_hash(self, path: Path) -> str:
+        s = path.stat()
+        key = (str(path), s.st_size, s.st_mtime_ns)
+        if key not in self._hashes:
+            self._hashes[key] = sha256_file(path)
+        return self._hashes[key]
+
+    def _remote_sha256(self, remote: str) -> str | None:
+        rc, out = self.shell(["sha256sum", remote], timeout=self.conn.connect_timeout_s, what="sha256sum")
+        m = re.match(r"([0-9a-f]{64})\s", out.strip() + " ")
+        return m.group(1) if rc == 0 and m else None
+
+    def _remote_stat(self, remote: str) -> tuple[int, int]:
+        mode, size, _ = self._call(f"stat {remote}", self.conn.connect_timeout_s,
+                                   lambda d: d.stat(remote, transport_timeout_s=self.conn.connect_timeout_s,
+                                                    read_timeout_s=self.conn.connect_timeout_s))
+        return mode, size
+
+    def _install(self, local: Path, remote: str, sha: str, mode: int) -> bool:
+        """Put ``local`` at ``remote`` unless the same content is already there; returns True if pushed."""
+        if self._pushed.get(remote) == sha:
+            return False
+        rmode, rsize = self._remote_stat(remote)
+        if st.S_ISREG(rmode) and rsize == local.stat().st_size and self._remote_sha256(remote) == sha:
+            self._pushed[remote] = sha
+            return False
+        part = f"{remote}.part"
+        timeout = max(self.profile.policy.timeout_seconds, self.conn.connect_timeout_s)
+        self._call(f"pushing {local.name} to {remote}", timeout, lambda d: d.push(
+            str(local), part, st_mode=st.S_IFREG | mode, mtime=int(local.stat().st_mtime),
+            transport_timeout_s=timeout, read_timeout_s=timeout))
+        self._check(["mv", "-f", part, remote], what="mv")
+        if mode & 0o111:
+            self._check(["chmod", f"{mode:o}", remote], what="chmod")
+        self._pushed[remote] = sha
+        return True
+
+    def _install_binary(self) -> tuple[str, str, str]:
+        """(remote path, sha256, source) of the benchmark_model the campaign runs."""
+        remote = f"{self.workdir}/benchmark_model"
+        local = self.conn.benchmark_model
+        if local is None and self._simdir is not None:
+            local = str(Path(self._simdir.name) / "benchmark_model")
+        if local is not None:
+            path = Path(os.path.expanduser(local))
+            if not path.is_file():
+                raise DeviceError(f"benchmark_model not found at {path} (connection.benchmark_model in profile "
+                                  f"{self.profile.name})")
+            sha = self._local_hash(path)
+            self._install(path, remote, sha, 0o755)
+            return remote, sha, str(path)
+        rmode, _ = self._remote_stat(remote)
+        if not (st.S_ISREG(rmode) and rmode & 0o111):
+            raise DeviceError(f"no benchmark_model on {self.serial}: set connection.benchmark_model in profile "
+                              f"{self.profile.name} to the local path of TFLite's benchmark_model for "
+                              f"android_aarch64 (see the README, 'Measuring an Android phone'), or push one "
+                              f"to {remote}")
+        sha = self._remote_sha256(remote)
+        if sha is None:
+            raise DeviceError(f"cannot hash {remote} on {self.serial} (no sha256sum?)")
+        return remote, sha, "already on the device"
+
+    # --- conditions --------------------------------------------------------------------------
+    def _props(self) -> dict[str, str]:
+        out = self._check(["getprop"], what="getprop")
+        return dict(re.findall(r"^\[([^\]]+)\]: \[(.*)\]\s*$", out, re.M))
+
+    def _ls(self, folder: str, pattern: str) -> list[str]:
+        rc, out = self.shell(["ls", folder], timeout=self.conn.connect_timeout_s, what="ls")
+        names = [n for n in out.split() if re.fullmatch(pattern, n)] if rc == 0 else []
+        return sorted(names, key=lambda n: int(re.sub(r"\D", "", n) or 0))
+
+    def _read_files(self, paths: list[str]) -> dict[str, str]:
+        """path -> first line, for those that exist and are readable (one command for all)."""
+        if not paths:
+            return {}
+        _, out = self.shell(["grep", "-s", "-H", ".", *paths], timeout=self.conn.connect_timeout_s,
+                            what="reading conditions")
+        wanted, found = set(paths), {}
+        for line in out.splitlines():
+            for sep in (m.start() for m in re.finditer(":", line)):
+                if line[:sep] in wanted:
+                    found.setdefault(line[:sep], line[sep + 1:].strip())
+                    break
+        return found
+
+    def _topology(self) -> None:
+        self._cpus = self._ls(CPU_DIR, r"cpu\d+")
+        zones = self._ls(THERMAL_DIR, r"thermal_zone\d+")
+        types = self._read_files([f"{THERMAL_DIR}/{z}/type" for z in zones])
+        seen: dict[str, int] = {}
+        for z in zones:
+            t = types.get(f"{THERMAL_DIR}/{z}/type", z)
+            seen[t] = seen.get(t, 0) + 1
+            self._zones[z] = t if seen[t] == 1 else f"{t}#{seen[t]}"
+
+    def conditions(self) -> dict[str, Any]:
+        """CPU frequencies and governors, battery and thermal-zone temperatures, right now."""
+        files = [f"{CPU_DIR}/{c}/cpufreq/{f}" for c in self._cpus for f in ("scaling_cur_freq", "scaling_governor")]
+        files += [BATTERY_TEMP] + [f"{THERMAL_DIR}/{z}/temp" for z in self._zones]
+        values = self._read_files(files)
+        out: dict[str, Any] = {"time_unix": round(time.time(), 3), "cpu_freq_mhz": {}, "governors": {},
+                               "temperatures_c": {}}
+        for c in self._cpus:
+            f = values.get(f"{CPU_DIR}/{c}/cpufreq/scaling_cur_freq", "")
+            if f.isdigit():
+                out["cpu_freq_mhz"][c] = int(f) / 1000.0
+            g = values.get(f"{CPU_DIR}/{c}/cpufreq/scaling_governor")
+            if g:
+                out["governors"][c] = g
+        if re.fullmatch(r"-?\d+", values.get(BATTERY_TEMP, "")):
+            out["battery_temp_c"] = _celsius(int(values[BATTERY_TEMP]), tenths=True)
+        for z, name in self._zones.items():
+            v = values.get(f"{THERMAL_DIR}/{z}/temp", "")
+            if re.fullmatch(r"-?\d+", v):
+                out["temperatures_c"][name] = _celsius(int(v))
+        return out
+
+    # --- Driver interface ------------------------------------------------------------------
+    def check(self) -> CheckReport:
+        try:
+            cond = self.prepare()
+        except DriverError as e:
+            return CheckReport(False, self._was_connected, "tflite", message=str(e))
+        finally:
+            self.cleanup()
+        details = {k: cond.get(k) for k in ("device_model", "soc", "android_version", "abi", "cpu_count",
+                                            "benchmark_model_sha256", "workdir", "transport")}
+        return CheckReport(True, True, "tflite", cond["runtime_version"], details=details)
+
+    def prepare(self) -> dict[str, Any]:
+        if self._static is not None and self._device is not None:
+            return dict(self._static)
+        rt = self.profile.runtime
+        if rt.name != "tflite":
+            raise DeviceError(f"the ADB driver runs TFLite's benchmark_model: profile {self.profile.name} must "
+                              f"use runtime.name: tflite (has {rt.name})")
+        if not self.workdir.startswith("/"):
+            raise DeviceError(f"connection.workdir must be an absolute path on the phone (got {self.workdir!r})")
+        self._ensure()
+        props = self._props()
+        self._check(["mkdir", "-p", self.workdir], what="mkdir")
+        self._binary, sha, source = self._install_binary()
+        self._topology()
+        rc, kernel = self.shell(["uname", "-r"], timeout=self.conn.connect_timeout_s, what="uname")
+        freqs = self._read_files([f"{CPU_DIR}/{c}/cpufreq/{f}" for c in self._cpus
+                                  for f in ("cpuinfo_min_freq", "cpuinfo_max_freq", "scaling_governor")])
+
+        def per_cpu(name: str, scale: float | None) -> dict[str, Any]:
+            out = {}
+            for c in self._cpus:
+                v = freqs.get(f"{CPU_DIR}/{c}/cpufreq/{name}")
+                if v is not None:
+                    out[c] = (int(v) / scale if v.isdigit() else None) if scale else v
+            return out
+
+        self._static = {
+            "runtime": "tflite",
+            "runtime_version": f"benchmark_model sha256:{sha[:16]}",
+            "threads": rt.threads,
+            "delegate": rt.delegate,
+            "execution_provider": None,
+            "benchmark_model": self._binary,
+            "benchmark_model_sha256": sha,
+            "benchmark_model_source": source,
+            "per_run_latencies": False,
+            "transport": "simulator" if self.conn.simulator else self.conn.transport,
+            "serial": self.serial,
+            "workdir": self.workdir,
+            "taskset": self.conn.taskset,
+            "device_model": props.get("ro.product.model"),
+            "manufacturer": props.get("ro.product.manufacturer"),
+            "soc": props.get("ro.soc.model") or props.get("ro.board.platform"),
+            "board_platform": props.get("ro.board.platform"),
+            "android_version": props.get("ro.build.version.release"),
+            "sdk": props.get("ro.build.version.sdk"),
+            "abi": props.get("ro.product.cpu.abi"),
+            "fingerprint": props.get("ro.build.fingerprint"),
+            "kernel": kernel.strip() if rc == 0 else None,
+            "cpu_model": " ".join(filter(None, [props.get("ro.product.manufacturer"),
+                                                props.get("ro.product.model"), props.get("ro.soc.model")])),
+            "cpu_count": len(self._cpus),
+            "governors": per_cpu("scaling_governor", None),
+            "cpu_min_freq_mhz": per_cpu("cpuinfo_min_freq", 1000.0),
+            "cpu_max_freq_mhz": per_cpu("cpuinfo_max_freq", 1000.0),
+            "thermal_zones": dict(self._zones),
+        }
+        return dict(self._static)
+
+    def push(self, artifact: Artifact) -> str:
+        local = Path(artifact.path)
+        if not local.is_file():
+            raise DeviceError(f"model file {local} does not exist")
+        if self._static is None:
+            self.prepare()
+        sha = self._local_hash(local)
+        suffix = local.suffix if SAFE_NAME.match("x" + local.suffix) else ""
+        stem = artifact.digest if SAFE_NAME.match(artifact.digest) else sha[:32]
+        remote = f"{self.workdir}/{stem}{suffix}"
+        self._install(local, remote, sha, 0o644)
+        return remote
+
+    def run(self, model_ref: str) -> RunResult:
+        if self._static is None:
+            self.prepare()
+        rt, pol = self.profile.runtime, self.profile.policy
+        argv = adb_benchmark.command(self._binary or "", model_ref, threads=rt.threads,
+                                     warmup_runs=pol.warmup_runs, num_runs=pol.timed_runs,
+                                     min_secs=pol.min_seconds, max_secs=pol.timeout_seconds + 1,
+                                     delegate=rt.delegate, taskset=self.conn.taskset)
+        if self._stale_run:  # never time a model next to the previous one's leftover process
+            self.shell(["pkill", "-x", "benchmark_model"], timeout=self.conn.connect_timeout_s, what="pkill")
+            self._stale_run = False
+        before = self.conditions()
+        started = time.perf_counter()
+        try:
+            rc, text = self.shell(argv, timeout=pol.timeout_seconds, what="benchmark_model")
+        except MeasurementTimeout:
+            self._stale_run = True
+            raise
+        wall = time.perf_counter() - started
+        after = self.conditions()
+        after["wall_s"] = round(wall, 4)
+        out = adb_benchmark.parse_output(text)
+        if rc != 0:
+            errors = "; ".join(out.errors[-3:]) or text.strip()[-300:]
+            raise DeviceError(f"benchmark_model failed on {self.serial} (exit {rc}): {errors}", detail=text[-4000:])
+        timed = out.timed_stat()
+        if timed.count < pol.timed_runs:
+            raise MeasurementTimeout(f"benchmark_model stopped after {timed.count} of {pol.timed_runs} timed runs "
+                                     f"(its --max_secs)")
+        warm = out.warmup.stat if out.warmup else None
+        stats = timed.as_ms()
+        after["benchmark_model"] = {
+            "timed": stats,
+            "warmup": warm.as_ms() if warm else None,
+            "timings_us": out.timings_us,
+            "memory_mb": out.memory_mb,
+            "model_size_mb": out.info.get("model_size_mb"),
+            "per_run_latencies": False,
+            "timed_ms_holds": "benchmark_model's mean of the timed runs",
+            "median_is": "benchmark_model's median" if timed.median_us is not None else "benchmark_model's mean",
+            "warnings": out.warnings[-5:],
+        }
+        return BenchmarkRunResult(timed_ms=[stats["avg_ms"]], warmup_ms=[], init_ms=out.init(),  # type: ignore
+                                  conditions_before=before, conditions_after=after, statistics=stats)
+
+    def cleanup(self) -> None:
+        self._disconnect()
+        sim, self._sim = self._sim, None
+        if sim is not None:
+            sim.stop()
+        simdir, self._simdir = self._simdir, None
+        if simdir is not None:
+            simdir.cleanup()
+        self._static = None
+        self._pushed.clear()
+        self._was_connected = False
