@@ -23,7 +23,6 @@ else its mean) and keeps every printed statistic under ``conditions_after["bench
 from __future__ import annotations
 
 import getpass
-import hashlib
 import os
 import re
 import shlex
@@ -49,7 +48,7 @@ from harness.devices.adb_proto import encode_pubkey
 from harness.devices.driver import CheckReport, Driver, RunResult
 from harness.devices.profile import ADBConnection, Profile
 from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout
-from harness.models.cache import Artifact
+from harness.models.cache import Artifact, sha256_file
 
 RC_MARK = "__harness_rc="
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -171,14 +170,6 @@ class _KeySigner:
 
     def GetPublicKey(self) -> bytes:  # noqa: N802
         return self._load().GetPublicKey()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _celsius(raw: float, tenths: bool = False) -> float:

@@ -838,7 +838,7 @@ def _taskset(sh: Shell, argv, io, stdin) -> int:
         io.err(f"taskset: bad mask '{argv[1]}'\n")
         return 1
     if not mask or mask >> sh.phone.identity.cpu_count:
-        io.err(f"taskset: sched_setaffinity: Invalid argument\n")
+        io.err("taskset: sched_setaffinity: Invalid argument\n")
         return 1
     return sh.execute(argv[2:], io, stdin)
 

@@ -24,7 +24,7 @@ import paramiko
 
 from harness.devices.runner_client import RunnerDriver
 from harness.errors import ConnectionLost, DeviceError
-from harness.models.cache import Artifact
+from harness.models.cache import Artifact, sha256_file
 
 RUNNER = Path(__file__).with_name("runner.py")
 
@@ -60,14 +60,6 @@ class _AcceptWithoutRecording(paramiko.MissingHostKeyPolicy):
 
     def missing_host_key(self, client, hostname, key):
         return None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ChannelLines:
@@ -189,7 +181,7 @@ class SSHDriver(RunnerDriver):
 
     def _local_sha256(self, path: Path) -> str:
         if path not in self._hashes:
-            self._hashes[path] = _sha256(path)
+            self._hashes[path] = sha256_file(path)
         return self._hashes[path]
 
     def _remote_sha256(self, remote: str) -> str:
@@ -228,7 +220,7 @@ class SSHDriver(RunnerDriver):
             except (OSError, paramiko.SSHException, EOFError) as e:
                 raise ConnectionLost(f"{self.profile.name}: SFTP unavailable: {e}") from None
             self._exec(["mkdir", "-p", self.conn.workdir])
-        runner_sha = _sha256(RUNNER)
+        runner_sha = sha256_file(RUNNER)
         remote_runner = self._remote(f"harness_runner_{runner_sha[:12]}.py")
         self._upload(RUNNER, remote_runner, runner_sha)
         transport = self.client.get_transport()

@@ -45,6 +45,15 @@ def get_format(name: str) -> ModelFormat:
     return formats[name]
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (models and binaries pushed to devices)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class Artifact:
     """An exported model file. ``digest`` names its content (also the file name on devices)."""
