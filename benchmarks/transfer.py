@@ -8,8 +8,9 @@ over targets. Methods (the same library code as `harness adapt`):
   proxy-alone   the source whose SRCC on the K samples is best, its raw latency ranking
   adaproxy      OneProxy's AdaProxy on that same single proxy (one-hot linear, L1-penalised correction)
   target-only   ridge on one-hot + graph features of the K samples only
-  ours-1proxy   multi-proxy ridge restricted to that single proxy (+ one-hot correction)
-  ours-all      multi-proxy ridge with every source (source choice, one-hot weight by LOO)
+  ours-1proxy   multi-proxy ridge restricted to that single proxy (+ one-hot correction), blended with
+                the target's own structure model by leave-one-out error
+  ours-all      the same with every source (source choice and one-hot weight by LOO)
 
     python benchmarks/transfer.py [--seeds 5] [--k 5 10 20 50] [--table oneproxy|hwnb|fbnet ...]
 """
@@ -77,11 +78,11 @@ def run_one(k: int, seed: int, t: int, names, lat, filled, x, feats, strategy: s
     ok = ~np.isnan(lat[:, best])
     out["adaproxy"] = score(fit_adaproxy(x[ok], lat[ok, best], x[pick], y[pick], seed=seed).predict(x[rest]))
     out["target-only"] = score(fit_linear(feats[pick], y[pick]).predict(feats[rest]))
-    m1 = fit_multiproxy(filled[pick][:, [best]], x[pick], y[pick], [names[best]])
-    out["ours-1proxy"] = score(m1.predict(filled[rest][:, [best]], x[rest]))
-    mall = fit_multiproxy(s_all[pick], x[pick], y[pick], [names[j] for j in src])
+    m1 = fit_multiproxy(filled[pick][:, [best]], x[pick], y[pick], [names[best]], structure=feats[pick])
+    out["ours-1proxy"] = score(m1.predict(filled[rest][:, [best]], x[rest], feats[rest]))
+    mall = fit_multiproxy(s_all[pick], x[pick], y[pick], [names[j] for j in src], structure=feats[pick])
     cols = [src[[names[j] for j in src].index(n)] for n in mall.sources]
-    out["ours-all"] = score(mall.predict(filled[rest][:, cols], x[rest]))
+    out["ours-all"] = score(mall.predict(filled[rest][:, cols], x[rest], feats[rest]))
     return out
 
 

@@ -162,11 +162,13 @@ def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAU
         metrics = {"lambda": model.lam}
     else:
         s_ms, predictors = source_latencies(ctx, sources, archs)
-        model = fit_multiproxy(s_ms, x, y, list(sources))
-        payload = {**model.to_json(), "source_predictors": {s: predictors[s] for s in model.sources
-                                                            if s in predictors}}
+        names = ctx.graph.vocabulary(archs)
+        model = fit_multiproxy(s_ms, x, y, list(sources), structure=ctx.features(archs, names))
+        payload = {**model.to_json(), "graph_features": names,
+                   "source_predictors": {s: predictors[s] for s in model.sources if s in predictors}}
         metrics = {"loo_mse_log": model.fit.loo_mse, "sources_used": model.sources,
-                   "onehot_weight": model.onehot_weight, "source_srcc_on_samples": model.candidates}
+                   "onehot_weight": model.onehot_weight, "proxy_blend": model.blend,
+                   "source_srcc_on_samples": model.candidates}
     pid = ctx.store.save_predictor(ctx.space.name, target, method, payload, prov, metrics)
     return {"id": pid, "target": target, "method": method, "n_target_samples": len(y), "proxies": sources,
             **{k: v for k, v in metrics.items() if k != "source_srcc_on_samples"}}
@@ -188,7 +190,8 @@ def predict(ctx: Context, device: str, archs: Sequence[Arch] | None = None) -> p
     else:
         assert isinstance(model, MultiProxyModel)
         s_ms, _ = source_latencies(ctx, model.sources, archs, payload.get("source_predictors"))
-        pred = model.predict(s_ms, onehot(ctx.space, archs))
+        structure = ctx.features(archs, payload["graph_features"]) if model.structure_fit is not None else None
+        pred = model.predict(s_ms, onehot(ctx.space, archs), structure)
     cols = pd.DataFrame([a.columns for a in archs])
     return cols.assign(predicted_ms=pred)
 
@@ -219,11 +222,13 @@ def _what_if_predictions(ctx: Context, proxies: Sequence[str], target: str, k: i
     s_pool, predictors = source_latencies(ctx, sources, pool)
     picks = sampling.select(k, np.log(np.clip(s_pool, 1e-3, None)), onehot(ctx.space, pool),
                             sampling.DEFAULT_STRATEGY, seed)
-    model = fit_multiproxy(s_pool[picks], onehot(ctx.space, [pool[i] for i in picks]),
-                           series.to_numpy()[picks], list(sources))
+    chosen = [pool[i] for i in picks]
+    names = ctx.graph.vocabulary(chosen)
+    model = fit_multiproxy(s_pool[picks], onehot(ctx.space, chosen), series.to_numpy()[picks], list(sources),
+                           structure=ctx.features(chosen, names))
     cols = [sources.index(s) for s in model.sources]
     s_all, _ = source_latencies(ctx, sources, archs, predictors)
-    return model.predict(s_all[:, cols], onehot(ctx.space, archs))
+    return model.predict(s_all[:, cols], onehot(ctx.space, archs), ctx.features(archs, names))
 
 
 def pareto(ctx: Context, proxy: str, target: str, accuracy: str, what_if_k: int | None = None,
