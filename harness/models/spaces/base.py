@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,6 +50,19 @@ class SearchSpace(ABC):
     @abstractmethod
     def sample(self, n: int, seed: int) -> list[Arch]:
         """n distinct architectures, reproducible for a seed."""
+
+    @staticmethod
+    def sample_distinct(n: int, seed: int, draw: Callable[[np.random.Generator], Arch]) -> list[Arch]:
+        """n distinct architectures from repeated ``draw``s of one seeded stream. Each draw consumes a fixed
+        run of the stream, so a smaller sample is a prefix of a larger one with the same seed."""
+        if n < 1:
+            raise SpaceError(f"--sample must be at least 1, got {n}")
+        rng = np.random.default_rng(seed)
+        seen: dict[str, Arch] = {}
+        while len(seen) < n:  # repeats (rare in large spaces) are drawn again
+            a = draw(rng)
+            seen.setdefault(a.key, a)
+        return list(seen.values())
 
     def all(self) -> Iterator[Arch]:
         raise SpaceError(f"space {self.name!r} cannot be enumerated; use --sample")

@@ -72,15 +72,8 @@ class FBNetSpace(SearchSpace):
         return self._arch(idx)
 
     def sample(self, n: int, seed: int) -> list[Arch]:
-        if n < 1:
-            raise SpaceError(f"--sample must be at least 1, got {n}")
-        rng = np.random.default_rng(seed)
-        seen: dict[str, Arch] = {}
-        while len(seen) < n:  # uniform over choices; repeats (astronomically rare) are drawn again
-            for row in rng.integers(0, len(OPS), size=(n - len(seen), NUM_LAYERS)):
-                a = self._arch(row)
-                seen.setdefault(a.key, a)
-        return list(seen.values())[:n]
+        """Uniform over the 9 blocks of every layer."""
+        return self.sample_distinct(n, seed, lambda rng: self._arch(rng.integers(0, len(OPS), NUM_LAYERS)))
 
     def encode(self, arch: Arch) -> np.ndarray:
         """22 layers x 9 blocks one-hot (198 values), blocks in op_idx_list order."""

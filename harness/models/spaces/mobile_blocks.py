@@ -221,21 +221,17 @@ class ElasticMobileSpace(SearchSpace):
 
     # --- sampling and encoding ----------------------------------------------------------
     def sample(self, n: int, seed: int) -> list[Arch]:
-        """Uniform over every choice, as OFA's ``sample_active_subnet``; distinct networks; each
-        architecture consumes a fixed run of the seeded stream, so a smaller sample is a prefix."""
-        if n < 1:
-            raise SpaceError(f"--sample must be at least 1, got {n}")
-        rng = np.random.default_rng(seed)
-        seen: dict[str, Arch] = {}
+        """Uniform over every choice, as OFA's ``sample_active_subnet``."""
         ks_c, e_c, d_c = np.array(self.kernel_sizes), np.array(self.expand_ratios), np.array(self.depths)
-        while len(seen) < n:
+
+        def draw(rng: np.random.Generator) -> Arch:
             ks = ks_c[rng.integers(0, len(ks_c), self.n_blocks)]
             e = e_c[rng.integers(0, len(e_c), self.n_blocks)]
             d = d_c[rng.integers(0, len(d_c), self.elastic_stages)]
             r = self.resolutions[int(rng.integers(0, len(self.resolutions)))]
-            a = self._make(ks.tolist(), e.tolist(), d.tolist(), r, "sample")
-            seen.setdefault(a.key, a)
-        return list(seen.values())
+            return self._make(ks.tolist(), e.tolist(), d.tolist(), r, "sample")
+
+        return self.sample_distinct(n, seed, draw)
 
     def encode(self, arch: Arch) -> np.ndarray:
         """OFA's ``MobileNetArchEncoder.arch2feature`` layout: resolution one-hot, then a kernel-size

@@ -94,16 +94,10 @@ class ProxylessSpace(SearchSpace):
         return self._arch(idx, token)
 
     def sample(self, n: int, seed: int) -> list[Arch]:
-        """Uniform over each layer's valid choices; distinct; a smaller sample is a prefix of a larger."""
-        if n < 1:
-            raise SpaceError(f"--sample must be at least 1, got {n}")
-        rng = np.random.default_rng(seed)
+        """Uniform over each layer's valid choices."""
         n_choices = [len(OPS) if zero_ok else len(OPS) - 1 for _, _, zero_ok in layer_plan()]
-        seen: dict[str, Arch] = {}
-        while len(seen) < n:
-            a = self._arch([int(rng.integers(0, c)) for c in n_choices], "sample")
-            seen.setdefault(a.key, a)
-        return list(seen.values())
+        return self.sample_distinct(n, seed, lambda rng: self._arch([int(rng.integers(0, c)) for c in n_choices],
+                                                                      "sample"))
 
     def encode(self, arch: Arch) -> np.ndarray:
         """21 layers x 7 choices one-hot (147 values), choices in OPS order (``zero`` last)."""
