@@ -173,3 +173,28 @@ def test_private_key_never_reaches_store_or_output(sshd, store_path, cache_dir, 
     assert secret not in out.stdout + out.stderr
     dump = "\n".join(sqlite3.connect(cli_env["HARNESS_STORE"]).iterdump())
     assert secret not in dump and str(sshd.client_key) in dump  # referenced by path only
+
+
+def test_reconnects_with_backoff_when_the_device_comes_back(tmp_path, store_path, cache_dir):
+    server = TestSSHServer(tmp_path / "flapping").start()
+    try:
+        p = server.profile("flapping", connection={"reconnect_attempts": 4, "reconnect_backoff_s": 0.3})
+        archs = SPACE.sample(6, 4)
+        done = []
+
+        class DropOnceAfterTwo:
+            def started(self, summary, todo):
+                pass
+
+            def model_done(self, outcome, summary):
+                done.append(outcome)
+                if len(done) == 2:
+                    server.kill()
+                    threading.Timer(0.5, server.start).start()  # back after half a second
+
+        with Store(store_path) as st:
+            s = run_campaign(st, p, SPACE, archs, cache=ModelCache(cache_dir), observer=DropOnceAfterTwo())
+            assert (s.ok, s.failed, s.status) == (6, 0, "finished")
+            assert st.measurements("flapping").key.is_unique
+    finally:
+        server.kill()

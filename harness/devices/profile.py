@@ -46,6 +46,8 @@ class SSHConnection(_Strict):
     python: str = Field("python3", description="interpreter on the device that has the runtime")
     benchmark_model: str | None = Field(None, description="path of TFLite's benchmark_model on the device")
     connect_timeout_s: float = Field(10.0, gt=0)
+    reconnect_attempts: int = Field(2, ge=0, le=20, description="reconnect this often after a drop (0 = stop)")
+    reconnect_backoff_s: float = Field(2.0, ge=0, description="first wait before reconnecting; doubles each try")
 
 
 class ADBConnection(_Strict):

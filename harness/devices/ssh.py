@@ -13,20 +13,26 @@ Models are pushed by SFTP under their content digest and skipped when already th
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import posixpath
 import shlex
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import paramiko
 
+from harness.devices.driver import RunResult
 from harness.devices.runner_client import RunnerDriver
 from harness.errors import ConnectionLost, DeviceError
 from harness.models.cache import Artifact, sha256_file
 
 RUNNER = Path(__file__).with_name("runner.py")
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -123,6 +129,7 @@ class SSHDriver(RunnerDriver):
         self.client: paramiko.SSHClient | None = None
         self.sftp: paramiko.SFTPClient | None = None
         self._hashes: dict[Path, str] = {}
+        self.reconnect = True  # off while checking: `devices check` should answer at once
 
     # --- connection ---------------------------------------------------------------------
     def _connect(self) -> paramiko.SSHClient:
@@ -232,13 +239,47 @@ class SSHDriver(RunnerDriver):
                              + shlex.join([self.conn.python, "-P", remote_runner, "--serve"]))
         return ChannelLines(channel)
 
+    # --- resilience -----------------------------------------------------------------------
+    def _with_reconnect(self, what: str, op: Callable[[], T]) -> T:
+        """Run ``op``; after a dropped connection wait (exponential backoff), reconnect and try again."""
+        attempts, wait = (self.conn.reconnect_attempts if self.reconnect else 0), self.conn.reconnect_backoff_s
+        for attempt in range(attempts + 1):
+            try:
+                return op()
+            except ConnectionLost as e:
+                self.cleanup()
+                if attempt == attempts:
+                    if attempts:
+                        raise ConnectionLost(f"{e} (gave up after {attempts} reconnect attempt(s))") from None
+                    raise
+                log.warning("%s: connection lost during %s; reconnecting in %.1f s (%d/%d)", self.profile.name,
+                            what, wait * 2 ** attempt, attempt + 1, attempts)
+                time.sleep(wait * 2 ** attempt)
+        raise AssertionError("unreachable")
+
     # --- Driver interface ---------------------------------------------------------------
+    def check(self):
+        self.reconnect = False
+        try:
+            return super().check()
+        finally:
+            self.reconnect = True
+
+    def prepare(self) -> dict:
+        return self._with_reconnect("connect", super().prepare)
+
     def push(self, artifact: Artifact) -> str:
-        if self.client is None:
-            self._start()
-        remote = self._remote(f"{artifact.digest}{artifact.path.suffix}")
-        self._upload(artifact.path, remote)
-        return remote
+        def op() -> str:
+            if self.client is None:
+                self._start()
+            remote = self._remote(f"{artifact.digest}{artifact.path.suffix}")
+            self._upload(artifact.path, remote)
+            return remote
+
+        return self._with_reconnect("push", op)
+
+    def run(self, model_ref: str) -> RunResult:
+        return self._with_reconnect("run", lambda: super(SSHDriver, self).run(model_ref))
 
     def cleanup(self) -> None:
         super().cleanup()

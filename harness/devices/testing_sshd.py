@@ -114,7 +114,8 @@ class TestSSHServer:
             "connection": {"kind": "ssh", "host": "127.0.0.1", "port": self.port, "user": os.environ.get(
                 "USER", "root") if os.geteuid() else "root", "key_file": str(self.client_key),
                 "known_hosts": str(self.known_hosts), "workdir": str(self.root / "remote work"),
-                "python": sys.executable, "connect_timeout_s": 5},
+                "python": sys.executable, "connect_timeout_s": 5,
+                "reconnect_attempts": 0},
             "runtime": {"name": "onnxruntime", "threads": 1},
             "policy": {"warmup_runs": 1, "timed_runs": 3, "timeout_seconds": 60},
         }
