@@ -18,7 +18,7 @@ from harness.analysis import sampling
 from harness.analysis.data import arch_columns, latency_matrix
 from harness.analysis.features import GraphFeatures, fingerprint, onehot
 from harness.analysis.transfer import (AdaProxyModel, LinearModel, MultiProxyModel, TransferError, fit_adaproxy,
-                                       fit_linear, fit_multiproxy, model_from_json)  # noqa: F401
+                                       fit_linear, fit_multiproxy, model_from_json)
 from harness.errors import HarnessError
 from harness.models.spaces import Arch, SearchSpace, get_space
 from harness.results.store import Store
@@ -68,39 +68,44 @@ def resolve_proxies(ctx: Context, proxies: Sequence[str], exclude: Sequence[str]
 
 
 # --- a device's own predictor -------------------------------------------------------------------
-def _train_linear(ctx: Context, device: str) -> tuple[LinearModel, list[str], list[str]]:
+@dataclass
+class _Training:
+    model: LinearModel
+    names: list[str]        # graph-feature vocabulary
+    keys: list[str]         # architectures trained on
+    features: np.ndarray
+    latency_ms: np.ndarray
+
+
+def _train_linear(ctx: Context, device: str) -> _Training:
     series = latency_matrix(ctx.store, ctx.space.name, [device])[device].dropna()
     archs = ctx.archs(series.index.tolist())
     names = ctx.graph.vocabulary(archs)
-    model = fit_linear(ctx.features(archs, names), series.to_numpy())
-    return model, names, series.index.tolist()
+    features, y = ctx.features(archs, names), series.to_numpy()
+    return _Training(fit_linear(features, y), names, series.index.tolist(), features, y)
 
 
 def train(ctx: Context, device: str) -> dict:
     """Fit and save ``device``'s own predictor (ridge on one-hot + graph features, log-latency)."""
-    model, names, keys = _train_linear(ctx, device)
-    holdout = _holdout_srcc(ctx, device, names)
-    payload = {**model.to_json(), "graph_features": names}
-    prov = {"device": device, "n_archs": len(keys), "archs_fingerprint": fingerprint(keys),
+    t = _train_linear(ctx, device)
+    holdout = _holdout_srcc(t.features, t.latency_ms)
+    payload = {**t.model.to_json(), "graph_features": t.names}
+    prov = {"device": device, "n_archs": len(t.keys), "archs_fingerprint": fingerprint(t.keys),
             "features": ["onehot", "graph"]}
     pid = ctx.store.save_predictor(ctx.space.name, device, "linear", payload, prov, {"holdout_srcc": holdout})
-    return {"id": pid, "device": device, "n_archs": len(keys), "holdout_srcc": holdout}
+    return {"id": pid, "device": device, "n_archs": len(t.keys), "holdout_srcc": holdout}
 
 
-def _holdout_srcc(ctx: Context, device: str, names: list[str]) -> float | None:
+def _holdout_srcc(features: np.ndarray, y: np.ndarray) -> float | None:
     """SRCC on a random 20% held out (for the report only; the saved model uses all data)."""
     from scipy.stats import spearmanr
 
-    series = latency_matrix(ctx.store, ctx.space.name, [device])[device].dropna()
-    if len(series) < 20:
+    if len(y) < 20:
         return None
-    idx = np.random.default_rng(0).permutation(len(series))
-    cut = int(0.8 * len(series))
-    archs = ctx.archs(series.index.tolist())
-    f = ctx.features(archs, names)
-    y = series.to_numpy()
-    model = fit_linear(f[idx[:cut]], y[idx[:cut]])
-    return float(spearmanr(model.predict(f[idx[cut:]]), y[idx[cut:]]).statistic)
+    idx = np.random.default_rng(0).permutation(len(y))
+    cut = int(0.8 * len(y))
+    model = fit_linear(features[idx[:cut]], y[idx[:cut]])
+    return float(spearmanr(model.predict(features[idx[cut:]]), y[idx[cut:]]).statistic)
 
 
 def _linear_from(saved: dict) -> tuple[LinearModel, list[str]]:
@@ -120,8 +125,8 @@ def source_latencies(ctx: Context, sources: Sequence[str], archs: Sequence[Arch]
         if not gaps.any():
             continue
         if src not in predictors:
-            model, names, _ = _train_linear(ctx, src)
-            predictors[src] = {**model.to_json(), "graph_features": names}
+            t = _train_linear(ctx, src)
+            predictors[src] = {**t.model.to_json(), "graph_features": t.names}
         model, names = _linear_from(predictors[src])
         gap_archs = [a for a, g in zip(archs, gaps) if g]
         out[gaps, j] = model.predict(ctx.features(gap_archs, names))
