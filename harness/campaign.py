@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from harness.devices.driver import Driver, make_driver
+from harness.devices.preflight import check_workload
 from harness.devices.profile import Profile
 from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError
 from harness.models.cache import ModelCache
@@ -76,12 +77,25 @@ class _Silent:
         pass
 
 
+def workload_columns(profile: Profile) -> dict[str, Any]:
+    """The profile's workload as the store's measurement columns."""
+    w = profile.workload
+    return {"batch_size": w.batch_size, "input_shape": w.shape_label(), "precision": w.precision,
+            "calibration": w.calibration_label()}
+
+
+def build_graph(space: SearchSpace, arch: Arch, profile: Profile):
+    """The architecture's graph at the profile's resolution (channels from the space)."""
+    shape = profile.workload.input_shape
+    return space.build(arch, (*shape, space.default_input_shape[2]) if shape else None)
+
+
 def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
          remeasure: bool = False) -> list[Arch]:
     """The architectures still to measure, in the requested order."""
     if remeasure:
         return list(archs)
-    done = store.measured_keys(profile.name, space.name)
+    done = store.measured_keys(profile.name, space.name, workload_columns(profile))
     return [a for a in archs if a.key not in done]
 
 
@@ -91,11 +105,13 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
                  driver: Driver | None = None) -> CampaignSummary:
     observer = observer or _Silent()
     todo = plan(store, profile, space, archs, remeasure)
-    summary = CampaignSummary(profile.name, space.name, len(archs), len(archs) - len(todo))
+    summary = CampaignSummary(profile.measured_name, space.name, len(archs), len(archs) - len(todo))
     if not todo:
         return summary
+    check_workload(profile, space, todo)  # bad workload: one clear error before anything starts
     t_start = time.perf_counter()
     fmt = profile.runtime.model_format
+    wl = workload_columns(profile)
     summary.campaign_id = cid = store.start_campaign(profile.name, space.name, profile.as_dict(),
                                                      profile.digest(), len(todo), command)
     driver = driver or make_driver(profile)
@@ -108,7 +124,8 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
             started, t0 = utcnow(), time.perf_counter()
             exported, digest = False, None
             try:
-                artifact = cache.get(space.build(arch), fmt)
+                artifact = cache.get(build_graph(space, arch, profile), fmt, batch=wl["batch_size"],
+                                     precision=wl["precision"], calibration=profile.workload.calibration)
                 exported, digest = artifact.exported, artifact.digest
                 result = driver.run(driver.push(artifact))
             except ConnectionLost:
@@ -117,7 +134,7 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
                 kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
                 store.record_measurement(cid, profile.name, arch, model_format=fmt, model_digest=digest,
                                          started_at=started, duration_s=time.perf_counter() - t0,
-                                         failure_kind=kind, failure_message=str(e))
+                                         failure_kind=kind, failure_message=str(e), workload=wl)
                 summary.failed += 1
                 summary.failures[kind] = summary.failures.get(kind, 0) + 1
                 consecutive += 1
@@ -132,7 +149,8 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
                 cid, profile.name, arch, model_format=fmt, model_digest=digest, started_at=started,
                 duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
                 timed_ms=result.timed_ms, warmup_ms=result.warmup_ms,
-                conditions={"before": result.conditions_before, "after": result.conditions_after})
+                conditions={"before": result.conditions_before, "after": result.conditions_after}, workload=wl,
+                energy_mj=result.energy_mj, energy_method=result.energy_method)
             consecutive = 0
             summary.ok += 1
             summary.exported += int(exported)

@@ -12,10 +12,11 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-from harness.campaign import CampaignSummary, ModelOutcome, run_campaign
+from harness.campaign import CampaignSummary, ModelOutcome, run_campaign, workload_columns
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
                                 StoreOpt, cli_errors, console, err)
 from harness.devices.registry import ProfileRegistry
+from harness.errors import HarnessError
 from harness.models.cache import ModelCache
 from harness.models.selection import select
 from harness.models.spaces import get_space
@@ -73,6 +74,13 @@ def measure(
     remeasure: Annotated[bool, typer.Option(
         help="Measure again even what the store already has (adds new rows; export uses the latest).")] = False,
     max_failures: Annotated[int, typer.Option(help="Stop after this many failures in a row.")] = 5,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Batch size instead of the profile's workload.batch_size (default 1).")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(
+        help="Input HEIGHTxWIDTH instead of the space's resolution, e.g. 64x64 (spaces without "
+             "resolution in their keys).")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="fp32, fp16 or int8 (int8 calibrates on the profile's workload.calibration).")] = None,
     store: StoreOpt = DEFAULT_STORE,
     devices_dir: DevicesDirOpt = DEFAULT_DEVICES,
     cache_dir: CacheOpt = DEFAULT_CACHE,
@@ -83,14 +91,28 @@ def measure(
     with their kind go to the store; each model is committed as soon as it is done.
     """
     run(device, space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
-        remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir)
+        remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir,
+        batch_size=batch_size, input_shape=input_shape, precision=precision)
+
+
+def parse_shape(text: str | None) -> list[int] | None:
+    """``64x64`` (or ``64,64``) -> [64, 64]; a clear error naming the flag otherwise."""
+    if text is None:
+        return None
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise HarnessError(f"--input-shape: expected HEIGHTxWIDTH such as 64x64, got {text!r}")
+    return [int(p) for p in parts]
 
 
 @cli_errors
 def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bool, arch: list[str] | None,
         arch_file: Path | None, remeasure: bool, max_failures: int, store: Path, devices_dir: Path,
-        cache_dir: Path) -> CampaignSummary:
-    profile = ProfileRegistry(devices_dir).get(device)
+        cache_dir: Path, batch_size: int | None = None, input_shape: str | None = None,
+        precision: str | None = None) -> CampaignSummary:
+    profile = ProfileRegistry(devices_dir).get(device).with_workload(
+        "command line (--batch-size, --input-shape, --precision)", batch_size=batch_size,
+        input_shape=parse_shape(input_shape), precision=precision)
     sp = get_space(space)
     archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
@@ -104,12 +126,12 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
                                        remeasure=remeasure, observer=ProgressObserver(progress),
                                        max_consecutive_failures=max_failures)
         except KeyboardInterrupt:
-            done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
+            done = len(st.measured_keys(profile.name, sp.name, workload_columns(profile)) & {a.key for a in archs})
             err.print(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in {store}; "
                       "rerun the same command to measure the rest.")
             raise typer.Exit(130) from None
     if summary.status == "nothing to do":
-        console.print(f"{device}: all {len(archs)} architectures are already in {store}; nothing to do "
+        console.print(f"{profile.measured_name}: all {len(archs)} architectures are already in {store}; nothing to do "
                       "(--remeasure to measure again).")
     else:
         print_summary(summary)

@@ -27,6 +27,8 @@ class RunResult:
     init_ms: float | None = None
     conditions_before: dict[str, Any] = field(default_factory=dict)
     conditions_after: dict[str, Any] = field(default_factory=dict)
+    energy_mj: float | None = None  # per inference (per batch), when the device exposes energy
+    energy_method: str | None = None  # how: nvml-energy, jetson-ina, rapl, battery (coarse)
 
     def __post_init__(self) -> None:
         if not self.timed_ms:

@@ -101,6 +101,60 @@ class Policy(_Strict):
     input_seed: int = 0
 
 
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class Calibration(_Strict):
+    """Inputs that set int8 scales. ``random``: seeded standard-normal tensors of the model's input shape
+    (latency does not depend on the values, only on the ranges being plausible)."""
+
+    method: Literal["random"] = "random"
+    samples: int = Field(16, ge=1, le=10_000)
+    seed: int = 0
+
+    def label(self) -> str:
+        return f"{self.method}-n{self.samples}-s{self.seed}"
+
+
+class Workload(_Strict):
+    """What exactly is measured: batch size, input resolution and numeric precision.
+
+    All three are part of a measurement's identity: the store, resume and export keep a bs32 fp16
+    measurement apart from the bs1 fp32 one of the same device and architecture.
+    """
+
+    batch_size: int = Field(1, ge=1, le=4096)
+    input_shape: tuple[int, int] | None = Field(
+        None, description="[height, width] instead of the space's resolution (channels come from the space)")
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    calibration: Calibration = Field(default_factory=Calibration, description="int8 only")
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and (v[0] < 8 or v[1] < 8 or v[0] > 4096 or v[1] > 4096):
+            raise ValueError("height and width must be between 8 and 4096 pixels")
+        return v
+
+    def is_default(self) -> bool:
+        return self.batch_size == 1 and self.input_shape is None and self.precision == "fp32"
+
+    def calibration_label(self) -> str | None:
+        return self.calibration.label() if self.precision == "int8" else None
+
+    def shape_label(self) -> str:
+        return f"{self.input_shape[0]}x{self.input_shape[1]}" if self.input_shape else ""
+
+    def label(self) -> str:
+        """Suffix naming a non-default workload in tables: ``bs32.fp16.224x224`` ('' for bs1 fp32 default)."""
+        parts = [f"bs{self.batch_size}"] if self.batch_size != 1 else []
+        if self.input_shape:
+            parts.append(self.shape_label())
+        if self.precision != "fp32":
+            parts.append(self.precision)
+        return ".".join(parts)
+
+
 class Profile(_Strict):
     name: str = Field(pattern=NAME_RE)
     description: str = ""
@@ -108,6 +162,7 @@ class Profile(_Strict):
     connection: Connection
     runtime: Runtime
     policy: Policy = Field(default_factory=Policy)
+    workload: Workload = Field(default_factory=Workload)
 
     @field_validator("description", "hardware", mode="before")
     @classmethod
@@ -117,9 +172,29 @@ class Profile(_Strict):
     def as_dict(self) -> dict:
         return self.model_dump(mode="json")
 
+    @property
+    def measured_name(self) -> str:
+        """The device's name in tables: ``name`` for the default workload, else ``name@bs32.fp16``."""
+        label = self.workload.label()
+        return f"{self.name}@{label}" if label else self.name
+
+    def with_workload(self, source: str = "command line", **changes: Any) -> Profile:
+        """A copy with workload fields replaced (``None`` keeps the profile's), validated like the file."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if not changes:
+            return self
+        data = self.as_dict()
+        data["workload"] = {**data.get("workload", {}), **changes}
+        try:
+            return Profile.model_validate(data)
+        except ValidationError as e:
+            raise ProfileError(source, [_describe(err, data) for err in e.errors()]) from None
+
     def digest(self) -> str:
         """Hash of everything that changes what is measured (not the description)."""
         body = {k: v for k, v in self.as_dict().items() if k not in ("description", "hardware")}
+        if self.workload.is_default():  # profiles written before workloads existed keep their digest
+            body.pop("workload")
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -139,6 +214,10 @@ def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
             model = Runtime
         elif part == "policy":
             model = Policy
+        elif part == "workload":
+            model = Workload
+        elif part == "calibration" and model is Workload:
+            model = Calibration
         else:
             return None
         node = node.get(part) if isinstance(node, dict) else None
@@ -173,7 +252,7 @@ def parse_profile(data: Any, source: str) -> Profile:
     """Validate already-parsed YAML; ``source`` names the file in errors."""
     if not isinstance(data, dict):
         what = "empty" if data is None else f"a {type(data).__name__}"
-        raise ProfileError(source, [f"(top level): expected a mapping with name, connection, runtime, policy; "
+        raise ProfileError(source, [f"(top level): expected a mapping with name, connection, runtime, policy, workload; "
                                     f"the file is {what}"])
     try:
         profile = Profile.model_validate(data)

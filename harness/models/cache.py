@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ExportError, UnknownNameError
+from harness.devices.profile import Calibration
 from harness.models.graph import Graph
 
 
@@ -26,7 +27,7 @@ class ModelFormat:
     name: str
     suffix: str
     version: str
-    write: Callable[[Graph, str, int], None]
+    write: Callable[[Graph, str, int, int], None]  # (graph, path, seed, batch)
 
 
 def _formats() -> dict[str, ModelFormat]:
@@ -74,19 +75,31 @@ class ModelCache:
         self.root = Path(root)
         self.seed = seed
 
-    def key(self, graph: Graph, fmt: ModelFormat) -> str:
-        body = {"graph": graph.fingerprint(), "format": fmt.version, "seed": self.seed}
+    def key(self, graph: Graph, fmt: ModelFormat, batch: int = 1, precision: str = "fp32",
+            calibration: Calibration | None = None) -> str:
+        body: dict = {"graph": graph.fingerprint(), "format": fmt.version, "seed": self.seed}
+        if batch != 1:  # only when not the default: bs1 fp32 files keep the keys they always had
+            body["batch"] = batch
+        if precision != "fp32":
+            from harness.models.precision import PRECISION_VERSION
+
+            body["precision"] = [precision, PRECISION_VERSION]
+            if precision == "int8":
+                body["calibration"] = (calibration or Calibration()).label()
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
 
-    def path_for(self, graph: Graph, format_name: str) -> Path:
+    def path_for(self, graph: Graph, format_name: str, batch: int = 1, precision: str = "fp32",
+                 calibration: Calibration | None = None) -> Path:
         fmt = get_format(format_name)
-        key = self.key(graph, fmt)
+        key = self.key(graph, fmt, batch, precision, calibration)
         return self.root / fmt.name / key[:2] / f"{key}{fmt.suffix}"
 
-    def get(self, graph: Graph, format_name: str) -> Artifact:
-        """The exported file for ``graph``, exporting it once if it is not cached yet."""
+    def get(self, graph: Graph, format_name: str, *, batch: int = 1, precision: str = "fp32",
+            calibration: Calibration | None = None) -> Artifact:
+        """The exported file for ``graph`` at ``batch`` and ``precision`` (int8 scales from ``calibration``),
+        exporting it once if it is not cached yet."""
         fmt = get_format(format_name)
-        path = self.path_for(graph, format_name)
+        path = self.path_for(graph, format_name, batch, precision, calibration)
         digest = path.stem
         if path.exists():
             return Artifact(path, fmt.name, digest, False, 0.0)
@@ -95,7 +108,11 @@ class ModelCache:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=fmt.suffix)
         os.close(fd)
         try:
-            fmt.write(graph, tmp, self.seed)
+            fmt.write(graph, tmp, self.seed, batch)
+            if precision != "fp32":
+                from harness.models.precision import convert
+
+                convert(fmt.name, tmp, precision, calibration or Calibration())
             os.replace(tmp, path)
         except Exception as e:
             Path(tmp).unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""The tidy wide table of ``../shared/data``: one row per architecture, key columns, ``<device>_ms``."""
+"""The tidy wide table of ``../shared/data``: one row per architecture, key columns, ``<device>_ms``
+(and ``<device>_mj``, energy per inference, for devices that measured it)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from harness.results.store import Store
 
 
 def latency_table(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
-    """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device."""
+    """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device, then
+    ``<device>_mj`` (millijoules per inference) where energy was measured. Non-default workloads are
+    their own columns: ``gpu@bs32.fp16_ms``."""
     keys = list(get_space(space).key_columns)
     long = store.latencies(space, devices)
     if devices:
@@ -25,6 +28,11 @@ def latency_table(store: Store, space: str, devices: list[str] | None = None) ->
     wide = long.pivot(index="key", columns="device", values="latency_ms")
     order = devices or sorted(wide.columns)
     wide = wide[order].rename(columns=lambda d: f"{d}_ms")
+    energy = store.energies(space, devices)
+    if not energy.empty:
+        mj = energy.pivot(index="key", columns="device", values="energy_mj")
+        mj = mj[[d for d in order if d in mj.columns]].rename(columns=lambda d: f"{d}_mj")
+        wide = wide.join(mj)
     cols = long.drop_duplicates("key").set_index("key")["columns_json"].map(json.loads)
     key_df = pd.DataFrame(list(cols.loc[wide.index]), index=wide.index)[keys]
     out = pd.concat([key_df, wide], axis=1).reset_index(drop=True)

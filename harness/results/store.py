@@ -25,7 +25,7 @@ from harness import __version__
 from harness.errors import StoreError
 from harness.models.spaces import Arch
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_STORE = Path(os.environ.get("HARNESS_STORE", "results/harness.db"))
 
 SCHEMA = """
@@ -137,7 +137,36 @@ CREATE TABLE predictors (
 );
 CREATE INDEX predictors_by_device ON predictors (space, device);
 """,
+    # what was measured (batch, resolution, precision with its calibration) and the energy it took
+    3: """
+ALTER TABLE measurements ADD COLUMN batch_size INTEGER NOT NULL DEFAULT 1 CHECK (batch_size >= 1);
+ALTER TABLE measurements ADD COLUMN input_shape TEXT NOT NULL DEFAULT '';
+ALTER TABLE measurements ADD COLUMN precision TEXT NOT NULL DEFAULT 'fp32'
+    CHECK (precision IN ('fp32', 'fp16', 'int8'));
+ALTER TABLE measurements ADD COLUMN calibration TEXT;
+ALTER TABLE measurements ADD COLUMN energy_mj REAL CHECK (energy_mj IS NULL OR energy_mj >= 0);
+ALTER TABLE measurements ADD COLUMN energy_method TEXT;
+CREATE INDEX measurements_by_workload ON measurements (device_id, arch_id, batch_size, input_shape, precision, status);
+""",
 }
+
+# the default workload: what every measurement was before the columns existed
+DEFAULT_WORKLOAD = {"batch_size": 1, "input_shape": "", "precision": "fp32"}
+
+
+def workload_label(batch_size: int, input_shape: str, precision: str) -> str:
+    """Same label as :meth:`harness.devices.profile.Workload.label`, from stored columns."""
+    parts = [f"bs{int(batch_size)}"] if int(batch_size) != 1 else []
+    if input_shape:
+        parts.append(input_shape)
+    if precision != "fp32":
+        parts.append(precision)
+    return ".".join(parts)
+
+
+def measured_name(device: str, batch_size: int, input_shape: str, precision: str) -> str:
+    label = workload_label(batch_size, input_shape, precision)
+    return f"{device}@{label}" if label else device
 
 
 def utcnow() -> str:
@@ -293,41 +322,58 @@ class Store:
                            summary: dict[str, float] | None = None, init_ms: float | None = None,
                            timed_ms: Iterable[float] = (), warmup_ms: Iterable[float] = (),
                            conditions: dict | None = None, failure_kind: str | None = None,
-                           failure_message: str | None = None) -> int:
-        """One model's outcome and all its runs, in one transaction."""
+                           failure_message: str | None = None, workload: dict | None = None,
+                           energy_mj: float | None = None, energy_method: str | None = None) -> int:
+        """One model's outcome and all its runs, in one transaction.
+
+        ``workload`` holds batch_size, input_shape ('' = the space's own), precision and calibration
+        (int8 only); it is part of what the measurement is of. ``energy_mj`` is per inference.
+        """
         timed, warm = list(timed_ms), list(warmup_ms)
         ok = failure_kind is None
         if ok and (summary is None or not timed):
             raise StoreError("a successful measurement needs its timed runs")
+        if energy_mj is not None and not energy_method:
+            raise StoreError("an energy figure needs the method that produced it")
         s = summary or {}
+        w = {**DEFAULT_WORKLOAD, "calibration": None, **(workload or {})}
         with self.transaction() as db:
             dev = self.device_id(device)
             aid = self.arch_id(arch)
             cur = db.execute(
                 """INSERT INTO measurements (campaign_id, device_id, arch_id, model_format, model_digest, status,
                    failure_kind, failure_message, n_runs, median_ms, mean_ms, std_ms, min_ms, p90_ms, init_ms,
-                   conditions_json, started_at, duration_s)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   conditions_json, started_at, duration_s, batch_size, input_shape, precision, calibration,
+                   energy_mj, energy_method)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (campaign_id, dev, aid, model_format, model_digest, "ok" if ok else "failed",
                  failure_kind, failure_message, len(timed) if ok else None, s.get("median_ms"), s.get("mean_ms"),
                  s.get("std_ms"), s.get("min_ms"), s.get("p90_ms"), init_ms,
-                 json.dumps(conditions or {}, default=str), started_at, duration_s))
+                 json.dumps(conditions or {}, default=str), started_at, duration_s, int(w["batch_size"]),
+                 str(w["input_shape"] or ""), w["precision"], w["calibration"], energy_mj,
+                 energy_method if energy_mj is not None else None))
             mid = int(cur.lastrowid)
             db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?)",
                            [(mid, 1, i, v) for i, v in enumerate(warm)] + [(mid, 0, i, v) for i, v in enumerate(timed)])
             return mid
 
-    def measured_keys(self, device: str, space: str) -> set[str]:
-        """Keys of architectures with a successful measurement on ``device`` (what resume skips)."""
+    def measured_keys(self, device: str, space: str, workload: dict | None = None) -> set[str]:
+        """Keys of architectures with a successful measurement on ``device`` at ``workload`` (what resume
+        skips; the default workload is bs1, the space's resolution, fp32). int8 results count only with
+        the same calibration."""
+        w = {**DEFAULT_WORKLOAD, "calibration": None, **(workload or {})}
         rows = self.db.execute(
             """SELECT DISTINCT a.key FROM measurements m
                JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
-               WHERE d.name = ? AND a.space = ? AND m.status = 'ok'""", (device, space))
+               WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND m.batch_size = ? AND m.input_shape = ?
+                 AND m.precision = ? AND m.calibration IS ?""",
+            (device, space, int(w["batch_size"]), str(w["input_shape"] or ""), w["precision"], w["calibration"]))
         return {r[0] for r in rows}
 
     def measurements(self, device: str | None = None, space: str | None = None) -> pd.DataFrame:
         q = """SELECT m.id, d.name AS device, a.space, a.key, m.status, m.failure_kind, m.failure_message,
                       m.n_runs, m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, m.init_ms,
+                      m.batch_size, m.input_shape, m.precision, m.calibration, m.energy_mj, m.energy_method,
                       m.model_format, m.model_digest, m.campaign_id, m.started_at, m.duration_s
                FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
                WHERE (? IS NULL OR d.name = ?) AND (? IS NULL OR a.space = ?) ORDER BY m.id"""
@@ -338,25 +384,46 @@ class Store:
                                (measurement_id, int(warmup)))
         return [r[0] for r in rows]
 
+    _LATEST_OK = """m.status = 'ok' AND m.id = (
+        SELECT MAX(m2.id) FROM measurements m2 WHERE m2.device_id = m.device_id AND m2.arch_id = m.arch_id
+          AND m2.batch_size = m.batch_size AND m2.input_shape = m.input_shape AND m2.precision = m.precision
+          AND m2.status = 'ok')"""
+
+    def _measured_latest(self, space: str, value: str) -> pd.DataFrame:
+        """The latest successful measurement per (device, workload, architecture), with ``value``; the
+        device column names non-default workloads ``device@bs32.fp16`` so they sit apart in analyses."""
+        q = f"""SELECT d.name AS device, m.batch_size, m.input_shape, m.precision, a.key, a.columns_json,
+                       {value} FROM measurements m JOIN devices d ON d.id = m.device_id
+                JOIN architectures a ON a.id = m.arch_id WHERE a.space = ? AND {self._LATEST_OK}"""
+        df = pd.read_sql_query(q, self.db, params=(space,))
+        df["device"] = [measured_name(*r) for r in zip(df.device, df.batch_size, df.input_shape, df.precision)]
+        return df.drop(columns=["batch_size", "input_shape", "precision"])
+
     def latencies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
         """Long table (device, origin, key, columns_json, latency_ms) of every device with data in ``space``.
 
-        Measured devices give the median of their latest successful measurement per architecture;
-        imported devices give the imported value. Both sit side by side in every analysis.
+        Measured devices give the median of their latest successful measurement per architecture and
+        workload (``device@bs32.fp16`` for non-default ones); imported devices give the imported value.
+        Both sit side by side in every analysis.
         """
-        q = """SELECT d.name AS device, 'measured' AS origin, a.key, a.columns_json, m.median_ms AS latency_ms
-               FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
-               WHERE a.space = ? AND m.status = 'ok'
-                 AND m.id = (SELECT MAX(m2.id) FROM measurements m2
-                             WHERE m2.device_id = m.device_id AND m2.arch_id = m.arch_id AND m2.status = 'ok')
-               UNION ALL
-               SELECT d.name, 'imported', a.key, a.columns_json, i.latency_ms
+        measured = self._measured_latest(space, "m.median_ms AS latency_ms")
+        measured.insert(1, "origin", "measured")
+        q = """SELECT d.name AS device, 'imported' AS origin, a.key, a.columns_json, i.latency_ms
                FROM imported_latencies i JOIN devices d ON d.id = i.device_id JOIN architectures a ON a.id = i.arch_id
                WHERE a.space = ?"""
-        df = pd.read_sql_query(q, self.db, params=(space, space))
+        imported = pd.read_sql_query(q, self.db, params=(space,))
+        df = pd.concat([measured[imported.columns], imported], ignore_index=True) if len(measured) else imported
         if devices:
             df = df[df.device.isin(devices)]
-        return df
+        return df.reset_index(drop=True)
+
+    def energies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
+        """Long table (device, key, energy_mj, energy_method) of the latest measurements that have energy."""
+        df = self._measured_latest(space, "m.energy_mj, m.energy_method")
+        df = df[df.energy_mj.notna()]
+        if devices:
+            df = df[df.device.isin(devices)]
+        return df.drop(columns=["columns_json"]).reset_index(drop=True)
 
     def arch_metrics(self, space: str, kind: str | None = None) -> pd.DataFrame:
         """Wide table: architecture key -> one column per accuracy / metadata metric."""
