@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from harness.devices.driver import Driver, make_driver
 from harness.devices.preflight import check_workload
 from harness.devices.profile import Profile
-from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError
+from harness.errors import ConnectionLost, DriverError, DriverUnavailable, ExportError, FailureKind, HarnessError
 from harness.models.cache import ModelCache
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store, utcnow
@@ -128,7 +128,7 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
                                      precision=wl["precision"], calibration=profile.workload.calibration)
                 exported, digest = artifact.exported, artifact.digest
                 result = driver.run(driver.push(artifact))
-            except ConnectionLost:
+            except (ConnectionLost, DriverUnavailable):  # nothing else can succeed: stop now
                 raise
             except (DriverError, ExportError) as e:
                 kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value

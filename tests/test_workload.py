@@ -145,3 +145,16 @@ def test_cli_measure_flags(cli_env, tmp_path):
     with Store(cli_env["HARNESS_STORE"]) as st:
         row = st.measurements().iloc[0]
     assert (row.batch_size, row.precision) == (3, "fp16")
+
+
+@pytest.mark.parametrize("provider, expect", [
+    ("TensorRTExecutionProvider", "did you mean 'TensorrtExecutionProvider'?"),
+    ("cuda", "onnxruntime names providers like CUDAExecutionProvider"),
+])
+def test_execution_provider_names_are_checked(provider, expect):
+    with pytest.raises(ProfileError) as e:
+        parse_profile({**BASE, "runtime": {"name": "onnxruntime", "execution_provider": provider}}, "p.yaml")
+    assert "runtime.execution_provider" in str(e.value) and expect in str(e.value)
+    ok = parse_profile({**BASE, "runtime": {"name": "onnxruntime", "execution_provider": "FancyNpuExecutionProvider",
+                                            "provider_options": {"device_id": 1}}}, "p.yaml")
+    assert ok.runtime.provider_options == {"device_id": 1}  # others by name

@@ -68,14 +68,39 @@ Connection = Annotated[Union[LocalConnection, SSHConnection, ADBConnection], Fie
 
 RUNTIME_FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
 
+# onnxruntime's execution provider names (others are accepted by name if they follow the pattern)
+KNOWN_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider",
+                   "ROCMExecutionProvider", "MIGraphXExecutionProvider", "OpenVINOExecutionProvider",
+                   "DmlExecutionProvider", "CoreMLExecutionProvider", "NnapiExecutionProvider",
+                   "QNNExecutionProvider", "XnnpackExecutionProvider", "ACLExecutionProvider",
+                   "ArmNNExecutionProvider", "CANNExecutionProvider", "VitisAIExecutionProvider",
+                   "WebGpuExecutionProvider")
+# providers whose tensors live in GPU memory: inputs/outputs are bound there (IO binding)
+GPU_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
+
 
 class Runtime(_Strict):
     name: Literal["onnxruntime", "tflite"]
     threads: int = Field(1, ge=1, le=256)
     delegate: Literal["cpu", "reference", "xnnpack", "gpu", "nnapi", "hexagon"] = Field(
         "cpu", description="tflite only: cpu = the runtime's default CPU path")
-    execution_provider: str = Field("CPUExecutionProvider", description="onnxruntime only")
+    execution_provider: str = Field("CPUExecutionProvider", description="onnxruntime only, by name: "
+                                    "CUDAExecutionProvider, TensorrtExecutionProvider, ...")
+    provider_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="onnxruntime only: options of the execution provider (device_id, ...)")
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("execution_provider")
+    @classmethod
+    def _provider_name(cls, v: str) -> str:
+        if v in KNOWN_PROVIDERS:
+            return v
+        close = difflib.get_close_matches(v, KNOWN_PROVIDERS, n=1, cutoff=0.7)
+        if close or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*ExecutionProvider", v):
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"{hint}onnxruntime names providers like CUDAExecutionProvider; known: "
+                             + ", ".join(p.removesuffix("ExecutionProvider") for p in KNOWN_PROVIDERS))
+        return v
 
     @property
     def model_format(self) -> str:
@@ -85,7 +110,7 @@ class Runtime(_Strict):
     def _runtime_specific(self) -> Runtime:
         if self.name == "onnxruntime" and self.delegate != "cpu":
             raise ValueError("delegate applies to tflite only; for onnxruntime set execution_provider")
-        if self.name == "tflite" and self.execution_provider != "CPUExecutionProvider":
+        if self.name == "tflite" and (self.execution_provider != "CPUExecutionProvider" or self.provider_options):
             raise ValueError("execution_provider applies to onnxruntime only; for tflite set delegate")
         return self
 
@@ -99,6 +124,9 @@ class Policy(_Strict):
     cooldown_seconds: float = Field(0.0, ge=0, description="pause between models (thermal)")
     timeout_seconds: float = Field(120.0, gt=0, description="per-model limit; exceeded = timeout failure")
     input_seed: int = 0
+    include_transfers: bool = Field(False, description="GPU providers: time host->device input and "
+                                    "device->host output copies too (default: inputs and outputs stay bound "
+                                    "on the device, only inference is timed)")
 
 
 PRECISIONS = ("fp32", "fp16", "int8")

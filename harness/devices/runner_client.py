@@ -12,9 +12,10 @@ from abc import abstractmethod
 from typing import Any, Protocol
 
 from harness.devices.driver import CheckReport, Driver, RunResult
-from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout, ParseError
+from harness.errors import (ConnectionLost, DeviceError, DriverError, DriverUnavailable, MeasurementTimeout,
+                            ParseError)
 
-_ERRORS = {"parse_error": ParseError, "device_error": DeviceError}
+_ERRORS = {"parse_error": ParseError, "device_error": DeviceError, "unavailable": DriverUnavailable}
 
 
 class LineChannel(Protocol):
@@ -101,9 +102,22 @@ class RunnerDriver(Driver):
                                     or self.hello.get("conditions", {}).get("cpu_model")},
                            message="" if ok else f"runtime {rt} is not installed for the runner's Python")
 
+    def check_provider(self) -> None:
+        """The profile's onnxruntime provider must be installed on the device: fail before any model."""
+        rt, versions = self.profile.runtime, self.hello.get("versions", {})
+        available = versions.get("onnxruntime_providers")
+        if rt.name != "onnxruntime" or available is None or rt.execution_provider in available:
+            return
+        raise DriverUnavailable(
+            f"{self.profile.name}: runtime.execution_provider {rt.execution_provider} is not available in "
+            f"onnxruntime {versions.get('onnxruntime')} on the device (it has {', '.join(available)}). Install "
+            "the build that has it (onnxruntime-gpu for CUDA/TensorRT) for the runner's Python, or set "
+            "runtime.execution_provider to one of those.")
+
     def prepare(self) -> dict[str, Any]:
         if self._channel is None:
             self._start()
+        self.check_provider()
         rt = self.profile.runtime
         return {
             **self.hello.get("conditions", {}),
@@ -112,6 +126,7 @@ class RunnerDriver(Driver):
             "threads": rt.threads,
             "delegate": rt.delegate if rt.name == "tflite" else None,
             "execution_provider": rt.execution_provider if rt.name == "onnxruntime" else None,
+            "onnxruntime_build": self.hello.get("versions", {}).get("onnxruntime_build"),
             "runner_python": self.hello.get("versions", {}).get("python"),
         }
 
@@ -119,11 +134,12 @@ class RunnerDriver(Driver):
         rt, pol = self.profile.runtime, self.profile.policy
         req = {"op": "run", "model": model_ref, "runtime": rt.name, "threads": rt.threads,
                "delegate": rt.delegate, "execution_provider": rt.execution_provider,
-               "options": rt.options, "warmup_runs": pol.warmup_runs, "timed_runs": pol.timed_runs,
+               "provider_options": rt.provider_options, "precision": self.profile.workload.precision,
+               "include_transfers": pol.include_transfers, "options": rt.options, "warmup_runs": pol.warmup_runs, "timed_runs": pol.timed_runs,
                "min_seconds": pol.min_seconds, "seed": pol.input_seed, "conditions": True}
         resp = self._call(req, timeout=pol.timeout_seconds)
         return RunResult(timed_ms=resp["timed_ms"], warmup_ms=resp["warmup_ms"], init_ms=resp["init_ms"],
-                         conditions_before=resp.get("conditions_before", {}),
+                         conditions_before={**resp.get("conditions_before", {}), "session": resp.get("session")},
                          conditions_after=resp.get("conditions_after", {}))
 
     def cleanup(self) -> None:
