@@ -95,7 +95,10 @@ class Runtime(_Strict):
     def _provider_name(cls, v: str) -> str:
         if v in KNOWN_PROVIDERS:
             return v
-        close = difflib.get_close_matches(v, KNOWN_PROVIDERS, n=1, cutoff=0.7)
+        stems = {p.removesuffix("ExecutionProvider").lower(): p for p in KNOWN_PROVIDERS}
+        stem = v.removesuffix("ExecutionProvider").lower()
+        close = [stems[stem]] if stem in stems else \
+            [stems[c] for c in difflib.get_close_matches(stem, list(stems), n=1, cutoff=0.75)]
         if close or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*ExecutionProvider", v):
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(f"{hint}onnxruntime names providers like CUDAExecutionProvider; known: "
