@@ -105,6 +105,12 @@ DRIVERS: dict[str, str] = {
     "adb": "harness.devices.adb:ADBDriver",
 }
 
+# (connection kind, runtime) pairs measured by a tool on the device rather than the Python runner
+RUNTIME_DRIVERS: dict[tuple[str, str], str] = {
+    ("local", "trtexec"): "harness.devices.trtexec:LocalTrtexecDriver",
+    ("ssh", "trtexec"): "harness.devices.trtexec:SSHTrtexecDriver",
+}
+
 # kinds with profiles but no driver in this build, and what to tell the user
 PLANNED: dict[str, str] = {
 }
@@ -120,4 +126,8 @@ def driver_class(kind: str) -> type[Driver]:
 
 
 def make_driver(profile: Profile) -> Driver:
+    special = RUNTIME_DRIVERS.get((profile.connection.kind, profile.runtime.name))
+    if special:
+        module, cls = special.split(":")
+        return getattr(importlib.import_module(module), cls)(profile)
     return driver_class(profile.connection.kind)(profile)

@@ -66,7 +66,7 @@ class ADBConnection(_Strict):
 
 Connection = Annotated[Union[LocalConnection, SSHConnection, ADBConnection], Field(discriminator="kind")]
 
-RUNTIME_FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
+RUNTIME_FORMATS = {"onnxruntime": "onnx", "tflite": "tflite", "trtexec": "onnx"}
 
 # onnxruntime's execution provider names (others are accepted by name if they follow the pattern)
 KNOWN_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider",
@@ -80,7 +80,7 @@ GPU_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "
 
 
 class Runtime(_Strict):
-    name: Literal["onnxruntime", "tflite"]
+    name: Literal["onnxruntime", "tflite", "trtexec"]
     threads: int = Field(1, ge=1, le=256)
     delegate: Literal["cpu", "reference", "xnnpack", "gpu", "nnapi", "hexagon"] = Field(
         "cpu", description="tflite only: cpu = the runtime's default CPU path")
@@ -88,6 +88,8 @@ class Runtime(_Strict):
                                     "CUDAExecutionProvider, TensorrtExecutionProvider, ...")
     provider_options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="onnxruntime only: options of the execution provider (device_id, ...)")
+    binary: str | None = Field(None, description="trtexec only: the tool's path on the device (default: trtexec "
+                               "on PATH; JetPack puts it at /usr/src/tensorrt/bin/trtexec)")
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     @field_validator("execution_provider")
@@ -111,6 +113,15 @@ class Runtime(_Strict):
 
     @model_validator(mode="after")
     def _runtime_specific(self) -> Runtime:
+        if self.binary is not None and self.name != "trtexec":
+            raise ValueError("binary applies to trtexec only (TFLite's benchmark_model is connection.benchmark_model)")
+        if self.name == "trtexec":
+            if self.delegate != "cpu" or self.execution_provider != "CPUExecutionProvider" or self.provider_options:
+                raise ValueError("trtexec runs TensorRT on the GPU: delegate, execution_provider and "
+                                 "provider_options do not apply (options: device, use_cuda_graph, warmup_ms)")
+            unknown = set(self.options) - {"device", "use_cuda_graph", "warmup_ms"}
+            if unknown:
+                raise ValueError(f"trtexec options are device, use_cuda_graph, warmup_ms; not {', '.join(sorted(unknown))}")
         if self.name == "onnxruntime" and self.delegate != "cpu":
             raise ValueError("delegate applies to tflite only; for onnxruntime set execution_provider")
         if self.name == "tflite" and (self.execution_provider != "CPUExecutionProvider" or self.provider_options):
@@ -194,6 +205,12 @@ class Profile(_Strict):
     runtime: Runtime
     policy: Policy = Field(default_factory=Policy)
     workload: Workload = Field(default_factory=Workload)
+
+    @model_validator(mode="after")
+    def _runtime_fits_connection(self) -> Profile:
+        if self.runtime.name == "trtexec" and self.connection.kind not in ("local", "ssh"):
+            raise ValueError(f"runtime trtexec runs on local or ssh connections, not {self.connection.kind}")
+        return self
 
     @field_validator("description", "hardware", mode="before")
     @classmethod

@@ -219,7 +219,8 @@ class SSHDriver(RunnerDriver):
             raise ConnectionLost(f"{self.profile.name}: connection lost while copying {local.name}: {e}") from None
         return True
 
-    def _open_channel(self) -> ChannelLines:
+    def _open_session(self) -> None:
+        """Connect, open SFTP and create the workdir (once per connection)."""
         if self.client is None:
             self.client = self._connect()
             try:
@@ -227,6 +228,9 @@ class SSHDriver(RunnerDriver):
             except (OSError, paramiko.SSHException, EOFError) as e:
                 raise ConnectionLost(f"{self.profile.name}: SFTP unavailable: {e}") from None
             self._exec(["mkdir", "-p", self.conn.workdir])
+
+    def _open_channel(self) -> ChannelLines:
+        self._open_session()
         runner_sha = sha256_file(RUNNER)
         remote_runner = self._remote(f"harness_runner_{runner_sha[:12]}.py")
         self._upload(RUNNER, remote_runner, runner_sha)
