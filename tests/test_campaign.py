@@ -123,3 +123,13 @@ def test_stale_measurements_are_kept_reported_and_remeasured_only_when_asked(reg
         assert (s.ok, s.skipped, s.stale) == (1, 2, 0)
         s = run_campaign(st, profile, SPACE, archs, cache=ModelCache(cache_dir))
         assert s.status == "nothing to do" and s.stale == 0
+
+
+def test_analyses_can_leave_degenerate_architectures_out(registry, store_path, cache_dir):
+    from harness import analysis
+
+    archs = SPACE.parse_many(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", "1", "2"])
+    with Store(store_path) as st:
+        run_campaign(st, registry.get("fast-onnx"), SPACE, archs, cache=ModelCache(cache_dir))
+    assert len(analysis.latencies(store_path, "nb201")) == 3
+    assert set(analysis.latencies(store_path, "nb201", degenerate=False).index) == {archs[1].key, archs[2].key}
