@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+
 # ops a toolchain adds for layout or naming only, not compute (tf2onnx: NHWC<->NCHW transposes and
 # Identity outputs; TFLiteConverter: reshapes around FULLY_CONNECTED)
 LAYOUT_OPS = {"Transpose", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "RESHAPE", "SQUEEZE",
