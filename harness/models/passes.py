@@ -68,9 +68,14 @@ def _resolver(alias: dict[str, str]) -> Callable[[str], str]:
     return resolve
 
 
+def _with_inputs(n: Node, inputs: tuple[str, ...]) -> Node:
+    return n if inputs == n.inputs else Node(n.op, n.name, inputs, n.output, n.attrs)
+
+
 def _rebuild(graph: Graph, nodes: list[Node], alias: dict[str, str]) -> Graph:
     resolve = _resolver(alias)
-    nodes = [replace(n, inputs=tuple(resolve(i) for i in n.inputs)) for n in nodes]
+    if alias:
+        nodes = [_with_inputs(n, tuple(resolve(i) for i in n.inputs)) for n in nodes]
     return Graph.from_nodes(graph.name, graph.input_shape, nodes, graph.shapes, resolve(graph.output))
 
 
@@ -123,7 +128,7 @@ def fold_constants(graph: Graph) -> Graph:
             if len(live) == 1:
                 alias[n.output] = live[0]
                 continue
-        kept.append(replace(n, inputs=tuple(ins)))
+        kept.append(_with_inputs(n, tuple(ins)))
 
     def record(t: str) -> Node:
         n = by_out[t]
@@ -192,7 +197,7 @@ def merge_identical(graph: Graph) -> Graph:
     kept: list[Node] = []
     for n in graph.nodes:
         ins = tuple(resolve(i) for i in n.inputs)
-        n = replace(n, inputs=ins)
+        n = _with_inputs(n, ins)
         if n.op in _WEIGHTLESS:
             key_ins = tuple(sorted(ins)) if n.op == "add" else ins
             key = json.dumps([n.op, key_ins, n.attrs], sort_keys=True)
