@@ -16,7 +16,7 @@ from harness.models.weights import graph_weights
 
 OPSET = 13
 IR_VERSION = 7
-FORMAT_VERSION = f"onnx-direct-2/onnx{onnx.__version__}/opset{OPSET}"
+FORMAT_VERSION = f"onnx-direct-1/onnx{onnx.__version__}/opset{OPSET}"
 
 
 def _pads(graph: Graph, x: str, kernel: int, stride: int, padding: str) -> list[int]:

@@ -17,7 +17,7 @@ from ai_edge_litert import schema_py_generated as fb
 from harness.models.graph import Graph
 
 SCHEMA_VERSION = 3
-FORMAT_VERSION = f"tflite-direct-2/schema{SCHEMA_VERSION}/flatbuffers{flatbuffers.__version__}"
+FORMAT_VERSION = f"tflite-direct-1/schema{SCHEMA_VERSION}/flatbuffers{flatbuffers.__version__}"
 _PADDING = {"same": fb.Padding.SAME, "valid": fb.Padding.VALID}
 _FUSED = {"relu": fb.ActivationFunctionType.RELU, "relu6": fb.ActivationFunctionType.RELU6}
 
