@@ -136,3 +136,162 @@ def test_old_store_with_bad_runs_migrates_them_to_failures(tmp_path):
         assert m.loc[1, "status"] == "failed" and m.loc[1, "failure_kind"] == "parse_error"
         assert "-5.5" in m.loc[1, "failure_message"]
         assert m.loc[2, "status"] == "ok" and st.runs(2) == [2.0]
+
+
+# --- item 3: SQLite faults are clear, the campaign never drops a measurement, imports commit in chunks ----
+def _ok(st: Store, cid: int, key: str = "5", n: int = 3) -> int:
+    return st.record_measurement(cid, "dev", get_space("nb201").parse(key), model_format="onnx", model_digest=None,
+                                 started_at=utcnow(), duration_s=0.1, summary={"median_ms": 1.0},
+                                 timed_ms=[1.0] * n)
+
+
+def test_disk_full_is_a_clear_store_error(tmp_path):
+    with Store(tmp_path / "s.db") as st:
+        cid = st.start_campaign("dev", "nb201", {}, "x", 1)
+        st.db.execute("PRAGMA max_page_count = %d" % st.db.execute("PRAGMA page_count").fetchone()[0])
+        with pytest.raises(StoreError, match="full") as e:
+            _ok(st, cid, n=20000)
+        assert e.value.transient and "s.db" in str(e.value)
+        st.db.execute("PRAGMA max_page_count = 1073741823")
+        assert st.info()["measurements"] == 0
+
+
+def test_corrupt_store_is_a_clear_store_error(tmp_path):
+    path = tmp_path / "s.db"
+    with Store(path) as st:
+        cid = st.start_campaign("dev", "nb201", {}, "x", 1)
+        for k in range(30):
+            _ok(st, cid, str(k), n=200)
+        st.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[6 * page:12 * page] = b"\xa5" * (6 * page)
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="damaged"):
+        with Store(path) as st:
+            st.measurements()
+            st.runs(1)
+            st.info()
+
+
+class _FailingRollback:
+    """Connection wrapper whose ROLLBACK fails (as after a lost disk): the real error must still show."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+    def execute(self, sql, *a):
+        if sql.strip().upper() == "ROLLBACK":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._db.execute(sql, *a)
+
+
+def test_failing_rollback_does_not_hide_the_real_error(tmp_path):
+    with Store(tmp_path / "s.db") as st:
+        st.db = _FailingRollback(st.db)
+        with pytest.raises(RuntimeError, match="the real problem") as e:
+            with st.transaction():
+                raise RuntimeError("the real problem")
+        assert "ROLLBACK" in "".join(getattr(e.value, "__notes__", []))
+        st.db = st.db._db
+        st.db.execute("ROLLBACK")
+
+
+def _hold_write_lock(path: Path, seconds: float):
+    """Another process's long write (an import, say): BEGIN IMMEDIATE held for ``seconds``."""
+    import threading
+
+    started = threading.Event()
+
+    def hold():
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        started.set()
+        import time
+
+        time.sleep(seconds)
+        db.execute("COMMIT")
+        db.close()
+
+    t = threading.Thread(target=hold, daemon=True)
+    t.start()
+    started.wait()
+    return t
+
+
+def test_campaign_retries_a_locked_store_and_keeps_the_measurement(tmp_path, cache_dir):
+    from harness.campaign import run_campaign
+    from harness.models.cache import ModelCache
+
+    profile = ProfileRegistry().get("local-onnx")
+    sp = get_space("nb201")
+    path = tmp_path / "s.db"
+    with Store(path, busy_timeout=0.2) as st:
+        cid = st.start_campaign("warm", "nb201", {}, "x", 1)  # creates the file and schema
+        holder = _hold_write_lock(path, 0.6)
+        s = run_campaign(st, profile, sp, [sp.parse("3")], cache=ModelCache(cache_dir),
+                         driver=ScriptedDriver(profile, [json.dumps(GOOD)]))
+        holder.join()
+        assert s.ok == 1 and s.status == "finished"
+        assert st.measured_keys("local-onnx", "nb201") == {sp.parse("3").key}
+        del cid
+
+
+def test_measurement_that_cannot_be_written_is_kept_and_added_next_time(tmp_path, cache_dir):
+    from harness.campaign import run_campaign
+    from harness.models.cache import ModelCache
+
+    profile = ProfileRegistry().get("local-onnx")
+    sp = get_space("nb201")
+    path = tmp_path / "s.db"
+    holder = []
+
+    class LockedWhileRunning(ScriptedDriver):
+        def run(self, model_ref):  # the store gets locked by someone else while the model runs
+            holder.append(_hold_write_lock(path, 0.9))
+            return super().run(model_ref)
+
+    with Store(path, busy_timeout=0.1) as st:
+        with pytest.raises(StoreError, match="pending") as e:
+            run_campaign(st, profile, sp, [sp.parse("3")], cache=ModelCache(cache_dir),
+                         driver=LockedWhileRunning(profile, [json.dumps(GOOD)]), write_retry_s=0.3)
+        holder[0].join()
+        assert list(st.pending_dir.glob("*.json")), str(e.value)
+    with Store(path) as st:  # the next open adds what was kept aside
+        assert st.measured_keys("local-onnx", "nb201") == {sp.parse("3").key}
+        assert st.runs(int(st.measurements().id.iloc[-1])) == [1.0, 2.0]
+        assert not list(st.pending_dir.glob("*.json"))
+
+
+def test_import_commits_in_chunks_and_a_failed_import_leaves_nothing(tmp_path, monkeypatch):
+    import harness.results.importer as importer
+    from tests.conftest import SHARED_DATA
+
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 500)
+    with Store(tmp_path / "s.db") as st:
+        statements: list[str] = []
+        st.db.set_trace_callback(statements.append)
+        importer.import_table(st, SHARED_DATA / "oneproxy" / "nb201_oneproxy_18dev_1999.csv.gz")
+        st.db.set_trace_callback(None)
+        assert sum(s.startswith("BEGIN IMMEDIATE") for s in statements) > 10
+        n = st.db.execute("SELECT COUNT(*) FROM imported_latencies").fetchone()[0]
+        assert n > 18 * 1900
+
+    calls = {"n": 0}
+    real = importer._write_chunk
+
+    def crash_after_two(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(importer, "_write_chunk", crash_after_two)
+    with Store(tmp_path / "t.db") as st:
+        with pytest.raises(KeyboardInterrupt):
+            importer.import_table(st, SHARED_DATA / "oneproxy" / "nb201_oneproxy_18dev_1999.csv.gz")
+        assert st.latencies("nb201").empty and st.imports().empty
+        assert st.db.execute("SELECT COUNT(*) FROM imported_latencies").fetchone()[0] == 0

@@ -159,6 +159,10 @@ CREATE TABLE runs_v4 (
 INSERT INTO runs_v4 SELECT * FROM runs WHERE {_VALID_LATENCY.format(col="latency_ms")};
 DROP TABLE runs;
 ALTER TABLE runs_v4 RENAME TO runs;
+-- imports are written in chunks (so other writers are never blocked for long) and count once 'done'
+ALTER TABLE imports ADD COLUMN state TEXT NOT NULL DEFAULT 'done' CHECK (state IN ('writing', 'done'));
+ALTER TABLE imports ADD COLUMN host TEXT;
+ALTER TABLE imports ADD COLUMN pid INTEGER;
 """,
 }
 
@@ -221,17 +225,19 @@ def _pid_alive(pid: int) -> bool:
 class Store:
     """Open (creating if needed) the store at ``path``; the schema version is checked here."""
 
-    def __init__(self, path: str | os.PathLike = DEFAULT_STORE):
+    def __init__(self, path: str | os.PathLike = DEFAULT_STORE, *, busy_timeout: float = 30.0):
         self.path = Path(path)
+        self.pending_dir = self.path.with_name(self.path.name + ".pending")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout)
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
             self._init_schema()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path} is not a usable harness store: {e}") from None
+        self.replay_pending()
 
     def _init_schema(self) -> None:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -292,6 +298,38 @@ class Store:
         except sqlite3.Error as rb:
             cause.add_note(f"(and the ROLLBACK that followed failed too: {rb})")
 
+    # --- measurements that could not be written when they were taken ----------------------------
+    def keep_pending(self, record: dict[str, Any]) -> Path:
+        """Save a finished measurement the store could not take (locked, full, damaged) as JSON beside it;
+        :meth:`replay_pending` adds it on the next open. Written atomically (temporary file + rename)."""
+        import uuid
+
+        self.pending_dir.mkdir(exist_ok=True)
+        final = self.pending_dir / f"{record['started_at'].replace(':', '')}-{uuid.uuid4().hex[:8]}.json"
+        tmp = final.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(record, f, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        return final
+
+    def replay_pending(self) -> int:
+        """Add the measurements kept aside by :meth:`keep_pending`; each file goes once it is in the store."""
+        if not self.pending_dir.is_dir():
+            return 0
+        added = 0
+        for f in sorted(self.pending_dir.glob("*.json")):
+            try:
+                rec = json.loads(f.read_text())
+                arch = Arch(**rec.pop("arch"))
+            except (OSError, ValueError, TypeError) as e:
+                raise StoreError(f"{f}: unreadable pending measurement ({e}); move it away to continue") from None
+            self.record_measurement(arch=arch, **rec)
+            f.unlink()
+            added += 1
+        return added
+
     # --- devices and architectures -------------------------------------------------------
     @_guarded
     def device_id(self, name: str, origin: str = "measured", profile: dict | None = None) -> int:
@@ -320,7 +358,8 @@ class Store:
         q = """SELECT d.name, d.origin,
                       (SELECT COUNT(DISTINCT m.arch_id) FROM measurements m
                         WHERE m.device_id = d.id AND m.status = 'ok')
-                      + (SELECT COUNT(*) FROM imported_latencies i WHERE i.device_id = d.id) AS architectures,
+                      + (SELECT COUNT(*) FROM imported_latencies i WHERE i.device_id = d.id
+                         AND i.import_id IN (SELECT id FROM imports WHERE state = 'done')) AS architectures,
                       d.created_at
                FROM devices d ORDER BY d.name"""
         return pd.read_sql_query(q, self.db)
@@ -443,7 +482,7 @@ class Store:
                UNION ALL
                SELECT d.name, 'imported', a.key, a.columns_json, i.latency_ms
                FROM imported_latencies i JOIN devices d ON d.id = i.device_id JOIN architectures a ON a.id = i.arch_id
-               WHERE a.space = ?"""
+               WHERE a.space = ? AND i.import_id IN (SELECT id FROM imports WHERE state = 'done')"""
         df = pd.read_sql_query(q, self.db, params=(space, space))
         if devices:
             df = df[df.device.isin(devices)]
@@ -453,7 +492,8 @@ class Store:
     def arch_metrics(self, space: str, kind: str | None = None) -> pd.DataFrame:
         """Wide table: architecture key -> one column per accuracy / metadata metric."""
         q = """SELECT a.key, x.name, x.value FROM arch_metrics x JOIN architectures a ON a.id = x.arch_id
-               WHERE a.space = ? AND (? IS NULL OR x.kind = ?)"""
+               WHERE a.space = ? AND (? IS NULL OR x.kind = ?)
+                 AND (x.import_id IS NULL OR x.import_id IN (SELECT id FROM imports WHERE state = 'done'))"""
         long = pd.read_sql_query(q, self.db, params=(space, kind, kind))
         return long.pivot(index="key", columns="name", values="value") if not long.empty else pd.DataFrame()
 
@@ -480,7 +520,7 @@ class Store:
     @_guarded
     def imports(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT id, file, source, space, rows, devices_json, imported_at, sha256 "
-                                 "FROM imports ORDER BY id", self.db)
+                                 "FROM imports WHERE state = 'done' ORDER BY id", self.db)
 
     @_guarded
     def spaces(self) -> list[str]:
