@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from harness.devices.driver import Driver, make_driver
+from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.profile import Profile
 from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError, StoreError
 from harness.models.cache import ModelCache
@@ -118,7 +119,21 @@ def record(store: Store, retry_s: float, campaign_id: int, device: str, arch: Ar
 def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *,
                  cache: ModelCache, command: str = "", remeasure: bool = False,
                  observer: Observer | None = None, max_consecutive_failures: int = 5,
-                 driver: Driver | None = None, write_retry_s: float = 600.0) -> CampaignSummary:
+                 driver: Driver | None = None, write_retry_s: float = 600.0, lease_wait: float | None = 0.0,
+                 on_lease_wait: Callable[[Holder], None] | None = None) -> CampaignSummary:
+    """Measure what of ``archs`` the store lacks on the profile's device, holding the device's lease
+    (:class:`~harness.devices.lease.DeviceLease`; ``lease_wait`` seconds to wait for another campaign,
+    None: as long as it takes)."""
+    with DeviceLease(profile.name, lock_dir_for(store.path), command=command, wait=lease_wait,
+                     on_wait=on_lease_wait):
+        return _run(store, profile, space, archs, cache=cache, command=command, remeasure=remeasure,
+                    observer=observer, max_consecutive_failures=max_consecutive_failures, driver=driver,
+                    write_retry_s=write_retry_s)
+
+
+def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *, cache: ModelCache,
+         command: str, remeasure: bool, observer: Observer | None, max_consecutive_failures: int,
+         driver: Driver | None, write_retry_s: float) -> CampaignSummary:
     observer = observer or _Silent()
     todo = plan(store, profile, space, archs, remeasure)
     summary = CampaignSummary(profile.name, space.name, len(archs), len(archs) - len(todo))

@@ -295,3 +295,65 @@ def test_import_commits_in_chunks_and_a_failed_import_leaves_nothing(tmp_path, m
             importer.import_table(st, SHARED_DATA / "oneproxy" / "nb201_oneproxy_18dev_1999.csv.gz")
         assert st.latencies("nb201").empty and st.imports().empty
         assert st.db.execute("SELECT COUNT(*) FROM imported_latencies").fetchone()[0] == 0
+
+
+# --- item 4: one campaign per device at a time ---------------------------------------------------------
+def test_device_lease_is_exclusive_names_its_holder_and_frees_on_release(tmp_path):
+    from harness.devices.lease import DeviceBusy, DeviceLease
+
+    with DeviceLease("pixel4", tmp_path, command="harness measure -d pixel4"):
+        with pytest.raises(DeviceBusy) as e:
+            DeviceLease("pixel4", tmp_path).acquire()
+        assert e.value.holder.pid == __import__("os").getpid()
+        assert "harness measure -d pixel4" in str(e.value) and "--wait" in str(e.value)
+        with DeviceLease("pixel3", tmp_path):  # other devices are free: a farm leases several at once
+            pass
+    with DeviceLease("pixel4", tmp_path):
+        pass
+
+
+def test_device_lease_of_a_killed_holder_is_free(tmp_path):
+    import subprocess
+    import sys
+
+    from harness.devices.lease import DeviceLease
+
+    code = ("import sys, time; from harness.devices.lease import DeviceLease; "
+            f"DeviceLease('dev', {str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    try:
+        assert p.stdout.readline().strip() == "held"
+        p.kill()
+        p.wait()
+        with DeviceLease("dev", tmp_path, wait=2.0):
+            pass
+    finally:
+        p.kill()
+
+
+def test_device_lease_waits_for_the_holder(tmp_path):
+    import threading
+
+    from harness.devices.lease import DeviceLease
+
+    first = DeviceLease("dev", tmp_path).acquire()
+    threading.Timer(0.3, first.release).start()
+    waited = []
+    with DeviceLease("dev", tmp_path, wait=10.0, on_wait=waited.append):
+        pass
+    assert waited and waited[0].pid == __import__("os").getpid()
+
+
+def test_second_measure_of_the_same_device_says_who_holds_it(cli_env, store_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.devices.lease import DeviceLease, lock_dir_for
+
+    with DeviceLease("fast-onnx", lock_dir_for(store_path), command="harness measure -d fast-onnx --all"):
+        r = CliRunner().invoke(app, ["measure", "-d", "fast-onnx", "--sample", "1"], env=cli_env)
+    assert r.exit_code == 3, r.output
+    assert "fast-onnx" in r.output and "--all" in r.output and "--wait" in r.output
+    with Store(store_path) as st:
+        assert st.campaigns().empty
