@@ -357,3 +357,97 @@ def test_second_measure_of_the_same_device_says_who_holds_it(cli_env, store_path
     assert "fast-onnx" in r.output and "--all" in r.output and "--wait" in r.output
     with Store(store_path) as st:
         assert st.campaigns().empty
+
+
+# --- items 1 and 13: the virtual phone never escalates, and odd input gets a shell's answer -------------
+def make_shell(root: Path):
+    """A phone's shell without the network (the same Phone object the server hands each shell service)."""
+    import threading
+
+    from harness.sim.adb.bench import BenchWorker
+    from harness.sim.adb.fs import Sandbox
+    from harness.sim.adb.phone import Thermal, identity, properties, virtual_files
+    from harness.sim.adb.shell import Phone, Shell
+
+    ident, thermal, busy = identity("pixel4"), Thermal(), threading.Event()
+    phone = Phone(Sandbox(root, virtual_files(ident, thermal, busy)), ident, properties(ident, "virtual-1"),
+                  BenchWorker(), thermal, busy)
+
+    def run(script: str) -> tuple[int, str]:
+        out = bytearray()
+        status = Shell(phone).run(script, out.extend)
+        return status, out.decode(errors="replace")
+
+    return phone, run
+
+
+@pytest.mark.parametrize("mode", ["4755", "2755", "1777", "7777", "6711"])
+def test_phone_chmod_never_sets_setuid_setgid_or_sticky_on_the_host(tmp_path, mode):
+    import os
+    import stat
+
+    phone, sh = make_shell(tmp_path / "phone")
+    (tmp_path / "phone/data/local/tmp/id").write_bytes(b"\x7fELF")
+    status, out = sh(f"chmod {mode} /data/local/tmp/id")
+    assert status == 0, out
+    host_mode = os.stat(tmp_path / "phone/data/local/tmp/id").st_mode
+    assert host_mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX) == 0
+    assert host_mode & 0o777 == int(mode, 8) & 0o777
+
+
+def test_phone_filesystem_masks_every_mode_that_reaches_the_host(tmp_path):
+    import os
+
+    from harness.sim.adb.fs import Sandbox
+
+    box = Sandbox(tmp_path / "phone")
+    f = box.open_write("/data/local/tmp/pushed", 0o104755)
+    f.write(b"x")
+    f.close()
+    assert os.stat(tmp_path / "phone/data/local/tmp/pushed").st_mode & 0o7000 == 0
+    box.chmod("/data/local/tmp/pushed", 0o6755)
+    assert os.stat(tmp_path / "phone/data/local/tmp/pushed").st_mode & 0o7000 == 0
+
+
+def test_sim_adb_help_says_the_phone_runs_with_your_rights_and_listens_on_loopback():
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    out = " ".join(CliRunner().invoke(app, ["sim", "adb", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "host user" in out and "127.0.0.1" in out
+
+
+def test_phone_refuses_to_listen_beyond_loopback_without_auth(tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    r = CliRunner().invoke(app, ["sim", "adb", "--host", "0.0.0.0", "--port", "0", "--root", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "--auth" in r.output
+
+
+@pytest.mark.parametrize("script", ["ls /data/local/tmp/a\x00b", "cat 'x\x00y'", "echo ok\x00; rm -r /data"])
+def test_phone_nul_in_a_command_is_cut_there_like_a_c_string(tmp_path, script):
+    _, sh = make_shell(tmp_path / "phone")
+    status, out = sh(script)
+    assert "Traceback" not in out and "ValueError" not in out
+    assert (tmp_path / "phone/data").is_dir()
+
+
+def test_phone_filesystem_nul_in_a_path_is_an_fs_error(tmp_path):
+    from harness.sim.adb.fs import FSError, Sandbox
+
+    box = Sandbox(tmp_path / "phone")
+    for op in (lambda: box.stat("/data/a\x00b"), lambda: box.open_write("/data/a\x00b"),
+               lambda: box.mkdir("/data/a\x00b"), lambda: box.read("/data/a\x00b")):
+        with pytest.raises(FSError):
+            op()
+
+
+def test_phone_deeply_nested_substitution_is_a_shell_error(tmp_path):
+    _, sh = make_shell(tmp_path / "phone")
+    status, out = sh("echo " + "$(" * 400 + "echo hi" + ")" * 400)
+    assert status == 2 and "nested" in out and "Traceback" not in out
+    status, out = sh("echo " + "$(echo " * 10 + "hi" + ")" * 10)
+    assert status == 0 and out == "hi\n"
