@@ -105,15 +105,24 @@ def dynamic_conditions() -> dict[str, Any]:
 
 
 
+def onnx_providers() -> list[str] | None:
+    """onnxruntime's installed execution providers (None without onnxruntime)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return list(onnxruntime.get_available_providers())
+
+
 def runtime_versions() -> dict:
     out = {"python": sys.version.split()[0]}
     try:
         import onnxruntime
 
         out["onnxruntime"] = onnxruntime.__version__
-        out["onnxruntime_providers"] = onnxruntime.get_available_providers()
         build = getattr(onnxruntime, "get_build_info", lambda: "")()
-        out["onnxruntime_build"] = build or None  # names the CUDA/cuDNN versions of GPU builds
+        if build:
+            out["onnxruntime_build"] = str(build)  # names the CUDA/cuDNN versions of GPU builds
     except ImportError:
         pass
     try:
@@ -302,7 +311,8 @@ def handle(req: dict) -> dict:
     op = req.get("op", "run")
     if op == "hello":
         return {"ok": True, "protocol": PROTOCOL, "pid": os.getpid(), "versions": runtime_versions(),
-                "conditions": static_conditions(), "tensorflow_imported": "tensorflow" in sys.modules}
+                "conditions": static_conditions(), "tensorflow_imported": "tensorflow" in sys.modules,
+                "onnxruntime_providers": onnx_providers()}
     if op == "sha256":  # lets a remote driver skip re-pushing a model that is already there
         import hashlib
 

@@ -14,9 +14,11 @@ from harness.results.store import Store
 
 
 def latency_table(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
-    """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device, then
-    ``<device>_mj`` (millijoules per inference) where energy was measured. Non-default workloads are
-    their own columns: ``gpu@bs32.fp16_ms``."""
+    """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device; a
+    measured device also gets ``<device>_graph`` (prune/keep), ``<device>_exporter`` (exporter version of
+    the model), ``<device>_degenerate`` (1 when the model's output does not depend on its input) and, where
+    energy was measured, ``<device>_mj`` (millijoules per inference). Non-default workloads are their own
+    devices: ``gpu@bs32.fp16_ms``."""
     keys = list(get_space(space).key_columns)
     long = store.latencies(space, devices)
     if devices:
@@ -29,13 +31,21 @@ def latency_table(store: Store, space: str, devices: list[str] | None = None) ->
     order = devices or sorted(wide.columns)
     wide = wide[order].rename(columns=lambda d: f"{d}_ms")
     energy = store.energies(space, devices)
-    if not energy.empty:
-        mj = energy.pivot(index="key", columns="device", values="energy_mj")
-        mj = mj[[d for d in order if d in mj.columns]].rename(columns=lambda d: f"{d}_mj")
-        wide = wide.join(mj)
+    mj = energy.pivot(index="key", columns="device", values="energy_mj") if not energy.empty else pd.DataFrame()
+    measured = long[long.origin == "measured"]
+    parts = []
+    for d in order:
+        parts.append(wide[[f"{d}_ms"]])
+        rows = measured[measured.device == d].set_index("key")
+        if not rows.empty:
+            ident = pd.DataFrame({f"{d}_graph": rows.graph_mode.fillna("unrecorded"), f"{d}_exporter": rows.exporter_version,
+                                  f"{d}_degenerate": rows.degenerate}).reindex(wide.index)
+            parts.append(ident.astype({f"{d}_exporter": "Int64", f"{d}_degenerate": "Int64"}))
+        if d in mj.columns:
+            parts.append(mj[[d]].rename(columns={d: f"{d}_mj"}).reindex(wide.index))
     cols = long.drop_duplicates("key").set_index("key")["columns_json"].map(json.loads)
     key_df = pd.DataFrame(list(cols.loc[wide.index]), index=wide.index)[keys]
-    out = pd.concat([key_df, wide], axis=1).reset_index(drop=True)
+    out = pd.concat([key_df, *parts], axis=1).reset_index(drop=True)
     return out.sort_values(keys[0], kind="stable").reset_index(drop=True)
 
 
