@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from harness.devices import adb_benchmark
+from harness.devices.adb_benchmark import BenchmarkRunResult  # noqa: F401  (re-exported: drivers' result type)
 from harness.devices.driver import CheckReport, Driver, RunResult
 from harness.devices.profile import ADBConnection, Profile
 from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout
@@ -54,19 +55,6 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CPU_DIR, THERMAL_DIR, BATTERY_TEMP = "/sys/devices/system/cpu", "/sys/class/thermal", \
     "/sys/class/power_supply/battery/temp"
 T = TypeVar("T")
-
-
-@dataclass
-class BenchmarkRunResult(RunResult):
-    """A benchmark_model measurement: ``timed_ms`` is the binary's mean; ``statistics`` its own figures (ms)."""
-
-    statistics: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, float]:
-        s = self.statistics
-        median = s.get("median_ms") if s.get("median_ms") is not None else s["avg_ms"]
-        return {"median_ms": median, "mean_ms": s["avg_ms"], "std_ms": s["std_ms"], "min_ms": s["min_ms"],
-                "p90_ms": None}  # type: ignore[dict-item]  # benchmark_model prints p95, not p90
 
 
 # --- transport and keys ------------------------------------------------------------------
@@ -552,29 +540,8 @@ class ADBDriver(Driver):
         wall = time.perf_counter() - started
         after = self.conditions()
         after["wall_s"] = round(wall, 4)
-        out = adb_benchmark.parse_output(text)
-        if rc != 0:
-            errors = "; ".join(out.errors[-3:]) or text.strip()[-300:]
-            raise DeviceError(f"benchmark_model failed on {self.serial} (exit {rc}): {errors}", detail=text[-4000:])
-        timed = out.timed_stat()
-        if timed.count < pol.timed_runs:
-            raise MeasurementTimeout(f"benchmark_model stopped after {timed.count} of {pol.timed_runs} timed runs "
-                                     f"(its --max_secs)")
-        warm = out.warmup.stat if out.warmup else None
-        stats = timed.as_ms()
-        after["benchmark_model"] = {
-            "timed": stats,
-            "warmup": warm.as_ms() if warm else None,
-            "timings_us": out.timings_us,
-            "memory_mb": out.memory_mb,
-            "model_size_mb": out.info.get("model_size_mb"),
-            "per_run_latencies": False,
-            "timed_ms_holds": "benchmark_model's mean of the timed runs",
-            "median_is": "benchmark_model's median" if timed.median_us is not None else "benchmark_model's mean",
-            "warnings": out.warnings[-5:],
-        }
-        return BenchmarkRunResult(timed_ms=[stats["avg_ms"]], warmup_ms=[], init_ms=out.init(),  # type: ignore
-                                  conditions_before=before, conditions_after=after, statistics=stats)
+        return adb_benchmark.run_result(text, rc, where=self.serial, timed_runs=pol.timed_runs, before=before,
+                                        after=after)
 
     def cleanup(self) -> None:
         self._disconnect()

@@ -109,7 +109,16 @@ DRIVERS: dict[str, str] = {
 RUNTIME_DRIVERS: dict[tuple[str, str], str] = {
     ("local", "trtexec"): "harness.devices.trtexec:LocalTrtexecDriver",
     ("ssh", "trtexec"): "harness.devices.trtexec:SSHTrtexecDriver",
+    ("ssh", "tflite:benchmark_model"): "harness.devices.ssh_benchmark:SSHBenchmarkModelDriver",
 }
+
+
+def driver_key(profile: Profile) -> tuple[str, str]:
+    """(connection kind, runtime) — ``tflite:benchmark_model`` when an SSH profile names the binary."""
+    conn, runtime = profile.connection, profile.runtime.name
+    if conn.kind == "ssh" and runtime == "tflite" and getattr(conn, "benchmark_model", None):
+        return conn.kind, "tflite:benchmark_model"
+    return conn.kind, runtime
 
 # kinds with profiles but no driver in this build, and what to tell the user
 PLANNED: dict[str, str] = {
@@ -126,7 +135,7 @@ def driver_class(kind: str) -> type[Driver]:
 
 
 def make_driver(profile: Profile) -> Driver:
-    special = RUNTIME_DRIVERS.get((profile.connection.kind, profile.runtime.name))
+    special = RUNTIME_DRIVERS.get(driver_key(profile))
     if special:
         module, cls = special.split(":")
         return getattr(importlib.import_module(module), cls)(profile)

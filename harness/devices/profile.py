@@ -44,7 +44,8 @@ class SSHConnection(_Strict):
     insecure_skip_host_key_check: bool = Field(False, description="explicit opt-out of host key checks")
     workdir: str = "/tmp/harness"
     python: str = Field("python3", description="interpreter on the device that has the runtime")
-    benchmark_model: str | None = Field(None, description="path of TFLite's benchmark_model on the device")
+    benchmark_model: str | None = Field(None, description="path of TFLite's benchmark_model on the device: "
+                                        "with runtime tflite, models are timed by it instead of the Python runner")
     connect_timeout_s: float = Field(10.0, gt=0)
     reconnect_attempts: int = Field(2, ge=0, le=20, description="reconnect this often after a drop (0 = stop)")
     reconnect_backoff_s: float = Field(2.0, ge=0, description="first wait before reconnecting; doubles each try")
@@ -213,6 +214,9 @@ class Profile(_Strict):
     def _runtime_fits_connection(self) -> Profile:
         if self.runtime.name == "trtexec" and self.connection.kind not in ("local", "ssh"):
             raise ValueError(f"runtime trtexec runs on local or ssh connections, not {self.connection.kind}")
+        if self.connection.kind == "ssh" and self.connection.benchmark_model and self.runtime.name != "tflite":
+            raise ValueError("connection.benchmark_model times TFLite models: set runtime.name: tflite, or remove "
+                             "benchmark_model to use the Python runner")
         return self
 
     @field_validator("description", "hardware", mode="before")
