@@ -47,13 +47,15 @@ from harness.devices import adb_benchmark
 from harness.devices.adb_benchmark import BenchmarkRunResult  # noqa: F401  (re-exported: drivers' result type)
 from harness.devices.driver import CheckReport, Driver, RunResult
 from harness.devices.profile import ADBConnection, Profile
-from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout
+from harness.errors import ConnectionLost, DeviceError, DriverError, DriverUnavailable, MeasurementTimeout
 from harness.models.cache import Artifact, sha256_file
 
 RC_MARK = "__harness_rc="
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CPU_DIR, THERMAL_DIR, BATTERY_TEMP = "/sys/devices/system/cpu", "/sys/class/thermal", \
     "/sys/class/power_supply/battery/temp"
+BATTERY_CURRENT = "/sys/class/power_supply/battery/current_now"
+BATTERY_VOLTAGE = "/sys/class/power_supply/battery/voltage_now"
 T = TypeVar("T")
 
 
@@ -416,7 +418,7 @@ class ADBDriver(Driver):
     def conditions(self) -> dict[str, Any]:
         """CPU frequencies and governors, battery and thermal-zone temperatures, right now."""
         files = [f"{CPU_DIR}/{c}/cpufreq/{f}" for c in self._cpus for f in ("scaling_cur_freq", "scaling_governor")]
-        files += [BATTERY_TEMP] + [f"{THERMAL_DIR}/{z}/temp" for z in self._zones]
+        files += [BATTERY_TEMP, BATTERY_CURRENT, BATTERY_VOLTAGE] + [f"{THERMAL_DIR}/{z}/temp" for z in self._zones]
         values = self._read_files(files)
         out: dict[str, Any] = {"time_unix": round(time.time(), 3), "cpu_freq_mhz": {}, "governors": {},
                                "temperatures_c": {}}
@@ -429,6 +431,9 @@ class ADBDriver(Driver):
                 out["governors"][c] = g
         if re.fullmatch(r"-?\d+", values.get(BATTERY_TEMP, "")):
             out["battery_temp_c"] = _celsius(int(values[BATTERY_TEMP]), tenths=True)
+        cur, volt = values.get(BATTERY_CURRENT, ""), values.get(BATTERY_VOLTAGE, "")
+        if re.fullmatch(r"-?\d+", cur) and re.fullmatch(r"\d+", volt):
+            out["battery_power_mw"] = abs(int(cur) * int(volt)) / 1e9  # µA x µV = pW
         for z, name in self._zones.items():
             v = values.get(f"{THERMAL_DIR}/{z}/temp", "")
             if re.fullmatch(r"-?\d+", v):
@@ -540,8 +545,18 @@ class ADBDriver(Driver):
         wall = time.perf_counter() - started
         after = self.conditions()
         after["wall_s"] = round(wall, 4)
-        return adb_benchmark.run_result(text, rc, where=self.serial, timed_runs=pol.timed_runs, before=before,
-                                        after=after)
+        result = adb_benchmark.run_result(text, rc, where=self.serial, timed_runs=pol.timed_runs, before=before,
+                                          after=after)
+        if pol.energy in ("battery", "auto"):
+            powers = [c["battery_power_mw"] for c in (before, after) if "battery_power_mw" in c]
+            if not powers:
+                if pol.energy == "battery":
+                    raise DriverUnavailable(f"policy.energy: battery, but {self.serial} reports no battery "
+                                            "current_now/voltage_now; use policy.energy: off")
+            else:  # coarse: the gauge's readings around the run times the mean latency
+                result.energy_mj = sum(powers) / len(powers) * result.statistics["avg_ms"] / 1000.0
+                result.energy_method = "battery-coarse"
+        return result
 
     def cleanup(self) -> None:
         self._disconnect()

@@ -60,6 +60,7 @@ class CheckReport:
     runtime_version: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+    warnings: list[str] = field(default_factory=list)  # measurable, but the conditions need attention
 
 
 class Driver(ABC):

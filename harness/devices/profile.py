@@ -139,6 +139,11 @@ class Policy(_Strict):
     cooldown_seconds: float = Field(0.0, ge=0, description="pause between models (thermal)")
     timeout_seconds: float = Field(120.0, gt=0, description="per-model limit; exceeded = timeout failure")
     input_seed: int = 0
+    energy: Literal["off", "auto", "nvml", "rapl", "jetson_ina", "battery"] = Field(
+        "off", description="measure energy per inference over the timed runs: nvml (NVIDIA GPUs), jetson_ina "
+        "(Jetson power rails), rapl (x86 powercap), battery (coarse), auto (the first the device has)")
+    power_mode: str | None = Field(None, description="Jetson nvpmodel mode (name or id) the measurements assume; "
+                                   "`devices check` warns when the device is in another")
     include_transfers: bool = Field(False, description="GPU providers: time host->device input and "
                                     "device->host output copies too (default: inputs and outputs stay bound "
                                     "on the device, only inference is timed)")

@@ -283,8 +283,69 @@ def validate(req: dict) -> dict:
     return out
 
 
+# --- GPU / Jetson conditions and energy (hwprobe.py: beside this file, or its path in the request) --------
+
+_PROBE: dict[str, Any] = {}
+
+
+class Unavailable(RuntimeError):
+    """Something the profile asks for does not exist on this device (failure kind ``unavailable``)."""
+
+
+def probe(req: dict | None = None):
+    """The hwprobe module (standalone, loaded by path) or None; NVML initialised once per process."""
+    if "module" not in _PROBE:
+        path = (req or {}).get("probe") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "hwprobe.py")
+        mod = None
+        if os.path.isfile(path):
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("harness_hwprobe", path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        _PROBE["module"] = mod
+        _PROBE["nvml"] = mod.load_nvml() if mod is not None else None
+    return _PROBE["module"]
+
+
+def sysfs_root() -> str:
+    return os.environ.get("HARNESS_SYSFS_ROOT", "/")  # a recorded tree in tests; the device's own otherwise
+
+
+def gpu_conditions(req: dict, static: bool = False) -> dict[str, Any]:
+    """NVML's view of the GPU and a Jetson's power mode, clocks and frequencies (absent when not there)."""
+    mod = probe(req)
+    if mod is None:
+        return {}
+    out: dict[str, Any] = {}
+    nv, index = _PROBE.get("nvml"), int(req.get("gpu_index", 0))
+    if nv is not None:
+        try:
+            out["nvml"] = {**(mod.nvml_static(nv, index) if static else {}), **mod.nvml_dynamic(nv, index)}
+        except Exception as e:  # no such GPU index: say so instead of failing the model
+            out["nvml"] = {"error": f"{type(e).__name__}: {e}"}
+    jetson = mod.jetson_conditions(sysfs_root())
+    if jetson:
+        out["jetson"] = jetson
+    return out
+
+
+def energy_meter(req: dict):
+    method = req.get("energy") or "off"
+    if method == "off":
+        return None
+    mod = probe(req)
+    meter = mod.energy_meter(method, sysfs_root(), _PROBE.get("nvml"), int(req.get("gpu_index", 0))) if mod else None
+    if meter is None:
+        raise Unavailable(f"policy.energy: {method} is not available on this device (nvml: NVIDIA driver with "
+                          "nvidia-ml-py; jetson_ina: INA3221 rails in sysfs; rapl: /sys/class/powercap readable; "
+                          "battery: /sys/class/power_supply/battery); use policy.energy: off or another method")
+    return meter
+
+
 def measure(req: dict) -> dict:
-    before = dynamic_conditions() if req.get("conditions") else None
+    before = {**dynamic_conditions(), **gpu_conditions(req)} if req.get("conditions") else None
+    meter = energy_meter(req)
     t0 = time.perf_counter()
     invoke, session = load(req)
     init_ms = (time.perf_counter() - t0) * 1e3
@@ -296,14 +357,18 @@ def measure(req: dict) -> dict:
         warmup.append((clock() - s) / 1e6)
     runs, min_ns = int(req.get("timed_runs", 1)), float(req.get("min_seconds", 0.0)) * 1e9
     timed = []
+    if meter is not None:
+        meter.start()
     start = clock()
     while len(timed) < runs or clock() - start < min_ns:
         s = clock()
         invoke()
         timed.append((clock() - s) / 1e6)
     out = {"ok": True, "init_ms": init_ms, "warmup_ms": warmup, "timed_ms": timed, "session": session}
+    if meter is not None:  # millijoules per inference (one invoke, i.e. one batch), over the timed runs
+        out.update(energy_mj=meter.stop(len(timed)), energy_method=meter.method)
     if before is not None:
-        out.update(conditions_before=before, conditions_after=dynamic_conditions())
+        out.update(conditions_before=before, conditions_after={**dynamic_conditions(), **gpu_conditions(req)})
     return out
 
 
@@ -312,7 +377,7 @@ def handle(req: dict) -> dict:
     if op == "hello":
         return {"ok": True, "protocol": PROTOCOL, "pid": os.getpid(), "versions": runtime_versions(),
                 "conditions": static_conditions(), "tensorflow_imported": "tensorflow" in sys.modules,
-                "onnxruntime_providers": onnx_providers()}
+                "onnxruntime_providers": onnx_providers(), "gpu": gpu_conditions(req, static=True)}
     if op == "sha256":  # lets a remote driver skip re-pushing a model that is already there
         import hashlib
 
@@ -331,7 +396,7 @@ def handle(req: dict) -> dict:
             return {"ok": False, "kind": "parse_error", "message": f"bad request: {e!r}"}
         try:
             return measure(req)
-        except ProviderMismatch as e:
+        except (ProviderMismatch, Unavailable) as e:
             return {"ok": False, "kind": "unavailable", "message": str(e)}
         except Exception as e:  # the runtime's own errors: a model it cannot load or run
             return {"ok": False, "kind": "device_error", "message": f"{type(e).__name__}: {e}"}

@@ -32,6 +32,7 @@ from harness.errors import ConnectionLost, DeviceError
 from harness.models.cache import Artifact, sha256_file
 
 RUNNER = Path(__file__).with_name("runner.py")
+HWPROBE = Path(__file__).with_name("hwprobe.py")
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,9 @@ class SSHDriver(RunnerDriver):
         runner_sha = sha256_file(RUNNER)
         remote_runner = self._remote(f"harness_runner_{runner_sha[:12]}.py")
         self._upload(RUNNER, remote_runner, runner_sha)
+        probe_sha = sha256_file(HWPROBE)  # GPU/Jetson conditions and energy, loaded by the runner by path
+        self.probe_path = self._remote(f"harness_hwprobe_{probe_sha[:12]}.py")
+        self._upload(HWPROBE, self.probe_path, probe_sha)
         transport = self.client.get_transport()
         if not self._alive():
             raise ConnectionLost(f"{self.profile.name}: connection closed")

@@ -190,10 +190,21 @@ class LocalTrtexecDriver(_TrtexecDriverMixin, Driver):
     def push(self, artifact: Artifact) -> str:
         return str(artifact.path.resolve())
 
+    def _gpu(self) -> dict[str, Any]:
+        """NVML's view of the GPU (clocks, temperature, power, locks) on this machine, when there is one."""
+        from harness.devices import hwprobe
+
+        nv = hwprobe.load_nvml()
+        return {"nvml": hwprobe.nvml_dynamic(nv, self.session.device_index)} if nv is not None else {}
+
     def run(self, model_ref: str) -> RunResult:
         if self.session is None:
             self.prepare()
-        return self.session.run(model_ref)
+        before = self._gpu()
+        result = self.session.run(model_ref)
+        result.conditions_before.update(before)
+        result.conditions_after.update(self._gpu())
+        return result
 
     def cleanup(self) -> None:
         self.session = None
