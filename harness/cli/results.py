@@ -10,11 +10,9 @@ from rich.table import Table
 
 from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console
 from harness.errors import HarnessError
-from harness.results.export import latency_table, write_table
-from harness.results.store import Store
 
 
-def _one_space(st: Store, space: str | None) -> str:
+def _one_space(st, space: str | None) -> str:
     if space:
         return space
     spaces = st.spaces()
@@ -31,6 +29,9 @@ def export(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Write the tidy latency table: one row per architecture, key columns, a <device>_ms median column each."""
+    from harness.results.export import latency_table, write_table
+    from harness.results.store import Store
+
     with Store(store) as st:
         df = latency_table(st, _one_space(st, space), device or None)
     write_table(df, out)
@@ -41,6 +42,8 @@ def export(
 @cli_errors
 def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     """List the campaigns in the store with their status and counts."""
+    from harness.results.store import Store
+
     with Store(store) as st:
         df = st.campaigns()
     table = Table(title=f"campaigns in {store}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from harness.devices.profile import Profile
-from harness.errors import DriverUnavailable, UnknownNameError
+from harness.errors import UnknownNameError
 from harness.models.cache import Artifact
 
 
@@ -103,18 +103,12 @@ DRIVERS: dict[str, str] = {
     "adb": "harness.devices.adb:ADBDriver",
 }
 
-# kinds with profiles but no driver in this build, and what to tell the user
-PLANNED: dict[str, str] = {
-}
-
 
 def driver_class(kind: str) -> type[Driver]:
     if kind in DRIVERS:
         module, cls = DRIVERS[kind].split(":")
         return getattr(importlib.import_module(module), cls)
-    if kind in PLANNED:
-        raise DriverUnavailable(PLANNED[kind])
-    raise UnknownNameError("connection kind", kind, [*DRIVERS, *PLANNED])
+    raise UnknownNameError("connection kind", kind, list(DRIVERS))
 
 
 def make_driver(profile: Profile) -> Driver:

@@ -50,18 +50,21 @@ class SSHConnection(_Strict):
     reconnect_backoff_s: float = Field(2.0, ge=0, description="first wait before reconnecting; doubles each try")
 
 
+VIRTUAL_SERIAL = "virtual"  # ADB serial of the virtual phone the CLI starts; the driver itself only dials host:port
+
+
 class ADBConnection(_Strict):
     """An Android phone reached with ADB over TCP (``adb tcpip``) or USB."""
 
     kind: Literal["adb"]
-    serial: str = Field(min_length=1, description="host:port for TCP, the USB serial for USB")
+    serial: str = Field(min_length=1, description="host:port for TCP, the USB serial for USB, or 'virtual': "
+                        "a virtual phone the CLI serves for the command (harness sim adb)")
     transport: Literal["tcp", "usb"] = "tcp"
     key_file: str = "~/.android/adbkey"
     workdir: str = "/data/local/tmp/harness"
     benchmark_model: str | None = Field(None, description="local path of the benchmark_model binary to push")
     taskset: str | None = Field(None, pattern=r"^(0x)?[0-9a-fA-F]+$", description="CPU mask, e.g. f0")
     connect_timeout_s: float = Field(10.0, gt=0)
-    simulator: bool = Field(False, description="measure on an in-process virtual phone (adb_sim); serial is ignored")
 
 
 Connection = Annotated[Union[LocalConnection, SSHConnection, ADBConnection], Field(discriminator="kind")]

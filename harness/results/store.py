@@ -26,7 +26,6 @@ from harness.errors import StoreError
 from harness.models.spaces import Arch
 
 SCHEMA_VERSION = 3
-DEFAULT_STORE = Path(os.environ.get("HARNESS_STORE", "results/harness.db"))
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -157,7 +156,7 @@ def _pid_alive(pid: int) -> bool:
 class Store:
     """Open (creating if needed) the store at ``path``; the schema version is checked here."""
 
-    def __init__(self, path: str | os.PathLike = DEFAULT_STORE):
+    def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
