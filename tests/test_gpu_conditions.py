@@ -169,12 +169,13 @@ def test_energy_method_missing_on_the_device_stops_the_campaign(tmp_path, monkey
 
 def test_phone_battery_energy_on_the_virtual_phone(tmp_path, cache_dir):
     from harness.devices.registry import ProfileRegistry
+    from harness.sim.adb.server import serving
 
     p = ProfileRegistry().get("virtual-phone")
     p = p.model_copy(update={"name": "vphone-energy", "policy": p.policy.model_copy(update={
         "energy": "battery", "warmup_runs": 1, "timed_runs": 3})})
-    with Store(tmp_path / "s.db") as st:
-        assert run_campaign(st, p, SPACE, SPACE.parse_many(["3"]), cache=ModelCache(cache_dir)).ok == 1
+    with serving(p) as served, Store(tmp_path / "s.db") as st:
+        assert run_campaign(st, served, SPACE, SPACE.parse_many(["3"]), cache=ModelCache(cache_dir)).ok == 1
         m = st.measurements("vphone-energy")
     assert m.energy_method.iloc[0] == "battery-coarse" and m.energy_mj.iloc[0] > 0
 

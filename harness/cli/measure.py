@@ -5,23 +5,20 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 
-from harness.campaign import CampaignSummary, ModelOutcome, run_campaign, workload_columns
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, err)
-from harness.devices.lease import DeviceBusy
+                                StoreOpt, cli_errors, console, err, reachable)
+
 from harness.errors import HarnessError
-from harness.devices.registry import ProfileRegistry
-from harness.models.cache import ModelCache
-from harness.models.selection import select
-from harness.models.spaces import get_space
-from harness.results.store import Store
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from harness.campaign import CampaignSummary, ModelOutcome
 
 
 class ProgressObserver:
@@ -127,7 +124,17 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
         wait: bool = False, batch_size: int | None = None, input_shape: str | None = None,
         precision: str | None = None) -> CampaignSummary:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    from harness.campaign import run_campaign, workload_columns
+    from harness.devices.lease import DeviceBusy
+    from harness.devices.registry import ProfileRegistry
+    from harness.models.cache import ModelCache
     from harness.models.passes import check_mode
+    from harness.models.selection import select
+    from harness.models.spaces import get_space
+    from harness.results.store import Store
 
     profile = ProfileRegistry(devices_dir).get(device).with_workload(
         "command line (--batch-size, --input-shape, --precision)", batch_size=batch_size,
@@ -137,7 +144,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
     sp = get_space(space)
     archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
-    with Store(store) as st:
+    with reachable(profile) as profile, Store(store) as st:
         progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                             TextColumn("{task.fields[status]}"), console=console, transient=False)

@@ -2,7 +2,7 @@
 
 The same program as the virtual phone's: flags read as the real binary reads them, the model timed for
 real with LiteRT (``harness.sim.adb.bench``: both phases follow ``BenchmarkModel::Run``), the output
-printed in the current LiteRT format (``harness.devices.adb_benchmark.format_params/format_results``).
+printed in the current LiteRT format (``harness.sim.adb.output``).
 GPU/NNAPI/Hexagon delegates fail as on a board without them.
 
     python -m harness.sim.benchmark_model --graph=m.tflite --num_threads=1 --num_runs=10
@@ -14,7 +14,7 @@ import os
 import re
 import sys
 
-from harness.devices import adb_benchmark
+from harness.sim.adb import output as adb_output
 from harness.sim.adb.bench import bench
 from harness.sim.adb.shell import BOOL_FLAGS, FLOAT_FLAGS, INT_FLAGS, STR_FLAGS
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if unconsumed:
         print(f"WARN: Unconsumed cmdline flags: {' '.join(unconsumed)}")
     graph = flags.get("graph", "")
-    for line in adb_benchmark.format_params(flags, graph):
+    for line in adb_output.format_params(flags, graph):
         info(line)
     if not graph:
         error("Please specify the name of your TF Lite input file with --graph")
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     phases = [(req["warmup_runs"], req["warmup_min_secs"], max_secs, resp["warmup_us"]),
               (req["num_runs"], req["min_secs"], max_secs, resp["timed_us"])]
-    for line in adb_benchmark.format_results(init_us=resp["init_us"], model_size_bytes=resp["model_size"],
+    for line in adb_output.format_results(init_us=resp["init_us"], model_size_bytes=resp["model_size"],
                                              phases=phases, mem_init_mb=resp.get("mem_init_mb"),
                                              mem_overall_mb=resp.get("mem_overall_mb"), graph=graph,
                                              xnnpack=xnnpack):
