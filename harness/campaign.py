@@ -131,7 +131,7 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
             store.record_measurement(
                 cid, profile.name, arch, model_format=fmt, model_digest=digest, started_at=started,
                 duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
-                timed_ms=result.timed_ms, warmup_ms=result.warmup_ms,
+                timed_ms=result.timed_ms, warmup_ms=result.warmup_ms, per_run=result.per_run, n_runs=result.n_runs,
                 conditions={"before": result.conditions_before, "after": result.conditions_after})
             consecutive = 0
             summary.ok += 1

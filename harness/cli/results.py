@@ -47,9 +47,12 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     with Store(store) as st:
         df = st.campaigns()
     table = Table(title=f"campaigns in {store}")
-    for col in ("id", "device", "space", "status", "planned", "ok", "failed", "started_at", "message"):
+    for col in ("id", "device", "space", "status", "planned", "ok", "failed", "runs/model", "per-run",
+                "started_at", "message"):
         table.add_column(col)
     for r in df.itertuples():
-        table.add_row(str(r.id), r.device, r.space, r.status, str(r.planned), str(r.ok), str(r.failed),
-                      r.started_at[:19], r.message or "")
+        runs = "-" if r.runs_per_model != r.runs_per_model else f"{r.runs_per_model:g}"
+        per_run = {1: "yes", 0: "no (device statistics)"}.get(r.per_run, "-")
+        table.add_row(str(r.id), r.device, r.space, r.status, str(r.planned), str(r.ok), str(r.failed), runs,
+                      per_run, r.started_at[:19], r.message or "")
     console.print(table)

@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from harness.devices import adb_benchmark
 from harness.devices.driver import CheckReport, Driver, RunResult
 from harness.devices.profile import VIRTUAL_SERIAL, ADBConnection, Profile
+from harness.devices.runner import zone_names
 from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout
 from harness.models.cache import Artifact, sha256_file
 
@@ -61,11 +62,11 @@ class BenchmarkRunResult(RunResult):
 
     statistics: dict[str, Any] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | None]:
         s = self.statistics
         median = s.get("median_ms") if s.get("median_ms") is not None else s["avg_ms"]
         return {"median_ms": median, "mean_ms": s["avg_ms"], "std_ms": s["std_ms"], "min_ms": s["min_ms"],
-                "p90_ms": None}  # type: ignore[dict-item]  # benchmark_model prints p95, not p90
+                "p90_ms": None}  # benchmark_model prints p95, not p90
 
 
 # --- transport and keys ------------------------------------------------------------------
@@ -179,6 +180,7 @@ def _celsius(raw: float, tenths: bool = False) -> float:
 
 class ADBDriver(Driver):
     kind = "adb"
+    per_run_timings = False  # benchmark_model prints statistics of its runs, never each run
 
     def __init__(self, profile: Profile):
         super().__init__(profile)
@@ -406,11 +408,7 @@ class ADBDriver(Driver):
         self._cpus = self._ls(CPU_DIR, r"cpu\d+")
         zones = self._ls(THERMAL_DIR, r"thermal_zone\d+")
         types = self._read_files([f"{THERMAL_DIR}/{z}/type" for z in zones])
-        seen: dict[str, int] = {}
-        for z in zones:
-            t = types.get(f"{THERMAL_DIR}/{z}/type", z)
-            seen[t] = seen.get(t, 0) + 1
-            self._zones[z] = t if seen[t] == 1 else f"{t}#{seen[t]}"
+        self._zones = zone_names([(z, types.get(f"{THERMAL_DIR}/{z}/type")) for z in zones])
 
     def conditions(self) -> dict[str, Any]:
         """CPU frequencies and governors, battery and thermal-zone temperatures, right now."""
@@ -561,7 +559,8 @@ class ADBDriver(Driver):
             "warnings": out.warnings[-5:],
         }
         return BenchmarkRunResult(timed_ms=[stats["avg_ms"]], warmup_ms=[], init_ms=out.init(),  # type: ignore
-                                  conditions_before=before, conditions_after=after, statistics=stats)
+                                  conditions_before=before, conditions_after=after, per_run=False,
+                                  n_runs=timed.count, statistics=stats)
 
     def cleanup(self) -> None:
         self._disconnect()

@@ -66,12 +66,27 @@ def frequencies_mhz() -> dict[str, float]:
     return out
 
 
-def temperatures_c() -> dict[str, float]:
+def zone_names(zones: list[tuple[str, str | None]]) -> dict[str, str]:
+    """(zone folder, its type) -> the zone's name in conditions: its type, with ``#2``, ``#3``... when types
+    repeat (boards and phones have several ``cpu-thermal`` or ``tsens`` zones), the folder when untyped.
+    Shared by every driver (the ADB driver imports it), so one zone has one name everywhere."""
+    seen: dict[str, int] = {}
     out = {}
-    for z in sorted(_THERMAL.glob("thermal_zone*")):
+    for folder, kind in zones:
+        t = kind or folder
+        seen[t] = seen.get(t, 0) + 1
+        out[folder] = t if seen[t] == 1 else f"{t}#{seen[t]}"
+    return out
+
+
+def temperatures_c() -> dict[str, float]:
+    folders = sorted(_THERMAL.glob("thermal_zone*"), key=lambda z: (len(z.name), z.name))  # zone2 before zone10
+    names = zone_names([(z.name, _read(z / "type")) for z in folders])
+    out = {}
+    for z in folders:
         t = _read(z / "temp")
         if t and t.lstrip("-").isdigit():
-            out[_read(z / "type") or z.name] = int(t) / 1000.0
+            out[names[z.name]] = int(t) / 1000.0
     return out
 
 
@@ -91,12 +106,13 @@ def static_conditions() -> dict[str, Any]:
         "machine": platform.machine(),
         "hostname": platform.node(),
         "python": platform.python_version(),
-        "governor": governors() or None,
+        "governors": governors() or None,
     }
 
 
 def dynamic_conditions() -> dict[str, Any]:
-    out: dict[str, Any] = {"cpu_freq_mhz": frequencies_mhz() or None, "temperature_c": temperatures_c() or None}
+    out: dict[str, Any] = {"time_unix": round(time.time(), 3), "cpu_freq_mhz": frequencies_mhz() or None,
+                           "temperatures_c": temperatures_c() or None}
     try:
         out["loadavg_1m"] = os.getloadavg()[0]
     except OSError:

@@ -25,7 +25,7 @@ from harness import __version__
 from harness.errors import StoreError
 from harness.models.spaces import Arch
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -136,6 +136,9 @@ CREATE TABLE predictors (
 );
 CREATE INDEX predictors_by_device ON predictors (space, device);
 """,
+    3: """
+ALTER TABLE measurements ADD COLUMN per_run INTEGER CHECK (per_run IN (0, 1));
+""",  # 1: the runs table holds every timed run; 0: the device reported statistics only; NULL: older store
 }
 
 
@@ -278,6 +281,7 @@ class Store:
     def campaigns(self) -> pd.DataFrame:
         q = """SELECT c.id, d.name AS device, c.space, c.status, c.planned,
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
+                      AVG(m.n_runs) AS runs_per_model, MIN(m.per_run) AS per_run,
                       c.started_at, c.finished_at, c.message
                FROM campaigns c JOIN devices d ON d.id = c.device_id
                LEFT JOIN measurements m ON m.campaign_id = c.id
@@ -292,8 +296,10 @@ class Store:
                            summary: dict[str, float] | None = None, init_ms: float | None = None,
                            timed_ms: Iterable[float] = (), warmup_ms: Iterable[float] = (),
                            conditions: dict | None = None, failure_kind: str | None = None,
-                           failure_message: str | None = None) -> int:
-        """One model's outcome and all its runs, in one transaction."""
+                           failure_message: str | None = None, per_run: bool = True,
+                           n_runs: int | None = None) -> int:
+        """One model's outcome and all its runs, in one transaction. ``per_run`` False: ``timed_ms`` is the
+        device's aggregate and ``n_runs`` how many runs it summarises."""
         timed, warm = list(timed_ms), list(warmup_ms)
         ok = failure_kind is None
         if ok and (summary is None or not timed):
@@ -305,12 +311,12 @@ class Store:
             cur = db.execute(
                 """INSERT INTO measurements (campaign_id, device_id, arch_id, model_format, model_digest, status,
                    failure_kind, failure_message, n_runs, median_ms, mean_ms, std_ms, min_ms, p90_ms, init_ms,
-                   conditions_json, started_at, duration_s)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   conditions_json, started_at, duration_s, per_run)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (campaign_id, dev, aid, model_format, model_digest, "ok" if ok else "failed",
-                 failure_kind, failure_message, len(timed) if ok else None, s.get("median_ms"), s.get("mean_ms"),
-                 s.get("std_ms"), s.get("min_ms"), s.get("p90_ms"), init_ms,
-                 json.dumps(conditions or {}, default=str), started_at, duration_s))
+                 failure_kind, failure_message, (n_runs or len(timed)) if ok else None, s.get("median_ms"),
+                 s.get("mean_ms"), s.get("std_ms"), s.get("min_ms"), s.get("p90_ms"), init_ms,
+                 json.dumps(conditions or {}, default=str), started_at, duration_s, int(per_run) if ok else None))
             mid = int(cur.lastrowid)
             db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?)",
                            [(mid, 1, i, v) for i, v in enumerate(warm)] + [(mid, 0, i, v) for i, v in enumerate(timed)])
@@ -326,7 +332,7 @@ class Store:
 
     def measurements(self, device: str | None = None, space: str | None = None) -> pd.DataFrame:
         q = """SELECT m.id, d.name AS device, a.space, a.key, m.status, m.failure_kind, m.failure_message,
-                      m.n_runs, m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, m.init_ms,
+                      m.n_runs, m.per_run, m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, m.init_ms,
                       m.model_format, m.model_digest, m.campaign_id, m.started_at, m.duration_s
                FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
                WHERE (? IS NULL OR d.name = ?) AND (? IS NULL OR a.space = ?) ORDER BY m.id"""
