@@ -12,19 +12,30 @@ from harness.models.spaces import get_space
 from harness.results.store import Store
 
 
-def latency_table(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
-    """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device."""
-    keys = list(get_space(space).key_columns)
+def latency_wide(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
+    """The one pivot of the store's latencies: rows are architecture keys, columns devices (``devices``' order,
+    else sorted), values ms (NaN where missing); empty when the space has no data. Names a missing device."""
     long = store.latencies(space, devices)
     if devices:
         missing = sorted(set(devices) - set(long.device))
         if missing:
-            raise HarnessError(f"no {space} latencies for device(s) {', '.join(missing)} in {store.path}")
+            have = sorted(set(store.latencies(space).device))
+            raise HarnessError(f"no {space} latencies for {', '.join(missing)} in {store.path}; devices with "
+                               f"{space} data: {', '.join(have) or '(none)'}")
     if long.empty:
-        return pd.DataFrame(columns=keys)
+        return pd.DataFrame(columns=list(devices or []), dtype=float)
     wide = long.pivot(index="key", columns="device", values="latency_ms")
-    order = devices or sorted(wide.columns)
-    wide = wide[order].rename(columns=lambda d: f"{d}_ms")
+    return wide[list(devices) if devices else sorted(wide.columns)]
+
+
+def latency_table(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
+    """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device."""
+    keys = list(get_space(space).key_columns)
+    wide = latency_wide(store, space, devices)
+    if wide.empty:
+        return pd.DataFrame(columns=keys)
+    long = store.latencies(space, devices)
+    wide = wide.rename(columns=lambda d: f"{d}_ms")
     cols = long.drop_duplicates("key").set_index("key")["columns_json"].map(json.loads)
     key_df = pd.DataFrame(list(cols.loc[wide.index]), index=wide.index)[keys]
     out = pd.concat([key_df, wide], axis=1).reset_index(drop=True)
