@@ -15,7 +15,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 PROTOCOL = 1
 
@@ -274,10 +274,12 @@ def _protocol_stream():
     return proto
 
 
-def serve() -> None:
-    """JSON-lines loop: one request per line in, one response per line out."""
+def serve(handler: Callable[[dict], dict] | None = None) -> None:
+    """JSON-lines loop: one request per line in, one response (``handler(request)``, default :func:`handle`)
+    per line out. Also the virtual phone's benchmark worker (``harness.sim.adb.bench``)."""
     import signal
 
+    handler = handler or handle
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the campaign's to handle, not the worker's
     proto = _protocol_stream()
     for line in sys.stdin:
@@ -288,7 +290,7 @@ def serve() -> None:
         except json.JSONDecodeError as e:
             resp = {"ok": False, "kind": "parse_error", "message": f"bad JSON: {e}"}
         else:
-            resp = handle(req)
+            resp = handler(req)
         proto.write(json.dumps(resp) + "\n")
 
 
