@@ -119,6 +119,9 @@ class Profile(_Strict):
     connection: SerializeAsAny[Connection]
     runtime: Runtime
     policy: Policy = Field(default_factory=Policy)
+    graph: Literal["prune", "keep"] = Field(
+        "prune", description="model semantics: prune = what a deployment converter exports (dead code removed, "
+        "zeros folded, ops merged, activations fused); keep = PyTorch-eager export (x*0, dead convs computed)")
 
     @field_validator("connection", mode="before")
     @classmethod

@@ -12,10 +12,15 @@ from harness.models.spaces import get_space
 from harness.results.store import Store
 
 
-def latency_wide(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
+def latency_wide(store: Store, space: str, devices: list[str] | None = None,
+                 degenerate: bool = True) -> pd.DataFrame:
     """The one pivot of the store's latencies: rows are architecture keys, columns devices (``devices``' order,
-    else sorted), values ms (NaN where missing); empty when the space has no data. Names a missing device."""
+    else sorted), values ms (NaN where missing); empty when the space has no data. Names a missing device.
+    ``degenerate=False`` drops architectures whose measured model has an input-independent output."""
     long = store.latencies(space, devices)
+    if not degenerate:
+        bad = set(long.key[long.degenerate.fillna(0).astype(int) == 1])
+        long = long[~long.key.isin(bad)]
     if devices:
         missing = sorted(set(devices) - set(long.device))
         if missing:
@@ -29,16 +34,28 @@ def latency_wide(store: Store, space: str, devices: list[str] | None = None) -> 
 
 
 def latency_table(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
-    """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device."""
+    """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device; a
+    measured device also gets ``<device>_graph`` (prune/keep), ``<device>_exporter`` (exporter version of
+    the model) and ``<device>_degenerate`` (1 when the model's output does not depend on its input)."""
     keys = list(get_space(space).key_columns)
     wide = latency_wide(store, space, devices)
     if wide.empty:
         return pd.DataFrame(columns=keys)
     long = store.latencies(space, devices)
+    order = list(wide.columns)
     wide = wide.rename(columns=lambda d: f"{d}_ms")
+    measured = long[long.origin == "measured"]
+    parts = []
+    for d in order:
+        parts.append(wide[[f"{d}_ms"]])
+        rows = measured[measured.device == d].set_index("key")
+        if not rows.empty:
+            ident = pd.DataFrame({f"{d}_graph": rows.graph_mode.fillna("unrecorded"), f"{d}_exporter": rows.exporter_version,
+                                  f"{d}_degenerate": rows.degenerate}).reindex(wide.index)
+            parts.append(ident.astype({f"{d}_exporter": "Int64", f"{d}_degenerate": "Int64"}))
     cols = long.drop_duplicates("key").set_index("key")["columns_json"].map(json.loads)
     key_df = pd.DataFrame(list(cols.loc[wide.index]), index=wide.index)[keys]
-    out = pd.concat([key_df, wide], axis=1).reset_index(drop=True)
+    out = pd.concat([key_df, *parts], axis=1).reset_index(drop=True)
     return out.sort_values(keys[0], kind="stable").reset_index(drop=True)
 
 
