@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 from pathlib import Path
 
@@ -451,3 +452,129 @@ def test_phone_deeply_nested_substitution_is_a_shell_error(tmp_path):
     assert status == 2 and "nested" in out and "Traceback" not in out
     status, out = sh("echo " + "$(echo " * 10 + "hi" + ")" * 10)
     assert status == 0 and out == "hi\n"
+
+
+# --- items 5-8: the importer refuses what would poison the analysis ---------------------------------------
+def _table(path: Path, latencies: list[str], header: str = "nb201_index,dev_x_ms", gz: bool = False) -> Path:
+    lines = [header] + [f"{i},{v}" for i, v in enumerate(latencies)]
+    data = ("\n".join(lines) + "\n").encode()
+    if gz:
+        import gzip
+
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("bad", ["inf", "1e400", "-inf", "nan", "Infinity"])
+def test_import_refuses_non_finite_latencies_naming_file_column_and_line(tmp_path, bad):
+    from harness.results.importer import ImportFileError, import_table
+
+    path = _table(tmp_path / "t.csv", ["1.5", "2.5", bad, "3.0"])
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(ImportFileError) as e:
+            import_table(st, path)
+        assert st.latencies("nb201").empty
+    msg = str(e.value)
+    assert "t.csv" in msg and "dev_x_ms" in msg and re.search(r"lines? 4\b", msg), msg
+
+
+def test_import_refuses_zero_latency_unless_allowed(tmp_path):
+    from harness.results.importer import ImportFileError, import_table
+
+    path = _table(tmp_path / "t.csv", ["1.5", "0", "0.0", "3.0"])
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(ImportFileError, match=r"(?s)dev_x_ms.*zero.*lines 3, 4.*--allow-zero"):
+            import_table(st, path)
+        assert st.latencies("nb201").empty
+        import_table(st, path, allow_zero=True)
+        assert len(st.latencies("nb201")) == 4
+
+
+def test_train_refuses_and_predict_never_writes_non_finite_latencies(tmp_path, cache_dir):
+    from harness.analysis import workflow
+    from harness.errors import HarnessError
+    from harness.results.importer import import_table
+
+    sp = get_space("nb201")
+    archs = sp.sample(40, 1)
+    lines = [f"{a.columns['nb201_index']},{1 + i / 10}" for i, a in enumerate(archs)]
+    (tmp_path / "t.csv").write_text("nb201_index,dev_x_ms\n" + "\n".join(lines) + "\n")
+    with Store(tmp_path / "s.db") as st:
+        import_table(st, tmp_path / "t.csv")
+        ctx = workflow.open_context(st, "nb201", str(cache_dir))
+        workflow.train(ctx, "dev_x")
+        # a predictor whose numbers went bad (fitted by an older harness on an infinite latency)
+        model = json.loads(st.db.execute("SELECT model_json FROM predictors").fetchone()[0])
+        model["fit"]["intercept"] = math.nan
+        st.db.execute("UPDATE predictors SET model_json = ?", (json.dumps(model),))
+        with pytest.raises(HarnessError, match="not finite"):
+            workflow.predict(ctx, "dev_x", archs)
+        # and a store written by an older harness may hold an infinite latency: train refuses it
+        st.db.execute("UPDATE imported_latencies SET latency_ms = 9e999 WHERE arch_id = "
+                      "(SELECT MIN(arch_id) FROM imported_latencies)")
+        with pytest.raises(HarnessError, match="not positive and finite"):
+            workflow.train(ctx, "dev_x")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_truncated_or_damaged_gzip_is_a_clear_import_error(tmp_path, damage):
+    from harness.results.importer import ImportFileError, import_table
+
+    path = _table(tmp_path / "t.csv.gz", [str(1 + i / 100) for i in range(3000)], gz=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:20] + b"\x00" * 200 + data[220:])
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(ImportFileError, match="t.csv.gz") as e:
+            import_table(st, path)
+    assert "damaged" in str(e.value) or "truncated" in str(e.value)
+
+
+def test_import_cli_truncated_gzip_says_why_not_just_aborted(tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    path = _table(tmp_path / "t.csv.gz", [str(1 + i / 100) for i in range(3000)], gz=True)
+    path.write_bytes(path.read_bytes()[:-40])
+    r = CliRunner().invoke(app, ["import", str(path), "--store", str(tmp_path / "s.db")])
+    assert r.exit_code == 2 and "t.csv.gz" in r.output and "Aborted" not in r.output
+
+
+def test_duplicate_column_names_are_an_error(tmp_path):
+    from harness.results.importer import ImportFileError, import_table
+
+    path = tmp_path / "t.csv"
+    path.write_text("nb201_index,x_ms,x_ms\n0,1.0,2.0\n1,1.5,2.5\n")
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(ImportFileError, match="x_ms.*more than once"):
+            import_table(st, path)
+        assert st.arch_metrics("nb201").empty and st.latencies("nb201").empty
+
+
+@pytest.mark.parametrize("column", ['=HYPERLINK("http://x")_ms', "+cmd_ms", "-2+3_ms", "@SUM(A1)_ms", "a b_ms",
+                                    "_ms"])
+def test_device_names_from_headers_follow_the_profile_name_rule(tmp_path, column):
+    import csv
+
+    from harness.results.importer import ImportFileError, import_table
+
+    path = tmp_path / "t.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["nb201_index", column])
+        w.writerows([[0, 1.0], [1, 2.0]])
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(ImportFileError, match="device name"):
+            import_table(st, path)
+        assert st.devices().empty
+
+
+def test_formula_like_metric_columns_are_refused(tmp_path):
+    from harness.results.importer import ImportFileError, import_table
+
+    path = tmp_path / "t.csv"
+    path.write_text('nb201_index,dev_ms,"=cmd|x"\n0,1.0,3\n1,2.0,4\n')
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(ImportFileError, match="=cmd"):
+            import_table(st, path)

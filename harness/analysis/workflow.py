@@ -79,6 +79,11 @@ class _Training:
 
 def _train_linear(ctx: Context, device: str) -> _Training:
     series = latency_matrix(ctx.store, ctx.space.name, [device])[device].dropna()
+    bad = ~np.isfinite(series.to_numpy()) | (series.to_numpy() <= 0)
+    if bad.any():
+        raise HarnessError(f"{device} has {int(bad.sum())} latencies in the store that are not positive and finite "
+                           f"(e.g. {series[bad].index[0]}: {series[bad].iloc[0]}); a predictor cannot learn from "
+                           "them. Re-import the device's data (harness import refuses such values).")
     archs = ctx.archs(series.index.tolist())
     names = ctx.graph.vocabulary(archs)
     features, y = ctx.features(archs, names), series.to_numpy()
@@ -197,6 +202,13 @@ def predict(ctx: Context, device: str, archs: Sequence[Arch] | None = None) -> p
         s_ms, _ = source_latencies(ctx, model.sources, archs, payload.get("source_predictors"))
         structure = ctx.features(archs, payload["graph_features"]) if model.structure_fit is not None else None
         pred = model.predict(s_ms, onehot(ctx.space, archs), structure)
+    pred = np.asarray(pred, dtype=float)
+    bad = ~np.isfinite(pred)
+    if bad.any():
+        raise HarnessError(f"predictor #{saved['id']} for {device} ({saved['method']}) gives predictions that are "
+                           f"not finite for {int(bad.sum())} of {len(pred)} architectures, so nothing was written; "
+                           "its training data holds infinite or missing latencies. Fix the data (harness import "
+                           "now refuses such values) and train or adapt again.")
     cols = pd.DataFrame([a.columns for a in archs])
     return cols.assign(predicted_ms=pred)
 

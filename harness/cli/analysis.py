@@ -31,6 +31,9 @@ def import_(
     files: Annotated[list[Path], typer.Argument(help="Tidy CSV / CSV.GZ / Parquet files (format of ../shared/data).")],
     source: Annotated[Optional[str], typer.Option(help="Provenance label; default: the file name.")] = None,
     space: Annotated[Optional[str], typer.Option(help="Space, if the key columns don't say.")] = None,
+    allow_zero: Annotated[bool, typer.Option(
+        "--allow-zero", help="Import 0 ms latencies as 0 (by default they are refused: 0 ms usually marks a "
+        "failed or missing measurement).")] = False,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Import public latency tables: each <device>_ms column becomes an imported device.
@@ -40,7 +43,7 @@ def import_(
     """
     with Store(store) as st:
         for f in files:
-            r = import_table(st, f, source=source, space=space)
+            r = import_table(st, f, source=source, space=space, allow_zero=allow_zero)
             for w in r.warnings:
                 err.print(f"[yellow]warning:[/] {escape(w)}")
             if r.skipped_file:
