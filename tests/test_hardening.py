@@ -578,3 +578,26 @@ def test_formula_like_metric_columns_are_refused(tmp_path):
     with Store(tmp_path / "s.db") as st:
         with pytest.raises(ImportFileError, match="=cmd"):
             import_table(st, path)
+
+
+# --- item 9: user-supplied text is printed as text, never as rich markup ---------------------------------
+def test_markup_in_a_device_name_is_printed_literally(cli_env):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    r = CliRunner().invoke(app, ["measure", "--device", "x[/y]", "--sample", "1"], env=cli_env)
+    assert r.exit_code == 2 and "x[/y]" in r.output and "MarkupError" not in r.output
+
+
+def test_markup_in_a_file_name_is_printed_literally(tmp_path, cli_env):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    path = _table(tmp_path / "[bold]neg.csv", ["1.0", "-2.0"])
+    r = CliRunner().invoke(app, ["import", str(path)], env={**cli_env, "COLUMNS": "400"})
+    assert r.exit_code == 2 and "[bold]neg.csv" in r.output, r.output
+    ok = _table(tmp_path / "[red]ok.csv", ["1.0", "2.0"])
+    r = CliRunner().invoke(app, ["import", str(ok)], env={**cli_env, "COLUMNS": "400"})
+    assert r.exit_code == 0 and "[red]ok.csv" in r.output, r.output

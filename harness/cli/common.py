@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from harness.errors import HarnessError
 
@@ -31,6 +32,11 @@ DEFAULT_CACHE = Path(os.environ.get("HARNESS_CACHE", "models/cache"))
 F = TypeVar("F", bound=Callable)
 
 
+def esc(value: object) -> str:
+    """Anything user-supplied (names, paths, messages) printed as text, never as rich markup."""
+    return escape(str(value))
+
+
 def cli_errors(fn: F) -> F:
     """Turn the library's typed errors into a red message and exit code 2 (no traceback)."""
 
@@ -39,7 +45,11 @@ def cli_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except HarnessError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {esc(e)}", highlight=False)
+            raise typer.Exit(2) from None
+        except OSError as e:  # a file the user named cannot be read or written
+            where = f"{e.filename}: " if e.filename else ""
+            err.print(f"[bold red]error:[/] {esc(where)}{esc(e.strerror or e)}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -14,7 +14,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 
 from harness.campaign import CampaignSummary, ModelOutcome, run_campaign
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, err)
+                                StoreOpt, cli_errors, console, err, esc)
 from harness.devices.lease import DeviceBusy
 from harness.devices.registry import ProfileRegistry
 from harness.models.cache import ModelCache
@@ -33,8 +33,8 @@ class ProgressObserver:
 
     def started(self, summary: CampaignSummary, todo: int) -> None:
         c = summary.conditions
-        console.print(f"[bold]{summary.device}[/]: {c.get('runtime')} {c.get('runtime_version') or ''}, "
-                      f"{c.get('threads')} thread(s) on {c.get('cpu_model') or c.get('machine') or '?'}; "
+        console.print(f"[bold]{esc(summary.device)}[/]: {esc(c.get('runtime'))} {esc(c.get('runtime_version') or '')}, "
+                      f"{c.get('threads')} thread(s) on {esc(c.get('cpu_model') or c.get('machine') or '?')}; "
                       f"{todo} to measure, {summary.skipped} already in the store", highlight=False)
         self.task = self.progress.add_task(summary.device, total=todo, status="")
 
@@ -52,7 +52,7 @@ class ProgressObserver:
 
 
 def print_summary(s: CampaignSummary) -> None:
-    console.print(f"[bold]{s.device}[/] {s.space}: {s.ok} measured, {s.failed} failed, {s.skipped} already "
+    console.print(f"[bold]{esc(s.device)}[/] {esc(s.space)}: {s.ok} measured, {s.failed} failed, {s.skipped} already "
                   f"in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})", highlight=False)
     if s.failures:
         console.print("  failures by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(s.failures.items())))
@@ -116,11 +116,11 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
             raise typer.Exit(3) from None
         except KeyboardInterrupt:
             done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
-            err.print(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in {store}; "
+            err.print(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in {esc(store)}; "
                       "rerun the same command to measure the rest.")
             raise typer.Exit(130) from None
     if summary.status == "nothing to do":
-        console.print(f"{device}: all {len(archs)} architectures are already in {store}; nothing to do "
+        console.print(f"{esc(device)}: all {len(archs)} architectures are already in {esc(store)}; nothing to do "
                       "(--remeasure to measure again).")
     else:
         print_summary(summary)

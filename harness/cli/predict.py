@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from harness.analysis import sampling, workflow
-from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console
+from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, esc
 from harness.results.export import write_table
 from harness.results.store import Store
 
@@ -38,7 +38,7 @@ def train(
         _print_json(r)
         return
     h = r["holdout_srcc"]
-    console.print(f"trained predictor #{r['id']} for {device} on {r['n_archs']} {space} architectures"
+    console.print(f"trained predictor #{r['id']} for {esc(device)} on {r['n_archs']} {space} architectures"
                   + (f"; SRCC on a 20% hold-out: {h:.4f}" if h is not None else ""), highlight=False)
 
 
@@ -64,7 +64,8 @@ def suggest(
     else:
         console.print(picks.to_string(index=False), highlight=False, markup=False)
         if out:
-            console.print(f"wrote {out}; next: harness measure --device TARGET --space {space} --arch-file {out}")
+            console.print(esc(f"wrote {out}; next: harness measure --device TARGET --space {space} --arch-file {out}"),
+                          highlight=False)
 
 
 @cli_errors
@@ -82,10 +83,10 @@ def adapt(
     if as_json:
         _print_json(r)
         return
-    console.print(f"adapted predictor #{r['id']} for {target}: {method} from {r['n_target_samples']} target "
+    console.print(f"adapted predictor #{r['id']} for {esc(target)}: {esc(method)} from {r['n_target_samples']} target "
                   f"samples and {len(r['proxies'])} proxy device(s)", highlight=False)
     if "sources_used" in r:
-        console.print(f"  sources used: {', '.join(r['sources_used'])}; one-hot weight {r['onehot_weight']}",
+        console.print(f"  sources used: {esc(', '.join(r['sources_used']))}; one-hot weight {r['onehot_weight']}",
                       highlight=False)
 
 
@@ -104,9 +105,9 @@ def predict(
     if as_json:
         _print_json(df.to_dict(orient="records"))
         return
-    console.print(f"{device}: predicted {len(df)} {space} architectures; median {df.predicted_ms.median():.3f} ms, "
+    console.print(f"{esc(device)}: predicted {len(df)} {esc(space)} architectures; median {df.predicted_ms.median():.3f} ms, "
                   f"range {df.predicted_ms.min():.3f}-{df.predicted_ms.max():.3f} ms"
-                  + (f"; wrote {out}" if out else ""), highlight=False)
+                  + (f"; wrote {esc(out)}" if out else ""), highlight=False)
 
 
 @cli_errors
@@ -136,13 +137,13 @@ def pareto(
     if as_json:
         _print_json({"proxy": proxy, "target": target, "accuracy": accuracy, **checks})
         return
-    table = Table(title=f"Pareto check on {target} ({space}, {accuracy}, {r['proxy_front'].n_archs} archs)")
+    table = Table(title=esc(f"Pareto check on {target} ({space}, {accuracy}, {r['proxy_front'].n_archs} archs)"))
     for col in ("front from", "size", "recall", "HV ratio", "mean regret ms", "max regret ms", "mean regret %"):
         table.add_column(col, no_wrap=col == "front from")
     labels = {"proxy_front": f"proxy {proxy}", "predicted_front": r.get("predicted_from", "predictor")}
     for k, c in checks.items():
-        table.add_row(labels[k], str(c["proxy_front_size"]), f"{c['recall']:.3f}", f"{c['hv_ratio']:.4f}",
+        table.add_row(esc(labels[k]), str(c["proxy_front_size"]), f"{c['recall']:.3f}", f"{c['hv_ratio']:.4f}",
                       f"{c['regret_ms_mean']:.3f}", f"{c['regret_ms_max']:.3f}", f"{100 * c['regret_rel_mean']:.1f}")
     console.print(table)
     console.print(f"target front: {checks['proxy_front']['target_front_size']} architectures"
-                  + (f"; wrote {plot}" if plot else ""))
+                  + (f"; wrote {esc(plot)}" if plot else ""), highlight=False)

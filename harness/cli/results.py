@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc
 from harness.errors import HarnessError
 from harness.results.export import latency_table, write_table
 from harness.results.store import Store
@@ -35,7 +35,8 @@ def export(
         df = latency_table(st, _one_space(st, space), device or None)
     write_table(df, out)
     devices = [c[:-3] for c in df.columns if c.endswith("_ms")]
-    console.print(f"wrote {out}: {len(df)} architectures × {len(devices)} device(s) ({', '.join(devices)})")
+    console.print(esc(f"wrote {out}: {len(df)} architectures × {len(devices)} device(s) ({', '.join(devices)})"),
+                  highlight=False)
 
 
 @cli_errors
@@ -43,10 +44,10 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     """List the campaigns in the store with their status and counts."""
     with Store(store) as st:
         df = st.campaigns()
-    table = Table(title=f"campaigns in {store}")
+    table = Table(title=f"campaigns in {esc(store)}")
     for col in ("id", "device", "space", "status", "planned", "ok", "failed", "started_at", "message"):
         table.add_column(col)
     for r in df.itertuples():
-        table.add_row(str(r.id), r.device, r.space, r.status, str(r.planned), str(r.ok), str(r.failed),
-                      r.started_at[:19], r.message or "")
+        table.add_row(str(r.id), esc(r.device), esc(r.space), r.status, str(r.planned), str(r.ok), str(r.failed),
+                      r.started_at[:19], esc(r.message or ""))
     console.print(table)
