@@ -601,3 +601,90 @@ def test_markup_in_a_file_name_is_printed_literally(tmp_path, cli_env):
     ok = _table(tmp_path / "[red]ok.csv", ["1.0", "2.0"])
     r = CliRunner().invoke(app, ["import", str(ok)], env={**cli_env, "COLUMNS": "400"})
     assert r.exit_code == 0 and "[red]ok.csv" in r.output, r.output
+
+
+# --- items 10 and 11: profiles are bounded and fully validated -------------------------------------------
+BOMB = """a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+name: bomb
+description: *h
+connection: {kind: local}
+runtime: {name: onnxruntime}
+"""
+
+
+@pytest.mark.timeout(60)
+def test_yaml_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path):
+    import time
+
+    from harness.devices.profile import load_profile
+    from harness.errors import ProfileError
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    t0 = time.perf_counter()
+    with pytest.raises(ProfileError) as e:
+        load_profile(path)
+    assert time.perf_counter() - t0 < 5
+    assert len(str(e.value)) < 2000 and "bomb.yaml" in str(e.value)
+
+
+@pytest.mark.timeout(60)
+def test_devices_list_survives_an_alias_bomb(tmp_path):
+    from harness.devices.registry import ProfileRegistry
+
+    (tmp_path / "bomb.yaml").write_text(BOMB)
+    good, bad = ProfileRegistry(tmp_path).load_all()
+    assert len(bad) == 1 and len(str(bad[0])) < 2000 and good
+
+
+def test_huge_profile_file_is_refused(tmp_path):
+    from harness.devices.profile import load_profile
+    from harness.errors import ProfileError
+
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\ndescription: '" + "x" * 300_000 + "'\nconnection: {kind: local}\n"
+                    "runtime: {name: onnxruntime}\n")
+    with pytest.raises(ProfileError, match="too large"):
+        load_profile(path)
+
+
+def test_error_messages_echo_a_bounded_value(tmp_path):
+    from harness.devices.profile import parse_profile
+    from harness.errors import ProfileError
+
+    with pytest.raises(ProfileError) as e:
+        parse_profile({"name": "x", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                       "policy": {"timed_runs": ["y" * 100_000]}}, "x")
+    assert len(str(e.value)) < 2000
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("policy.timeout_seconds", ".inf", "timeout_seconds"),
+    ("policy.cooldown_seconds", ".inf", "cooldown_seconds"),
+    ("policy.min_seconds", ".inf", "min_seconds"),
+    ("policy.min_seconds", ".nan", "min_seconds"),
+    ("policy.input_seed", "-1", "input_seed"),
+    ("policy.input_seed", "99999999999999999999999", "input_seed"),
+    ("runtime.options", "{graph_optimization_level: fastest}", "graph_optimization_level"),
+    ("runtime.threads", "1e999", "threads"),
+])
+def test_profile_rejects_values_that_would_fail_later(tmp_path, field, value, fragment):
+    from harness.devices.profile import load_profile
+    from harness.errors import ProfileError
+
+    section, key = field.split(".")
+    body = {"runtime": "name: onnxruntime", "policy": "timed_runs: 3"}
+    body[section] += f", {key}: {value}"
+    path = tmp_path / "p.yaml"
+    path.write_text(f"name: p\nconnection: {{kind: local}}\nruntime: {{{body['runtime']}}}\n"
+                    f"policy: {{{body['policy']}}}\n")
+    with pytest.raises(ProfileError) as e:
+        load_profile(path)
+    assert fragment in str(e.value)
