@@ -688,3 +688,35 @@ def test_profile_rejects_values_that_would_fail_later(tmp_path, field, value, fr
     with pytest.raises(ProfileError) as e:
         load_profile(path)
     assert fragment in str(e.value)
+
+
+# --- item 12: the runner worker answers every bad request with an error and keeps serving --------------
+BAD_REQUESTS = ["[]", "1", '"run"', "null", "true", '{"op": "sha256"}', '{"op": ["x"]}', '{"op": {"a": 1}}',
+                '{"op": "run", "runtime": "onnxruntime", "model": "m.onnx", "threads": 1e999}',
+                '{"op": "run", "runtime": "onnxruntime", "model": "m.onnx", "timed_runs": NaN}',
+                '{"op": "run", "runtime": ["onnxruntime"], "model": "m.onnx"}',
+                '{"op": "run", "runtime": "onnxruntime", "model": "m.onnx", "options": [1, 2]}',
+                '{"op": "sha256", "path": {"a": 1}}',
+                "[" * 100_000 + "]" * 100_000, '{"a": ' * 50_000 + "1" + "}" * 50_000, "\x00\xff", "{"]
+
+
+def test_runner_worker_answers_bad_requests_and_keeps_serving():
+    import subprocess
+    import sys
+
+    from harness.devices.local import RUNNER
+
+    p = subprocess.Popen([sys.executable, "-P", str(RUNNER), "--serve"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    requests = [r.encode() for r in BAD_REQUESTS] + [b'\xff\xfe{"op": "hello"\xc3']
+    try:
+        out, errs = p.communicate(b"\n".join([*requests, b'{"op": "hello"}']) + b"\n", timeout=120)
+    finally:
+        p.kill()
+    answers = [json.loads(line) for line in out.decode().splitlines()]
+    errs = errs.decode(errors="replace")
+    assert len(answers) == len(requests) + 1, errs[-2000:]
+    for req, a in zip(BAD_REQUESTS, answers):
+        assert a["ok"] is False and a["kind"] in ("parse_error", "device_error") and a["message"], (req[:50], a)
+    assert answers[-1]["ok"] is True and answers[-1]["protocol"] == 1
+    assert "Traceback" not in errs
