@@ -720,3 +720,67 @@ def test_runner_worker_answers_bad_requests_and_keeps_serving():
         assert a["ok"] is False and a["kind"] in ("parse_error", "device_error") and a["message"], (req[:50], a)
     assert answers[-1]["ok"] is True and answers[-1]["protocol"] == 1
     assert "Traceback" not in errs
+
+
+# --- item 14: the store is recognised before anything is written; read-only stores open read-only --------
+def test_another_apps_sqlite_file_is_left_untouched(tmp_path):
+    import hashlib
+
+    path = tmp_path / "notes.db"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE notes (t TEXT); INSERT INTO notes VALUES ('keep me');")
+    db.commit()
+    db.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(StoreError, match="not a harness store"):
+        Store(path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    db.close()
+
+
+def test_read_commands_do_not_create_a_missing_store(tmp_path, cli_env):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    missing = tmp_path / "nowhere" / "s.db"
+    for cmd in (["campaigns"], ["export", "--out", str(tmp_path / "o.csv")], ["srcc"]):
+        r = CliRunner().invoke(app, [*cmd, "--store", str(missing)], env=cli_env)
+        assert r.exit_code == 2 and "no store" in r.output, (cmd, r.output)
+    assert not missing.parent.exists()
+
+
+def test_store_on_read_only_media_is_readable(tmp_path):
+    """A store someone else owns (or on a read-only disk) serves read commands without writing a byte."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from harness.results.importer import import_table
+
+    d = Path(tempfile.mkdtemp(prefix="ro-store-"))
+    try:
+        path = _table(d / "t.csv", ["1.0", "2.0", "3.0"])
+        with Store(d / "s.db") as st:
+            import_table(st, path)
+        files_before = sorted(os.listdir(d))
+        os.chmod(d, 0o555)
+        os.chmod(d / "s.db", 0o444)
+        code = ("import sys; from harness.results.store import open_store\n"
+                "with open_store(sys.argv[1], write=False) as st:\n"
+                "    print(len(st.latencies('nb201')), len(st.campaigns()))")
+        cmd = [sys.executable, "-c", code, str(d / "s.db")]
+        if os.geteuid() == 0:  # root ignores file modes: be nobody, for whom the folder is read-only
+            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "HOME": str(d)})
+        assert r.returncode == 0 and r.stdout.split() == ["3", "0"], r.stderr[-2000:]
+        assert sorted(os.listdir(d)) == files_before
+    finally:
+        os.chmod(d, 0o755)
+        import shutil
+
+        shutil.rmtree(d)

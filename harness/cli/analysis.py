@@ -16,7 +16,7 @@ from harness.analysis.report import cluster_order
 from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc
 from harness.errors import HarnessError
 from harness.results.importer import import_table
-from harness.results.store import Store
+from harness.results.store import Store, open_store
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 DevicesOpt = Annotated[Optional[list[str]], typer.Option(
@@ -72,7 +72,7 @@ def srcc(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Rank correlation of latencies for every pair of devices, on the architectures both have."""
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         wide = analysis.latencies(st, space, device)
     corr = correlate(wide, method=method, n_boot=ci, seed=seed)
     if as_json:
@@ -152,7 +152,7 @@ def report(
 ) -> None:
     """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions."""
     pairs = _pairs(pair)
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         wide = analysis.latencies(st, space, device)
         missing = sorted({d for p in pairs or [] for d in p} - set(wide.columns))
         if missing:

@@ -13,7 +13,7 @@ from rich.table import Table
 from harness.analysis import sampling, workflow
 from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, esc
 from harness.results.export import write_table
-from harness.results.store import Store
+from harness.results.store import Store, open_store
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 ProxyOpt = Annotated[list[str], typer.Option(
@@ -54,7 +54,7 @@ def suggest(
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Pick which K architectures to measure on a new target so the proxy's ranking transfers best."""
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         picks = workflow.suggest(workflow.open_context(st, space, str(cache_dir)), proxy, samples, strategy, seed,
                                  target)
     if out:
@@ -98,7 +98,7 @@ def predict(
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Predict the device's latency for every architecture of the space (those in the store if it is huge)."""
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         df = workflow.predict(workflow.open_context(st, space, str(cache_dir)), device)
     if out:
         write_table(df, out)
@@ -126,7 +126,7 @@ def pareto(
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Does the proxy's Pareto set (accuracy vs latency) hold on the target? Recall, hypervolume, regret."""
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         r = workflow.pareto(workflow.open_context(st, space, str(cache_dir)), proxy, target, accuracy, what_if,
                             adapt_proxy)
     checks = {k: r[k].summary() for k in ("proxy_front", "predicted_front") if k in r}

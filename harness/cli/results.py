@@ -11,7 +11,7 @@ from rich.table import Table
 from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc
 from harness.errors import HarnessError
 from harness.results.export import latency_table, write_table
-from harness.results.store import Store
+from harness.results.store import Store, open_store
 
 
 def _one_space(st: Store, space: str | None) -> str:
@@ -31,7 +31,7 @@ def export(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Write the tidy latency table: one row per architecture, key columns, a <device>_ms median column each."""
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         df = latency_table(st, _one_space(st, space), device or None)
     write_table(df, out)
     devices = [c[:-3] for c in df.columns if c.endswith("_ms")]
@@ -42,7 +42,7 @@ def export(
 @cli_errors
 def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     """List the campaigns in the store with their status and counts."""
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         df = st.campaigns()
     table = Table(title=f"campaigns in {esc(store)}")
     for col in ("id", "device", "space", "status", "planned", "ok", "failed", "started_at", "message"):
