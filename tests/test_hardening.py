@@ -784,3 +784,11 @@ def test_store_on_read_only_media_is_readable(tmp_path):
         import shutil
 
         shutil.rmtree(d)
+
+
+def test_benchmark_model_negative_times_are_parse_errors():
+    from harness.devices.adb_benchmark import parse_output
+
+    with pytest.raises(ParseError, match="avg"):
+        parse_output("Running benchmark for at least 5 iterations and at least 0 seconds.\n"
+                     "count=5 curr=4 min=1 max=9 avg=-5 std=1\nInitialized session in 1ms.").timed_stat()

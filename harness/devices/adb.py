@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from harness.devices import adb_benchmark
 from harness.devices.driver import CheckReport, Driver, RunResult
 from harness.devices.profile import ADBConnection, Profile
-from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout
+from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout, ParseError
 from harness.models.cache import Artifact, sha256_file
 
 RC_MARK = "__harness_rc="
@@ -562,6 +562,9 @@ class ADBDriver(Driver):
                                      f"(its --max_secs)")
         warm = out.warmup.stat if out.warmup else None
         stats = timed.as_ms()
+        if not stats["avg_ms"] or stats["avg_ms"] <= 0:  # type: ignore[operator]
+            raise ParseError(f"benchmark_model reports an average of {timed.avg_us} us over {timed.count} runs; "
+                             "a latency must be above 0 (below the tool's 1 us resolution?)")
         after["benchmark_model"] = {
             "timed": stats,
             "warmup": warm.as_ms() if warm else None,
