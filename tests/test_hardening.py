@@ -792,3 +792,14 @@ def test_benchmark_model_negative_times_are_parse_errors():
     with pytest.raises(ParseError, match="avg"):
         parse_output("Running benchmark for at least 5 iterations and at least 0 seconds.\n"
                      "count=5 curr=4 min=1 max=9 avg=-5 std=1\nInitialized session in 1ms.").timed_stat()
+
+
+def test_a_pending_measurement_that_cannot_go_in_is_set_aside_not_lost(tmp_path):
+    with Store(tmp_path / "s.db") as st:
+        st.pending_dir.mkdir()
+        (st.pending_dir / "x.json").write_text('{"campaign_id": 99, "device": "d", "arch": {"space": "nb201", '
+                                               '"key": "k", "columns": {}}, "model_format": null, "model_digest": '
+                                               'null, "started_at": "t", "duration_s": 1, "failure_kind": "timeout"}')
+    with Store(tmp_path / "s.db") as st:
+        assert (st.pending_dir / "x.rejected").exists() and st.warnings
+        assert st.info()["measurements"] == 0

@@ -242,6 +242,7 @@ class Store:
                  readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
+        self.warnings: list[str] = []  # problems that did not stop the store from opening
         self.pending_dir = self.path.with_name(self.path.name + ".pending")
         if readonly and not self.path.is_file():
             raise StoreError(f"no store at {self.path}: measure or import something first, or point --store "
@@ -371,12 +372,23 @@ class Store:
             try:
                 rec = json.loads(f.read_text())
                 arch = Arch(**rec.pop("arch"))
-            except (OSError, ValueError, TypeError) as e:
-                raise StoreError(f"{f}: unreadable pending measurement ({e}); move it away to continue") from None
-            self.record_measurement(arch=arch, **rec)
+                self.record_measurement(arch=arch, **rec)
+            except StoreError as e:
+                if e.transient:
+                    return added  # busy now: the next open tries again
+                self._reject_pending(f, str(e))
+                continue
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                self._reject_pending(f, str(e))
+                continue
             f.unlink()
             added += 1
         return added
+
+    def _reject_pending(self, f: Path, why: str) -> None:
+        """A pending measurement that cannot go in (damaged, or from another store) is set aside, not lost."""
+        f.rename(f.with_suffix(".rejected"))
+        self.warnings.append(f"{f.with_suffix('.rejected')}: kept aside, not added to the store: {why}")
 
     # --- devices and architectures -------------------------------------------------------
     @_guarded
