@@ -269,17 +269,18 @@ def test_measurement_that_cannot_be_written_is_kept_and_added_next_time(tmp_path
 
 def test_import_commits_in_chunks_and_a_failed_import_leaves_nothing(tmp_path, monkeypatch):
     import harness.results.importer as importer
-    from tests.conftest import SHARED_DATA
 
-    monkeypatch.setattr(importer, "CHUNK_ROWS", 500)
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 100)
+    lines = [f"{i},{1 + i / 1000},{2 + i / 1000},{3 + i / 1000}" for i in range(300)]
+    table = tmp_path / "t.csv"
+    table.write_text("nb201_index,a_ms,b_ms,c_ms\n" + "\n".join(lines) + "\n")
     with Store(tmp_path / "s.db") as st:
         statements: list[str] = []
         st.db.set_trace_callback(statements.append)
-        importer.import_table(st, SHARED_DATA / "oneproxy" / "nb201_oneproxy_18dev_1999.csv.gz")
+        importer.import_table(st, table)
         st.db.set_trace_callback(None)
-        assert sum(s.startswith("BEGIN IMMEDIATE") for s in statements) > 10
-        n = st.db.execute("SELECT COUNT(*) FROM imported_latencies").fetchone()[0]
-        assert n > 18 * 1900
+        assert sum(s.startswith("BEGIN IMMEDIATE") for s in statements) >= 9  # 900 values, 100 per transaction
+        assert st.db.execute("SELECT COUNT(*) FROM imported_latencies").fetchone()[0] == 900
 
     calls = {"n": 0}
     real = importer._write_chunk
@@ -293,8 +294,8 @@ def test_import_commits_in_chunks_and_a_failed_import_leaves_nothing(tmp_path, m
     monkeypatch.setattr(importer, "_write_chunk", crash_after_two)
     with Store(tmp_path / "t.db") as st:
         with pytest.raises(KeyboardInterrupt):
-            importer.import_table(st, SHARED_DATA / "oneproxy" / "nb201_oneproxy_18dev_1999.csv.gz")
-        assert st.latencies("nb201").empty and st.imports().empty
+            importer.import_table(st, table)
+        assert st.latencies("nb201").empty and st.imports().empty and st.devices().empty
         assert st.db.execute("SELECT COUNT(*) FROM imported_latencies").fetchone()[0] == 0
 
 

@@ -45,12 +45,12 @@ def export(
         stale = int((df[f"{d}_exporter"].notna() & (df[f"{d}_exporter"] < EXPORTER_VERSION)).sum())
         modes = sorted(df[f"{d}_graph"].dropna().unique())
         if stale:
-            console.print(f"  [yellow]stale:[/] {d}: {stale} latencies are of models from an older exporter "
-                          f"(column {d}_exporter < {EXPORTER_VERSION}); re-measure them with `harness measure -d {d} "
-                          "... --remeasure-stale`", highlight=False)
+            console.print(f"  [yellow]stale:[/] {esc(d)}: {stale} latencies are of models from an older exporter "
+                          + esc(f"(column {d}_exporter < {EXPORTER_VERSION}); re-measure them with `harness measure "
+                                f"-d {d} ... --remeasure-stale`"), highlight=False)
         if len(modes) > 1:
-            console.print(f"  [yellow]mixed:[/] {d} has latencies of both graph modes ({', '.join(modes)}); see "
-                          f"column {d}_graph", highlight=False)
+            console.print(f"  [yellow]mixed:[/] {esc(d)} has latencies of both graph modes ({', '.join(modes)}); see "
+                          f"column {esc(d)}_graph", highlight=False)
 
 
 @cli_errors
