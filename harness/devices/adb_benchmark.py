@@ -56,13 +56,14 @@ TIMING_KEYS = {"Init": "init_us", "First inference": "first_us", "Warmup (avg)":
                "no stats": "inference_avg_us"}
 
 
-def _number(text: str, what: str, line: str, *, allow_nan: bool = False) -> float:
+def _number(text: str, what: str, line: str, *, allow_nan: bool = False, signed: bool = False) -> float:
+    """A finite number; negative only where ``signed`` (memory deltas): a time or count never is."""
     try:
         value = float(text)
     except ValueError:
-        raise ParseError(f"benchmark_model output: {what} is not a number in line {line!r}") from None
-    if math.isinf(value) or (math.isnan(value) and not allow_nan):
-        raise ParseError(f"benchmark_model output: {what} is {text!r} in line {line!r}")
+        raise ParseError(f"benchmark_model output: {what} is not a number in line {line[:300]!r}") from None
+    if math.isinf(value) or (math.isnan(value) and not allow_nan) or (value < 0 and not signed):
+        raise ParseError(f"benchmark_model output: {what} is {text[:40]!r} in line {line[:300]!r}")
     return value
 
 
@@ -218,8 +219,8 @@ def _parse_line(out: BenchmarkOutput, body: str, line: str) -> None:
         return
     if m := MEMORY.match(body):
         kind = "delta" if body.startswith("Memory") else "peak"
-        out.memory_mb[f"{kind}_init"] = _number(m.group(2), "memory", line)
-        out.memory_mb[f"{kind}_overall"] = _number(m.group(3), "memory", line)
+        out.memory_mb[f"{kind}_init"] = _number(m.group(2), "memory", line, signed=kind == "delta")
+        out.memory_mb[f"{kind}_overall"] = _number(m.group(3), "memory", line, signed=kind == "delta")
         return
     if m := RSS.match(body):
         out.memory_mb[m.group(1).lower().replace(" + ", "_")] = _number(m.group(2), "memory", line)
@@ -244,11 +245,11 @@ class BenchmarkRunResult(RunResult):
 
     statistics: dict[str, Any] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | None]:
         s = self.statistics
         median = s.get("median_ms") if s.get("median_ms") is not None else s["avg_ms"]
         return {"median_ms": median, "mean_ms": s["avg_ms"], "std_ms": s["std_ms"], "min_ms": s["min_ms"],
-                "p90_ms": None}  # type: ignore[dict-item]  # benchmark_model prints p95, not p90
+                "p90_ms": None}  # benchmark_model prints p95, not p90
 
 
 def run_result(text: str, rc: int, *, where: str, timed_runs: int, before: dict[str, Any],
@@ -265,6 +266,9 @@ def run_result(text: str, rc: int, *, where: str, timed_runs: int, before: dict[
                                  f"(its --max_secs)")
     warm = out.warmup.stat if out.warmup else None
     stats = timed.as_ms()
+    if not stats["avg_ms"] or stats["avg_ms"] <= 0:  # type: ignore[operator]
+        raise ParseError(f"benchmark_model reports an average of {timed.avg_us} us over {timed.count} runs; "
+                         "a latency must be above 0 (below the tool's 1 us resolution?)")
     after = {**after, "benchmark_model": {
         "timed": stats,
         "warmup": warm.as_ms() if warm else None,
@@ -277,7 +281,8 @@ def run_result(text: str, rc: int, *, where: str, timed_runs: int, before: dict[
         "warnings": out.warnings[-5:],
     }}
     return BenchmarkRunResult(timed_ms=[stats["avg_ms"]], warmup_ms=[], init_ms=out.init(),  # type: ignore
-                              conditions_before=before, conditions_after=after, statistics=stats)
+                              conditions_before=before, conditions_after=after, per_run=False,
+                              n_runs=timed.count, statistics=stats)
 
 
 DELEGATE_FLAGS = {"cpu": [], "xnnpack": ["--use_xnnpack=true"], "reference": ["--use_xnnpack=false"],
