@@ -63,13 +63,15 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     with open_store(store, write=False) as st:
         df = st.campaigns(EXPORTER_VERSION)
     table = Table(title=f"campaigns in {esc(store)}")
-    for col in ("id", "device", "space", "graph", "status", "planned", "ok", "failed", "stale", "started_at",
-                "message"):
+    for col in ("id", "device", "space", "graph", "status", "planned", "ok", "failed", "stale", "runs/model",
+                "per-run", "started_at", "message"):
         table.add_column(col)
     for r in df.itertuples():
-        table.add_row(str(r.id), esc(r.device), esc(r.space), r.graph_mode or "-", r.status, str(r.planned), str(r.ok),
-                      str(r.failed), f"[yellow]{r.stale}[/]" if r.stale else "0", r.started_at[:19],
-                      esc(r.message or ""))
+        runs = "-" if r.runs_per_model != r.runs_per_model else f"{r.runs_per_model:g}"
+        per_run = {1: "yes", 0: "no (device statistics)"}.get(r.per_run, "-")
+        table.add_row(str(r.id), esc(r.device), esc(r.space), r.graph_mode or "-", r.status, str(r.planned),
+                      str(r.ok), str(r.failed), f"[yellow]{r.stale}[/]" if r.stale else "0", runs, per_run,
+                      r.started_at[:19], esc(r.message or ""))
     console.print(table)
     stale = int(df.stale.sum()) if not df.empty else 0
     if stale:

@@ -15,7 +15,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 PROTOCOL = 1
 
@@ -66,12 +66,27 @@ def frequencies_mhz() -> dict[str, float]:
     return out
 
 
-def temperatures_c() -> dict[str, float]:
+def zone_names(zones: list[tuple[str, str | None]]) -> dict[str, str]:
+    """(zone folder, its type) -> the zone's name in conditions: its type, with ``#2``, ``#3``... when types
+    repeat (boards and phones have several ``cpu-thermal`` or ``tsens`` zones), the folder when untyped.
+    Shared by every driver (the ADB driver imports it), so one zone has one name everywhere."""
+    seen: dict[str, int] = {}
     out = {}
-    for z in sorted(_THERMAL.glob("thermal_zone*")):
+    for folder, kind in zones:
+        t = kind or folder
+        seen[t] = seen.get(t, 0) + 1
+        out[folder] = t if seen[t] == 1 else f"{t}#{seen[t]}"
+    return out
+
+
+def temperatures_c() -> dict[str, float]:
+    folders = sorted(_THERMAL.glob("thermal_zone*"), key=lambda z: (len(z.name), z.name))  # zone2 before zone10
+    names = zone_names([(z.name, _read(z / "type")) for z in folders])
+    out = {}
+    for z in folders:
         t = _read(z / "temp")
         if t and t.lstrip("-").isdigit():
-            out[_read(z / "type") or z.name] = int(t) / 1000.0
+            out[names[z.name]] = int(t) / 1000.0
     return out
 
 
@@ -91,12 +106,13 @@ def static_conditions() -> dict[str, Any]:
         "machine": platform.machine(),
         "hostname": platform.node(),
         "python": platform.python_version(),
-        "governor": governors() or None,
+        "governors": governors() or None,
     }
 
 
 def dynamic_conditions() -> dict[str, Any]:
-    out: dict[str, Any] = {"cpu_freq_mhz": frequencies_mhz() or None, "temperature_c": temperatures_c() or None}
+    out: dict[str, Any] = {"time_unix": round(time.time(), 3), "cpu_freq_mhz": frequencies_mhz() or None,
+                           "temperatures_c": temperatures_c() or None}
     try:
         out["loadavg_1m"] = os.getloadavg()[0]
     except OSError:
@@ -272,14 +288,15 @@ def handle(req) -> dict:
     return {"ok": False, "kind": "parse_error", "message": f"unknown op {op[:40]!r}"}
 
 
-def answer(line: str) -> dict:
-    """One request line -> one answer; nothing a client sends can end the worker."""
+def answer(line: str, handler: Callable[[Any], dict] | None = None) -> dict:
+    """One request line -> one answer (``handler``, default :func:`handle`); nothing a client sends can end
+    the worker."""
     try:
         req = json.loads(line)
     except (ValueError, RecursionError) as e:
         return {"ok": False, "kind": "parse_error", "message": f"bad JSON: {str(e)[:200]}"}
     try:
-        return handle(req)
+        return (handler or handle)(req)
     except Exception as e:  # a bug here must cost one request, not the worker
         return {"ok": False, "kind": "device_error", "message": f"runner error: {type(e).__name__}: {str(e)[:200]}"}
 
@@ -291,10 +308,12 @@ def _protocol_stream():
     return proto
 
 
-def serve() -> None:
-    """JSON-lines loop: one request per line in, one response per line out."""
+def serve(handler: Callable[[dict], dict] | None = None) -> None:
+    """JSON-lines loop: one request per line in, one response (``handler(request)``, default :func:`handle`)
+    per line out. Also the virtual phone's benchmark worker (``harness.sim.adb.bench``)."""
     import signal
 
+    handler = handler or handle
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the campaign's to handle, not the worker's
     proto = _protocol_stream()
     import io
@@ -302,7 +321,7 @@ def serve() -> None:
     for line in io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace"):  # bad bytes: a bad request
         if not line.strip():
             continue
-        proto.write(json.dumps(answer(line)) + "\n")
+        proto.write(json.dumps(answer(line, handler)) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from harness import __version__
 from harness.errors import StoreError
 from harness.models.spaces import Arch
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -169,6 +169,11 @@ ALTER TABLE runs_v4 RENAME TO runs;
 ALTER TABLE imports ADD COLUMN state TEXT NOT NULL DEFAULT 'done' CHECK (state IN ('writing', 'done'));
 ALTER TABLE imports ADD COLUMN host TEXT;
 ALTER TABLE imports ADD COLUMN pid INTEGER;
+""",
+    # whether a measurement's runs table holds every timed run (1) or the device reported statistics only
+    # (0: a phone's benchmark_model); NULL: measured before this was recorded
+    5: """
+ALTER TABLE measurements ADD COLUMN per_run INTEGER CHECK (per_run IN (0, 1));
 """,
 }
 
@@ -472,6 +477,7 @@ class Store:
         q = """SELECT c.id, d.name AS device, c.space, c.status, c.planned,
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
                       SUM(m.status = 'ok' AND ? IS NOT NULL AND COALESCE(m.exporter_version, 1) < ?) AS stale,
+                      AVG(m.n_runs) AS runs_per_model, MIN(m.per_run) AS per_run,
                       MAX(m.graph_mode) AS graph_mode, c.started_at, c.finished_at, c.message
                FROM campaigns c JOIN devices d ON d.id = c.device_id
                LEFT JOIN measurements m ON m.campaign_id = c.id
@@ -488,9 +494,11 @@ class Store:
                            timed_ms: Iterable[float] = (), warmup_ms: Iterable[float] = (),
                            conditions: dict | None = None, failure_kind: str | None = None,
                            failure_message: str | None = None, graph_mode: str | None = None,
-                           exporter_version: int | None = None, degenerate: bool | None = None) -> int:
+                           exporter_version: int | None = None, degenerate: bool | None = None,
+                           per_run: bool = True, n_runs: int | None = None) -> int:
         """One model's outcome and all its runs, in one transaction. ``graph_mode``, ``exporter_version``
-        and ``degenerate`` say which model was measured (harness.models.cache)."""
+        and ``degenerate`` say which model was measured (harness.models.cache); ``per_run`` False: ``timed_ms``
+        is the device's aggregate and ``n_runs`` how many runs it summarises."""
         timed, warm = list(timed_ms), list(warmup_ms)
         ok = failure_kind is None
         if ok and (summary is None or not timed):
@@ -502,13 +510,13 @@ class Store:
             cur = db.execute(
                 """INSERT INTO measurements (campaign_id, device_id, arch_id, model_format, model_digest, status,
                    failure_kind, failure_message, n_runs, median_ms, mean_ms, std_ms, min_ms, p90_ms, init_ms,
-                   conditions_json, started_at, duration_s, graph_mode, exporter_version, degenerate)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   conditions_json, started_at, duration_s, graph_mode, exporter_version, degenerate, per_run)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (campaign_id, dev, aid, model_format, model_digest, "ok" if ok else "failed",
-                 failure_kind, failure_message, len(timed) if ok else None, s.get("median_ms"), s.get("mean_ms"),
-                 s.get("std_ms"), s.get("min_ms"), s.get("p90_ms"), init_ms,
+                 failure_kind, failure_message, (n_runs or len(timed)) if ok else None, s.get("median_ms"),
+                 s.get("mean_ms"), s.get("std_ms"), s.get("min_ms"), s.get("p90_ms"), init_ms,
                  json.dumps(conditions or {}, default=str), started_at, duration_s, graph_mode, exporter_version,
-                 None if degenerate is None else int(degenerate)))
+                 None if degenerate is None else int(degenerate), int(per_run) if ok else None))
             mid = int(cur.lastrowid)
             db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?)",
                            [(mid, 1, i, v) for i, v in enumerate(warm)] + [(mid, 0, i, v) for i, v in enumerate(timed)])
@@ -538,7 +546,7 @@ class Store:
     @_guarded
     def measurements(self, device: str | None = None, space: str | None = None) -> pd.DataFrame:
         q = """SELECT m.id, d.name AS device, a.space, a.key, m.status, m.failure_kind, m.failure_message,
-                      m.n_runs, m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, m.init_ms,
+                      m.n_runs, m.per_run, m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, m.init_ms,
                       m.model_format, m.model_digest, m.graph_mode, m.exporter_version, m.degenerate,
                       m.campaign_id, m.started_at, m.duration_s
                FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
