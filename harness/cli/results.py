@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console
@@ -43,10 +45,30 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     """List the campaigns in the store with their status and counts."""
     with Store(store) as st:
         df = st.campaigns()
-    table = Table(title=f"campaigns in {store}")
-    for col in ("id", "device", "space", "status", "planned", "ok", "failed", "started_at", "message"):
-        table.add_column(col)
+    if df.empty:
+        console.print(f"no campaigns in {store} yet; start one with harness measure --device NAME --sample 20")
+        return
+    table = Table(title=f"campaigns in {escape(str(store))}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("device", overflow="fold")
+    table.add_column("space", overflow="fold")
+    for col in ("status", "ok/planned", "failed", "started (UTC)"):
+        table.add_column(col, no_wrap=True, justify="right" if col in ("ok/planned", "failed") else "left")
+    notes = []
     for r in df.itertuples():
-        table.add_row(str(r.id), r.device, r.space, r.status, str(r.planned), str(r.ok), str(r.failed),
-                      r.started_at[:19], r.message or "")
+        table.add_row(str(r.id), escape(r.device), escape(r.space), _STATUS.get(r.status, "{}").format(r.status),
+                      f"{r.ok}/{r.planned}", str(r.failed) if r.failed else "", _text(r.started_at)[:16].replace("T", " "))
+        if _text(r.message):
+            notes.append(f"  #{r.id} {r.status}: {escape(_text(r.message))}")
     console.print(table)
+    for note in notes:  # below the table, so long messages wrap at any terminal width
+        console.print(note, highlight=False)
+
+
+_STATUS = {"finished": "[green]{}[/]", "failed": "[red]{}[/]", "interrupted": "[yellow]{}[/]",
+           "abandoned": "[yellow]{}[/]", "running": "[cyan]{}[/]"}
+
+
+def _text(value: object) -> str:
+    """A cell from a DataFrame as text: SQL NULL arrives as None or NaN, neither of which rich can render."""
+    return value if isinstance(value, str) else ""

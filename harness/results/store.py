@@ -277,15 +277,23 @@ class Store:
                        (status, message or None, utcnow(), campaign_id))
 
     def campaigns(self) -> pd.DataFrame:
+        """One row per campaign. A campaign still marked 'running' whose process on this host is gone is
+        shown as 'abandoned' (read-only: the store is relabelled when that device's next campaign starts)."""
         q = """SELECT c.id, d.name AS device, c.space, c.status, c.planned,
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
-                      c.started_at, c.finished_at, c.message
+                      c.started_at, c.finished_at, c.message, c.host, c.pid
                FROM campaigns c JOIN devices d ON d.id = c.device_id
                LEFT JOIN measurements m ON m.campaign_id = c.id
                GROUP BY c.id ORDER BY c.id"""
         df = pd.read_sql_query(q, self.db)
         df[["ok", "failed"]] = df[["ok", "failed"]].fillna(0).astype(int)
-        return df
+        here = socket.gethostname()
+        gone = [s == "running" and h == here and not _pid_alive(int(p))
+                for s, h, p in zip(df.status, df.host, df.pid)]
+        df.loc[gone, "status"] = "abandoned"
+        df.loc[gone, "message"] = "process ended without closing the campaign"
+        df["message"] = df["message"].astype(object).where(df["message"].notna(), None)
+        return df.drop(columns=["host", "pid"])
 
     # --- measurements --------------------------------------------------------------------
     def record_measurement(self, campaign_id: int, device: str, arch: Arch, *, model_format: str | None,
