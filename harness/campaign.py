@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from harness import interrupts
 from harness.devices.driver import Driver, make_driver
 from harness.devices.profile import Profile
 from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError
@@ -53,6 +54,7 @@ class CampaignSummary:
     failed: int = 0
     exported: int = 0
     unstable: list[str] = field(default_factory=list)
+    unstable_cv: dict[str, float] = field(default_factory=dict)  # key -> run-to-run CV (std / mean)
     failures: dict[str, int] = field(default_factory=dict)
     status: str = "nothing to do"
     elapsed_s: float = 0.0
@@ -96,15 +98,23 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
         return summary
     t_start = time.perf_counter()
     fmt = profile.runtime.model_format
-    summary.campaign_id = cid = store.start_campaign(profile.name, space.name, profile.as_dict(),
-                                                     profile.digest(), len(todo), command)
-    driver = driver or make_driver(profile)
+    interrupts.check()
+    try:
+        with interrupts.shielded():  # a campaign row exists exactly when the try below will close it
+            summary.campaign_id = cid = store.start_campaign(profile.name, space.name, profile.as_dict(),
+                                                             profile.digest(), len(todo), command)
+    except KeyboardInterrupt:  # raised from inside the store call: close a row it may have committed
+        with interrupts.shielded():
+            store.close_own_campaigns(profile.name, "interrupted", "stopped by the user")
+        raise
     status, message, consecutive = "failed", "", 0
     try:
+        driver = driver or make_driver(profile)
         summary.conditions = driver.prepare()
         store.set_campaign_conditions(cid, summary.conditions)
         observer.started(summary, len(todo))
         for i, arch in enumerate(todo):
+            interrupts.check()  # a Ctrl-C that some library swallowed still stops the campaign here
             started, t0 = utcnow(), time.perf_counter()
             exported, digest = False, None
             try:
@@ -139,6 +149,7 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
             cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
             if cv >= UNSTABLE_CV:
                 summary.unstable.append(arch.key)
+                summary.unstable_cv[arch.key] = cv
             observer.model_done(ModelOutcome(arch, i + 1, len(todo), True, stats["median_ms"], cv, exported),
                                 summary)
             if profile.policy.cooldown_seconds and i + 1 < len(todo):
@@ -151,8 +162,30 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
         message = str(e)
         raise
     finally:
-        driver.cleanup()
         summary.status = status
         summary.elapsed_s = time.perf_counter() - t_start
-        store.finish_campaign(cid, status, message)
+        try:
+            _close(store, cid, summary, message)
+        finally:
+            if driver is not None:
+                # on Ctrl-C the model in flight is abandoned at once instead of waiting for it
+                driver.abort() if status == "interrupted" else driver.cleanup()
     return summary
+
+
+def _close(store: Store, cid: int, summary: CampaignSummary, message: str) -> None:
+    """Record the campaign's end; a Ctrl-C meanwhile is held until it is written (and then re-raised)."""
+    interrupted = written = False
+    for _ in range(3):
+        try:
+            with interrupts.shielded():
+                store.finish_campaign(cid, summary.status, message)
+                written = True
+        except KeyboardInterrupt:  # from inside the write, or a held SIGINT re-raised after it
+            interrupted = True
+            if not written and summary.status != "interrupted":
+                summary.status, message = "interrupted", "stopped by the user"
+        if written:
+            break
+    if interrupted:
+        raise KeyboardInterrupt

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from harness import __version__
+from harness.cli.common import err
 from harness.cli import analysis, demo, devices, measure, predict, results, sim, spaces
 
 app = typer.Typer(
@@ -45,4 +46,15 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def main() -> None:
-    app()
+    import sys
+
+    from harness import interrupts
+
+    if interrupts.started():  # Ctrl-C while harness was starting
+        err.print("[yellow]interrupted[/] while starting; nothing was done.")
+        sys.exit(130)
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
+from harness import interrupts
 from harness.campaign import CampaignSummary, ModelOutcome, run_campaign
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
                                 StoreOpt, cli_errors, console, err)
@@ -104,9 +105,13 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
                                        remeasure=remeasure, observer=ProgressObserver(progress),
                                        max_consecutive_failures=max_failures)
         except KeyboardInterrupt:
-            done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
-            err.print(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in {store}; "
-                      "rerun the same command to measure the rest.")
+            try:
+                with interrupts.shielded():  # a second Ctrl-C does not turn this into a traceback
+                    done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
+                    err.print(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in "
+                              f"{store}; rerun the same command to measure the rest.")
+            except KeyboardInterrupt:
+                pass
             raise typer.Exit(130) from None
     if summary.status == "nothing to do":
         console.print(f"{device}: all {len(archs)} architectures are already in {store}; nothing to do "

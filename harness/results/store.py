@@ -266,6 +266,14 @@ class Store:
                 db.execute("UPDATE campaigns SET status = 'interrupted', message = ?, finished_at = ? "
                            "WHERE id = ?", ("process ended without closing the campaign", utcnow(), cid))
 
+    def close_own_campaigns(self, device: str, status: str, message: str = "") -> None:
+        """Close this process's campaigns on ``device`` still marked running (when the id was never returned)."""
+        with self.transaction() as db:
+            db.execute("""UPDATE campaigns SET status = ?, message = ?, finished_at = ?
+                          WHERE status = 'running' AND host = ? AND pid = ?
+                            AND device_id = (SELECT id FROM devices WHERE name = ?)""",
+                       (status, message or None, utcnow(), socket.gethostname(), os.getpid(), device))
+
     def set_campaign_conditions(self, campaign_id: int, conditions: dict) -> None:
         with self.transaction() as db:
             db.execute("UPDATE campaigns SET conditions_json = ? WHERE id = ?",
