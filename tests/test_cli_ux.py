@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -67,3 +68,35 @@ def test_campaigns_lists_every_status_without_crashing(tmp_path: Path, width: in
 def test_campaigns_on_an_empty_store_says_what_to_do(tmp_path: Path):
     out = invoke("campaigns", "--store", str(tmp_path / "h.db"))
     assert "no campaigns" in out and "harness measure" in out
+
+
+def _summary(n_ok: int, cvs: dict[str, float]):
+    from harness.campaign import CampaignSummary
+
+    s = CampaignSummary("local-onnx", "nb201", n_ok, 0, ok=n_ok, status="finished")
+    s.unstable, s.unstable_cv = list(cvs), dict(cvs)
+    return s
+
+
+@pytest.mark.parametrize("cols", [80, 200])
+def test_unsteady_models_are_named_worst_first_with_a_hint(cols):
+    from rich.console import Console
+
+    from harness.cli import measure
+
+    saved = measure.console
+    measure.console = Console(width=cols, record=True, file=open(os.devnull, "w"))
+    try:
+        measure.print_summary(_summary(50, {"3": 0.12, "77": 0.41, "9": 0.25, "11": 0.11}))
+        few = measure.console.export_text()
+        measure.console = Console(width=cols, record=True, file=open(os.devnull, "w"))
+        measure.print_summary(_summary(4, {"3": 0.12, "77": 0.41, "9": 0.25, "11": 0.11}))
+        most = measure.console.export_text()
+    finally:
+        measure.console = saved
+    flat = " ".join(few.split())
+    assert "4 of 50 model(s)" in flat and "77 (CV 41 %), 9 (CV 25 %), 3 (CV 12 %)" in flat
+    assert "11 (CV" not in flat  # only the worst three
+    assert "--remeasure --arch" in flat
+    assert "machine is the likely cause" in " ".join(most.split())
+    assert_fits(few + most, cols)

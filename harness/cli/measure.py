@@ -13,7 +13,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from harness import interrupts
-from harness.campaign import CampaignSummary, ModelOutcome, run_campaign
+from harness.campaign import UNSTABLE_CV, CampaignSummary, ModelOutcome, run_campaign
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
                                 StoreOpt, cli_errors, console, err)
 from harness.devices.registry import ProfileRegistry
@@ -57,8 +57,22 @@ def print_summary(s: CampaignSummary) -> None:
     if s.failures:
         console.print("  failures by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(s.failures.items())))
     if s.unstable:
-        console.print(f"  [yellow]warning:[/] {len(s.unstable)} model(s) had a run-to-run spread >= 10% of the "
-                      "mean; consider more warm-up runs, min_seconds or a quieter machine")
+        print_unstable(s)
+
+
+def print_unstable(s: CampaignSummary, show: int = 3) -> None:
+    """Name the least repeatable models with their CV and say what to do, instead of a blanket warning."""
+    worst = sorted(s.unstable_cv.items(), key=lambda kv: -kv[1])[:show]
+    share = len(s.unstable) / max(s.ok, 1)
+    names = ", ".join(f"{escape(k)} (CV {100 * cv:.0f} %)" for k, cv in worst)
+    console.print(f"  [yellow]unsteady:[/] {len(s.unstable)} of {s.ok} model(s) varied by >= "
+                  f"{100 * UNSTABLE_CV:.0f} % run to run (std/mean); worst: {names}", highlight=False)
+    if share >= 0.5:
+        hint = ("most models are affected, so the machine is the likely cause: close other work (load, "
+                "thermal throttling) or raise the profile's warmup_runs / min_seconds")
+    else:
+        hint = "rankings of these few may be off: measure them again with --remeasure --arch KEY"
+    console.print(f"  {hint}.", highlight=False)
 
 
 def measure(
