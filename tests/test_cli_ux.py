@@ -100,3 +100,74 @@ def test_unsteady_models_are_named_worst_first_with_a_hint(cols):
     assert "--remeasure --arch" in flat
     assert "machine is the likely cause" in " ".join(most.split())
     assert_fits(few + most, cols)
+
+
+# --- a small imported store: 6 devices on 120 NB201 architectures, one device on only 8 of them ------------
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    from harness.results.importer import import_table
+
+    rng = np.random.default_rng(0)
+    n = 120
+    base = rng.lognormal(0, 0.6, n)
+    cols = {**{k: [NB201.parse(str(i)).columns[k] for i in range(n)] for k in NB201.key_columns}}
+    names = ["nnmeter_cortexa76_cpu", "hwnb_raspi4", "eagle_gtx1080ti", "hwnb_pixel3", "helpx_titanrtx_bs256"]
+    for j, name in enumerate(names):
+        cols[f"{name}_ms"] = base * rng.lognormal(0, 0.1 + 0.15 * j, n)
+    few = np.full(n, np.nan)
+    few[:8] = rng.lognormal(0, 1, 8)  # 8 common architectures: a pair that must not dominate
+    cols["tiny_overlap_dev_ms"] = few
+    cols["acc_cifar100_test_200ep"] = 70 - 5 * np.log(base) + rng.normal(0, 1, n)
+    d = tmp_path_factory.mktemp("small")
+    csv = d / "small.csv"
+    pd.DataFrame(cols).to_csv(csv, index=False)
+    with Store(d / "h.db") as st:
+        import_table(st, csv)
+    return d / "h.db"
+
+
+def test_proxy_takes_target_and_the_old_targets_spelling(small_store):
+    for flag in ("--target", "--targets", "-t"):
+        out = invoke("proxy", flag, "hwnb_raspi4", "--store", str(small_store))
+        assert "proxies for hwnb_raspi4" in out and "nnmeter_cortexa76_cpu" in out
+
+
+def test_suggest_prints_a_table_not_a_dataframe(small_store, width):
+    out = invoke("suggest", "--proxy", "hwnb_pixel3", "--samples", "5", "--store", str(small_store))
+    assert "architectures to measure" in out and "nb201_index" in out
+    assert_fits(out, width)
+
+
+def test_spaces_sizes_are_readable(width):
+    out = invoke("spaces")
+    assert "15,625" in out and "× 10^" in out
+    assert not re.search(r"\d{10,}", out)
+    assert_fits(out, width)
+
+
+def test_devices_show_hides_the_other_runtimes_settings():
+    onnx = invoke("devices", "show", "local-onnx")
+    assert "execution_provider" in onnx and "delegate" not in onnx
+    tflite = invoke("devices", "show", "local-tflite")
+    assert "delegate" in tflite and "execution_provider" not in tflite
+
+
+def test_a_misspelt_device_gets_a_did_you_mean(tmp_path):
+    result = runner.invoke(app, ["measure", "--device", "local-onx", "--sample", "1", "--store",
+                                 str(tmp_path / "h.db")])
+    assert result.exit_code == 2
+    assert "did you mean 'local-onnx'?" in result.output
+
+
+def test_help_shows_no_type_for_flags():
+    out = invoke("measure", "--help") + invoke("srcc", "--help")
+    assert "<bool>" not in out and "--all" in out and "--json" in out
+
+
+def test_report_png_folder_is_ignored_by_git():
+    repo = Path(__file__).resolve().parents[1]
+    ignored = subprocess.run(["git", "check-ignore", "-q", "analysis/figures/srcc_heatmap.png"], cwd=repo)
+    assert ignored.returncode == 0

@@ -8,6 +8,24 @@ from harness import __version__
 from harness.cli.common import err
 from harness.cli import analysis, demo, devices, measure, predict, results, sim, spaces
 
+
+
+def _no_type_for_flags() -> None:
+    """typer labels on/off flags `<bool>` in --help; a flag takes no value, so show none."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_harness", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._harness = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_type_for_flags()
 app = typer.Typer(
     name="harness",
     help="On-device latency measurement for hardware-aware NAS: profiles, campaigns, results.",

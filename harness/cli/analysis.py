@@ -96,7 +96,8 @@ def srcc(
 
 @cli_errors
 def proxy(
-    targets: Annotated[list[str], typer.Option("--targets", "-t", help="Target device(s) (repeat).")],
+    targets: Annotated[list[str], typer.Option(
+        "--target", "-t", "--targets", help="Target device(s) (repeat). --targets is the old spelling.")],
     candidate: Annotated[Optional[list[str]], typer.Option(
         help="Candidate proxies (repeat); default: every other device with data.")] = None,
     space: SpaceOpt = "nb201",

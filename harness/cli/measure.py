@@ -86,7 +86,7 @@ def measure(
     arch_file: Annotated[Optional[Path], typer.Option(
         help="CSV with the space's key columns (e.g. picks.csv) or a text file, one key per line.")] = None,
     remeasure: Annotated[bool, typer.Option(
-        help="Measure again even what the store already has (adds new rows; export uses the latest).")] = False,
+        "--remeasure", help="Measure again even what the store already has (adds new rows; export uses the latest).")] = False,
     max_failures: Annotated[int, typer.Option(help="Stop after this many failures in a row.")] = 5,
     store: StoreOpt = DEFAULT_STORE,
     devices_dir: DevicesDirOpt = DEFAULT_DEVICES,

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from harness.analysis import sampling, workflow
@@ -62,7 +63,13 @@ def suggest(
     if as_json:
         _print_json(picks.to_dict(orient="records"))
     else:
-        console.print(picks.to_string(index=False), highlight=False, markup=False)
+        table = Table(title=f"{len(picks)} {space} architectures to measure on the target ({strategy})")
+        table.add_column("#", justify="right")
+        for col in picks.columns:
+            table.add_column(str(col), overflow="fold")
+        for i, row in enumerate(picks.itertuples(index=False)):
+            table.add_row(str(i + 1), *[escape(str(v)) for v in row])
+        console.print(table)
         if out:
             console.print(f"wrote {out}; next: harness measure --device TARGET --space {space} --arch-file {out}")
 
