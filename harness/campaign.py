@@ -1,26 +1,32 @@
 """A campaign: measure a list of architectures on one device, resumably.
 
 Resume is by content, not by position: an architecture counts as done when the store holds a
-successful measurement of it on that device, so rerunning the same command after Ctrl-C, a crash,
+successful measurement of it on that device in the campaign's graph mode, so rerunning the same command after Ctrl-C, a crash,
 SIGKILL or a dropped device measures only what is missing. Each model's result is committed before
 the next model starts. Failures are recorded with their kind and retried on the next run.
+
+Each measurement records the model's identity (graph mode, exporter version, degenerate). A measurement of
+a model from an older exporter is *stale*: it still counts as done (reported, never silently mixed), and
+is measured again only with ``remeasure_stale``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from harness import interrupts
 from harness.devices.driver import Driver, make_driver
+from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.profile import Profile
-from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError
-from harness.models.cache import ModelCache
+from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError, StoreError
+from harness.models.cache import EXPORTER_VERSION, ModelCache
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store, utcnow
 
+T = TypeVar("T")
 UNSTABLE_CV = 0.10  # pyperf warns when the standard deviation reaches 10% of the mean
 
 
@@ -59,6 +65,9 @@ class CampaignSummary:
     status: str = "nothing to do"
     elapsed_s: float = 0.0
     conditions: dict[str, Any] = field(default_factory=dict)
+    graph_mode: str = "prune"
+    stale: int = 0  # skipped architectures whose stored measurement is of an older exporter's model
+    degenerate: int = 0  # measured models whose output does not depend on the input
 
     @property
     def remaining(self) -> int:
@@ -78,56 +87,113 @@ class _Silent:
         pass
 
 
+def stale_keys(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch]) -> list[str]:
+    """Keys among ``archs`` whose latest measurement in the profile's graph mode is of an older exporter."""
+    versions = store.measured_versions(profile.name, space.name, profile.graph)
+    return [a.key for a in archs if versions.get(a.key, EXPORTER_VERSION) < EXPORTER_VERSION]
+
+
 def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
-         remeasure: bool = False) -> list[Arch]:
-    """The architectures still to measure, in the requested order."""
+         remeasure: bool = False, remeasure_stale: bool = False) -> list[Arch]:
+    """The architectures still to measure, in the requested order: those without a measurement in the
+    profile's graph mode, plus stale ones when ``remeasure_stale``, or all with ``remeasure``."""
     if remeasure:
         return list(archs)
-    done = store.measured_keys(profile.name, space.name)
-    return [a for a in archs if a.key not in done]
+    versions = store.measured_versions(profile.name, space.name, profile.graph)
+    return [a for a in archs if a.key not in versions
+            or (remeasure_stale and versions[a.key] < EXPORTER_VERSION)]
+
+
+def retrying(fn: Callable[[], T], retry_s: float) -> T:
+    """``fn()``, retried with backoff while the store says the problem may pass (busy, full)."""
+    deadline, wait = time.monotonic() + retry_s, 0.05
+    while True:
+        try:
+            return fn()
+        except StoreError as e:
+            if not (e.transient and time.monotonic() + wait < deadline):
+                raise
+        time.sleep(wait)
+        wait = min(wait * 2, 5.0)
+
+
+def record(store: Store, retry_s: float, campaign_id: int, device: str, arch: Arch, **fields: Any) -> None:
+    """Write one finished measurement, retrying while the store is busy or full; if it still cannot be
+    written (or Ctrl-C comes while waiting), keep it beside the store, where the next open adds it, and stop
+    the campaign: a finished measurement is never dropped."""
+    try:
+        retrying(lambda: store.record_measurement(campaign_id, device, arch, **fields), retry_s)
+    except (StoreError, KeyboardInterrupt) as e:
+        kept = store.keep_pending({"campaign_id": campaign_id, "device": device,
+                                   "arch": {"space": arch.space, "key": arch.key, "columns": arch.columns},
+                                   **fields})
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise StoreError(f"{e}\nThe measurement of {arch.key} is kept in {kept} (pending) and is added to "
+                         "the store the next time it is opened.") from e
 
 
 def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *,
-                 cache: ModelCache, command: str = "", remeasure: bool = False,
+                 cache: ModelCache, command: str = "", remeasure: bool = False, remeasure_stale: bool = False,
                  observer: Observer | None = None, max_consecutive_failures: int = 5,
-                 driver: Driver | None = None) -> CampaignSummary:
+                 driver: Driver | None = None, write_retry_s: float = 600.0, lease_wait: float | None = 0.0,
+                 on_lease_wait: Callable[[Holder], None] | None = None) -> CampaignSummary:
+    """Measure what of ``archs`` the store lacks on the profile's device, holding the device's lease
+    (:class:`~harness.devices.lease.DeviceLease`; ``lease_wait`` seconds to wait for another campaign,
+    None: as long as it takes)."""
+    with DeviceLease(profile.name, lock_dir_for(store.path), command=command, wait=lease_wait,
+                     on_wait=on_lease_wait):
+        return _run(store, profile, space, archs, cache=cache, command=command, remeasure=remeasure,
+                    remeasure_stale=remeasure_stale,
+                    observer=observer, max_consecutive_failures=max_consecutive_failures, driver=driver,
+                    write_retry_s=write_retry_s)
+
+
+def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *, cache: ModelCache,
+         command: str, remeasure: bool, remeasure_stale: bool, observer: Observer | None, max_consecutive_failures: int,
+         driver: Driver | None, write_retry_s: float) -> CampaignSummary:
     observer = observer or _Silent()
-    todo = plan(store, profile, space, archs, remeasure)
-    summary = CampaignSummary(profile.name, space.name, len(archs), len(archs) - len(todo))
+    todo = plan(store, profile, space, archs, remeasure, remeasure_stale)
+    summary = CampaignSummary(profile.name, space.name, len(archs), len(archs) - len(todo), graph_mode=profile.graph)
+    if not (remeasure or remeasure_stale):
+        summary.stale = len(stale_keys(store, profile, space, archs))
     if not todo:
         return summary
     t_start = time.perf_counter()
     fmt = profile.runtime.model_format
     interrupts.check()
     try:
-        with interrupts.shielded():  # a campaign row exists exactly when the try below will close it
-            summary.campaign_id = cid = store.start_campaign(profile.name, space.name, profile.as_dict(),
-                                                             profile.digest(), len(todo), command)
-    except KeyboardInterrupt:  # raised from inside the store call: close a row it may have committed
-        with interrupts.shielded():
-            store.close_own_campaigns(profile.name, "interrupted", "stopped by the user")
+        summary.campaign_id = cid = retrying(lambda: store.start_campaign(
+            profile.name, space.name, profile.as_dict(), profile.digest(), len(todo), command), write_retry_s)
+    except KeyboardInterrupt:  # it may have committed the row before the id came back: close it
+        try:
+            with interrupts.shielded():
+                store.close_own_campaigns(profile.name, "interrupted", "stopped by the user")
+        except StoreError:
+            pass  # closed as abandoned by the next campaign
         raise
     status, message, consecutive = "failed", "", 0
     try:
         driver = driver or make_driver(profile)
         summary.conditions = driver.prepare()
-        store.set_campaign_conditions(cid, summary.conditions)
+        retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         observer.started(summary, len(todo))
         for i, arch in enumerate(todo):
             interrupts.check()  # a Ctrl-C that some library swallowed still stops the campaign here
             started, t0 = utcnow(), time.perf_counter()
-            exported, digest = False, None
+            exported, digest, degenerate = False, None, None
+            identity = dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION)
             try:
-                artifact = cache.get(space.build(arch), fmt)
-                exported, digest = artifact.exported, artifact.digest
+                artifact = cache.get(space.build(arch), fmt, profile.graph)
+                exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
                 result = driver.run(driver.push(artifact))
             except ConnectionLost:
                 raise
             except (DriverError, ExportError) as e:
                 kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
-                store.record_measurement(cid, profile.name, arch, model_format=fmt, model_digest=digest,
-                                         started_at=started, duration_s=time.perf_counter() - t0,
-                                         failure_kind=kind, failure_message=str(e))
+                record(store, write_retry_s, cid, profile.name, arch, model_format=fmt, model_digest=digest,
+                       started_at=started, duration_s=time.perf_counter() - t0,
+                       failure_kind=kind, failure_message=str(e), degenerate=degenerate, **identity)
                 summary.failed += 1
                 summary.failures[kind] = summary.failures.get(kind, 0) + 1
                 consecutive += 1
@@ -138,12 +204,14 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
                                           f"last: {kind}: {e}") from e
                 continue
             stats = result.summary()
-            store.record_measurement(
-                cid, profile.name, arch, model_format=fmt, model_digest=digest, started_at=started,
+            record(
+                store, write_retry_s, cid, profile.name, arch, model_format=fmt, model_digest=digest, started_at=started,
                 duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
                 timed_ms=result.timed_ms, warmup_ms=result.warmup_ms,
-                conditions={"before": result.conditions_before, "after": result.conditions_after})
+                conditions={"before": result.conditions_before, "after": result.conditions_after},
+                degenerate=degenerate, **identity)
             consecutive = 0
+            summary.degenerate += int(bool(degenerate))
             summary.ok += 1
             summary.exported += int(exported)
             cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
@@ -165,7 +233,7 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
         summary.status = status
         summary.elapsed_s = time.perf_counter() - t_start
         try:
-            _close(store, cid, summary, message)
+            _close(store, cid, summary, message, min(write_retry_s, 60.0))
         finally:
             if driver is not None:
                 # on Ctrl-C the model in flight is abandoned at once instead of waiting for it
@@ -173,19 +241,31 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
     return summary
 
 
-def _close(store: Store, cid: int, summary: CampaignSummary, message: str) -> None:
-    """Record the campaign's end; a Ctrl-C meanwhile is held until it is written (and then re-raised)."""
-    interrupted = written = False
-    for _ in range(3):
+def _close(store: Store, cid: int, summary: CampaignSummary, message: str, retry_s: float) -> None:
+    """Record the campaign's end. The write is shielded: a Ctrl-C meanwhile is held until it is done, then
+    raised. A busy store is retried; a Ctrl-C while waiting for it gives up (the row is then closed as
+    abandoned later), and so does an error when another one is already on its way out."""
+    deadline, wait, interrupted = time.monotonic() + retry_s, 0.05, False
+    while True:
+        written = False
         try:
             with interrupts.shielded():
                 store.finish_campaign(cid, summary.status, message)
                 written = True
-        except KeyboardInterrupt:  # from inside the write, or a held SIGINT re-raised after it
-            interrupted = True
-            if not written and summary.status != "interrupted":
-                summary.status, message = "interrupted", "stopped by the user"
-        if written:
-            break
+        except KeyboardInterrupt:
+            if written or interrupted:  # held while writing, or a second one: the user wants out
+                raise
+            interrupted = True  # raised inside the write itself: write again, as interrupted
+            summary.status, message = "interrupted", "stopped by the user"
+            continue
+        except StoreError as e:
+            if e.transient and time.monotonic() + wait < deadline:
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
+                continue
+            if summary.status == "finished":
+                raise
+            return
+        break
     if interrupted:
         raise KeyboardInterrupt

@@ -33,36 +33,61 @@ def export(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Write the tidy latency table: one row per architecture, key columns, a <device>_ms median column each."""
+    from harness.models.cache import EXPORTER_VERSION
+
     with Store(store) as st:
         df = latency_table(st, _one_space(st, space), device or None)
     write_table(df, out)
     devices = [c[:-3] for c in df.columns if c.endswith("_ms")]
     console.print(f"wrote {out}: {len(df)} architectures × {len(devices)} device(s) ({', '.join(devices)})")
+    for d in devices:
+        if f"{d}_exporter" not in df.columns:
+            continue
+        stale = int((df[f"{d}_exporter"].notna() & (df[f"{d}_exporter"] < EXPORTER_VERSION)).sum())
+        modes = sorted(df[f"{d}_graph"].dropna().unique())
+        if stale:
+            console.print(f"  [yellow]stale:[/] {d}: {stale} latencies are of models from an older exporter "
+                          f"(column {d}_exporter < {EXPORTER_VERSION}); re-measure them with `harness measure -d {d} "
+                          "... --remeasure-stale`", highlight=False)
+        if len(modes) > 1:
+            console.print(f"  [yellow]mixed:[/] {d} has latencies of both graph modes ({', '.join(modes)}); see "
+                          f"column {d}_graph", highlight=False)
 
 
 @cli_errors
 def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
-    """List the campaigns in the store with their status and counts."""
+    """List the campaigns in the store with their status and counts (stale: measurements of models from an
+    older exporter; re-measure them with `harness measure ... --remeasure-stale`)."""
+    from harness.models.cache import EXPORTER_VERSION
+
     with Store(store) as st:
-        df = st.campaigns()
+        df = st.campaigns(EXPORTER_VERSION)
     if df.empty:
         console.print(f"no campaigns in {store} yet; start one with harness measure --device NAME --sample 20")
         return
+    show_stale = bool(df.stale.sum())
     table = Table(title=f"campaigns in {escape(str(store))}", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("device", overflow="fold")
     table.add_column("space", overflow="fold")
-    for col in ("status", "ok/planned", "failed", "started (UTC)"):
-        table.add_column(col, no_wrap=True, justify="right" if col in ("ok/planned", "failed") else "left")
+    for col in ("status", "ok/planned", "failed", *(("stale",) if show_stale else ()), "started (UTC)"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("status", "started (UTC)") else "right")
     notes = []
     for r in df.itertuples():
-        table.add_row(str(r.id), escape(r.device), escape(r.space), _STATUS.get(r.status, "{}").format(r.status),
-                      f"{r.ok}/{r.planned}", str(r.failed) if r.failed else "", _text(r.started_at)[:16].replace("T", " "))
+        space = r.space + (f" ({r.graph_mode})" if isinstance(r.graph_mode, str) and r.graph_mode != "prune" else "")
+        table.add_row(str(r.id), escape(r.device), escape(space), _STATUS.get(r.status, "{}").format(r.status),
+                      f"{r.ok}/{r.planned}", str(r.failed) if r.failed else "",
+                      *((f"[yellow]{r.stale}[/]" if r.stale else "",) if show_stale else ()),
+                      _text(r.started_at)[:16].replace("T", " "))
         if _text(r.message):
             notes.append(f"  #{r.id} {r.status}: {escape(_text(r.message))}")
     console.print(table)
     for note in notes:  # below the table, so long messages wrap at any terminal width
         console.print(note, highlight=False)
+    if show_stale:
+        console.print(f"[yellow]{int(df.stale.sum())} measurement(s) are stale[/]: their models came from an "
+                      f"exporter older than v{EXPORTER_VERSION}. They stay in the store; `harness measure ... "
+                      "--remeasure-stale` measures them again.")
 
 
 _STATUS = {"finished": "[green]{}[/]", "failed": "[red]{}[/]", "interrupted": "[yellow]{}[/]",
