@@ -114,9 +114,11 @@ def small_store(tmp_path_factory) -> Path:
     n = 120
     base = rng.lognormal(0, 0.6, n)
     cols = {**{k: [NB201.parse(str(i)).columns[k] for i in range(n)] for k in NB201.key_columns}}
-    names = ["nnmeter_cortexa76_cpu", "hwnb_raspi4", "eagle_gtx1080ti", "hwnb_pixel3", "helpx_titanrtx_bs256"]
+    names = ["nnmeter_cortexa76_cpu", "hwnb_raspi4", "eagle_gtx1080ti", "hwnb_pixel3", "helpx_titanrtx_bs256",
+             "eagle_jetson_nano_fp16", "nnmeter_adreno640_gpu", "hwnb_edgetpu", "eagle_sd855_dsp_int8",
+             "nnmeter_myriad_vpu", "hwnb_fpga"]
     for j, name in enumerate(names):
-        cols[f"{name}_ms"] = base * rng.lognormal(0, 0.1 + 0.15 * j, n)
+        cols[f"{name}_ms"] = base * rng.lognormal(0, 0.1 + 0.08 * j, n)
     few = np.full(n, np.nan)
     few[:8] = rng.lognormal(0, 1, 8)  # 8 common architectures: a pair that must not dominate
     cols["tiny_overlap_dev_ms"] = few
@@ -171,3 +173,31 @@ def test_report_png_folder_is_ignored_by_git():
     repo = Path(__file__).resolve().parents[1]
     ignored = subprocess.run(["git", "check-ignore", "-q", "analysis/figures/srcc_heatmap.png"], cwd=repo)
     assert ignored.returncode == 0
+
+
+def test_srcc_fits_the_terminal_and_masks_tiny_overlaps(small_store, width):
+    out = invoke("srcc", "--store", str(small_store))
+    assert_fits(out, width)
+    flat = " ".join(out.split())
+    if width == 80:  # 12 devices need ~110 columns: the ranked pair list instead
+        assert "weakest pairs" in out and "ranked pairs instead" in flat and "…" not in out
+    else:
+        assert "clustered order" in out and "n=8" in out
+    assert "11 pairs on fewer than 30 common architectures (n=8)" in flat
+    weakest = re.search(r"weakest: (\S+) vs (\S+) = \S+ on (\d+) architectures", flat)
+    assert weakest and "tiny_overlap_dev" not in weakest.group(0) and weakest.group(3) == "120"
+
+
+def test_srcc_min_overlap_is_configurable_and_in_json(small_store):
+    import json
+
+    loose = " ".join(invoke("srcc", "--store", str(small_store), "--min-overlap", "5", "--layout", "pairs").split())
+    assert "fewer than" not in loose and "tiny_overlap_dev" in loose
+    pairs = json.loads(invoke("srcc", "--store", str(small_store), "--json"))
+    low = [p for p in pairs if p["low_overlap"]]
+    assert len(low) == 11 and all(p["n_common_archs"] == 8 for p in low)
+
+
+def test_srcc_says_one_pair(small_store):
+    out = invoke("srcc", "--store", str(small_store), "--device", "hwnb_raspi4", "--device", "hwnb_pixel3")
+    assert "1 pair;" in out and "1 pairs" not in out
