@@ -201,3 +201,23 @@ def test_srcc_min_overlap_is_configurable_and_in_json(small_store):
 def test_srcc_says_one_pair(small_store):
     out = invoke("srcc", "--store", str(small_store), "--device", "hwnb_raspi4", "--device", "hwnb_pixel3")
     assert "1 pair;" in out and "1 pairs" not in out
+
+
+@pytest.mark.parametrize("cols", [80, 200])
+def test_campaign_progress_keeps_count_elapsed_and_eta(cols):
+    from rich.console import Console
+
+    from harness.cli.measure import campaign_progress
+
+    con = Console(width=cols, record=True, file=open(os.devnull, "w"))  # not a tty: the final frame only
+    progress = campaign_progress(con)
+    with progress:
+        task = progress.add_task("a-rather-long-device-profile-name", total=15625, status="")
+        progress.update(task, advance=1234, status="ok 1234 · failed 3 · last 12.345 ms · median 10.111 ms")
+        progress.refresh()
+    lines = [line for line in con.export_text().splitlines() if "1234/15625" in line]
+    assert lines, con.export_text()
+    line = lines[-1]
+    assert len(line) <= cols and re.search(r"\d:\d\d:\d\d eta (\d:\d\d:\d\d|-:--:--)", line), line
+    if cols == 200:
+        assert "median 10.111 ms" in line

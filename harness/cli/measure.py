@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 from rich.markup import escape
+from rich.table import Column
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
@@ -22,6 +24,26 @@ from harness.models.cache import ModelCache
 from harness.models.selection import select
 from harness.models.spaces import get_space
 from harness.results.store import Store
+
+
+def campaign_progress(con: Console) -> Progress:
+    """Bar, count, elapsed and ETA always fit; the device name and the live status line give way first.
+
+    At 80 columns rich would otherwise squeeze the count, elapsed time and ETA out to make room for the
+    status text, which is exactly what a user watching a long campaign needs to see.
+    """
+    narrow = con.width < 120
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}", table_column=Column(max_width=16 if narrow else 30,
+                                                                     overflow="ellipsis", no_wrap=True)),
+        BarColumn(bar_width=12 if narrow else 30),
+        MofNCompleteColumn(table_column=Column(no_wrap=True)),
+        TimeElapsedColumn(table_column=Column(no_wrap=True)),
+        TextColumn("eta", table_column=Column(no_wrap=True)),
+        TimeRemainingColumn(table_column=Column(no_wrap=True)),
+        TextColumn("{task.fields[status]}", table_column=Column(ratio=1, overflow="ellipsis", no_wrap=True)),
+        console=con, transient=False, expand=True)
 
 
 class ProgressObserver:
@@ -131,9 +153,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
     archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
     with Store(store) as st:
-        progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                            TextColumn("{task.fields[status]}"), console=console, transient=False)
+        progress = campaign_progress(console)
         try:
             with progress:
                 summary = run_campaign(st, profile, sp, archs, cache=ModelCache(cache_dir), command=command,
