@@ -221,3 +221,54 @@ def test_campaign_progress_keeps_count_elapsed_and_eta(cols):
     assert len(line) <= cols and re.search(r"\d:\d\d:\d\d eta (\d:\d\d:\d\d|-:--:--)", line), line
     if cols == 200:
         assert "median 10.111 ms" in line
+
+
+@pytest.fixture
+def with_target(small_store, tmp_path) -> Path:
+    """The small store plus a new device measured on 12 architectures."""
+    import shutil
+
+    import pandas as pd
+
+    from harness.results.importer import import_table
+
+    store = tmp_path / "h.db"
+    shutil.copy(small_store, store)
+    keys = [str(i) for i in range(0, 120, 10)]
+    with Store(store) as st:
+        wide = st.latencies("nb201", ["hwnb_raspi4"]).set_index("key").latency_ms
+        rows = [{**NB201.parse(k).columns, "new_dev_ms": 3 * wide[NB201.parse(k).key] ** 1.1} for k in keys]
+        pd.DataFrame(rows).to_csv(tmp_path / "target.csv", index=False)
+        import_table(st, tmp_path / "target.csv")
+    return store
+
+
+def test_adapt_prints_its_quality_and_reuses_identical_predictors(with_target, tmp_path):
+    args = ["adapt", "--proxy", "hwnb_raspi4", "--proxy", "hwnb_pixel3", "--target", "new_dev",
+            "--store", str(with_target), "--cache-dir", str(tmp_path / "cache")]
+    first = " ".join(invoke(*args).split())
+    assert "adapted predictor #1 for new_dev (the first for this device)" in first
+    m = re.search(r"quality on the 12 target samples \(leave-one-out, whole fit redone each time\): "
+                  r"SRCC (\S+), median error (\S+) %", first)
+    assert m and 0.8 < float(m.group(1)) <= 1.0, first
+    again = " ".join(invoke(*args).split())
+    assert "predictor #1 for new_dev already fits these inputs" in again and "reused" in again
+    assert m.group(0) in again  # the same figure, from the saved predictor
+    other = " ".join(invoke(*args, "--method", "target-only").split())
+    assert "adapted predictor #2 for new_dev (#1 used multiproxy)" in other
+    with Store(with_target) as st:
+        assert st.db.execute("SELECT COUNT(*) FROM predictors").fetchone()[0] == 2
+
+
+def test_working_shows_a_step_with_its_count(monkeypatch):
+    from rich.console import Console
+
+    con = Console(width=80, record=True, file=open(os.devnull, "w"), force_terminal=True)
+    monkeypatch.setattr(common, "err", con)
+    with common.working("adapting") as step:
+        step("building architectures for their graph features", 500, 15625)
+        import time
+
+        time.sleep(0.3)  # let the live display draw
+    text = con.export_text()
+    assert "building architectures for their graph features" in text and "500/15,625" in text

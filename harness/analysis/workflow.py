@@ -7,6 +7,8 @@ architectures, which method) so a prediction can always be traced to the measure
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -151,32 +153,100 @@ def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAU
     if len(y) < 3:
         raise TransferError(f"{target} has {len(y)} {ctx.space.name} measurement(s); adapt needs at least 3")
     x = onehot(ctx.space, archs)
+    digest = _inputs_digest(ctx, method, sources, series)
+    latest = ctx.store.latest_predictor(ctx.space.name, target)
+    if latest is not None and latest["provenance"].get("inputs_digest") == digest:
+        return {"id": latest["id"], "target": target, "method": method, "n_target_samples": len(y),
+                "proxies": sources, "reused": True,
+                **{k: v for k, v in latest["metrics"].items() if k != "source_srcc_on_samples"}}
     prov = {"target": target, "proxies": sources, "n_target_samples": len(y),
-            "target_archs": series.index.tolist(), "method": method}
+            "target_archs": series.index.tolist(), "method": method, "inputs_digest": digest}
     if method == "target-only":
         names = ctx.graph.vocabulary(archs)
-        model = fit_linear(ctx.features(archs, names), y)
+        feats = ctx.features(archs, names)
+        model = fit_linear(feats, y)
         payload = {**model.to_json(), "graph_features": names}
         metrics = {"loo_mse_log": model.fit.loo_mse}
+
+        def refit(tr, te):
+            return fit_linear(feats[tr], y[tr]).predict(feats[te])
     elif method == "adaproxy":
         if len(sources) != 1:
             raise HarnessError("adaproxy (OneProxy's method) adapts exactly one proxy; give one --proxy")
         proxy = latency_matrix(ctx.store, ctx.space.name, sources)[sources[0]].dropna()
-        model = fit_adaproxy(onehot(ctx.space, ctx.archs(proxy.index.tolist())), proxy.to_numpy(), x, y)
+        p_x, p_y = onehot(ctx.space, ctx.archs(proxy.index.tolist())), proxy.to_numpy()
+        model = fit_adaproxy(p_x, p_y, x, y)
         payload = {**model.to_json(), "proxy": sources[0]}
         metrics = {"lambda": model.lam}
+
+        def refit(tr, te):
+            return fit_adaproxy(p_x, p_y, x[tr], y[tr]).predict(x[te])
     else:
         s_ms, predictors = source_latencies(ctx, sources, archs)
         names = ctx.graph.vocabulary(archs)
-        model = fit_multiproxy(s_ms, x, y, list(sources), structure=ctx.features(archs, names))
+        feats = ctx.features(archs, names)
+        model = fit_multiproxy(s_ms, x, y, list(sources), structure=feats)
         payload = {**model.to_json(), "graph_features": names,
                    "source_predictors": {s: predictors[s] for s in model.sources if s in predictors}}
         metrics = {"loo_mse_log": model.fit.loo_mse, "sources_used": model.sources,
                    "onehot_weight": model.onehot_weight, "proxy_blend": model.blend,
                    "source_srcc_on_samples": model.candidates}
+
+        def refit(tr, te):
+            m = fit_multiproxy(s_ms[tr], x[tr], y[tr], list(sources), structure=feats[tr])
+            return m.predict(s_ms[te][:, [sources.index(s) for s in m.sources]], x[te], feats[te])
+    metrics.update(held_out_quality(refit, y))
     pid = ctx.store.save_predictor(ctx.space.name, target, method, payload, prov, metrics)
     return {"id": pid, "target": target, "method": method, "n_target_samples": len(y), "proxies": sources,
+            "reused": False, "why_new": _why_new(latest, prov),
             **{k: v for k, v in metrics.items() if k != "source_srcc_on_samples"}}
+
+
+def held_out_quality(refit, y: np.ndarray, max_loo: int = 60) -> dict:
+    """SRCC and median relative error of predictions for the K target samples, each predicted by the whole
+    fit (source choice, weights, blend) redone without it: leave-one-out, 10-fold above ``max_loo``."""
+    from scipy.stats import spearmanr
+
+    n = len(y)
+    folds = ([np.array([i]) for i in range(n)] if n <= max_loo
+             else np.array_split(np.random.default_rng(0).permutation(n), 10))
+    pred = np.empty(n)
+    try:
+        for test in folds:
+            pred[test] = refit(np.setdiff1d(np.arange(n), test), test)
+    except (TransferError, ValueError, np.linalg.LinAlgError):
+        return {}  # too few samples to refit without one of them
+    return {"loo_srcc": float(spearmanr(pred, y).statistic),
+            "loo_median_rel_error": float(np.median(np.abs(pred / y - 1.0))),
+            "loo_scheme": "leave-one-out" if n <= max_loo else "10-fold"}
+
+
+def _inputs_digest(ctx: Context, method: str, sources: Sequence[str], target: pd.Series) -> str:
+    """What an adapted predictor depends on: method, proxies and their data, the target's samples, harness."""
+    from harness import __version__
+
+    src = ctx.store.latencies(ctx.space.name, list(sources))
+    body = {"method": method, "sources": list(sources), "version": __version__,
+            "graph_mode": getattr(ctx.graph, "graph_mode", None),
+            "target": sorted((k, round(float(v), 9)) for k, v in target.items()),
+            "source_data": {d: [len(g), round(float(g.latency_ms.sum()), 6)] for d, g in src.groupby("device")}}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _why_new(latest: dict | None, prov: dict) -> str:
+    """Why adapt made a new predictor instead of reusing the latest one (said in its output)."""
+    if latest is None:
+        return "the first for this device"
+    old = latest["provenance"]
+    if old.get("method") != prov["method"]:
+        return f"#{latest['id']} used {old.get('method')}"
+    if old.get("proxies") != prov["proxies"]:
+        return f"#{latest['id']} used other proxies"
+    if old.get("n_target_samples") != prov["n_target_samples"]:
+        return f"#{latest['id']} had {old.get('n_target_samples')} target samples, now {prov['n_target_samples']}"
+    if old.get("target_archs") != prov["target_archs"] or "inputs_digest" not in old:
+        return f"the target's measurements changed since #{latest['id']}"
+    return f"the proxies' data or harness changed since #{latest['id']}"
 
 
 # --- predict -------------------------------------------------------------------------------------

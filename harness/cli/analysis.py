@@ -13,7 +13,7 @@ from rich.table import Table
 from harness import analysis
 from harness.analysis.correlation import DEFAULT_MIN_OVERLAP, correlate
 from harness.analysis.report import cluster_order
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err, working
 from harness.errors import HarnessError
 from harness.results.importer import import_table
 from harness.results.store import Store
@@ -40,7 +40,8 @@ def import_(
     """
     with Store(store) as st:
         for f in files:
-            r = import_table(st, f, source=source, space=space)
+            with working(f"importing {f.name}"):
+                r = import_table(st, f, source=source, space=space)
             for w in r.warnings:
                 err.print(f"[yellow]warning:[/] {escape(w)}")
             if r.skipped_file:
@@ -129,9 +130,9 @@ def srcc(
 
     if layout not in ("auto", "matrix", "pairs"):
         raise HarnessError(f"--layout must be auto, matrix or pairs, not {layout!r}")
-    with Store(store) as st:
+    with Store(store) as st, working("correlating" + (f" with {ci} bootstrap resamples" if ci else "")):
         wide = analysis.latencies(st, space, device)
-    corr = correlate(wide, method=method, n_boot=ci, seed=seed)
+        corr = correlate(wide, method=method, n_boot=ci, seed=seed)
     if as_json:
         records = corr.pairs.assign(low_overlap=corr.pairs.n_common_archs < min_overlap)
         print(json.dumps(records.to_dict(orient="records"), indent=1, default=lambda v: v.item()))
@@ -180,7 +181,8 @@ def proxy(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Rank candidate proxy devices by how well their latency ranking matches the targets' (mean and worst)."""
-    df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci)
+    with working("ranking proxies" + (f" with {ci} bootstrap resamples" if ci else "")):
+        df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci)
     if as_json:
         print(json.dumps(df.to_dict(orient="records"), indent=1, default=float))
         return
@@ -227,5 +229,6 @@ def report(
         missing = sorted({d for p in pairs or [] for d in p} - set(wide.columns))
         if missing:
             raise HarnessError(f"--pair names device(s) without {space} data: {', '.join(missing)}")
-        path = analysis.report(st, out, space, device, pairs, png, method)
+        with working(f"drawing the report ({space})"):
+            path = analysis.report(st, out, space, device, pairs, png, method)
     console.print(f"wrote {path}" + (f" and PNG figures in {png}" if png else ""))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -29,6 +30,24 @@ DEFAULT_DEVICES = Path("devices")
 DEFAULT_CACHE = Path(os.environ.get("HARNESS_CACHE", "models/cache"))
 
 F = TypeVar("F", bound=Callable)
+
+
+@contextmanager
+def working(description: str) -> Iterator[Callable[..., None]]:
+    """A spinner with elapsed time on stderr for steps that may take more than ~2 s; it disappears when
+    done. Yields ``step(text=None, done=None, total=None)``: a new description and, when known, a count."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=16),
+                        TextColumn("{task.fields[count]}"), TimeElapsedColumn(), console=err, transient=True)
+    with progress:
+        task = progress.add_task(description, total=None, count="")
+
+        def step(text: str | None = None, done: int | None = None, total: int | None = None) -> None:
+            progress.update(task, description=text or description, completed=done or 0, total=total,
+                            count=f"{done:,}/{total:,}" if total else "")
+
+        yield step
 
 
 def cli_errors(fn: F) -> F:

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.analysis import sampling, workflow
-from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console
+from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, working
 from harness.results.export import write_table
 from harness.results.store import Store
 
@@ -20,6 +20,14 @@ SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 ProxyOpt = Annotated[list[str], typer.Option(
     "--proxy", "-p", help="Proxy device(s) with data in the space (repeat), or `all`.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _context(st: Store, space: str, cache_dir: Path, step) -> workflow.Context:
+    """The workflow context, with the graph-feature builds (the slow part) shown on the progress line."""
+    ctx = workflow.open_context(st, space, str(cache_dir))
+    ctx.graph.on_progress = lambda done, total: step("building architectures for their graph features", done,
+                                                     total)
+    return ctx
 
 
 def _print_json(obj) -> None:
@@ -33,8 +41,8 @@ def train(
     cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Train a device's own latency predictor (ridge on one-hot + graph features) and save it in the store."""
-    with Store(store) as st:
-        r = workflow.train(workflow.open_context(st, space, str(cache_dir)), device)
+    with Store(store) as st, working(f"training {device}'s predictor") as step:
+        r = workflow.train(_context(st, space, cache_dir, step), device)
     if as_json:
         _print_json(r)
         return
@@ -55,9 +63,8 @@ def suggest(
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Pick which K architectures to measure on a new target so the proxy's ranking transfers best."""
-    with Store(store) as st:
-        picks = workflow.suggest(workflow.open_context(st, space, str(cache_dir)), proxy, samples, strategy, seed,
-                                 target)
+    with Store(store) as st, working(f"choosing {samples} architectures") as step:
+        picks = workflow.suggest(_context(st, space, cache_dir, step), proxy, samples, strategy, seed, target)
     if out:
         write_table(picks, out)
     if as_json:
@@ -84,13 +91,23 @@ def adapt(
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Fit the target's latency predictor from the proxies and exactly the target measurements in the store."""
-    with Store(store) as st:
-        r = workflow.adapt(workflow.open_context(st, space, str(cache_dir)), proxy, target, method)
+    with Store(store) as st, working(f"adapting a predictor for {target}") as step:
+        r = workflow.adapt(_context(st, space, cache_dir, step), proxy, target, method)
     if as_json:
         _print_json(r)
         return
-    console.print(f"adapted predictor #{r['id']} for {target}: {method} from {r['n_target_samples']} target "
-                  f"samples and {len(r['proxies'])} proxy device(s)", highlight=False)
+    if r["reused"]:
+        console.print(f"predictor #{r['id']} for {target} already fits these inputs (same method, proxies, proxy "
+                      f"data and {r['n_target_samples']} target samples): reused, nothing new saved",
+                      highlight=False)
+    else:
+        console.print(f"adapted predictor #{r['id']} for {target} ({r['why_new']}): {method} from "
+                      f"{r['n_target_samples']} target samples and {len(r['proxies'])} proxy device(s)",
+                      highlight=False)
+    if "loo_srcc" in r:
+        console.print(f"  quality on the {r['n_target_samples']} target samples ({r['loo_scheme']}, whole fit "
+                      f"redone each time): SRCC [bold]{r['loo_srcc']:.3f}[/], median error "
+                      f"{100 * r['loo_median_rel_error']:.1f} %", highlight=False)
     if "sources_used" in r:
         console.print(f"  sources used: {', '.join(r['sources_used'])}; one-hot weight {r['onehot_weight']}",
                       highlight=False)
@@ -104,8 +121,8 @@ def predict(
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Predict the device's latency for every architecture of the space (those in the store if it is huge)."""
-    with Store(store) as st:
-        df = workflow.predict(workflow.open_context(st, space, str(cache_dir)), device)
+    with Store(store) as st, working(f"predicting {device}") as step:
+        df = workflow.predict(_context(st, space, cache_dir, step), device)
     if out:
         write_table(df, out)
     if as_json:
@@ -132,14 +149,14 @@ def pareto(
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Does the proxy's Pareto set (accuracy vs latency) hold on the target? Recall, hypervolume, regret."""
-    with Store(store) as st:
-        r = workflow.pareto(workflow.open_context(st, space, str(cache_dir)), proxy, target, accuracy, what_if,
-                            adapt_proxy)
+    with Store(store) as st, working(f"checking the Pareto set of {proxy} on {target}") as step:
+        r = workflow.pareto(_context(st, space, cache_dir, step), proxy, target, accuracy, what_if, adapt_proxy)
     checks = {k: r[k].summary() for k in ("proxy_front", "predicted_front") if k in r}
     if plot:
         from harness.analysis.report import pareto_report
 
-        pareto_report(r, space).write(plot)
+        with working(f"drawing {plot}"):
+            pareto_report(r, space).write(plot)
     if as_json:
         _print_json({"proxy": proxy, "target": target, "accuracy": accuracy, **checks})
         return
