@@ -89,6 +89,8 @@ class _Silent:
 
 def stale_keys(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch]) -> list[str]:
     """Keys among ``archs`` whose latest measurement in the profile's graph mode is of an older exporter."""
+    if hasattr(space, "artifact"):  # model files are not exported: never stale
+        return []
     versions = store.measured_versions(profile.name, space.name, profile.graph)
     return [a.key for a in archs if versions.get(a.key, EXPORTER_VERSION) < EXPORTER_VERSION]
 
@@ -100,6 +102,8 @@ def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     if remeasure:
         return list(archs)
     versions = store.measured_versions(profile.name, space.name, profile.graph)
+    if hasattr(space, "artifact"):
+        remeasure_stale = False  # model files are not exported: never stale
     return [a for a in archs if a.key not in versions
             or (remeasure_stale and versions[a.key] < EXPORTER_VERSION)]
 
@@ -182,9 +186,11 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             interrupts.check()  # a Ctrl-C that some library swallowed still stops the campaign here
             started, t0 = utcnow(), time.perf_counter()
             exported, digest, degenerate = False, None, None
-            identity = dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION)
+            as_files = hasattr(space, "artifact")  # model files (harness.models.files): measured as they are
+            identity = (dict(graph_mode=None, exporter_version=None) if as_files
+                        else dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION))
             try:
-                artifact = cache.get(space.build(arch), fmt, profile.graph)
+                artifact = space.artifact(arch) if as_files else cache.get(space.build(arch), fmt, profile.graph)
                 exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
                 result = driver.run(driver.push(artifact))
             except ConnectionLost:

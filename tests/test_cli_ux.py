@@ -34,6 +34,11 @@ def invoke(*args: str) -> str:
     return result.output
 
 
+def flat(text: str) -> str:
+    """Output with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
 def assert_fits(output: str, width: int) -> None:
     too_wide = [line for line in output.splitlines() if len(line) > width]
     assert not too_wide, f"lines wider than {width}: {too_wide[:3]}"
@@ -272,3 +277,59 @@ def test_working_shows_a_step_with_its_count(monkeypatch):
         time.sleep(0.3)  # let the live display draw
     text = con.export_text()
     assert "building architectures for their graph features" in text and "500/15,625" in text
+
+
+# --- measure any model file ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory, cache_dir):
+    import shutil
+
+    from harness.models.cache import ModelCache
+
+    d = tmp_path_factory.mktemp("models")
+    cache = ModelCache(cache_dir)
+    graph = NB201.build(NB201.parse("77"))
+    shutil.copy(cache.get(graph, "onnx").path, d / "my.onnx")
+    shutil.copy(cache.get(graph, "tflite").path, d / "my.tflite")
+    (d / "fake.onnx").write_text("this is not a model")
+    return d
+
+
+def test_measure_a_model_file_resumes_by_content(model_files, devices_dir, tmp_path):
+    import shutil
+
+    store = tmp_path / "h.db"
+    common_args = ["--store", str(store), "--devices-dir", str(devices_dir)]
+    first = flat(invoke("measure", "--device", "fast-onnx", "--model", str(model_files / "my.onnx"), *common_args))
+    assert "1 measured" in first and "model files on fast-onnx" in first and "median ms" in first
+    again = flat(invoke("measure", "--device", "fast-onnx", "--model", str(model_files / "my.onnx"), *common_args))
+    assert "already in" in again and "nothing to do" in again
+    renamed = tmp_path / "renamed.onnx"
+    shutil.copy(model_files / "my.onnx", renamed)  # same content, new name: a new entry sharing the hash
+    invoke("measure", "-d", "fast-onnx", "-m", str(renamed), "-m", str(model_files / "my.onnx"), *common_args)
+    tfl = invoke("measure", "-d", "fast-tflite", "-m", str(model_files / "my.tflite"), *common_args)
+    assert "1 measured" in tfl
+    with Store(store) as st:
+        m = st.measurements(space="file")
+        camp = st.db.execute("SELECT conditions_json FROM campaigns").fetchone()[0]
+    assert len(m) == 3 and set(m.status) == {"ok"} and m.model_digest.nunique() == 2
+    assert {k.split("@")[0] for k in m.key} == {"my.onnx", "renamed.onnx", "my.tflite"}
+    assert "runtime_version" in camp
+    out = tmp_path / "files.csv"
+    invoke("export", "--space", "file", "--out", str(out), "--store", str(store))
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert {"file", "sha256", "fast-onnx_ms", "fast-tflite_ms"} <= set(table.columns) and len(table) == 3
+
+
+def test_measure_model_file_errors_name_the_file_and_the_fix(model_files, devices_dir, tmp_path):
+    args = ["--store", str(tmp_path / "h.db"), "--devices-dir", str(devices_dir)]
+    cases = [(["-d", "fast-tflite", "-m", str(model_files / "my.onnx")], "use a onnxruntime profile"),
+             (["-d", "fast-onnx", "-m", str(model_files / "fake.onnx")], "does not look like a onnx model"),
+             (["-d", "fast-onnx", "-m", str(tmp_path / "nope.onnx")], "no such file"),
+             (["-d", "fast-onnx", "-m", str(model_files / "my.onnx"), "--sample", "3"], "leave out --sample")]
+    for extra, message in cases:
+        result = runner.invoke(app, ["measure", *extra, *args])
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split()), result.output

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Column
+from rich.table import Column, Table
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
@@ -19,6 +19,7 @@ from harness.campaign import UNSTABLE_CV, CampaignSummary, ModelOutcome, run_cam
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
                                 StoreOpt, cli_errors, console, err)
 from harness.devices.lease import DeviceBusy
+from harness.errors import HarnessError
 from harness.devices.registry import ProfileRegistry
 from harness.models.cache import ModelCache
 from harness.models.selection import select
@@ -74,6 +75,23 @@ class ProgressObserver:
         self.progress.update(self.task, advance=1, status=status)
 
 
+def print_model_results(st_path: Path, device: str, keys: list[str]) -> None:
+    """What benchmark_model users look for: each file's latency, from its latest measurement."""
+    with Store(st_path) as st:
+        m = st.measurements(device, "file")
+    m = m[m.key.isin(keys) & (m.status == "ok")].drop_duplicates("key", keep="last")
+    if m.empty:
+        return
+    table = Table(title=f"model files on {escape(device)}")
+    for col in ("file", "median ms", "p90 ms", "min ms", "CV", "runs", "load ms"):
+        table.add_column(col, justify="left" if col == "file" else "right", overflow="fold")
+    for r in m.itertuples():
+        cv = r.std_ms / r.mean_ms if r.mean_ms else 0.0
+        table.add_row(escape(r.key), f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.min_ms:.3f}", f"{100 * cv:.1f} %",
+                      str(r.n_runs), f"{r.init_ms:.1f}" if r.init_ms == r.init_ms and r.init_ms is not None else "-")
+    console.print(table)
+
+
 def print_summary(s: CampaignSummary) -> None:
     console.print(f"[bold]{s.device}[/] {s.space} (graph: {s.graph_mode}): {s.ok} measured, {s.failed} failed, "
                   f"{s.skipped} already in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})",
@@ -121,6 +139,9 @@ def measure(
         help="Model semantics, overriding the profile's 'graph': prune (what a deployment converter exports: "
              "dead code removed, zeros folded, identical ops merged, activations fused) or keep (PyTorch-eager "
              "export: x*0 and dead convs computed, as the PyTorch-exported tables measured).")] = None,
+    model: Annotated[Optional[list[Path]], typer.Option(
+        "--model", "-m", help="Measure these model files (.onnx or .tflite; repeat) instead of a space's "
+        "architectures: stored under space 'file', keyed by name and content hash, resumed like any campaign.")] = None,
     max_failures: Annotated[int, typer.Option(help="Stop after this many failures in a row.")] = 5,
     wait: Annotated[bool, typer.Option(
         "--wait", help="If another campaign is measuring this device, wait for it instead of exiting.")] = False,
@@ -136,21 +157,30 @@ def measure(
     """
     run(device, space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
         remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir,
-        remeasure_stale=remeasure_stale, graph=graph, wait=wait)
+        remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model)
 
 
 @cli_errors
 def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bool, arch: list[str] | None,
         arch_file: Path | None, remeasure: bool, max_failures: int, store: Path, devices_dir: Path,
         cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
-        wait: bool = False) -> CampaignSummary:
+        wait: bool = False, model: list[Path] | None = None) -> CampaignSummary:
     from harness.models.passes import check_mode
 
     profile = ProfileRegistry(devices_dir).get(device)
     if graph is not None:  # a campaign setting: recorded with the campaign's profile and each measurement
         profile = profile.model_copy(update={"graph": check_mode(graph)})
-    sp = get_space(space)
-    archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
+    if model:
+        from harness.models.files import FileSpace, open_model
+
+        if sample is not None or all_archs or arch or arch_file:
+            raise HarnessError("--model measures files; leave out --sample, --all, --arch and --arch-file")
+        sp = FileSpace([open_model(m) for m in model])
+        sp.check_runtime(profile)
+        archs = sp.archs()
+    else:
+        sp = get_space(space)
+        archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
     with Store(store) as st:
         progress = campaign_progress(console)
@@ -175,11 +205,16 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
             except KeyboardInterrupt:
                 pass
             raise typer.Exit(130) from None
-    if summary.status == "nothing to do":
+    if summary.status == "nothing to do" and model:
+        console.print(f"{device}: all {len(archs)} model file(s) are already in {store}; nothing to do "
+                      "(--remeasure to measure again).", highlight=False)
+    elif summary.status == "nothing to do":
         console.print(f"{device}: all {len(archs)} architectures are already in {store} (graph: {profile.graph}); "
                       "nothing to do (--remeasure to measure again).", highlight=False)
     else:
         print_summary(summary)
+    if model:
+        print_model_results(st_path=store, device=profile.name, keys=[a.key for a in archs])
     if summary.stale:
         from harness.models.cache import EXPORTER_VERSION
 
