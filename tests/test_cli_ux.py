@@ -333,3 +333,53 @@ def test_measure_model_file_errors_name_the_file_and_the_fix(model_files, device
         result = runner.invoke(app, ["measure", *extra, *args])
         assert result.exit_code == 2, result.output
         assert message in " ".join(result.output.split()), result.output
+
+
+# --- reports -------------------------------------------------------------------------------------------
+def test_report_masks_low_overlap_pairs_and_says_how_to_read_and_where_numbers_come_from(
+        small_store, registry, cache_dir, tmp_path):
+    import shutil
+
+    from harness.campaign import run_campaign
+    from harness.models.cache import ModelCache
+
+    store = tmp_path / "h.db"
+    shutil.copy(small_store, store)
+    with Store(store) as st:  # one measured device: its runtime, policy, machine and dates belong in the report
+        run_campaign(st, registry.get("fast-onnx"), NB201, NB201.parse_many(["1", "2", "3"]), cache=ModelCache(cache_dir))
+    out = tmp_path / "r.html"
+    invoke("report", "--out", str(out), "--store", str(store))
+    page = out.read_text()
+    assert page.count("How to read this:") == page.count("<h2") >= 5  # every figure and table
+    assert "Where the numbers come from" in page and "onnxruntime 1." in page and "1 warm-up + 3 timed runs" in page
+    assert "share fewer than 30 architectures: hatched" in page
+    scatter_title = re.search(r"most and the two least correlated pairs", page)
+    assert scatter_title
+    # the default scatter pairs skip pairs on 3 or 8 architectures
+    import harness.analysis as ha
+    from harness.analysis.report import default_pairs
+
+    corr = ha.correlate(ha.latencies(str(store)))
+    assert all("tiny_overlap_dev" not in p and "fast-onnx" not in p for p in default_pairs(corr, min_overlap=30))
+
+
+def test_pareto_report_clips_degenerate_architectures_and_sorts_regret():
+    import numpy as np
+    import pandas as pd
+
+    from harness.analysis import pareto
+    from harness.analysis.report import pareto_report
+
+    rng = np.random.default_rng(1)
+    lat = rng.lognormal(1, 0.5, 300)
+    acc = 40 + 10 * np.log(lat) + rng.normal(0, 2, 300)
+    lat[:4], acc[:4] = 0.011, 1.0  # dead cells: fastest and useless
+    proxy = lat * rng.lognormal(0, 0.2, 300)
+    frame = pd.DataFrame({"p": proxy, "t": lat, "acc": acc})
+    result = {"proxy": "p", "target": "t", "accuracy": "acc", "frame": frame,
+              "proxy_front": pareto.check(proxy, lat, acc)}
+    rep = pareto_report(result, "nb201")
+    assert "4 degenerate architecture(s)" in rep.figures[0].caption
+    levels = rep.tables[-1].frame
+    assert list(levels.accuracy) == sorted(levels.accuracy, reverse=True) and "regret_pct" in levels
+    assert all(t.how_to_read for t in rep.tables) and rep.figures[0].how_to_read

@@ -220,9 +220,11 @@ def report(
     pair: Annotated[Optional[list[str]], typer.Option(
         help="Scatter plot for A:B (repeat); default: the two most and two least correlated pairs.")] = None,
     method: MethodOpt = "spearman",
+    min_overlap: MinOverlapOpt = DEFAULT_MIN_OVERLAP,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
-    """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions."""
+    """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions, where
+    each device's numbers come from, and a 'how to read this' for every figure and table."""
     pairs = _pairs(pair)
     with Store(store) as st:
         wide = analysis.latencies(st, space, device)
@@ -230,5 +232,5 @@ def report(
         if missing:
             raise HarnessError(f"--pair names device(s) without {space} data: {', '.join(missing)}")
         with working(f"drawing the report ({space})"):
-            path = analysis.report(st, out, space, device, pairs, png, method)
+            path = analysis.report(st, out, space, device, pairs, png, method, min_overlap)
     console.print(f"wrote {path}" + (f" and PNG figures in {png}" if png else ""))
