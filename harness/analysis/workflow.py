@@ -179,8 +179,8 @@ def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAU
         payload = {**model.to_json(), "proxy": sources[0]}
         metrics = {"lambda": model.lam}
 
-        def refit(tr, te):
-            return fit_adaproxy(p_x, p_y, x[tr], y[tr]).predict(x[te])
+        def refit(tr, te):  # lambda as chosen on all K (its own 5-fold search K times over is slow)
+            return fit_adaproxy(p_x, p_y, x[tr], y[tr], lambdas=(model.lam,)).predict(x[te])
     else:
         s_ms, predictors = source_latencies(ctx, sources, archs)
         names = ctx.graph.vocabulary(archs)
