@@ -376,8 +376,9 @@ def test_pareto_report_clips_degenerate_architectures_and_sorts_regret():
     lat[:4], acc[:4] = 0.011, 1.0  # dead cells: fastest and useless
     proxy = lat * rng.lognormal(0, 0.2, 300)
     frame = pd.DataFrame({"p": proxy, "t": lat, "acc": acc})
-    result = {"proxy": "p", "target": "t", "accuracy": "acc", "frame": frame,
-              "proxy_front": pareto.check(proxy, lat, acc)}
+    from harness.analysis.workflow import ParetoResult
+
+    result = ParetoResult("p", "t", "acc", pareto.check(proxy, lat, acc), frame)
     rep = pareto_report(result, "nb201")
     assert "4 degenerate architecture(s)" in rep.figures[0].caption
     levels = rep.tables[-1].frame

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import matplotlib.patches
@@ -27,6 +28,9 @@ from scipy.spatial.distance import squareform  # noqa: E402
 
 from harness import __version__  # noqa: E402
 from harness.analysis.correlation import DEFAULT_MIN_OVERLAP, Correlations  # noqa: E402
+
+if TYPE_CHECKING:
+    from harness.analysis.workflow import ParetoResult
 
 
 @dataclass
@@ -267,26 +271,27 @@ def _degenerate(lat: np.ndarray, acc: np.ndarray) -> np.ndarray:
     return (acc < 0.25 * np.median(acc)) | (lat < np.median(lat) / 50)
 
 
-def pareto_figure(result: dict) -> Figure:
+def pareto_figure(result: ParetoResult) -> Figure:
     """Target latency vs accuracy: all architectures, the target's front and the fronts found by proxy/predictor.
     Degenerate architectures are left off the axes (counted in the caption); the legend sits below the plot."""
-    frame = result["frame"]
-    target, proxy, acc_col = result["target"], result["proxy"], result["accuracy"]
+    frame = result.frame
+    target, proxy, acc_col = result.target, result.proxy, result.accuracy
     lat, acc = frame[target].to_numpy(), frame[acc_col].to_numpy()
     odd = _degenerate(lat, acc)
     fig, ax = plt.subplots(figsize=(8, 6.5))
     ax.scatter(lat[~odd], acc[~odd], s=4, color="#bbbbbb", label="all compared architectures", linewidths=0)
     styles = [("proxy_front", f"front found with proxy {proxy}", "#d62728", "o"),
-              ("predicted_front", f"front found with {result.get('predicted_from', 'the predictor')}", "#1f77b4",
+              ("predicted_front", f"front found with {result.predicted_from or 'the predictor'}", "#1f77b4",
                "s")]
-    tf = np.array([i for i in result["proxy_front"].target_front if not odd[i]], dtype=int)
+    fronts = result.fronts()
+    tf = np.array([i for i in result.proxy_front.target_front if not odd[i]], dtype=int)
     order = np.argsort(lat[tf])
     ax.step(lat[tf][order], acc[tf][order], where="post", color="black", lw=1.5, label=f"true front on {target}")
     for key, label, colour, marker in styles:
-        if key in result:
-            idx = np.array([i for i in result[key].proxy_front if not odd[i]], dtype=int)
+        if key in fronts:
+            idx = np.array([i for i in fronts[key].proxy_front if not odd[i]], dtype=int)
             ax.scatter(lat[idx], acc[idx], s=22, facecolors="none", edgecolors=colour, marker=marker,
-                       label=f"{label} (recall {result[key].recall:.2f}, HV {result[key].hv_ratio:.3f})")
+                       label=f"{label} (recall {fronts[key].recall:.2f}, HV {fronts[key].hv_ratio:.3f})")
     ax.set_xscale("log")
     ax.set_xlabel(f"{target} latency (ms, measured)")
     ax.set_ylabel(acc_col)
@@ -304,19 +309,18 @@ def pareto_figure(result: dict) -> Figure:
                               "accuracy.")
 
 
-def pareto_report(result: dict, space: str) -> Report:
-    report = Report(f"Pareto validation — {result['proxy']} → {result['target']}", space)
-    report.facts = [f"accuracy: {result['accuracy']}; latencies judged on {result['target']}'s measured values",
-                    f"{result['proxy_front'].n_archs} architectures with {result['proxy']}, {result['target']} and "
+def pareto_report(result: ParetoResult, space: str) -> Report:
+    report = Report(f"Pareto validation — {result.proxy} → {result.target}", space)
+    report.facts = [f"accuracy: {result.accuracy}; latencies judged on {result.target}'s measured values",
+                    f"{result.proxy_front.n_archs} architectures with {result.proxy}, {result.target} and "
                     "the accuracy"]
-    rows = [{"front from": k.replace("_front", ""), **result[k].summary()}
-            for k in ("proxy_front", "predicted_front") if k in result]
+    rows = [{"front from": k.replace("_front", ""), **c.summary()} for k, c in result.fronts().items()]
     report.tables.append(Table("Summary", pd.DataFrame(rows),
                                "recall: share of the target's true front that the front found with the proxy "
                                "(or predictor) contains; HV ratio: area under its staircase over the true one (1 = "
                                "as good); regret: extra target latency paid for the same accuracy."))
     report.figures.append(pareto_figure(result))
-    levels = pd.DataFrame(result["proxy_front"].per_level)
+    levels = pd.DataFrame(result.proxy_front.per_level)
     if not levels.empty:
         levels = levels.assign(regret_pct=100 * levels.regret_ms / levels.best_ms)
         levels = levels.sort_values("accuracy", ascending=False)

@@ -10,13 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness import analysis
-from harness.analysis.correlation import DEFAULT_MIN_OVERLAP, correlate
-from harness.analysis.report import cluster_order
 from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err, working
 from harness.errors import HarnessError
-from harness.results.importer import import_table
-from harness.results.store import Store
+from harness.paths import WORKSPACE
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 DevicesOpt = Annotated[Optional[list[str]], typer.Option(
@@ -38,6 +34,9 @@ def import_(
     acc_* columns become accuracy metrics, other numeric columns metadata. A file is imported whole or
     not at all; identical values merge, conflicting ones are an error naming both sources.
     """
+    from harness.results.importer import import_table
+    from harness.results.store import Store
+
     with Store(store) as st:
         for f in files:
             with working(f"importing {f.name}"):
@@ -59,6 +58,7 @@ def _colour(v: float) -> str:
     return f"[{style}]{v:.2f}[/]"
 
 
+DEFAULT_MIN_OVERLAP = 30  # harness.analysis.correlation.DEFAULT_MIN_OVERLAP, not imported: --help stays light
 MinOverlapOpt = Annotated[int, typer.Option(
     "--min-overlap", help="Pairs with fewer common architectures are shown with their n, masked and left out "
     "of summaries (an SRCC on a handful of architectures is noise).")]
@@ -128,6 +128,11 @@ def srcc(
     """Rank correlation of latencies for every pair of devices, on the architectures both have."""
     from rich.measure import Measurement
 
+    from harness import analysis
+    from harness.analysis.correlation import correlate
+    from harness.analysis.report import cluster_order
+    from harness.results.store import Store
+
     if layout not in ("auto", "matrix", "pairs"):
         raise HarnessError(f"--layout must be auto, matrix or pairs, not {layout!r}")
     with Store(store) as st, working("correlating" + (f" with {ci} bootstrap resamples" if ci else "")):
@@ -181,6 +186,8 @@ def proxy(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Rank candidate proxy devices by how well their latency ranking matches the targets' (mean and worst)."""
+    from harness import analysis
+
     with working("ranking proxies" + (f" with {ci} bootstrap resamples" if ci else "")):
         df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci)
     if as_json:
@@ -212,8 +219,8 @@ def _pairs(values: list[str] | None) -> list[tuple[str, str]] | None:
 
 @cli_errors
 def report(
-    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (figures embedded).")] = Path(
-        "analysis/report.html"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (figures embedded).")] = (
+        WORKSPACE.reports / "report.html"),
     png: Annotated[Optional[Path], typer.Option(help="Also write each figure as PNG into this folder.")] = None,
     space: SpaceOpt = "nb201",
     device: DevicesOpt = None,
@@ -225,6 +232,9 @@ def report(
 ) -> None:
     """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions, where
     each device's numbers come from, and a 'how to read this' for every figure and table."""
+    from harness import analysis
+    from harness.results.store import Store
+
     pairs = _pairs(pair)
     with Store(store) as st:
         wide = analysis.latencies(st, space, device)

@@ -5,27 +5,20 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Column, Table
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 
-from harness import interrupts
-from harness.campaign import UNSTABLE_CV, CampaignSummary, ModelOutcome, run_campaign
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, err)
-from harness.devices.lease import DeviceBusy
+                                StoreOpt, cli_errors, console, err, reachable)
 from harness.errors import HarnessError
-from harness.devices.registry import ProfileRegistry
-from harness.models.cache import ModelCache
-from harness.models.selection import select
-from harness.models.spaces import get_space
-from harness.results.store import Store
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from harness.campaign import CampaignSummary, ModelOutcome
 
 def campaign_progress(con: Console) -> Progress:
     """Bar, count, elapsed and ETA always fit; the device name and the live status line give way first.
@@ -33,6 +26,10 @@ def campaign_progress(con: Console) -> Progress:
     At 80 columns rich would otherwise squeeze the count, elapsed time and ETA out to make room for the
     status text, which is exactly what a user watching a long campaign needs to see.
     """
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.table import Column
+
     narrow = con.width < 120
     return Progress(
         SpinnerColumn(),
@@ -77,6 +74,10 @@ class ProgressObserver:
 
 def print_model_results(st_path: Path, device: str, keys: list[str]) -> None:
     """What benchmark_model users look for: each file's latency, from its latest measurement."""
+    from rich.table import Table
+
+    from harness.results.store import Store
+
     with Store(st_path) as st:
         m = st.measurements(device, "file")
     m = m[m.key.isin(keys) & (m.status == "ok")].drop_duplicates("key", keep="last")
@@ -107,6 +108,8 @@ def print_summary(s: CampaignSummary) -> None:
 
 def print_unstable(s: CampaignSummary, show: int = 3) -> None:
     """Name the least repeatable models with their CV and say what to do, instead of a blanket warning."""
+    from harness.campaign import UNSTABLE_CV
+
     worst = sorted(s.unstable_cv.items(), key=lambda kv: -kv[1])[:show]
     share = len(s.unstable) / max(s.ok, 1)
     names = ", ".join(f"{escape(k)} (CV {100 * cv:.0f} %)" for k, cv in worst)
@@ -165,7 +168,16 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         arch_file: Path | None, remeasure: bool, max_failures: int, store: Path, devices_dir: Path,
         cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
         wait: bool = False, model: list[Path] | None = None) -> CampaignSummary:
+    from harness import interrupts
+    from harness.campaign import run_campaign
+    from harness.devices.lease import DeviceBusy
+    from harness.devices.registry import ProfileRegistry
+    from harness.models.cache import ModelCache
     from harness.models.passes import check_mode
+    from harness.models.selection import select
+    from harness.models.spaces import get_space
+    from harness.results.store import Store
+
 
     profile = ProfileRegistry(devices_dir).get(device)
     if graph is not None:  # a campaign setting: recorded with the campaign's profile and each measurement
@@ -182,7 +194,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         sp = get_space(space)
         archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
-    with Store(store) as st:
+    with reachable(profile) as profile, Store(store) as st:
         progress = campaign_progress(console)
         try:
             with progress:

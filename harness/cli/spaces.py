@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console
-from harness.models.spaces import SPACES
+from harness.cli.common import cli_errors, console
 
 
 def count_text(n: int | None) -> str:
@@ -19,8 +18,10 @@ def count_text(n: int | None) -> str:
 
 
 @cli_errors
-def spaces(store: StoreOpt = DEFAULT_STORE) -> None:
+def spaces() -> None:
     """List the search spaces, their size and key columns."""
+    from harness.models.spaces import SPACES
+
     table = Table(title="search spaces")
     for col in ("name", "architectures", "key columns", "input", "description"):
         table.add_column(col)
