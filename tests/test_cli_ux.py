@@ -384,3 +384,9 @@ def test_pareto_report_clips_degenerate_architectures_and_sorts_regret():
     levels = rep.tables[-1].frame
     assert list(levels.accuracy) == sorted(levels.accuracy, reverse=True) and "regret_pct" in levels
     assert all(t.how_to_read for t in rep.tables) and rep.figures[0].how_to_read
+
+
+def test_devices_list_fits(width):
+    out = invoke("devices", "list")
+    assert_fits(out, width)
+    assert re.search(r"local-onnx\s+local\s+onnxruntime ×1\s+built-in\s+this machine's CPU", out)
