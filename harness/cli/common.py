@@ -88,6 +88,9 @@ def working(description: str) -> Iterator[Callable[..., None]]:
     done. Yields ``step(text=None, done=None, total=None)``: a new description and, when known, a count."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    if not err.is_terminal:  # logs and pipes get no spinner (and no blank line where it was)
+        yield lambda *args, **kwargs: None
+        return
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=16),
                         TextColumn("{task.fields[count]}"), TimeElapsedColumn(), console=err, transient=True)
     with progress:
