@@ -288,7 +288,7 @@ def handle(req) -> dict:
     return {"ok": False, "kind": "parse_error", "message": f"unknown op {op[:40]!r}"}
 
 
-def answer(line: str, handler: Callable[[Any], dict] | None = None) -> dict:
+def answer(line: str, handler: Callable[[dict], dict] | None = None) -> dict:
     """One request line -> one answer (``handler``, default :func:`handle`); nothing a client sends can end
     the worker."""
     try:
