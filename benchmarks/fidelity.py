@@ -77,6 +77,15 @@ def to_keras(graph, seed: int = 0):
                 layer = keras.layers.DepthwiseConv2D(a["kernel"], a["stride"], padding=a["padding"],
                                                      use_bias=bias is not None)
                 kernel = k.transpose(2, 3, 0, 1)
+            elif a["groups"] > 1:  # Keras 3 wraps grouped Conv2D in a call tf2onnx cannot read: TF's own op
+                import tensorflow as tf
+
+                def grouped(t, kern=k.transpose(2, 3, 1, 0), s=a["stride"], p=a["padding"].upper(), b=bias):
+                    y = tf.nn.conv2d(t, tf.constant(kern), s, p)  # constants made inside: frozen, not captured
+                    return y if b is None else tf.nn.bias_add(y, tf.constant(b))
+
+                t[n.output] = act(keras.layers.Lambda(grouped)(x[0]), a.get("act"))
+                continue
             else:
                 layer = keras.layers.Conv2D(a["cout"], a["kernel"], a["stride"], padding=a["padding"],
                                             groups=a["groups"], use_bias=bias is not None)
