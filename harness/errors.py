@@ -27,9 +27,29 @@ class UnknownNameError(HarnessError):
     """A name (device, space, driver, runtime) that is not registered; lists the valid ones."""
 
     def __init__(self, what: str, name: str, valid: list[str], hint: str = ""):
+        import difflib
+
         self.what, self.name, self.valid = what, name, sorted(valid)
-        msg = f"unknown {what} {name!r}; valid: {', '.join(self.valid) or '(none)'}"
+        close = difflib.get_close_matches(str(name), self.valid, n=1, cutoff=0.6)
+        guess = f"did you mean {close[0]!r}? " if close else ""
+        msg = f"unknown {what} {name!r}; {guess}valid: {', '.join(self.valid) or '(none)'}"
         super().__init__(msg + (f". {hint}" if hint else ""))
+
+
+class ParameterError(HarnessError):
+    """A call's argument cannot be used; ``param`` names it (the CLI adds the matching flag)."""
+
+    def __init__(self, param: str, message: str):
+        self.param = param
+        super().__init__(message)
+
+
+class NoPredictorError(HarnessError):
+    """``device`` lacks what is asked of it: a saved predictor, or (``needs="measurements"``) measurements."""
+
+    def __init__(self, device: str, message: str, needs: str = "predictor"):
+        self.device, self.needs = device, needs
+        super().__init__(message)
 
 
 class SpaceError(HarnessError):

@@ -14,19 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from tests.conftest import write_profile
+from tests.conftest import harness, write_profile
 
 runner = CliRunner()
 COMMANDS = [[], ["devices"], ["devices", "list"], ["devices", "show"], ["devices", "check"], ["measure"],
             ["export"], ["campaigns"], ["spaces"], ["demo"]]
-
-
-def harness(*args: str, env: dict, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "harness", *args], env=env, capture_output=True, text=True,
-                          timeout=300, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"harness {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
@@ -34,8 +26,8 @@ def test_every_command_has_useful_help(cmd):
     result = runner.invoke(app, [*cmd, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output and len(result.output) > 200
-    if cmd and cmd[-1] not in ("devices",):
-        assert "--store" in result.output, f"{cmd} must take --store"
+    uses_store = bool(cmd) and cmd[0] not in ("devices", "spaces")
+    assert ("--store" in result.output) == uses_store, f"{cmd}: --store only where the command reads the store"
 
 
 def test_devices_list_show_check(cli_env):
@@ -63,6 +55,7 @@ def test_broken_profile_gives_one_clear_error(cli_env, devices_dir):
     assert listed.returncode == 1 and "local-onnx" in listed.stdout and "oops.yaml" in listed.stderr
 
 
+@pytest.mark.slow
 def test_measure_then_export_csv_and_parquet(cli_env, tmp_path):
     harness("measure", "--device", "fast-onnx", "--space", "nb201", "--sample", "3", "--seed", "0", env=cli_env)
     harness("measure", "--device", "fast-tflite", "--arch", "0,9930", "--arch",
@@ -114,6 +107,8 @@ def test_arch_file(cli_env, tmp_path):
     harness("measure", "--device", "fast-onnx", "--arch-file", str(picks), env=cli_env)
     with sqlite3.connect(cli_env["HARNESS_STORE"]) as db:
         assert db.execute("SELECT COUNT(*) FROM measurements WHERE status='ok'").fetchone()[0] == 2
+    listed = harness("campaigns", env={**cli_env, "COLUMNS": "200"}).stdout
+    assert "runs/model" in listed and "per-run" in listed and " yes " in listed  # the store says runs are kept
 
 
 def _committed(store: str) -> int:
@@ -141,6 +136,7 @@ def _wait_for(store: str, at_least: int, proc: subprocess.Popen, limit: float = 
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_campaign_loses_nothing_and_resume_completes(cli_env, devices_dir):
     store, n = cli_env["HARNESS_STORE"], 12
     proc = _start_slow_campaign(cli_env, devices_dir, n)
@@ -164,6 +160,7 @@ def test_sigkill_mid_campaign_loses_nothing_and_resume_completes(cli_env, device
     assert statuses == {1: "interrupted", 2: "finished"}
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_resumes(cli_env, devices_dir):
     store, n = cli_env["HARNESS_STORE"], 12
     proc = _start_slow_campaign(cli_env, devices_dir, n)

@@ -16,7 +16,7 @@ from harness.errors import HarnessError
 from harness.models.spaces import get_space
 from harness.results.importer import import_table
 from harness.results.store import Store
-from tests.test_cli import harness
+from tests.conftest import harness
 
 SPACE = get_space("nb201")
 
@@ -134,6 +134,7 @@ def public_like_store(store_path, tmp_path):
     return tmp_path, table
 
 
+@pytest.mark.slow
 def test_cli_loop_suggest_adapt_predict_pareto(public_like_store, cli_env):
     folder, table = public_like_store
     picks = folder / "picks.csv"
@@ -164,11 +165,13 @@ def test_cli_loop_suggest_adapt_predict_pareto(public_like_store, cli_env):
     assert (folder / "p.html").read_text().count("data:image/png") == 1
 
 
+@pytest.mark.slow
 def test_cli_bad_inputs(public_like_store, cli_env):
     bad_proxy = harness("adapt", "--proxy", "nope", "--target", "pub_b", env=cli_env, check=False)
     assert bad_proxy.returncode == 2 and "nope" in bad_proxy.stderr and "pub_a" in bad_proxy.stderr
+    assert "(see --proxy/-p)" in bad_proxy.stderr
     too_many = harness("suggest", "--proxy", "pub_a", "--samples", "20000", env=cli_env, check=False)
-    assert too_many.returncode == 2 and "larger than" in too_many.stderr
+    assert too_many.returncode == 2 and "more than" in too_many.stderr and "(see --samples)" in too_many.stderr
     no_pred = harness("predict", "--device", "pub_b", env=cli_env, check=False)
     assert no_pred.returncode == 2 and "harness train" in no_pred.stderr
     bad_acc = harness("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "acc_x", env=cli_env,
@@ -178,6 +181,7 @@ def test_cli_bad_inputs(public_like_store, cli_env):
     assert own.returncode == 2 and "own proxy" in own.stderr
 
 
+@pytest.mark.slow
 def test_train_then_predict(public_like_store, cli_env):
     r = json.loads(harness("train", "--device", "pub_a", "--json", env=cli_env).stdout)
     assert r["n_archs"] == 400 and r["holdout_srcc"] > 0.9

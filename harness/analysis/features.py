@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +54,12 @@ class GraphFeatures:
                  graph_mode: str = DEFAULT_GRAPH_MODE):
         self.space = space
         self.graph_mode = check_mode(graph_mode)
-        root = Path(cache_dir or os.environ.get("HARNESS_CACHE", "models/cache")) / "features"
-        self.path = root / f"{space.name}-graph-{graph_mode}-v{GRAPH_FEATURES_VERSION}.npz"
+        self.path = (Path(cache_dir) / "features" / f"{space.name}-graph-{graph_mode}-v{GRAPH_FEATURES_VERSION}.npz"
+                     if cache_dir is not None else None)  # None: kept in memory only
         self._rows: dict[str, dict[str, float]] = {}
-        if self.path.exists():
+        # called as (done, total) while architectures are built: building 15625 takes tens of seconds
+        self.on_progress: Callable[[int, int], None] | None = None
+        if self.path is not None and self.path.exists():
             data = np.load(self.path, allow_pickle=False)
             names = list(data["names"])
             for key, row in zip(data["keys"], data["values"]):
@@ -65,12 +67,16 @@ class GraphFeatures:
 
     def _ensure(self, archs: Sequence[Arch]) -> None:
         missing = [a for a in archs if a.key not in self._rows]
-        for a in missing:
+        for i, a in enumerate(missing):
+            if self.on_progress is not None and i % 50 == 0:
+                self.on_progress(i, len(missing))
             self._rows[a.key] = graph_counts(prepare(self.space.build(a), self.graph_mode))
         if missing:
             self._save()
 
     def _save(self) -> None:
+        if self.path is None:
+            return
         names = sorted({n for row in self._rows.values() for n in row})
         keys = list(self._rows)
         values = np.array([[self._rows[k].get(n, 0.0) for n in names] for k in keys])

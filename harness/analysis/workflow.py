@@ -3,12 +3,15 @@
 These functions turn store contents into the matrices of :mod:`harness.analysis.transfer` and back
 into DataFrames, and save predictors with their provenance (which devices, how many and which
 architectures, which method) so a prediction can always be traced to the measurements behind it.
+Which method fits and predicts is looked up in :mod:`harness.analysis.methods` (one entry per method).
+Results are dataclasses; errors name parameters (``ParameterError.param``), the CLI maps them to flags.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,14 +20,11 @@ from harness.analysis import pareto as pareto_mod
 from harness.analysis import sampling
 from harness.analysis.data import arch_columns, latency_matrix
 from harness.analysis.features import GraphFeatures, fingerprint, onehot
-from harness.analysis.transfer import (AdaProxyModel, LinearModel, MultiProxyModel, TransferError, fit_adaproxy,
-                                       fit_linear, fit_multiproxy, model_from_json)
-from harness.errors import HarnessError
+from harness.analysis.methods import DEFAULT_METHOD, get_method
+from harness.analysis.transfer import LinearModel, TransferError, fit_linear, model_from_json
+from harness.errors import HarnessError, NoPredictorError, ParameterError
 from harness.models.spaces import Arch, SearchSpace, get_space
 from harness.results.store import Store
-
-METHODS = ("multiproxy", "adaproxy", "target-only")
-DEFAULT_METHOD = "multiproxy"
 
 
 @dataclass
@@ -34,6 +34,8 @@ class Context:
     store: Store
     space: SearchSpace
     cache_dir: str | None = None
+    source_predictors: dict[str, dict] = field(default_factory=dict)  # gap-fillers trained so far
+    _wide: dict[tuple[str, ...], pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.graph = GraphFeatures(self.space, self.cache_dir)
@@ -51,6 +53,13 @@ class Context:
     def features(self, archs: Sequence[Arch], graph_names: Sequence[str]) -> np.ndarray:
         return np.hstack([onehot(self.space, archs), self.graph.matrix(archs, graph_names)])
 
+    def wide(self, devices: Sequence[str]) -> pd.DataFrame:
+        """latency_matrix of these devices, read once per context (adapt's leave-one-out refits reuse it)."""
+        key = tuple(devices)
+        if key not in self._wide:
+            self._wide[key] = latency_matrix(self.store, self.space.name, list(devices))
+        return self._wide[key]
+
     def devices_with_data(self) -> list[str]:
         return sorted(set(self.store.latencies(self.space.name).device))
 
@@ -60,11 +69,55 @@ def resolve_proxies(ctx: Context, proxies: Sequence[str], exclude: Sequence[str]
     names = [d for d in have if d not in exclude] if list(proxies) == ["all"] else list(dict.fromkeys(proxies))
     missing = [p for p in names if p not in have]
     if missing:
-        raise HarnessError(f"proxy device(s) {', '.join(missing)} have no {ctx.space.name} data; devices with "
-                           f"data: {', '.join(have) or '(none)'}")
+        raise ParameterError("proxies", f"proxy device(s) {', '.join(missing)} have no {ctx.space.name} data; "
+                             f"devices with data: {', '.join(have) or '(none)'}")
     if not names:
-        raise HarnessError(f"no proxy devices with {ctx.space.name} data")
+        raise ParameterError("proxies", f"no proxy devices with {ctx.space.name} data")
     return names
+
+
+@dataclass
+class TrainResult:
+    id: int
+    device: str
+    n_archs: int
+    holdout_srcc: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AdaptResult:
+    id: int
+    target: str
+    method: str
+    n_target_samples: int
+    proxies: list[str]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False  # the latest predictor had exactly these inputs: nothing new was fitted or saved
+    why_new: str = ""     # else: why a new predictor was made instead
+
+    def to_json(self) -> dict[str, Any]:
+        """Flat, as `harness adapt --json` prints it (per-source diagnostics left out)."""
+        d = asdict(self)
+        return {**{k: v for k, v in d.items() if k != "metrics"},
+                **{k: v for k, v in self.metrics.items() if k != "source_srcc_on_samples"}}
+
+
+@dataclass
+class ParetoResult:
+    proxy: str
+    target: str
+    accuracy: str
+    proxy_front: pareto_mod.ParetoCheck
+    frame: pd.DataFrame                      # the compared architectures (+ predicted_ms when predicted)
+    predicted_front: pareto_mod.ParetoCheck | None = None
+    predicted_from: str | None = None
+
+    def fronts(self) -> dict[str, pareto_mod.ParetoCheck]:
+        return {k: v for k, v in (("proxy_front", self.proxy_front), ("predicted_front", self.predicted_front))
+                if v is not None}
 
 
 # --- a device's own predictor -------------------------------------------------------------------
@@ -79,13 +132,18 @@ class _Training:
 
 def _train_linear(ctx: Context, device: str) -> _Training:
     series = latency_matrix(ctx.store, ctx.space.name, [device])[device].dropna()
+    bad = ~np.isfinite(series.to_numpy()) | (series.to_numpy() <= 0)
+    if bad.any():
+        raise HarnessError(f"{device} has {int(bad.sum())} latencies in the store that are not positive and finite "
+                           f"(e.g. {series[bad].index[0]}: {series[bad].iloc[0]}); a predictor cannot learn from "
+                           "them. Re-import the device's data (harness import refuses such values).")
     archs = ctx.archs(series.index.tolist())
     names = ctx.graph.vocabulary(archs)
     features, y = ctx.features(archs, names), series.to_numpy()
     return _Training(fit_linear(features, y), names, series.index.tolist(), features, y)
 
 
-def train(ctx: Context, device: str) -> dict:
+def train(ctx: Context, device: str) -> TrainResult:
     """Fit and save ``device``'s own predictor (ridge on one-hot + graph features, log-latency)."""
     t = _train_linear(ctx, device)
     holdout = _holdout_srcc(t.features, t.latency_ms)
@@ -93,7 +151,7 @@ def train(ctx: Context, device: str) -> dict:
     prov = {"device": device, "n_archs": len(t.keys), "archs_fingerprint": fingerprint(t.keys),
             "features": ["onehot", "graph"]}
     pid = ctx.store.save_predictor(ctx.space.name, device, "linear", payload, prov, {"holdout_srcc": holdout})
-    return {"id": pid, "device": device, "n_archs": len(t.keys), "holdout_srcc": holdout}
+    return TrainResult(pid, device, len(t.keys), holdout)
 
 
 def _holdout_srcc(features: np.ndarray, y: np.ndarray) -> float | None:
@@ -115,88 +173,130 @@ def _linear_from(saved: dict) -> tuple[LinearModel, list[str]]:
 # --- source latencies, measured where possible ---------------------------------------------------
 def source_latencies(ctx: Context, sources: Sequence[str], archs: Sequence[Arch],
                      predictors: dict[str, dict] | None = None) -> tuple[np.ndarray, dict[str, dict]]:
-    """(n_archs, n_sources) ms: measured/imported values, gaps filled by each source's own predictor."""
+    """(n_archs, n_sources) ms: measured/imported values, gaps filled by each source's own predictor.
+
+    ``predictors``: saved gap-fillers to use (a saved model's); others are trained once per context.
+    Returns the values and the gap-fillers used, by source."""
     keys = [a.key for a in archs]
-    wide = latency_matrix(ctx.store, ctx.space.name, list(sources)).reindex(keys)
-    predictors = dict(predictors or {})
+    wide = ctx.wide(sources).reindex(keys)
+    given = dict(predictors or {})
+    used: dict[str, dict] = {}
     out = wide.to_numpy(dtype=float, copy=True)
     for j, src in enumerate(sources):
         gaps = np.isnan(out[:, j])
         if not gaps.any():
             continue
-        if src not in predictors:
+        if src not in given and src not in ctx.source_predictors:
             t = _train_linear(ctx, src)
-            predictors[src] = {**t.model.to_json(), "graph_features": t.names}
-        model, names = _linear_from(predictors[src])
+            ctx.source_predictors[src] = {**t.model.to_json(), "graph_features": t.names}
+        used[src] = given.get(src) or ctx.source_predictors[src]
+        model, names = _linear_from(used[src])
         gap_archs = [a for a, g in zip(archs, gaps) if g]
         out[gaps, j] = model.predict(ctx.features(gap_archs, names))
-    return out, predictors
+    return out, {**{s: p for s, p in given.items()}, **used}
 
 
 # --- adapt ---------------------------------------------------------------------------------------
-def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAULT_METHOD) -> dict:
-    """Fit the target's predictor from exactly the target measurements in the store."""
-    if method not in METHODS:
-        raise HarnessError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAULT_METHOD) -> AdaptResult:
+    """Fit the target's predictor from exactly the target measurements in the store (``method``: a name
+    registered in :mod:`harness.analysis.methods`)."""
+    m = get_method(method)
     have = ctx.devices_with_data()
     if target not in have:
-        raise HarnessError(f"target {target!r} has no {ctx.space.name} measurements in {ctx.store.path}; "
-                           f"measure some first (harness suggest, then harness measure --arch-file)")
+        raise NoPredictorError(target, f"target {target!r} has no {ctx.space.name} measurements in "
+                               f"{ctx.store.path}; measure some first", needs="measurements")
     sources = resolve_proxies(ctx, proxies, exclude=[target])
     if target in sources:
-        raise HarnessError("the target cannot be its own proxy")
-    series = latency_matrix(ctx.store, ctx.space.name, [target])[target].dropna()
-    archs = ctx.archs(series.index.tolist())
-    y = series.to_numpy()
-    if len(y) < 3:
-        raise TransferError(f"{target} has {len(y)} {ctx.space.name} measurement(s); adapt needs at least 3")
-    x = onehot(ctx.space, archs)
+        raise ParameterError("proxies", "the target cannot be its own proxy")
+    if m.max_sources is not None and len(sources) > m.max_sources:
+        raise ParameterError("proxies", f"{method} adapts at most {m.max_sources} proxy device(s); got "
+                             f"{len(sources)}")
+    archs, y = _target_samples(ctx, target)
+    digest = _inputs_digest(ctx, method, sources, archs, y)
+    latest = ctx.store.latest_predictor(ctx.space.name, target)
+    if latest is not None and latest["provenance"].get("inputs_digest") == digest:
+        return AdaptResult(latest["id"], target, method, len(y), sources, latest["metrics"], reused=True)
+    fitted = m.fit(ctx, sources, archs, y)
+    fitted.metrics.update(held_out_quality(
+        lambda tr, te: m.predict(ctx, m.fit(ctx, sources, [archs[i] for i in tr], y[tr]).payload,
+                                 [archs[i] for i in te]), y))
     prov = {"target": target, "proxies": sources, "n_target_samples": len(y),
-            "target_archs": series.index.tolist(), "method": method}
-    if method == "target-only":
-        names = ctx.graph.vocabulary(archs)
-        model = fit_linear(ctx.features(archs, names), y)
-        payload = {**model.to_json(), "graph_features": names}
-        metrics = {"loo_mse_log": model.fit.loo_mse}
-    elif method == "adaproxy":
-        if len(sources) != 1:
-            raise HarnessError("adaproxy (OneProxy's method) adapts exactly one proxy; give one --proxy")
-        proxy = latency_matrix(ctx.store, ctx.space.name, sources)[sources[0]].dropna()
-        model = fit_adaproxy(onehot(ctx.space, ctx.archs(proxy.index.tolist())), proxy.to_numpy(), x, y)
-        payload = {**model.to_json(), "proxy": sources[0]}
-        metrics = {"lambda": model.lam}
-    else:
-        s_ms, predictors = source_latencies(ctx, sources, archs)
-        names = ctx.graph.vocabulary(archs)
-        model = fit_multiproxy(s_ms, x, y, list(sources), structure=ctx.features(archs, names))
-        payload = {**model.to_json(), "graph_features": names,
-                   "source_predictors": {s: predictors[s] for s in model.sources if s in predictors}}
-        metrics = {"loo_mse_log": model.fit.loo_mse, "sources_used": model.sources,
-                   "onehot_weight": model.onehot_weight, "proxy_blend": model.blend,
-                   "source_srcc_on_samples": model.candidates}
-    pid = ctx.store.save_predictor(ctx.space.name, target, method, payload, prov, metrics)
-    return {"id": pid, "target": target, "method": method, "n_target_samples": len(y), "proxies": sources,
-            **{k: v for k, v in metrics.items() if k != "source_srcc_on_samples"}}
+            "target_archs": [a.key for a in archs], "method": method, "inputs_digest": digest}
+    pid = ctx.store.save_predictor(ctx.space.name, target, method, fitted.payload, prov, fitted.metrics)
+    return AdaptResult(pid, target, method, len(y), sources, fitted.metrics, why_new=_why_new(latest, prov))
+
+
+def held_out_quality(refit, y: np.ndarray, max_loo: int = 60) -> dict:
+    """SRCC and median relative error of predictions for the K target samples, each predicted by the whole
+    fit (source choice, weights, blend) redone without it: leave-one-out, 10-fold above ``max_loo``.
+    ``refit(train_idx, test_idx)`` returns predicted ms for the test samples."""
+    from scipy.stats import spearmanr
+
+    n = len(y)
+    folds = ([np.array([i]) for i in range(n)] if n <= max_loo
+             else np.array_split(np.random.default_rng(0).permutation(n), 10))
+    pred = np.empty(n)
+    try:
+        for test in folds:
+            pred[test] = refit(np.setdiff1d(np.arange(n), test), test)
+    except (TransferError, ValueError, np.linalg.LinAlgError):
+        return {}  # too few samples to refit without one of them
+    return {"loo_srcc": float(spearmanr(pred, y).statistic),
+            "loo_median_rel_error": float(np.median(np.abs(pred / y - 1.0))),
+            "loo_scheme": "leave-one-out" if n <= max_loo else "10-fold"}
+
+
+def _inputs_digest(ctx: Context, method: str, sources: Sequence[str], archs: Sequence[Arch], y: np.ndarray) -> str:
+    """What an adapted predictor depends on: method, proxies and their data, the target's samples, harness."""
+    import hashlib
+    import json
+
+    from harness import __version__
+
+    src = ctx.store.latencies(ctx.space.name, list(sources))
+    body = {"method": method, "sources": list(sources), "version": __version__,
+            "graph_mode": getattr(ctx.graph, "graph_mode", None),
+            "target": sorted((a.key, round(float(v), 9)) for a, v in zip(archs, y)),
+            "source_data": {d: [len(g), round(float(g.latency_ms.sum()), 6)] for d, g in src.groupby("device")}}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _why_new(latest: dict | None, prov: dict) -> str:
+    """Why adapt made a new predictor instead of reusing the latest one (said in its output)."""
+    if latest is None:
+        return "the first for this device"
+    old = latest["provenance"]
+    if old.get("method") != prov["method"]:
+        return f"#{latest['id']} used {old.get('method')}"
+    if old.get("proxies") != prov["proxies"]:
+        return f"#{latest['id']} used other proxies"
+    if old.get("n_target_samples") != prov["n_target_samples"]:
+        return f"#{latest['id']} had {old.get('n_target_samples')} target samples, now {prov['n_target_samples']}"
+    if old.get("target_archs") != prov["target_archs"] or "inputs_digest" not in old:
+        return f"the target's measurements changed since #{latest['id']}"
+    return f"the proxies' data or harness changed since #{latest['id']}"
+
+
+def _target_samples(ctx: Context, target: str) -> tuple[list[Arch], np.ndarray]:
+    series = latency_matrix(ctx.store, ctx.space.name, [target])[target].dropna()
+    if len(series) < 3:
+        raise TransferError(f"{target} has {len(series)} {ctx.space.name} measurement(s); adapt needs at least 3")
+    return ctx.archs(series.index.tolist()), series.to_numpy()
 
 
 # --- predict -------------------------------------------------------------------------------------
 def predict(ctx: Context, device: str, archs: Sequence[Arch] | None = None) -> pd.DataFrame:
     saved = ctx.store.latest_predictor(ctx.space.name, device)
     if saved is None:
-        raise HarnessError(f"no {ctx.space.name} predictor for {device!r}: run `harness train --device {device}` "
-                           f"or `harness adapt --target {device} --proxy ...` first")
+        raise NoPredictorError(device, f"no {ctx.space.name} predictor for {device!r}: train or adapt one first")
     archs = list(archs) if archs is not None else ctx.candidates()
-    payload = saved["model"]
-    model = model_from_json(payload)
-    if isinstance(model, LinearModel):
-        pred = model.predict(ctx.features(archs, payload["graph_features"]))
-    elif isinstance(model, AdaProxyModel):
-        pred = model.predict(onehot(ctx.space, archs))
-    else:
-        assert isinstance(model, MultiProxyModel)
-        s_ms, _ = source_latencies(ctx, model.sources, archs, payload.get("source_predictors"))
-        structure = ctx.features(archs, payload["graph_features"]) if model.structure_fit is not None else None
-        pred = model.predict(s_ms, onehot(ctx.space, archs), structure)
+    pred = np.asarray(get_method(saved["method"]).predict(ctx, saved["model"], archs), dtype=float)
+    bad = ~np.isfinite(pred)
+    if bad.any():
+        raise HarnessError(f"predictor #{saved['id']} for {device} ({saved['method']}) gives predictions that are "
+                           f"not finite for {int(bad.sum())} of {len(pred)} architectures, so nothing was written; "
+                           "its training data holds infinite or missing latencies. Fix the data (harness import "
+                           "now refuses such values) and train or adapt again.")
     cols = pd.DataFrame([a.columns for a in archs])
     return cols.assign(predicted_ms=pred)
 
@@ -210,7 +310,7 @@ def suggest(ctx: Context, proxies: Sequence[str], k: int, strategy: str = sampli
         done = set(ctx.store.latencies(ctx.space.name, [exclude_device]).key)
         pool = [a for a in pool if a.key not in done]
     if k > len(pool):
-        raise HarnessError(f"--samples {k} is larger than the {len(pool)} candidate architectures")
+        raise ParameterError("samples", f"{k} samples is more than the {len(pool)} candidate architectures")
     s_ms, _ = source_latencies(ctx, sources, pool)
     picks = sampling.select(k, np.log(np.clip(s_ms, 1e-3, None)), onehot(ctx.space, pool), strategy, seed)
     return pd.DataFrame([pool[i].columns for i in picks])
@@ -218,48 +318,43 @@ def suggest(ctx: Context, proxies: Sequence[str], k: int, strategy: str = sampli
 
 # --- pareto --------------------------------------------------------------------------------------
 def _what_if_predictions(ctx: Context, proxies: Sequence[str], target: str, k: int, archs: list[Arch],
-                         seed: int = 0) -> np.ndarray:
-    """Predictions for ``archs`` from a multi-proxy fit on only K of the target's measurements (validation:
-    the target is fully measured, we pretend it is new). Nothing is saved."""
+                         method: str = DEFAULT_METHOD, seed: int = 0) -> np.ndarray:
+    """Predictions for ``archs`` from ``method`` fitted on only K of the target's measurements, picked as
+    `suggest` would (validation: the target is fully measured, we pretend it is new). Nothing is saved."""
     sources = resolve_proxies(ctx, proxies, exclude=[target])
-    series = latency_matrix(ctx.store, ctx.space.name, [target])[target].dropna()
-    pool = ctx.archs(series.index.tolist())
-    s_pool, predictors = source_latencies(ctx, sources, pool)
+    pool, y = _target_samples(ctx, target)
+    s_pool, _ = source_latencies(ctx, sources, pool)
     picks = sampling.select(k, np.log(np.clip(s_pool, 1e-3, None)), onehot(ctx.space, pool),
                             sampling.DEFAULT_STRATEGY, seed)
-    chosen = [pool[i] for i in picks]
-    names = ctx.graph.vocabulary(chosen)
-    model = fit_multiproxy(s_pool[picks], onehot(ctx.space, chosen), series.to_numpy()[picks], list(sources),
-                           structure=ctx.features(chosen, names))
-    cols = [sources.index(s) for s in model.sources]
-    s_all, _ = source_latencies(ctx, sources, archs, predictors)
-    return model.predict(s_all[:, cols], onehot(ctx.space, archs), ctx.features(archs, names))
+    m = get_method(method)
+    fitted = m.fit(ctx, sources, [pool[i] for i in picks], y[picks])
+    return m.predict(ctx, fitted.payload, archs)
 
 
 def pareto(ctx: Context, proxy: str, target: str, accuracy: str, what_if_k: int | None = None,
-           what_if_proxies: Sequence[str] | None = None) -> dict:
+           what_if_proxies: Sequence[str] | None = None, what_if_method: str = DEFAULT_METHOD) -> ParetoResult:
     acc = ctx.store.arch_metrics(ctx.space.name)
     if accuracy not in acc.columns:
-        raise HarnessError(f"no accuracy column {accuracy!r} for {ctx.space.name}; have: "
-                           f"{', '.join(acc.columns) or '(none: import a table with acc_* columns)'}")
+        raise ParameterError("accuracy", f"no accuracy column {accuracy!r} for {ctx.space.name}; have: "
+                             f"{', '.join(acc.columns) or '(none: import a table with acc_* columns)'}")
     wide = latency_matrix(ctx.store, ctx.space.name, [proxy, target])
     both = wide.join(acc[[accuracy]], how="inner").dropna()
     if len(both) < 3:
         raise HarnessError(f"only {len(both)} architectures have {proxy}, {target} and {accuracy}")
     a = both[accuracy].to_numpy()
     t = both[target].to_numpy()
-    result = {"proxy": proxy, "target": target, "accuracy": accuracy,
-              "proxy_front": pareto_mod.check(both[proxy].to_numpy(), t, a)}
+    result = ParetoResult(proxy, target, accuracy, pareto_mod.check(both[proxy].to_numpy(), t, a), both)
+    pred = None
     if what_if_k:
         pred = _what_if_predictions(ctx, what_if_proxies or [proxy], target, what_if_k,
-                                    ctx.archs(both.index.tolist()))
-        result["predicted_front"] = pareto_mod.check(pred, t, a)
-        result["predicted_from"] = f"multiproxy fit on {what_if_k} of {target}'s measurements"
+                                    ctx.archs(both.index.tolist()), what_if_method)
+        result.predicted_from = f"{what_if_method} fit on {what_if_k} of {target}'s measurements"
     elif ctx.store.latest_predictor(ctx.space.name, target) is not None:
         pred = predict(ctx, target, ctx.archs(both.index.tolist()))["predicted_ms"].to_numpy()
-        result["predicted_front"] = pareto_mod.check(pred, t, a)
-        result["predicted_from"] = "the target's saved predictor"
-    result["frame"] = both.assign(predicted_ms=pred) if "predicted_front" in result else both
+        result.predicted_from = "the target's saved predictor"
+    if pred is not None:
+        result.predicted_front = pareto_mod.check(pred, t, a)
+        result.frame = both.assign(predicted_ms=pred)
     return result
 
 

@@ -1,17 +1,25 @@
-"""Options shared by every command, and the one place library errors become messages."""
+"""Options shared by every command, and the one place library errors become messages.
+
+Kept light on purpose (typer and rich only): every command module imports its heavy dependencies inside
+the command, so `harness --help` never loads pandas, scipy or matplotlib.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import os
-from collections.abc import Callable
+import inspect
+import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, NoPredictorError, ParameterError
+from harness.paths import WORKSPACE
 
 console = Console()
 err = Console(stderr=True)
@@ -24,22 +32,109 @@ DevicesDirOpt = Annotated[Path, typer.Option(
 CacheOpt = Annotated[Path, typer.Option(
     "--cache-dir", envvar="HARNESS_CACHE", help="Exported-model cache (content-addressed).")]
 
-DEFAULT_STORE = Path("results/harness.db")
-DEFAULT_DEVICES = Path("devices")
-DEFAULT_CACHE = Path(os.environ.get("HARNESS_CACHE", "models/cache"))
+DEFAULT_STORE = WORKSPACE.store
+DEFAULT_DEVICES = WORKSPACE.devices
+DEFAULT_CACHE = WORKSPACE.cache
 
 F = TypeVar("F", bound=Callable)
 
 
+def esc(value: object) -> str:
+    """Anything user-supplied (names, paths, messages) printed as text, never as rich markup."""
+    return escape(str(value))
+
+
+@contextlib.contextmanager
+def reachable(profile) -> Iterator:
+    """The profile, pointed at a stand-in served for the command when it asks for one (ADB serial ``virtual``:
+    a virtual phone on a free loopback port, storage in a temp folder). Drivers only ever dial addresses."""
+    conn = profile.connection
+    if conn.kind == "adb" and conn.serial == "virtual":
+        from harness.sim.adb.server import serving
+
+        with serving(profile) as served:
+            yield served
+    else:
+        yield profile
+
+
+# library parameter name -> this CLI's parameter name, where they differ
+PARAM_ALIASES = {"proxies": "proxy"}
+
+
+def _flags(fn: Callable, param: str) -> list[str]:
+    """The command-line flags of ``fn``'s parameter ``param`` (from its typer.Option), [] if it has none."""
+    name = PARAM_ALIASES.get(param, param)
+    if name not in inspect.signature(fn).parameters:
+        return []
+    hint = typing.get_type_hints(fn, include_extras=True).get(name)
+    for meta in getattr(hint, "__metadata__", ()):
+        if isinstance(meta, typer.models.OptionInfo):
+            # in Annotated form typer reads a leading "--flag" as the first declaration, stored as the default
+            decls = [meta.default, *(meta.param_decls or ())]
+            return [d for d in decls if isinstance(d, str) and d.startswith("-")] or ["--" + name.replace("_", "-")]
+    return []
+
+
+def flag_hint(e: HarnessError, fn: Callable) -> str:
+    """What to type next: the flag behind a bad parameter, the command that makes a missing predictor."""
+    if isinstance(e, ParameterError) and (flags := _flags(fn, e.param)):
+        return f" (see {'/'.join(flags)})"
+    if isinstance(e, NoPredictorError):
+        if e.needs == "measurements":
+            return f"; pick them with `harness suggest`, then `harness measure --device {e.device} --arch-file ...`"
+        return f"; run `harness train --device {e.device}` or `harness adapt --target {e.device} --proxy ...`"
+    return ""
+
+
+@contextlib.contextmanager
+def working(description: str) -> Iterator[Callable[..., None]]:
+    """A spinner with elapsed time on stderr for steps that may take more than ~2 s; it disappears when
+    done. Yields ``step(text=None, done=None, total=None)``: a new description and, when known, a count."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    if not err.is_terminal:  # logs and pipes get no spinner (and no blank line where it was)
+        yield lambda *args, **kwargs: None
+        return
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=16),
+                        TextColumn("{task.fields[count]}"), TimeElapsedColumn(), console=err, transient=True)
+    with progress:
+        task = progress.add_task(description, total=None, count="")
+
+        def step(text: str | None = None, done: int | None = None, total: int | None = None) -> None:
+            progress.update(task, description=text or description, completed=done or 0, total=total,
+                            count=f"{done:,}/{total:,}" if total else "")
+
+        yield step
+
+
+_interrupt_said = False
+
+
+def say_interrupted(message: str = "[yellow]interrupted[/]; nothing after this point was done.") -> None:
+    """Tell the user Ctrl-C was honoured, once per command."""
+    global _interrupt_said
+    if not _interrupt_said:
+        _interrupt_said = True
+        err.print(message, highlight=False)
+
+
 def cli_errors(fn: F) -> F:
-    """Turn the library's typed errors into a red message and exit code 2 (no traceback)."""
+    """Turn the library's typed errors into a red message and exit code 2 (no traceback); Ctrl-C into exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except HarnessError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {esc(e)}{esc(flag_hint(e, fn))}", highlight=False)
             raise typer.Exit(2) from None
+        except OSError as e:  # a file the user named cannot be read or written
+            where = f"{e.filename}: " if e.filename else ""
+            err.print(f"[bold red]error:[/] {esc(where)}{esc(e.strerror or e)}", highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # typer would exit 130 without a word; say so (campaigns say more)
+            say_interrupted()
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]

@@ -28,7 +28,6 @@ import shlex
 import socket
 import stat as st
 import struct
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,8 +44,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from harness.devices import adb_benchmark
 from harness.devices.driver import CheckReport, Driver, RunResult
-from harness.devices.profile import ADBConnection, Profile
-from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout
+from harness.devices.profile import VIRTUAL_SERIAL, ADBConnection, Profile
+from harness.devices.runner import zone_names
+from harness.devices.upload import upload_if_changed
+from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout, ParseError
 from harness.models.cache import Artifact, sha256_file
 
 RC_MARK = "__harness_rc="
@@ -62,11 +63,11 @@ class BenchmarkRunResult(RunResult):
 
     statistics: dict[str, Any] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | None]:
         s = self.statistics
         median = s.get("median_ms") if s.get("median_ms") is not None else s["avg_ms"]
         return {"median_ms": median, "mean_ms": s["avg_ms"], "std_ms": s["std_ms"], "min_ms": s["min_ms"],
-                "p90_ms": None}  # type: ignore[dict-item]  # benchmark_model prints p95, not p90
+                "p90_ms": None}  # benchmark_model prints p95, not p90
 
 
 # --- transport and keys ------------------------------------------------------------------
@@ -180,6 +181,7 @@ def _celsius(raw: float, tenths: bool = False) -> float:
 
 class ADBDriver(Driver):
     kind = "adb"
+    per_run_timings = False  # benchmark_model prints statistics of its runs, never each run
 
     def __init__(self, profile: Profile):
         super().__init__(profile)
@@ -188,8 +190,6 @@ class ADBDriver(Driver):
         self.workdir = self.conn.workdir.rstrip("/") or "/"
         self._device: AdbDevice | None = None
         self._signer = _KeySigner(Path(os.path.expanduser(self.conn.key_file)))
-        self._sim = None
-        self._simdir: tempfile.TemporaryDirectory | None = None
         self._was_connected = False
         self._static: dict[str, Any] | None = None
         self._binary: str | None = None
@@ -201,22 +201,11 @@ class ADBDriver(Driver):
 
     @property
     def serial(self) -> str:
-        return self._sim.address if self._sim is not None else self.conn.serial
+        return self.conn.serial
 
     # --- connection ----------------------------------------------------------------------
-    def _start_simulator(self) -> None:
-        from harness.sim.adb.server import VirtualPhone, write_stand_in
-
-        self._simdir = tempfile.TemporaryDirectory(prefix="harness-virtual-phone-")
-        self._sim = VirtualPhone(Path(self._simdir.name) / "phone").start()
-        write_stand_in(Path(self._simdir.name) / "benchmark_model")
-
     def _open_device(self) -> AdbDevice:
         timeout = self.conn.connect_timeout_s
-        if self.conn.simulator:
-            if self._sim is None:
-                self._start_simulator()
-            return AdbDevice(_TcpTransport("127.0.0.1", self._sim.port), timeout, banner="harness")  # type: ignore
         if self.conn.transport == "usb":
             try:
                 from adb_shell.adb_device import AdbDeviceUsb
@@ -271,7 +260,10 @@ class ADBDriver(Driver):
         else:
             msg = f"cannot reach {self.serial}: {e}"
         hint = (" Is the phone on the same network, with USB debugging on and `adb tcpip 5555` done since its "
-                "last reboot?") if self.conn.transport == "tcp" and not self.conn.simulator else ""
+                "last reboot?") if self.conn.transport == "tcp" else ""
+        if self.serial == VIRTUAL_SERIAL:
+            hint = (" Serial 'virtual' is a phone the harness CLI serves for the command; from Python, wrap the "
+                    "profile in harness.sim.adb.server.serving(profile).")
         if self._was_connected:
             return ConnectionLost(f"lost the phone {self.serial}: reconnecting failed: {msg}")
         return DeviceError(msg + "." + hint)
@@ -351,27 +343,31 @@ class ADBDriver(Driver):
         """Put ``local`` at ``remote`` unless the same content is already there; returns True if pushed."""
         if self._pushed.get(remote) == sha:
             return False
-        rmode, rsize = self._remote_stat(remote)
-        if st.S_ISREG(rmode) and rsize == local.stat().st_size and self._remote_sha256(remote) == sha:
-            self._pushed[remote] = sha
-            return False
-        part = f"{remote}.part"
         timeout = max(self.profile.policy.timeout_seconds, self.conn.connect_timeout_s)
-        self._call(f"pushing {local.name} to {remote}", timeout, lambda d: d.push(
-            str(local), part, st_mode=st.S_IFREG | mode, mtime=int(local.stat().st_mtime),
-            transport_timeout_s=timeout, read_timeout_s=timeout))
-        self._check(["mv", "-f", part, remote], what="mv")
-        if mode & 0o111:
-            self._check(["chmod", f"{mode:o}", remote], what="chmod")
+
+        def size(path: str) -> int | None:
+            rmode, rsize = self._remote_stat(path)
+            return rsize if st.S_ISREG(rmode) else None
+
+        def push(src: Path, dst: str) -> None:
+            self._call(f"pushing {src.name} to {remote}", timeout, lambda d: d.push(
+                str(src), dst, st_mode=st.S_IFREG | mode, mtime=int(src.stat().st_mtime),
+                transport_timeout_s=timeout, read_timeout_s=timeout))
+
+        def move(src: str, dst: str) -> None:
+            self._check(["mv", "-f", src, dst], what="mv")
+            if mode & 0o111:
+                self._check(["chmod", f"{mode:o}", dst], what="chmod")
+
+        copied = upload_if_changed(local, remote, local_sha256=lambda: sha, remote_size=size,
+                                   remote_sha256=self._remote_sha256, copy=push, rename=move)
         self._pushed[remote] = sha
-        return True
+        return copied
 
     def _install_binary(self) -> tuple[str, str, str]:
         """(remote path, sha256, source) of the benchmark_model the campaign runs."""
         remote = f"{self.workdir}/benchmark_model"
         local = self.conn.benchmark_model
-        if local is None and self._simdir is not None:
-            local = str(Path(self._simdir.name) / "benchmark_model")
         if local is not None:
             path = Path(os.path.expanduser(local))
             if not path.is_file():
@@ -419,11 +415,7 @@ class ADBDriver(Driver):
         self._cpus = self._ls(CPU_DIR, r"cpu\d+")
         zones = self._ls(THERMAL_DIR, r"thermal_zone\d+")
         types = self._read_files([f"{THERMAL_DIR}/{z}/type" for z in zones])
-        seen: dict[str, int] = {}
-        for z in zones:
-            t = types.get(f"{THERMAL_DIR}/{z}/type", z)
-            seen[t] = seen.get(t, 0) + 1
-            self._zones[z] = t if seen[t] == 1 else f"{t}#{seen[t]}"
+        self._zones = zone_names([(z, types.get(f"{THERMAL_DIR}/{z}/type")) for z in zones])
 
     def conditions(self) -> dict[str, Any]:
         """CPU frequencies and governors, battery and thermal-zone temperatures, right now."""
@@ -495,7 +487,7 @@ class ADBDriver(Driver):
             "benchmark_model_sha256": sha,
             "benchmark_model_source": source,
             "per_run_latencies": False,
-            "transport": "simulator" if self.conn.simulator else self.conn.transport,
+            "transport": self.conn.transport,
             "serial": self.serial,
             "workdir": self.workdir,
             "taskset": self.conn.taskset,
@@ -562,6 +554,9 @@ class ADBDriver(Driver):
                                      f"(its --max_secs)")
         warm = out.warmup.stat if out.warmup else None
         stats = timed.as_ms()
+        if not stats["avg_ms"] or stats["avg_ms"] <= 0:  # type: ignore[operator]
+            raise ParseError(f"benchmark_model reports an average of {timed.avg_us} us over {timed.count} runs; "
+                             "a latency must be above 0 (below the tool's 1 us resolution?)")
         after["benchmark_model"] = {
             "timed": stats,
             "warmup": warm.as_ms() if warm else None,
@@ -574,16 +569,11 @@ class ADBDriver(Driver):
             "warnings": out.warnings[-5:],
         }
         return BenchmarkRunResult(timed_ms=[stats["avg_ms"]], warmup_ms=[], init_ms=out.init(),  # type: ignore
-                                  conditions_before=before, conditions_after=after, statistics=stats)
+                                  conditions_before=before, conditions_after=after, per_run=False,
+                                  n_runs=timed.count, statistics=stats)
 
     def cleanup(self) -> None:
         self._disconnect()
-        sim, self._sim = self._sim, None
-        if sim is not None:
-            sim.stop()
-        simdir, self._simdir = self._simdir, None
-        if simdir is not None:
-            simdir.cleanup()
         self._static = None
         self._pushed.clear()
         self._was_connected = False

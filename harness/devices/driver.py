@@ -1,7 +1,10 @@
-"""The one interface every driver implements, and the registry of drivers by connection kind.
+"""The one interface every driver implements, and the registry of drivers (and their connection models) by kind.
 
 A measurement is four steps (as in TVM's RPC runner): ``prepare`` the device once, ``push`` each model,
-``run`` it (every timed run comes back, never just an aggregate), ``cleanup``. Failures are typed
+``run`` it, ``cleanup``. What ``run`` returns is a declared capability, checked by the conformance suite:
+``per_run_timings`` drivers return every timed and warm-up run; the others (a phone's ``benchmark_model``
+prints statistics only) return the tool's own statistics, one aggregate value and the run count — never
+invented runs. Failures are typed
 :class:`~harness.errors.DriverError` subclasses with a kind, never a made-up latency.
 """
 
@@ -13,8 +16,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from harness.devices.profile import Profile
-from harness.errors import DriverUnavailable, UnknownNameError
+from harness.devices.profile import Connection, Profile
+from harness.errors import UnknownNameError
 from harness.models.cache import Artifact
 
 
@@ -22,21 +25,27 @@ from harness.models.cache import Artifact
 class RunResult:
     """Everything one model's measurement produced on the device."""
 
-    timed_ms: list[float]
+    timed_ms: list[float]   # every timed run; for a statistics-only driver its one aggregate (see per_run)
     warmup_ms: list[float] = field(default_factory=list)
     init_ms: float | None = None
     conditions_before: dict[str, Any] = field(default_factory=dict)
     conditions_after: dict[str, Any] = field(default_factory=dict)
+    per_run: bool = True        # False: timed_ms holds an aggregate, not runs
+    n_runs: int | None = None   # timed runs done on the device; len(timed_ms) when per_run
 
     def __post_init__(self) -> None:
         if not self.timed_ms:
             raise ValueError("a RunResult needs at least one timed run")
+        if self.n_runs is None:
+            if not self.per_run:
+                raise ValueError("a statistics-only RunResult must say how many runs it summarises (n_runs)")
+            self.n_runs = len(self.timed_ms)
 
     @property
     def median_ms(self) -> float:
         return statistics.median(self.timed_ms)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | None]:
         xs = sorted(self.timed_ms)
         mean = statistics.fmean(xs)
         return {
@@ -64,6 +73,9 @@ class Driver(ABC):
     """Base class; subclasses set ``kind`` to the profile's ``connection.kind``."""
 
     kind: ClassVar[str]
+    # True: run() returns every timed and warm-up run. False: the device's tool reports statistics only;
+    # run() returns a RunResult with per_run=False, n_runs and the tool's own summary().
+    per_run_timings: ClassVar[bool] = True
 
     def __init__(self, profile: Profile):
         self.profile = profile
@@ -88,6 +100,10 @@ class Driver(ABC):
     def cleanup(self) -> None:
         """Release the connection and worker processes. Safe to call twice."""
 
+    def abort(self) -> None:
+        """Stop at once, abandoning a model in flight (after Ctrl-C). Drivers that can, override it."""
+        self.cleanup()
+
     def __enter__(self) -> Driver:
         self.prepare()
         return self
@@ -96,25 +112,39 @@ class Driver(ABC):
         self.cleanup()
 
 
-# connection kind -> "module:Class", imported only when used
-DRIVERS: dict[str, str] = {
-    "local": "harness.devices.local:LocalDriver",
-    "ssh": "harness.devices.ssh:SSHDriver",
-    "adb": "harness.devices.adb:ADBDriver",
+# connection kind -> (driver, the pydantic model of its profile's `connection:` block), each a class or a
+# "module:Class" imported only when used. Adding a driver is one module plus one line here (or one
+# register_driver call from your own code).
+DRIVERS: dict[str, tuple[str | type, str | type]] = {
+    "local": ("harness.devices.local:LocalDriver", "harness.devices.profile:LocalConnection"),
+    "ssh": ("harness.devices.ssh:SSHDriver", "harness.devices.profile:SSHConnection"),
+    "adb": ("harness.devices.adb:ADBDriver", "harness.devices.profile:ADBConnection"),
 }
 
-# kinds with profiles but no driver in this build, and what to tell the user
-PLANNED: dict[str, str] = {
-}
+
+def register_driver(kind: str, driver: str | type, connection: str | type) -> None:
+    """Add (or replace) a driver: profiles with ``connection.kind: KIND`` validate against ``connection``
+    (a :class:`~harness.devices.profile.Connection` subclass) and are measured by ``driver``."""
+    DRIVERS[kind] = (driver, connection)
+
+
+def _load(ref: str | type) -> type:
+    if isinstance(ref, str):
+        module, cls = ref.split(":")
+        return getattr(importlib.import_module(module), cls)
+    return ref
 
 
 def driver_class(kind: str) -> type[Driver]:
-    if kind in DRIVERS:
-        module, cls = DRIVERS[kind].split(":")
-        return getattr(importlib.import_module(module), cls)
-    if kind in PLANNED:
-        raise DriverUnavailable(PLANNED[kind])
-    raise UnknownNameError("connection kind", kind, [*DRIVERS, *PLANNED])
+    if kind not in DRIVERS:
+        raise UnknownNameError("connection kind", kind, list(DRIVERS))
+    return _load(DRIVERS[kind][0])
+
+
+def connection_model(kind: str) -> type[Connection]:
+    if kind not in DRIVERS:
+        raise UnknownNameError("connection kind", kind, list(DRIVERS))
+    return _load(DRIVERS[kind][1])
 
 
 def make_driver(profile: Profile) -> Driver:

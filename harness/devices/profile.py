@@ -8,31 +8,50 @@ expected (see :func:`load_profile`).
 from __future__ import annotations
 
 import difflib
+import reprlib
 import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
 from harness.errors import ProfileError
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+MAX_PROFILE_BYTES = 64 * 1024  # a profile is a few hundred bytes; anything this big is a mistake or an attack
+MAX_VALUES = 5_000  # values after YAML aliases are expanded (a 400-byte alias bomb expands to millions)
+MAX_DEPTH = 20
+ORT_OPT_LEVELS = ("disable", "basic", "extended", "all")
+_echo = reprlib.Repr()  # what error messages echo of a bad value: bounded whatever the value is
+_echo.maxstring = _echo.maxother = 80
+_echo.maxlist = _echo.maxdict = _echo.maxtuple = _echo.maxset = 6
+_echo.maxlevel = 3
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: .inf in timeout_seconds or min_seconds would hang a campaign, not fail it
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class LocalConnection(_Strict):
+class Connection(_Strict):
+    """Base of every ``connection:`` block. ``kind`` picks the driver; each kind's model is registered next
+    to its driver in :data:`harness.devices.driver.DRIVERS` (one line per driver)."""
+
+    kind: str
+
+
+class LocalConnection(Connection):
     """This machine."""
 
     kind: Literal["local"]
 
 
-class SSHConnection(_Strict):
+class SSHConnection(Connection):
     """A Linux box reached over SSH (Jetson, Raspberry Pi, server)."""
 
     kind: Literal["ssh"]
@@ -50,21 +69,23 @@ class SSHConnection(_Strict):
     reconnect_backoff_s: float = Field(2.0, ge=0, description="first wait before reconnecting; doubles each try")
 
 
-class ADBConnection(_Strict):
+VIRTUAL_SERIAL = "virtual"  # ADB serial of the virtual phone the CLI starts; the driver itself only dials host:port
+
+
+class ADBConnection(Connection):
     """An Android phone reached with ADB over TCP (``adb tcpip``) or USB."""
 
     kind: Literal["adb"]
-    serial: str = Field(min_length=1, description="host:port for TCP, the USB serial for USB")
+    serial: str = Field(min_length=1, description="host:port for TCP, the USB serial for USB, or 'virtual': "
+                        "a virtual phone the CLI serves for the command (harness sim adb)")
     transport: Literal["tcp", "usb"] = "tcp"
     key_file: str = "~/.android/adbkey"
     workdir: str = "/data/local/tmp/harness"
     benchmark_model: str | None = Field(None, description="local path of the benchmark_model binary to push")
     taskset: str | None = Field(None, pattern=r"^(0x)?[0-9a-fA-F]+$", description="CPU mask, e.g. f0")
     connect_timeout_s: float = Field(10.0, gt=0)
-    simulator: bool = Field(False, description="measure on an in-process virtual phone (adb_sim); serial is ignored")
 
 
-Connection = Annotated[Union[LocalConnection, SSHConnection, ADBConnection], Field(discriminator="kind")]
 
 RUNTIME_FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
 
@@ -80,6 +101,14 @@ class Runtime(_Strict):
     @property
     def model_format(self) -> str:
         return RUNTIME_FORMATS[self.name]
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, v: dict) -> dict:
+        level = v.get("graph_optimization_level")
+        if level is not None and str(level) not in ORT_OPT_LEVELS:
+            raise ValueError(f"graph_optimization_level must be one of {', '.join(ORT_OPT_LEVELS)}")
+        return v
 
     @model_validator(mode="after")
     def _runtime_specific(self) -> Runtime:
@@ -98,19 +127,35 @@ class Policy(_Strict):
     min_seconds: float = Field(0.0, ge=0, description="keep timing until this long has passed")
     cooldown_seconds: float = Field(0.0, ge=0, description="pause between models (thermal)")
     timeout_seconds: float = Field(120.0, gt=0, description="per-model limit; exceeded = timeout failure")
-    input_seed: int = 0
+    input_seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the random inputs")
 
 
 class Profile(_Strict):
     name: str = Field(pattern=NAME_RE)
     description: str = ""
     hardware: str = Field("", description="what the device is, for reports")
-    connection: Connection
+    connection: SerializeAsAny[Connection]
     runtime: Runtime
     policy: Policy = Field(default_factory=Policy)
     graph: Literal["prune", "keep"] = Field(
         "prune", description="model semantics: prune = what a deployment converter exports (dead code removed, "
         "zeros folded, ops merged, activations fused); keep = PyTorch-eager export (x*0, dead convs computed)")
+
+    @field_validator("connection", mode="before")
+    @classmethod
+    def _connection_by_kind(cls, v: Any) -> Any:
+        """Validate the block with the model its driver registered for ``kind``."""
+        from harness.devices.driver import DRIVERS, connection_model
+
+        if isinstance(v, Connection) or not isinstance(v, dict):
+            return v
+        if "kind" not in v:
+            raise PydanticCustomError("connection_kind_missing", "required field is missing; expected one of "
+                                      "{kinds}", {"kinds": ", ".join(DRIVERS)})
+        if v["kind"] not in DRIVERS:
+            raise PydanticCustomError("connection_kind_invalid", "{kind} is not a connection kind; expected one "
+                                      "of {kinds}", {"kind": repr(v["kind"]), "kinds": ", ".join(DRIVERS)})
+        return connection_model(v["kind"]).model_validate(v)
 
     @field_validator("description", "hardware", mode="before")
     @classmethod
@@ -134,10 +179,12 @@ def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
     node = data
     for part in loc:
         if part == "connection":
+            from harness.devices.driver import DRIVERS, connection_model
+
             kind = node.get("connection", {}).get("kind") if isinstance(node, dict) else None
-            model = {"local": LocalConnection, "ssh": SSHConnection, "adb": ADBConnection}.get(kind)  # type: ignore
-            if model is None:
+            if kind not in DRIVERS:
                 return None
+            model = connection_model(kind)
         elif part == "runtime":
             model = Runtime
         elif part == "policy":
@@ -150,10 +197,10 @@ def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
 
 def _describe(err: dict, data: Any) -> str:
     loc = tuple(err["loc"])
-    if len(loc) > 1 and loc[0] == "connection" and loc[1] in ("local", "ssh", "adb"):
-        loc = (loc[0],) + loc[2:]
     field = ".".join(str(p) for p in loc) or "(top level)"
     kind, msg = err["type"], err["msg"]
+    if kind in ("connection_kind_missing", "connection_kind_invalid"):
+        return f"connection.kind: {msg}"
     if kind == "missing":
         return f"{field}: required field is missing"
     if kind == "extra_forbidden":
@@ -163,17 +210,31 @@ def _describe(err: dict, data: Any) -> str:
         close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"{field}: unknown field{hint}; allowed here: {', '.join(model.model_fields)}"
-    if kind == "union_tag_not_found":
-        return f"{field}.kind: required field is missing; expected one of local, ssh, adb"
-    if kind == "union_tag_invalid":
-        return f"{field}.kind: {err['input'].get('kind')!r} is not a connection kind; expected one of local, ssh, adb"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    return f"{field}: {msg} (got {err.get('input')!r})"
+    return f"{field}: {msg} (got {_echo.repr(err.get('input'))})"
+
+
+def _check_bounds(data: Any, source: str) -> None:
+    """Refuse YAML that expands to more than MAX_VALUES values or nests deeper than MAX_DEPTH (alias bombs):
+    counted with a bounded walk, so the check itself stays cheap whatever the aliases expand to."""
+    count = 0
+    stack = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES or depth > MAX_DEPTH:
+            raise ProfileError(source, [f"(top level): the profile expands to more than {MAX_VALUES} values or "
+                                        f"{MAX_DEPTH} levels (YAML aliases?); a profile is a small mapping"])
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for kv in node.items() for v in kv)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
 
 
 def parse_profile(data: Any, source: str) -> Profile:
     """Validate already-parsed YAML; ``source`` names the file in errors."""
+    _check_bounds(data, source)
     if not isinstance(data, dict):
         what = "empty" if data is None else f"a {type(data).__name__}"
         raise ProfileError(source, [f"(top level): expected a mapping with name, connection, runtime, policy; "
@@ -192,6 +253,10 @@ def parse_profile(data: Any, source: str) -> Profile:
 def load_profile(path: str | Path) -> Profile:
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise ProfileError(str(path), [f"file is too large for a profile ({size} bytes; the limit is "
+                                           f"{MAX_PROFILE_BYTES})"])
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ProfileError(str(path), [f"cannot read file: {e.strerror}"]) from None
@@ -208,7 +273,14 @@ def load_profile(path: str | Path) -> Profile:
 
 
 def profile_yaml(profile: Profile) -> str:
-    return yaml.safe_dump(profile.as_dict(), sort_keys=False)
+    """The profile as harness reads it, without the settings of the runtime it does not use."""
+    body = profile.as_dict()
+    rt = body.get("runtime", {})
+    if rt.get("name") != "tflite":
+        rt.pop("delegate", None)
+    if rt.get("name") != "onnxruntime":
+        rt.pop("execution_provider", None)
+    return yaml.safe_dump(body, sort_keys=False)
 
 
 def is_valid_name(name: str) -> bool:
