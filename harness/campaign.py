@@ -108,9 +108,12 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
             started, t0 = utcnow(), time.perf_counter()
             exported, digest = False, None
             try:
-                artifact = cache.get(space.build(arch), fmt)
-                exported, digest = artifact.exported, artifact.digest
-                result = driver.run(driver.push(artifact))
+                ref = driver.push_arch(arch)
+                if ref is None:
+                    artifact = cache.get(space.build(arch), fmt)
+                    exported, digest = artifact.exported, artifact.digest
+                    ref = driver.push(artifact)
+                result = driver.run(ref)
             except ConnectionLost:
                 raise
             except (DriverError, ExportError) as e:

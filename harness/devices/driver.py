@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from harness.devices.profile import Profile
 from harness.errors import DriverUnavailable, UnknownNameError
 from harness.models.cache import Artifact
+from harness.models.spaces.base import Arch
 
 
 @dataclass
@@ -76,6 +77,11 @@ class Driver(ABC):
     def prepare(self) -> dict[str, Any]:
         """Connect and return the session's static conditions (runtime version, threads, CPU, OS...)."""
 
+    def push_arch(self, arch: Arch) -> str | None:
+        """Drivers that answer by architecture rather than by model file (replay) return a reference here,
+        and the campaign skips the export; every other driver returns None."""
+        return None
+
     @abstractmethod
     def push(self, artifact: Artifact) -> str:
         """Make the model available on the device; returns the device-side reference."""
@@ -101,6 +107,7 @@ DRIVERS: dict[str, str] = {
     "local": "harness.devices.local:LocalDriver",
     "ssh": "harness.devices.ssh:SSHDriver",
     "adb": "harness.devices.adb:ADBDriver",
+    "replay": "harness.devices.replay:ReplayDriver",
 }
 
 # kinds with profiles but no driver in this build, and what to tell the user

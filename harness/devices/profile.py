@@ -64,7 +64,24 @@ class ADBConnection(_Strict):
     simulator: bool = Field(False, description="measure on an in-process virtual phone (adb_sim); serial is ignored")
 
 
-Connection = Annotated[Union[LocalConnection, SSHConnection, ADBConnection], Field(discriminator="kind")]
+class ReplayConnection(_Strict):
+    """A device that answers from a published latency table (rehearsals, the closed loop's benchmark).
+
+    Each architecture's "measurement" is its value in ``column`` of ``table`` (a tidy CSV/Parquet as in
+    ``../shared/data``), optionally with seeded log-normal noise per timed run. An architecture the table
+    lacks is a ``device_error`` failure, never a made-up number.
+    """
+
+    kind: Literal["replay"]
+    table: str = Field(min_length=1, description="CSV/CSV.GZ/Parquet file; relative paths from the working directory")
+    column: str = Field(min_length=1, description="the latency column to answer from, e.g. hwnb_pixel3_ms")
+    noise: float = Field(0.0, ge=0, le=1, description="relative run-to-run noise (log-normal sigma); 0 = exact")
+    seed: int = Field(0, description="seed of the noise (same seed, same answers)")
+
+
+Connection = Annotated[Union[LocalConnection, SSHConnection, ADBConnection, ReplayConnection],
+                       Field(discriminator="kind")]
+CONNECTION_KINDS = {"local": LocalConnection, "ssh": SSHConnection, "adb": ADBConnection, "replay": ReplayConnection}
 
 RUNTIME_FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
 
@@ -109,6 +126,15 @@ class Profile(_Strict):
     runtime: Runtime
     policy: Policy = Field(default_factory=Policy)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _replay_needs_no_runtime(cls, data: Any) -> Any:
+        """A replayed table was timed elsewhere: the runtime is optional there (recorded as given)."""
+        conn = data.get("connection") if isinstance(data, dict) else None
+        if isinstance(conn, dict) and conn.get("kind") == "replay" and "runtime" not in data:
+            data = {**data, "runtime": {"name": "onnxruntime"}}
+        return data
+
     @field_validator("description", "hardware", mode="before")
     @classmethod
     def _strip(cls, v: Any) -> Any:
@@ -132,7 +158,7 @@ def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
     for part in loc:
         if part == "connection":
             kind = node.get("connection", {}).get("kind") if isinstance(node, dict) else None
-            model = {"local": LocalConnection, "ssh": SSHConnection, "adb": ADBConnection}.get(kind)  # type: ignore
+            model = CONNECTION_KINDS.get(kind)  # type: ignore
             if model is None:
                 return None
         elif part == "runtime":
@@ -147,7 +173,7 @@ def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
 
 def _describe(err: dict, data: Any) -> str:
     loc = tuple(err["loc"])
-    if len(loc) > 1 and loc[0] == "connection" and loc[1] in ("local", "ssh", "adb"):
+    if len(loc) > 1 and loc[0] == "connection" and loc[1] in CONNECTION_KINDS:
         loc = (loc[0],) + loc[2:]
     field = ".".join(str(p) for p in loc) or "(top level)"
     kind, msg = err["type"], err["msg"]
@@ -161,9 +187,10 @@ def _describe(err: dict, data: Any) -> str:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"{field}: unknown field{hint}; allowed here: {', '.join(model.model_fields)}"
     if kind == "union_tag_not_found":
-        return f"{field}.kind: required field is missing; expected one of local, ssh, adb"
+        return f"{field}.kind: required field is missing; expected one of {', '.join(CONNECTION_KINDS)}"
     if kind == "union_tag_invalid":
-        return f"{field}.kind: {err['input'].get('kind')!r} is not a connection kind; expected one of local, ssh, adb"
+        return (f"{field}.kind: {err['input'].get('kind')!r} is not a connection kind; expected one of "
+                f"{', '.join(CONNECTION_KINDS)}")
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     return f"{field}: {msg} (got {err.get('input')!r})"
