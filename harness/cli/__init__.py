@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from harness import __version__
-from harness.cli import analysis, demo, devices, measure, predict, results, sim, spaces
+from harness.cli import analysis, demo, devices, measure, predict, results, sim, spaces, transfer
 
 app = typer.Typer(
     name="harness",
@@ -30,6 +30,7 @@ app.command("adapt")(predict.adapt)
 app.command("predict")(predict.predict)
 app.command("pareto")(predict.pareto)
 app.command("demo")(demo.demo)
+app.command("transfer")(transfer.transfer)
 
 
 def _version(value: bool) -> None:
