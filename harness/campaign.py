@@ -1,9 +1,13 @@
 """A campaign: measure a list of architectures on one device, resumably.
 
 Resume is by content, not by position: an architecture counts as done when the store holds a
-successful measurement of it on that device, so rerunning the same command after Ctrl-C, a crash,
+successful measurement of it on that device in the campaign's graph mode, so rerunning the same command after Ctrl-C, a crash,
 SIGKILL or a dropped device measures only what is missing. Each model's result is committed before
 the next model starts. Failures are recorded with their kind and retried on the next run.
+
+Each measurement records the model's identity (graph mode, exporter version, degenerate). A measurement of
+a model from an older exporter is *stale*: it still counts as done (reported, never silently mixed), and
+is measured again only with ``remeasure_stale``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, Protocol
 from harness.devices.driver import Driver, make_driver
 from harness.devices.profile import Profile
 from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError
-from harness.models.cache import ModelCache
+from harness.models.cache import EXPORTER_VERSION, ModelCache
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store, utcnow
 
@@ -57,6 +61,9 @@ class CampaignSummary:
     status: str = "nothing to do"
     elapsed_s: float = 0.0
     conditions: dict[str, Any] = field(default_factory=dict)
+    graph_mode: str = "prune"
+    stale: int = 0  # skipped architectures whose stored measurement is of an older exporter's model
+    degenerate: int = 0  # measured models whose output does not depend on the input
 
     @property
     def remaining(self) -> int:
@@ -76,22 +83,32 @@ class _Silent:
         pass
 
 
+def stale_keys(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch]) -> list[str]:
+    """Keys among ``archs`` whose latest measurement in the profile's graph mode is of an older exporter."""
+    versions = store.measured_versions(profile.name, space.name, profile.graph)
+    return [a.key for a in archs if versions.get(a.key, EXPORTER_VERSION) < EXPORTER_VERSION]
+
+
 def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
-         remeasure: bool = False) -> list[Arch]:
-    """The architectures still to measure, in the requested order."""
+         remeasure: bool = False, remeasure_stale: bool = False) -> list[Arch]:
+    """The architectures still to measure, in the requested order: those without a measurement in the
+    profile's graph mode, plus stale ones when ``remeasure_stale``, or all with ``remeasure``."""
     if remeasure:
         return list(archs)
-    done = store.measured_keys(profile.name, space.name)
-    return [a for a in archs if a.key not in done]
+    versions = store.measured_versions(profile.name, space.name, profile.graph)
+    return [a for a in archs if a.key not in versions
+            or (remeasure_stale and versions[a.key] < EXPORTER_VERSION)]
 
 
 def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *,
-                 cache: ModelCache, command: str = "", remeasure: bool = False,
+                 cache: ModelCache, command: str = "", remeasure: bool = False, remeasure_stale: bool = False,
                  observer: Observer | None = None, max_consecutive_failures: int = 5,
                  driver: Driver | None = None) -> CampaignSummary:
     observer = observer or _Silent()
-    todo = plan(store, profile, space, archs, remeasure)
-    summary = CampaignSummary(profile.name, space.name, len(archs), len(archs) - len(todo))
+    todo = plan(store, profile, space, archs, remeasure, remeasure_stale)
+    summary = CampaignSummary(profile.name, space.name, len(archs), len(archs) - len(todo), graph_mode=profile.graph)
+    if not (remeasure or remeasure_stale):
+        summary.stale = len(stale_keys(store, profile, space, archs))
     if not todo:
         return summary
     t_start = time.perf_counter()
@@ -106,12 +123,13 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
         observer.started(summary, len(todo))
         for i, arch in enumerate(todo):
             started, t0 = utcnow(), time.perf_counter()
-            exported, digest = False, None
+            exported, digest, degenerate = False, None, None
+            identity = dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION)
             try:
                 ref = driver.push_arch(arch)
                 if ref is None:
-                    artifact = cache.get(space.build(arch), fmt)
-                    exported, digest = artifact.exported, artifact.digest
+                    artifact = cache.get(space.build(arch), fmt, profile.graph)
+                    exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
                     ref = driver.push(artifact)
                 result = driver.run(ref)
             except ConnectionLost:
@@ -120,7 +138,8 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
                 kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
                 store.record_measurement(cid, profile.name, arch, model_format=fmt, model_digest=digest,
                                          started_at=started, duration_s=time.perf_counter() - t0,
-                                         failure_kind=kind, failure_message=str(e))
+                                         failure_kind=kind, failure_message=str(e), degenerate=degenerate,
+                                         **identity)
                 summary.failed += 1
                 summary.failures[kind] = summary.failures.get(kind, 0) + 1
                 consecutive += 1
@@ -135,8 +154,10 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
                 cid, profile.name, arch, model_format=fmt, model_digest=digest, started_at=started,
                 duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
                 timed_ms=result.timed_ms, warmup_ms=result.warmup_ms,
-                conditions={"before": result.conditions_before, "after": result.conditions_after})
+                conditions={"before": result.conditions_before, "after": result.conditions_after},
+                degenerate=degenerate, **identity)
             consecutive = 0
+            summary.degenerate += int(bool(degenerate))
             summary.ok += 1
             summary.exported += int(exported)
             cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0

@@ -188,6 +188,8 @@ def import_table(store: Store, path: str | Path, source: str | None = None,
     for col in df.columns:
         if col in key_cols or col.endswith("_ms"):
             continue
+        if col.endswith(("_graph", "_exporter", "_degenerate")) and f"{col.rsplit('_', 1)[0]}_ms" in df.columns:
+            continue  # the identity of a measured model beside its latency (harness export), not a metric
         values = pd.to_numeric(df[col], errors="coerce")
         if values.notna().sum() == 0 or (values.isna() & df[col].notna()).any():
             report.warnings.append(f"{path}: column {col} is not numeric; not imported")

@@ -25,7 +25,7 @@ from harness import __version__
 from harness.errors import StoreError
 from harness.models.spaces import Arch
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_STORE = Path(os.environ.get("HARNESS_STORE", "results/harness.db"))
 
 SCHEMA = """
@@ -136,6 +136,13 @@ CREATE TABLE predictors (
     created_at TEXT NOT NULL
 );
 CREATE INDEX predictors_by_device ON predictors (space, device);
+""",
+    # the model's identity beside each measurement: graph mode (prune/keep), exporter version, and whether
+    # the network's output is constant (degenerate). NULL = measured before these were recorded (exporter 1).
+    3: """
+ALTER TABLE measurements ADD COLUMN graph_mode TEXT;
+ALTER TABLE measurements ADD COLUMN exporter_version INTEGER;
+ALTER TABLE measurements ADD COLUMN degenerate INTEGER;
 """,
 }
 
@@ -276,15 +283,18 @@ class Store:
             db.execute("UPDATE campaigns SET status = ?, message = ?, finished_at = ? WHERE id = ?",
                        (status, message or None, utcnow(), campaign_id))
 
-    def campaigns(self) -> pd.DataFrame:
+    def campaigns(self, exporter_version: int | None = None) -> pd.DataFrame:
+        """One row per campaign; ``stale`` counts its successful measurements of models from an exporter
+        older than ``exporter_version`` (0 when it is not given)."""
         q = """SELECT c.id, d.name AS device, c.space, c.status, c.planned,
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
-                      c.started_at, c.finished_at, c.message
+                      SUM(m.status = 'ok' AND ? IS NOT NULL AND COALESCE(m.exporter_version, 1) < ?) AS stale,
+                      MAX(m.graph_mode) AS graph_mode, c.started_at, c.finished_at, c.message
                FROM campaigns c JOIN devices d ON d.id = c.device_id
                LEFT JOIN measurements m ON m.campaign_id = c.id
                GROUP BY c.id ORDER BY c.id"""
-        df = pd.read_sql_query(q, self.db)
-        df[["ok", "failed"]] = df[["ok", "failed"]].fillna(0).astype(int)
+        df = pd.read_sql_query(q, self.db, params=(exporter_version, exporter_version))
+        df[["ok", "failed", "stale"]] = df[["ok", "failed", "stale"]].fillna(0).astype(int)
         return df
 
     # --- measurements --------------------------------------------------------------------
@@ -293,8 +303,10 @@ class Store:
                            summary: dict[str, float] | None = None, init_ms: float | None = None,
                            timed_ms: Iterable[float] = (), warmup_ms: Iterable[float] = (),
                            conditions: dict | None = None, failure_kind: str | None = None,
-                           failure_message: str | None = None) -> int:
-        """One model's outcome and all its runs, in one transaction."""
+                           failure_message: str | None = None, graph_mode: str | None = None,
+                           exporter_version: int | None = None, degenerate: bool | None = None) -> int:
+        """One model's outcome and all its runs, in one transaction. ``graph_mode``, ``exporter_version``
+        and ``degenerate`` say which model was measured (harness.models.cache)."""
         timed, warm = list(timed_ms), list(warmup_ms)
         ok = failure_kind is None
         if ok and (summary is None or not timed):
@@ -306,12 +318,13 @@ class Store:
             cur = db.execute(
                 """INSERT INTO measurements (campaign_id, device_id, arch_id, model_format, model_digest, status,
                    failure_kind, failure_message, n_runs, median_ms, mean_ms, std_ms, min_ms, p90_ms, init_ms,
-                   conditions_json, started_at, duration_s)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   conditions_json, started_at, duration_s, graph_mode, exporter_version, degenerate)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (campaign_id, dev, aid, model_format, model_digest, "ok" if ok else "failed",
                  failure_kind, failure_message, len(timed) if ok else None, s.get("median_ms"), s.get("mean_ms"),
                  s.get("std_ms"), s.get("min_ms"), s.get("p90_ms"), init_ms,
-                 json.dumps(conditions or {}, default=str), started_at, duration_s))
+                 json.dumps(conditions or {}, default=str), started_at, duration_s, graph_mode, exporter_version,
+                 None if degenerate is None else int(degenerate)))
             mid = int(cur.lastrowid)
             db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?)",
                            [(mid, 1, i, v) for i, v in enumerate(warm)] + [(mid, 0, i, v) for i, v in enumerate(timed)])
@@ -325,10 +338,22 @@ class Store:
                WHERE d.name = ? AND a.space = ? AND m.status = 'ok'""", (device, space))
         return {r[0] for r in rows}
 
+    def measured_versions(self, device: str, space: str, graph_mode: str) -> dict[str, int]:
+        """Key -> exporter version of the latest successful measurement of that architecture on ``device``
+        in ``graph_mode`` (measurements from before graph modes were recorded count for either mode, as
+        exporter version 1). What resume skips, and what it reports as stale."""
+        rows = self.db.execute(
+            """SELECT a.key, COALESCE(m.exporter_version, 1) FROM measurements m
+               JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
+               WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND (m.graph_mode = ? OR m.graph_mode IS NULL)
+               ORDER BY m.id""", (device, space, graph_mode))
+        return {k: v for k, v in rows}
+
     def measurements(self, device: str | None = None, space: str | None = None) -> pd.DataFrame:
         q = """SELECT m.id, d.name AS device, a.space, a.key, m.status, m.failure_kind, m.failure_message,
                       m.n_runs, m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, m.init_ms,
-                      m.model_format, m.model_digest, m.campaign_id, m.started_at, m.duration_s
+                      m.model_format, m.model_digest, m.graph_mode, m.exporter_version, m.degenerate,
+                      m.campaign_id, m.started_at, m.duration_s
                FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
                WHERE (? IS NULL OR d.name = ?) AND (? IS NULL OR a.space = ?) ORDER BY m.id"""
         return pd.read_sql_query(q, self.db, params=(device, device, space, space))
@@ -339,18 +364,21 @@ class Store:
         return [r[0] for r in rows]
 
     def latencies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
-        """Long table (device, origin, key, columns_json, latency_ms) of every device with data in ``space``.
+        """Long table (device, origin, key, columns_json, latency_ms, graph_mode, exporter_version, degenerate)
+        of every device with data in ``space``.
 
-        Measured devices give the median of their latest successful measurement per architecture;
-        imported devices give the imported value. Both sit side by side in every analysis.
+        Measured devices give the median of their latest successful measurement per architecture (with the
+        model's identity: graph mode, exporter version, degenerate); imported devices give the imported value
+        (identity columns empty). Both sit side by side in every analysis.
         """
-        q = """SELECT d.name AS device, 'measured' AS origin, a.key, a.columns_json, m.median_ms AS latency_ms
+        q = """SELECT d.name AS device, 'measured' AS origin, a.key, a.columns_json, m.median_ms AS latency_ms,
+                      m.graph_mode, COALESCE(m.exporter_version, 1) AS exporter_version, m.degenerate
                FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
                WHERE a.space = ? AND m.status = 'ok'
                  AND m.id = (SELECT MAX(m2.id) FROM measurements m2
                              WHERE m2.device_id = m.device_id AND m2.arch_id = m.arch_id AND m2.status = 'ok')
                UNION ALL
-               SELECT d.name, 'imported', a.key, a.columns_json, i.latency_ms
+               SELECT d.name, 'imported', a.key, a.columns_json, i.latency_ms, NULL, NULL, NULL
                FROM imported_latencies i JOIN devices d ON d.id = i.device_id JOIN architectures a ON a.id = i.arch_id
                WHERE a.space = ?"""
         df = pd.read_sql_query(q, self.db, params=(space, space))
