@@ -186,3 +186,38 @@ def test_front_mask_is_the_pareto_mask(points):
     lat = np.array([p[0] for p in points], dtype=float)
     acc = np.array([p[1] for p in points], dtype=float)
     np.testing.assert_array_equal(cl.front_mask(lat, acc), pareto.pareto_mask(lat, acc))
+
+
+def test_search_under_budget_then_verify_on_the_device(loop_setup, cli_env):
+    from harness.analysis import search as search_mod
+
+    s = loop_setup
+    with Store(s["store"]) as st:
+        ctx = open_context(st, "nb201", str(s["cache"]))
+        with pytest.raises(HarnessError, match="no nb201 measurements and no predictor.*harness transfer"):
+            search_mod.search(ctx, "tgt-replay", 5.0, "acc_test")
+        p = plan(st, s)
+        tl.run_loop(p, campaign(st, p, s))
+        budget = float(np.median(s["df"].tgt_ms))
+        r = search_mod.search(ctx, "tgt-replay", budget, "acc_test", top=5)
+        assert len(r.top) == 5 and (r.top.latency_ms <= budget).all()
+        assert list(r.top.acc_test) == sorted(r.top.acc_test, reverse=True)
+        assert set(r.top.source) <= {"measured", "predicted"} and r.predictor.endswith("(closed-loop)")
+        n_before = len(st.measurements("tgt-replay"))
+        checked = search_mod.verify(ctx, r, 3, campaign(st, p, s))
+        truth = s["df"].set_index("arch_str").tgt_ms
+        for _, row in checked.iterrows():
+            assert row.measured_ms == pytest.approx(truth[row.arch_str])
+            assert row.held == (truth[row.arch_str] <= budget)
+        assert len(st.measurements("tgt-replay")) - n_before == (r.top.head(3).source == "predicted").sum()
+        with pytest.raises(HarnessError, match="no nb201 architecture is under 1e-06 ms.*the fastest is"):
+            search_mod.search(ctx, "tgt-replay", 1e-6, "acc_test")
+    env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
+    out = subprocess.run([sys.executable, "-m", "harness", "search", "--target", "tgt-replay", "--accuracy",
+                          "acc_test", "--max-ms", str(budget), "--top", "3", "--json"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["top"]) == 3
+    bad = subprocess.run([sys.executable, "-m", "harness", "search", "--target", "tgt-replay", "--accuracy",
+                          "acc_nope", "--max-ms", "1"], env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "acc_nope" in bad.stderr and "Traceback" not in bad.stderr

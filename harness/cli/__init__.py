@@ -31,6 +31,7 @@ app.command("predict")(predict.predict)
 app.command("pareto")(predict.pareto)
 app.command("demo")(demo.demo)
 app.command("transfer")(transfer.transfer)
+app.command("search")(transfer.search)
 
 
 def _version(value: bool) -> None:

@@ -163,3 +163,71 @@ def _print_front(front, acc_name: str, title: str, limit: int = 40) -> None:
     console.print(t)
     if len(front) > limit:
         console.print(f"... {len(front) - limit} more (--out to write them all)")
+
+
+@cli_errors
+def search(
+    target: TargetOpt,
+    max_ms: Annotated[float, typer.Option("--max-ms", help="Latency budget on the target, in ms.")],
+    space: SpaceOpt = "nb201",
+    accuracy: AccOpt = None,
+    top: Annotated[int, typer.Option(help="How many architectures to list.")] = 10,
+    verify: Annotated[int, typer.Option(help="Measure the best N on the device and report which held the "
+                                        "budget (0 = don't).")] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Write the list to this CSV/Parquet.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    store: StoreOpt = DEFAULT_STORE, devices_dir: DevicesDirOpt = DEFAULT_DEVICES, cache_dir: CacheOpt = DEFAULT_CACHE,
+) -> None:
+    """The most accurate architectures under --max-ms on the target: its measured latency where the store has
+    one, else its saved predictor's (run `harness transfer` first). --verify N measures the top N."""
+    from harness.analysis import search as search_mod
+    from harness.analysis import transfer_loop as tl
+    from harness.analysis.workflow import open_context
+    from harness.campaign import run_campaign
+    from harness.devices.registry import ProfileRegistry
+    from harness.models.cache import ModelCache
+    from harness.results.export import write_table
+    from harness.results.store import Store
+
+    command = shlex.join(["harness", *sys.argv[1:]])
+    with Store(store) as st:
+        ctx = open_context(st, space, str(cache_dir))
+        profile = tl.resolve_target(ProfileRegistry(devices_dir), ctx, target) if verify else None
+        with console.status("predicting ..."):
+            r = search_mod.search(ctx, target, max_ms, accuracy, top)
+        table = r.top
+        if verify:
+            def measure(archs) -> None:
+                run_campaign(st, profile, ctx.space, archs, cache=ModelCache(cache_dir), command=command)
+
+            table = search_mod.verify(ctx, r, verify, measure)
+    if out:
+        write_table(table, out)
+    if as_json:
+        print(json.dumps(
+            {"target": target, "max_ms": max_ms, "accuracy": r.accuracy, "candidates": r.n_candidates,
+             "under_budget": r.n_under, "predictor": r.predictor,
+             "top": json.loads(table.to_json(orient="records"))}, indent=1))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"best {space} architectures under {max_ms:g} ms on {target} ({r.accuracy})",
+              title_justify="left")
+    keys = [c for c in table.columns if c not in (r.accuracy, "latency_ms", "source", "measured_ms", "held")]
+    extra = ["measured ms", "held"] if "held" in table.columns else []
+    for col in [*keys, r.accuracy, "latency ms", "from", *extra]:
+        t.add_column(col, justify="left" if col in keys else "right", overflow="fold")
+    for _, row in table.iterrows():
+        cells = [*[str(row[k]) for k in keys], f"{row[r.accuracy]:.2f}", f"{row.latency_ms:.3f}", row.source]
+        if extra:
+            held = row.held
+            cells += [_fmt(row.measured_ms, ".3f"),
+                      "-" if held is None or held != held else ("[green]yes[/]" if held else "[red]no[/]")]
+        t.add_row(*cells)
+    console.print(t)
+    console.print(f"{r.n_under} of {r.n_candidates} architectures are under {max_ms:g} ms"
+                  + (f" (gaps predicted by {r.predictor})" if r.predictor else " (measured values only)")
+                  + (f"; wrote {out}" if out else ""), highlight=False)
+    if extra:
+        held = table.held.dropna()
+        console.print(f"verified {len(held)}: {int(held.sum())} held the budget", highlight=False)
