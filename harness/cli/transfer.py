@@ -60,7 +60,7 @@ def transfer(
     front is stable (or the budget is spent). Ctrl-C and rerun the same command to resume.
 
     Stops when, two rounds in a row, the front barely changed (Jaccard >= 0.9 with the last round's, or a
-    hypervolume gain < 0.5 %) and its expected hypervolume ratio against the truth is >= 0.98 (estimated
+    hypervolume gain < 0.5 %) and its expected hypervolume ratio against the truth is >= 0.95 (estimated
     from the predictor's own leave-one-out error and jackknife spread).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
