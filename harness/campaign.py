@@ -13,17 +13,19 @@ is measured again only with ``remeasure_stale``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from harness.devices.driver import Driver, make_driver
+from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.profile import Profile
-from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError
+from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError, StoreError
 from harness.models.cache import EXPORTER_VERSION, ModelCache
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store, utcnow
 
+T = TypeVar("T")
 UNSTABLE_CV = 0.10  # pyperf warns when the standard deviation reaches 10% of the mean
 
 
@@ -100,10 +102,54 @@ def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             or (remeasure_stale and versions[a.key] < EXPORTER_VERSION)]
 
 
+def retrying(fn: Callable[[], T], retry_s: float) -> T:
+    """``fn()``, retried with backoff while the store says the problem may pass (busy, full)."""
+    deadline, wait = time.monotonic() + retry_s, 0.05
+    while True:
+        try:
+            return fn()
+        except StoreError as e:
+            if not (e.transient and time.monotonic() + wait < deadline):
+                raise
+        time.sleep(wait)
+        wait = min(wait * 2, 5.0)
+
+
+def record(store: Store, retry_s: float, campaign_id: int, device: str, arch: Arch, **fields: Any) -> None:
+    """Write one finished measurement, retrying while the store is busy or full; if it still cannot be
+    written (or Ctrl-C comes while waiting), keep it beside the store, where the next open adds it, and stop
+    the campaign: a finished measurement is never dropped."""
+    try:
+        retrying(lambda: store.record_measurement(campaign_id, device, arch, **fields), retry_s)
+    except (StoreError, KeyboardInterrupt) as e:
+        kept = store.keep_pending({"campaign_id": campaign_id, "device": device,
+                                   "arch": {"space": arch.space, "key": arch.key, "columns": arch.columns},
+                                   **fields})
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise StoreError(f"{e}\nThe measurement of {arch.key} is kept in {kept} (pending) and is added to "
+                         "the store the next time it is opened.") from e
+
+
 def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *,
                  cache: ModelCache, command: str = "", remeasure: bool = False, remeasure_stale: bool = False,
                  observer: Observer | None = None, max_consecutive_failures: int = 5,
-                 driver: Driver | None = None) -> CampaignSummary:
+                 driver: Driver | None = None, write_retry_s: float = 600.0, lease_wait: float | None = 0.0,
+                 on_lease_wait: Callable[[Holder], None] | None = None) -> CampaignSummary:
+    """Measure what of ``archs`` the store lacks on the profile's device, holding the device's lease
+    (:class:`~harness.devices.lease.DeviceLease`; ``lease_wait`` seconds to wait for another campaign,
+    None: as long as it takes)."""
+    with DeviceLease(profile.name, lock_dir_for(store.path), command=command, wait=lease_wait,
+                     on_wait=on_lease_wait):
+        return _run(store, profile, space, archs, cache=cache, command=command, remeasure=remeasure,
+                    remeasure_stale=remeasure_stale,
+                    observer=observer, max_consecutive_failures=max_consecutive_failures, driver=driver,
+                    write_retry_s=write_retry_s)
+
+
+def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *, cache: ModelCache,
+         command: str, remeasure: bool, remeasure_stale: bool, observer: Observer | None, max_consecutive_failures: int,
+         driver: Driver | None, write_retry_s: float) -> CampaignSummary:
     observer = observer or _Silent()
     todo = plan(store, profile, space, archs, remeasure, remeasure_stale)
     summary = CampaignSummary(profile.name, space.name, len(archs), len(archs) - len(todo), graph_mode=profile.graph)
@@ -113,13 +159,13 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
         return summary
     t_start = time.perf_counter()
     fmt = profile.runtime.model_format
-    summary.campaign_id = cid = store.start_campaign(profile.name, space.name, profile.as_dict(),
-                                                     profile.digest(), len(todo), command)
+    summary.campaign_id = cid = retrying(lambda: store.start_campaign(
+        profile.name, space.name, profile.as_dict(), profile.digest(), len(todo), command), write_retry_s)
     driver = driver or make_driver(profile)
     status, message, consecutive = "failed", "", 0
     try:
         summary.conditions = driver.prepare()
-        store.set_campaign_conditions(cid, summary.conditions)
+        retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         observer.started(summary, len(todo))
         for i, arch in enumerate(todo):
             started, t0 = utcnow(), time.perf_counter()
@@ -136,10 +182,9 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
                 raise
             except (DriverError, ExportError) as e:
                 kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
-                store.record_measurement(cid, profile.name, arch, model_format=fmt, model_digest=digest,
-                                         started_at=started, duration_s=time.perf_counter() - t0,
-                                         failure_kind=kind, failure_message=str(e), degenerate=degenerate,
-                                         **identity)
+                record(store, write_retry_s, cid, profile.name, arch, model_format=fmt, model_digest=digest,
+                       started_at=started, duration_s=time.perf_counter() - t0,
+                       failure_kind=kind, failure_message=str(e), degenerate=degenerate, **identity)
                 summary.failed += 1
                 summary.failures[kind] = summary.failures.get(kind, 0) + 1
                 consecutive += 1
@@ -150,8 +195,8 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
                                           f"last: {kind}: {e}") from e
                 continue
             stats = result.summary()
-            store.record_measurement(
-                cid, profile.name, arch, model_format=fmt, model_digest=digest, started_at=started,
+            record(
+                store, write_retry_s, cid, profile.name, arch, model_format=fmt, model_digest=digest, started_at=started,
                 duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
                 timed_ms=result.timed_ms, warmup_ms=result.warmup_ms,
                 conditions={"before": result.conditions_before, "after": result.conditions_after},
@@ -178,5 +223,10 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
         driver.cleanup()
         summary.status = status
         summary.elapsed_s = time.perf_counter() - t_start
-        store.finish_campaign(cid, status, message)
+        try:
+            retrying(lambda: store.finish_campaign(cid, status, message), min(write_retry_s, 60.0))
+        except StoreError:
+            if status == "finished":
+                raise
+            # an error is already on its way out; the row stays 'running' and is closed as abandoned later
     return summary

@@ -17,7 +17,7 @@ from hypothesis import strategies as hst
 from harness.analysis import closed_loop as cl
 from harness.analysis import pareto
 from harness.analysis import transfer_loop as tl
-from harness.analysis.workflow import open_context
+from harness.analysis.workflow import open_context, predict
 from harness.campaign import run_campaign
 from harness.devices.registry import ProfileRegistry
 from harness.errors import HarnessError
@@ -62,6 +62,10 @@ def loop_setup(tmp_path, store_path, cache_dir):
     return {"table": table, "df": df, "devices": devices, "store": store_path, "cache": cache_dir}
 
 
+def ctx_of(st, s):
+    return open_context(st, "nb201", str(s["cache"]))
+
+
 def plan(st, s, **cfg):
     ctx = open_context(st, "nb201", str(s["cache"]))
     return tl.plan_loop(ctx, ProfileRegistry(s["devices"]), "tgt-replay", "acc_test",
@@ -94,7 +98,10 @@ def test_loop_measures_through_campaigns_and_settles_the_front(loop_setup):
         check = pareto.check(lat, truth.reindex(keys).to_numpy(), p.pool.accuracy)
         assert check.hv_ratio > 0.97
         assert set(result.front.columns) >= {"nb201_index", "arch_str", "acc_test", "predicted_ms", "p_front"}
-        assert st.latest_predictor("nb201", "tgt-replay")["method"] == "closed-loop"
+        saved = st.latest_predictor("nb201", "tgt-replay")
+        assert saved["provenance"]["loop_id"] == p.loop_id and saved["method"] == "multiproxy"
+        predicted = predict(ctx_of(st, s), "tgt-replay")  # `harness predict` reads the loop's predictor
+        assert len(predicted) == 15625 and (predicted.predicted_ms > 0).all()
 
 
 def test_interrupted_loop_resumes_and_measures_nothing_twice(loop_setup, tmp_path):
@@ -202,7 +209,7 @@ def test_search_under_budget_then_verify_on_the_device(loop_setup, cli_env):
         r = search_mod.search(ctx, "tgt-replay", budget, "acc_test", top=5)
         assert len(r.top) == 5 and (r.top.latency_ms <= budget).all()
         assert list(r.top.acc_test) == sorted(r.top.acc_test, reverse=True)
-        assert set(r.top.source) <= {"measured", "predicted"} and r.predictor.endswith("(closed-loop)")
+        assert set(r.top.source) <= {"measured", "predicted"} and "closed loop, round" in r.predictor
         n_before = len(st.measurements("tgt-replay"))
         checked = search_mod.verify(ctx, r, 3, campaign(st, p, s))
         truth = s["df"].set_index("arch_str").tgt_ms

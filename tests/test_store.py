@@ -59,7 +59,7 @@ def test_measurement_and_runs_are_one_transaction(store_path):
     with Store(store_path) as st:
         cid = st.start_campaign("dev", "nb201", {}, "x", 2)
         arch = SPACE.parse("5")
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(StoreError):
             # duplicate run sequence numbers violate the runs primary key after the measurement row went in
             with st.transaction():
                 mid = record_ok(st, cid, "dev", "5", [1.0, 2.0])

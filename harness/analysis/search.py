@@ -66,7 +66,12 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
                            f"{lat[fastest]:.4g} ms ({source[fastest]}, {keys[fastest]}); raise --max-ms")
     order = under[np.lexsort((lat[under], -accs[under]))][:top]
     rows = [{**archs[i].columns, acc.name: accs[i], "latency_ms": lat[i], "source": source[i]} for i in order]
-    pred_name = f"predictor #{saved['id']} ({saved['method']})" if saved is not None and gaps.any() else None
+    pred_name = None
+    if saved is not None and gaps.any():
+        prov = saved["provenance"]
+        how = (f"closed loop, round {prov['round']}, {prov['n_target_samples']} samples" if "loop_id" in prov
+               else saved["method"])
+        pred_name = f"predictor #{saved['id']} ({how})"
     return SearchResult(target, str(acc.name), max_ms, pd.DataFrame(rows), len(keys), len(under), pred_name,
                         [archs[i] for i in order])
 

@@ -2,7 +2,7 @@
 
 Everything is checked before the first measurement (target profile, space, accuracy column, sources,
 budget), so bad input measures nothing. Each round is saved in the store as a predictor (method
-``closed-loop``) whose provenance carries the round's decisions, *before* its next batch is measured: an
+``multiproxy``) whose provenance carries the round's decisions, *before* its next batch is measured: an
 interrupted run is resumed by rerunning the same command (campaigns resume by content; the loop's
 history is read back from the store). The last round's predictor is the target's predictor, so
 ``harness predict`` and ``harness search`` use it afterwards.
@@ -26,7 +26,7 @@ from harness.devices.registry import ProfileRegistry
 from harness.errors import HarnessError, UnknownNameError
 from harness.models.spaces import Arch
 
-METHOD = "closed-loop"
+METHOD = "multiproxy"  # what each round saves: a multi-proxy predictor (``predict`` reads it back)
 DEFAULT_ACCURACY = "acc_cifar100_test_200ep"
 
 
@@ -131,8 +131,8 @@ def measured_state(plan: LoopPlan) -> tuple[dict[int, float], set[int]]:
 
 def history(plan: LoopPlan) -> list[cl.Round]:
     rows = plan.ctx.store.db.execute(
-        "SELECT provenance_json, metrics_json FROM predictors WHERE space = ? AND device = ? AND method = ? "
-        "ORDER BY id", (plan.ctx.space.name, plan.target, METHOD)).fetchall()
+        "SELECT provenance_json, metrics_json FROM predictors WHERE space = ? AND device = ? ORDER BY id",
+        (plan.ctx.space.name, plan.target)).fetchall()
     out = []
     for prov, metrics in rows:
         if json.loads(prov).get("loop_id") == plan.loop_id:
@@ -148,7 +148,8 @@ def _save(plan: LoopPlan, r: cl.Round, model) -> int:
     keys = plan.pool.keys
     prov = {"loop_id": plan.loop_id, "target": plan.target, "accuracy": plan.accuracy_name,
             "proxies": plan.pool.source_names, "round": r.round, "n_target_samples": r.n_samples,
-            "next_batch": [keys[i] for i in r.next_batch], "stop": r.stop, "method": METHOD}
+            "next_batch": [keys[i] for i in r.next_batch], "stop": r.stop, "method": METHOD,
+            "by": "harness transfer (closed loop)"}
     return plan.ctx.store.save_predictor(plan.ctx.space.name, plan.target, METHOD, payload, prov,
                                          {"round": r.to_json()})
 

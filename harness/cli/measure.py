@@ -5,21 +5,18 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 
-from harness.campaign import CampaignSummary, ModelOutcome, run_campaign
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, err)
-from harness.devices.registry import ProfileRegistry
-from harness.models.cache import ModelCache
-from harness.models.selection import select
-from harness.models.spaces import get_space
-from harness.results.store import Store
+                                StoreOpt, cli_errors, console, err, reachable)
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from harness.campaign import CampaignSummary, ModelOutcome
 
 
 class ProgressObserver:
@@ -84,6 +81,8 @@ def measure(
              "dead code removed, zeros folded, identical ops merged, activations fused) or keep (PyTorch-eager "
              "export: x*0 and dead convs computed, as the PyTorch-exported tables measured).")] = None,
     max_failures: Annotated[int, typer.Option(help="Stop after this many failures in a row.")] = 5,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="If another campaign is measuring this device, wait for it instead of exiting.")] = False,
     store: StoreOpt = DEFAULT_STORE,
     devices_dir: DevicesDirOpt = DEFAULT_DEVICES,
     cache_dir: CacheOpt = DEFAULT_CACHE,
@@ -91,18 +90,30 @@ def measure(
     """Measure architectures on a device. Rerun the same command to resume: only what is missing is measured.
 
     Every timed run, the conditions (runtime version, threads, CPU, frequency, temperature) and failures
-    with their kind go to the store; each model is committed as soon as it is done.
+    with their kind go to the store; each model is committed as soon as it is done. A device is measured
+    by one campaign at a time: a second command says who holds it and exits (code 3), or waits with --wait.
     """
     run(device, space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
         remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir,
-        remeasure_stale=remeasure_stale, graph=graph)
+        remeasure_stale=remeasure_stale, graph=graph, wait=wait)
 
 
 @cli_errors
 def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bool, arch: list[str] | None,
         arch_file: Path | None, remeasure: bool, max_failures: int, store: Path, devices_dir: Path,
-        cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None) -> CampaignSummary:
+        cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
+        wait: bool = False) -> CampaignSummary:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    from harness.campaign import run_campaign
+    from harness.devices.lease import DeviceBusy
+    from harness.devices.registry import ProfileRegistry
+    from harness.models.cache import ModelCache
     from harness.models.passes import check_mode
+    from harness.models.selection import select
+    from harness.models.spaces import get_space
+    from harness.results.store import Store
 
     profile = ProfileRegistry(devices_dir).get(device)
     if graph is not None:  # a campaign setting: recorded with the campaign's profile and each measurement
@@ -110,7 +121,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
     sp = get_space(space)
     archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
-    with Store(store) as st:
+    with reachable(profile) as profile, Store(store) as st:
         progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                             TextColumn("{task.fields[status]}"), console=console, transient=False)
@@ -119,7 +130,13 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
                 summary = run_campaign(st, profile, sp, archs, cache=ModelCache(cache_dir), command=command,
                                        remeasure=remeasure, remeasure_stale=remeasure_stale,
                                        observer=ProgressObserver(progress),
-                                       max_consecutive_failures=max_failures)
+                                       max_consecutive_failures=max_failures, lease_wait=None if wait else 0.0,
+                                       on_lease_wait=lambda h: err.print(
+                                           f"waiting: {escape(h.device)} is being measured by "
+                                           f"{escape(h.describe())}", highlight=False))
+        except DeviceBusy as e:
+            err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
+            raise typer.Exit(3) from None
         except KeyboardInterrupt:
             done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
             err.print(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in {store}; "

@@ -12,17 +12,34 @@ from __future__ import annotations
 import hashlib
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from harness.devices.driver import CheckReport, Driver, RunResult
-from harness.devices.profile import Profile, ReplayConnection
+from pydantic import Field
+
+from harness.devices.profile import Connection, Profile
 from harness.errors import DeviceError
 from harness.models.cache import Artifact, sha256_file
 from harness.models.spaces.base import Arch
 
 RUNTIME = "replay"
+
+
+class ReplayConnection(Connection):
+    """A device that answers from a published latency table (rehearsals, the closed loop's benchmark).
+
+    Each architecture's "measurement" is its value in ``column`` of ``table`` (a tidy CSV/Parquet as in
+    ``../shared/data``), optionally with seeded log-normal noise per timed run. The runtime block of such a
+    profile is optional.
+    """
+
+    kind: Literal["replay"]
+    table: str = Field(min_length=1, description="CSV/CSV.GZ/Parquet file; relative paths from the working directory")
+    column: str = Field(min_length=1, description="the latency column to answer from, e.g. hwnb_pixel3_ms")
+    noise: float = Field(0.0, ge=0, le=1, description="relative run-to-run noise (log-normal sigma); 0 = exact")
+    seed: int = Field(0, description="seed of the noise (same seed, same answers)")
 
 
 class ReplayTable:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.devices import adb_benchmark
+from harness.sim.adb import output as bm_output
 from harness.sim.adb.bench import MAGIC, BenchWorker, Cancelled
 from harness.sim.adb.fs import FSError, Sandbox, normalise
 from harness.sim.adb.phone import Identity, Thermal
@@ -29,6 +29,13 @@ SH = "/system/bin/sh"
 ENV = {"HOME": "/", "PATH": "/product/bin:/apex/com.android.runtime/bin:/system/bin:/system/xbin:/vendor/bin",
        "TMPDIR": "/data/local/tmp", "USER": "shell", "SHELL": SH, "HOSTNAME": "localhost", "ANDROID_DATA": "/data"}
 OPERATORS = (";", "&&", "||", "|", "&")
+
+
+MAX_NESTING = 64  # $(...) inside $(...): deeper is refused with a shell error
+
+
+class NestedTooDeep(Exception):
+    """$(...) nested beyond MAX_NESTING."""
 
 
 class ShellSyntaxError(Exception):
@@ -283,8 +290,9 @@ def builtin(*names: str) -> Callable[[Command], Command]:
 class Shell:
     """One ``sh -c`` invocation: its own working directory, variables and last status."""
 
-    def __init__(self, phone: Phone, cancelled: threading.Event | None = None):
+    def __init__(self, phone: Phone, cancelled: threading.Event | None = None, depth: int = 0):
         self.phone = phone
+        self.depth = depth  # nesting of $(...): bounded like a real shell's stack, never Python's
         self.box = phone.box
         self.cwd = "/"
         self.env = dict(ENV)
@@ -307,16 +315,27 @@ class Shell:
 
         self.flush = flush
         io = IO(buf.extend, buf.extend)
+        script = script.split("\0", 1)[0]  # adbd hands sh a C string: it ends at the first NUL
         try:
             tokens = tokenize(script)
         except ShellSyntaxError as e:
             io.err(f"{SH}: syntax error: {e}\n")
             flush()
             return 2
+        except RecursionError:
+            io.err(f"{SH}: syntax error: nested too deeply\n")
+            flush()
+            return 2
         try:
             self._run_list(tokens, io)
         except ExitShell as e:
             self.status = e.status
+        except NestedTooDeep:
+            if self.depth:
+                raise
+            buf.clear()
+            io.err(f"{SH}: command substitutions nested more than {MAX_NESTING} deep\n")
+            self.status = 2
         flush()
         return self.status
 
@@ -359,8 +378,10 @@ class Shell:
 
     # --- expansion -----------------------------------------------------------------------
     def substitute(self, script: str) -> str:
+        if self.depth >= MAX_NESTING:
+            raise NestedTooDeep()
         buf = bytearray()
-        sub = Shell(self.phone, self.cancelled)
+        sub = Shell(self.phone, self.cancelled, self.depth + 1)
         sub.cwd, sub.env, sub.status = self.cwd, dict(self.env), self.status
         sub.run(script, buf.extend)
         self.status = sub.status
@@ -905,7 +926,7 @@ def benchmark_model(sh: Shell, argv: list[str], io: IO) -> int:
     if unconsumed:
         io.out(f"WARN: Unconsumed cmdline flags: {' '.join(unconsumed)}\n")
     graph = flags.get("graph", "")
-    for line in adb_benchmark.format_params(flags, graph):
+    for line in bm_output.format_params(flags, graph):
         info(line)
     if not graph:
         error("Please specify the name of your TF Lite input file with --graph")
@@ -955,7 +976,7 @@ def benchmark_model(sh: Shell, argv: list[str], io: IO) -> int:
         return 1
     phases = [(req["warmup_runs"], req["warmup_min_secs"], max_secs, resp["warmup_us"]),
               (req["num_runs"], req["min_secs"], max_secs, resp["timed_us"])]
-    for line in adb_benchmark.format_results(init_us=resp["init_us"], model_size_bytes=resp["model_size"],
+    for line in bm_output.format_results(init_us=resp["init_us"], model_size_bytes=resp["model_size"],
                                              phases=phases, mem_init_mb=resp.get("mem_init_mb"),
                                              mem_overall_mb=resp.get("mem_overall_mb"), graph=graph,
                                              xnnpack=xnnpack):
