@@ -33,6 +33,9 @@ from harness.analysis.transfer import MultiProxyModel, TransferError, fit_multip
 from harness.errors import HarnessError
 
 
+MAX_MEMBERS = 16
+
+
 class LoopError(HarnessError):
     """The closed loop cannot run as asked (budget, batch sizes, candidates); nothing was measured."""
 
@@ -158,12 +161,15 @@ def fit_with_uncertainty(pool: Pool, rows: np.ndarray, y_ms: np.ndarray) -> tupl
     k = len(rows)
     members, loo = [], np.empty(k)
     if k >= 4:
+        # every left-out fit gives its LOO prediction; a spread of up to MAX_MEMBERS of them also predict the
+        # whole space for the jackknife spread (the cost of a round stays flat as K grows)
+        full = set(np.linspace(0, k - 1, min(k, MAX_MEMBERS)).round().astype(int).tolist())
         for i in range(k):
             keep = np.arange(k) != i
             m = _fit(pool, rows[keep], y_ms[keep])
-            p = predict_log(m, pool)
-            members.append(p)
-            loo[i] = p[rows[i]]
+            loo[i] = predict_log(m, pool, rows[i:i + 1])[0]
+            if i in full:
+                members.append(predict_log(m, pool))
         members_arr = np.array(members)
         dev = (members_arr - members_arr.mean(axis=0)) * np.sqrt(k - 1)  # jackknife variance
     else:
