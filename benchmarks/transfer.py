@@ -9,6 +9,9 @@ over targets. Two protocols, reported side by side:
   family   the held-out device's whole family (GPU, desktop/server CPU, phone/ARM board, accelerator; see
            FAMILY) is left out of the sources too: a device unlike anything seen before
 
+The default sampling, ``diverse``, is deterministic given the sources (seeds only break ties), so with it
+``--seeds`` mostly repeats one draw; ``random`` and ``stratified`` vary with the seed.
+
 Methods (the same library code as `harness adapt`):
 
   proxy-alone   the source whose SRCC on the K samples is best, its raw latency ranking
