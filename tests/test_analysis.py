@@ -27,7 +27,7 @@ def synthetic(n: int = 400, seed: int = 0) -> pd.DataFrame:
     base = rng.lognormal(size=n)
     df = pd.DataFrame({
         "a": base,
-        "b": np.round(base * rng.lognormal(0, 0.3, n), 1),       # ties
+        "b": np.maximum(np.round(base * rng.lognormal(0, 0.3, n), 1), 0.1),  # ties (never 0 ms)
         "c": rng.lognormal(size=n),                               # unrelated
         "d": base ** 2,                                           # monotone in a
         "e": np.where(rng.random(n) < 0.3, np.nan, base * rng.lognormal(0, 0.5, n)),  # partial coverage

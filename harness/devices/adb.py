@@ -47,7 +47,7 @@ from harness.devices.driver import CheckReport, Driver, RunResult
 from harness.devices.profile import VIRTUAL_SERIAL, ADBConnection, Profile
 from harness.devices.runner import zone_names
 from harness.devices.upload import upload_if_changed
-from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout
+from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout, ParseError
 from harness.models.cache import Artifact, sha256_file
 
 RC_MARK = "__harness_rc="
@@ -554,6 +554,9 @@ class ADBDriver(Driver):
                                      f"(its --max_secs)")
         warm = out.warmup.stat if out.warmup else None
         stats = timed.as_ms()
+        if not stats["avg_ms"] or stats["avg_ms"] <= 0:  # type: ignore[operator]
+            raise ParseError(f"benchmark_model reports an average of {timed.avg_us} us over {timed.count} runs; "
+                             "a latency must be above 0 (below the tool's 1 us resolution?)")
         after["benchmark_model"] = {
             "timed": stats,
             "warmup": warm.as_ms() if warm else None,

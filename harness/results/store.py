@@ -178,6 +178,19 @@ ALTER TABLE measurements ADD COLUMN per_run INTEGER CHECK (per_run IN (0, 1));
 }
 
 
+def open_store(path: str | os.PathLike, *, write: bool = True, **kwargs: Any) -> Store:
+    """The store for a command: read commands (``write=False``) never create one, and open it read-only
+    when it (or its folder) cannot be written, e.g. on read-only media or owned by someone else."""
+    p = Path(path)
+    if not write:
+        if not p.is_file():
+            raise StoreError(f"no store at {p}: measure or import something first, or point --store "
+                             "(or HARNESS_STORE) at an existing store")
+        if not (os.access(p, os.W_OK) and os.access(p.parent, os.W_OK)):
+            return Store(p, readonly=True, **kwargs)
+    return Store(p, **kwargs)
+
+
 def describe_sqlite_error(e: sqlite3.Error, path: Path) -> StoreError:
     """An SQLite error as a StoreError that says what happened to which file and what to do."""
     text = str(e)
@@ -236,36 +249,71 @@ def _pid_alive(pid: int) -> bool:
 class Store:
     """Open (creating if needed) the store at ``path``; the schema version is checked here."""
 
-    def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 30.0):
+    def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 30.0, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
+        self.warnings: list[str] = []  # problems that did not stop the store from opening
         self.pending_dir = self.path.with_name(self.path.name + ".pending")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if readonly and not self.path.is_file():
+            raise StoreError(f"no store at {self.path}: measure or import something first, or point --store "
+                             "(or HARNESS_STORE) at an existing store")
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = None  # type: ignore[assignment]
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout)
+            self.db = self._connect_readonly(busy_timeout) if readonly else \
+                sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout)
             self.db.execute("PRAGMA foreign_keys = ON")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")
+            # recognise the file before changing anything in it: journal_mode = WAL rewrites its header
             self._init_schema()
-        except sqlite3.DatabaseError as e:
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = NORMAL")
+        except (sqlite3.Error, StoreError) as e:
+            if self.db is not None:
+                self.db.close()
+            if isinstance(e, StoreError):
+                raise
             raise StoreError(f"{self.path} is not a usable harness store: {e}") from None
-        self.replay_pending()
+        if not readonly:
+            self.replay_pending()
+
+    def _connect_readonly(self, busy_timeout: float) -> sqlite3.Connection:
+        """Read-only: never creates, upgrades or writes anything. On read-only media a WAL store cannot
+        create its shared-memory file, so it is then opened as immutable (nobody can be writing to it)."""
+        from urllib.parse import quote
+
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
+        try:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+        return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, timeout=busy_timeout)
 
     def _init_schema(self) -> None:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not tables:
+        if not tables and not self.readonly:
             # one script, one transaction: a crash here leaves an empty file, never half a schema
+            self.db.execute("PRAGMA journal_mode = WAL")
             upgrades = "".join(MIGRATIONS[v] for v in range(1, SCHEMA_VERSION))
             self.db.executescript(
                 f"BEGIN IMMEDIATE; {SCHEMA} {upgrades} INSERT INTO meta VALUES ('schema_version', "
                 f"'{SCHEMA_VERSION}'), ('created_by', 'harness {__version__}'); COMMIT;")
             return
         if "meta" not in tables:
-            raise StoreError(f"{self.path} is an SQLite file but not a harness store (no meta table)")
+            raise StoreError(f"{self.path} is an SQLite file but not a harness store (no meta table); "
+                             "nothing in it was changed. Use another --store file.")
         row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         found = int(row[0]) if row and str(row[0]).isdigit() else None
         if found is None or found > SCHEMA_VERSION or found < 1:
             raise StoreError(f"{self.path} has store schema version {found}; this harness {__version__} "
                              f"reads versions 1..{SCHEMA_VERSION}. Use a matching harness or a new --store file.")
+        if found < SCHEMA_VERSION and self.readonly:
+            raise StoreError(f"{self.path} was written by an older harness (store schema {found}) and is read-only "
+                             f"here; this harness needs schema {SCHEMA_VERSION}. Copy it somewhere writable: "
+                             "the first command that opens the copy upgrades it.")
         if found < SCHEMA_VERSION:  # additive upgrade, all steps in one transaction
             upgrades = "".join(MIGRATIONS[v] for v in range(found, SCHEMA_VERSION))
             self.db.executescript(f"BEGIN IMMEDIATE; {upgrades} UPDATE meta SET value = '{SCHEMA_VERSION}' "
@@ -334,12 +382,23 @@ class Store:
             try:
                 rec = json.loads(f.read_text())
                 arch = Arch(**rec.pop("arch"))
-            except (OSError, ValueError, TypeError) as e:
-                raise StoreError(f"{f}: unreadable pending measurement ({e}); move it away to continue") from None
-            self.record_measurement(arch=arch, **rec)
+                self.record_measurement(arch=arch, **rec)
+            except StoreError as e:
+                if e.transient:
+                    return added  # busy now: the next open tries again
+                self._reject_pending(f, str(e))
+                continue
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                self._reject_pending(f, str(e))
+                continue
             f.unlink()
             added += 1
         return added
+
+    def _reject_pending(self, f: Path, why: str) -> None:
+        """A pending measurement that cannot go in (damaged, or from another store) is set aside, not lost."""
+        f.rename(f.with_suffix(".rejected"))
+        self.warnings.append(f"{f.with_suffix('.rejected')}: kept aside, not added to the store: {why}")
 
     # --- devices and architectures -------------------------------------------------------
     @_guarded
@@ -400,6 +459,15 @@ class Store:
                            "WHERE id = ?", ("process ended without closing the campaign", utcnow(), cid))
 
     @_guarded
+    def close_own_campaigns(self, device: str, status: str, message: str = "") -> None:
+        """Close this process's campaigns on ``device`` still marked running (when the id was never returned)."""
+        with self.transaction() as db:
+            db.execute("""UPDATE campaigns SET status = ?, message = ?, finished_at = ?
+                          WHERE status = 'running' AND host = ? AND pid = ?
+                            AND device_id = (SELECT id FROM devices WHERE name = ?)""",
+                       (status, message or None, utcnow(), socket.gethostname(), os.getpid(), device))
+
+    @_guarded
     def set_campaign_conditions(self, campaign_id: int, conditions: dict) -> None:
         with self.transaction() as db:
             db.execute("UPDATE campaigns SET conditions_json = ? WHERE id = ?",
@@ -414,18 +482,26 @@ class Store:
     @_guarded
     def campaigns(self, exporter_version: int | None = None) -> pd.DataFrame:
         """One row per campaign; ``stale`` counts its successful measurements of models from an exporter
-        older than ``exporter_version`` (0 when it is not given)."""
+        older than ``exporter_version`` (0 when it is not given). A campaign still marked 'running' whose
+        process on this host is gone is shown as 'abandoned' (read-only: the store is relabelled when that
+        device's next campaign starts)."""
         q = """SELECT c.id, d.name AS device, c.space, c.status, c.planned,
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
                       SUM(m.status = 'ok' AND ? IS NOT NULL AND COALESCE(m.exporter_version, 1) < ?) AS stale,
                       AVG(m.n_runs) AS runs_per_model, MIN(m.per_run) AS per_run,
-                      MAX(m.graph_mode) AS graph_mode, c.started_at, c.finished_at, c.message
+                      MAX(m.graph_mode) AS graph_mode, c.started_at, c.finished_at, c.message, c.host, c.pid
                FROM campaigns c JOIN devices d ON d.id = c.device_id
                LEFT JOIN measurements m ON m.campaign_id = c.id
                GROUP BY c.id ORDER BY c.id"""
         df = pd.read_sql_query(q, self.db, params=(exporter_version, exporter_version))
         df[["ok", "failed", "stale"]] = df[["ok", "failed", "stale"]].fillna(0).astype(int)
-        return df
+        here = socket.gethostname()
+        gone = [s == "running" and h == here and not _pid_alive(int(p))
+                for s, h, p in zip(df.status, df.host, df.pid)]
+        df.loc[gone, "status"] = "abandoned"
+        df.loc[gone, "message"] = "process ended without closing the campaign"
+        df["message"] = df["message"].astype(object).where(df["message"].notna(), None)
+        return df.drop(columns=["host", "pid"])
 
     # --- measurements --------------------------------------------------------------------
     @_guarded
