@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from harness import interrupts
 from harness.devices.driver import Driver, make_driver
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.preflight import check_workload
@@ -61,6 +62,7 @@ class CampaignSummary:
     failed: int = 0
     exported: int = 0
     unstable: list[str] = field(default_factory=list)
+    unstable_cv: dict[str, float] = field(default_factory=dict)  # key -> run-to-run CV (std / mean)
     failures: dict[str, int] = field(default_factory=dict)
     status: str = "nothing to do"
     elapsed_s: float = 0.0
@@ -102,6 +104,8 @@ def build_graph(space: SearchSpace, arch: Arch, profile: Profile):
 
 def stale_keys(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch]) -> list[str]:
     """Keys among ``archs`` whose latest measurement in the profile's graph mode is of an older exporter."""
+    if hasattr(space, "artifact"):  # model files are not exported: never stale
+        return []
     versions = store.measured_versions(profile.name, space.name, profile.graph, workload_columns(profile))
     return [a.key for a in archs if versions.get(a.key, EXPORTER_VERSION) < EXPORTER_VERSION]
 
@@ -113,6 +117,8 @@ def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     if remeasure:
         return list(archs)
     versions = store.measured_versions(profile.name, space.name, profile.graph, workload_columns(profile))
+    if hasattr(space, "artifact"):
+        remeasure_stale = False  # model files are not exported: never stale
     return [a for a in archs if a.key not in versions
             or (remeasure_stale and versions[a.key] < EXPORTER_VERSION)]
 
@@ -176,23 +182,42 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     wl = workload_columns(profile)
     t_start = time.perf_counter()
     fmt = profile.runtime.model_format
-    summary.campaign_id = cid = retrying(lambda: store.start_campaign(
-        profile.name, space.name, profile.as_dict(), profile.digest(), len(todo), command), write_retry_s)
-    driver = driver or make_driver(profile)
+    interrupts.check()
+    try:
+        summary.campaign_id = cid = retrying(lambda: store.start_campaign(
+            profile.name, space.name, profile.as_dict(), profile.digest(), len(todo), command), write_retry_s)
+    except KeyboardInterrupt:  # it may have committed the row before the id came back: close it
+        try:
+            with interrupts.shielded():
+                store.close_own_campaigns(profile.name, "interrupted", "stopped by the user")
+        except StoreError:
+            pass  # closed as abandoned by the next campaign
+        raise
     status, message, consecutive = "failed", "", 0
     try:
+        driver = driver or make_driver(profile)
         summary.conditions = driver.prepare()
         retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         observer.started(summary, len(todo))
         for i, arch in enumerate(todo):
+            interrupts.check()  # a Ctrl-C that some library swallowed still stops the campaign here
             started, t0 = utcnow(), time.perf_counter()
             exported, digest, degenerate = False, None, None
-            identity = dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION, workload=wl)
+            as_files = hasattr(space, "artifact")  # model files (harness.models.files): measured as they are
+            identity = (dict(graph_mode=None, exporter_version=None) if as_files
+                        else dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION))
+            identity["workload"] = wl
             try:
-                artifact = cache.get(build_graph(space, arch, profile), fmt, profile.graph, batch=wl["batch_size"],
-                                     precision=wl["precision"], calibration=profile.workload.calibration)
-                exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
-                result = driver.run(driver.push(artifact))
+                ref = driver.push_arch(arch)
+                if ref is not None:  # answered by architecture (replay): no model file, no exporter identity
+                    identity = dict(graph_mode=None, exporter_version=None, workload=wl)
+                else:
+                    artifact = space.artifact(arch) if as_files else cache.get(
+                        build_graph(space, arch, profile), fmt, profile.graph, batch=wl["batch_size"],
+                        precision=wl["precision"], calibration=profile.workload.calibration)
+                    exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
+                    ref = driver.push(artifact)
+                result = driver.run(ref)
             except (ConnectionLost, DriverUnavailable):  # nothing else can succeed: stop now
                 raise
             except (DriverError, ExportError) as e:
@@ -223,6 +248,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
             if cv >= UNSTABLE_CV:
                 summary.unstable.append(arch.key)
+                summary.unstable_cv[arch.key] = cv
             observer.model_done(ModelOutcome(arch, i + 1, len(todo), True, stats["median_ms"], cv, exported),
                                 summary)
             if profile.policy.cooldown_seconds and i + 1 < len(todo):
@@ -235,13 +261,42 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         message = str(e)
         raise
     finally:
-        driver.cleanup()
         summary.status = status
         summary.elapsed_s = time.perf_counter() - t_start
         try:
-            retrying(lambda: store.finish_campaign(cid, status, message), min(write_retry_s, 60.0))
-        except StoreError:
-            if status == "finished":
-                raise
-            # an error is already on its way out; the row stays 'running' and is closed as abandoned later
+            _close(store, cid, summary, message, min(write_retry_s, 60.0))
+        finally:
+            if driver is not None:
+                # on Ctrl-C the model in flight is abandoned at once instead of waiting for it
+                driver.abort() if status == "interrupted" else driver.cleanup()
     return summary
+
+
+def _close(store: Store, cid: int, summary: CampaignSummary, message: str, retry_s: float) -> None:
+    """Record the campaign's end. The write is shielded: a Ctrl-C meanwhile is held until it is done, then
+    raised. A busy store is retried; a Ctrl-C while waiting for it gives up (the row is then closed as
+    abandoned later), and so does an error when another one is already on its way out."""
+    deadline, wait, interrupted = time.monotonic() + retry_s, 0.05, False
+    while True:
+        written = False
+        try:
+            with interrupts.shielded():
+                store.finish_campaign(cid, summary.status, message)
+                written = True
+        except KeyboardInterrupt:
+            if written or interrupted:  # held while writing, or a second one: the user wants out
+                raise
+            interrupted = True  # raised inside the write itself: write again, as interrupted
+            summary.status, message = "interrupted", "stopped by the user"
+            continue
+        except StoreError as e:
+            if e.transient and time.monotonic() + wait < deadline:
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
+                continue
+            if summary.status == "finished":
+                raise
+            return
+        break
+    if interrupted:
+        raise KeyboardInterrupt

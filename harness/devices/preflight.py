@@ -39,6 +39,10 @@ def runtime_backend(profile: Profile) -> tuple[str, str, str]:
 def check_workload(profile: Profile, space: SearchSpace, archs: Sequence[Arch] = ()) -> None:
     """Raise ProfileError naming the field when this profile's workload cannot be measured in ``space``."""
     w, problems = profile.workload, []
+    if hasattr(space, "artifact") and not w.is_default():  # model files (harness.models.files)
+        raise ProfileError(f"profile {profile.name}", [
+            "workload: model files are measured as they are; batch_size, input_shape and precision apply to "
+            "search spaces (export the file at the batch and precision you want)"])
     runtime, backend, field = runtime_backend(profile)
     allowed = PRECISIONS.get((runtime, backend))
     if allowed and w.precision not in allowed:
@@ -53,7 +57,7 @@ def check_workload(profile: Profile, space: SearchSpace, archs: Sequence[Arch] =
     if w.input_shape is not None and space.resolution_in_key:
         problems.append(f"workload.input_shape: space {space.name} has the resolution in its architecture keys; "
                         f"remove input_shape (each architecture is built at its own resolution)")
-    elif archs and not problems:
+    elif archs and not problems and not hasattr(space, "artifact"):
         arch = archs[0]
         try:
             c = space.default_input_shape[2]

@@ -253,6 +253,15 @@ class Profile(_Strict):
                              "benchmark_model to use the Python runner")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _replay_needs_no_runtime(cls, data: Any) -> Any:
+        """A replayed table was timed elsewhere: the runtime is optional there (recorded as given)."""
+        conn = data.get("connection") if isinstance(data, dict) else None
+        if isinstance(conn, dict) and conn.get("kind") == "replay" and "runtime" not in data:
+            data = {**data, "runtime": {"name": "onnxruntime"}}
+        return data
+
     @field_validator("connection", mode="before")
     @classmethod
     def _connection_by_kind(cls, v: Any) -> Any:
@@ -409,7 +418,14 @@ def load_profile(path: str | Path) -> Profile:
 
 
 def profile_yaml(profile: Profile) -> str:
-    return yaml.safe_dump(profile.as_dict(), sort_keys=False)
+    """The profile as harness reads it, without the settings of the runtime it does not use."""
+    body = profile.as_dict()
+    rt = body.get("runtime", {})
+    if rt.get("name") != "tflite":
+        rt.pop("delegate", None)
+    if rt.get("name") != "onnxruntime":
+        rt.pop("execution_provider", None)
+    return yaml.safe_dump(body, sort_keys=False)
 
 
 def is_valid_name(name: str) -> bool:

@@ -28,7 +28,8 @@ from harness.models.passes import DEFAULT_GRAPH_MODE, check_mode, is_degenerate,
 # measurement; measurements of an older version are reported as stale (`measure --remeasure-stale`).
 #   1: direct exporters, every node exported (dead convs, x*0, unshared pools, separate ReLUs)
 #   2: graph modes prune/keep; prune = constant folding, dead-node elimination, merged ops, fused ReLUs
-EXPORTER_VERSION = 2
+#   3: prune also fuses a ReLU into the average pool before it (TFLite AVERAGE_POOL_2D, as the converter)
+EXPORTER_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,9 @@ class ModelCache:
 
                 convert(fmt.name, tmp, precision, calibration or Calibration())
             os.replace(tmp, path)
-        except Exception as e:
+        except BaseException as e:  # Ctrl-C included: no temp file is left behind
             Path(tmp).unlink(missing_ok=True)
-            raise ExportError(f"exporting {graph.name} to {fmt.name} failed: {e}") from e
+            if isinstance(e, Exception):
+                raise ExportError(f"exporting {graph.name} to {fmt.name} failed: {e}") from e
+            raise
         return Artifact(path, fmt.name, digest, True, time.perf_counter() - t0, **facts)

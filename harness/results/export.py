@@ -40,7 +40,9 @@ def latency_table(store: Store, space: str, devices: list[str] | None = None) ->
     the model), ``<device>_degenerate`` (1 when the model's output does not depend on its input) and, where
     energy was measured, ``<device>_mj`` (millijoules per inference). Non-default workloads are their own
     devices: ``gpu@bs32.fp16_ms``."""
-    keys = list(get_space(space).key_columns)
+    from harness.models import files
+
+    keys = list(files.KEY_COLUMNS if space == files.SPACE else get_space(space).key_columns)
     wide = latency_wide(store, space, devices)
     if wide.empty:
         return pd.DataFrame(columns=keys)
