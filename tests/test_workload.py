@@ -158,3 +158,15 @@ def test_execution_provider_names_are_checked(provider, expect):
     ok = parse_profile({**BASE, "runtime": {"name": "onnxruntime", "execution_provider": "FancyNpuExecutionProvider",
                                             "provider_options": {"device_id": 1}}}, "p.yaml")
     assert ok.runtime.provider_options == {"device_id": 1}  # others by name
+
+
+def test_model_files_refuse_a_non_default_workload(tmp_path):
+    from harness.models.export_onnx import export_onnx
+    from harness.models.files import FileSpace, open_model
+
+    path = tmp_path / "m.onnx"
+    export_onnx(NB201.build(NB201.parse("3")), str(path))
+    sp = FileSpace([open_model(path)])
+    check_workload(parse_profile(BASE, "p.yaml"), sp, sp.archs())  # as it is: fine
+    with pytest.raises(ProfileError, match="model files are measured as they are"):
+        check_workload(profile_with(batch_size=8), sp, sp.archs())
