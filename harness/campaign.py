@@ -190,9 +190,14 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             identity = (dict(graph_mode=None, exporter_version=None) if as_files
                         else dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION))
             try:
-                artifact = space.artifact(arch) if as_files else cache.get(space.build(arch), fmt, profile.graph)
-                exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
-                result = driver.run(driver.push(artifact))
+                ref = driver.push_arch(arch)
+                if ref is not None:  # answered by architecture (replay): no model file, no exporter identity
+                    identity = dict(graph_mode=None, exporter_version=None)
+                else:
+                    artifact = space.artifact(arch) if as_files else cache.get(space.build(arch), fmt, profile.graph)
+                    exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
+                    ref = driver.push(artifact)
+                result = driver.run(ref)
             except ConnectionLost:
                 raise
             except (DriverError, ExportError) as e:
