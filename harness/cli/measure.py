@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, err, reachable)
+                                StoreOpt, cli_errors, console, err, esc, reachable)
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -54,8 +54,8 @@ class ProgressObserver:
 
     def started(self, summary: CampaignSummary, todo: int) -> None:
         c = summary.conditions
-        console.print(f"[bold]{summary.device}[/]: {c.get('runtime')} {c.get('runtime_version') or ''}, "
-                      f"{c.get('threads')} thread(s) on {c.get('cpu_model') or c.get('machine') or '?'}; "
+        console.print(f"[bold]{esc(summary.device)}[/]: {esc(c.get('runtime'))} {esc(c.get('runtime_version') or '')}, "
+                      f"{c.get('threads')} thread(s) on {esc(c.get('cpu_model') or c.get('machine') or '?')}; "
                       f"{todo} to measure, {summary.skipped} already in the store", highlight=False)
         self.task = self.progress.add_task(summary.device, total=todo, status="")
 
@@ -94,7 +94,7 @@ def print_model_results(st_path: Path, device: str, keys: list[str]) -> None:
 
 
 def print_summary(s: CampaignSummary) -> None:
-    console.print(f"[bold]{s.device}[/] {s.space} (graph: {s.graph_mode}): {s.ok} measured, {s.failed} failed, "
+    console.print(f"[bold]{esc(s.device)}[/] {esc(s.space)} (graph: {s.graph_mode}): {s.ok} measured, {s.failed} failed, "
                   f"{s.skipped} already in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})",
                   highlight=False)
     if s.degenerate:
@@ -213,15 +213,15 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
                 with interrupts.shielded():  # a second Ctrl-C does not turn this into a traceback
                     done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
                     err.print(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in "
-                              f"{store}; rerun the same command to measure the rest.")
+                              f"{esc(store)}; rerun the same command to measure the rest.")
             except KeyboardInterrupt:
                 pass
             raise typer.Exit(130) from None
     if summary.status == "nothing to do" and model:
-        console.print(f"{device}: all {len(archs)} model file(s) are already in {store}; nothing to do "
+        console.print(f"{esc(device)}: all {len(archs)} model file(s) are already in {esc(store)}; nothing to do "
                       "(--remeasure to measure again).", highlight=False)
     elif summary.status == "nothing to do":
-        console.print(f"{device}: all {len(archs)} architectures are already in {store} (graph: {profile.graph}); "
+        console.print(f"{esc(device)}: all {len(archs)} architectures are already in {esc(store)} (graph: {profile.graph}); "
                       "nothing to do (--remeasure to measure again).", highlight=False)
     else:
         print_summary(summary)

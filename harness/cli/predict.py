@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.analysis import methods, sampling
-from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, working
+from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, esc, working
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 ProxyOpt = Annotated[list[str], typer.Option(
@@ -53,7 +53,7 @@ def train(
         _print_json(r.to_json())
         return
     h = r.holdout_srcc
-    console.print(f"trained predictor #{r.id} for {device} on {r.n_archs} {space} architectures"
+    console.print(f"trained predictor #{r.id} for {esc(device)} on {r.n_archs} {space} architectures"
                   + (f"; SRCC on a 20% hold-out: {h:.4f}" if h is not None else ""), highlight=False)
 
 
@@ -71,9 +71,9 @@ def suggest(
     """Pick which K architectures to measure on a new target so the proxy's ranking transfers best."""
     from harness.analysis import workflow
     from harness.results.export import write_table
-    from harness.results.store import Store
+    from harness.results.store import open_store
 
-    with Store(store) as st, working(f"choosing {samples} architectures") as step:
+    with open_store(store, write=False) as st, working(f"choosing {samples} architectures") as step:
         picks = workflow.suggest(_context(st, space, cache_dir, step), proxy, samples, strategy, seed,
                                  target)
     if out:
@@ -89,7 +89,8 @@ def suggest(
             table.add_row(str(i + 1), *[escape(str(v)) for v in row])
         console.print(table)
         if out:
-            console.print(f"wrote {out}; next: harness measure --device TARGET --space {space} --arch-file {out}")
+            console.print(esc(f"wrote {out}; next: harness measure --device TARGET --space {space} --arch-file {out}"),
+                          highlight=False)
 
 
 @cli_errors
@@ -110,10 +111,10 @@ def adapt(
         _print_json(r.to_json())
         return
     if r.reused:
-        console.print(f"predictor #{r.id} for {target} already fits these inputs (same method, proxies, proxy "
+        console.print(f"predictor #{r.id} for {esc(target)} already fits these inputs (same method, proxies, proxy "
                       f"data and {r.n_target_samples} target samples): reused, nothing new saved", highlight=False)
     else:
-        console.print(f"adapted predictor #{r.id} for {target} ({r.why_new}): {method} from {r.n_target_samples} "
+        console.print(f"adapted predictor #{r.id} for {esc(target)} ({r.why_new}): {esc(method)} from {r.n_target_samples} "
                       f"target samples and {len(r.proxies)} proxy device(s)", highlight=False)
     q = r.metrics
     if "loo_srcc" in q:
@@ -121,7 +122,7 @@ def adapt(
                       f"each time): SRCC [bold]{q['loo_srcc']:.3f}[/], median error "
                       f"{100 * q['loo_median_rel_error']:.1f} %", highlight=False)
     if "sources_used" in r.metrics:
-        console.print(f"  sources used: {', '.join(r.metrics['sources_used'])}; one-hot weight "
+        console.print(f"  sources used: {esc(', '.join(r.metrics['sources_used']))}; one-hot weight "
                       f"{r.metrics['onehot_weight']}", highlight=False)
 
 
@@ -135,18 +136,18 @@ def predict(
     """Predict the device's latency for every architecture of the space (those in the store if it is huge)."""
     from harness.analysis import workflow
     from harness.results.export import write_table
-    from harness.results.store import Store
+    from harness.results.store import open_store
 
-    with Store(store) as st, working(f"predicting {device}") as step:
+    with open_store(store, write=False) as st, working(f"predicting {device}") as step:
         df = workflow.predict(_context(st, space, cache_dir, step), device)
     if out:
         write_table(df, out)
     if as_json:
         _print_json(df.to_dict(orient="records"))
         return
-    console.print(f"{device}: predicted {len(df)} {space} architectures; median {df.predicted_ms.median():.3f} ms, "
+    console.print(f"{esc(device)}: predicted {len(df)} {esc(space)} architectures; median {df.predicted_ms.median():.3f} ms, "
                   f"range {df.predicted_ms.min():.3f}-{df.predicted_ms.max():.3f} ms"
-                  + (f"; wrote {out}" if out else ""), highlight=False)
+                  + (f"; wrote {esc(out)}" if out else ""), highlight=False)
 
 
 @cli_errors
@@ -167,9 +168,9 @@ def pareto(
 ) -> None:
     """Does the proxy's Pareto set (accuracy vs latency) hold on the target? Recall, hypervolume, regret."""
     from harness.analysis import workflow
-    from harness.results.store import Store
+    from harness.results.store import open_store
 
-    with Store(store) as st, working(f"checking the Pareto set of {proxy} on {target}") as step:
+    with open_store(store, write=False) as st, working(f"checking the Pareto set of {proxy} on {target}") as step:
         r = workflow.pareto(_context(st, space, cache_dir, step), proxy, target, accuracy, what_if,
                             adapt_proxy, method)
     checks = {k: c.summary() for k, c in r.fronts().items()}
@@ -181,13 +182,13 @@ def pareto(
     if as_json:
         _print_json({"proxy": proxy, "target": target, "accuracy": accuracy, **checks})
         return
-    table = Table(title=f"Pareto check on {target} ({space}, {accuracy}, {r.proxy_front.n_archs} archs)")
+    table = Table(title=esc(f"Pareto check on {target} ({space}, {accuracy}, {r.proxy_front.n_archs} archs)"))
     for col in ("front from", "size", "recall", "HV ratio", "mean regret ms", "max regret ms", "mean regret %"):
         table.add_column(col, no_wrap=col == "front from")
     labels = {"proxy_front": f"proxy {proxy}", "predicted_front": r.predicted_from or "predictor"}
     for k, c in checks.items():
-        table.add_row(labels[k], str(c["proxy_front_size"]), f"{c['recall']:.3f}", f"{c['hv_ratio']:.4f}",
+        table.add_row(esc(labels[k]), str(c["proxy_front_size"]), f"{c['recall']:.3f}", f"{c['hv_ratio']:.4f}",
                       f"{c['regret_ms_mean']:.3f}", f"{c['regret_ms_max']:.3f}", f"{100 * c['regret_rel_mean']:.1f}")
     console.print(table)
     console.print(f"target front: {checks['proxy_front']['target_front_size']} architectures"
-                  + (f"; wrote {plot}" if plot else ""))
+                  + (f"; wrote {esc(plot)}" if plot else ""), highlight=False)

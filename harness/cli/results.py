@@ -7,10 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc
 from harness.errors import HarnessError
 
 
@@ -33,25 +32,26 @@ def export(
     """Write the tidy latency table: one row per architecture, key columns, a <device>_ms median column each."""
     from harness.models.cache import EXPORTER_VERSION
     from harness.results.export import latency_table, write_table
-    from harness.results.store import Store
+    from harness.results.store import open_store
 
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         df = latency_table(st, _one_space(st, space), device or None)
     write_table(df, out)
     devices = [c[:-3] for c in df.columns if c.endswith("_ms")]
-    console.print(f"wrote {out}: {len(df)} architectures × {len(devices)} device(s) ({', '.join(devices)})")
+    console.print(esc(f"wrote {out}: {len(df)} architectures × {len(devices)} device(s) ({', '.join(devices)})"),
+                  highlight=False)
     for d in devices:
         if f"{d}_exporter" not in df.columns:
             continue
         stale = int((df[f"{d}_exporter"].notna() & (df[f"{d}_exporter"] < EXPORTER_VERSION)).sum())
         modes = sorted(df[f"{d}_graph"].dropna().unique())
         if stale:
-            console.print(f"  [yellow]stale:[/] {d}: {stale} latencies are of models from an older exporter "
-                          f"(column {d}_exporter < {EXPORTER_VERSION}); re-measure them with `harness measure -d {d} "
-                          "... --remeasure-stale`", highlight=False)
+            console.print(f"  [yellow]stale:[/] {esc(d)}: {stale} latencies are of models from an older exporter "
+                          + esc(f"(column {d}_exporter < {EXPORTER_VERSION}); re-measure them with `harness measure "
+                                f"-d {d} ... --remeasure-stale`"), highlight=False)
         if len(modes) > 1:
-            console.print(f"  [yellow]mixed:[/] {d} has latencies of both graph modes ({', '.join(modes)}); see "
-                          f"column {d}_graph", highlight=False)
+            console.print(f"  [yellow]mixed:[/] {esc(d)} has latencies of both graph modes ({', '.join(modes)}); see "
+                          f"column {esc(d)}_graph", highlight=False)
 
 
 @cli_errors
@@ -59,32 +59,38 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     """List the campaigns in the store with their status and counts (stale: measurements of models from an
     older exporter; re-measure them with `harness measure ... --remeasure-stale`)."""
     from harness.models.cache import EXPORTER_VERSION
-    from harness.results.store import Store
+    from harness.results.store import open_store
 
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         df = st.campaigns(EXPORTER_VERSION)
     if df.empty:
-        console.print(f"no campaigns in {store} yet; start one with harness measure --device NAME --sample 20")
+        console.print(f"no campaigns in {esc(store)} yet; start one with harness measure --device NAME --sample 20")
         return
     show_stale = bool(df.stale.sum())
-    table = Table(title=f"campaigns in {escape(str(store))}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=f"campaigns in {esc(store)}", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("device", overflow="fold")
     table.add_column("space", overflow="fold")
-    for col in ("status", "ok/planned", "failed", *(("stale",) if show_stale else ()), "started (UTC)"):
+    for col in ("status", "ok/planned", "failed", *(("stale",) if show_stale else ()), "runs", "started (UTC)"):
         table.add_column(col, no_wrap=True, justify="left" if col in ("status", "started (UTC)") else "right")
-    notes = []
+    notes, device_stats = [], False
     for r in df.itertuples():
         space = r.space + (f" ({r.graph_mode})" if isinstance(r.graph_mode, str) and r.graph_mode != "prune" else "")
-        table.add_row(str(r.id), escape(r.device), escape(space), _STATUS.get(r.status, "{}").format(r.status),
+        runs = "" if r.runs_per_model != r.runs_per_model else f"{r.runs_per_model:g}"
+        if r.per_run == 0:  # the device reported statistics, not each run (benchmark_model)
+            runs, device_stats = runs + "*", True
+        table.add_row(str(r.id), esc(r.device), esc(space), _STATUS.get(r.status, "{}").format(r.status),
                       f"{r.ok}/{r.planned}", str(r.failed) if r.failed else "",
-                      *((f"[yellow]{r.stale}[/]" if r.stale else "",) if show_stale else ()),
+                      *((f"[yellow]{r.stale}[/]" if r.stale else "",) if show_stale else ()), runs,
                       _text(r.started_at)[:16].replace("T", " "))
         if _text(r.message):
-            notes.append(f"  #{r.id} {r.status}: {escape(_text(r.message))}")
+            notes.append(f"  #{r.id} {r.status}: {esc(_text(r.message))}")
     console.print(table)
     for note in notes:  # below the table, so long messages wrap at any terminal width
         console.print(note, highlight=False)
+    if device_stats:
+        console.print("  runs*: timed runs per model as the device reported them (statistics, not each run)",
+                      highlight=False)
     if show_stale:
         console.print(f"[yellow]{int(df.stale.sum())} measurement(s) are stale[/]: their models came from an "
                       f"exporter older than v{EXPORTER_VERSION}. They stay in the store; `harness measure ... "
