@@ -71,6 +71,7 @@ def test_campaigns_lists_every_status_without_crashing(tmp_path: Path, width: in
 
 
 def test_campaigns_on_an_empty_store_says_what_to_do(tmp_path: Path):
+    Store(tmp_path / "h.db").close()  # imports only, say
     out = invoke("campaigns", "--store", str(tmp_path / "h.db"))
     assert "no campaigns" in out and "harness measure" in out
 

@@ -71,18 +71,19 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("device", overflow="fold")
     table.add_column("space", overflow="fold")
-    for col in ("status", "ok/planned", "failed", *(("stale",) if show_stale else ()), "runs", "started (UTC)"):
-        table.add_column(col, no_wrap=True, justify="left" if col in ("status", "started (UTC)") else "right")
+    for col in ("status", "ok/plan", "failed", *(("stale",) if show_stale else ()), "runs", "started UTC"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("status", "started UTC") else "right")
     notes, device_stats = [], False
     for r in df.itertuples():
         space = r.space + (f" ({r.graph_mode})" if isinstance(r.graph_mode, str) and r.graph_mode != "prune" else "")
-        runs = "" if r.runs_per_model != r.runs_per_model else f"{r.runs_per_model:g}"
+        n = r.runs_per_model  # NULL arrives as None or NaN
+        runs = f"{n:g}" if isinstance(n, (int, float)) and n == n else ""
         if r.per_run == 0:  # the device reported statistics, not each run (benchmark_model)
             runs, device_stats = runs + "*", True
         table.add_row(str(r.id), esc(r.device), esc(space), _STATUS.get(r.status, "{}").format(r.status),
                       f"{r.ok}/{r.planned}", str(r.failed) if r.failed else "",
                       *((f"[yellow]{r.stale}[/]" if r.stale else "",) if show_stale else ()), runs,
-                      _text(r.started_at)[:16].replace("T", " "))
+                      _text(r.started_at)[5:16].replace("T", " "))
         if _text(r.message):
             notes.append(f"  #{r.id} {r.status}: {esc(_text(r.message))}")
     console.print(table)
