@@ -37,8 +37,9 @@ def import_(
     acc_* columns become accuracy metrics, other numeric columns metadata. A file is imported whole or
     not at all; identical values merge, conflicting ones are an error naming both sources.
     """
-    from harness.results.importer import import_table
-    from harness.results.store import Store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness.results.importer import import_table
+        from harness.results.store import Store
 
     with Store(store) as st:
         for f in files:
@@ -131,10 +132,11 @@ def srcc(
     """Rank correlation of latencies for every pair of devices, on the architectures both have."""
     from rich.measure import Measurement
 
-    from harness import analysis
-    from harness.analysis.correlation import correlate
-    from harness.analysis.report import cluster_order
-    from harness.results.store import open_store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness import analysis
+        from harness.analysis.correlation import correlate
+        from harness.analysis.report import cluster_order
+        from harness.results.store import open_store
 
     if layout not in ("auto", "matrix", "pairs"):
         raise HarnessError(f"--layout must be auto, matrix or pairs, not {layout!r}")
@@ -189,7 +191,8 @@ def proxy(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Rank candidate proxy devices by how well their latency ranking matches the targets' (mean and worst)."""
-    from harness import analysis
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness import analysis
 
     with working("ranking proxies" + (f" with {ci} bootstrap resamples" if ci else "")):
         df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci)
@@ -235,8 +238,9 @@ def report(
 ) -> None:
     """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions, where
     each device's numbers come from, and a 'how to read this' for every figure and table."""
-    from harness import analysis
-    from harness.results.store import open_store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness import analysis
+        from harness.results.store import open_store
 
     pairs = _pairs(pair)
     with open_store(store, write=False) as st:

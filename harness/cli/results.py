@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc, working
 from harness.errors import HarnessError
 
 
@@ -30,9 +30,10 @@ def export(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Write the tidy latency table: one row per architecture, key columns, a <device>_ms median column each."""
-    from harness.models.cache import EXPORTER_VERSION
-    from harness.results.export import latency_table, write_table
-    from harness.results.store import open_store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness.models.cache import EXPORTER_VERSION
+        from harness.results.export import latency_table, write_table
+        from harness.results.store import open_store
 
     with open_store(store, write=False) as st:
         df = latency_table(st, _one_space(st, space), device or None)
@@ -58,8 +59,9 @@ def export(
 def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     """List the campaigns in the store with their status and counts (stale: measurements of models from an
     older exporter; re-measure them with `harness measure ... --remeasure-stale`)."""
-    from harness.models.cache import EXPORTER_VERSION
-    from harness.results.store import open_store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness.models.cache import EXPORTER_VERSION
+        from harness.results.store import open_store
 
     with open_store(store, write=False) as st:
         df = st.campaigns(EXPORTER_VERSION)
