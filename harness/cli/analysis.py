@@ -243,11 +243,10 @@ def report(
         from harness.results.store import open_store
 
     pairs = _pairs(pair)
-    with open_store(store, write=False) as st:
+    with open_store(store, write=False) as st, working(f"drawing the report ({space})"):
         wide = analysis.latencies(st, space, device)
         missing = sorted({d for p in pairs or [] for d in p} - set(wide.columns))
         if missing:
             raise HarnessError(f"--pair names device(s) without {space} data: {', '.join(missing)}")
-        with working(f"drawing the report ({space})"):
-            path = analysis.report(st, out, space, device, pairs, png, method, min_overlap)
+        path = analysis.report(st, out, space, device, pairs, png, method, min_overlap)
     console.print(f"wrote {esc(path)}" + (f" and PNG figures in {esc(png)}" if png else ""), highlight=False)
