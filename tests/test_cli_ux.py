@@ -316,6 +316,7 @@ def test_measure_a_model_file_resumes_by_content(model_files, devices_dir, tmp_p
     assert len(m) == 3 and set(m.status) == {"ok"} and m.model_digest.nunique() == 2
     assert {k.split("@")[0] for k in m.key} == {"my.onnx", "renamed.onnx", "my.tflite"}
     assert "runtime_version" in camp
+    assert "stale" not in invoke("campaigns", "--store", str(store))  # files are measured as given
     out = tmp_path / "files.csv"
     invoke("export", "--space", "file", "--out", str(out), "--store", str(store))
     import pandas as pd

@@ -69,23 +69,30 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
         console.print(f"no campaigns in {esc(store)} yet; start one with harness measure --device NAME --sample 20")
         return
     show_stale = bool(df.stale.sum())
+    wide = console.width >= 110  # room for the per-run column and the year; at 80 columns a compact form
     table = Table(title=f"campaigns in {esc(store)}", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("device", overflow="fold")
     table.add_column("space", overflow="fold")
-    for col in ("status", "ok/plan", "failed", *(("stale",) if show_stale else ()), "runs", "started UTC"):
-        table.add_column(col, no_wrap=True, justify="left" if col in ("status", "started UTC") else "right")
+    show_failed = wide or bool(df.failed.sum())
+    cols = ("status", "ok/planned" if wide else "ok/plan", *(("failed",) if show_failed else ()),
+            *(("stale",) if show_stale else ()),
+            *(("runs/model", "per-run") if wide else ("runs",)), "started UTC")
+    for col in cols:
+        table.add_column(col, no_wrap=True, justify="left" if col in ("status", "per-run", "started UTC") else "right")
     notes, device_stats = [], False
     for r in df.itertuples():
         space = r.space + (f" ({r.graph_mode})" if isinstance(r.graph_mode, str) and r.graph_mode != "prune" else "")
         n = r.runs_per_model  # NULL arrives as None or NaN
         runs = f"{n:g}" if isinstance(n, (int, float)) and n == n else ""
-        if r.per_run == 0:  # the device reported statistics, not each run (benchmark_model)
+        per_run = {1: "yes", 0: "no (device statistics)"}.get(r.per_run, "")
+        if r.per_run == 0 and not wide:  # the device reported statistics, not each run (benchmark_model)
             runs, device_stats = runs + "*", True
         table.add_row(str(r.id), esc(r.device), esc(space), _STATUS.get(r.status, "{}").format(r.status),
-                      f"{r.ok}/{r.planned}", str(r.failed) if r.failed else "",
-                      *((f"[yellow]{r.stale}[/]" if r.stale else "",) if show_stale else ()), runs,
-                      _text(r.started_at)[5:16].replace("T", " "))
+                      f"{r.ok}/{r.planned}", *((str(r.failed) if r.failed else "",) if show_failed else ()),
+                      *((f"[yellow]{r.stale}[/]" if r.stale else "",) if show_stale else ()),
+                      *((runs, per_run) if wide else (runs,)),
+                      _text(r.started_at)[0 if wide else 5:16].replace("T", " "))
         if _text(r.message):
             notes.append(f"  #{r.id} {r.status}: {esc(_text(r.message))}")
     console.print(table)
