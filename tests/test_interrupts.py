@@ -167,8 +167,7 @@ def test_a_swallowed_interrupt_still_stops_the_campaign(registry, store_path, ca
                              observer=Swallow())
         assert _check_store(store_path) == (["interrupted"], 0)
     finally:
-        interrupts.reset()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupts.uninstall()
 
 
 def test_shielded_holds_a_sigint_until_the_block_is_done():
@@ -180,6 +179,7 @@ def test_shielded_holds_a_sigint_until_the_block_is_done():
             done.append(1)
     assert done == [1]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not interrupts.requested()  # a library user's next campaign is not stopped by it
 
 
 # --- real signals, through the real entry point -----------------------------------------------------
@@ -205,7 +205,8 @@ def test_real_sigint_at_varied_delays(cli_env, devices_dir, tmp_path, style):
     write_profile(devices_dir, "sigint", {"name": "onnxruntime"}, {"cooldown_seconds": 0.05})
     store = Path(cli_env["HARNESS_STORE"])
     for delay in (0.3, 1.5, 3.0, 6.0, "1 model", "5 models"):
-        store.unlink(missing_ok=True)
+        for stale in (store, *store.parent.glob(store.name + "-*")):  # the store and its WAL/SHM files
+            stale.unlink(missing_ok=True)
         proc = _measure(cli_env, tmp_path)
         if isinstance(delay, str):  # mid-campaign: once that many models are committed
             deadline = time.time() + 120

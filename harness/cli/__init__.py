@@ -71,8 +71,14 @@ def main() -> None:
     if interrupts.started():  # Ctrl-C while harness was starting
         err.print("[yellow]interrupted[/] while starting; nothing was done.")
         sys.exit(130)
+    from harness.cli.common import say_interrupted
+
     try:
         app()
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]")
+        say_interrupted("[yellow]interrupted[/]")
         sys.exit(130)
+    except SystemExit as e:  # typer turns a Ctrl-C outside our handlers into a silent exit 130
+        if e.code == 130:
+            say_interrupted("[yellow]interrupted[/]")
+        raise

@@ -165,7 +165,7 @@ def srcc(
     n_pairs = len(corr.pairs.dropna(subset=["srcc"]))
     if len(reliable):
         lo = reliable.loc[reliable.srcc.idxmin()]
-        console.print(f"{plural(n_pairs, 'pair')}; weakest: {escape(lo.device_a)} vs {escape(lo.device_b)} = "
+        console.print(f"{plural(n_pairs, 'pair')}; weakest: {esc(lo.device_a)} vs {esc(lo.device_b)} = "
                       f"{lo.srcc:.4f} on {lo.n_common_archs} architectures. --json for all pairs"
                       + (" with confidence intervals" if ci else ""), highlight=False)
     elif n_pairs:

@@ -108,8 +108,19 @@ def working(description: str) -> Iterator[Callable[..., None]]:
         yield step
 
 
+_interrupt_said = False
+
+
+def say_interrupted(message: str = "[yellow]interrupted[/]; nothing after this point was done.") -> None:
+    """Tell the user Ctrl-C was honoured, once per command."""
+    global _interrupt_said
+    if not _interrupt_said:
+        _interrupt_said = True
+        err.print(message, highlight=False)
+
+
 def cli_errors(fn: F) -> F:
-    """Turn the library's typed errors into a red message and exit code 2 (no traceback)."""
+    """Turn the library's typed errors into a red message and exit code 2 (no traceback); Ctrl-C into exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -122,5 +133,8 @@ def cli_errors(fn: F) -> F:
             where = f"{e.filename}: " if e.filename else ""
             err.print(f"[bold red]error:[/] {esc(where)}{esc(e.strerror or e)}", highlight=False)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # typer would exit 130 without a word; say so (campaigns say more)
+            say_interrupted()
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]

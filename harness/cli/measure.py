@@ -11,7 +11,8 @@ import typer
 from rich.markup import escape
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, err, esc, reachable, working)
+                                StoreOpt, cli_errors, console, err, esc, reachable, say_interrupted,
+                                working)
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -213,8 +214,8 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
             try:
                 with interrupts.shielded():  # a second Ctrl-C does not turn this into a traceback
                     done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
-                    err.print(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in "
-                              f"{esc(store)}; rerun the same command to measure the rest.")
+                    say_interrupted(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in "
+                                    f"{esc(store)}; rerun the same command to measure the rest.")
             except KeyboardInterrupt:
                 pass
             raise typer.Exit(130) from None
