@@ -151,4 +151,4 @@ def test_cli_import_then_srcc_on_public_data(cli_env):
     pairs = json.loads(harness("srcc", "--device", "nnmeter_myriad_vpu", "--device", "eagle_gtx1080ti",
                                "--json", env=cli_env).stdout)
     assert pairs == [{"device_a": "nnmeter_myriad_vpu", "device_b": "eagle_gtx1080ti",
-                      "srcc": pytest.approx(0.6905, abs=5e-5), "n_common_archs": 1999}]
+                      "srcc": pytest.approx(0.6905, abs=5e-5), "n_common_archs": 1999, "low_overlap": False}]
