@@ -200,7 +200,6 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         from harness.models.spaces import get_space
         from harness.results.store import Store
 
-
     profile = ProfileRegistry(devices_dir).get(device).with_workload(
         "command line (--batch-size, --input-shape, --precision)", batch_size=batch_size,
         input_shape=parse_shape(input_shape), precision=precision)
