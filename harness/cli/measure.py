@@ -11,8 +11,8 @@ import typer
 from rich.markup import escape
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, err, esc, reachable,
-                                say_interrupted)
+                                StoreOpt, cli_errors, console, err, esc, reachable, say_interrupted,
+                                working)
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -48,9 +48,10 @@ def campaign_progress(con: Console) -> Progress:
 class ProgressObserver:
     """Progress bar with ETA plus a live line: done/failed counts, last and running median latency."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: Progress, device: str = ""):
         self.progress = progress
-        self.task = None
+        # a spinner from the start: connecting and starting the runner can take seconds before `started`
+        self.task = progress.add_task(f"{device}: connecting", total=None, status="")
         self.medians: list[float] = []
 
     def started(self, summary: CampaignSummary, todo: int) -> None:
@@ -58,7 +59,7 @@ class ProgressObserver:
         console.print(f"[bold]{esc(summary.device)}[/]: {esc(c.get('runtime'))} {esc(c.get('runtime_version') or '')}, "
                       f"{c.get('threads')} thread(s) on {esc(c.get('cpu_model') or c.get('machine') or '?')}; "
                       f"{todo} to measure, {summary.skipped} already in the store", highlight=False)
-        self.task = self.progress.add_task(summary.device, total=todo, status="")
+        self.progress.update(self.task, description=summary.device, total=todo, completed=0)
 
     def model_done(self, o: ModelOutcome, summary: CampaignSummary) -> None:
         if o.ok and o.median_ms is not None:
@@ -188,16 +189,16 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
         wait: bool = False, model: list[Path] | None = None, batch_size: int | None = None,
         input_shape: str | None = None, precision: str | None = None) -> CampaignSummary:
-    from harness import interrupts
-    from harness.campaign import run_campaign, workload_columns
-    from harness.devices.lease import DeviceBusy
-    from harness.devices.registry import ProfileRegistry
-    from harness.models.cache import ModelCache
-    from harness.models.passes import check_mode
-    from harness.models.selection import select
-    from harness.models.spaces import get_space
-    from harness.results.store import Store
-
+    with working(f"{device}: loading"):  # the imports below take seconds on a busy machine
+        from harness import interrupts
+        from harness.campaign import run_campaign, workload_columns
+        from harness.devices.lease import DeviceBusy
+        from harness.devices.registry import ProfileRegistry
+        from harness.models.cache import ModelCache
+        from harness.models.passes import check_mode
+        from harness.models.selection import select
+        from harness.models.spaces import get_space
+        from harness.results.store import Store
 
     profile = ProfileRegistry(devices_dir).get(device).with_workload(
         "command line (--batch-size, --input-shape, --precision)", batch_size=batch_size,
@@ -222,7 +223,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
             with progress:
                 summary = run_campaign(st, profile, sp, archs, cache=ModelCache(cache_dir), command=command,
                                        remeasure=remeasure, remeasure_stale=remeasure_stale,
-                                       observer=ProgressObserver(progress),
+                                       observer=ProgressObserver(progress, profile.name),
                                        max_consecutive_failures=max_failures, lease_wait=None if wait else 0.0,
                                        on_lease_wait=lambda h: err.print(
                                            f"waiting: {escape(h.device)} is being measured by "
