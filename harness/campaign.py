@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from harness.devices.driver import Driver, make_driver
+from harness.devices.driver import Driver, RunResult, make_driver
 from harness.devices.profile import Profile
 from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError
 from harness.models.cache import ModelCache
@@ -76,6 +76,76 @@ class _Silent:
         pass
 
 
+@dataclass
+class Measured:
+    """One model's attempt on a device, before it is stored: travels from a farm worker to the writer."""
+
+    arch: Arch
+    model_format: str
+    started_at: str
+    duration_s: float
+    model_digest: str | None = None
+    exported: bool = False
+    result: RunResult | None = None
+    failure_kind: str | None = None
+    failure_message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.failure_kind is None
+
+
+def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: Arch, fmt: str) -> Measured:
+    """Export (cached), push and time one model. Typed failures become a failed Measured; a lost
+    connection is raised, because the device, not the model, failed."""
+    started, t0 = utcnow(), time.perf_counter()
+    exported, digest = False, None
+    try:
+        artifact = cache.get(space.build(arch), fmt)
+        exported, digest = artifact.exported, artifact.digest
+        result = driver.run(driver.push(artifact))
+    except ConnectionLost:
+        raise
+    except (DriverError, ExportError) as e:
+        kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
+        return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported,
+                        failure_kind=kind, failure_message=str(e))
+    return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, result)
+
+
+def record_measured(store: Store, campaign_id: int, device: str, m: Measured) -> None:
+    """One model's outcome and all its runs, in one transaction."""
+    if m.result is None:
+        store.record_measurement(campaign_id, device, m.arch, model_format=m.model_format,
+                                 model_digest=m.model_digest, started_at=m.started_at, duration_s=m.duration_s,
+                                 failure_kind=m.failure_kind or FailureKind.DEVICE_ERROR.value,
+                                 failure_message=m.failure_message)
+        return
+    r = m.result
+    store.record_measurement(
+        campaign_id, device, m.arch, model_format=m.model_format, model_digest=m.model_digest,
+        started_at=m.started_at, duration_s=m.duration_s, summary=r.summary(), init_ms=r.init_ms,
+        timed_ms=r.timed_ms, warmup_ms=r.warmup_ms,
+        conditions={"before": r.conditions_before, "after": r.conditions_after})
+
+
+def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: int) -> ModelOutcome:
+    """Add one model to the summary's counts and say what the observer hears."""
+    if not m.ok:
+        kind = m.failure_kind or FailureKind.DEVICE_ERROR.value
+        summary.failed += 1
+        summary.failures[kind] = summary.failures.get(kind, 0) + 1
+        return ModelOutcome(m.arch, position, total, False, exported=m.exported, failure_kind=kind,
+                            message=m.failure_message)
+    stats = m.result.summary()  # type: ignore[union-attr]
+    summary.ok += 1
+    summary.exported += int(m.exported)
+    cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
+    if cv >= UNSTABLE_CV:
+        summary.unstable.append(m.arch.key)
+    return ModelOutcome(m.arch, position, total, True, stats["median_ms"], cv, m.exported)
+
+
 def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
          remeasure: bool = False) -> list[Arch]:
     """The architectures still to measure, in the requested order."""
@@ -105,42 +175,17 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
         store.set_campaign_conditions(cid, summary.conditions)
         observer.started(summary, len(todo))
         for i, arch in enumerate(todo):
-            started, t0 = utcnow(), time.perf_counter()
-            exported, digest = False, None
-            try:
-                artifact = cache.get(space.build(arch), fmt)
-                exported, digest = artifact.exported, artifact.digest
-                result = driver.run(driver.push(artifact))
-            except ConnectionLost:
-                raise
-            except (DriverError, ExportError) as e:
-                kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
-                store.record_measurement(cid, profile.name, arch, model_format=fmt, model_digest=digest,
-                                         started_at=started, duration_s=time.perf_counter() - t0,
-                                         failure_kind=kind, failure_message=str(e))
-                summary.failed += 1
-                summary.failures[kind] = summary.failures.get(kind, 0) + 1
+            m = measure_model(driver, cache, space, arch, fmt)
+            record_measured(store, cid, profile.name, m)
+            outcome = count_outcome(summary, m, i + 1, len(todo))
+            observer.model_done(outcome, summary)
+            if m.ok:
+                consecutive = 0
+            else:
                 consecutive += 1
-                observer.model_done(ModelOutcome(arch, i + 1, len(todo), False, exported=exported,
-                                                 failure_kind=kind, message=str(e)), summary)
                 if consecutive >= max_consecutive_failures:
                     raise CampaignAborted(f"{consecutive} models failed in a row on {profile.name}; "
-                                          f"last: {kind}: {e}") from e
-                continue
-            stats = result.summary()
-            store.record_measurement(
-                cid, profile.name, arch, model_format=fmt, model_digest=digest, started_at=started,
-                duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
-                timed_ms=result.timed_ms, warmup_ms=result.warmup_ms,
-                conditions={"before": result.conditions_before, "after": result.conditions_after})
-            consecutive = 0
-            summary.ok += 1
-            summary.exported += int(exported)
-            cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
-            if cv >= UNSTABLE_CV:
-                summary.unstable.append(arch.key)
-            observer.model_done(ModelOutcome(arch, i + 1, len(todo), True, stats["median_ms"], cv, exported),
-                                summary)
+                                          f"last: {m.failure_kind}: {m.failure_message}")
             if profile.policy.cooldown_seconds and i + 1 < len(todo):
                 time.sleep(profile.policy.cooldown_seconds)
         status = "finished"

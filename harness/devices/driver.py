@@ -101,6 +101,7 @@ DRIVERS: dict[str, str] = {
     "local": "harness.devices.local:LocalDriver",
     "ssh": "harness.devices.ssh:SSHDriver",
     "adb": "harness.devices.adb:ADBDriver",
+    "sleep": "harness.sim.sleep:SleepDriver",
 }
 
 # kinds with profiles but no driver in this build, and what to tell the user

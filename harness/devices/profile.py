@@ -64,7 +64,20 @@ class ADBConnection(_Strict):
     simulator: bool = Field(False, description="measure on an in-process virtual phone (adb_sim); serial is ignored")
 
 
-Connection = Annotated[Union[LocalConnection, SSHConnection, ADBConnection], Field(discriminator="kind")]
+class SleepConnection(_Strict):
+    """A stand-in device that really sleeps a seeded, deterministic latency per model (harness.sim.sleep).
+
+    For trying farms and measuring scheduling overhead without hardware; never for real latencies.
+    """
+
+    kind: Literal["sleep"]
+    latency_ms: float = Field(50.0, gt=0, le=60_000, description="mean latency of one run")
+    spread: float = Field(0.5, ge=0, lt=1, description="latencies span latency_ms * (1 +- spread)")
+    seed: int = Field(0, description="another seed, other (still deterministic) latencies")
+
+
+Connection = Annotated[Union[LocalConnection, SSHConnection, ADBConnection, SleepConnection],
+                       Field(discriminator="kind")]
 
 RUNTIME_FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
 
@@ -108,6 +121,8 @@ class Profile(_Strict):
     connection: Connection
     runtime: Runtime
     policy: Policy = Field(default_factory=Policy)
+    group: str | None = Field(None, pattern=NAME_RE,
+                              description="identical devices share a group; `measure --split` shares work in it")
 
     @field_validator("description", "hardware", mode="before")
     @classmethod
@@ -119,7 +134,7 @@ class Profile(_Strict):
 
     def digest(self) -> str:
         """Hash of everything that changes what is measured (not the description)."""
-        body = {k: v for k, v in self.as_dict().items() if k not in ("description", "hardware")}
+        body = {k: v for k, v in self.as_dict().items() if k not in ("description", "hardware", "group")}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -132,7 +147,8 @@ def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
     for part in loc:
         if part == "connection":
             kind = node.get("connection", {}).get("kind") if isinstance(node, dict) else None
-            model = {"local": LocalConnection, "ssh": SSHConnection, "adb": ADBConnection}.get(kind)  # type: ignore
+            model = {"local": LocalConnection, "ssh": SSHConnection, "adb": ADBConnection,
+                     "sleep": SleepConnection}.get(kind)  # type: ignore
             if model is None:
                 return None
         elif part == "runtime":
@@ -147,7 +163,7 @@ def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
 
 def _describe(err: dict, data: Any) -> str:
     loc = tuple(err["loc"])
-    if len(loc) > 1 and loc[0] == "connection" and loc[1] in ("local", "ssh", "adb"):
+    if len(loc) > 1 and loc[0] == "connection" and loc[1] in ("local", "ssh", "adb", "sleep"):
         loc = (loc[0],) + loc[2:]
     field = ".".join(str(p) for p in loc) or "(top level)"
     kind, msg = err["type"], err["msg"]
@@ -161,9 +177,10 @@ def _describe(err: dict, data: Any) -> str:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"{field}: unknown field{hint}; allowed here: {', '.join(model.model_fields)}"
     if kind == "union_tag_not_found":
-        return f"{field}.kind: required field is missing; expected one of local, ssh, adb"
+        return f"{field}.kind: required field is missing; expected one of local, ssh, adb, sleep"
     if kind == "union_tag_invalid":
-        return f"{field}.kind: {err['input'].get('kind')!r} is not a connection kind; expected one of local, ssh, adb"
+        return (f"{field}.kind: {err['input'].get('kind')!r} is not a connection kind; "
+                "expected one of local, ssh, adb, sleep")
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     return f"{field}: {msg} (got {err.get('input')!r})"

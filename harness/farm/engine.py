@@ -1,0 +1,254 @@
+"""Runs a farm plan: one lane per device, the command's process the store's one writer.
+
+A lane measures one model at a time on its device (a thread here, a Ray actor on the device's host)
+and hands back :class:`~harness.campaign.Measured` results; this loop records each in its own
+transaction as soon as it arrives, exactly as a one-device campaign does, so resume-by-content works
+the same. Faults stop one lane, never the farm: a lost host records its in-flight model as failed
+``device_lost`` (and, under ``--split``, gives it back to the group's queue), a dropped device stops its
+lane, and the other lanes go on.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from harness.campaign import (CampaignSummary, Measured, ModelOutcome, count_outcome, record_measured)
+from harness.errors import ConnectionLost, FailureKind, HarnessError
+from harness.farm.plan import FarmPlan
+from harness.models.spaces import Arch
+from harness.results.store import Store, utcnow
+
+
+class DeviceLost(HarnessError):
+    """The host measuring a device went away (a Ray node died); its in-flight model has no result."""
+
+
+class Lane(ABC):
+    """Where one device's models are measured. Futures resolve to conditions / Measured, or raise
+    DeviceLost (host gone), ConnectionLost (device dropped) or another HarnessError."""
+
+    device: str
+    host: str = ""
+    depth: int = 1  # models handed over at once; >1 hides the round trip of a remote lane
+
+    @abstractmethod
+    def start(self) -> Future:
+        """Connect and prepare the device; resolves to the session's conditions."""
+
+    @abstractmethod
+    def submit(self, arch: Arch, queued: int) -> Future:
+        """Measure one model; ``queued`` (models still waiting) is only reported to `farm status`."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the device; never raises."""
+
+
+@dataclass
+class DeviceSummary(CampaignSummary):
+    host: str = ""
+    group: str | None = None
+    planned: int = 0
+    message: str = ""
+
+
+@dataclass
+class FarmSummary:
+    mode: str
+    space: str
+    requested: int
+    devices: list[DeviceSummary]
+    left: dict[str, int] = field(default_factory=dict)  # queue (device or group) -> architectures not measured
+    elapsed_s: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return all(d.status in ("finished", "nothing to do") for d in self.devices) and not any(self.left.values())
+
+    def stopped(self) -> list[DeviceSummary]:
+        return [d for d in self.devices if d.status not in ("finished", "nothing to do")]
+
+
+class FarmObserver(Protocol):
+    def device_started(self, s: DeviceSummary, todo: int) -> None: ...
+    def model_done(self, s: DeviceSummary, outcome: ModelOutcome) -> None: ...
+    def device_stopped(self, s: DeviceSummary) -> None: ...
+
+
+class _Silent:
+    def device_started(self, s: DeviceSummary, todo: int) -> None:
+        pass
+
+    def model_done(self, s: DeviceSummary, outcome: ModelOutcome) -> None:
+        pass
+
+    def device_stopped(self, s: DeviceSummary) -> None:
+        pass
+
+
+@dataclass
+class _Flight:
+    device: str
+    arch: Arch
+    seq: int
+
+
+class _Farm:
+    def __init__(self, store: Store, plan: FarmPlan, lanes: dict[str, Lane], observer: FarmObserver,
+                 command: str, max_consecutive_failures: int):
+        self.store, self.plan, self.lanes, self.obs = store, plan, lanes, observer
+        self.command, self.max_fail = command, max_consecutive_failures
+        self.summaries: dict[str, DeviceSummary] = {}
+        self.cids: dict[str, int] = {}
+        self.active: set[str] = set()
+        self.consecutive: dict[str, int] = {}
+        self.flights: dict[Future, _Flight] = {}
+        self.seq = 0
+        self.t0 = time.perf_counter()
+
+    # --- lane lifecycle -------------------------------------------------------------------
+    def open(self, start_timeout_s: float) -> None:
+        plan = self.plan
+        for name, profile in plan.profiles.items():
+            q = plan.queues[plan.queue_of[name]]
+            s = DeviceSummary(name, plan.space.name, len(plan.archs), q.skipped, host=self.lanes[name].host,
+                              group=profile.group if plan.mode == "split" else None, planned=len(q.todo))
+            self.summaries[name] = s
+        starting: dict[Future, str] = {}
+        for name, s in self.summaries.items():
+            if s.planned == 0:
+                continue
+            profile = plan.profiles[name]
+            s.campaign_id = self.cids[name] = self.store.start_campaign(
+                name, plan.space.name, profile.as_dict(), profile.digest(), s.planned, self.command)
+            starting[self.lanes[name].start()] = name
+        done, pending = wait(starting, timeout=start_timeout_s)
+        for f in pending:
+            f.cancel()
+            self.stop(starting[f], "failed", f"the device did not start within {start_timeout_s:.0f} s")
+        for f in done:
+            name = starting[f]
+            try:
+                conditions = f.result()
+            except (HarnessError, ConnectionError, OSError) as e:
+                self.stop(name, "failed", f"could not start: {e}")
+                continue
+            s = self.summaries[name]
+            s.conditions = conditions
+            self.store.set_campaign_conditions(self.cids[name], conditions)
+            s.status = "running"
+            self.active.add(name)
+            self.consecutive[name] = 0
+            self.obs.device_started(s, s.planned)
+
+    def stop(self, name: str, status: str, message: str = "") -> None:
+        s = self.summaries[name]
+        self.active.discard(name)
+        s.status, s.message = status, message
+        s.elapsed_s = time.perf_counter() - self.t0
+        if name in self.cids:
+            self.store.finish_campaign(self.cids[name], status, message)
+        self.lanes[name].close()
+        self.obs.device_stopped(s)
+
+    # --- the loop -------------------------------------------------------------------------
+    def fill(self) -> None:
+        for name in sorted(self.active):
+            lane = self.lanes[name]
+            q = self.plan.queues[self.plan.queue_of[name]]
+            in_flight = sum(1 for f in self.flights.values() if f.device == name)
+            while in_flight < lane.depth and q.todo:
+                arch = q.todo.popleft()
+                self.seq += 1
+                self.flights[lane.submit(arch, len(q.todo))] = _Flight(name, arch, self.seq)
+                in_flight += 1
+
+    def handle(self, fut: Future, flight: _Flight) -> None:
+        name = flight.device
+        q = self.plan.queues[self.plan.queue_of[name]]
+        if name not in self.active:  # handed over before its lane stopped: never measured
+            if self.plan.mode == "split":
+                q.todo.appendleft(flight.arch)
+            return
+        s = self.summaries[name]
+        try:
+            m: Measured = fut.result()
+        except DeviceLost as e:
+            lost = Measured(flight.arch, self.plan.profiles[name].runtime.model_format, utcnow(), 0.0,
+                            failure_kind=FailureKind.DEVICE_LOST.value, failure_message=str(e))
+            record_measured(self.store, self.cids[name], name, lost)
+            self._count(s, lost)
+            self._give_back(q, flight.arch)
+            self.stop(name, "failed", f"device lost: {e}")
+            return
+        except ConnectionLost as e:
+            self._give_back(q, flight.arch)
+            self.stop(name, "failed", f"device dropped: {e}")
+            return
+        except HarnessError as e:
+            self._give_back(q, flight.arch)
+            self.stop(name, "failed", str(e))
+            return
+        record_measured(self.store, self.cids[name], name, m)
+        self._count(s, m)
+        if m.ok:
+            self.consecutive[name] = 0
+        else:
+            self.consecutive[name] += 1
+            if self.consecutive[name] >= self.max_fail:
+                self.stop(name, "failed", f"{self.consecutive[name]} models failed in a row on {name}; "
+                                          f"last: {m.failure_kind}: {m.failure_message}")
+
+    def _give_back(self, q, arch: Arch) -> None:
+        if self.plan.mode == "split":
+            q.todo.appendleft(arch)
+
+    def _count(self, s: DeviceSummary, m: Measured) -> None:
+        outcome = count_outcome(s, m, s.ok + s.failed + 1, s.planned)
+        self.obs.model_done(s, outcome)
+
+    def run(self) -> None:
+        while True:
+            self.fill()
+            if not self.flights:
+                break
+            done, _ = wait(list(self.flights), return_when=FIRST_COMPLETED, timeout=1.0)
+            for fut in sorted(done, key=lambda f: self.flights[f].seq):  # a lane's earliest model ran first
+                self.handle(fut, self.flights.pop(fut))
+        for name in sorted(self.active):
+            self.stop(name, "finished")
+
+    def abort(self, status: str, message: str) -> None:
+        for fut in list(self.flights):
+            fut.cancel()
+        for name in sorted(self.active):
+            self.stop(name, status, message)
+
+
+def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: str = "",
+             observer: FarmObserver | None = None, max_consecutive_failures: int = 5,
+             start_timeout_s: float = 120.0) -> FarmSummary:
+    """Measure the plan on its lanes concurrently; returns which devices finished and what is left."""
+    farm = _Farm(store, plan, lanes, observer or _Silent(), command, max_consecutive_failures)
+    try:
+        farm.open(start_timeout_s)
+        farm.run()
+    except KeyboardInterrupt:
+        farm.abort("interrupted", "stopped by the user")
+        raise
+    except BaseException as e:
+        farm.abort("failed", f"the farm stopped: {e}")
+        raise
+    finally:
+        for lane in lanes.values():
+            lane.close()
+    summary = FarmSummary(plan.mode, plan.space.name, len(plan.archs), list(farm.summaries.values()),
+                          elapsed_s=time.perf_counter() - farm.t0)
+    for qname, q in plan.queues.items():
+        summary.left[qname] = len(q.todo)
+    return summary
+

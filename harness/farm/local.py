@@ -1,0 +1,70 @@
+"""Lanes on this host: one thread per device, so each device measures one model at a time while the
+devices run side by side. No Ray needed; this is the default for ``measure --device a --device b``."""
+
+from __future__ import annotations
+
+import socket
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from harness.campaign import Measured, measure_model
+from harness.devices.driver import Driver, make_driver
+from harness.devices.profile import Profile
+from harness.farm.engine import Lane
+from harness.models.cache import ModelCache
+from harness.models.spaces import Arch, SearchSpace
+
+
+class DeviceSession:
+    """One device's driver and model cache, shared by the local and the Ray lane (the measuring side)."""
+
+    def __init__(self, profile: Profile, space: SearchSpace, cache: ModelCache, driver: Driver | None = None):
+        self.profile, self.space, self.cache = profile, space, cache
+        self.driver = driver or make_driver(profile)
+        self.measured = 0
+
+    def prepare(self) -> dict:
+        return self.driver.prepare()
+
+    def measure(self, arch: Arch) -> Measured:
+        m = measure_model(self.driver, self.cache, self.space, arch, self.profile.runtime.model_format)
+        self.measured += 1
+        if self.profile.policy.cooldown_seconds:
+            time.sleep(self.profile.policy.cooldown_seconds)
+        return m
+
+    def cleanup(self) -> None:
+        self.driver.cleanup()
+
+
+class LocalLane(Lane):
+    def __init__(self, profile: Profile, space: SearchSpace, cache: ModelCache, driver: Driver | None = None):
+        self.device = profile.name
+        self.host = socket.gethostname()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"device-{profile.name}")
+        self._session = DeviceSession(profile, space, cache, driver)
+        self._closed = False
+
+    def start(self) -> Future:
+        return self._pool.submit(self._session.prepare)
+
+    def submit(self, arch: Arch, queued: int) -> Future:
+        return self._pool.submit(self._session.measure, arch)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # cleanup runs after whatever the device is doing; the command does not wait for a stuck device
+        self._pool.submit(self._cleanup)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _cleanup(self) -> None:
+        try:
+            self._session.cleanup()
+        except Exception:  # noqa: BLE001 - closing must not hide the outcome that made us close
+            pass
+
+
+def local_lanes(plan, cache: ModelCache) -> dict[str, Lane]:
+    return {name: LocalLane(p, plan.space, cache) for name, p in plan.profiles.items()}
