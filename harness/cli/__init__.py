@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from harness import __version__
-from harness.cli import analysis, demo, devices, measure, predict, results, sim, spaces
+from harness.cli import analysis, demo, devices, farm, measure, predict, results, sim, spaces
 
 app = typer.Typer(
     name="harness",
@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 app.add_typer(devices.app, name="devices")
 app.add_typer(sim.app, name="sim")
+app.add_typer(farm.app, name="farm")
 app.command("measure")(measure.measure)
 app.command("export")(results.export)
 app.command("campaigns")(results.campaigns)

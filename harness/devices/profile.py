@@ -74,6 +74,7 @@ class SleepConnection(_Strict):
     latency_ms: float = Field(50.0, gt=0, le=60_000, description="mean latency of one run")
     spread: float = Field(0.5, ge=0, lt=1, description="latencies span latency_ms * (1 +- spread)")
     seed: int = Field(0, description="another seed, other (still deterministic) latencies")
+    drop_after: int | None = Field(None, ge=0, description="fault: the device drops (unplugged) after N models")
 
 
 Connection = Annotated[Union[LocalConnection, SSHConnection, ADBConnection, SleepConnection],

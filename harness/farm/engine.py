@@ -64,6 +64,7 @@ class FarmSummary:
     devices: list[DeviceSummary]
     left: dict[str, int] = field(default_factory=dict)  # queue (device or group) -> architectures not measured
     elapsed_s: float = 0.0
+    startup_s: float = 0.0  # until every device was prepared (Ray: actors started on their hosts)
 
     @property
     def finished(self) -> bool:
@@ -109,6 +110,7 @@ class _Farm:
         self.flights: dict[Future, _Flight] = {}
         self.seq = 0
         self.t0 = time.perf_counter()
+        self.startup_s = 0.0
 
     # --- lane lifecycle -------------------------------------------------------------------
     def open(self, start_timeout_s: float) -> None:
@@ -144,6 +146,7 @@ class _Farm:
             self.active.add(name)
             self.consecutive[name] = 0
             self.obs.device_started(s, s.planned)
+        self.startup_s = time.perf_counter() - self.t0
 
     def stop(self, name: str, status: str, message: str = "") -> None:
         s = self.summaries[name]
@@ -247,7 +250,7 @@ def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: s
         for lane in lanes.values():
             lane.close()
     summary = FarmSummary(plan.mode, plan.space.name, len(plan.archs), list(farm.summaries.values()),
-                          elapsed_s=time.perf_counter() - farm.t0)
+                          elapsed_s=time.perf_counter() - farm.t0, startup_s=farm.startup_s)
     for qname, q in plan.queues.items():
         summary.left[qname] = len(q.todo)
     return summary

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from harness.devices.driver import CheckReport, Driver, RunResult
-from harness.errors import DeviceError
+from harness.errors import ConnectionLost, DeviceError, MeasurementTimeout
 from harness.models.cache import Artifact
 
 
@@ -33,6 +33,7 @@ class SleepDriver(Driver):
     def __init__(self, profile):
         super().__init__(profile)
         self._prepared = False
+        self._models = 0
 
     def check(self) -> CheckReport:
         return CheckReport(True, True, "sleep", "1", details={"host": socket.gethostname()})
@@ -51,10 +52,12 @@ class SleepDriver(Driver):
         if not self._prepared:
             raise DeviceError("the sleep device was not prepared")
         c, pol = self.profile.connection, self.profile.policy
+        if c.drop_after is not None and self._models >= c.drop_after:
+            raise ConnectionLost(f"{self.profile.name}: the device went away after {self._models} models "
+                                 "(drop_after fault)")
+        self._models += 1
         ms = latency_ms(model_ref, c.latency_ms, c.spread, c.seed)
         if ms * (pol.warmup_runs + pol.timed_runs) > pol.timeout_seconds * 1000:
-            from harness.errors import MeasurementTimeout
-
             time.sleep(pol.timeout_seconds)
             raise MeasurementTimeout(f"{model_ref}: {pol.warmup_runs + pol.timed_runs} runs of {ms:.1f} ms "
                                      f"exceed the {pol.timeout_seconds} s limit")
