@@ -173,7 +173,7 @@ def join(
     resources, labels = j.node_resources(profiles)
     args = j.ray_start_args(address, resources, labels, head=head, port=port)
     if dry_run:
-        console.print(shlex.join(args), highlight=False, markup=False)
+        console.print(shlex.join(args), highlight=False, markup=False, soft_wrap=True)
         return
     if address:
         j.claimed_elsewhere(address, profiles)

@@ -174,8 +174,7 @@ class _Farm:
         name = flight.device
         q = self.plan.queues[self.plan.queue_of[name]]
         if name not in self.active:  # handed over before its lane stopped: never measured
-            if self.plan.mode == "split":
-                q.todo.appendleft(flight.arch)
+            q.todo.appendleft(flight.arch)
             return
         s = self.summaries[name]
         try:
@@ -207,8 +206,8 @@ class _Farm:
                                           f"last: {m.failure_kind}: {m.failure_message}")
 
     def _give_back(self, q, arch: Arch) -> None:
-        if self.plan.mode == "split":
-            q.todo.appendleft(arch)
+        """Back to its queue: under --split another device of the group takes it; else it counts as left."""
+        q.todo.appendleft(arch)
 
     def _count(self, s: DeviceSummary, m: Measured) -> None:
         outcome = count_outcome(s, m, s.ok + s.failed + 1, s.planned)

@@ -23,11 +23,16 @@ from harness.results.store import Store
 Mode = Literal["each", "split"]
 
 
+# connection fields that say where a device is or how to reach it, not what it measures
+WHERE_NOT_WHAT = ("serial", "host", "port", "user", "key_file", "known_hosts", "connect_timeout_s",
+                  "reconnect_attempts", "reconnect_backoff_s", "drop_after")
+
+
 def measuring_digest(profile: Profile) -> str:
     """What makes two devices interchangeable under --split: everything but their names."""
     body = {k: v for k, v in profile.as_dict().items() if k not in ("name", "description", "hardware", "group")}
     conn = dict(body.get("connection", {}))
-    for k in ("serial", "host", "port"):  # where a device is attached is not what it measures
+    for k in WHERE_NOT_WHAT:
         conn.pop(k, None)
     body["connection"] = conn
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
