@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness.campaign import run_campaign
 from harness.devices.registry import ProfileRegistry
-from harness.devices.testing import with_policy
+from harness.testing.conformance import with_policy
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
 from harness.results.store import Store

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.campaign import run_campaign
 from harness.devices.registry import ProfileRegistry
-from harness.devices.testing_sshd import TestSSHServer
+from harness.testing.sshd import TestSSHServer
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
 from harness.results.store import Store

@@ -15,11 +15,11 @@ from harness.campaign import run_campaign
 from harness.devices import adb_benchmark
 from harness.devices.adb import ADBDriver, BenchmarkRunResult
 from harness.devices.adb_benchmark import parse_output
-from harness.devices.adb_sim import Faults, VirtualPhone, write_stand_in
+from harness.sim.adb.server import Faults, VirtualPhone, write_stand_in
 from harness.devices.driver import make_driver
 from harness.devices.profile import Profile, parse_profile
 from harness.devices.registry import ProfileRegistry
-from harness.devices.testing import DriverConformance, with_policy
+from harness.testing.conformance import DriverConformance, with_policy
 from harness.errors import ConnectionLost, DeviceError, MeasurementTimeout, ParseError
 from harness.models.cache import Artifact, ModelCache
 from harness.models.spaces import get_space

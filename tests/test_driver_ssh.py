@@ -12,8 +12,8 @@ import yaml
 
 from harness.campaign import run_campaign
 from harness.devices.driver import make_driver
-from harness.devices.testing import DriverConformance
-from harness.devices.testing_sshd import TestSSHServer, sshd_available
+from harness.testing.conformance import DriverConformance
+from harness.testing.sshd import TestSSHServer, sshd_available
 from harness.errors import ConnectionLost, DeviceError
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space

@@ -41,7 +41,7 @@ def adb(
     Its shell is a small interpreter confined to --root; running the pushed benchmark_model stand-in times the
     model with LiteRT on this machine and prints TFLite benchmark_model's output. Stop with Ctrl-C.
     """
-    from harness.devices.adb_sim import Faults, VirtualPhone, write_stand_in
+    from harness.sim.adb.server import Faults, VirtualPhone, write_stand_in
 
     keys = []
     if adb_keys is not None:

@@ -22,7 +22,6 @@ else its mean) and keeps every printed statistic under ``conditions_after["bench
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import shlex
@@ -38,13 +37,13 @@ from typing import Any, TypeVar
 
 from adb_shell import exceptions as adb_errors
 from adb_shell.adb_device import AdbDevice
+from adb_shell.auth.keygen import write_public_keyfile
 from adb_shell.auth.sign_cryptography import CryptographySigner
 from adb_shell.transport.base_transport import BaseTransport
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from harness.devices import adb_benchmark
-from harness.devices.adb_proto import encode_pubkey
 from harness.devices.driver import CheckReport, Driver, RunResult
 from harness.devices.profile import ADBConnection, Profile
 from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout
@@ -142,10 +141,8 @@ def ensure_key(path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
-        pub.write_bytes(encode_pubkey(key.public_key(), f"{getpass.getuser()}@{socket.gethostname()}"))
-    elif not pub.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        pub.write_bytes(encode_pubkey(key.public_key(), f"{getpass.getuser()}@{socket.gethostname()}"))
+    if not pub.exists():
+        write_public_keyfile(str(path), str(pub))  # adb-shell's android_pubkey encoder
 
 
 class _KeySigner:
@@ -208,7 +205,7 @@ class ADBDriver(Driver):
 
     # --- connection ----------------------------------------------------------------------
     def _start_simulator(self) -> None:
-        from harness.devices.adb_sim import VirtualPhone, write_stand_in
+        from harness.sim.adb.server import VirtualPhone, write_stand_in
 
         self._simdir = tempfile.TemporaryDirectory(prefix="harness-virtual-phone-")
         self._sim = VirtualPhone(Path(self._simdir.name) / "phone").start()

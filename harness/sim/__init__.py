@@ -1,1 +1,1 @@
-"""Stand-ins for devices that cannot exist here (a phone, a rack of boards): they speak the real protocols."""
+"""Stand-ins for hardware that cannot exist here (a phone), speaking the real protocols and output formats."""

@@ -2,11 +2,11 @@
 
 A command line is tokenised like POSIX sh (single and double quotes, backslashes, ``$?``, ``$NAME``,
 ``$(...)`` and backticks, globs, ``;`` ``&&`` ``||`` ``|``, ``>`` ``>>`` ``<`` ``2>`` ``2>&1``) and run by
-Python functions that imitate Android's toybox commands inside the sandbox (:mod:`adb_simfs`). Because
+Python functions that imitate Android's toybox commands inside the sandbox (:mod:`harness.sim.adb.fs`). Because
 command substitution and ``;`` are interpreted as a shell would, an unquoted hostile name *would* run
 ``touch PWNED`` here too (confined to the sandbox) — which is what lets the tests prove the driver quotes
 everything. Quoted data stays data. Executing the pushed ``benchmark_model`` stand-in times the model for
-real (:mod:`adb_simbench`) and prints benchmark_model's exact output.
+real (:mod:`harness.sim.adb.bench`) and prints benchmark_model's exact output.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.devices import adb_benchmark
-from harness.devices.adb_simbench import MAGIC, BenchWorker, Cancelled
-from harness.devices.adb_simfs import FSError, Sandbox, normalise
-from harness.devices.adb_simphone import Identity, Thermal
+from harness.sim.adb.bench import MAGIC, BenchWorker, Cancelled
+from harness.sim.adb.fs import FSError, Sandbox, normalise
+from harness.sim.adb.phone import Identity, Thermal
 
 SH = "/system/bin/sh"
 ENV = {"HOME": "/", "PATH": "/product/bin:/apex/com.android.runtime/bin:/system/bin:/system/xbin:/vendor/bin",

@@ -6,8 +6,8 @@ and three services: ``shell:`` (v1: stdout and stderr merged, no exit status), `
 (STAT, STA2/LST2, LIST, SEND, RECV, DATA, DONE, QUIT; requests and data may be split across packets in
 both directions). Both ``adb-shell`` and Debian's ``adb`` work against it.
 
-Commands run in :mod:`adb_simshell` inside a sandbox folder (:mod:`adb_simfs`); ``benchmark_model`` times
-the pushed model for real with LiteRT (:mod:`adb_simbench`). Faults for tests: drop the connection when
+Commands run in :mod:`harness.sim.adb.shell` inside a sandbox folder (:mod:`harness.sim.adb.fs`); ``benchmark_model`` times
+the pushed model for real with LiteRT (:mod:`harness.sim.adb.bench`). Faults for tests: drop the connection when
 service N+1 is opened, stall (stop answering) from service N+1 on, refuse the RSA key, fill the disk.
 
     harness sim adb --port 5555 --root /tmp/phone --model pixel4 --auth
@@ -29,11 +29,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from harness.devices import adb_proto as P
-from harness.devices.adb_simbench import BenchWorker, Cancelled, stand_in_binary
-from harness.devices.adb_simfs import FSError, Sandbox, normalise
-from harness.devices.adb_simphone import Thermal, identity, properties, virtual_files
-from harness.devices.adb_simshell import Phone, Shell
+from harness.sim.adb import proto as P
+from harness.sim.adb.bench import BenchWorker, Cancelled, stand_in_binary
+from harness.sim.adb.fs import FSError, Sandbox, normalise
+from harness.sim.adb.phone import Thermal, identity, properties, virtual_files
+from harness.sim.adb.shell import Phone, Shell
 
 FEATURES = "stat_v2,fixed_push_mkdir"  # no shell_v2: clients use shell protocol v1
 
