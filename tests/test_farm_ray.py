@@ -25,10 +25,7 @@ from harness.farm.status import cluster_status  # noqa: E402
 from harness.models.spaces import get_space  # noqa: E402
 from harness.results.store import Store  # noqa: E402
 
-try:  # the virtual phone moves to harness.sim.adb in the architecture refactor
-    from harness.sim.adb import VirtualPhone, write_stand_in
-except ImportError:  # pragma: no cover - before the refactor lands
-    from harness.devices.adb_sim import VirtualPhone, write_stand_in
+from harness.sim.adb.server import VirtualPhone, write_stand_in  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SPACE = get_space("nb201")
