@@ -20,12 +20,13 @@ from harness.devices.profile import Profile, parse_profile  # noqa: E402
 from harness.errors import FarmError  # noqa: E402
 from harness.farm.engine import run_farm  # noqa: E402
 from harness.farm.plan import make_plan  # noqa: E402
-from harness.farm.ray_lanes import connect, device_resource, digest_label, place, ray_lanes  # noqa: E402
+from harness.farm.ray_lanes import connect, device_resource, place, ray_lanes  # noqa: E402
 from harness.farm.status import cluster_status  # noqa: E402
 from harness.models.spaces import get_space  # noqa: E402
 from harness.results.store import Store  # noqa: E402
 
 from harness.sim.adb.server import VirtualPhone, write_stand_in  # noqa: E402
+from harness.testing.ray_cluster import bury, freeze, node_args  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SPACE = get_space("nb201")
@@ -37,11 +38,6 @@ def sleep_profile(name: str, group: str | None = None, latency: float = 30.0) ->
                           "runtime": {"name": "onnxruntime"}, "policy": QUICK}, "test profile")
 
 
-def node_args(*profiles: Profile, digests: dict[str, str] | None = None) -> dict:
-    return {"num_cpus": 1, "resources": {device_resource(p.name): 1 for p in profiles},
-            "labels": {digest_label(p.name): (digests or {}).get(p.name, p.digest()) for p in profiles}}
-
-
 class Farm:
     def __init__(self, cluster: Cluster, profiles: dict[str, Profile]):
         self.cluster, self.p = cluster, profiles
@@ -50,9 +46,9 @@ class Farm:
         [node] = [n["NodeID"] for n in ray.nodes() if n["Alive"] and device_resource(device) in n["Resources"]]
         return node
 
-    def run(self, store: Store, names: list[str], archs, mode: str = "each", observer=None):
+    def run(self, store: Store, names: list[str], archs, mode: str = "each", observer=None, **kw):
         plan = make_plan(store, [self.p[n] for n in names], SPACE, archs, mode)
-        return run_farm(store, plan, ray_lanes(plan), observer=observer, start_timeout_s=120)
+        return run_farm(store, plan, ray_lanes(plan), observer=observer, start_timeout_s=120, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +65,14 @@ def farm(tmp_path_factory):
             "runtime": {"name": "tflite", "threads": 1}, "policy": QUICK}, "test profile")
         p = {n: sleep_profile(n, "rg") for n in ("ra", "rb", "rc")}
         p |= {n: sleep_profile(n, "kg", latency=120.0) for n in ("ka", "kb")}
-        p |= {"kc": sleep_profile("kc", latency=120.0), "dup": sleep_profile("dup"), "mism": sleep_profile("mism"),
+        p |= {"kc": sleep_profile("kc", latency=120.0), "kd": sleep_profile("kd", latency=120.0), "dup": sleep_profile("dup"), "mism": sleep_profile("mism"),
               "vphone": vp}
         cluster = Cluster(initialize_head=True, head_node_args={
-            **node_args(p["ra"], p["kb"]), "include_dashboard": False, "object_store_memory": 80 * 2**20,
-            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}})
-        cluster.add_node(**node_args(p["rb"], p["vphone"], p["dup"]), object_store_memory=80 * 2**20)
+            **node_args(p["ra"], p["kb"]), "include_dashboard": False,
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 6}})
+        cluster.add_node(**node_args(p["rb"], p["vphone"], p["dup"]))
         cluster.add_node(**node_args(p["rc"], p["dup"], p["mism"], digests={"mism": "0" * 16}),
-                         object_store_memory=80 * 2**20)
+                         )
         try:
             connect(cluster.address)
             yield Farm(cluster, p)
@@ -169,8 +165,9 @@ def wait_dead(node_id: str, timeout: float = 60.0) -> None:
 class KillWhen:
     """Removes a node after the device on it has measured ``after`` models; times the report of the loss."""
 
-    def __init__(self, cluster, node, device: str, after: int):
+    def __init__(self, cluster, node, device: str, after: int, freeze: bool = False):
         self.cluster, self.node, self.device, self.after = cluster, node, device, after
+        self.freeze, self.frozen = freeze, []
         self.killed_at: float | None = None
         self.stopped_after: float | None = None
 
@@ -179,7 +176,10 @@ class KillWhen:
 
     def model_done(self, s, o):
         if s.device == self.device and s.ok >= self.after and self.killed_at is None:
-            self.cluster.remove_node(self.node, allow_graceful=False)
+            if self.freeze:
+                self.frozen = freeze(self.node)
+            else:
+                self.cluster.remove_node(self.node, allow_graceful=False)
             self.killed_at = time.perf_counter()
 
     def device_stopped(self, s):
@@ -188,7 +188,7 @@ class KillWhen:
 
 
 def test_node_loss_under_split_reroutes_the_in_flight_model(farm, tmp_path):
-    node = farm.cluster.add_node(**node_args(farm.p["ka"]), object_store_memory=80 * 2**20)
+    node = farm.cluster.add_node(**node_args(farm.p["ka"]))
     archs = SPACE.sample(10, 14)
     kill = KillWhen(farm.cluster, node, "ka", after=2)
     with Store(tmp_path / "r.db") as st:
@@ -206,7 +206,7 @@ def test_node_loss_under_split_reroutes_the_in_flight_model(farm, tmp_path):
 
 
 def test_node_loss_under_each_stops_that_device_and_the_rerun_completes(farm, tmp_path):
-    node = farm.cluster.add_node(**node_args(farm.p["kc"]), object_store_memory=80 * 2**20)
+    node = farm.cluster.add_node(**node_args(farm.p["kc"]))
     archs = SPACE.sample(6, 15)
     kill = KillWhen(farm.cluster, node, "kc", after=2)
     with Store(tmp_path / "r.db") as st:
@@ -217,10 +217,28 @@ def test_node_loss_under_each_stops_that_device_and_the_rerun_completes(farm, tm
         kept = set(st.measurements("kc").query("status == 'ok'").key)
         assert len(kept) == by["kc"].ok >= 2  # every result reported done is in the store
         wait_dead(node.node_id)
-        farm.cluster.add_node(**node_args(farm.p["kc"]), object_store_memory=80 * 2**20)  # the host is back
+        farm.cluster.add_node(**node_args(farm.p["kc"]))  # the host is back
         again = farm.run(st, ["kc", "rb"], archs)
         assert again.finished
         by = {d.device: d for d in again.devices}
         assert by["kc"].skipped == len(kept) and by["kc"].ok == 6 - len(kept) and by["rb"].status == "nothing to do"
         ok = st.measurements("kc").query("status == 'ok'")
         assert ok.key.is_unique and len(ok) == 6
+
+
+def test_a_host_that_falls_silent_is_lost_by_heartbeat(farm, tmp_path):
+    """SIGSTOP: the node's connections stay open and say nothing (power or network gone); Ray itself would
+    take about a minute to call it dead, the farm's heartbeat notices within silence_s."""
+    node = farm.cluster.add_node(**node_args(farm.p["kd"]))
+    kill = KillWhen(farm.cluster, node, "kd", after=1, freeze=True)
+    try:
+        with Store(tmp_path / "r.db") as st:
+            s = farm.run(st, ["kd", "rc"], SPACE.sample(4, 16), observer=kill, heartbeat_s=0.3, silence_s=2.0)
+            by = {d.device: d for d in s.devices}
+            assert by["kd"].status == "failed" and "stopped answering" in by["kd"].message
+            assert by["rc"].status == "finished"
+            lost = st.measurements("kd").query("status == 'failed'")
+            assert list(lost.failure_kind) == ["device_lost"]
+        assert kill.stopped_after is not None and 2.0 <= kill.stopped_after < 15
+    finally:
+        bury(farm.cluster, node, kill.frozen)

@@ -44,8 +44,13 @@ class Lane(ABC):
         """Measure one model; ``queued`` (models still waiting) is only reported to `farm status`."""
 
     @abstractmethod
-    def close(self) -> None:
-        """Release the device; never raises."""
+    def close(self, graceful: bool = True) -> None:
+        """Release the device (``graceful``: let it clean up first); never raises."""
+
+    def ping(self) -> Future | None:
+        """A heartbeat that answers while a model runs, or None where silence cannot happen (threads here).
+        A host that vanishes without closing its connections (power, network) is noticed by its silence."""
+        return None
 
 
 @dataclass
@@ -100,7 +105,7 @@ class _Flight:
 
 class _Farm:
     def __init__(self, store: Store, plan: FarmPlan, lanes: dict[str, Lane], observer: FarmObserver,
-                 command: str, max_consecutive_failures: int):
+                 command: str, max_consecutive_failures: int, heartbeat_s: float, silence_s: float):
         self.store, self.plan, self.lanes, self.obs = store, plan, lanes, observer
         self.command, self.max_fail = command, max_consecutive_failures
         self.summaries: dict[str, DeviceSummary] = {}
@@ -111,6 +116,9 @@ class _Farm:
         self.seq = 0
         self.t0 = time.perf_counter()
         self.startup_s = 0.0
+        self.heartbeat_s, self.silence_s = heartbeat_s, silence_s
+        self.pings: dict[str, tuple[Future, float]] = {}  # device -> (ping in flight, sent at)
+        self.last_ping: dict[str, float] = {}
 
     # --- lane lifecycle -------------------------------------------------------------------
     def open(self, start_timeout_s: float) -> None:
@@ -148,15 +156,16 @@ class _Farm:
             self.obs.device_started(s, s.planned)
         self.startup_s = time.perf_counter() - self.t0
 
-    def stop(self, name: str, status: str, message: str = "") -> None:
+    def stop(self, name: str, status: str, message: str = "", graceful: bool = True) -> None:
         s = self.summaries[name]
         self.active.discard(name)
+        self.pings.pop(name, None)
         s.status, s.message = status, message
         s.elapsed_s = time.perf_counter() - self.t0
         if name in self.cids:
             self.store.finish_campaign(self.cids[name], status, message)
-        self.lanes[name].close()
         self.obs.device_stopped(s)
+        self.lanes[name].close(graceful)
 
     # --- the loop -------------------------------------------------------------------------
     def fill(self) -> None:
@@ -180,12 +189,7 @@ class _Farm:
         try:
             m: Measured = fut.result()
         except DeviceLost as e:
-            lost = Measured(flight.arch, self.plan.profiles[name].runtime.model_format, utcnow(), 0.0,
-                            failure_kind=FailureKind.DEVICE_LOST.value, failure_message=str(e))
-            record_measured(self.store, self.cids[name], name, lost)
-            self._count(s, lost)
-            self._give_back(q, flight.arch)
-            self.stop(name, "failed", f"device lost: {e}")
+            self.lost(name, flight, str(e))
             return
         except ConnectionLost as e:
             self._give_back(q, flight.arch)
@@ -205,6 +209,48 @@ class _Farm:
                 self.stop(name, "failed", f"{self.consecutive[name]} models failed in a row on {name}; "
                                           f"last: {m.failure_kind}: {m.failure_message}")
 
+    def lost(self, name: str, flight: _Flight, why: str) -> None:
+        """The host went away mid-model: that model is recorded failed (device_lost) and handed back."""
+        s = self.summaries[name]
+        q = self.plan.queues[self.plan.queue_of[name]]
+        lost = Measured(flight.arch, self.plan.profiles[name].runtime.model_format, utcnow(), 0.0,
+                        failure_kind=FailureKind.DEVICE_LOST.value, failure_message=why)
+        record_measured(self.store, self.cids[name], name, lost)
+        self._count(s, lost)
+        self._give_back(q, flight.arch)
+        self.stop(name, "failed", f"device lost: {why}", graceful=False)
+
+    def check_heartbeats(self) -> None:
+        now = time.perf_counter()
+        for name in sorted(self.active):
+            ping = self.pings.get(name)
+            if ping is not None and ping[0].done():
+                self.pings.pop(name)
+                if ping[0].exception() is None:
+                    ping = None
+                else:  # the model's own future reports the loss with Ray's reason
+                    continue
+            if ping is None:
+                if not any(f.device == name for f in self.flights.values()):
+                    continue
+                if now - self.last_ping.get(name, 0.0) >= self.heartbeat_s:
+                    fut = self.lanes[name].ping()
+                    if fut is not None:
+                        self.pings[name] = (fut, now)
+                        self.last_ping[name] = now
+                continue
+            if now - ping[1] > self.silence_s:
+                mine = sorted((f for f in self.flights.items() if f[1].device == name), key=lambda kv: kv[1].seq)
+                for fut, _ in mine:
+                    self.flights.pop(fut)
+                    fut.cancel()
+                first, rest = mine[0][1], [f for _, f in mine[1:]]
+                q = self.plan.queues[self.plan.queue_of[name]]
+                for f in reversed(rest):
+                    q.todo.appendleft(f.arch)
+                self.lost(name, first, f"{name}'s host {self.lanes[name].host} stopped answering "
+                                       f"(no heartbeat for {self.silence_s:.0f} s)")
+
     def _give_back(self, q, arch: Arch) -> None:
         """Back to its queue: under --split another device of the group takes it; else it counts as left."""
         q.todo.appendleft(arch)
@@ -221,6 +267,7 @@ class _Farm:
             done, _ = wait(list(self.flights), return_when=FIRST_COMPLETED, timeout=1.0)
             for fut in sorted(done, key=lambda f: self.flights[f].seq):  # a lane's earliest model ran first
                 self.handle(fut, self.flights.pop(fut))
+            self.check_heartbeats()
         for name in sorted(self.active):
             self.stop(name, "finished")
 
@@ -233,9 +280,14 @@ class _Farm:
 
 def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: str = "",
              observer: FarmObserver | None = None, max_consecutive_failures: int = 5,
-             start_timeout_s: float = 120.0) -> FarmSummary:
-    """Measure the plan on its lanes concurrently; returns which devices finished and what is left."""
-    farm = _Farm(store, plan, lanes, observer or _Silent(), command, max_consecutive_failures)
+             start_timeout_s: float = 120.0, heartbeat_s: float = 2.0, silence_s: float = 10.0) -> FarmSummary:
+    """Measure the plan on its lanes concurrently; returns which devices finished and what is left.
+
+    A remote device whose host does not answer a heartbeat (sent every ``heartbeat_s`` while it has work)
+    for ``silence_s`` counts as lost, as when Ray reports its node dead (which takes about a minute for a
+    host that vanishes without closing its connections)."""
+    farm = _Farm(store, plan, lanes, observer or _Silent(), command, max_consecutive_failures, heartbeat_s,
+                 silence_s)
     try:
         farm.open(start_timeout_s)
         farm.run()
@@ -247,7 +299,7 @@ def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: s
         raise
     finally:
         for lane in lanes.values():
-            lane.close()
+            lane.close(graceful=False)
     summary = FarmSummary(plan.mode, plan.space.name, len(plan.archs), list(farm.summaries.values()),
                           elapsed_s=time.perf_counter() - farm.t0, startup_s=farm.startup_s)
     for qname, q in plan.queues.items():

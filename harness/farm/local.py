@@ -51,7 +51,7 @@ class LocalLane(Lane):
     def submit(self, arch: Arch, queued: int) -> Future:
         return self._pool.submit(self._session.measure, arch)
 
-    def close(self) -> None:
+    def close(self, graceful: bool = True) -> None:
         if self._closed:
             return
         self._closed = True

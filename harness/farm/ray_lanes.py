@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -175,15 +175,19 @@ def _translate(ray_future: Future, device: str, host: str) -> Future:
 
     def done(f: Future) -> None:
         try:
-            out.set_result(f.result())
+            result, error = f.result(), None
         except _LOST as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            out.set_exception(DeviceLost(f"{device}'s host {host} went away ({type(e).__name__}: {first[:200]})"))
+            result, error = None, DeviceLost(f"{device}'s host {host} went away ({type(e).__name__}: {first[:200]})")
         except rex.RayTaskError as e:
             cause = getattr(e, "cause", None)
-            out.set_exception(cause if isinstance(cause, HarnessError) else HarnessError(f"{device}: {cause or e}"))
+            result, error = None, cause if isinstance(cause, HarnessError) else HarnessError(f"{device}: {cause or e}")
         except BaseException as e:  # noqa: BLE001 - handed to the loop, which stops this lane
-            out.set_exception(e if isinstance(e, HarnessError) else HarnessError(f"{device}: {e}"))
+            result, error = None, e if isinstance(e, HarnessError) else HarnessError(f"{device}: {e}")
+        try:
+            out.set_result(result) if error is None else out.set_exception(error)
+        except InvalidStateError:  # the farm gave up on this model already (its host fell silent)
+            pass
 
     ray_future.add_done_callback(done)
     return out
@@ -209,14 +213,18 @@ class RayLane(Lane):
     def submit(self, arch: Arch, queued: int) -> Future:
         return _translate(self.actor.measure.remote(arch, queued).future(), self.device, self.host)
 
-    def close(self) -> None:
+    def ping(self) -> Future:
+        return _translate(self.actor.status.remote().future(), self.device, self.host)
+
+    def close(self, graceful: bool = True) -> None:
         if self._closed:
             return
         self._closed = True
-        try:
-            ray.wait([self.actor.cleanup.remote()], timeout=5)
-        except Exception:  # noqa: BLE001 - the host may be gone already
-            pass
+        if graceful:
+            try:
+                ray.wait([self.actor.cleanup.remote()], timeout=5)
+            except Exception:  # noqa: BLE001 - the host may be gone already
+                pass
         try:
             ray.kill(self.actor, no_restart=True)
         except Exception:  # noqa: BLE001
