@@ -1,25 +1,31 @@
 """A campaign: measure a list of architectures on one device, resumably.
 
 Resume is by content, not by position: an architecture counts as done when the store holds a
-successful measurement of it on that device, so rerunning the same command after Ctrl-C, a crash,
+successful measurement of it on that device in the campaign's graph mode, so rerunning the same command after Ctrl-C, a crash,
 SIGKILL or a dropped device measures only what is missing. Each model's result is committed before
 the next model starts. Failures are recorded with their kind and retried on the next run.
+
+Each measurement records the model's identity (graph mode, exporter version, degenerate). A measurement of
+a model from an older exporter is *stale*: it still counts as done (reported, never silently mixed), and
+is measured again only with ``remeasure_stale``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from harness.devices.driver import Driver, RunResult, make_driver
+from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.profile import Profile
-from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError
-from harness.models.cache import ModelCache
+from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError, StoreError
+from harness.models.cache import EXPORTER_VERSION, ModelCache
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store, utcnow
 
+T = TypeVar("T")
 UNSTABLE_CV = 0.10  # pyperf warns when the standard deviation reaches 10% of the mean
 
 
@@ -57,6 +63,9 @@ class CampaignSummary:
     status: str = "nothing to do"
     elapsed_s: float = 0.0
     conditions: dict[str, Any] = field(default_factory=dict)
+    graph_mode: str = "prune"
+    stale: int = 0  # skipped architectures whose stored measurement is of an older exporter's model
+    degenerate: int = 0  # measured models whose output does not depend on the input
 
     @property
     def remaining(self) -> int:
@@ -76,6 +85,52 @@ class _Silent:
         pass
 
 
+def stale_keys(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch]) -> list[str]:
+    """Keys among ``archs`` whose latest measurement in the profile's graph mode is of an older exporter."""
+    versions = store.measured_versions(profile.name, space.name, profile.graph)
+    return [a.key for a in archs if versions.get(a.key, EXPORTER_VERSION) < EXPORTER_VERSION]
+
+
+def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
+         remeasure: bool = False, remeasure_stale: bool = False) -> list[Arch]:
+    """The architectures still to measure, in the requested order: those without a measurement in the
+    profile's graph mode, plus stale ones when ``remeasure_stale``, or all with ``remeasure``."""
+    if remeasure:
+        return list(archs)
+    versions = store.measured_versions(profile.name, space.name, profile.graph)
+    return [a for a in archs if a.key not in versions
+            or (remeasure_stale and versions[a.key] < EXPORTER_VERSION)]
+
+
+def retrying(fn: Callable[[], T], retry_s: float) -> T:
+    """``fn()``, retried with backoff while the store says the problem may pass (busy, full)."""
+    deadline, wait = time.monotonic() + retry_s, 0.05
+    while True:
+        try:
+            return fn()
+        except StoreError as e:
+            if not (e.transient and time.monotonic() + wait < deadline):
+                raise
+        time.sleep(wait)
+        wait = min(wait * 2, 5.0)
+
+
+def record(store: Store, retry_s: float, campaign_id: int, device: str, arch: Arch, **fields: Any) -> None:
+    """Write one finished measurement, retrying while the store is busy or full; if it still cannot be
+    written (or Ctrl-C comes while waiting), keep it beside the store, where the next open adds it, and stop
+    the campaign: a finished measurement is never dropped."""
+    try:
+        retrying(lambda: store.record_measurement(campaign_id, device, arch, **fields), retry_s)
+    except (StoreError, KeyboardInterrupt) as e:
+        kept = store.keep_pending({"campaign_id": campaign_id, "device": device,
+                                   "arch": {"space": arch.space, "key": arch.key, "columns": arch.columns},
+                                   **fields})
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise StoreError(f"{e}\nThe measurement of {arch.key} is kept in {kept} (pending) and is added to "
+                         "the store the next time it is opened.") from e
+
+
 @dataclass
 class Measured:
     """One model's attempt on a device, before it is stored: travels from a farm worker to the writer."""
@@ -89,44 +144,48 @@ class Measured:
     result: RunResult | None = None
     failure_kind: str | None = None
     failure_message: str = ""
+    degenerate: bool | None = None
+    graph_mode: str = "prune"
+    exporter_version: int = EXPORTER_VERSION
 
     @property
     def ok(self) -> bool:
         return self.failure_kind is None
 
 
-def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: Arch, fmt: str) -> Measured:
+def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: Arch, fmt: str,
+                  graph_mode: str = "prune") -> Measured:
     """Export (cached), push and time one model. Typed failures become a failed Measured; a lost
     connection is raised, because the device, not the model, failed."""
     started, t0 = utcnow(), time.perf_counter()
-    exported, digest = False, None
+    exported, digest, degenerate = False, None, None
     try:
-        artifact = cache.get(space.build(arch), fmt)
-        exported, digest = artifact.exported, artifact.digest
+        artifact = cache.get(space.build(arch), fmt, graph_mode)
+        exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
         result = driver.run(driver.push(artifact))
     except ConnectionLost:
         raise
     except (DriverError, ExportError) as e:
         kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
-        return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported,
-                        failure_kind=kind, failure_message=str(e))
-    return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, result)
+        return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, failure_kind=kind,
+                        failure_message=str(e), degenerate=degenerate, graph_mode=graph_mode)
+    return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, result,
+                    degenerate=degenerate, graph_mode=graph_mode)
 
 
-def record_measured(store: Store, campaign_id: int, device: str, m: Measured) -> None:
-    """One model's outcome and all its runs, in one transaction."""
+def record_measured(store: Store, retry_s: float, campaign_id: int, device: str, m: Measured) -> None:
+    """One model's outcome and all its runs, in one transaction (see :func:`record`)."""
+    fields: dict[str, Any] = dict(model_format=m.model_format, model_digest=m.model_digest, started_at=m.started_at,
+                                  duration_s=m.duration_s, degenerate=m.degenerate, graph_mode=m.graph_mode,
+                                  exporter_version=m.exporter_version)
     if m.result is None:
-        store.record_measurement(campaign_id, device, m.arch, model_format=m.model_format,
-                                 model_digest=m.model_digest, started_at=m.started_at, duration_s=m.duration_s,
-                                 failure_kind=m.failure_kind or FailureKind.DEVICE_ERROR.value,
-                                 failure_message=m.failure_message)
+        record(store, retry_s, campaign_id, device, m.arch, failure_kind=m.failure_kind or
+               FailureKind.DEVICE_ERROR.value, failure_message=m.failure_message, **fields)
         return
     r = m.result
-    store.record_measurement(
-        campaign_id, device, m.arch, model_format=m.model_format, model_digest=m.model_digest,
-        started_at=m.started_at, duration_s=m.duration_s, summary=r.summary(), init_ms=r.init_ms,
-        timed_ms=r.timed_ms, warmup_ms=r.warmup_ms,
-        conditions={"before": r.conditions_before, "after": r.conditions_after})
+    record(store, retry_s, campaign_id, device, m.arch, summary=r.summary(), init_ms=r.init_ms,
+           timed_ms=r.timed_ms, warmup_ms=r.warmup_ms,
+           conditions={"before": r.conditions_before, "after": r.conditions_after}, **fields)
 
 
 def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: int) -> ModelOutcome:
@@ -138,6 +197,7 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
         return ModelOutcome(m.arch, position, total, False, exported=m.exported, failure_kind=kind,
                             message=m.failure_message)
     stats = m.result.summary()  # type: ignore[union-attr]
+    summary.degenerate += int(bool(m.degenerate))
     summary.ok += 1
     summary.exported += int(m.exported)
     cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
@@ -146,39 +206,46 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
     return ModelOutcome(m.arch, position, total, True, stats["median_ms"], cv, m.exported)
 
 
-def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
-         remeasure: bool = False) -> list[Arch]:
-    """The architectures still to measure, in the requested order."""
-    if remeasure:
-        return list(archs)
-    done = store.measured_keys(profile.name, space.name)
-    return [a for a in archs if a.key not in done]
-
-
 def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *,
-                 cache: ModelCache, command: str = "", remeasure: bool = False,
+                 cache: ModelCache, command: str = "", remeasure: bool = False, remeasure_stale: bool = False,
                  observer: Observer | None = None, max_consecutive_failures: int = 5,
-                 driver: Driver | None = None) -> CampaignSummary:
+                 driver: Driver | None = None, write_retry_s: float = 600.0, lease_wait: float | None = 0.0,
+                 on_lease_wait: Callable[[Holder], None] | None = None) -> CampaignSummary:
+    """Measure what of ``archs`` the store lacks on the profile's device, holding the device's lease
+    (:class:`~harness.devices.lease.DeviceLease`; ``lease_wait`` seconds to wait for another campaign,
+    None: as long as it takes)."""
+    with DeviceLease(profile.name, lock_dir_for(store.path), command=command, wait=lease_wait,
+                     on_wait=on_lease_wait):
+        return _run(store, profile, space, archs, cache=cache, command=command, remeasure=remeasure,
+                    remeasure_stale=remeasure_stale,
+                    observer=observer, max_consecutive_failures=max_consecutive_failures, driver=driver,
+                    write_retry_s=write_retry_s)
+
+
+def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *, cache: ModelCache,
+         command: str, remeasure: bool, remeasure_stale: bool, observer: Observer | None, max_consecutive_failures: int,
+         driver: Driver | None, write_retry_s: float) -> CampaignSummary:
     observer = observer or _Silent()
-    todo = plan(store, profile, space, archs, remeasure)
-    summary = CampaignSummary(profile.name, space.name, len(archs), len(archs) - len(todo))
+    todo = plan(store, profile, space, archs, remeasure, remeasure_stale)
+    summary = CampaignSummary(profile.name, space.name, len(archs), len(archs) - len(todo), graph_mode=profile.graph)
+    if not (remeasure or remeasure_stale):
+        summary.stale = len(stale_keys(store, profile, space, archs))
     if not todo:
         return summary
     t_start = time.perf_counter()
     fmt = profile.runtime.model_format
-    summary.campaign_id = cid = store.start_campaign(profile.name, space.name, profile.as_dict(),
-                                                     profile.digest(), len(todo), command)
+    summary.campaign_id = cid = retrying(lambda: store.start_campaign(
+        profile.name, space.name, profile.as_dict(), profile.digest(), len(todo), command), write_retry_s)
     driver = driver or make_driver(profile)
     status, message, consecutive = "failed", "", 0
     try:
         summary.conditions = driver.prepare()
-        store.set_campaign_conditions(cid, summary.conditions)
+        retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         observer.started(summary, len(todo))
         for i, arch in enumerate(todo):
-            m = measure_model(driver, cache, space, arch, fmt)
-            record_measured(store, cid, profile.name, m)
-            outcome = count_outcome(summary, m, i + 1, len(todo))
-            observer.model_done(outcome, summary)
+            m = measure_model(driver, cache, space, arch, fmt, profile.graph)
+            record_measured(store, write_retry_s, cid, profile.name, m)
+            observer.model_done(count_outcome(summary, m, i + 1, len(todo)), summary)
             if m.ok:
                 consecutive = 0
             else:
@@ -199,5 +266,10 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
         driver.cleanup()
         summary.status = status
         summary.elapsed_s = time.perf_counter() - t_start
-        store.finish_campaign(cid, status, message)
+        try:
+            retrying(lambda: store.finish_campaign(cid, status, message), min(write_retry_s, 60.0))
+        except StoreError:
+            if status == "finished":
+                raise
+            # an error is already on its way out; the row stays 'running' and is closed as abandoned later
     return summary

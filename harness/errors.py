@@ -37,7 +37,12 @@ class SpaceError(HarnessError):
 
 
 class StoreError(HarnessError):
-    """The results store cannot be used (schema mismatch, corrupt file, bad query)."""
+    """The results store cannot be used (schema mismatch, corrupt file, bad query).
+
+    ``transient`` is True for what may pass if retried (a lock held by another writer, a full disk).
+    """
+
+    transient: bool = False
 
 
 class ExportError(HarnessError):

@@ -80,7 +80,8 @@ def print_farm_summary(summary, store: Path) -> None:
 @cli_errors
 def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: str | None, sample, seed: int,
                      all_archs: bool, arch, arch_file, remeasure: bool, max_failures: int, store: Path,
-                     devices_dir: Path, cache_dir: Path):
+                     devices_dir: Path, cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
+                     wait: bool = False):
     from harness.devices.registry import ProfileRegistry
     from harness.farm.engine import run_farm
     from harness.farm.plan import make_plan
@@ -89,13 +90,19 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
     from harness.models.spaces import get_space
     from harness.results.store import Store
 
+    from harness.devices.lease import DeviceBusy
+
     registry = ProfileRegistry(devices_dir)
     profiles = [registry.get(d) for d in devices]
+    if graph is not None:  # a campaign setting, recorded with each campaign's profile
+        from harness.models.passes import check_mode
+
+        profiles = [p.model_copy(update={"graph": check_mode(graph)}) for p in profiles]
     sp = get_space(space)
     archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
     with Store(store) as st:
-        plan = make_plan(st, profiles, sp, archs, mode, remeasure)  # type: ignore[arg-type]
+        plan = make_plan(st, profiles, sp, archs, mode, remeasure, remeasure_stale)  # type: ignore[arg-type]
         if not any(q.todo for q in plan.queues.values()):
             console.print(f"all {len(archs)} architectures are already in {store} for "
                           f"{', '.join(devices)}; nothing to do (--remeasure to measure again).")
@@ -120,7 +127,13 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
         try:
             with progress:
                 summary = run_farm(st, plan, lanes, command=command, observer=FarmProgress(progress, mode),
-                                   max_consecutive_failures=max_failures)
+                                   max_consecutive_failures=max_failures, lease_wait=None if wait else 0.0,
+                                   on_lease_wait=lambda h: err.print(
+                                       f"waiting: {escape(h.device)} is being measured by {escape(h.describe())}",
+                                       highlight=False))
+        except DeviceBusy as e:
+            err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
+            raise typer.Exit(3) from None
         except KeyboardInterrupt:
             err.print("\n[yellow]interrupted[/]: every finished model is in the store; rerun the same command to "
                       "measure the rest.")

@@ -122,6 +122,9 @@ class Profile(_Strict):
     connection: Connection
     runtime: Runtime
     policy: Policy = Field(default_factory=Policy)
+    graph: Literal["prune", "keep"] = Field(
+        "prune", description="model semantics: prune = what a deployment converter exports (dead code removed, "
+        "zeros folded, ops merged, activations fused); keep = PyTorch-eager export (x*0, dead convs computed)")
     group: str | None = Field(None, pattern=NAME_RE,
                               description="identical devices share a group; `measure --split` shares work in it")
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from harness.campaign import (CampaignSummary, Measured, ModelOutcome, count_outcome, record_measured)
-from harness.errors import ConnectionLost, FailureKind, HarnessError
+from harness.campaign import CampaignSummary, Measured, ModelOutcome, count_outcome, record_measured, retrying
+from harness.devices.lease import DeviceLease, lock_dir_for
+from harness.errors import ConnectionLost, FailureKind, HarnessError, StoreError
 from harness.farm.plan import FarmPlan
 from harness.models.spaces import Arch
 from harness.results.store import Store, utcnow
@@ -105,7 +107,8 @@ class _Flight:
 
 class _Farm:
     def __init__(self, store: Store, plan: FarmPlan, lanes: dict[str, Lane], observer: FarmObserver,
-                 command: str, max_consecutive_failures: int, heartbeat_s: float, silence_s: float):
+                 command: str, max_consecutive_failures: int, heartbeat_s: float, silence_s: float,
+                 write_retry_s: float):
         self.store, self.plan, self.lanes, self.obs = store, plan, lanes, observer
         self.command, self.max_fail = command, max_consecutive_failures
         self.summaries: dict[str, DeviceSummary] = {}
@@ -117,6 +120,7 @@ class _Farm:
         self.t0 = time.perf_counter()
         self.startup_s = 0.0
         self.heartbeat_s, self.silence_s = heartbeat_s, silence_s
+        self.retry_s = write_retry_s
         self.pings: dict[str, tuple[Future, float]] = {}  # device -> (ping in flight, sent at)
         self.last_ping: dict[str, float] = {}
 
@@ -126,15 +130,16 @@ class _Farm:
         for name, profile in plan.profiles.items():
             q = plan.queues[plan.queue_of[name]]
             s = DeviceSummary(name, plan.space.name, len(plan.archs), q.skipped, host=self.lanes[name].host,
-                              group=profile.group if plan.mode == "split" else None, planned=len(q.todo))
+                              group=profile.group if plan.mode == "split" else None, planned=len(q.todo),
+                              graph_mode=profile.graph)
             self.summaries[name] = s
         starting: dict[Future, str] = {}
         for name, s in self.summaries.items():
             if s.planned == 0:
                 continue
             profile = plan.profiles[name]
-            s.campaign_id = self.cids[name] = self.store.start_campaign(
-                name, plan.space.name, profile.as_dict(), profile.digest(), s.planned, self.command)
+            s.campaign_id = self.cids[name] = retrying(lambda: self.store.start_campaign(
+                name, plan.space.name, profile.as_dict(), profile.digest(), s.planned, self.command), self.retry_s)
             starting[self.lanes[name].start()] = name
         done, pending = wait(starting, timeout=start_timeout_s)
         for f in pending:
@@ -149,7 +154,7 @@ class _Farm:
                 continue
             s = self.summaries[name]
             s.conditions = conditions
-            self.store.set_campaign_conditions(self.cids[name], conditions)
+            retrying(lambda: self.store.set_campaign_conditions(self.cids[name], conditions), self.retry_s)
             s.status = "running"
             self.active.add(name)
             self.consecutive[name] = 0
@@ -163,7 +168,11 @@ class _Farm:
         s.status, s.message = status, message
         s.elapsed_s = time.perf_counter() - self.t0
         if name in self.cids:
-            self.store.finish_campaign(self.cids[name], status, message)
+            try:
+                retrying(lambda: self.store.finish_campaign(self.cids[name], status, message), min(self.retry_s, 60))
+            except StoreError:
+                if status == "finished":
+                    raise  # else the row stays 'running' and is closed as abandoned later, as for one device
         self.obs.device_stopped(s)
         self.lanes[name].close(graceful)
 
@@ -199,7 +208,7 @@ class _Farm:
             self._give_back(q, flight.arch)
             self.stop(name, "failed", str(e))
             return
-        record_measured(self.store, self.cids[name], name, m)
+        record_measured(self.store, self.retry_s, self.cids[name], name, m)
         self._count(s, m)
         if m.ok:
             self.consecutive[name] = 0
@@ -215,7 +224,7 @@ class _Farm:
         q = self.plan.queues[self.plan.queue_of[name]]
         lost = Measured(flight.arch, self.plan.profiles[name].runtime.model_format, utcnow(), 0.0,
                         failure_kind=FailureKind.DEVICE_LOST.value, failure_message=why)
-        record_measured(self.store, self.cids[name], name, lost)
+        record_measured(self.store, self.retry_s, self.cids[name], name, lost)
         self._count(s, lost)
         self._give_back(q, flight.arch)
         self.stop(name, "failed", f"device lost: {why}", graceful=False)
@@ -280,17 +289,25 @@ class _Farm:
 
 def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: str = "",
              observer: FarmObserver | None = None, max_consecutive_failures: int = 5,
-             start_timeout_s: float = 120.0, heartbeat_s: float = 2.0, silence_s: float = 10.0) -> FarmSummary:
+             start_timeout_s: float = 120.0, heartbeat_s: float = 2.0, silence_s: float = 10.0,
+             write_retry_s: float = 600.0, lease_wait: float | None = 0.0, on_lease_wait=None) -> FarmSummary:
     """Measure the plan on its lanes concurrently; returns which devices finished and what is left.
 
     A remote device whose host does not answer a heartbeat (sent every ``heartbeat_s`` while it has work)
     for ``silence_s`` counts as lost, as when Ray reports its node dead (which takes about a minute for a
-    host that vanishes without closing its connections)."""
+    host that vanishes without closing its connections).
+
+    Every device's lease (:class:`~harness.devices.lease.DeviceLease`) is held for the whole run, so a
+    one-device campaign and a farm never measure the same device at once."""
     farm = _Farm(store, plan, lanes, observer or _Silent(), command, max_consecutive_failures, heartbeat_s,
-                 silence_s)
+                 silence_s, write_retry_s)
     try:
-        farm.open(start_timeout_s)
-        farm.run()
+        with ExitStack() as leases:
+            for name in plan.profiles:
+                leases.enter_context(DeviceLease(name, lock_dir_for(store.path), command=command, wait=lease_wait,
+                                                 on_wait=on_lease_wait))
+            farm.open(start_timeout_s)
+            farm.run()
     except KeyboardInterrupt:
         farm.abort("interrupted", "stopped by the user")
         raise

@@ -27,7 +27,8 @@ class DeviceSession:
         return self.driver.prepare()
 
     def measure(self, arch: Arch) -> Measured:
-        m = measure_model(self.driver, self.cache, self.space, arch, self.profile.runtime.model_format)
+        m = measure_model(self.driver, self.cache, self.space, arch, self.profile.runtime.model_format,
+                          self.profile.graph)
         self.measured += 1
         if self.profile.policy.cooldown_seconds:
             time.sleep(self.profile.policy.cooldown_seconds)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from harness.campaign import plan as campaign_plan
 from harness.devices.profile import Profile
 from harness.errors import FarmError
 from harness.models.spaces import Arch, SearchSpace
@@ -59,7 +60,7 @@ class FarmPlan:
 
 
 def make_plan(store: Store, profiles: Sequence[Profile], space: SearchSpace, archs: Sequence[Arch],
-              mode: Mode = "each", remeasure: bool = False) -> FarmPlan:
+              mode: Mode = "each", remeasure: bool = False, remeasure_stale: bool = False) -> FarmPlan:
     names = [p.name for p in profiles]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -69,8 +70,7 @@ def make_plan(store: Store, profiles: Sequence[Profile], space: SearchSpace, arc
     plan = FarmPlan(mode, space, list(archs), {p.name: p for p in profiles}, {})
     if mode == "each":
         for p in profiles:
-            done = set() if remeasure else store.measured_keys(p.name, space.name)
-            todo = deque(a for a in archs if a.key not in done)
+            todo = deque(campaign_plan(store, p, space, archs, remeasure, remeasure_stale))
             plan.queues[p.name] = Queue(p.name, [p.name], todo, len(archs) - len(todo))
             plan.queue_of[p.name] = p.name
         return plan
@@ -89,11 +89,9 @@ def make_plan(store: Store, profiles: Sequence[Profile], space: SearchSpace, arc
             raise FarmError(f"group {group!r}: devices {a!r} and {b!r} differ in runtime, policy or connection "
                             "kind, so their latencies are not interchangeable; make their profiles identical "
                             "(but for name and address) or give them different groups")
-        done: set[str] = set()
-        if not remeasure:
-            for p in members:
-                done |= store.measured_keys(p.name, space.name)
-        todo = deque(a for a in archs if a.key not in done)
+        # to do for the group: what no member has (resume by content, as for one device)
+        missing = [set(campaign_plan(store, p, space, archs, remeasure, remeasure_stale)) for p in members]
+        todo = deque(a for a in archs if all(a in m for m in missing))
         plan.queues[group] = Queue(group, [p.name for p in members], todo, len(archs) - len(todo))
         for p in members:
             plan.queue_of[p.name] = group

@@ -23,6 +23,11 @@ VIRTUAL_ROOTS = ("/sys", "/proc")
 DEFAULT_DIRS = ("data/local/tmp", "sdcard", "system/bin")
 
 
+# Modes that reach the host lose setuid, setgid and sticky: the phone runs with the rights of the user who
+# started it, and a "phone" file must never become a setuid binary on the host (chmod 4755, push mode).
+HOST_MODE_MASK = 0o777
+
+
 class FSError(OSError):
     """An errno and the device path it concerns (message as the phone's toybox would print it)."""
 
@@ -67,6 +72,8 @@ class Sandbox:
 
     def host(self, path: str) -> Path:
         """Host path of an absolute device path; EACCES if it (or a symlink in it) leads outside the root."""
+        if "\0" in path:  # a C string ends at NUL: no such path can exist on the phone
+            raise FSError(errno.ENOENT, path.split("\0", 1)[0])
         rel = path.lstrip("/")
         host = self.root / rel if rel else self.root
         real = os.path.realpath(host)
@@ -171,7 +178,7 @@ class Sandbox:
             raise FSError(errno.EISDIR, path)
         old = host.stat().st_size if host.exists() else 0
         f = open(host, "wb")
-        os.chmod(host, mode & 0o7777)
+        os.chmod(host, mode & HOST_MODE_MASK)
         if self.free_bytes is not None:
             self.free_bytes += old
         return _QuotaFile(f, self, path)
@@ -207,7 +214,7 @@ class Sandbox:
         host = self._writable(path)
         if not host.exists():
             raise FSError(errno.ENOENT, path)
-        os.chmod(host, mode & 0o7777)
+        os.chmod(host, mode & HOST_MODE_MASK)
 
     def rename(self, src: str, dst: str) -> None:
         s, d = self._writable(src), self._writable(dst)

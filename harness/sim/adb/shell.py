@@ -31,6 +31,13 @@ ENV = {"HOME": "/", "PATH": "/product/bin:/apex/com.android.runtime/bin:/system/
 OPERATORS = (";", "&&", "||", "|", "&")
 
 
+MAX_NESTING = 64  # $(...) inside $(...): deeper is refused with a shell error
+
+
+class NestedTooDeep(Exception):
+    """$(...) nested beyond MAX_NESTING."""
+
+
 class ShellSyntaxError(Exception):
     pass
 
@@ -283,8 +290,9 @@ def builtin(*names: str) -> Callable[[Command], Command]:
 class Shell:
     """One ``sh -c`` invocation: its own working directory, variables and last status."""
 
-    def __init__(self, phone: Phone, cancelled: threading.Event | None = None):
+    def __init__(self, phone: Phone, cancelled: threading.Event | None = None, depth: int = 0):
         self.phone = phone
+        self.depth = depth  # nesting of $(...): bounded like a real shell's stack, never Python's
         self.box = phone.box
         self.cwd = "/"
         self.env = dict(ENV)
@@ -307,16 +315,27 @@ class Shell:
 
         self.flush = flush
         io = IO(buf.extend, buf.extend)
+        script = script.split("\0", 1)[0]  # adbd hands sh a C string: it ends at the first NUL
         try:
             tokens = tokenize(script)
         except ShellSyntaxError as e:
             io.err(f"{SH}: syntax error: {e}\n")
             flush()
             return 2
+        except RecursionError:
+            io.err(f"{SH}: syntax error: nested too deeply\n")
+            flush()
+            return 2
         try:
             self._run_list(tokens, io)
         except ExitShell as e:
             self.status = e.status
+        except NestedTooDeep:
+            if self.depth:
+                raise
+            buf.clear()
+            io.err(f"{SH}: command substitutions nested more than {MAX_NESTING} deep\n")
+            self.status = 2
         flush()
         return self.status
 
@@ -359,8 +378,10 @@ class Shell:
 
     # --- expansion -----------------------------------------------------------------------
     def substitute(self, script: str) -> str:
+        if self.depth >= MAX_NESTING:
+            raise NestedTooDeep()
         buf = bytearray()
-        sub = Shell(self.phone, self.cancelled)
+        sub = Shell(self.phone, self.cancelled, self.depth + 1)
         sub.cwd, sub.env, sub.status = self.cwd, dict(self.env), self.status
         sub.run(script, buf.extend)
         self.status = sub.status
