@@ -150,3 +150,15 @@ def test_join_dry_run_checks_devices_and_prints_ray_start(tmp_path, cli_env):
     digest = parse_profile(body, "jd").digest()
     assert "jd: ok" in p.stdout and "start --resources" in p.stdout and '"device:jd": 1.0' in p.stdout
     assert f"harness.profile/jd={digest}" in p.stdout and "--address 10.0.0.5:6379" in p.stdout
+
+
+def test_report_shows_a_timeline_per_device(store_path, cache_dir, tmp_path):
+    from harness.analysis import api
+
+    with Store(store_path) as st:
+        s = farm(st, [sleep_profile("t1"), sleep_profile("t2", seed=3), sleep_profile("t3", drop_after=2)],
+                 SPACE.sample(5, 7), cache_dir)
+        assert not s.finished
+        out = api.report(st, tmp_path / "r.html", "nb201", png_dir=tmp_path / "png")
+    assert "Campaign timeline per device" in out.read_text()
+    assert (tmp_path / "png" / "timeline.png").stat().st_size > 1000

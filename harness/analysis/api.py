@@ -60,6 +60,9 @@ def report(store: StoreLike, out: str | Path, space: str = "nb201", devices: Seq
     with _open(store) as st:
         wide = latency_matrix(st, space, list(devices) if devices else None)
         origins = device_origins(st, space)
+        measured = st.measurements(space=space)
+    if devices:
+        measured = measured[measured["device"].isin(list(devices))]
     corr = correlate(wide, method=method)
     label = "SRCC" if method == "spearman" else "Kendall tau"
-    return build_report(wide, corr, space, origins, pairs, label).write(out, png_dir)
+    return build_report(wide, corr, space, origins, pairs, label, measured).write(out, png_dir)

@@ -147,7 +147,8 @@ def report(
     method: MethodOpt = "spearman",
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
-    """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions."""
+    """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions and
+    the campaign timeline of each measured device (a farm's idle, failed and lost stretches)."""
     pairs = _pairs(pair)
     with Store(store) as st:
         wide = analysis.latencies(st, space, device)

@@ -24,6 +24,9 @@ class DeviceSession:
         self.measured = 0
 
     def prepare(self) -> dict:
+        from harness.models.cache import get_format
+
+        get_format(self.profile.runtime.model_format)  # import the exporters now, not during the first model
         return self.driver.prepare()
 
     def measure(self, arch: Arch) -> Measured:
