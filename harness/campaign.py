@@ -21,7 +21,7 @@ from harness.devices.driver import Driver, RunResult, make_driver
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.profile import Profile
 from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError, StoreError
-from harness.models.cache import EXPORTER_VERSION, ModelCache
+from harness.models.cache import EXPORTER_VERSION, Artifact, ModelCache
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store, utcnow
 
@@ -154,13 +154,13 @@ class Measured:
 
 
 def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: Arch, fmt: str,
-                  graph_mode: str = "prune") -> Measured:
-    """Export (cached), push and time one model. Typed failures become a failed Measured; a lost
-    connection is raised, because the device, not the model, failed."""
+                  graph_mode: str = "prune", artifact: Artifact | None = None) -> Measured:
+    """Export (cached), push and time one model (``artifact``: already at hand). Typed failures become a
+    failed Measured; a lost connection is raised, because the device, not the model, failed."""
     started, t0 = utcnow(), time.perf_counter()
     exported, digest, degenerate = False, None, None
     try:
-        artifact = cache.get(space.build(arch), fmt, graph_mode)
+        artifact = artifact or cache.get(space.build(arch), fmt, graph_mode)
         exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
         result = driver.run(driver.push(artifact))
     except ConnectionLost:

@@ -65,6 +65,9 @@ def test_each_measures_everything_on_every_device_concurrently(store_path, cache
         assert s.finished and [d.ok for d in s.devices] == [8, 8, 8]
         ok = ok_rows(st)
         assert sorted(ok.groupby("device").key.nunique()) == [8, 8, 8]
+        cache = ModelCache(cache_dir)  # the farm's per-architecture hint names the same file as the cache
+        digests = {a.key: cache.get(SPACE.build(a), "onnx").digest for a in archs}
+        assert all(digests[k] == d for k, d in zip(ok.key, ok.model_digest))
         serial = sum(m for m in ok.duration_s)  # what one device after another would take
         assert wall < 0.75 * serial, (wall, serial)  # the devices ran side by side
         again = farm(st, profiles, SPACE.sample(10, 3), cache_dir)  # resume by content, per device
@@ -140,7 +143,6 @@ def test_cli_measures_two_devices_with_one_summary(tmp_path, cli_env):
 
 
 def test_join_dry_run_checks_devices_and_prints_ray_start(tmp_path, cli_env):
-    pytest.importorskip("ray")
     devices = tmp_path / "devices"
     body = {"name": "jd", "connection": {"kind": "sleep"}, "runtime": {"name": "onnxruntime"}}
     (devices / "jd.yaml").write_text(yaml.safe_dump(body))
@@ -162,3 +164,12 @@ def test_report_shows_a_timeline_per_device(store_path, cache_dir, tmp_path):
         out = api.report(st, tmp_path / "r.html", "nb201", png_dir=tmp_path / "png")
     assert "Campaign timeline per device" in out.read_text()
     assert (tmp_path / "png" / "timeline.png").stat().st_size > 1000
+
+
+def test_a_device_held_by_another_campaign_is_refused_before_measuring(store_path, cache_dir):
+    from harness.devices.lease import DeviceBusy, DeviceLease, lock_dir_for
+
+    with Store(store_path) as st, DeviceLease("held", lock_dir_for(store_path), command="another campaign"):
+        with pytest.raises(DeviceBusy, match="another campaign"):
+            farm(st, [sleep_profile("free"), sleep_profile("held")], SPACE.sample(2, 0), cache_dir)
+        assert st.info()["measurements"] == 0

@@ -20,7 +20,8 @@ from harness.devices.profile import Profile, parse_profile  # noqa: E402
 from harness.errors import FarmError  # noqa: E402
 from harness.farm.engine import run_farm  # noqa: E402
 from harness.farm.plan import make_plan  # noqa: E402
-from harness.farm.ray_lanes import connect, device_resource, place, ray_lanes  # noqa: E402
+from harness.farm.ray_lanes import connect, place, ray_lanes  # noqa: E402
+from harness.farm.resources import device_resource  # noqa: E402
 from harness.farm.status import cluster_status  # noqa: E402
 from harness.models.spaces import get_space  # noqa: E402
 from harness.results.store import Store  # noqa: E402
@@ -130,6 +131,10 @@ def test_virtual_phone_on_its_host_and_status_while_measuring(farm, tmp_path):
         assert s.finished, [(d.device, d.message) for d in s.devices]
         m = st.measurements("vphone")
         assert len(m) == 2 and (m.status == "ok").all() and (m.median_ms > 0).all()
+    p = subprocess.run([sys.executable, "-m", "harness", "farm", "status", "--ray", farm.cluster.address],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert p.returncode == 0, p.stderr
+    assert "hosts" in p.stdout and "vphone" in p.stdout and farm.p["rb"].digest() in p.stdout
     hosts, devices = seen[0]
     assert len([h for h in hosts if h.alive]) >= 3
     by = {d.device: d for d in devices if d.device in ("vphone", "rb")}

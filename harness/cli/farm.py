@@ -21,6 +21,14 @@ app = typer.Typer(help="A device farm on Ray: join hosts with their devices, see
 RayOpt = Annotated[str, typer.Option("--ray", help="'auto' (the cluster this host belongs to) or HOST:PORT.")]
 
 
+def need_ray(what: str) -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        err.print(f"[bold red]error:[/] {what} needs Ray: pip install 'harness[farm]'")
+        raise typer.Exit(2) from None
+
+
 class FarmProgress:
     """One progress line per device (--each) or per group (--split), and failures as they happen."""
 
@@ -108,11 +116,7 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
                           f"{', '.join(devices)}; nothing to do (--remeasure to measure again).")
             return None
         if ray_address is not None:
-            try:
-                import ray  # noqa: F401
-            except ImportError:
-                err.print("[bold red]error:[/] --ray needs Ray: pip install 'harness[farm]'")
-                raise typer.Exit(2) from None
+            need_ray("--ray")
             from harness.farm.ray_lanes import connect, ray_lanes
 
             connect(ray_address)
@@ -188,6 +192,7 @@ def join(
     if dry_run:
         console.print(shlex.join(args), highlight=False, markup=False, soft_wrap=True)
         return
+    need_ray("harness farm join")
     if address:
         j.claimed_elsewhere(address, profiles)
     code = j.run_ray_start(args, cache_dir)
@@ -202,6 +207,7 @@ def join(
 @cli_errors
 def status(ray_address: RayOpt = "auto") -> None:
     """Hosts of the farm, the devices each offers, and what each device is measuring now."""
+    need_ray("harness farm status")
     from harness.farm.ray_lanes import connect
     from harness.farm.status import cluster_status
 

@@ -42,8 +42,9 @@ class Lane(ABC):
         """Connect and prepare the device; resolves to the session's conditions."""
 
     @abstractmethod
-    def submit(self, arch: Arch, queued: int) -> Future:
-        """Measure one model; ``queued`` (models still waiting) is only reported to `farm status`."""
+    def submit(self, arch: Arch, queued: int, hint=None) -> Future:
+        """Measure one model; ``queued`` (models still waiting) is only reported to `farm status`;
+        ``hint`` (:class:`~harness.farm.local.ModelHint`) says where the model's file is if cached."""
 
     @abstractmethod
     def close(self, graceful: bool = True) -> None:
@@ -123,6 +124,7 @@ class _Farm:
         self.retry_s = write_retry_s
         self.pings: dict[str, tuple[Future, float]] = {}  # device -> (ping in flight, sent at)
         self.last_ping: dict[str, float] = {}
+        self.hints: dict[tuple, object] = {}
 
     # --- lane lifecycle -------------------------------------------------------------------
     def open(self, start_timeout_s: float) -> None:
@@ -185,8 +187,21 @@ class _Farm:
             while in_flight < lane.depth and q.todo:
                 arch = q.todo.popleft()
                 self.seq += 1
-                self.flights[lane.submit(arch, len(q.todo))] = _Flight(name, arch, self.seq)
+                self.flights[lane.submit(arch, len(q.todo), self.hint(name, arch))] = _Flight(name, arch, self.seq)
                 in_flight += 1
+
+    def hint(self, name: str, arch: Arch):
+        """Where the model is cached: worked out once per architecture, not once per device."""
+        from harness.farm.local import model_hint
+
+        p = self.plan.profiles[name]
+        key = (arch.key, p.runtime.model_format, p.graph)
+        if key not in self.hints:
+            try:
+                self.hints[key] = model_hint(self.plan.space, arch, p.runtime.model_format, p.graph)
+            except HarnessError:
+                self.hints[key] = None  # the device builds it and reports the failure with its kind
+        return self.hints[key]
 
     def handle(self, fut: Future, flight: _Flight) -> None:
         name = flight.device

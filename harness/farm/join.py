@@ -19,6 +19,7 @@ from harness.devices.driver import CheckReport, make_driver
 from harness.devices.profile import Profile, load_profile
 from harness.devices.registry import ProfileRegistry
 from harness.errors import DriverError, FarmError
+from harness.farm.resources import device_resource, digest_label
 
 
 def join_profiles(registry: ProfileRegistry, names: list[str] | None) -> list[Profile]:
@@ -54,8 +55,6 @@ def check_devices(profiles: list[Profile]) -> list[DeviceCheck]:
 
 
 def node_resources(profiles: list[Profile]) -> tuple[dict[str, float], dict[str, str]]:
-    from harness.farm.ray_lanes import device_resource, digest_label
-
     return ({device_resource(p.name): 1.0 for p in profiles}, {digest_label(p.name): p.digest() for p in profiles})
 
 
@@ -78,11 +77,9 @@ def claimed_elsewhere(address: str, profiles: list[Profile]) -> None:
 
 
 def ray_executable() -> str:
+    """Ray's CLI beside this Python (the venv harness runs in), else on PATH, else plain `ray`."""
     here = Path(sys.executable).with_name("ray")
-    found = str(here) if here.exists() else shutil.which("ray")
-    if not found:
-        raise FarmError("the `ray` command is not installed; pip install 'harness[farm]'")
-    return found
+    return str(here) if here.exists() else shutil.which("ray") or "ray"
 
 
 def ray_start_args(address: str | None, resources: dict[str, float], labels: dict[str, str], *,
@@ -104,4 +101,7 @@ def ray_start_args(address: str | None, resources: dict[str, float], labels: dic
 def run_ray_start(args: list[str], cache_dir: Path) -> int:
     """Run `ray start`; the host's workers inherit HARNESS_CACHE, so exports are cached on this host."""
     env = {**os.environ, "HARNESS_CACHE": str(cache_dir.resolve())}
-    return subprocess.run(args, env=env, check=False).returncode
+    try:
+        return subprocess.run(args, env=env, check=False).returncode
+    except FileNotFoundError:
+        raise FarmError("the `ray` command is not installed; pip install 'harness[farm]'") from None

@@ -6,13 +6,34 @@ from __future__ import annotations
 import socket
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 from harness.campaign import Measured, measure_model
 from harness.devices.driver import Driver, make_driver
 from harness.devices.profile import Profile
 from harness.farm.engine import Lane
-from harness.models.cache import ModelCache
+from harness.models.cache import Artifact, ModelCache
 from harness.models.spaces import Arch, SearchSpace
+
+
+@dataclass(frozen=True)
+class ModelHint:
+    """Where an architecture's model lives in any content-addressed cache (relative path) and what it is;
+    worked out once per architecture by the farm command, so a device whose host already has the file
+    skips building the graph and hashing it again."""
+
+    relpath: str
+    digest: str
+    degenerate: bool
+    graph_mode: str
+
+
+def model_hint(space: SearchSpace, arch: Arch, fmt: str, graph_mode: str) -> ModelHint:
+    from harness.models.passes import is_degenerate
+
+    graph = space.build(arch)
+    path = ModelCache(".").path_for(graph, fmt, graph_mode)
+    return ModelHint(str(path), path.stem, is_degenerate(graph), graph_mode)
 
 
 class DeviceSession:
@@ -29,9 +50,14 @@ class DeviceSession:
         get_format(self.profile.runtime.model_format)  # import the exporters now, not during the first model
         return self.driver.prepare()
 
-    def measure(self, arch: Arch) -> Measured:
-        m = measure_model(self.driver, self.cache, self.space, arch, self.profile.runtime.model_format,
-                          self.profile.graph)
+    def measure(self, arch: Arch, hint: ModelHint | None = None) -> Measured:
+        fmt, artifact = self.profile.runtime.model_format, None
+        if hint is not None and hint.graph_mode == self.profile.graph:
+            path = self.cache.root / hint.relpath
+            if path.exists():  # content-addressed: the file at this key is this model
+                artifact = Artifact(path, fmt, hint.digest, False, 0.0, graph_mode=hint.graph_mode,
+                                    degenerate=hint.degenerate)
+        m = measure_model(self.driver, self.cache, self.space, arch, fmt, self.profile.graph, artifact)
         self.measured += 1
         if self.profile.policy.cooldown_seconds:
             time.sleep(self.profile.policy.cooldown_seconds)
@@ -52,8 +78,8 @@ class LocalLane(Lane):
     def start(self) -> Future:
         return self._pool.submit(self._session.prepare)
 
-    def submit(self, arch: Arch, queued: int) -> Future:
-        return self._pool.submit(self._session.measure, arch)
+    def submit(self, arch: Arch, queued: int, hint: ModelHint | None = None) -> Future:
+        return self._pool.submit(self._session.measure, arch, hint)
 
     def close(self, graceful: bool = True) -> None:
         if self._closed:

@@ -23,19 +23,9 @@ import ray.exceptions as rex
 from harness.devices.profile import Profile, parse_profile
 from harness.errors import FarmError, HarnessError
 from harness.farm.engine import DeviceLost, Lane
+from harness.farm.resources import ACTOR_PREFIX, NAMESPACE, device_resource, digest_label
 from harness.models.cache import ModelCache
 from harness.models.spaces import Arch, get_space
-
-NAMESPACE = "harness"
-ACTOR_PREFIX = "device:"
-
-
-def device_resource(name: str) -> str:
-    return f"device:{name}"
-
-
-def digest_label(name: str) -> str:
-    return f"harness.profile/{name}"
 
 
 def host_cache_dir() -> Path:
@@ -144,11 +134,11 @@ class DeviceWorker:
         conditions = self.session.prepare()
         return {**conditions, "farm_host": socket.gethostname(), "farm_node": ray.get_runtime_context().get_node_id()}
 
-    def measure(self, arch: Arch, queued: int):
+    def measure(self, arch: Arch, queued: int, hint=None):
         self.current, self.queued = arch.key, queued
         t0 = time.perf_counter()
         try:
-            return self.session.measure(arch)
+            return self.session.measure(arch, hint)
         finally:
             self.busy_s += time.perf_counter() - t0
             self.done += 1
@@ -210,8 +200,8 @@ class RayLane(Lane):
     def start(self) -> Future:
         return _translate(self.actor.prepare.remote().future(), self.device, self.host)
 
-    def submit(self, arch: Arch, queued: int) -> Future:
-        return _translate(self.actor.measure.remote(arch, queued).future(), self.device, self.host)
+    def submit(self, arch: Arch, queued: int, hint=None) -> Future:
+        return _translate(self.actor.measure.remote(arch, queued, hint).future(), self.device, self.host)
 
     def ping(self) -> Future:
         return _translate(self.actor.status.remote().future(), self.device, self.host)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import ray
 
-from harness.farm.ray_lanes import ACTOR_PREFIX, NAMESPACE, digest_label
+from harness.farm.resources import ACTOR_PREFIX, NAMESPACE, digest_label
 
 
 @dataclass

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from harness.devices.profile import Profile
-from harness.farm.ray_lanes import device_resource, digest_label
+from harness.farm.resources import device_resource, digest_label
 
 
 def node_args(*profiles: Profile, digests: dict[str, str] | None = None, **extra) -> dict:
