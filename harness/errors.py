@@ -32,6 +32,22 @@ class UnknownNameError(HarnessError):
         super().__init__(msg + (f". {hint}" if hint else ""))
 
 
+class ParameterError(HarnessError):
+    """A call's argument cannot be used; ``param`` names it (the CLI adds the matching flag)."""
+
+    def __init__(self, param: str, message: str):
+        self.param = param
+        super().__init__(message)
+
+
+class NoPredictorError(HarnessError):
+    """``device`` lacks what is asked of it: a saved predictor, or (``needs="measurements"``) measurements."""
+
+    def __init__(self, device: str, message: str, needs: str = "predictor"):
+        self.device, self.needs = device, needs
+        super().__init__(message)
+
+
 class SpaceError(HarnessError):
     """An architecture key or sample request that the search space cannot satisfy."""
 

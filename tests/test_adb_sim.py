@@ -17,9 +17,9 @@ from adb_shell import exceptions as adb_errors
 from adb_shell.adb_device import AdbDeviceTcp
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from harness.sim.adb import proto as P
 from harness.devices.adb import _KeySigner, ensure_key
 from harness.devices.adb_benchmark import parse_output
+from harness.sim.adb import proto as P
 from harness.sim.adb.server import Faults, VirtualPhone, write_stand_in
 
 TMP = "/data/local/tmp"

@@ -14,19 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from tests.conftest import write_profile
+from tests.conftest import harness, write_profile
 
 runner = CliRunner()
 COMMANDS = [[], ["devices"], ["devices", "list"], ["devices", "show"], ["devices", "check"], ["measure"],
             ["export"], ["campaigns"], ["spaces"], ["demo"]]
-
-
-def harness(*args: str, env: dict, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "harness", *args], env=env, capture_output=True, text=True,
-                          timeout=300, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"harness {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
@@ -34,8 +26,8 @@ def test_every_command_has_useful_help(cmd):
     result = runner.invoke(app, [*cmd, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output and len(result.output) > 200
-    if cmd and cmd[-1] not in ("devices",):
-        assert "--store" in result.output, f"{cmd} must take --store"
+    uses_store = bool(cmd) and cmd[0] not in ("devices", "spaces")
+    assert ("--store" in result.output) == uses_store, f"{cmd}: --store only where the command reads the store"
 
 
 def test_devices_list_show_check(cli_env):

@@ -54,10 +54,10 @@ class GraphFeatures:
                  graph_mode: str = DEFAULT_GRAPH_MODE):
         self.space = space
         self.graph_mode = check_mode(graph_mode)
-        root = Path(cache_dir or os.environ.get("HARNESS_CACHE", "models/cache")) / "features"
-        self.path = root / f"{space.name}-graph-{graph_mode}-v{GRAPH_FEATURES_VERSION}.npz"
+        self.path = (Path(cache_dir) / "features" / f"{space.name}-graph-{graph_mode}-v{GRAPH_FEATURES_VERSION}.npz"
+                     if cache_dir is not None else None)  # None: kept in memory only
         self._rows: dict[str, dict[str, float]] = {}
-        if self.path.exists():
+        if self.path is not None and self.path.exists():
             data = np.load(self.path, allow_pickle=False)
             names = list(data["names"])
             for key, row in zip(data["keys"], data["values"]):
@@ -71,6 +71,8 @@ class GraphFeatures:
             self._save()
 
     def _save(self) -> None:
+        if self.path is None:
+            return
         names = sorted({n for row in self._rows.values() for n in row})
         keys = list(self._rows)
         values = np.array([[self._rows[k].get(n, 0.0) for n in names] for k in keys])

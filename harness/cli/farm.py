@@ -9,9 +9,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
-from rich.table import Table
 
 from harness.cli.common import DEFAULT_CACHE, DEFAULT_DEVICES, CacheOpt, DevicesDirOpt, cli_errors, console, err
 
@@ -32,7 +29,7 @@ def need_ray(what: str) -> None:
 class FarmProgress:
     """One progress line per device (--each) or per group (--split), and failures as they happen."""
 
-    def __init__(self, progress: Progress, mode: str):
+    def __init__(self, progress, mode: str):
         self.progress, self.mode = progress, mode
         self.tasks: dict[str, int] = {}
         self.counts: dict[str, int] = {}
@@ -69,6 +66,8 @@ class FarmProgress:
 
 
 def print_farm_summary(summary, store: Path) -> None:
+    from rich.table import Table
+
     table = Table(title=f"{summary.space}: {summary.requested} architectures, --{summary.mode}")
     for col in ("device", "host", "measured", "failed", "already", "status"):
         table.add_column(col, justify="right" if col in ("measured", "failed", "already") else "left")
@@ -90,6 +89,9 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
                      all_archs: bool, arch, arch_file, remeasure: bool, max_failures: int, store: Path,
                      devices_dir: Path, cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
                      wait: bool = False):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
     from harness.devices.registry import ProfileRegistry
     from harness.farm.engine import run_farm
     from harness.farm.plan import make_plan
@@ -208,6 +210,8 @@ def join(
 def status(ray_address: RayOpt = "auto") -> None:
     """Hosts of the farm, the devices each offers, and what each device is measuring now."""
     need_ray("harness farm status")
+    from rich.table import Table
+
     from harness.farm.ray_lanes import connect
     from harness.farm.status import cluster_status
 

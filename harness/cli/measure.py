@@ -5,22 +5,18 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 
-from harness.campaign import CampaignSummary, ModelOutcome, run_campaign
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, err)
-from harness.devices.lease import DeviceBusy
-from harness.devices.registry import ProfileRegistry
-from harness.models.cache import ModelCache
-from harness.models.selection import select
-from harness.models.spaces import get_space
-from harness.results.store import Store
+                                StoreOpt, cli_errors, console, err, reachable)
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from harness.campaign import CampaignSummary, ModelOutcome
 
 
 class ProgressObserver:
@@ -124,7 +120,17 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         arch_file: Path | None, remeasure: bool, max_failures: int, store: Path, devices_dir: Path,
         cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
         wait: bool = False) -> CampaignSummary:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    from harness.campaign import run_campaign
+    from harness.devices.lease import DeviceBusy
+    from harness.devices.registry import ProfileRegistry
+    from harness.models.cache import ModelCache
     from harness.models.passes import check_mode
+    from harness.models.selection import select
+    from harness.models.spaces import get_space
+    from harness.results.store import Store
 
     profile = ProfileRegistry(devices_dir).get(device)
     if graph is not None:  # a campaign setting: recorded with the campaign's profile and each measurement
@@ -132,7 +138,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
     sp = get_space(space)
     archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
-    with Store(store) as st:
+    with reachable(profile) as profile, Store(store) as st:
         progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                             TextColumn("{task.fields[status]}"), console=console, transient=False)

@@ -10,11 +10,9 @@ from rich.table import Table
 
 from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console
 from harness.errors import HarnessError
-from harness.results.export import latency_table, write_table
-from harness.results.store import Store
 
 
-def _one_space(st: Store, space: str | None) -> str:
+def _one_space(st, space: str | None) -> str:
     if space:
         return space
     spaces = st.spaces()
@@ -32,6 +30,8 @@ def export(
 ) -> None:
     """Write the tidy latency table: one row per architecture, key columns, a <device>_ms median column each."""
     from harness.models.cache import EXPORTER_VERSION
+    from harness.results.export import latency_table, write_table
+    from harness.results.store import Store
 
     with Store(store) as st:
         df = latency_table(st, _one_space(st, space), device or None)
@@ -57,6 +57,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     """List the campaigns in the store with their status and counts (stale: measurements of models from an
     older exporter; re-measure them with `harness measure ... --remeasure-stale`)."""
     from harness.models.cache import EXPORTER_VERSION
+    from harness.results.store import Store
 
     with Store(store) as st:
         df = st.campaigns(EXPORTER_VERSION)

@@ -48,7 +48,7 @@ def adb(
     unless --host says otherwise (then --auth or --adb-keys is required). Modes set on the phone never carry
     setuid/setgid/sticky bits onto the host.
     """
-    from harness.sim.adb.server import Faults, VirtualPhone, write_stand_in
+    from harness.sim.adb.server import Faults, VirtualPhone, install_stand_in
 
     keys = []
     if adb_keys is not None:
@@ -68,10 +68,7 @@ def adb(
     except (OSError, ValueError) as e:
         err.print(f"[bold red]error:[/] cannot start the virtual phone: {e}")
         raise typer.Exit(2) from None
-    stand_in = root / "data/local/tmp/harness/benchmark_model"
-    if not stand_in.exists():  # as if pushed already: a profile without connection.benchmark_model works
-        stand_in.parent.mkdir(parents=True, exist_ok=True)
-        write_stand_in(stand_in)
+    install_stand_in(root)
     console.print(f"virtual phone [bold]{phone.identity.model}[/] ({phone.serial}) listening on {phone.address}, "
                   f"storage in {root.resolve()}; `adb connect {phone.address}`. Ctrl-C stops it.", highlight=False)
     signal.signal(signal.SIGTERM, _stop)

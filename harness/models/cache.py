@@ -82,7 +82,7 @@ class Artifact:
 
 
 class ModelCache:
-    def __init__(self, root: str | os.PathLike = "models/cache", seed: int = 0):
+    def __init__(self, root: str | os.PathLike, seed: int = 0):
         self.root = Path(root)
         self.seed = seed
 

@@ -24,16 +24,19 @@ from harness.errors import HarnessError, SpaceError, StoreError
 from harness.models.spaces import SPACES, Arch, SearchSpace, get_space
 from harness.results.store import Store, _pid_alive, utcnow
 
-# key columns -> space; the first signature fully present in the file wins
-KEY_SIGNATURES: list[tuple[frozenset[str], str]] = [
-    (frozenset({"nb201_index"}), "nb201"),
-    (frozenset({"arch_str"}), "nb201"),
-    (frozenset({"op_idx_list"}), "fbnet"),
-    (frozenset({"proxyless_ops"}), "proxyless"),
-    (frozenset({"ks", "e", "d", "resolution"}), "ofa_mbv3"),
-]
-REL_TOL = 1e-6
-CHUNK_ROWS = 50_000  # rows per write transaction: a few tens of milliseconds of lock at most  # values written with 8 significant digits compare equal within this
+
+def key_signatures() -> list[tuple[frozenset[str], str]]:
+    """(key columns, space) for every registered space, from its ``key_columns``: each column alone, or all
+    together for a ``composite_key`` space. The first signature fully present in a file wins."""
+    out: list[tuple[frozenset[str], str]] = []
+    for name, cls in SPACES.items():
+        if cls.detect_from_columns:
+            sigs = [frozenset(cls.key_columns)] if cls.composite_key else [frozenset({c}) for c in cls.key_columns]
+            out += [(sig, name) for sig in sigs]
+    return out
+
+CHUNK_ROWS = 50_000  # rows per write transaction: a few tens of milliseconds of lock at most
+REL_TOL = 1e-6  # values written with 8 significant digits compare equal within this
 
 
 class ImportFileError(HarnessError):
@@ -75,10 +78,11 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def detect_space(columns: list[str], path: Path) -> str:
     cols = set(columns)
-    for signature, space in KEY_SIGNATURES:
+    signatures = key_signatures()
+    for signature, space in signatures:
         if signature <= cols:
             return space
-    wanted = "; ".join(", ".join(sorted(s)) + f" ({sp})" for s, sp in KEY_SIGNATURES)
+    wanted = "; ".join(", ".join(sorted(s)) + f" ({sp})" for s, sp in signatures)
     raise ImportFileError(f"{path}: no recognisable architecture key column. Expected one of: {wanted}. "
                        f"Columns: {', '.join(columns)}. Use --space if the key columns have these names.")
 

@@ -27,7 +27,6 @@ from harness.errors import StoreError
 from harness.models.spaces import Arch
 
 SCHEMA_VERSION = 5
-DEFAULT_STORE = Path(os.environ.get("HARNESS_STORE", "results/harness.db"))
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -232,7 +231,7 @@ def _pid_alive(pid: int) -> bool:
 class Store:
     """Open (creating if needed) the store at ``path``; the schema version is checked here."""
 
-    def __init__(self, path: str | os.PathLike = DEFAULT_STORE, *, busy_timeout: float = 30.0):
+    def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 30.0):
         self.path = Path(path)
         self.pending_dir = self.path.with_name(self.path.name + ".pending")
         self.path.parent.mkdir(parents=True, exist_ok=True)

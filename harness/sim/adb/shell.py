@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.devices import adb_benchmark
+from harness.sim.adb import output as bm_output
 from harness.sim.adb.bench import MAGIC, BenchWorker, Cancelled
 from harness.sim.adb.fs import FSError, Sandbox, normalise
 from harness.sim.adb.phone import Identity, Thermal
@@ -926,7 +926,7 @@ def benchmark_model(sh: Shell, argv: list[str], io: IO) -> int:
     if unconsumed:
         io.out(f"WARN: Unconsumed cmdline flags: {' '.join(unconsumed)}\n")
     graph = flags.get("graph", "")
-    for line in adb_benchmark.format_params(flags, graph):
+    for line in bm_output.format_params(flags, graph):
         info(line)
     if not graph:
         error("Please specify the name of your TF Lite input file with --graph")
@@ -976,7 +976,7 @@ def benchmark_model(sh: Shell, argv: list[str], io: IO) -> int:
         return 1
     phases = [(req["warmup_runs"], req["warmup_min_secs"], max_secs, resp["warmup_us"]),
               (req["num_runs"], req["min_secs"], max_secs, resp["timed_us"])]
-    for line in adb_benchmark.format_results(init_us=resp["init_us"], model_size_bytes=resp["model_size"],
+    for line in bm_output.format_results(init_us=resp["init_us"], model_size_bytes=resp["model_size"],
                                              phases=phases, mem_init_mb=resp.get("mem_init_mb"),
                                              mem_overall_mb=resp.get("mem_overall_mb"), graph=graph,
                                              xnnpack=xnnpack):
