@@ -117,13 +117,15 @@ def main() -> None:
         cluster.add_node(**node_args(*ps))
     connect(cluster.address)
     print(f"3-node local Ray cluster up in {time.perf_counter() - t0:.1f} s; {args.models} models per device, "
-          f"{args.latency_ms:g} ms each; {os.cpu_count()} CPUs")
+          f"{args.latency_ms:g} ms each; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
 
     local = lambda plan: local_lanes(plan, cache)  # noqa: E731
     if not args.only_loss:
         scaling_and_overhead(args, tmp, profiles, archs, counts, local, ray_lanes)
     if not args.skip_loss:
         node_loss(args, tmp, cluster, profiles, extra, archs, ray_lanes, node_args)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (a 3-node cluster and 8 actor processes share "
+          f"these {os.cpu_count()} CPUs with everything else)")
     ray.shutdown()
     cluster.shutdown()
 
