@@ -173,3 +173,35 @@ def test_a_device_held_by_another_campaign_is_refused_before_measuring(store_pat
         with pytest.raises(DeviceBusy, match="another campaign"):
             farm(st, [sleep_profile("free"), sleep_profile("held")], SPACE.sample(2, 0), cache_dir)
         assert st.info()["measurements"] == 0
+
+
+def test_ctrl_c_keeps_every_finished_model_and_the_rerun_completes(tmp_path, cli_env, store_path):
+    import signal
+
+    devices = tmp_path / "devices"
+    for name in ("int-a", "int-b"):
+        (devices / f"{name}.yaml").write_text(yaml.safe_dump(
+            {"name": name, "connection": {"kind": "sleep", "latency_ms": 150},
+             "runtime": {"name": "onnxruntime"}, "policy": QUICK}))
+    cmd = [sys.executable, "-m", "harness", "measure", "-d", "int-a", "-d", "int-b", "--sample", "8", "--seed", "2"]
+    proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        if store_path.exists():
+            with Store(store_path) as st:
+                if len(st.measurements()) >= 3:
+                    break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    with Store(store_path) as st:
+        kept = st.measurements()
+        assert 3 <= len(kept) < 16 and (kept.status == "ok").all()
+        assert set(st.campaigns().status) == {"interrupted"}
+    rerun = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    with Store(store_path) as st:
+        m = st.measurements()
+        assert len(m) == 16 and not m.duplicated(["device", "key"]).any()
