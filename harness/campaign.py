@@ -184,7 +184,7 @@ def record_measured(store: Store, retry_s: float, campaign_id: int, device: str,
         return
     r = m.result
     record(store, retry_s, campaign_id, device, m.arch, summary=r.summary(), init_ms=r.init_ms,
-           timed_ms=r.timed_ms, warmup_ms=r.warmup_ms,
+           timed_ms=r.timed_ms, warmup_ms=r.warmup_ms, per_run=r.per_run, n_runs=r.n_runs,
            conditions={"before": r.conditions_before, "after": r.conditions_after}, **fields)
 
 

@@ -96,7 +96,7 @@ class SleepDriver(Driver):
         self._models += 1
         ms = latency_ms(self._load(model_ref), c.latency_ms, c.spread, c.seed)
         deadline = time.monotonic() + pol.timeout_seconds
-        before = {"t": time.time()}
+        before = self._conditions()
 
         def sleep_once() -> None:
             if time.monotonic() + ms / 1000 > deadline:
@@ -113,7 +113,12 @@ class SleepDriver(Driver):
             timed += 1
         # the nominal latency is reported (deterministic); the sleeps above make the wall time real
         return RunResult(timed_ms=[ms] * timed, warmup_ms=[ms] * pol.warmup_runs, init_ms=0.0,
-                         conditions_before=before, conditions_after={"t": time.time()})
+                         conditions_before=before, conditions_after=self._conditions())
+
+    @staticmethod
+    def _conditions() -> dict[str, Any]:
+        """A sleeping device has no clock or sensors: the time, and None for what it cannot observe."""
+        return {"time_unix": time.time(), "temperatures_c": None, "cpu_freq_mhz": None}
 
     def cleanup(self) -> None:
         self._prepared = False
