@@ -126,16 +126,19 @@ def test_group_does_not_change_the_profile_digest():
     assert sleep_profile("x").digest() == sleep_profile("x", group="g").digest()
 
 
+@pytest.mark.slow
 def test_cli_measures_two_devices_with_one_summary(tmp_path, cli_env):
     devices = tmp_path / "devices"
     for name in ("cli-a", "cli-b"):
         (devices / f"{name}.yaml").write_text(yaml.safe_dump(
             {"name": name, "connection": {"kind": "sleep", "latency_ms": 10, "drop_after": 1 if name == "cli-b" else None},
              "runtime": {"name": "onnxruntime"}, "policy": QUICK}))
-    p = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "cli-a", "-d", "cli-b", "--sample", "3"],
-                       env=cli_env, capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "cli-a", "-d", "cli-b", "-d", "virtual-phone",
+                        "--sample", "3"], env=cli_env, capture_output=True, text=True, timeout=180)
     assert p.returncode == 1, p.stderr  # one device stopped
     assert "cli-a" in p.stdout and "finished" in p.stdout and "cli-b stopped" in p.stdout
+    with Store(cli_env["HARNESS_STORE"]) as st:  # the virtual phone was served for the command, as for one device
+        assert len(st.measurements("virtual-phone").query("status == 'ok'")) == 3
     assert "not every device finished" in p.stderr and "Traceback" not in p.stderr
     bad = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "cli-a", "-d", "cli-a", "--sample", "2"],
                          env=cli_env, capture_output=True, text=True, timeout=120)
@@ -175,6 +178,7 @@ def test_a_device_held_by_another_campaign_is_refused_before_measuring(store_pat
         assert st.info()["measurements"] == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_every_finished_model_and_the_rerun_completes(tmp_path, cli_env, store_path):
     import signal
 

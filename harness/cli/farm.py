@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import shlex
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 
-from harness.cli.common import DEFAULT_CACHE, DEFAULT_DEVICES, CacheOpt, DevicesDirOpt, cli_errors, console, err
+from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, CacheOpt, DevicesDirOpt, cli_errors, console, err,
+                                reachable)
 
 app = typer.Typer(help="A device farm on Ray: join hosts with their devices, see what each device is doing.",
                   no_args_is_help=True)
@@ -92,6 +94,7 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
+    from harness.devices.lease import DeviceBusy
     from harness.devices.registry import ProfileRegistry
     from harness.farm.engine import run_farm
     from harness.farm.plan import make_plan
@@ -99,8 +102,6 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
     from harness.models.selection import select
     from harness.models.spaces import get_space
     from harness.results.store import Store
-
-    from harness.devices.lease import DeviceBusy
 
     registry = ProfileRegistry(devices_dir)
     profiles = [registry.get(d) for d in devices]
@@ -111,7 +112,10 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
     sp = get_space(space)
     archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
-    with Store(store) as st:
+    with ExitStack() as stack:
+        if ray_address is None:  # stand-ins served for this command (ADB serial `virtual`), as for one device
+            profiles = [stack.enter_context(reachable(p)) for p in profiles]
+        st = stack.enter_context(Store(store))
         plan = make_plan(st, profiles, sp, archs, mode, remeasure, remeasure_stale)  # type: ignore[arg-type]
         if not any(q.todo for q in plan.queues.values()):
             console.print(f"all {len(archs)} architectures are already in {store} for "
