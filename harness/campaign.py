@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from harness import interrupts
 from harness.devices.driver import Driver, RunResult, make_driver
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.profile import Profile
@@ -59,6 +60,7 @@ class CampaignSummary:
     failed: int = 0
     exported: int = 0
     unstable: list[str] = field(default_factory=list)
+    unstable_cv: dict[str, float] = field(default_factory=dict)  # key -> run-to-run CV (std / mean)
     failures: dict[str, int] = field(default_factory=dict)
     status: str = "nothing to do"
     elapsed_s: float = 0.0
@@ -87,6 +89,8 @@ class _Silent:
 
 def stale_keys(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch]) -> list[str]:
     """Keys among ``archs`` whose latest measurement in the profile's graph mode is of an older exporter."""
+    if hasattr(space, "artifact"):  # model files are not exported: never stale
+        return []
     versions = store.measured_versions(profile.name, space.name, profile.graph)
     return [a.key for a in archs if versions.get(a.key, EXPORTER_VERSION) < EXPORTER_VERSION]
 
@@ -98,6 +102,8 @@ def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     if remeasure:
         return list(archs)
     versions = store.measured_versions(profile.name, space.name, profile.graph)
+    if hasattr(space, "artifact"):
+        remeasure_stale = False  # model files are not exported: never stale
     return [a for a in archs if a.key not in versions
             or (remeasure_stale and versions[a.key] < EXPORTER_VERSION)]
 
@@ -145,8 +151,8 @@ class Measured:
     failure_kind: str | None = None
     failure_message: str = ""
     degenerate: bool | None = None
-    graph_mode: str = "prune"
-    exporter_version: int = EXPORTER_VERSION
+    graph_mode: str | None = "prune"  # None, with exporter_version, for model files measured as they are
+    exporter_version: int | None = EXPORTER_VERSION
 
     @property
     def ok(self) -> bool:
@@ -159,8 +165,12 @@ def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: A
     failed Measured; a lost connection is raised, because the device, not the model, failed."""
     started, t0 = utcnow(), time.perf_counter()
     exported, digest, degenerate = False, None, None
+    as_files = hasattr(space, "artifact")  # model files (harness.models.files): measured as they are
+    identity: dict[str, Any] = (dict(graph_mode=None, exporter_version=None) if as_files
+                                else dict(graph_mode=graph_mode, exporter_version=EXPORTER_VERSION))
     try:
-        artifact = artifact or cache.get(space.build(arch), fmt, graph_mode)
+        if artifact is None:
+            artifact = space.artifact(arch) if as_files else cache.get(space.build(arch), fmt, graph_mode)
         exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
         result = driver.run(driver.push(artifact))
     except ConnectionLost:
@@ -168,9 +178,9 @@ def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: A
     except (DriverError, ExportError) as e:
         kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
         return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, failure_kind=kind,
-                        failure_message=str(e), degenerate=degenerate, graph_mode=graph_mode)
-    return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, result,
-                    degenerate=degenerate, graph_mode=graph_mode)
+                        failure_message=str(e), degenerate=degenerate, **identity)
+    return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, result, degenerate=degenerate,
+                    **identity)
 
 
 def record_measured(store: Store, retry_s: float, campaign_id: int, device: str, m: Measured) -> None:
@@ -203,6 +213,7 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
     cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
     if cv >= UNSTABLE_CV:
         summary.unstable.append(m.arch.key)
+        summary.unstable_cv[m.arch.key] = cv
     return ModelOutcome(m.arch, position, total, True, stats["median_ms"], cv, m.exported)
 
 
@@ -234,15 +245,25 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         return summary
     t_start = time.perf_counter()
     fmt = profile.runtime.model_format
-    summary.campaign_id = cid = retrying(lambda: store.start_campaign(
-        profile.name, space.name, profile.as_dict(), profile.digest(), len(todo), command), write_retry_s)
-    driver = driver or make_driver(profile)
+    interrupts.check()
+    try:
+        summary.campaign_id = cid = retrying(lambda: store.start_campaign(
+            profile.name, space.name, profile.as_dict(), profile.digest(), len(todo), command), write_retry_s)
+    except KeyboardInterrupt:  # it may have committed the row before the id came back: close it
+        try:
+            with interrupts.shielded():
+                store.close_own_campaigns(profile.name, "interrupted", "stopped by the user")
+        except StoreError:
+            pass  # closed as abandoned by the next campaign
+        raise
     status, message, consecutive = "failed", "", 0
     try:
+        driver = driver or make_driver(profile)
         summary.conditions = driver.prepare()
         retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         observer.started(summary, len(todo))
         for i, arch in enumerate(todo):
+            interrupts.check()  # a Ctrl-C that some library swallowed still stops the campaign here
             m = measure_model(driver, cache, space, arch, fmt, profile.graph)
             record_measured(store, write_retry_s, cid, profile.name, m)
             observer.model_done(count_outcome(summary, m, i + 1, len(todo)), summary)
@@ -263,13 +284,42 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         message = str(e)
         raise
     finally:
-        driver.cleanup()
         summary.status = status
         summary.elapsed_s = time.perf_counter() - t_start
         try:
-            retrying(lambda: store.finish_campaign(cid, status, message), min(write_retry_s, 60.0))
-        except StoreError:
-            if status == "finished":
-                raise
-            # an error is already on its way out; the row stays 'running' and is closed as abandoned later
+            _close(store, cid, summary, message, min(write_retry_s, 60.0))
+        finally:
+            if driver is not None:
+                # on Ctrl-C the model in flight is abandoned at once instead of waiting for it
+                driver.abort() if status == "interrupted" else driver.cleanup()
     return summary
+
+
+def _close(store: Store, cid: int, summary: CampaignSummary, message: str, retry_s: float) -> None:
+    """Record the campaign's end. The write is shielded: a Ctrl-C meanwhile is held until it is done, then
+    raised. A busy store is retried; a Ctrl-C while waiting for it gives up (the row is then closed as
+    abandoned later), and so does an error when another one is already on its way out."""
+    deadline, wait, interrupted = time.monotonic() + retry_s, 0.05, False
+    while True:
+        written = False
+        try:
+            with interrupts.shielded():
+                store.finish_campaign(cid, summary.status, message)
+                written = True
+        except KeyboardInterrupt:
+            if written or interrupted:  # held while writing, or a second one: the user wants out
+                raise
+            interrupted = True  # raised inside the write itself: write again, as interrupted
+            summary.status, message = "interrupted", "stopped by the user"
+            continue
+        except StoreError as e:
+            if e.transient and time.monotonic() + wait < deadline:
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
+                continue
+            if summary.status == "finished":
+                raise
+            return
+        break
+    if interrupted:
+        raise KeyboardInterrupt

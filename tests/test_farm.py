@@ -185,7 +185,7 @@ def test_ctrl_c_keeps_every_finished_model_and_the_rerun_completes(tmp_path, cli
     devices = tmp_path / "devices"
     for name in ("int-a", "int-b"):
         (devices / f"{name}.yaml").write_text(yaml.safe_dump(
-            {"name": name, "connection": {"kind": "sleep", "latency_ms": 150},
+            {"name": name, "connection": {"kind": "sleep", "latency_ms": 300},
              "runtime": {"name": "onnxruntime"}, "policy": QUICK}))
     cmd = [sys.executable, "-m", "harness", "measure", "-d", "int-a", "-d", "int-b", "--sample", "8", "--seed", "2"]
     proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

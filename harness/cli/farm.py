@@ -90,7 +90,7 @@ def print_farm_summary(summary, store: Path) -> None:
 def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: str | None, sample, seed: int,
                      all_archs: bool, arch, arch_file, remeasure: bool, max_failures: int, store: Path,
                      devices_dir: Path, cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
-                     wait: bool = False):
+                     wait: bool = False, model: list[Path] | None = None):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
@@ -109,8 +109,22 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
         from harness.models.passes import check_mode
 
         profiles = [p.model_copy(update={"graph": check_mode(graph)}) for p in profiles]
-    sp = get_space(space)
-    archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
+    if model:
+        from harness.errors import HarnessError
+        from harness.models.files import FileSpace, open_model
+
+        if ray_address is not None:
+            raise HarnessError("--model files are measured on this host's devices; leave out --ray (a farm's hosts "
+                               "build the search spaces' models themselves)")
+        if sample is not None or all_archs or arch or arch_file:
+            raise HarnessError("--model measures files; leave out --sample, --all, --arch and --arch-file")
+        sp = FileSpace([open_model(m) for m in model])
+        for p in profiles:
+            sp.check_runtime(p)
+        archs = sp.archs()
+    else:
+        sp = get_space(space)
+        archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
     with ExitStack() as stack:
         if ray_address is None:  # stand-ins served for this command (ADB serial `virtual`), as for one device

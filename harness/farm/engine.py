@@ -195,6 +195,8 @@ class _Farm:
         from harness.farm.local import model_hint
 
         p = self.plan.profiles[name]
+        if hasattr(self.plan.space, "artifact"):  # model files: measured as they are, nothing to build
+            return None
         key = (arch.key, p.runtime.model_format, p.graph)
         if key not in self.hints:
             try:
@@ -284,7 +286,10 @@ class _Farm:
         self.obs.model_done(s, outcome)
 
     def run(self) -> None:
+        from harness import interrupts
+
         while True:
+            interrupts.check()  # a Ctrl-C that some library swallowed still stops the farm here
             self.fill()
             if not self.flights:
                 break
@@ -299,7 +304,7 @@ class _Farm:
         for fut in list(self.flights):
             fut.cancel()
         for name in sorted(self.active):
-            self.stop(name, status, message)
+            self.stop(name, status, message, graceful=False)
 
 
 def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: str = "",

@@ -85,8 +85,13 @@ class LocalLane(Lane):
         if self._closed:
             return
         self._closed = True
-        # cleanup runs after whatever the device is doing; the command does not wait for a stuck device
-        self._pool.submit(self._cleanup)
+        if graceful:  # after whatever the device is doing; the command does not wait for a stuck device
+            self._pool.submit(self._cleanup)
+        else:  # Ctrl-C or a fault: abandon the model in flight at once, as a one-device campaign does
+            try:
+                self._session.driver.abort()
+            except Exception:  # noqa: BLE001 - closing must not hide the outcome that made us close
+                pass
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _cleanup(self) -> None:
