@@ -20,8 +20,10 @@ from typing import Any, Protocol, TypeVar
 from harness import interrupts
 from harness.devices.driver import Driver, RunResult, make_driver
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
+from harness.devices.preflight import check_workload
 from harness.devices.profile import Profile
-from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError, StoreError
+from harness.errors import (ConnectionLost, DriverError, DriverUnavailable, ExportError, FailureKind, HarnessError,
+                            StoreError)
 from harness.models.cache import EXPORTER_VERSION, Artifact, ModelCache
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store, utcnow
@@ -87,11 +89,24 @@ class _Silent:
         pass
 
 
+def workload_columns(profile: Profile) -> dict[str, Any]:
+    """The profile's workload as the store's measurement columns."""
+    w = profile.workload
+    return {"batch_size": w.batch_size, "input_shape": w.shape_label(), "precision": w.precision,
+            "calibration": w.calibration_label()}
+
+
+def build_graph(space: SearchSpace, arch: Arch, profile: Profile):
+    """The architecture's graph at the profile's resolution (channels from the space)."""
+    shape = profile.workload.input_shape
+    return space.build(arch, (*shape, space.default_input_shape[2]) if shape else None)
+
+
 def stale_keys(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch]) -> list[str]:
     """Keys among ``archs`` whose latest measurement in the profile's graph mode is of an older exporter."""
     if hasattr(space, "artifact"):  # model files are not exported: never stale
         return []
-    versions = store.measured_versions(profile.name, space.name, profile.graph)
+    versions = store.measured_versions(profile.name, space.name, profile.graph, workload_columns(profile))
     return [a.key for a in archs if versions.get(a.key, EXPORTER_VERSION) < EXPORTER_VERSION]
 
 
@@ -101,7 +116,7 @@ def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     profile's graph mode, plus stale ones when ``remeasure_stale``, or all with ``remeasure``."""
     if remeasure:
         return list(archs)
-    versions = store.measured_versions(profile.name, space.name, profile.graph)
+    versions = store.measured_versions(profile.name, space.name, profile.graph, workload_columns(profile))
     if hasattr(space, "artifact"):
         remeasure_stale = False  # model files are not exported: never stale
     return [a for a in archs if a.key not in versions
@@ -151,43 +166,51 @@ class Measured:
     failure_kind: str | None = None
     failure_message: str = ""
     degenerate: bool | None = None
-    graph_mode: str | None = "prune"  # None, with exporter_version, for model files measured as they are
-    exporter_version: int | None = EXPORTER_VERSION
+    identity: dict[str, Any] = field(default_factory=dict)  # graph mode, exporter version, workload
 
     @property
     def ok(self) -> bool:
         return self.failure_kind is None
 
 
-def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: Arch, fmt: str,
-                  graph_mode: str = "prune", artifact: Artifact | None = None) -> Measured:
+def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: Arch, profile: Profile,
+                  artifact: Artifact | None = None) -> Measured:
     """Export (cached), push and time one model (``artifact``: already at hand). Typed failures become a
-    failed Measured; a lost connection is raised, because the device, not the model, failed."""
+    failed Measured; a lost connection (or a driver that cannot run at all) is raised: the device, not the
+    model, failed."""
+    fmt, wl = profile.runtime.model_format, workload_columns(profile)
     started, t0 = utcnow(), time.perf_counter()
     exported, digest, degenerate = False, None, None
     as_files = hasattr(space, "artifact")  # model files (harness.models.files): measured as they are
     identity: dict[str, Any] = (dict(graph_mode=None, exporter_version=None) if as_files
-                                else dict(graph_mode=graph_mode, exporter_version=EXPORTER_VERSION))
+                                else dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION))
+    identity["workload"] = wl
     try:
-        if artifact is None:
-            artifact = space.artifact(arch) if as_files else cache.get(space.build(arch), fmt, graph_mode)
-        exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
-        result = driver.run(driver.push(artifact))
-    except ConnectionLost:
+        ref = driver.push_arch(arch)
+        if ref is not None:  # answered by architecture (replay): no model file, no exporter identity
+            identity = dict(graph_mode=None, exporter_version=None, workload=wl)
+        else:
+            if artifact is None:
+                artifact = space.artifact(arch) if as_files else cache.get(
+                    build_graph(space, arch, profile), fmt, profile.graph, batch=wl["batch_size"],
+                    precision=wl["precision"], calibration=profile.workload.calibration)
+            exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
+            ref = driver.push(artifact)
+        result = driver.run(ref)
+    except (ConnectionLost, DriverUnavailable):  # nothing else can succeed: stop now
         raise
     except (DriverError, ExportError) as e:
         kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
         return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, failure_kind=kind,
-                        failure_message=str(e), degenerate=degenerate, **identity)
+                        failure_message=str(e), degenerate=degenerate, identity=identity)
     return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, result, degenerate=degenerate,
-                    **identity)
+                    identity=identity)
 
 
 def record_measured(store: Store, retry_s: float, campaign_id: int, device: str, m: Measured) -> None:
     """One model's outcome and all its runs, in one transaction (see :func:`record`)."""
     fields: dict[str, Any] = dict(model_format=m.model_format, model_digest=m.model_digest, started_at=m.started_at,
-                                  duration_s=m.duration_s, degenerate=m.degenerate, graph_mode=m.graph_mode,
-                                  exporter_version=m.exporter_version)
+                                  duration_s=m.duration_s, degenerate=m.degenerate, **m.identity)
     if m.result is None:
         record(store, retry_s, campaign_id, device, m.arch, failure_kind=m.failure_kind or
                FailureKind.DEVICE_ERROR.value, failure_message=m.failure_message, **fields)
@@ -195,7 +218,8 @@ def record_measured(store: Store, retry_s: float, campaign_id: int, device: str,
     r = m.result
     record(store, retry_s, campaign_id, device, m.arch, summary=r.summary(), init_ms=r.init_ms,
            timed_ms=r.timed_ms, warmup_ms=r.warmup_ms, per_run=r.per_run, n_runs=r.n_runs,
-           conditions={"before": r.conditions_before, "after": r.conditions_after}, **fields)
+           conditions={"before": r.conditions_before, "after": r.conditions_after},
+           energy_mj=r.energy_mj, energy_method=r.energy_method, **fields)
 
 
 def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: int) -> ModelOutcome:
@@ -238,11 +262,12 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
          driver: Driver | None, write_retry_s: float) -> CampaignSummary:
     observer = observer or _Silent()
     todo = plan(store, profile, space, archs, remeasure, remeasure_stale)
-    summary = CampaignSummary(profile.name, space.name, len(archs), len(archs) - len(todo), graph_mode=profile.graph)
+    summary = CampaignSummary(profile.measured_name, space.name, len(archs), len(archs) - len(todo), graph_mode=profile.graph)
     if not (remeasure or remeasure_stale):
         summary.stale = len(stale_keys(store, profile, space, archs))
     if not todo:
         return summary
+    check_workload(profile, space, todo)  # bad workload: one clear error before anything starts
     t_start = time.perf_counter()
     fmt = profile.runtime.model_format
     interrupts.check()
@@ -264,7 +289,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         observer.started(summary, len(todo))
         for i, arch in enumerate(todo):
             interrupts.check()  # a Ctrl-C that some library swallowed still stops the campaign here
-            m = measure_model(driver, cache, space, arch, fmt, profile.graph)
+            m = measure_model(driver, cache, space, arch, profile)
             record_measured(store, write_retry_s, cid, profile.name, m)
             observer.model_done(count_outcome(summary, m, i + 1, len(todo)), summary)
             if m.ok:

@@ -90,7 +90,8 @@ def print_farm_summary(summary, store: Path) -> None:
 def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: str | None, sample, seed: int,
                      all_archs: bool, arch, arch_file, remeasure: bool, max_failures: int, store: Path,
                      devices_dir: Path, cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
-                     wait: bool = False, model: list[Path] | None = None):
+                     wait: bool = False, model: list[Path] | None = None, batch_size: int | None = None,
+                     input_shape: str | None = None, precision: str | None = None):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
@@ -103,8 +104,12 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
     from harness.models.spaces import get_space
     from harness.results.store import Store
 
+    from harness.cli.measure import parse_shape
+
     registry = ProfileRegistry(devices_dir)
-    profiles = [registry.get(d) for d in devices]
+    profiles = [registry.get(d).with_workload("command line (--batch-size, --input-shape, --precision)",
+                                              batch_size=batch_size, input_shape=parse_shape(input_shape),
+                                              precision=precision) for d in devices]
     if graph is not None:  # a campaign setting, recorded with each campaign's profile
         from harness.models.passes import check_mode
 

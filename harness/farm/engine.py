@@ -195,8 +195,8 @@ class _Farm:
         from harness.farm.local import model_hint
 
         p = self.plan.profiles[name]
-        if hasattr(self.plan.space, "artifact"):  # model files: measured as they are, nothing to build
-            return None
+        if hasattr(self.plan.space, "artifact") or not p.workload.is_default():
+            return None  # model files are measured as they are; other workloads: the device's cache.get decides
         key = (arch.key, p.runtime.model_format, p.graph)
         if key not in self.hints:
             try:

@@ -57,7 +57,7 @@ class DeviceSession:
             if path.exists():  # content-addressed: the file at this key is this model
                 artifact = Artifact(path, fmt, hint.digest, False, 0.0, graph_mode=hint.graph_mode,
                                     degenerate=hint.degenerate)
-        m = measure_model(self.driver, self.cache, self.space, arch, fmt, self.profile.graph, artifact)
+        m = measure_model(self.driver, self.cache, self.space, arch, self.profile, artifact)
         self.measured += 1
         if self.profile.policy.cooldown_seconds:
             time.sleep(self.profile.policy.cooldown_seconds)
