@@ -126,7 +126,8 @@ def print_unstable(s: CampaignSummary, show: int = 3) -> None:
 
 
 def measure(
-    device: Annotated[str, typer.Option("--device", "-d", help="Profile name (see `harness devices list`).")],
+    device: Annotated[list[str], typer.Option("--device", "-d", help="Profile name (see `harness devices list`); "
+                                              "repeat for several devices measured at once.")],
     space: Annotated[str, typer.Option(help="Search space.")] = "nb201",
     sample: Annotated[Optional[int], typer.Option(help="Measure N architectures sampled without repeats.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample (same seed, same architectures).")] = 0,
@@ -155,6 +156,12 @@ def measure(
              "resolution in their keys).")] = None,
     precision: Annotated[Optional[str], typer.Option(
         help="fp32, fp16 or int8 (int8 calibrates on the profile's workload.calibration).")] = None,
+    each: Annotated[bool, typer.Option(
+        "--each/--split", help="Several devices: each measures the whole list (--each), or devices of one "
+        "profile `group:` share it, each architecture measured once per group (--split).")] = True,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray", help="Measure on a Ray cluster: 'auto' (this host's) or HOST:PORT of its head. Each device's "
+                      "work runs on the host that joined with it (`harness farm join`).")] = None,
     wait: Annotated[bool, typer.Option(
         "--wait", help="If another campaign is measuring this device, wait for it instead of exiting.")] = False,
     store: StoreOpt = DEFAULT_STORE,
@@ -166,8 +173,19 @@ def measure(
     Every timed run, the conditions (runtime version, threads, CPU, frequency, temperature) and failures
     with their kind go to the store; each model is committed as soon as it is done. A device is measured
     by one campaign at a time: a second command says who holds it and exits (code 3), or waits with --wait.
+    With several --device options the devices measure at the same time (one progress line each); with --ray,
+    on the hosts they are attached to. Exit status 1 when a device stopped before its list was done.
     """
-    run(device, space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
+    if len(device) > 1 or ray_address is not None or not each:
+        from harness.cli.farm import run_farm_command
+
+        run_farm_command(device, space, mode="each" if each else "split", ray_address=ray_address,
+                         sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
+                         remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir,
+                         cache_dir=cache_dir, remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model,
+                         batch_size=batch_size, input_shape=input_shape, precision=precision)
+        return
+    run(device[0], space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
         remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir,
         remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model, batch_size=batch_size,
         input_shape=input_shape, precision=precision)
