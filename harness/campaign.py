@@ -20,8 +20,10 @@ from typing import Any, Protocol, TypeVar
 from harness import interrupts
 from harness.devices.driver import Driver, make_driver
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
+from harness.devices.preflight import check_workload
 from harness.devices.profile import Profile
-from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError, StoreError
+from harness.errors import (ConnectionLost, DriverError, DriverUnavailable, ExportError, FailureKind, HarnessError,
+                            StoreError)
 from harness.models.cache import EXPORTER_VERSION, ModelCache
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store, utcnow
@@ -87,11 +89,24 @@ class _Silent:
         pass
 
 
+def workload_columns(profile: Profile) -> dict[str, Any]:
+    """The profile's workload as the store's measurement columns."""
+    w = profile.workload
+    return {"batch_size": w.batch_size, "input_shape": w.shape_label(), "precision": w.precision,
+            "calibration": w.calibration_label()}
+
+
+def build_graph(space: SearchSpace, arch: Arch, profile: Profile):
+    """The architecture's graph at the profile's resolution (channels from the space)."""
+    shape = profile.workload.input_shape
+    return space.build(arch, (*shape, space.default_input_shape[2]) if shape else None)
+
+
 def stale_keys(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch]) -> list[str]:
     """Keys among ``archs`` whose latest measurement in the profile's graph mode is of an older exporter."""
     if hasattr(space, "artifact"):  # model files are not exported: never stale
         return []
-    versions = store.measured_versions(profile.name, space.name, profile.graph)
+    versions = store.measured_versions(profile.name, space.name, profile.graph, workload_columns(profile))
     return [a.key for a in archs if versions.get(a.key, EXPORTER_VERSION) < EXPORTER_VERSION]
 
 
@@ -101,7 +116,7 @@ def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     profile's graph mode, plus stale ones when ``remeasure_stale``, or all with ``remeasure``."""
     if remeasure:
         return list(archs)
-    versions = store.measured_versions(profile.name, space.name, profile.graph)
+    versions = store.measured_versions(profile.name, space.name, profile.graph, workload_columns(profile))
     if hasattr(space, "artifact"):
         remeasure_stale = False  # model files are not exported: never stale
     return [a for a in archs if a.key not in versions
@@ -158,11 +173,13 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
          driver: Driver | None, write_retry_s: float) -> CampaignSummary:
     observer = observer or _Silent()
     todo = plan(store, profile, space, archs, remeasure, remeasure_stale)
-    summary = CampaignSummary(profile.name, space.name, len(archs), len(archs) - len(todo), graph_mode=profile.graph)
+    summary = CampaignSummary(profile.measured_name, space.name, len(archs), len(archs) - len(todo), graph_mode=profile.graph)
     if not (remeasure or remeasure_stale):
         summary.stale = len(stale_keys(store, profile, space, archs))
     if not todo:
         return summary
+    check_workload(profile, space, todo)  # bad workload: one clear error before anything starts
+    wl = workload_columns(profile)
     t_start = time.perf_counter()
     fmt = profile.runtime.model_format
     interrupts.check()
@@ -189,16 +206,19 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             as_files = hasattr(space, "artifact")  # model files (harness.models.files): measured as they are
             identity = (dict(graph_mode=None, exporter_version=None) if as_files
                         else dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION))
+            identity["workload"] = wl
             try:
                 ref = driver.push_arch(arch)
                 if ref is not None:  # answered by architecture (replay): no model file, no exporter identity
-                    identity = dict(graph_mode=None, exporter_version=None)
+                    identity = dict(graph_mode=None, exporter_version=None, workload=wl)
                 else:
-                    artifact = space.artifact(arch) if as_files else cache.get(space.build(arch), fmt, profile.graph)
+                    artifact = space.artifact(arch) if as_files else cache.get(
+                        build_graph(space, arch, profile), fmt, profile.graph, batch=wl["batch_size"],
+                        precision=wl["precision"], calibration=profile.workload.calibration)
                     exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
                     ref = driver.push(artifact)
                 result = driver.run(ref)
-            except ConnectionLost:
+            except (ConnectionLost, DriverUnavailable):  # nothing else can succeed: stop now
                 raise
             except (DriverError, ExportError) as e:
                 kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
@@ -220,7 +240,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
                 duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
                 timed_ms=result.timed_ms, warmup_ms=result.warmup_ms, per_run=result.per_run, n_runs=result.n_runs,
                 conditions={"before": result.conditions_before, "after": result.conditions_after},
-                degenerate=degenerate, **identity)
+                degenerate=degenerate, energy_mj=result.energy_mj, energy_method=result.energy_method, **identity)
             consecutive = 0
             summary.degenerate += int(bool(degenerate))
             summary.ok += 1

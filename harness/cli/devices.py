@@ -66,6 +66,8 @@ def check(name: str = typer.Argument(..., help="Profile name"),
         console.print(f"  {esc(k)}: {esc(v)}", highlight=False)
     if report.message:
         console.print(f"  {escape(report.message)}")
+    for w in report.warnings:
+        console.print(f"  [yellow]warning:[/] {escape(w)}")
     if not report.ok:
         raise typer.Exit(1)
 

@@ -147,6 +147,13 @@ def measure(
         "--model", "-m", help="Measure these model files (.onnx or .tflite; repeat) instead of a space's "
         "architectures: stored under space 'file', keyed by name and content hash, resumed like any campaign.")] = None,
     max_failures: Annotated[int, typer.Option(help="Stop after this many failures in a row.")] = 5,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Batch size instead of the profile's workload.batch_size (default 1).")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(
+        help="Input HEIGHTxWIDTH instead of the space's resolution, e.g. 64x64 (spaces without "
+             "resolution in their keys).")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="fp32, fp16 or int8 (int8 calibrates on the profile's workload.calibration).")] = None,
     wait: Annotated[bool, typer.Option(
         "--wait", help="If another campaign is measuring this device, wait for it instead of exiting.")] = False,
     store: StoreOpt = DEFAULT_STORE,
@@ -161,16 +168,28 @@ def measure(
     """
     run(device, space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
         remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir,
-        remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model)
+        remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model, batch_size=batch_size,
+        input_shape=input_shape, precision=precision)
+
+
+def parse_shape(text: str | None) -> list[int] | None:
+    """``64x64`` (or ``64,64``) -> [64, 64]; a clear error naming the flag otherwise."""
+    if text is None:
+        return None
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise HarnessError(f"--input-shape: expected HEIGHTxWIDTH such as 64x64, got {text!r}")
+    return [int(p) for p in parts]
 
 
 @cli_errors
 def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bool, arch: list[str] | None,
         arch_file: Path | None, remeasure: bool, max_failures: int, store: Path, devices_dir: Path,
         cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
-        wait: bool = False, model: list[Path] | None = None) -> CampaignSummary:
+        wait: bool = False, model: list[Path] | None = None, batch_size: int | None = None,
+        input_shape: str | None = None, precision: str | None = None) -> CampaignSummary:
     from harness import interrupts
-    from harness.campaign import run_campaign
+    from harness.campaign import run_campaign, workload_columns
     from harness.devices.lease import DeviceBusy
     from harness.devices.registry import ProfileRegistry
     from harness.models.cache import ModelCache
@@ -180,7 +199,9 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
     from harness.results.store import Store
 
 
-    profile = ProfileRegistry(devices_dir).get(device)
+    profile = ProfileRegistry(devices_dir).get(device).with_workload(
+        "command line (--batch-size, --input-shape, --precision)", batch_size=batch_size,
+        input_shape=parse_shape(input_shape), precision=precision)
     if graph is not None:  # a campaign setting: recorded with the campaign's profile and each measurement
         profile = profile.model_copy(update={"graph": check_mode(graph)})
     if model:
@@ -212,7 +233,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         except KeyboardInterrupt:
             try:
                 with interrupts.shielded():  # a second Ctrl-C does not turn this into a traceback
-                    done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
+                    done = len(st.measured_keys(profile.name, sp.name, workload_columns(profile)) & {a.key for a in archs})
                     say_interrupted(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in "
                                     f"{esc(store)}; rerun the same command to measure the rest.")
             except KeyboardInterrupt:
@@ -222,7 +243,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         console.print(f"{esc(device)}: all {len(archs)} model file(s) are already in {esc(store)}; nothing to do "
                       "(--remeasure to measure again).", highlight=False)
     elif summary.status == "nothing to do":
-        console.print(f"{esc(device)}: all {len(archs)} architectures are already in {esc(store)} (graph: {profile.graph}); "
+        console.print(f"{esc(profile.measured_name)}: all {len(archs)} architectures are already in {esc(store)} (graph: {profile.graph}); "
                       "nothing to do (--remeasure to measure again).", highlight=False)
     else:
         print_summary(summary)

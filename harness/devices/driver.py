@@ -31,6 +31,8 @@ class RunResult:
     init_ms: float | None = None
     conditions_before: dict[str, Any] = field(default_factory=dict)
     conditions_after: dict[str, Any] = field(default_factory=dict)
+    energy_mj: float | None = None  # per inference (per batch), when the device exposes energy
+    energy_method: str | None = None  # how: nvml-energy, jetson-ina, rapl, battery (coarse)
     per_run: bool = True        # False: timed_ms holds an aggregate, not runs
     n_runs: int | None = None   # timed runs done on the device; len(timed_ms) when per_run
 
@@ -68,6 +70,7 @@ class CheckReport:
     runtime_version: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+    warnings: list[str] = field(default_factory=list)  # measurable, but the conditions need attention
 
 
 class Driver(ABC):
@@ -128,6 +131,20 @@ DRIVERS: dict[str, tuple[str | type, str | type]] = {
     "replay": ("harness.devices.replay:ReplayDriver", "harness.devices.replay:ReplayConnection"),
 }
 
+# (connection kind, runtime) pairs measured by a tool on the device rather than the Python runner
+RUNTIME_DRIVERS: dict[tuple[str, str], str] = {
+    ("local", "trtexec"): "harness.devices.trtexec:LocalTrtexecDriver",
+    ("ssh", "trtexec"): "harness.devices.trtexec:SSHTrtexecDriver",
+    ("ssh", "tflite:benchmark_model"): "harness.devices.ssh_benchmark:SSHBenchmarkModelDriver",
+}
+
+
+def driver_key(profile: Profile) -> tuple[str, str]:
+    """(connection kind, runtime) — ``tflite:benchmark_model`` when an SSH profile names the binary."""
+    conn, runtime = profile.connection, profile.runtime.name
+    if conn.kind == "ssh" and runtime == "tflite" and getattr(conn, "benchmark_model", None):
+        return conn.kind, "tflite:benchmark_model"
+    return conn.kind, runtime
 
 def register_driver(kind: str, driver: str | type, connection: str | type) -> None:
     """Add (or replace) a driver: profiles with ``connection.kind: KIND`` validate against ``connection``
@@ -155,4 +172,7 @@ def connection_model(kind: str) -> type[Connection]:
 
 
 def make_driver(profile: Profile) -> Driver:
+    special = RUNTIME_DRIVERS.get(driver_key(profile))
+    if special:
+        return _load(special)(profile)
     return driver_class(profile.connection.kind)(profile)

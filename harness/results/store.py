@@ -26,7 +26,7 @@ from harness import __version__
 from harness.errors import StoreError
 from harness.models.spaces import Arch
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -175,7 +175,40 @@ ALTER TABLE imports ADD COLUMN pid INTEGER;
     5: """
 ALTER TABLE measurements ADD COLUMN per_run INTEGER CHECK (per_run IN (0, 1));
 """,
+    # what was measured (batch, resolution, precision with its calibration) and the energy it took
+    6: """
+ALTER TABLE measurements ADD COLUMN batch_size INTEGER NOT NULL DEFAULT 1 CHECK (batch_size >= 1);
+ALTER TABLE measurements ADD COLUMN input_shape TEXT NOT NULL DEFAULT '';
+ALTER TABLE measurements ADD COLUMN precision TEXT NOT NULL DEFAULT 'fp32'
+    CHECK (precision IN ('fp32', 'fp16', 'int8'));
+ALTER TABLE measurements ADD COLUMN calibration TEXT;
+ALTER TABLE measurements ADD COLUMN energy_mj REAL CHECK (energy_mj IS NULL OR energy_mj >= 0);
+ALTER TABLE measurements ADD COLUMN energy_method TEXT;
+CREATE INDEX measurements_by_workload ON measurements (device_id, arch_id, batch_size, input_shape, precision, status);
+""",
 }
+
+# the default workload: what every measurement was before the columns existed
+DEFAULT_WORKLOAD = {"batch_size": 1, "input_shape": "", "precision": "fp32"}
+
+
+def workload_label(batch_size: int, input_shape: str, precision: str) -> str:
+    """Same label as :meth:`harness.devices.profile.Workload.label`, from stored columns."""
+    parts = [f"bs{int(batch_size)}"] if int(batch_size) != 1 else []
+    if input_shape:
+        parts.append(input_shape)
+    if precision != "fp32":
+        parts.append(precision)
+    return ".".join(parts)
+
+
+def measured_name(device: str, batch_size: int, input_shape: str, precision: str) -> str:
+    label = workload_label(batch_size, input_shape, precision)
+    return f"{device}@{label}" if label else device
+
+
+def _workload(workload: dict | None) -> dict:
+    return {**DEFAULT_WORKLOAD, "calibration": None, **(workload or {})}
 
 
 def open_store(path: str | os.PathLike, *, write: bool = True, **kwargs: Any) -> Store:
@@ -512,14 +545,20 @@ class Store:
                            conditions: dict | None = None, failure_kind: str | None = None,
                            failure_message: str | None = None, graph_mode: str | None = None,
                            exporter_version: int | None = None, degenerate: bool | None = None,
-                           per_run: bool = True, n_runs: int | None = None) -> int:
+                           per_run: bool = True, n_runs: int | None = None, workload: dict | None = None,
+                           energy_mj: float | None = None, energy_method: str | None = None) -> int:
         """One model's outcome and all its runs, in one transaction. ``graph_mode``, ``exporter_version``
         and ``degenerate`` say which model was measured (harness.models.cache); ``per_run`` False: ``timed_ms``
-        is the device's aggregate and ``n_runs`` how many runs it summarises."""
+        is the device's aggregate and ``n_runs`` how many runs it summarises. ``workload``: at which batch
+        size, input shape ('' = the space's own), precision and int8 calibration. ``energy_mj`` is per
+        inference, with the method that measured it."""
         timed, warm = list(timed_ms), list(warmup_ms)
         ok = failure_kind is None
         if ok and (summary is None or not timed):
             raise StoreError("a successful measurement needs its timed runs")
+        if energy_mj is not None and not energy_method:
+            raise StoreError("an energy figure needs the method that produced it")
+        w = _workload(workload)
         s = summary or {}
         with self.transaction() as db:
             dev = self.device_id(device)
@@ -527,37 +566,51 @@ class Store:
             cur = db.execute(
                 """INSERT INTO measurements (campaign_id, device_id, arch_id, model_format, model_digest, status,
                    failure_kind, failure_message, n_runs, median_ms, mean_ms, std_ms, min_ms, p90_ms, init_ms,
-                   conditions_json, started_at, duration_s, graph_mode, exporter_version, degenerate, per_run)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   conditions_json, started_at, duration_s, graph_mode, exporter_version, degenerate, per_run,
+                   batch_size, input_shape, precision, calibration, energy_mj, energy_method)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (campaign_id, dev, aid, model_format, model_digest, "ok" if ok else "failed",
                  failure_kind, failure_message, (n_runs or len(timed)) if ok else None, s.get("median_ms"),
                  s.get("mean_ms"), s.get("std_ms"), s.get("min_ms"), s.get("p90_ms"), init_ms,
                  json.dumps(conditions or {}, default=str), started_at, duration_s, graph_mode, exporter_version,
-                 None if degenerate is None else int(degenerate), int(per_run) if ok else None))
+                 None if degenerate is None else int(degenerate), int(per_run) if ok else None,
+                 int(w["batch_size"]), str(w["input_shape"] or ""), w["precision"], w["calibration"], energy_mj,
+                 energy_method if energy_mj is not None else None))
             mid = int(cur.lastrowid)
             db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?)",
                            [(mid, 1, i, v) for i, v in enumerate(warm)] + [(mid, 0, i, v) for i, v in enumerate(timed)])
             return mid
 
     @_guarded
-    def measured_keys(self, device: str, space: str) -> set[str]:
-        """Keys of architectures with a successful measurement on ``device`` (what resume skips)."""
+    def measured_keys(self, device: str, space: str, workload: dict | None = None) -> set[str]:
+        """Keys of architectures with a successful measurement on ``device`` at ``workload`` (default: bs1,
+        the space's resolution, fp32; int8 counts only with the same calibration)."""
         rows = self.db.execute(
-            """SELECT DISTINCT a.key FROM measurements m
+            f"""SELECT DISTINCT a.key FROM measurements m
                JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
-               WHERE d.name = ? AND a.space = ? AND m.status = 'ok'""", (device, space))
+               WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND {self._SAME_WORKLOAD}""",
+            (device, space, *self._workload_params(_workload(workload))))
         return {r[0] for r in rows}
 
+    _SAME_WORKLOAD = "m.batch_size = ? AND m.input_shape = ? AND m.precision = ? AND m.calibration IS ?"
+
+    @staticmethod
+    def _workload_params(w: dict) -> tuple:
+        return int(w["batch_size"]), str(w["input_shape"] or ""), w["precision"], w["calibration"]
+
     @_guarded
-    def measured_versions(self, device: str, space: str, graph_mode: str) -> dict[str, int]:
+    def measured_versions(self, device: str, space: str, graph_mode: str,
+                          workload: dict | None = None) -> dict[str, int]:
         """Key -> exporter version of the latest successful measurement of that architecture on ``device``
-        in ``graph_mode`` (measurements from before graph modes were recorded count for either mode, as
-        exporter version 1). What resume skips, and what it reports as stale."""
+        in ``graph_mode`` at ``workload`` (measurements from before graph modes were recorded count for
+        either mode, as exporter version 1; from before workloads, as the default one). What resume skips,
+        and what it reports as stale."""
         rows = self.db.execute(
-            """SELECT a.key, COALESCE(m.exporter_version, 1) FROM measurements m
+            f"""SELECT a.key, COALESCE(m.exporter_version, 1) FROM measurements m
                JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
                WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND (m.graph_mode = ? OR m.graph_mode IS NULL)
-               ORDER BY m.id""", (device, space, graph_mode))
+                 AND {self._SAME_WORKLOAD}
+               ORDER BY m.id""", (device, space, graph_mode, *self._workload_params(_workload(workload))))
         return {k: v for k, v in rows}
 
     @_guarded
@@ -565,6 +618,7 @@ class Store:
         q = """SELECT m.id, d.name AS device, a.space, a.key, m.status, m.failure_kind, m.failure_message,
                       m.n_runs, m.per_run, m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, m.init_ms,
                       m.model_format, m.model_digest, m.graph_mode, m.exporter_version, m.degenerate,
+                      m.batch_size, m.input_shape, m.precision, m.calibration, m.energy_mj, m.energy_method,
                       m.campaign_id, m.started_at, m.duration_s
                FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
                WHERE (? IS NULL OR d.name = ?) AND (? IS NULL OR a.space = ?) ORDER BY m.id"""
@@ -576,29 +630,53 @@ class Store:
                                (measurement_id, int(warmup)))
         return [r[0] for r in rows]
 
+    _LATEST_OK = """m.status = 'ok' AND m.id = (
+        SELECT MAX(m2.id) FROM measurements m2 WHERE m2.device_id = m.device_id AND m2.arch_id = m.arch_id
+          AND m2.batch_size = m.batch_size AND m2.input_shape = m.input_shape AND m2.precision = m.precision
+          AND m2.status = 'ok')"""
+
+    def _measured_latest(self, space: str, value: str) -> pd.DataFrame:
+        """The latest successful measurement per (device, workload, architecture), with ``value``; the
+        device column names non-default workloads ``device@bs32.fp16`` so they sit apart in analyses."""
+        q = f"""SELECT d.name AS device, m.batch_size, m.input_shape, m.precision, a.key, a.columns_json,
+                       {value} FROM measurements m JOIN devices d ON d.id = m.device_id
+                JOIN architectures a ON a.id = m.arch_id WHERE a.space = ? AND {self._LATEST_OK}"""
+        df = pd.read_sql_query(q, self.db, params=(space,))
+        df["device"] = [measured_name(*r) for r in zip(df.device, df.batch_size, df.input_shape, df.precision)]
+        return df.drop(columns=["batch_size", "input_shape", "precision"])
+
     @_guarded
     def latencies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
         """Long table (device, origin, key, columns_json, latency_ms, graph_mode, exporter_version, degenerate)
         of every device with data in ``space``.
 
-        Measured devices give the median of their latest successful measurement per architecture (with the
-        model's identity: graph mode, exporter version, degenerate); imported devices give the imported value
-        (identity columns empty). Both sit side by side in every analysis.
+        Measured devices give the median of their latest successful measurement per architecture and
+        workload (with the model's identity: graph mode, exporter version, degenerate; non-default workloads
+        as ``device@bs32.fp16``); imported devices give the imported value (identity columns empty). Both
+        sit side by side in every analysis.
         """
-        q = """SELECT d.name AS device, 'measured' AS origin, a.key, a.columns_json, m.median_ms AS latency_ms,
-                      m.graph_mode, COALESCE(m.exporter_version, 1) AS exporter_version, m.degenerate
-               FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
-               WHERE a.space = ? AND m.status = 'ok'
-                 AND m.id = (SELECT MAX(m2.id) FROM measurements m2
-                             WHERE m2.device_id = m.device_id AND m2.arch_id = m.arch_id AND m2.status = 'ok')
-               UNION ALL
-               SELECT d.name, 'imported', a.key, a.columns_json, i.latency_ms, NULL, NULL, NULL
+        measured = self._measured_latest(
+            space, "m.median_ms AS latency_ms, m.graph_mode, COALESCE(m.exporter_version, 1) AS exporter_version, "
+                   "m.degenerate")
+        measured.insert(1, "origin", "measured")
+        q = """SELECT d.name AS device, 'imported' AS origin, a.key, a.columns_json, i.latency_ms,
+                      NULL AS graph_mode, NULL AS exporter_version, NULL AS degenerate
                FROM imported_latencies i JOIN devices d ON d.id = i.device_id JOIN architectures a ON a.id = i.arch_id
                WHERE a.space = ? AND i.import_id IN (SELECT id FROM imports WHERE state = 'done')"""
-        df = pd.read_sql_query(q, self.db, params=(space, space))
+        imported = pd.read_sql_query(q, self.db, params=(space,))
+        df = pd.concat([measured[imported.columns], imported], ignore_index=True) if len(measured) else imported
         if devices:
             df = df[df.device.isin(devices)]
-        return df
+        return df.reset_index(drop=True)
+
+    @_guarded
+    def energies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
+        """Long table (device, key, energy_mj, energy_method) of the latest measurements that have energy."""
+        df = self._measured_latest(space, "m.energy_mj, m.energy_method")
+        df = df[df.energy_mj.notna()]
+        if devices:
+            df = df[df.device.isin(devices)]
+        return df.drop(columns=["columns_json"]).reset_index(drop=True)
 
     @_guarded
     def arch_metrics(self, space: str, kind: str | None = None) -> pd.DataFrame:
