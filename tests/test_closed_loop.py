@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
 from harness.results.importer import import_table
 from harness.results.store import Store
+from tests.conftest import harness
 
 
 @pytest.fixture(autouse=True)
@@ -167,17 +166,15 @@ def test_bad_input_is_refused_before_anything_is_measured(loop_setup):
 def test_cli_transfer_prints_rounds_and_front_and_refuses_bad_budget(loop_setup, cli_env):
     s = loop_setup
     env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
-    base = [sys.executable, "-m", "harness", "transfer", "--target", "tgt-replay", "--accuracy", "acc_test"]
-    bad = subprocess.run([*base, "--budget", "5"], env=env, capture_output=True, text=True, timeout=300)
+    base = ["transfer", "--target", "tgt-replay", "--accuracy", "acc_test"]
+    bad = harness(*base, "--budget", "5", env=env, check=False)
     assert bad.returncode == 2 and "--budget 5 is smaller than the first batch (10)" in bad.stderr
     assert "Traceback" not in bad.stderr
-    out = subprocess.run([*base, "--budget", "20", "--batch", "4", "--json"], env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = harness(*base, "--budget", "20", "--batch", "4", "--json", env=env, check=False)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     assert r["rounds"][0]["n_samples"] == 10 and r["rounds"][-1]["n_samples"] <= 20 and r["front"]
-    human = subprocess.run([*base, "--budget", "20", "--batch", "4"], env=env, capture_output=True, text=True,
-                           timeout=300)
+    human = harness(*base, "--budget", "20", "--batch", "4", env=env, check=False)
     assert human.returncode == 0 and "predicted Pareto front on tgt-replay" in human.stdout
 
 
@@ -229,11 +226,10 @@ def test_search_under_budget_then_verify_on_the_device(loop_setup, cli_env):
         with pytest.raises(HarnessError, match="no nb201 architecture is under 1e-06 ms.*the fastest is"):
             search_mod.search(ctx, "tgt-replay", 1e-6, "acc_test")
     env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
-    out = subprocess.run([sys.executable, "-m", "harness", "search", "--target", "tgt-replay", "--accuracy",
-                          "acc_test", "--max-ms", str(budget), "--top", "3", "--json"], env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = harness("search", "--target", "tgt-replay", "--accuracy", "acc_test", "--max-ms", str(budget), "--top",
+                  "3", "--json", env=env, check=False)
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)["top"]) == 3
-    bad = subprocess.run([sys.executable, "-m", "harness", "search", "--target", "tgt-replay", "--accuracy",
-                          "acc_nope", "--max-ms", "1"], env=env, capture_output=True, text=True, timeout=300)
+    bad = harness("search", "--target", "tgt-replay", "--accuracy", "acc_nope", "--max-ms", "1", env=env,
+                  check=False)
     assert bad.returncode == 2 and "acc_nope" in bad.stderr and "Traceback" not in bad.stderr

@@ -18,6 +18,7 @@ from harness.farm.plan import make_plan
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
 from harness.results.store import Store
+from tests.conftest import harness
 from harness.sim.sleep import latency_ms
 
 SPACE = get_space("nb201")
@@ -149,8 +150,7 @@ def test_join_dry_run_checks_devices_and_prints_ray_start(tmp_path, cli_env):
     devices = tmp_path / "devices"
     body = {"name": "jd", "connection": {"kind": "sleep"}, "runtime": {"name": "onnxruntime"}}
     (devices / "jd.yaml").write_text(yaml.safe_dump(body))
-    p = subprocess.run([sys.executable, "-m", "harness", "farm", "join", "10.0.0.5:6379", "-d", "jd", "--dry-run"],
-                       env=cli_env, capture_output=True, text=True, timeout=120)
+    p = harness("farm", "join", "10.0.0.5:6379", "-d", "jd", "--dry-run", env=cli_env, check=False)
     assert p.returncode == 0, p.stderr
     digest = parse_profile(body, "jd").digest()
     assert "jd: ok" in p.stdout and "start --resources" in p.stdout and '"device:jd": 1.0' in p.stdout
