@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from harness import interrupts
-from harness.devices.driver import Driver, make_driver
+from harness.devices.driver import Driver, RunResult, make_driver
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.preflight import check_workload
 from harness.devices.profile import Profile
 from harness.errors import (ConnectionLost, DriverError, DriverUnavailable, ExportError, FailureKind, HarnessError,
                             StoreError)
-from harness.models.cache import EXPORTER_VERSION, ModelCache
+from harness.models.cache import EXPORTER_VERSION, Artifact, ModelCache
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store, utcnow
 
@@ -152,6 +152,95 @@ def record(store: Store, retry_s: float, campaign_id: int, device: str, arch: Ar
                          "the store the next time it is opened.") from e
 
 
+@dataclass
+class Measured:
+    """One model's attempt on a device, before it is stored: travels from a farm worker to the writer."""
+
+    arch: Arch
+    model_format: str
+    started_at: str
+    duration_s: float
+    model_digest: str | None = None
+    exported: bool = False
+    result: RunResult | None = None
+    failure_kind: str | None = None
+    failure_message: str = ""
+    degenerate: bool | None = None
+    identity: dict[str, Any] = field(default_factory=dict)  # graph mode, exporter version, workload
+
+    @property
+    def ok(self) -> bool:
+        return self.failure_kind is None
+
+
+def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: Arch, profile: Profile,
+                  artifact: Artifact | None = None) -> Measured:
+    """Export (cached), push and time one model (``artifact``: already at hand). Typed failures become a
+    failed Measured; a lost connection (or a driver that cannot run at all) is raised: the device, not the
+    model, failed."""
+    fmt, wl = profile.runtime.model_format, workload_columns(profile)
+    started, t0 = utcnow(), time.perf_counter()
+    exported, digest, degenerate = False, None, None
+    as_files = hasattr(space, "artifact")  # model files (harness.models.files): measured as they are
+    identity: dict[str, Any] = (dict(graph_mode=None, exporter_version=None) if as_files
+                                else dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION))
+    identity["workload"] = wl
+    try:
+        ref = driver.push_arch(arch)
+        if ref is not None:  # answered by architecture (replay): no model file, no exporter identity
+            identity = dict(graph_mode=None, exporter_version=None, workload=wl)
+        else:
+            if artifact is None:
+                artifact = space.artifact(arch) if as_files else cache.get(
+                    build_graph(space, arch, profile), fmt, profile.graph, batch=wl["batch_size"],
+                    precision=wl["precision"], calibration=profile.workload.calibration)
+            exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
+            ref = driver.push(artifact)
+        result = driver.run(ref)
+    except (ConnectionLost, DriverUnavailable):  # nothing else can succeed: stop now
+        raise
+    except (DriverError, ExportError) as e:
+        kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
+        return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, failure_kind=kind,
+                        failure_message=str(e), degenerate=degenerate, identity=identity)
+    return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, result, degenerate=degenerate,
+                    identity=identity)
+
+
+def record_measured(store: Store, retry_s: float, campaign_id: int, device: str, m: Measured) -> None:
+    """One model's outcome and all its runs, in one transaction (see :func:`record`)."""
+    fields: dict[str, Any] = dict(model_format=m.model_format, model_digest=m.model_digest, started_at=m.started_at,
+                                  duration_s=m.duration_s, degenerate=m.degenerate, **m.identity)
+    if m.result is None:
+        record(store, retry_s, campaign_id, device, m.arch, failure_kind=m.failure_kind or
+               FailureKind.DEVICE_ERROR.value, failure_message=m.failure_message, **fields)
+        return
+    r = m.result
+    record(store, retry_s, campaign_id, device, m.arch, summary=r.summary(), init_ms=r.init_ms,
+           timed_ms=r.timed_ms, warmup_ms=r.warmup_ms, per_run=r.per_run, n_runs=r.n_runs,
+           conditions={"before": r.conditions_before, "after": r.conditions_after},
+           energy_mj=r.energy_mj, energy_method=r.energy_method, **fields)
+
+
+def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: int) -> ModelOutcome:
+    """Add one model to the summary's counts and say what the observer hears."""
+    if not m.ok:
+        kind = m.failure_kind or FailureKind.DEVICE_ERROR.value
+        summary.failed += 1
+        summary.failures[kind] = summary.failures.get(kind, 0) + 1
+        return ModelOutcome(m.arch, position, total, False, exported=m.exported, failure_kind=kind,
+                            message=m.failure_message)
+    stats = m.result.summary()  # type: ignore[union-attr]
+    summary.degenerate += int(bool(m.degenerate))
+    summary.ok += 1
+    summary.exported += int(m.exported)
+    cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
+    if cv >= UNSTABLE_CV:
+        summary.unstable.append(m.arch.key)
+        summary.unstable_cv[m.arch.key] = cv
+    return ModelOutcome(m.arch, position, total, True, stats["median_ms"], cv, m.exported)
+
+
 def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *,
                  cache: ModelCache, command: str = "", remeasure: bool = False, remeasure_stale: bool = False,
                  observer: Observer | None = None, max_consecutive_failures: int = 5,
@@ -179,7 +268,6 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     if not todo:
         return summary
     check_workload(profile, space, todo)  # bad workload: one clear error before anything starts
-    wl = workload_columns(profile)
     t_start = time.perf_counter()
     fmt = profile.runtime.model_format
     interrupts.check()
@@ -201,56 +289,16 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         observer.started(summary, len(todo))
         for i, arch in enumerate(todo):
             interrupts.check()  # a Ctrl-C that some library swallowed still stops the campaign here
-            started, t0 = utcnow(), time.perf_counter()
-            exported, digest, degenerate = False, None, None
-            as_files = hasattr(space, "artifact")  # model files (harness.models.files): measured as they are
-            identity = (dict(graph_mode=None, exporter_version=None) if as_files
-                        else dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION))
-            identity["workload"] = wl
-            try:
-                ref = driver.push_arch(arch)
-                if ref is not None:  # answered by architecture (replay): no model file, no exporter identity
-                    identity = dict(graph_mode=None, exporter_version=None, workload=wl)
-                else:
-                    artifact = space.artifact(arch) if as_files else cache.get(
-                        build_graph(space, arch, profile), fmt, profile.graph, batch=wl["batch_size"],
-                        precision=wl["precision"], calibration=profile.workload.calibration)
-                    exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
-                    ref = driver.push(artifact)
-                result = driver.run(ref)
-            except (ConnectionLost, DriverUnavailable):  # nothing else can succeed: stop now
-                raise
-            except (DriverError, ExportError) as e:
-                kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
-                record(store, write_retry_s, cid, profile.name, arch, model_format=fmt, model_digest=digest,
-                       started_at=started, duration_s=time.perf_counter() - t0,
-                       failure_kind=kind, failure_message=str(e), degenerate=degenerate, **identity)
-                summary.failed += 1
-                summary.failures[kind] = summary.failures.get(kind, 0) + 1
+            m = measure_model(driver, cache, space, arch, profile)
+            record_measured(store, write_retry_s, cid, profile.name, m)
+            observer.model_done(count_outcome(summary, m, i + 1, len(todo)), summary)
+            if m.ok:
+                consecutive = 0
+            else:
                 consecutive += 1
-                observer.model_done(ModelOutcome(arch, i + 1, len(todo), False, exported=exported,
-                                                 failure_kind=kind, message=str(e)), summary)
                 if consecutive >= max_consecutive_failures:
                     raise CampaignAborted(f"{consecutive} models failed in a row on {profile.name}; "
-                                          f"last: {kind}: {e}") from e
-                continue
-            stats = result.summary()
-            record(
-                store, write_retry_s, cid, profile.name, arch, model_format=fmt, model_digest=digest, started_at=started,
-                duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
-                timed_ms=result.timed_ms, warmup_ms=result.warmup_ms, per_run=result.per_run, n_runs=result.n_runs,
-                conditions={"before": result.conditions_before, "after": result.conditions_after},
-                degenerate=degenerate, energy_mj=result.energy_mj, energy_method=result.energy_method, **identity)
-            consecutive = 0
-            summary.degenerate += int(bool(degenerate))
-            summary.ok += 1
-            summary.exported += int(exported)
-            cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
-            if cv >= UNSTABLE_CV:
-                summary.unstable.append(arch.key)
-                summary.unstable_cv[arch.key] = cv
-            observer.model_done(ModelOutcome(arch, i + 1, len(todo), True, stats["median_ms"], cv, exported),
-                                summary)
+                                          f"last: {m.failure_kind}: {m.failure_message}")
             if profile.policy.cooldown_seconds and i + 1 < len(todo):
                 time.sleep(profile.policy.cooldown_seconds)
         status = "finished"

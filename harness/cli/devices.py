@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_DEVICES, DevicesDirOpt, cli_errors, console, err, esc, reachable
+from harness.cli.common import DEFAULT_DEVICES, DevicesDirOpt, cli_errors, console, err, esc, reachable, working
 
 app = typer.Typer(help="Device profiles: list them, show one, check that a device is reachable.",
                   no_args_is_help=True)
@@ -57,7 +57,7 @@ def check(name: str = typer.Argument(..., help="Profile name"),
     from harness.devices.driver import make_driver
     from harness.devices.registry import ProfileRegistry
 
-    with reachable(ProfileRegistry(devices_dir).get(name)) as profile:
+    with reachable(ProfileRegistry(devices_dir).get(name)) as profile, working(f"checking {name}"):
         report = make_driver(profile).check()
     mark = "[green]ok[/]" if report.ok else "[bold red]FAILED[/]"
     console.print(f"{esc(name)}: {mark}  reachable={report.reachable}  runtime={report.runtime} "

@@ -129,6 +129,7 @@ DRIVERS: dict[str, tuple[str | type, str | type]] = {
     "ssh": ("harness.devices.ssh:SSHDriver", "harness.devices.profile:SSHConnection"),
     "adb": ("harness.devices.adb:ADBDriver", "harness.devices.profile:ADBConnection"),
     "replay": ("harness.devices.replay:ReplayDriver", "harness.devices.replay:ReplayConnection"),
+    "sleep": ("harness.sim.sleep:SleepDriver", "harness.sim.sleep:SleepConnection"),
 }
 
 # (connection kind, runtime) pairs measured by a tool on the device rather than the Python runner

@@ -243,6 +243,8 @@ class Profile(_Strict):
         "prune", description="model semantics: prune = what a deployment converter exports (dead code removed, "
         "zeros folded, ops merged, activations fused); keep = PyTorch-eager export (x*0, dead convs computed)")
     workload: Workload = Field(default_factory=Workload)
+    group: str | None = Field(None, pattern=NAME_RE,
+                              description="identical devices share a group; `measure --split` shares work in it")
 
     @model_validator(mode="after")
     def _runtime_fits_connection(self) -> Profile:
@@ -306,7 +308,7 @@ class Profile(_Strict):
 
     def digest(self) -> str:
         """Hash of everything that changes what is measured (not the description)."""
-        body = {k: v for k, v in self.as_dict().items() if k not in ("description", "hardware")}
+        body = {k: v for k, v in self.as_dict().items() if k not in ("description", "hardware", "group")}
         if self.workload.is_default():  # profiles written before workloads existed keep their digest
             body.pop("workload")
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

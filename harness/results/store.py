@@ -520,7 +520,8 @@ class Store:
         device's next campaign starts)."""
         q = """SELECT c.id, d.name AS device, c.space, c.status, c.planned,
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
-                      SUM(m.status = 'ok' AND ? IS NOT NULL AND COALESCE(m.exporter_version, 1) < ?) AS stale,
+                      SUM(m.status = 'ok' AND ? IS NOT NULL AND COALESCE(m.exporter_version, 1) < ?
+                          AND c.space != 'file') AS stale,  -- model files are measured as given: never stale
                       AVG(m.n_runs) AS runs_per_model, MIN(m.per_run) AS per_run,
                       MAX(m.graph_mode) AS graph_mode, c.started_at, c.finished_at, c.message, c.host, c.pid
                FROM campaigns c JOIN devices d ON d.id = c.device_id
