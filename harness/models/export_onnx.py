@@ -83,7 +83,8 @@ def to_onnx(graph: Graph, seed: int = 0, batch: int = 1) -> onnx.ModelProto:
         elif n.op == "const":  # a folded input-independent tensor (harness.models.passes)
             value = const_value(n, seed)
             value = value.reshape(1, -1) if a["flat"] else value.transpose(2, 0, 1)[None]
-            if n.output == graph.output:  # a constant network: its output is that tensor
+            if n.output == graph.output:  # a constant network: its output is that tensor, for the whole batch
+                value = np.ascontiguousarray(np.broadcast_to(value, (batch, *value.shape[1:])))
                 nodes.append(helper.make_node("Identity", [const(n.name, value)], [y], name=f"{n.name}_out"))
             else:
                 const(y, value)

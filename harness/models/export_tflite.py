@@ -107,8 +107,13 @@ def to_tflite(graph: Graph, seed: int = 0, batch: int = 1) -> bytes:
         if n.op == "dense" or (n.op == "global_avgpool" and not a.get("keepdims")) or a.get("flat"):
             flat.add(n.output)
         if n.op == "const":  # a folded input-independent tensor (harness.models.passes): a constant buffer
-            value = const_value(n, seed)
-            b.tensor(n.output, out_shape(n.output), value.reshape(out_shape(n.output)))
+            shape = out_shape(n.output)
+            value = const_value(n, seed).reshape([1, *shape[1:]])
+            if n.output == graph.output:  # a constant network answers for the whole batch
+                value = np.ascontiguousarray(np.broadcast_to(value, shape))
+            else:  # operands broadcast over the batch, as the converter's constants do
+                shape = [1, *shape[1:]]
+            b.tensor(n.output, shape, value)
             continue
         y = b.tensor(n.output, out_shape(n.output))
         if n.op == "conv":

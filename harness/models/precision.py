@@ -170,6 +170,8 @@ def tflite_fp16(path: str, calibration: Calibration | None = None) -> None:
 
     model = _load_tflite(path)
     sub = model.subgraphs[0]
+    if not sub.operators:  # a degenerate (constant) model: nothing is computed, so nothing to convert
+        return
     deq = []
     for i in range(len(sub.tensors)):
         t = sub.tensors[i]
@@ -237,6 +239,8 @@ def tflite_int8(path: str, calibration: Calibration) -> None:
     from ai_edge_litert import schema_py_generated as fb
 
     B = fb.BuiltinOperator
+    if not _load_tflite(path).subgraphs[0].operators:  # a degenerate (constant) model: nothing to quantize
+        return
     ranges = _ranges(path, calibration)
     model = _load_tflite(path)
     sub = model.subgraphs[0]
