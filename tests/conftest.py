@@ -4,6 +4,7 @@ which runs the CLI in-process (or the real entry point in a subprocess)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,10 +47,32 @@ def store_path(tmp_path: Path) -> Path:
     return tmp_path / "results" / "harness.db"
 
 
+FEATURE_SEED = Path(__file__).parent / "data" / "features"
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """One model cache for the session: exports are deterministic, so tests may share it."""
-    return tmp_path_factory.mktemp("model-cache")
+    """One model cache for the session: exports are deterministic, so tests may share it. Seeded with the graph
+    features of the whole NB201 space (tests/data/features, checked by test_feature_seed.py): tests that suggest
+    or predict over all 15,625 architectures would otherwise rebuild them (~25 CPU-s). A seed whose name no
+    longer matches the code's feature version is simply not found, and the features are computed."""
+    cache = tmp_path_factory.mktemp("model-cache")
+    (cache / "features").mkdir()
+    for seed in FEATURE_SEED.glob("*.npz"):
+        shutil.copy(seed, cache / "features" / seed.name)
+    return cache
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cli_defaults_in_the_session_cache(cache_dir: Path):
+    """CLI commands a test runs without --cache-dir use the session cache, never the checkout's models/cache."""
+    old = os.environ.get("HARNESS_CACHE")
+    os.environ["HARNESS_CACHE"] = str(cache_dir)
+    yield
+    if old is None:
+        os.environ.pop("HARNESS_CACHE", None)
+    else:
+        os.environ["HARNESS_CACHE"] = old
 
 
 @pytest.fixture

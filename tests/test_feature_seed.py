@@ -1,0 +1,36 @@
+"""The shipped graph-feature seed (tests/data/features) that the session's model cache starts from is what the
+code computes today: a stale seed would make every whole-space test run on wrong features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.analysis.features import GRAPH_FEATURES_VERSION, GraphFeatures
+from harness.models.passes import DEFAULT_GRAPH_MODE
+from harness.models.spaces import get_space
+from tests.conftest import FEATURE_SEED
+
+SPACE = get_space("nb201")
+SEED = FEATURE_SEED / f"nb201-graph-{DEFAULT_GRAPH_MODE}-v{GRAPH_FEATURES_VERSION}.npz"
+
+
+def _compare(archs) -> None:
+    seeded = GraphFeatures(SPACE, FEATURE_SEED.parent)  # reads the seed, computes nothing for these keys
+    assert all(a.key in seeded._rows for a in archs), "the seed lacks architectures: regenerate it (README)"
+    fresh = GraphFeatures(SPACE, None)                 # in memory only: built now by today's code
+    names = fresh.vocabulary(archs)
+    assert set(seeded.vocabulary(archs)) == set(names)
+    np.testing.assert_allclose(seeded.matrix(archs, names), fresh.matrix(archs, names), rtol=1e-12)
+
+
+def test_the_seed_matches_the_code_on_a_sample():
+    assert SEED.exists(), (f"{SEED.name} missing: GRAPH_FEATURES_VERSION or the default graph mode changed; "
+                           f"regenerate the seed ({FEATURE_SEED / 'README.md'})")
+    _compare(SPACE.sample(300, 11))
+
+
+@pytest.mark.slow
+def test_the_seed_matches_the_code_on_the_whole_space():
+    """Also: every architecture of the space builds."""
+    _compare(list(SPACE.all()))
