@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from harness.errors import DeviceError, ProfileError
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
 from harness.results.store import Store
+from tests.conftest import harness
 
 
 @pytest.fixture(autouse=True)
@@ -131,10 +130,8 @@ def test_measure_cli_on_a_replay_device(tmp_path, cli_env, devices_dir, store_pa
     replay_profile(devices_dir, "rehearsal", tmp_path / "t.csv")
     df = pd.read_csv(tmp_path / "t.csv")
     keys = ",".join(str(i) for i in df.nb201_index[:3])
-    out = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "rehearsal", "--arch", keys],
-                         env=cli_env, capture_output=True, text=True, timeout=120)
+    out = harness("measure", "-d", "rehearsal", "--arch", keys, env=cli_env, check=False)
     assert out.returncode == 0, out.stderr
     assert "2 measured, 1 failed" in out.stdout and "device_error" in out.stdout
-    chk = subprocess.run([sys.executable, "-m", "harness", "devices", "check", "rehearsal"], env=cli_env,
-                         capture_output=True, text=True, timeout=120)
+    chk = harness("devices", "check", "rehearsal", env=cli_env, check=False)
     assert chk.returncode == 0, chk.stdout + chk.stderr

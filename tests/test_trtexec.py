@@ -223,6 +223,7 @@ def test_trtexec_profile_errors(bad, field):
         parse_profile(body, "p.yaml")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sshd_available(), reason="OpenSSH server not installed")
 def test_trtexec_over_ssh_with_engine_cache_on_the_device(trtexec_bin, tmp_path_factory, cache_dir):
     with TestSSHServer(tmp_path_factory.mktemp("sshd-trt")) as sshd:

@@ -130,16 +130,13 @@ def test_stores_of_the_previous_version_get_workload_columns(store_path):
 
 
 def test_cli_measure_flags(cli_env, tmp_path):
-    import subprocess
-    import sys
+    from tests.conftest import harness
 
-    cmd = [sys.executable, "-m", "harness", "measure", "-d", "fast-tflite", "--arch", "5", "--batch-size", "3",
-           "--precision", "fp16"]
-    r = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=120)
+    cmd = ["measure", "-d", "fast-tflite", "--arch", "5", "--batch-size", "3", "--precision", "fp16"]
+    r = harness(*cmd, env=cli_env, check=False)
     assert r.returncode == 0, r.stderr
     assert "1 measured" in r.stdout
-    bad = subprocess.run(cmd[:-2] + ["--input-shape", "64by64"], env=cli_env, capture_output=True, text=True,
-                         timeout=60)
+    bad = harness(*cmd[:-2], "--input-shape", "64by64", env=cli_env, check=False)
     assert bad.returncode != 0 and "--input-shape" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stderr
     with Store(cli_env["HARNESS_STORE"]) as st:
