@@ -11,7 +11,7 @@ import yaml
 
 from harness.devices.driver import make_driver
 from harness.devices.profile import parse_profile
-from harness.errors import FarmError
+from harness.errors import FarmError, StoreError
 from harness.farm.engine import run_farm
 from harness.farm.local import local_lanes
 from harness.farm.plan import make_plan
@@ -193,9 +193,12 @@ def test_ctrl_c_keeps_every_finished_model_and_the_rerun_completes(tmp_path, cli
     while time.monotonic() < deadline:
         time.sleep(0.3)
         if store_path.exists():
-            with Store(store_path) as st:
-                if len(st.measurements()) >= 3:
-                    break
+            try:  # read only, as a second reader would: the command may still be creating the store's tables
+                with Store(store_path, readonly=True) as st:
+                    if len(st.measurements()) >= 3:
+                        break
+            except StoreError:
+                continue
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
