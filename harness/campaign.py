@@ -1,7 +1,7 @@
 """A campaign: measure a list of architectures on one device, resumably.
 
-Resume is by content, not by position: an architecture counts as done when the store holds a
-successful measurement of it on that device, so rerunning the same command after Ctrl-C, a crash,
+Resume is by content, not by position: an (architecture, round) visit counts as done when the store
+holds a successful measurement of it on that device, so rerunning the same command after Ctrl-C, a crash,
 SIGKILL or a dropped device measures only what is missing. Each model's result is committed before
 the next model starts. Failures are recorded with their kind and retried on the next run.
 """
@@ -13,18 +13,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from harness.devices.driver import Driver, make_driver
-from harness.devices.profile import Profile
+from harness.devices.driver import Driver, RunResult, make_driver
+from harness.devices.profile import Policy, Profile
 from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError
+from harness.measure import sentinels
+from harness.measure.clock import Clock, RealClock
+from harness.measure.gating import wait_until_quiet
+from harness.measure.schedule import plan_visits
+from harness.measure.stats import Estimate, estimate
 from harness.models.cache import ModelCache
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store, utcnow
 
 UNSTABLE_CV = 0.10  # pyperf warns when the standard deviation reaches 10% of the mean
+UNSTABLE_REL_CI = 0.05  # a visit whose median is known no better than +-5 % (95 % CI) is unstable
 
 
 class CampaignAborted(HarnessError):
     """Too many consecutive failures: the device is probably broken, so stop instead of burning time."""
+
+
+class DeviceNotQuiet(HarnessError):
+    """The device stayed over the gate's limits for the whole bounded wait and the policy says stop."""
 
 
 @dataclass
@@ -40,6 +50,9 @@ class ModelOutcome:
     exported: bool = False
     failure_kind: str | None = None
     message: str = ""
+    round: int = 1
+    rel_ci: float | None = None
+    suspect: str | None = None
 
 
 @dataclass
@@ -57,6 +70,11 @@ class CampaignSummary:
     status: str = "nothing to do"
     elapsed_s: float = 0.0
     conditions: dict[str, Any] = field(default_factory=dict)
+    runs: int = 0
+    suspect: int = 0
+    gate_wait_s: float = 0.0
+    gate_timeouts: int = 0
+    paused_s: float = 0.0
 
     @property
     def remaining(self) -> int:
@@ -77,21 +95,121 @@ class _Silent:
 
 
 def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
-         remeasure: bool = False) -> list[Arch]:
-    """The architectures still to measure, in the requested order."""
-    if remeasure:
-        return list(archs)
-    done = store.measured_keys(profile.name, space.name)
-    return [a for a in archs if a.key not in done]
+         remeasure: bool = False, rounds: int | None = None) -> list[tuple[Arch, int]]:
+    """The (architecture, round) visits still to make: rounds in seeded shuffled orders, done ones skipped."""
+    r = rounds or profile.policy.rounds
+    done = set() if remeasure else store.measured_rounds(profile.name, space.name, r)
+    return plan_visits(archs, r, profile.policy.round_seed, done)
+
+
+def reference_arch(space: SearchSpace, choice: str) -> Arch:
+    """The paired reference model: ``auto`` = a fixed, cheap-to-mid architecture of the space (by MACs)."""
+    if choice != "auto":
+        return space.parse(choice)
+    pool = sorted(space.sample(31, 0), key=lambda a: (space.build(a).macs(), a.key))
+    return pool[len(pool) // 3]
+
+
+def judge(result: RunResult, policy: Policy) -> tuple[Estimate, str | None]:
+    """The visit's estimate and, when the device was not alone, why the visit is suspect."""
+    est = estimate(result.timed_ms, result.wait_ms, exclude_preempted=policy.preempted_runs == "exclude",
+                   outlier_k=policy.outlier_k)
+    reasons = []
+    n = len(result.timed_ms)
+    if result.wait_ms is not None and est.n_preempted * 2 > n:
+        reasons.append(f"preempted in {est.n_preempted} of {n} runs")
+    nb = result.neighbours or {}
+    if nb.get("wall_s"):
+        cap = nb["wall_s"] * max(1, nb.get("cpus", 1))
+        if nb.get("others_cpu_s", 0) / cap > policy.max_neighbour_cpu:
+            reasons.append(f"other processes used {nb['others_cpu_s'] / cap:.0%} of the CPUs")
+        if nb.get("steal_s", 0) / cap > policy.max_steal:
+            reasons.append(f"hypervisor steal {nb['steal_s'] / cap:.0%}")
+    return est, "; ".join(reasons) or None
+
+
+def _ref_median(result: RunResult, policy: Policy) -> float | None:
+    if not result.reference_ms:
+        return None
+    return estimate(result.reference_ms, result.reference_wait_ms,
+                    exclude_preempted=policy.preempted_runs == "exclude", outlier_k=policy.outlier_k).median_ms
+
+
+class _Sentinels:
+    """Runs the sentinel checks of one campaign (see harness.measure.sentinels)."""
+
+    def __init__(self, store: Store, cid: int, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
+                 cache: ModelCache, driver: Driver, clock: Clock):
+        assert profile.policy.sentinels is not None
+        self.pol, self.policy = profile.policy.sentinels, profile.policy
+        self.store, self.cid, self.profile, self.driver, self.clock = store, cid, profile, driver, clock
+        self.archs = sentinels.choose(space, archs, self.pol)
+        fmt = profile.runtime.model_format
+        self.refs = {a.key: driver.push(cache.get(space.build(a), fmt)) for a in self.archs}
+        self.monitor = sentinels.Monitor(self.pol.band)
+        self.window: list[int] = []  # measurement ids since the last good check
+        self.since = 0
+        self.paused_s = 0.0
+
+    def _check(self, done: int, phase: str) -> list[sentinels.Check]:
+        out = []
+        for a in self.archs:
+            est, _ = judge(self.driver.run(self.refs[a.key]), self.policy)
+            c = self.monitor.check(a.key, est.median_ms, est.rel_ci)
+            self.store.record_sentinel(self.cid, self.profile.name, a, models_done=done, median_ms=c.median_ms,
+                                       baseline_ms=c.baseline_ms, in_band=c.in_band, phase=phase)
+            out.append(c)
+        return out
+
+    def start(self) -> None:
+        self._check(0, "baseline")
+
+    def after_model(self, measurement_id: int | None, done: int) -> None:
+        if measurement_id is not None:
+            self.window.append(measurement_id)
+        self.since += 1
+        if self.since < self.pol.every:
+            return
+        self.since = 0
+        checks = self._check(done, "check")
+        bad = [c for c in checks if not c.in_band]
+        if not bad:
+            self.window = []
+            return
+        what = ", ".join(f"{c.key[:24]} {c.deviation:+.1%}" for c in bad)
+        self.store.mark_suspect(self.window, f"sentinel out of band after model {done}: {what}")
+        self.store.record_event(self.cid, "sentinel_drift", {"models_done": done, "marked": len(self.window),
+                                                               "out_of_band": {c.key: c.deviation for c in bad}})
+        self.window = []
+        if self.pol.on_drift != "pause":
+            return
+        t0 = self.clock.now()
+        recovered = False
+        while self.clock.now() - t0 < self.pol.max_pause_s:
+            self.clock.sleep(min(self.pol.pause_step_s, self.pol.max_pause_s - (self.clock.now() - t0)))
+            if all(c.in_band for c in self._check(done, "pause")):
+                recovered = True
+                break
+        waited = self.clock.now() - t0
+        self.paused_s += waited
+        self.store.record_event(self.cid, "pause", {"models_done": done, "waited_s": round(waited, 3),
+                                                    "recovered": recovered})
 
 
 def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *,
                  cache: ModelCache, command: str = "", remeasure: bool = False,
                  observer: Observer | None = None, max_consecutive_failures: int = 5,
-                 driver: Driver | None = None) -> CampaignSummary:
+                 driver: Driver | None = None, rounds: int | None = None,
+                 clock: Clock | None = None) -> CampaignSummary:
+    """Measure ``archs``; ``rounds`` overrides the profile's; ``clock`` is the lab simulator's virtual one."""
     observer = observer or _Silent()
+    clock = clock or RealClock()
+    if rounds is not None:
+        profile = profile.model_copy(update={"policy": profile.policy.model_copy(update={"rounds": rounds})})
+    pol = profile.policy
     todo = plan(store, profile, space, archs, remeasure)
-    summary = CampaignSummary(profile.name, space.name, len(archs), len(archs) - len(todo))
+    pending = {a.key for a, _ in todo}
+    summary = CampaignSummary(profile.name, space.name, len(archs), sum(a.key not in pending for a in archs))
     if not todo:
         return summary
     t_start = time.perf_counter()
@@ -104,46 +222,87 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
         summary.conditions = driver.prepare()
         store.set_campaign_conditions(cid, summary.conditions)
         observer.started(summary, len(todo))
-        for i, arch in enumerate(todo):
+        watch = _Sentinels(store, cid, profile, space, archs, cache, driver, clock) if pol.sentinels else None
+        if watch:
+            watch.start()
+        refs: dict[str, str] = {}
+        if pol.reference != "none" and hasattr(driver, "reference"):  # drivers with per-run timings
+            ref_arch = reference_arch(space, pol.reference)
+            driver.reference = driver.push(cache.get(space.build(ref_arch), fmt))  # type: ignore[attr-defined]
+            summary.conditions["reference"] = ref_arch.key
+            store.set_campaign_conditions(cid, summary.conditions)
+        for i, (arch, rnd) in enumerate(todo):
+            gate = wait_until_quiet(pol.gate, driver.state, clock)
+            if gate.waited_s or gate.timed_out:
+                summary.gate_wait_s += gate.waited_s
+                if gate.timed_out:
+                    summary.gate_timeouts += 1
+                    store.record_event(cid, "gate_timeout", {"arch": arch.key, **gate.as_dict()})
+                    if pol.gate.on_timeout == "stop":
+                        raise DeviceNotQuiet(f"{profile.name} did not get under the gate limits within "
+                                             f"{pol.gate.max_wait_s:g} s: {'; '.join(gate.reasons)}")
             started, t0 = utcnow(), time.perf_counter()
             exported, digest = False, None
+            mid = None
             try:
                 artifact = cache.get(space.build(arch), fmt)
                 exported, digest = artifact.exported, artifact.digest
-                result = driver.run(driver.push(artifact))
+                if arch.key not in refs or pol.rounds == 1:
+                    refs[arch.key] = driver.push(artifact)
+                result = driver.run(refs[arch.key])
             except ConnectionLost:
                 raise
             except (DriverError, ExportError) as e:
                 kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
+                refs.pop(arch.key, None)
                 store.record_measurement(cid, profile.name, arch, model_format=fmt, model_digest=digest,
                                          started_at=started, duration_s=time.perf_counter() - t0,
-                                         failure_kind=kind, failure_message=str(e))
+                                         failure_kind=kind, failure_message=str(e), round_no=rnd,
+                                         rounds=pol.rounds)
                 summary.failed += 1
                 summary.failures[kind] = summary.failures.get(kind, 0) + 1
                 consecutive += 1
                 observer.model_done(ModelOutcome(arch, i + 1, len(todo), False, exported=exported,
-                                                 failure_kind=kind, message=str(e)), summary)
+                                                 failure_kind=kind, message=str(e), round=rnd), summary)
                 if consecutive >= max_consecutive_failures:
                     raise CampaignAborted(f"{consecutive} models failed in a row on {profile.name}; "
                                           f"last: {kind}: {e}") from e
                 continue
             stats = result.summary()
-            store.record_measurement(
+            est, suspect = judge(result, pol)
+            if gate.timed_out:
+                suspect = "; ".join(filter(None, [suspect, "device not quiet: " + "; ".join(gate.reasons)]))
+            stats["median_ms"] = est.median_ms
+            mid = store.record_measurement(
                 cid, profile.name, arch, model_format=fmt, model_digest=digest, started_at=started,
                 duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
                 timed_ms=result.timed_ms, warmup_ms=result.warmup_ms,
-                conditions={"before": result.conditions_before, "after": result.conditions_after})
+                conditions={"before": result.conditions_before, "after": result.conditions_after,
+                            "neighbours": result.neighbours, **({"gate": gate.as_dict()} if pol.gate.active else {})},
+                round_no=rnd, rounds=pol.rounds, run_flags=est.flags, wait_ms=result.wait_ms,
+                extra={"stop_rule": result.stop_rule, "ci_low_ms": est.ci_low_ms, "ci_high_ms": est.ci_high_ms,
+                       "n_used": est.n_used, "n_preempted": est.n_preempted, "n_outliers": est.n_outliers,
+                       "suspect": suspect, "gate_wait_s": gate.waited_s if pol.gate.active else None,
+                       "ref_median_ms": _ref_median(result, pol)})
             consecutive = 0
             summary.ok += 1
             summary.exported += int(exported)
+            summary.runs += len(result.timed_ms)
+            if suspect:
+                summary.suspect += 1
+            rel = est.rel_ci
             cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
-            if cv >= UNSTABLE_CV:
+            if (rel is not None and rel > UNSTABLE_REL_CI) or (rel is None and cv >= UNSTABLE_CV):
                 summary.unstable.append(arch.key)
-            observer.model_done(ModelOutcome(arch, i + 1, len(todo), True, stats["median_ms"], cv, exported),
-                                summary)
-            if profile.policy.cooldown_seconds and i + 1 < len(todo):
-                time.sleep(profile.policy.cooldown_seconds)
+            observer.model_done(ModelOutcome(arch, i + 1, len(todo), True, est.median_ms, cv, exported,
+                                             round=rnd, rel_ci=rel, suspect=suspect), summary)
+            if watch:
+                watch.after_model(mid, i + 1)
+            if pol.cooldown_seconds and i + 1 < len(todo):
+                clock.sleep(pol.cooldown_seconds)
         status = "finished"
+        if watch:
+            summary.paused_s = watch.paused_s
     except KeyboardInterrupt:
         status, message = "interrupted", "stopped by the user"
         raise

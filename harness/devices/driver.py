@@ -27,6 +27,11 @@ class RunResult:
     init_ms: float | None = None
     conditions_before: dict[str, Any] = field(default_factory=dict)
     conditions_after: dict[str, Any] = field(default_factory=dict)
+    wait_ms: list[float] | None = None  # per run: time our threads waited for a CPU (None: not observable)
+    stop_rule: str | None = None  # fixed | ci_reached | max_runs | max_seconds
+    neighbours: dict[str, Any] | None = None  # other processes' CPU and steal during the model
+    reference_ms: list[float] | None = None  # the paired reference model, one run before each timed run
+    reference_wait_ms: list[float] | None = None
 
     def __post_init__(self) -> None:
         if not self.timed_ms:
@@ -83,6 +88,13 @@ class Driver(ABC):
     @abstractmethod
     def run(self, model_ref: str) -> RunResult:
         """Time the model per the profile's policy; raises DriverError subclasses on failure."""
+
+    def state(self) -> dict[str, Any]:
+        """Dynamic conditions now (temperature_c, cpu_freq_mhz, loadavg_1m, ...) for device-state gating.
+
+        Drivers that cannot observe the device return {} and gating records "not observable".
+        """
+        return {}
 
     @abstractmethod
     def cleanup(self) -> None:

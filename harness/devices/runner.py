@@ -66,6 +66,15 @@ def frequencies_mhz() -> dict[str, float]:
     return out
 
 
+def max_frequencies_mhz() -> dict[str, float]:
+    out = {}
+    for d in sorted(_CPU.glob("cpu[0-9]*")):
+        f = _read(d / "cpufreq" / "cpuinfo_max_freq")
+        if f and f.isdigit():
+            out[d.name] = int(f) / 1000.0
+    return out
+
+
 def temperatures_c() -> dict[str, float]:
     out = {}
     for z in sorted(_THERMAL.glob("thermal_zone*")):
@@ -196,7 +205,145 @@ def validate(req: dict) -> dict:
                min_seconds=float(req.get("min_seconds", 0.0)), seed=int(req.get("seed", 0)))
     if out["timed_runs"] < 1 or out["warmup_runs"] < 0 or out["threads"] < 1:
         raise ValueError("timed_runs >= 1, warmup_runs >= 0 and threads >= 1 are required")
+    ad = req.get("adaptive")
+    if ad is not None:
+        ad = {"target_rel_ci": float(ad["target_rel_ci"]), "min_runs": int(ad["min_runs"]),
+              "max_runs": int(ad["max_runs"]), "max_seconds": float(ad["max_seconds"])}
+        if not (ad["target_rel_ci"] > 0 and 1 <= ad["min_runs"] <= ad["max_runs"] and ad["max_seconds"] > 0):
+            raise ValueError("adaptive needs target_rel_ci > 0, 1 <= min_runs <= max_runs, max_seconds > 0")
+    out["adaptive"] = ad
     return out
+
+
+# --- the stopping rule (kept here because this file runs alone on devices; harness.measure.stats
+# re-exports it, and a test checks it against an independent computation) ---------------------
+
+_RANKS: dict[int, tuple[int, int] | None] = {}
+
+
+def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
+    """0-based order-statistic ranks (lo, hi) of a distribution-free CI for the median of n runs.
+
+    The interval [x_(lo), x_(hi)] covers the true median with probability >= ``confidence`` for any
+    continuous distribution (binomial argument, as in Conover); None when n is too small (n < 6 at 95 %).
+    """
+    key = n if confidence == 0.95 else None
+    if key is not None and key in _RANKS:
+        return _RANKS[key]
+    from math import comb
+
+    total, tail, k = 2 ** n, 0, 0
+    alpha = (1 - confidence) / 2
+    # largest k with P(B <= k - 1) <= alpha, B ~ Binomial(n, 1/2): x_(k) (1-based) is the lower bound
+    while k < n and (tail + comb(n, k)) / total <= alpha:
+        tail += comb(n, k)
+        k += 1
+    out = None if k == 0 else (k - 1, n - k)
+    if key is not None:
+        _RANKS[key] = out
+    return out
+
+
+def median_rel_ci(xs: list[float]) -> float:
+    """Half-width of the 95 % CI of the median as a fraction of the median (inf when undefined)."""
+    ranks = median_ci_ranks(len(xs))
+    if ranks is None:
+        return float("inf")
+    s = sorted(xs)
+    n = len(s)
+    med = (s[(n - 1) // 2] + s[n // 2]) / 2
+    return (s[ranks[1]] - s[ranks[0]]) / 2 / med if med > 0 else float("inf")
+
+
+# --- noisy neighbours: who else used the CPU while we timed ------------------------------------
+
+class WaitProbe:
+    """Time this process's threads were kept off the CPU during a run, from /proc/<tid>/schedstat (ns).
+
+    A run during which our threads waited for a CPU was slowed by another process (or, in a virtual
+    machine, by the hypervisor's steal), not by the model: such runs are flagged ``preempted`` and left
+    out of the estimate (kept raw in the store). With one runtime thread the inference runs on the
+    calling thread, so wall time minus that thread's CPU time counts steal too; with a pool, the
+    threads' run-queue delays are summed.
+    """
+
+    def __init__(self, single_thread: bool) -> None:
+        self.fds: list[int] = []
+        self.single = single_thread
+        try:
+            if single_thread:  # CPU clock of this thread (schedstat's runtime is only updated per tick)
+                self.fds.append(os.open("/proc/thread-self/schedstat", os.O_RDONLY))
+                time.thread_time_ns()
+            else:
+                for tid in os.listdir("/proc/self/task"):
+                    self.fds.append(os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY))
+        except OSError:
+            self.close()
+
+    def __call__(self) -> int | None:
+        """single thread: on-CPU ns of the calling thread; pool: summed run-queue delay ns."""
+        if not self.fds:
+            return None
+        try:
+            if self.single:
+                return time.thread_time_ns()
+            return sum(int(os.pread(fd, 96, 0).split()[1]) for fd in self.fds)
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def off_cpu_ms(self, p0: int, p1: int, wall_ns: int) -> float:
+        return max(0, wall_ns - (p1 - p0)) / 1e6 if self.single else (p1 - p0) / 1e6
+
+    def close(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+
+
+def cpu_times() -> dict[str, float] | None:
+    """Whole-machine busy and steal seconds (/proc/stat) and this process's CPU seconds."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    steal = fields[7] if len(fields) > 7 else 0
+    busy = sum(fields[:8]) - idle - steal
+    t = os.times()
+    return {"busy_s": busy / hz, "steal_s": steal / hz, "self_s": t.user + t.system, "wall_s": time.monotonic()}
+
+
+def neighbours(before: dict | None, after: dict | None) -> dict[str, Any] | None:
+    """Other processes' CPU time and the hypervisor's steal while this model was timed."""
+    if before is None or after is None:
+        return None
+    wall = max(after["wall_s"] - before["wall_s"], 1e-9)
+    others = max(0.0, (after["busy_s"] - before["busy_s"]) - (after["self_s"] - before["self_s"]))
+    steal = max(0.0, after["steal_s"] - before["steal_s"])
+    return {"wall_s": wall, "others_cpu_s": others, "steal_s": steal, "cpus": os.cpu_count() or 1}
+
+
+_REFERENCES: dict[str, Any] = {}
+
+
+def _reference(req: dict):
+    """The reference model's loaded session (kept for the worker's life: it runs with every model)."""
+    path = req.get("reference")
+    if not path:
+        return None
+    key = json.dumps([path, req["runtime"], req.get("threads"), req.get("options")], sort_keys=True)
+    if key not in _REFERENCES:
+        invoke = load(dict(req, model=path))
+        for _ in range(max(1, int(req.get("warmup_runs", 0)))):
+            invoke()
+        _REFERENCES.clear()
+        _REFERENCES[key] = invoke
+    return _REFERENCES[key]
 
 
 def measure(req: dict) -> dict:
@@ -205,19 +352,66 @@ def measure(req: dict) -> dict:
     invoke = load(req)
     init_ms = (time.perf_counter() - t0) * 1e3
     clock = time.perf_counter_ns
-    warmup = []
-    for _ in range(int(req.get("warmup_runs", 0))):
-        s = clock()
-        invoke()
-        warmup.append((clock() - s) / 1e6)
-    runs, min_ns = int(req.get("timed_runs", 1)), float(req.get("min_seconds", 0.0)) * 1e9
-    timed = []
-    start = clock()
-    while len(timed) < runs or clock() - start < min_ns:
-        s = clock()
-        invoke()
-        timed.append((clock() - s) / 1e6)
-    out = {"ok": True, "init_ms": init_ms, "warmup_ms": warmup, "timed_ms": timed}
+    ref = _reference(req)
+    probe = WaitProbe(int(req.get("threads", 1)) == 1)  # after load: the pool threads exist now
+    cpu0 = cpu_times()
+    try:
+        warmup = []
+        for _ in range(int(req.get("warmup_runs", 0))):
+            s = clock()
+            invoke()
+            warmup.append((clock() - s) / 1e6)
+        timed: list[float] = []
+        waits: list[float] = []
+        clean: list[float] = []
+        ad = req.get("adaptive")
+        if ad is None:
+            runs, min_ns, max_ns, stop = int(req.get("timed_runs", 1)), float(req.get("min_seconds", 0.0)) * 1e9, None, "fixed"
+        else:
+            runs, min_ns, max_ns, stop = ad["max_runs"], 0.0, ad["max_seconds"] * 1e9, "max_runs"
+        threshold = float(req.get("preempt_threshold", 0.02))
+        ref_timed: list[float] = []
+        ref_waits: list[float] = []
+        start = clock()
+        while len(timed) < runs or clock() - start < min_ns:
+            if ref is not None:  # the reference runs right before each run: both see the same machine
+                w0 = probe()
+                s = clock()
+                ref()
+                e = clock()
+                w1 = probe()
+                ref_timed.append((e - s) / 1e6)
+                if w0 is not None and w1 is not None:
+                    ref_waits.append(probe.off_cpu_ms(w0, w1, e - s))
+            w0 = probe()
+            s = clock()
+            invoke()
+            e = clock()
+            w1 = probe()
+            ms = (e - s) / 1e6
+            timed.append(ms)
+            if w0 is not None and w1 is not None:
+                wait = probe.off_cpu_ms(w0, w1, e - s)
+                waits.append(wait)
+                if wait <= threshold * ms:
+                    clean.append(ms)
+            else:
+                clean.append(ms)
+            if ad is not None:
+                if len(clean) >= ad["min_runs"] and len(clean) % 2 == 0 \
+                        and median_rel_ci(clean) <= ad["target_rel_ci"]:
+                    stop = "ci_reached"
+                    break
+                if e - start >= max_ns:
+                    stop = "max_seconds"
+                    break
+    finally:
+        probe.close()
+    out = {"ok": True, "init_ms": init_ms, "warmup_ms": warmup, "timed_ms": timed,
+           "wait_ms": waits if len(waits) == len(timed) else None, "stop_rule": stop,
+           "neighbours": neighbours(cpu0, cpu_times())}
+    if ref is not None:
+        out.update(reference_ms=ref_timed, reference_wait_ms=ref_waits if len(ref_waits) == len(ref_timed) else None)
     if before is not None:
         out.update(conditions_before=before, conditions_after=dynamic_conditions())
     return out
@@ -228,6 +422,8 @@ def handle(req: dict) -> dict:
     if op == "hello":
         return {"ok": True, "protocol": PROTOCOL, "pid": os.getpid(), "versions": runtime_versions(),
                 "conditions": static_conditions(), "tensorflow_imported": "tensorflow" in sys.modules}
+    if op == "state":
+        return {"ok": True, **dynamic_conditions(), "max_freq_mhz": max_frequencies_mhz() or None}
     if op == "sha256":  # lets a remote driver skip re-pushing a model that is already there
         import hashlib
 

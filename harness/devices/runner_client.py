@@ -41,6 +41,7 @@ class RunnerDriver(Driver):
         super().__init__(profile)
         self._channel: LineChannel | None = None
         self.hello: dict[str, Any] = {}
+        self.reference: str | None = None  # device path of the paired reference model (see campaign)
 
     @abstractmethod
     def _open_channel(self) -> LineChannel:
@@ -120,11 +121,19 @@ class RunnerDriver(Driver):
         req = {"op": "run", "model": model_ref, "runtime": rt.name, "threads": rt.threads,
                "delegate": rt.delegate, "execution_provider": rt.execution_provider,
                "options": rt.options, "warmup_runs": pol.warmup_runs, "timed_runs": pol.timed_runs,
-               "min_seconds": pol.min_seconds, "seed": pol.input_seed, "conditions": True}
+               "min_seconds": pol.min_seconds, "seed": pol.input_seed, "conditions": True,
+               "adaptive": pol.adaptive.model_dump() if pol.adaptive else None,
+               "reference": self.reference}
         resp = self._call(req, timeout=pol.timeout_seconds)
         return RunResult(timed_ms=resp["timed_ms"], warmup_ms=resp["warmup_ms"], init_ms=resp["init_ms"],
                          conditions_before=resp.get("conditions_before", {}),
-                         conditions_after=resp.get("conditions_after", {}))
+                         conditions_after=resp.get("conditions_after", {}), wait_ms=resp.get("wait_ms"),
+                         stop_rule=resp.get("stop_rule"), neighbours=resp.get("neighbours"),
+                         reference_ms=resp.get("reference_ms"), reference_wait_ms=resp.get("reference_wait_ms"))
+
+    def state(self) -> dict[str, Any]:
+        """The device's dynamic conditions now (temperature, frequency, load), for gating."""
+        return {k: v for k, v in self._call({"op": "state"}, timeout=30).items() if k != "ok"}
 
     def cleanup(self) -> None:
         self._drop(force=False)

@@ -25,7 +25,7 @@ from harness import __version__
 from harness.errors import StoreError
 from harness.models.spaces import Arch
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_STORE = Path(os.environ.get("HARNESS_STORE", "results/harness.db"))
 
 SCHEMA = """
@@ -137,7 +137,63 @@ CREATE TABLE predictors (
 );
 CREATE INDEX predictors_by_device ON predictors (space, device);
 """,
+    # measurements you can trust: rounds, the estimate's CI and stop rule, run flags, suspects, sentinels
+    3: """
+ALTER TABLE measurements ADD COLUMN round INTEGER;
+ALTER TABLE measurements ADD COLUMN rounds INTEGER;
+ALTER TABLE measurements ADD COLUMN stop_rule TEXT;
+ALTER TABLE measurements ADD COLUMN ci_low_ms REAL;
+ALTER TABLE measurements ADD COLUMN ci_high_ms REAL;
+ALTER TABLE measurements ADD COLUMN n_used INTEGER;
+ALTER TABLE measurements ADD COLUMN n_preempted INTEGER;
+ALTER TABLE measurements ADD COLUMN n_outliers INTEGER;
+ALTER TABLE measurements ADD COLUMN suspect TEXT;
+ALTER TABLE measurements ADD COLUMN gate_wait_s REAL;
+ALTER TABLE measurements ADD COLUMN ref_median_ms REAL;
+ALTER TABLE runs ADD COLUMN flag INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN wait_ms REAL;
+CREATE TABLE sentinel_checks (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    arch_id INTEGER NOT NULL REFERENCES architectures(id),
+    at TEXT NOT NULL,
+    models_done INTEGER NOT NULL,
+    median_ms REAL NOT NULL,
+    baseline_ms REAL,
+    in_band INTEGER NOT NULL CHECK (in_band IN (0, 1)),
+    phase TEXT NOT NULL DEFAULT 'check'
+);
+CREATE TABLE campaign_events (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail_json TEXT NOT NULL DEFAULT '{}'
+);
+""",
 }
+
+
+TRUST_COLUMNS = ("stop_rule", "ci_low_ms", "ci_high_ms", "n_used", "n_preempted", "n_outliers", "suspect",
+                 "gate_wait_s", "ref_median_ms")
+
+
+def normalized(visits: pd.DataFrame) -> pd.Series:
+    """Each visit's median, reference-normalised where the visit ran with a paired reference model.
+
+    A visit timed next to the reference gives latency = (model median / reference median in that
+    visit) x (the reference's median over all of the device's visits): machine-speed drift shared by the
+    pair cancels, the unit stays milliseconds. Visits without a reference keep their raw median.
+    """
+    out = visits["median_ms"].astype(float).copy()
+    if "ref_median_ms" not in visits:
+        return out
+    has = visits["ref_median_ms"].notna()
+    if has.any():
+        scale = visits[has].groupby("device")["ref_median_ms"].transform("median")
+        out[has] = visits.loc[has, "median_ms"] / visits.loc[has, "ref_median_ms"] * scale
+    return out
 
 
 def utcnow() -> str:
@@ -293,9 +349,18 @@ class Store:
                            summary: dict[str, float] | None = None, init_ms: float | None = None,
                            timed_ms: Iterable[float] = (), warmup_ms: Iterable[float] = (),
                            conditions: dict | None = None, failure_kind: str | None = None,
-                           failure_message: str | None = None) -> int:
-        """One model's outcome and all its runs, in one transaction."""
+                           failure_message: str | None = None, round_no: int | None = None,
+                           rounds: int | None = None, extra: dict[str, Any] | None = None,
+                           run_flags: list[int] | None = None, wait_ms: list[float] | None = None) -> int:
+        """One model's outcome (one visit, in a rounds campaign) and all its runs, in one transaction.
+
+        ``extra`` fills the trust columns (stop_rule, ci_low_ms, ci_high_ms, n_used, n_preempted,
+        n_outliers, suspect, gate_wait_s); ``run_flags``/``wait_ms`` go with the timed runs.
+        """
         timed, warm = list(timed_ms), list(warmup_ms)
+        flags = run_flags if run_flags is not None and len(run_flags) == len(timed) else [0] * len(timed)
+        waits = wait_ms if wait_ms is not None and len(wait_ms) == len(timed) else [None] * len(timed)
+        x = {k: (extra or {}).get(k) for k in TRUST_COLUMNS}
         ok = failure_kind is None
         if ok and (summary is None or not timed):
             raise StoreError("a successful measurement needs its timed runs")
@@ -313,8 +378,13 @@ class Store:
                  s.get("std_ms"), s.get("min_ms"), s.get("p90_ms"), init_ms,
                  json.dumps(conditions or {}, default=str), started_at, duration_s))
             mid = int(cur.lastrowid)
-            db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?)",
-                           [(mid, 1, i, v) for i, v in enumerate(warm)] + [(mid, 0, i, v) for i, v in enumerate(timed)])
+            db.execute(f"UPDATE measurements SET round = ?, rounds = ?, "
+                       f"{', '.join(f'{k} = ?' for k in TRUST_COLUMNS)} WHERE id = ?",
+                       (round_no, rounds, *x.values(), mid))
+            db.executemany("INSERT INTO runs (measurement_id, warmup, seq, latency_ms, flag, wait_ms) "
+                           "VALUES (?, ?, ?, ?, ?, ?)",
+                           [(mid, 1, i, v, 0, None) for i, v in enumerate(warm)]
+                           + [(mid, 0, i, v, f, w) for i, (v, f, w) in enumerate(zip(timed, flags, waits))])
             return mid
 
     def measured_keys(self, device: str, space: str) -> set[str]:
@@ -341,22 +411,109 @@ class Store:
     def latencies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
         """Long table (device, origin, key, columns_json, latency_ms) of every device with data in ``space``.
 
-        Measured devices give the median of their latest successful measurement per architecture;
-        imported devices give the imported value. Both sit side by side in every analysis.
+        Measured devices give the median over rounds of each round's latest successful visit (one round:
+        the latest measurement's median); imported devices give the imported value. Both sit side by side in every analysis.
         """
-        q = """SELECT d.name AS device, 'measured' AS origin, a.key, a.columns_json, m.median_ms AS latency_ms
-               FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
-               WHERE a.space = ? AND m.status = 'ok'
-                 AND m.id = (SELECT MAX(m2.id) FROM measurements m2
-                             WHERE m2.device_id = m.device_id AND m2.arch_id = m.arch_id AND m2.status = 'ok')
-               UNION ALL
-               SELECT d.name, 'imported', a.key, a.columns_json, i.latency_ms
+        q = """SELECT d.name AS device, 'imported' AS origin, a.key, a.columns_json, i.latency_ms
                FROM imported_latencies i JOIN devices d ON d.id = i.device_id JOIN architectures a ON a.id = i.arch_id
                WHERE a.space = ?"""
-        df = pd.read_sql_query(q, self.db, params=(space, space))
+        imported = pd.read_sql_query(q, self.db, params=(space,))
+        visits = self.visits(space)
+        measured = pd.DataFrame(columns=["device", "origin", "key", "columns_json", "latency_ms"])
+        if not visits.empty:
+            visits = visits.assign(median_ms=normalized(visits))
+            g = visits.groupby(["device", "key"], sort=False)
+            measured = g.agg(columns_json=("columns_json", "first"), latency_ms=("median_ms", "median")).reset_index()
+            measured.insert(1, "origin", "measured")
+        df = pd.concat([measured, imported], ignore_index=True) if not imported.empty else measured
         if devices:
             df = df[df.device.isin(devices)]
-        return df
+        return df.reset_index(drop=True)
+
+    def visits(self, space: str, device: str | None = None) -> pd.DataFrame:
+        """The visits that make up each measured architecture's latency: per round, the latest ok one.
+
+        Only rounds of the same plan (``rounds``) as the architecture's latest visit count, so a
+        re-measurement with another rounds setting replaces the old one instead of mixing with it.
+        """
+        q = """WITH ok AS (SELECT m.*, COALESCE(m.round, 1) AS rnd, COALESCE(m.rounds, 1) AS plan
+                          FROM measurements m WHERE m.status = 'ok'),
+                    last AS (SELECT device_id, arch_id, MAX(id) AS last_id FROM ok GROUP BY device_id, arch_id),
+                    pick AS (SELECT MAX(ok.id) AS id FROM ok JOIN last l ON l.device_id = ok.device_id
+                             AND l.arch_id = ok.arch_id JOIN ok lo ON lo.id = l.last_id
+                             WHERE ok.plan = lo.plan GROUP BY ok.device_id, ok.arch_id, ok.rnd)
+               SELECT m.id, d.name AS device, a.key, a.columns_json, COALESCE(m.round, 1) AS round,
+                      COALESCE(m.rounds, 1) AS rounds, m.median_ms, m.ci_low_ms, m.ci_high_ms, m.n_runs,
+                      m.n_used, m.n_preempted, m.n_outliers, m.stop_rule, m.suspect, m.started_at, m.duration_s,
+                      m.campaign_id, m.ref_median_ms
+               FROM pick JOIN measurements m ON m.id = pick.id JOIN devices d ON d.id = m.device_id
+               JOIN architectures a ON a.id = m.arch_id
+               WHERE a.space = ? AND (? IS NULL OR d.name = ?) ORDER BY m.id"""
+        return pd.read_sql_query(q, self.db, params=(space, device, device))
+
+    def measured_rounds(self, device: str, space: str, rounds: int) -> set[tuple[str, int]]:
+        """(key, round) pairs already measured under a ``rounds``-round plan: what resume skips."""
+        rows = self.db.execute(
+            """SELECT DISTINCT a.key, COALESCE(m.round, 1) FROM measurements m
+               JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
+               WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND COALESCE(m.rounds, 1) = ?""",
+            (device, space, rounds))
+        return {(r[0], int(r[1])) for r in rows}
+
+    def run_table(self, measurement_id: int) -> pd.DataFrame:
+        """Timed runs of one measurement with their flags (1 preempted, 2 outlier) and CPU waits."""
+        return pd.read_sql_query("SELECT seq, latency_ms, flag, wait_ms FROM runs WHERE measurement_id = ? "
+                                 "AND warmup = 0 ORDER BY seq", self.db, params=(measurement_id,))
+
+    def runs_of(self, ids: Iterable[int], used_only: bool = True) -> dict[int, list[float]]:
+        """Timed runs of many measurements at once; ``used_only`` leaves out preempted runs."""
+        ids = list(ids)
+        out: dict[int, list[float]] = {i: [] for i in ids}
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            q = (f"SELECT measurement_id, latency_ms, flag FROM runs WHERE warmup = 0 AND measurement_id IN "
+                 f"({','.join('?' * len(part))}) ORDER BY measurement_id, seq")
+            for mid, v, flag in self.db.execute(q, part):
+                if not (used_only and flag & 1):
+                    out[mid].append(v)
+        for mid, xs in out.items():  # every run preempted: the estimate used them all, so do we
+            if not xs:
+                out[mid] = [r[0] for r in self.db.execute(
+                    "SELECT latency_ms FROM runs WHERE warmup = 0 AND measurement_id = ?", (mid,))]
+        return out
+
+    def mark_suspect(self, ids: Iterable[int], reason: str) -> None:
+        """Add ``reason`` to the suspect marks of these measurements (a sentinel left its band meanwhile)."""
+        with self.transaction() as db:
+            for mid in ids:
+                db.execute("UPDATE measurements SET suspect = CASE WHEN suspect IS NULL THEN ? "
+                           "ELSE suspect || '; ' || ? END WHERE id = ?", (reason, reason, mid))
+
+    def record_sentinel(self, campaign_id: int, device: str, arch: Arch, *, models_done: int, median_ms: float,
+                        baseline_ms: float | None, in_band: bool, phase: str = "check") -> int:
+        with self.transaction() as db:
+            cur = db.execute("INSERT INTO sentinel_checks (campaign_id, device_id, arch_id, at, models_done, "
+                             "median_ms, baseline_ms, in_band, phase) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (campaign_id, self.device_id(device), self.arch_id(arch), utcnow(), models_done,
+                              median_ms, baseline_ms, int(in_band), phase))
+            return int(cur.lastrowid)
+
+    def sentinel_series(self, device: str | None = None) -> pd.DataFrame:
+        q = """SELECT s.id, s.campaign_id, d.name AS device, a.key, s.at, s.models_done, s.median_ms,
+                      s.baseline_ms, s.in_band, s.phase
+               FROM sentinel_checks s JOIN devices d ON d.id = s.device_id JOIN architectures a ON a.id = s.arch_id
+               WHERE (? IS NULL OR d.name = ?) ORDER BY s.id"""
+        return pd.read_sql_query(q, self.db, params=(device, device))
+
+    def record_event(self, campaign_id: int, kind: str, detail: dict | None = None) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO campaign_events (campaign_id, at, kind, detail_json) VALUES (?, ?, ?, ?)",
+                       (campaign_id, utcnow(), kind, json.dumps(detail or {}, default=str)))
+
+    def events(self, campaign_id: int | None = None) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT id, campaign_id, at, kind, detail_json FROM campaign_events "
+                                 "WHERE (? IS NULL OR campaign_id = ?) ORDER BY id", self.db,
+                                 params=(campaign_id, campaign_id))
 
     def arch_metrics(self, space: str, kind: str | None = None) -> pd.DataFrame:
         """Wide table: architecture key -> one column per accuracy / metadata metric."""

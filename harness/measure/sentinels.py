@@ -1,0 +1,77 @@
+"""Sentinels: fixed reference models re-timed during a campaign to see the device drift.
+
+They are chosen to span the campaign's latency range (by MACs, before anything is measured). Each
+check compares a sentinel's median with its baseline (the campaign's first check); leaving the band
+``max(band, 2 x its own CI)`` means the device changed, so the models measured since the last good
+check are suspect. The series is stored, so reports can draw it and the export can apply a labelled
+drift correction.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from harness.errors import HarnessError
+from harness.measure.policy import Sentinels
+from harness.models.spaces import Arch, SearchSpace
+
+
+def choose(space: SearchSpace, archs: Sequence[Arch], policy: Sentinels) -> list[Arch]:
+    """The sentinel architectures: the profile's explicit ones, else MAC quantiles of ``archs``."""
+    if policy.archs:
+        return space.parse_many(policy.archs)
+    if not archs:
+        raise HarnessError("sentinels need architectures to choose from; the campaign has none "
+                           "(give policy.sentinels.archs)")
+    by_cost = sorted(archs, key=lambda a: (space.build(a).macs(), a.key))
+    n = min(policy.count, len(by_cost))
+    if n == 1:
+        return [by_cost[len(by_cost) // 2]]
+    picks = [by_cost[round(i * (len(by_cost) - 1) / (n - 1) * 0.8 + 0.1 * (len(by_cost) - 1))] for i in range(n)]
+    return list(dict.fromkeys(picks))
+
+
+@dataclass
+class Check:
+    key: str
+    median_ms: float
+    baseline_ms: float
+    rel_ci: float | None
+    band: float
+
+    @property
+    def deviation(self) -> float:
+        return self.median_ms / self.baseline_ms - 1
+
+    @property
+    def in_band(self) -> bool:
+        return abs(self.deviation) <= max(self.band, 2 * (self.rel_ci or 0.0))
+
+
+@dataclass
+class Monitor:
+    """Baselines and the verdict of each round of checks."""
+
+    band: float
+    baselines: dict[str, float] = field(default_factory=dict)
+
+    def check(self, key: str, median_ms: float, rel_ci: float | None) -> Check:
+        base = self.baselines.setdefault(key, median_ms)
+        return Check(key, median_ms, base, rel_ci, self.band)
+
+
+def drift_factor(times: Sequence[float], ratios: Sequence[float], t: float) -> float:
+    """Sentinel slowdown (median/baseline) at time ``t``, linearly interpolated between checks."""
+    if not times:
+        return 1.0
+    i = bisect.bisect_left(times, t)
+    if i == 0:
+        return ratios[0]
+    if i >= len(times):
+        return ratios[-1]
+    t0, t1 = times[i - 1], times[i]
+    w = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
+    return math.exp((1 - w) * math.log(ratios[i - 1]) + w * math.log(ratios[i]))
