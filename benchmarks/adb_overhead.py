@@ -18,10 +18,11 @@ from pathlib import Path
 
 from harness.campaign import run_campaign
 from harness.devices.registry import ProfileRegistry
-from harness.devices.testing import with_policy
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
 from harness.results.store import Store
+from harness.sim.adb.server import serving
+from harness.testing.conformance import with_policy
 
 
 def campaign(profile, space, archs, cache: ModelCache, db: Path) -> float:
@@ -49,7 +50,8 @@ def main() -> None:
         for a in archs:  # warm the cache: neither campaign exports
             cache.get(space.build(a), "tflite")
         local1 = campaign(local, space, archs, cache, Path(tmp) / "local1.db")
-        virtual = campaign(phone, space, archs, cache, Path(tmp) / "phone.db")
+        with serving(phone) as served:
+            virtual = campaign(served, space, archs, cache, Path(tmp) / "phone.db")
         local2 = campaign(local, space, archs, cache, Path(tmp) / "local2.db")
     base = (local1 + local2) / 2
     print(f"models: {args.models} cached NB201 .tflite, {local.runtime.threads} thread, "

@@ -15,6 +15,7 @@ from harness.campaign import run_campaign
 from harness.devices.registry import ProfileRegistry
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
+from harness.paths import WORKSPACE
 from harness.results.export import latency_table
 from harness.results.store import Store
 
@@ -25,7 +26,7 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    profile = ProfileRegistry().get(args.device)
+    profile = ProfileRegistry(WORKSPACE.devices).get(args.device)
     space = get_space("nb201")
     archs = space.sample(args.models, args.seed)
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "h.db") as st:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from harness.campaign import run_campaign
 from harness.devices.registry import ProfileRegistry
-from harness.devices.testing_sshd import TestSSHServer
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
 from harness.results.store import Store
+from harness.testing.sshd import TestSSHServer
 
 
 def campaign_seconds(store: Store, profile, space, archs, cache) -> float:

@@ -1,30 +1,37 @@
 """A campaign: measure a list of architectures on one device, resumably.
 
 Resume is by content, not by position: an (architecture, round) visit counts as done when the store
-holds a successful measurement of it on that device, so rerunning the same command after Ctrl-C, a crash,
+holds a successful measurement of it on that device in the campaign's graph mode, so rerunning the same
+command after Ctrl-C, a crash,
 SIGKILL or a dropped device measures only what is missing. Each model's result is committed before
 the next model starts. Failures are recorded with their kind and retried on the next run.
+
+Each measurement records the model's identity (graph mode, exporter version, degenerate). A measurement of
+a model from an older exporter is *stale*: it still counts as done (reported, never silently mixed), and
+is measured again only with ``remeasure_stale``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from harness.devices.driver import Driver, RunResult, make_driver
+from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.profile import Policy, Profile
-from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError
+from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError, StoreError
 from harness.measure import sentinels
 from harness.measure.clock import Clock, RealClock
 from harness.measure.gating import wait_until_quiet
 from harness.measure.schedule import plan_visits
 from harness.measure.stats import Estimate, estimate
-from harness.models.cache import ModelCache
+from harness.models.cache import EXPORTER_VERSION, ModelCache
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store, utcnow
 
+T = TypeVar("T")
 UNSTABLE_CV = 0.10  # pyperf warns when the standard deviation reaches 10% of the mean
 UNSTABLE_REL_CI = 0.05  # a visit whose median is known no better than +-5 % (95 % CI) is unstable
 
@@ -75,6 +82,9 @@ class CampaignSummary:
     gate_wait_s: float = 0.0
     gate_timeouts: int = 0
     paused_s: float = 0.0
+    graph_mode: str = "prune"
+    stale: int = 0  # skipped architectures whose stored measurement is of an older exporter's model
+    degenerate: int = 0  # measured models whose output does not depend on the input
 
     @property
     def remaining(self) -> int:
@@ -94,11 +104,22 @@ class _Silent:
         pass
 
 
+def stale_keys(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch]) -> list[str]:
+    """Keys among ``archs`` whose latest measurement in the profile's graph mode is of an older exporter."""
+    versions = store.measured_versions(profile.name, space.name, profile.graph)
+    return [a.key for a in archs if versions.get(a.key, EXPORTER_VERSION) < EXPORTER_VERSION]
+
+
 def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
-         remeasure: bool = False, rounds: int | None = None) -> list[tuple[Arch, int]]:
-    """The (architecture, round) visits still to make: rounds in seeded shuffled orders, done ones skipped."""
+         remeasure: bool = False, remeasure_stale: bool = False,
+         rounds: int | None = None) -> list[tuple[Arch, int]]:
+    """The (architecture, round) visits still to make: rounds in seeded shuffled orders; visits measured in
+    the profile's graph mode are skipped (stale ones too, unless ``remeasure_stale``), none with ``remeasure``."""
     r = rounds or profile.policy.rounds
-    done = set() if remeasure else store.measured_rounds(profile.name, space.name, r)
+    done: set[tuple[str, int]] = set()
+    if not remeasure:
+        versions = store.measured_rounds(profile.name, space.name, r, profile.graph)
+        done = {k for k, v in versions.items() if not (remeasure_stale and v < EXPORTER_VERSION)}
     return plan_visits(archs, r, profile.policy.round_seed, done)
 
 
@@ -145,7 +166,7 @@ class _Sentinels:
         self.store, self.cid, self.profile, self.driver, self.clock = store, cid, profile, driver, clock
         self.archs = sentinels.choose(space, archs, self.pol)
         fmt = profile.runtime.model_format
-        self.refs = {a.key: driver.push(cache.get(space.build(a), fmt)) for a in self.archs}
+        self.refs = {a.key: driver.push(cache.get(space.build(a), fmt, profile.graph)) for a in self.archs}
         self.monitor = sentinels.Monitor(self.pol.band)
         self.window: list[int] = []  # measurement ids since the last good check
         self.since = 0
@@ -196,31 +217,76 @@ class _Sentinels:
                                                     "recovered": recovered})
 
 
+def retrying(fn: Callable[[], T], retry_s: float) -> T:
+    """``fn()``, retried with backoff while the store says the problem may pass (busy, full)."""
+    deadline, wait = time.monotonic() + retry_s, 0.05
+    while True:
+        try:
+            return fn()
+        except StoreError as e:
+            if not (e.transient and time.monotonic() + wait < deadline):
+                raise
+        time.sleep(wait)
+        wait = min(wait * 2, 5.0)
+
+
+def record(store: Store, retry_s: float, campaign_id: int, device: str, arch: Arch, **fields: Any) -> int:
+    """Write one finished measurement, retrying while the store is busy or full; if it still cannot be
+    written (or Ctrl-C comes while waiting), keep it beside the store, where the next open adds it, and stop
+    the campaign: a finished measurement is never dropped."""
+    try:
+        return retrying(lambda: store.record_measurement(campaign_id, device, arch, **fields), retry_s)
+    except (StoreError, KeyboardInterrupt) as e:
+        kept = store.keep_pending({"campaign_id": campaign_id, "device": device,
+                                   "arch": {"space": arch.space, "key": arch.key, "columns": arch.columns},
+                                   **fields})
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise StoreError(f"{e}\nThe measurement of {arch.key} is kept in {kept} (pending) and is added to "
+                         "the store the next time it is opened.") from e
+
+
 def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *,
-                 cache: ModelCache, command: str = "", remeasure: bool = False,
+                 cache: ModelCache, command: str = "", remeasure: bool = False, remeasure_stale: bool = False,
                  observer: Observer | None = None, max_consecutive_failures: int = 5,
-                 driver: Driver | None = None, rounds: int | None = None,
+                 driver: Driver | None = None, write_retry_s: float = 600.0, lease_wait: float | None = 0.0,
+                 on_lease_wait: Callable[[Holder], None] | None = None, rounds: int | None = None,
                  clock: Clock | None = None) -> CampaignSummary:
-    """Measure ``archs``; ``rounds`` overrides the profile's; ``clock`` is the lab simulator's virtual one."""
-    observer = observer or _Silent()
-    clock = clock or RealClock()
+    """Measure what of ``archs`` the store lacks on the profile's device, holding the device's lease
+    (:class:`~harness.devices.lease.DeviceLease`; ``lease_wait`` seconds to wait for another campaign,
+    None: as long as it takes). ``rounds`` overrides the profile's; ``clock`` is the lab simulator's."""
     if rounds is not None:
         profile = profile.model_copy(update={"policy": profile.policy.model_copy(update={"rounds": rounds})})
+    with DeviceLease(profile.name, lock_dir_for(store.path), command=command, wait=lease_wait,
+                     on_wait=on_lease_wait):
+        return _run(store, profile, space, archs, cache=cache, command=command, remeasure=remeasure,
+                    remeasure_stale=remeasure_stale,
+                    observer=observer, max_consecutive_failures=max_consecutive_failures, driver=driver,
+                    write_retry_s=write_retry_s, clock=clock or RealClock())
+
+
+def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *, cache: ModelCache,
+         command: str, remeasure: bool, remeasure_stale: bool, observer: Observer | None, max_consecutive_failures: int,
+         driver: Driver | None, write_retry_s: float, clock: Clock) -> CampaignSummary:
+    observer = observer or _Silent()
     pol = profile.policy
-    todo = plan(store, profile, space, archs, remeasure)
+    todo = plan(store, profile, space, archs, remeasure, remeasure_stale)
     pending = {a.key for a, _ in todo}
-    summary = CampaignSummary(profile.name, space.name, len(archs), sum(a.key not in pending for a in archs))
+    summary = CampaignSummary(profile.name, space.name, len(archs), sum(a.key not in pending for a in archs),
+                              graph_mode=profile.graph)
+    if not (remeasure or remeasure_stale):
+        summary.stale = len(stale_keys(store, profile, space, archs))
     if not todo:
         return summary
     t_start = time.perf_counter()
     fmt = profile.runtime.model_format
-    summary.campaign_id = cid = store.start_campaign(profile.name, space.name, profile.as_dict(),
-                                                     profile.digest(), len(todo), command)
+    summary.campaign_id = cid = retrying(lambda: store.start_campaign(
+        profile.name, space.name, profile.as_dict(), profile.digest(), len(todo), command), write_retry_s)
     driver = driver or make_driver(profile)
     status, message, consecutive = "failed", "", 0
     try:
         summary.conditions = driver.prepare()
-        store.set_campaign_conditions(cid, summary.conditions)
+        retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         observer.started(summary, len(todo))
         watch = _Sentinels(store, cid, profile, space, archs, cache, driver, clock) if pol.sentinels else None
         if watch:
@@ -228,7 +294,7 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
         refs: dict[str, str] = {}
         if pol.reference != "none" and hasattr(driver, "reference"):  # drivers with per-run timings
             ref_arch = reference_arch(space, pol.reference)
-            driver.reference = driver.push(cache.get(space.build(ref_arch), fmt))  # type: ignore[attr-defined]
+            driver.reference = driver.push(cache.get(space.build(ref_arch), fmt, profile.graph))  # type: ignore[attr-defined]
             summary.conditions["reference"] = ref_arch.key
             store.set_campaign_conditions(cid, summary.conditions)
         for i, (arch, rnd) in enumerate(todo):
@@ -242,11 +308,12 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
                         raise DeviceNotQuiet(f"{profile.name} did not get under the gate limits within "
                                              f"{pol.gate.max_wait_s:g} s: {'; '.join(gate.reasons)}")
             started, t0 = utcnow(), time.perf_counter()
-            exported, digest = False, None
+            exported, digest, degenerate = False, None, None
+            identity = dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION)
             mid = None
             try:
-                artifact = cache.get(space.build(arch), fmt)
-                exported, digest = artifact.exported, artifact.digest
+                artifact = cache.get(space.build(arch), fmt, profile.graph)
+                exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
                 if arch.key not in refs or pol.rounds == 1:
                     refs[arch.key] = driver.push(artifact)
                 result = driver.run(refs[arch.key])
@@ -255,10 +322,10 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
             except (DriverError, ExportError) as e:
                 kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
                 refs.pop(arch.key, None)
-                store.record_measurement(cid, profile.name, arch, model_format=fmt, model_digest=digest,
-                                         started_at=started, duration_s=time.perf_counter() - t0,
-                                         failure_kind=kind, failure_message=str(e), round_no=rnd,
-                                         rounds=pol.rounds)
+                record(store, write_retry_s, cid, profile.name, arch, model_format=fmt, model_digest=digest,
+                       started_at=started, duration_s=time.perf_counter() - t0,
+                       failure_kind=kind, failure_message=str(e), degenerate=degenerate, round_no=rnd,
+                       rounds=pol.rounds, **identity)
                 summary.failed += 1
                 summary.failures[kind] = summary.failures.get(kind, 0) + 1
                 consecutive += 1
@@ -273,18 +340,20 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
             if gate.timed_out:
                 suspect = "; ".join(filter(None, [suspect, "device not quiet: " + "; ".join(gate.reasons)]))
             stats["median_ms"] = est.median_ms
-            mid = store.record_measurement(
-                cid, profile.name, arch, model_format=fmt, model_digest=digest, started_at=started,
-                duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
+            mid = record(
+                store, write_retry_s, cid, profile.name, arch, model_format=fmt, model_digest=digest,
+                started_at=started, duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
                 timed_ms=result.timed_ms, warmup_ms=result.warmup_ms,
                 conditions={"before": result.conditions_before, "after": result.conditions_after,
                             "neighbours": result.neighbours, **({"gate": gate.as_dict()} if pol.gate.active else {})},
-                round_no=rnd, rounds=pol.rounds, run_flags=est.flags, wait_ms=result.wait_ms,
+                degenerate=degenerate, round_no=rnd, rounds=pol.rounds, run_flags=est.flags, wait_ms=result.wait_ms,
                 extra={"stop_rule": result.stop_rule, "ci_low_ms": est.ci_low_ms, "ci_high_ms": est.ci_high_ms,
                        "n_used": est.n_used, "n_preempted": est.n_preempted, "n_outliers": est.n_outliers,
                        "suspect": suspect, "gate_wait_s": gate.waited_s if pol.gate.active else None,
-                       "ref_median_ms": _ref_median(result, pol)})
+                       "ref_median_ms": _ref_median(result, pol)},
+                **identity)
             consecutive = 0
+            summary.degenerate += int(bool(degenerate))
             summary.ok += 1
             summary.exported += int(exported)
             summary.runs += len(result.timed_ms)
@@ -313,5 +382,10 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
         driver.cleanup()
         summary.status = status
         summary.elapsed_s = time.perf_counter() - t_start
-        store.finish_campaign(cid, status, message)
+        try:
+            retrying(lambda: store.finish_campaign(cid, status, message), min(write_retry_s, 60.0))
+        except StoreError:
+            if status == "finished":
+                raise
+            # an error is already on its way out; the row stays 'running' and is closed as abandoned later
     return summary

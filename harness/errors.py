@@ -32,12 +32,33 @@ class UnknownNameError(HarnessError):
         super().__init__(msg + (f". {hint}" if hint else ""))
 
 
+class ParameterError(HarnessError):
+    """A call's argument cannot be used; ``param`` names it (the CLI adds the matching flag)."""
+
+    def __init__(self, param: str, message: str):
+        self.param = param
+        super().__init__(message)
+
+
+class NoPredictorError(HarnessError):
+    """``device`` lacks what is asked of it: a saved predictor, or (``needs="measurements"``) measurements."""
+
+    def __init__(self, device: str, message: str, needs: str = "predictor"):
+        self.device, self.needs = device, needs
+        super().__init__(message)
+
+
 class SpaceError(HarnessError):
     """An architecture key or sample request that the search space cannot satisfy."""
 
 
 class StoreError(HarnessError):
-    """The results store cannot be used (schema mismatch, corrupt file, bad query)."""
+    """The results store cannot be used (schema mismatch, corrupt file, bad query).
+
+    ``transient`` is True for what may pass if retried (a lock held by another writer, a full disk).
+    """
+
+    transient: bool = False
 
 
 class ExportError(HarnessError):

@@ -1,8 +1,11 @@
-"""Shared fixtures: fast device profiles in a temp ./devices, a temp store and model cache."""
+"""Shared fixtures: fast device profiles in a temp ./devices, a temp store and model cache, and `harness()`,
+which runs the real entry point in a subprocess."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,12 @@ def cli_env(devices_dir: Path, store_path: Path, cache_dir: Path) -> dict[str, s
     """Environment for running the real `harness` entry point in a subprocess."""
     return {**os.environ, "HARNESS_DEVICES": str(devices_dir), "HARNESS_STORE": str(store_path),
             "HARNESS_CACHE": str(cache_dir), "COLUMNS": "120"}
+
+
+def harness(*args: str, env: dict, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run ``python -m harness ARGS`` (the real entry point, as a user would); raise with its output on failure."""
+    proc = subprocess.run([sys.executable, "-m", "harness", *args], env=env, capture_output=True, text=True,
+                          timeout=300, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"harness {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -17,10 +17,10 @@ from adb_shell import exceptions as adb_errors
 from adb_shell.adb_device import AdbDeviceTcp
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from harness.devices import adb_proto as P
 from harness.devices.adb import _KeySigner, ensure_key
 from harness.devices.adb_benchmark import parse_output
-from harness.devices.adb_sim import Faults, VirtualPhone, write_stand_in
+from harness.sim.adb import proto as P
+from harness.sim.adb.server import Faults, VirtualPhone, write_stand_in
 
 TMP = "/data/local/tmp"
 

@@ -17,7 +17,7 @@ from scipy.stats import kendalltau, spearmanr
 from harness.analysis import correlate, rank_proxies
 from harness.results.importer import import_table
 from harness.results.store import Store
-from tests.test_cli import harness
+from tests.conftest import harness
 from tests.test_import import ONEPROXY, needs_data
 
 

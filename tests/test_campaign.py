@@ -76,3 +76,60 @@ def test_timeout_failure_then_success_on_resume(devices_dir, registry, store_pat
         write_profile(devices_dir, "slow", {"name": "onnxruntime"})  # the user fixes the policy
         s = run_campaign(st, registry.get("slow"), SPACE, archs, cache=ModelCache(cache_dir))
         assert s.ok == 1
+
+
+def test_graph_mode_and_exporter_version_are_recorded_and_part_of_the_identity(registry, store_path, cache_dir):
+    from harness.models.cache import EXPORTER_VERSION
+
+    prune = registry.get("fast-onnx")
+    assert prune.graph == "prune"  # the default: what a deployment converter exports
+    keep = prune.model_copy(update={"graph": "keep"})
+    archs = SPACE.parse_many(["1", "2"])
+    with Store(store_path) as st:
+        run_campaign(st, prune, SPACE, archs, cache=ModelCache(cache_dir))
+        s = run_campaign(st, keep, SPACE, archs, cache=ModelCache(cache_dir))
+        assert (s.ok, s.skipped) == (2, 0)  # another model: measured again, not mixed
+        m = st.measurements("fast-onnx")
+    assert sorted(m.graph_mode) == ["keep", "keep", "prune", "prune"]
+    assert set(m.exporter_version) == {EXPORTER_VERSION}
+    assert m.groupby("key").model_digest.nunique().eq(2).all()
+
+
+def test_degenerate_models_are_measured_and_marked(registry, store_path, cache_dir):
+    """All-'none' NB201: a constant network; both runtimes load it, it is timed, the store marks it."""
+    archs = SPACE.parse_many(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", "1"])
+    with Store(store_path) as st:
+        for name in ("fast-onnx", "fast-tflite"):
+            s = run_campaign(st, registry.get(name), SPACE, archs, cache=ModelCache(cache_dir))
+            assert (s.ok, s.failed, s.degenerate) == (2, 0, 1)
+        m = st.measurements()
+    assert m.groupby("key").degenerate.max().to_dict() == {archs[0].key: 1, archs[1].key: 0}
+    assert (m.median_ms > 0).all()
+
+
+def test_stale_measurements_are_kept_reported_and_remeasured_only_when_asked(registry, store_path, cache_dir):
+    from harness.models.cache import EXPORTER_VERSION
+
+    profile = registry.get("fast-tflite")
+    archs = SPACE.parse_many(["4", "5", "6"])
+    with Store(store_path) as st:
+        run_campaign(st, profile, SPACE, archs[:2], cache=ModelCache(cache_dir))
+        st.db.execute("UPDATE measurements SET exporter_version = ? WHERE id = (SELECT MIN(id) FROM measurements)",
+                      (EXPORTER_VERSION - 1,))  # as if measured with the previous exporter
+        s = run_campaign(st, profile, SPACE, archs, cache=ModelCache(cache_dir))
+        assert (s.ok, s.skipped, s.stale) == (1, 2, 1)  # stale: kept and reported, not silently re-measured
+        assert st.campaigns(EXPORTER_VERSION).stale.tolist() == [1, 0]
+        s = run_campaign(st, profile, SPACE, archs, cache=ModelCache(cache_dir), remeasure_stale=True)
+        assert (s.ok, s.skipped, s.stale) == (1, 2, 0)
+        s = run_campaign(st, profile, SPACE, archs, cache=ModelCache(cache_dir))
+        assert s.status == "nothing to do" and s.stale == 0
+
+
+def test_analyses_can_leave_degenerate_architectures_out(registry, store_path, cache_dir):
+    from harness import analysis
+
+    archs = SPACE.parse_many(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", "1", "2"])
+    with Store(store_path) as st:
+        run_campaign(st, registry.get("fast-onnx"), SPACE, archs, cache=ModelCache(cache_dir))
+    assert len(analysis.latencies(store_path, "nb201")) == 3
+    assert set(analysis.latencies(store_path, "nb201", degenerate=False).index) == {archs[1].key, archs[2].key}

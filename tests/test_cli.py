@@ -14,19 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from tests.conftest import write_profile
+from tests.conftest import harness, write_profile
 
 runner = CliRunner()
 COMMANDS = [[], ["devices"], ["devices", "list"], ["devices", "show"], ["devices", "check"], ["measure"],
             ["export"], ["campaigns"], ["spaces"], ["demo"]]
-
-
-def harness(*args: str, env: dict, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "harness", *args], env=env, capture_output=True, text=True,
-                          timeout=300, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"harness {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
@@ -34,8 +26,8 @@ def test_every_command_has_useful_help(cmd):
     result = runner.invoke(app, [*cmd, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output and len(result.output) > 200
-    if cmd and cmd[-1] not in ("devices",):
-        assert "--store" in result.output, f"{cmd} must take --store"
+    uses_store = bool(cmd) and cmd[0] not in ("devices", "spaces")
+    assert ("--store" in result.output) == uses_store, f"{cmd}: --store only where the command reads the store"
 
 
 def test_devices_list_show_check(cli_env):
@@ -72,14 +64,40 @@ def test_measure_then_export_csv_and_parquet(cli_env, tmp_path):
     csv = tmp_path / "out.csv"
     harness("export", "--out", str(csv), env=cli_env)
     df = pd.read_csv(csv)
-    assert df.columns.tolist() == ["nb201_index", "arch_str", "fast-onnx_ms", "fast-tflite_ms"]
+    ident = ["graph", "exporter", "degenerate"]  # the identity of each measured model
+    assert df.columns.tolist() == ["nb201_index", "arch_str", "fast-onnx_ms", *[f"fast-onnx_{c}" for c in ident],
+                                   "fast-tflite_ms", *[f"fast-tflite_{c}" for c in ident]]
+    assert set(df["fast-tflite_graph"].dropna()) == {"prune"} and df["fast-tflite_degenerate"].sum() == 1
     assert df["fast-onnx_ms"].notna().sum() == 3 and df["fast-tflite_ms"].notna().sum() == 3
     assert (df[["fast-onnx_ms", "fast-tflite_ms"]].stack().dropna() > 0).all()
     pq = tmp_path / "out.parquet"
     harness("export", "--out", str(pq), "--device", "fast-tflite", env=cli_env)
-    assert pd.read_parquet(pq).columns.tolist() == ["nb201_index", "arch_str", "fast-tflite_ms"]
+    assert pd.read_parquet(pq).columns.tolist() == ["nb201_index", "arch_str", "fast-tflite_ms",
+                                                    *[f"fast-tflite_{c}" for c in ident]]
     bad = harness("export", "--out", str(tmp_path / "x.xlsx"), env=cli_env, check=False)
     assert bad.returncode == 2 and "csv" in bad.stderr
+
+
+def test_stale_measurements_are_reported_and_remeasured_on_request(cli_env, tmp_path, store_path):
+    def cli(*args: str) -> str:
+        res = runner.invoke(app, list(args), env=cli_env)
+        assert res.exit_code == 0, res.output
+        return " ".join(res.output.split())  # rich wraps lines
+
+    cli("measure", "--device", "fast-onnx", "--arch", "0,1")
+    with sqlite3.connect(store_path) as db:  # as if measured before exporter version 2
+        db.execute("UPDATE measurements SET exporter_version = NULL, graph_mode = NULL WHERE id = 1")
+    camps = cli("campaigns")
+    assert "1 measurement(s) are stale" in camps and "--remeasure-stale" in camps
+    out = cli("export", "--out", str(tmp_path / "t.csv"))
+    assert "stale" in out and "--remeasure-stale" in out
+    again = cli("measure", "--device", "fast-onnx", "--arch", "0,1")
+    assert "nothing to do" in again and "1 of these architectures were measured" in again
+    assert "1 measured" in cli("measure", "--device", "fast-onnx", "--arch", "0,1", "--remeasure-stale")
+    keep = cli("measure", "--device", "fast-onnx", "--arch", "1", "--graph", "keep")
+    assert "(graph: keep): 1 measured" in keep
+    bad = runner.invoke(app, ["measure", "--device", "fast-onnx", "--arch", "0", "--graph", "fold"], env=cli_env)
+    assert bad.exit_code != 0 and "prune, keep" in bad.output and "Traceback" not in bad.output
 
 
 def test_arch_file(cli_env, tmp_path):

@@ -15,15 +15,16 @@ from harness.campaign import run_campaign
 from harness.devices import adb_benchmark
 from harness.devices.adb import ADBDriver, BenchmarkRunResult
 from harness.devices.adb_benchmark import parse_output
-from harness.devices.adb_sim import Faults, VirtualPhone, write_stand_in
 from harness.devices.driver import make_driver
 from harness.devices.profile import Profile, parse_profile
 from harness.devices.registry import ProfileRegistry
-from harness.devices.testing import DriverConformance, with_policy
 from harness.errors import ConnectionLost, DeviceError, MeasurementTimeout, ParseError
 from harness.models.cache import Artifact, ModelCache
 from harness.models.spaces import get_space
 from harness.results.store import Store
+from harness.sim.adb import output as bm_output
+from harness.sim.adb.server import Faults, VirtualPhone, serving, write_stand_in
+from harness.testing.conformance import DriverConformance, with_policy
 
 FAST = {"warmup_runs": 2, "timed_runs": 5, "min_seconds": 0.0, "timeout_seconds": 20.0}
 WORKDIR = "/data/local/tmp/harness"
@@ -110,11 +111,12 @@ class TestADBConformance(DriverConformance):
 
 def test_virtual_phone_profile_runs_a_campaign(store_path, cache_dir):
     profile = with_policy(ProfileRegistry("/nonexistent").get("virtual-phone"), **FAST)
-    assert profile.connection.simulator
+    assert profile.connection.serial == "virtual"
     sp = get_space("nb201")
     archs = sp.sample(3, 0)
-    with Store(store_path) as st:
-        summary = run_campaign(st, profile, sp, archs, cache=ModelCache(cache_dir))
+    with serving(profile) as served, Store(store_path) as st:
+        assert served.connection.serial.startswith("127.0.0.1:")
+        summary = run_campaign(st, served, sp, archs, cache=ModelCache(cache_dir))
         assert summary.ok == 3 and summary.status == "finished"
         assert summary.conditions["device_model"] == "Harness Virtual Phone"
         assert summary.conditions["runtime_version"].startswith("benchmark_model sha256:")
@@ -223,6 +225,9 @@ def test_unreachable_phone_is_reported_not_raised(tmp_path, stand_in):
     report = ADBDriver(adb_profile(f"127.0.0.1:{port}", stand_in, tmp_path / "adbkey")).check()
     assert not report.ok and not report.reachable and "cannot reach 127.0.0.1" in report.message
     assert "adb tcpip 5555" in report.message
+    # the driver never starts a phone: 'virtual' is the CLI's to serve, and the message says so
+    virtual = ADBDriver(adb_profile("virtual", stand_in, tmp_path / "adbkey", connect_timeout_s=1)).check()
+    assert not virtual.ok and "serving(profile)" in virtual.message
 
 
 # --- security -----------------------------------------------------------------------------------
@@ -316,7 +321,7 @@ def test_missing_binary_without_a_local_copy_is_explained(tmp_path):
 def test_malformed_benchmark_output_is_a_parse_error(phone, stand_in, models, tmp_path, monkeypatch):
     d = ADBDriver(adb_profile(phone.address, stand_in, tmp_path / "adbkey"))
     d.prepare()
-    monkeypatch.setattr(adb_benchmark, "stat_line", lambda values: "count=5 first=12 curr=1x3 min=9 max=20 avg=1"
+    monkeypatch.setattr(bm_output, "stat_line", lambda values: "count=5 first=12 curr=1x3 min=9 max=20 avg=1"
                                                                    "2.5 std=3")
     with pytest.raises(ParseError, match="curr is not a number"):
         d.run(d.push(models[0]))
@@ -419,9 +424,9 @@ def test_parser_never_turns_a_bad_number_into_zero(bad):
 
 def test_formatter_and_parser_agree():
     values = [1200, 1100, 1300, 1150, 1250]
-    line = adb_benchmark.stat_line(values)
+    line = bm_output.stat_line(values)
     assert line == "count=5 first=1200 curr=1250 min=1100 max=1300 avg=1200 std=70 p5=1100 median=1200 p95=1300"
-    assert adb_benchmark.stat_line([7, 7, 7]) == "count=3 curr=7(all same) p5=7 median=7 p95=7"
+    assert bm_output.stat_line([7, 7, 7]) == "count=3 curr=7(all same) p5=7 median=7 p95=7"
     argv = adb_benchmark.command("/d/benchmark_model", "/d/m.tflite", threads=1, warmup_runs=3, num_runs=9,
                                  min_secs=0.5, max_secs=121, delegate="nnapi", taskset="c0")
     assert argv[:3] == ["taskset", "c0", "/d/benchmark_model"] and "--use_nnapi=true" in argv

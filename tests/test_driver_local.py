@@ -7,7 +7,7 @@ import pytest
 from harness.devices.driver import make_driver as make_any_driver
 from harness.devices.local import LocalDriver
 from harness.devices.registry import ProfileRegistry
-from harness.devices.testing import DriverConformance
+from harness.testing.conformance import DriverConformance
 
 
 class TestLocalOnnxConformance(DriverConformance):

@@ -12,13 +12,13 @@ import yaml
 
 from harness.campaign import run_campaign
 from harness.devices.driver import make_driver
-from harness.devices.testing import DriverConformance
-from harness.devices.testing_sshd import TestSSHServer, sshd_available
 from harness.errors import ConnectionLost, DeviceError
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
 from harness.results.store import Store
-from tests.test_cli import harness
+from harness.testing.conformance import DriverConformance
+from harness.testing.sshd import TestSSHServer, sshd_available
+from tests.conftest import harness
 
 pytestmark = pytest.mark.skipif(not sshd_available(), reason="OpenSSH server not installed")
 SPACE = get_space("nb201")

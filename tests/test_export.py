@@ -12,6 +12,7 @@ from harness.models.cache import ModelCache
 from harness.models.export_onnx import to_onnx
 from harness.models.export_tflite import to_tflite
 from harness.models.graph import Graph
+from harness.models.passes import prepare
 from harness.models.spaces import get_space
 
 ARCHS = ["0", "1", "3", "6", "9930", "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
@@ -70,7 +71,9 @@ def test_cache_exports_once_and_keys_on_content(tmp_path):
     first = cache.get(g, "tflite")
     second = cache.get(space.build(space.parse("42")), "tflite")
     assert first.exported and not second.exported and first.path == second.path
-    assert first.path.read_bytes() == to_tflite(g)
+    assert first.path.read_bytes() == to_tflite(prepare(g, "prune"))  # the default graph mode
+    assert cache.get(g, "tflite", "keep").path.read_bytes() == to_tflite(g)
+    assert cache.path_for(g, "tflite", "keep") != first.path
     bigger = cache.get(space.build(space.parse("42"), input_shape=(64, 64, 3)), "tflite")
     assert bigger.path != first.path
     assert cache.get(g, "onnx").path.suffix == ".onnx"
@@ -134,10 +137,11 @@ def test_mobile_ops_use_the_converters_builtins():
 
 
 def test_new_ops_leave_existing_graphs_and_fingerprints_unchanged():
-    """No default attributes were added: cached NB201/FBNet exports keep their keys."""
+    """No default attributes were added: graphs keep their fingerprints (NB201's changed once, on purpose, in
+    exporter version 2: every 'none' edge is x*0 and every edge its own ReLU, as PyTorch builds the cell)."""
     nb, fbn = get_space("nb201"), get_space("fbnet")
     assert nb.build(nb.parse("9930")).fingerprint() == \
-        "f57b1ebeb7d71cabfe9d5a440cdfaa646519473f4ab331e153df7fb2bafcf1e1"
+        "1536afd4fcd4f01d7e68c73dd4dc24453e09eb2f271d874bd8210bac7bdb28ee"
     assert fbn.build(fbn.parse("7-8-1-8-4-8-8-8-7-4-1-4-7-3-2-7-3-2-4-2-4-5")).fingerprint() == \
         "7f1d837f1f1f0463fcb8e33eaea70049a0c9089d715d158fff049a9f032527db"
     with pytest.raises(ValueError, match="activation must be None or one of"):

@@ -59,7 +59,7 @@ def test_measurement_and_runs_are_one_transaction(store_path):
     with Store(store_path) as st:
         cid = st.start_campaign("dev", "nb201", {}, "x", 2)
         arch = SPACE.parse("5")
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(StoreError):
             # duplicate run sequence numbers violate the runs primary key after the measurement row went in
             with st.transaction():
                 mid = record_ok(st, cid, "dev", "5", [1.0, 2.0])
@@ -101,7 +101,10 @@ def test_export_latest_median_per_device(store_path, tmp_path):
         cid2 = st.start_campaign("b", "nb201", {}, "x", 1)
         record_ok(st, cid2, "b", "1", [7.0])
         df = latency_table(st, "nb201")
-    assert df.columns.tolist() == ["nb201_index", "arch_str", "a_ms", "b_ms"]
+    ident = ["_graph", "_exporter", "_degenerate"]  # the measured model's identity beside each latency
+    assert df.columns.tolist() == ["nb201_index", "arch_str", "a_ms", *[f"a{s}" for s in ident],
+                                   "b_ms", *[f"b{s}" for s in ident]]
+    assert df.a_exporter.tolist() == [1, 1]  # recorded before exporter versions were: version 1
     assert df.nb201_index.tolist() == [0, 1]
     assert df.a_ms.tolist() == [2.0, 4.0]
     assert pd.isna(df.b_ms[0]) and df.b_ms[1] == 7.0

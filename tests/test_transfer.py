@@ -16,7 +16,7 @@ from harness.errors import HarnessError
 from harness.models.spaces import get_space
 from harness.results.importer import import_table
 from harness.results.store import Store
-from tests.test_cli import harness
+from tests.conftest import harness
 
 SPACE = get_space("nb201")
 
@@ -167,8 +167,9 @@ def test_cli_loop_suggest_adapt_predict_pareto(public_like_store, cli_env):
 def test_cli_bad_inputs(public_like_store, cli_env):
     bad_proxy = harness("adapt", "--proxy", "nope", "--target", "pub_b", env=cli_env, check=False)
     assert bad_proxy.returncode == 2 and "nope" in bad_proxy.stderr and "pub_a" in bad_proxy.stderr
+    assert "(see --proxy/-p)" in bad_proxy.stderr
     too_many = harness("suggest", "--proxy", "pub_a", "--samples", "20000", env=cli_env, check=False)
-    assert too_many.returncode == 2 and "larger than" in too_many.stderr
+    assert too_many.returncode == 2 and "more than" in too_many.stderr and "(see --samples)" in too_many.stderr
     no_pred = harness("predict", "--device", "pub_b", env=cli_env, check=False)
     assert no_pred.returncode == 2 and "harness train" in no_pred.stderr
     bad_acc = harness("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "acc_x", env=cli_env,

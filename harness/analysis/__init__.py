@@ -1,7 +1,34 @@
-"""Cross-device analysis: SRCC, proxy choice, reports. Functions return pandas DataFrames."""
+"""Cross-device analysis: SRCC, proxy choice, reports. Functions return pandas DataFrames.
 
-from harness.analysis.api import latencies, proxies, report, srcc, srcc_matrix
-from harness.analysis.correlation import Correlations, correlate
-from harness.analysis.proxy import rank_proxies
+The notebook API below loads on first use (PEP 562), so importing a light submodule such as
+``harness.analysis.sampling`` (the CLI does, for its --help) does not pull in scipy and matplotlib.
+"""
 
-__all__ = ["latencies", "srcc", "srcc_matrix", "proxies", "report", "correlate", "Correlations", "rank_proxies"]
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
+
+_LAZY = {"latencies": "api", "srcc": "api", "srcc_matrix": "api", "proxies": "api", "report": "api",
+         "correlate": "correlation", "Correlations": "correlation", "rank_proxies": "proxy"}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"harness.analysis.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'harness.analysis' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        # importing the submodule `report` must not hide the function `report` (ha.report(...))
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -27,10 +27,12 @@ def _open(store: StoreLike):
             yield st
 
 
-def latencies(store: StoreLike, space: str = "nb201", devices: Sequence[str] | None = None) -> pd.DataFrame:
-    """Wide latency table: index = architecture key, one column per device (ms)."""
+def latencies(store: StoreLike, space: str = "nb201", devices: Sequence[str] | None = None,
+              degenerate: bool = True) -> pd.DataFrame:
+    """Wide latency table: index = architecture key, one column per device (ms). ``degenerate=False`` leaves
+    out architectures whose measured model is degenerate (constant output, e.g. an all-'none' NB201 cell)."""
     with _open(store) as st:
-        return latency_matrix(st, space, list(devices) if devices else None)
+        return latency_matrix(st, space, list(devices) if devices else None, degenerate)
 
 
 def srcc(store: StoreLike, space: str = "nb201", devices: Sequence[str] | None = None, method: str = "spearman",

@@ -10,9 +10,14 @@ from harness.errors import HarnessError
 from harness.results.store import Store
 
 
-def latency_matrix(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
-    """Rows: architecture keys; columns: devices; values: latency in ms (NaN where missing)."""
+def latency_matrix(store: Store, space: str, devices: list[str] | None = None,
+                   degenerate: bool = True) -> pd.DataFrame:
+    """Rows: architecture keys; columns: devices; values: latency in ms (NaN where missing).
+    ``degenerate=False`` drops architectures whose measured model has an input-independent output."""
     long = store.latencies(space, devices)
+    if not degenerate:
+        bad = set(long.key[long.degenerate.fillna(0).astype(int) == 1])
+        long = long[~long.key.isin(bad)]
     if devices:
         missing = sorted(set(devices) - set(long.device))
         if missing:

@@ -2,9 +2,10 @@
 
 Two encodings, both per space: the space's one-hot of its choices (``SearchSpace.encode``) and a
 structure-aware one read off the built network (the Graph every exporter uses): how many operators of
-each kind actually execute, their output sizes, MACs and parameters. The second sees what a one-hot
-cannot, e.g. that a NAS-Bench-201 cell whose 'none' edges cut a node still runs the ops behind it.
-Graph features cost a build per architecture, so they are cached on disk per space.
+each kind actually execute, their output sizes, MACs and parameters, read off the graph as exported in a
+graph mode (harness.models.passes): with ``prune`` (the default) dead convolutions and folded zeros are
+not counted, with ``keep`` (PyTorch-exported tables) they are. Graph features cost a build per
+architecture, so they are cached on disk per space and mode.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from harness.models.graph import Graph
+from harness.models.passes import DEFAULT_GRAPH_MODE, check_mode, prepare
 from harness.models.spaces import Arch, SearchSpace
 
-GRAPH_FEATURES_VERSION = 1
+GRAPH_FEATURES_VERSION = 2  # 2: counted on the graph mode's graph (exporter version 2)
 
 
 def onehot(space: SearchSpace, archs: Sequence[Arch]) -> np.ndarray:
@@ -48,12 +50,14 @@ def graph_counts(g: Graph) -> dict[str, float]:
 class GraphFeatures:
     """log1p of graph counts, vectorised over a fixed vocabulary; cached per space on disk."""
 
-    def __init__(self, space: SearchSpace, cache_dir: str | os.PathLike | None = None):
+    def __init__(self, space: SearchSpace, cache_dir: str | os.PathLike | None = None,
+                 graph_mode: str = DEFAULT_GRAPH_MODE):
         self.space = space
-        root = Path(cache_dir or os.environ.get("HARNESS_CACHE", "models/cache")) / "features"
-        self.path = root / f"{space.name}-graph-v{GRAPH_FEATURES_VERSION}.npz"
+        self.graph_mode = check_mode(graph_mode)
+        self.path = (Path(cache_dir) / "features" / f"{space.name}-graph-{graph_mode}-v{GRAPH_FEATURES_VERSION}.npz"
+                     if cache_dir is not None else None)  # None: kept in memory only
         self._rows: dict[str, dict[str, float]] = {}
-        if self.path.exists():
+        if self.path is not None and self.path.exists():
             data = np.load(self.path, allow_pickle=False)
             names = list(data["names"])
             for key, row in zip(data["keys"], data["values"]):
@@ -62,11 +66,13 @@ class GraphFeatures:
     def _ensure(self, archs: Sequence[Arch]) -> None:
         missing = [a for a in archs if a.key not in self._rows]
         for a in missing:
-            self._rows[a.key] = graph_counts(self.space.build(a))
+            self._rows[a.key] = graph_counts(prepare(self.space.build(a), self.graph_mode))
         if missing:
             self._save()
 
     def _save(self) -> None:
+        if self.path is None:
+            return
         names = sorted({n for row in self._rows.values() for n in row})
         keys = list(self._rows)
         values = np.array([[self._rows[k].get(n, 0.0) for n in names] for k in keys])

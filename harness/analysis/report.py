@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import matplotlib.ticker
@@ -26,6 +27,9 @@ from scipy.spatial.distance import squareform  # noqa: E402
 
 from harness import __version__  # noqa: E402
 from harness.analysis.correlation import Correlations  # noqa: E402
+
+if TYPE_CHECKING:
+    from harness.analysis.workflow import ParetoResult
 
 
 @dataclass
@@ -189,24 +193,25 @@ def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: di
     return report
 
 
-def pareto_figure(result: dict) -> Figure:
+def pareto_figure(result: ParetoResult) -> Figure:
     """Target latency vs accuracy: all architectures, the target's front and the fronts found by proxy/predictor."""
-    frame = result["frame"]
-    target, proxy, acc_col = result["target"], result["proxy"], result["accuracy"]
+    frame = result.frame
+    target, proxy, acc_col = result.target, result.proxy, result.accuracy
     lat, acc = frame[target].to_numpy(), frame[acc_col].to_numpy()
     fig, ax = plt.subplots(figsize=(8, 5.5))
     ax.scatter(lat, acc, s=4, color="#bbbbbb", label="all compared architectures", linewidths=0)
     styles = [("proxy_front", f"front found with proxy {proxy}", "#d62728", "o"),
-              ("predicted_front", f"front found with {result.get('predicted_from', 'the predictor')}", "#1f77b4",
+              ("predicted_front", f"front found with {result.predicted_from or 'the predictor'}", "#1f77b4",
                "s")]
-    tf = result["proxy_front"].target_front
+    fronts = result.fronts()
+    tf = result.proxy_front.target_front
     order = np.argsort(lat[tf])
     ax.step(lat[tf][order], acc[tf][order], where="post", color="black", lw=1.5, label=f"true front on {target}")
     for key, label, colour, marker in styles:
-        if key in result:
-            idx = result[key].proxy_front
+        if key in fronts:
+            idx = fronts[key].proxy_front
             ax.scatter(lat[idx], acc[idx], s=22, facecolors="none", edgecolors=colour, marker=marker,
-                       label=f"{label} (recall {result[key].recall:.2f}, HV {result[key].hv_ratio:.3f})")
+                       label=f"{label} (recall {fronts[key].recall:.2f}, HV {fronts[key].hv_ratio:.3f})")
     ax.set_xscale("log")
     ax.set_xlabel(f"{target} latency (ms, measured)")
     ax.set_ylabel(acc_col)
@@ -217,12 +222,11 @@ def pareto_figure(result: dict) -> Figure:
                   "measured latency: points near the black staircase mean the proxy's choices hold on the target.")
 
 
-def pareto_report(result: dict, space: str) -> Report:
-    report = Report(f"Pareto validation — {result['proxy']} → {result['target']}", space)
-    rows = [{"front from": k.replace("_front", ""), **result[k].summary()}
-            for k in ("proxy_front", "predicted_front") if k in result]
+def pareto_report(result: ParetoResult, space: str) -> Report:
+    report = Report(f"Pareto validation — {result.proxy} → {result.target}", space)
+    rows = [{"front from": k.replace("_front", ""), **c.summary()} for k, c in result.fronts().items()]
     report.tables.append(("Summary", pd.DataFrame(rows)))
     report.figures.append(pareto_figure(result))
-    levels = pd.DataFrame(result["proxy_front"].per_level)
+    levels = pd.DataFrame(result.proxy_front.per_level)
     report.tables.append(("Latency regret per accuracy level (proxy front)", levels))
     return report

@@ -9,9 +9,12 @@ Strategies (compared by ``benchmarks/transfer.py --compare-strategies``; the bes
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 STRATEGIES = ("diverse", "stratified", "random")
 DEFAULT_STRATEGY = "diverse"  # best in benchmarks/transfer.py --compare-strategies (K=20)
@@ -20,6 +23,8 @@ DEFAULT_STRATEGY = "diverse"  # best in benchmarks/transfer.py --compare-strateg
 def select(k: int, proxy_log: np.ndarray, onehot: np.ndarray, strategy: str = DEFAULT_STRATEGY,
            seed: int = 0) -> np.ndarray:
     """Indices (into the candidate rows) of k architectures to measure."""
+    import numpy as np  # here, so the CLI can list STRATEGIES without loading numpy
+
     n = len(proxy_log)
     if strategy not in STRATEGIES:
         raise HarnessError(f"unknown sampling strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")

@@ -3,12 +3,15 @@
 These functions turn store contents into the matrices of :mod:`harness.analysis.transfer` and back
 into DataFrames, and save predictors with their provenance (which devices, how many and which
 architectures, which method) so a prediction can always be traced to the measurements behind it.
+Which method fits and predicts is looked up in :mod:`harness.analysis.methods` (one entry per method).
+Results are dataclasses; errors name parameters (``ParameterError.param``), the CLI maps them to flags.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,14 +20,11 @@ from harness.analysis import pareto as pareto_mod
 from harness.analysis import sampling
 from harness.analysis.data import arch_columns, latency_matrix
 from harness.analysis.features import GraphFeatures, fingerprint, onehot
-from harness.analysis.transfer import (AdaProxyModel, LinearModel, MultiProxyModel, TransferError, fit_adaproxy,
-                                       fit_linear, fit_multiproxy, model_from_json)
-from harness.errors import HarnessError
+from harness.analysis.methods import DEFAULT_METHOD, get_method
+from harness.analysis.transfer import LinearModel, TransferError, fit_linear, model_from_json
+from harness.errors import HarnessError, NoPredictorError, ParameterError
 from harness.models.spaces import Arch, SearchSpace, get_space
 from harness.results.store import Store
-
-METHODS = ("multiproxy", "adaproxy", "target-only")
-DEFAULT_METHOD = "multiproxy"
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Context:
     store: Store
     space: SearchSpace
     cache_dir: str | None = None
+    source_predictors: dict[str, dict] = field(default_factory=dict)  # gap-fillers trained so far
 
     def __post_init__(self) -> None:
         self.graph = GraphFeatures(self.space, self.cache_dir)
@@ -60,11 +61,53 @@ def resolve_proxies(ctx: Context, proxies: Sequence[str], exclude: Sequence[str]
     names = [d for d in have if d not in exclude] if list(proxies) == ["all"] else list(dict.fromkeys(proxies))
     missing = [p for p in names if p not in have]
     if missing:
-        raise HarnessError(f"proxy device(s) {', '.join(missing)} have no {ctx.space.name} data; devices with "
-                           f"data: {', '.join(have) or '(none)'}")
+        raise ParameterError("proxies", f"proxy device(s) {', '.join(missing)} have no {ctx.space.name} data; "
+                             f"devices with data: {', '.join(have) or '(none)'}")
     if not names:
-        raise HarnessError(f"no proxy devices with {ctx.space.name} data")
+        raise ParameterError("proxies", f"no proxy devices with {ctx.space.name} data")
     return names
+
+
+@dataclass
+class TrainResult:
+    id: int
+    device: str
+    n_archs: int
+    holdout_srcc: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AdaptResult:
+    id: int
+    target: str
+    method: str
+    n_target_samples: int
+    proxies: list[str]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Flat, as `harness adapt --json` prints it (per-source diagnostics left out)."""
+        d = asdict(self)
+        return {**{k: v for k, v in d.items() if k != "metrics"},
+                **{k: v for k, v in self.metrics.items() if k != "source_srcc_on_samples"}}
+
+
+@dataclass
+class ParetoResult:
+    proxy: str
+    target: str
+    accuracy: str
+    proxy_front: pareto_mod.ParetoCheck
+    frame: pd.DataFrame                      # the compared architectures (+ predicted_ms when predicted)
+    predicted_front: pareto_mod.ParetoCheck | None = None
+    predicted_from: str | None = None
+
+    def fronts(self) -> dict[str, pareto_mod.ParetoCheck]:
+        return {k: v for k, v in (("proxy_front", self.proxy_front), ("predicted_front", self.predicted_front))
+                if v is not None}
 
 
 # --- a device's own predictor -------------------------------------------------------------------
@@ -85,7 +128,7 @@ def _train_linear(ctx: Context, device: str) -> _Training:
     return _Training(fit_linear(features, y), names, series.index.tolist(), features, y)
 
 
-def train(ctx: Context, device: str) -> dict:
+def train(ctx: Context, device: str) -> TrainResult:
     """Fit and save ``device``'s own predictor (ridge on one-hot + graph features, log-latency)."""
     t = _train_linear(ctx, device)
     holdout = _holdout_srcc(t.features, t.latency_ms)
@@ -93,7 +136,7 @@ def train(ctx: Context, device: str) -> dict:
     prov = {"device": device, "n_archs": len(t.keys), "archs_fingerprint": fingerprint(t.keys),
             "features": ["onehot", "graph"]}
     pid = ctx.store.save_predictor(ctx.space.name, device, "linear", payload, prov, {"holdout_srcc": holdout})
-    return {"id": pid, "device": device, "n_archs": len(t.keys), "holdout_srcc": holdout}
+    return TrainResult(pid, device, len(t.keys), holdout)
 
 
 def _holdout_srcc(features: np.ndarray, y: np.ndarray) -> float | None:
@@ -115,88 +158,66 @@ def _linear_from(saved: dict) -> tuple[LinearModel, list[str]]:
 # --- source latencies, measured where possible ---------------------------------------------------
 def source_latencies(ctx: Context, sources: Sequence[str], archs: Sequence[Arch],
                      predictors: dict[str, dict] | None = None) -> tuple[np.ndarray, dict[str, dict]]:
-    """(n_archs, n_sources) ms: measured/imported values, gaps filled by each source's own predictor."""
+    """(n_archs, n_sources) ms: measured/imported values, gaps filled by each source's own predictor.
+
+    ``predictors``: saved gap-fillers to use (a saved model's); others are trained once per context.
+    Returns the values and the gap-fillers used, by source."""
     keys = [a.key for a in archs]
     wide = latency_matrix(ctx.store, ctx.space.name, list(sources)).reindex(keys)
-    predictors = dict(predictors or {})
+    given = dict(predictors or {})
+    used: dict[str, dict] = {}
     out = wide.to_numpy(dtype=float, copy=True)
     for j, src in enumerate(sources):
         gaps = np.isnan(out[:, j])
         if not gaps.any():
             continue
-        if src not in predictors:
+        if src not in given and src not in ctx.source_predictors:
             t = _train_linear(ctx, src)
-            predictors[src] = {**t.model.to_json(), "graph_features": t.names}
-        model, names = _linear_from(predictors[src])
+            ctx.source_predictors[src] = {**t.model.to_json(), "graph_features": t.names}
+        used[src] = given.get(src) or ctx.source_predictors[src]
+        model, names = _linear_from(used[src])
         gap_archs = [a for a, g in zip(archs, gaps) if g]
         out[gaps, j] = model.predict(ctx.features(gap_archs, names))
-    return out, predictors
+    return out, {**{s: p for s, p in given.items()}, **used}
 
 
 # --- adapt ---------------------------------------------------------------------------------------
-def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAULT_METHOD) -> dict:
-    """Fit the target's predictor from exactly the target measurements in the store."""
-    if method not in METHODS:
-        raise HarnessError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAULT_METHOD) -> AdaptResult:
+    """Fit the target's predictor from exactly the target measurements in the store (``method``: a name
+    registered in :mod:`harness.analysis.methods`)."""
+    m = get_method(method)
     have = ctx.devices_with_data()
     if target not in have:
-        raise HarnessError(f"target {target!r} has no {ctx.space.name} measurements in {ctx.store.path}; "
-                           f"measure some first (harness suggest, then harness measure --arch-file)")
+        raise NoPredictorError(target, f"target {target!r} has no {ctx.space.name} measurements in "
+                               f"{ctx.store.path}; measure some first", needs="measurements")
     sources = resolve_proxies(ctx, proxies, exclude=[target])
     if target in sources:
-        raise HarnessError("the target cannot be its own proxy")
-    series = latency_matrix(ctx.store, ctx.space.name, [target])[target].dropna()
-    archs = ctx.archs(series.index.tolist())
-    y = series.to_numpy()
-    if len(y) < 3:
-        raise TransferError(f"{target} has {len(y)} {ctx.space.name} measurement(s); adapt needs at least 3")
-    x = onehot(ctx.space, archs)
+        raise ParameterError("proxies", "the target cannot be its own proxy")
+    if m.max_sources is not None and len(sources) > m.max_sources:
+        raise ParameterError("proxies", f"{method} adapts at most {m.max_sources} proxy device(s); got "
+                             f"{len(sources)}")
+    archs, y = _target_samples(ctx, target)
+    fitted = m.fit(ctx, sources, archs, y)
     prov = {"target": target, "proxies": sources, "n_target_samples": len(y),
-            "target_archs": series.index.tolist(), "method": method}
-    if method == "target-only":
-        names = ctx.graph.vocabulary(archs)
-        model = fit_linear(ctx.features(archs, names), y)
-        payload = {**model.to_json(), "graph_features": names}
-        metrics = {"loo_mse_log": model.fit.loo_mse}
-    elif method == "adaproxy":
-        if len(sources) != 1:
-            raise HarnessError("adaproxy (OneProxy's method) adapts exactly one proxy; give one --proxy")
-        proxy = latency_matrix(ctx.store, ctx.space.name, sources)[sources[0]].dropna()
-        model = fit_adaproxy(onehot(ctx.space, ctx.archs(proxy.index.tolist())), proxy.to_numpy(), x, y)
-        payload = {**model.to_json(), "proxy": sources[0]}
-        metrics = {"lambda": model.lam}
-    else:
-        s_ms, predictors = source_latencies(ctx, sources, archs)
-        names = ctx.graph.vocabulary(archs)
-        model = fit_multiproxy(s_ms, x, y, list(sources), structure=ctx.features(archs, names))
-        payload = {**model.to_json(), "graph_features": names,
-                   "source_predictors": {s: predictors[s] for s in model.sources if s in predictors}}
-        metrics = {"loo_mse_log": model.fit.loo_mse, "sources_used": model.sources,
-                   "onehot_weight": model.onehot_weight, "proxy_blend": model.blend,
-                   "source_srcc_on_samples": model.candidates}
-    pid = ctx.store.save_predictor(ctx.space.name, target, method, payload, prov, metrics)
-    return {"id": pid, "target": target, "method": method, "n_target_samples": len(y), "proxies": sources,
-            **{k: v for k, v in metrics.items() if k != "source_srcc_on_samples"}}
+            "target_archs": [a.key for a in archs], "method": method}
+    pid = ctx.store.save_predictor(ctx.space.name, target, method, fitted.payload, prov, fitted.metrics)
+    return AdaptResult(pid, target, method, len(y), sources, fitted.metrics)
+
+
+def _target_samples(ctx: Context, target: str) -> tuple[list[Arch], np.ndarray]:
+    series = latency_matrix(ctx.store, ctx.space.name, [target])[target].dropna()
+    if len(series) < 3:
+        raise TransferError(f"{target} has {len(series)} {ctx.space.name} measurement(s); adapt needs at least 3")
+    return ctx.archs(series.index.tolist()), series.to_numpy()
 
 
 # --- predict -------------------------------------------------------------------------------------
 def predict(ctx: Context, device: str, archs: Sequence[Arch] | None = None) -> pd.DataFrame:
     saved = ctx.store.latest_predictor(ctx.space.name, device)
     if saved is None:
-        raise HarnessError(f"no {ctx.space.name} predictor for {device!r}: run `harness train --device {device}` "
-                           f"or `harness adapt --target {device} --proxy ...` first")
+        raise NoPredictorError(device, f"no {ctx.space.name} predictor for {device!r}: train or adapt one first")
     archs = list(archs) if archs is not None else ctx.candidates()
-    payload = saved["model"]
-    model = model_from_json(payload)
-    if isinstance(model, LinearModel):
-        pred = model.predict(ctx.features(archs, payload["graph_features"]))
-    elif isinstance(model, AdaProxyModel):
-        pred = model.predict(onehot(ctx.space, archs))
-    else:
-        assert isinstance(model, MultiProxyModel)
-        s_ms, _ = source_latencies(ctx, model.sources, archs, payload.get("source_predictors"))
-        structure = ctx.features(archs, payload["graph_features"]) if model.structure_fit is not None else None
-        pred = model.predict(s_ms, onehot(ctx.space, archs), structure)
+    pred = get_method(saved["method"]).predict(ctx, saved["model"], archs)
     cols = pd.DataFrame([a.columns for a in archs])
     return cols.assign(predicted_ms=pred)
 
@@ -210,7 +231,7 @@ def suggest(ctx: Context, proxies: Sequence[str], k: int, strategy: str = sampli
         done = set(ctx.store.latencies(ctx.space.name, [exclude_device]).key)
         pool = [a for a in pool if a.key not in done]
     if k > len(pool):
-        raise HarnessError(f"--samples {k} is larger than the {len(pool)} candidate architectures")
+        raise ParameterError("samples", f"{k} samples is more than the {len(pool)} candidate architectures")
     s_ms, _ = source_latencies(ctx, sources, pool)
     picks = sampling.select(k, np.log(np.clip(s_ms, 1e-3, None)), onehot(ctx.space, pool), strategy, seed)
     return pd.DataFrame([pool[i].columns for i in picks])
@@ -218,48 +239,43 @@ def suggest(ctx: Context, proxies: Sequence[str], k: int, strategy: str = sampli
 
 # --- pareto --------------------------------------------------------------------------------------
 def _what_if_predictions(ctx: Context, proxies: Sequence[str], target: str, k: int, archs: list[Arch],
-                         seed: int = 0) -> np.ndarray:
-    """Predictions for ``archs`` from a multi-proxy fit on only K of the target's measurements (validation:
-    the target is fully measured, we pretend it is new). Nothing is saved."""
+                         method: str = DEFAULT_METHOD, seed: int = 0) -> np.ndarray:
+    """Predictions for ``archs`` from ``method`` fitted on only K of the target's measurements, picked as
+    `suggest` would (validation: the target is fully measured, we pretend it is new). Nothing is saved."""
     sources = resolve_proxies(ctx, proxies, exclude=[target])
-    series = latency_matrix(ctx.store, ctx.space.name, [target])[target].dropna()
-    pool = ctx.archs(series.index.tolist())
-    s_pool, predictors = source_latencies(ctx, sources, pool)
+    pool, y = _target_samples(ctx, target)
+    s_pool, _ = source_latencies(ctx, sources, pool)
     picks = sampling.select(k, np.log(np.clip(s_pool, 1e-3, None)), onehot(ctx.space, pool),
                             sampling.DEFAULT_STRATEGY, seed)
-    chosen = [pool[i] for i in picks]
-    names = ctx.graph.vocabulary(chosen)
-    model = fit_multiproxy(s_pool[picks], onehot(ctx.space, chosen), series.to_numpy()[picks], list(sources),
-                           structure=ctx.features(chosen, names))
-    cols = [sources.index(s) for s in model.sources]
-    s_all, _ = source_latencies(ctx, sources, archs, predictors)
-    return model.predict(s_all[:, cols], onehot(ctx.space, archs), ctx.features(archs, names))
+    m = get_method(method)
+    fitted = m.fit(ctx, sources, [pool[i] for i in picks], y[picks])
+    return m.predict(ctx, fitted.payload, archs)
 
 
 def pareto(ctx: Context, proxy: str, target: str, accuracy: str, what_if_k: int | None = None,
-           what_if_proxies: Sequence[str] | None = None) -> dict:
+           what_if_proxies: Sequence[str] | None = None, what_if_method: str = DEFAULT_METHOD) -> ParetoResult:
     acc = ctx.store.arch_metrics(ctx.space.name)
     if accuracy not in acc.columns:
-        raise HarnessError(f"no accuracy column {accuracy!r} for {ctx.space.name}; have: "
-                           f"{', '.join(acc.columns) or '(none: import a table with acc_* columns)'}")
+        raise ParameterError("accuracy", f"no accuracy column {accuracy!r} for {ctx.space.name}; have: "
+                             f"{', '.join(acc.columns) or '(none: import a table with acc_* columns)'}")
     wide = latency_matrix(ctx.store, ctx.space.name, [proxy, target])
     both = wide.join(acc[[accuracy]], how="inner").dropna()
     if len(both) < 3:
         raise HarnessError(f"only {len(both)} architectures have {proxy}, {target} and {accuracy}")
     a = both[accuracy].to_numpy()
     t = both[target].to_numpy()
-    result = {"proxy": proxy, "target": target, "accuracy": accuracy,
-              "proxy_front": pareto_mod.check(both[proxy].to_numpy(), t, a)}
+    result = ParetoResult(proxy, target, accuracy, pareto_mod.check(both[proxy].to_numpy(), t, a), both)
+    pred = None
     if what_if_k:
         pred = _what_if_predictions(ctx, what_if_proxies or [proxy], target, what_if_k,
-                                    ctx.archs(both.index.tolist()))
-        result["predicted_front"] = pareto_mod.check(pred, t, a)
-        result["predicted_from"] = f"multiproxy fit on {what_if_k} of {target}'s measurements"
+                                    ctx.archs(both.index.tolist()), what_if_method)
+        result.predicted_from = f"{what_if_method} fit on {what_if_k} of {target}'s measurements"
     elif ctx.store.latest_predictor(ctx.space.name, target) is not None:
         pred = predict(ctx, target, ctx.archs(both.index.tolist()))["predicted_ms"].to_numpy()
-        result["predicted_front"] = pareto_mod.check(pred, t, a)
-        result["predicted_from"] = "the target's saved predictor"
-    result["frame"] = both.assign(predicted_ms=pred) if "predicted_front" in result else both
+        result.predicted_from = "the target's saved predictor"
+    if pred is not None:
+        result.predicted_front = pareto_mod.check(pred, t, a)
+        result.frame = both.assign(predicted_ms=pred)
     return result
 
 

@@ -10,13 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness import analysis
-from harness.analysis.correlation import correlate
-from harness.analysis.report import cluster_order
 from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err
 from harness.errors import HarnessError
-from harness.results.importer import import_table
-from harness.results.store import Store
+from harness.paths import WORKSPACE
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 DevicesOpt = Annotated[Optional[list[str]], typer.Option(
@@ -38,6 +34,9 @@ def import_(
     acc_* columns become accuracy metrics, other numeric columns metadata. A file is imported whole or
     not at all; identical values merge, conflicting ones are an error naming both sources.
     """
+    from harness.results.importer import import_table
+    from harness.results.store import Store
+
     with Store(store) as st:
         for f in files:
             r = import_table(st, f, source=source, space=space)
@@ -69,6 +68,11 @@ def srcc(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Rank correlation of latencies for every pair of devices, on the architectures both have."""
+    from harness import analysis
+    from harness.analysis.correlation import correlate
+    from harness.analysis.report import cluster_order
+    from harness.results.store import Store
+
     with Store(store) as st:
         wide = analysis.latencies(st, space, device)
     corr = correlate(wide, method=method, n_boot=ci, seed=seed)
@@ -107,6 +111,8 @@ def proxy(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Rank candidate proxy devices by how well their latency ranking matches the targets' (mean and worst)."""
+    from harness import analysis
+
     df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci)
     if as_json:
         print(json.dumps(df.to_dict(orient="records"), indent=1, default=float))
@@ -137,8 +143,8 @@ def _pairs(values: list[str] | None) -> list[tuple[str, str]] | None:
 
 @cli_errors
 def report(
-    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (figures embedded).")] = Path(
-        "analysis/report.html"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (figures embedded).")] = (
+        WORKSPACE.reports / "report.html"),
     png: Annotated[Optional[Path], typer.Option(help="Also write each figure as PNG into this folder.")] = None,
     space: SpaceOpt = "nb201",
     device: DevicesOpt = None,
@@ -148,6 +154,9 @@ def report(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions."""
+    from harness import analysis
+    from harness.results.store import Store
+
     pairs = _pairs(pair)
     with Store(store) as st:
         wide = analysis.latencies(st, space, device)

@@ -1,17 +1,25 @@
-"""Options shared by every command, and the one place library errors become messages."""
+"""Options shared by every command, and the one place library errors become messages.
+
+Kept light on purpose (typer and rich only): every command module imports its heavy dependencies inside
+the command, so `harness --help` never loads pandas, scipy or matplotlib.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import os
-from collections.abc import Callable
+import inspect
+import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, NoPredictorError, ParameterError
+from harness.paths import WORKSPACE
 
 console = Console()
 err = Console(stderr=True)
@@ -24,11 +32,54 @@ DevicesDirOpt = Annotated[Path, typer.Option(
 CacheOpt = Annotated[Path, typer.Option(
     "--cache-dir", envvar="HARNESS_CACHE", help="Exported-model cache (content-addressed).")]
 
-DEFAULT_STORE = Path("results/harness.db")
-DEFAULT_DEVICES = Path("devices")
-DEFAULT_CACHE = Path(os.environ.get("HARNESS_CACHE", "models/cache"))
+DEFAULT_STORE = WORKSPACE.store
+DEFAULT_DEVICES = WORKSPACE.devices
+DEFAULT_CACHE = WORKSPACE.cache
 
 F = TypeVar("F", bound=Callable)
+
+
+@contextlib.contextmanager
+def reachable(profile) -> Iterator:
+    """The profile, pointed at a stand-in served for the command when it asks for one (ADB serial ``virtual``:
+    a virtual phone on a free loopback port, storage in a temp folder). Drivers only ever dial addresses."""
+    conn = profile.connection
+    if conn.kind == "adb" and conn.serial == "virtual":
+        from harness.sim.adb.server import serving
+
+        with serving(profile) as served:
+            yield served
+    else:
+        yield profile
+
+
+# library parameter name -> this CLI's parameter name, where they differ
+PARAM_ALIASES = {"proxies": "proxy"}
+
+
+def _flags(fn: Callable, param: str) -> list[str]:
+    """The command-line flags of ``fn``'s parameter ``param`` (from its typer.Option), [] if it has none."""
+    name = PARAM_ALIASES.get(param, param)
+    if name not in inspect.signature(fn).parameters:
+        return []
+    hint = typing.get_type_hints(fn, include_extras=True).get(name)
+    for meta in getattr(hint, "__metadata__", ()):
+        if isinstance(meta, typer.models.OptionInfo):
+            # in Annotated form typer reads a leading "--flag" as the first declaration, stored as the default
+            decls = [meta.default, *(meta.param_decls or ())]
+            return [d for d in decls if isinstance(d, str) and d.startswith("-")] or ["--" + name.replace("_", "-")]
+    return []
+
+
+def flag_hint(e: HarnessError, fn: Callable) -> str:
+    """What to type next: the flag behind a bad parameter, the command that makes a missing predictor."""
+    if isinstance(e, ParameterError) and (flags := _flags(fn, e.param)):
+        return f" (see {'/'.join(flags)})"
+    if isinstance(e, NoPredictorError):
+        if e.needs == "measurements":
+            return f"; pick them with `harness suggest`, then `harness measure --device {e.device} --arch-file ...`"
+        return f"; run `harness train --device {e.device}` or `harness adapt --target {e.device} --proxy ...`"
+    return ""
 
 
 def cli_errors(fn: F) -> F:
@@ -39,7 +90,7 @@ def cli_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except HarnessError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}{escape(flag_hint(e, fn))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

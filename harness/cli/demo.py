@@ -6,13 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from scipy.stats import spearmanr
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
                                 StoreOpt, cli_errors, console)
 from harness.cli.measure import run
-from harness.results.export import latency_table, write_table
-from harness.results.store import Store
+from harness.paths import WORKSPACE
 
 DEMO_DEVICES = ("local-onnx", "local-tflite")
 
@@ -21,12 +19,17 @@ DEMO_DEVICES = ("local-onnx", "local-tflite")
 def demo(
     sample: Annotated[int, typer.Option(help="NAS-Bench-201 architectures to measure.")] = 20,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    out: Annotated[Path, typer.Option(help="Where to write the latency table.")] = Path("results/demo_nb201.csv"),
+    out: Annotated[Path, typer.Option(help="Where to write the latency table.")] = WORKSPACE.results / "demo_nb201.csv",
     store: StoreOpt = DEFAULT_STORE,
     devices_dir: DevicesDirOpt = DEFAULT_DEVICES,
     cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Measure NB201 architectures with onnxruntime and LiteRT on this CPU, export, and rank-correlate them."""
+    from scipy.stats import spearmanr
+
+    from harness.results.export import latency_table, write_table
+    from harness.results.store import Store
+
     for device in DEMO_DEVICES:
         run(device, "nb201", sample=sample, seed=seed, all_archs=False, arch=None, arch_file=None,
             remeasure=False, max_failures=5, store=store, devices_dir=devices_dir, cache_dir=cache_dir)

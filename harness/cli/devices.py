@@ -6,11 +6,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_DEVICES, DEFAULT_STORE, DevicesDirOpt, StoreOpt, cli_errors, console, err
-from harness.devices.driver import make_driver
-from harness.devices.profile import profile_yaml
-from harness.devices.registry import ProfileRegistry
-from harness.errors import DriverUnavailable
+from harness.cli.common import DEFAULT_DEVICES, DevicesDirOpt, cli_errors, console, err, reachable
 
 app = typer.Typer(help="Device profiles: list them, show one, check that a device is reachable.",
                   no_args_is_help=True)
@@ -18,8 +14,10 @@ app = typer.Typer(help="Device profiles: list them, show one, check that a devic
 
 @app.command("list")
 @cli_errors
-def list_devices(devices_dir: DevicesDirOpt = DEFAULT_DEVICES, store: StoreOpt = DEFAULT_STORE) -> None:
+def list_devices(devices_dir: DevicesDirOpt = DEFAULT_DEVICES) -> None:
     """List the built-in profiles and yours (./devices/*.yaml). Broken files are reported, not skipped."""
+    from harness.devices.registry import ProfileRegistry
+
     good, bad = ProfileRegistry(devices_dir).load_all()
     table = Table(title="device profiles")
     for col in ("name", "connection", "runtime", "threads", "source", "hardware"):
@@ -37,8 +35,11 @@ def list_devices(devices_dir: DevicesDirOpt = DEFAULT_DEVICES, store: StoreOpt =
 @app.command("show")
 @cli_errors
 def show(name: str = typer.Argument(..., help="Profile name, e.g. local-onnx"),
-         devices_dir: DevicesDirOpt = DEFAULT_DEVICES, store: StoreOpt = DEFAULT_STORE) -> None:
+         devices_dir: DevicesDirOpt = DEFAULT_DEVICES) -> None:
     """Print a profile as harness reads it (defaults filled in) and where it comes from."""
+    from harness.devices.profile import profile_yaml
+    from harness.devices.registry import ProfileRegistry
+
     reg = ProfileRegistry(devices_dir)
     profile = reg.get(name)
     console.print(f"# {reg.entries()[name].origin}: {reg.entries()[name].path}", highlight=False)
@@ -48,14 +49,13 @@ def show(name: str = typer.Argument(..., help="Profile name, e.g. local-onnx"),
 @app.command("check")
 @cli_errors
 def check(name: str = typer.Argument(..., help="Profile name"),
-          devices_dir: DevicesDirOpt = DEFAULT_DEVICES, store: StoreOpt = DEFAULT_STORE) -> None:
+          devices_dir: DevicesDirOpt = DEFAULT_DEVICES) -> None:
     """Check that the device is reachable and its runtime is present; prints the runtime version."""
-    profile = ProfileRegistry(devices_dir).get(name)
-    try:
+    from harness.devices.driver import make_driver
+    from harness.devices.registry import ProfileRegistry
+
+    with reachable(ProfileRegistry(devices_dir).get(name)) as profile:
         report = make_driver(profile).check()
-    except DriverUnavailable as e:
-        err.print(f"[bold red]{name}: not checkable:[/] {e}. The profile is valid; its driver is coming.")
-        raise typer.Exit(1) from None
     mark = "[green]ok[/]" if report.ok else "[bold red]FAILED[/]"
     console.print(f"{name}: {mark}  reachable={report.reachable}  runtime={report.runtime} "
                   f"version={report.runtime_version or '-'}")
@@ -71,12 +71,13 @@ def check(name: str = typer.Argument(..., help="Profile name"),
 @cli_errors
 def trust(name: str = typer.Argument(..., help="Profile name of an SSH device"),
           yes: bool = typer.Option(False, "--yes", "-y", help="Record the key without asking."),
-          devices_dir: DevicesDirOpt = DEFAULT_DEVICES, store: StoreOpt = DEFAULT_STORE) -> None:
+          devices_dir: DevicesDirOpt = DEFAULT_DEVICES) -> None:
     """Show an SSH device's host key fingerprint and record it in the profile's known_hosts.
 
     Accepting a host key is a deliberate act: compare the fingerprint with the one the device prints
     (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the device) before you say yes.
     """
+    from harness.devices.registry import ProfileRegistry
     from harness.devices.ssh import fetch_host_key, fingerprint, record_host_key
 
     profile = ProfileRegistry(devices_dir).get(name)

@@ -5,21 +5,18 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 
-from harness.campaign import CampaignSummary, ModelOutcome, run_campaign
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, err)
-from harness.devices.registry import ProfileRegistry
-from harness.models.cache import ModelCache
-from harness.models.selection import select
-from harness.models.spaces import get_space
-from harness.results.store import Store
+                                StoreOpt, cli_errors, console, err, reachable)
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from harness.campaign import CampaignSummary, ModelOutcome
 
 
 class ProgressObserver:
@@ -51,8 +48,12 @@ class ProgressObserver:
 
 
 def print_summary(s: CampaignSummary) -> None:
-    console.print(f"[bold]{s.device}[/] {s.space}: {s.ok} measured, {s.failed} failed, {s.skipped} already "
-                  f"in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})", highlight=False)
+    console.print(f"[bold]{s.device}[/] {s.space} (graph: {s.graph_mode}): {s.ok} measured, {s.failed} failed, "
+                  f"{s.skipped} already in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})",
+                  highlight=False)
+    if s.degenerate:
+        console.print(f"  {s.degenerate} degenerate model(s) (output independent of the input, e.g. an all-'none' "
+                      "cell): measured as deployed and marked 'degenerate' in the store")
     if s.failures:
         console.print("  failures by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(s.failures.items())))
     if s.unstable:
@@ -72,7 +73,16 @@ def measure(
         help="CSV with the space's key columns (e.g. picks.csv) or a text file, one key per line.")] = None,
     remeasure: Annotated[bool, typer.Option(
         help="Measure again even what the store already has (adds new rows; export uses the latest).")] = False,
+    remeasure_stale: Annotated[bool, typer.Option(
+        help="Measure again the architectures whose stored measurement is of a model from an older exporter "
+             "(reported as stale; otherwise kept and skipped).")] = False,
+    graph: Annotated[Optional[str], typer.Option(
+        help="Model semantics, overriding the profile's 'graph': prune (what a deployment converter exports: "
+             "dead code removed, zeros folded, identical ops merged, activations fused) or keep (PyTorch-eager "
+             "export: x*0 and dead convs computed, as the PyTorch-exported tables measured).")] = None,
     max_failures: Annotated[int, typer.Option(help="Stop after this many failures in a row.")] = 5,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="If another campaign is measuring this device, wait for it instead of exiting.")] = False,
     store: StoreOpt = DEFAULT_STORE,
     devices_dir: DevicesDirOpt = DEFAULT_DEVICES,
     cache_dir: CacheOpt = DEFAULT_CACHE,
@@ -80,37 +90,67 @@ def measure(
     """Measure architectures on a device. Rerun the same command to resume: only what is missing is measured.
 
     Every timed run, the conditions (runtime version, threads, CPU, frequency, temperature) and failures
-    with their kind go to the store; each model is committed as soon as it is done.
+    with their kind go to the store; each model is committed as soon as it is done. A device is measured
+    by one campaign at a time: a second command says who holds it and exits (code 3), or waits with --wait.
     """
     run(device, space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
-        remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir)
+        remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir,
+        remeasure_stale=remeasure_stale, graph=graph, wait=wait)
 
 
 @cli_errors
 def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bool, arch: list[str] | None,
         arch_file: Path | None, remeasure: bool, max_failures: int, store: Path, devices_dir: Path,
-        cache_dir: Path) -> CampaignSummary:
+        cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
+        wait: bool = False) -> CampaignSummary:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    from harness.campaign import run_campaign
+    from harness.devices.lease import DeviceBusy
+    from harness.devices.registry import ProfileRegistry
+    from harness.models.cache import ModelCache
+    from harness.models.passes import check_mode
+    from harness.models.selection import select
+    from harness.models.spaces import get_space
+    from harness.results.store import Store
+
     profile = ProfileRegistry(devices_dir).get(device)
+    if graph is not None:  # a campaign setting: recorded with the campaign's profile and each measurement
+        profile = profile.model_copy(update={"graph": check_mode(graph)})
     sp = get_space(space)
     archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
-    with Store(store) as st:
+    with reachable(profile) as profile, Store(store) as st:
         progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                             TextColumn("{task.fields[status]}"), console=console, transient=False)
         try:
             with progress:
                 summary = run_campaign(st, profile, sp, archs, cache=ModelCache(cache_dir), command=command,
-                                       remeasure=remeasure, observer=ProgressObserver(progress),
-                                       max_consecutive_failures=max_failures)
+                                       remeasure=remeasure, remeasure_stale=remeasure_stale,
+                                       observer=ProgressObserver(progress),
+                                       max_consecutive_failures=max_failures, lease_wait=None if wait else 0.0,
+                                       on_lease_wait=lambda h: err.print(
+                                           f"waiting: {escape(h.device)} is being measured by "
+                                           f"{escape(h.describe())}", highlight=False))
+        except DeviceBusy as e:
+            err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
+            raise typer.Exit(3) from None
         except KeyboardInterrupt:
             done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
             err.print(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in {store}; "
                       "rerun the same command to measure the rest.")
             raise typer.Exit(130) from None
     if summary.status == "nothing to do":
-        console.print(f"{device}: all {len(archs)} architectures are already in {store}; nothing to do "
-                      "(--remeasure to measure again).")
+        console.print(f"{device}: all {len(archs)} architectures are already in {store} (graph: {profile.graph}); "
+                      "nothing to do (--remeasure to measure again).", highlight=False)
     else:
         print_summary(summary)
+    if summary.stale:
+        from harness.models.cache import EXPORTER_VERSION
+
+        console.print(f"  [yellow]stale:[/] {summary.stale} of these architectures were measured with a model from an "
+                      f"older exporter (current: v{EXPORTER_VERSION}); they were kept, not re-measured. Add "
+                      "--remeasure-stale to measure them again.", highlight=False)
     return summary

@@ -6,22 +6,23 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import typer
 from rich.table import Table
 
-from harness.analysis import sampling, workflow
+from harness.analysis import methods, sampling
 from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console
-from harness.results.export import write_table
-from harness.results.store import Store
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 ProxyOpt = Annotated[list[str], typer.Option(
     "--proxy", "-p", help="Proxy device(s) with data in the space (repeat), or `all`.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+MethodOpt = Annotated[str, typer.Option(help="Transfer method: " + "; ".join(
+    f"{name}" for name in methods.METHODS) + f" (default {methods.DEFAULT_METHOD}).")]
 
 
 def _print_json(obj) -> None:
+    import numpy as np
+
     print(json.dumps(obj, indent=1, default=lambda v: float(v) if isinstance(v, np.floating) else str(v)))
 
 
@@ -32,13 +33,16 @@ def train(
     cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Train a device's own latency predictor (ridge on one-hot + graph features) and save it in the store."""
+    from harness.analysis import workflow
+    from harness.results.store import Store
+
     with Store(store) as st:
         r = workflow.train(workflow.open_context(st, space, str(cache_dir)), device)
     if as_json:
-        _print_json(r)
+        _print_json(r.to_json())
         return
-    h = r["holdout_srcc"]
-    console.print(f"trained predictor #{r['id']} for {device} on {r['n_archs']} {space} architectures"
+    h = r.holdout_srcc
+    console.print(f"trained predictor #{r.id} for {device} on {r.n_archs} {space} architectures"
                   + (f"; SRCC on a 20% hold-out: {h:.4f}" if h is not None else ""), highlight=False)
 
 
@@ -54,6 +58,10 @@ def suggest(
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Pick which K architectures to measure on a new target so the proxy's ranking transfers best."""
+    from harness.analysis import workflow
+    from harness.results.export import write_table
+    from harness.results.store import Store
+
     with Store(store) as st:
         picks = workflow.suggest(workflow.open_context(st, space, str(cache_dir)), proxy, samples, strategy, seed,
                                  target)
@@ -72,21 +80,23 @@ def adapt(
     proxy: ProxyOpt,
     target: Annotated[str, typer.Option(help="Device with a few measurements in the store.")],
     space: SpaceOpt = "nb201",
-    method: Annotated[str, typer.Option(
-        help="multiproxy (ours, default), adaproxy (OneProxy's, one proxy) or target-only.")] = workflow.DEFAULT_METHOD,
+    method: MethodOpt = methods.DEFAULT_METHOD,
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Fit the target's latency predictor from the proxies and exactly the target measurements in the store."""
+    from harness.analysis import workflow
+    from harness.results.store import Store
+
     with Store(store) as st:
         r = workflow.adapt(workflow.open_context(st, space, str(cache_dir)), proxy, target, method)
     if as_json:
-        _print_json(r)
+        _print_json(r.to_json())
         return
-    console.print(f"adapted predictor #{r['id']} for {target}: {method} from {r['n_target_samples']} target "
-                  f"samples and {len(r['proxies'])} proxy device(s)", highlight=False)
-    if "sources_used" in r:
-        console.print(f"  sources used: {', '.join(r['sources_used'])}; one-hot weight {r['onehot_weight']}",
-                      highlight=False)
+    console.print(f"adapted predictor #{r.id} for {target}: {method} from {r.n_target_samples} target "
+                  f"samples and {len(r.proxies)} proxy device(s)", highlight=False)
+    if "sources_used" in r.metrics:
+        console.print(f"  sources used: {', '.join(r.metrics['sources_used'])}; one-hot weight "
+                      f"{r.metrics['onehot_weight']}", highlight=False)
 
 
 @cli_errors
@@ -97,6 +107,10 @@ def predict(
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Predict the device's latency for every architecture of the space (those in the store if it is huge)."""
+    from harness.analysis import workflow
+    from harness.results.export import write_table
+    from harness.results.store import Store
+
     with Store(store) as st:
         df = workflow.predict(workflow.open_context(st, space, str(cache_dir)), device)
     if out:
@@ -122,13 +136,17 @@ def pareto(
         "measurements and judge that predictor's front too (nothing saved).")] = None,
     adapt_proxy: Annotated[Optional[list[str]], typer.Option(
         help="Proxies for --what-if-k (repeat, or `all`); default: --proxy.")] = None,
+    method: MethodOpt = methods.DEFAULT_METHOD,
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Does the proxy's Pareto set (accuracy vs latency) hold on the target? Recall, hypervolume, regret."""
+    from harness.analysis import workflow
+    from harness.results.store import Store
+
     with Store(store) as st:
         r = workflow.pareto(workflow.open_context(st, space, str(cache_dir)), proxy, target, accuracy, what_if,
-                            adapt_proxy)
-    checks = {k: r[k].summary() for k in ("proxy_front", "predicted_front") if k in r}
+                            adapt_proxy, method)
+    checks = {k: c.summary() for k, c in r.fronts().items()}
     if plot:
         from harness.analysis.report import pareto_report
 
@@ -136,10 +154,10 @@ def pareto(
     if as_json:
         _print_json({"proxy": proxy, "target": target, "accuracy": accuracy, **checks})
         return
-    table = Table(title=f"Pareto check on {target} ({space}, {accuracy}, {r['proxy_front'].n_archs} archs)")
+    table = Table(title=f"Pareto check on {target} ({space}, {accuracy}, {r.proxy_front.n_archs} archs)")
     for col in ("front from", "size", "recall", "HV ratio", "mean regret ms", "max regret ms", "mean regret %"):
         table.add_column(col, no_wrap=col == "front from")
-    labels = {"proxy_front": f"proxy {proxy}", "predicted_front": r.get("predicted_from", "predictor")}
+    labels = {"proxy_front": f"proxy {proxy}", "predicted_front": r.predicted_from or "predictor"}
     for k, c in checks.items():
         table.add_row(labels[k], str(c["proxy_front_size"]), f"{c['recall']:.3f}", f"{c['hv_ratio']:.4f}",
                       f"{c['regret_ms_mean']:.3f}", f"{c['regret_ms_max']:.3f}", f"{100 * c['regret_rel_mean']:.1f}")

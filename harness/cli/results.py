@@ -10,11 +10,9 @@ from rich.table import Table
 
 from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console
 from harness.errors import HarnessError
-from harness.results.export import latency_table, write_table
-from harness.results.store import Store
 
 
-def _one_space(st: Store, space: str | None) -> str:
+def _one_space(st, space: str | None) -> str:
     if space:
         return space
     spaces = st.spaces()
@@ -31,22 +29,48 @@ def export(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Write the tidy latency table: one row per architecture, key columns, a <device>_ms median column each."""
+    from harness.models.cache import EXPORTER_VERSION
+    from harness.results.export import latency_table, write_table
+    from harness.results.store import Store
+
     with Store(store) as st:
         df = latency_table(st, _one_space(st, space), device or None)
     write_table(df, out)
     devices = [c[:-3] for c in df.columns if c.endswith("_ms")]
     console.print(f"wrote {out}: {len(df)} architectures × {len(devices)} device(s) ({', '.join(devices)})")
+    for d in devices:
+        if f"{d}_exporter" not in df.columns:
+            continue
+        stale = int((df[f"{d}_exporter"].notna() & (df[f"{d}_exporter"] < EXPORTER_VERSION)).sum())
+        modes = sorted(df[f"{d}_graph"].dropna().unique())
+        if stale:
+            console.print(f"  [yellow]stale:[/] {d}: {stale} latencies are of models from an older exporter "
+                          f"(column {d}_exporter < {EXPORTER_VERSION}); re-measure them with `harness measure -d {d} "
+                          "... --remeasure-stale`", highlight=False)
+        if len(modes) > 1:
+            console.print(f"  [yellow]mixed:[/] {d} has latencies of both graph modes ({', '.join(modes)}); see "
+                          f"column {d}_graph", highlight=False)
 
 
 @cli_errors
 def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
-    """List the campaigns in the store with their status and counts."""
+    """List the campaigns in the store with their status and counts (stale: measurements of models from an
+    older exporter; re-measure them with `harness measure ... --remeasure-stale`)."""
+    from harness.models.cache import EXPORTER_VERSION
+    from harness.results.store import Store
+
     with Store(store) as st:
-        df = st.campaigns()
+        df = st.campaigns(EXPORTER_VERSION)
     table = Table(title=f"campaigns in {store}")
-    for col in ("id", "device", "space", "status", "planned", "ok", "failed", "started_at", "message"):
+    for col in ("id", "device", "space", "graph", "status", "planned", "ok", "failed", "stale", "started_at",
+                "message"):
         table.add_column(col)
     for r in df.itertuples():
-        table.add_row(str(r.id), r.device, r.space, r.status, str(r.planned), str(r.ok), str(r.failed),
-                      r.started_at[:19], r.message or "")
+        table.add_row(str(r.id), r.device, r.space, r.graph_mode or "-", r.status, str(r.planned), str(r.ok),
+                      str(r.failed), f"[yellow]{r.stale}[/]" if r.stale else "0", r.started_at[:19], r.message or "")
     console.print(table)
+    stale = int(df.stale.sum()) if not df.empty else 0
+    if stale:
+        console.print(f"[yellow]{stale} measurement(s) are stale[/]: their models came from an exporter older than "
+                      f"v{EXPORTER_VERSION}. They stay in the store; `harness measure ... --remeasure-stale` "
+                      "measures them again.")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from harness.cli.common import console, err
 
@@ -19,7 +20,8 @@ def adb(
     port: Annotated[int, typer.Option(help="TCP port to listen on (0: a free one).")] = 5555,
     root: Annotated[Path, typer.Option(help="Folder holding the phone's storage (/data/local/tmp lives inside); "
                                             "nothing outside it is ever read or written.")] = Path("virtual-phone"),
-    host: Annotated[str, typer.Option(help="Address to listen on (keep loopback unless you mean it).")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address to listen on. Default 127.0.0.1 (this machine only); any "
+                                          "other address needs --auth or --adb-keys.")] = "127.0.0.1",
     model: Annotated[Optional[str], typer.Option(
         help="Phone identity: s5e, pixel3, pixel4, virtual, or any name (sets ro.product.model).")] = None,
     auth: Annotated[bool, typer.Option(help="Require RSA key authentication like a real phone.")] = False,
@@ -40,8 +42,13 @@ def adb(
 
     Its shell is a small interpreter confined to --root; running the pushed benchmark_model stand-in times the
     model with LiteRT on this machine and prints TFLite benchmark_model's output. Stop with Ctrl-C.
+
+    Security: the phone runs with the host user's rights (yours): whoever can connect can read and write
+    files under --root as you. Without --auth any local user can connect, so it listens on 127.0.0.1 only
+    unless --host says otherwise (then --auth or --adb-keys is required). Modes set on the phone never carry
+    setuid/setgid/sticky bits onto the host.
     """
-    from harness.devices.adb_sim import Faults, VirtualPhone, write_stand_in
+    from harness.sim.adb.server import Faults, VirtualPhone, install_stand_in
 
     keys = []
     if adb_keys is not None:
@@ -50,6 +57,10 @@ def adb(
         except OSError as e:
             err.print(f"[bold red]error:[/] cannot read {adb_keys}: {e.strerror}")
             raise typer.Exit(2) from None
+    if not _loopback(host) and not (auth or keys):
+        err.print(f"[bold red]error:[/] --host {escape(host)} lets other machines reach a phone that runs with your "
+                  "rights; add --auth (keys are asked for) or --adb-keys FILE, or keep --host 127.0.0.1")
+        raise typer.Exit(2)
     faults = Faults(drop_after=drop_after, stall_after=stall_after, refuse_auth=refuse_auth, disk_free=disk_free)
     try:
         phone = VirtualPhone(root, host=host, port=port, model=model, auth=auth or bool(keys), adb_keys=keys,
@@ -57,10 +68,7 @@ def adb(
     except (OSError, ValueError) as e:
         err.print(f"[bold red]error:[/] cannot start the virtual phone: {e}")
         raise typer.Exit(2) from None
-    stand_in = root / "data/local/tmp/harness/benchmark_model"
-    if not stand_in.exists():  # as if pushed already: a profile without connection.benchmark_model works
-        stand_in.parent.mkdir(parents=True, exist_ok=True)
-        write_stand_in(stand_in)
+    install_stand_in(root)
     console.print(f"virtual phone [bold]{phone.identity.model}[/] ({phone.serial}) listening on {phone.address}, "
                   f"storage in {root.resolve()}; `adb connect {phone.address}`. Ctrl-C stops it.", highlight=False)
     signal.signal(signal.SIGTERM, _stop)
@@ -69,6 +77,17 @@ def adb(
     except KeyboardInterrupt:
         console.print("stopped")
         raise typer.Exit(0) from None
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _stop(signum: int, frame: object) -> None:

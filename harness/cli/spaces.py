@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console
-from harness.models.spaces import SPACES
+from harness.cli.common import cli_errors, console
 
 
 @cli_errors
-def spaces(store: StoreOpt = DEFAULT_STORE) -> None:
+def spaces() -> None:
     """List the search spaces, their size and key columns."""
+    from harness.models.spaces import SPACES
+
     table = Table(title="search spaces")
     for col in ("name", "architectures", "key columns", "input", "description"):
         table.add_column(col)

@@ -22,14 +22,12 @@ else its mean) and keeps every printed statistic under ``conditions_after["bench
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import shlex
 import socket
 import stat as st
 import struct
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,15 +36,15 @@ from typing import Any, TypeVar
 
 from adb_shell import exceptions as adb_errors
 from adb_shell.adb_device import AdbDevice
+from adb_shell.auth.keygen import write_public_keyfile
 from adb_shell.auth.sign_cryptography import CryptographySigner
 from adb_shell.transport.base_transport import BaseTransport
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from harness.devices import adb_benchmark
-from harness.devices.adb_proto import encode_pubkey
 from harness.devices.driver import CheckReport, Driver, RunResult
-from harness.devices.profile import ADBConnection, Profile
+from harness.devices.profile import VIRTUAL_SERIAL, ADBConnection, Profile
 from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout
 from harness.models.cache import Artifact, sha256_file
 
@@ -142,10 +140,8 @@ def ensure_key(path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
-        pub.write_bytes(encode_pubkey(key.public_key(), f"{getpass.getuser()}@{socket.gethostname()}"))
-    elif not pub.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        pub.write_bytes(encode_pubkey(key.public_key(), f"{getpass.getuser()}@{socket.gethostname()}"))
+    if not pub.exists():
+        write_public_keyfile(str(path), str(pub))  # adb-shell's android_pubkey encoder
 
 
 class _KeySigner:
@@ -191,8 +187,6 @@ class ADBDriver(Driver):
         self.workdir = self.conn.workdir.rstrip("/") or "/"
         self._device: AdbDevice | None = None
         self._signer = _KeySigner(Path(os.path.expanduser(self.conn.key_file)))
-        self._sim = None
-        self._simdir: tempfile.TemporaryDirectory | None = None
         self._was_connected = False
         self._static: dict[str, Any] | None = None
         self._binary: str | None = None
@@ -204,22 +198,11 @@ class ADBDriver(Driver):
 
     @property
     def serial(self) -> str:
-        return self._sim.address if self._sim is not None else self.conn.serial
+        return self.conn.serial
 
     # --- connection ----------------------------------------------------------------------
-    def _start_simulator(self) -> None:
-        from harness.devices.adb_sim import VirtualPhone, write_stand_in
-
-        self._simdir = tempfile.TemporaryDirectory(prefix="harness-virtual-phone-")
-        self._sim = VirtualPhone(Path(self._simdir.name) / "phone").start()
-        write_stand_in(Path(self._simdir.name) / "benchmark_model")
-
     def _open_device(self) -> AdbDevice:
         timeout = self.conn.connect_timeout_s
-        if self.conn.simulator:
-            if self._sim is None:
-                self._start_simulator()
-            return AdbDevice(_TcpTransport("127.0.0.1", self._sim.port), timeout, banner="harness")  # type: ignore
         if self.conn.transport == "usb":
             try:
                 from adb_shell.adb_device import AdbDeviceUsb
@@ -274,7 +257,10 @@ class ADBDriver(Driver):
         else:
             msg = f"cannot reach {self.serial}: {e}"
         hint = (" Is the phone on the same network, with USB debugging on and `adb tcpip 5555` done since its "
-                "last reboot?") if self.conn.transport == "tcp" and not self.conn.simulator else ""
+                "last reboot?") if self.conn.transport == "tcp" else ""
+        if self.serial == VIRTUAL_SERIAL:
+            hint = (" Serial 'virtual' is a phone the harness CLI serves for the command; from Python, wrap the "
+                    "profile in harness.sim.adb.server.serving(profile).")
         if self._was_connected:
             return ConnectionLost(f"lost the phone {self.serial}: reconnecting failed: {msg}")
         return DeviceError(msg + "." + hint)
@@ -373,8 +359,6 @@ class ADBDriver(Driver):
         """(remote path, sha256, source) of the benchmark_model the campaign runs."""
         remote = f"{self.workdir}/benchmark_model"
         local = self.conn.benchmark_model
-        if local is None and self._simdir is not None:
-            local = str(Path(self._simdir.name) / "benchmark_model")
         if local is not None:
             path = Path(os.path.expanduser(local))
             if not path.is_file():
@@ -498,7 +482,7 @@ class ADBDriver(Driver):
             "benchmark_model_sha256": sha,
             "benchmark_model_source": source,
             "per_run_latencies": False,
-            "transport": "simulator" if self.conn.simulator else self.conn.transport,
+            "transport": self.conn.transport,
             "serial": self.serial,
             "workdir": self.workdir,
             "taskset": self.conn.taskset,
@@ -581,12 +565,6 @@ class ADBDriver(Driver):
 
     def cleanup(self) -> None:
         self._disconnect()
-        sim, self._sim = self._sim, None
-        if sim is not None:
-            sim.stop()
-        simdir, self._simdir = self._simdir, None
-        if simdir is not None:
-            simdir.cleanup()
         self._static = None
         self._pushed.clear()
         self._was_connected = False

@@ -1,4 +1,4 @@
-"""The one interface every driver implements, and the registry of drivers by connection kind.
+"""The one interface every driver implements, and the registry of drivers (and their connection models) by kind.
 
 A measurement is four steps (as in TVM's RPC runner): ``prepare`` the device once, ``push`` each model,
 ``run`` it (every timed run comes back, never just an aggregate), ``cleanup``. Failures are typed
@@ -13,8 +13,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from harness.devices.profile import Profile
-from harness.errors import DriverUnavailable, UnknownNameError
+from harness.devices.profile import Connection, Profile
+from harness.errors import UnknownNameError
 from harness.models.cache import Artifact
 
 
@@ -108,25 +108,39 @@ class Driver(ABC):
         self.cleanup()
 
 
-# connection kind -> "module:Class", imported only when used
-DRIVERS: dict[str, str] = {
-    "local": "harness.devices.local:LocalDriver",
-    "ssh": "harness.devices.ssh:SSHDriver",
-    "adb": "harness.devices.adb:ADBDriver",
+# connection kind -> (driver, the pydantic model of its profile's `connection:` block), each a class or a
+# "module:Class" imported only when used. Adding a driver is one module plus one line here (or one
+# register_driver call from your own code).
+DRIVERS: dict[str, tuple[str | type, str | type]] = {
+    "local": ("harness.devices.local:LocalDriver", "harness.devices.profile:LocalConnection"),
+    "ssh": ("harness.devices.ssh:SSHDriver", "harness.devices.profile:SSHConnection"),
+    "adb": ("harness.devices.adb:ADBDriver", "harness.devices.profile:ADBConnection"),
 }
 
-# kinds with profiles but no driver in this build, and what to tell the user
-PLANNED: dict[str, str] = {
-}
+
+def register_driver(kind: str, driver: str | type, connection: str | type) -> None:
+    """Add (or replace) a driver: profiles with ``connection.kind: KIND`` validate against ``connection``
+    (a :class:`~harness.devices.profile.Connection` subclass) and are measured by ``driver``."""
+    DRIVERS[kind] = (driver, connection)
+
+
+def _load(ref: str | type) -> type:
+    if isinstance(ref, str):
+        module, cls = ref.split(":")
+        return getattr(importlib.import_module(module), cls)
+    return ref
 
 
 def driver_class(kind: str) -> type[Driver]:
-    if kind in DRIVERS:
-        module, cls = DRIVERS[kind].split(":")
-        return getattr(importlib.import_module(module), cls)
-    if kind in PLANNED:
-        raise DriverUnavailable(PLANNED[kind])
-    raise UnknownNameError("connection kind", kind, [*DRIVERS, *PLANNED])
+    if kind not in DRIVERS:
+        raise UnknownNameError("connection kind", kind, list(DRIVERS))
+    return _load(DRIVERS[kind][0])
+
+
+def connection_model(kind: str) -> type[Connection]:
+    if kind not in DRIVERS:
+        raise UnknownNameError("connection kind", kind, list(DRIVERS))
+    return _load(DRIVERS[kind][1])
 
 
 def make_driver(profile: Profile) -> Driver:

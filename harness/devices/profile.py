@@ -12,10 +12,12 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
 from harness.errors import ProfileError
 from harness.measure.policy import Adaptive, Gate, Sentinels
@@ -27,13 +29,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LocalConnection(_Strict):
+class Connection(_Strict):
+    """Base of every ``connection:`` block. ``kind`` picks the driver; each kind's model is registered next
+    to its driver in :data:`harness.devices.driver.DRIVERS` (one line per driver)."""
+
+    kind: str
+
+
+class LocalConnection(Connection):
     """This machine."""
 
     kind: Literal["local"]
 
 
-class SSHConnection(_Strict):
+class SSHConnection(Connection):
     """A Linux box reached over SSH (Jetson, Raspberry Pi, server)."""
 
     kind: Literal["ssh"]
@@ -51,21 +60,23 @@ class SSHConnection(_Strict):
     reconnect_backoff_s: float = Field(2.0, ge=0, description="first wait before reconnecting; doubles each try")
 
 
-class ADBConnection(_Strict):
+VIRTUAL_SERIAL = "virtual"  # ADB serial of the virtual phone the CLI starts; the driver itself only dials host:port
+
+
+class ADBConnection(Connection):
     """An Android phone reached with ADB over TCP (``adb tcpip``) or USB."""
 
     kind: Literal["adb"]
-    serial: str = Field(min_length=1, description="host:port for TCP, the USB serial for USB")
+    serial: str = Field(min_length=1, description="host:port for TCP, the USB serial for USB, or 'virtual': "
+                        "a virtual phone the CLI serves for the command (harness sim adb)")
     transport: Literal["tcp", "usb"] = "tcp"
     key_file: str = "~/.android/adbkey"
     workdir: str = "/data/local/tmp/harness"
     benchmark_model: str | None = Field(None, description="local path of the benchmark_model binary to push")
     taskset: str | None = Field(None, pattern=r"^(0x)?[0-9a-fA-F]+$", description="CPU mask, e.g. f0")
     connect_timeout_s: float = Field(10.0, gt=0)
-    simulator: bool = Field(False, description="measure on an in-process virtual phone (adb_sim); serial is ignored")
 
 
-Connection = Annotated[Union[LocalConnection, SSHConnection, ADBConnection], Field(discriminator="kind")]
 
 RUNTIME_FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
 
@@ -135,9 +146,28 @@ class Profile(_Strict):
     name: str = Field(pattern=NAME_RE)
     description: str = ""
     hardware: str = Field("", description="what the device is, for reports")
-    connection: Connection
+    connection: SerializeAsAny[Connection]
     runtime: Runtime
     policy: Policy = Field(default_factory=Policy)
+    graph: Literal["prune", "keep"] = Field(
+        "prune", description="model semantics: prune = what a deployment converter exports (dead code removed, "
+        "zeros folded, ops merged, activations fused); keep = PyTorch-eager export (x*0, dead convs computed)")
+
+    @field_validator("connection", mode="before")
+    @classmethod
+    def _connection_by_kind(cls, v: Any) -> Any:
+        """Validate the block with the model its driver registered for ``kind``."""
+        from harness.devices.driver import DRIVERS, connection_model
+
+        if isinstance(v, Connection) or not isinstance(v, dict):
+            return v
+        if "kind" not in v:
+            raise PydanticCustomError("connection_kind_missing", "required field is missing; expected one of "
+                                      "{kinds}", {"kinds": ", ".join(DRIVERS)})
+        if v["kind"] not in DRIVERS:
+            raise PydanticCustomError("connection_kind_invalid", "{kind} is not a connection kind; expected one "
+                                      "of {kinds}", {"kind": repr(v["kind"]), "kinds": ", ".join(DRIVERS)})
+        return connection_model(v["kind"]).model_validate(v)
 
     @field_validator("description", "hardware", mode="before")
     @classmethod
@@ -161,10 +191,12 @@ def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
     node = data
     for part in loc:
         if part == "connection":
+            from harness.devices.driver import DRIVERS, connection_model
+
             kind = node.get("connection", {}).get("kind") if isinstance(node, dict) else None
-            model = {"local": LocalConnection, "ssh": SSHConnection, "adb": ADBConnection}.get(kind)  # type: ignore
-            if model is None:
+            if kind not in DRIVERS:
                 return None
+            model = connection_model(kind)
         elif part == "runtime":
             model = Runtime
         elif part == "policy":
@@ -179,10 +211,10 @@ def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
 
 def _describe(err: dict, data: Any) -> str:
     loc = tuple(err["loc"])
-    if len(loc) > 1 and loc[0] == "connection" and loc[1] in ("local", "ssh", "adb"):
-        loc = (loc[0],) + loc[2:]
     field = ".".join(str(p) for p in loc) or "(top level)"
     kind, msg = err["type"], err["msg"]
+    if kind in ("connection_kind_missing", "connection_kind_invalid"):
+        return f"connection.kind: {msg}"
     if kind == "missing":
         return f"{field}: required field is missing"
     if kind == "extra_forbidden":
@@ -192,10 +224,6 @@ def _describe(err: dict, data: Any) -> str:
         close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"{field}: unknown field{hint}; allowed here: {', '.join(model.model_fields)}"
-    if kind == "union_tag_not_found":
-        return f"{field}.kind: required field is missing; expected one of local, ssh, adb"
-    if kind == "union_tag_invalid":
-        return f"{field}.kind: {err['input'].get('kind')!r} is not a connection kind; expected one of local, ssh, adb"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     return f"{field}: {msg} (got {err.get('input')!r})"

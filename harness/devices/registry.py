@@ -1,4 +1,4 @@
-"""Finds profiles: the built-ins inside the package, then the user's ``./devices/*.yaml``.
+"""Finds profiles: the built-ins inside the package, then a user folder of ``*.yaml`` (the CLI's ``devices/``).
 
 A user file with the same name as a built-in overrides it. Adding a device is adding a file.
 """
@@ -12,8 +12,6 @@ from pathlib import Path
 
 from harness.devices.profile import Profile, load_profile
 from harness.errors import ProfileError, UnknownNameError
-
-DEFAULT_USER_DIR = Path(os.environ.get("HARNESS_DEVICES", "devices"))
 
 
 @dataclass(frozen=True)
@@ -29,13 +27,14 @@ def _builtin_dir() -> Path:
 
 class ProfileRegistry:
     def __init__(self, user_dir: str | os.PathLike | None = None):
-        self.user_dir = Path(user_dir) if user_dir is not None else DEFAULT_USER_DIR
+        """``user_dir`` None: the built-ins only."""
+        self.user_dir = Path(user_dir) if user_dir is not None else None
 
     def entries(self) -> dict[str, ProfileEntry]:
         """name -> file, user files overriding built-ins (names from file stems: cheap, no parsing)."""
         found: dict[str, ProfileEntry] = {}
         for origin, folder in (("built-in", _builtin_dir()), ("user", self.user_dir)):
-            if folder.is_dir():
+            if folder is not None and folder.is_dir():
                 for p in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
                     found[p.stem] = ProfileEntry(p.stem, p, origin)
         return found
@@ -44,7 +43,7 @@ class ProfileRegistry:
         entries = self.entries()
         if name not in entries:
             raise UnknownNameError("device", name, list(entries),
-                                   hint=f"add {self.user_dir / (name + '.yaml')} to define it")
+                                   hint=f"add {(self.user_dir or Path('devices')) / (name + '.yaml')} to define it")
         return load_profile(entries[name].path)
 
     def load_all(self) -> tuple[list[tuple[ProfileEntry, Profile]], list[ProfileError]]:

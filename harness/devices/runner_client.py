@@ -11,6 +11,7 @@ import json
 from abc import abstractmethod
 from typing import Any, Protocol
 
+from harness.devices import protocol
 from harness.devices.driver import CheckReport, Driver, RunResult
 from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout, ParseError
 
@@ -49,14 +50,15 @@ class RunnerDriver(Driver):
 
     def _start(self) -> None:
         self._channel = self._open_channel()
-        self.hello = self._call({"op": "hello"}, timeout=120)
+        self.hello = self._call({"op": "hello"}, timeout=120, answer=protocol.HelloAnswer).model_dump()
 
     def _drop(self, force: bool = True) -> None:
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.close(force)
 
-    def _call(self, req: dict, timeout: float) -> dict:
+    def _call(self, req: dict, timeout: float, answer: type | None = None) -> Any:
+        """One request, one answer; the answer is validated against ``answer`` (a protocol model)."""
         if self._channel is None:
             self._start()
         channel = self._channel
@@ -74,13 +76,11 @@ class RunnerDriver(Driver):
             detail = channel.diagnostics()
             self._drop()
             raise self.lost_error(f"{self.profile.name}: the runner went away", detail=detail)
-        try:
-            resp = json.loads(line)
-        except json.JSONDecodeError:
-            raise ParseError(f"{self.profile.name}: unreadable line from the runner: {line[:200]!r}") from None
-        if not resp.get("ok"):
-            raise _ERRORS.get(resp.get("kind"), DeviceError)(resp.get("message", "unknown runner error"))
-        return resp
+        resp = protocol.decode(line, self.profile.name)
+        if not resp["ok"]:
+            error = protocol.ErrorAnswer.model_validate(resp)
+            raise _ERRORS.get(error.kind, DeviceError)(error.message)
+        return protocol.validated(answer, resp, line, self.profile.name) if answer is not None else resp
 
     def runtime_version(self) -> str | None:
         return self.hello.get("versions", {}).get(self.profile.runtime.name)
@@ -124,12 +124,11 @@ class RunnerDriver(Driver):
                "min_seconds": pol.min_seconds, "seed": pol.input_seed, "conditions": True,
                "adaptive": pol.adaptive.model_dump() if pol.adaptive else None,
                "reference": self.reference}
-        resp = self._call(req, timeout=pol.timeout_seconds)
-        return RunResult(timed_ms=resp["timed_ms"], warmup_ms=resp["warmup_ms"], init_ms=resp["init_ms"],
-                         conditions_before=resp.get("conditions_before", {}),
-                         conditions_after=resp.get("conditions_after", {}), wait_ms=resp.get("wait_ms"),
-                         stop_rule=resp.get("stop_rule"), neighbours=resp.get("neighbours"),
-                         reference_ms=resp.get("reference_ms"), reference_wait_ms=resp.get("reference_wait_ms"))
+        resp = self._call(req, timeout=pol.timeout_seconds, answer=protocol.RunAnswer)
+        return RunResult(timed_ms=resp.timed_ms, warmup_ms=resp.warmup_ms, init_ms=resp.init_ms,
+                         conditions_before=resp.conditions_before, conditions_after=resp.conditions_after,
+                         wait_ms=resp.wait_ms, stop_rule=resp.stop_rule, neighbours=resp.neighbours,
+                         reference_ms=resp.reference_ms, reference_wait_ms=resp.reference_wait_ms)
 
     def state(self) -> dict[str, Any]:
         """The device's dynamic conditions now (temperature, frequency, load), for gating."""

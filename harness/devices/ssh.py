@@ -26,6 +26,7 @@ from typing import TypeVar
 import paramiko
 
 from harness.devices.driver import RunResult
+from harness.devices import protocol
 from harness.devices.runner_client import RunnerDriver
 from harness.errors import ConnectionLost, DeviceError
 from harness.models.cache import Artifact, sha256_file
@@ -194,7 +195,7 @@ class SSHDriver(RunnerDriver):
     def _remote_sha256(self, remote: str) -> str:
         """Through the running runner when there is one (a round trip), else with sha256sum."""
         if self._channel is not None:
-            return self._call({"op": "sha256", "path": remote}, timeout=60)["sha256"]
+            return self._call({"op": "sha256", "path": remote}, timeout=60, answer=protocol.Sha256Answer).sha256
         return self._exec(["sha256sum", remote]).split()[0]
 
     def _remote(self, name: str) -> str:

@@ -1,6 +1,7 @@
 """Content-addressed cache of exported model files.
 
-The key hashes the graph's structure (which includes the input shape), the exporter's format
+The key hashes the graph's structure as built (which includes the input shape), the graph mode
+(``prune``/``keep``, see harness.models.passes), :data:`EXPORTER_VERSION`, the exporter's format
 version (exporter code and library versions) and the weight seed, so a second campaign never
 re-exports and a changed exporter never serves a stale file. Writes are atomic (temp file + rename),
 so concurrent campaigns and crashes cannot leave a half-written model behind.
@@ -19,6 +20,14 @@ from pathlib import Path
 
 from harness.errors import ExportError, UnknownNameError
 from harness.models.graph import Graph
+from harness.models.passes import DEFAULT_GRAPH_MODE, check_mode, is_degenerate, prepare
+
+# What a model file of an architecture contains: bump it whenever a builder, a graph pass or an exporter
+# changes the exported model. It is part of each file's content identity and recorded with each
+# measurement; measurements of an older version are reported as stale (`measure --remeasure-stale`).
+#   1: direct exporters, every node exported (dead convs, x*0, unshared pools, separate ReLUs)
+#   2: graph modes prune/keep; prune = constant folding, dead-node elimination, merged ops, fused ReLUs
+EXPORTER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,9 @@ class Artifact:
     digest: str
     exported: bool  # False when served from the cache
     export_seconds: float
+    graph_mode: str = DEFAULT_GRAPH_MODE
+    exporter_version: int = EXPORTER_VERSION
+    degenerate: bool = False  # the output does not depend on the input (harness.models.passes)
 
     @property
     def filename(self) -> str:
@@ -70,34 +82,37 @@ class Artifact:
 
 
 class ModelCache:
-    def __init__(self, root: str | os.PathLike = "models/cache", seed: int = 0):
+    def __init__(self, root: str | os.PathLike, seed: int = 0):
         self.root = Path(root)
         self.seed = seed
 
-    def key(self, graph: Graph, fmt: ModelFormat) -> str:
-        body = {"graph": graph.fingerprint(), "format": fmt.version, "seed": self.seed}
+    def key(self, graph: Graph, fmt: ModelFormat, graph_mode: str = DEFAULT_GRAPH_MODE) -> str:
+        body = {"graph": graph.fingerprint(), "format": fmt.version, "seed": self.seed,
+                "graph_mode": check_mode(graph_mode), "exporter_version": EXPORTER_VERSION}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
 
-    def path_for(self, graph: Graph, format_name: str) -> Path:
+    def path_for(self, graph: Graph, format_name: str, graph_mode: str = DEFAULT_GRAPH_MODE) -> Path:
         fmt = get_format(format_name)
-        key = self.key(graph, fmt)
+        key = self.key(graph, fmt, graph_mode)
         return self.root / fmt.name / key[:2] / f"{key}{fmt.suffix}"
 
-    def get(self, graph: Graph, format_name: str) -> Artifact:
-        """The exported file for ``graph``, exporting it once if it is not cached yet."""
+    def get(self, graph: Graph, format_name: str, graph_mode: str = DEFAULT_GRAPH_MODE) -> Artifact:
+        """The exported file for ``graph`` as a space built it, prepared for ``graph_mode`` (the passes
+        run before export), exporting it once if it is not cached yet."""
         fmt = get_format(format_name)
-        path = self.path_for(graph, format_name)
+        path = self.path_for(graph, format_name, graph_mode)
         digest = path.stem
+        facts = dict(graph_mode=graph_mode, exporter_version=EXPORTER_VERSION, degenerate=is_degenerate(graph))
         if path.exists():
-            return Artifact(path, fmt.name, digest, False, 0.0)
+            return Artifact(path, fmt.name, digest, False, 0.0, **facts)
         path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=fmt.suffix)
         os.close(fd)
         try:
-            fmt.write(graph, tmp, self.seed)
+            fmt.write(prepare(graph, graph_mode), tmp, self.seed)
             os.replace(tmp, path)
         except Exception as e:
             Path(tmp).unlink(missing_ok=True)
             raise ExportError(f"exporting {graph.name} to {fmt.name} failed: {e}") from e
-        return Artifact(path, fmt.name, digest, True, time.perf_counter() - t0)
+        return Artifact(path, fmt.name, digest, True, time.perf_counter() - t0, **facts)

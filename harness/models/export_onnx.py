@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from harness.models.evaluate import const_value
 from harness.models.graph import Graph, same_pads
 from harness.models.weights import graph_weights
 
@@ -75,7 +76,19 @@ def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
         elif n.op == "relu":
             nodes.append(helper.make_node("Relu", x, [y], name=n.name))
         elif n.op == "add":
-            nodes.append(helper.make_node("Add", x, [y], name=n.name))
+            pre = f"{n.name}.pre_act" if a.get("act") else y
+            nodes.append(helper.make_node("Add", x, [pre], name=n.name))
+            if a.get("act"):  # ONNX has no fused activations: a separate node, fused by onnxruntime at load
+                activation(a["act"], pre, y, n.name)
+        elif n.op == "const":  # a folded input-independent tensor (harness.models.passes)
+            value = const_value(n, seed)
+            value = value.reshape(1, -1) if a["flat"] else value.transpose(2, 0, 1)[None]
+            if n.output == graph.output:  # a constant network: its output is that tensor
+                nodes.append(helper.make_node("Identity", [const(n.name, value)], [y], name=f"{n.name}_out"))
+            else:
+                const(y, value)
+            if a["flat"]:
+                flat.add(n.output)
         elif n.op == "shuffle":
             h, w_, c = graph.shapes[n.output]
             g_ = a["groups"]
@@ -96,8 +109,11 @@ def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
             c = a["channels"]
             scale = const(f"{n.name}.scale", w["scale"].reshape(c, 1, 1))
             shift = const(f"{n.name}.shift", w["shift"].reshape(c, 1, 1))
+            pre = f"{n.name}.pre_act" if a.get("act") else y
             nodes.append(helper.make_node("Mul", [x[0], scale], [f"{n.name}.scaled"], name=f"{n.name}_mul"))
-            nodes.append(helper.make_node("Add", [f"{n.name}.scaled", shift], [y], name=n.name))
+            nodes.append(helper.make_node("Add", [f"{n.name}.scaled", shift], [pre], name=n.name))
+            if a.get("act"):
+                activation(a["act"], pre, y, n.name)
         elif n.op == "global_avgpool" and a.get("keepdims"):
             nodes.append(helper.make_node("GlobalAveragePool", x, [y], name=n.name))
         elif n.op == "mul":  # NCHW broadcasting: (1, C, 1, 1) scales each channel
@@ -117,6 +133,8 @@ def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
         else:  # pragma: no cover - guarded by Graph's vocabulary
             raise ValueError(f"ONNX exporter: unsupported op {n.op!r}")
 
+    if graph.output == "input":  # nothing left to compute: the output is the input
+        nodes.append(helper.make_node("Identity", ["input"], ["output"], name="identity"))
     h, w_, c = graph.input_shape
     oh, ow, oc = graph.output_shape
     out_shape = [1, oc] if graph.output in flat else [1, oc, oh, ow]

@@ -82,7 +82,15 @@ def _options(cls, **fields):
     return o
 
 
+def _fused(attrs: dict) -> int:
+    """An add's/affine's activation as TFLite's fused_activation_function (passes only set relu/relu6)."""
+    if attrs.get("act") not in (None, *_FUSED):
+        raise ValueError(f"TFLite exporter: activation {attrs['act']!r} cannot be fused into ADD")
+    return _FUSED.get(attrs.get("act"), fb.ActivationFunctionType.NONE)
+
+
 def to_tflite(graph: Graph, seed: int = 0) -> bytes:
+    from harness.models.evaluate import const_value
     from harness.models.weights import graph_weights
 
     weights = graph_weights(graph, seed)
@@ -96,8 +104,12 @@ def to_tflite(graph: Graph, seed: int = 0) -> bytes:
     for n in graph.nodes:
         a, w = n.attrs, weights[n.name]
         x = [b.index[i] for i in n.inputs]
-        if n.op == "dense" or (n.op == "global_avgpool" and not a.get("keepdims")):
+        if n.op == "dense" or (n.op == "global_avgpool" and not a.get("keepdims")) or a.get("flat"):
             flat.add(n.output)
+        if n.op == "const":  # a folded input-independent tensor (harness.models.passes): a constant buffer
+            value = const_value(n, seed)
+            b.tensor(n.output, out_shape(n.output), value.reshape(out_shape(n.output)))
+            continue
         y = b.tensor(n.output, out_shape(n.output))
         if n.op == "conv":
             k = w["kernel"]  # OIHW
@@ -130,7 +142,8 @@ def to_tflite(graph: Graph, seed: int = 0) -> bytes:
         elif n.op == "relu":
             b.op(fb.BuiltinOperator.RELU, x, [y])
         elif n.op == "add":
-            b.op(fb.BuiltinOperator.ADD, x, [y], fb.BuiltinOptions.AddOptions, fb.AddOptionsT())
+            b.op(fb.BuiltinOperator.ADD, x, [y], fb.BuiltinOptions.AddOptions,
+                 _options(fb.AddOptionsT, fusedActivationFunction=_fused(a)))
         elif n.op == "shuffle":  # reshape to (.., groups, C/groups), swap the last two axes, reshape back
             h, w_, c = graph.shapes[n.output]
             g_ = a["groups"]
@@ -154,7 +167,8 @@ def to_tflite(graph: Graph, seed: int = 0) -> bytes:
             scale = b.tensor(f"{n.name}.scale", [c], w["scale"])
             shift = b.tensor(f"{n.name}.shift", [c], w["shift"])
             b.op(fb.BuiltinOperator.MUL, [x[0], scale], [scaled], fb.BuiltinOptions.MulOptions, fb.MulOptionsT())
-            b.op(fb.BuiltinOperator.ADD, [scaled, shift], [y], fb.BuiltinOptions.AddOptions, fb.AddOptionsT())
+            b.op(fb.BuiltinOperator.ADD, [scaled, shift], [y], fb.BuiltinOptions.AddOptions,
+                 _options(fb.AddOptionsT, fusedActivationFunction=_fused(a)))
         elif n.op == "global_avgpool":
             axes = b.tensor(f"{n.name}.axes", [2], np.array([1, 2], np.int32), fb.TensorType.INT32)
             b.op(fb.BuiltinOperator.MEAN, [x[0], axes], [y], fb.BuiltinOptions.ReducerOptions,

@@ -35,10 +35,12 @@ OPS = {
     "conv": "kernel, stride, padding, cin, cout, groups, bn (BatchNorm folded at export), bias, "
             "act (absent, or one of ACTIVATIONS: applied after the conv as converters do)",
     "relu": "",
-    "add": "",
-    "zero": "multiply by 0: PyTorch's Zero op, kept so the graph stays connected",
+    "add": "act (absent, or relu/relu6 fused by harness.models.passes: TFLite's fused activation)",
+    "zero": "multiply by 0: PyTorch's Zero op (NB201's 'none'); graph: keep exports it, prune folds it",
     "avgpool": "kernel, stride, padding (average excludes padding)",
-    "affine": "channels: a standalone BatchNorm (per-channel scale and shift)",
+    "affine": "channels, act (as add): a standalone BatchNorm (per-channel scale and shift)",
+    "const": "nodes (the folded input-independent subgraph, evaluated with the weights at export), flat "
+             "(True when the value is a (1, C) vector): made by constant propagation only",
     "global_avgpool": "keepdims (only when True: the 1x1 map stays 4-D, as squeeze-and-excitation needs)",
     "dense": "cin, cout",
     "shuffle": "groups: ShuffleNet/FBNet channel shuffle",
@@ -75,7 +77,6 @@ class Graph:
         self.nodes: list[Node] = []
         self.shapes: dict[str, Shape] = {"input": self.input_shape}
         self.output = "input"
-        self._relu_of: dict[str, str] = {}
 
     # --- construction -----------------------------------------------------------------
     def _add(self, op: str, inputs: tuple[str, ...], shape: Shape, **attrs) -> str:
@@ -105,10 +106,8 @@ class Graph:
         return self._add("conv", (x,), (oh, ow, cout), **attrs)
 
     def relu(self, x: str) -> str:
-        """ReLU of ``x``, created once per tensor: converters share it between consumers."""
-        if x not in self._relu_of:
-            self._relu_of[x] = self._add("relu", (x,), self.shapes[x])
-        return self._relu_of[x]
+        """A new ReLU of ``x`` per call, as PyTorch modules do (graph: prune merges identical ones)."""
+        return self._add("relu", (x,), self.shapes[x])
 
     def add(self, xs: list[str]) -> str:
         if not xs:
@@ -157,6 +156,16 @@ class Graph:
         if (h, w) != (1, 1):
             raise ValueError(f"dense needs a 1x1 spatial input, got {h}x{w}; pool first")
         return self._add("dense", (x,), (1, 1, cout), cin=cin, cout=cout)
+
+    @classmethod
+    def from_nodes(cls, name: str, input_shape: Shape, nodes: list[Node], shapes: dict[str, Shape],
+                   output: str) -> Graph:
+        """A finished graph from nodes in topological order (what graph passes return)."""
+        g = cls(name, input_shape)
+        g.nodes = list(nodes)
+        g.shapes = {"input": g.input_shape, **{n.output: shapes[n.output] for n in nodes}}
+        g.output = output
+        return g
 
     # --- facts ------------------------------------------------------------------------
     @property

@@ -13,7 +13,9 @@ from harness.results.store import Store
 
 
 def latency_table(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
-    """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device."""
+    """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device; a
+    measured device also gets ``<device>_graph`` (prune/keep), ``<device>_exporter`` (exporter version of
+    the model) and ``<device>_degenerate`` (1 when the model's output does not depend on its input)."""
     keys = list(get_space(space).key_columns)
     long = store.latencies(space, devices)
     if devices:
@@ -25,9 +27,18 @@ def latency_table(store: Store, space: str, devices: list[str] | None = None) ->
     wide = long.pivot(index="key", columns="device", values="latency_ms")
     order = devices or sorted(wide.columns)
     wide = wide[order].rename(columns=lambda d: f"{d}_ms")
+    measured = long[long.origin == "measured"]
+    parts = []
+    for d in order:
+        parts.append(wide[[f"{d}_ms"]])
+        rows = measured[measured.device == d].set_index("key")
+        if not rows.empty:
+            ident = pd.DataFrame({f"{d}_graph": rows.graph_mode.fillna("unrecorded"), f"{d}_exporter": rows.exporter_version,
+                                  f"{d}_degenerate": rows.degenerate}).reindex(wide.index)
+            parts.append(ident.astype({f"{d}_exporter": "Int64", f"{d}_degenerate": "Int64"}))
     cols = long.drop_duplicates("key").set_index("key")["columns_json"].map(json.loads)
     key_df = pd.DataFrame(list(cols.loc[wide.index]), index=wide.index)[keys]
-    out = pd.concat([key_df, wide], axis=1).reset_index(drop=True)
+    out = pd.concat([key_df, *parts], axis=1).reset_index(drop=True)
     return out.sort_values(keys[0], kind="stable").reset_index(drop=True)
 
 

@@ -11,24 +11,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from harness.errors import HarnessError, SpaceError
+from harness.errors import HarnessError, SpaceError, StoreError
 from harness.models.spaces import SPACES, Arch, SearchSpace, get_space
-from harness.results.store import Store, utcnow
+from harness.results.store import Store, _pid_alive, utcnow
 
-# key columns -> space; the first signature fully present in the file wins
-KEY_SIGNATURES: list[tuple[frozenset[str], str]] = [
-    (frozenset({"nb201_index"}), "nb201"),
-    (frozenset({"arch_str"}), "nb201"),
-    (frozenset({"op_idx_list"}), "fbnet"),
-    (frozenset({"proxyless_ops"}), "proxyless"),
-    (frozenset({"ks", "e", "d", "resolution"}), "ofa_mbv3"),
-]
+
+def key_signatures() -> list[tuple[frozenset[str], str]]:
+    """(key columns, space) for every registered space, from its ``key_columns``: each column alone, or all
+    together for a ``composite_key`` space. The first signature fully present in a file wins."""
+    out: list[tuple[frozenset[str], str]] = []
+    for name, cls in SPACES.items():
+        if cls.detect_from_columns:
+            sigs = [frozenset(cls.key_columns)] if cls.composite_key else [frozenset({c}) for c in cls.key_columns]
+            out += [(sig, name) for sig in sigs]
+    return out
+
+CHUNK_ROWS = 50_000  # rows per write transaction: a few tens of milliseconds of lock at most
 REL_TOL = 1e-6  # values written with 8 significant digits compare equal within this
 
 
@@ -71,10 +78,11 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def detect_space(columns: list[str], path: Path) -> str:
     cols = set(columns)
-    for signature, space in KEY_SIGNATURES:
+    signatures = key_signatures()
+    for signature, space in signatures:
         if signature <= cols:
             return space
-    wanted = "; ".join(", ".join(sorted(s)) + f" ({sp})" for s, sp in KEY_SIGNATURES)
+    wanted = "; ".join(", ".join(sorted(s)) + f" ({sp})" for s, sp in signatures)
     raise ImportFileError(f"{path}: no recognisable architecture key column. Expected one of: {wanted}. "
                        f"Columns: {', '.join(columns)}. Use --space if the key columns have these names.")
 
@@ -188,6 +196,8 @@ def import_table(store: Store, path: str | Path, source: str | None = None,
     for col in df.columns:
         if col in key_cols or col.endswith("_ms"):
             continue
+        if col.endswith(("_graph", "_exporter", "_degenerate")) and f"{col.rsplit('_', 1)[0]}_ms" in df.columns:
+            continue  # the identity of a measured model beside its latency (harness export), not a metric
         values = pd.to_numeric(df[col], errors="coerce")
         if values.notna().sum() == 0 or (values.isna() & df[col].notna()).any():
             report.warnings.append(f"{path}: column {col} is not numeric; not imported")
@@ -198,41 +208,104 @@ def import_table(store: Store, path: str | Path, source: str | None = None,
         what = "every _ms column is empty" if latency_cols else "no latency (_ms) or accuracy (acc_) columns"
         raise ImportFileError(f"{path}: {what}; nothing to import")
 
-    with store.transaction() as db:
-        prev = db.execute("SELECT id FROM imports WHERE sha256 = ? AND space = ?", (digest, space_name)).fetchone()
-        if prev:
-            report.skipped_file = True
-            report.devices = {d: int(v.notna().sum()) for d, v in latencies.items()}
-            report.already_present = sum(report.devices.values())
-            return report
-        cur = db.execute("INSERT INTO imports (file, source, sha256, space, rows, devices_json, imported_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (str(path.resolve()), source, digest, space_name, len(df),
-                          json.dumps(list(latencies)), utcnow()))
-        import_id = int(cur.lastrowid)
-        db.executemany("INSERT OR IGNORE INTO architectures (space, key, columns_json) VALUES (?, ?, ?)",
+    db = store.db
+    prev = db.execute("SELECT id FROM imports WHERE sha256 = ? AND space = ? AND state = 'done'",
+                      (digest, space_name)).fetchone()
+    if prev:
+        report.skipped_file = True
+        report.devices = {d: int(v.notna().sum()) for d, v in latencies.items()}
+        report.already_present = sum(report.devices.values())
+        return report
+    _forget_abandoned(store)
+    # Checks first, with reads only (WAL readers block nobody); then chunked writes of at most CHUNK_ROWS
+    # rows per transaction, so a campaign writing beside a large import waits milliseconds, not minutes.
+    # The rows count only once the import is marked done; a failure or Ctrl-C removes them again.
+    with store.transaction() as tx:
+        tx.executemany("INSERT OR IGNORE INTO architectures (space, key, columns_json) VALUES (?, ?, ?)",
                        [(a.space, a.key, json.dumps(a.columns, sort_keys=True)) for a in archs])
+        cur = tx.execute("INSERT INTO imports (file, source, sha256, space, rows, devices_json, imported_at, state, "
+                         "host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, 'writing', ?, ?)",
+                         (str(path.resolve()), source, digest, space_name, len(df),
+                          json.dumps(list(latencies)), utcnow(), socket.gethostname(), os.getpid()))
+        import_id = int(cur.lastrowid)
+    try:
         ids = dict(db.execute("SELECT key, id FROM architectures WHERE space = ?", (space_name,)).fetchall())
         arch_ids = np.array([ids[a.key] for a in archs])
+        pending: list[tuple[str, list[tuple]]] = []
         for device, values in latencies.items():
             dev_id = store.device_id(device, "imported")
             mask = values.notna().to_numpy()
-            new, same = _merge(db, "imported_latencies", "device_id", dev_id, "latency_ms",
-                               arch_ids[mask], values.to_numpy()[mask], import_id, device, path, source)
+            rows, same = _new_rows(db, "imported_latencies", "device_id", dev_id, "latency_ms",
+                                   arch_ids[mask], values.to_numpy()[mask], import_id, device, path, source)
+            pending.append(("imported_latencies", rows))
             report.devices[device] = int(mask.sum())
-            report.new_values += new
+            report.new_values += len(rows)
             report.already_present += same
         for name, (kind, values) in metrics.items():
             mask = values.notna().to_numpy()
-            _merge(db, "arch_metrics", "name", name, "value", arch_ids[mask], values.to_numpy()[mask],
-                   import_id, name, path, source, kind=kind)
+            rows, _ = _new_rows(db, "arch_metrics", "name", name, "value", arch_ids[mask], values.to_numpy()[mask],
+                                import_id, name, path, source)
+            pending.append(("arch_metrics", [(*r, kind) for r in rows]))
+        for table, rows in pending:
+            for i in range(0, len(rows), CHUNK_ROWS):
+                _write_chunk(store, table, rows[i:i + CHUNK_ROWS])
+        with store.transaction() as tx:
+            tx.execute("UPDATE imports SET state = 'done' WHERE id = ?", (import_id,))
+    except BaseException:
+        _remove_import(store, import_id)
+        raise
     return report
 
 
-def _merge(db, table: str, owner_col: str, owner, value_col: str, arch_ids: np.ndarray, values: np.ndarray,
-           import_id: int, label: str, path: Path, source: str, kind: str | None = None) -> tuple[int, int]:
-    """Insert new (owner, arch) values; equal existing ones are kept; different ones abort the import."""
-    existing = dict(db.execute(f"SELECT arch_id, {value_col} FROM {table} WHERE {owner_col} = ?", (owner,)))
+_INSERT = {
+    "imported_latencies": "INSERT INTO imported_latencies (device_id, arch_id, latency_ms, import_id) VALUES (?, ?, ?, ?)",
+    "arch_metrics": "INSERT INTO arch_metrics (name, arch_id, value, import_id, kind) VALUES (?, ?, ?, ?, ?)",
+}
+
+
+def _write_chunk(store: Store, table: str, rows: list[tuple]) -> None:
+    try:
+        with store.transaction() as tx:
+            tx.executemany(_INSERT[table], rows)
+    except StoreError as e:
+        if isinstance(e.__cause__, sqlite3.IntegrityError):  # another import wrote the same cells meanwhile
+            raise ImportFileError(f"another import wrote some of the same values while this one ran ({e}); "
+                                  "nothing was imported; run the import again") from None
+        raise
+
+
+def _remove_import(store: Store, import_id: int) -> None:
+    """Take back every row of an unfinished import, chunk by chunk (Ctrl-C here is finished first)."""
+    for table in ("imported_latencies", "arch_metrics"):
+        while True:
+            with store.transaction() as tx:
+                n = tx.execute(f"DELETE FROM {table} WHERE (arch_id, {_OWNER[table]}) IN (SELECT arch_id, "
+                               f"{_OWNER[table]} FROM {table} WHERE import_id = ? LIMIT {CHUNK_ROWS})",
+                               (import_id,)).rowcount
+            if n < CHUNK_ROWS:
+                break
+    with store.transaction() as tx:
+        tx.execute("DELETE FROM imports WHERE id = ?", (import_id,))
+        tx.execute("DELETE FROM devices WHERE origin = 'imported' AND id NOT IN "
+                   "(SELECT DISTINCT device_id FROM imported_latencies)")
+
+
+_OWNER = {"imported_latencies": "device_id", "arch_metrics": "name"}
+
+
+def _forget_abandoned(store: Store) -> None:
+    """Rows of an import whose process died on this host (SIGKILL, power) never count; remove them."""
+    rows = store.db.execute("SELECT id, host, pid FROM imports WHERE state = 'writing'").fetchall()
+    for import_id, host, pid in rows:
+        if host == socket.gethostname() and pid is not None and not _pid_alive(pid):
+            _remove_import(store, import_id)
+
+
+def _new_rows(db, table: str, owner_col: str, owner, value_col: str, arch_ids: np.ndarray, values: np.ndarray,
+              import_id: int, label: str, path: Path, source: str) -> tuple[list[tuple], int]:
+    """Rows to insert for (owner, arch): equal existing values are kept; different ones abort the import."""
+    existing = dict(db.execute(f"SELECT arch_id, {value_col} FROM {table} WHERE {owner_col} = ? AND import_id IN "
+                               "(SELECT id FROM imports WHERE state = 'done')", (owner,)))
     old = np.array([existing.get(int(a), np.nan) for a in arch_ids], dtype=float)
     present = ~np.isnan(old)
     clash = present & ~np.isclose(old, values, rtol=REL_TOL, atol=0.0)
@@ -245,10 +318,4 @@ def _merge(db, table: str, owner_col: str, owner, value_col: str, arch_ids: np.n
             f"{path}: {label} for {key}: {values[i]:g} conflicts with {old[i]:g} already imported from "
             f"{prev[0]} ({prev[1]}); {int(clash.sum())} value(s) differ. Nothing was imported from {source}.")
     rows = [(owner, int(a), float(v), import_id) for a, v in zip(arch_ids[~present], values[~present])]
-    if table == "arch_metrics":
-        db.executemany("INSERT INTO arch_metrics (name, arch_id, value, import_id, kind) VALUES (?, ?, ?, ?, ?)",
-                       [(*r, kind) for r in rows])
-    else:
-        db.executemany(f"INSERT INTO {table} ({owner_col}, arch_id, {value_col}, import_id) VALUES (?, ?, ?, ?)",
-                       rows)
-    return len(rows), int(present.sum())
+    return rows, int(present.sum())

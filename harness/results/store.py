@@ -9,6 +9,7 @@ SIGKILL or a dropped device loses nothing that was reported as done.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -25,8 +26,7 @@ from harness import __version__
 from harness.errors import StoreError
 from harness.models.spaces import Arch
 
-SCHEMA_VERSION = 4
-DEFAULT_STORE = Path(os.environ.get("HARNESS_STORE", "results/harness.db"))
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,6 +95,8 @@ CREATE TABLE runs (
 """
 
 
+_VALID_LATENCY = "{col} > 0 AND {col} <= 1.7976931348623157e308"  # positive and finite
+
 # Additive migrations: MIGRATIONS[v] takes a store from version v to v + 1.
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -137,8 +139,39 @@ CREATE TABLE predictors (
 );
 CREATE INDEX predictors_by_device ON predictors (space, device);
 """,
-    # measurements you can trust: rounds, the estimate's CI and stop rule, run flags, suspects, sentinels
+    # the model's identity beside each measurement: graph mode (prune/keep), exporter version, and whether
+    # the network's output is constant (degenerate). NULL = measured before these were recorded (exporter 1).
     3: """
+ALTER TABLE measurements ADD COLUMN graph_mode TEXT;
+ALTER TABLE measurements ADD COLUMN exporter_version INTEGER;
+ALTER TABLE measurements ADD COLUMN degenerate INTEGER;
+""",
+    # runs may only hold real latencies: > 0 and finite (NaN is stored as NULL, refused by NOT NULL).
+    # Measurements that already hold such runs become parse_error failures keeping the values.
+    4: f"""
+UPDATE measurements SET status = 'failed', failure_kind = 'parse_error',
+    failure_message = 'invalid run latencies found by the store upgrade (must be > 0 and finite): ' ||
+        (SELECT group_concat(quote(latency_ms), ', ') FROM runs r
+          WHERE r.measurement_id = measurements.id AND NOT ({_VALID_LATENCY.format(col="r.latency_ms")})),
+    n_runs = NULL, median_ms = NULL, mean_ms = NULL, std_ms = NULL, min_ms = NULL, p90_ms = NULL
+WHERE status = 'ok' AND id IN (SELECT measurement_id FROM runs WHERE NOT ({_VALID_LATENCY.format(col="latency_ms")}));
+CREATE TABLE runs_v4 (
+    measurement_id INTEGER NOT NULL REFERENCES measurements(id) ON DELETE CASCADE,
+    warmup INTEGER NOT NULL CHECK (warmup IN (0, 1)),
+    seq INTEGER NOT NULL,
+    latency_ms REAL NOT NULL CHECK ({_VALID_LATENCY.format(col="latency_ms")}),
+    PRIMARY KEY (measurement_id, warmup, seq)
+) WITHOUT ROWID;
+INSERT INTO runs_v4 SELECT * FROM runs WHERE {_VALID_LATENCY.format(col="latency_ms")};
+DROP TABLE runs;
+ALTER TABLE runs_v4 RENAME TO runs;
+-- imports are written in chunks (so other writers are never blocked for long) and count once 'done'
+ALTER TABLE imports ADD COLUMN state TEXT NOT NULL DEFAULT 'done' CHECK (state IN ('writing', 'done'));
+ALTER TABLE imports ADD COLUMN host TEXT;
+ALTER TABLE imports ADD COLUMN pid INTEGER;
+""",
+    # measurements you can trust: rounds, the estimate's CI and stop rule, run flags, suspects, sentinels
+    5: """
 ALTER TABLE measurements ADD COLUMN round INTEGER;
 ALTER TABLE measurements ADD COLUMN rounds INTEGER;
 ALTER TABLE measurements ADD COLUMN stop_rule TEXT;
@@ -196,6 +229,47 @@ def normalized(visits: pd.DataFrame) -> pd.Series:
     return out
 
 
+def describe_sqlite_error(e: sqlite3.Error, path: Path) -> StoreError:
+    """An SQLite error as a StoreError that says what happened to which file and what to do."""
+    text = str(e)
+    low = text.lower()
+    if "full" in low:
+        reason, transient = "the disk (or the store's size limit) is full; free some space and rerun", True
+    elif "malformed" in low or "not a database" in low or "corrupt" in low:
+        reason, transient = ("the file is damaged; restore a backup, or salvage it with "
+                             f"`sqlite3 {path} .recover | sqlite3 fixed.db`"), False
+    elif "locked" in low or "busy" in low:
+        reason, transient = ("another process has been writing to the store for longer than the wait; "
+                             "it is retried, or rerun when that process is done"), True
+    elif "readonly" in low or "read-only" in low:
+        reason, transient = "the store (or its folder) is read-only; use a writable copy with --store", False
+    elif "disk i/o" in low or "unable to open" in low:
+        reason, transient = "the file could not be read or written (disk or permission problem)", True
+    elif isinstance(e, sqlite3.IntegrityError):
+        reason, transient = "a value broke one of the store's rules (a bug: please report it)", False
+    else:
+        reason, transient = "unexpected database error", False
+    err = StoreError(f"{path}: {reason} (SQLite: {text})")
+    err.transient = transient
+    return err
+
+
+def _guarded(fn):
+    """Public Store methods raise StoreError, never a raw sqlite3 error."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise describe_sqlite_error(e, self.path) from e
+        except pd.errors.DatabaseError as e:  # pandas wraps the sqlite3 error of read_sql_query
+            cause = e.__cause__ if isinstance(e.__cause__, sqlite3.Error) else sqlite3.DatabaseError(str(e))
+            raise describe_sqlite_error(cause, self.path) from e
+
+    return wrapper
+
+
 def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -213,17 +287,19 @@ def _pid_alive(pid: int) -> bool:
 class Store:
     """Open (creating if needed) the store at ``path``; the schema version is checked here."""
 
-    def __init__(self, path: str | os.PathLike = DEFAULT_STORE):
+    def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 30.0):
         self.path = Path(path)
+        self.pending_dir = self.path.with_name(self.path.name + ".pending")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout)
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
             self._init_schema()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path} is not a usable harness store: {e}") from None
+        self.replay_pending()
 
     def _init_schema(self) -> None:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -261,15 +337,63 @@ class Store:
         if self.db.in_transaction:
             yield self.db
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise describe_sqlite_error(e, self.path) from e
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("COMMIT")
+        except BaseException as e:
+            self._rollback(e)
+            if isinstance(e, sqlite3.Error):
+                raise describe_sqlite_error(e, self.path) from e
             raise
-        self.db.execute("COMMIT")
+
+    def _rollback(self, cause: BaseException) -> None:
+        """ROLLBACK without hiding ``cause``: SQLite may already have rolled back (disk full, I/O error), and a
+        failing ROLLBACK is added as a note to the real error instead of replacing it."""
+        if not self.db.in_transaction:
+            return
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error as rb:
+            cause.add_note(f"(and the ROLLBACK that followed failed too: {rb})")
+
+    # --- measurements that could not be written when they were taken ----------------------------
+    def keep_pending(self, record: dict[str, Any]) -> Path:
+        """Save a finished measurement the store could not take (locked, full, damaged) as JSON beside it;
+        :meth:`replay_pending` adds it on the next open. Written atomically (temporary file + rename)."""
+        import uuid
+
+        self.pending_dir.mkdir(exist_ok=True)
+        final = self.pending_dir / f"{record['started_at'].replace(':', '')}-{uuid.uuid4().hex[:8]}.json"
+        tmp = final.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(record, f, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        return final
+
+    def replay_pending(self) -> int:
+        """Add the measurements kept aside by :meth:`keep_pending`; each file goes once it is in the store."""
+        if not self.pending_dir.is_dir():
+            return 0
+        added = 0
+        for f in sorted(self.pending_dir.glob("*.json")):
+            try:
+                rec = json.loads(f.read_text())
+                arch = Arch(**rec.pop("arch"))
+            except (OSError, ValueError, TypeError) as e:
+                raise StoreError(f"{f}: unreadable pending measurement ({e}); move it away to continue") from None
+            self.record_measurement(arch=arch, **rec)
+            f.unlink()
+            added += 1
+        return added
 
     # --- devices and architectures -------------------------------------------------------
+    @_guarded
     def device_id(self, name: str, origin: str = "measured", profile: dict | None = None) -> int:
         with self.transaction() as db:
             row = db.execute("SELECT id, origin FROM devices WHERE name = ?", (name,)).fetchone()
@@ -283,6 +407,7 @@ class Store:
                              (name, origin, json.dumps(profile) if profile is not None else None, utcnow()))
             return int(cur.lastrowid)
 
+    @_guarded
     def arch_id(self, arch: Arch) -> int:
         with self.transaction() as db:
             db.execute("INSERT OR IGNORE INTO architectures (space, key, columns_json) VALUES (?, ?, ?)",
@@ -290,16 +415,19 @@ class Store:
             return db.execute("SELECT id FROM architectures WHERE space = ? AND key = ?",
                               (arch.space, arch.key)).fetchone()[0]
 
+    @_guarded
     def devices(self) -> pd.DataFrame:
         q = """SELECT d.name, d.origin,
                       (SELECT COUNT(DISTINCT m.arch_id) FROM measurements m
                         WHERE m.device_id = d.id AND m.status = 'ok')
-                      + (SELECT COUNT(*) FROM imported_latencies i WHERE i.device_id = d.id) AS architectures,
+                      + (SELECT COUNT(*) FROM imported_latencies i WHERE i.device_id = d.id
+                         AND i.import_id IN (SELECT id FROM imports WHERE state = 'done')) AS architectures,
                       d.created_at
                FROM devices d ORDER BY d.name"""
         return pd.read_sql_query(q, self.db)
 
     # --- campaigns -----------------------------------------------------------------------
+    @_guarded
     def start_campaign(self, device: str, space: str, profile: dict, profile_digest: str,
                        planned: int, command: str = "") -> int:
         dev = self.device_id(device, "measured", profile)
@@ -322,40 +450,51 @@ class Store:
                 db.execute("UPDATE campaigns SET status = 'interrupted', message = ?, finished_at = ? "
                            "WHERE id = ?", ("process ended without closing the campaign", utcnow(), cid))
 
+    @_guarded
     def set_campaign_conditions(self, campaign_id: int, conditions: dict) -> None:
         with self.transaction() as db:
             db.execute("UPDATE campaigns SET conditions_json = ? WHERE id = ?",
                        (json.dumps(conditions, default=str), campaign_id))
 
+    @_guarded
     def finish_campaign(self, campaign_id: int, status: str, message: str = "") -> None:
         with self.transaction() as db:
             db.execute("UPDATE campaigns SET status = ?, message = ?, finished_at = ? WHERE id = ?",
                        (status, message or None, utcnow(), campaign_id))
 
-    def campaigns(self) -> pd.DataFrame:
+    @_guarded
+    def campaigns(self, exporter_version: int | None = None) -> pd.DataFrame:
+        """One row per campaign; ``stale`` counts its successful measurements of models from an exporter
+        older than ``exporter_version`` (0 when it is not given)."""
         q = """SELECT c.id, d.name AS device, c.space, c.status, c.planned,
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
-                      c.started_at, c.finished_at, c.message
+                      SUM(m.status = 'ok' AND ? IS NOT NULL AND COALESCE(m.exporter_version, 1) < ?) AS stale,
+                      MAX(m.graph_mode) AS graph_mode, c.started_at, c.finished_at, c.message
                FROM campaigns c JOIN devices d ON d.id = c.device_id
                LEFT JOIN measurements m ON m.campaign_id = c.id
                GROUP BY c.id ORDER BY c.id"""
-        df = pd.read_sql_query(q, self.db)
-        df[["ok", "failed"]] = df[["ok", "failed"]].fillna(0).astype(int)
+        df = pd.read_sql_query(q, self.db, params=(exporter_version, exporter_version))
+        df[["ok", "failed", "stale"]] = df[["ok", "failed", "stale"]].fillna(0).astype(int)
         return df
 
     # --- measurements --------------------------------------------------------------------
+    @_guarded
     def record_measurement(self, campaign_id: int, device: str, arch: Arch, *, model_format: str | None,
                            model_digest: str | None, started_at: str, duration_s: float,
                            summary: dict[str, float] | None = None, init_ms: float | None = None,
                            timed_ms: Iterable[float] = (), warmup_ms: Iterable[float] = (),
                            conditions: dict | None = None, failure_kind: str | None = None,
-                           failure_message: str | None = None, round_no: int | None = None,
-                           rounds: int | None = None, extra: dict[str, Any] | None = None,
-                           run_flags: list[int] | None = None, wait_ms: list[float] | None = None) -> int:
+                           failure_message: str | None = None, graph_mode: str | None = None,
+                           exporter_version: int | None = None, degenerate: bool | None = None,
+                           round_no: int | None = None, rounds: int | None = None,
+                           extra: dict[str, Any] | None = None, run_flags: list[int] | None = None,
+                           wait_ms: list[float] | None = None) -> int:
         """One model's outcome (one visit, in a rounds campaign) and all its runs, in one transaction.
 
-        ``extra`` fills the trust columns (stop_rule, ci_low_ms, ci_high_ms, n_used, n_preempted,
-        n_outliers, suspect, gate_wait_s); ``run_flags``/``wait_ms`` go with the timed runs.
+        ``graph_mode``, ``exporter_version`` and ``degenerate`` say which model was measured
+        (harness.models.cache); ``extra`` fills the trust columns (stop_rule, ci_low_ms, ci_high_ms, n_used,
+        n_preempted, n_outliers, suspect, gate_wait_s, ref_median_ms); ``run_flags``/``wait_ms`` go with the
+        timed runs.
         """
         timed, warm = list(timed_ms), list(warmup_ms)
         flags = run_flags if run_flags is not None and len(run_flags) == len(timed) else [0] * len(timed)
@@ -371,12 +510,13 @@ class Store:
             cur = db.execute(
                 """INSERT INTO measurements (campaign_id, device_id, arch_id, model_format, model_digest, status,
                    failure_kind, failure_message, n_runs, median_ms, mean_ms, std_ms, min_ms, p90_ms, init_ms,
-                   conditions_json, started_at, duration_s)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   conditions_json, started_at, duration_s, graph_mode, exporter_version, degenerate)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (campaign_id, dev, aid, model_format, model_digest, "ok" if ok else "failed",
                  failure_kind, failure_message, len(timed) if ok else None, s.get("median_ms"), s.get("mean_ms"),
                  s.get("std_ms"), s.get("min_ms"), s.get("p90_ms"), init_ms,
-                 json.dumps(conditions or {}, default=str), started_at, duration_s))
+                 json.dumps(conditions or {}, default=str), started_at, duration_s, graph_mode, exporter_version,
+                 None if degenerate is None else int(degenerate)))
             mid = int(cur.lastrowid)
             db.execute(f"UPDATE measurements SET round = ?, rounds = ?, "
                        f"{', '.join(f'{k} = ?' for k in TRUST_COLUMNS)} WHERE id = ?",
@@ -387,6 +527,7 @@ class Store:
                            + [(mid, 0, i, v, f, w) for i, (v, f, w) in enumerate(zip(timed, flags, waits))])
             return mid
 
+    @_guarded
     def measured_keys(self, device: str, space: str) -> set[str]:
         """Keys of architectures with a successful measurement on ``device`` (what resume skips)."""
         rows = self.db.execute(
@@ -395,36 +536,60 @@ class Store:
                WHERE d.name = ? AND a.space = ? AND m.status = 'ok'""", (device, space))
         return {r[0] for r in rows}
 
+    @_guarded
+    def measured_versions(self, device: str, space: str, graph_mode: str) -> dict[str, int]:
+        """Key -> exporter version of the latest successful measurement of that architecture on ``device``
+        in ``graph_mode`` (measurements from before graph modes were recorded count for either mode, as
+        exporter version 1). What resume skips, and what it reports as stale."""
+        rows = self.db.execute(
+            """SELECT a.key, COALESCE(m.exporter_version, 1) FROM measurements m
+               JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
+               WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND (m.graph_mode = ? OR m.graph_mode IS NULL)
+               ORDER BY m.id""", (device, space, graph_mode))
+        return {k: v for k, v in rows}
+
+    @_guarded
     def measurements(self, device: str | None = None, space: str | None = None) -> pd.DataFrame:
         q = """SELECT m.id, d.name AS device, a.space, a.key, m.status, m.failure_kind, m.failure_message,
                       m.n_runs, m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, m.init_ms,
-                      m.model_format, m.model_digest, m.campaign_id, m.started_at, m.duration_s
+                      m.model_format, m.model_digest, m.graph_mode, m.exporter_version, m.degenerate,
+                      m.campaign_id, m.started_at, m.duration_s
                FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
                WHERE (? IS NULL OR d.name = ?) AND (? IS NULL OR a.space = ?) ORDER BY m.id"""
         return pd.read_sql_query(q, self.db, params=(device, device, space, space))
 
+    @_guarded
     def runs(self, measurement_id: int, warmup: bool = False) -> list[float]:
         rows = self.db.execute("SELECT latency_ms FROM runs WHERE measurement_id = ? AND warmup = ? ORDER BY seq",
                                (measurement_id, int(warmup)))
         return [r[0] for r in rows]
 
+    @_guarded
     def latencies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
-        """Long table (device, origin, key, columns_json, latency_ms) of every device with data in ``space``.
+        """Long table (device, origin, key, columns_json, latency_ms, graph_mode, exporter_version, degenerate)
+        of every device with data in ``space``.
 
         Measured devices give the median over rounds of each round's latest successful visit (one round:
-        the latest measurement's median); imported devices give the imported value. Both sit side by side in every analysis.
+        the latest measurement's median; reference-normalised where a paired reference ran, see
+        :func:`normalized`), with the model's identity (graph mode, exporter version, degenerate); imported
+        devices give the imported value (identity columns empty). Both sit side by side in every analysis.
         """
-        q = """SELECT d.name AS device, 'imported' AS origin, a.key, a.columns_json, i.latency_ms
+        q = """SELECT d.name AS device, 'imported' AS origin, a.key, a.columns_json, i.latency_ms,
+                      NULL AS graph_mode, NULL AS exporter_version, NULL AS degenerate
                FROM imported_latencies i JOIN devices d ON d.id = i.device_id JOIN architectures a ON a.id = i.arch_id
-               WHERE a.space = ?"""
+               WHERE a.space = ? AND i.import_id IN (SELECT id FROM imports WHERE state = 'done')"""
         imported = pd.read_sql_query(q, self.db, params=(space,))
         visits = self.visits(space)
-        measured = pd.DataFrame(columns=["device", "origin", "key", "columns_json", "latency_ms"])
+        cols = ["device", "origin", "key", "columns_json", "latency_ms", "graph_mode", "exporter_version", "degenerate"]
+        measured = pd.DataFrame(columns=cols)
         if not visits.empty:
             visits = visits.assign(median_ms=normalized(visits))
             g = visits.groupby(["device", "key"], sort=False)
-            measured = g.agg(columns_json=("columns_json", "first"), latency_ms=("median_ms", "median")).reset_index()
+            measured = g.agg(columns_json=("columns_json", "first"), latency_ms=("median_ms", "median"),
+                             graph_mode=("graph_mode", "last"), exporter_version=("exporter_version", "last"),
+                             degenerate=("degenerate", "last")).reset_index()
             measured.insert(1, "origin", "measured")
+            measured = measured[cols]
         df = pd.concat([measured, imported], ignore_index=True) if not imported.empty else measured
         if devices:
             df = df[df.device.isin(devices)]
@@ -445,20 +610,24 @@ class Store:
                SELECT m.id, d.name AS device, a.key, a.columns_json, COALESCE(m.round, 1) AS round,
                       COALESCE(m.rounds, 1) AS rounds, m.median_ms, m.ci_low_ms, m.ci_high_ms, m.n_runs,
                       m.n_used, m.n_preempted, m.n_outliers, m.stop_rule, m.suspect, m.started_at, m.duration_s,
-                      m.campaign_id, m.ref_median_ms
+                      m.campaign_id, m.ref_median_ms, m.graph_mode, COALESCE(m.exporter_version, 1) AS exporter_version,
+                      m.degenerate
                FROM pick JOIN measurements m ON m.id = pick.id JOIN devices d ON d.id = m.device_id
                JOIN architectures a ON a.id = m.arch_id
                WHERE a.space = ? AND (? IS NULL OR d.name = ?) ORDER BY m.id"""
         return pd.read_sql_query(q, self.db, params=(space, device, device))
 
-    def measured_rounds(self, device: str, space: str, rounds: int) -> set[tuple[str, int]]:
-        """(key, round) pairs already measured under a ``rounds``-round plan: what resume skips."""
+    def measured_rounds(self, device: str, space: str, rounds: int,
+                        graph_mode: str | None = None) -> dict[tuple[str, int], int]:
+        """(key, round) -> exporter version of visits already measured under a ``rounds``-round plan (in
+        ``graph_mode``; older rows without a mode count for either): what resume skips."""
         rows = self.db.execute(
-            """SELECT DISTINCT a.key, COALESCE(m.round, 1) FROM measurements m
+            """SELECT a.key, COALESCE(m.round, 1), COALESCE(m.exporter_version, 1) FROM measurements m
                JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
-               WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND COALESCE(m.rounds, 1) = ?""",
-            (device, space, rounds))
-        return {(r[0], int(r[1])) for r in rows}
+               WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND COALESCE(m.rounds, 1) = ?
+                 AND (? IS NULL OR m.graph_mode = ? OR m.graph_mode IS NULL) ORDER BY m.id""",
+            (device, space, rounds, graph_mode, graph_mode))
+        return {(r[0], int(r[1])): int(r[2]) for r in rows}
 
     def run_table(self, measurement_id: int) -> pd.DataFrame:
         """Timed runs of one measurement with their flags (1 preempted, 2 outlier) and CPU waits."""
@@ -515,13 +684,16 @@ class Store:
                                  "WHERE (? IS NULL OR campaign_id = ?) ORDER BY id", self.db,
                                  params=(campaign_id, campaign_id))
 
+    @_guarded
     def arch_metrics(self, space: str, kind: str | None = None) -> pd.DataFrame:
         """Wide table: architecture key -> one column per accuracy / metadata metric."""
         q = """SELECT a.key, x.name, x.value FROM arch_metrics x JOIN architectures a ON a.id = x.arch_id
-               WHERE a.space = ? AND (? IS NULL OR x.kind = ?)"""
+               WHERE a.space = ? AND (? IS NULL OR x.kind = ?)
+                 AND (x.import_id IS NULL OR x.import_id IN (SELECT id FROM imports WHERE state = 'done'))"""
         long = pd.read_sql_query(q, self.db, params=(space, kind, kind))
         return long.pivot(index="key", columns="name", values="value") if not long.empty else pd.DataFrame()
 
+    @_guarded
     def save_predictor(self, space: str, device: str, method: str, model: dict, provenance: dict,
                        metrics: dict | None = None) -> int:
         with self.transaction() as db:
@@ -531,6 +703,7 @@ class Store:
                               json.dumps(metrics or {}, default=float), utcnow()))
             return int(cur.lastrowid)
 
+    @_guarded
     def latest_predictor(self, space: str, device: str) -> dict | None:
         row = self.db.execute("SELECT id, method, model_json, provenance_json, metrics_json, created_at "
                               "FROM predictors WHERE space = ? AND device = ? ORDER BY id DESC LIMIT 1",
@@ -540,13 +713,16 @@ class Store:
         return {"id": row[0], "method": row[1], "model": json.loads(row[2]), "provenance": json.loads(row[3]),
                 "metrics": json.loads(row[4]), "created_at": row[5]}
 
+    @_guarded
     def imports(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT id, file, source, space, rows, devices_json, imported_at, sha256 "
-                                 "FROM imports ORDER BY id", self.db)
+                                 "FROM imports WHERE state = 'done' ORDER BY id", self.db)
 
+    @_guarded
     def spaces(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT space FROM architectures ORDER BY space")]
 
+    @_guarded
     def info(self) -> dict[str, Any]:
         count = lambda t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: E731
         return {"path": str(self.path), "schema_version": SCHEMA_VERSION,

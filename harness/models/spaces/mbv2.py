@@ -52,6 +52,7 @@ class MobileNetV2Space(ElasticMobileSpace):
     default_input_shape = (224, 224, 3)
     elastic_stages = 5
     tail_blocks = 1
+    detect_from_columns = False  # ks/e/d/resolution tables are ofa_mbv3's (the public HELP data)
 
     def network(self, g: Graph, ks: Sequence[int], e: Sequence[int], d: Sequence[int], num_classes: int) -> None:
         ofa_mbv2_network(g, ks, e, d, num_classes)

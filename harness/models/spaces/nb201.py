@@ -134,16 +134,19 @@ class NB201Space(SearchSpace):
 
     @staticmethod
     def _cell(g: Graph, x: str, ops: Sequence[str]) -> str:
+        """InferCell as PyTorch runs it: node j = sum of op(node i); 'none' is Zero (x * 0) and every edge
+        gets its own ReLU. This is the ``graph: keep`` model; ``prune`` folds the zeros and drops what
+        no longer reaches the output (harness.models.passes)."""
         c = g.shapes[x][2]
         nodes = [x]
         for j in (1, 2, 3):
-            terms, zero_src = [], None
+            terms = []
             for (to, src), op in zip(EDGES, ops):
                 if to != j:
                     continue
                 h = nodes[src]
                 if op == "none":
-                    zero_src = zero_src or h
+                    terms.append(g.zero(h))
                 elif op == "skip_connect":
                     terms.append(h)
                 elif op == "nor_conv_1x1":
@@ -152,6 +155,5 @@ class NB201Space(SearchSpace):
                     terms.append(g.conv(g.relu(h), c, 3))
                 elif op == "avg_pool_3x3":
                     terms.append(g.avgpool(h, 3, 1, "same"))
-            # a 'none' edge adds zeros: dropped beside real terms, kept as x*0 when it is all there is
-            nodes.append(g.add(terms) if terms else g.zero(zero_src))
+            nodes.append(g.add(terms))
         return nodes[3]

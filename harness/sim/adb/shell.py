@@ -2,11 +2,11 @@
 
 A command line is tokenised like POSIX sh (single and double quotes, backslashes, ``$?``, ``$NAME``,
 ``$(...)`` and backticks, globs, ``;`` ``&&`` ``||`` ``|``, ``>`` ``>>`` ``<`` ``2>`` ``2>&1``) and run by
-Python functions that imitate Android's toybox commands inside the sandbox (:mod:`adb_simfs`). Because
+Python functions that imitate Android's toybox commands inside the sandbox (:mod:`harness.sim.adb.fs`). Because
 command substitution and ``;`` are interpreted as a shell would, an unquoted hostile name *would* run
 ``touch PWNED`` here too (confined to the sandbox) — which is what lets the tests prove the driver quotes
 everything. Quoted data stays data. Executing the pushed ``benchmark_model`` stand-in times the model for
-real (:mod:`adb_simbench`) and prints benchmark_model's exact output.
+real (:mod:`harness.sim.adb.bench`) and prints benchmark_model's exact output.
 """
 
 from __future__ import annotations
@@ -20,15 +20,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.devices import adb_benchmark
-from harness.devices.adb_simbench import MAGIC, BenchWorker, Cancelled
-from harness.devices.adb_simfs import FSError, Sandbox, normalise
-from harness.devices.adb_simphone import Identity, Thermal
+from harness.sim.adb import output as bm_output
+from harness.sim.adb.bench import MAGIC, BenchWorker, Cancelled
+from harness.sim.adb.fs import FSError, Sandbox, normalise
+from harness.sim.adb.phone import Identity, Thermal
 
 SH = "/system/bin/sh"
 ENV = {"HOME": "/", "PATH": "/product/bin:/apex/com.android.runtime/bin:/system/bin:/system/xbin:/vendor/bin",
        "TMPDIR": "/data/local/tmp", "USER": "shell", "SHELL": SH, "HOSTNAME": "localhost", "ANDROID_DATA": "/data"}
 OPERATORS = (";", "&&", "||", "|", "&")
+
+
+MAX_NESTING = 64  # $(...) inside $(...): deeper is refused with a shell error
+
+
+class NestedTooDeep(Exception):
+    """$(...) nested beyond MAX_NESTING."""
 
 
 class ShellSyntaxError(Exception):
@@ -283,8 +290,9 @@ def builtin(*names: str) -> Callable[[Command], Command]:
 class Shell:
     """One ``sh -c`` invocation: its own working directory, variables and last status."""
 
-    def __init__(self, phone: Phone, cancelled: threading.Event | None = None):
+    def __init__(self, phone: Phone, cancelled: threading.Event | None = None, depth: int = 0):
         self.phone = phone
+        self.depth = depth  # nesting of $(...): bounded like a real shell's stack, never Python's
         self.box = phone.box
         self.cwd = "/"
         self.env = dict(ENV)
@@ -307,16 +315,27 @@ class Shell:
 
         self.flush = flush
         io = IO(buf.extend, buf.extend)
+        script = script.split("\0", 1)[0]  # adbd hands sh a C string: it ends at the first NUL
         try:
             tokens = tokenize(script)
         except ShellSyntaxError as e:
             io.err(f"{SH}: syntax error: {e}\n")
             flush()
             return 2
+        except RecursionError:
+            io.err(f"{SH}: syntax error: nested too deeply\n")
+            flush()
+            return 2
         try:
             self._run_list(tokens, io)
         except ExitShell as e:
             self.status = e.status
+        except NestedTooDeep:
+            if self.depth:
+                raise
+            buf.clear()
+            io.err(f"{SH}: command substitutions nested more than {MAX_NESTING} deep\n")
+            self.status = 2
         flush()
         return self.status
 
@@ -359,8 +378,10 @@ class Shell:
 
     # --- expansion -----------------------------------------------------------------------
     def substitute(self, script: str) -> str:
+        if self.depth >= MAX_NESTING:
+            raise NestedTooDeep()
         buf = bytearray()
-        sub = Shell(self.phone, self.cancelled)
+        sub = Shell(self.phone, self.cancelled, self.depth + 1)
         sub.cwd, sub.env, sub.status = self.cwd, dict(self.env), self.status
         sub.run(script, buf.extend)
         self.status = sub.status
@@ -905,7 +926,7 @@ def benchmark_model(sh: Shell, argv: list[str], io: IO) -> int:
     if unconsumed:
         io.out(f"WARN: Unconsumed cmdline flags: {' '.join(unconsumed)}\n")
     graph = flags.get("graph", "")
-    for line in adb_benchmark.format_params(flags, graph):
+    for line in bm_output.format_params(flags, graph):
         info(line)
     if not graph:
         error("Please specify the name of your TF Lite input file with --graph")
@@ -955,7 +976,7 @@ def benchmark_model(sh: Shell, argv: list[str], io: IO) -> int:
         return 1
     phases = [(req["warmup_runs"], req["warmup_min_secs"], max_secs, resp["warmup_us"]),
               (req["num_runs"], req["min_secs"], max_secs, resp["timed_us"])]
-    for line in adb_benchmark.format_results(init_us=resp["init_us"], model_size_bytes=resp["model_size"],
+    for line in bm_output.format_results(init_us=resp["init_us"], model_size_bytes=resp["model_size"],
                                              phases=phases, mem_init_mb=resp.get("mem_init_mb"),
                                              mem_overall_mb=resp.get("mem_overall_mb"), graph=graph,
                                              xnnpack=xnnpack):

@@ -6,8 +6,8 @@ and three services: ``shell:`` (v1: stdout and stderr merged, no exit status), `
 (STAT, STA2/LST2, LIST, SEND, RECV, DATA, DONE, QUIT; requests and data may be split across packets in
 both directions). Both ``adb-shell`` and Debian's ``adb`` work against it.
 
-Commands run in :mod:`adb_simshell` inside a sandbox folder (:mod:`adb_simfs`); ``benchmark_model`` times
-the pushed model for real with LiteRT (:mod:`adb_simbench`). Faults for tests: drop the connection when
+Commands run in :mod:`harness.sim.adb.shell` inside a sandbox folder (:mod:`harness.sim.adb.fs`); ``benchmark_model`` times
+the pushed model for real with LiteRT (:mod:`harness.sim.adb.bench`). Faults for tests: drop the connection when
 service N+1 is opened, stall (stop answering) from service N+1 on, refuse the RSA key, fill the disk.
 
     harness sim adb --port 5555 --root /tmp/phone --model pixel4 --auth
@@ -22,18 +22,20 @@ import secrets
 import socket
 import stat as st
 import struct
+import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from harness.devices import adb_proto as P
-from harness.devices.adb_simbench import BenchWorker, Cancelled, stand_in_binary
-from harness.devices.adb_simfs import FSError, Sandbox, normalise
-from harness.devices.adb_simphone import Thermal, identity, properties, virtual_files
-from harness.devices.adb_simshell import Phone, Shell
+from harness.devices.profile import VIRTUAL_SERIAL, Profile
+from harness.sim.adb import proto as P
+from harness.sim.adb.bench import BenchWorker, Cancelled, stand_in_binary
+from harness.sim.adb.fs import FSError, Sandbox, normalise
+from harness.sim.adb.phone import Thermal, identity, properties, virtual_files
+from harness.sim.adb.shell import Phone, Shell
 
 FEATURES = "stat_v2,fixed_push_mkdir"  # no shell_v2: clients use shell protocol v1
 
@@ -56,6 +58,32 @@ def write_stand_in(path: str | os.PathLike) -> Path:
     path.write_bytes(stand_in_binary())
     path.chmod(0o755)
     return path
+
+
+def install_stand_in(root: str | os.PathLike, workdir: str = "/data/local/tmp/harness") -> Path:
+    """Put the stand-in where the driver looks (``WORKDIR/benchmark_model``), as if pushed already: a profile
+    without ``connection.benchmark_model`` then works."""
+    path = Path(root) / workdir.strip("/") / "benchmark_model"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_stand_in(path)
+    return path
+
+
+@contextlib.contextmanager
+def serving(profile: Profile, root: str | os.PathLike | None = None) -> Iterator[Profile]:
+    """For an ADB profile whose serial is ``virtual``: serve a fresh virtual phone (storage in ``root``, default a
+    temp folder) while the block runs and yield the profile pointed at its address; others pass unchanged."""
+    conn = profile.connection
+    if conn.kind != "adb" or conn.serial != VIRTUAL_SERIAL:
+        yield profile
+        return
+    with contextlib.ExitStack() as stack:
+        if root is None:
+            root = stack.enter_context(tempfile.TemporaryDirectory(prefix="harness-virtual-phone-"))
+        install_stand_in(root, conn.workdir)
+        phone = stack.enter_context(VirtualPhone(root))
+        yield profile.model_copy(update={"connection": conn.model_copy(update={"serial": phone.address})})
 
 
 class _Closed(Exception):

@@ -1,13 +1,13 @@
 """The virtual phone's ``benchmark_model``: times a .tflite for real with LiteRT, in a worker process.
 
-The virtual phone (``adb_sim.py``) cannot run TFLite's arm64 binary, so when its shell is asked to run
+The virtual phone (``harness.sim.adb.server``) cannot run TFLite's arm64 binary, so when its shell is asked to run
 the stand-in it has pushed, it hands the parsed flags to this worker: model loading and input set-up
 are ``runner.load`` (the local driver's code: LiteRT, never TensorFlow), and the two timed phases follow
 ``BenchmarkModel::Run`` exactly (at least N runs and at least S seconds, stop past M seconds; integer
 microseconds). A separate process, like the real binary: a model that crashes LiteRT kills the worker,
 not the phone, and a command cancelled by the host (timeout, closed stream) kills it mid-run.
 
-    python -m harness.devices.adb_simbench     # JSON lines on stdin/stdout (started by BenchWorker)
+    python -m harness.sim.adb.bench     # JSON lines on stdin/stdout (started by BenchWorker)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ MAGIC = b"#!/system/bin/sh\n# harness virtual phone: benchmark_model stand-in"
 
 def stand_in_binary() -> bytes:
     """Content of the file the driver pushes as ``benchmark_model`` to a virtual phone."""
-    return MAGIC + b"\n# The virtual phone's shell runs harness.devices.adb_simbench for this file.\nexit 1\n"
+    return MAGIC + b"\n# The virtual phone's shell runs harness.sim.adb.bench for this file.\nexit 1\n"
 
 
 def _now_us() -> int:
@@ -99,7 +99,7 @@ class BenchWorker:
 
     def _start(self) -> subprocess.Popen:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        return subprocess.Popen([sys.executable, "-m", "harness.devices.adb_simbench"], stdin=subprocess.PIPE,
+        return subprocess.Popen([sys.executable, "-m", "harness.sim.adb.bench"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1, env=env)
 
     def run(self, req: dict[str, Any], cancelled: threading.Event) -> dict[str, Any]:

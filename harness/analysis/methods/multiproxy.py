@@ -1,0 +1,35 @@
+"""multiproxy (ours): every proxy's log-latency + one-hot, sources chosen on the samples, blended with the
+target's own structure model by leave-one-out error."""
+
+from __future__ import annotations
+
+from harness.analysis.features import onehot
+from harness.analysis.methods.base import Fitted
+from harness.analysis.transfer import fit_multiproxy, model_from_json
+
+
+class MultiProxy:
+    name = "multiproxy"
+    summary = "ours: every proxy blended with the target's own model (default)"
+    max_sources = None
+
+    def fit(self, ctx, sources, archs, y_ms) -> Fitted:
+        from harness.analysis.workflow import source_latencies
+
+        source_ms, predictors = source_latencies(ctx, sources, archs)
+        names = ctx.graph.vocabulary(archs)
+        model = fit_multiproxy(source_ms, onehot(ctx.space, archs), y_ms, list(sources),
+                               structure=ctx.features(archs, names))
+        payload = {**model.to_json(), "graph_features": names,
+                   "source_predictors": {s: predictors[s] for s in model.sources if s in predictors}}
+        return Fitted(payload, {"loo_mse_log": model.fit.loo_mse, "sources_used": model.sources,
+                                "onehot_weight": model.onehot_weight, "proxy_blend": model.blend,
+                                "source_srcc_on_samples": model.candidates})
+
+    def predict(self, ctx, payload, archs):
+        from harness.analysis.workflow import source_latencies
+
+        model = model_from_json(payload)
+        s_ms, _ = source_latencies(ctx, model.sources, archs, payload.get("source_predictors"))
+        structure = ctx.features(archs, payload["graph_features"]) if model.structure_fit is not None else None
+        return model.predict(s_ms, onehot(ctx.space, archs), structure)

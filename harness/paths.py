@@ -1,0 +1,44 @@
+"""The workspace layout: where the CLI reads and writes when no flag or environment variable says otherwise.
+
+Only the CLI resolves these; the library always takes explicit paths. Everything is relative to the
+folder the command runs in (the top-level folders of a checkout hold exactly these things):
+
+    devices/            your device profiles (*.yaml)                  --devices-dir / HARNESS_DEVICES
+    models/cache/       exported models and graph features (git-ignored) --cache-dir  / HARNESS_CACHE
+    results/harness.db  the results store (git-ignored)                 --store       / HARNESS_STORE
+    results/            tables written by `harness export` / `demo`
+    analysis/           HTML reports (`harness report`)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path = Path(".")
+
+    @property
+    def devices(self) -> Path:
+        return self.root / "devices"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "models" / "cache"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def store(self) -> Path:
+        return self.results / "harness.db"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "analysis"
+
+
+WORKSPACE = Workspace()

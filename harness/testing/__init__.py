@@ -1,0 +1,1 @@
+"""Shipped for users' own drivers and tests: the driver conformance suite and a throwaway sshd."""

@@ -1,0 +1,174 @@
+"""The README's recipes hold: a driver, a space and a transfer method are each one class plus one registry
+line, registered here from the test, and then work everywhere (profiles, campaign, importer, adapt, predict)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import Field
+
+from harness.analysis import methods, workflow
+from harness.analysis.methods.base import Fitted
+from harness.campaign import run_campaign
+from harness.devices import driver as drivers
+from harness.devices.driver import make_driver
+from harness.devices.local import LocalDriver
+from harness.devices.profile import Connection, parse_profile
+from harness.errors import ProfileError, SpaceError, UnknownNameError
+from harness.models import spaces
+from harness.models.cache import ModelCache
+from harness.models.graph import Graph
+from harness.models.spaces import Arch, SearchSpace
+from harness.results.importer import detect_space, import_table
+from harness.results.store import Store
+from harness.testing.conformance import DriverConformance
+from tests.conftest import FAST_POLICY
+
+
+# --- a driver: its connection model and its class, then one register line ---------------------------
+class NicedConnection(Connection):
+    """This machine, measured by a worker at a given niceness (a toy, but a complete driver)."""
+
+    kind: Literal["niced"]
+    niceness: int = Field(0, ge=0, le=19)
+
+
+class NicedDriver(LocalDriver):
+    kind = "niced"
+
+    def prepare(self):
+        return {**super().prepare(), "niceness": self.profile.connection.niceness}
+
+
+@pytest.fixture
+def niced(monkeypatch):
+    monkeypatch.setitem(drivers.DRIVERS, "niced", (NicedDriver, NicedConnection))  # = register_driver(...)
+    return parse_profile({"name": "niced-box", "connection": {"kind": "niced", "niceness": 5},
+                          "runtime": {"name": "onnxruntime", "threads": 1}, "policy": FAST_POLICY}, "test")
+
+
+def test_toy_driver_profile_validates_with_its_own_connection_model(niced):
+    assert isinstance(niced.connection, NicedConnection) and niced.connection.niceness == 5
+    assert isinstance(make_driver(niced), NicedDriver)
+    with pytest.raises(ProfileError, match=r"connection.niceness: unknown|connection.niceness"):
+        parse_profile({"name": "x", "connection": {"kind": "niced", "niceness": 99},
+                       "runtime": {"name": "onnxruntime"}}, "test")
+    with pytest.raises(ProfileError, match="connection.nicenes: unknown field.*did you mean 'niceness'"):
+        parse_profile({"name": "x", "connection": {"kind": "niced", "nicenes": 1},
+                       "runtime": {"name": "onnxruntime"}}, "test")
+
+
+def test_register_driver_is_the_one_line(monkeypatch):
+    monkeypatch.setattr(drivers, "DRIVERS", dict(drivers.DRIVERS))
+    drivers.register_driver("niced", NicedDriver, NicedConnection)
+    assert drivers.driver_class("niced") is NicedDriver and drivers.connection_model("niced") is NicedConnection
+
+
+class TestNicedConformance(DriverConformance):
+    """The registered toy driver passes the suite every driver must pass."""
+
+    @pytest.fixture
+    def base_profile(self, niced):
+        return niced
+
+    @pytest.fixture
+    def make_driver(self):
+        return make_driver
+
+
+# --- a space: one class, then one line in SPACES ----------------------------------------------------
+WIDTHS = (8, 16, 32, 64)
+
+
+class ToySpace(SearchSpace):
+    name = "toy"
+    description = "one 3x3 conv of width 8/16/32/64 and a classifier"
+    key_columns = ("toy_width",)
+    default_input_shape = (32, 32, 3)
+    default_num_classes = 10
+
+    def size(self) -> int:
+        return len(WIDTHS)
+
+    def parse(self, token: str) -> Arch:
+        w = int(token)
+        if w not in WIDTHS:
+            raise SpaceError(f"toy width must be one of {WIDTHS}, got {token!r}")
+        return Arch(self.name, str(w), {"toy_width": w})
+
+    def all(self):
+        return iter([self.parse(str(w)) for w in WIDTHS])
+
+    def sample(self, n: int, seed: int) -> list[Arch]:
+        return self.sample_distinct(n, seed, lambda rng: self.parse(str(rng.choice(WIDTHS))))
+
+    def encode(self, arch: Arch) -> np.ndarray:
+        return np.array([arch.columns["toy_width"] == w for w in WIDTHS], dtype=np.float32)
+
+    def build(self, arch: Arch, input_shape: Sequence[int] | None = None, num_classes: int | None = None) -> Graph:
+        g = Graph(f"toy-{arch.key}", input_shape or self.default_input_shape)
+        x = g.relu(g.conv("input", arch.columns["toy_width"], 3))
+        g.dense(g.global_avgpool(x), num_classes or self.default_num_classes)
+        return g
+
+
+@pytest.fixture
+def toy_space(monkeypatch):
+    monkeypatch.setitem(spaces.SPACES, ToySpace.name, ToySpace)
+    return spaces.get_space("toy")
+
+
+def test_toy_space_is_measured_and_imported(toy_space, registry, store_path, cache_dir, tmp_path):
+    archs = toy_space.sample(2, 0)
+    with Store(store_path) as st:
+        summary = run_campaign(st, registry.get("fast-onnx"), toy_space, archs, cache=ModelCache(cache_dir))
+        assert summary.ok == 2
+    table = tmp_path / "toy.csv"
+    pd.DataFrame({"toy_width": [8, 16, 32], "pub_ms": [1.0, 2.0, 4.0]}).to_csv(table, index=False)
+    assert detect_space(["toy_width", "pub_ms"], table) == "toy"  # the importer's signature comes from key_columns
+    with Store(store_path) as st:
+        report = import_table(st, table)
+        assert report.space == "toy" and report.devices == {"pub": 3}
+
+
+# --- a transfer method: one class, then one line in METHODS -------------------------------------------
+class ScaledProxy:
+    """The proxy's latency times the median target/proxy ratio on the samples."""
+
+    name = "scaled-proxy"
+    summary = "one proxy, rescaled"
+    max_sources = 1
+
+    def fit(self, ctx, sources, archs, y_ms) -> Fitted:
+        s_ms, _ = workflow.source_latencies(ctx, sources, archs)
+        return Fitted({"proxy": sources[0], "ratio": float(np.median(y_ms / s_ms[:, 0]))})
+
+    def predict(self, ctx, payload, archs):
+        s_ms, _ = workflow.source_latencies(ctx, [payload["proxy"]], archs)
+        return payload["ratio"] * s_ms[:, 0]
+
+
+def test_toy_method_adapts_predicts_and_validates(monkeypatch, store_path, tmp_path):
+    monkeypatch.setitem(methods.METHODS, "scaled-proxy", ScaledProxy)  # = methods.register(...)
+    sp = spaces.get_space("nb201")
+    archs = sp.sample(30, 0)
+    proxy = np.linspace(1.0, 3.0, len(archs))
+    table = pd.DataFrame({"arch_str": [a.key for a in archs], "pub_ms": proxy, "acc_top1": 50 + 10 * proxy})
+    table.to_csv(tmp_path / "pub.csv", index=False)
+    table.iloc[:5][["arch_str"]].assign(new_ms=3 * proxy[:5]).to_csv(tmp_path / "new.csv", index=False)
+    with Store(store_path) as st:
+        import_table(st, tmp_path / "pub.csv")
+        import_table(st, tmp_path / "new.csv")
+        ctx = workflow.open_context(st, "nb201")
+        r = workflow.adapt(ctx, ["pub"], "new", method="scaled-proxy")
+        assert r.method == "scaled-proxy" and r.n_target_samples == 5
+        pred = workflow.predict(ctx, "new", archs)
+        assert np.allclose(pred.predicted_ms, 3 * proxy)
+        check = workflow.pareto(ctx, "pub", "new", "acc_top1", what_if_k=3, what_if_method="scaled-proxy")
+        assert check.predicted_from.startswith("scaled-proxy")
+    with pytest.raises(UnknownNameError, match="scaled-proxy"):  # the registry lists it among the valid ones
+        methods.get_method("scaled-prox")
