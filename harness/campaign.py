@@ -13,6 +13,7 @@ is measured again only with ``remeasure_stale``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -206,8 +207,9 @@ class _Sentinels:
             return
         t0 = self.clock.now()
         recovered = False
-        while self.clock.now() - t0 < self.pol.max_pause_s:
-            self.clock.sleep(min(self.pol.pause_step_s, self.pol.max_pause_s - (self.clock.now() - t0)))
+        steps = math.ceil(self.pol.max_pause_s / self.pol.pause_step_s)  # bounded on any clock
+        for k in range(steps):
+            self.clock.sleep(min(self.pol.pause_step_s, self.pol.max_pause_s - k * self.pol.pause_step_s))
             if all(c.in_band for c in self._check(done, "pause")):
                 recovered = True
                 break

@@ -6,6 +6,7 @@ measures anyway (recorded) or stops, per ``on_timeout``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,8 +68,11 @@ def wait_until_quiet(gate: Gate, read_state: Callable[[], dict[str, Any]], clock
     state = read_state()
     reasons, observable = violations(gate, state)
     first = list(reasons)
-    while reasons and clock.now() - t0 < gate.max_wait_s:
-        clock.sleep(min(gate.poll_s, max(0.0, gate.max_wait_s - (clock.now() - t0))))
+    polls = math.ceil(gate.max_wait_s / gate.poll_s)  # a count, not a clock test: bounded on any clock
+    for i in range(polls):
+        if not reasons:
+            break
+        clock.sleep(min(gate.poll_s, gate.max_wait_s - i * gate.poll_s))
         state = read_state()
         reasons, observable = violations(gate, state)
     return GateOutcome(clock.now() - t0, bool(reasons), observable, reasons or first, state)
