@@ -286,3 +286,43 @@ def test_latency_is_the_median_over_rounds(cache, store_path):
         lat = st.latencies("nb201", ["lab"]).set_index("key").latency_ms
         for key, g in v.groupby("key"):
             assert lat[key] == pytest.approx(g.median_ms.median())
+
+
+# --- devices check: what endangers stable timing ----------------------------------------------
+
+def test_stability_warnings_name_what_endangers_timing():
+    from harness.measure.stability import warnings
+
+    quiet = {"kind": "local", "governors": {"cpu0": "performance"}, "turbo": False, "cpu_count": 4,
+             "loadavg_1m": 0.1, "busy_processes": [], "steal_share": 0.0, "isolated_cpus": "3"}
+    assert warnings(quiet) == []
+    noisy = {**quiet, "governors": {"cpu0": "schedutil"}, "turbo": True, "loadavg_1m": 3.5,
+             "busy_processes": [{"pid": 42, "name": "hog", "cpu_share": 0.97}], "steal_share": 0.1}
+    text = "\n".join(warnings(noisy))
+    for part in ("schedutil, not performance", "turbo", "load average 3.50", "process 42 (hog) is using 97%",
+                 "steals 10%"):
+        assert part in text
+    phone = {"kind": "adb", "battery_level": 12, "battery_temp_c": 41.0, "charging": True, "screen_on": True,
+             "thermal_status": 2}
+    assert len(warnings(phone)) == 5
+
+
+def test_dumpsys_parsers():
+    from harness.measure.stability import parse_dumpsys_battery, parse_dumpsys_power, parse_dumpsys_thermal
+
+    battery = "Current Battery Service state:\n  AC powered: false\n  USB powered: true\n  level: 87\n  temperature: 312\n"
+    assert parse_dumpsys_battery(battery) == {"battery_level": 87, "battery_temp_c": 31.2, "charging": True}
+    assert parse_dumpsys_power("  Display Power: state=OFF\n") == {"screen_on": False}
+    assert parse_dumpsys_power("mWakefulness=Awake") == {"screen_on": True}
+    assert parse_dumpsys_thermal("IsStatusOverride: false\nThermal Status: 0\n") == {"thermal_status": 0}
+    assert parse_dumpsys_battery("garbage") == {}
+
+
+def test_devices_check_reports_stability_of_the_local_machine(cli_env):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "harness", "devices", "check", "fast-onnx"], env=cli_env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "stability:" in out.stdout

@@ -89,6 +89,10 @@ class Driver(ABC):
     def run(self, model_ref: str) -> RunResult:
         """Time the model per the profile's policy; raises DriverError subclasses on failure."""
 
+    def stability(self) -> dict[str, Any]:
+        """Facts that endanger stable timing (see harness.measure.stability); {} when not observable."""
+        return {}
+
     def state(self) -> dict[str, Any]:
         """Dynamic conditions now (temperature_c, cpu_freq_mhz, loadavg_1m, ...) for device-state gating.
 

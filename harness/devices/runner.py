@@ -328,6 +328,57 @@ def neighbours(before: dict | None, after: dict | None) -> dict[str, Any] | None
     return {"wall_s": wall, "others_cpu_s": others, "steal_s": steal, "cpus": os.cpu_count() or 1}
 
 
+def _proc_cpu() -> dict[int, tuple[str, float]]:
+    out = {}
+    hz = os.sysconf("SC_CLK_TCK")
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.find("(") + 1:text.rfind(")")]
+        fields = text[text.rfind(")") + 2:].split()
+        out[int(d)] = (name, (int(fields[11]) + int(fields[12])) / hz)
+    return out
+
+
+def _turbo() -> bool | None:
+    no_turbo = _read(_CPU / "intel_pstate" / "no_turbo")
+    if no_turbo is not None:
+        return no_turbo == "0"
+    boost = _read(_CPU / "cpufreq" / "boost")
+    return boost == "1" if boost is not None else None
+
+
+def stability_facts(window_s: float = 0.5) -> dict[str, Any]:
+    """What endangers stable timing here (judged by harness.measure.stability): governor, turbo, load,
+    busy processes and steal over ``window_s``."""
+    facts: dict[str, Any] = {"governors": governors() or None, "turbo": _turbo(), "cpu_count": os.cpu_count(),
+                             "isolated_cpus": _read(_CPU / "isolated")}
+    try:
+        facts["loadavg_1m"] = os.getloadavg()[0]
+    except OSError:
+        facts["loadavg_1m"] = None
+    c0, p0 = cpu_times(), _proc_cpu()
+    time.sleep(window_s)
+    c1, p1 = cpu_times(), _proc_cpu()
+    if c0 and c1:
+        wall = max(c1["wall_s"] - c0["wall_s"], 1e-9) * (os.cpu_count() or 1)
+        facts["steal_share"] = (c1["steal_s"] - c0["steal_s"]) / wall
+    busy = []
+    for pid, (name, t1) in p1.items():
+        if pid == os.getpid() or pid not in p0:
+            continue
+        share = (t1 - p0[pid][1]) / max(window_s, 1e-9)
+        if share >= 0.10:
+            busy.append({"pid": pid, "name": name, "cpu_share": round(share, 3)})
+    facts["busy_processes"] = sorted(busy, key=lambda p: -p["cpu_share"])[:8]
+    return facts
+
+
 _REFERENCES: dict[str, Any] = {}
 
 
@@ -422,6 +473,8 @@ def handle(req: dict) -> dict:
     if op == "hello":
         return {"ok": True, "protocol": PROTOCOL, "pid": os.getpid(), "versions": runtime_versions(),
                 "conditions": static_conditions(), "tensorflow_imported": "tensorflow" in sys.modules}
+    if op == "stability":
+        return {"ok": True, **stability_facts(float(req.get("window_s", 0.5)))}
     if op == "state":
         return {"ok": True, **dynamic_conditions(), "max_freq_mhz": max_frequencies_mhz() or None}
     if op == "sha256":  # lets a remote driver skip re-pushing a model that is already there

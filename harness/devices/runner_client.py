@@ -130,6 +130,10 @@ class RunnerDriver(Driver):
                          wait_ms=resp.wait_ms, stop_rule=resp.stop_rule, neighbours=resp.neighbours,
                          reference_ms=resp.reference_ms, reference_wait_ms=resp.reference_wait_ms)
 
+    def stability(self) -> dict[str, Any]:
+        facts = {k: v for k, v in self._call({"op": "stability"}, timeout=30).items() if k != "ok"}
+        return {"kind": self.kind, **facts}
+
     def state(self) -> dict[str, Any]:
         """The device's dynamic conditions now (temperature, frequency, load), for gating."""
         return {k: v for k, v in self._call({"op": "state"}, timeout=30).items() if k != "ok"}
