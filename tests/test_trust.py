@@ -326,3 +326,52 @@ def test_devices_check_reports_stability_of_the_local_machine(cli_env):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "stability:" in out.stdout
+
+
+# --- rank confidence --------------------------------------------------------------------------
+
+def _two_lab_devices(store_path, cache, noisy_sd):
+    archs = SPACE.sample(12, 9)
+    by_digest, by_key = true_latencies(cache, archs, spread=(1.0, 3.0))
+    with Store(store_path) as st:
+        for name, sd, seed in (("lab-a", 0.003, 1), ("lab-b", noisy_sd, 2)):
+            prof = lab_profile(warmup_runs=1, timed_runs=15, rounds=2).model_copy(update={"name": name})
+            lab = LabDevice(prof, Physics(noise=sd), true_ms=by_digest, seed=seed)
+            run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+    return by_key
+
+
+def test_noise_draws_give_model_cis_that_cover_the_truth_and_widen_with_noise(cache, store_path):
+    from harness.measure.confidence import model_ci, noise_draws
+
+    by_key = _two_lab_devices(store_path, cache, noisy_sd=0.08)
+    with Store(store_path) as st:
+        quiet = model_ci(noise_draws(st, "nb201", "lab-a", 300))
+        noisy = model_ci(noise_draws(st, "nb201", "lab-b", 300))
+    width = lambda c: ((c.ci_high_ms - c.ci_low_ms) / c.ci_low_ms).median()  # noqa: E731
+    assert width(noisy) > 5 * width(quiet)
+    covered = sum(noisy.ci_low_ms[k] <= by_key[k] <= noisy.ci_high_ms[k] for k in noisy.index)
+    assert covered >= 10  # of 12, at 95 %
+
+
+def test_srcc_ci_compare_and_export_columns_on_the_cli(cache, store_path, cli_env, tmp_path):
+    import subprocess
+    import sys
+
+    _two_lab_devices(store_path, cache, noisy_sd=0.3)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "harness", *a], env=cli_env, capture_output=True,  # noqa: E731
+                                    text=True, timeout=120)
+    out = run("srcc", "--ci", "100", "--json")
+    assert out.returncode == 0, out.stderr
+    pair = json.loads(out.stdout)[0]
+    assert pair["noise_resampled"] == "lab-a, lab-b" and pair["ci_low"] < pair["srcc"] <= pair["ci_high"] + 1e-9
+    out = run("compare", "lab-a", "lab-b", "--ci", "100")
+    assert out.returncode == 0, out.stderr
+    assert "cannot tell apart" in out.stdout and "within measurement noise" in out.stdout
+    out = run("export", "-o", str(tmp_path / "t.csv"), "--ci", "50")
+    assert out.returncode == 0, out.stderr
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "t.csv")
+    assert {"lab-a_ci_low_ms", "lab-b_ci_high_ms"} <= set(df.columns)
+    assert (df["lab-b_ci_low_ms"] <= df["lab-b_ms"]).all() and (df["lab-b_ms"] <= df["lab-b_ci_high_ms"]).all()
