@@ -345,7 +345,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             mid = record(
                 store, write_retry_s, cid, profile.name, arch, model_format=fmt, model_digest=digest,
                 started_at=started, duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
-                timed_ms=result.timed_ms, warmup_ms=result.warmup_ms,
+                timed_ms=result.timed_ms, warmup_ms=result.warmup_ms, per_run=result.per_run, n_runs=result.n_runs,
                 conditions={"before": result.conditions_before, "after": result.conditions_after,
                             "neighbours": result.neighbours, **({"gate": gate.as_dict()} if pol.gate.active else {})},
                 degenerate=degenerate, round_no=rnd, rounds=pol.rounds, run_flags=est.flags, wait_ms=result.wait_ms,

@@ -27,7 +27,7 @@ def synthetic(n: int = 400, seed: int = 0) -> pd.DataFrame:
     base = rng.lognormal(size=n)
     df = pd.DataFrame({
         "a": base,
-        "b": np.round(base * rng.lognormal(0, 0.3, n), 1),       # ties
+        "b": np.maximum(np.round(base * rng.lognormal(0, 0.3, n), 1), 0.1),  # ties (never 0 ms)
         "c": rng.lognormal(size=n),                               # unrelated
         "d": base ** 2,                                           # monotone in a
         "e": np.where(rng.random(n) < 0.3, np.nan, base * rng.lognormal(0, 0.5, n)),  # partial coverage
@@ -95,6 +95,7 @@ def imported_store(store_path, tmp_path):
     return store_path
 
 
+@pytest.mark.slow
 def test_cli_srcc_json_and_heatmap(imported_store, cli_env):
     out = harness("srcc", "--json", "--ci", "20", env=cli_env).stdout
     pairs = json.loads(out)
@@ -106,6 +107,7 @@ def test_cli_srcc_json_and_heatmap(imported_store, cli_env):
     assert bad.returncode == 2 and "nope" in bad.stderr and "dev_a" in bad.stderr
 
 
+@pytest.mark.slow
 def test_cli_proxy(imported_store, cli_env):
     ranked = json.loads(harness("proxy", "--targets", "dev_a", "--json", env=cli_env).stdout)
     assert ranked[0]["proxy"] == "dev_d" and ranked[0]["mean_srcc"] == pytest.approx(1.0)
@@ -113,6 +115,7 @@ def test_cli_proxy(imported_store, cli_env):
     assert "dev_d" in table and "95% CI" in table
 
 
+@pytest.mark.slow
 def test_cli_report_html_and_png(imported_store, cli_env, tmp_path):
     out, png = tmp_path / "r" / "report.html", tmp_path / "png"
     harness("report", "--out", str(out), "--png", str(png), "--pair", "dev_a:dev_b", env=cli_env)
@@ -127,6 +130,7 @@ def test_cli_report_html_and_png(imported_store, cli_env, tmp_path):
     assert bad.returncode == 2 and "DEVICE_A:DEVICE_B" in bad.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed")
 def test_report_renders_in_headless_chromium(imported_store, cli_env, tmp_path):
     out = tmp_path / "report.html"
@@ -139,6 +143,7 @@ def test_report_renders_in_headless_chromium(imported_store, cli_env, tmp_path):
 
 
 @needs_data
+@pytest.mark.slow
 def test_cli_import_then_srcc_on_public_data(cli_env):
     harness("import", str(ONEPROXY), env=cli_env)
     again = harness("import", str(ONEPROXY), env=cli_env).stdout

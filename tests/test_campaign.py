@@ -48,9 +48,12 @@ def test_conditions_are_recorded(registry, store_path, cache_dir):
         camp = json.loads(st.db.execute("SELECT conditions_json FROM campaigns").fetchone()[0])
         meas = json.loads(st.db.execute("SELECT conditions_json FROM measurements").fetchone()[0])
         profile_used = json.loads(st.db.execute("SELECT profile_json FROM campaigns").fetchone()[0])
+        m = st.measurements()
+        assert (m["per_run"] == 1).all() and (m["n_runs"] == profile.policy.timed_runs).all()
+        assert st.campaigns()["per_run"].tolist() == [1]
     assert camp["runtime"] == "onnxruntime" and camp["runtime_version"] and camp["threads"] == 1
     assert camp["cpu_model"] and camp["kernel"]
-    assert "cpu_freq_mhz" in meas["before"] and "temperature_c" in meas["after"]
+    assert "cpu_freq_mhz" in meas["before"] and "temperatures_c" in meas["after"]
     assert profile_used["runtime"]["threads"] == 1
 
 

@@ -55,6 +55,7 @@ def test_broken_profile_gives_one_clear_error(cli_env, devices_dir):
     assert listed.returncode == 1 and "local-onnx" in listed.stdout and "oops.yaml" in listed.stderr
 
 
+@pytest.mark.slow
 def test_measure_then_export_csv_and_parquet(cli_env, tmp_path):
     harness("measure", "--device", "fast-onnx", "--space", "nb201", "--sample", "3", "--seed", "0", env=cli_env)
     harness("measure", "--device", "fast-tflite", "--arch", "0,9930", "--arch",
@@ -106,6 +107,8 @@ def test_arch_file(cli_env, tmp_path):
     harness("measure", "--device", "fast-onnx", "--arch-file", str(picks), env=cli_env)
     with sqlite3.connect(cli_env["HARNESS_STORE"]) as db:
         assert db.execute("SELECT COUNT(*) FROM measurements WHERE status='ok'").fetchone()[0] == 2
+    listed = harness("campaigns", env={**cli_env, "COLUMNS": "200"}).stdout
+    assert "runs/model" in listed and "per-run" in listed and " yes " in listed  # the store says runs are kept
 
 
 def _committed(store: str) -> int:
@@ -133,6 +136,7 @@ def _wait_for(store: str, at_least: int, proc: subprocess.Popen, limit: float = 
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_campaign_loses_nothing_and_resume_completes(cli_env, devices_dir):
     store, n = cli_env["HARNESS_STORE"], 12
     proc = _start_slow_campaign(cli_env, devices_dir, n)
@@ -156,6 +160,7 @@ def test_sigkill_mid_campaign_loses_nothing_and_resume_completes(cli_env, device
     assert statuses == {1: "interrupted", 2: "finished"}
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_resumes(cli_env, devices_dir):
     store, n = cli_env["HARNESS_STORE"], 12
     proc = _start_slow_campaign(cli_env, devices_dir, n)

@@ -59,3 +59,19 @@ def test_unavailable_execution_provider_is_a_device_error(tmp_path):
     art = ModelCache(tmp_path).get(sp.build(sp.parse("0")), "onnx")
     with make_any_driver(p) as d, pytest.raises(DeviceError, match="NoSuchProvider"):
         d.run(d.push(art))
+
+
+def test_thermal_zones_with_the_same_type_are_all_kept(tmp_path, monkeypatch):
+    from harness.devices import runner
+
+    for i, (kind, milli) in enumerate([("cpu-thermal", 41000), ("cpu-thermal", 43500), ("gpu", 39000)] * 4):
+        z = tmp_path / f"thermal_zone{i}"
+        z.mkdir()
+        (z / "type").write_text(kind + "\n")
+        (z / "temp").write_text(f"{milli + i}\n")
+    monkeypatch.setattr(runner, "_THERMAL", tmp_path)
+    temps = runner.temperatures_c()
+    assert len(temps) == 12  # none lost to a repeated type
+    assert temps["cpu-thermal"] == 41.0 and temps["cpu-thermal#2"] == 43.501 and temps["gpu#4"] == 39.011
+    assert runner.zone_names([("thermal_zone0", "x"), ("thermal_zone1", None), ("thermal_zone2", "x")]) == {
+        "thermal_zone0": "x", "thermal_zone1": "thermal_zone1", "thermal_zone2": "x#2"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 from pathlib import Path
 
@@ -268,17 +269,18 @@ def test_measurement_that_cannot_be_written_is_kept_and_added_next_time(tmp_path
 
 def test_import_commits_in_chunks_and_a_failed_import_leaves_nothing(tmp_path, monkeypatch):
     import harness.results.importer as importer
-    from tests.conftest import SHARED_DATA
 
-    monkeypatch.setattr(importer, "CHUNK_ROWS", 500)
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 100)
+    lines = [f"{i},{1 + i / 1000},{2 + i / 1000},{3 + i / 1000}" for i in range(300)]
+    table = tmp_path / "t.csv"
+    table.write_text("nb201_index,a_ms,b_ms,c_ms\n" + "\n".join(lines) + "\n")
     with Store(tmp_path / "s.db") as st:
         statements: list[str] = []
         st.db.set_trace_callback(statements.append)
-        importer.import_table(st, SHARED_DATA / "oneproxy" / "nb201_oneproxy_18dev_1999.csv.gz")
+        importer.import_table(st, table)
         st.db.set_trace_callback(None)
-        assert sum(s.startswith("BEGIN IMMEDIATE") for s in statements) > 10
-        n = st.db.execute("SELECT COUNT(*) FROM imported_latencies").fetchone()[0]
-        assert n > 18 * 1900
+        assert sum(s.startswith("BEGIN IMMEDIATE") for s in statements) >= 9  # 900 values, 100 per transaction
+        assert st.db.execute("SELECT COUNT(*) FROM imported_latencies").fetchone()[0] == 900
 
     calls = {"n": 0}
     real = importer._write_chunk
@@ -292,8 +294,8 @@ def test_import_commits_in_chunks_and_a_failed_import_leaves_nothing(tmp_path, m
     monkeypatch.setattr(importer, "_write_chunk", crash_after_two)
     with Store(tmp_path / "t.db") as st:
         with pytest.raises(KeyboardInterrupt):
-            importer.import_table(st, SHARED_DATA / "oneproxy" / "nb201_oneproxy_18dev_1999.csv.gz")
-        assert st.latencies("nb201").empty and st.imports().empty
+            importer.import_table(st, table)
+        assert st.latencies("nb201").empty and st.imports().empty and st.devices().empty
         assert st.db.execute("SELECT COUNT(*) FROM imported_latencies").fetchone()[0] == 0
 
 
@@ -451,3 +453,354 @@ def test_phone_deeply_nested_substitution_is_a_shell_error(tmp_path):
     assert status == 2 and "nested" in out and "Traceback" not in out
     status, out = sh("echo " + "$(echo " * 10 + "hi" + ")" * 10)
     assert status == 0 and out == "hi\n"
+
+
+# --- items 5-8: the importer refuses what would poison the analysis ---------------------------------------
+def _table(path: Path, latencies: list[str], header: str = "nb201_index,dev_x_ms", gz: bool = False) -> Path:
+    lines = [header] + [f"{i},{v}" for i, v in enumerate(latencies)]
+    data = ("\n".join(lines) + "\n").encode()
+    if gz:
+        import gzip
+
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("bad", ["inf", "1e400", "-inf", "nan", "Infinity"])
+def test_import_refuses_non_finite_latencies_naming_file_column_and_line(tmp_path, bad):
+    from harness.results.importer import ImportFileError, import_table
+
+    path = _table(tmp_path / "t.csv", ["1.5", "2.5", bad, "3.0"])
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(ImportFileError) as e:
+            import_table(st, path)
+        assert st.latencies("nb201").empty
+    msg = str(e.value)
+    assert "t.csv" in msg and "dev_x_ms" in msg and re.search(r"lines? 4\b", msg), msg
+
+
+def test_import_refuses_zero_latency_unless_allowed(tmp_path):
+    from harness.results.importer import ImportFileError, import_table
+
+    path = _table(tmp_path / "t.csv", ["1.5", "0", "0.0", "3.0"])
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(ImportFileError, match=r"(?s)dev_x_ms.*zero.*lines 3, 4.*--allow-zero"):
+            import_table(st, path)
+        assert st.latencies("nb201").empty
+        import_table(st, path, allow_zero=True)
+        assert len(st.latencies("nb201")) == 4
+
+
+def test_train_refuses_and_predict_never_writes_non_finite_latencies(tmp_path, cache_dir):
+    from harness.analysis import workflow
+    from harness.errors import HarnessError
+    from harness.results.importer import import_table
+
+    sp = get_space("nb201")
+    archs = sp.sample(40, 1)
+    lines = [f"{a.columns['nb201_index']},{1 + i / 10}" for i, a in enumerate(archs)]
+    (tmp_path / "t.csv").write_text("nb201_index,dev_x_ms\n" + "\n".join(lines) + "\n")
+    with Store(tmp_path / "s.db") as st:
+        import_table(st, tmp_path / "t.csv")
+        ctx = workflow.open_context(st, "nb201", str(cache_dir))
+        workflow.train(ctx, "dev_x")
+        # a predictor whose numbers went bad (fitted by an older harness on an infinite latency)
+        model = json.loads(st.db.execute("SELECT model_json FROM predictors").fetchone()[0])
+        model["fit"]["intercept"] = math.nan
+        st.db.execute("UPDATE predictors SET model_json = ?", (json.dumps(model),))
+        with pytest.raises(HarnessError, match="not finite"):
+            workflow.predict(ctx, "dev_x", archs)
+        # and a store written by an older harness may hold an infinite latency: train refuses it
+        st.db.execute("UPDATE imported_latencies SET latency_ms = 9e999 WHERE arch_id = "
+                      "(SELECT MIN(arch_id) FROM imported_latencies)")
+        with pytest.raises(HarnessError, match="not positive and finite"):
+            workflow.train(ctx, "dev_x")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_truncated_or_damaged_gzip_is_a_clear_import_error(tmp_path, damage):
+    from harness.results.importer import ImportFileError, import_table
+
+    path = _table(tmp_path / "t.csv.gz", [str(1 + i / 100) for i in range(3000)], gz=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:20] + b"\x00" * 200 + data[220:])
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(ImportFileError, match="t.csv.gz") as e:
+            import_table(st, path)
+    assert "damaged" in str(e.value) or "truncated" in str(e.value)
+
+
+def test_import_cli_truncated_gzip_says_why_not_just_aborted(tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    path = _table(tmp_path / "t.csv.gz", [str(1 + i / 100) for i in range(3000)], gz=True)
+    path.write_bytes(path.read_bytes()[:-40])
+    r = CliRunner().invoke(app, ["import", str(path), "--store", str(tmp_path / "s.db")])
+    assert r.exit_code == 2 and "t.csv.gz" in r.output and "Aborted" not in r.output
+
+
+def test_duplicate_column_names_are_an_error(tmp_path):
+    from harness.results.importer import ImportFileError, import_table
+
+    path = tmp_path / "t.csv"
+    path.write_text("nb201_index,x_ms,x_ms\n0,1.0,2.0\n1,1.5,2.5\n")
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(ImportFileError, match="x_ms.*more than once"):
+            import_table(st, path)
+        assert st.arch_metrics("nb201").empty and st.latencies("nb201").empty
+
+
+@pytest.mark.parametrize("column", ['=HYPERLINK("http://x")_ms', "+cmd_ms", "-2+3_ms", "@SUM(A1)_ms", "a b_ms",
+                                    "_ms"])
+def test_device_names_from_headers_follow_the_profile_name_rule(tmp_path, column):
+    import csv
+
+    from harness.results.importer import ImportFileError, import_table
+
+    path = tmp_path / "t.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["nb201_index", column])
+        w.writerows([[0, 1.0], [1, 2.0]])
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(ImportFileError, match="device name"):
+            import_table(st, path)
+        assert st.devices().empty
+
+
+def test_formula_like_metric_columns_are_refused(tmp_path):
+    from harness.results.importer import ImportFileError, import_table
+
+    path = tmp_path / "t.csv"
+    path.write_text('nb201_index,dev_ms,"=cmd|x"\n0,1.0,3\n1,2.0,4\n')
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(ImportFileError, match="=cmd"):
+            import_table(st, path)
+
+
+# --- item 9: user-supplied text is printed as text, never as rich markup ---------------------------------
+def test_markup_in_a_device_name_is_printed_literally(cli_env):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    r = CliRunner().invoke(app, ["measure", "--device", "x[/y]", "--sample", "1"], env=cli_env)
+    assert r.exit_code == 2 and "x[/y]" in r.output and "MarkupError" not in r.output
+
+
+def test_markup_in_a_file_name_is_printed_literally(tmp_path, cli_env):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    path = _table(tmp_path / "[bold]neg.csv", ["1.0", "-2.0"])
+    r = CliRunner().invoke(app, ["import", str(path)], env={**cli_env, "COLUMNS": "400"})
+    assert r.exit_code == 2 and "[bold]neg.csv" in r.output, r.output
+    ok = _table(tmp_path / "[red]ok.csv", ["1.0", "2.0"])
+    r = CliRunner().invoke(app, ["import", str(ok)], env={**cli_env, "COLUMNS": "400"})
+    assert r.exit_code == 0 and "[red]ok.csv" in r.output, r.output
+
+
+# --- items 10 and 11: profiles are bounded and fully validated -------------------------------------------
+BOMB = """a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+name: bomb
+description: *h
+connection: {kind: local}
+runtime: {name: onnxruntime}
+"""
+
+
+@pytest.mark.timeout(60)
+def test_yaml_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path):
+    import time
+
+    from harness.devices.profile import load_profile
+    from harness.errors import ProfileError
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    t0 = time.perf_counter()
+    with pytest.raises(ProfileError) as e:
+        load_profile(path)
+    assert time.perf_counter() - t0 < 5
+    assert len(str(e.value)) < 2000 and "bomb.yaml" in str(e.value)
+
+
+@pytest.mark.timeout(60)
+def test_devices_list_survives_an_alias_bomb(tmp_path):
+    from harness.devices.registry import ProfileRegistry
+
+    (tmp_path / "bomb.yaml").write_text(BOMB)
+    good, bad = ProfileRegistry(tmp_path).load_all()
+    assert len(bad) == 1 and len(str(bad[0])) < 2000 and good
+
+
+def test_huge_profile_file_is_refused(tmp_path):
+    from harness.devices.profile import load_profile
+    from harness.errors import ProfileError
+
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\ndescription: '" + "x" * 300_000 + "'\nconnection: {kind: local}\n"
+                    "runtime: {name: onnxruntime}\n")
+    with pytest.raises(ProfileError, match="too large"):
+        load_profile(path)
+
+
+def test_error_messages_echo_a_bounded_value(tmp_path):
+    from harness.devices.profile import parse_profile
+    from harness.errors import ProfileError
+
+    with pytest.raises(ProfileError) as e:
+        parse_profile({"name": "x", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                       "policy": {"timed_runs": ["y" * 100_000]}}, "x")
+    assert len(str(e.value)) < 2000
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("policy.timeout_seconds", ".inf", "timeout_seconds"),
+    ("policy.cooldown_seconds", ".inf", "cooldown_seconds"),
+    ("policy.min_seconds", ".inf", "min_seconds"),
+    ("policy.min_seconds", ".nan", "min_seconds"),
+    ("policy.input_seed", "-1", "input_seed"),
+    ("policy.input_seed", "99999999999999999999999", "input_seed"),
+    ("runtime.options", "{graph_optimization_level: fastest}", "graph_optimization_level"),
+    ("runtime.threads", "1e999", "threads"),
+])
+def test_profile_rejects_values_that_would_fail_later(tmp_path, field, value, fragment):
+    from harness.devices.profile import load_profile
+    from harness.errors import ProfileError
+
+    section, key = field.split(".")
+    body = {"runtime": "name: onnxruntime", "policy": "timed_runs: 3"}
+    body[section] += f", {key}: {value}"
+    path = tmp_path / "p.yaml"
+    path.write_text(f"name: p\nconnection: {{kind: local}}\nruntime: {{{body['runtime']}}}\n"
+                    f"policy: {{{body['policy']}}}\n")
+    with pytest.raises(ProfileError) as e:
+        load_profile(path)
+    assert fragment in str(e.value)
+
+
+# --- item 12: the runner worker answers every bad request with an error and keeps serving --------------
+BAD_REQUESTS = ["[]", "1", '"run"', "null", "true", '{"op": "sha256"}', '{"op": ["x"]}', '{"op": {"a": 1}}',
+                '{"op": "run", "runtime": "onnxruntime", "model": "m.onnx", "threads": 1e999}',
+                '{"op": "run", "runtime": "onnxruntime", "model": "m.onnx", "timed_runs": NaN}',
+                '{"op": "run", "runtime": ["onnxruntime"], "model": "m.onnx"}',
+                '{"op": "run", "runtime": "onnxruntime", "model": "m.onnx", "options": [1, 2]}',
+                '{"op": "sha256", "path": {"a": 1}}',
+                "[" * 100_000 + "]" * 100_000, '{"a": ' * 50_000 + "1" + "}" * 50_000, "\x00\xff", "{"]
+
+
+def test_runner_worker_answers_bad_requests_and_keeps_serving():
+    import subprocess
+    import sys
+
+    from harness.devices.local import RUNNER
+
+    p = subprocess.Popen([sys.executable, "-P", str(RUNNER), "--serve"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    requests = [r.encode() for r in BAD_REQUESTS] + [b'\xff\xfe{"op": "hello"\xc3']
+    try:
+        out, errs = p.communicate(b"\n".join([*requests, b'{"op": "hello"}']) + b"\n", timeout=120)
+    finally:
+        p.kill()
+    answers = [json.loads(line) for line in out.decode().splitlines()]
+    errs = errs.decode(errors="replace")
+    assert len(answers) == len(requests) + 1, errs[-2000:]
+    for req, a in zip(BAD_REQUESTS, answers):
+        assert a["ok"] is False and a["kind"] in ("parse_error", "device_error") and a["message"], (req[:50], a)
+    assert answers[-1]["ok"] is True and answers[-1]["protocol"] == 1
+    assert "Traceback" not in errs
+
+
+# --- item 14: the store is recognised before anything is written; read-only stores open read-only --------
+def test_another_apps_sqlite_file_is_left_untouched(tmp_path):
+    import hashlib
+
+    path = tmp_path / "notes.db"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE notes (t TEXT); INSERT INTO notes VALUES ('keep me');")
+    db.commit()
+    db.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(StoreError, match="not a harness store"):
+        Store(path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    db.close()
+
+
+def test_read_commands_do_not_create_a_missing_store(tmp_path, cli_env):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    missing = tmp_path / "nowhere" / "s.db"
+    for cmd in (["campaigns"], ["export", "--out", str(tmp_path / "o.csv")], ["srcc"]):
+        r = CliRunner().invoke(app, [*cmd, "--store", str(missing)], env=cli_env)
+        assert r.exit_code == 2 and "no store" in r.output, (cmd, r.output)
+    assert not missing.parent.exists()
+
+
+def test_store_on_read_only_media_is_readable(tmp_path):
+    """A store someone else owns (or on a read-only disk) serves read commands without writing a byte."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from harness.results.importer import import_table
+
+    d = Path(tempfile.mkdtemp(prefix="ro-store-"))
+    try:
+        path = _table(d / "t.csv", ["1.0", "2.0", "3.0"])
+        with Store(d / "s.db") as st:
+            import_table(st, path)
+        files_before = sorted(os.listdir(d))
+        os.chmod(d, 0o555)
+        os.chmod(d / "s.db", 0o444)
+        code = ("import sys; from harness.results.store import open_store\n"
+                "with open_store(sys.argv[1], write=False) as st:\n"
+                "    print(len(st.latencies('nb201')), len(st.campaigns()))")
+        cmd = [sys.executable, "-c", code, str(d / "s.db")]
+        if os.geteuid() == 0:  # root ignores file modes: be nobody, for whom the folder is read-only
+            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "HOME": str(d)})
+        assert r.returncode == 0 and r.stdout.split() == ["3", "0"], r.stderr[-2000:]
+        assert sorted(os.listdir(d)) == files_before
+    finally:
+        os.chmod(d, 0o755)
+        import shutil
+
+        shutil.rmtree(d)
+
+
+def test_benchmark_model_negative_times_are_parse_errors():
+    from harness.devices.adb_benchmark import parse_output
+
+    with pytest.raises(ParseError, match="avg"):
+        parse_output("Running benchmark for at least 5 iterations and at least 0 seconds.\n"
+                     "count=5 curr=4 min=1 max=9 avg=-5 std=1\nInitialized session in 1ms.").timed_stat()
+
+
+def test_a_pending_measurement_that_cannot_go_in_is_set_aside_not_lost(tmp_path):
+    with Store(tmp_path / "s.db") as st:
+        st.pending_dir.mkdir()
+        (st.pending_dir / "x.json").write_text('{"campaign_id": 99, "device": "d", "arch": {"space": "nb201", '
+                                               '"key": "k", "columns": {}}, "model_format": null, "model_digest": '
+                                               'null, "started_at": "t", "duration_s": 1, "failure_kind": "timeout"}')
+    with Store(tmp_path / "s.db") as st:
+        assert (st.pending_dir / "x.rejected").exists() and st.warnings
+        assert st.info()["measurements"] == 0

@@ -134,6 +134,7 @@ def public_like_store(store_path, tmp_path):
     return tmp_path, table
 
 
+@pytest.mark.slow
 def test_cli_loop_suggest_adapt_predict_pareto(public_like_store, cli_env):
     folder, table = public_like_store
     picks = folder / "picks.csv"
@@ -164,6 +165,7 @@ def test_cli_loop_suggest_adapt_predict_pareto(public_like_store, cli_env):
     assert (folder / "p.html").read_text().count("data:image/png") == 1
 
 
+@pytest.mark.slow
 def test_cli_bad_inputs(public_like_store, cli_env):
     bad_proxy = harness("adapt", "--proxy", "nope", "--target", "pub_b", env=cli_env, check=False)
     assert bad_proxy.returncode == 2 and "nope" in bad_proxy.stderr and "pub_a" in bad_proxy.stderr
@@ -179,6 +181,7 @@ def test_cli_bad_inputs(public_like_store, cli_env):
     assert own.returncode == 2 and "own proxy" in own.stderr
 
 
+@pytest.mark.slow
 def test_train_then_predict(public_like_store, cli_env):
     r = json.loads(harness("train", "--device", "pub_a", "--json", env=cli_env).stdout)
     assert r["n_archs"] == 400 and r["holdout_srcc"] > 0.9

@@ -13,7 +13,7 @@ from harness.analysis.correlation import correlate
 from harness.analysis.data import device_origins, latency_matrix
 from harness.analysis.proxy import rank_proxies
 from harness.analysis.report import build_report
-from harness.results.store import Store
+from harness.results.store import Store, open_store
 
 StoreLike = Store | str | os.PathLike
 
@@ -23,7 +23,7 @@ def _open(store: StoreLike):
     if isinstance(store, Store):
         yield store
     else:
-        with Store(store) as st:
+        with open_store(store, write=False) as st:
             yield st
 
 

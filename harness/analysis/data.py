@@ -7,27 +7,19 @@ import json
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.results.export import latency_wide
 from harness.results.store import Store
 
 
 def latency_matrix(store: Store, space: str, devices: list[str] | None = None,
                    degenerate: bool = True) -> pd.DataFrame:
-    """Rows: architecture keys; columns: devices; values: latency in ms (NaN where missing).
+    """Rows: architecture keys; columns: devices; values: latency in ms (NaN where missing). Analysis needs
+    data, so an empty space is an error here (the export writes an empty table instead).
     ``degenerate=False`` drops architectures whose measured model has an input-independent output."""
-    long = store.latencies(space, devices)
-    if not degenerate:
-        bad = set(long.key[long.degenerate.fillna(0).astype(int) == 1])
-        long = long[~long.key.isin(bad)]
-    if devices:
-        missing = sorted(set(devices) - set(long.device))
-        if missing:
-            have = sorted(set(store.latencies(space).device))
-            raise HarnessError(f"no {space} latencies for {', '.join(missing)}; devices with {space} data: "
-                               f"{', '.join(have) or '(none)'}")
-    if long.empty:
+    wide = latency_wide(store, space, devices, degenerate)
+    if wide.empty:
         raise HarnessError(f"no {space} latencies in {store.path}; run `harness measure` or `harness import`")
-    wide = long.pivot(index="key", columns="device", values="latency_ms")
-    return wide[devices] if devices else wide
+    return wide
 
 
 def device_origins(store: Store, space: str) -> dict[str, str]:

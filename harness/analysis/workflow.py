@@ -122,6 +122,11 @@ class _Training:
 
 def _train_linear(ctx: Context, device: str) -> _Training:
     series = latency_matrix(ctx.store, ctx.space.name, [device])[device].dropna()
+    bad = ~np.isfinite(series.to_numpy()) | (series.to_numpy() <= 0)
+    if bad.any():
+        raise HarnessError(f"{device} has {int(bad.sum())} latencies in the store that are not positive and finite "
+                           f"(e.g. {series[bad].index[0]}: {series[bad].iloc[0]}); a predictor cannot learn from "
+                           "them. Re-import the device's data (harness import refuses such values).")
     archs = ctx.archs(series.index.tolist())
     names = ctx.graph.vocabulary(archs)
     features, y = ctx.features(archs, names), series.to_numpy()
@@ -217,7 +222,13 @@ def predict(ctx: Context, device: str, archs: Sequence[Arch] | None = None) -> p
     if saved is None:
         raise NoPredictorError(device, f"no {ctx.space.name} predictor for {device!r}: train or adapt one first")
     archs = list(archs) if archs is not None else ctx.candidates()
-    pred = get_method(saved["method"]).predict(ctx, saved["model"], archs)
+    pred = np.asarray(get_method(saved["method"]).predict(ctx, saved["model"], archs), dtype=float)
+    bad = ~np.isfinite(pred)
+    if bad.any():
+        raise HarnessError(f"predictor #{saved['id']} for {device} ({saved['method']}) gives predictions that are "
+                           f"not finite for {int(bad.sum())} of {len(pred)} architectures, so nothing was written; "
+                           "its training data holds infinite or missing latencies. Fix the data (harness import "
+                           "now refuses such values) and train or adapt again.")
     cols = pd.DataFrame([a.columns for a in archs])
     return cols.assign(predicted_ms=pred)
 

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc
 from harness.errors import HarnessError
 from harness.paths import WORKSPACE
 
@@ -27,6 +27,9 @@ def import_(
     files: Annotated[list[Path], typer.Argument(help="Tidy CSV / CSV.GZ / Parquet files (format of ../shared/data).")],
     source: Annotated[Optional[str], typer.Option(help="Provenance label; default: the file name.")] = None,
     space: Annotated[Optional[str], typer.Option(help="Space, if the key columns don't say.")] = None,
+    allow_zero: Annotated[bool, typer.Option(
+        "--allow-zero", help="Import 0 ms latencies as 0 (by default they are refused: 0 ms usually marks a "
+        "failed or missing measurement).")] = False,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Import public latency tables: each <device>_ms column becomes an imported device.
@@ -39,15 +42,15 @@ def import_(
 
     with Store(store) as st:
         for f in files:
-            r = import_table(st, f, source=source, space=space)
+            r = import_table(st, f, source=source, space=space, allow_zero=allow_zero)
             for w in r.warnings:
                 err.print(f"[yellow]warning:[/] {escape(w)}")
             if r.skipped_file:
-                console.print(f"{f}: already imported; nothing changed")
+                console.print(f"{esc(f)}: already imported; nothing changed", highlight=False)
                 continue
-            console.print(f"{f}: {r.space}, {r.rows} architectures, {len(r.devices)} device(s) "
-                          f"({', '.join(r.devices)}); {r.new_values} new values, {r.already_present} already "
-                          f"present; metrics: {', '.join(r.metrics) or 'none'}", highlight=False)
+            console.print(f"{esc(f)}: {r.space}, {r.rows} architectures, {len(r.devices)} device(s) "
+                          f"({esc(', '.join(r.devices))}); {r.new_values} new values, {r.already_present} already "
+                          f"present; metrics: {esc(', '.join(r.metrics) or 'none')}", highlight=False)
 
 
 def _colour(v: float) -> str:
@@ -71,9 +74,9 @@ def srcc(
     from harness import analysis
     from harness.analysis.correlation import correlate
     from harness.analysis.report import cluster_order
-    from harness.results.store import Store
+    from harness.results.store import open_store
 
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         wide = analysis.latencies(st, space, device)
         noise = _noise(st, space, list(wide.columns), ci, seed) if ci and method == "spearman" else {}
     corr = correlate(wide, method=method, n_boot=ci, seed=seed)
@@ -90,18 +93,18 @@ def srcc(
     m = corr.matrix()
     order = cluster_order(m)
     label = "SRCC" if method == "spearman" else "Kendall tau"
-    table = Table(title=f"{label}, {space}: {len(order)} devices (clustered order; columns numbered as rows)")
+    table = Table(title=f"{label}, {esc(space)}: {len(order)} devices (clustered order; columns numbered as rows)")
     table.add_column("#", justify="right")
     table.add_column("device")
     for i in range(len(order)):
         table.add_column(str(i + 1), justify="right")
     for i, a in enumerate(order):
-        table.add_row(str(i + 1), a, *[_colour(m.loc[a, b]) for b in order])
+        table.add_row(str(i + 1), esc(a), *[_colour(m.loc[a, b]) for b in order])
     console.print(table)
     p = corr.pairs.dropna(subset=["srcc"])
     if len(p):
         lo = p.loc[p.srcc.idxmin()]
-        console.print(f"{len(p)} pairs; weakest: {lo.device_a} vs {lo.device_b} = {lo.srcc:.4f} "
+        console.print(f"{len(p)} pairs; weakest: {esc(lo.device_a)} vs {esc(lo.device_b)} = {lo.srcc:.4f} "
                       f"on {lo.n_common_archs} architectures. --json for all pairs"
                       + (" with confidence intervals" if ci else ""), highlight=False)
 
@@ -176,11 +179,11 @@ def proxy(
     if as_json:
         print(json.dumps(df.to_dict(orient="records"), indent=1, default=float))
         return
-    table = Table(title=f"proxies for {', '.join(targets)} ({space}, {method})")
+    table = Table(title=esc(f"proxies for {', '.join(targets)} ({space}, {method})"))
     for col in ("#", "proxy", "mean", "worst", "worst target", "archs") + (("mean 95% CI",) if ci else ()):
         table.add_column(col, no_wrap=col in ("proxy", "mean 95% CI"))
     for i, r in enumerate(df.head(top).itertuples()):
-        cells = [str(i + 1), r.proxy, _colour(r.mean_srcc), _colour(r.worst_srcc), str(r.worst_target),
+        cells = [str(i + 1), esc(r.proxy), _colour(r.mean_srcc), _colour(r.worst_srcc), esc(r.worst_target),
                  str(r.min_common_archs)]
         if ci:
             cells.append(f"{r.mean_ci_low:.3f}–{r.mean_ci_high:.3f}")
@@ -214,13 +217,13 @@ def report(
 ) -> None:
     """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions."""
     from harness import analysis
-    from harness.results.store import Store
+    from harness.results.store import open_store
 
     pairs = _pairs(pair)
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         wide = analysis.latencies(st, space, device)
         missing = sorted({d for p in pairs or [] for d in p} - set(wide.columns))
         if missing:
             raise HarnessError(f"--pair names device(s) without {space} data: {', '.join(missing)}")
         path = analysis.report(st, out, space, device, pairs, png, method)
-    console.print(f"wrote {path}" + (f" and PNG figures in {png}" if png else ""))
+    console.print(f"wrote {esc(path)}" + (f" and PNG figures in {esc(png)}" if png else ""), highlight=False)

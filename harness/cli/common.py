@@ -39,6 +39,11 @@ DEFAULT_CACHE = WORKSPACE.cache
 F = TypeVar("F", bound=Callable)
 
 
+def esc(value: object) -> str:
+    """Anything user-supplied (names, paths, messages) printed as text, never as rich markup."""
+    return escape(str(value))
+
+
 @contextlib.contextmanager
 def reachable(profile) -> Iterator:
     """The profile, pointed at a stand-in served for the command when it asks for one (ADB serial ``virtual``:
@@ -90,7 +95,11 @@ def cli_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except HarnessError as e:
-            err.print(f"[bold red]error:[/] {escape(str(e))}{escape(flag_hint(e, fn))}", highlight=False)
+            err.print(f"[bold red]error:[/] {esc(e)}{esc(flag_hint(e, fn))}", highlight=False)
+            raise typer.Exit(2) from None
+        except OSError as e:  # a file the user named cannot be read or written
+            where = f"{e.filename}: " if e.filename else ""
+            err.print(f"[bold red]error:[/] {esc(where)}{esc(e.strerror or e)}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

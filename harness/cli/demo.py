@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
                                 StoreOpt, cli_errors, console)
@@ -39,5 +40,5 @@ def demo(
     a, b = (f"{d}_ms" for d in DEMO_DEVICES)
     both = df[[a, b]].dropna()
     rho = spearmanr(both[a], both[b]).statistic
-    console.print(f"wrote {out} ({len(df)} architectures)")
+    console.print(f"wrote {escape(str(out))} ({len(df)} architectures)", highlight=False)
     console.print(f"SRCC({DEMO_DEVICES[0]}, {DEMO_DEVICES[1]}) = {rho:.4f} on {len(both)} architectures")

@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_DEVICES, DevicesDirOpt, cli_errors, console, err, reachable
+from harness.cli.common import DEFAULT_DEVICES, DevicesDirOpt, cli_errors, console, err, esc, reachable
 
 app = typer.Typer(help="Device profiles: list them, show one, check that a device is reachable.",
                   no_args_is_help=True)
@@ -42,7 +42,7 @@ def show(name: str = typer.Argument(..., help="Profile name, e.g. local-onnx"),
 
     reg = ProfileRegistry(devices_dir)
     profile = reg.get(name)
-    console.print(f"# {reg.entries()[name].origin}: {reg.entries()[name].path}", highlight=False)
+    console.print(f"# {reg.entries()[name].origin}: {esc(reg.entries()[name].path)}", highlight=False)
     console.print(profile_yaml(profile), highlight=False, markup=False)
 
 
@@ -68,10 +68,10 @@ def check(name: str = typer.Argument(..., help="Profile name"),
             finally:
                 driver.cleanup()
     mark = "[green]ok[/]" if report.ok else "[bold red]FAILED[/]"
-    console.print(f"{name}: {mark}  reachable={report.reachable}  runtime={report.runtime} "
+    console.print(f"{esc(name)}: {mark}  reachable={report.reachable}  runtime={report.runtime} "
                   f"version={report.runtime_version or '-'}")
     for k, v in report.details.items():
-        console.print(f"  {k}: {v}", highlight=False)
+        console.print(f"  {esc(k)}: {esc(v)}", highlight=False)
     if report.message:
         console.print(f"  {escape(report.message)}")
     if report.ok:
@@ -109,12 +109,12 @@ def trust(name: str = typer.Argument(..., help="Profile name of an SSH device"),
     profile = ProfileRegistry(devices_dir).get(name)
     conn = profile.connection
     if conn.kind != "ssh":
-        err.print(f"[bold red]error:[/] {name} is a {conn.kind} device; only SSH devices have host keys")
+        err.print(f"[bold red]error:[/] {esc(name)} is a {conn.kind} device; only SSH devices have host keys")
         raise typer.Exit(2)
     key = fetch_host_key(conn.host, conn.port, conn.connect_timeout_s)
     target = conn.known_hosts or "~/.ssh/known_hosts"
-    console.print(f"{conn.host}:{conn.port} presents [bold]{fingerprint(key)}[/]", highlight=False)
+    console.print(f"{esc(conn.host)}:{conn.port} presents [bold]{esc(fingerprint(key))}[/]", highlight=False)
     if not yes and not typer.confirm(f"Record this key for {name} in {target}?", default=False):
         raise typer.Exit(1)
     path = record_host_key(target, conn.host, conn.port, key)
-    console.print(f"recorded in {path}")
+    console.print(f"recorded in {esc(path)}", highlight=False)

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, err, reachable)
+                                StoreOpt, cli_errors, console, err, esc, reachable)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -29,8 +29,8 @@ class ProgressObserver:
 
     def started(self, summary: CampaignSummary, todo: int) -> None:
         c = summary.conditions
-        console.print(f"[bold]{summary.device}[/]: {c.get('runtime')} {c.get('runtime_version') or ''}, "
-                      f"{c.get('threads')} thread(s) on {c.get('cpu_model') or c.get('machine') or '?'}; "
+        console.print(f"[bold]{esc(summary.device)}[/]: {esc(c.get('runtime'))} {esc(c.get('runtime_version') or '')}, "
+                      f"{c.get('threads')} thread(s) on {esc(c.get('cpu_model') or c.get('machine') or '?')}; "
                       f"{todo} to measure, {summary.skipped} already in the store", highlight=False)
         self.task = self.progress.add_task(summary.device, total=todo, status="")
 
@@ -48,7 +48,7 @@ class ProgressObserver:
 
 
 def print_summary(s: CampaignSummary) -> None:
-    console.print(f"[bold]{s.device}[/] {s.space} (graph: {s.graph_mode}): {s.ok} measured, {s.failed} failed, "
+    console.print(f"[bold]{esc(s.device)}[/] {esc(s.space)} (graph: {s.graph_mode}): {s.ok} measured, {s.failed} failed, "
                   f"{s.skipped} already in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})",
                   highlight=False)
     if s.degenerate:
@@ -139,11 +139,11 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
             raise typer.Exit(3) from None
         except KeyboardInterrupt:
             done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
-            err.print(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in {store}; "
+            err.print(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in {esc(store)}; "
                       "rerun the same command to measure the rest.")
             raise typer.Exit(130) from None
     if summary.status == "nothing to do":
-        console.print(f"{device}: all {len(archs)} architectures are already in {store} (graph: {profile.graph}); "
+        console.print(f"{esc(device)}: all {len(archs)} architectures are already in {esc(store)} (graph: {profile.graph}); "
                       "nothing to do (--remeasure to measure again).", highlight=False)
     else:
         print_summary(summary)

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from harness.analysis import methods, sampling
-from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console
+from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, esc
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 ProxyOpt = Annotated[list[str], typer.Option(
@@ -42,7 +42,7 @@ def train(
         _print_json(r.to_json())
         return
     h = r.holdout_srcc
-    console.print(f"trained predictor #{r.id} for {device} on {r.n_archs} {space} architectures"
+    console.print(f"trained predictor #{r.id} for {esc(device)} on {r.n_archs} {space} architectures"
                   + (f"; SRCC on a 20% hold-out: {h:.4f}" if h is not None else ""), highlight=False)
 
 
@@ -60,9 +60,9 @@ def suggest(
     """Pick which K architectures to measure on a new target so the proxy's ranking transfers best."""
     from harness.analysis import workflow
     from harness.results.export import write_table
-    from harness.results.store import Store
+    from harness.results.store import open_store
 
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         picks = workflow.suggest(workflow.open_context(st, space, str(cache_dir)), proxy, samples, strategy, seed,
                                  target)
     if out:
@@ -72,7 +72,8 @@ def suggest(
     else:
         console.print(picks.to_string(index=False), highlight=False, markup=False)
         if out:
-            console.print(f"wrote {out}; next: harness measure --device TARGET --space {space} --arch-file {out}")
+            console.print(esc(f"wrote {out}; next: harness measure --device TARGET --space {space} --arch-file {out}"),
+                          highlight=False)
 
 
 @cli_errors
@@ -92,10 +93,10 @@ def adapt(
     if as_json:
         _print_json(r.to_json())
         return
-    console.print(f"adapted predictor #{r.id} for {target}: {method} from {r.n_target_samples} target "
+    console.print(f"adapted predictor #{r.id} for {esc(target)}: {esc(method)} from {r.n_target_samples} target "
                   f"samples and {len(r.proxies)} proxy device(s)", highlight=False)
     if "sources_used" in r.metrics:
-        console.print(f"  sources used: {', '.join(r.metrics['sources_used'])}; one-hot weight "
+        console.print(f"  sources used: {esc(', '.join(r.metrics['sources_used']))}; one-hot weight "
                       f"{r.metrics['onehot_weight']}", highlight=False)
 
 
@@ -109,18 +110,18 @@ def predict(
     """Predict the device's latency for every architecture of the space (those in the store if it is huge)."""
     from harness.analysis import workflow
     from harness.results.export import write_table
-    from harness.results.store import Store
+    from harness.results.store import open_store
 
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         df = workflow.predict(workflow.open_context(st, space, str(cache_dir)), device)
     if out:
         write_table(df, out)
     if as_json:
         _print_json(df.to_dict(orient="records"))
         return
-    console.print(f"{device}: predicted {len(df)} {space} architectures; median {df.predicted_ms.median():.3f} ms, "
+    console.print(f"{esc(device)}: predicted {len(df)} {esc(space)} architectures; median {df.predicted_ms.median():.3f} ms, "
                   f"range {df.predicted_ms.min():.3f}-{df.predicted_ms.max():.3f} ms"
-                  + (f"; wrote {out}" if out else ""), highlight=False)
+                  + (f"; wrote {esc(out)}" if out else ""), highlight=False)
 
 
 @cli_errors
@@ -141,9 +142,9 @@ def pareto(
 ) -> None:
     """Does the proxy's Pareto set (accuracy vs latency) hold on the target? Recall, hypervolume, regret."""
     from harness.analysis import workflow
-    from harness.results.store import Store
+    from harness.results.store import open_store
 
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         r = workflow.pareto(workflow.open_context(st, space, str(cache_dir)), proxy, target, accuracy, what_if,
                             adapt_proxy, method)
     checks = {k: c.summary() for k, c in r.fronts().items()}
@@ -154,13 +155,13 @@ def pareto(
     if as_json:
         _print_json({"proxy": proxy, "target": target, "accuracy": accuracy, **checks})
         return
-    table = Table(title=f"Pareto check on {target} ({space}, {accuracy}, {r.proxy_front.n_archs} archs)")
+    table = Table(title=esc(f"Pareto check on {target} ({space}, {accuracy}, {r.proxy_front.n_archs} archs)"))
     for col in ("front from", "size", "recall", "HV ratio", "mean regret ms", "max regret ms", "mean regret %"):
         table.add_column(col, no_wrap=col == "front from")
     labels = {"proxy_front": f"proxy {proxy}", "predicted_front": r.predicted_from or "predictor"}
     for k, c in checks.items():
-        table.add_row(labels[k], str(c["proxy_front_size"]), f"{c['recall']:.3f}", f"{c['hv_ratio']:.4f}",
+        table.add_row(esc(labels[k]), str(c["proxy_front_size"]), f"{c['recall']:.3f}", f"{c['hv_ratio']:.4f}",
                       f"{c['regret_ms_mean']:.3f}", f"{c['regret_ms_max']:.3f}", f"{100 * c['regret_rel_mean']:.1f}")
     console.print(table)
     console.print(f"target front: {checks['proxy_front']['target_front_size']} architectures"
-                  + (f"; wrote {plot}" if plot else ""))
+                  + (f"; wrote {esc(plot)}" if plot else ""), highlight=False)

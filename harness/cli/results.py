@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc
 from harness.errors import HarnessError
 
 
@@ -36,9 +36,9 @@ def export(
     """Write the tidy latency table: one row per architecture, key columns, a <device>_ms median column each."""
     from harness.models.cache import EXPORTER_VERSION
     from harness.results.export import latency_table, write_table
-    from harness.results.store import Store
+    from harness.results.store import open_store
 
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         sp = _one_space(st, space)
         df = latency_table(st, sp, device or None)
         if ci:
@@ -57,19 +57,20 @@ def export(
                     df[f"{d}_ci_high_ms"] = [bounds.ci_high_ms.get(k) for k in row_keys]
     write_table(df, out)
     devices = [c[:-3] for c in df.columns if c.endswith("_ms") and not c.endswith(("_ci_low_ms", "_ci_high_ms"))]
-    console.print(f"wrote {out}: {len(df)} architectures × {len(devices)} device(s) ({', '.join(devices)})")
+    console.print(esc(f"wrote {out}: {len(df)} architectures × {len(devices)} device(s) ({', '.join(devices)})"),
+                  highlight=False)
     for d in devices:
         if f"{d}_exporter" not in df.columns:
             continue
         stale = int((df[f"{d}_exporter"].notna() & (df[f"{d}_exporter"] < EXPORTER_VERSION)).sum())
         modes = sorted(df[f"{d}_graph"].dropna().unique())
         if stale:
-            console.print(f"  [yellow]stale:[/] {d}: {stale} latencies are of models from an older exporter "
-                          f"(column {d}_exporter < {EXPORTER_VERSION}); re-measure them with `harness measure -d {d} "
-                          "... --remeasure-stale`", highlight=False)
+            console.print(f"  [yellow]stale:[/] {esc(d)}: {stale} latencies are of models from an older exporter "
+                          + esc(f"(column {d}_exporter < {EXPORTER_VERSION}); re-measure them with `harness measure "
+                                f"-d {d} ... --remeasure-stale`"), highlight=False)
         if len(modes) > 1:
-            console.print(f"  [yellow]mixed:[/] {d} has latencies of both graph modes ({', '.join(modes)}); see "
-                          f"column {d}_graph", highlight=False)
+            console.print(f"  [yellow]mixed:[/] {esc(d)} has latencies of both graph modes ({', '.join(modes)}); see "
+                          f"column {esc(d)}_graph", highlight=False)
 
 
 @cli_errors
@@ -77,17 +78,20 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     """List the campaigns in the store with their status and counts (stale: measurements of models from an
     older exporter; re-measure them with `harness measure ... --remeasure-stale`)."""
     from harness.models.cache import EXPORTER_VERSION
-    from harness.results.store import Store
+    from harness.results.store import open_store
 
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         df = st.campaigns(EXPORTER_VERSION)
-    table = Table(title=f"campaigns in {store}")
-    for col in ("id", "device", "space", "graph", "status", "planned", "ok", "failed", "stale", "started_at",
-                "message"):
+    table = Table(title=f"campaigns in {esc(store)}")
+    for col in ("id", "device", "space", "graph", "status", "planned", "ok", "failed", "stale", "runs/model",
+                "per-run", "started_at", "message"):
         table.add_column(col)
     for r in df.itertuples():
-        table.add_row(str(r.id), r.device, r.space, r.graph_mode or "-", r.status, str(r.planned), str(r.ok),
-                      str(r.failed), f"[yellow]{r.stale}[/]" if r.stale else "0", r.started_at[:19], r.message or "")
+        runs = "-" if r.runs_per_model != r.runs_per_model else f"{r.runs_per_model:g}"
+        per_run = {1: "yes", 0: "no (device statistics)"}.get(r.per_run, "-")
+        table.add_row(str(r.id), esc(r.device), esc(r.space), r.graph_mode or "-", r.status, str(r.planned),
+                      str(r.ok), str(r.failed), f"[yellow]{r.stale}[/]" if r.stale else "0", runs, per_run,
+                      r.started_at[:19], esc(r.message or ""))
     console.print(table)
     stale = int(df.stale.sum()) if not df.empty else 0
     if stale:

@@ -55,7 +55,7 @@ def adb(
         try:
             keys = [line for line in adb_keys.read_text().splitlines() if line.strip()]
         except OSError as e:
-            err.print(f"[bold red]error:[/] cannot read {adb_keys}: {e.strerror}")
+            err.print(f"[bold red]error:[/] cannot read {escape(str(adb_keys))}: {escape(str(e.strerror))}")
             raise typer.Exit(2) from None
     if not _loopback(host) and not (auth or keys):
         err.print(f"[bold red]error:[/] --host {escape(host)} lets other machines reach a phone that runs with your "
@@ -66,11 +66,12 @@ def adb(
         phone = VirtualPhone(root, host=host, port=port, model=model, auth=auth or bool(keys), adb_keys=keys,
                              faults=faults, max_payload=max_payload).start()
     except (OSError, ValueError) as e:
-        err.print(f"[bold red]error:[/] cannot start the virtual phone: {e}")
+        err.print(f"[bold red]error:[/] cannot start the virtual phone: {escape(str(e))}")
         raise typer.Exit(2) from None
     install_stand_in(root)
-    console.print(f"virtual phone [bold]{phone.identity.model}[/] ({phone.serial}) listening on {phone.address}, "
-                  f"storage in {root.resolve()}; `adb connect {phone.address}`. Ctrl-C stops it.", highlight=False)
+    console.print(f"virtual phone [bold]{escape(phone.identity.model)}[/] ({escape(str(phone.serial))}) listening on "
+                  f"{escape(phone.address)}, storage in {escape(str(root.resolve()))}; `adb connect "
+                  f"{escape(phone.address)}`. Ctrl-C stops it.", highlight=False)
     signal.signal(signal.SIGTERM, _stop)
     try:
         phone.serve_forever()

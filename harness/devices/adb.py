@@ -45,7 +45,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from harness.devices import adb_benchmark
 from harness.devices.driver import CheckReport, Driver, RunResult
 from harness.devices.profile import VIRTUAL_SERIAL, ADBConnection, Profile
-from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout
+from harness.devices.runner import zone_names
+from harness.devices.upload import upload_if_changed
+from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout, ParseError
 from harness.models.cache import Artifact, sha256_file
 
 RC_MARK = "__harness_rc="
@@ -61,11 +63,11 @@ class BenchmarkRunResult(RunResult):
 
     statistics: dict[str, Any] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | None]:
         s = self.statistics
         median = s.get("median_ms") if s.get("median_ms") is not None else s["avg_ms"]
         return {"median_ms": median, "mean_ms": s["avg_ms"], "std_ms": s["std_ms"], "min_ms": s["min_ms"],
-                "p90_ms": None}  # type: ignore[dict-item]  # benchmark_model prints p95, not p90
+                "p90_ms": None}  # benchmark_model prints p95, not p90
 
 
 # --- transport and keys ------------------------------------------------------------------
@@ -179,6 +181,7 @@ def _celsius(raw: float, tenths: bool = False) -> float:
 
 class ADBDriver(Driver):
     kind = "adb"
+    per_run_timings = False  # benchmark_model prints statistics of its runs, never each run
 
     def __init__(self, profile: Profile):
         super().__init__(profile)
@@ -340,20 +343,26 @@ class ADBDriver(Driver):
         """Put ``local`` at ``remote`` unless the same content is already there; returns True if pushed."""
         if self._pushed.get(remote) == sha:
             return False
-        rmode, rsize = self._remote_stat(remote)
-        if st.S_ISREG(rmode) and rsize == local.stat().st_size and self._remote_sha256(remote) == sha:
-            self._pushed[remote] = sha
-            return False
-        part = f"{remote}.part"
         timeout = max(self.profile.policy.timeout_seconds, self.conn.connect_timeout_s)
-        self._call(f"pushing {local.name} to {remote}", timeout, lambda d: d.push(
-            str(local), part, st_mode=st.S_IFREG | mode, mtime=int(local.stat().st_mtime),
-            transport_timeout_s=timeout, read_timeout_s=timeout))
-        self._check(["mv", "-f", part, remote], what="mv")
-        if mode & 0o111:
-            self._check(["chmod", f"{mode:o}", remote], what="chmod")
+
+        def size(path: str) -> int | None:
+            rmode, rsize = self._remote_stat(path)
+            return rsize if st.S_ISREG(rmode) else None
+
+        def push(src: Path, dst: str) -> None:
+            self._call(f"pushing {src.name} to {remote}", timeout, lambda d: d.push(
+                str(src), dst, st_mode=st.S_IFREG | mode, mtime=int(src.stat().st_mtime),
+                transport_timeout_s=timeout, read_timeout_s=timeout))
+
+        def move(src: str, dst: str) -> None:
+            self._check(["mv", "-f", src, dst], what="mv")
+            if mode & 0o111:
+                self._check(["chmod", f"{mode:o}", dst], what="chmod")
+
+        copied = upload_if_changed(local, remote, local_sha256=lambda: sha, remote_size=size,
+                                   remote_sha256=self._remote_sha256, copy=push, rename=move)
         self._pushed[remote] = sha
-        return True
+        return copied
 
     def _install_binary(self) -> tuple[str, str, str]:
         """(remote path, sha256, source) of the benchmark_model the campaign runs."""
@@ -406,11 +415,7 @@ class ADBDriver(Driver):
         self._cpus = self._ls(CPU_DIR, r"cpu\d+")
         zones = self._ls(THERMAL_DIR, r"thermal_zone\d+")
         types = self._read_files([f"{THERMAL_DIR}/{z}/type" for z in zones])
-        seen: dict[str, int] = {}
-        for z in zones:
-            t = types.get(f"{THERMAL_DIR}/{z}/type", z)
-            seen[t] = seen.get(t, 0) + 1
-            self._zones[z] = t if seen[t] == 1 else f"{t}#{seen[t]}"
+        self._zones = zone_names([(z, types.get(f"{THERMAL_DIR}/{z}/type")) for z in zones])
 
     def conditions(self) -> dict[str, Any]:
         """CPU frequencies and governors, battery and thermal-zone temperatures, right now."""
@@ -549,6 +554,9 @@ class ADBDriver(Driver):
                                      f"(its --max_secs)")
         warm = out.warmup.stat if out.warmup else None
         stats = timed.as_ms()
+        if not stats["avg_ms"] or stats["avg_ms"] <= 0:  # type: ignore[operator]
+            raise ParseError(f"benchmark_model reports an average of {timed.avg_us} us over {timed.count} runs; "
+                             "a latency must be above 0 (below the tool's 1 us resolution?)")
         after["benchmark_model"] = {
             "timed": stats,
             "warmup": warm.as_ms() if warm else None,
@@ -561,7 +569,8 @@ class ADBDriver(Driver):
             "warnings": out.warnings[-5:],
         }
         return BenchmarkRunResult(timed_ms=[stats["avg_ms"]], warmup_ms=[], init_ms=out.init(),  # type: ignore
-                                  conditions_before=before, conditions_after=after, statistics=stats)
+                                  conditions_before=before, conditions_after=after, per_run=False,
+                                  n_runs=timed.count, statistics=stats)
 
     def state(self) -> dict[str, Any]:
         """Temperatures and frequencies now, for device-state gating."""

@@ -55,13 +55,14 @@ TIMING_KEYS = {"Init": "init_us", "First inference": "first_us", "Warmup (avg)":
                "no stats": "inference_avg_us"}
 
 
-def _number(text: str, what: str, line: str, *, allow_nan: bool = False) -> float:
+def _number(text: str, what: str, line: str, *, allow_nan: bool = False, signed: bool = False) -> float:
+    """A finite number; negative only where ``signed`` (memory deltas): a time or count never is."""
     try:
         value = float(text)
     except ValueError:
-        raise ParseError(f"benchmark_model output: {what} is not a number in line {line!r}") from None
-    if math.isinf(value) or (math.isnan(value) and not allow_nan):
-        raise ParseError(f"benchmark_model output: {what} is {text!r} in line {line!r}")
+        raise ParseError(f"benchmark_model output: {what} is not a number in line {line[:300]!r}") from None
+    if math.isinf(value) or (math.isnan(value) and not allow_nan) or (value < 0 and not signed):
+        raise ParseError(f"benchmark_model output: {what} is {text[:40]!r} in line {line[:300]!r}")
     return value
 
 
@@ -217,8 +218,8 @@ def _parse_line(out: BenchmarkOutput, body: str, line: str) -> None:
         return
     if m := MEMORY.match(body):
         kind = "delta" if body.startswith("Memory") else "peak"
-        out.memory_mb[f"{kind}_init"] = _number(m.group(2), "memory", line)
-        out.memory_mb[f"{kind}_overall"] = _number(m.group(3), "memory", line)
+        out.memory_mb[f"{kind}_init"] = _number(m.group(2), "memory", line, signed=kind == "delta")
+        out.memory_mb[f"{kind}_overall"] = _number(m.group(3), "memory", line, signed=kind == "delta")
         return
     if m := RSS.match(body):
         out.memory_mb[m.group(1).lower().replace(" + ", "_")] = _number(m.group(2), "memory", line)

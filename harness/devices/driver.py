@@ -1,7 +1,10 @@
 """The one interface every driver implements, and the registry of drivers (and their connection models) by kind.
 
 A measurement is four steps (as in TVM's RPC runner): ``prepare`` the device once, ``push`` each model,
-``run`` it (every timed run comes back, never just an aggregate), ``cleanup``. Failures are typed
+``run`` it, ``cleanup``. What ``run`` returns is a declared capability, checked by the conformance suite:
+``per_run_timings`` drivers return every timed and warm-up run; the others (a phone's ``benchmark_model``
+prints statistics only) return the tool's own statistics, one aggregate value and the run count — never
+invented runs. Failures are typed
 :class:`~harness.errors.DriverError` subclasses with a kind, never a made-up latency.
 """
 
@@ -22,7 +25,7 @@ from harness.models.cache import Artifact
 class RunResult:
     """Everything one model's measurement produced on the device."""
 
-    timed_ms: list[float]
+    timed_ms: list[float]   # every timed run; for a statistics-only driver its one aggregate (see per_run)
     warmup_ms: list[float] = field(default_factory=list)
     init_ms: float | None = None
     conditions_before: dict[str, Any] = field(default_factory=dict)
@@ -32,16 +35,22 @@ class RunResult:
     neighbours: dict[str, Any] | None = None  # other processes' CPU and steal during the model
     reference_ms: list[float] | None = None  # the paired reference model, one run before each timed run
     reference_wait_ms: list[float] | None = None
+    per_run: bool = True        # False: timed_ms holds an aggregate, not runs
+    n_runs: int | None = None   # timed runs done on the device; len(timed_ms) when per_run
 
     def __post_init__(self) -> None:
         if not self.timed_ms:
             raise ValueError("a RunResult needs at least one timed run")
+        if self.n_runs is None:
+            if not self.per_run:
+                raise ValueError("a statistics-only RunResult must say how many runs it summarises (n_runs)")
+            self.n_runs = len(self.timed_ms)
 
     @property
     def median_ms(self) -> float:
         return statistics.median(self.timed_ms)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | None]:
         xs = sorted(self.timed_ms)
         mean = statistics.fmean(xs)
         return {
@@ -69,6 +78,9 @@ class Driver(ABC):
     """Base class; subclasses set ``kind`` to the profile's ``connection.kind``."""
 
     kind: ClassVar[str]
+    # True: run() returns every timed and warm-up run. False: the device's tool reports statistics only;
+    # run() returns a RunResult with per_run=False, n_runs and the tool's own summary().
+    per_run_timings: ClassVar[bool] = True
 
     def __init__(self, profile: Profile):
         self.profile = profile

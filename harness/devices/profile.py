@@ -8,6 +8,7 @@ expected (see :func:`load_profile`).
 from __future__ import annotations
 
 import difflib
+import reprlib
 import hashlib
 import json
 import re
@@ -23,10 +24,19 @@ from harness.errors import ProfileError
 from harness.measure.policy import Adaptive, Gate, Sentinels
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+MAX_PROFILE_BYTES = 64 * 1024  # a profile is a few hundred bytes; anything this big is a mistake or an attack
+MAX_VALUES = 5_000  # values after YAML aliases are expanded (a 400-byte alias bomb expands to millions)
+MAX_DEPTH = 20
+ORT_OPT_LEVELS = ("disable", "basic", "extended", "all")
+_echo = reprlib.Repr()  # what error messages echo of a bad value: bounded whatever the value is
+_echo.maxstring = _echo.maxother = 80
+_echo.maxlist = _echo.maxdict = _echo.maxtuple = _echo.maxset = 6
+_echo.maxlevel = 3
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: .inf in timeout_seconds or min_seconds would hang a campaign, not fail it
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Connection(_Strict):
@@ -93,6 +103,14 @@ class Runtime(_Strict):
     def model_format(self) -> str:
         return RUNTIME_FORMATS[self.name]
 
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, v: dict) -> dict:
+        level = v.get("graph_optimization_level")
+        if level is not None and str(level) not in ORT_OPT_LEVELS:
+            raise ValueError(f"graph_optimization_level must be one of {', '.join(ORT_OPT_LEVELS)}")
+        return v
+
     @model_validator(mode="after")
     def _runtime_specific(self) -> Runtime:
         if self.name == "onnxruntime" and self.delegate != "cpu":
@@ -116,7 +134,7 @@ class Policy(_Strict):
     min_seconds: float = Field(0.0, ge=0, description="keep timing until this long has passed")
     cooldown_seconds: float = Field(0.0, ge=0, description="pause between models (thermal)")
     timeout_seconds: float = Field(120.0, gt=0, description="per-model limit; exceeded = timeout failure")
-    input_seed: int = 0
+    input_seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the random inputs")
     adaptive: Adaptive | None = Field(default_factory=Adaptive,
                                       description="adaptive stopping; null = fixed timed_runs")
     rounds: int = Field(2, ge=1, le=1000, description="visits per architecture, in seeded shuffled orders")
@@ -226,11 +244,29 @@ def _describe(err: dict, data: Any) -> str:
         return f"{field}: unknown field{hint}; allowed here: {', '.join(model.model_fields)}"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    return f"{field}: {msg} (got {err.get('input')!r})"
+    return f"{field}: {msg} (got {_echo.repr(err.get('input'))})"
+
+
+def _check_bounds(data: Any, source: str) -> None:
+    """Refuse YAML that expands to more than MAX_VALUES values or nests deeper than MAX_DEPTH (alias bombs):
+    counted with a bounded walk, so the check itself stays cheap whatever the aliases expand to."""
+    count = 0
+    stack = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES or depth > MAX_DEPTH:
+            raise ProfileError(source, [f"(top level): the profile expands to more than {MAX_VALUES} values or "
+                                        f"{MAX_DEPTH} levels (YAML aliases?); a profile is a small mapping"])
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for kv in node.items() for v in kv)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
 
 
 def parse_profile(data: Any, source: str) -> Profile:
     """Validate already-parsed YAML; ``source`` names the file in errors."""
+    _check_bounds(data, source)
     if not isinstance(data, dict):
         what = "empty" if data is None else f"a {type(data).__name__}"
         raise ProfileError(source, [f"(top level): expected a mapping with name, connection, runtime, policy; "
@@ -249,6 +285,10 @@ def parse_profile(data: Any, source: str) -> Profile:
 def load_profile(path: str | Path) -> Profile:
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise ProfileError(str(path), [f"file is too large for a profile ({size} bytes; the limit is "
+                                           f"{MAX_PROFILE_BYTES})"])
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ProfileError(str(path), [f"cannot read file: {e.strerror}"]) from None

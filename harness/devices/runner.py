@@ -15,7 +15,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 PROTOCOL = 1
 
@@ -75,12 +75,27 @@ def max_frequencies_mhz() -> dict[str, float]:
     return out
 
 
-def temperatures_c() -> dict[str, float]:
+def zone_names(zones: list[tuple[str, str | None]]) -> dict[str, str]:
+    """(zone folder, its type) -> the zone's name in conditions: its type, with ``#2``, ``#3``... when types
+    repeat (boards and phones have several ``cpu-thermal`` or ``tsens`` zones), the folder when untyped.
+    Shared by every driver (the ADB driver imports it), so one zone has one name everywhere."""
+    seen: dict[str, int] = {}
     out = {}
-    for z in sorted(_THERMAL.glob("thermal_zone*")):
+    for folder, kind in zones:
+        t = kind or folder
+        seen[t] = seen.get(t, 0) + 1
+        out[folder] = t if seen[t] == 1 else f"{t}#{seen[t]}"
+    return out
+
+
+def temperatures_c() -> dict[str, float]:
+    folders = sorted(_THERMAL.glob("thermal_zone*"), key=lambda z: (len(z.name), z.name))  # zone2 before zone10
+    names = zone_names([(z.name, _read(z / "type")) for z in folders])
+    out = {}
+    for z in folders:
         t = _read(z / "temp")
         if t and t.lstrip("-").isdigit():
-            out[_read(z / "type") or z.name] = int(t) / 1000.0
+            out[names[z.name]] = int(t) / 1000.0
     return out
 
 
@@ -100,12 +115,13 @@ def static_conditions() -> dict[str, Any]:
         "machine": platform.machine(),
         "hostname": platform.node(),
         "python": platform.python_version(),
-        "governor": governors() or None,
+        "governors": governors() or None,
     }
 
 
 def dynamic_conditions() -> dict[str, Any]:
-    out: dict[str, Any] = {"cpu_freq_mhz": frequencies_mhz() or None, "temperature_c": temperatures_c() or None}
+    out: dict[str, Any] = {"time_unix": round(time.time(), 3), "cpu_freq_mhz": frequencies_mhz() or None,
+                           "temperatures_c": temperatures_c() or None}
     try:
         out["loadavg_1m"] = os.getloadavg()[0]
     except OSError:
@@ -196,23 +212,43 @@ def load(req: dict):
     raise ValueError(f"unknown runtime {runtime!r}")
 
 
+def _bounded(req: dict, key: str, default, kind, lo, hi):
+    value = req.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValueError(f"{key} must be a number, got {str(value)[:40]!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{key} must be between {lo} and {hi}, got {value!r}")
+    return kind(value)
+
+
 def validate(req: dict) -> dict:
     """Check and normalise a run request before anything touches the runtime."""
-    if req["runtime"] not in ("onnxruntime", "tflite"):
-        raise ValueError(f"unknown runtime {req['runtime']!r}")
-    out = dict(req, model=str(req["model"]), threads=int(req.get("threads", 1)),
-               warmup_runs=int(req.get("warmup_runs", 0)), timed_runs=int(req.get("timed_runs", 1)),
-               min_seconds=float(req.get("min_seconds", 0.0)), seed=int(req.get("seed", 0)))
-    if out["timed_runs"] < 1 or out["warmup_runs"] < 0 or out["threads"] < 1:
-        raise ValueError("timed_runs >= 1, warmup_runs >= 0 and threads >= 1 are required")
+    if req.get("runtime") not in ("onnxruntime", "tflite"):
+        raise ValueError(f"unknown runtime {str(req.get('runtime'))[:40]!r}")
+    if not isinstance(req.get("model"), str) or not req["model"]:
+        raise ValueError("model must be a path")
+    if not isinstance(req.get("options") or {}, dict):
+        raise ValueError("options must be an object")
+    for key in ("delegate", "execution_provider"):
+        if req.get(key) is not None and not isinstance(req[key], str):
+            raise ValueError(f"{key} must be a string")
     ad = req.get("adaptive")
     if ad is not None:
-        ad = {"target_rel_ci": float(ad["target_rel_ci"]), "min_runs": int(ad["min_runs"]),
-              "max_runs": int(ad["max_runs"]), "max_seconds": float(ad["max_seconds"])}
-        if not (ad["target_rel_ci"] > 0 and 1 <= ad["min_runs"] <= ad["max_runs"] and ad["max_seconds"] > 0):
-            raise ValueError("adaptive needs target_rel_ci > 0, 1 <= min_runs <= max_runs, max_seconds > 0")
-    out["adaptive"] = ad
-    return out
+        if not isinstance(ad, dict):
+            raise ValueError("adaptive must be an object")
+        ad = {"target_rel_ci": _bounded(ad, "target_rel_ci", None, float, 1e-9, 1.0),
+              "min_runs": _bounded(ad, "min_runs", None, int, 1, 10_000_000),
+              "max_runs": _bounded(ad, "max_runs", None, int, 1, 10_000_000),
+              "max_seconds": _bounded(ad, "max_seconds", None, float, 1e-6, 86_400.0)}
+        if ad["min_runs"] > ad["max_runs"]:
+            raise ValueError("adaptive.min_runs must not exceed adaptive.max_runs")
+    if req.get("reference") is not None and not isinstance(req["reference"], str):
+        raise ValueError("reference must be a path")
+    return dict(req, adaptive=ad, threads=_bounded(req, "threads", 1, int, 1, 1024),
+                warmup_runs=_bounded(req, "warmup_runs", 0, int, 0, 1_000_000),
+                timed_runs=_bounded(req, "timed_runs", 1, int, 1, 10_000_000),
+                min_seconds=_bounded(req, "min_seconds", 0.0, float, 0.0, 86_400.0),
+                seed=_bounded(req, "seed", 0, int, 0, 2**32 - 1))
 
 
 # --- the stopping rule (kept here because this file runs alone on devices; harness.measure.stats
@@ -468,8 +504,12 @@ def measure(req: dict) -> dict:
     return out
 
 
-def handle(req: dict) -> dict:
+def handle(req) -> dict:
+    if not isinstance(req, dict):
+        return {"ok": False, "kind": "parse_error", "message": f"a request is a JSON object, not {type(req).__name__}"}
     op = req.get("op", "run")
+    if not isinstance(op, str):
+        return {"ok": False, "kind": "parse_error", "message": "op must be a string"}
     if op == "hello":
         return {"ok": True, "protocol": PROTOCOL, "pid": os.getpid(), "versions": runtime_versions(),
                 "conditions": static_conditions(), "tensorflow_imported": "tensorflow" in sys.modules}
@@ -480,6 +520,8 @@ def handle(req: dict) -> dict:
     if op == "sha256":  # lets a remote driver skip re-pushing a model that is already there
         import hashlib
 
+        if not isinstance(req.get("path"), str):
+            return {"ok": False, "kind": "parse_error", "message": "sha256 needs a path (a string)"}
         try:
             digest = hashlib.sha256()
             with open(str(req["path"]), "rb") as f:  # no hashlib.file_digest: devices run old Pythons
@@ -491,13 +533,26 @@ def handle(req: dict) -> dict:
     if op == "run":
         try:
             req = validate(req)
-        except (KeyError, ValueError, TypeError) as e:
-            return {"ok": False, "kind": "parse_error", "message": f"bad request: {e!r}"}
+        except (KeyError, ValueError, TypeError, ArithmeticError) as e:
+            return {"ok": False, "kind": "parse_error", "message": f"bad request: {e}"}
         try:
             return measure(req)
         except Exception as e:  # the runtime's own errors: a model it cannot load or run
             return {"ok": False, "kind": "device_error", "message": f"{type(e).__name__}: {e}"}
-    return {"ok": False, "kind": "parse_error", "message": f"unknown op {op!r}"}
+    return {"ok": False, "kind": "parse_error", "message": f"unknown op {op[:40]!r}"}
+
+
+def answer(line: str, handler: Callable[[dict], dict] | None = None) -> dict:
+    """One request line -> one answer (``handler``, default :func:`handle`); nothing a client sends can end
+    the worker."""
+    try:
+        req = json.loads(line)
+    except (ValueError, RecursionError) as e:
+        return {"ok": False, "kind": "parse_error", "message": f"bad JSON: {str(e)[:200]}"}
+    try:
+        return (handler or handle)(req)
+    except Exception as e:  # a bug here must cost one request, not the worker
+        return {"ok": False, "kind": "device_error", "message": f"runner error: {type(e).__name__}: {str(e)[:200]}"}
 
 
 def _protocol_stream():
@@ -507,22 +562,20 @@ def _protocol_stream():
     return proto
 
 
-def serve() -> None:
-    """JSON-lines loop: one request per line in, one response per line out."""
+def serve(handler: Callable[[dict], dict] | None = None) -> None:
+    """JSON-lines loop: one request per line in, one response (``handler(request)``, default :func:`handle`)
+    per line out. Also the virtual phone's benchmark worker (``harness.sim.adb.bench``)."""
     import signal
 
+    handler = handler or handle
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the campaign's to handle, not the worker's
     proto = _protocol_stream()
-    for line in sys.stdin:
+    import io
+
+    for line in io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace"):  # bad bytes: a bad request
         if not line.strip():
             continue
-        try:
-            req = json.loads(line)
-        except json.JSONDecodeError as e:
-            resp = {"ok": False, "kind": "parse_error", "message": f"bad JSON: {e}"}
-        else:
-            resp = handle(req)
-        proto.write(json.dumps(resp) + "\n")
+        proto.write(json.dumps(answer(line, handler)) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -534,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         serve()
         return 0
     if args.request:
-        _protocol_stream().write(json.dumps(handle(json.loads(args.request))) + "\n")
+        _protocol_stream().write(json.dumps(answer(args.request)) + "\n")
         return 0
     ap.error("give --serve or --request")
     return 2

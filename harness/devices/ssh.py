@@ -28,6 +28,7 @@ import paramiko
 from harness.devices.driver import RunResult
 from harness.devices import protocol
 from harness.devices.runner_client import RunnerDriver
+from harness.devices.upload import upload_if_changed
 from harness.errors import ConnectionLost, DeviceError
 from harness.models.cache import Artifact, sha256_file
 
@@ -203,22 +204,23 @@ class SSHDriver(RunnerDriver):
 
     def _upload(self, local: Path, remote: str, digest: str | None = None) -> bool:
         """Put ``local`` at ``remote`` unless it is already there with the same SHA-256; True if copied."""
-        assert self.sftp is not None
-        try:
+        sftp = self.sftp
+        assert sftp is not None
+
+        def size(path: str) -> int | None:
             try:
-                if self.sftp.stat(remote).st_size == local.stat().st_size and \
-                        self._remote_sha256(remote) == (digest or self._local_sha256(local)):
-                    return False
+                return sftp.stat(path).st_size
             except FileNotFoundError:
-                pass
-            tmp = f"{remote}.part"
-            self.sftp.put(str(local), tmp)
-            self.sftp.posix_rename(tmp, remote)
+                return None
+
+        try:
+            return upload_if_changed(local, remote, local_sha256=lambda: digest or self._local_sha256(local),
+                                     remote_size=size, remote_sha256=self._remote_sha256,
+                                     copy=lambda src, dst: sftp.put(str(src), dst), rename=sftp.posix_rename)
         except (OSError, paramiko.SSHException, EOFError) as e:
             if self._alive():  # the device answered: a real write error (permissions, disk full)
                 raise DeviceError(f"{self.profile.name}: cannot write {remote}: {e}") from None
             raise ConnectionLost(f"{self.profile.name}: connection lost while copying {local.name}: {e}") from None
-        return True
 
     def _open_channel(self) -> ChannelLines:
         if self.client is None:

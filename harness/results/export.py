@@ -12,21 +12,38 @@ from harness.models.spaces import get_space
 from harness.results.store import Store
 
 
+def latency_wide(store: Store, space: str, devices: list[str] | None = None,
+                 degenerate: bool = True) -> pd.DataFrame:
+    """The one pivot of the store's latencies: rows are architecture keys, columns devices (``devices``' order,
+    else sorted), values ms (NaN where missing); empty when the space has no data. Names a missing device.
+    ``degenerate=False`` drops architectures whose measured model has an input-independent output."""
+    long = store.latencies(space, devices)
+    if not degenerate:
+        bad = set(long.key[long.degenerate.fillna(0).astype(int) == 1])
+        long = long[~long.key.isin(bad)]
+    if devices:
+        missing = sorted(set(devices) - set(long.device))
+        if missing:
+            have = sorted(set(store.latencies(space).device))
+            raise HarnessError(f"no {space} latencies for {', '.join(missing)} in {store.path}; devices with "
+                               f"{space} data: {', '.join(have) or '(none)'}")
+    if long.empty:
+        return pd.DataFrame(columns=list(devices or []), dtype=float)
+    wide = long.pivot(index="key", columns="device", values="latency_ms")
+    return wide[list(devices) if devices else sorted(wide.columns)]
+
+
 def latency_table(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
     """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device; a
     measured device also gets ``<device>_graph`` (prune/keep), ``<device>_exporter`` (exporter version of
     the model) and ``<device>_degenerate`` (1 when the model's output does not depend on its input)."""
     keys = list(get_space(space).key_columns)
-    long = store.latencies(space, devices)
-    if devices:
-        missing = sorted(set(devices) - set(long.device))
-        if missing:
-            raise HarnessError(f"no {space} latencies for device(s) {', '.join(missing)} in {store.path}")
-    if long.empty:
+    wide = latency_wide(store, space, devices)
+    if wide.empty:
         return pd.DataFrame(columns=keys)
-    wide = long.pivot(index="key", columns="device", values="latency_ms")
-    order = devices or sorted(wide.columns)
-    wide = wide[order].rename(columns=lambda d: f"{d}_ms")
+    long = store.latencies(space, devices)
+    order = list(wide.columns)
+    wide = wide.rename(columns=lambda d: f"{d}_ms")
     measured = long[long.origin == "measured"]
     parts = []
     for d in order:

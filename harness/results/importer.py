@@ -9,17 +9,20 @@ different value is an error naming both sources.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import socket
 import sqlite3
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from harness.devices.profile import is_valid_name
 from harness.errors import HarnessError, SpaceError, StoreError
 from harness.models.spaces import SPACES, Arch, SearchSpace, get_space
 from harness.results.store import Store, _pid_alive, utcnow
@@ -68,12 +71,43 @@ def read_table(path: Path) -> pd.DataFrame:
     name = path.name.lower()
     try:
         if name.endswith(".parquet"):
-            return pd.read_parquet(path)
-        if name.endswith((".csv", ".csv.gz")):
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise ImportFileError(f"{path}: cannot read: {e}") from None
-    raise ImportFileError(f"{path}: unknown format; use .csv, .csv.gz or .parquet")
+            df = pd.read_parquet(path)
+            header = [str(c) for c in df.columns]
+        elif name.endswith((".csv", ".csv.gz")):
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            # pandas renames a repeated header (x_ms, x_ms.1): read the header as written to see repeats
+            header = [str(c) for c in pd.read_csv(path, header=None, nrows=1, dtype=str,
+                                                  keep_default_na=False).iloc[0]]
+        else:
+            raise ImportFileError(f"{path}: unknown format; use .csv, .csv.gz or .parquet")
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ImportFileError(f"{path}: the compressed file is truncated or damaged ({e}); fetch it again") from None
+    except UnicodeDecodeError as e:
+        raise ImportFileError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 CSV") from None
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        hint = " (the compressed file may be truncated or damaged)" if name.endswith(".gz") else ""
+        raise ImportFileError(f"{path}: cannot read{hint}: {e}") from None
+    seen: set[str] = set()
+    repeated = sorted({c for c in header if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
+    if repeated:
+        raise ImportFileError(f"{path}: column(s) {', '.join(repr(c) for c in repeated)} appear more than once "
+                              "in the header; each column must have its own name")
+    return df
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets run as a formula (CSV injection)
+
+
+def check_column_names(columns: list[str], path: Path) -> None:
+    """Device names come from headers, so they follow the profile name rule; no header may look like a
+    spreadsheet formula (it would reach exported CSV headers)."""
+    for col in columns:
+        if col.endswith("_ms") and not is_valid_name(col[:-3]):
+            raise ImportFileError(f"{path}: column {col!r}: {col[:-3]!r} is not a valid device name (letters, "
+                                  "digits, '.', '_' and '-', starting with a letter or digit); rename the column")
+        if col.startswith(FORMULA_START):
+            raise ImportFileError(f"{path}: column {col!r} starts with {col[0]!r}, which spreadsheets run as a "
+                                  "formula; rename the column")
 
 
 def detect_space(columns: list[str], path: Path) -> str:
@@ -164,7 +198,7 @@ def _no_duplicates(archs: list[Arch], df: pd.DataFrame, path: Path, note: str = 
 
 
 def import_table(store: Store, path: str | Path, source: str | None = None,
-                 space: str | None = None) -> ImportReport:
+                 space: str | None = None, allow_zero: bool = False) -> ImportReport:
     path = Path(path)
     if not path.is_file():
         raise ImportFileError(f"{path}: no such file")
@@ -172,6 +206,7 @@ def import_table(store: Store, path: str | Path, source: str | None = None,
     df = read_table(path)
     if df.empty:
         raise ImportFileError(f"{path}: the table has no rows")
+    check_column_names([str(c) for c in df.columns], path)
     space_name = space or detect_space(list(df.columns), path)
     if space_name not in SPACES:
         raise ImportFileError(f"{path}: looks like the {space_name} space, which this harness version does not "
@@ -188,9 +223,19 @@ def import_table(store: Store, path: str | Path, source: str | None = None,
         if values.isna().all():
             report.warnings.append(f"{path}: column {col} is empty in every row; skipped")
             continue
+        inf = np.isinf(values)
+        if inf.any():
+            examples = ", ".join(repr(v) for v in df[col][inf].head(3))
+            raise ImportFileError(f"{path}: column {col}: infinite or out-of-range latencies ({examples}) on lines "
+                                  f"{_rows(df.index[inf])}; leave a missing value empty")
         neg = values < 0
         if neg.any():
             raise ImportFileError(f"{path}: column {col}: negative latencies on lines {_rows(df.index[neg])}")
+        zero = values == 0
+        if zero.any() and not allow_zero:
+            raise ImportFileError(f"{path}: column {col}: zero latencies on lines {_rows(df.index[zero])}; 0 ms is a "
+                                  "failed or missing measurement: leave the cell empty, or pass --allow-zero to "
+                                  "import them as 0")
         latencies[col[:-3]] = values
     metrics: dict[str, tuple[str, pd.Series]] = {}
     for col in df.columns:
@@ -202,6 +247,10 @@ def import_table(store: Store, path: str | Path, source: str | None = None,
         if values.notna().sum() == 0 or (values.isna() & df[col].notna()).any():
             report.warnings.append(f"{path}: column {col} is not numeric; not imported")
             continue
+        inf = np.isinf(values.astype(float))
+        if inf.any():
+            raise ImportFileError(f"{path}: column {col}: infinite or out-of-range values on lines "
+                                  f"{_rows(df.index[inf])}; leave a missing value empty")
         metrics[col] = ("accuracy" if col.startswith("acc_") else "metadata", values.astype(float))
     report.metrics = list(metrics)
     if not latencies and not any(kind == "accuracy" for kind, _ in metrics.values()):

@@ -26,7 +26,7 @@ from harness import __version__
 from harness.errors import StoreError
 from harness.models.spaces import Arch
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -170,8 +170,13 @@ ALTER TABLE imports ADD COLUMN state TEXT NOT NULL DEFAULT 'done' CHECK (state I
 ALTER TABLE imports ADD COLUMN host TEXT;
 ALTER TABLE imports ADD COLUMN pid INTEGER;
 """,
-    # measurements you can trust: rounds, the estimate's CI and stop rule, run flags, suspects, sentinels
+    # whether a measurement's runs table holds every timed run (1) or the device reported statistics only
+    # (0: a phone's benchmark_model); NULL: measured before this was recorded
     5: """
+ALTER TABLE measurements ADD COLUMN per_run INTEGER CHECK (per_run IN (0, 1));
+""",
+    # measurements you can trust: rounds, the estimate's CI and stop rule, run flags, suspects, sentinels
+    6: """
 ALTER TABLE measurements ADD COLUMN round INTEGER;
 ALTER TABLE measurements ADD COLUMN rounds INTEGER;
 ALTER TABLE measurements ADD COLUMN stop_rule TEXT;
@@ -227,6 +232,19 @@ def normalized(visits: pd.DataFrame) -> pd.Series:
         scale = visits[has].groupby("device")["ref_median_ms"].transform("median")
         out[has] = visits.loc[has, "median_ms"] / visits.loc[has, "ref_median_ms"] * scale
     return out
+
+
+def open_store(path: str | os.PathLike, *, write: bool = True, **kwargs: Any) -> Store:
+    """The store for a command: read commands (``write=False``) never create one, and open it read-only
+    when it (or its folder) cannot be written, e.g. on read-only media or owned by someone else."""
+    p = Path(path)
+    if not write:
+        if not p.is_file():
+            raise StoreError(f"no store at {p}: measure or import something first, or point --store "
+                             "(or HARNESS_STORE) at an existing store")
+        if not (os.access(p, os.W_OK) and os.access(p.parent, os.W_OK)):
+            return Store(p, readonly=True, **kwargs)
+    return Store(p, **kwargs)
 
 
 def describe_sqlite_error(e: sqlite3.Error, path: Path) -> StoreError:
@@ -287,36 +305,71 @@ def _pid_alive(pid: int) -> bool:
 class Store:
     """Open (creating if needed) the store at ``path``; the schema version is checked here."""
 
-    def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 30.0):
+    def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 30.0, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
+        self.warnings: list[str] = []  # problems that did not stop the store from opening
         self.pending_dir = self.path.with_name(self.path.name + ".pending")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if readonly and not self.path.is_file():
+            raise StoreError(f"no store at {self.path}: measure or import something first, or point --store "
+                             "(or HARNESS_STORE) at an existing store")
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = None  # type: ignore[assignment]
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout)
+            self.db = self._connect_readonly(busy_timeout) if readonly else \
+                sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout)
             self.db.execute("PRAGMA foreign_keys = ON")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")
+            # recognise the file before changing anything in it: journal_mode = WAL rewrites its header
             self._init_schema()
-        except sqlite3.DatabaseError as e:
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = NORMAL")
+        except (sqlite3.Error, StoreError) as e:
+            if self.db is not None:
+                self.db.close()
+            if isinstance(e, StoreError):
+                raise
             raise StoreError(f"{self.path} is not a usable harness store: {e}") from None
-        self.replay_pending()
+        if not readonly:
+            self.replay_pending()
+
+    def _connect_readonly(self, busy_timeout: float) -> sqlite3.Connection:
+        """Read-only: never creates, upgrades or writes anything. On read-only media a WAL store cannot
+        create its shared-memory file, so it is then opened as immutable (nobody can be writing to it)."""
+        from urllib.parse import quote
+
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
+        try:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+        return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, timeout=busy_timeout)
 
     def _init_schema(self) -> None:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not tables:
+        if not tables and not self.readonly:
             # one script, one transaction: a crash here leaves an empty file, never half a schema
+            self.db.execute("PRAGMA journal_mode = WAL")
             upgrades = "".join(MIGRATIONS[v] for v in range(1, SCHEMA_VERSION))
             self.db.executescript(
                 f"BEGIN IMMEDIATE; {SCHEMA} {upgrades} INSERT INTO meta VALUES ('schema_version', "
                 f"'{SCHEMA_VERSION}'), ('created_by', 'harness {__version__}'); COMMIT;")
             return
         if "meta" not in tables:
-            raise StoreError(f"{self.path} is an SQLite file but not a harness store (no meta table)")
+            raise StoreError(f"{self.path} is an SQLite file but not a harness store (no meta table); "
+                             "nothing in it was changed. Use another --store file.")
         row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         found = int(row[0]) if row and str(row[0]).isdigit() else None
         if found is None or found > SCHEMA_VERSION or found < 1:
             raise StoreError(f"{self.path} has store schema version {found}; this harness {__version__} "
                              f"reads versions 1..{SCHEMA_VERSION}. Use a matching harness or a new --store file.")
+        if found < SCHEMA_VERSION and self.readonly:
+            raise StoreError(f"{self.path} was written by an older harness (store schema {found}) and is read-only "
+                             f"here; this harness needs schema {SCHEMA_VERSION}. Copy it somewhere writable: "
+                             "the first command that opens the copy upgrades it.")
         if found < SCHEMA_VERSION:  # additive upgrade, all steps in one transaction
             upgrades = "".join(MIGRATIONS[v] for v in range(found, SCHEMA_VERSION))
             self.db.executescript(f"BEGIN IMMEDIATE; {upgrades} UPDATE meta SET value = '{SCHEMA_VERSION}' "
@@ -385,12 +438,23 @@ class Store:
             try:
                 rec = json.loads(f.read_text())
                 arch = Arch(**rec.pop("arch"))
-            except (OSError, ValueError, TypeError) as e:
-                raise StoreError(f"{f}: unreadable pending measurement ({e}); move it away to continue") from None
-            self.record_measurement(arch=arch, **rec)
+                self.record_measurement(arch=arch, **rec)
+            except StoreError as e:
+                if e.transient:
+                    return added  # busy now: the next open tries again
+                self._reject_pending(f, str(e))
+                continue
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                self._reject_pending(f, str(e))
+                continue
             f.unlink()
             added += 1
         return added
+
+    def _reject_pending(self, f: Path, why: str) -> None:
+        """A pending measurement that cannot go in (damaged, or from another store) is set aside, not lost."""
+        f.rename(f.with_suffix(".rejected"))
+        self.warnings.append(f"{f.with_suffix('.rejected')}: kept aside, not added to the store: {why}")
 
     # --- devices and architectures -------------------------------------------------------
     @_guarded
@@ -469,6 +533,7 @@ class Store:
         q = """SELECT c.id, d.name AS device, c.space, c.status, c.planned,
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
                       SUM(m.status = 'ok' AND ? IS NOT NULL AND COALESCE(m.exporter_version, 1) < ?) AS stale,
+                      AVG(m.n_runs) AS runs_per_model, MIN(m.per_run) AS per_run,
                       MAX(m.graph_mode) AS graph_mode, c.started_at, c.finished_at, c.message
                FROM campaigns c JOIN devices d ON d.id = c.device_id
                LEFT JOIN measurements m ON m.campaign_id = c.id
@@ -486,13 +551,15 @@ class Store:
                            conditions: dict | None = None, failure_kind: str | None = None,
                            failure_message: str | None = None, graph_mode: str | None = None,
                            exporter_version: int | None = None, degenerate: bool | None = None,
+                           per_run: bool = True, n_runs: int | None = None,
                            round_no: int | None = None, rounds: int | None = None,
                            extra: dict[str, Any] | None = None, run_flags: list[int] | None = None,
                            wait_ms: list[float] | None = None) -> int:
         """One model's outcome (one visit, in a rounds campaign) and all its runs, in one transaction.
 
         ``graph_mode``, ``exporter_version`` and ``degenerate`` say which model was measured
-        (harness.models.cache); ``extra`` fills the trust columns (stop_rule, ci_low_ms, ci_high_ms, n_used,
+        (harness.models.cache); ``per_run`` False: ``timed_ms`` is the device's aggregate and ``n_runs`` how
+        many runs it summarises; ``extra`` fills the trust columns (stop_rule, ci_low_ms, ci_high_ms, n_used,
         n_preempted, n_outliers, suspect, gate_wait_s, ref_median_ms); ``run_flags``/``wait_ms`` go with the
         timed runs.
         """
@@ -510,13 +577,13 @@ class Store:
             cur = db.execute(
                 """INSERT INTO measurements (campaign_id, device_id, arch_id, model_format, model_digest, status,
                    failure_kind, failure_message, n_runs, median_ms, mean_ms, std_ms, min_ms, p90_ms, init_ms,
-                   conditions_json, started_at, duration_s, graph_mode, exporter_version, degenerate)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   conditions_json, started_at, duration_s, graph_mode, exporter_version, degenerate, per_run)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (campaign_id, dev, aid, model_format, model_digest, "ok" if ok else "failed",
-                 failure_kind, failure_message, len(timed) if ok else None, s.get("median_ms"), s.get("mean_ms"),
-                 s.get("std_ms"), s.get("min_ms"), s.get("p90_ms"), init_ms,
+                 failure_kind, failure_message, (n_runs or len(timed)) if ok else None, s.get("median_ms"),
+                 s.get("mean_ms"), s.get("std_ms"), s.get("min_ms"), s.get("p90_ms"), init_ms,
                  json.dumps(conditions or {}, default=str), started_at, duration_s, graph_mode, exporter_version,
-                 None if degenerate is None else int(degenerate)))
+                 None if degenerate is None else int(degenerate), int(per_run) if ok else None))
             mid = int(cur.lastrowid)
             db.execute(f"UPDATE measurements SET round = ?, rounds = ?, "
                        f"{', '.join(f'{k} = ?' for k in TRUST_COLUMNS)} WHERE id = ?",
@@ -551,7 +618,7 @@ class Store:
     @_guarded
     def measurements(self, device: str | None = None, space: str | None = None) -> pd.DataFrame:
         q = """SELECT m.id, d.name AS device, a.space, a.key, m.status, m.failure_kind, m.failure_message,
-                      m.n_runs, m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, m.init_ms,
+                      m.n_runs, m.per_run, m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, m.init_ms,
                       m.model_format, m.model_digest, m.graph_mode, m.exporter_version, m.degenerate,
                       m.campaign_id, m.started_at, m.duration_s
                FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id

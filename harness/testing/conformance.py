@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.devices.conditions import check_conditions
 from harness.devices.driver import Driver
 from harness.devices.profile import Profile
 from harness.errors import DeviceError, DriverError, MeasurementTimeout
@@ -67,18 +68,31 @@ class DriverConformance:
         assert cond["runtime"] == profile.runtime.name
         assert cond["runtime_version"], "runtime version must be recorded"
         assert cond["threads"] == profile.runtime.threads
+        assert check_conditions(cond) == [], "static conditions must follow harness.devices.conditions"
 
     def test_run_returns_every_timed_and_warmup_run(self, driver, artifact, profile):
+        """Per-run drivers return each run; statistics-only drivers (``per_run_timings = False``) say so, count
+        the runs the device did and return its statistics, never invented runs."""
         result = driver.run(driver.push(artifact))
-        assert len(result.timed_ms) == profile.policy.timed_runs
-        assert len(result.warmup_ms) == profile.policy.warmup_runs
-        assert all(x > 0 for x in result.timed_ms + result.warmup_ms)
-        assert min(result.timed_ms) <= result.median_ms <= max(result.timed_ms)
-        assert result.median_ms == statistics.median(result.timed_ms)
+        assert result.per_run is type(driver).per_run_timings
+        assert result.n_runs == profile.policy.timed_runs
+        s = result.summary()
+        if result.per_run:
+            assert len(result.timed_ms) == profile.policy.timed_runs
+            assert len(result.warmup_ms) == profile.policy.warmup_runs
+            assert all(x > 0 for x in result.timed_ms + result.warmup_ms)
+            assert min(result.timed_ms) <= result.median_ms <= max(result.timed_ms)
+            assert result.median_ms == statistics.median(result.timed_ms)
+        else:
+            assert len(result.timed_ms) == 1 and result.warmup_ms == []  # one aggregate, no made-up runs
+            assert 0 < s["min_ms"] <= s["median_ms"] and s["min_ms"] <= s["mean_ms"]
 
     def test_conditions_recorded_before_and_after(self, driver, artifact):
         result = driver.run(driver.push(artifact))
         assert result.conditions_before and result.conditions_after
+        for cond in (result.conditions_before, result.conditions_after):
+            assert check_conditions(cond) == [], "conditions must follow harness.devices.conditions"
+            assert "temperatures_c" in cond and "cpu_freq_mhz" in cond  # present, None when unobservable
 
     def test_min_seconds_extends_the_timed_runs(self, make_driver, profile, artifact):
         d = make_driver(with_policy(profile, timed_runs=1, warmup_runs=0, min_seconds=0.3))
@@ -87,8 +101,8 @@ class DriverConformance:
             result = d.run(d.push(artifact))
         finally:
             d.cleanup()
-        assert len(result.timed_ms) > 1
-        assert sum(result.timed_ms) >= 200.0  # most of the 0.3 s was spent in timed runs
+        assert result.n_runs > 1
+        assert result.n_runs * result.summary()["mean_ms"] >= 200.0  # most of the 0.3 s was spent in timed runs
 
     def test_push_is_idempotent(self, driver, artifact):
         assert driver.push(artifact) == driver.push(artifact)
@@ -110,7 +124,7 @@ class DriverConformance:
                 d.run(d.push(artifact))
             assert info.value.kind.value == "timeout"
             d.profile = profile  # back to a sane policy: the next model must work
-            assert len(d.run(d.push(artifact)).timed_ms) == profile.policy.timed_runs
+            assert d.run(d.push(artifact)).n_runs == profile.policy.timed_runs
         finally:
             d.cleanup()
 

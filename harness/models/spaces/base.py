@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,27 @@ class Arch:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Arch) and (self.space, self.key) == (other.space, other.key)
+
+
+def parse_layer_choices(token: object, choices: Sequence[str], n_layers: int, *, what: str, unit: str,
+                        example: str) -> list[int]:
+    """Indices into ``choices`` of a one-choice-per-layer token (fbnet, proxyless): ``7-8-1-...``,
+    ``k3_e1,skip,...``, brackets and ``-`` ``,`` ``|`` or spaces as separators, indices or names."""
+    t = str(token).strip().strip("[]()")
+    parts = [p.strip() for p in re.split(r"[-,|\s]+", t) if p.strip()]
+    if len(parts) != n_layers:
+        raise SpaceError(f"{what} architecture has {n_layers} layers, got {len(parts)} in {token!r} "
+                         f"(expected {example}; indices 0..{len(choices) - 1} or names)")
+    idx = []
+    for p in parts:
+        if p.isdigit() and int(p) < len(choices):
+            idx.append(int(p))
+        elif p in choices:
+            idx.append(list(choices).index(p))
+        else:
+            raise SpaceError(f"unknown {unit} {p!r} in {token!r}; valid: 0..{len(choices) - 1} or "
+                             f"{', '.join(choices)}")
+    return idx
 
 
 class SearchSpace(ABC):

@@ -19,9 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.errors import SpaceError
 from harness.models.graph import Graph
-from harness.models.spaces.base import Arch, SearchSpace
+from harness.models.spaces.base import Arch, SearchSpace, parse_layer_choices
 
 OPS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
 NUM_LAYERS = 22
@@ -56,20 +55,8 @@ class FBNetSpace(SearchSpace):
         return Arch(self.name, key, {"op_idx_list": key})
 
     def parse(self, token: str) -> Arch:
-        t = str(token).strip().strip("[]()")
-        parts = [p.strip() for p in re.split(r"[-,|\s]+", t) if p.strip()]
-        if len(parts) != NUM_LAYERS:
-            raise SpaceError(f"an FBNet architecture has {NUM_LAYERS} layers, got {len(parts)} in {token!r} "
-                             "(expected op_idx_list like 7-8-1-...; indices 0..8 or block names)")
-        idx = []
-        for p in parts:
-            if p.isdigit() and int(p) < len(OPS):
-                idx.append(int(p))
-            elif p in OPS:
-                idx.append(OPS.index(p))
-            else:
-                raise SpaceError(f"unknown FBNet block {p!r} in {token!r}; valid: 0..8 or {', '.join(OPS)}")
-        return self._arch(idx)
+        return self._arch(parse_layer_choices(token, OPS, NUM_LAYERS, what="an FBNet", unit="FBNet block",
+                                              example="op_idx_list like 7-8-1-..."))
 
     def sample(self, n: int, seed: int) -> list[Arch]:
         """Uniform over the 9 blocks of every layer."""

@@ -24,7 +24,7 @@ import numpy as np
 
 from harness.errors import SpaceError
 from harness.models.graph import Graph
-from harness.models.spaces.base import Arch, SearchSpace
+from harness.models.spaces.base import Arch, SearchSpace, parse_layer_choices
 from harness.models.spaces.mobile_blocks import mbconv
 
 OPS = ("k3_e3", "k3_e6", "k5_e3", "k5_e6", "k7_e3", "k7_e6", "zero")
@@ -78,19 +78,8 @@ class ProxylessSpace(SearchSpace):
         return Arch(self.name, key, {"proxyless_ops": key})
 
     def parse(self, token: str) -> Arch:
-        t = str(token).strip().strip("[]()")
-        parts = [p.strip() for p in re.split(r"[-,|\s]+", t) if p.strip()]
-        if len(parts) != NUM_LAYERS:
-            raise SpaceError(f"a proxyless architecture has {NUM_LAYERS} layers, got {len(parts)} in {token!r} "
-                             f"(expected proxyless_ops like {MOBILE_REFERENCE[:35]}...; names or indices 0..6)")
-        idx = []
-        for p in parts:
-            if p.isdigit() and int(p) < len(OPS):
-                idx.append(int(p))
-            elif p in OPS:
-                idx.append(OPS.index(p))
-            else:
-                raise SpaceError(f"unknown proxyless choice {p!r} in {token!r}; valid: 0..6 or {', '.join(OPS)}")
+        idx = parse_layer_choices(token, OPS, NUM_LAYERS, what="a proxyless", unit="proxyless choice",
+                                  example=f"proxyless_ops like {MOBILE_REFERENCE[:35]}...")
         return self._arch(idx, token)
 
     def sample(self, n: int, seed: int) -> list[Arch]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -71,19 +70,18 @@ def bench(req: dict[str, Any]) -> dict[str, Any]:
             "model_size": os.path.getsize(req["graph"]), **mem}
 
 
+def handle(req: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return bench(req)
+    except Exception as e:  # the runtime's own errors: a file that is not a model, a bad delegate
+        return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+
+
 def serve() -> None:
-    """JSON-lines loop; library chatter on stdout goes to stderr so the protocol stays clean."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            resp = bench(json.loads(line))
-        except Exception as e:  # the runtime's own errors: a file that is not a model, a bad delegate
-            resp = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        proto.write(json.dumps(resp) + "\n")
+    """The runner's JSON-lines loop (library chatter on stdout goes to stderr), answering with :func:`handle`."""
+    from harness.devices import runner
+
+    runner.serve(handle)
 
 
 class Cancelled(Exception):
