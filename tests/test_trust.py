@@ -375,3 +375,19 @@ def test_srcc_ci_compare_and_export_columns_on_the_cli(cache, store_path, cli_en
     df = pd.read_csv(tmp_path / "t.csv")
     assert {"lab-a_ci_low_ms", "lab-b_ci_high_ms"} <= set(df.columns)
     assert (df["lab-b_ci_low_ms"] <= df["lab-b_ms"]).all() and (df["lab-b_ms"] <= df["lab-b_ci_high_ms"]).all()
+
+
+def test_measure_rounds_flag_interleaves_and_reports(cli_env):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "fast-onnx", "--sample", "3",
+                          "--rounds", "2"], env=cli_env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "6 measured" in out.stdout and "timed runs" in out.stdout
+    with Store(cli_env["HARNESS_STORE"]) as st:
+        v = st.visits("nb201", "fast-onnx")
+        assert sorted(v["round"].tolist()) == [1, 1, 1, 2, 2, 2]
+    bad = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "fast-onnx", "--sample", "3",
+                          "--rounds", "0"], env=cli_env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--rounds" in bad.stderr

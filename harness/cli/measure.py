@@ -57,8 +57,14 @@ def print_summary(s: CampaignSummary) -> None:
     if s.failures:
         console.print("  failures by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(s.failures.items())))
     if s.unstable:
-        console.print(f"  [yellow]warning:[/] {len(s.unstable)} model(s) had a run-to-run spread >= 10% of the "
-                      "mean; consider more warm-up runs, min_seconds or a quieter machine")
+        console.print(f"  [yellow]warning:[/] {len(s.unstable)} visit(s) ended with a 95% CI of the median wider "
+                      "than +-5% (or a spread >= 10% of the mean); consider more runs or a quieter machine")
+    if s.runs:
+        console.print(f"  {s.runs} timed runs; {s.suspect} suspect visit(s) (noisy neighbours, not quiet, or a "
+                      f"sentinel out of band: see `suspect` in the store)"
+                      + (f"; gating waited {s.gate_wait_s:.1f} s" if s.gate_wait_s else "")
+                      + (f", {s.gate_timeouts} time(s) without the device getting quiet" if s.gate_timeouts else "")
+                      + (f"; paused {s.paused_s:.1f} s for sentinels" if s.paused_s else ""), highlight=False)
 
 
 def measure(
@@ -80,6 +86,9 @@ def measure(
         help="Model semantics, overriding the profile's 'graph': prune (what a deployment converter exports: "
              "dead code removed, zeros folded, identical ops merged, activations fused) or keep (PyTorch-eager "
              "export: x*0 and dead convs computed, as the PyTorch-exported tables measured).")] = None,
+    rounds: Annotated[Optional[int], typer.Option(
+        min=1, help="Visit every architecture R times, each round in its own seeded shuffled order (overrides "
+                    "the profile's policy.rounds); the latency is the median over rounds.")] = None,
     max_failures: Annotated[int, typer.Option(help="Stop after this many failures in a row.")] = 5,
     wait: Annotated[bool, typer.Option(
         "--wait", help="If another campaign is measuring this device, wait for it instead of exiting.")] = False,
@@ -95,14 +104,14 @@ def measure(
     """
     run(device, space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
         remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir,
-        remeasure_stale=remeasure_stale, graph=graph, wait=wait)
+        remeasure_stale=remeasure_stale, graph=graph, wait=wait, rounds=rounds)
 
 
 @cli_errors
 def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bool, arch: list[str] | None,
         arch_file: Path | None, remeasure: bool, max_failures: int, store: Path, devices_dir: Path,
         cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
-        wait: bool = False) -> CampaignSummary:
+        wait: bool = False, rounds: int | None = None) -> CampaignSummary:
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
@@ -129,7 +138,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
             with progress:
                 summary = run_campaign(st, profile, sp, archs, cache=ModelCache(cache_dir), command=command,
                                        remeasure=remeasure, remeasure_stale=remeasure_stale,
-                                       observer=ProgressObserver(progress),
+                                       observer=ProgressObserver(progress), rounds=rounds,
                                        max_consecutive_failures=max_failures, lease_wait=None if wait else 0.0,
                                        on_lease_wait=lambda h: err.print(
                                            f"waiting: {escape(h.device)} is being measured by "

@@ -137,7 +137,7 @@ class Policy(_Strict):
     input_seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the random inputs")
     adaptive: Adaptive | None = Field(default_factory=Adaptive,
                                       description="adaptive stopping; null = fixed timed_runs")
-    rounds: int = Field(2, ge=1, le=1000, description="visits per architecture, in seeded shuffled orders")
+    rounds: int = Field(3, ge=1, le=1000, description="visits per architecture, in seeded shuffled orders")
     round_seed: int = 0
     preempted_runs: Literal["exclude", "keep"] = Field(
         "exclude", description="runs during which another process had the CPU: left out of the estimate or kept")

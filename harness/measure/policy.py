@@ -21,8 +21,8 @@ class Adaptive(_Strict):
 
     target_rel_ci: float = Field(0.02, gt=0, lt=1, description="CI half-width / median to reach, e.g. 0.01")
     min_runs: int = Field(10, ge=6, le=1_000_000, description="clean runs before the rule may stop (>= 6)")
-    max_runs: int = Field(40, ge=6, le=1_000_000, description="stop here even if the CI is wider")
-    max_seconds: float = Field(0.5, gt=0, description="stop after this much timing even if the CI is wider")
+    max_runs: int = Field(30, ge=6, le=1_000_000, description="stop here even if the CI is wider")
+    max_seconds: float = Field(0.25, gt=0, description="stop after this much timing even if the CI is wider")
 
     @model_validator(mode="after")
     def _consistent(self) -> Adaptive:
