@@ -391,3 +391,22 @@ def test_measure_rounds_flag_interleaves_and_reports(cli_env):
     bad = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "fast-onnx", "--sample", "3",
                           "--rounds", "0"], env=cli_env, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--rounds" in bad.stderr
+
+
+def test_drift_correction_in_export_uses_the_sentinel_series(cache, store_path):
+    import numpy as np
+
+    from harness.measure.sentinels import corrected_latencies
+
+    archs = SPACE.sample(30, 10)
+    by_digest, by_key = true_latencies(cache, archs, spread=(20, 40))
+    prof = lab_profile(warmup_runs=2, timed_runs=20, sentinels={"count": 2, "every": 5, "on_drift": "mark"})
+    lab = LabDevice(prof, Physics(noise=0.002, throttle=0.25, throttle_after_s=6, cool_ratio=0.0),
+                    true_ms=by_digest)
+    with Store(store_path) as st:
+        run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+        raw = st.latencies("nb201", ["lab"]).set_index("key").latency_ms
+        fixed = corrected_latencies(st, "nb201", "lab")
+    err = lambda s: np.median([abs(s[k] / by_key[k] - 1) for k in s.index])  # noqa: E731
+    assert err(raw) > 0.15  # most models were measured throttled
+    assert err(fixed) < 0.03

@@ -75,3 +75,35 @@ def drift_factor(times: Sequence[float], ratios: Sequence[float], t: float) -> f
     t0, t1 = times[i - 1], times[i]
     w = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
     return math.exp((1 - w) * math.log(ratios[i - 1]) + w * math.log(ratios[i]))
+
+
+def corrected_latencies(store, space: str, device: str):
+    """Per-architecture latency with the sentinels' recorded drift divided out (label it: it is a model).
+
+    Each visit's latency is divided by the sentinels' slowdown at the visit's start (geometric mean over
+    the sentinels of median/baseline, interpolated in time between checks of its campaign), then the
+    median over rounds is taken as usual. Visits of campaigns without sentinels are left as measured.
+    Returns a Series (key -> ms), empty when the device has no sentinel series.
+    """
+    from datetime import datetime
+
+    import numpy as np
+    import pandas as pd
+
+    from harness.results.store import normalized
+
+    series = store.sentinel_series(device)
+    visits = store.visits(space, device)
+    if series.empty or visits.empty:
+        return pd.Series(dtype=float)
+    ts = lambda s: datetime.fromisoformat(s).timestamp()  # noqa: E731
+    series = series.assign(t=series["at"].map(ts), ratio=series.median_ms / series.baseline_ms)
+    per_check = series.groupby(["campaign_id", "models_done", "phase"], sort=False).agg(
+        t=("t", "max"), ratio=("ratio", lambda r: float(np.exp(np.log(r).mean())))).reset_index().sort_values("t")
+    lat = normalized(visits)
+    factors = []
+    for cid, start in zip(visits.campaign_id, visits.started_at):
+        c = per_check[per_check.campaign_id == cid]
+        factors.append(drift_factor(list(c.t), list(c.ratio), ts(start)) if len(c) else 1.0)
+    corrected = visits.assign(latency=lat.to_numpy() / np.asarray(factors))
+    return corrected.groupby("key").latency.median()
