@@ -1,3 +1,18 @@
-from harness.cli import main
+"""`python -m harness` (and the `harness` command): Ctrl-C is honoured from the first instant.
 
-main()
+The SIGINT handler goes in before the CLI's imports, which take seconds on a busy machine: a Ctrl-C
+while they run is counted and ends the command cleanly once they are done (exit 130, no traceback).
+"""
+
+
+def main() -> None:
+    from harness import interrupts
+
+    interrupts.install(starting=True)
+    from harness.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

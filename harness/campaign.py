@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from harness import interrupts
 from harness.devices.driver import Driver, RunResult, make_driver
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.profile import Policy, Profile
@@ -74,6 +75,7 @@ class CampaignSummary:
     failed: int = 0
     exported: int = 0
     unstable: list[str] = field(default_factory=list)
+    unstable_cv: dict[str, float] = field(default_factory=dict)  # key -> run-to-run CV (std / mean)
     failures: dict[str, int] = field(default_factory=dict)
     status: str = "nothing to do"
     elapsed_s: float = 0.0
@@ -107,6 +109,8 @@ class _Silent:
 
 def stale_keys(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch]) -> list[str]:
     """Keys among ``archs`` whose latest measurement in the profile's graph mode is of an older exporter."""
+    if hasattr(space, "artifact"):  # model files are not exported: never stale
+        return []
     versions = store.measured_versions(profile.name, space.name, profile.graph)
     return [a.key for a in archs if versions.get(a.key, EXPORTER_VERSION) < EXPORTER_VERSION]
 
@@ -118,6 +122,8 @@ def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     the profile's graph mode are skipped (stale ones too, unless ``remeasure_stale``), none with ``remeasure``."""
     r = rounds or profile.policy.rounds
     done: set[tuple[str, int]] = set()
+    if hasattr(space, "artifact"):
+        remeasure_stale = False  # model files are not exported: never stale
     if not remeasure:
         versions = store.measured_rounds(profile.name, space.name, r, profile.graph)
         done = {k for k, v in versions.items() if not (remeasure_stale and v < EXPORTER_VERSION)}
@@ -167,7 +173,8 @@ class _Sentinels:
         self.store, self.cid, self.profile, self.driver, self.clock = store, cid, profile, driver, clock
         self.archs = sentinels.choose(space, archs, self.pol)
         fmt = profile.runtime.model_format
-        self.refs = {a.key: driver.push(cache.get(space.build(a), fmt, profile.graph)) for a in self.archs}
+        self.refs = {a.key: driver.push(space.artifact(a) if hasattr(space, "artifact")  # type: ignore[attr-defined]
+                                        else cache.get(space.build(a), fmt, profile.graph)) for a in self.archs}
         self.monitor = sentinels.Monitor(self.pol.band)
         self.window: list[int] = []  # measurement ids since the last good check
         self.since = 0
@@ -282,11 +289,20 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         return summary
     t_start = time.perf_counter()
     fmt = profile.runtime.model_format
-    summary.campaign_id = cid = retrying(lambda: store.start_campaign(
-        profile.name, space.name, profile.as_dict(), profile.digest(), len(todo), command), write_retry_s)
-    driver = driver or make_driver(profile)
+    interrupts.check()
+    try:
+        summary.campaign_id = cid = retrying(lambda: store.start_campaign(
+            profile.name, space.name, profile.as_dict(), profile.digest(), len(todo), command), write_retry_s)
+    except KeyboardInterrupt:  # it may have committed the row before the id came back: close it
+        try:
+            with interrupts.shielded():
+                store.close_own_campaigns(profile.name, "interrupted", "stopped by the user")
+        except StoreError:
+            pass  # closed as abandoned by the next campaign
+        raise
     status, message, consecutive = "failed", "", 0
     try:
+        driver = driver or make_driver(profile)
         summary.conditions = driver.prepare()
         retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         observer.started(summary, len(todo))
@@ -294,7 +310,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         if watch:
             watch.start()
         refs: dict[str, str] = {}
-        if pol.reference != "none" and hasattr(driver, "reference"):  # drivers with per-run timings
+        if pol.reference != "none" and hasattr(driver, "reference") and not hasattr(space, "artifact"):  # drivers with per-run timings
             ref_arch = reference_arch(space, pol.reference)
             driver.reference = driver.push(cache.get(space.build(ref_arch), fmt, profile.graph))  # type: ignore[attr-defined]
             summary.conditions["reference"] = ref_arch.key
@@ -309,12 +325,15 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
                     if pol.gate.on_timeout == "stop":
                         raise DeviceNotQuiet(f"{profile.name} did not get under the gate limits within "
                                              f"{pol.gate.max_wait_s:g} s: {'; '.join(gate.reasons)}")
+            interrupts.check()  # a Ctrl-C that some library swallowed still stops the campaign here
             started, t0 = utcnow(), time.perf_counter()
             exported, digest, degenerate = False, None, None
-            identity = dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION)
+            as_files = hasattr(space, "artifact")  # model files (harness.models.files): measured as they are
+            identity = (dict(graph_mode=None, exporter_version=None) if as_files
+                        else dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION))
             mid = None
             try:
-                artifact = cache.get(space.build(arch), fmt, profile.graph)
+                artifact = space.artifact(arch) if as_files else cache.get(space.build(arch), fmt, profile.graph)
                 exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
                 if arch.key not in refs or pol.rounds == 1:
                     refs[arch.key] = driver.push(artifact)
@@ -365,6 +384,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
             if (rel is not None and rel > UNSTABLE_REL_CI) or (rel is None and cv >= UNSTABLE_CV):
                 summary.unstable.append(arch.key)
+                summary.unstable_cv[arch.key] = cv
             observer.model_done(ModelOutcome(arch, i + 1, len(todo), True, est.median_ms, cv, exported,
                                              round=rnd, rel_ci=rel, suspect=suspect), summary)
             if watch:
@@ -381,13 +401,42 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         message = str(e)
         raise
     finally:
-        driver.cleanup()
         summary.status = status
         summary.elapsed_s = time.perf_counter() - t_start
         try:
-            retrying(lambda: store.finish_campaign(cid, status, message), min(write_retry_s, 60.0))
-        except StoreError:
-            if status == "finished":
-                raise
-            # an error is already on its way out; the row stays 'running' and is closed as abandoned later
+            _close(store, cid, summary, message, min(write_retry_s, 60.0))
+        finally:
+            if driver is not None:
+                # on Ctrl-C the model in flight is abandoned at once instead of waiting for it
+                driver.abort() if status == "interrupted" else driver.cleanup()
     return summary
+
+
+def _close(store: Store, cid: int, summary: CampaignSummary, message: str, retry_s: float) -> None:
+    """Record the campaign's end. The write is shielded: a Ctrl-C meanwhile is held until it is done, then
+    raised. A busy store is retried; a Ctrl-C while waiting for it gives up (the row is then closed as
+    abandoned later), and so does an error when another one is already on its way out."""
+    deadline, wait, interrupted = time.monotonic() + retry_s, 0.05, False
+    while True:
+        written = False
+        try:
+            with interrupts.shielded():
+                store.finish_campaign(cid, summary.status, message)
+                written = True
+        except KeyboardInterrupt:
+            if written or interrupted:  # held while writing, or a second one: the user wants out
+                raise
+            interrupted = True  # raised inside the write itself: write again, as interrupted
+            summary.status, message = "interrupted", "stopped by the user"
+            continue
+        except StoreError as e:
+            if e.transient and time.monotonic() + wait < deadline:
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
+                continue
+            if summary.status == "finished":
+                raise
+            return
+        break
+    if interrupted:
+        raise KeyboardInterrupt

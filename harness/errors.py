@@ -27,8 +27,12 @@ class UnknownNameError(HarnessError):
     """A name (device, space, driver, runtime) that is not registered; lists the valid ones."""
 
     def __init__(self, what: str, name: str, valid: list[str], hint: str = ""):
+        import difflib
+
         self.what, self.name, self.valid = what, name, sorted(valid)
-        msg = f"unknown {what} {name!r}; valid: {', '.join(self.valid) or '(none)'}"
+        close = difflib.get_close_matches(str(name), self.valid, n=1, cutoff=0.6)
+        guess = f"did you mean {close[0]!r}? " if close else ""
+        msg = f"unknown {what} {name!r}; {guess}valid: {', '.join(self.valid) or '(none)'}"
         super().__init__(msg + (f". {hint}" if hint else ""))
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.correlation import correlate
-from harness.analysis.data import device_origins, latency_matrix
+from harness.analysis.correlation import DEFAULT_MIN_OVERLAP, correlate
+from harness.analysis.data import device_facts, device_origins, latency_matrix
 from harness.analysis.proxy import rank_proxies
 from harness.analysis.report import build_report
 from harness.results.store import Store, open_store
@@ -56,10 +56,13 @@ def proxies(store: StoreLike, targets: Sequence[str], space: str = "nb201",
 
 def report(store: StoreLike, out: str | Path, space: str = "nb201", devices: Sequence[str] | None = None,
            pairs: Sequence[tuple[str, str]] | None = None, png_dir: str | Path | None = None,
-           method: str = "spearman") -> Path:
+           method: str = "spearman", min_overlap: int = DEFAULT_MIN_OVERLAP) -> Path:
     with _open(store) as st:
         wide = latency_matrix(st, space, list(devices) if devices else None)
         origins = device_origins(st, space)
+        facts = device_facts(st, space, list(wide.columns))
+        source = str(st.path)
     corr = correlate(wide, method=method)
     label = "SRCC" if method == "spearman" else "Kendall tau"
-    return build_report(wide, corr, space, origins, pairs, label).write(out, png_dir)
+    return build_report(wide, corr, space, origins, pairs, label, min_overlap=min_overlap, facts=facts,
+                        source=source).write(out, png_dir)

@@ -18,6 +18,9 @@ import pandas as pd
 from scipy.stats import kendalltau, rankdata
 
 METHODS = ("spearman", "kendall")
+# Pairs compared on fewer common architectures than this are shown with their n but masked in matrices and
+# skipped by summaries: an SRCC on 5 architectures (-0.5 or 1.0 by chance) must not dominate a reading.
+DEFAULT_MIN_OVERLAP = 30
 
 
 @dataclass
@@ -27,13 +30,27 @@ class Correlations:
     pairs: pd.DataFrame  # device_a, device_b, srcc (or tau), n_common_archs[, ci_low, ci_high]
     draws: dict[tuple[str, str], np.ndarray]
 
-    def matrix(self) -> pd.DataFrame:
-        """Square symmetric matrix with 1.0 on the diagonal (NaN where a pair has too few common archs)."""
+    def matrix(self, min_overlap: int = 0) -> pd.DataFrame:
+        """Square symmetric matrix with 1.0 on the diagonal (NaN where a pair has too few common archs,
+        or fewer than ``min_overlap``)."""
         names = list(dict.fromkeys([*self.pairs.device_a, *self.pairs.device_b]))
         m = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
-        for a, b, v in zip(self.pairs.device_a, self.pairs.device_b, self.pairs.srcc):
-            m.loc[a, b] = m.loc[b, a] = v
+        for a, b, v, n in zip(self.pairs.device_a, self.pairs.device_b, self.pairs.srcc, self.pairs.n_common_archs):
+            m.loc[a, b] = m.loc[b, a] = v if n >= min_overlap else np.nan
         return m
+
+    def overlap(self) -> pd.DataFrame:
+        """Square matrix of the number of common architectures per pair."""
+        names = list(dict.fromkeys([*self.pairs.device_a, *self.pairs.device_b]))
+        m = pd.DataFrame(0, index=names, columns=names)
+        for a, b, n in zip(self.pairs.device_a, self.pairs.device_b, self.pairs.n_common_archs):
+            m.loc[a, b] = m.loc[b, a] = int(n)
+        return m
+
+    def reliable(self, min_overlap: int = DEFAULT_MIN_OVERLAP) -> pd.DataFrame:
+        """Pairs with a value on at least ``min_overlap`` common architectures (what summaries use)."""
+        p = self.pairs
+        return p[p.srcc.notna() & (p.n_common_archs >= min_overlap)]
 
     def get(self, a: str, b: str) -> float:
         p = self.pairs

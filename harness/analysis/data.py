@@ -31,3 +31,39 @@ def arch_columns(store: Store, space: str) -> pd.DataFrame:
     """Key columns (e.g. nb201_index, arch_str) per architecture key."""
     rows = store.db.execute("SELECT key, columns_json FROM architectures WHERE space = ?", (space,)).fetchall()
     return pd.DataFrame([json.loads(c) for _, c in rows], index=[k for k, _ in rows])
+
+
+def device_facts(store: Store, space: str, devices: list[str]) -> pd.DataFrame:
+    """Where each device's numbers come from, for the report: measured devices with their runtime and version,
+    timing policy, machine and campaign dates; imported ones with their source file and import date."""
+    rows = []
+    camps = store.db.execute(
+        """SELECT d.name, c.profile_json, c.conditions_json, c.started_at, c.finished_at, c.status
+           FROM campaigns c JOIN devices d ON d.id = c.device_id WHERE c.space = ? ORDER BY c.id""",
+        (space,)).fetchall()
+    imports = store.db.execute("SELECT file, source, devices_json, imported_at FROM imports WHERE space = ? "
+                               "AND state = 'done'",
+                               (space,)).fetchall()
+    for dev in devices:
+        mine = [c for c in camps if c[0] == dev]
+        if mine:
+            profile, cond = json.loads(mine[-1][1]), json.loads(mine[-1][2] or "{}")
+            rt, pol = profile.get("runtime", {}), profile.get("policy", {})
+            ends = [c[4] for c in mine if c[4]]
+            rows.append({
+                "device": dev, "origin": "measured",
+                "runtime": f"{cond.get('runtime') or rt.get('name', '?')} {cond.get('runtime_version') or ''}".strip(),
+                "threads": rt.get("threads"),
+                "policy": f"{pol.get('warmup_runs')} warm-up + {pol.get('timed_runs')} timed runs"
+                          + (f", ≥ {pol['min_seconds']} s" if pol.get("min_seconds") else ""),
+                "machine": cond.get("device_model") or cond.get("cpu_model") or cond.get("machine") or "?",
+                "campaigns": f"{len(mine)} ({', '.join(sorted({c[5] for c in mine}))})",
+                "dates (UTC)": f"{mine[0][3][:16].replace('T', ' ')} – {(max(ends) if ends else 'running')[:16].replace('T', ' ')}",
+            })
+            continue
+        src = [i for i in imports if dev in json.loads(i[2] or "{}")]
+        rows.append({"device": dev, "origin": "imported",
+                     "runtime": "as published", "threads": None, "policy": "as published",
+                     "machine": "", "campaigns": ", ".join(sorted({i[1] for i in src})) or "?",
+                     "dates (UTC)": f"imported {src[-1][3][:10]}" if src else ""})
+    return pd.DataFrame(rows)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,8 @@ class GraphFeatures:
         self.path = (Path(cache_dir) / "features" / f"{space.name}-graph-{graph_mode}-v{GRAPH_FEATURES_VERSION}.npz"
                      if cache_dir is not None else None)  # None: kept in memory only
         self._rows: dict[str, dict[str, float]] = {}
+        # called as (done, total) while architectures are built: building 15625 takes tens of seconds
+        self.on_progress: Callable[[int, int], None] | None = None
         if self.path is not None and self.path.exists():
             data = np.load(self.path, allow_pickle=False)
             names = list(data["names"])
@@ -65,7 +67,9 @@ class GraphFeatures:
 
     def _ensure(self, archs: Sequence[Arch]) -> None:
         missing = [a for a in archs if a.key not in self._rows]
-        for a in missing:
+        for i, a in enumerate(missing):
+            if self.on_progress is not None and i % 50 == 0:
+                self.on_progress(i, len(missing))
             self._rows[a.key] = graph_counts(prepare(self.space.build(a), self.graph_mode))
         if missing:
             self._save()

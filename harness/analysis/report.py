@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib
+import matplotlib.patches
 import matplotlib.ticker
 
 matplotlib.use("Agg")
@@ -26,7 +27,7 @@ from scipy.cluster.hierarchy import leaves_list, linkage  # noqa: E402
 from scipy.spatial.distance import squareform  # noqa: E402
 
 from harness import __version__  # noqa: E402
-from harness.analysis.correlation import Correlations  # noqa: E402
+from harness.analysis.correlation import DEFAULT_MIN_OVERLAP, Correlations  # noqa: E402
 
 if TYPE_CHECKING:
     from harness.analysis.workflow import ParetoResult
@@ -38,6 +39,15 @@ class Figure:
     title: str
     png: bytes
     caption: str = ""
+    how_to_read: str = ""
+
+
+@dataclass
+class Table:
+    name: str
+    frame: pd.DataFrame
+    how_to_read: str = ""
+    float_format: str = "{:.4g}"
 
 
 @dataclass
@@ -45,28 +55,39 @@ class Report:
     title: str
     space: str
     figures: list[Figure] = field(default_factory=list)
-    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)  # the first goes above the figures, the rest below
+    facts: list[str] = field(default_factory=list)     # one line each under the title: data, settings
+
+    def _table(self, t: Table) -> list[str]:
+        fmt = t.float_format
+        return [f"<h2>{html.escape(t.name)}</h2>",
+                *([f"<p class='how'><b>How to read this:</b> {html.escape(t.how_to_read)}</p>"] if t.how_to_read else []),
+                t.frame.to_html(index=False, float_format=lambda v: fmt.format(v), border=0, na_rep="–")]
 
     def html(self) -> str:
         parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>",
                  "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
                  "img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse;font-size:13px}"
                  "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
-                 "td:first-child,th:first-child{text-align:left}figcaption{color:#555;font-size:13px}</style>",
+                 "td:first-child,th:first-child{text-align:left}figcaption{color:#555;font-size:13px}"
+                 "p.how{background:#f6f8fa;border-left:3px solid #8ab;padding:4px 8px;font-size:14px}"
+                 "ul.facts{color:#444;font-size:14px}</style>",
                  "</head><body>", f"<h1>{html.escape(self.title)}</h1>",
                  f"<p>space <b>{html.escape(self.space)}</b> · generated "
                  f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by harness {__version__}</p>"]
-        for name, df in self.tables[:1]:
-            parts += [f"<h2>{html.escape(name)}</h2>", df.to_html(index=False, float_format=lambda v: f"{v:.4g}",
-                                                                  border=0, na_rep="–")]
+        if self.facts:
+            parts.append("<ul class='facts'>" + "".join(f"<li>{html.escape(f)}</li>" for f in self.facts) + "</ul>")
+        for t in self.tables[:1]:
+            parts += self._table(t)
         for fig in self.figures:
             b64 = base64.b64encode(fig.png).decode()
             parts += [f"<h2 id='{fig.name}'>{html.escape(fig.title)}</h2>",
+                      *([f"<p class='how'><b>How to read this:</b> {html.escape(fig.how_to_read)}</p>"]
+                        if fig.how_to_read else []),
                       f"<figure><img alt='{html.escape(fig.title)}' src='data:image/png;base64,{b64}'>"
                       f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>"]
-        for name, df in self.tables[1:]:
-            parts += [f"<h2>{html.escape(name)}</h2>", df.to_html(index=False, float_format=lambda v: f"{v:.4f}",
-                                                                  border=0, na_rep="–")]
+        for t in self.tables[1:]:
+            parts += self._table(t)
         parts.append("</body></html>")
         return "\n".join(parts)
 
@@ -100,26 +121,47 @@ def cluster_order(matrix: pd.DataFrame) -> list[str]:
     return [matrix.index[i] for i in order]
 
 
-def heatmap(matrix: pd.DataFrame, method: str = "SRCC") -> Figure:
+def heatmap(matrix: pd.DataFrame, method: str = "SRCC", overlap: pd.DataFrame | None = None,
+            min_overlap: int = 0) -> Figure:
+    """Cells on fewer than ``min_overlap`` common architectures are hatched grey with their n, and left out
+    of the colour scale (an SRCC of -0.5 on 5 architectures would otherwise stretch it)."""
     order = cluster_order(matrix)
-    m = matrix.loc[order, order]
+    m = matrix.loc[order, order].to_numpy(dtype=float)
     n = len(order)
+    low = np.zeros_like(m, dtype=bool)
+    if overlap is not None and min_overlap:
+        nn = overlap.loc[order, order].to_numpy()
+        low = (nn < min_overlap) & ~np.eye(n, dtype=bool) & ~np.isnan(m)
+    shown = np.where(low, np.nan, m)
     size = max(5.0, 0.45 * n + 2.5)
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    im = ax.imshow(m.to_numpy(dtype=float), cmap="RdYlGn", vmin=min(0.0, float(np.nanmin(m.to_numpy()))), vmax=1.0)
+    finite = shown[np.isfinite(shown)]
+    vmin = min(0.0, float(finite.min())) if finite.size else 0.0
+    im = ax.imshow(shown, cmap="RdYlGn", vmin=vmin, vmax=1.0)
+    for i, j in zip(*np.nonzero(low)):
+        ax.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#eeeeee", edgecolor="#999999",
+                                                  hatch="///", linewidth=0))
+        if n <= 24:
+            ax.text(j, i, f"n={int(nn[i, j])}", ha="center", va="center", fontsize=6 if n > 12 else 7, color="#444")
     ax.set_xticks(range(n), order, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(n), order, fontsize=8)
     if n <= 24:
         for i in range(n):
             for j in range(n):
-                v = m.iat[i, j]
-                if not np.isnan(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6 if n > 12 else 8)
+                if np.isfinite(shown[i, j]):
+                    ax.text(j, i, f"{shown[i, j]:.2f}", ha="center", va="center", fontsize=6 if n > 12 else 8)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=method)
     ax.set_title(f"{method} between devices (clustered)")
-    return Figure("srcc_heatmap", f"{method} heat map", _png(fig),
-                  "Each cell compares two devices on the architectures both have; rows and columns are ordered by "
-                  "hierarchical clustering so that devices with similar rankings sit together.")
+    n_low = int(low.sum() // 2)
+    caption = ("Each cell compares two devices on the architectures both have; rows and columns are ordered by "
+               "hierarchical clustering so that devices with similar rankings sit together.")
+    if n_low:
+        caption += (f" {n_low} pair(s) share fewer than {min_overlap} architectures: hatched with their n, left out "
+                    "of the colour scale, the device means and the default scatter plots.")
+    return Figure("srcc_heatmap", f"{method} heat map", _png(fig), caption,
+                  how_to_read=f"Green (near 1) means two devices rank architectures alike, so one can stand in for "
+                              f"the other when searching; red means the fastest models on one are not the fastest "
+                              f"on the other. Blocks of green along the diagonal are families of similar devices.")
 
 
 def scatter(wide: pd.DataFrame, pairs: Sequence[tuple[str, str]], corr: Correlations) -> Figure:
@@ -144,8 +186,11 @@ def scatter(wide: pd.DataFrame, pairs: Sequence[tuple[str, str]], corr: Correlat
         ax.set_visible(False)
     fig.tight_layout()
     return Figure("latency_scatter", "Latency scatter for chosen pairs", _png(fig),
-                  "Each point is one architecture (log-log axes). A tight monotone cloud means the proxy's "
-                  "ranking carries over to the target.")
+                  "Each point is one architecture (log-log axes); by default the two most and the two least "
+                  "correlated pairs.",
+                  how_to_read="A thin rising band means the x device orders architectures like the y device (a "
+                              "good proxy); a wide or bent cloud means rankings change, and where it widens tells "
+                              "you which latency range disagrees.")
 
 
 def distributions(wide: pd.DataFrame, order: Sequence[str], origins: dict[str, str]) -> Figure:
@@ -159,12 +204,16 @@ def distributions(wide: pd.DataFrame, order: Sequence[str], origins: dict[str, s
     ax.invert_yaxis()
     fig.tight_layout()
     return Figure("latency_distributions", "Latency distributions per device", _png(fig),
-                  "(m) measured with harness, (i) imported. Devices in the heat map's cluster order.")
+                  "(m) measured with harness, (i) imported. Devices in the heat map's cluster order.",
+                  how_to_read="Each box spans the middle half of the architectures' latencies on one device "
+                              "(line: median). Compare spreads, not positions: a device whose box is narrow "
+                              "separates architectures poorly, so its ranking is more sensitive to noise.")
 
 
-def default_pairs(corr: Correlations, k: int = 4) -> list[tuple[str, str]]:
-    """The most and least correlated pairs: what a reader wants to see first."""
-    p = corr.pairs.dropna(subset=["srcc"]).sort_values("srcc")
+def default_pairs(corr: Correlations, k: int = 4, min_overlap: int = 0) -> list[tuple[str, str]]:
+    """The most and least correlated pairs (on enough common architectures): what a reader wants to see first."""
+    p = corr.pairs.dropna(subset=["srcc"])
+    p = p[p.n_common_archs >= min_overlap].sort_values("srcc")
     if p.empty:
         return []
     picks = [*p.tail(k // 2).itertuples(), *p.head(k - k // 2).itertuples()]
@@ -172,61 +221,111 @@ def default_pairs(corr: Correlations, k: int = 4) -> list[tuple[str, str]]:
 
 
 def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: dict[str, str],
-                 pairs: Sequence[tuple[str, str]] | None = None, method: str = "SRCC") -> Report:
+                 pairs: Sequence[tuple[str, str]] | None = None, method: str = "SRCC",
+                 min_overlap: int = DEFAULT_MIN_OVERLAP, facts: pd.DataFrame | None = None,
+                 source: str = "") -> Report:
     matrix = corr.matrix()
-    order = cluster_order(matrix)
+    reliable = corr.matrix(min_overlap)
+    order = cluster_order(reliable)
     report = Report(f"Cross-device latency rankings — {space}", space)
+    n_low = int(((corr.pairs.n_common_archs < min_overlap) & corr.pairs.srcc.notna()).sum())
+    report.facts = [f"store: {source}" if source else "",
+                    f"{len(order)} devices ({sum(origins.get(d) == 'measured' for d in order)} measured with harness, "
+                    f"{sum(origins.get(d) == 'imported' for d in order)} imported), {len(wide)} architectures",
+                    f"{method}: each pair on the architectures both devices have; pairs on fewer than {min_overlap} "
+                    f"common architectures are shown but left out of summaries ({n_low} such pair(s))"]
+    report.facts = [f for f in report.facts if f]
     summary = pd.DataFrame({
         "device": order,
         "origin": [origins.get(d, "?") for d in order],
         "architectures": [int(wide[d].notna().sum()) for d in order],
         "median ms": [float(wide[d].median()) for d in order],
-        "mean SRCC to others": [float(matrix.loc[d].drop(d).mean()) for d in order],
+        f"mean {method} to others": [float(reliable.loc[d].drop(d).mean()) for d in order],
     })
-    report.tables.append(("Devices", summary))
-    report.figures.append(heatmap(matrix, method))
-    chosen = list(pairs) if pairs else default_pairs(corr)
+    report.tables.append(Table("Devices", summary,
+                               f"One row per device in the heat map's order. The mean {method} to the others "
+                               f"(pairs on ≥ {min_overlap} common architectures) says how typical its ranking is: "
+                               "a high value makes a good general proxy."))
+    report.figures.append(heatmap(matrix, method, corr.overlap(), min_overlap))
+    chosen = list(pairs) if pairs else default_pairs(corr, min_overlap=min_overlap)
     if chosen:
         report.figures.append(scatter(wide, chosen, corr))
     report.figures.append(distributions(wide, order, origins))
-    report.tables.append(("All pairs", corr.pairs.sort_values("srcc", ascending=False)))
+    if facts is not None and not facts.empty:
+        report.tables.append(Table("Where the numbers come from", facts,
+                                   "Measured devices: the runtime and version, timing policy, machine and campaign "
+                                   "dates their latencies were measured with (latest campaign). Imported devices: "
+                                   "the file they came from. Differences here explain differences above."))
+    allp = corr.pairs.assign(**{f"below {min_overlap} archs": np.where(corr.pairs.n_common_archs < min_overlap,
+                                                                        "yes", "")})
+    report.tables.append(Table("All pairs", allp.sort_values("srcc", ascending=False),
+                               f"Every pair, most alike first; n_common_archs is how many architectures the value "
+                               f"rests on (below {min_overlap} it is marked and not used in the summaries).",
+                               float_format="{:.4f}"))
     return report
 
 
+def _degenerate(lat: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """Architectures that would stretch the axes for nothing: chance-level accuracy or a latency far below the
+    rest (NAS-Bench-201's cells with every path cut: 1 % on CIFAR-100 at 0.011 ms, 2.6 % of the space)."""
+    return (acc < 0.25 * np.median(acc)) | (lat < np.median(lat) / 50)
+
+
 def pareto_figure(result: ParetoResult) -> Figure:
-    """Target latency vs accuracy: all architectures, the target's front and the fronts found by proxy/predictor."""
+    """Target latency vs accuracy: all architectures, the target's front and the fronts found by proxy/predictor.
+    Degenerate architectures are left off the axes (counted in the caption); the legend sits below the plot."""
     frame = result.frame
     target, proxy, acc_col = result.target, result.proxy, result.accuracy
     lat, acc = frame[target].to_numpy(), frame[acc_col].to_numpy()
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    ax.scatter(lat, acc, s=4, color="#bbbbbb", label="all compared architectures", linewidths=0)
+    odd = _degenerate(lat, acc)
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    ax.scatter(lat[~odd], acc[~odd], s=4, color="#bbbbbb", label="all compared architectures", linewidths=0)
     styles = [("proxy_front", f"front found with proxy {proxy}", "#d62728", "o"),
               ("predicted_front", f"front found with {result.predicted_from or 'the predictor'}", "#1f77b4",
                "s")]
     fronts = result.fronts()
-    tf = result.proxy_front.target_front
+    tf = np.array([i for i in result.proxy_front.target_front if not odd[i]], dtype=int)
     order = np.argsort(lat[tf])
     ax.step(lat[tf][order], acc[tf][order], where="post", color="black", lw=1.5, label=f"true front on {target}")
     for key, label, colour, marker in styles:
         if key in fronts:
-            idx = fronts[key].proxy_front
+            idx = np.array([i for i in fronts[key].proxy_front if not odd[i]], dtype=int)
             ax.scatter(lat[idx], acc[idx], s=22, facecolors="none", edgecolors=colour, marker=marker,
                        label=f"{label} (recall {fronts[key].recall:.2f}, HV {fronts[key].hv_ratio:.3f})")
     ax.set_xscale("log")
     ax.set_xlabel(f"{target} latency (ms, measured)")
     ax.set_ylabel(acc_col)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
     fig.tight_layout()
-    return Figure("pareto_fronts", "Pareto fronts judged on the target", _png(fig),
-                  "Each front is chosen with one latency (proxy's, or predicted) and plotted at the target's "
-                  "measured latency: points near the black staircase mean the proxy's choices hold on the target.")
+    caption = ("Each front is chosen with one latency (the proxy's, or predicted) and plotted at the target's "
+               "measured latency.")
+    if odd.any():
+        caption += (f" {int(odd.sum())} degenerate architecture(s) (near-chance accuracy or near-zero latency, "
+                    "e.g. cells whose every path is cut) are left off the axes; they still count in the metrics.")
+    return Figure("pareto_fronts", "Pareto fronts judged on the target", _png(fig), caption,
+                  how_to_read="The black staircase is the best accuracy reachable at each latency on the target. "
+                              "Circles on or near it mean the proxy picked the right architectures; circles far to "
+                              "the right of it are picks that are slower on the target than needed for their "
+                              "accuracy.")
 
 
 def pareto_report(result: ParetoResult, space: str) -> Report:
     report = Report(f"Pareto validation — {result.proxy} → {result.target}", space)
+    report.facts = [f"accuracy: {result.accuracy}; latencies judged on {result.target}'s measured values",
+                    f"{result.proxy_front.n_archs} architectures with {result.proxy}, {result.target} and "
+                    "the accuracy"]
     rows = [{"front from": k.replace("_front", ""), **c.summary()} for k, c in result.fronts().items()]
-    report.tables.append(("Summary", pd.DataFrame(rows)))
+    report.tables.append(Table("Summary", pd.DataFrame(rows),
+                               "recall: share of the target's true front that the front found with the proxy "
+                               "(or predictor) contains; HV ratio: area under its staircase over the true one (1 = "
+                               "as good); regret: extra target latency paid for the same accuracy."))
     report.figures.append(pareto_figure(result))
     levels = pd.DataFrame(result.proxy_front.per_level)
-    report.tables.append(("Latency regret per accuracy level (proxy front)", levels))
+    if not levels.empty:
+        levels = levels.assign(regret_pct=100 * levels.regret_ms / levels.best_ms)
+        levels = levels.sort_values("accuracy", ascending=False)
+    report.tables.append(Table("Latency regret per accuracy level (proxy front)", levels,
+                               "One row per architecture on the target's true front, most accurate first: best_ms "
+                               "is its target latency, proxy_front_ms the fastest proxy-front pick at least as "
+                               "accurate, regret the difference (– when no pick reaches that accuracy)."))
     return report

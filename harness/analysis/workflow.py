@@ -35,6 +35,7 @@ class Context:
     space: SearchSpace
     cache_dir: str | None = None
     source_predictors: dict[str, dict] = field(default_factory=dict)  # gap-fillers trained so far
+    _wide: dict[tuple[str, ...], pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.graph = GraphFeatures(self.space, self.cache_dir)
@@ -51,6 +52,13 @@ class Context:
 
     def features(self, archs: Sequence[Arch], graph_names: Sequence[str]) -> np.ndarray:
         return np.hstack([onehot(self.space, archs), self.graph.matrix(archs, graph_names)])
+
+    def wide(self, devices: Sequence[str]) -> pd.DataFrame:
+        """latency_matrix of these devices, read once per context (adapt's leave-one-out refits reuse it)."""
+        key = tuple(devices)
+        if key not in self._wide:
+            self._wide[key] = latency_matrix(self.store, self.space.name, list(devices))
+        return self._wide[key]
 
     def devices_with_data(self) -> list[str]:
         return sorted(set(self.store.latencies(self.space.name).device))
@@ -87,6 +95,8 @@ class AdaptResult:
     n_target_samples: int
     proxies: list[str]
     metrics: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False  # the latest predictor had exactly these inputs: nothing new was fitted or saved
+    why_new: str = ""     # else: why a new predictor was made instead
 
     def to_json(self) -> dict[str, Any]:
         """Flat, as `harness adapt --json` prints it (per-source diagnostics left out)."""
@@ -168,7 +178,7 @@ def source_latencies(ctx: Context, sources: Sequence[str], archs: Sequence[Arch]
     ``predictors``: saved gap-fillers to use (a saved model's); others are trained once per context.
     Returns the values and the gap-fillers used, by source."""
     keys = [a.key for a in archs]
-    wide = latency_matrix(ctx.store, ctx.space.name, list(sources)).reindex(keys)
+    wide = ctx.wide(sources).reindex(keys)
     given = dict(predictors or {})
     used: dict[str, dict] = {}
     out = wide.to_numpy(dtype=float, copy=True)
@@ -202,11 +212,69 @@ def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAU
         raise ParameterError("proxies", f"{method} adapts at most {m.max_sources} proxy device(s); got "
                              f"{len(sources)}")
     archs, y = _target_samples(ctx, target)
+    digest = _inputs_digest(ctx, method, sources, archs, y)
+    latest = ctx.store.latest_predictor(ctx.space.name, target)
+    if latest is not None and latest["provenance"].get("inputs_digest") == digest:
+        return AdaptResult(latest["id"], target, method, len(y), sources, latest["metrics"], reused=True)
     fitted = m.fit(ctx, sources, archs, y)
+    fitted.metrics.update(held_out_quality(
+        lambda tr, te: m.predict(ctx, m.fit(ctx, sources, [archs[i] for i in tr], y[tr]).payload,
+                                 [archs[i] for i in te]), y))
     prov = {"target": target, "proxies": sources, "n_target_samples": len(y),
-            "target_archs": [a.key for a in archs], "method": method}
+            "target_archs": [a.key for a in archs], "method": method, "inputs_digest": digest}
     pid = ctx.store.save_predictor(ctx.space.name, target, method, fitted.payload, prov, fitted.metrics)
-    return AdaptResult(pid, target, method, len(y), sources, fitted.metrics)
+    return AdaptResult(pid, target, method, len(y), sources, fitted.metrics, why_new=_why_new(latest, prov))
+
+
+def held_out_quality(refit, y: np.ndarray, max_loo: int = 60) -> dict:
+    """SRCC and median relative error of predictions for the K target samples, each predicted by the whole
+    fit (source choice, weights, blend) redone without it: leave-one-out, 10-fold above ``max_loo``.
+    ``refit(train_idx, test_idx)`` returns predicted ms for the test samples."""
+    from scipy.stats import spearmanr
+
+    n = len(y)
+    folds = ([np.array([i]) for i in range(n)] if n <= max_loo
+             else np.array_split(np.random.default_rng(0).permutation(n), 10))
+    pred = np.empty(n)
+    try:
+        for test in folds:
+            pred[test] = refit(np.setdiff1d(np.arange(n), test), test)
+    except (TransferError, ValueError, np.linalg.LinAlgError):
+        return {}  # too few samples to refit without one of them
+    return {"loo_srcc": float(spearmanr(pred, y).statistic),
+            "loo_median_rel_error": float(np.median(np.abs(pred / y - 1.0))),
+            "loo_scheme": "leave-one-out" if n <= max_loo else "10-fold"}
+
+
+def _inputs_digest(ctx: Context, method: str, sources: Sequence[str], archs: Sequence[Arch], y: np.ndarray) -> str:
+    """What an adapted predictor depends on: method, proxies and their data, the target's samples, harness."""
+    import hashlib
+    import json
+
+    from harness import __version__
+
+    src = ctx.store.latencies(ctx.space.name, list(sources))
+    body = {"method": method, "sources": list(sources), "version": __version__,
+            "graph_mode": getattr(ctx.graph, "graph_mode", None),
+            "target": sorted((a.key, round(float(v), 9)) for a, v in zip(archs, y)),
+            "source_data": {d: [len(g), round(float(g.latency_ms.sum()), 6)] for d, g in src.groupby("device")}}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _why_new(latest: dict | None, prov: dict) -> str:
+    """Why adapt made a new predictor instead of reusing the latest one (said in its output)."""
+    if latest is None:
+        return "the first for this device"
+    old = latest["provenance"]
+    if old.get("method") != prov["method"]:
+        return f"#{latest['id']} used {old.get('method')}"
+    if old.get("proxies") != prov["proxies"]:
+        return f"#{latest['id']} used other proxies"
+    if old.get("n_target_samples") != prov["n_target_samples"]:
+        return f"#{latest['id']} had {old.get('n_target_samples')} target samples, now {prov['n_target_samples']}"
+    if old.get("target_archs") != prov["target_archs"] or "inputs_digest" not in old:
+        return f"the target's measurements changed since #{latest['id']}"
+    return f"the proxies' data or harness changed since #{latest['id']}"
 
 
 def _target_samples(ctx: Context, target: str) -> tuple[list[Arch], np.ndarray]:

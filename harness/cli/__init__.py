@@ -5,8 +5,27 @@ from __future__ import annotations
 import typer
 
 from harness import __version__
+from harness.cli.common import err
 from harness.cli import analysis, demo, devices, measure, predict, results, sim, spaces
 
+
+
+def _no_type_for_flags() -> None:
+    """typer labels on/off flags `<bool>` in --help; a flag takes no value, so show none."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_harness", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._harness = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_type_for_flags()
 app = typer.Typer(
     name="harness",
     help="On-device latency measurement for hardware-aware NAS: profiles, campaigns, results.",
@@ -46,4 +65,21 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def main() -> None:
-    app()
+    import sys
+
+    from harness import interrupts
+
+    if interrupts.started():  # Ctrl-C while harness was starting
+        err.print("[yellow]interrupted[/] while starting; nothing was done.")
+        sys.exit(130)
+    from harness.cli.common import say_interrupted
+
+    try:
+        app()
+    except KeyboardInterrupt:
+        say_interrupted("[yellow]interrupted[/]")
+        sys.exit(130)
+    except SystemExit as e:  # typer turns a Ctrl-C outside our handlers into a silent exit 130
+        if e.code == 130:
+            say_interrupted("[yellow]interrupted[/]")
+        raise

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, working
 from harness.errors import HarnessError
 from harness.paths import WORKSPACE
 
@@ -42,7 +42,8 @@ def import_(
 
     with Store(store) as st:
         for f in files:
-            r = import_table(st, f, source=source, space=space, allow_zero=allow_zero)
+            with working(f"importing {f.name}"):
+                r = import_table(st, f, source=source, space=space, allow_zero=allow_zero)
             for w in r.warnings:
                 err.print(f"[yellow]warning:[/] {escape(w)}")
             if r.skipped_file:
@@ -60,53 +61,127 @@ def _colour(v: float) -> str:
     return f"[{style}]{v:.2f}[/]"
 
 
+DEFAULT_MIN_OVERLAP = 30  # harness.analysis.correlation.DEFAULT_MIN_OVERLAP, not imported: --help stays light
+MinOverlapOpt = Annotated[int, typer.Option(
+    "--min-overlap", help="Pairs with fewer common architectures are shown with their n, masked and left out "
+    "of summaries (an SRCC on a handful of architectures is noise).")]
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _cell(v: float, n: int, min_overlap: int) -> str:
+    if n < min_overlap and v == v:
+        return f"[dim]n={n}[/]"
+    return _colour(v)
+
+
+def _matrix_table(corr, order: list[str], label: str, space: str, min_overlap: int) -> Table:
+    m, n = corr.matrix(), corr.overlap()
+    table = Table(title=f"{label}, {space}: {len(order)} devices (clustered order; columns numbered as rows)")
+    table.add_column("#", justify="right")
+    table.add_column("device", no_wrap=True)
+    for i in range(len(order)):
+        table.add_column(str(i + 1), justify="right", no_wrap=True)
+    for i, a in enumerate(order):
+        table.add_row(str(i + 1), escape(a), *[_colour(1.0) if a == b else _cell(m.loc[a, b], n.loc[a, b], min_overlap)
+                                               for b in order])
+    return table
+
+
+def _pairs_tables(reliable, label: str, ci: bool, weakest: int = 10, strongest: int = 5) -> list[Table]:
+    """The narrow-terminal view: ranked pair lists instead of an n x n matrix."""
+    out = []
+    ranked = reliable.sort_values("srcc")
+    for title, rows in ((f"weakest pairs ({label})", ranked.head(weakest)),
+                        (f"strongest pairs ({label})", ranked.tail(strongest).iloc[::-1])):
+        if len(ranked) <= weakest and "strongest" in title:
+            break  # the first list already shows every pair
+        table = Table(title=title)
+        table.add_column(label, justify="right", no_wrap=True)
+        table.add_column("device a", overflow="fold")
+        table.add_column("device b", overflow="fold")
+        table.add_column("archs", justify="right", no_wrap=True)
+        if ci:
+            table.add_column("95% CI", no_wrap=True)
+        for r in rows.itertuples():
+            cells = [_colour(r.srcc), escape(r.device_a), escape(r.device_b), str(r.n_common_archs)]
+            if ci:
+                cells.append(f"{r.ci_low:.2f}–{r.ci_high:.2f}")
+            table.add_row(*cells)
+        out.append(table)
+    return out
+
+
 @cli_errors
 def srcc(
     space: SpaceOpt = "nb201",
     device: DevicesOpt = None,
     method: MethodOpt = "spearman",
     ci: CiOpt = 0,
+    min_overlap: MinOverlapOpt = DEFAULT_MIN_OVERLAP,
+    layout: Annotated[str, typer.Option(
+        help="matrix (heat map), pairs (weakest and strongest pairs) or auto: the matrix when the terminal is "
+             "wide enough.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of pairs instead of the heat map.")] = False,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Rank correlation of latencies for every pair of devices, on the architectures both have."""
+    from rich.measure import Measurement
+
     from harness import analysis
     from harness.analysis.correlation import correlate
     from harness.analysis.report import cluster_order
     from harness.results.store import open_store
 
-    with open_store(store, write=False) as st:
+    if layout not in ("auto", "matrix", "pairs"):
+        raise HarnessError(f"--layout must be auto, matrix or pairs, not {layout!r}")
+    with open_store(store, write=False) as st, working("correlating" + (f" with {ci} bootstrap resamples" if ci else "")):
         wide = analysis.latencies(st, space, device)
         noise = _noise(st, space, list(wide.columns), ci, seed) if ci and method == "spearman" else {}
-    corr = correlate(wide, method=method, n_boot=ci, seed=seed)
-    if noise:  # measured devices: the interval also resamples each model's runs and rounds
-        from harness.measure.confidence import srcc_with_noise
+        corr = correlate(wide, method=method, n_boot=ci, seed=seed)
+        if noise:  # measured devices: the interval also resamples each model's runs and rounds
+            from harness.measure.confidence import srcc_with_noise
 
-        pairs = srcc_with_noise(wide, noise, ci, seed)
-        corr.pairs = corr.pairs.drop(columns=["ci_low", "ci_high"]).merge(
-            pairs[["device_a", "device_b", "ci_low", "ci_high", "noise_resampled"]], on=["device_a", "device_b"],
-            how="left")
+            pairs = srcc_with_noise(wide, noise, ci, seed)
+            if len(pairs):
+                corr.pairs = corr.pairs.drop(columns=["ci_low", "ci_high"]).merge(
+                    pairs[["device_a", "device_b", "ci_low", "ci_high", "noise_resampled"]],
+                    on=["device_a", "device_b"], how="left")
     if as_json:
-        print(json.dumps(corr.pairs.to_dict(orient="records"), indent=1, default=float))
+        records = corr.pairs.assign(low_overlap=corr.pairs.n_common_archs < min_overlap)
+        print(json.dumps(records.to_dict(orient="records"), indent=1, default=lambda v: v.item()))
         return
-    m = corr.matrix()
-    order = cluster_order(m)
     label = "SRCC" if method == "spearman" else "Kendall tau"
-    table = Table(title=f"{label}, {esc(space)}: {len(order)} devices (clustered order; columns numbered as rows)")
-    table.add_column("#", justify="right")
-    table.add_column("device")
-    for i in range(len(order)):
-        table.add_column(str(i + 1), justify="right")
-    for i, a in enumerate(order):
-        table.add_row(str(i + 1), esc(a), *[_colour(m.loc[a, b]) for b in order])
-    console.print(table)
-    p = corr.pairs.dropna(subset=["srcc"])
-    if len(p):
-        lo = p.loc[p.srcc.idxmin()]
-        console.print(f"{len(p)} pairs; weakest: {esc(lo.device_a)} vs {esc(lo.device_b)} = {lo.srcc:.4f} "
-                      f"on {lo.n_common_archs} architectures. --json for all pairs"
+    order = cluster_order(corr.matrix(min_overlap))
+    reliable = corr.reliable(min_overlap)
+    low = corr.pairs[corr.pairs.srcc.notna() & (corr.pairs.n_common_archs < min_overlap)]
+    table = _matrix_table(corr, order, label, space, min_overlap)
+    needs = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if layout == "matrix" or (layout == "auto" and needs <= console.width):
+        console.print(table)
+    else:
+        if layout == "auto":
+            console.print(f"[dim]the {len(order)}×{len(order)} heat map needs {needs} columns and this terminal has "
+                          f"{console.width}: ranked pairs instead (--layout matrix to force it; harness report "
+                          "draws it)[/]", highlight=False)
+        for t in _pairs_tables(reliable, label, bool(ci)):
+            console.print(t)
+    n_pairs = len(corr.pairs.dropna(subset=["srcc"]))
+    if len(reliable):
+        lo = reliable.loc[reliable.srcc.idxmin()]
+        console.print(f"{plural(n_pairs, 'pair')}; weakest: {esc(lo.device_a)} vs {esc(lo.device_b)} = "
+                      f"{lo.srcc:.4f} on {lo.n_common_archs} architectures. --json for all pairs"
                       + (" with confidence intervals" if ci else ""), highlight=False)
+    elif n_pairs:
+        console.print(f"{plural(n_pairs, 'pair')}, none on {min_overlap} or more common architectures: lower "
+                      "--min-overlap to compare them anyway.", highlight=False)
+    if len(low):
+        console.print(f"[yellow]{plural(len(low), 'pair')} on fewer than {min_overlap} common architectures[/] "
+                      f"(n={', '.join(str(v) for v in sorted(set(low.n_common_archs)))}): shown with their n, left "
+                      "out of the summary (--min-overlap to change).", highlight=False)
 
 
 def _noise(st, space: str, devices: list[str], n_boot: int, seed: int) -> dict:
@@ -135,9 +210,9 @@ def compare(
     from harness import analysis
     from harness.measure.confidence import compare as cmp
     from harness.measure.confidence import model_ci, srcc_with_noise
-    from harness.results.store import Store
+    from harness.results.store import open_store
 
-    with Store(store) as st:
+    with open_store(store, write=False) as st:
         wide = analysis.latencies(st, space, [device_a, device_b])
         noise = _noise(st, space, [device_a, device_b], ci, seed)
     cis = {d: model_ci(x) for d, x in noise.items() if not x.empty}
@@ -162,7 +237,8 @@ def compare(
 
 @cli_errors
 def proxy(
-    targets: Annotated[list[str], typer.Option("--targets", "-t", help="Target device(s) (repeat).")],
+    targets: Annotated[list[str], typer.Option(
+        "--target", "-t", "--targets", help="Target device(s) (repeat). --targets is the old spelling.")],
     candidate: Annotated[Optional[list[str]], typer.Option(
         help="Candidate proxies (repeat); default: every other device with data.")] = None,
     space: SpaceOpt = "nb201",
@@ -175,7 +251,8 @@ def proxy(
     """Rank candidate proxy devices by how well their latency ranking matches the targets' (mean and worst)."""
     from harness import analysis
 
-    df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci)
+    with working("ranking proxies" + (f" with {ci} bootstrap resamples" if ci else "")):
+        df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci)
     if as_json:
         print(json.dumps(df.to_dict(orient="records"), indent=1, default=float))
         return
@@ -213,9 +290,11 @@ def report(
     pair: Annotated[Optional[list[str]], typer.Option(
         help="Scatter plot for A:B (repeat); default: the two most and two least correlated pairs.")] = None,
     method: MethodOpt = "spearman",
+    min_overlap: MinOverlapOpt = DEFAULT_MIN_OVERLAP,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
-    """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions."""
+    """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions, where
+    each device's numbers come from, and a 'how to read this' for every figure and table."""
     from harness import analysis
     from harness.results.store import open_store
 
@@ -225,5 +304,6 @@ def report(
         missing = sorted({d for p in pairs or [] for d in p} - set(wide.columns))
         if missing:
             raise HarnessError(f"--pair names device(s) without {space} data: {', '.join(missing)}")
-        path = analysis.report(st, out, space, device, pairs, png, method)
+        with working(f"drawing the report ({space})"):
+            path = analysis.report(st, out, space, device, pairs, png, method, min_overlap)
     console.print(f"wrote {esc(path)}" + (f" and PNG figures in {esc(png)}" if png else ""), highlight=False)

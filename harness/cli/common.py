@@ -87,8 +87,40 @@ def flag_hint(e: HarnessError, fn: Callable) -> str:
     return ""
 
 
+@contextlib.contextmanager
+def working(description: str) -> Iterator[Callable[..., None]]:
+    """A spinner with elapsed time on stderr for steps that may take more than ~2 s; it disappears when
+    done. Yields ``step(text=None, done=None, total=None)``: a new description and, when known, a count."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    if not err.is_terminal:  # logs and pipes get no spinner (and no blank line where it was)
+        yield lambda *args, **kwargs: None
+        return
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=16),
+                        TextColumn("{task.fields[count]}"), TimeElapsedColumn(), console=err, transient=True)
+    with progress:
+        task = progress.add_task(description, total=None, count="")
+
+        def step(text: str | None = None, done: int | None = None, total: int | None = None) -> None:
+            progress.update(task, description=text or description, completed=done or 0, total=total,
+                            count=f"{done:,}/{total:,}" if total else "")
+
+        yield step
+
+
+_interrupt_said = False
+
+
+def say_interrupted(message: str = "[yellow]interrupted[/]; nothing after this point was done.") -> None:
+    """Tell the user Ctrl-C was honoured, once per command."""
+    global _interrupt_said
+    if not _interrupt_said:
+        _interrupt_said = True
+        err.print(message, highlight=False)
+
+
 def cli_errors(fn: F) -> F:
-    """Turn the library's typed errors into a red message and exit code 2 (no traceback)."""
+    """Turn the library's typed errors into a red message and exit code 2 (no traceback); Ctrl-C into exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -101,5 +133,8 @@ def cli_errors(fn: F) -> F:
             where = f"{e.filename}: " if e.filename else ""
             err.print(f"[bold red]error:[/] {esc(where)}{esc(e.strerror or e)}", highlight=False)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # typer would exit 130 without a word; say so (campaigns say more)
+            say_interrupted()
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]

@@ -19,11 +19,14 @@ def list_devices(devices_dir: DevicesDirOpt = DEFAULT_DEVICES) -> None:
     from harness.devices.registry import ProfileRegistry
 
     good, bad = ProfileRegistry(devices_dir).load_all()
-    table = Table(title="device profiles")
-    for col in ("name", "connection", "runtime", "threads", "source", "hardware"):
-        table.add_column(col, no_wrap=col != "hardware")
+    from rich import box
+
+    table = Table(title="device profiles", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("name", "via", "runtime", "source"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("hardware", ratio=1)
     for entry, p in good:
-        table.add_row(p.name, p.connection.kind, p.runtime.name, str(p.runtime.threads),
+        table.add_row(p.name, p.connection.kind, f"{p.runtime.name} ×{p.runtime.threads}",
                       entry.origin, escape(p.hardware or p.description))
     console.print(table)
     for e in bad:

@@ -11,12 +11,38 @@ import typer
 from rich.markup import escape
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, err, esc, reachable)
+                                StoreOpt, cli_errors, console, err, esc, reachable,
+                                say_interrupted)
+from harness.errors import HarnessError
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress
 
     from harness.campaign import CampaignSummary, ModelOutcome
+
+def campaign_progress(con: Console) -> Progress:
+    """Bar, count, elapsed and ETA always fit; the device name and the live status line give way first.
+
+    At 80 columns rich would otherwise squeeze the count, elapsed time and ETA out to make room for the
+    status text, which is exactly what a user watching a long campaign needs to see.
+    """
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.table import Column
+
+    narrow = con.width < 120
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}", table_column=Column(max_width=16 if narrow else 30,
+                                                                     overflow="ellipsis", no_wrap=True)),
+        BarColumn(bar_width=12 if narrow else 30),
+        MofNCompleteColumn(table_column=Column(no_wrap=True)),
+        TimeElapsedColumn(table_column=Column(no_wrap=True)),
+        TextColumn("eta", table_column=Column(no_wrap=True)),
+        TimeRemainingColumn(table_column=Column(no_wrap=True)),
+        TextColumn("{task.fields[status]}", table_column=Column(ratio=1, overflow="ellipsis", no_wrap=True)),
+        console=con, transient=False, expand=True)
 
 
 class ProgressObserver:
@@ -47,6 +73,27 @@ class ProgressObserver:
         self.progress.update(self.task, advance=1, status=status)
 
 
+def print_model_results(st_path: Path, device: str, keys: list[str]) -> None:
+    """What benchmark_model users look for: each file's latency, from its latest measurement."""
+    from rich.table import Table
+
+    from harness.results.store import Store
+
+    with Store(st_path) as st:
+        m = st.measurements(device, "file")
+    m = m[m.key.isin(keys) & (m.status == "ok")].drop_duplicates("key", keep="last")
+    if m.empty:
+        return
+    table = Table(title=f"model files on {escape(device)}")
+    for col in ("file", "median ms", "p90 ms", "min ms", "CV", "runs", "load ms"):
+        table.add_column(col, justify="left" if col == "file" else "right", overflow="fold")
+    for r in m.itertuples():
+        cv = r.std_ms / r.mean_ms if r.mean_ms else 0.0
+        table.add_row(escape(r.key), f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.min_ms:.3f}", f"{100 * cv:.1f} %",
+                      str(r.n_runs), f"{r.init_ms:.1f}" if r.init_ms == r.init_ms and r.init_ms is not None else "-")
+    console.print(table)
+
+
 def print_summary(s: CampaignSummary) -> None:
     console.print(f"[bold]{esc(s.device)}[/] {esc(s.space)} (graph: {s.graph_mode}): {s.ok} measured, {s.failed} failed, "
                   f"{s.skipped} already in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})",
@@ -57,14 +104,31 @@ def print_summary(s: CampaignSummary) -> None:
     if s.failures:
         console.print("  failures by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(s.failures.items())))
     if s.unstable:
-        console.print(f"  [yellow]warning:[/] {len(s.unstable)} visit(s) ended with a 95% CI of the median wider "
-                      "than +-5% (or a spread >= 10% of the mean); consider more runs or a quieter machine")
+        print_unstable(s)
     if s.runs:
         console.print(f"  {s.runs} timed runs; {s.suspect} suspect visit(s) (noisy neighbours, not quiet, or a "
                       f"sentinel out of band: see `suspect` in the store)"
                       + (f"; gating waited {s.gate_wait_s:.1f} s" if s.gate_wait_s else "")
                       + (f", {s.gate_timeouts} time(s) without the device getting quiet" if s.gate_timeouts else "")
                       + (f"; paused {s.paused_s:.1f} s for sentinels" if s.paused_s else ""), highlight=False)
+
+
+def print_unstable(s: CampaignSummary, show: int = 3) -> None:
+    """Name the least repeatable models with their CV and say what to do, instead of a blanket warning."""
+    from harness.campaign import UNSTABLE_CV
+
+    worst = sorted(s.unstable_cv.items(), key=lambda kv: -kv[1])[:show]
+    share = len(s.unstable) / max(s.ok, 1)
+    names = ", ".join(f"{escape(k)} (CV {100 * cv:.0f} %)" for k, cv in worst)
+    console.print(f"  [yellow]unsteady:[/] {len(s.unstable)} of {s.ok} model(s) ended with a 95 % CI of the median "
+                  f"wider than +-5 % (or, without a CI, varied by >= {100 * UNSTABLE_CV:.0f} % run to run); "
+                  f"worst: {names}", highlight=False)
+    if share >= 0.5:
+        hint = ("most models are affected, so the machine is the likely cause: close other work (load, "
+                "thermal throttling) or raise the profile's warmup_runs / min_seconds")
+    else:
+        hint = "rankings of these few may be off: measure them again with --remeasure --arch KEY"
+    console.print(f"  {hint}.", highlight=False)
 
 
 def measure(
@@ -78,9 +142,9 @@ def measure(
     arch_file: Annotated[Optional[Path], typer.Option(
         help="CSV with the space's key columns (e.g. picks.csv) or a text file, one key per line.")] = None,
     remeasure: Annotated[bool, typer.Option(
-        help="Measure again even what the store already has (adds new rows; export uses the latest).")] = False,
+        "--remeasure", help="Measure again even what the store already has (adds new rows; export uses the latest).")] = False,
     remeasure_stale: Annotated[bool, typer.Option(
-        help="Measure again the architectures whose stored measurement is of a model from an older exporter "
+        "--remeasure-stale", help="Measure again the architectures whose stored measurement is of a model from an older exporter "
              "(reported as stale; otherwise kept and skipped).")] = False,
     graph: Annotated[Optional[str], typer.Option(
         help="Model semantics, overriding the profile's 'graph': prune (what a deployment converter exports: "
@@ -89,6 +153,9 @@ def measure(
     rounds: Annotated[Optional[int], typer.Option(
         min=1, help="Visit every architecture R times, each round in its own seeded shuffled order (overrides "
                     "the profile's policy.rounds); the latency is the median over rounds.")] = None,
+    model: Annotated[Optional[list[Path]], typer.Option(
+        "--model", "-m", help="Measure these model files (.onnx or .tflite; repeat) instead of a space's "
+        "architectures: stored under space 'file', keyed by name and content hash, resumed like any campaign.")] = None,
     max_failures: Annotated[int, typer.Option(help="Stop after this many failures in a row.")] = 5,
     wait: Annotated[bool, typer.Option(
         "--wait", help="If another campaign is measuring this device, wait for it instead of exiting.")] = False,
@@ -104,17 +171,15 @@ def measure(
     """
     run(device, space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
         remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir,
-        remeasure_stale=remeasure_stale, graph=graph, wait=wait, rounds=rounds)
+        remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model, rounds=rounds)
 
 
 @cli_errors
 def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bool, arch: list[str] | None,
         arch_file: Path | None, remeasure: bool, max_failures: int, store: Path, devices_dir: Path,
         cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
-        wait: bool = False, rounds: int | None = None) -> CampaignSummary:
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
+        wait: bool = False, model: list[Path] | None = None, rounds: int | None = None) -> CampaignSummary:
+    from harness import interrupts
     from harness.campaign import run_campaign
     from harness.devices.lease import DeviceBusy
     from harness.devices.registry import ProfileRegistry
@@ -124,16 +189,24 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
     from harness.models.spaces import get_space
     from harness.results.store import Store
 
+
     profile = ProfileRegistry(devices_dir).get(device)
     if graph is not None:  # a campaign setting: recorded with the campaign's profile and each measurement
         profile = profile.model_copy(update={"graph": check_mode(graph)})
-    sp = get_space(space)
-    archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
+    if model:
+        from harness.models.files import FileSpace, open_model
+
+        if sample is not None or all_archs or arch or arch_file:
+            raise HarnessError("--model measures files; leave out --sample, --all, --arch and --arch-file")
+        sp = FileSpace([open_model(m) for m in model])
+        sp.check_runtime(profile)
+        archs = sp.archs()
+    else:
+        sp = get_space(space)
+        archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
     with reachable(profile) as profile, Store(store) as st:
-        progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                            TextColumn("{task.fields[status]}"), console=console, transient=False)
+        progress = campaign_progress(console)
         try:
             with progress:
                 summary = run_campaign(st, profile, sp, archs, cache=ModelCache(cache_dir), command=command,
@@ -147,15 +220,24 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
             err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(3) from None
         except KeyboardInterrupt:
-            done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
-            err.print(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in {esc(store)}; "
-                      "rerun the same command to measure the rest.")
+            try:
+                with interrupts.shielded():  # a second Ctrl-C does not turn this into a traceback
+                    done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
+                    say_interrupted(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in "
+                                    f"{esc(store)}; rerun the same command to measure the rest.")
+            except KeyboardInterrupt:
+                pass
             raise typer.Exit(130) from None
-    if summary.status == "nothing to do":
+    if summary.status == "nothing to do" and model:
+        console.print(f"{esc(device)}: all {len(archs)} model file(s) are already in {esc(store)}; nothing to do "
+                      "(--remeasure to measure again).", highlight=False)
+    elif summary.status == "nothing to do":
         console.print(f"{esc(device)}: all {len(archs)} architectures are already in {esc(store)} (graph: {profile.graph}); "
                       "nothing to do (--remeasure to measure again).", highlight=False)
     else:
         print_summary(summary)
+    if model:
+        print_model_results(st_path=store, device=profile.name, keys=[a.key for a in archs])
     if summary.stale:
         from harness.models.cache import EXPORTER_VERSION
 

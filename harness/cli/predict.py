@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from harness.analysis import methods, sampling
-from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, esc
+from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, esc, working
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 ProxyOpt = Annotated[list[str], typer.Option(
@@ -18,6 +19,16 @@ ProxyOpt = Annotated[list[str], typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 MethodOpt = Annotated[str, typer.Option(help="Transfer method: " + "; ".join(
     f"{name}" for name in methods.METHODS) + f" (default {methods.DEFAULT_METHOD}).")]
+
+
+def _context(st, space: str, cache_dir: Path, step):
+    """The workflow context, with the graph-feature builds (the slow part) shown on the progress line."""
+    from harness.analysis import workflow
+
+    ctx = workflow.open_context(st, space, str(cache_dir))
+    ctx.graph.on_progress = lambda done, total: step("building architectures for their graph features", done,
+                                                     total)
+    return ctx
 
 
 def _print_json(obj) -> None:
@@ -36,8 +47,8 @@ def train(
     from harness.analysis import workflow
     from harness.results.store import Store
 
-    with Store(store) as st:
-        r = workflow.train(workflow.open_context(st, space, str(cache_dir)), device)
+    with Store(store) as st, working(f"training {device}'s predictor") as step:
+        r = workflow.train(_context(st, space, cache_dir, step), device)
     if as_json:
         _print_json(r.to_json())
         return
@@ -62,15 +73,21 @@ def suggest(
     from harness.results.export import write_table
     from harness.results.store import open_store
 
-    with open_store(store, write=False) as st:
-        picks = workflow.suggest(workflow.open_context(st, space, str(cache_dir)), proxy, samples, strategy, seed,
+    with open_store(store, write=False) as st, working(f"choosing {samples} architectures") as step:
+        picks = workflow.suggest(_context(st, space, cache_dir, step), proxy, samples, strategy, seed,
                                  target)
     if out:
         write_table(picks, out)
     if as_json:
         _print_json(picks.to_dict(orient="records"))
     else:
-        console.print(picks.to_string(index=False), highlight=False, markup=False)
+        table = Table(title=f"{len(picks)} {space} architectures to measure on the target ({strategy})")
+        table.add_column("#", justify="right")
+        for col in picks.columns:
+            table.add_column(str(col), overflow="fold")
+        for i, row in enumerate(picks.itertuples(index=False)):
+            table.add_row(str(i + 1), *[escape(str(v)) for v in row])
+        console.print(table)
         if out:
             console.print(esc(f"wrote {out}; next: harness measure --device TARGET --space {space} --arch-file {out}"),
                           highlight=False)
@@ -88,13 +105,22 @@ def adapt(
     from harness.analysis import workflow
     from harness.results.store import Store
 
-    with Store(store) as st:
-        r = workflow.adapt(workflow.open_context(st, space, str(cache_dir)), proxy, target, method)
+    with Store(store) as st, working(f"adapting a predictor for {target}") as step:
+        r = workflow.adapt(_context(st, space, cache_dir, step), proxy, target, method)
     if as_json:
         _print_json(r.to_json())
         return
-    console.print(f"adapted predictor #{r.id} for {esc(target)}: {esc(method)} from {r.n_target_samples} target "
-                  f"samples and {len(r.proxies)} proxy device(s)", highlight=False)
+    if r.reused:
+        console.print(f"predictor #{r.id} for {esc(target)} already fits these inputs (same method, proxies, proxy "
+                      f"data and {r.n_target_samples} target samples): reused, nothing new saved", highlight=False)
+    else:
+        console.print(f"adapted predictor #{r.id} for {esc(target)} ({r.why_new}): {method} from {r.n_target_samples} "
+                      f"target samples and {len(r.proxies)} proxy device(s)", highlight=False)
+    q = r.metrics
+    if "loo_srcc" in q:
+        console.print(f"  quality on the {r.n_target_samples} target samples ({q['loo_scheme']}, whole fit redone "
+                      f"each time): SRCC [bold]{q['loo_srcc']:.3f}[/], median error "
+                      f"{100 * q['loo_median_rel_error']:.1f} %", highlight=False)
     if "sources_used" in r.metrics:
         console.print(f"  sources used: {esc(', '.join(r.metrics['sources_used']))}; one-hot weight "
                       f"{r.metrics['onehot_weight']}", highlight=False)
@@ -112,8 +138,8 @@ def predict(
     from harness.results.export import write_table
     from harness.results.store import open_store
 
-    with open_store(store, write=False) as st:
-        df = workflow.predict(workflow.open_context(st, space, str(cache_dir)), device)
+    with open_store(store, write=False) as st, working(f"predicting {device}") as step:
+        df = workflow.predict(_context(st, space, cache_dir, step), device)
     if out:
         write_table(df, out)
     if as_json:
@@ -144,14 +170,15 @@ def pareto(
     from harness.analysis import workflow
     from harness.results.store import open_store
 
-    with open_store(store, write=False) as st:
-        r = workflow.pareto(workflow.open_context(st, space, str(cache_dir)), proxy, target, accuracy, what_if,
+    with open_store(store, write=False) as st, working(f"checking the Pareto set of {proxy} on {target}") as step:
+        r = workflow.pareto(_context(st, space, cache_dir, step), proxy, target, accuracy, what_if,
                             adapt_proxy, method)
     checks = {k: c.summary() for k, c in r.fronts().items()}
     if plot:
         from harness.analysis.report import pareto_report
 
-        pareto_report(r, space).write(plot)
+        with working(f"drawing {plot}"):
+            pareto_report(r, space).write(plot)
     if as_json:
         _print_json({"proxy": proxy, "target": target, "accuracy": accuracy, **checks})
         return

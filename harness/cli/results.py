@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc
@@ -98,19 +100,48 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
 
     with open_store(store, write=False) as st:
         df = st.campaigns(EXPORTER_VERSION)
-    table = Table(title=f"campaigns in {esc(store)}")
-    for col in ("id", "device", "space", "graph", "status", "planned", "ok", "failed", "stale", "runs/model",
-                "per-run", "started_at", "message"):
-        table.add_column(col)
+    if df.empty:
+        console.print(f"no campaigns in {store} yet; start one with harness measure --device NAME --sample 20")
+        return
+    show_stale = bool(df.stale.sum())
+    table = Table(title=f"campaigns in {escape(str(store))}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("device", overflow="fold")
+    table.add_column("space", overflow="fold")
+    wide = console.width >= 110  # runs per model and per-run only where they fit
+    for col in ("status", "ok/planned", "failed", *(("stale",) if show_stale else ()),
+                *(("runs/model", "per-run") if wide else ()), "started (UTC)"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("status", "started (UTC)") else "right")
+    notes = []
     for r in df.itertuples():
-        runs = "-" if r.runs_per_model != r.runs_per_model else f"{r.runs_per_model:g}"
-        per_run = {1: "yes", 0: "no (device statistics)"}.get(r.per_run, "-")
-        table.add_row(str(r.id), esc(r.device), esc(r.space), r.graph_mode or "-", r.status, str(r.planned),
-                      str(r.ok), str(r.failed), f"[yellow]{r.stale}[/]" if r.stale else "0", runs, per_run,
-                      r.started_at[:19], esc(r.message or ""))
+        space = r.space + (f" ({r.graph_mode})" if isinstance(r.graph_mode, str) and r.graph_mode != "prune" else "")
+        table.add_row(str(r.id), esc(r.device), esc(space), _STATUS.get(r.status, "{}").format(r.status),
+                      f"{r.ok}/{r.planned}", str(r.failed) if r.failed else "",
+                      *((f"[yellow]{r.stale}[/]" if r.stale else "",) if show_stale else ()),
+                      *((_runs(r.runs_per_model), {1: "yes", 0: "no"}.get(r.per_run, "-")) if wide else ()),
+                      _text(r.started_at)[:16].replace("T", " "))
+        if _text(r.message):
+            notes.append(f"  #{r.id} {r.status}: {escape(_text(r.message))}")
+    if wide and (df.per_run == 0).any():
+        notes.append("  per-run no: the device's tool reports statistics only (benchmark_model), not every run")
     console.print(table)
-    stale = int(df.stale.sum()) if not df.empty else 0
-    if stale:
-        console.print(f"[yellow]{stale} measurement(s) are stale[/]: their models came from an exporter older than "
-                      f"v{EXPORTER_VERSION}. They stay in the store; `harness measure ... --remeasure-stale` "
-                      "measures them again.")
+    for note in notes:  # below the table, so long messages wrap at any terminal width
+        console.print(note, highlight=False)
+    if show_stale:
+        console.print(f"[yellow]{int(df.stale.sum())} measurement(s) are stale[/]: their models came from an "
+                      f"exporter older than v{EXPORTER_VERSION}. They stay in the store; `harness measure ... "
+                      "--remeasure-stale` measures them again.")
+
+
+_STATUS = {"finished": "[green]{}[/]", "failed": "[red]{}[/]", "interrupted": "[yellow]{}[/]",
+           "abandoned": "[yellow]{}[/]", "running": "[cyan]{}[/]"}
+
+
+def _runs(value: object) -> str:
+    """Mean timed runs per model, '-' where the campaign has none (NULL/NaN)."""
+    return f"{value:g}" if isinstance(value, (int, float)) and value == value else "-"
+
+
+def _text(value: object) -> str:
+    """A cell from a DataFrame as text: SQL NULL arrives as None or NaN, neither of which rich can render."""
+    return value if isinstance(value, str) else ""

@@ -7,6 +7,16 @@ from rich.table import Table
 from harness.cli.common import cli_errors, console
 
 
+def count_text(n: int | None) -> str:
+    """15,625 or ≈ 9.8 × 10^20: a 21-digit integer tells a reader nothing."""
+    if n is None:
+        return "-"
+    if n < 10_000_000:
+        return f"{n:,}"
+    mantissa, exponent = f"{n:.1e}".split("e")
+    return f"≈ {mantissa} × 10^{int(exponent)}"
+
+
 @cli_errors
 def spaces() -> None:
     """List the search spaces, their size and key columns."""
@@ -17,6 +27,6 @@ def spaces() -> None:
         table.add_column(col)
     for name, cls in SPACES.items():
         sp = cls()
-        table.add_row(name, str(sp.size() or "-"), ", ".join(sp.key_columns),
+        table.add_row(name, count_text(sp.size()), ", ".join(sp.key_columns),
                       "×".join(map(str, sp.default_input_shape)), sp.description)
     console.print(table)

@@ -116,6 +116,10 @@ class Driver(ABC):
     def cleanup(self) -> None:
         """Release the connection and worker processes. Safe to call twice."""
 
+    def abort(self) -> None:
+        """Stop at once, abandoning a model in flight (after Ctrl-C). Drivers that can, override it."""
+        self.cleanup()
+
     def __enter__(self) -> Driver:
         self.prepare()
         return self

@@ -25,9 +25,12 @@ class PipeChannel:
     """Line channel to a local ``runner.py --serve`` subprocess."""
 
     def __init__(self) -> None:
-        # -P: don't put harness/devices on sys.path (its profile.py would shadow the stdlib module)
+        # -P: don't put harness/devices on sys.path (its profile.py would shadow the stdlib module).
+        # process_group=0: the terminal's Ctrl-C goes to harness's process group only; harness stops the
+        # worker itself (a worker killed by it while starting used to be recorded as a device error).
         self.proc = subprocess.Popen([sys.executable, "-P", str(RUNNER), "--serve"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                     process_group=0)
         self._stderr: deque[str] = deque(maxlen=40)
         Thread(target=self._drain, daemon=True).start()
 
@@ -51,15 +54,17 @@ class PipeChannel:
         return "\n".join([*list(self._stderr)[-10:], f"(exit code {code})" if code is not None else ""])
 
     def close(self, force: bool = False) -> None:
-        if self.proc.poll() is None and not force:
-            try:
-                self.proc.stdin.close()  # type: ignore[union-attr]
-                self.proc.wait(timeout=2)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+        try:
+            if self.proc.poll() is None and not force:
+                try:
+                    self.proc.stdin.close()  # type: ignore[union-attr]
+                    self.proc.wait(timeout=2)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+        finally:  # even when a second Ctrl-C lands in the wait above: never leave a worker behind
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
 
 
 class LocalDriver(RunnerDriver):

@@ -305,7 +305,14 @@ def load_profile(path: str | Path) -> Profile:
 
 
 def profile_yaml(profile: Profile) -> str:
-    return yaml.safe_dump(profile.as_dict(), sort_keys=False)
+    """The profile as harness reads it, without the settings of the runtime it does not use."""
+    body = profile.as_dict()
+    rt = body.get("runtime", {})
+    if rt.get("name") != "tflite":
+        rt.pop("delegate", None)
+    if rt.get("name") != "onnxruntime":
+        rt.pop("execution_provider", None)
+    return yaml.safe_dump(body, sort_keys=False)
 
 
 def is_valid_name(name: str) -> bool:

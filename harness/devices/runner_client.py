@@ -140,3 +140,7 @@ class RunnerDriver(Driver):
 
     def cleanup(self) -> None:
         self._drop(force=False)
+
+    def abort(self) -> None:
+        self._drop(force=True)  # kill the runner now; then whatever else the transport holds
+        self.cleanup()

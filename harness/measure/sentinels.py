@@ -26,7 +26,10 @@ def choose(space: SearchSpace, archs: Sequence[Arch], policy: Sentinels) -> list
     if not archs:
         raise HarnessError("sentinels need architectures to choose from; the campaign has none "
                            "(give policy.sentinels.archs)")
-    by_cost = sorted(archs, key=lambda a: (space.build(a).macs(), a.key))
+    try:
+        by_cost = sorted(archs, key=lambda a: (space.build(a).macs(), a.key))
+    except Exception:  # spaces of model files have no graph to count: keep the given order
+        by_cost = list(archs)
     n = min(policy.count, len(by_cost))
     if n == 1:
         return [by_cost[len(by_cost) // 2]]

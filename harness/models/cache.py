@@ -112,7 +112,9 @@ class ModelCache:
         try:
             fmt.write(prepare(graph, graph_mode), tmp, self.seed)
             os.replace(tmp, path)
-        except Exception as e:
+        except BaseException as e:  # Ctrl-C included: no temp file is left behind
             Path(tmp).unlink(missing_ok=True)
-            raise ExportError(f"exporting {graph.name} to {fmt.name} failed: {e}") from e
+            if isinstance(e, Exception):
+                raise ExportError(f"exporting {graph.name} to {fmt.name} failed: {e}") from e
+            raise
         return Artifact(path, fmt.name, digest, True, time.perf_counter() - t0, **facts)

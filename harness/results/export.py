@@ -37,7 +37,9 @@ def latency_table(store: Store, space: str, devices: list[str] | None = None) ->
     """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device; a
     measured device also gets ``<device>_graph`` (prune/keep), ``<device>_exporter`` (exporter version of
     the model) and ``<device>_degenerate`` (1 when the model's output does not depend on its input)."""
-    keys = list(get_space(space).key_columns)
+    from harness.models import files
+
+    keys = list(files.KEY_COLUMNS if space == files.SPACE else get_space(space).key_columns)
     wide = latency_wide(store, space, devices)
     if wide.empty:
         return pd.DataFrame(columns=keys)

@@ -515,6 +515,15 @@ class Store:
                            "WHERE id = ?", ("process ended without closing the campaign", utcnow(), cid))
 
     @_guarded
+    def close_own_campaigns(self, device: str, status: str, message: str = "") -> None:
+        """Close this process's campaigns on ``device`` still marked running (when the id was never returned)."""
+        with self.transaction() as db:
+            db.execute("""UPDATE campaigns SET status = ?, message = ?, finished_at = ?
+                          WHERE status = 'running' AND host = ? AND pid = ?
+                            AND device_id = (SELECT id FROM devices WHERE name = ?)""",
+                       (status, message or None, utcnow(), socket.gethostname(), os.getpid(), device))
+
+    @_guarded
     def set_campaign_conditions(self, campaign_id: int, conditions: dict) -> None:
         with self.transaction() as db:
             db.execute("UPDATE campaigns SET conditions_json = ? WHERE id = ?",
@@ -529,18 +538,26 @@ class Store:
     @_guarded
     def campaigns(self, exporter_version: int | None = None) -> pd.DataFrame:
         """One row per campaign; ``stale`` counts its successful measurements of models from an exporter
-        older than ``exporter_version`` (0 when it is not given)."""
+        older than ``exporter_version`` (0 when it is not given). A campaign still marked 'running' whose
+        process on this host is gone is shown as 'abandoned' (read-only: the store is relabelled when that
+        device's next campaign starts)."""
         q = """SELECT c.id, d.name AS device, c.space, c.status, c.planned,
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
                       SUM(m.status = 'ok' AND ? IS NOT NULL AND COALESCE(m.exporter_version, 1) < ?) AS stale,
                       AVG(m.n_runs) AS runs_per_model, MIN(m.per_run) AS per_run,
-                      MAX(m.graph_mode) AS graph_mode, c.started_at, c.finished_at, c.message
+                      MAX(m.graph_mode) AS graph_mode, c.started_at, c.finished_at, c.message, c.host, c.pid
                FROM campaigns c JOIN devices d ON d.id = c.device_id
                LEFT JOIN measurements m ON m.campaign_id = c.id
                GROUP BY c.id ORDER BY c.id"""
         df = pd.read_sql_query(q, self.db, params=(exporter_version, exporter_version))
         df[["ok", "failed", "stale"]] = df[["ok", "failed", "stale"]].fillna(0).astype(int)
-        return df
+        here = socket.gethostname()
+        gone = [s == "running" and h == here and not _pid_alive(int(p))
+                for s, h, p in zip(df.status, df.host, df.pid)]
+        df.loc[gone, "status"] = "abandoned"
+        df.loc[gone, "message"] = "process ended without closing the campaign"
+        df["message"] = df["message"].astype(object).where(df["message"].notna(), None)
+        return df.drop(columns=["host", "pid"])
 
     # --- measurements --------------------------------------------------------------------
     @_guarded
@@ -657,7 +674,9 @@ class Store:
                              degenerate=("degenerate", "last")).reset_index()
             measured.insert(1, "origin", "measured")
             measured = measured[cols]
-        df = pd.concat([measured, imported], ignore_index=True) if not imported.empty else measured
+        parts = [d for d in (measured, imported) if not d.empty]
+        df = pd.concat(parts, ignore_index=True) if parts else measured
+        df["latency_ms"] = df["latency_ms"].astype(float)
         if devices:
             df = df[df.device.isin(devices)]
         return df.reset_index(drop=True)

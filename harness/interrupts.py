@@ -1,0 +1,116 @@
+"""Ctrl-C that always ends with the campaign recorded as interrupted, however it arrives.
+
+Why SIGINT went missing or left a campaign ``running``:
+
+* A terminal's Ctrl-C (and ``timeout -s INT``) signals the whole foreground process group: harness
+  *and* its runner worker, and ``timeout`` sends it twice (to the child, then to the group). A worker
+  hit while still starting died, its model was recorded as a device error, and the campaign went on.
+* Python raises KeyboardInterrupt at whatever bytecode runs next: inside a ``__del__``, a weakref
+  callback or a library's bare ``except:`` during the seconds of start-up imports it is swallowed
+  ("Exception ignored in ..."), and the campaign runs on for minutes.
+* A second SIGINT landing in the clean-up (waiting for the worker, writing the campaign's end)
+  aborted it half-way, so the campaign stayed ``running`` until the next one relabelled it.
+
+So the CLI installs :func:`install`: every SIGINT is *counted* as well as raised, and the campaign
+calls :func:`check` at each model boundary, so one that something swallowed still stops it within a
+model. During start-up and inside :func:`shielded` a SIGINT is only counted and raised afterwards,
+so writing the campaign's end is never cut in half. Workers run in their own process group; harness
+stops them itself. Library users who never call :func:`install` keep Python's default behaviour.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_count = 0        # SIGINTs seen since install() (or reset())
+_deferring = 0    # > 0: start-up or a shielded block; SIGINT is counted, raised later
+_pending = False  # a SIGINT arrived while deferring
+_installed = False
+_starting = False  # install(starting=True) is deferring until started()
+
+
+def _on_sigint(signum, frame) -> None:  # noqa: ARG001 (signal handler signature)
+    global _count, _pending
+    _count += 1
+    if _deferring:
+        _pending = True
+        return
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def install(*, starting: bool = False) -> None:
+    """Take over SIGINT (main thread only). ``starting=True``: only count it until :func:`started`."""
+    global _installed, _deferring, _starting
+    if not _main_thread():
+        return
+    signal.signal(signal.SIGINT, _on_sigint)
+    if starting and not _starting:
+        _deferring += 1
+        _starting = True
+    _installed = True
+
+
+def started() -> bool:
+    """End the start-up deferral; True if Ctrl-C was pressed while starting (the caller should stop)."""
+    global _deferring, _pending, _starting
+    if not _installed:
+        install()
+    if not _starting:
+        return False
+    _starting = False
+    _deferring -= 1
+    was, _pending = _pending, False
+    return was
+
+
+def requested() -> bool:
+    """Has the user pressed Ctrl-C since :func:`install`?"""
+    return _count > 0
+
+
+def check() -> None:
+    """Raise KeyboardInterrupt if the user pressed Ctrl-C, even if something swallowed the first one."""
+    if _count > 0:
+        raise KeyboardInterrupt
+
+
+def reset() -> None:
+    """Forget counted interrupts (tests; a long-lived process that handled one)."""
+    global _count, _pending
+    _count, _pending = 0, False
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Run a short piece of bookkeeping that a SIGINT must not cut in half; raise it afterwards.
+
+    Works with or without :func:`install` (it installs the counting handler for the duration).
+    Outside the main thread it does nothing: only the main thread receives signals.
+    """
+    global _deferring, _pending
+    if not _main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    swap = previous is signal.default_int_handler  # never override a handler someone else chose
+    if swap:
+        signal.signal(signal.SIGINT, _on_sigint)
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if swap:
+            signal.signal(signal.SIGINT, previous)
+        fire = _pending and not _deferring
+        if fire:
+            _pending = False
+    if fire:
+        raise KeyboardInterrupt

@@ -1,0 +1,395 @@
+"""The first hour of a new user: tables that render at 80 and 200 columns, Ctrl-C at any point, clear output."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app, common
+from harness.models.spaces import get_space
+from harness.results.store import Store
+
+runner = CliRunner()
+NB201 = get_space("nb201")
+
+
+@pytest.fixture(params=[80, 200], ids=["80cols", "200cols"])
+def width(request):
+    """Run the command as if the terminal were this wide (rich reads the console width at print time)."""
+    saved = common.console.width, common.err.width
+    common.console.width = common.err.width = request.param
+    yield request.param
+    common.console.width, common.err.width = saved
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def flat(text: str) -> str:
+    """Output with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def assert_fits(output: str, width: int) -> None:
+    too_wide = [line for line in output.splitlines() if len(line) > width]
+    assert not too_wide, f"lines wider than {width}: {too_wide[:3]}"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_campaigns_lists_every_status_without_crashing(tmp_path: Path, width: int):
+    store = tmp_path / "h.db"
+    with Store(store) as st:
+        ids = {}
+        for status, message in [("finished", ""), ("failed", "5 models failed in a row on [bold]x[/]"),
+                                ("interrupted", "stopped by the user"), ("running", "")]:
+            cid = st.start_campaign("local-onnx", "nb201", {}, "d", 10, "harness measure")
+            ids[status] = cid
+            if status != "running":
+                st.finish_campaign(cid, status, message)
+        st.db.execute("UPDATE campaigns SET pid = ? WHERE id = ?", (_dead_pid(), ids["running"]))
+    out = invoke("campaigns", "--store", str(store))
+    assert_fits(out, width)
+    for status in ("finished", "failed", "interrupted", "abandoned"):
+        assert status in out
+    assert "[bold]x[/]" in out  # messages are shown as written, never read as markup
+    assert "#4 abandoned: process ended without closing the campaign" in out
+    assert re.search(r"\b1\s+local-onnx\s+nb201\s+finished\s+0/10\b", out)
+
+
+def test_campaigns_on_an_empty_store_says_what_to_do(tmp_path: Path):
+    from harness.results.store import Store
+
+    Store(tmp_path / "h.db").close()  # a store without campaigns (an absent store is refused, never created)
+    out = invoke("campaigns", "--store", str(tmp_path / "h.db"))
+    assert "no campaigns" in out and "harness measure" in out
+
+
+def _summary(n_ok: int, cvs: dict[str, float]):
+    from harness.campaign import CampaignSummary
+
+    s = CampaignSummary("local-onnx", "nb201", n_ok, 0, ok=n_ok, status="finished")
+    s.unstable, s.unstable_cv = list(cvs), dict(cvs)
+    return s
+
+
+@pytest.mark.parametrize("cols", [80, 200])
+def test_unsteady_models_are_named_worst_first_with_a_hint(cols):
+    from rich.console import Console
+
+    from harness.cli import measure
+
+    saved = measure.console
+    measure.console = Console(width=cols, record=True, file=open(os.devnull, "w"))
+    try:
+        measure.print_summary(_summary(50, {"3": 0.12, "77": 0.41, "9": 0.25, "11": 0.11}))
+        few = measure.console.export_text()
+        measure.console = Console(width=cols, record=True, file=open(os.devnull, "w"))
+        measure.print_summary(_summary(4, {"3": 0.12, "77": 0.41, "9": 0.25, "11": 0.11}))
+        most = measure.console.export_text()
+    finally:
+        measure.console = saved
+    flat = " ".join(few.split())
+    assert "4 of 50 model(s)" in flat and "77 (CV 41 %), 9 (CV 25 %), 3 (CV 12 %)" in flat
+    assert "11 (CV" not in flat  # only the worst three
+    assert "--remeasure --arch" in flat
+    assert "machine is the likely cause" in " ".join(most.split())
+    assert_fits(few + most, cols)
+
+
+# --- a small imported store: 6 devices on 120 NB201 architectures, one device on only 8 of them ------------
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    from harness.results.importer import import_table
+
+    rng = np.random.default_rng(0)
+    n = 120
+    base = rng.lognormal(0, 0.6, n)
+    cols = {**{k: [NB201.parse(str(i)).columns[k] for i in range(n)] for k in NB201.key_columns}}
+    names = ["nnmeter_cortexa76_cpu", "hwnb_raspi4", "eagle_gtx1080ti", "hwnb_pixel3", "helpx_titanrtx_bs256",
+             "eagle_jetson_nano_fp16", "nnmeter_adreno640_gpu", "hwnb_edgetpu", "eagle_sd855_dsp_int8",
+             "nnmeter_myriad_vpu", "hwnb_fpga"]
+    for j, name in enumerate(names):
+        cols[f"{name}_ms"] = base * rng.lognormal(0, 0.1 + 0.08 * j, n)
+    few = np.full(n, np.nan)
+    few[:8] = rng.lognormal(0, 1, 8)  # 8 common architectures: a pair that must not dominate
+    cols["tiny_overlap_dev_ms"] = few
+    cols["acc_cifar100_test_200ep"] = 70 - 5 * np.log(base) + rng.normal(0, 1, n)
+    d = tmp_path_factory.mktemp("small")
+    csv = d / "small.csv"
+    pd.DataFrame(cols).to_csv(csv, index=False)
+    with Store(d / "h.db") as st:
+        import_table(st, csv)
+    return d / "h.db"
+
+
+def test_proxy_takes_target_and_the_old_targets_spelling(small_store):
+    for flag in ("--target", "--targets", "-t"):
+        out = invoke("proxy", flag, "hwnb_raspi4", "--store", str(small_store))
+        assert "proxies for hwnb_raspi4" in out and "nnmeter_cortexa76_cpu" in out
+
+
+def test_suggest_prints_a_table_not_a_dataframe(small_store, width):
+    out = invoke("suggest", "--proxy", "hwnb_pixel3", "--samples", "5", "--store", str(small_store))
+    assert "architectures to measure" in out and "nb201_index" in out
+    assert_fits(out, width)
+
+
+def test_spaces_sizes_are_readable(width):
+    out = invoke("spaces")
+    assert "15,625" in out and "× 10^" in out
+    assert not re.search(r"\d{10,}", out)
+    assert_fits(out, width)
+
+
+def test_devices_show_hides_the_other_runtimes_settings():
+    onnx = invoke("devices", "show", "local-onnx")
+    assert "execution_provider" in onnx and "delegate" not in onnx
+    tflite = invoke("devices", "show", "local-tflite")
+    assert "delegate" in tflite and "execution_provider" not in tflite
+
+
+def test_a_misspelt_device_gets_a_did_you_mean(tmp_path):
+    result = runner.invoke(app, ["measure", "--device", "local-onx", "--sample", "1", "--store",
+                                 str(tmp_path / "h.db")])
+    assert result.exit_code == 2
+    assert "did you mean 'local-onnx'?" in result.output
+
+
+def test_help_shows_no_type_for_flags():
+    out = invoke("measure", "--help") + invoke("srcc", "--help")
+    assert "<bool>" not in out and "--all" in out and "--json" in out
+
+
+def test_report_png_folder_is_ignored_by_git():
+    repo = Path(__file__).resolve().parents[1]
+    ignored = subprocess.run(["git", "check-ignore", "-q", "analysis/figures/srcc_heatmap.png"], cwd=repo)
+    assert ignored.returncode == 0
+
+
+def test_srcc_fits_the_terminal_and_masks_tiny_overlaps(small_store, width):
+    out = invoke("srcc", "--store", str(small_store))
+    assert_fits(out, width)
+    flat = " ".join(out.split())
+    if width == 80:  # 12 devices need ~110 columns: the ranked pair list instead
+        assert "weakest pairs" in out and "ranked pairs instead" in flat and "…" not in out
+    else:
+        assert "clustered order" in out and "n=8" in out
+    assert "11 pairs on fewer than 30 common architectures (n=8)" in flat
+    weakest = re.search(r"weakest: (\S+) vs (\S+) = \S+ on (\d+) architectures", flat)
+    assert weakest and "tiny_overlap_dev" not in weakest.group(0) and weakest.group(3) == "120"
+
+
+def test_srcc_min_overlap_is_configurable_and_in_json(small_store):
+    import json
+
+    loose = " ".join(invoke("srcc", "--store", str(small_store), "--min-overlap", "5", "--layout", "pairs").split())
+    assert "fewer than" not in loose and "tiny_overlap_dev" in loose
+    pairs = json.loads(invoke("srcc", "--store", str(small_store), "--json"))
+    low = [p for p in pairs if p["low_overlap"]]
+    assert len(low) == 11 and all(p["n_common_archs"] == 8 for p in low)
+
+
+def test_srcc_says_one_pair(small_store):
+    out = invoke("srcc", "--store", str(small_store), "--device", "hwnb_raspi4", "--device", "hwnb_pixel3")
+    assert "1 pair;" in out and "1 pairs" not in out
+
+
+@pytest.mark.parametrize("cols", [80, 200])
+def test_campaign_progress_keeps_count_elapsed_and_eta(cols):
+    from rich.console import Console
+
+    from harness.cli.measure import campaign_progress
+
+    con = Console(width=cols, record=True, file=open(os.devnull, "w"))  # not a tty: the final frame only
+    progress = campaign_progress(con)
+    with progress:
+        task = progress.add_task("a-rather-long-device-profile-name", total=15625, status="")
+        progress.update(task, advance=1234, status="ok 1234 · failed 3 · last 12.345 ms · median 10.111 ms")
+        progress.refresh()
+    lines = [line for line in con.export_text().splitlines() if "1234/15625" in line]
+    assert lines, con.export_text()
+    line = lines[-1]
+    assert len(line) <= cols and re.search(r"\d:\d\d:\d\d eta (\d:\d\d:\d\d|-:--:--)", line), line
+    if cols == 200:
+        assert "median 10.111 ms" in line
+
+
+@pytest.fixture
+def with_target(small_store, tmp_path) -> Path:
+    """The small store plus a new device measured on 12 architectures."""
+    import shutil
+
+    import pandas as pd
+
+    from harness.results.importer import import_table
+
+    store = tmp_path / "h.db"
+    shutil.copy(small_store, store)
+    keys = [str(i) for i in range(0, 120, 10)]
+    with Store(store) as st:
+        wide = st.latencies("nb201", ["hwnb_raspi4"]).set_index("key").latency_ms
+        rows = [{**NB201.parse(k).columns, "new_dev_ms": 3 * wide[NB201.parse(k).key] ** 1.1} for k in keys]
+        pd.DataFrame(rows).to_csv(tmp_path / "target.csv", index=False)
+        import_table(st, tmp_path / "target.csv")
+    return store
+
+
+def test_adapt_prints_its_quality_and_reuses_identical_predictors(with_target, tmp_path):
+    args = ["adapt", "--proxy", "hwnb_raspi4", "--proxy", "hwnb_pixel3", "--target", "new_dev",
+            "--store", str(with_target), "--cache-dir", str(tmp_path / "cache")]
+    first = " ".join(invoke(*args).split())
+    assert "adapted predictor #1 for new_dev (the first for this device)" in first
+    m = re.search(r"quality on the 12 target samples \(leave-one-out, whole fit redone each time\): "
+                  r"SRCC (\S+), median error (\S+) %", first)
+    assert m and 0.8 < float(m.group(1)) <= 1.0, first
+    again = " ".join(invoke(*args).split())
+    assert "predictor #1 for new_dev already fits these inputs" in again and "reused" in again
+    assert m.group(0) in again  # the same figure, from the saved predictor
+    other = " ".join(invoke(*args, "--method", "target-only").split())
+    assert "adapted predictor #2 for new_dev (#1 used multiproxy)" in other
+    with Store(with_target) as st:
+        assert st.db.execute("SELECT COUNT(*) FROM predictors").fetchone()[0] == 2
+
+
+def test_working_shows_a_step_with_its_count(monkeypatch):
+    from rich.console import Console
+
+    con = Console(width=80, record=True, file=open(os.devnull, "w"), force_terminal=True)
+    monkeypatch.setattr(common, "err", con)
+    with common.working("adapting") as step:
+        step("building architectures for their graph features", 500, 15625)
+        import time
+
+        time.sleep(0.3)  # let the live display draw
+    text = con.export_text()
+    assert "building architectures for their graph features" in text and "500/15,625" in text
+
+
+# --- measure any model file ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory, cache_dir):
+    import shutil
+
+    from harness.models.cache import ModelCache
+
+    d = tmp_path_factory.mktemp("models")
+    cache = ModelCache(cache_dir)
+    graph = NB201.build(NB201.parse("77"))
+    shutil.copy(cache.get(graph, "onnx").path, d / "my.onnx")
+    shutil.copy(cache.get(graph, "tflite").path, d / "my.tflite")
+    (d / "fake.onnx").write_text("this is not a model")
+    return d
+
+
+def test_measure_a_model_file_resumes_by_content(model_files, devices_dir, tmp_path):
+    import shutil
+
+    store = tmp_path / "h.db"
+    common_args = ["--store", str(store), "--devices-dir", str(devices_dir)]
+    first = flat(invoke("measure", "--device", "fast-onnx", "--model", str(model_files / "my.onnx"), *common_args))
+    assert "1 measured" in first and "model files on fast-onnx" in first and "median ms" in first
+    again = flat(invoke("measure", "--device", "fast-onnx", "--model", str(model_files / "my.onnx"), *common_args))
+    assert "already in" in again and "nothing to do" in again
+    renamed = tmp_path / "renamed.onnx"
+    shutil.copy(model_files / "my.onnx", renamed)  # same content, new name: a new entry sharing the hash
+    invoke("measure", "-d", "fast-onnx", "-m", str(renamed), "-m", str(model_files / "my.onnx"), *common_args)
+    tfl = invoke("measure", "-d", "fast-tflite", "-m", str(model_files / "my.tflite"), *common_args)
+    assert "1 measured" in tfl
+    with Store(store) as st:
+        m = st.measurements(space="file")
+        camp = st.db.execute("SELECT conditions_json FROM campaigns").fetchone()[0]
+    assert len(m) == 3 and set(m.status) == {"ok"} and m.model_digest.nunique() == 2
+    assert {k.split("@")[0] for k in m.key} == {"my.onnx", "renamed.onnx", "my.tflite"}
+    assert "runtime_version" in camp
+    out = tmp_path / "files.csv"
+    invoke("export", "--space", "file", "--out", str(out), "--store", str(store))
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert {"file", "sha256", "fast-onnx_ms", "fast-tflite_ms"} <= set(table.columns) and len(table) == 3
+
+
+def test_measure_model_file_errors_name_the_file_and_the_fix(model_files, devices_dir, tmp_path):
+    args = ["--store", str(tmp_path / "h.db"), "--devices-dir", str(devices_dir)]
+    cases = [(["-d", "fast-tflite", "-m", str(model_files / "my.onnx")], "use a onnxruntime profile"),
+             (["-d", "fast-onnx", "-m", str(model_files / "fake.onnx")], "does not look like a onnx model"),
+             (["-d", "fast-onnx", "-m", str(tmp_path / "nope.onnx")], "no such file"),
+             (["-d", "fast-onnx", "-m", str(model_files / "my.onnx"), "--sample", "3"], "leave out --sample")]
+    for extra, message in cases:
+        result = runner.invoke(app, ["measure", *extra, *args])
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split()), result.output
+
+
+# --- reports -------------------------------------------------------------------------------------------
+def test_report_masks_low_overlap_pairs_and_says_how_to_read_and_where_numbers_come_from(
+        small_store, registry, cache_dir, tmp_path):
+    import shutil
+
+    from harness.campaign import run_campaign
+    from harness.models.cache import ModelCache
+
+    store = tmp_path / "h.db"
+    shutil.copy(small_store, store)
+    with Store(store) as st:  # one measured device: its runtime, policy, machine and dates belong in the report
+        run_campaign(st, registry.get("fast-onnx"), NB201, NB201.parse_many(["1", "2", "3"]), cache=ModelCache(cache_dir))
+    out = tmp_path / "r.html"
+    invoke("report", "--out", str(out), "--store", str(store))
+    page = out.read_text()
+    assert page.count("How to read this:") == page.count("<h2") >= 5  # every figure and table
+    assert "Where the numbers come from" in page and "onnxruntime 1." in page and "1 warm-up + 3 timed runs" in page
+    assert "share fewer than 30 architectures: hatched" in page
+    scatter_title = re.search(r"most and the two least correlated pairs", page)
+    assert scatter_title
+    # the default scatter pairs skip pairs on 3 or 8 architectures
+    import harness.analysis as ha
+    from harness.analysis.report import default_pairs
+
+    corr = ha.correlate(ha.latencies(str(store)))
+    assert all("tiny_overlap_dev" not in p and "fast-onnx" not in p for p in default_pairs(corr, min_overlap=30))
+
+
+def test_pareto_report_clips_degenerate_architectures_and_sorts_regret():
+    import numpy as np
+    import pandas as pd
+
+    from harness.analysis import pareto
+    from harness.analysis.report import pareto_report
+
+    rng = np.random.default_rng(1)
+    lat = rng.lognormal(1, 0.5, 300)
+    acc = 40 + 10 * np.log(lat) + rng.normal(0, 2, 300)
+    lat[:4], acc[:4] = 0.011, 1.0  # dead cells: fastest and useless
+    proxy = lat * rng.lognormal(0, 0.2, 300)
+    frame = pd.DataFrame({"p": proxy, "t": lat, "acc": acc})
+    from harness.analysis.workflow import ParetoResult
+
+    result = ParetoResult("p", "t", "acc", pareto.check(proxy, lat, acc), frame)
+    rep = pareto_report(result, "nb201")
+    assert "4 degenerate architecture(s)" in rep.figures[0].caption
+    levels = rep.tables[-1].frame
+    assert list(levels.accuracy) == sorted(levels.accuracy, reverse=True) and "regret_pct" in levels
+    assert all(t.how_to_read for t in rep.tables) and rep.figures[0].how_to_read
+
+
+def test_devices_list_fits(width):
+    out = invoke("devices", "list")
+    assert_fits(out, width)
+    assert re.search(r"local-onnx\s+local\s+onnxruntime ×1\s+built-in\s+this machine's CPU", out)

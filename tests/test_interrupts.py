@@ -1,0 +1,232 @@
+"""Ctrl-C at any point ends with the campaign recorded as interrupted, never `running`, nothing half-written.
+
+Two ways in: a KeyboardInterrupt injected at every call into the store (before and after the call does
+its work), and real SIGINTs sent to `python -m harness measure` the way a terminal and `timeout -s INT`
+send them (to the whole process group, twice for `timeout`), at delays from start-up to mid-campaign.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import interrupts
+from harness.campaign import run_campaign
+from harness.models.cache import ModelCache
+from harness.models.spaces import get_space
+from harness.results.store import Store
+from tests.conftest import write_profile
+
+SPACE = get_space("nb201")
+ARCHS = SPACE.parse_many(["5", "77"])
+STORE_CALLS = ["start_campaign", "device_id", "arch_id", "set_campaign_conditions", "record_measurement",
+               "finish_campaign", "measured_keys", "transaction"]
+
+
+def _runner_children() -> list[int]:
+    """Runner workers started by this test process that are still alive."""
+    me, out = str(os.getpid()), []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = stat.rsplit(")", 1)[1].split()[1]
+        if ppid == me and b"runner.py" in cmd and stat.rsplit(")", 1)[1].split()[0] != "Z":
+            out.append(int(d.name))
+    return out
+
+
+class Injector:
+    """Wraps the store's methods on one instance; raises KeyboardInterrupt at the n-th call."""
+
+    def __init__(self, store: Store, at: int | None, when: str):
+        self.calls: list[str] = []
+        self.at, self.when, self.fired = at, when, False
+        for name in STORE_CALLS:
+            setattr(store, name, self._wrap(name, getattr(store, name)))
+
+    def _wrap(self, name, fn):
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            hit = len(self.calls) - 1 == self.at and not self.fired
+            if hit and self.when == "before":
+                self.fired = True
+                raise KeyboardInterrupt
+            result = fn(*args, **kwargs)
+            if hit:
+                self.fired = True
+                if name == "transaction":  # a context manager: interrupt inside the with-block instead
+                    return _interrupting(result)
+                raise KeyboardInterrupt
+            return result
+        return call
+
+
+class _interrupting:
+    def __init__(self, cm):
+        self.cm = cm
+
+    def __enter__(self):
+        self.cm.__enter__()
+        raise_in_body = KeyboardInterrupt()
+        self.cm.__exit__(type(raise_in_body), raise_in_body, None)
+        raise raise_in_body
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _check_store(path: Path, where: str = "") -> tuple[list[str], int]:
+    with sqlite3.connect(path) as db:
+        statuses = [r[0] for r in db.execute("SELECT status FROM campaigns")]
+        orphans = db.execute("SELECT COUNT(*) FROM measurements m WHERE m.status = 'ok' AND NOT EXISTS "
+                             "(SELECT 1 FROM runs r WHERE r.measurement_id = m.id)").fetchone()[0]
+        ok = db.execute("SELECT COUNT(DISTINCT arch_id) FROM measurements WHERE status = 'ok'").fetchone()[0]
+    assert orphans == 0, f"{where}: a measurement without its runs"
+    assert "running" not in statuses, (where, statuses)
+    return statuses, ok
+
+
+def _interrupt_at(points, probe_calls, profile, cache, tmp_path, resume_all: bool) -> None:
+    for when, at in points:
+        path = tmp_path / f"{when}-{at}.db"
+        with Store(path) as st:
+            inj = Injector(st, at, when)
+            with pytest.raises(KeyboardInterrupt):
+                run_campaign(st, profile, SPACE, ARCHS, cache=cache)
+            assert inj.fired
+        where = f"KeyboardInterrupt {when} call #{at} ({probe_calls[at]})"
+        Store(path).close()  # opening adds a measurement kept beside the store when Ctrl-C hit its write
+        statuses, ok = _check_store(path, where)
+        assert statuses in ([], ["interrupted"]), where
+        assert ok <= len(ARCHS), where
+        assert not _runner_children(), f"{where}: a runner worker was left behind"
+        if resume_all or probe_calls[at] == "record_measurement":
+            with Store(path) as st:  # and the same command resumes with what is missing
+                s = run_campaign(st, profile, SPACE, ARCHS, cache=cache)
+                assert s.skipped == ok and s.ok == len(ARCHS) - ok, where
+
+
+def _probe(registry, tmp_path, cache):
+    with Store(tmp_path / "count.db") as st:
+        probe = Injector(st, None, "before")
+        run_campaign(st, registry.get("fast-onnx"), SPACE, ARCHS, cache=cache)
+    assert {"start_campaign", "record_measurement", "finish_campaign"} <= set(probe.calls)
+    return probe.calls
+
+
+def test_keyboard_interrupt_at_each_kind_of_store_call(registry, tmp_path, cache_dir):
+    """Fast: before the first call of each kind, and after each campaign-level write."""
+    cache = ModelCache(cache_dir)
+    calls = _probe(registry, tmp_path, cache)
+    first = {name: calls.index(name) for name in dict.fromkeys(calls)}
+    points = [("before", i) for i in first.values()]
+    points += [("after", i) for i, name in enumerate(calls)
+               if name in ("start_campaign", "set_campaign_conditions", "finish_campaign")]
+    points.append(("after", calls.index("record_measurement")))
+    _interrupt_at(points, calls, registry.get("fast-onnx"), cache, tmp_path, resume_all=False)
+
+
+@pytest.mark.slow
+def test_keyboard_interrupt_at_every_store_call(registry, tmp_path, cache_dir):
+    cache = ModelCache(cache_dir)
+    calls = _probe(registry, tmp_path, cache)
+    points = [(when, at) for when in ("before", "after") for at in range(len(calls))]
+    _interrupt_at(points, calls, registry.get("fast-onnx"), cache, tmp_path, resume_all=True)
+
+
+def test_a_swallowed_interrupt_still_stops_the_campaign(registry, store_path, cache_dir):
+    """A SIGINT that a library's bare except ate is still counted; the next model boundary stops."""
+    interrupts.install()
+    try:
+        with Store(store_path) as st:
+            class Swallow:
+                def started(self, summary, todo):
+                    try:
+                        os.kill(os.getpid(), signal.SIGINT)
+                        time.sleep(1)
+                    except BaseException:  # noqa: BLE001 — what some libraries do
+                        pass
+
+                def model_done(self, outcome, summary):
+                    pass
+
+            with pytest.raises(KeyboardInterrupt):
+                run_campaign(st, registry.get("fast-onnx"), SPACE, ARCHS, cache=ModelCache(cache_dir),
+                             observer=Swallow())
+        assert _check_store(store_path) == (["interrupted"], 0)
+    finally:
+        interrupts.reset()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_shielded_holds_a_sigint_until_the_block_is_done():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append(1)
+    assert done == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# --- real signals, through the real entry point -----------------------------------------------------
+def _measure(cli_env: dict, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness", "measure", "--device", "sigint", "--sample", "400",
+                             "--seed", "3"], env=cli_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def _committed(store: Path) -> int:
+    try:
+        with sqlite3.connect(store, timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM measurements WHERE status = 'ok'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["terminal", "timeout"])
+def test_real_sigint_at_varied_delays(cli_env, devices_dir, tmp_path, style):
+    """Delays from start-up (imports) to mid-campaign; the terminal signals the process group, `timeout`
+    signals the process and then its group. Each run must stop within seconds with exit code 130."""
+    write_profile(devices_dir, "sigint", {"name": "onnxruntime"}, {"cooldown_seconds": 0.05})
+    store = Path(cli_env["HARNESS_STORE"])
+    for delay in (0.3, 1.5, 3.0, 6.0, "1 model", "5 models"):
+        for stale in (store, *store.parent.glob(store.name + "-*")):  # the store and its WAL/SHM files
+            stale.unlink(missing_ok=True)
+        proc = _measure(cli_env, tmp_path)
+        if isinstance(delay, str):  # mid-campaign: once that many models are committed
+            deadline = time.time() + 120
+            while _committed(store) < int(delay.split()[0]) and time.time() < deadline and proc.poll() is None:
+                time.sleep(0.02)
+        else:
+            time.sleep(delay)
+        if style == "timeout":
+            os.kill(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
+        t0 = time.time()
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"SIGINT {delay} s after start was ignored")
+        where = f"SIGINT ({style}) {delay} s after start"
+        assert proc.returncode == 130, (where, out, err)
+        assert "Traceback" not in err and "interrupted" in err, (where, err)
+        assert time.time() - t0 < 15, where
+        if store.exists():
+            statuses, _ = _check_store(store)
+            assert statuses in ([], ["interrupted"]), where
