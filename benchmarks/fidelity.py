@@ -18,7 +18,7 @@ Goal (graph: prune): SRCC within 0.01 of the noise floor on every runtime, media
 Needs the optional ``reference`` extra, in its own environment (TensorFlow is never a harness dependency):
 
     python3 -m venv refvenv && refvenv/bin/pip install -e '.[reference]'
-    refvenv/bin/python benchmarks/fidelity.py --space nb201 --n 30 --rounds 5
+    refvenv/bin/python benchmarks/fidelity.py --space nb201 --n 40 --ref-cache .fidelity-cache
 
 Conversion runs in this process; timing runs in a child process that never imports TensorFlow.
 """
@@ -77,6 +77,15 @@ def to_keras(graph, seed: int = 0):
                 layer = keras.layers.DepthwiseConv2D(a["kernel"], a["stride"], padding=a["padding"],
                                                      use_bias=bias is not None)
                 kernel = k.transpose(2, 3, 0, 1)
+            elif a["groups"] > 1:  # Keras 3 wraps grouped Conv2D in a call tf2onnx cannot read: TF's own op
+                import tensorflow as tf
+
+                def grouped(t, kern=k.transpose(2, 3, 1, 0), s=a["stride"], p=a["padding"].upper(), b=bias):
+                    y = tf.nn.conv2d(t, tf.constant(kern), s, p)  # constants made inside: frozen, not captured
+                    return y if b is None else tf.nn.bias_add(y, tf.constant(b))
+
+                t[n.output] = act(keras.layers.Lambda(grouped)(x[0]), a.get("act"))
+                continue
             else:
                 layer = keras.layers.Conv2D(a["cout"], a["kernel"], a["stride"], padding=a["padding"],
                                             groups=a["groups"], use_bias=bias is not None)
@@ -235,7 +244,29 @@ def time_all(manifest: dict, rounds: int, runs: int, warmup: int) -> dict:
 
 # --- the benchmark --------------------------------------------------------------------------
 
-def prepare_models(space_name: str, n: int, seed: int, graph_mode: str, work: Path) -> dict:
+def cached_reference(built, ref_cache: Path | None, x: np.ndarray) -> tuple[bytes, bytes, np.ndarray, float]:
+    """(reference TFLite, reference ONNX, Keras output for ``x``, conversion seconds), converted once per
+    graph and input in ``ref_cache`` (conversions dominate the run; our side is what changes)."""
+    import hashlib
+
+    tag = hashlib.sha256(f"{built.fingerprint()}:{x.tobytes().hex()[:64]}".encode()).hexdigest()[:20]
+    files = [ref_cache / f"{tag}.{ext}" for ext in ("tflite", "onnx", "npy", "json")] if ref_cache else []
+    if files and all(f.exists() for f in files):
+        return (files[0].read_bytes(), files[1].read_bytes(), np.load(files[2]),
+                json.loads(files[3].read_text())["seconds"])
+    tfl, onx, model, seconds = convert_reference(built, 0)
+    keras_out = np.asarray(model(x, training=False))
+    if files:
+        ref_cache.mkdir(parents=True, exist_ok=True)
+        files[0].write_bytes(tfl)
+        files[1].write_bytes(onx)
+        np.save(files[2], keras_out)
+        files[3].write_text(json.dumps({"seconds": seconds}))
+    return tfl, onx, keras_out, seconds
+
+
+def prepare_models(space_name: str, n: int, seed: int, graph_mode: str, work: Path,
+                   ref_cache: Path | None = None) -> dict:
     from harness.models.export_onnx import to_onnx
     from harness.models.export_tflite import to_tflite
     from harness.models.passes import is_degenerate, prepare
@@ -256,8 +287,9 @@ def prepare_models(space_name: str, n: int, seed: int, graph_mode: str, work: Pa
         t3 = time.perf_counter()
         row = {"key": arch.key, "input_shape": list(built.input_shape), "degenerate": is_degenerate(built),
                "ours_tflite_s": (t1 - t0) + (t2 - t1), "ours_onnx_s": (t1 - t0) + (t3 - t2)}
+        x = x_rng.standard_normal((1, *built.input_shape)).astype(np.float32)
         try:
-            ref_tfl, ref_onnx, keras_model, ref_s = convert_reference(built, 0)
+            ref_tfl, ref_onnx, keras_out, ref_s = cached_reference(built, ref_cache, x)
         except Exception as e:  # noqa: BLE001 - report the converter's failure, keep going
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
             rows.append(row)
@@ -271,15 +303,14 @@ def prepare_models(space_name: str, n: int, seed: int, graph_mode: str, work: Pa
             row[name] = str(path)
         row["ops"] = {"ours_tflite": tflite_ops(ours_tfl), "ref_tflite": tflite_ops(ref_tfl),
                       "ours_onnx": onnx_ops(ours_onnx), "ref_onnx": onnx_ops(ref_onnx)}
-        x = x_rng.standard_normal((1, *built.input_shape)).astype(np.float32)
-        row["outputs"] = outputs_agree(row, x, keras_model)
+        row["outputs"] = outputs_agree(row, x, keras_out)
         rows.append(row)
         print(f"  [{i + 1}/{n}] {arch.key[:60]}: ours {row['ours_tflite_s'] * 1e3:.0f} ms, reference "
               f"{ref_s:.1f} s, max output diff {max(row['outputs'].values()):.1e}", flush=True)
     return {"space": space_name, "graph_mode": graph_mode, "archs": rows}
 
 
-def outputs_agree(row: dict, x: np.ndarray, keras_model) -> dict[str, float]:
+def outputs_agree(row: dict, x: np.ndarray, keras_out: np.ndarray) -> dict[str, float]:
     """Max |difference| / max(1, max |reference|) between every output and the reference TFLite's."""
     import onnxruntime as ort
     from ai_edge_litert.interpreter import Interpreter
@@ -298,7 +329,7 @@ def outputs_agree(row: dict, x: np.ndarray, keras_model) -> dict[str, float]:
     ref = tfl(row["ref_tflite"])
     scale = max(1.0, float(np.abs(ref).max()))
     outs = {"ours_tflite": tfl(row["ours_tflite"]), "ours_onnx": onx(row["ours_onnx"]),
-            "ref_onnx": onx(row["ref_onnx"]), "keras": np.asarray(keras_model(x, training=False)).reshape(-1)}
+            "ref_onnx": onx(row["ref_onnx"]), "keras": keras_out.reshape(-1)}
     return {k: float(np.abs(v - ref).max() / scale) for k, v in outs.items()}
 
 
@@ -352,6 +383,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     ap.add_argument("--runs", type=int, default=10, help="timed runs per model per round")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--ref-cache", type=Path, default=None,
+                    help="keep the converters' models here and reuse them on the next run (e.g. .fidelity-cache)")
     ap.add_argument("--time-only", help=argparse.SUPPRESS)  # child: time the models of a manifest
     args = ap.parse_args()
     if args.time_only:
@@ -364,7 +397,7 @@ def main() -> None:
         work = Path(tmp)
         for space in args.space or ["nb201", "fbnet"]:
             print(f"{space}: exporting {args.n} architectures ours and with the converters ...", flush=True)
-            result = prepare_models(space, args.n, args.seed, args.graph, work)
+            result = prepare_models(space, args.n, args.seed, args.graph, work, args.ref_cache)
             manifest = work / f"{space}.json"
             manifest.write_text(json.dumps(result))
             print(f"{space}: timing (interleaved, {args.rounds} rounds x {args.runs} runs) ...", flush=True)

@@ -1,9 +1,18 @@
 """Leave-one-device-out transfer: how well does each method rank an unseen device from K measurements?
 
-For every device of a public table: it is the target, all others are sources. K target architectures are
+For every device of a public table: it is the target, the others are sources. K target architectures are
 measured (drawn by a sampling strategy), the rest are ranked by each method; SRCC against the target's
 real latencies on the architectures NOT among the K. Mean over seeds per target, then mean and worst
-over targets. Methods (the same library code as `harness adapt`):
+over targets. Two protocols, reported side by side:
+
+  plain    every other device is a source
+  family   the held-out device's whole family (GPU, desktop/server CPU, phone/ARM board, accelerator; see
+           FAMILY) is left out of the sources too: a device unlike anything seen before
+
+The default sampling, ``diverse``, is deterministic given the sources (seeds only break ties), so with it
+``--seeds`` mostly repeats one draw; ``random`` and ``stratified`` vary with the seed.
+
+Methods (the same library code as `harness adapt`):
 
   proxy-alone   the source whose SRCC on the K samples is best, its raw latency ranking
   adaproxy      OneProxy's AdaProxy on that same single proxy (one-hot linear, L1-penalised correction)
@@ -11,8 +20,11 @@ over targets. Methods (the same library code as `harness adapt`):
   ours-1proxy   multi-proxy ridge restricted to that single proxy (+ one-hot correction), blended with
                 the target's own structure model by leave-one-out error
   ours-all      the same with every source (source choice and one-hot weight by LOO)
+  ours-all+live the same with both views of the architecture: plain and live-edges-only one-hot (NB201: dead
+                convolutions written as none), graph features of the pruned and of the kept graph
 
     python benchmarks/transfer.py [--seeds 5] [--k 5 10 20 50] [--table oneproxy|hwnb|fbnet ...]
+                                  [--protocol plain family] [--strategy diverse] [--compare-strategies]
 """
 
 from __future__ import annotations
@@ -24,9 +36,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
+from threadpoolctl import threadpool_limits
 
 from harness.analysis import sampling
-from harness.analysis.features import GraphFeatures, onehot
+from harness.analysis.features import GraphFeatures, live_onehot, onehot
 from harness.analysis.transfer import fit_adaproxy, fit_linear, fit_multiproxy, rank_sources
 from harness.models.spaces import get_space
 
@@ -36,10 +49,22 @@ TABLES = {
     "hwnb": ("nb201", DATA / "hwnasbench" / "nb201_hwnasbench_cifar10_4dev_15625.csv.gz"),
     "fbnet": ("fbnet", DATA / "hwnasbench" / "fbnet_hwnasbench_cifar100_4dev_5000.csv.gz"),
 }
-METHODS = ("proxy-alone", "adaproxy", "target-only", "ours-1proxy", "ours-all")
+METHODS = ("proxy-alone", "adaproxy", "target-only", "ours-1proxy", "ours-all", "ours-all+live")
+# device families for the hard protocol (by what the hardware is; eagle_gtx1080ti's values are a near-copy of
+# the i7's, see the MANIFEST, so it sits with the CPUs)
+FAMILY = {
+    "hwnb_edgegpu": "gpu", "eagle_jetson_nano_fp32": "gpu", "eagle_jetson_nano_fp16": "gpu",
+    "eagle_i7_7820x": "cpu", "eagle_gtx1080ti": "cpu",
+    "hwnb_pixel3": "phone", "hwnb_raspi4": "phone", "eagle_sd855_cpu_int8": "phone", "eagle_sd855_gpu_int8": "phone",
+    "nnmeter_adreno630_gpu": "phone", "nnmeter_adreno640_gpu": "phone", "nnmeter_cortexa76_cpu": "phone",
+    "hwnb_edgetpu": "accelerator", "hwnb_eyeriss": "accelerator", "hwnb_fpga": "accelerator",
+    "eagle_edgetpu_int8": "accelerator", "eagle_sd855_dsp_int8": "accelerator", "nnmeter_myriad_vpu": "accelerator",
+}
 
 
-def load(table: str, cache: Path):
+def load(table: str, cache: Path, views: str = "plain"):
+    """views: ``plain`` features = [one-hot, graph (pruned)]; ``both`` = [one-hot, live one-hot, graph (pruned),
+    graph (kept)]."""
     space_name, path = TABLES[table]
     space = get_space(space_name)
     df = pd.read_csv(path)
@@ -48,41 +73,63 @@ def load(table: str, cache: Path):
     devices = [c for c in df.columns if c.endswith("_ms")]
     lat = df[devices].to_numpy(dtype=float)
     x = onehot(space, archs)
-    gf = GraphFeatures(space, cache)
-    feats = np.hstack([x, gf.matrix(archs, gf.vocabulary(archs))])
+    blocks = [x]
+    if views == "both":
+        blocks.append(live_onehot(space, archs))
+    for mode in (("prune", "keep") if views == "both" else ("prune",)):
+        gf = GraphFeatures(space, cache, mode)
+        blocks.append(gf.matrix(archs, gf.vocabulary(archs)))
+    feats = np.hstack(blocks)
+    xv = np.hstack(blocks[:2]) if views == "both" else x
     # sources with gaps (e.g. Edge TPU) are completed by their own predictor, as `harness adapt` does
     filled = lat.copy()
     for j in range(lat.shape[1]):
         gaps = np.isnan(lat[:, j])
         if gaps.any():
             filled[gaps, j] = fit_linear(feats[~gaps], lat[~gaps, j]).predict(feats[gaps])
-    return [d[:-3] for d in devices], lat, filled, x, feats
+    return [d[:-3] for d in devices], lat, filled, (xv if views == "both" else x), feats
 
 
-def run_one(k: int, seed: int, t: int, names, lat, filled, x, feats, strategy: str) -> dict[str, float]:
+def sources_for(t: int, names: list[str], protocol: str) -> list[int]:
+    if protocol == "plain":
+        return [j for j in range(len(names)) if j != t]
+    fam = FAMILY.get(names[t], names[t])
+    return [j for j in range(len(names)) if j != t and FAMILY.get(names[j], names[j]) != fam]
+
+
+def run_one(k: int, seed: int, t: int, names, lat, filled, x, feats, strategy: str, src: list[int],
+            live: tuple[np.ndarray, np.ndarray] | None = None, methods=METHODS) -> dict[str, float]:
     y = lat[:, t]
     valid = np.flatnonzero(~np.isnan(y))
-    src = [j for j in range(len(names)) if j != t]
     s_all = filled[:, src]
     pool_log = np.log(np.clip(s_all[valid], 1e-3, None))
     pick = valid[sampling.select(k, pool_log, x[valid], strategy, seed)]
     rest = np.setdiff1d(valid, pick)
-    ranked = rank_sources(s_all[pick], y[pick], [names[j] for j in src])
-    best = src[[names[j] for j in src].index(ranked[0][0])]
+    src_names = [names[j] for j in src]
+    ranked = rank_sources(s_all[pick], y[pick], src_names)
+    best = src[src_names.index(ranked[0][0])]
     out = {}
 
     def score(pred: np.ndarray) -> float:
         return float(spearmanr(pred, y[rest]).statistic)
 
-    out["proxy-alone"] = score(filled[rest, best])
-    ok = ~np.isnan(lat[:, best])
-    out["adaproxy"] = score(fit_adaproxy(x[ok], lat[ok, best], x[pick], y[pick], seed=seed).predict(x[rest]))
-    out["target-only"] = score(fit_linear(feats[pick], y[pick]).predict(feats[rest]))
-    m1 = fit_multiproxy(filled[pick][:, [best]], x[pick], y[pick], [names[best]], structure=feats[pick])
-    out["ours-1proxy"] = score(m1.predict(filled[rest][:, [best]], x[rest], feats[rest]))
-    mall = fit_multiproxy(s_all[pick], x[pick], y[pick], [names[j] for j in src], structure=feats[pick])
-    cols = [src[[names[j] for j in src].index(n)] for n in mall.sources]
-    out["ours-all"] = score(mall.predict(filled[rest][:, cols], x[rest], feats[rest]))
+    if "proxy-alone" in methods:
+        out["proxy-alone"] = score(filled[rest, best])
+    if "adaproxy" in methods:
+        ok = ~np.isnan(lat[:, best])
+        out["adaproxy"] = score(fit_adaproxy(x[ok], lat[ok, best], x[pick], y[pick], seed=seed).predict(x[rest]))
+    if "target-only" in methods:
+        out["target-only"] = score(fit_linear(feats[pick], y[pick]).predict(feats[rest]))
+    if "ours-1proxy" in methods:
+        m1 = fit_multiproxy(filled[pick][:, [best]], x[pick], y[pick], [names[best]], structure=feats[pick])
+        out["ours-1proxy"] = score(m1.predict(filled[rest][:, [best]], x[rest], feats[rest]))
+    variants = [("ours-all", x, feats)] + ([("ours-all+live", *live)] if live is not None else [])
+    for label, xv, fv in variants:
+        if label not in methods:
+            continue
+        mall = fit_multiproxy(s_all[pick], xv[pick], y[pick], src_names, structure=fv[pick])
+        cols = [src[src_names.index(n)] for n in mall.sources]
+        out[label] = score(mall.predict(filled[rest][:, cols], xv[rest], fv[rest]))
     return out
 
 
@@ -91,43 +138,65 @@ def main() -> None:
     ap.add_argument("--table", nargs="+", default=["oneproxy", "fbnet"], choices=list(TABLES))
     ap.add_argument("--k", nargs="+", type=int, default=[5, 10, 20, 50])
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--strategy", default="random", choices=sampling.STRATEGIES)
+    ap.add_argument("--strategy", default="diverse", choices=sampling.STRATEGIES)
+    ap.add_argument("--protocol", nargs="+", default=["plain", "family"], choices=["plain", "family"])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--compare-strategies", action="store_true",
                     help="also compare sampling strategies for ours-all at K=20")
+    ap.add_argument("--per-target", action="store_true", help="print every target's SRCC at K=20")
     ap.add_argument("--cache", type=Path, default=Path("models/cache"))
     args = ap.parse_args()
-    for table in args.table:
-        t0 = time.perf_counter()
-        names, lat, filled, x, feats = load(table, args.cache)
-        ks = [k for k in args.k if k < len(lat) // 2]
-        print(f"\n== {table}: {len(names)} devices x {len(lat)} architectures, leave-one-device-out, "
-              f"{args.seeds} seeds, sampling={args.strategy}")
-        rows = []
+    methods = tuple(args.methods)
+    with threadpool_limits(1):  # tiny fits: BLAS threads only contend
+        for table in args.table:
+            run_table(table, args, methods)
+
+
+def run_table(table: str, args, methods: tuple[str, ...]) -> None:
+    t0 = time.perf_counter()
+    names, lat, filled, x, feats = load(table, args.cache)
+    live = None
+    if "ours-all+live" in methods:
+        _, _, _, xl, fl = load(table, args.cache, "both")
+        live = (xl, fl)
+    ks = [k for k in args.k if k < len(lat) // 2]
+    for protocol in args.protocol:
+        print(f"\n== {table} [{protocol}]: {len(names)} devices x {len(lat)} architectures, leave-one-device-out"
+              f"{' with its family left out of the sources' if protocol == 'family' else ''}, {args.seeds} seeds, "
+              f"sampling={args.strategy}")
+        rows, per = [], {}
         for k in ks:
-            per_target = {m: [] for m in METHODS}
-            print(f"  K={k} ...", flush=True)
+            per_target = {m: [] for m in methods}
             for t in range(len(names)):
-                runs = [run_one(k, s, t, names, lat, filled, x, feats, args.strategy) for s in range(args.seeds)]
-                for m in METHODS:
+                src = sources_for(t, names, protocol)
+                runs = [run_one(k, s, t, names, lat, filled, x, feats, args.strategy, src, live, methods)
+                        for s in range(args.seeds)]
+                for m in methods:
                     per_target[m].append(np.mean([r[m] for r in runs]))
-            for m in METHODS:
+            per[k] = per_target
+            for m in methods:
                 v = np.array(per_target[m])
                 rows.append({"K": k, "method": m, "mean": v.mean(), "worst": v.min(),
                              "worst target": names[int(v.argmin())]})
         df = pd.DataFrame(rows)
-        print(df.pivot(index="method", columns="K", values="mean").loc[list(METHODS)].round(3)
+        print(df.pivot(index="method", columns="K", values="mean").loc[list(methods)].round(3)
               .to_string(header=[f"mean K={k}" for k in ks]))
-        print(df.pivot(index="method", columns="K", values="worst").loc[list(METHODS)].round(3)
+        print(df.pivot(index="method", columns="K", values="worst").loc[list(methods)].round(3)
               .to_string(header=[f"worst K={k}" for k in ks]))
         if 20 in ks:
-            w = df[(df.K == 20) & (df.method == "ours-all")].iloc[0]
-            print(f"hardest target at K=20 for ours-all: {w['worst target']}")
+            for m in ("ours-all", "ours-all+live"):
+                if m in methods:
+                    w = df[(df.K == 20) & (df.method == m)].iloc[0]
+                    print(f"hardest target at K=20 for {m}: {w['worst target']}")
+            if args.per_target:
+                print(pd.DataFrame(per[20], index=names).round(3).to_string())
         if args.compare_strategies and 20 in ks:
             for strategy in sampling.STRATEGIES:
-                vals = [np.mean([run_one(20, s, t, names, lat, filled, x, feats, strategy)["ours-all"]
+                vals = [np.mean([run_one(20, s, t, names, lat, filled, x, feats, strategy,
+                                         sources_for(t, names, protocol), None, ("ours-all",))["ours-all"]
                                  for s in range(args.seeds)]) for t in range(len(names))]
                 print(f"sampling {strategy:10s} ours-all K=20: mean {np.mean(vals):.3f} worst {np.min(vals):.3f}")
-        print(f"({time.perf_counter() - t0:.0f} s)")
+    print(f"({time.perf_counter() - t0:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -309,7 +309,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         watch = _Sentinels(store, cid, profile, space, archs, cache, driver, clock) if pol.sentinels else None
         if watch:
             watch.start()
-        refs: dict[str, str] = {}
+        refs: dict[str, tuple] = {}  # arch key -> (device ref, digest, degenerate, identity)
         if pol.reference != "none" and hasattr(driver, "reference") and not hasattr(space, "artifact"):  # drivers with per-run timings
             ref_arch = reference_arch(space, pol.reference)
             driver.reference = driver.push(cache.get(space.build(ref_arch), fmt, profile.graph))  # type: ignore[attr-defined]
@@ -333,11 +333,19 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
                         else dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION))
             mid = None
             try:
-                artifact = space.artifact(arch) if as_files else cache.get(space.build(arch), fmt, profile.graph)
-                exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
-                if arch.key not in refs or pol.rounds == 1:
-                    refs[arch.key] = driver.push(artifact)
-                result = driver.run(refs[arch.key])
+                if arch.key in refs:  # a later round: pushed already (pushing is the slow part on phones)
+                    ref, digest, degenerate, identity = refs[arch.key]
+                else:
+                    ref = driver.push_arch(arch)
+                    if ref is not None:  # answered by architecture (replay): no model file, no exporter identity
+                        identity = dict(graph_mode=None, exporter_version=None)
+                    else:
+                        artifact = space.artifact(arch) if as_files else cache.get(space.build(arch), fmt, profile.graph)
+                        exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
+                        ref = driver.push(artifact)
+                    if pol.rounds > 1:
+                        refs[arch.key] = (ref, digest, degenerate, identity)
+                result = driver.run(ref)
             except ConnectionLost:
                 raise
             except (DriverError, ExportError) as e:

@@ -66,3 +66,12 @@ def harness(*args: str, env: dict, check: bool = True, **kw) -> subprocess.Compl
     if check and proc.returncode != 0:
         raise AssertionError(f"harness {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_ctrl_c():
+    """A test that presses Ctrl-C in this process must not leave it counted for a later test's campaign."""
+    yield
+    from harness import interrupts
+
+    interrupts.reset()

@@ -175,16 +175,17 @@ def test_relu_fuses_into_its_only_producer_and_not_otherwise():
     b = g.conv(ra, 4, 3)
     rb = g.relu(b)  # b is also added below: the ReLU stays
     s = g.add([rb, b])
-    g.conv(g.relu(s), 4, 1)  # s is used only by this ReLU: fused into the add
+    p = g.avgpool(g.conv(g.relu(s), 4, 1), 3, 1, "same")  # s is used only by this ReLU: fused into the add
+    g.relu(p)  # fused into the pool (TFLite AVERAGE_POOL_2D has a fused activation too)
     out = passes.fuse_activations(g)
     by_name = {n.name: n for n in out.nodes}
     assert by_name[a].attrs.get("act") == "relu" and "act" not in by_name[b].attrs
-    assert by_name[s].attrs.get("act") == "relu"
-    assert ops(out)["relu"] == 1
+    assert by_name[s].attrs.get("act") == by_name[p].attrs.get("act") == "relu"
+    assert ops(out)["relu"] == 1 and out.output == p
     x = np.random.default_rng(3).standard_normal(SHAPE).astype(np.float32)
     np.testing.assert_allclose(run_tflite(out, x), run_onnx(g, x), rtol=1e-4, atol=1e-5)
     onnx_ops = [n.op_type for n in to_onnx(out).graph.node]
-    assert onnx_ops.count("Relu") == 3  # ONNX keeps separate nodes (onnxruntime fuses at load)
+    assert onnx_ops.count("Relu") == 4  # ONNX keeps separate nodes (onnxruntime fuses at load)
 
 
 def test_fbnet_is_already_what_a_converter_exports():

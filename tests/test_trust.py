@@ -284,6 +284,7 @@ def test_latency_is_the_median_over_rounds(cache, store_path):
         run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
         v = st.visits("nb201", "lab")
         lat = st.latencies("nb201", ["lab"]).set_index("key").latency_ms
+        assert st.measurements("lab").model_digest.notna().all()  # later rounds keep the model's identity
         for key, g in v.groupby("key"):
             assert lat[key] == pytest.approx(g.median_ms.median())
 

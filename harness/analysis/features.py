@@ -97,3 +97,32 @@ class GraphFeatures:
 def fingerprint(keys: Sequence[str]) -> str:
     """Short hash of a set of architecture keys (provenance of a training set)."""
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+
+
+def live_onehot(space: SearchSpace, archs: Sequence[Arch]) -> np.ndarray:
+    """NAS-Bench-201 only: the one-hot with every operation on a dead edge written as ``none``.
+
+    An edge is live when its source node is reachable from the cell input and its destination reaches the
+    cell output through non-``none`` edges. Devices disagree on dead code (Eagle, nn-Meter and the edge
+    GPU/TPU prune a convolution that feeds only ``none`` edges, HW-NAS-Bench's Pixel 3 / Pi 4 run it), so the
+    predictors get both views and the fit chooses per target. Other spaces: an empty (n, 0) block.
+    """
+    if space.name != "nb201" or not archs:
+        return np.zeros((len(archs), 0))
+    from harness.models.spaces.nb201 import EDGES, OPS, parse_arch_str
+
+    out = np.zeros((len(archs), len(EDGES) * len(OPS)))
+    for r, a in enumerate(archs):
+        ops = parse_arch_str(a.key)
+        on = [(src, dst) for (dst, src), op in zip(EDGES, ops) if op != "none"]
+        reach_in, reach_out = {0}, {3}
+        for src, dst in sorted(on, key=lambda e: e[1]):  # edges go forward: one pass in order suffices
+            if src in reach_in:
+                reach_in.add(dst)
+        for src, dst in sorted(on, key=lambda e: -e[0]):
+            if dst in reach_out:
+                reach_out.add(src)
+        for e, ((dst, src), op) in enumerate(zip(EDGES, ops)):
+            live = op != "none" and src in reach_in and dst in reach_out
+            out[r, e * len(OPS) + OPS.index(op if live else "none")] = 1.0
+    return out

@@ -23,7 +23,10 @@ class RidgeFit:
     loo_mse: float
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return ((features - self.mean) / self.scale) @ self.coef + self.intercept
+        # ((f - mean) / scale) @ coef + intercept, without materialising the standardised matrix (the closed
+        # loop predicts the whole space dozens of times per round)
+        w = self.coef / self.scale
+        return np.asarray(features, dtype=float) @ w + (self.intercept - float(self.mean @ w))
 
     def to_json(self) -> dict:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist(), "coef": self.coef.tolist(),

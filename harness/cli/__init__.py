@@ -6,7 +6,7 @@ import typer
 
 from harness import __version__
 from harness.cli.common import err
-from harness.cli import analysis, demo, devices, measure, predict, results, sim, spaces
+from harness.cli import analysis, demo, devices, measure, predict, results, sim, spaces, transfer
 
 
 
@@ -50,6 +50,8 @@ app.command("adapt")(predict.adapt)
 app.command("predict")(predict.predict)
 app.command("pareto")(predict.pareto)
 app.command("demo")(demo.demo)
+app.command("transfer")(transfer.transfer)
+app.command("search")(transfer.search)
 
 
 def _version(value: bool) -> None:

@@ -101,7 +101,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     with open_store(store, write=False) as st:
         df = st.campaigns(EXPORTER_VERSION)
     if df.empty:
-        console.print(f"no campaigns in {store} yet; start one with harness measure --device NAME --sample 20")
+        console.print(f"no campaigns in {esc(store)} yet; start one with harness measure --device NAME --sample 20")
         return
     show_stale = bool(df.stale.sum())
     table = Table(title=f"campaigns in {escape(str(store))}", box=box.SIMPLE_HEAD, pad_edge=False)

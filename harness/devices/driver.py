@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from harness.devices.profile import Connection, Profile
 from harness.errors import UnknownNameError
 from harness.models.cache import Artifact
+from harness.models.spaces.base import Arch
 
 
 @dataclass
@@ -93,6 +94,11 @@ class Driver(ABC):
     def prepare(self) -> dict[str, Any]:
         """Connect and return the session's static conditions (runtime version, threads, CPU, OS...)."""
 
+    def push_arch(self, arch: Arch) -> str | None:
+        """Drivers that answer by architecture rather than by model file (replay) return a reference here,
+        and the campaign skips the export; every other driver returns None."""
+        return None
+
     @abstractmethod
     def push(self, artifact: Artifact) -> str:
         """Make the model available on the device; returns the device-side reference."""
@@ -135,6 +141,7 @@ DRIVERS: dict[str, tuple[str | type, str | type]] = {
     "local": ("harness.devices.local:LocalDriver", "harness.devices.profile:LocalConnection"),
     "ssh": ("harness.devices.ssh:SSHDriver", "harness.devices.profile:SSHConnection"),
     "adb": ("harness.devices.adb:ADBDriver", "harness.devices.profile:ADBConnection"),
+    "replay": ("harness.devices.replay:ReplayDriver", "harness.devices.replay:ReplayConnection"),
 }
 
 

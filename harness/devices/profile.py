@@ -171,6 +171,15 @@ class Profile(_Strict):
         "prune", description="model semantics: prune = what a deployment converter exports (dead code removed, "
         "zeros folded, ops merged, activations fused); keep = PyTorch-eager export (x*0, dead convs computed)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _replay_needs_no_runtime(cls, data: Any) -> Any:
+        """A replayed table was timed elsewhere: the runtime is optional there (recorded as given)."""
+        conn = data.get("connection") if isinstance(data, dict) else None
+        if isinstance(conn, dict) and conn.get("kind") == "replay" and "runtime" not in data:
+            data = {**data, "runtime": {"name": "onnxruntime"}}
+        return data
+
     @field_validator("connection", mode="before")
     @classmethod
     def _connection_by_kind(cls, v: Any) -> Any:

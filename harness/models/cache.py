@@ -27,7 +27,8 @@ from harness.models.passes import DEFAULT_GRAPH_MODE, check_mode, is_degenerate,
 # measurement; measurements of an older version are reported as stale (`measure --remeasure-stale`).
 #   1: direct exporters, every node exported (dead convs, x*0, unshared pools, separate ReLUs)
 #   2: graph modes prune/keep; prune = constant folding, dead-node elimination, merged ops, fused ReLUs
-EXPORTER_VERSION = 2
+#   3: prune also fuses a ReLU into the average pool before it (TFLite AVERAGE_POOL_2D, as the converter)
+EXPORTER_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def _avgpool(x: np.ndarray, node: Node, out_shape: tuple) -> np.ndarray:
     for (_, _, win), (_, _, cnt) in zip(_windows(xp, k, s, oh, ow), _windows(ones, k, s, oh, ow)):
         total += win
         count += cnt
-    return (total / count).astype(np.float32)
+    return activation(total / count, a.get("act")).astype(np.float32)
 
 
 def run_node(node: Node, inputs: list[np.ndarray], out_shape: tuple, seed: int = 0) -> np.ndarray:

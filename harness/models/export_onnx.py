@@ -102,9 +102,12 @@ def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
             zero = const(f"{n.name}.zero", np.zeros((), np.float32))
             nodes.append(helper.make_node("Mul", [x[0], zero], [y], name=n.name))
         elif n.op == "avgpool":
+            pre = f"{n.name}.pre_act" if a.get("act") else y
             nodes.append(helper.make_node(
-                "AveragePool", x, [y], name=n.name, kernel_shape=[a["kernel"]] * 2, strides=[a["stride"]] * 2,
+                "AveragePool", x, [pre], name=n.name, kernel_shape=[a["kernel"]] * 2, strides=[a["stride"]] * 2,
                 pads=_pads(graph, n.inputs[0], a["kernel"], a["stride"], a["padding"]), count_include_pad=0))
+            if a.get("act"):
+                activation(a["act"], pre, y, n.name)
         elif n.op == "affine":
             c = a["channels"]
             scale = const(f"{n.name}.scale", w["scale"].reshape(c, 1, 1))

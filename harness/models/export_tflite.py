@@ -83,9 +83,9 @@ def _options(cls, **fields):
 
 
 def _fused(attrs: dict) -> int:
-    """An add's/affine's activation as TFLite's fused_activation_function (passes only set relu/relu6)."""
+    """An add's/affine's/pool's activation as TFLite's fused_activation_function (passes set relu only)."""
     if attrs.get("act") not in (None, *_FUSED):
-        raise ValueError(f"TFLite exporter: activation {attrs['act']!r} cannot be fused into ADD")
+        raise ValueError(f"TFLite exporter: activation {attrs['act']!r} cannot be fused into ADD or a pool")
     return _FUSED.get(attrs.get("act"), fb.ActivationFunctionType.NONE)
 
 
@@ -159,7 +159,8 @@ def to_tflite(graph: Graph, seed: int = 0) -> bytes:
             b.op(fb.BuiltinOperator.MUL, [x[0], zero], [y], fb.BuiltinOptions.MulOptions, fb.MulOptionsT())
         elif n.op == "avgpool":
             opts = _options(fb.Pool2DOptionsT, padding=_PADDING[a["padding"]], strideW=a["stride"],
-                            strideH=a["stride"], filterWidth=a["kernel"], filterHeight=a["kernel"])
+                            strideH=a["stride"], filterWidth=a["kernel"], filterHeight=a["kernel"],
+                            fusedActivationFunction=_fused(a))
             b.op(fb.BuiltinOperator.AVERAGE_POOL_2D, x, [y], fb.BuiltinOptions.Pool2DOptions, opts)
         elif n.op == "affine":
             c = a["channels"]

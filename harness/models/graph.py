@@ -37,7 +37,7 @@ OPS = {
     "relu": "",
     "add": "act (absent, or relu/relu6 fused by harness.models.passes: TFLite's fused activation)",
     "zero": "multiply by 0: PyTorch's Zero op (NB201's 'none'); graph: keep exports it, prune folds it",
-    "avgpool": "kernel, stride, padding (average excludes padding)",
+    "avgpool": "kernel, stride, padding (average excludes padding), act (as add)",
     "affine": "channels, act (as add): a standalone BatchNorm (per-channel scale and shift)",
     "const": "nodes (the folded input-independent subgraph, evaluated with the weights at export), flat "
              "(True when the value is a (1, C) vector): made by constant propagation only",

@@ -11,8 +11,8 @@ the PyTorch-exported tables measured (HW-NAS-Bench's Pixel 3 / Raspberry Pi 4, H
    with a constant output and no operators, as the converters make it (see :func:`is_degenerate`);
 2. dead-node elimination: nodes that do not reach the output are dropped;
 3. merging identical weightless ops on the same inputs (ReLUs, pools, adds; ``a + b`` = ``b + a``);
-4. activation fusion: a ReLU whose input is used by nothing else is folded into the conv, add or affine
-   that produces it (TFLite writes it as ``fused_activation_function``; ONNX keeps a Relu node, which
+4. activation fusion: a ReLU whose input is used by nothing else is folded into the conv, add, affine or
+   average pool that produces it (TFLite writes it as ``fused_activation_function``; ONNX keeps a Relu node, which
    onnxruntime fuses at load).
 
 Surviving nodes keep their names, so they keep their weights (harness.models.weights): the optimised
@@ -34,7 +34,7 @@ DEFAULT_GRAPH_MODE = "prune"
 # ops that map an all-zero input to an all-zero output (a conv only when it adds no bias and act(0) = 0)
 _ZERO_PRESERVING = {"relu", "avgpool", "shuffle", "global_avgpool"}
 _ACT_ZERO_AT_ZERO = {None, "relu", "relu6", "hswish"}
-_FUSABLE = {"conv", "add", "affine"}
+_FUSABLE = {"conv", "add", "affine", "avgpool"}  # TFLite: CONV_2D, ADD, AVERAGE_POOL_2D fuse
 _WEIGHTLESS = {"relu", "add", "avgpool", "shuffle", "global_avgpool", "mul", "zero"}
 
 
@@ -212,7 +212,7 @@ def merge_identical(graph: Graph) -> Graph:
 # --- 4. activation fusion -------------------------------------------------------------------
 
 def fuse_activations(graph: Graph) -> Graph:
-    """ReLU into the conv/add/affine before it when nothing else reads the pre-activation value;
+    """ReLU into the conv/add/affine/average pool before it when nothing else reads the pre-activation value;
     a ReLU after a ReLU/ReLU6 activation is dropped (it changes nothing)."""
     by_out = {n.output: n for n in graph.nodes}
     uses = _consumers(graph)

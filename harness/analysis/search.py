@@ -1,0 +1,92 @@
+"""``harness search``: the most accurate architectures under a latency budget on the target.
+
+Latency per architecture is the target's measurement (or imported value) where the store has one, else its
+saved predictor's prediction (``harness transfer`` / ``adapt`` / ``train``). ``verify`` measures the top
+ones on the device through an ordinary campaign and says which held the budget. The OneProxy promise end
+to end: one proxy, a few target measurements, the right architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis.transfer_loop import resolve_accuracy
+from harness.analysis.workflow import Context, predict
+from harness.errors import HarnessError
+from harness.models.spaces import Arch
+
+
+@dataclass
+class SearchResult:
+    target: str
+    accuracy: str
+    max_ms: float
+    top: pd.DataFrame          # key columns, accuracy, latency_ms, source (measured | predicted), key
+    n_candidates: int
+    n_under: int
+    predictor: str | None      # which saved predictor filled the gaps
+    archs: list[Arch]          # of ``top``, in order
+
+
+def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None, top: int = 10) -> SearchResult:
+    if not max_ms > 0:
+        raise HarnessError(f"--max-ms must be a positive latency in ms, got {max_ms}")
+    if top < 1:
+        raise HarnessError(f"--top must be at least 1, got {top}")
+    acc = resolve_accuracy(ctx, accuracy)
+    archs = [a for a in ctx.candidates() if a.key in acc.index]
+    keys = [a.key for a in archs]
+    have = ctx.store.latencies(ctx.space.name, [target])
+    measured = pd.Series(have.latency_ms.to_numpy(), index=have.key).reindex(keys)
+    saved = ctx.store.latest_predictor(ctx.space.name, target)
+    lat = measured.to_numpy(dtype=float, copy=True)
+    source = np.where(np.isnan(lat), "predicted", "measured")
+    gaps = np.isnan(lat)
+    if gaps.any():
+        if saved is None:
+            if not len(have):
+                raise HarnessError(f"{target!r} has no {ctx.space.name} measurements and no predictor in "
+                                   f"{ctx.store.path}; run `harness transfer --target {target} --space "
+                                   f"{ctx.space.name}` first (or import its latencies)")
+            keep = ~gaps  # only what is measured: say so
+            archs, keys, lat, source = ([a for a, k in zip(archs, keep) if k], [k for k, m in zip(keys, keep) if m],
+                                        lat[keep], source[keep])
+        else:
+            gap_archs = [a for a, g in zip(archs, gaps) if g]
+            lat[gaps] = predict(ctx, target, gap_archs)["predicted_ms"].to_numpy()
+    accs = acc.reindex(keys).to_numpy(dtype=float)
+    under = np.flatnonzero(lat <= max_ms)
+    if not len(under):
+        fastest = int(np.argmin(lat))
+        raise HarnessError(f"no {ctx.space.name} architecture is under {max_ms:g} ms on {target}: the fastest is "
+                           f"{lat[fastest]:.4g} ms ({source[fastest]}, {keys[fastest]}); raise --max-ms")
+    order = under[np.lexsort((lat[under], -accs[under]))][:top]
+    rows = [{**archs[i].columns, acc.name: accs[i], "latency_ms": lat[i], "source": source[i]} for i in order]
+    pred_name = None
+    if saved is not None and gaps.any():
+        prov = saved["provenance"]
+        how = (f"closed loop, round {prov['round']}, {prov['n_target_samples']} samples" if "loop_id" in prov
+               else saved["method"])
+        pred_name = f"predictor #{saved['id']} ({how})"
+    return SearchResult(target, str(acc.name), max_ms, pd.DataFrame(rows), len(keys), len(under), pred_name,
+                        [archs[i] for i in order])
+
+
+def verify(ctx: Context, result: SearchResult, n: int, measure: Callable[[list[Arch]], None]) -> pd.DataFrame:
+    """Measure the top ``n`` (campaign; what is already measured is not measured again) and report which held."""
+    if n < 1:
+        raise HarnessError(f"--verify must be at least 1, got {n}")
+    chosen = result.archs[:n]
+    todo = [a for a, s in zip(chosen, result.top.source) if s == "predicted"]
+    if todo:
+        measure(todo)
+    have = ctx.store.latencies(ctx.space.name, [result.target])
+    measured = pd.Series(have.latency_ms.to_numpy(), index=have.key)
+    out = result.top.head(n).copy()
+    out["measured_ms"] = [float(measured.get(a.key, np.nan)) for a in chosen]
+    out["held"] = [None if np.isnan(m) else bool(m <= result.max_ms) for m in out.measured_ms]
+    return out

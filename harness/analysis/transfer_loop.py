@@ -1,0 +1,205 @@
+"""``harness transfer``: the closed loop on the store, measuring through real campaigns.
+
+Everything is checked before the first measurement (target profile, space, accuracy column, sources,
+budget), so bad input measures nothing. Each round is saved in the store as a predictor (method
+``multiproxy``) whose provenance carries the round's decisions, *before* its next batch is measured: an
+interrupted run is resumed by rerunning the same command (campaigns resume by content; the loop's
+history is read back from the store). The last round's predictor is the target's predictor, so
+``harness predict`` and ``harness search`` use it afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import closed_loop as cl
+from harness.analysis.features import onehot
+from harness.analysis.workflow import Context, resolve_proxies, source_latencies
+from harness.devices.profile import Profile
+from harness.devices.registry import ProfileRegistry
+from harness.errors import HarnessError, UnknownNameError
+from harness.models.spaces import Arch
+
+METHOD = "multiproxy"  # what each round saves: a multi-proxy predictor (``predict`` reads it back)
+DEFAULT_ACCURACY = "acc_cifar100_test_200ep"
+
+
+def resolve_target(registry: ProfileRegistry, ctx: Context, target: str) -> Profile:
+    """The target's profile; a clear error when there is none (with a hint when the store has its data)."""
+    try:
+        return registry.get(target)
+    except UnknownNameError as e:
+        has = ctx.store.latencies(ctx.space.name, [target])
+        if len(has):
+            raise HarnessError(f"{target!r} has {len(has)} {ctx.space.name} latencies in the store but no device "
+                               f"profile to measure with; add {registry.user_dir / (target + '.yaml')} (kind "
+                               f"replay answers from a published table)") from None
+        raise HarnessError(f"unknown target {target!r}: no device profile and no {ctx.space.name} data in "
+                           f"{ctx.store.path}. Valid profiles: {', '.join(e.valid)}") from None
+
+
+def resolve_accuracy(ctx: Context, accuracy: str | None) -> pd.Series:
+    metrics = ctx.store.arch_metrics(ctx.space.name, "accuracy")
+    if metrics.empty:
+        raise HarnessError(f"the store has no accuracy for {ctx.space.name} architectures; the loop settles the "
+                           f"accuracy-latency front, so import a table with acc_* columns first (e.g. harness "
+                           f"import ../shared/data/nb201_accuracy/nb201_accuracy_15625.csv.gz)")
+    name = accuracy or (DEFAULT_ACCURACY if DEFAULT_ACCURACY in metrics.columns else None)
+    if name is None:
+        raise HarnessError(f"choose --accuracy; {ctx.space.name} has: {', '.join(metrics.columns)}")
+    if name not in metrics.columns:
+        raise HarnessError(f"--accuracy {name!r} is not a {ctx.space.name} accuracy column in {ctx.store.path}; "
+                           f"have: {', '.join(metrics.columns)}")
+    return metrics[name].dropna()
+
+
+def twin_of(profile: Profile) -> str | None:
+    """The imported device a replay target answers from (it must not be its own source)."""
+    conn = profile.connection
+    if conn.kind == "replay" and conn.column.endswith("_ms"):  # type: ignore[union-attr]
+        return conn.column[:-3]  # type: ignore[union-attr]
+    return None
+
+
+@dataclass
+class LoopPlan:
+    ctx: Context
+    profile: Profile
+    accuracy_name: str
+    archs: list[Arch]
+    pool: cl.Pool
+    cfg: cl.LoopConfig
+    loop_id: str
+    graph_names: list[str]
+    source_predictors: dict[str, dict]
+    excluded_sources: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return self.profile.name
+
+    def row_of(self) -> dict[str, int]:
+        return {a.key: i for i, a in enumerate(self.archs)}
+
+
+def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: str | None = None,
+              proxies: Sequence[str] = ("all",), cfg: cl.LoopConfig = cl.LoopConfig()) -> LoopPlan:
+    """Check everything and build the candidate pool; measures nothing."""
+    profile = resolve_target(registry, ctx, target)
+    if profile.connection.kind == "replay":
+        from harness.devices.replay import ReplayTable
+
+        table = ReplayTable(profile.connection.table, profile.connection.column)  # type: ignore[union-attr]
+        if table.space != ctx.space.name:
+            raise HarnessError(f"{target} replays a {table.space} table ({table.path}); it cannot measure "
+                               f"{ctx.space.name} architectures")
+    acc = resolve_accuracy(ctx, accuracy)
+    twin = twin_of(profile)
+    excluded = [target] + ([twin] if twin else [])
+    sources = resolve_proxies(ctx, proxies, exclude=excluded)
+    if target in sources or (twin and twin in sources):
+        raise HarnessError(f"the target cannot be its own source: drop {twin or target} from --proxy")
+    archs = [a for a in ctx.candidates() if a.key in acc.index]
+    cfg.validate(len(archs))
+    source_ms, predictors = source_latencies(ctx, sources, archs)
+    names = ctx.graph.vocabulary(archs)
+    pool = cl.Pool([a.key for a in archs], source_ms, list(sources), onehot(ctx.space, archs),
+                   ctx.features(archs, names), acc.reindex([a.key for a in archs]).to_numpy(dtype=float))
+    settings = {"target": target, "space": ctx.space.name, "accuracy": acc.name, "sources": sorted(sources),
+                **{k: v for k, v in cfg.__dict__.items() if k != "budget"}}
+    loop_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return LoopPlan(ctx, profile, str(acc.name), archs, pool, cfg, loop_id, names, predictors,
+                    [s for s in excluded[1:] if s in ctx.devices_with_data()])
+
+
+# --- state in the store ----------------------------------------------------------------------------
+def measured_state(plan: LoopPlan) -> tuple[dict[int, float], set[int]]:
+    """Pool row -> ms of the target's successful measurements; rows whose only measurements failed."""
+    rows = plan.row_of()
+    ok = plan.ctx.store.latencies(plan.ctx.space.name, [plan.target])
+    measured = {rows[k]: float(v) for k, v in zip(ok.key, ok.latency_ms) if k in rows}
+    m = plan.ctx.store.measurements(plan.target, plan.ctx.space.name)
+    failed = {rows[k] for k in set(m.key[m.status == "failed"]) if k in rows and rows[k] not in measured}
+    return measured, failed
+
+
+def history(plan: LoopPlan) -> list[cl.Round]:
+    rows = plan.ctx.store.db.execute(
+        "SELECT provenance_json, metrics_json FROM predictors WHERE space = ? AND device = ? ORDER BY id",
+        (plan.ctx.space.name, plan.target)).fetchall()
+    out = []
+    for prov, metrics in rows:
+        if json.loads(prov).get("loop_id") == plan.loop_id:
+            d = json.loads(metrics)["round"]
+            out.append(cl.Round(**d))
+    return out
+
+
+def _save(plan: LoopPlan, r: cl.Round, model) -> int:
+    payload = {**model.to_json(), "graph_features": plan.graph_names,
+               "source_predictors": {s: plan.source_predictors[s] for s in model.sources
+                                     if s in plan.source_predictors}}
+    keys = plan.pool.keys
+    prov = {"loop_id": plan.loop_id, "target": plan.target, "accuracy": plan.accuracy_name,
+            "proxies": plan.pool.source_names, "round": r.round, "n_target_samples": r.n_samples,
+            "next_batch": [keys[i] for i in r.next_batch], "stop": r.stop, "method": METHOD,
+            "by": "harness transfer (closed loop)"}
+    return plan.ctx.store.save_predictor(plan.ctx.space.name, plan.target, METHOD, payload, prov,
+                                         {"round": r.to_json()})
+
+
+# --- the loop ------------------------------------------------------------------------------------------
+@dataclass
+class LoopResult:
+    rounds: list[cl.Round]
+    resumed_from: int               # rounds found in the store at the start
+    front: pd.DataFrame             # the predicted front, fastest first
+    already_done: bool = False
+
+
+def run_loop(plan: LoopPlan, measure: Callable[[list[Arch]], None],
+             on_round: Callable[[cl.Round], None] = lambda r: None) -> LoopResult:
+    """``measure(archs)`` runs a campaign on the target (resumable); everything else is decided here."""
+    cfg = plan.cfg
+    hist = history(plan)
+    resumed = len(hist)
+    measured, failed = measured_state(plan)
+    if hist and hist[-1].stop == "stable":
+        r, model = cl.step(plan.pool, measured, hist[:-1], cfg, failed)
+        return LoopResult(hist, resumed, front_table(plan, hist[-1], model, measured), already_done=True)
+    if hist and hist[-1].stop == "budget" and hist[-1].n_samples >= cfg.budget:
+        raise HarnessError(f"the loop for {plan.target} already spent its budget of {hist[-1].n_samples} samples; "
+                           f"raise --budget to continue")
+    batch = hist[-1].next_batch if hist else cl.first_batch(plan.pool, cfg.first_batch, cfg.seed).tolist()
+    while True:
+        todo = [i for i in batch if i not in measured and i not in failed]
+        if todo:
+            measure([plan.archs[i] for i in todo])
+            measured, failed = measured_state(plan)
+        if len(measured) < 3:
+            raise HarnessError(f"only {len(measured)} of the first batch measured successfully on {plan.target} "
+                               f"({len(failed)} failed); see `harness campaigns` and the store's failures")
+        r, model = cl.step(plan.pool, measured, hist, cfg, failed)
+        _save(plan, r, model)
+        hist.append(r)
+        on_round(r)
+        if r.stop or not r.next_batch:
+            return LoopResult(hist, resumed, front_table(plan, r, model, measured))
+        batch = r.next_batch
+
+
+def front_table(plan: LoopPlan, r: cl.Round, model, measured: dict[int, float]) -> pd.DataFrame:
+    pred = np.exp(cl.predict_log(model, plan.pool, np.asarray(r.front, dtype=int)))
+    rows = []
+    for i, p, prob in zip(r.front, pred, r.front_prob):
+        rows.append({**plan.archs[i].columns, plan.accuracy_name: float(plan.pool.accuracy[i]),
+                     "predicted_ms": float(p), "measured_ms": measured.get(i, float("nan")), "p_front": prob})
+    df = pd.DataFrame(rows)
+    df["latency_ms"] = df.measured_ms.fillna(df.predicted_ms)
+    return df.sort_values("latency_ms").reset_index(drop=True)

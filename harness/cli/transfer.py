@@ -1,0 +1,233 @@
+"""`harness transfer`: the closed loop: measure a new target only until its Pareto front is settled."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt, StoreOpt,
+                                cli_errors, console, err)
+
+TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Device profile to measure on (any driver, "
+                                        "including kind replay).")]
+SpaceOpt = Annotated[str, typer.Option(help="Search space (its architectures need accuracy in the store).")]
+AccOpt = Annotated[Optional[str], typer.Option(help="Accuracy column (imported acc_*); default "
+                                               "acc_cifar100_test_200ep when present.")]
+ProxyOpt = Annotated[Optional[list[str]], typer.Option(
+    "--proxy", "-p", help="Source devices (repeat), default: all with data in the space except the target.")]
+
+
+def _fmt(v, spec: str, none: str = "-") -> str:
+    return none if v is None or v != v else format(v, spec)
+
+
+def _round_table(r, title: str):
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for col in ("round", "samples", "LOO SRCC", "LOO err %", "front", "Jaccard", "ΔHV %", "E[HV ratio]",
+                "E[recall]", "next", "s"):
+        t.add_column(col, justify="right")
+    t.add_row(str(r.round), str(r.n_samples), _fmt(r.loo_srcc, ".3f"), _fmt(r.loo_error_pct, ".1f"),
+              str(len(r.front)), _fmt(r.jaccard, ".2f"), _fmt(None if r.hv_change is None else 100 * r.hv_change,
+                                                               ".2f"),
+              _fmt(r.expected_hv, ".4f"), _fmt(r.expected_recall, ".2f"),
+              r.stop or str(len(r.next_batch)), f"{r.seconds:.1f}")
+    return t
+
+
+@cli_errors
+def transfer(
+    target: TargetOpt,
+    space: SpaceOpt = "nb201",
+    budget: Annotated[int, typer.Option(help="At most this many target measurements in all.")] = 50,
+    accuracy: AccOpt = None,
+    proxy: ProxyOpt = None,
+    first_batch: Annotated[int, typer.Option(help="Architectures measured before the first fit.")] = 10,
+    batch: Annotated[int, typer.Option(help="Architectures measured per later round.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the first batch and of the uncertainty draws.")] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Write the predicted front to this CSV/Parquet.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rounds and the front as JSON.")] = False,
+    store: StoreOpt = DEFAULT_STORE, devices_dir: DevicesDirOpt = DEFAULT_DEVICES, cache_dir: CacheOpt = DEFAULT_CACHE,
+) -> None:
+    """Closed loop on a new target: measure a first batch, adapt the multi-proxy predictor, estimate its
+    uncertainty, measure next where it decides the accuracy-latency Pareto front, and stop when the predicted
+    front is stable (or the budget is spent). Ctrl-C and rerun the same command to resume.
+
+    Stops when, two rounds in a row, the front barely changed (Jaccard >= 0.9 with the last round's, or a
+    hypervolume gain < 0.5 %) and its expected hypervolume ratio against the truth is >= 0.95 (estimated
+    from the predictor's own leave-one-out error and jackknife spread).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from harness.analysis import closed_loop as cl
+    from harness.analysis import transfer_loop as tl
+    from harness.analysis.workflow import open_context
+    from harness.campaign import run_campaign
+    from harness.cli.measure import print_summary
+    from harness.devices.registry import ProfileRegistry
+    from harness.models.cache import ModelCache
+    from harness.results.export import write_table
+    from harness.results.store import Store
+
+    cfg = cl.LoopConfig(first_batch=first_batch, batch=batch, budget=budget, seed=seed)
+    command = shlex.join(["harness", *sys.argv[1:]])
+    with Store(store) as st:
+        ctx = open_context(st, space, str(cache_dir))
+        with console.status("checking the target and building the candidate pool ..."):
+            plan = tl.plan_loop(ctx, ProfileRegistry(devices_dir), target, accuracy, proxy or ["all"], cfg)
+        if not as_json:
+            console.print(f"[bold]{target}[/] ({plan.profile.connection.kind}): {len(plan.archs)} {space} candidates "
+                          f"with {plan.accuracy_name}; {len(plan.pool.source_names)} source device(s)"
+                          + (f" (left out as the target's own data: {', '.join(plan.excluded_sources)})"
+                             if plan.excluded_sources else "") + f"; budget {budget}", highlight=False)
+
+        def measure(archs) -> None:
+            progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+                                console=err if as_json else console, transient=True)
+            with progress:
+                s = run_campaign(st, plan.profile, ctx.space, archs, cache=ModelCache(cache_dir), command=command,
+                                 observer=_BatchObserver(progress))
+            if s.failed and not as_json:
+                print_summary(s)
+
+        def on_round(r) -> None:
+            if not as_json:
+                console.print(_round_table(r, f"round {r.round}"))
+
+        try:
+            result = tl.run_loop(plan, measure, on_round)
+        except KeyboardInterrupt:
+            done = len(tl.measured_state(plan)[0])
+            err.print(f"\n[yellow]interrupted[/]: {done} {target} measurements are in {store}; rerun the same "
+                      "command to resume where it stopped.")
+            raise typer.Exit(130) from None
+    front, last = result.front, result.rounds[-1]
+    if out:
+        write_table(front, out)
+    if as_json:
+        print(json.dumps({"target": target, "space": space, "accuracy": plan.accuracy_name,
+                          "resumed_rounds": result.resumed_from, "already_done": result.already_done,
+                          "rounds": [{k: v for k, v in r.to_json().items() if k not in ("front", "front_prob")}
+                                     for r in result.rounds],
+                          "front": json.loads(front.to_json(orient="records"))}, indent=1))
+        return
+    if result.already_done:
+        console.print(f"the loop for {target} already settled in round {last.round} with {last.n_samples} samples; "
+                      "its front:")
+    _print_front(front, plan.accuracy_name, f"predicted Pareto front on {target} ({space}, {plan.accuracy_name})")
+    why = {"stable": "the front is stable", "budget": f"the budget of {budget} samples is spent"}.get(last.stop or "",
+                                                                                                     "no candidates left")
+    console.print(f"stopped after {last.n_samples} target samples ({why}). Confidence: expected HV ratio "
+                  f"{last.expected_hv:.4f}, expected recall {last.expected_recall:.2f}, mean P(on front) "
+                  f"{last.confidence:.2f}; LOO SRCC {_fmt(last.loo_srcc, '.3f')}"
+                  + (f"; wrote {out}" if out else ""), highlight=False)
+    console.print(f"the last round's predictor is saved: harness predict --device {target} --space {space}",
+                  highlight=False)
+
+
+class _BatchObserver:
+    """A progress bar over one round's batch; failures are reported, never hidden."""
+
+    def __init__(self, progress):
+        self.progress, self.task = progress, None
+
+    def started(self, summary, todo: int) -> None:
+        self.task = self.progress.add_task(f"measuring on {summary.device}", total=todo, status="")
+
+    def model_done(self, o, summary) -> None:
+        if not o.ok:
+            from rich.markup import escape
+
+            err.print(f"[yellow]failed[/] {escape(o.arch.key)}: {o.failure_kind}: {escape(o.message[:200])}",
+                      highlight=False)
+        self.progress.update(self.task, advance=1, status=f"ok {summary.ok} · failed {summary.failed}")
+
+
+def _print_front(front, acc_name: str, title: str, limit: int = 40) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    keys = [c for c in front.columns if c not in (acc_name, "predicted_ms", "measured_ms", "p_front", "latency_ms")]
+    for col in [*keys, acc_name, "predicted ms", "measured ms", "P(front)"]:
+        t.add_column(col, justify="left" if col in keys else "right", overflow="fold")
+    for _, row in front.head(limit).iterrows():
+        t.add_row(*[str(row[k]) for k in keys], f"{row[acc_name]:.2f}", f"{row.predicted_ms:.3f}",
+                  _fmt(row.measured_ms, ".3f"), f"{row.p_front:.2f}")
+    console.print(t)
+    if len(front) > limit:
+        console.print(f"... {len(front) - limit} more (--out to write them all)")
+
+
+@cli_errors
+def search(
+    target: TargetOpt,
+    max_ms: Annotated[float, typer.Option("--max-ms", help="Latency budget on the target, in ms.")],
+    space: SpaceOpt = "nb201",
+    accuracy: AccOpt = None,
+    top: Annotated[int, typer.Option(help="How many architectures to list.")] = 10,
+    verify: Annotated[int, typer.Option(help="Measure the best N on the device and report which held the "
+                                        "budget (0 = don't).")] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Write the list to this CSV/Parquet.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    store: StoreOpt = DEFAULT_STORE, devices_dir: DevicesDirOpt = DEFAULT_DEVICES, cache_dir: CacheOpt = DEFAULT_CACHE,
+) -> None:
+    """The most accurate architectures under --max-ms on the target: its measured latency where the store has
+    one, else its saved predictor's (run `harness transfer` first). --verify N measures the top N."""
+    from harness.analysis import search as search_mod
+    from harness.analysis import transfer_loop as tl
+    from harness.analysis.workflow import open_context
+    from harness.campaign import run_campaign
+    from harness.devices.registry import ProfileRegistry
+    from harness.models.cache import ModelCache
+    from harness.results.export import write_table
+    from harness.results.store import Store
+
+    command = shlex.join(["harness", *sys.argv[1:]])
+    with Store(store) as st:
+        ctx = open_context(st, space, str(cache_dir))
+        profile = tl.resolve_target(ProfileRegistry(devices_dir), ctx, target) if verify else None
+        with console.status("predicting ..."):
+            r = search_mod.search(ctx, target, max_ms, accuracy, top)
+        table = r.top
+        if verify:
+            def measure(archs) -> None:
+                run_campaign(st, profile, ctx.space, archs, cache=ModelCache(cache_dir), command=command)
+
+            table = search_mod.verify(ctx, r, verify, measure)
+    if out:
+        write_table(table, out)
+    if as_json:
+        print(json.dumps(
+            {"target": target, "max_ms": max_ms, "accuracy": r.accuracy, "candidates": r.n_candidates,
+             "under_budget": r.n_under, "predictor": r.predictor,
+             "top": json.loads(table.to_json(orient="records"))}, indent=1))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"best {space} architectures under {max_ms:g} ms on {target} ({r.accuracy})",
+              title_justify="left")
+    keys = [c for c in table.columns if c not in (r.accuracy, "latency_ms", "source", "measured_ms", "held")]
+    extra = ["measured ms", "held"] if "held" in table.columns else []
+    for col in [*keys, r.accuracy, "latency ms", "from", *extra]:
+        t.add_column(col, justify="left" if col in keys else "right", overflow="fold")
+    for _, row in table.iterrows():
+        cells = [*[str(row[k]) for k in keys], f"{row[r.accuracy]:.2f}", f"{row.latency_ms:.3f}", row.source]
+        if extra:
+            held = row.held
+            cells += [_fmt(row.measured_ms, ".3f"),
+                      "-" if held is None or held != held else ("[green]yes[/]" if held else "[red]no[/]")]
+        t.add_row(*cells)
+    console.print(t)
+    console.print(f"{r.n_under} of {r.n_candidates} architectures are under {max_ms:g} ms"
+                  + (f" (gaps predicted by {r.predictor})" if r.predictor else " (measured values only)")
+                  + (f"; wrote {out}" if out else ""), highlight=False)
+    if extra:
+        held = table.held.dropna()
+        console.print(f"verified {len(held)}: {int(held.sum())} held the budget", highlight=False)

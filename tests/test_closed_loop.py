@@ -1,0 +1,230 @@
+"""The closed loop (`harness transfer`): rounds, stopping, resume after Ctrl-C, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as hst
+
+from harness.analysis import closed_loop as cl
+from harness.analysis import pareto
+from harness.analysis import transfer_loop as tl
+from harness.analysis.workflow import open_context, predict
+from harness.campaign import run_campaign
+from harness.devices.registry import ProfileRegistry
+from harness.errors import HarnessError
+from harness.models.cache import ModelCache
+from harness.models.spaces import get_space
+from harness.results.importer import import_table
+from harness.results.store import Store
+
+SPACE = get_space("nb201")
+N = 240
+
+
+def synthetic_table(path: Path, n: int = N, seed: int = 0) -> pd.DataFrame:
+    """Four related devices and an accuracy on n NB201 architectures (latency grows with conv count)."""
+    rng = np.random.default_rng(seed)
+    archs = SPACE.sample(n, seed)
+    x = np.stack([SPACE.encode(a) for a in archs]).astype(float)
+    cost = x @ rng.uniform(0.2, 2.0, x.shape[1])
+    acc = 40 + 3 * cost + rng.normal(0, 2, n)
+    df = pd.DataFrame({"nb201_index": [a.columns["nb201_index"] for a in archs],
+                       "arch_str": [a.columns["arch_str"] for a in archs],
+                       "src_a_ms": np.exp(0.30 * cost) * rng.lognormal(0, 0.03, n),
+                       "src_b_ms": 2 + cost ** 1.5 * rng.lognormal(0, 0.05, n),
+                       "src_c_ms": rng.lognormal(0, 1, n),
+                       "tgt_ms": 0.5 * np.exp(0.28 * cost) * rng.lognormal(0, 0.03, n),
+                       "acc_test": acc})
+    df.to_csv(path, index=False)
+    return df
+
+
+@pytest.fixture
+def loop_setup(tmp_path, store_path, cache_dir):
+    table = tmp_path / "table.csv"
+    df = synthetic_table(table)
+    devices = tmp_path / "loop-devices"
+    devices.mkdir()
+    (devices / "tgt-replay.yaml").write_text(yaml.safe_dump({
+        "name": "tgt-replay", "connection": {"kind": "replay", "table": str(table), "column": "tgt_ms"},
+        "policy": {"warmup_runs": 0, "timed_runs": 3}}))
+    with Store(store_path) as st:
+        import_table(st, table)
+    return {"table": table, "df": df, "devices": devices, "store": store_path, "cache": cache_dir}
+
+
+def ctx_of(st, s):
+    return open_context(st, "nb201", str(s["cache"]))
+
+
+def plan(st, s, **cfg):
+    ctx = open_context(st, "nb201", str(s["cache"]))
+    return tl.plan_loop(ctx, ProfileRegistry(s["devices"]), "tgt-replay", "acc_test",
+                        cfg=cl.LoopConfig(**{"first_batch": 6, "batch": 3, "budget": 30, **cfg}))
+
+
+def campaign(st, p, s):
+    def measure(archs):
+        run_campaign(st, p.profile, SPACE, archs, cache=ModelCache(s["cache"]))
+    return measure
+
+
+def test_loop_measures_through_campaigns_and_settles_the_front(loop_setup):
+    s = loop_setup
+    with Store(s["store"]) as st:
+        p = plan(st, s)
+        assert "tgt" in p.excluded_sources and "tgt" not in p.pool.source_names  # its own data is no source
+        seen = []
+        result = tl.run_loop(p, campaign(st, p, s), seen.append)
+        last = result.rounds[-1]
+        assert seen == result.rounds and last.stop in ("stable", "budget")
+        measured = st.latencies("nb201", ["tgt-replay"])
+        assert len(measured) == last.n_samples <= 30
+        assert len(st.campaigns()) == len(result.rounds)  # one campaign per batch
+        truth = s["df"].set_index("arch_str").tgt_ms
+        keys = [a.key for a in p.archs]
+        lat = np.exp(cl.predict_log(cl._fit(p.pool, np.array(sorted(tl.measured_state(p)[0])),
+                                            np.array([v for _, v in sorted(tl.measured_state(p)[0].items())])),
+                                    p.pool))
+        check = pareto.check(lat, truth.reindex(keys).to_numpy(), p.pool.accuracy)
+        assert check.hv_ratio > 0.97
+        assert set(result.front.columns) >= {"nb201_index", "arch_str", "acc_test", "predicted_ms", "p_front"}
+        saved = st.latest_predictor("nb201", "tgt-replay")
+        assert saved["provenance"]["loop_id"] == p.loop_id and saved["method"] == "multiproxy"
+        predicted = predict(ctx_of(st, s), "tgt-replay")  # `harness predict` reads the loop's predictor
+        assert len(predicted) == 15625 and (predicted.predicted_ms > 0).all()
+
+
+def test_interrupted_loop_resumes_and_measures_nothing_twice(loop_setup, tmp_path):
+    s = loop_setup
+    with Store(s["store"]) as st:
+        p = plan(st, s)
+        calls = []
+
+        def flaky(archs):
+            calls.append(len(archs))
+            if len(calls) == 2:  # Ctrl-C in the middle of the second batch
+                run_campaign(st, p.profile, SPACE, archs[:1], cache=ModelCache(s["cache"]))
+                raise KeyboardInterrupt
+            run_campaign(st, p.profile, SPACE, archs, cache=ModelCache(s["cache"]))
+
+        with pytest.raises(KeyboardInterrupt):
+            tl.run_loop(p, flaky)
+        assert len(tl.history(p)) == 1
+        resumed = tl.run_loop(p, campaign(st, p, s))
+        assert resumed.resumed_from == 1
+        m = st.measurements("tgt-replay")
+        assert m.key.is_unique  # nothing measured twice
+        if resumed.rounds[-1].stop == "stable":
+            again = tl.run_loop(p, lambda archs: pytest.fail("a settled loop must not measure"))
+            assert again.already_done
+        decisions = [r.next_batch for r in tl.history(p)]
+    # an uninterrupted run in a fresh store takes the very same decisions
+    fresh = tmp_path / "fresh.db"
+    with Store(fresh) as st2:
+        import_table(st2, s["table"])
+        p2 = plan(st2, {**s, "store": fresh})
+        straight = tl.run_loop(p2, campaign(st2, p2, s))
+    assert [r.next_batch for r in straight.rounds] == decisions
+
+
+def test_bad_input_is_refused_before_anything_is_measured(loop_setup):
+    s = loop_setup
+    with Store(s["store"]) as st:
+        ctx = open_context(st, "nb201", str(s["cache"]))
+        reg = ProfileRegistry(s["devices"])
+        with pytest.raises(HarnessError, match="--budget 4 is smaller than the first batch"):
+            tl.plan_loop(ctx, reg, "tgt-replay", "acc_test", cfg=cl.LoopConfig(first_batch=6, budget=4))
+        with pytest.raises(HarnessError, match="'acc_nope' is not a nb201 accuracy column.*acc_test"):
+            tl.plan_loop(ctx, reg, "tgt-replay", "acc_nope")
+        with pytest.raises(HarnessError, match="no device profile and no nb201 data"):
+            tl.plan_loop(ctx, reg, "no-such-phone", "acc_test")
+        with pytest.raises(HarnessError, match="has 240 nb201 latencies in the store but no device profile"):
+            tl.plan_loop(ctx, reg, "src_a", "acc_test")
+        with pytest.raises(HarnessError, match="fbnet"):
+            tl.plan_loop(open_context(st, "fbnet", str(s["cache"])), reg, "tgt-replay", None)
+        assert st.campaigns().empty
+
+
+def test_cli_transfer_prints_rounds_and_front_and_refuses_bad_budget(loop_setup, cli_env):
+    s = loop_setup
+    env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
+    base = [sys.executable, "-m", "harness", "transfer", "--target", "tgt-replay", "--accuracy", "acc_test"]
+    bad = subprocess.run([*base, "--budget", "5"], env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--budget 5 is smaller than the first batch (10)" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    out = subprocess.run([*base, "--budget", "20", "--batch", "4", "--json"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["rounds"][0]["n_samples"] == 10 and r["rounds"][-1]["n_samples"] <= 20 and r["front"]
+    human = subprocess.run([*base, "--budget", "20", "--batch", "4"], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert human.returncode == 0 and "predicted Pareto front on tgt-replay" in human.stdout
+
+
+def test_simulated_loop_beats_its_own_start():
+    rng = np.random.default_rng(1)
+    archs = SPACE.sample(400, 1)
+    x = np.stack([SPACE.encode(a) for a in archs]).astype(float)
+    cost = x @ rng.uniform(0.2, 2.0, x.shape[1])
+    src = np.stack([np.exp(0.3 * cost) * rng.lognormal(0, 0.05, 400), rng.lognormal(0, 1, 400)], axis=1)
+    truth = np.exp(0.25 * cost + 0.1 * x[:, 3]) * rng.lognormal(0, 0.02, 400)
+    acc = 40 + 3 * cost + rng.normal(0, 2, 400)
+    pool = cl.Pool([a.key for a in archs], src, ["a", "c"], x, x, acc)
+    hist, _ = cl.simulate(pool, truth, cl.LoopConfig(first_batch=8, batch=4, budget=40))
+    assert hist[0].n_samples == 8 and hist[-1].n_samples <= 40
+    assert all(b.n_samples - a.n_samples <= 4 for a, b in zip(hist, hist[1:]))
+    assert hist[-1].loo_srcc > 0.9
+
+
+@settings(max_examples=60, deadline=None)
+@given(hst.lists(hst.tuples(hst.integers(1, 30), hst.integers(0, 30)), min_size=1, max_size=60))
+def test_front_mask_is_the_pareto_mask(points):
+    lat = np.array([p[0] for p in points], dtype=float)
+    acc = np.array([p[1] for p in points], dtype=float)
+    np.testing.assert_array_equal(cl.front_mask(lat, acc), pareto.pareto_mask(lat, acc))
+
+
+def test_search_under_budget_then_verify_on_the_device(loop_setup, cli_env):
+    from harness.analysis import search as search_mod
+
+    s = loop_setup
+    with Store(s["store"]) as st:
+        ctx = open_context(st, "nb201", str(s["cache"]))
+        with pytest.raises(HarnessError, match="no nb201 measurements and no predictor.*harness transfer"):
+            search_mod.search(ctx, "tgt-replay", 5.0, "acc_test")
+        p = plan(st, s)
+        tl.run_loop(p, campaign(st, p, s))
+        budget = float(np.median(s["df"].tgt_ms))
+        r = search_mod.search(ctx, "tgt-replay", budget, "acc_test", top=5)
+        assert len(r.top) == 5 and (r.top.latency_ms <= budget).all()
+        assert list(r.top.acc_test) == sorted(r.top.acc_test, reverse=True)
+        assert set(r.top.source) <= {"measured", "predicted"} and "closed loop, round" in r.predictor
+        n_before = len(st.measurements("tgt-replay"))
+        checked = search_mod.verify(ctx, r, 3, campaign(st, p, s))
+        truth = s["df"].set_index("arch_str").tgt_ms
+        for _, row in checked.iterrows():
+            assert row.measured_ms == pytest.approx(truth[row.arch_str])
+            assert row.held == (truth[row.arch_str] <= budget)
+        assert len(st.measurements("tgt-replay")) - n_before == (r.top.head(3).source == "predicted").sum()
+        with pytest.raises(HarnessError, match="no nb201 architecture is under 1e-06 ms.*the fastest is"):
+            search_mod.search(ctx, "tgt-replay", 1e-6, "acc_test")
+    env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
+    out = subprocess.run([sys.executable, "-m", "harness", "search", "--target", "tgt-replay", "--accuracy",
+                          "acc_test", "--max-ms", str(budget), "--top", "3", "--json"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["top"]) == 3
+    bad = subprocess.run([sys.executable, "-m", "harness", "search", "--target", "tgt-replay", "--accuracy",
+                          "acc_nope", "--max-ms", "1"], env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "acc_nope" in bad.stderr and "Traceback" not in bad.stderr

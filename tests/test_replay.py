@@ -1,0 +1,131 @@
+"""The replay device: a profile that answers from a published table, through the real campaign path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from harness.campaign import CampaignAborted, run_campaign
+from harness.devices.driver import make_driver
+from harness.devices.profile import parse_profile
+from harness.devices.registry import ProfileRegistry
+from harness.errors import DeviceError, ProfileError
+from harness.models.cache import ModelCache
+from harness.models.spaces import get_space
+from harness.results.store import Store
+
+SPACE = get_space("nb201")
+
+
+def small_table(path: Path, n: int = 40, seed: int = 0, drop: tuple[int, ...] = ()) -> pd.DataFrame:
+    """A tidy NB201 table with two latency columns; rows in ``drop`` have no value in dev_a."""
+    rng = np.random.default_rng(seed)
+    archs = SPACE.sample(n, seed)
+    df = pd.DataFrame({"nb201_index": [a.columns["nb201_index"] for a in archs],
+                       "arch_str": [a.columns["arch_str"] for a in archs],
+                       "dev_a_ms": rng.uniform(1, 10, n), "dev_b_ms": rng.uniform(1, 10, n)})
+    df.loc[list(drop), "dev_a_ms"] = np.nan
+    df.to_csv(path, index=False)
+    return df
+
+
+def replay_profile(folder: Path, name: str, table: Path, column: str = "dev_a_ms", **conn) -> Path:
+    body = {"name": name, "connection": {"kind": "replay", "table": str(table), "column": column, **conn},
+            "policy": {"warmup_runs": 1, "timed_runs": 5}}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_campaign_on_replay_stores_the_table_values_without_exporting(tmp_path, store_path):
+    df = small_table(tmp_path / "t.csv")
+    replay_profile(tmp_path, "rehearsal", tmp_path / "t.csv")
+    profile = ProfileRegistry(tmp_path).get("rehearsal")
+    archs = [SPACE.parse(str(i)) for i in df.nb201_index[:6]]
+    cache = ModelCache(tmp_path / "cache")
+    with Store(store_path) as st:
+        s = run_campaign(st, profile, SPACE, archs, cache=cache)
+        assert (s.ok, s.failed, s.exported) == (6, 0, 0)
+        assert not (tmp_path / "cache").exists()  # nothing was exported
+        lat = st.latencies("nb201", ["rehearsal"]).set_index("key").latency_ms
+        expected = dict(zip([a.key for a in archs], df.dev_a_ms[:6]))
+        for key, v in expected.items():
+            assert lat[key] == pytest.approx(v)
+        m = st.measurements("rehearsal")
+        assert len(st.runs(int(m.id.iloc[0]))) == 5
+        # resumable by content like every campaign
+        again = run_campaign(st, profile, SPACE, archs, cache=cache)
+        assert again.status == "nothing to do"
+
+
+def test_missing_architecture_is_a_device_error_never_a_number(tmp_path, store_path):
+    df = small_table(tmp_path / "t.csv", drop=(1,))
+    replay_profile(tmp_path, "rehearsal", tmp_path / "t.csv")
+    profile = ProfileRegistry(tmp_path).get("rehearsal")
+    absent = next(a for a in SPACE.sample(200, 7) if a.columns["nb201_index"] not in set(df.nb201_index))
+    archs = [SPACE.parse(str(df.nb201_index[0])), SPACE.parse(str(df.nb201_index[1])), absent]
+    with Store(store_path) as st:
+        s = run_campaign(st, profile, SPACE, archs, cache=ModelCache(tmp_path / "cache"))
+        assert (s.ok, s.failed, s.failures) == (1, 2, {"device_error": 2})
+        m = st.measurements("rehearsal")
+        failed = m[m.status == "failed"]
+        assert set(failed.failure_kind) == {"device_error"} and failed.median_ms.isna().all()
+        assert len(st.latencies("nb201", ["rehearsal"])) == 1
+
+
+def test_noise_is_seeded_and_relative(tmp_path):
+    small_table(tmp_path / "t.csv")
+    profile = parse_profile({"name": "r", "connection": {"kind": "replay", "table": str(tmp_path / "t.csv"),
+                                                         "column": "dev_b_ms", "noise": 0.05, "seed": 3}}, "x")
+    d1, d2 = make_driver(profile), make_driver(profile)
+    key = next(iter(d1.table.ms))
+    r1, r2 = d1.run(key), d2.run(key)
+    assert r1.timed_ms == r2.timed_ms and len(set(r1.timed_ms)) > 1
+    assert np.median(r1.timed_ms) == pytest.approx(d1.table.ms[key], rel=0.15)
+    other = parse_profile({**profile.as_dict(), "connection": {**profile.as_dict()["connection"], "seed": 4}}, "x")
+    assert make_driver(other).run(key).timed_ms != r1.timed_ms
+
+
+def test_bad_table_or_column_is_a_clear_error(tmp_path):
+    small_table(tmp_path / "t.csv")
+    bad_col = parse_profile({"name": "r", "connection": {"kind": "replay", "table": str(tmp_path / "t.csv"),
+                                                         "column": "dev_z_ms"}}, "x")
+    report = make_driver(bad_col).check()
+    assert not report.ok and "dev_z_ms" in report.message and "dev_a_ms" in report.message
+    missing = parse_profile({"name": "r", "connection": {"kind": "replay", "table": str(tmp_path / "no.csv"),
+                                                         "column": "dev_a_ms"}}, "x")
+    with pytest.raises(DeviceError, match="does not exist"):
+        make_driver(missing).prepare()
+    fb = get_space("fbnet").sample(1, 0)[0]
+    with pytest.raises(DeviceError, match="nb201 architectures, not fbnet"):
+        make_driver(bad_col.model_copy(update={"connection": missing.connection.model_copy(
+            update={"table": str(tmp_path / "t.csv")})})).push_arch(fb)
+
+
+def test_replay_profile_validation_names_the_field(tmp_path):
+    with pytest.raises(ProfileError, match="connection.column: required field is missing"):
+        parse_profile({"name": "r", "connection": {"kind": "replay", "table": "t.csv"}}, "x")
+    with pytest.raises(ProfileError, match="noise"):
+        parse_profile({"name": "r", "connection": {"kind": "replay", "table": "t", "column": "c", "noise": -1}}, "x")
+    with pytest.raises(ProfileError, match="allowed here: kind, table, column, noise, seed"):
+        parse_profile({"name": "r", "connection": {"kind": "replay", "table": "t", "column": "c", "nois": 1}}, "x")
+
+
+def test_measure_cli_on_a_replay_device(tmp_path, cli_env, devices_dir, store_path):
+    small_table(tmp_path / "t.csv", drop=(0,))
+    replay_profile(devices_dir, "rehearsal", tmp_path / "t.csv")
+    df = pd.read_csv(tmp_path / "t.csv")
+    keys = ",".join(str(i) for i in df.nb201_index[:3])
+    out = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "rehearsal", "--arch", keys],
+                         env=cli_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "2 measured, 1 failed" in out.stdout and "device_error" in out.stdout
+    chk = subprocess.run([sys.executable, "-m", "harness", "devices", "check", "rehearsal"], env=cli_env,
+                         capture_output=True, text=True, timeout=120)
+    assert chk.returncode == 0, chk.stdout + chk.stderr
