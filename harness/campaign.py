@@ -22,14 +22,16 @@ from typing import Any, Protocol, TypeVar
 from harness import interrupts
 from harness.devices.driver import Driver, RunResult, make_driver
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
+from harness.devices.preflight import check_workload
 from harness.devices.profile import Policy, Profile
-from harness.errors import ConnectionLost, DriverError, ExportError, FailureKind, HarnessError, StoreError
+from harness.errors import (ConnectionLost, DriverError, DriverUnavailable, ExportError, FailureKind, HarnessError,
+                            StoreError)
 from harness.measure import sentinels
 from harness.measure.clock import Clock, RealClock
-from harness.measure.gating import wait_until_quiet
+from harness.measure.gating import GateOutcome, wait_until_quiet
 from harness.measure.schedule import plan_visits
 from harness.measure.stats import Estimate, estimate
-from harness.models.cache import EXPORTER_VERSION, ModelCache
+from harness.models.cache import EXPORTER_VERSION, Artifact, ModelCache
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store, utcnow
 
@@ -107,11 +109,24 @@ class _Silent:
         pass
 
 
+def workload_columns(profile: Profile) -> dict[str, Any]:
+    """The profile's workload as the store's measurement columns."""
+    w = profile.workload
+    return {"batch_size": w.batch_size, "input_shape": w.shape_label(), "precision": w.precision,
+            "calibration": w.calibration_label()}
+
+
+def build_graph(space: SearchSpace, arch: Arch, profile: Profile):
+    """The architecture's graph at the profile's resolution (channels from the space)."""
+    shape = profile.workload.input_shape
+    return space.build(arch, (*shape, space.default_input_shape[2]) if shape else None)
+
+
 def stale_keys(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch]) -> list[str]:
     """Keys among ``archs`` whose latest measurement in the profile's graph mode is of an older exporter."""
     if hasattr(space, "artifact"):  # model files are not exported: never stale
         return []
-    versions = store.measured_versions(profile.name, space.name, profile.graph)
+    versions = store.measured_versions(profile.name, space.name, profile.graph, workload_columns(profile))
     return [a.key for a in archs if versions.get(a.key, EXPORTER_VERSION) < EXPORTER_VERSION]
 
 
@@ -119,13 +134,14 @@ def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
          remeasure: bool = False, remeasure_stale: bool = False,
          rounds: int | None = None) -> list[tuple[Arch, int]]:
     """The (architecture, round) visits still to make: rounds in seeded shuffled orders; visits measured in
-    the profile's graph mode are skipped (stale ones too, unless ``remeasure_stale``), none with ``remeasure``."""
+    the profile's graph mode and workload are skipped (stale ones too, unless ``remeasure_stale``), none
+    with ``remeasure``."""
     r = rounds or profile.policy.rounds
     done: set[tuple[str, int]] = set()
     if hasattr(space, "artifact"):
         remeasure_stale = False  # model files are not exported: never stale
     if not remeasure:
-        versions = store.measured_rounds(profile.name, space.name, r, profile.graph)
+        versions = store.measured_rounds(profile.name, space.name, r, profile.graph, workload_columns(profile))
         done = {k for k, v in versions.items() if not (remeasure_stale and v < EXPORTER_VERSION)}
     return plan_visits(archs, r, profile.policy.round_seed, done)
 
@@ -172,9 +188,7 @@ class _Sentinels:
         self.pol, self.policy = profile.policy.sentinels, profile.policy
         self.store, self.cid, self.profile, self.driver, self.clock = store, cid, profile, driver, clock
         self.archs = sentinels.choose(space, archs, self.pol)
-        fmt = profile.runtime.model_format
-        self.refs = {a.key: driver.push(space.artifact(a) if hasattr(space, "artifact")  # type: ignore[attr-defined]
-                                        else cache.get(space.build(a), fmt, profile.graph)) for a in self.archs}
+        self.refs = {a.key: driver.push(artifact_for(cache, space, a, profile)) for a in self.archs}
         self.monitor = sentinels.Monitor(self.pol.band)
         self.window: list[int] = []  # measurement ids since the last good check
         self.since = 0
@@ -255,6 +269,146 @@ def record(store: Store, retry_s: float, campaign_id: int, device: str, arch: Ar
                          "the store the next time it is opened.") from e
 
 
+@dataclass
+class Measured:
+    """One model's attempt on a device, before it is stored: travels from a farm worker to the writer."""
+
+    arch: Arch
+    model_format: str
+    started_at: str
+    duration_s: float
+    model_digest: str | None = None
+    exported: bool = False
+    result: RunResult | None = None
+    failure_kind: str | None = None
+    failure_message: str = ""
+    degenerate: bool | None = None
+    identity: dict[str, Any] = field(default_factory=dict)  # graph mode, exporter version, workload
+    round_no: int = 1  # which visit of a rounds plan (see harness.measure.schedule)
+    rounds: int = 1
+    gate: GateOutcome | None = None  # how long the device took to get quiet before this model
+    assessed: tuple[Estimate, str | None] | None = None  # (estimate, why suspect), once judged
+
+    @property
+    def ok(self) -> bool:
+        return self.failure_kind is None
+
+
+def artifact_for(cache: ModelCache, space: SearchSpace, arch: Arch, profile: Profile) -> Artifact:
+    """The model file to measure: a model file as it is, else the export at the profile's workload (cached)."""
+    if hasattr(space, "artifact"):
+        return space.artifact(arch)  # type: ignore[attr-defined]
+    wl = profile.workload
+    return cache.get(build_graph(space, arch, profile), profile.runtime.model_format, profile.graph,
+                     batch=wl.batch_size, precision=wl.precision, calibration=wl.calibration)
+
+
+def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: Arch, profile: Profile,
+                  artifact: Artifact | None = None, pushed: dict[str, tuple] | None = None) -> Measured:
+    """Export (cached), push and time one model (``artifact``: already at hand; ``pushed``: what earlier
+    rounds pushed, reused since pushing is the slow part on phones). Typed failures become a failed Measured;
+    a lost connection (or a driver that cannot run at all) is raised: the device, not the model, failed."""
+    fmt, wl = profile.runtime.model_format, workload_columns(profile)
+    started, t0 = utcnow(), time.perf_counter()
+    exported, digest, degenerate = False, None, None
+    as_files = hasattr(space, "artifact")  # model files (harness.models.files): measured as they are
+    identity: dict[str, Any] = (dict(graph_mode=None, exporter_version=None) if as_files
+                                else dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION))
+    identity["workload"] = wl
+    try:
+        if pushed is not None and arch.key in pushed:  # a later round: on the device already
+            ref, digest, degenerate, identity = pushed[arch.key]
+        else:
+            ref = driver.push_arch(arch)
+            if ref is not None:  # answered by architecture (replay): no model file, no exporter identity
+                identity = dict(graph_mode=None, exporter_version=None, workload=wl)
+            else:
+                if artifact is None:
+                    artifact = artifact_for(cache, space, arch, profile)
+                exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
+                ref = driver.push(artifact)
+            if pushed is not None:
+                pushed[arch.key] = (ref, digest, degenerate, identity)
+        result = driver.run(ref)
+    except (ConnectionLost, DriverUnavailable):  # nothing else can succeed: stop now
+        raise
+    except (DriverError, ExportError) as e:
+        if pushed is not None:
+            pushed.pop(arch.key, None)
+        kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
+        return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, failure_kind=kind,
+                        failure_message=str(e), degenerate=degenerate, identity=identity)
+    return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, result, degenerate=degenerate,
+                    identity=identity)
+
+
+def assess(m: Measured, policy: Policy) -> tuple[Estimate, str | None]:
+    """The successful visit's estimate (preempted runs and outliers flagged) and why it is suspect, if it is."""
+    if m.assessed is None:
+        assert m.result is not None
+        est, suspect = judge(m.result, policy)
+        if m.gate is not None and m.gate.timed_out:
+            suspect = "; ".join(filter(None, [suspect, "device not quiet: " + "; ".join(m.gate.reasons)]))
+        m.assessed = (est, suspect)
+    return m.assessed
+
+
+def record_measured(store: Store, retry_s: float, campaign_id: int, device: str, m: Measured,
+                    policy: Policy | None = None) -> int | None:
+    """One model's outcome and all its runs, in one transaction (see :func:`record`); the measurement's id."""
+    policy = policy or Policy()
+    fields: dict[str, Any] = dict(model_format=m.model_format, model_digest=m.model_digest, started_at=m.started_at,
+                                  duration_s=m.duration_s, degenerate=m.degenerate, round_no=m.round_no,
+                                  rounds=m.rounds, **m.identity)
+    if m.result is None:
+        return record(store, retry_s, campaign_id, device, m.arch, failure_kind=m.failure_kind or
+                      FailureKind.DEVICE_ERROR.value, failure_message=m.failure_message, **fields)
+    r = m.result
+    est, suspect = assess(m, policy)
+    stats = r.summary()
+    stats["median_ms"] = est.median_ms
+    gated = policy.gate.active and m.gate is not None
+    return record(
+        store, retry_s, campaign_id, device, m.arch, summary=stats, init_ms=r.init_ms,
+        timed_ms=r.timed_ms, warmup_ms=r.warmup_ms, per_run=r.per_run, n_runs=r.n_runs,
+        conditions={"before": r.conditions_before, "after": r.conditions_after, "neighbours": r.neighbours,
+                    **({"gate": m.gate.as_dict()} if gated else {})},  # type: ignore[union-attr]
+        energy_mj=r.energy_mj, energy_method=r.energy_method, run_flags=est.flags, wait_ms=r.wait_ms,
+        extra={"stop_rule": r.stop_rule, "ci_low_ms": est.ci_low_ms, "ci_high_ms": est.ci_high_ms,
+               "n_used": est.n_used, "n_preempted": est.n_preempted, "n_outliers": est.n_outliers,
+               "suspect": suspect, "gate_wait_s": m.gate.waited_s if gated else None,  # type: ignore[union-attr]
+               "ref_median_ms": _ref_median(r, policy)},
+        **fields)
+
+
+def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: int,
+                  policy: Policy | None = None) -> ModelOutcome:
+    """Add one model to the summary's counts and say what the observer hears."""
+    if not m.ok:
+        kind = m.failure_kind or FailureKind.DEVICE_ERROR.value
+        summary.failed += 1
+        summary.failures[kind] = summary.failures.get(kind, 0) + 1
+        return ModelOutcome(m.arch, position, total, False, exported=m.exported, failure_kind=kind,
+                            message=m.failure_message, round=m.round_no)
+    r = m.result
+    assert r is not None
+    est, suspect = assess(m, policy or Policy())
+    stats = r.summary()
+    summary.degenerate += int(bool(m.degenerate))
+    summary.ok += 1
+    summary.exported += int(m.exported)
+    summary.runs += len(r.timed_ms)
+    if suspect:
+        summary.suspect += 1
+    rel = est.rel_ci
+    cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
+    if (rel is not None and rel > UNSTABLE_REL_CI) or (rel is None and cv >= UNSTABLE_CV):
+        summary.unstable.append(m.arch.key)
+        summary.unstable_cv[m.arch.key] = cv
+    return ModelOutcome(m.arch, position, total, True, est.median_ms, cv, m.exported, round=m.round_no,
+                        rel_ci=rel, suspect=suspect)
+
+
 def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *,
                  cache: ModelCache, command: str = "", remeasure: bool = False, remeasure_stale: bool = False,
                  observer: Observer | None = None, max_consecutive_failures: int = 5,
@@ -281,14 +435,15 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     pol = profile.policy
     todo = plan(store, profile, space, archs, remeasure, remeasure_stale)
     pending = {a.key for a, _ in todo}
-    summary = CampaignSummary(profile.name, space.name, len(archs), sum(a.key not in pending for a in archs),
+    summary = CampaignSummary(profile.measured_name, space.name, len(archs), sum(a.key not in pending for a in archs),
                               graph_mode=profile.graph)
     if not (remeasure or remeasure_stale):
         summary.stale = len(stale_keys(store, profile, space, archs))
     if not todo:
         return summary
+    # bad workload: one clear error before anything starts
+    check_workload(profile, space, list({a.key: a for a, _ in todo}.values()))
     t_start = time.perf_counter()
-    fmt = profile.runtime.model_format
     interrupts.check()
     try:
         summary.campaign_id = cid = retrying(lambda: store.start_campaign(
@@ -312,7 +467,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         refs: dict[str, tuple] = {}  # arch key -> (device ref, digest, degenerate, identity)
         if pol.reference != "none" and hasattr(driver, "reference") and not hasattr(space, "artifact"):  # drivers with per-run timings
             ref_arch = reference_arch(space, pol.reference)
-            driver.reference = driver.push(cache.get(space.build(ref_arch), fmt, profile.graph))  # type: ignore[attr-defined]
+            driver.reference = driver.push(artifact_for(cache, space, ref_arch, profile))  # type: ignore[attr-defined]
             summary.conditions["reference"] = ref_arch.key
             store.set_campaign_conditions(cid, summary.conditions)
         for i, (arch, rnd) in enumerate(todo):
@@ -326,77 +481,19 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
                         raise DeviceNotQuiet(f"{profile.name} did not get under the gate limits within "
                                              f"{pol.gate.max_wait_s:g} s: {'; '.join(gate.reasons)}")
             interrupts.check()  # a Ctrl-C that some library swallowed still stops the campaign here
-            started, t0 = utcnow(), time.perf_counter()
-            exported, digest, degenerate = False, None, None
-            as_files = hasattr(space, "artifact")  # model files (harness.models.files): measured as they are
-            identity = (dict(graph_mode=None, exporter_version=None) if as_files
-                        else dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION))
-            mid = None
-            try:
-                if arch.key in refs:  # a later round: pushed already (pushing is the slow part on phones)
-                    ref, digest, degenerate, identity = refs[arch.key]
-                else:
-                    ref = driver.push_arch(arch)
-                    if ref is not None:  # answered by architecture (replay): no model file, no exporter identity
-                        identity = dict(graph_mode=None, exporter_version=None)
-                    else:
-                        artifact = space.artifact(arch) if as_files else cache.get(space.build(arch), fmt, profile.graph)
-                        exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
-                        ref = driver.push(artifact)
-                    if pol.rounds > 1:
-                        refs[arch.key] = (ref, digest, degenerate, identity)
-                result = driver.run(ref)
-            except ConnectionLost:
-                raise
-            except (DriverError, ExportError) as e:
-                kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
-                refs.pop(arch.key, None)
-                record(store, write_retry_s, cid, profile.name, arch, model_format=fmt, model_digest=digest,
-                       started_at=started, duration_s=time.perf_counter() - t0,
-                       failure_kind=kind, failure_message=str(e), degenerate=degenerate, round_no=rnd,
-                       rounds=pol.rounds, **identity)
-                summary.failed += 1
-                summary.failures[kind] = summary.failures.get(kind, 0) + 1
+            m = measure_model(driver, cache, space, arch, profile, pushed=refs if pol.rounds > 1 else None)
+            m.round_no, m.rounds, m.gate = rnd, pol.rounds, gate
+            mid = record_measured(store, write_retry_s, cid, profile.name, m, pol)
+            observer.model_done(count_outcome(summary, m, i + 1, len(todo), pol), summary)
+            if m.ok:
+                consecutive = 0
+                if watch:
+                    watch.after_model(mid, i + 1)
+            else:
                 consecutive += 1
-                observer.model_done(ModelOutcome(arch, i + 1, len(todo), False, exported=exported,
-                                                 failure_kind=kind, message=str(e), round=rnd), summary)
                 if consecutive >= max_consecutive_failures:
                     raise CampaignAborted(f"{consecutive} models failed in a row on {profile.name}; "
-                                          f"last: {kind}: {e}") from e
-                continue
-            stats = result.summary()
-            est, suspect = judge(result, pol)
-            if gate.timed_out:
-                suspect = "; ".join(filter(None, [suspect, "device not quiet: " + "; ".join(gate.reasons)]))
-            stats["median_ms"] = est.median_ms
-            mid = record(
-                store, write_retry_s, cid, profile.name, arch, model_format=fmt, model_digest=digest,
-                started_at=started, duration_s=time.perf_counter() - t0, summary=stats, init_ms=result.init_ms,
-                timed_ms=result.timed_ms, warmup_ms=result.warmup_ms, per_run=result.per_run, n_runs=result.n_runs,
-                conditions={"before": result.conditions_before, "after": result.conditions_after,
-                            "neighbours": result.neighbours, **({"gate": gate.as_dict()} if pol.gate.active else {})},
-                degenerate=degenerate, round_no=rnd, rounds=pol.rounds, run_flags=est.flags, wait_ms=result.wait_ms,
-                extra={"stop_rule": result.stop_rule, "ci_low_ms": est.ci_low_ms, "ci_high_ms": est.ci_high_ms,
-                       "n_used": est.n_used, "n_preempted": est.n_preempted, "n_outliers": est.n_outliers,
-                       "suspect": suspect, "gate_wait_s": gate.waited_s if pol.gate.active else None,
-                       "ref_median_ms": _ref_median(result, pol)},
-                **identity)
-            consecutive = 0
-            summary.degenerate += int(bool(degenerate))
-            summary.ok += 1
-            summary.exported += int(exported)
-            summary.runs += len(result.timed_ms)
-            if suspect:
-                summary.suspect += 1
-            rel = est.rel_ci
-            cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
-            if (rel is not None and rel > UNSTABLE_REL_CI) or (rel is None and cv >= UNSTABLE_CV):
-                summary.unstable.append(arch.key)
-                summary.unstable_cv[arch.key] = cv
-            observer.model_done(ModelOutcome(arch, i + 1, len(todo), True, est.median_ms, cv, exported,
-                                             round=rnd, rel_ci=rel, suspect=suspect), summary)
-            if watch:
-                watch.after_model(mid, i + 1)
+                                          f"last: {m.failure_kind}: {m.failure_message}")
             if pol.cooldown_seconds and i + 1 < len(todo):
                 clock.sleep(pol.cooldown_seconds)
         status = "finished"

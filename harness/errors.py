@@ -77,6 +77,7 @@ class FailureKind(str, Enum):
     PARSE_ERROR = "parse_error"
     EXPORT_ERROR = "export_error"
     UNAVAILABLE = "unavailable"
+    DEVICE_LOST = "device_lost"  # the host (farm node) measuring it went away mid-model
 
 
 class DriverError(HarnessError):
@@ -109,3 +110,7 @@ class DriverUnavailable(DriverError):
 
 class ConnectionLost(DeviceError):
     """The device went away mid-campaign; the campaign stops, finished results are kept."""
+
+
+class FarmError(HarnessError):
+    """A farm cannot start as asked (bad Ray address, a device no host offers, conflicting hosts...)."""

@@ -34,7 +34,8 @@ _starting = False  # install(starting=True) is deferring until started()
 
 def _on_sigint(signum, frame) -> None:  # noqa: ARG001 (signal handler signature)
     global _count, _pending
-    _count += 1
+    if _installed:  # only the CLI's handler remembers: a library user's later campaigns must not stop
+        _count += 1
     if _deferring:
         _pending = True
         return
@@ -85,6 +86,16 @@ def reset() -> None:
     """Forget counted interrupts (tests; a long-lived process that handled one)."""
     global _count, _pending
     _count, _pending = 0, False
+
+
+def uninstall() -> None:
+    """Give SIGINT back to Python's default handler and forget everything (tests)."""
+    global _installed, _starting, _deferring
+    if _main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    _installed = _starting = False
+    _deferring = 0
+    reset()
 
 
 @contextmanager

@@ -58,7 +58,9 @@ def test_conditions_are_recorded(registry, store_path, cache_dir):
 
 
 def test_failures_are_recorded_with_kind_and_campaign_aborts(devices_dir, registry, store_path, cache_dir):
-    write_profile(devices_dir, "broken-ep", {"name": "onnxruntime", "execution_provider": "NoSuchProvider"})
+    # a session option onnxruntime refuses: every model fails to load on the device (the profile itself parses)
+    write_profile(devices_dir, "broken-ep", {"name": "onnxruntime",
+                                             "options": {"optimization.minimal_build_optimizations": "bogus"}})
     profile = registry.get("broken-ep")
     with Store(store_path) as st:
         with pytest.raises(CampaignAborted, match="3 models failed in a row"):
@@ -67,7 +69,7 @@ def test_failures_are_recorded_with_kind_and_campaign_aborts(devices_dir, regist
         m = st.measurements("broken-ep")
         assert len(m) == 3 and set(m.failure_kind) == {"device_error"} and m.median_ms.isna().all()
         status, message = st.db.execute("SELECT status, message FROM campaigns").fetchone()
-        assert status == "failed" and "NoSuchProvider" in message
+        assert status == "failed" and "minimal_build_optimizations" in message
 
 
 def test_timeout_failure_then_success_on_resume(devices_dir, registry, store_path, cache_dir):

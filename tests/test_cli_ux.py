@@ -71,9 +71,7 @@ def test_campaigns_lists_every_status_without_crashing(tmp_path: Path, width: in
 
 
 def test_campaigns_on_an_empty_store_says_what_to_do(tmp_path: Path):
-    from harness.results.store import Store
-
-    Store(tmp_path / "h.db").close()  # a store without campaigns (an absent store is refused, never created)
+    Store(tmp_path / "h.db").close()  # imports only, say
     out = invoke("campaigns", "--store", str(tmp_path / "h.db"))
     assert "no campaigns" in out and "harness measure" in out
 
@@ -318,6 +316,7 @@ def test_measure_a_model_file_resumes_by_content(model_files, devices_dir, tmp_p
     assert len(m) == 3 and set(m.status) == {"ok"} and m.model_digest.nunique() == 2
     assert {k.split("@")[0] for k in m.key} == {"my.onnx", "renamed.onnx", "my.tflite"}
     assert "runtime_version" in camp
+    assert "stale" not in invoke("campaigns", "--store", str(store))  # files are measured as given
     out = tmp_path / "files.csv"
     invoke("export", "--space", "file", "--out", str(out), "--store", str(store))
     import pandas as pd

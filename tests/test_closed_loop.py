@@ -26,6 +26,15 @@ from harness.models.spaces import get_space
 from harness.results.importer import import_table
 from harness.results.store import Store
 
+
+@pytest.fixture(autouse=True)
+def _no_leftover_ctrl_c():
+    """Campaigns stop on a counted Ctrl-C (harness.interrupts is process-wide): start each test clean."""
+    from harness import interrupts
+
+    interrupts.reset()
+    yield
+
 SPACE = get_space("nb201")
 N = 240
 

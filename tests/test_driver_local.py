@@ -48,17 +48,58 @@ def test_check_reports_runtime_version():
     assert report.runtime_version == onnxruntime.__version__
 
 
-def test_unavailable_execution_provider_is_a_device_error(tmp_path):
-    from harness.errors import DeviceError
+def test_gpu_provider_on_a_cpu_only_onnxruntime_fails_before_any_model(tmp_path):
+    from harness.errors import DriverUnavailable
+
+    p = ProfileRegistry().get("local-onnx")
+    p = p.model_copy(update={"runtime": p.runtime.model_copy(update={"execution_provider": "CUDAExecutionProvider"})})
+    d = make_any_driver(p)
+    try:
+        with pytest.raises(DriverUnavailable, match="runtime.execution_provider CUDAExecutionProvider is not "
+                                                   "available.*onnxruntime-gpu"):
+            d.prepare()
+    finally:
+        d.cleanup()
+    report = make_any_driver(p).check()
+    assert not report.ok and "runtime.execution_provider" in report.message
+
+
+def test_provider_that_would_fall_back_to_the_cpu_fails_the_model(tmp_path):
+    """Azure's provider is installed but runs none of these nodes: onnxruntime would quietly use the CPU."""
+    from harness.devices import runner
     from harness.models.cache import ModelCache
     from harness.models.spaces import get_space
 
-    p = ProfileRegistry().get("local-onnx")
-    p = p.model_copy(update={"runtime": p.runtime.model_copy(update={"execution_provider": "NoSuchProvider"})})
     sp = get_space("nb201")
     art = ModelCache(tmp_path).get(sp.build(sp.parse("0")), "onnx")
-    with make_any_driver(p) as d, pytest.raises(DeviceError, match="NoSuchProvider"):
-        d.run(d.push(art))
+    req = {"op": "run", "runtime": "onnxruntime", "model": str(art.path), "execution_provider":
+           "AzureExecutionProvider", "timed_runs": 1}
+    resp = runner.handle(req)
+    assert resp["ok"] is False and resp["kind"] == "unavailable"
+    assert "runtime.execution_provider AzureExecutionProvider" in resp["message"]
+    ok = runner.handle({**req, "execution_provider": "CPUExecutionProvider"})
+    assert ok["ok"] and ok["session"] == {"providers": ["CPUExecutionProvider"], "io_binding": False,
+                                          "include_transfers": False}
+
+
+def test_io_binding_keeps_inputs_and_outputs_bound(tmp_path):
+    """The bound path GPU providers take, exercised on the CPU device: same outputs as a plain run."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from harness.devices import runner
+    from harness.models.cache import ModelCache
+    from harness.models.spaces import get_space
+
+    sp = get_space("nb201")
+    art = ModelCache(tmp_path).get(sp.build(sp.parse("9930")), "onnx")
+    sess = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    invoke = runner.bound_invoke(sess, {"input": x}, "cpu")
+    invoke()
+    invoke()  # the binding is reusable across timed runs
+    bound = invoke.binding.copy_outputs_to_cpu()[0]
+    np.testing.assert_allclose(bound, sess.run(None, {"input": x})[0], rtol=1e-6)
 
 
 def test_thermal_zones_with_the_same_type_are_all_kept(tmp_path, monkeypatch):

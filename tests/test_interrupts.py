@@ -167,8 +167,7 @@ def test_a_swallowed_interrupt_still_stops_the_campaign(registry, store_path, ca
                              observer=Swallow())
         assert _check_store(store_path) == (["interrupted"], 0)
     finally:
-        interrupts.reset()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupts.uninstall()
 
 
 def test_shielded_holds_a_sigint_until_the_block_is_done():
@@ -180,6 +179,7 @@ def test_shielded_holds_a_sigint_until_the_block_is_done():
             done.append(1)
     assert done == [1]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not interrupts.requested()  # a library user's next campaign is not stopped by it
 
 
 # --- real signals, through the real entry point -----------------------------------------------------

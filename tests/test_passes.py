@@ -260,3 +260,27 @@ def test_optimised_nb201_computes_the_same_outputs(index, seed):
     scale = max(1.0, float(np.abs(ref).max()))
     np.testing.assert_allclose(run_onnx(out, x), ref, rtol=1e-4, atol=1e-5 * scale)
     np.testing.assert_allclose(run_tflite(out, x), ref, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+@pytest.mark.parametrize("batch,precision", [(2, "fp32"), (2, "int8"), (1, "fp16")])
+def test_folded_models_export_at_any_batch_and_precision(tmp_path, fmt, batch, precision):
+    """Constant tensors and constant outputs (degenerate) keep working with device classes' batch/precision."""
+    from harness.models.cache import ModelCache
+
+    cache = ModelCache(tmp_path)
+    for ops6 in (["none"] * 6, ["none", "nor_conv_3x3", "nor_conv_3x3", "skip_connect", "nor_conv_1x1", "none"]):
+        g = nb201(ops6, shape=(8, 8, 3))
+        assert ops(passes.optimise(g)).get("const")
+        path = str(cache.get(g, fmt, batch=batch, precision=precision).path)
+        x = np.random.default_rng(4).standard_normal((batch, 8, 8, 3)).astype(np.float32)
+        if fmt == "onnx":
+            out = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+                None, {"input": x.transpose(0, 3, 1, 2)})[0]
+        else:
+            it = Interpreter(model_path=path, num_threads=1)
+            it.allocate_tensors()
+            it.set_tensor(it.get_input_details()[0]["index"], x)
+            it.invoke()
+            out = it.get_tensor(it.get_output_details()[0]["index"])
+        assert out.shape == (batch, 10) and np.isfinite(out).all()

@@ -42,7 +42,7 @@ BAD = [
     ("no-kind", "name: no-kind\nconnection: {host: x}\nruntime: {name: tflite}\n",
      ["connection.kind", "missing", "local, ssh, adb"]),
     ("bad-runtime", "name: bad-runtime\nconnection: {kind: local}\nruntime: {name: tensorrt}\n",
-     ["runtime.name", "'onnxruntime' or 'tflite'", "tensorrt"]),
+     ["runtime.name", "'onnxruntime', 'tflite' or 'trtexec'", "tensorrt"]),
     ("ssh-missing-host", "name: ssh-missing-host\nconnection: {kind: ssh, user: pi}\nruntime: {name: tflite}\n",
      ["connection.host", "required field is missing"]),
     ("ssh-bad-port", "name: ssh-bad-port\nconnection: {kind: ssh, host: h, user: u, port: 70000}\n"

@@ -62,7 +62,10 @@ def report(store: StoreLike, out: str | Path, space: str = "nb201", devices: Seq
         origins = device_origins(st, space)
         facts = device_facts(st, space, list(wide.columns))
         source = str(st.path)
+        measured = st.measurements(space=space)
+    if devices:
+        measured = measured[measured["device"].isin(list(devices))]
     corr = correlate(wide, method=method)
     label = "SRCC" if method == "spearman" else "Kendall tau"
     return build_report(wide, corr, space, origins, pairs, label, min_overlap=min_overlap, facts=facts,
-                        source=source).write(out, png_dir)
+                        source=source, measurements=measured).write(out, png_dir)

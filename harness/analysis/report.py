@@ -223,7 +223,7 @@ def default_pairs(corr: Correlations, k: int = 4, min_overlap: int = 0) -> list[
 def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: dict[str, str],
                  pairs: Sequence[tuple[str, str]] | None = None, method: str = "SRCC",
                  min_overlap: int = DEFAULT_MIN_OVERLAP, facts: pd.DataFrame | None = None,
-                 source: str = "") -> Report:
+                 source: str = "", measurements: pd.DataFrame | None = None) -> Report:
     matrix = corr.matrix()
     reliable = corr.matrix(min_overlap)
     order = cluster_order(reliable)
@@ -251,6 +251,10 @@ def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: di
     if chosen:
         report.figures.append(scatter(wide, chosen, corr))
     report.figures.append(distributions(wide, order, origins))
+    if measurements is not None:
+        fig = timeline(measurements)
+        if fig is not None:
+            report.figures.append(fig)
     if facts is not None and not facts.empty:
         report.tables.append(Table("Where the numbers come from", facts,
                                    "Measured devices: the runtime and version, timing policy, machine and campaign "
@@ -269,6 +273,42 @@ def _degenerate(lat: np.ndarray, acc: np.ndarray) -> np.ndarray:
     """Architectures that would stretch the axes for nothing: chance-level accuracy or a latency far below the
     rest (NAS-Bench-201's cells with every path cut: 1 % on CIFAR-100 at 0.011 ms, 2.6 % of the space)."""
     return (acc < 0.25 * np.median(acc)) | (lat < np.median(lat) / 50)
+
+
+def timeline(measurements: pd.DataFrame) -> Figure | None:
+    """Per-device campaign timeline: one row per device, one tick per model attempt (ok, failed, lost),
+    so a farm's idle devices, stalls and lost hosts are visible at a glance."""
+    m = measurements.dropna(subset=["started_at"])
+    if m.empty:
+        return None
+    start = pd.to_datetime(m["started_at"], utc=True, format="ISO8601")
+    t0 = start.min()
+    x0 = (start - t0).dt.total_seconds().to_numpy()
+    width = m["duration_s"].fillna(0).to_numpy()
+    devices = sorted(m["device"].unique())
+    row = {d: i for i, d in enumerate(devices)}
+    fig, ax = plt.subplots(figsize=(10, 0.5 + 0.45 * len(devices)))
+    kinds = [("ok", "#4c72b0", m["status"].eq("ok")),
+             ("failed", "#dd8452", m["status"].eq("failed") & m["failure_kind"].ne("device_lost")),
+             ("device lost", "#c44e52", m["failure_kind"].eq("device_lost"))]
+    for label, colour, mask in kinds:
+        idx = np.flatnonzero(mask.to_numpy())
+        if len(idx):
+            for i in idx:
+                r = row[m["device"].iloc[i]]
+                ax.broken_barh([(x0[i], max(width[i], 2e-3 * (x0.max() + 1)))], (r - 0.35, 0.7), color=colour)
+            ax.plot([], [], color=colour, lw=6, label=label)
+    ax.set_yticks(range(len(devices)), devices)
+    ax.set_xlabel(f"seconds since {t0:%Y-%m-%d %H:%M:%S} UTC")
+    ax.invert_yaxis()
+    ax.legend(loc="upper right", fontsize=8, frameon=False, ncol=3)
+    fig.tight_layout()
+    n_camp = m["campaign_id"].nunique()
+    return Figure("timeline", "Campaign timeline per device", _png(fig),
+                  f"{len(m)} model attempts in {n_camp} campaign(s); each bar spans export, push and timing",
+                  "One row per measured device, time left to right: blue bars are models measured, orange "
+                  "failures, red a model in flight when its host was lost. Gaps are idle time; a row that ends "
+                  "early is a device that stopped.")
 
 
 def pareto_figure(result: ParetoResult) -> Figure:

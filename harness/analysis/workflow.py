@@ -134,9 +134,13 @@ def _train_linear(ctx: Context, device: str) -> _Training:
     series = latency_matrix(ctx.store, ctx.space.name, [device])[device].dropna()
     bad = ~np.isfinite(series.to_numpy()) | (series.to_numpy() <= 0)
     if bad.any():
+        measured = (ctx.store.latencies(ctx.space.name, [device]).origin == "measured").any()
+        fix = (f"Leave {device} out of --proxy/--adapt-proxy (name the proxies instead of `all`), or measure those "
+               "architectures again (--remeasure --arch KEY): a 0 ms result is below the device's timer resolution"
+               if measured else "Re-import the device's data (harness import refuses such values)")
         raise HarnessError(f"{device} has {int(bad.sum())} latencies in the store that are not positive and finite "
                            f"(e.g. {series[bad].index[0]}: {series[bad].iloc[0]}); a predictor cannot learn from "
-                           "them. Re-import the device's data (harness import refuses such values).")
+                           f"them. {fix}.")
     archs = ctx.archs(series.index.tolist())
     names = ctx.graph.vocabulary(archs)
     features, y = ctx.features(archs, names), series.to_numpy()

@@ -6,7 +6,7 @@ import typer
 
 from harness import __version__
 from harness.cli.common import err
-from harness.cli import analysis, demo, devices, measure, predict, results, sim, spaces, transfer
+from harness.cli import analysis, demo, devices, farm, measure, predict, results, sim, spaces, transfer
 
 
 
@@ -35,6 +35,7 @@ app = typer.Typer(
 )
 app.add_typer(devices.app, name="devices")
 app.add_typer(sim.app, name="sim")
+app.add_typer(farm.app, name="farm")
 app.command("measure")(measure.measure)
 app.command("export")(results.export)
 app.command("campaigns")(results.campaigns)

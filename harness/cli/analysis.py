@@ -37,8 +37,9 @@ def import_(
     acc_* columns become accuracy metrics, other numeric columns metadata. A file is imported whole or
     not at all; identical values merge, conflicting ones are an error naming both sources.
     """
-    from harness.results.importer import import_table
-    from harness.results.store import Store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness.results.importer import import_table
+        from harness.results.store import Store
 
     with Store(store) as st:
         for f in files:
@@ -79,7 +80,7 @@ def _cell(v: float, n: int, min_overlap: int) -> str:
 
 def _matrix_table(corr, order: list[str], label: str, space: str, min_overlap: int) -> Table:
     m, n = corr.matrix(), corr.overlap()
-    table = Table(title=f"{label}, {space}: {len(order)} devices (clustered order; columns numbered as rows)")
+    table = Table(title=f"{label}, {esc(space)}: {len(order)} devices (clustered order; columns numbered as rows)")
     table.add_column("#", justify="right")
     table.add_column("device", no_wrap=True)
     for i in range(len(order)):
@@ -131,10 +132,11 @@ def srcc(
     """Rank correlation of latencies for every pair of devices, on the architectures both have."""
     from rich.measure import Measurement
 
-    from harness import analysis
-    from harness.analysis.correlation import correlate
-    from harness.analysis.report import cluster_order
-    from harness.results.store import open_store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness import analysis
+        from harness.analysis.correlation import correlate
+        from harness.analysis.report import cluster_order
+        from harness.results.store import open_store
 
     if layout not in ("auto", "matrix", "pairs"):
         raise HarnessError(f"--layout must be auto, matrix or pairs, not {layout!r}")
@@ -249,7 +251,8 @@ def proxy(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Rank candidate proxy devices by how well their latency ranking matches the targets' (mean and worst)."""
-    from harness import analysis
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness import analysis
 
     with working("ranking proxies" + (f" with {ci} bootstrap resamples" if ci else "")):
         df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci)
@@ -293,17 +296,18 @@ def report(
     min_overlap: MinOverlapOpt = DEFAULT_MIN_OVERLAP,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
-    """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions, where
-    each device's numbers come from, and a 'how to read this' for every figure and table."""
-    from harness import analysis
-    from harness.results.store import open_store
+    """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions, the
+    campaign timeline of each measured device (a farm's idle, failed and lost stretches), where each device's
+    numbers come from, and a 'how to read this' for every figure and table."""
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness import analysis
+        from harness.results.store import open_store
 
     pairs = _pairs(pair)
-    with open_store(store, write=False) as st:
+    with open_store(store, write=False) as st, working(f"drawing the report ({space})"):
         wide = analysis.latencies(st, space, device)
         missing = sorted({d for p in pairs or [] for d in p} - set(wide.columns))
         if missing:
             raise HarnessError(f"--pair names device(s) without {space} data: {', '.join(missing)}")
-        with working(f"drawing the report ({space})"):
-            path = analysis.report(st, out, space, device, pairs, png, method, min_overlap)
+        path = analysis.report(st, out, space, device, pairs, png, method, min_overlap)
     console.print(f"wrote {esc(path)}" + (f" and PNG figures in {esc(png)}" if png else ""), highlight=False)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console)
+                                StoreOpt, cli_errors, console, working)
 from harness.cli.measure import run
 from harness.paths import WORKSPACE
 
@@ -26,10 +26,11 @@ def demo(
     cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Measure NB201 architectures with onnxruntime and LiteRT on this CPU, export, and rank-correlate them."""
-    from scipy.stats import spearmanr
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from scipy.stats import spearmanr
 
-    from harness.results.export import latency_table, write_table
-    from harness.results.store import Store
+        from harness.results.export import latency_table, write_table
+        from harness.results.store import Store
 
     for device in DEMO_DEVICES:
         run(device, "nb201", sample=sample, seed=seed, all_archs=False, arch=None, arch_file=None,

@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_DEVICES, DevicesDirOpt, cli_errors, console, err, esc, reachable
+from harness.cli.common import DEFAULT_DEVICES, DevicesDirOpt, cli_errors, console, err, esc, reachable, working
 
 app = typer.Typer(help="Device profiles: list them, show one, check that a device is reachable.",
                   no_args_is_help=True)
@@ -57,7 +57,7 @@ def check(name: str = typer.Argument(..., help="Profile name"),
     from harness.devices.driver import make_driver
     from harness.devices.registry import ProfileRegistry
 
-    with reachable(ProfileRegistry(devices_dir).get(name)) as profile:
+    with reachable(ProfileRegistry(devices_dir).get(name)) as profile, working(f"checking {name}"):
         report = make_driver(profile).check()
         facts: dict = {}
         if report.ok:
@@ -77,6 +77,8 @@ def check(name: str = typer.Argument(..., help="Profile name"),
         console.print(f"  {esc(k)}: {esc(v)}", highlight=False)
     if report.message:
         console.print(f"  {escape(report.message)}")
+    for w in report.warnings:
+        console.print(f"  [yellow]warning:[/] {escape(w)}")
     if report.ok:
         from harness.measure.stability import warnings
 

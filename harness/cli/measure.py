@@ -11,8 +11,8 @@ import typer
 from rich.markup import escape
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, err, esc, reachable,
-                                say_interrupted)
+                                StoreOpt, cli_errors, console, err, esc, reachable, say_interrupted,
+                                working)
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -48,9 +48,10 @@ def campaign_progress(con: Console) -> Progress:
 class ProgressObserver:
     """Progress bar with ETA plus a live line: done/failed counts, last and running median latency."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: Progress, device: str = ""):
         self.progress = progress
-        self.task = None
+        # a spinner from the start: connecting and starting the runner can take seconds before `started`
+        self.task = progress.add_task(f"{device}: connecting", total=None, status="")
         self.medians: list[float] = []
 
     def started(self, summary: CampaignSummary, todo: int) -> None:
@@ -58,7 +59,7 @@ class ProgressObserver:
         console.print(f"[bold]{esc(summary.device)}[/]: {esc(c.get('runtime'))} {esc(c.get('runtime_version') or '')}, "
                       f"{c.get('threads')} thread(s) on {esc(c.get('cpu_model') or c.get('machine') or '?')}; "
                       f"{todo} to measure, {summary.skipped} already in the store", highlight=False)
-        self.task = self.progress.add_task(summary.device, total=todo, status="")
+        self.progress.update(self.task, description=summary.device, total=todo, completed=0)
 
     def model_done(self, o: ModelOutcome, summary: CampaignSummary) -> None:
         if o.ok and o.median_ms is not None:
@@ -132,7 +133,8 @@ def print_unstable(s: CampaignSummary, show: int = 3) -> None:
 
 
 def measure(
-    device: Annotated[str, typer.Option("--device", "-d", help="Profile name (see `harness devices list`).")],
+    device: Annotated[list[str], typer.Option("--device", "-d", help="Profile name (see `harness devices list`); "
+                                              "repeat for several devices measured at once.")],
     space: Annotated[str, typer.Option(help="Search space.")] = "nb201",
     sample: Annotated[Optional[int], typer.Option(help="Measure N architectures sampled without repeats.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample (same seed, same architectures).")] = 0,
@@ -157,6 +159,19 @@ def measure(
         "--model", "-m", help="Measure these model files (.onnx or .tflite; repeat) instead of a space's "
         "architectures: stored under space 'file', keyed by name and content hash, resumed like any campaign.")] = None,
     max_failures: Annotated[int, typer.Option(help="Stop after this many failures in a row.")] = 5,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Batch size instead of the profile's workload.batch_size (default 1).")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(
+        help="Input HEIGHTxWIDTH instead of the space's resolution, e.g. 64x64 (spaces without "
+             "resolution in their keys).")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="fp32, fp16 or int8 (int8 calibrates on the profile's workload.calibration).")] = None,
+    each: Annotated[bool, typer.Option(
+        "--each/--split", help="Several devices: each measures the whole list (--each), or devices of one "
+        "profile `group:` share it, each architecture measured once per group (--split).")] = True,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray", help="Measure on a Ray cluster: 'auto' (this host's) or HOST:PORT of its head. Each device's "
+                      "work runs on the host that joined with it (`harness farm join`).")] = None,
     wait: Annotated[bool, typer.Option(
         "--wait", help="If another campaign is measuring this device, wait for it instead of exiting.")] = False,
     store: StoreOpt = DEFAULT_STORE,
@@ -168,29 +183,54 @@ def measure(
     Every timed run, the conditions (runtime version, threads, CPU, frequency, temperature) and failures
     with their kind go to the store; each model is committed as soon as it is done. A device is measured
     by one campaign at a time: a second command says who holds it and exits (code 3), or waits with --wait.
+    With several --device options the devices measure at the same time (one progress line each); with --ray,
+    on the hosts they are attached to. Exit status 1 when a device stopped before its list was done.
     """
-    run(device, space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
+    if len(device) > 1 or ray_address is not None or not each:
+        from harness.cli.farm import run_farm_command
+
+        run_farm_command(device, space, mode="each" if each else "split", ray_address=ray_address,
+                         sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
+                         remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir,
+                         cache_dir=cache_dir, remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model,
+                         batch_size=batch_size, input_shape=input_shape, precision=precision, rounds=rounds)
+        return
+    run(device[0], space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
         remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir,
-        remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model, rounds=rounds)
+        remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model, batch_size=batch_size,
+        input_shape=input_shape, precision=precision, rounds=rounds)
+
+
+def parse_shape(text: str | None) -> list[int] | None:
+    """``64x64`` (or ``64,64``) -> [64, 64]; a clear error naming the flag otherwise."""
+    if text is None:
+        return None
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise HarnessError(f"--input-shape: expected HEIGHTxWIDTH such as 64x64, got {text!r}")
+    return [int(p) for p in parts]
 
 
 @cli_errors
 def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bool, arch: list[str] | None,
         arch_file: Path | None, remeasure: bool, max_failures: int, store: Path, devices_dir: Path,
         cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
-        wait: bool = False, model: list[Path] | None = None, rounds: int | None = None) -> CampaignSummary:
-    from harness import interrupts
-    from harness.campaign import run_campaign
-    from harness.devices.lease import DeviceBusy
-    from harness.devices.registry import ProfileRegistry
-    from harness.models.cache import ModelCache
-    from harness.models.passes import check_mode
-    from harness.models.selection import select
-    from harness.models.spaces import get_space
-    from harness.results.store import Store
+        wait: bool = False, model: list[Path] | None = None, batch_size: int | None = None,
+        input_shape: str | None = None, precision: str | None = None, rounds: int | None = None) -> CampaignSummary:
+    with working(f"{device}: loading"):  # the imports below take seconds on a busy machine
+        from harness import interrupts
+        from harness.campaign import run_campaign, workload_columns
+        from harness.devices.lease import DeviceBusy
+        from harness.devices.registry import ProfileRegistry
+        from harness.models.cache import ModelCache
+        from harness.models.passes import check_mode
+        from harness.models.selection import select
+        from harness.models.spaces import get_space
+        from harness.results.store import Store
 
-
-    profile = ProfileRegistry(devices_dir).get(device)
+    profile = ProfileRegistry(devices_dir).get(device).with_workload(
+        "command line (--batch-size, --input-shape, --precision)", batch_size=batch_size,
+        input_shape=parse_shape(input_shape), precision=precision)
     if graph is not None:  # a campaign setting: recorded with the campaign's profile and each measurement
         profile = profile.model_copy(update={"graph": check_mode(graph)})
     if model:
@@ -211,7 +251,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
             with progress:
                 summary = run_campaign(st, profile, sp, archs, cache=ModelCache(cache_dir), command=command,
                                        remeasure=remeasure, remeasure_stale=remeasure_stale,
-                                       observer=ProgressObserver(progress), rounds=rounds,
+                                       observer=ProgressObserver(progress, profile.name), rounds=rounds,
                                        max_consecutive_failures=max_failures, lease_wait=None if wait else 0.0,
                                        on_lease_wait=lambda h: err.print(
                                            f"waiting: {escape(h.device)} is being measured by "
@@ -222,7 +262,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         except KeyboardInterrupt:
             try:
                 with interrupts.shielded():  # a second Ctrl-C does not turn this into a traceback
-                    done = len(st.measured_keys(profile.name, sp.name) & {a.key for a in archs})
+                    done = len(st.measured_keys(profile.name, sp.name, workload_columns(profile)) & {a.key for a in archs})
                     say_interrupted(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in "
                                     f"{esc(store)}; rerun the same command to measure the rest.")
             except KeyboardInterrupt:
@@ -232,7 +272,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         console.print(f"{esc(device)}: all {len(archs)} model file(s) are already in {esc(store)}; nothing to do "
                       "(--remeasure to measure again).", highlight=False)
     elif summary.status == "nothing to do":
-        console.print(f"{esc(device)}: all {len(archs)} architectures are already in {esc(store)} (graph: {profile.graph}); "
+        console.print(f"{esc(profile.measured_name)}: all {len(archs)} architectures are already in {esc(store)} (graph: {profile.graph}); "
                       "nothing to do (--remeasure to measure again).", highlight=False)
     else:
         print_summary(summary)

@@ -44,8 +44,9 @@ def train(
     cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Train a device's own latency predictor (ridge on one-hot + graph features) and save it in the store."""
-    from harness.analysis import workflow
-    from harness.results.store import Store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness.analysis import workflow
+        from harness.results.store import Store
 
     with Store(store) as st, working(f"training {device}'s predictor") as step:
         r = workflow.train(_context(st, space, cache_dir, step), device)
@@ -69,9 +70,10 @@ def suggest(
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Pick which K architectures to measure on a new target so the proxy's ranking transfers best."""
-    from harness.analysis import workflow
-    from harness.results.export import write_table
-    from harness.results.store import open_store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness.analysis import workflow
+        from harness.results.export import write_table
+        from harness.results.store import open_store
 
     with open_store(store, write=False) as st, working(f"choosing {samples} architectures") as step:
         picks = workflow.suggest(_context(st, space, cache_dir, step), proxy, samples, strategy, seed,
@@ -102,8 +104,9 @@ def adapt(
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Fit the target's latency predictor from the proxies and exactly the target measurements in the store."""
-    from harness.analysis import workflow
-    from harness.results.store import Store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness.analysis import workflow
+        from harness.results.store import Store
 
     with Store(store) as st, working(f"adapting a predictor for {target}") as step:
         r = workflow.adapt(_context(st, space, cache_dir, step), proxy, target, method)
@@ -114,7 +117,7 @@ def adapt(
         console.print(f"predictor #{r.id} for {esc(target)} already fits these inputs (same method, proxies, proxy "
                       f"data and {r.n_target_samples} target samples): reused, nothing new saved", highlight=False)
     else:
-        console.print(f"adapted predictor #{r.id} for {esc(target)} ({r.why_new}): {method} from {r.n_target_samples} "
+        console.print(f"adapted predictor #{r.id} for {esc(target)} ({r.why_new}): {esc(method)} from {r.n_target_samples} "
                       f"target samples and {len(r.proxies)} proxy device(s)", highlight=False)
     q = r.metrics
     if "loo_srcc" in q:
@@ -134,9 +137,10 @@ def predict(
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Predict the device's latency for every architecture of the space (those in the store if it is huge)."""
-    from harness.analysis import workflow
-    from harness.results.export import write_table
-    from harness.results.store import open_store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness.analysis import workflow
+        from harness.results.export import write_table
+        from harness.results.store import open_store
 
     with open_store(store, write=False) as st, working(f"predicting {device}") as step:
         df = workflow.predict(_context(st, space, cache_dir, step), device)
@@ -167,8 +171,9 @@ def pareto(
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Does the proxy's Pareto set (accuracy vs latency) hold on the target? Recall, hypervolume, regret."""
-    from harness.analysis import workflow
-    from harness.results.store import open_store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness.analysis import workflow
+        from harness.results.store import open_store
 
     with open_store(store, write=False) as st, working(f"checking the Pareto set of {proxy} on {target}") as step:
         r = workflow.pareto(_context(st, space, cache_dir, step), proxy, target, accuracy, what_if,

@@ -9,10 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc, working
 from harness.errors import HarnessError
 
 
@@ -39,9 +38,10 @@ def export(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Write the tidy latency table: one row per architecture, key columns, a <device>_ms median column each."""
-    from harness.models.cache import EXPORTER_VERSION
-    from harness.results.export import latency_table, write_table
-    from harness.results.store import open_store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness.models.cache import EXPORTER_VERSION
+        from harness.results.export import latency_table, write_table
+        from harness.results.store import open_store
 
     with open_store(store, write=False) as st:
         sp = _one_space(st, space)
@@ -95,8 +95,9 @@ def export(
 def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     """List the campaigns in the store with their status and counts (stale: measurements of models from an
     older exporter; re-measure them with `harness measure ... --remeasure-stale`)."""
-    from harness.models.cache import EXPORTER_VERSION
-    from harness.results.store import open_store
+    with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness.models.cache import EXPORTER_VERSION
+        from harness.results.store import open_store
 
     with open_store(store, write=False) as st:
         df = st.campaigns(EXPORTER_VERSION)
@@ -104,29 +105,38 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
         console.print(f"no campaigns in {esc(store)} yet; start one with harness measure --device NAME --sample 20")
         return
     show_stale = bool(df.stale.sum())
-    table = Table(title=f"campaigns in {escape(str(store))}", box=box.SIMPLE_HEAD, pad_edge=False)
+    wide = console.width >= 110  # room for the per-run column and the year; at 80 columns a compact form
+    table = Table(title=f"campaigns in {esc(store)}", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("device", overflow="fold")
     table.add_column("space", overflow="fold")
-    wide = console.width >= 110  # runs per model and per-run only where they fit
-    for col in ("status", "ok/planned", "failed", *(("stale",) if show_stale else ()),
-                *(("runs/model", "per-run") if wide else ()), "started (UTC)"):
-        table.add_column(col, no_wrap=True, justify="left" if col in ("status", "started (UTC)") else "right")
-    notes = []
+    show_failed = wide or bool(df.failed.sum())
+    cols = ("status", "ok/planned" if wide else "ok/plan", *(("failed",) if show_failed else ()),
+            *(("stale",) if show_stale else ()),
+            *(("runs/model", "per-run") if wide else ("runs",)), "started UTC")
+    for col in cols:
+        table.add_column(col, no_wrap=True, justify="left" if col in ("status", "per-run", "started UTC") else "right")
+    notes, device_stats = [], False
     for r in df.itertuples():
         space = r.space + (f" ({r.graph_mode})" if isinstance(r.graph_mode, str) and r.graph_mode != "prune" else "")
+        n = r.runs_per_model  # NULL arrives as None or NaN
+        runs = f"{n:g}" if isinstance(n, (int, float)) and n == n else ""
+        per_run = {1: "yes", 0: "no (device statistics)"}.get(r.per_run, "")
+        if r.per_run == 0 and not wide:  # the device reported statistics, not each run (benchmark_model)
+            runs, device_stats = runs + "*", True
         table.add_row(str(r.id), esc(r.device), esc(space), _STATUS.get(r.status, "{}").format(r.status),
-                      f"{r.ok}/{r.planned}", str(r.failed) if r.failed else "",
+                      f"{r.ok}/{r.planned}", *((str(r.failed) if r.failed else "",) if show_failed else ()),
                       *((f"[yellow]{r.stale}[/]" if r.stale else "",) if show_stale else ()),
-                      *((_runs(r.runs_per_model), {1: "yes", 0: "no"}.get(r.per_run, "-")) if wide else ()),
-                      _text(r.started_at)[:16].replace("T", " "))
+                      *((runs, per_run) if wide else (runs,)),
+                      _text(r.started_at)[0 if wide else 5:16].replace("T", " "))
         if _text(r.message):
-            notes.append(f"  #{r.id} {r.status}: {escape(_text(r.message))}")
-    if wide and (df.per_run == 0).any():
-        notes.append("  per-run no: the device's tool reports statistics only (benchmark_model), not every run")
+            notes.append(f"  #{r.id} {r.status}: {esc(_text(r.message))}")
     console.print(table)
     for note in notes:  # below the table, so long messages wrap at any terminal width
         console.print(note, highlight=False)
+    if device_stats:
+        console.print("  runs*: timed runs per model as the device reported them (statistics, not each run)",
+                      highlight=False)
     if show_stale:
         console.print(f"[yellow]{int(df.stale.sum())} measurement(s) are stale[/]: their models came from an "
                       f"exporter older than v{EXPORTER_VERSION}. They stay in the store; `harness measure ... "
@@ -135,11 +145,6 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
 
 _STATUS = {"finished": "[green]{}[/]", "failed": "[red]{}[/]", "interrupted": "[yellow]{}[/]",
            "abandoned": "[yellow]{}[/]", "running": "[cyan]{}[/]"}
-
-
-def _runs(value: object) -> str:
-    """Mean timed runs per model, '-' where the campaign has none (NULL/NaN)."""
-    return f"{value:g}" if isinstance(value, (int, float)) and value == value else "-"
 
 
 def _text(value: object) -> str:

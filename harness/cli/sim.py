@@ -94,3 +94,19 @@ def _loopback(host: str) -> bool:
 def _stop(signum: int, frame: object) -> None:
     """SIGTERM stops the phone like Ctrl-C (its benchmark worker is ended, not orphaned)."""
     raise KeyboardInterrupt
+
+
+@app.command("trtexec")
+def trtexec(
+    install_dir: Annotated[Path, typer.Option("--install", help="Folder to write an executable `trtexec` into.")],
+) -> None:
+    """Install a stand-in `trtexec` (TensorRT's tool) that times ONNX models with onnxruntime on the CPU.
+
+    It prints trtexec 8.6's output and --exportTimes JSON, so trtexec profiles (local or over SSH) can be
+    tried without a GPU. Point a profile's runtime.binary at the printed path. Its numbers are CPU times and
+    its device is named as the stand-in, so they never pass for GPU measurements.
+    """
+    from harness.sim.trtexec import install
+
+    path = install(str(install_dir))
+    console.print(f"stand-in trtexec: {path}")

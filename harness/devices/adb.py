@@ -43,31 +43,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from harness.devices import adb_benchmark
+from harness.devices.adb_benchmark import BenchmarkRunResult  # noqa: F401  (re-exported: drivers' result type)
 from harness.devices.driver import CheckReport, Driver, RunResult
 from harness.devices.profile import VIRTUAL_SERIAL, ADBConnection, Profile
 from harness.devices.runner import zone_names
 from harness.devices.upload import upload_if_changed
-from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout, ParseError
+from harness.errors import ConnectionLost, DeviceError, DriverError, DriverUnavailable, MeasurementTimeout
 from harness.models.cache import Artifact, sha256_file
 
 RC_MARK = "__harness_rc="
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CPU_DIR, THERMAL_DIR, BATTERY_TEMP = "/sys/devices/system/cpu", "/sys/class/thermal", \
     "/sys/class/power_supply/battery/temp"
+BATTERY_CURRENT = "/sys/class/power_supply/battery/current_now"
+BATTERY_VOLTAGE = "/sys/class/power_supply/battery/voltage_now"
 T = TypeVar("T")
-
-
-@dataclass
-class BenchmarkRunResult(RunResult):
-    """A benchmark_model measurement: ``timed_ms`` is the binary's mean; ``statistics`` its own figures (ms)."""
-
-    statistics: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, float | None]:
-        s = self.statistics
-        median = s.get("median_ms") if s.get("median_ms") is not None else s["avg_ms"]
-        return {"median_ms": median, "mean_ms": s["avg_ms"], "std_ms": s["std_ms"], "min_ms": s["min_ms"],
-                "p90_ms": None}  # benchmark_model prints p95, not p90
 
 
 # --- transport and keys ------------------------------------------------------------------
@@ -420,7 +410,7 @@ class ADBDriver(Driver):
     def conditions(self) -> dict[str, Any]:
         """CPU frequencies and governors, battery and thermal-zone temperatures, right now."""
         files = [f"{CPU_DIR}/{c}/cpufreq/{f}" for c in self._cpus for f in ("scaling_cur_freq", "scaling_governor")]
-        files += [BATTERY_TEMP] + [f"{THERMAL_DIR}/{z}/temp" for z in self._zones]
+        files += [BATTERY_TEMP, BATTERY_CURRENT, BATTERY_VOLTAGE] + [f"{THERMAL_DIR}/{z}/temp" for z in self._zones]
         values = self._read_files(files)
         out: dict[str, Any] = {"time_unix": round(time.time(), 3), "cpu_freq_mhz": {}, "governors": {},
                                "temperatures_c": {}}
@@ -433,6 +423,9 @@ class ADBDriver(Driver):
                 out["governors"][c] = g
         if re.fullmatch(r"-?\d+", values.get(BATTERY_TEMP, "")):
             out["battery_temp_c"] = _celsius(int(values[BATTERY_TEMP]), tenths=True)
+        cur, volt = values.get(BATTERY_CURRENT, ""), values.get(BATTERY_VOLTAGE, "")
+        if re.fullmatch(r"-?\d+", cur) and re.fullmatch(r"\d+", volt):
+            out["battery_power_mw"] = abs(int(cur) * int(volt)) / 1e9  # µA x µV = pW
         for z, name in self._zones.items():
             v = values.get(f"{THERMAL_DIR}/{z}/temp", "")
             if re.fullmatch(r"-?\d+", v):
@@ -544,33 +537,18 @@ class ADBDriver(Driver):
         wall = time.perf_counter() - started
         after = self.conditions()
         after["wall_s"] = round(wall, 4)
-        out = adb_benchmark.parse_output(text)
-        if rc != 0:
-            errors = "; ".join(out.errors[-3:]) or text.strip()[-300:]
-            raise DeviceError(f"benchmark_model failed on {self.serial} (exit {rc}): {errors}", detail=text[-4000:])
-        timed = out.timed_stat()
-        if timed.count < pol.timed_runs:
-            raise MeasurementTimeout(f"benchmark_model stopped after {timed.count} of {pol.timed_runs} timed runs "
-                                     f"(its --max_secs)")
-        warm = out.warmup.stat if out.warmup else None
-        stats = timed.as_ms()
-        if not stats["avg_ms"] or stats["avg_ms"] <= 0:  # type: ignore[operator]
-            raise ParseError(f"benchmark_model reports an average of {timed.avg_us} us over {timed.count} runs; "
-                             "a latency must be above 0 (below the tool's 1 us resolution?)")
-        after["benchmark_model"] = {
-            "timed": stats,
-            "warmup": warm.as_ms() if warm else None,
-            "timings_us": out.timings_us,
-            "memory_mb": out.memory_mb,
-            "model_size_mb": out.info.get("model_size_mb"),
-            "per_run_latencies": False,
-            "timed_ms_holds": "benchmark_model's mean of the timed runs",
-            "median_is": "benchmark_model's median" if timed.median_us is not None else "benchmark_model's mean",
-            "warnings": out.warnings[-5:],
-        }
-        return BenchmarkRunResult(timed_ms=[stats["avg_ms"]], warmup_ms=[], init_ms=out.init(),  # type: ignore
-                                  conditions_before=before, conditions_after=after, per_run=False,
-                                  n_runs=timed.count, statistics=stats)
+        result = adb_benchmark.run_result(text, rc, where=self.serial, timed_runs=pol.timed_runs, before=before,
+                                          after=after)
+        if pol.energy in ("battery", "auto"):
+            powers = [c["battery_power_mw"] for c in (before, after) if "battery_power_mw" in c]
+            if not powers:
+                if pol.energy == "battery":
+                    raise DriverUnavailable(f"policy.energy: battery, but {self.serial} reports no battery "
+                                            "current_now/voltage_now; use policy.energy: off")
+            else:  # coarse: the gauge's readings around the run times the mean latency
+                result.energy_mj = sum(powers) / len(powers) * result.statistics["avg_ms"] / 1000.0
+                result.energy_method = "battery-coarse"
+        return result
 
     def state(self) -> dict[str, Any]:
         """Temperatures and frequencies now, for device-state gating."""

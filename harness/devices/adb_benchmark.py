@@ -31,7 +31,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import ParseError
+from harness.devices.driver import RunResult
+from harness.errors import DeviceError, MeasurementTimeout, ParseError
 
 PREFIX = re.compile(r"^(INFO|WARN|WARNING|ERROR|VERBOSE|FATAL): ")
 RUNNING = re.compile(r"^Running benchmark for at least (\S+) iterations and at least (\S+) seconds"
@@ -237,6 +238,52 @@ def _parse_line(out: BenchmarkOutput, body: str, line: str) -> None:
 
 
 # --- the command line --------------------------------------------------------------------------
+
+@dataclass
+class BenchmarkRunResult(RunResult):
+    """A benchmark_model measurement: ``timed_ms`` is the binary's mean; ``statistics`` its own figures (ms)."""
+
+    statistics: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float | None]:
+        s = self.statistics
+        median = s.get("median_ms") if s.get("median_ms") is not None else s["avg_ms"]
+        return {"median_ms": median, "mean_ms": s["avg_ms"], "std_ms": s["std_ms"], "min_ms": s["min_ms"],
+                "p90_ms": None}  # benchmark_model prints p95, not p90
+
+
+def run_result(text: str, rc: int, *, where: str, timed_runs: int, before: dict[str, Any],
+               after: dict[str, Any]) -> BenchmarkRunResult:
+    """One benchmark_model run's output as a RunResult (shared by the ADB and SSH drivers): a failing
+    binary is DeviceError, too few timed runs MeasurementTimeout, unreadable numbers ParseError."""
+    out = parse_output(text)
+    if rc != 0:
+        errors = "; ".join(out.errors[-3:]) or text.strip()[-300:]
+        raise DeviceError(f"benchmark_model failed on {where} (exit {rc}): {errors}", detail=text[-4000:])
+    timed = out.timed_stat()
+    if timed.count < timed_runs:
+        raise MeasurementTimeout(f"benchmark_model stopped after {timed.count} of {timed_runs} timed runs "
+                                 f"(its --max_secs)")
+    warm = out.warmup.stat if out.warmup else None
+    stats = timed.as_ms()
+    if not stats["avg_ms"] or stats["avg_ms"] <= 0:  # type: ignore[operator]
+        raise ParseError(f"benchmark_model reports an average of {timed.avg_us} us over {timed.count} runs; "
+                         "a latency must be above 0 (below the tool's 1 us resolution?)")
+    after = {**after, "benchmark_model": {
+        "timed": stats,
+        "warmup": warm.as_ms() if warm else None,
+        "timings_us": out.timings_us,
+        "memory_mb": out.memory_mb,
+        "model_size_mb": out.info.get("model_size_mb"),
+        "per_run_latencies": False,
+        "timed_ms_holds": "benchmark_model's mean of the timed runs",
+        "median_is": "benchmark_model's median" if timed.median_us is not None else "benchmark_model's mean",
+        "warnings": out.warnings[-5:],
+    }}
+    return BenchmarkRunResult(timed_ms=[stats["avg_ms"]], warmup_ms=[], init_ms=out.init(),  # type: ignore
+                              conditions_before=before, conditions_after=after, per_run=False,
+                              n_runs=timed.count, statistics=stats)
+
 
 DELEGATE_FLAGS = {"cpu": [], "xnnpack": ["--use_xnnpack=true"], "reference": ["--use_xnnpack=false"],
                   "gpu": ["--use_gpu=true"], "nnapi": ["--use_nnapi=true"], "hexagon": ["--use_hexagon=true"]}

@@ -36,6 +36,8 @@ class RunResult:
     neighbours: dict[str, Any] | None = None  # other processes' CPU and steal during the model
     reference_ms: list[float] | None = None  # the paired reference model, one run before each timed run
     reference_wait_ms: list[float] | None = None
+    energy_mj: float | None = None  # per inference (per batch), when the device exposes energy
+    energy_method: str | None = None  # how: nvml-energy, jetson-ina, rapl, battery (coarse)
     per_run: bool = True        # False: timed_ms holds an aggregate, not runs
     n_runs: int | None = None   # timed runs done on the device; len(timed_ms) when per_run
 
@@ -73,6 +75,7 @@ class CheckReport:
     runtime_version: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+    warnings: list[str] = field(default_factory=list)  # measurable, but the conditions need attention
 
 
 class Driver(ABC):
@@ -142,8 +145,23 @@ DRIVERS: dict[str, tuple[str | type, str | type]] = {
     "ssh": ("harness.devices.ssh:SSHDriver", "harness.devices.profile:SSHConnection"),
     "adb": ("harness.devices.adb:ADBDriver", "harness.devices.profile:ADBConnection"),
     "replay": ("harness.devices.replay:ReplayDriver", "harness.devices.replay:ReplayConnection"),
+    "sleep": ("harness.sim.sleep:SleepDriver", "harness.sim.sleep:SleepConnection"),
 }
 
+# (connection kind, runtime) pairs measured by a tool on the device rather than the Python runner
+RUNTIME_DRIVERS: dict[tuple[str, str], str] = {
+    ("local", "trtexec"): "harness.devices.trtexec:LocalTrtexecDriver",
+    ("ssh", "trtexec"): "harness.devices.trtexec:SSHTrtexecDriver",
+    ("ssh", "tflite:benchmark_model"): "harness.devices.ssh_benchmark:SSHBenchmarkModelDriver",
+}
+
+
+def driver_key(profile: Profile) -> tuple[str, str]:
+    """(connection kind, runtime) — ``tflite:benchmark_model`` when an SSH profile names the binary."""
+    conn, runtime = profile.connection, profile.runtime.name
+    if conn.kind == "ssh" and runtime == "tflite" and getattr(conn, "benchmark_model", None):
+        return conn.kind, "tflite:benchmark_model"
+    return conn.kind, runtime
 
 def register_driver(kind: str, driver: str | type, connection: str | type) -> None:
     """Add (or replace) a driver: profiles with ``connection.kind: KIND`` validate against ``connection``
@@ -171,4 +189,7 @@ def connection_model(kind: str) -> type[Connection]:
 
 
 def make_driver(profile: Profile) -> Driver:
+    special = RUNTIME_DRIVERS.get(driver_key(profile))
+    if special:
+        return _load(special)(profile)
     return driver_class(profile.connection.kind)(profile)

@@ -64,7 +64,8 @@ class SSHConnection(Connection):
     insecure_skip_host_key_check: bool = Field(False, description="explicit opt-out of host key checks")
     workdir: str = "/tmp/harness"
     python: str = Field("python3", description="interpreter on the device that has the runtime")
-    benchmark_model: str | None = Field(None, description="path of TFLite's benchmark_model on the device")
+    benchmark_model: str | None = Field(None, description="path of TFLite's benchmark_model on the device: "
+                                        "with runtime tflite, models are timed by it instead of the Python runner")
     connect_timeout_s: float = Field(10.0, gt=0)
     reconnect_attempts: int = Field(2, ge=0, le=20, description="reconnect this often after a drop (0 = stop)")
     reconnect_backoff_s: float = Field(2.0, ge=0, description="first wait before reconnecting; doubles each try")
@@ -88,16 +89,46 @@ class ADBConnection(Connection):
 
 
 
-RUNTIME_FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
+RUNTIME_FORMATS = {"onnxruntime": "onnx", "tflite": "tflite", "trtexec": "onnx"}
+
+# onnxruntime's execution provider names (others are accepted by name if they follow the pattern)
+KNOWN_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider",
+                   "ROCMExecutionProvider", "MIGraphXExecutionProvider", "OpenVINOExecutionProvider",
+                   "DmlExecutionProvider", "CoreMLExecutionProvider", "NnapiExecutionProvider",
+                   "QNNExecutionProvider", "XnnpackExecutionProvider", "ACLExecutionProvider",
+                   "ArmNNExecutionProvider", "CANNExecutionProvider", "VitisAIExecutionProvider",
+                   "WebGpuExecutionProvider")
+# providers whose tensors live in GPU memory: inputs/outputs are bound there (IO binding)
+GPU_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
 
 
 class Runtime(_Strict):
-    name: Literal["onnxruntime", "tflite"]
+    name: Literal["onnxruntime", "tflite", "trtexec"]
     threads: int = Field(1, ge=1, le=256)
     delegate: Literal["cpu", "reference", "xnnpack", "gpu", "nnapi", "hexagon"] = Field(
         "cpu", description="tflite only: cpu = the runtime's default CPU path")
-    execution_provider: str = Field("CPUExecutionProvider", description="onnxruntime only")
+    execution_provider: str = Field("CPUExecutionProvider", description="onnxruntime only, by name: "
+                                    "CUDAExecutionProvider, TensorrtExecutionProvider, ...")
+    provider_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="onnxruntime only: options of the execution provider (device_id, ...)")
+    binary: str | None = Field(None, description="trtexec only: the tool's path on the device (default: trtexec "
+                               "on PATH; JetPack puts it at /usr/src/tensorrt/bin/trtexec)")
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("execution_provider")
+    @classmethod
+    def _provider_name(cls, v: str) -> str:
+        if v in KNOWN_PROVIDERS:
+            return v
+        stems = {p.removesuffix("ExecutionProvider").lower(): p for p in KNOWN_PROVIDERS}
+        stem = v.removesuffix("ExecutionProvider").lower()
+        close = [stems[stem]] if stem in stems else \
+            [stems[c] for c in difflib.get_close_matches(stem, list(stems), n=1, cutoff=0.75)]
+        if close or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*ExecutionProvider", v):
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"{hint}onnxruntime names providers like CUDAExecutionProvider; known: "
+                             + ", ".join(p.removesuffix("ExecutionProvider") for p in KNOWN_PROVIDERS))
+        return v
 
     @property
     def model_format(self) -> str:
@@ -113,9 +144,18 @@ class Runtime(_Strict):
 
     @model_validator(mode="after")
     def _runtime_specific(self) -> Runtime:
+        if self.binary is not None and self.name != "trtexec":
+            raise ValueError("binary applies to trtexec only (TFLite's benchmark_model is connection.benchmark_model)")
+        if self.name == "trtexec":
+            if self.delegate != "cpu" or self.execution_provider != "CPUExecutionProvider" or self.provider_options:
+                raise ValueError("trtexec runs TensorRT on the GPU: delegate, execution_provider and "
+                                 "provider_options do not apply (options: device, use_cuda_graph, warmup_ms)")
+            unknown = set(self.options) - {"device", "use_cuda_graph", "warmup_ms"}
+            if unknown:
+                raise ValueError(f"trtexec options are device, use_cuda_graph, warmup_ms; not {', '.join(sorted(unknown))}")
         if self.name == "onnxruntime" and self.delegate != "cpu":
             raise ValueError("delegate applies to tflite only; for onnxruntime set execution_provider")
-        if self.name == "tflite" and self.execution_provider != "CPUExecutionProvider":
+        if self.name == "tflite" and (self.execution_provider != "CPUExecutionProvider" or self.provider_options):
             raise ValueError("execution_provider applies to onnxruntime only; for tflite set delegate")
         return self
 
@@ -149,6 +189,14 @@ class Policy(_Strict):
         "architecture of the space), none, or an architecture key/index"))
     sentinels: Sentinels | None = None
     gate: Gate = Field(default_factory=Gate)
+    energy: Literal["off", "auto", "nvml", "rapl", "jetson_ina", "battery"] = Field(
+        "off", description="measure energy per inference over the timed runs: nvml (NVIDIA GPUs), jetson_ina "
+        "(Jetson power rails), rapl (x86 powercap), battery (coarse), auto (the first the device has)")
+    power_mode: str | None = Field(None, description="Jetson nvpmodel mode (name or id) the measurements assume; "
+                                   "`devices check` warns when the device is in another")
+    include_transfers: bool = Field(False, description="GPU providers: time host->device input and "
+                                    "device->host output copies too (default: inputs and outputs stay bound "
+                                    "on the device, only inference is timed)")
 
     @model_validator(mode="before")
     @classmethod
@@ -158,6 +206,60 @@ class Policy(_Strict):
             # the classic policy, unchanged: a fixed count, one pass, no paired reference
             return {"rounds": 1, "reference": "none", **data, "adaptive": None}
         return data
+
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class Calibration(_Strict):
+    """Inputs that set int8 scales. ``random``: seeded standard-normal tensors of the model's input shape
+    (latency does not depend on the values, only on the ranges being plausible)."""
+
+    method: Literal["random"] = "random"
+    samples: int = Field(16, ge=1, le=10_000)
+    seed: int = 0
+
+    def label(self) -> str:
+        return f"{self.method}-n{self.samples}-s{self.seed}"
+
+
+class Workload(_Strict):
+    """What exactly is measured: batch size, input resolution and numeric precision.
+
+    All three are part of a measurement's identity: the store, resume and export keep a bs32 fp16
+    measurement apart from the bs1 fp32 one of the same device and architecture.
+    """
+
+    batch_size: int = Field(1, ge=1, le=4096)
+    input_shape: tuple[int, int] | None = Field(
+        None, description="[height, width] instead of the space's resolution (channels come from the space)")
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    calibration: Calibration = Field(default_factory=Calibration, description="int8 only")
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and (v[0] < 8 or v[1] < 8 or v[0] > 4096 or v[1] > 4096):
+            raise ValueError("height and width must be between 8 and 4096 pixels")
+        return v
+
+    def is_default(self) -> bool:
+        return self.batch_size == 1 and self.input_shape is None and self.precision == "fp32"
+
+    def calibration_label(self) -> str | None:
+        return self.calibration.label() if self.precision == "int8" else None
+
+    def shape_label(self) -> str:
+        return f"{self.input_shape[0]}x{self.input_shape[1]}" if self.input_shape else ""
+
+    def label(self) -> str:
+        """Suffix naming a non-default workload in tables: ``bs32.fp16.224x224`` ('' for bs1 fp32 default)."""
+        parts = [f"bs{self.batch_size}"] if self.batch_size != 1 else []
+        if self.input_shape:
+            parts.append(self.shape_label())
+        if self.precision != "fp32":
+            parts.append(self.precision)
+        return ".".join(parts)
 
 
 class Profile(_Strict):
@@ -170,6 +272,18 @@ class Profile(_Strict):
     graph: Literal["prune", "keep"] = Field(
         "prune", description="model semantics: prune = what a deployment converter exports (dead code removed, "
         "zeros folded, ops merged, activations fused); keep = PyTorch-eager export (x*0, dead convs computed)")
+    workload: Workload = Field(default_factory=Workload)
+    group: str | None = Field(None, pattern=NAME_RE,
+                              description="identical devices share a group; `measure --split` shares work in it")
+
+    @model_validator(mode="after")
+    def _runtime_fits_connection(self) -> Profile:
+        if self.runtime.name == "trtexec" and self.connection.kind not in ("local", "ssh"):
+            raise ValueError(f"runtime trtexec runs on local or ssh connections, not {self.connection.kind}")
+        if self.connection.kind == "ssh" and self.connection.benchmark_model and self.runtime.name != "tflite":
+            raise ValueError("connection.benchmark_model times TFLite models: set runtime.name: tflite, or remove "
+                             "benchmark_model to use the Python runner")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -204,9 +318,29 @@ class Profile(_Strict):
     def as_dict(self) -> dict:
         return self.model_dump(mode="json")
 
+    @property
+    def measured_name(self) -> str:
+        """The device's name in tables: ``name`` for the default workload, else ``name@bs32.fp16``."""
+        label = self.workload.label()
+        return f"{self.name}@{label}" if label else self.name
+
+    def with_workload(self, source: str = "command line", **changes: Any) -> Profile:
+        """A copy with workload fields replaced (``None`` keeps the profile's), validated like the file."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if not changes:
+            return self
+        data = self.as_dict()
+        data["workload"] = {**data.get("workload", {}), **changes}
+        try:
+            return Profile.model_validate(data)
+        except ValidationError as e:
+            raise ProfileError(source, [_describe(err, data) for err in e.errors()]) from None
+
     def digest(self) -> str:
         """Hash of everything that changes what is measured (not the description)."""
-        body = {k: v for k, v in self.as_dict().items() if k not in ("description", "hardware")}
+        body = {k: v for k, v in self.as_dict().items() if k not in ("description", "hardware", "group")}
+        if self.workload.is_default():  # profiles written before workloads existed keep their digest
+            body.pop("workload")
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -230,6 +364,10 @@ def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
             model = Policy
         elif part in ("adaptive", "sentinels", "gate") and model is Policy:
             model = {"adaptive": Adaptive, "sentinels": Sentinels, "gate": Gate}[part]
+        elif part == "workload":
+            model = Workload
+        elif part == "calibration" and model is Workload:
+            model = Calibration
         else:
             return None
         node = node.get(part) if isinstance(node, dict) else None
@@ -278,7 +416,7 @@ def parse_profile(data: Any, source: str) -> Profile:
     _check_bounds(data, source)
     if not isinstance(data, dict):
         what = "empty" if data is None else f"a {type(data).__name__}"
-        raise ProfileError(source, [f"(top level): expected a mapping with name, connection, runtime, policy; "
+        raise ProfileError(source, [f"(top level): expected a mapping with name, connection, runtime, policy, workload; "
                                     f"the file is {what}"])
     try:
         profile = Profile.model_validate(data)

@@ -130,12 +130,24 @@ def dynamic_conditions() -> dict[str, Any]:
 
 
 
+def onnx_providers() -> list[str] | None:
+    """onnxruntime's installed execution providers (None without onnxruntime)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return list(onnxruntime.get_available_providers())
+
+
 def runtime_versions() -> dict:
     out = {"python": sys.version.split()[0]}
     try:
         import onnxruntime
 
         out["onnxruntime"] = onnxruntime.__version__
+        build = getattr(onnxruntime, "get_build_info", lambda: "")()
+        if build:
+            out["onnxruntime_build"] = str(build)  # names the CUDA/cuDNN versions of GPU builds
     except ImportError:
         pass
     try:
@@ -175,40 +187,112 @@ def _inputs(specs, seed: int):
     return [rng.standard_normal(shape).astype(dtype) for shape, dtype in specs]
 
 
-def load(req: dict):
-    """Returns a zero-argument callable that runs one inference."""
-    runtime, path, threads = req["runtime"], req["model"], int(req.get("threads", 1))
-    opts = dict(req.get("options") or {})
-    if runtime == "onnxruntime":
-        import onnxruntime as ort
+# providers whose tensors live in GPU memory (same table as harness.devices.profile.GPU_PROVIDERS)
+GPU_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        level = str(opts.pop("graph_optimization_level", "all"))
-        so.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[level]
-        for k, v in opts.items():
-            so.add_session_config_entry(str(k), str(v))
-        provider = req.get("execution_provider", "CPUExecutionProvider")
-        if provider not in ort.get_available_providers():
-            raise RuntimeError(f"execution provider {provider} not available; have {ort.get_available_providers()}")
-        sess = ort.InferenceSession(path, sess_options=so, providers=[provider])
+
+class ProviderMismatch(RuntimeError):
+    """onnxruntime would run the model on another provider than the one asked for (it falls back silently)."""
+
+
+def _provider_options(provider: str, req: dict) -> dict:
+    opts = {str(k): str(v) for k, v in (req.get("provider_options") or {}).items()}
+    precision = req.get("precision", "fp32")
+    if provider == "TensorrtExecutionProvider":  # TensorRT builds at the asked precision, caching engines
+        opts.setdefault("trt_fp16_enable", "True" if precision == "fp16" else "False")
+        opts.setdefault("trt_int8_enable", "True" if precision == "int8" else "False")
+        opts.setdefault("trt_engine_cache_enable", "True")
+        opts.setdefault("trt_engine_cache_path", os.path.abspath("trt_engine_cache"))
+    return opts
+
+
+def onnx_session(req: dict):
+    """An InferenceSession on exactly the asked provider; ProviderMismatch if onnxruntime would use another."""
+    import onnxruntime as ort
+
+    opts = dict(req.get("options") or {})
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(req.get("threads", 1))
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    level = str(opts.pop("graph_optimization_level", "all"))
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    for k, v in opts.items():
+        so.add_session_config_entry(str(k), str(v))
+    provider = req.get("execution_provider") or "CPUExecutionProvider"
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise ProviderMismatch(f"runtime.execution_provider {provider} is not available in onnxruntime "
+                               f"{ort.__version__} here (available: {', '.join(available)})")
+    fallback_key = "session.disable_cpu_ep_fallback"
+    if provider != "CPUExecutionProvider" and fallback_key not in opts:
+        so.add_session_config_entry(fallback_key, "1")  # a node placed on the CPU fails the session
+    providers = [(provider, _provider_options(provider, req))]
+    try:
+        sess = ort.InferenceSession(req["model"], sess_options=so, providers=providers)
+    except Exception as e:
+        if "fallback to CPU EP has been explicitly disabled" in str(e):
+            raise ProviderMismatch(
+                f"runtime.execution_provider {provider} cannot run every node of the model; onnxruntime would "
+                f"run some on the CPU. Set runtime.options {fallback_key}: 0 to allow that (the latency is then "
+                "a mix of devices)") from None
+        raise
+    active = sess.get_providers()
+    if not active or active[0] != provider:  # e.g. CUDA libraries missing: onnxruntime fell back to CPU
+        raise ProviderMismatch(f"runtime.execution_provider {provider} was asked for but onnxruntime runs the "
+                               f"session on {', '.join(active) or 'nothing'} (it falls back when the provider "
+                               "cannot start: check the CUDA/cuDNN/TensorRT libraries)")
+    return sess
+
+
+def bound_invoke(sess, feeds: dict, device: str, device_id: int = 0):
+    """Inputs copied to ``device`` once and outputs allocated there (IO binding), so each call times the
+    inference only; outputs are synchronised explicitly after each run (GPU work is asynchronous)."""
+    import onnxruntime as ort
+
+    io = sess.io_binding()
+    for name, x in feeds.items():
+        io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, device, device_id))
+    for out in sess.get_outputs():
+        io.bind_output(out.name, device, device_id)
+    io.synchronize_inputs()
+
+    def invoke():
+        sess.run_with_iobinding(io)
+        io.synchronize_outputs()
+
+    invoke.binding = io  # type: ignore[attr-defined]  # for checks: outputs via copy_outputs_to_cpu()
+    return invoke
+
+
+def load(req: dict):
+    """Returns (a zero-argument callable that runs one inference, facts about the session)."""
+    runtime, path, threads = req["runtime"], req["model"], int(req.get("threads", 1))
+    if runtime == "onnxruntime":
+        sess = onnx_session(req)
         specs = [([d if isinstance(d, int) else 1 for d in i.shape], "float32") for i in sess.get_inputs()]
         feeds = dict(zip([i.name for i in sess.get_inputs()], _inputs(specs, int(req.get("seed", 0)))))
-        return lambda: sess.run(None, feeds)
+        provider = sess.get_providers()[0]
+        device = GPU_PROVIDERS.get(provider)
+        info = {"providers": sess.get_providers(), "io_binding": False, "include_transfers": False}
+        if device and not req.get("include_transfers"):
+            device_id = int((req.get("provider_options") or {}).get("device_id", 0))
+            info.update(io_binding=True, device=f"{device}:{device_id}")
+            return bound_invoke(sess, feeds, device, device_id), info
+        info["include_transfers"] = bool(device)  # sess.run copies inputs in and outputs out every call
+        return (lambda: sess.run(None, feeds)), info
     if runtime == "tflite":
         interp = _tflite_interpreter(path, threads, req.get("delegate", "cpu"))
         interp.allocate_tensors()
         details = interp.get_input_details()
         for d, x in zip(details, _inputs([(d["shape"], d["dtype"]) for d in details], int(req.get("seed", 0)))):
             interp.set_tensor(d["index"], x)
-        return interp.invoke
+        return interp.invoke, {"delegate": req.get("delegate", "cpu")}
     raise ValueError(f"unknown runtime {runtime!r}")
 
 
@@ -423,9 +507,11 @@ def _reference(req: dict):
     path = req.get("reference")
     if not path:
         return None
-    key = json.dumps([path, req["runtime"], req.get("threads"), req.get("options")], sort_keys=True)
+    key = json.dumps([path, req["runtime"], req.get("threads"), req.get("options"), req.get("delegate"),
+                      req.get("execution_provider"), req.get("provider_options"), req.get("precision"),
+                      req.get("include_transfers")], sort_keys=True)
     if key not in _REFERENCES:
-        invoke = load(dict(req, model=path))
+        invoke, _ = load(dict(req, model=path))
         for _ in range(max(1, int(req.get("warmup_runs", 0)))):
             invoke()
         _REFERENCES.clear()
@@ -433,14 +519,75 @@ def _reference(req: dict):
     return _REFERENCES[key]
 
 
+# --- GPU / Jetson conditions and energy (hwprobe.py: beside this file, or its path in the request) --------
+
+_PROBE: dict[str, Any] = {}
+
+
+class Unavailable(RuntimeError):
+    """Something the profile asks for does not exist on this device (failure kind ``unavailable``)."""
+
+
+def probe(req: dict | None = None):
+    """The hwprobe module (standalone, loaded by path) or None; NVML initialised once per process."""
+    if "module" not in _PROBE:
+        path = (req or {}).get("probe") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "hwprobe.py")
+        mod = None
+        if os.path.isfile(path):
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("harness_hwprobe", path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        _PROBE["module"] = mod
+        _PROBE["nvml"] = mod.load_nvml() if mod is not None else None
+    return _PROBE["module"]
+
+
+def sysfs_root() -> str:
+    return os.environ.get("HARNESS_SYSFS_ROOT", "/")  # a recorded tree in tests; the device's own otherwise
+
+
+def gpu_conditions(req: dict, static: bool = False) -> dict[str, Any]:
+    """NVML's view of the GPU and a Jetson's power mode, clocks and frequencies (absent when not there)."""
+    mod = probe(req)
+    if mod is None:
+        return {}
+    out: dict[str, Any] = {}
+    nv, index = _PROBE.get("nvml"), int(req.get("gpu_index", 0))
+    if nv is not None:
+        try:
+            out["nvml"] = {**(mod.nvml_static(nv, index) if static else {}), **mod.nvml_dynamic(nv, index)}
+        except Exception as e:  # no such GPU index: say so instead of failing the model
+            out["nvml"] = {"error": f"{type(e).__name__}: {e}"}
+    jetson = mod.jetson_conditions(sysfs_root())
+    if jetson:
+        out["jetson"] = jetson
+    return out
+
+
+def energy_meter(req: dict):
+    method = req.get("energy") or "off"
+    if method == "off":
+        return None
+    mod = probe(req)
+    meter = mod.energy_meter(method, sysfs_root(), _PROBE.get("nvml"), int(req.get("gpu_index", 0))) if mod else None
+    if meter is None:
+        raise Unavailable(f"policy.energy: {method} is not available on this device (nvml: NVIDIA driver with "
+                          "nvidia-ml-py; jetson_ina: INA3221 rails in sysfs; rapl: /sys/class/powercap readable; "
+                          "battery: /sys/class/power_supply/battery); use policy.energy: off or another method")
+    return meter
+
+
 def measure(req: dict) -> dict:
-    before = dynamic_conditions() if req.get("conditions") else None
+    before = {**dynamic_conditions(), **gpu_conditions(req)} if req.get("conditions") else None
+    meter = energy_meter(req)
     t0 = time.perf_counter()
-    invoke = load(req)
+    invoke, session = load(req)
     init_ms = (time.perf_counter() - t0) * 1e3
     clock = time.perf_counter_ns
     ref = _reference(req)
-    probe = WaitProbe(int(req.get("threads", 1)) == 1)  # after load: the pool threads exist now
+    waits_probe = WaitProbe(int(req.get("threads", 1)) == 1)  # after load: the pool threads exist now
     cpu0 = cpu_times()
     try:
         warmup = []
@@ -459,26 +606,28 @@ def measure(req: dict) -> dict:
         threshold = float(req.get("preempt_threshold", 0.02))
         ref_timed: list[float] = []
         ref_waits: list[float] = []
+        if meter is not None and ref is None:
+            meter.start()
         start = clock()
         while len(timed) < runs or clock() - start < min_ns:
             if ref is not None:  # the reference runs right before each run: both see the same machine
-                w0 = probe()
+                w0 = waits_probe()
                 s = clock()
                 ref()
                 e = clock()
-                w1 = probe()
+                w1 = waits_probe()
                 ref_timed.append((e - s) / 1e6)
                 if w0 is not None and w1 is not None:
-                    ref_waits.append(probe.off_cpu_ms(w0, w1, e - s))
-            w0 = probe()
+                    ref_waits.append(waits_probe.off_cpu_ms(w0, w1, e - s))
+            w0 = waits_probe()
             s = clock()
             invoke()
             e = clock()
-            w1 = probe()
+            w1 = waits_probe()
             ms = (e - s) / 1e6
             timed.append(ms)
             if w0 is not None and w1 is not None:
-                wait = probe.off_cpu_ms(w0, w1, e - s)
+                wait = waits_probe.off_cpu_ms(w0, w1, e - s)
                 waits.append(wait)
                 if wait <= threshold * ms:
                     clean.append(ms)
@@ -492,15 +641,24 @@ def measure(req: dict) -> dict:
                 if e - start >= max_ns:
                     stop = "max_seconds"
                     break
+        energy_mj = None
+        if meter is not None:
+            if ref is not None:  # the reference's energy would mix in: meter the model alone, as many runs
+                meter.start()
+                for _ in range(len(timed)):
+                    invoke()
+            energy_mj = meter.stop(len(timed))
     finally:
-        probe.close()
-    out = {"ok": True, "init_ms": init_ms, "warmup_ms": warmup, "timed_ms": timed,
+        waits_probe.close()
+    out = {"ok": True, "init_ms": init_ms, "warmup_ms": warmup, "timed_ms": timed, "session": session,
            "wait_ms": waits if len(waits) == len(timed) else None, "stop_rule": stop,
            "neighbours": neighbours(cpu0, cpu_times())}
     if ref is not None:
         out.update(reference_ms=ref_timed, reference_wait_ms=ref_waits if len(ref_waits) == len(ref_timed) else None)
+    if meter is not None:  # millijoules per inference (one invoke, i.e. one batch), over the timed runs
+        out.update(energy_mj=energy_mj, energy_method=meter.method)
     if before is not None:
-        out.update(conditions_before=before, conditions_after=dynamic_conditions())
+        out.update(conditions_before=before, conditions_after={**dynamic_conditions(), **gpu_conditions(req)})
     return out
 
 
@@ -512,7 +670,8 @@ def handle(req) -> dict:
         return {"ok": False, "kind": "parse_error", "message": "op must be a string"}
     if op == "hello":
         return {"ok": True, "protocol": PROTOCOL, "pid": os.getpid(), "versions": runtime_versions(),
-                "conditions": static_conditions(), "tensorflow_imported": "tensorflow" in sys.modules}
+                "conditions": static_conditions(), "tensorflow_imported": "tensorflow" in sys.modules,
+                "onnxruntime_providers": onnx_providers(), "gpu": gpu_conditions(req, static=True)}
     if op == "stability":
         return {"ok": True, **stability_facts(float(req.get("window_s", 0.5)))}
     if op == "state":
@@ -537,6 +696,8 @@ def handle(req) -> dict:
             return {"ok": False, "kind": "parse_error", "message": f"bad request: {e}"}
         try:
             return measure(req)
+        except (ProviderMismatch, Unavailable) as e:
+            return {"ok": False, "kind": "unavailable", "message": str(e)}
         except Exception as e:  # the runtime's own errors: a model it cannot load or run
             return {"ok": False, "kind": "device_error", "message": f"{type(e).__name__}: {e}"}
     return {"ok": False, "kind": "parse_error", "message": f"unknown op {op[:40]!r}"}

@@ -13,9 +13,10 @@ from typing import Any, Protocol
 
 from harness.devices import protocol
 from harness.devices.driver import CheckReport, Driver, RunResult
-from harness.errors import ConnectionLost, DeviceError, DriverError, MeasurementTimeout, ParseError
+from harness.errors import (ConnectionLost, DeviceError, DriverError, DriverUnavailable, MeasurementTimeout,
+                            ParseError)
 
-_ERRORS = {"parse_error": ParseError, "device_error": DeviceError}
+_ERRORS = {"parse_error": ParseError, "device_error": DeviceError, "unavailable": DriverUnavailable}
 
 
 class LineChannel(Protocol):
@@ -33,10 +34,33 @@ class LineChannel(Protocol):
         """Recent stderr of the worker, for error messages."""
 
 
+def condition_warnings(profile, gpu: dict[str, Any]) -> list[str]:
+    """What `devices check` warns about: unlocked GPU clocks, a Jetson not at full clocks or in another
+    power mode than the profile's ``policy.power_mode``."""
+    out = []
+    nv = gpu.get("nvml") or {}
+    if nv.get("clocks_locked") is False:
+        out.append(f"GPU clocks are not locked on {nv.get('gpu_name') or 'the GPU'} (SM {nv.get('sm_clock_mhz')} MHz "
+                   f"of {nv.get('max_sm_clock_mhz')}): boost makes latencies drift; lock them with "
+                   "`sudo nvidia-smi -lgc <MHz>` (and -lmc) for stable rankings")
+    if nv.get("persistence_mode") is False:
+        out.append("GPU persistence mode is off: the driver may unload between models (`sudo nvidia-smi -pm 1`)")
+    jet = gpu.get("jetson") or {}
+    if jet.get("jetson_clocks") is False:
+        out.append("jetson_clocks is not on: CPU/GPU/EMC clocks scale with load (`sudo jetson_clocks`)")
+    want = profile.policy.power_mode
+    if want is not None and jet and str(want) not in (str(jet.get("power_mode")), str(jet.get("power_mode_id"))):
+        out.append(f"power mode is {jet.get('power_mode')} (id {jet.get('power_mode_id')}), the profile's "
+                   f"policy.power_mode is {want}: `sudo nvpmodel -m <id>` or change the profile")
+    return out
+
+
 class RunnerDriver(Driver):
     """The Driver interface on top of a runner worker; subclasses open the channel and push models."""
 
     lost_error: type[DeviceError] = DeviceError  # what a dead channel means for this transport
+
+    probe_path: str | None = None  # hwprobe.py on the device (None: beside the runner)
 
     def __init__(self, profile):
         super().__init__(profile)
@@ -44,13 +68,17 @@ class RunnerDriver(Driver):
         self.hello: dict[str, Any] = {}
         self.reference: str | None = None  # device path of the paired reference model (see campaign)
 
+    def gpu_index(self) -> int:
+        return int(self.profile.runtime.provider_options.get("device_id", 0))
+
     @abstractmethod
     def _open_channel(self) -> LineChannel:
         """Start the runner on the device and return a channel to it."""
 
     def _start(self) -> None:
         self._channel = self._open_channel()
-        self.hello = self._call({"op": "hello"}, timeout=120, answer=protocol.HelloAnswer).model_dump()
+        self.hello = self._call({"op": "hello", "probe": self.probe_path}, timeout=120,
+                                answer=protocol.HelloAnswer).model_dump()
 
     def _drop(self, force: bool = True) -> None:
         channel, self._channel = self._channel, None
@@ -96,15 +124,30 @@ class RunnerDriver(Driver):
             self.cleanup()
         version = self.runtime_version()
         ok = version is not None
-        return CheckReport(ok, True, rt, version,
+        gpu = self.hello.get("gpu") or {}
+        return CheckReport(ok, True, rt, version, warnings=condition_warnings(self.profile, gpu),
                            details={"versions": self.hello.get("versions"),
                                     "device": self.hello.get("conditions", {}).get("device_model")
-                                    or self.hello.get("conditions", {}).get("cpu_model")},
+                                    or self.hello.get("conditions", {}).get("cpu_model"),
+                                    **({"gpu": gpu} if gpu else {})},
                            message="" if ok else f"runtime {rt} is not installed for the runner's Python")
+
+    def check_provider(self) -> None:
+        """The profile's onnxruntime provider must be installed on the device: fail before any model."""
+        rt, versions = self.profile.runtime, self.hello.get("versions", {})
+        available = self.hello.get("onnxruntime_providers")
+        if rt.name != "onnxruntime" or available is None or rt.execution_provider in available:
+            return
+        raise DriverUnavailable(
+            f"{self.profile.name}: runtime.execution_provider {rt.execution_provider} is not available in "
+            f"onnxruntime {versions.get('onnxruntime')} on the device (it has {', '.join(available)}). Install "
+            "the build that has it (onnxruntime-gpu for CUDA/TensorRT) for the runner's Python, or set "
+            "runtime.execution_provider to one of those.")
 
     def prepare(self) -> dict[str, Any]:
         if self._channel is None:
             self._start()
+        self.check_provider()
         rt = self.profile.runtime
         return {
             **self.hello.get("conditions", {}),
@@ -113,6 +156,7 @@ class RunnerDriver(Driver):
             "threads": rt.threads,
             "delegate": rt.delegate if rt.name == "tflite" else None,
             "execution_provider": rt.execution_provider if rt.name == "onnxruntime" else None,
+            "onnxruntime_build": self.hello.get("versions", {}).get("onnxruntime_build"),
             "runner_python": self.hello.get("versions", {}).get("python"),
         }
 
@@ -120,13 +164,19 @@ class RunnerDriver(Driver):
         rt, pol = self.profile.runtime, self.profile.policy
         req = {"op": "run", "model": model_ref, "runtime": rt.name, "threads": rt.threads,
                "delegate": rt.delegate, "execution_provider": rt.execution_provider,
-               "options": rt.options, "warmup_runs": pol.warmup_runs, "timed_runs": pol.timed_runs,
-               "min_seconds": pol.min_seconds, "seed": pol.input_seed, "conditions": True,
-               "adaptive": pol.adaptive.model_dump() if pol.adaptive else None,
-               "reference": self.reference}
+               "provider_options": rt.provider_options, "precision": self.profile.workload.precision,
+               "include_transfers": pol.include_transfers, "options": rt.options, "warmup_runs": pol.warmup_runs,
+               "timed_runs": pol.timed_runs, "min_seconds": pol.min_seconds, "seed": pol.input_seed,
+               "conditions": True, "energy": pol.energy, "gpu_index": self.gpu_index(), "probe": self.probe_path,
+               "adaptive": pol.adaptive.model_dump() if pol.adaptive else None, "reference": self.reference}
         resp = self._call(req, timeout=pol.timeout_seconds, answer=protocol.RunAnswer)
+        extra = resp.model_extra or {}
+        energy = extra.get("energy_mj")
         return RunResult(timed_ms=resp.timed_ms, warmup_ms=resp.warmup_ms, init_ms=resp.init_ms,
-                         conditions_before=resp.conditions_before, conditions_after=resp.conditions_after,
+                         conditions_before={**resp.conditions_before, "session": extra.get("session")},
+                         conditions_after=resp.conditions_after,
+                         energy_mj=float(energy) if isinstance(energy, (int, float)) and energy >= 0 else None,
+                         energy_method=extra.get("energy_method") if isinstance(energy, (int, float)) else None,
                          wait_ms=resp.wait_ms, stop_rule=resp.stop_rule, neighbours=resp.neighbours,
                          reference_ms=resp.reference_ms, reference_wait_ms=resp.reference_wait_ms)
 

@@ -33,6 +33,7 @@ from harness.errors import ConnectionLost, DeviceError
 from harness.models.cache import Artifact, sha256_file
 
 RUNNER = Path(__file__).with_name("runner.py")
+HWPROBE = Path(__file__).with_name("hwprobe.py")
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,8 @@ class SSHDriver(RunnerDriver):
                 raise DeviceError(f"{self.profile.name}: cannot write {remote}: {e}") from None
             raise ConnectionLost(f"{self.profile.name}: connection lost while copying {local.name}: {e}") from None
 
-    def _open_channel(self) -> ChannelLines:
+    def _open_session(self) -> None:
+        """Connect, open SFTP and create the workdir (once per connection)."""
         if self.client is None:
             self.client = self._connect()
             try:
@@ -230,9 +232,15 @@ class SSHDriver(RunnerDriver):
             except (OSError, paramiko.SSHException, EOFError) as e:
                 raise ConnectionLost(f"{self.profile.name}: SFTP unavailable: {e}") from None
             self._exec(["mkdir", "-p", self.conn.workdir])
+
+    def _open_channel(self) -> ChannelLines:
+        self._open_session()
         runner_sha = sha256_file(RUNNER)
         remote_runner = self._remote(f"harness_runner_{runner_sha[:12]}.py")
         self._upload(RUNNER, remote_runner, runner_sha)
+        probe_sha = sha256_file(HWPROBE)  # GPU/Jetson conditions and energy, loaded by the runner by path
+        self.probe_path = self._remote(f"harness_hwprobe_{probe_sha[:12]}.py")
+        self._upload(HWPROBE, self.probe_path, probe_sha)
         transport = self.client.get_transport()
         if not self._alive():
             raise ConnectionLost(f"{self.profile.name}: connection closed")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from harness.errors import ExportError, UnknownNameError
 from harness.models.graph import Graph
+from harness.devices.profile import Calibration
 from harness.models.passes import DEFAULT_GRAPH_MODE, check_mode, is_degenerate, prepare
 
 # What a model file of an architecture contains: bump it whenever a builder, a graph pass or an exporter
@@ -36,7 +37,7 @@ class ModelFormat:
     name: str
     suffix: str
     version: str
-    write: Callable[[Graph, str, int], None]
+    write: Callable[[Graph, str, int, int], None]  # (graph, path, seed, batch)
 
 
 def _formats() -> dict[str, ModelFormat]:
@@ -87,21 +88,33 @@ class ModelCache:
         self.root = Path(root)
         self.seed = seed
 
-    def key(self, graph: Graph, fmt: ModelFormat, graph_mode: str = DEFAULT_GRAPH_MODE) -> str:
-        body = {"graph": graph.fingerprint(), "format": fmt.version, "seed": self.seed,
-                "graph_mode": check_mode(graph_mode), "exporter_version": EXPORTER_VERSION}
+    def key(self, graph: Graph, fmt: ModelFormat, graph_mode: str = DEFAULT_GRAPH_MODE, batch: int = 1,
+            precision: str = "fp32", calibration: Calibration | None = None) -> str:
+        body: dict = {"graph": graph.fingerprint(), "format": fmt.version, "seed": self.seed,
+                      "graph_mode": check_mode(graph_mode), "exporter_version": EXPORTER_VERSION}
+        if batch != 1:  # only when not the default: bs1 fp32 files keep the keys they have
+            body["batch"] = batch
+        if precision != "fp32":
+            from harness.models.precision import PRECISION_VERSION
+
+            body["precision"] = [precision, PRECISION_VERSION]
+            if precision == "int8":
+                body["calibration"] = (calibration or Calibration()).label()
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
 
-    def path_for(self, graph: Graph, format_name: str, graph_mode: str = DEFAULT_GRAPH_MODE) -> Path:
+    def path_for(self, graph: Graph, format_name: str, graph_mode: str = DEFAULT_GRAPH_MODE, batch: int = 1,
+                 precision: str = "fp32", calibration: Calibration | None = None) -> Path:
         fmt = get_format(format_name)
-        key = self.key(graph, fmt, graph_mode)
+        key = self.key(graph, fmt, graph_mode, batch, precision, calibration)
         return self.root / fmt.name / key[:2] / f"{key}{fmt.suffix}"
 
-    def get(self, graph: Graph, format_name: str, graph_mode: str = DEFAULT_GRAPH_MODE) -> Artifact:
+    def get(self, graph: Graph, format_name: str, graph_mode: str = DEFAULT_GRAPH_MODE, *, batch: int = 1,
+            precision: str = "fp32", calibration: Calibration | None = None) -> Artifact:
         """The exported file for ``graph`` as a space built it, prepared for ``graph_mode`` (the passes
-        run before export), exporting it once if it is not cached yet."""
+        run before export), at ``batch`` and ``precision`` (int8 scales from ``calibration``), exporting it
+        once if it is not cached yet."""
         fmt = get_format(format_name)
-        path = self.path_for(graph, format_name, graph_mode)
+        path = self.path_for(graph, format_name, graph_mode, batch, precision, calibration)
         digest = path.stem
         facts = dict(graph_mode=graph_mode, exporter_version=EXPORTER_VERSION, degenerate=is_degenerate(graph))
         if path.exists():
@@ -111,7 +124,11 @@ class ModelCache:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=fmt.suffix)
         os.close(fd)
         try:
-            fmt.write(prepare(graph, graph_mode), tmp, self.seed)
+            fmt.write(prepare(graph, graph_mode), tmp, self.seed, batch)
+            if precision != "fp32":
+                from harness.models.precision import convert
+
+                convert(fmt.name, tmp, precision, calibration or Calibration())
             os.replace(tmp, path)
         except BaseException as e:  # Ctrl-C included: no temp file is left behind
             Path(tmp).unlink(missing_ok=True)

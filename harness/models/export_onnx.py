@@ -1,6 +1,6 @@
 """Graph -> ONNX, built directly with ``onnx.helper`` (milliseconds per model, no framework import).
 
-Layout NCHW, batch 1, input ``input``, output ``output``. Opset 13 and IR version 7 keep the files
+Layout NCHW, batch 1 unless asked (a fixed batch dimension), input ``input``, output ``output``. Opset 13 and IR version 7 keep the files
 loadable by the older onnxruntime builds that ship on Jetsons and Raspberry Pis.
 """
 
@@ -28,7 +28,7 @@ def _pads(graph: Graph, x: str, kernel: int, stride: int, padding: str) -> list[
     return [top, left, bottom, right]
 
 
-def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
+def to_onnx(graph: Graph, seed: int = 0, batch: int = 1) -> onnx.ModelProto:
     weights = graph_weights(graph, seed)
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
@@ -83,7 +83,8 @@ def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
         elif n.op == "const":  # a folded input-independent tensor (harness.models.passes)
             value = const_value(n, seed)
             value = value.reshape(1, -1) if a["flat"] else value.transpose(2, 0, 1)[None]
-            if n.output == graph.output:  # a constant network: its output is that tensor
+            if n.output == graph.output:  # a constant network: its output is that tensor, for the whole batch
+                value = np.ascontiguousarray(np.broadcast_to(value, (batch, *value.shape[1:])))
                 nodes.append(helper.make_node("Identity", [const(n.name, value)], [y], name=f"{n.name}_out"))
             else:
                 const(y, value)
@@ -92,8 +93,8 @@ def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
         elif n.op == "shuffle":
             h, w_, c = graph.shapes[n.output]
             g_ = a["groups"]
-            split = const(f"{n.name}.split", np.array([1, g_, c // g_, h, w_], np.int64))
-            merged = const(f"{n.name}.merged", np.array([1, c, h, w_], np.int64))
+            split = const(f"{n.name}.split", np.array([batch, g_, c // g_, h, w_], np.int64))
+            merged = const(f"{n.name}.merged", np.array([batch, c, h, w_], np.int64))
             nodes.append(helper.make_node("Reshape", [x[0], split], [f"{n.name}.5d"], name=f"{n.name}_split"))
             nodes.append(helper.make_node("Transpose", [f"{n.name}.5d"], [f"{n.name}.t"], name=f"{n.name}_t",
                                           perm=[0, 2, 1, 3, 4]))
@@ -140,10 +141,10 @@ def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
         nodes.append(helper.make_node("Identity", ["input"], ["output"], name="identity"))
     h, w_, c = graph.input_shape
     oh, ow, oc = graph.output_shape
-    out_shape = [1, oc] if graph.output in flat else [1, oc, oh, ow]
+    out_shape = [batch, oc] if graph.output in flat else [batch, oc, oh, ow]
     g = helper.make_graph(
         nodes, graph.name,
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, h, w_])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, c, h, w_])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)],
         initializer=inits,
     )
@@ -152,5 +153,5 @@ def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-def export_onnx(graph: Graph, path: str, seed: int = 0) -> None:
-    onnx.save_model(to_onnx(graph, seed), path)
+def export_onnx(graph: Graph, path: str, seed: int = 0, batch: int = 1) -> None:
+    onnx.save_model(to_onnx(graph, seed, batch), path)

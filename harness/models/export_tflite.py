@@ -89,17 +89,17 @@ def _fused(attrs: dict) -> int:
     return _FUSED.get(attrs.get("act"), fb.ActivationFunctionType.NONE)
 
 
-def to_tflite(graph: Graph, seed: int = 0) -> bytes:
+def to_tflite(graph: Graph, seed: int = 0, batch: int = 1) -> bytes:
     from harness.models.evaluate import const_value
     from harness.models.weights import graph_weights
 
     weights = graph_weights(graph, seed)
     b = _Builder()
-    b.tensor("input", [1, *graph.input_shape])
+    b.tensor("input", [batch, *graph.input_shape])
     flat: set[str] = set()
 
     def out_shape(t: str) -> list[int]:
-        return [1, graph.shapes[t][2]] if t in flat else [1, *graph.shapes[t]]
+        return [batch, graph.shapes[t][2]] if t in flat else [batch, *graph.shapes[t]]
 
     for n in graph.nodes:
         a, w = n.attrs, weights[n.name]
@@ -107,8 +107,13 @@ def to_tflite(graph: Graph, seed: int = 0) -> bytes:
         if n.op == "dense" or (n.op == "global_avgpool" and not a.get("keepdims")) or a.get("flat"):
             flat.add(n.output)
         if n.op == "const":  # a folded input-independent tensor (harness.models.passes): a constant buffer
-            value = const_value(n, seed)
-            b.tensor(n.output, out_shape(n.output), value.reshape(out_shape(n.output)))
+            shape = out_shape(n.output)
+            value = const_value(n, seed).reshape([1, *shape[1:]])
+            if n.output == graph.output:  # a constant network answers for the whole batch
+                value = np.ascontiguousarray(np.broadcast_to(value, shape))
+            else:  # operands broadcast over the batch, as the converter's constants do
+                shape = [1, *shape[1:]]
+            b.tensor(n.output, shape, value)
             continue
         y = b.tensor(n.output, out_shape(n.output))
         if n.op == "conv":
@@ -147,13 +152,13 @@ def to_tflite(graph: Graph, seed: int = 0) -> bytes:
         elif n.op == "shuffle":  # reshape to (.., groups, C/groups), swap the last two axes, reshape back
             h, w_, c = graph.shapes[n.output]
             g_ = a["groups"]
-            split = b.tensor(f"{n.name}.5d", [1, h, w_, g_, c // g_])
-            swapped = b.tensor(f"{n.name}.t", [1, h, w_, c // g_, g_])
-            b.reshape(x[0], split, [1, h, w_, g_, c // g_], f"{n.name}.split_shape")
+            split = b.tensor(f"{n.name}.5d", [batch, h, w_, g_, c // g_])
+            swapped = b.tensor(f"{n.name}.t", [batch, h, w_, c // g_, g_])
+            b.reshape(x[0], split, [batch, h, w_, g_, c // g_], f"{n.name}.split_shape")
             perm = b.tensor(f"{n.name}.perm", [5], np.array([0, 1, 2, 4, 3], np.int32), fb.TensorType.INT32)
             b.op(fb.BuiltinOperator.TRANSPOSE, [split, perm], [swapped], fb.BuiltinOptions.TransposeOptions,
                  fb.TransposeOptionsT())
-            b.reshape(swapped, y, [1, h, w_, c], f"{n.name}.merged_shape")
+            b.reshape(swapped, y, [batch, h, w_, c], f"{n.name}.merged_shape")
         elif n.op == "zero":
             zero = b.tensor(f"{n.name}.zero", [1], np.zeros(1, np.float32))
             b.op(fb.BuiltinOperator.MUL, [x[0], zero], [y], fb.BuiltinOptions.MulOptions, fb.MulOptionsT())
@@ -205,6 +210,6 @@ def to_tflite(graph: Graph, seed: int = 0) -> bytes:
     return bytes(builder.Output())
 
 
-def export_tflite(graph: Graph, path: str, seed: int = 0) -> None:
+def export_tflite(graph: Graph, path: str, seed: int = 0, batch: int = 1) -> None:
     with open(path, "wb") as f:
-        f.write(to_tflite(graph, seed))
+        f.write(to_tflite(graph, seed, batch))

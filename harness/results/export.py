@@ -1,4 +1,5 @@
-"""The tidy wide table of ``../shared/data``: one row per architecture, key columns, ``<device>_ms``."""
+"""The tidy wide table of ``../shared/data``: one row per architecture, key columns, ``<device>_ms``
+(and ``<device>_mj``, energy per inference, for devices that measured it)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def latency_wide(store: Store, space: str, devices: list[str] | None = None,
 def latency_table(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
     """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device; a
     measured device also gets ``<device>_graph`` (prune/keep), ``<device>_exporter`` (exporter version of
-    the model) and ``<device>_degenerate`` (1 when the model's output does not depend on its input)."""
+    the model), ``<device>_degenerate`` (1 when the model's output does not depend on its input) and, where
+    energy was measured, ``<device>_mj`` (millijoules per inference). Non-default workloads are their own
+    devices: ``gpu@bs32.fp16_ms``."""
     from harness.models import files
 
     keys = list(files.KEY_COLUMNS if space == files.SPACE else get_space(space).key_columns)
@@ -47,6 +50,8 @@ def latency_table(store: Store, space: str, devices: list[str] | None = None) ->
     order = list(wide.columns)
     wide = wide.rename(columns=lambda d: f"{d}_ms")
     measured = long[long.origin == "measured"]
+    energy = store.energies(space, devices)
+    mj = energy.pivot(index="key", columns="device", values="energy_mj") if not energy.empty else pd.DataFrame()
     parts = []
     for d in order:
         parts.append(wide[[f"{d}_ms"]])
@@ -55,6 +60,8 @@ def latency_table(store: Store, space: str, devices: list[str] | None = None) ->
             ident = pd.DataFrame({f"{d}_graph": rows.graph_mode.fillna("unrecorded"), f"{d}_exporter": rows.exporter_version,
                                   f"{d}_degenerate": rows.degenerate}).reindex(wide.index)
             parts.append(ident.astype({f"{d}_exporter": "Int64", f"{d}_degenerate": "Int64"}))
+        if d in mj.columns:
+            parts.append(mj[[d]].rename(columns={d: f"{d}_mj"}).reindex(wide.index))
     cols = long.drop_duplicates("key").set_index("key")["columns_json"].map(json.loads)
     key_df = pd.DataFrame(list(cols.loc[wide.index]), index=wide.index)[keys]
     out = pd.concat([key_df, *parts], axis=1).reset_index(drop=True)

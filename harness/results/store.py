@@ -26,7 +26,7 @@ from harness import __version__
 from harness.errors import StoreError
 from harness.models.spaces import Arch
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -175,8 +175,19 @@ ALTER TABLE imports ADD COLUMN pid INTEGER;
     5: """
 ALTER TABLE measurements ADD COLUMN per_run INTEGER CHECK (per_run IN (0, 1));
 """,
-    # measurements you can trust: rounds, the estimate's CI and stop rule, run flags, suspects, sentinels
+    # what was measured (batch, resolution, precision with its calibration) and the energy it took
     6: """
+ALTER TABLE measurements ADD COLUMN batch_size INTEGER NOT NULL DEFAULT 1 CHECK (batch_size >= 1);
+ALTER TABLE measurements ADD COLUMN input_shape TEXT NOT NULL DEFAULT '';
+ALTER TABLE measurements ADD COLUMN precision TEXT NOT NULL DEFAULT 'fp32'
+    CHECK (precision IN ('fp32', 'fp16', 'int8'));
+ALTER TABLE measurements ADD COLUMN calibration TEXT;
+ALTER TABLE measurements ADD COLUMN energy_mj REAL CHECK (energy_mj IS NULL OR energy_mj >= 0);
+ALTER TABLE measurements ADD COLUMN energy_method TEXT;
+CREATE INDEX measurements_by_workload ON measurements (device_id, arch_id, batch_size, input_shape, precision, status);
+""",
+    # measurements you can trust: rounds, the estimate's CI and stop rule, run flags, suspects, sentinels
+    7: """
 ALTER TABLE measurements ADD COLUMN round INTEGER;
 ALTER TABLE measurements ADD COLUMN rounds INTEGER;
 ALTER TABLE measurements ADD COLUMN stop_rule TEXT;
@@ -211,6 +222,28 @@ CREATE TABLE campaign_events (
 );
 """,
 }
+
+# the default workload: what every measurement was before the columns existed
+DEFAULT_WORKLOAD = {"batch_size": 1, "input_shape": "", "precision": "fp32"}
+
+
+def workload_label(batch_size: int, input_shape: str, precision: str) -> str:
+    """Same label as :meth:`harness.devices.profile.Workload.label`, from stored columns."""
+    parts = [f"bs{int(batch_size)}"] if int(batch_size) != 1 else []
+    if input_shape:
+        parts.append(input_shape)
+    if precision != "fp32":
+        parts.append(precision)
+    return ".".join(parts)
+
+
+def measured_name(device: str, batch_size: int, input_shape: str, precision: str) -> str:
+    label = workload_label(batch_size, input_shape, precision)
+    return f"{device}@{label}" if label else device
+
+
+def _workload(workload: dict | None) -> dict:
+    return {**DEFAULT_WORKLOAD, "calibration": None, **(workload or {})}
 
 
 TRUST_COLUMNS = ("stop_rule", "ci_low_ms", "ci_high_ms", "n_used", "n_preempted", "n_outliers", "suspect",
@@ -543,7 +576,8 @@ class Store:
         device's next campaign starts)."""
         q = """SELECT c.id, d.name AS device, c.space, c.status, c.planned,
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
-                      SUM(m.status = 'ok' AND ? IS NOT NULL AND COALESCE(m.exporter_version, 1) < ?) AS stale,
+                      SUM(m.status = 'ok' AND ? IS NOT NULL AND COALESCE(m.exporter_version, 1) < ?
+                          AND c.space != 'file') AS stale,  -- model files are measured as given: never stale
                       AVG(m.n_runs) AS runs_per_model, MIN(m.per_run) AS per_run,
                       MAX(m.graph_mode) AS graph_mode, c.started_at, c.finished_at, c.message, c.host, c.pid
                FROM campaigns c JOIN devices d ON d.id = c.device_id
@@ -568,7 +602,8 @@ class Store:
                            conditions: dict | None = None, failure_kind: str | None = None,
                            failure_message: str | None = None, graph_mode: str | None = None,
                            exporter_version: int | None = None, degenerate: bool | None = None,
-                           per_run: bool = True, n_runs: int | None = None,
+                           per_run: bool = True, n_runs: int | None = None, workload: dict | None = None,
+                           energy_mj: float | None = None, energy_method: str | None = None,
                            round_no: int | None = None, rounds: int | None = None,
                            extra: dict[str, Any] | None = None, run_flags: list[int] | None = None,
                            wait_ms: list[float] | None = None) -> int:
@@ -576,9 +611,10 @@ class Store:
 
         ``graph_mode``, ``exporter_version`` and ``degenerate`` say which model was measured
         (harness.models.cache); ``per_run`` False: ``timed_ms`` is the device's aggregate and ``n_runs`` how
-        many runs it summarises; ``extra`` fills the trust columns (stop_rule, ci_low_ms, ci_high_ms, n_used,
-        n_preempted, n_outliers, suspect, gate_wait_s, ref_median_ms); ``run_flags``/``wait_ms`` go with the
-        timed runs.
+        many runs it summarises. ``workload``: at which batch size, input shape ('' = the space's own),
+        precision and int8 calibration. ``energy_mj`` is per inference, with the method that measured it.
+        ``extra`` fills the trust columns (stop_rule, ci_low_ms, ci_high_ms, n_used, n_preempted,
+        n_outliers, suspect, gate_wait_s, ref_median_ms); ``run_flags``/``wait_ms`` go with the timed runs.
         """
         timed, warm = list(timed_ms), list(warmup_ms)
         flags = run_flags if run_flags is not None and len(run_flags) == len(timed) else [0] * len(timed)
@@ -587,6 +623,9 @@ class Store:
         ok = failure_kind is None
         if ok and (summary is None or not timed):
             raise StoreError("a successful measurement needs its timed runs")
+        if energy_mj is not None and not energy_method:
+            raise StoreError("an energy figure needs the method that produced it")
+        w = _workload(workload)
         s = summary or {}
         with self.transaction() as db:
             dev = self.device_id(device)
@@ -594,13 +633,16 @@ class Store:
             cur = db.execute(
                 """INSERT INTO measurements (campaign_id, device_id, arch_id, model_format, model_digest, status,
                    failure_kind, failure_message, n_runs, median_ms, mean_ms, std_ms, min_ms, p90_ms, init_ms,
-                   conditions_json, started_at, duration_s, graph_mode, exporter_version, degenerate, per_run)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   conditions_json, started_at, duration_s, graph_mode, exporter_version, degenerate, per_run,
+                   batch_size, input_shape, precision, calibration, energy_mj, energy_method)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (campaign_id, dev, aid, model_format, model_digest, "ok" if ok else "failed",
                  failure_kind, failure_message, (n_runs or len(timed)) if ok else None, s.get("median_ms"),
                  s.get("mean_ms"), s.get("std_ms"), s.get("min_ms"), s.get("p90_ms"), init_ms,
                  json.dumps(conditions or {}, default=str), started_at, duration_s, graph_mode, exporter_version,
-                 None if degenerate is None else int(degenerate), int(per_run) if ok else None))
+                 None if degenerate is None else int(degenerate), int(per_run) if ok else None,
+                 int(w["batch_size"]), str(w["input_shape"] or ""), w["precision"], w["calibration"], energy_mj,
+                 energy_method if energy_mj is not None else None))
             mid = int(cur.lastrowid)
             db.execute(f"UPDATE measurements SET round = ?, rounds = ?, "
                        f"{', '.join(f'{k} = ?' for k in TRUST_COLUMNS)} WHERE id = ?",
@@ -608,28 +650,39 @@ class Store:
             db.executemany("INSERT INTO runs (measurement_id, warmup, seq, latency_ms, flag, wait_ms) "
                            "VALUES (?, ?, ?, ?, ?, ?)",
                            [(mid, 1, i, v, 0, None) for i, v in enumerate(warm)]
-                           + [(mid, 0, i, v, f, w) for i, (v, f, w) in enumerate(zip(timed, flags, waits))])
+                           + [(mid, 0, i, v, f, wt) for i, (v, f, wt) in enumerate(zip(timed, flags, waits))])
             return mid
 
     @_guarded
-    def measured_keys(self, device: str, space: str) -> set[str]:
-        """Keys of architectures with a successful measurement on ``device`` (what resume skips)."""
+    def measured_keys(self, device: str, space: str, workload: dict | None = None) -> set[str]:
+        """Keys of architectures with a successful measurement on ``device`` at ``workload`` (default: bs1,
+        the space's resolution, fp32; int8 counts only with the same calibration)."""
         rows = self.db.execute(
-            """SELECT DISTINCT a.key FROM measurements m
+            f"""SELECT DISTINCT a.key FROM measurements m
                JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
-               WHERE d.name = ? AND a.space = ? AND m.status = 'ok'""", (device, space))
+               WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND {self._SAME_WORKLOAD}""",
+            (device, space, *self._workload_params(_workload(workload))))
         return {r[0] for r in rows}
 
+    _SAME_WORKLOAD = "m.batch_size = ? AND m.input_shape = ? AND m.precision = ? AND m.calibration IS ?"
+
+    @staticmethod
+    def _workload_params(w: dict) -> tuple:
+        return int(w["batch_size"]), str(w["input_shape"] or ""), w["precision"], w["calibration"]
+
     @_guarded
-    def measured_versions(self, device: str, space: str, graph_mode: str) -> dict[str, int]:
+    def measured_versions(self, device: str, space: str, graph_mode: str,
+                          workload: dict | None = None) -> dict[str, int]:
         """Key -> exporter version of the latest successful measurement of that architecture on ``device``
-        in ``graph_mode`` (measurements from before graph modes were recorded count for either mode, as
-        exporter version 1). What resume skips, and what it reports as stale."""
+        in ``graph_mode`` at ``workload`` (measurements from before graph modes were recorded count for
+        either mode, as exporter version 1; from before workloads, as the default one). What resume skips,
+        and what it reports as stale."""
         rows = self.db.execute(
-            """SELECT a.key, COALESCE(m.exporter_version, 1) FROM measurements m
+            f"""SELECT a.key, COALESCE(m.exporter_version, 1) FROM measurements m
                JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
                WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND (m.graph_mode = ? OR m.graph_mode IS NULL)
-               ORDER BY m.id""", (device, space, graph_mode))
+                 AND {self._SAME_WORKLOAD}
+               ORDER BY m.id""", (device, space, graph_mode, *self._workload_params(_workload(workload))))
         return {k: v for k, v in rows}
 
     @_guarded
@@ -637,6 +690,7 @@ class Store:
         q = """SELECT m.id, d.name AS device, a.space, a.key, m.status, m.failure_kind, m.failure_message,
                       m.n_runs, m.per_run, m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, m.init_ms,
                       m.model_format, m.model_digest, m.graph_mode, m.exporter_version, m.degenerate,
+                      m.batch_size, m.input_shape, m.precision, m.calibration, m.energy_mj, m.energy_method,
                       m.campaign_id, m.started_at, m.duration_s
                FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
                WHERE (? IS NULL OR d.name = ?) AND (? IS NULL OR a.space = ?) ORDER BY m.id"""
@@ -648,13 +702,29 @@ class Store:
                                (measurement_id, int(warmup)))
         return [r[0] for r in rows]
 
+    _LATEST_OK = """m.status = 'ok' AND m.id = (
+        SELECT MAX(m2.id) FROM measurements m2 WHERE m2.device_id = m.device_id AND m2.arch_id = m.arch_id
+          AND m2.batch_size = m.batch_size AND m2.input_shape = m.input_shape AND m2.precision = m.precision
+          AND m2.status = 'ok')"""
+
+    def _measured_latest(self, space: str, value: str) -> pd.DataFrame:
+        """The latest successful measurement per (device, workload, architecture), with ``value``; the
+        device column names non-default workloads ``device@bs32.fp16`` so they sit apart in analyses."""
+        q = f"""SELECT d.name AS device, m.batch_size, m.input_shape, m.precision, a.key, a.columns_json,
+                       {value} FROM measurements m JOIN devices d ON d.id = m.device_id
+                JOIN architectures a ON a.id = m.arch_id WHERE a.space = ? AND {self._LATEST_OK}"""
+        df = pd.read_sql_query(q, self.db, params=(space,))
+        df["device"] = [measured_name(*r) for r in zip(df.device, df.batch_size, df.input_shape, df.precision)]
+        return df.drop(columns=["batch_size", "input_shape", "precision"])
+
     @_guarded
     def latencies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
         """Long table (device, origin, key, columns_json, latency_ms, graph_mode, exporter_version, degenerate)
         of every device with data in ``space``.
 
         Measured devices give the median over rounds of each round's latest successful visit (one round:
-        the latest measurement's median; reference-normalised where a paired reference ran, see
+        the latest measurement's median; per workload, non-default ones as ``device@bs32.fp16``;
+        reference-normalised where a paired reference ran, see
         :func:`normalized`), with the model's identity (graph mode, exporter version, degenerate); imported
         devices give the imported value (identity columns empty). Both sit side by side in every analysis.
         """
@@ -685,34 +755,49 @@ class Store:
         """The visits that make up each measured architecture's latency: per round, the latest ok one.
 
         Only rounds of the same plan (``rounds``) as the architecture's latest visit count, so a
-        re-measurement with another rounds setting replaces the old one instead of mixing with it.
+        re-measurement with another rounds setting replaces the old one instead of mixing with it. Each
+        workload is its own series: the device column names non-default ones ``device@bs32.fp16``
+        (``device`` selects by either name).
         """
         q = """WITH ok AS (SELECT m.*, COALESCE(m.round, 1) AS rnd, COALESCE(m.rounds, 1) AS plan
                           FROM measurements m WHERE m.status = 'ok'),
-                    last AS (SELECT device_id, arch_id, MAX(id) AS last_id FROM ok GROUP BY device_id, arch_id),
+                    last AS (SELECT device_id, arch_id, batch_size, input_shape, precision, MAX(id) AS last_id
+                             FROM ok GROUP BY device_id, arch_id, batch_size, input_shape, precision),
                     pick AS (SELECT MAX(ok.id) AS id FROM ok JOIN last l ON l.device_id = ok.device_id
-                             AND l.arch_id = ok.arch_id JOIN ok lo ON lo.id = l.last_id
-                             WHERE ok.plan = lo.plan GROUP BY ok.device_id, ok.arch_id, ok.rnd)
-               SELECT m.id, d.name AS device, a.key, a.columns_json, COALESCE(m.round, 1) AS round,
+                             AND l.arch_id = ok.arch_id AND l.batch_size = ok.batch_size
+                             AND l.input_shape = ok.input_shape AND l.precision = ok.precision
+                             JOIN ok lo ON lo.id = l.last_id
+                             WHERE ok.plan = lo.plan
+                             GROUP BY ok.device_id, ok.arch_id, ok.batch_size, ok.input_shape, ok.precision, ok.rnd)
+               SELECT m.id, d.name AS device, m.batch_size, m.input_shape, m.precision, a.key, a.columns_json,
+                      COALESCE(m.round, 1) AS round,
                       COALESCE(m.rounds, 1) AS rounds, m.median_ms, m.ci_low_ms, m.ci_high_ms, m.n_runs,
                       m.n_used, m.n_preempted, m.n_outliers, m.stop_rule, m.suspect, m.started_at, m.duration_s,
                       m.campaign_id, m.ref_median_ms, m.graph_mode, COALESCE(m.exporter_version, 1) AS exporter_version,
                       m.degenerate
                FROM pick JOIN measurements m ON m.id = pick.id JOIN devices d ON d.id = m.device_id
                JOIN architectures a ON a.id = m.arch_id
-               WHERE a.space = ? AND (? IS NULL OR d.name = ?) ORDER BY m.id"""
-        return pd.read_sql_query(q, self.db, params=(space, device, device))
+               WHERE a.space = ? ORDER BY m.id"""
+        df = pd.read_sql_query(q, self.db, params=(space,))
+        raw = df["device"].copy()
+        df["device"] = [measured_name(*r) for r in zip(df.device, df.batch_size, df.input_shape, df.precision)]
+        df = df.drop(columns=["batch_size", "input_shape", "precision"])
+        if device is not None:
+            df = df[(df.device == device) | (raw == device)].reset_index(drop=True)
+        return df
 
-    def measured_rounds(self, device: str, space: str, rounds: int,
-                        graph_mode: str | None = None) -> dict[tuple[str, int], int]:
+    def measured_rounds(self, device: str, space: str, rounds: int, graph_mode: str | None = None,
+                        workload: dict | None = None) -> dict[tuple[str, int], int]:
         """(key, round) -> exporter version of visits already measured under a ``rounds``-round plan (in
-        ``graph_mode``; older rows without a mode count for either): what resume skips."""
+        ``graph_mode``; older rows without a mode count for either; at ``workload``, default bs1 fp32):
+        what resume skips."""
         rows = self.db.execute(
-            """SELECT a.key, COALESCE(m.round, 1), COALESCE(m.exporter_version, 1) FROM measurements m
+            f"""SELECT a.key, COALESCE(m.round, 1), COALESCE(m.exporter_version, 1) FROM measurements m
                JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
                WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND COALESCE(m.rounds, 1) = ?
-                 AND (? IS NULL OR m.graph_mode = ? OR m.graph_mode IS NULL) ORDER BY m.id""",
-            (device, space, rounds, graph_mode, graph_mode))
+                 AND (? IS NULL OR m.graph_mode = ? OR m.graph_mode IS NULL) AND {self._SAME_WORKLOAD}
+               ORDER BY m.id""",
+            (device, space, rounds, graph_mode, graph_mode, *self._workload_params(_workload(workload))))
         return {(r[0], int(r[1])): int(r[2]) for r in rows}
 
     def run_table(self, measurement_id: int) -> pd.DataFrame:
@@ -769,6 +854,15 @@ class Store:
         return pd.read_sql_query("SELECT id, campaign_id, at, kind, detail_json FROM campaign_events "
                                  "WHERE (? IS NULL OR campaign_id = ?) ORDER BY id", self.db,
                                  params=(campaign_id, campaign_id))
+
+    @_guarded
+    def energies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
+        """Long table (device, key, energy_mj, energy_method) of the latest measurements that have energy."""
+        df = self._measured_latest(space, "m.energy_mj, m.energy_method")
+        df = df[df.energy_mj.notna()]
+        if devices:
+            df = df[df.device.isin(devices)]
+        return df.drop(columns=["columns_json"]).reset_index(drop=True)
 
     @_guarded
     def arch_metrics(self, space: str, kind: str | None = None) -> pd.DataFrame:

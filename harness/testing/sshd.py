@@ -120,7 +120,7 @@ class TestSSHServer:
             "policy": {"warmup_runs": 1, "timed_runs": 3, "timeout_seconds": 60},
         }
         for key, value in overrides.items():
-            body[key] = {**body[key], **value} if isinstance(value, dict) else value
+            body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
         return parse_profile(body, f"<{name}>")
 
     def __enter__(self) -> TestSSHServer:

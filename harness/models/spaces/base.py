@@ -60,6 +60,8 @@ class SearchSpace(ABC):
     # tables are then read row by row with from_columns. False: each key column alone names it (nb201's
     # nb201_index and arch_str), and the importer checks that the columns agree.
     composite_key: ClassVar[bool] = False
+    # True when the resolution is part of an architecture's key (OFA spaces): a profile may not override it
+    resolution_in_key: ClassVar[bool] = False
     # False when another space has the same key columns and should claim tables that have them (mbv2 shares
     # ofa_mbv3's); such tables import into this space only with an explicit space (--space).
     detect_from_columns: ClassVar[bool] = True

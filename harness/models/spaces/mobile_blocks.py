@@ -102,6 +102,7 @@ class ElasticMobileSpace(SearchSpace):
     """
 
     key_columns = ("ks", "e", "d", "resolution")
+    resolution_in_key = True
     composite_key = True
     kernel_sizes: ClassVar[tuple[int, ...]] = (3, 5, 7)
     expand_ratios: ClassVar[tuple[int, ...]] = (3, 4, 6)

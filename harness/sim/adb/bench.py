@@ -58,8 +58,8 @@ def bench(req: dict[str, Any]) -> dict[str, Any]:
 
     rss0 = _rss_mb()
     t0 = _now_us()
-    invoke = runner.load({"runtime": "tflite", "model": req["graph"], "threads": req["threads"],
-                          "delegate": req["delegate"], "seed": req.get("seed", 0)})
+    invoke, _ = runner.load({"runtime": "tflite", "model": req["graph"], "threads": req["threads"],
+                             "delegate": req["delegate"], "seed": req.get("seed", 0)})
     init_us = _now_us() - t0
     rss1 = _rss_mb()
     warm = phase(invoke, req["warmup_runs"], req["warmup_min_secs"], req["max_secs"])

@@ -144,6 +144,9 @@ def virtual_files(ident: Identity, thermal: Thermal, busy: threading.Event) -> d
     bat = "/sys/class/power_supply/battery"
     files[f"{bat}/temp"] = lambda: f"{int(thermal.celsius(-1.0) * 10)}\n"  # tenths of a degree
     files[f"{bat}/capacity"] = lambda: "87\n"
+    # µA (negative: discharging, as many phones report) and µV; more current while a model runs
+    files[f"{bat}/current_now"] = lambda: "-1250000\n" if busy.is_set() else "-310000\n"
+    files[f"{bat}/voltage_now"] = lambda: "3870000\n"
     files[f"{bat}/status"] = lambda: "Discharging\n"
     files["/proc/cpuinfo"] = lambda: _cpuinfo(ident)
     files["/proc/version"] = lambda: f"Linux version {ident.kernel} (harness@virtual-phone) #1 SMP PREEMPT\n"

@@ -1,0 +1,259 @@
+"""`harness measure` on several devices or a Ray cluster, and `harness farm join | status`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, CacheOpt, DevicesDirOpt, cli_errors, console, err,
+                                reachable)
+
+app = typer.Typer(help="A device farm on Ray: join hosts with their devices, see what each device is doing.",
+                  no_args_is_help=True)
+
+RayOpt = Annotated[str, typer.Option("--ray", help="'auto' (the cluster this host belongs to) or HOST:PORT.")]
+
+
+def need_ray(what: str) -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        err.print(f"[bold red]error:[/] {what} needs Ray: pip install 'harness[farm]'")
+        raise typer.Exit(2) from None
+
+
+class FarmProgress:
+    """One progress line per device (--each) or per group (--split), and failures as they happen."""
+
+    def __init__(self, progress, mode: str):
+        self.progress, self.mode = progress, mode
+        self.tasks: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
+
+    def _key(self, s) -> str:
+        return s.group if self.mode == "split" and s.group else s.device
+
+    def device_started(self, s, todo: int) -> None:
+        key = self._key(s)
+        console.print(f"[bold]{s.device}[/] on {s.host}: {s.conditions.get('runtime')} "
+                      f"{s.conditions.get('runtime_version') or ''}; {todo} to measure"
+                      + (f" (shared in group {s.group})" if self.mode == "split" else "")
+                      + f", {s.skipped} already in the store", highlight=False)
+        if key not in self.tasks:
+            label = f"group {key}" if self.mode == "split" else key
+            self.tasks[key] = self.progress.add_task(label, total=todo, status="")
+
+    def model_done(self, s, o) -> None:
+        key = self._key(s)
+        self.counts[s.device] = self.counts.get(s.device, 0) + 1
+        if not o.ok:
+            self.progress.console.print(f"[yellow]failed[/] {s.device} {escape(o.arch.key)}: {o.failure_kind}: "
+                                        f"{escape(o.message[:300])}")
+        if self.mode == "split":
+            status = " · ".join(f"{d} {n}" for d, n in sorted(self.counts.items()))
+        else:
+            status = f"ok {s.ok} · failed {s.failed}" + (f" · last {o.median_ms:.3f} ms" if o.ok else "")
+        if key in self.tasks:
+            self.progress.update(self.tasks[key], advance=1, status=status)
+
+    def device_stopped(self, s) -> None:
+        if s.status != "finished":
+            self.progress.console.print(f"[bold red]{s.device} stopped[/] ({s.status}): {escape(s.message)}")
+
+
+def print_farm_summary(summary, store: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{summary.space}: {summary.requested} architectures, --{summary.mode}")
+    for col in ("device", "host", "measured", "failed", "already", "status"):
+        table.add_column(col, justify="right" if col in ("measured", "failed", "already") else "left")
+    for d in summary.devices:
+        colour = "green" if d.status in ("finished", "nothing to do") else "red"
+        status = f"[{colour}]{d.status}[/]" + (f": {escape(d.message[:120])}" if d.message else "")
+        table.add_row(d.device + (f" ({d.group})" if d.group else ""), d.host, str(d.ok), str(d.failed),
+                      str(d.skipped), status)
+    console.print(table)
+    left = {k: v for k, v in summary.left.items() if v}
+    if left:
+        console.print("not measured yet: " + ", ".join(f"{k}: {v}" for k, v in sorted(left.items()))
+                      + f". Rerun the same command to measure what is missing (results are in {store}).")
+    console.print(f"{summary.elapsed_s:.1f} s in all, {summary.startup_s:.1f} s to start the devices", highlight=False)
+
+
+@cli_errors
+def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: str | None, sample, seed: int,
+                     all_archs: bool, arch, arch_file, remeasure: bool, max_failures: int, store: Path,
+                     devices_dir: Path, cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
+                     wait: bool = False, model: list[Path] | None = None, batch_size: int | None = None,
+                     input_shape: str | None = None, precision: str | None = None, rounds: int | None = None):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    from harness.devices.lease import DeviceBusy
+    from harness.devices.registry import ProfileRegistry
+    from harness.farm.engine import run_farm
+    from harness.farm.plan import make_plan
+    from harness.models.cache import ModelCache
+    from harness.models.selection import select
+    from harness.models.spaces import get_space
+    from harness.results.store import Store
+
+    from harness.cli.measure import parse_shape
+
+    registry = ProfileRegistry(devices_dir)
+    profiles = [registry.get(d).with_workload("command line (--batch-size, --input-shape, --precision)",
+                                              batch_size=batch_size, input_shape=parse_shape(input_shape),
+                                              precision=precision) for d in devices]
+    if rounds is not None:  # --rounds: checked against the farm like a profile's policy.rounds
+        profiles = [p.model_copy(update={"policy": p.policy.model_copy(update={"rounds": rounds})})
+                    for p in profiles]
+    if graph is not None:  # a campaign setting, recorded with each campaign's profile
+        from harness.models.passes import check_mode
+
+        profiles = [p.model_copy(update={"graph": check_mode(graph)}) for p in profiles]
+    if model:
+        from harness.errors import HarnessError
+        from harness.models.files import FileSpace, open_model
+
+        if ray_address is not None:
+            raise HarnessError("--model files are measured on this host's devices; leave out --ray (a farm's hosts "
+                               "build the search spaces' models themselves)")
+        if sample is not None or all_archs or arch or arch_file:
+            raise HarnessError("--model measures files; leave out --sample, --all, --arch and --arch-file")
+        sp = FileSpace([open_model(m) for m in model])
+        for p in profiles:
+            sp.check_runtime(p)
+        archs = sp.archs()
+    else:
+        sp = get_space(space)
+        archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
+    command = shlex.join(["harness", *sys.argv[1:]])
+    with ExitStack() as stack:
+        if ray_address is None:  # stand-ins served for this command (ADB serial `virtual`), as for one device
+            profiles = [stack.enter_context(reachable(p)) for p in profiles]
+        st = stack.enter_context(Store(store))
+        plan = make_plan(st, profiles, sp, archs, mode, remeasure, remeasure_stale)  # type: ignore[arg-type]
+        if not any(q.todo for q in plan.queues.values()):
+            console.print(f"all {len(archs)} architectures are already in {store} for "
+                          f"{', '.join(devices)}; nothing to do (--remeasure to measure again).")
+            return None
+        if ray_address is not None:
+            need_ray("--ray")
+            from harness.farm.ray_lanes import connect, ray_lanes
+
+            connect(ray_address)
+            lanes = ray_lanes(plan)
+        else:
+            from harness.farm.local import local_lanes
+
+            lanes = local_lanes(plan, ModelCache(cache_dir))
+        progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                            MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                            TextColumn("{task.fields[status]}"), console=console, transient=False)
+        try:
+            with progress:
+                summary = run_farm(st, plan, lanes, command=command, observer=FarmProgress(progress, mode),
+                                   max_consecutive_failures=max_failures, lease_wait=None if wait else 0.0,
+                                   on_lease_wait=lambda h: err.print(
+                                       f"waiting: {escape(h.device)} is being measured by {escape(h.describe())}",
+                                       highlight=False))
+        except DeviceBusy as e:
+            err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
+            raise typer.Exit(3) from None
+        except KeyboardInterrupt:
+            err.print("\n[yellow]interrupted[/]: every finished model is in the store; rerun the same command to "
+                      "measure the rest.")
+            raise typer.Exit(130) from None
+    print_farm_summary(summary, store)
+    if not summary.finished:
+        stopped = ", ".join(d.device for d in summary.stopped()) or "none"
+        err.print(f"[yellow]not every device finished[/] (stopped: {stopped})")
+        raise typer.Exit(1)
+    return summary
+
+
+@app.command("join")
+@cli_errors
+def join(
+    address: Annotated[Optional[str], typer.Argument(help="HOST:PORT of the farm's Ray head.")] = None,
+    head: Annotated[bool, typer.Option("--head", help="Start the farm's head here instead of joining one.")] = False,
+    port: Annotated[int, typer.Option(help="Port of a new head (--head).")] = 6379,
+    device: Annotated[Optional[list[str]], typer.Option(
+        "--device", "-d", help="Offer only these devices (default: every profile in --devices-dir).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Check the devices and print the `ray start` command only.")] = False,
+    devices_dir: DevicesDirOpt = DEFAULT_DEVICES,
+    cache_dir: CacheOpt = DEFAULT_CACHE,
+) -> None:
+    """Join this host, with the devices attached to it, to a farm (wraps `ray start`).
+
+    Each device in ./devices (or each --device) must answer `harness devices check`; it is offered as the
+    Ray resource device:NAME with its profile digest, so `harness measure --ray ADDRESS --device NAME`
+    runs its models here. Exported models are cached in --cache-dir on this host.
+    """
+    from harness.devices.registry import ProfileRegistry
+    from harness.farm import join as j
+
+    if head and address:
+        err.print("[bold red]error:[/] give either ADDRESS (join a farm) or --head (start one), not both")
+        raise typer.Exit(2)
+    if not head and not address:
+        err.print("[bold red]error:[/] give the head's ADDRESS (HOST:PORT), or --head to start a farm here")
+        raise typer.Exit(2)
+    profiles = j.join_profiles(ProfileRegistry(devices_dir), device)
+    checks = j.check_devices(profiles)
+    for c in checks:
+        mark = "[green]ok[/]" if c.ok else "[bold red]FAILED[/]"
+        console.print(f"{c.profile.name}: {mark} {escape(c.message)}  digest {c.profile.digest()}", highlight=False)
+    bad = [c.profile.name for c in checks if not c.ok]
+    if bad:
+        err.print(f"[bold red]error:[/] {', '.join(bad)} did not answer; fix the device or leave it out with "
+                  "--device, then join again")
+        raise typer.Exit(2)
+    resources, labels = j.node_resources(profiles)
+    args = j.ray_start_args(address, resources, labels, head=head, port=port)
+    if dry_run:
+        console.print(shlex.join(args), highlight=False, markup=False, soft_wrap=True)
+        return
+    need_ray("harness farm join")
+    if address:
+        j.claimed_elsewhere(address, profiles)
+    code = j.run_ray_start(args, cache_dir)
+    if code != 0:
+        err.print(f"[bold red]error:[/] `ray start` failed (exit {code}); see its output above")
+        raise typer.Exit(2)
+    console.print(f"joined with {len(profiles)} device(s): {', '.join(p.name for p in profiles)}. "
+                  "`ray stop` leaves the farm.")
+
+
+@app.command("status")
+@cli_errors
+def status(ray_address: RayOpt = "auto") -> None:
+    """Hosts of the farm, the devices each offers, and what each device is measuring now."""
+    need_ray("harness farm status")
+    from rich.table import Table
+
+    from harness.farm.ray_lanes import connect
+    from harness.farm.status import cluster_status
+
+    connect(ray_address)
+    hosts, devices = cluster_status()
+    t = Table(title="hosts")
+    for col in ("node", "address", "alive", "CPUs", "devices"):
+        t.add_column(col)
+    for h in hosts:
+        t.add_row(h.node, h.address, "yes" if h.alive else "[red]no[/]", f"{h.cpus:g}", ", ".join(h.devices) or "-")
+    console.print(t)
+    t = Table(title="devices")
+    for col in ("device", "host", "state", "measuring", "queued", "done", "per min", "profile digest"):
+        t.add_column(col)
+    fmt = lambda v, f="{}": "-" if v is None else f.format(v)  # noqa: E731
+    for d in devices:
+        t.add_row(d.device, d.host, d.state, escape(d.measuring or "-"), fmt(d.queued), fmt(d.done),
+                  fmt(d.per_minute, "{:.1f}"), d.digest or "-")
+    console.print(t)

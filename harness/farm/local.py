@@ -1,0 +1,105 @@
+"""Lanes on this host: one thread per device, so each device measures one model at a time while the
+devices run side by side. No Ray needed; this is the default for ``measure --device a --device b``."""
+
+from __future__ import annotations
+
+import socket
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from harness.campaign import Measured, measure_model
+from harness.devices.driver import Driver, make_driver
+from harness.devices.profile import Profile
+from harness.farm.engine import Lane
+from harness.models.cache import Artifact, ModelCache
+from harness.models.spaces import Arch, SearchSpace
+
+
+@dataclass(frozen=True)
+class ModelHint:
+    """Where an architecture's model lives in any content-addressed cache (relative path) and what it is;
+    worked out once per architecture by the farm command, so a device whose host already has the file
+    skips building the graph and hashing it again."""
+
+    relpath: str
+    digest: str
+    degenerate: bool
+    graph_mode: str
+
+
+def model_hint(space: SearchSpace, arch: Arch, fmt: str, graph_mode: str) -> ModelHint:
+    from harness.models.passes import is_degenerate
+
+    graph = space.build(arch)
+    path = ModelCache(".").path_for(graph, fmt, graph_mode)
+    return ModelHint(str(path), path.stem, is_degenerate(graph), graph_mode)
+
+
+class DeviceSession:
+    """One device's driver and model cache, shared by the local and the Ray lane (the measuring side)."""
+
+    def __init__(self, profile: Profile, space: SearchSpace, cache: ModelCache, driver: Driver | None = None):
+        self.profile, self.space, self.cache = profile, space, cache
+        self.driver = driver or make_driver(profile)
+        self.measured = 0
+
+    def prepare(self) -> dict:
+        from harness.models.cache import get_format
+
+        get_format(self.profile.runtime.model_format)  # import the exporters now, not during the first model
+        return self.driver.prepare()
+
+    def measure(self, arch: Arch, hint: ModelHint | None = None) -> Measured:
+        fmt, artifact = self.profile.runtime.model_format, None
+        if hint is not None and hint.graph_mode == self.profile.graph:
+            path = self.cache.root / hint.relpath
+            if path.exists():  # content-addressed: the file at this key is this model
+                artifact = Artifact(path, fmt, hint.digest, False, 0.0, graph_mode=hint.graph_mode,
+                                    degenerate=hint.degenerate)
+        m = measure_model(self.driver, self.cache, self.space, arch, self.profile, artifact)
+        self.measured += 1
+        if self.profile.policy.cooldown_seconds:
+            time.sleep(self.profile.policy.cooldown_seconds)
+        return m
+
+    def cleanup(self) -> None:
+        self.driver.cleanup()
+
+
+class LocalLane(Lane):
+    def __init__(self, profile: Profile, space: SearchSpace, cache: ModelCache, driver: Driver | None = None):
+        self.device = profile.name
+        self.host = socket.gethostname()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"device-{profile.name}")
+        self._session = DeviceSession(profile, space, cache, driver)
+        self._closed = False
+
+    def start(self) -> Future:
+        return self._pool.submit(self._session.prepare)
+
+    def submit(self, arch: Arch, queued: int, hint: ModelHint | None = None) -> Future:
+        return self._pool.submit(self._session.measure, arch, hint)
+
+    def close(self, graceful: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if graceful:  # after whatever the device is doing; the command does not wait for a stuck device
+            self._pool.submit(self._cleanup)
+        else:  # Ctrl-C or a fault: abandon the model in flight at once, as a one-device campaign does
+            try:
+                self._session.driver.abort()
+            except Exception:  # noqa: BLE001 - closing must not hide the outcome that made us close
+                pass
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _cleanup(self) -> None:
+        try:
+            self._session.cleanup()
+        except Exception:  # noqa: BLE001 - closing must not hide the outcome that made us close
+            pass
+
+
+def local_lanes(plan, cache: ModelCache) -> dict[str, Lane]:
+    return {name: LocalLane(p, plan.space, cache) for name, p in plan.profiles.items()}

@@ -1,0 +1,128 @@
+"""What each device of a farm command measures.
+
+``each``: every device measures the whole list (one column per device). ``split``: devices that share a
+profile ``group:`` share one queue, so each architecture is measured once per group. Resume is by
+content as for one device: a device (or, under split, any device of the group) that already has a
+successful measurement of an architecture does not measure it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from harness.campaign import plan as campaign_visits
+from harness.devices.profile import Profile
+from harness.errors import FarmError, ProfileError
+from harness.models.spaces import Arch, SearchSpace
+from harness.results.store import Store
+
+Mode = Literal["each", "split"]
+
+
+def farm_profile(profile: Profile) -> Profile:
+    """The profile as the farm measures it: one visit per architecture. The farm hands architectures to
+    whichever device is free, so interleaved rounds, sentinels and gating (which need one device's own
+    ordered loop) are refused when a profile asks for them; the default rounds setting becomes 1."""
+    pol = profile.policy
+    problems = []
+    if pol.rounds > 1 and "rounds" in pol.model_fields_set:
+        problems.append(f"policy.rounds: {pol.rounds} interleaved rounds need one device's own loop; set "
+                        "rounds: 1 (or --rounds 1) for a farm command, or measure this device on its own")
+    if pol.sentinels is not None:
+        problems.append("policy.sentinels: sentinel checks run in one device's own loop; remove them for a farm "
+                        "command, or measure this device on its own")
+    if pol.gate.active:
+        problems.append("policy.gate: gating runs in one device's own loop; remove it for a farm command, or "
+                        "measure this device on its own")
+    if problems:
+        raise ProfileError(f"profile {profile.name} (measure with several devices / --ray / --split)", problems)
+    if pol.rounds == 1:
+        return profile
+    return profile.model_copy(update={"policy": pol.model_copy(update={"rounds": 1})})
+
+
+def campaign_plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
+                  remeasure: bool = False, remeasure_stale: bool = False) -> list[Arch]:
+    """The architectures the device still has to measure (one visit each, see :func:`farm_profile`)."""
+    return [a for a, _ in campaign_visits(store, farm_profile(profile), space, archs, remeasure, remeasure_stale,
+                                          rounds=1)]
+
+
+# connection fields that say where a device is or how to reach it, not what it measures
+WHERE_NOT_WHAT = ("serial", "host", "port", "user", "key_file", "known_hosts", "connect_timeout_s",
+                  "reconnect_attempts", "reconnect_backoff_s", "drop_after")
+
+
+def measuring_digest(profile: Profile) -> str:
+    """What makes two devices interchangeable under --split: everything but their names."""
+    body = {k: v for k, v in profile.as_dict().items() if k not in ("name", "description", "hardware", "group")}
+    conn = dict(body.get("connection", {}))
+    for k in WHERE_NOT_WHAT:
+        conn.pop(k, None)
+    body["connection"] = conn
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Queue:
+    """Architectures waiting for a device (under split: for any device of a group)."""
+
+    name: str
+    devices: list[str]
+    todo: deque[Arch]
+    skipped: int
+
+
+@dataclass
+class FarmPlan:
+    mode: Mode
+    space: SearchSpace
+    archs: list[Arch]
+    profiles: dict[str, Profile]
+    queues: dict[str, Queue]  # queue name -> queue
+    queue_of: dict[str, str] = field(default_factory=dict)  # device -> queue name
+
+
+def make_plan(store: Store, profiles: Sequence[Profile], space: SearchSpace, archs: Sequence[Arch],
+              mode: Mode = "each", remeasure: bool = False, remeasure_stale: bool = False) -> FarmPlan:
+    names = [p.name for p in profiles]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise FarmError(f"--device {dupes[0]} is given twice; a device runs one campaign at a time")
+    if not profiles:
+        raise FarmError("no device given; use --device NAME (repeat it for several devices)")
+    profiles = [farm_profile(p) for p in profiles]
+    plan = FarmPlan(mode, space, list(archs), {p.name: p for p in profiles}, {})
+    if mode == "each":
+        for p in profiles:
+            todo = deque(campaign_plan(store, p, space, archs, remeasure, remeasure_stale))
+            plan.queues[p.name] = Queue(p.name, [p.name], todo, len(archs) - len(todo))
+            plan.queue_of[p.name] = p.name
+        return plan
+    if mode != "split":
+        raise FarmError(f"unknown farm mode {mode!r}; use --each or --split")
+    groups: dict[str, list[Profile]] = {}
+    for p in profiles:
+        if p.group is None:
+            raise FarmError(f"--split shares work within a profile group, but device {p.name!r} has none; "
+                            f"add `group: NAME` to its profile (the same name on each identical device)")
+        groups.setdefault(p.group, []).append(p)
+    for group, members in groups.items():
+        digests = {measuring_digest(p): p.name for p in members}
+        if len(digests) > 1:
+            a, b = list(digests.values())[:2]
+            raise FarmError(f"group {group!r}: devices {a!r} and {b!r} differ in runtime, policy or connection "
+                            "kind, so their latencies are not interchangeable; make their profiles identical "
+                            "(but for name and address) or give them different groups")
+        # to do for the group: what no member has (resume by content, as for one device)
+        missing = [set(campaign_plan(store, p, space, archs, remeasure, remeasure_stale)) for p in members]
+        todo = deque(a for a in archs if all(a in m for m in missing))
+        plan.queues[group] = Queue(group, [p.name for p in members], todo, len(archs) - len(todo))
+        for p in members:
+            plan.queue_of[p.name] = group
+    return plan

@@ -1,0 +1,235 @@
+"""Lanes on a Ray cluster: one actor per device, pinned by the custom resource ``device:NAME`` to the one
+host that offers it (``harness farm join`` advertises it with the profile's digest as a node label).
+
+The actor exports (content-addressed cache on its own host, so each host builds each model once),
+pushes and times; the result travels back and the command's process writes it. Before anything is
+measured, :func:`place` checks that each device is offered by exactly one live host whose profile has
+the same digest as the command's.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import ray
+import ray.exceptions as rex
+
+from harness.devices.profile import Profile, parse_profile
+from harness.errors import FarmError, HarnessError
+from harness.farm.engine import DeviceLost, Lane
+from harness.farm.resources import ACTOR_PREFIX, NAMESPACE, device_resource, digest_label
+from harness.models.cache import ModelCache
+from harness.models.spaces import Arch, get_space
+
+
+def host_cache_dir() -> Path:
+    """Where a host keeps exported models: $HARNESS_CACHE as set when it joined, else the user cache."""
+    env = os.environ.get("HARNESS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "harness" / "models"
+
+
+# --- connecting and placing -----------------------------------------------------------------
+
+def _reachable(address: str, timeout: float = 3.0) -> None:
+    target = address.removeprefix("ray://")
+    parsed = urlparse(f"//{target}")
+    if not parsed.hostname or not parsed.port:
+        raise FarmError(f"--ray {address!r}: expected auto or HOST:PORT of a Ray head (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((parsed.hostname, parsed.port), timeout=timeout).close()
+    except OSError as e:
+        raise FarmError(f"--ray {address}: no Ray head answers there ({e.strerror or e}); start one with "
+                        "`ray start --head` (or `harness farm join --head`) and pass the address it prints") from None
+
+
+def connect(address: str) -> None:
+    """Join the cluster as a driver (idempotent); unknown or dead addresses are a FarmError."""
+    if ray.is_initialized():
+        return
+    if address != "auto":
+        _reachable(address)
+    try:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="warning",
+                 configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        hint = ("no Ray cluster runs on this host; start one with `ray start --head` or pass --ray HOST:PORT"
+                if address == "auto" else "check the address `ray start --head` printed")
+        raise FarmError(f"--ray {address}: cannot connect ({str(e).splitlines()[0]}); {hint}") from None
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str
+    node_id: str
+    host: str
+
+
+def live_nodes() -> list[dict]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def offered_devices(nodes: list[dict]) -> dict[str, list[dict]]:
+    """device name -> the live nodes that offer its resource."""
+    found: dict[str, list[dict]] = {}
+    for n in nodes:
+        for res in n.get("Resources", {}):
+            if res.startswith("device:"):
+                found.setdefault(res[len("device:"):], []).append(n)
+    return found
+
+
+def place(profiles: list[Profile]) -> dict[str, Placement]:
+    """Each device's host, or a FarmError naming what is wrong and how to fix it (before measuring)."""
+    offers = offered_devices(live_nodes())
+    placements: dict[str, Placement] = {}
+    for p in profiles:
+        nodes = offers.get(p.name, [])
+        if not nodes:
+            have = ", ".join(sorted(offers)) or "none"
+            raise FarmError(f"no host of the Ray cluster offers device {p.name!r} (resource "
+                            f"{device_resource(p.name)}); devices offered: {have}. On the host it is attached to, "
+                            f"put {p.name}.yaml in ./devices and run `harness farm join ADDRESS`")
+        if len(nodes) > 1:
+            hosts = ", ".join(sorted(n["NodeManagerAddress"] + " (node " + n["NodeID"][:8] + ")" for n in nodes))
+            raise FarmError(f"two hosts claim device {p.name!r}: {hosts}; a device is attached to one host. "
+                            "Run `ray stop` on the wrong one, or rename the device in its profile")
+        node = nodes[0]
+        theirs = node.get("Labels", {}).get(digest_label(p.name))
+        where = f"{node['NodeManagerAddress']} (node {node['NodeID'][:8]})"
+        if theirs is None:
+            raise FarmError(f"host {where} offers device {p.name!r} but not its profile digest; join hosts with "
+                            "`harness farm join ADDRESS` so the profiles can be compared")
+        if theirs != p.digest():
+            raise FarmError(f"device {p.name!r}: the profile on host {where} (digest {theirs}) differs from this "
+                            f"command's (digest {p.digest()}); copy the same {p.name}.yaml to both and rejoin "
+                            "the host (`ray stop`, then `harness farm join ADDRESS`)")
+        placements[p.name] = Placement(p.name, node["NodeID"], f"{node['NodeManagerAddress']}/{node['NodeID'][:6]}")
+    return placements
+
+
+# --- the actor on the device's host ---------------------------------------------------------
+
+@ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0, concurrency_groups={"status": 1})
+class DeviceWorker:
+    """Owns one device on its host. Measures one model at a time; answers status() while measuring."""
+
+    def __init__(self, profile: dict, space: str):
+        from harness.farm.local import DeviceSession
+
+        self.profile = parse_profile(profile, "the farm command's profile")
+        self.session = DeviceSession(self.profile, get_space(space), ModelCache(host_cache_dir()))
+        self.current: str | None = None
+        self.queued = 0
+        self.done = 0
+        self.started = time.time()
+        self.busy_s = 0.0
+
+    def prepare(self) -> dict:
+        conditions = self.session.prepare()
+        return {**conditions, "farm_host": socket.gethostname(), "farm_node": ray.get_runtime_context().get_node_id()}
+
+    def measure(self, arch: Arch, queued: int, hint=None):
+        self.current, self.queued = arch.key, queued
+        t0 = time.perf_counter()
+        try:
+            return self.session.measure(arch, hint)
+        finally:
+            self.busy_s += time.perf_counter() - t0
+            self.done += 1
+            self.current = None
+
+    @ray.method(concurrency_group="status")
+    def status(self) -> dict:
+        elapsed = max(time.time() - self.started, 1e-9)
+        return {"device": self.profile.name, "host": socket.gethostname(), "measuring": self.current,
+                "queued": self.queued, "done": self.done, "per_minute": 60.0 * self.done / elapsed,
+                "busy": self.busy_s / elapsed}
+
+    def cleanup(self) -> None:
+        self.session.cleanup()
+
+
+_LOST = (rex.RayActorError, rex.NodeDiedError, rex.WorkerCrashedError, rex.ActorUnavailableError,
+         rex.ObjectLostError)
+
+
+def _translate(ray_future: Future, device: str, host: str) -> Future:
+    """A future whose exception is a harness error: DeviceLost when the host or actor went away."""
+    out: Future = Future()
+
+    def done(f: Future) -> None:
+        try:
+            result, error = f.result(), None
+        except _LOST as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            result, error = None, DeviceLost(f"{device}'s host {host} went away ({type(e).__name__}: {first[:200]})")
+        except rex.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            result, error = None, cause if isinstance(cause, HarnessError) else HarnessError(f"{device}: {cause or e}")
+        except BaseException as e:  # noqa: BLE001 - handed to the loop, which stops this lane
+            result, error = None, e if isinstance(e, HarnessError) else HarnessError(f"{device}: {e}")
+        try:
+            out.set_result(result) if error is None else out.set_exception(error)
+        except InvalidStateError:  # the farm gave up on this model already (its host fell silent)
+            pass
+
+    ray_future.add_done_callback(done)
+    return out
+
+
+class RayLane(Lane):
+    depth = 2  # the next model waits on the host while this one runs: the round trip is hidden
+
+    def __init__(self, profile: Profile, space: str, placement: Placement):
+        self.device, self.host = profile.name, placement.host
+        try:
+            self.actor = DeviceWorker.options(name=ACTOR_PREFIX + profile.name, namespace=NAMESPACE,
+                                              resources={device_resource(profile.name): 1}).remote(
+                profile.as_dict(), space)
+        except ValueError as e:
+            raise FarmError(f"device {profile.name!r} is being measured by another farm command "
+                            f"(Ray actor {ACTOR_PREFIX}{profile.name} exists); wait for it or stop it") from e
+        self._closed = False
+
+    def start(self) -> Future:
+        return _translate(self.actor.prepare.remote().future(), self.device, self.host)
+
+    def submit(self, arch: Arch, queued: int, hint=None) -> Future:
+        return _translate(self.actor.measure.remote(arch, queued, hint).future(), self.device, self.host)
+
+    def ping(self) -> Future:
+        return _translate(self.actor.status.remote().future(), self.device, self.host)
+
+    def close(self, graceful: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if graceful:
+            try:
+                ray.wait([self.actor.cleanup.remote()], timeout=5)
+            except Exception:  # noqa: BLE001 - the host may be gone already
+                pass
+        try:
+            ray.kill(self.actor, no_restart=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def ray_lanes(plan) -> dict[str, Lane]:
+    """Place every device, then start its actor; nothing is measured if any device cannot be placed."""
+    placements = place(list(plan.profiles.values()))
+    lanes: dict[str, Lane] = {}
+    try:
+        for name, p in plan.profiles.items():
+            lanes[name] = RayLane(p, plan.space.name, placements[name])
+    except BaseException:
+        for lane in lanes.values():
+            lane.close()
+        raise
+    return lanes

@@ -1,0 +1,211 @@
+"""The farm on one host (no Ray): several devices at once, --each and --split, faults stop one device only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from harness.devices.driver import make_driver
+from harness.devices.profile import parse_profile
+from harness.errors import FarmError
+from harness.farm.engine import run_farm
+from harness.farm.local import local_lanes
+from harness.farm.plan import make_plan
+from harness.models.cache import ModelCache
+from harness.models.spaces import get_space
+from harness.results.store import Store
+from harness.sim.sleep import latency_ms
+
+SPACE = get_space("nb201")
+QUICK = {"warmup_runs": 0, "timed_runs": 2, "timeout_seconds": 30}
+
+
+def sleep_profile(name: str, group: str | None = None, latency: float = 20.0, **conn):
+    return parse_profile({"name": name, "group": group, "connection": {"kind": "sleep", "latency_ms": latency, **conn},
+                          "runtime": {"name": "onnxruntime"}, "policy": QUICK}, "test profile")
+
+
+def farm(store, profiles, archs, cache_dir, mode="each", **kw):
+    plan = make_plan(store, profiles, SPACE, archs, mode)
+    return run_farm(store, plan, local_lanes(plan, ModelCache(cache_dir)), **kw)
+
+
+def ok_rows(st: Store):
+    m = st.measurements()
+    return m[m.status == "ok"]
+
+
+def test_sleep_device_is_deterministic_and_really_sleeps(cache_dir):
+    p = sleep_profile("s", latency=30.0)
+    art = ModelCache(cache_dir).get(SPACE.build(SPACE.parse("7")), "onnx")
+    d = make_driver(p)
+    d.prepare()
+    t0 = time.perf_counter()
+    r = d.run(d.push(art))
+    wall = time.perf_counter() - t0
+    d.cleanup()
+    expected = latency_ms(art.digest, 30.0, 0.5, 0)
+    assert r.timed_ms == [expected, expected]
+    assert 15.0 <= expected <= 45.0
+    assert wall >= 2 * expected / 1000  # it slept what it reports
+    assert latency_ms(art.digest, 30.0, 0.5, 1) != expected  # another seed, another device
+
+
+def test_each_measures_everything_on_every_device_concurrently(store_path, cache_dir):
+    archs = SPACE.sample(8, 3)
+    profiles = [sleep_profile(f"d{i}", latency=40.0) for i in range(3)]
+    with Store(store_path) as st:
+        t0 = time.perf_counter()
+        s = farm(st, profiles, archs, cache_dir)
+        wall = time.perf_counter() - t0
+        assert s.finished and [d.ok for d in s.devices] == [8, 8, 8]
+        ok = ok_rows(st)
+        assert sorted(ok.groupby("device").key.nunique()) == [8, 8, 8]
+        cache = ModelCache(cache_dir)  # the farm's per-architecture hint names the same file as the cache
+        digests = {a.key: cache.get(SPACE.build(a), "onnx").digest for a in archs}
+        assert all(digests[k] == d for k, d in zip(ok.key, ok.model_digest))
+        serial = sum(m for m in ok.duration_s)  # what one device after another would take
+        assert wall < 0.75 * serial, (wall, serial)  # the devices ran side by side
+        again = farm(st, profiles, SPACE.sample(10, 3), cache_dir)  # resume by content, per device
+        assert [(d.skipped, d.ok) for d in again.devices] == [(8, 2)] * 3
+
+
+def test_split_measures_each_architecture_once_per_group(store_path, cache_dir):
+    archs = SPACE.sample(12, 4)
+    profiles = [sleep_profile(f"g{i}", group="pixel", latency=15.0) for i in range(3)]
+    with Store(store_path) as st:
+        s = farm(st, profiles, archs, cache_dir, mode="split")
+        assert s.finished and sum(d.ok for d in s.devices) == 12
+        ok = ok_rows(st)
+        assert ok.key.value_counts().max() == 1 and set(ok.key) == {a.key for a in archs}
+        assert ok.device.nunique() >= 2  # the list was shared
+        rerun = farm(st, profiles, archs, cache_dir, mode="split")
+        assert all(d.status == "nothing to do" for d in rerun.devices) and rerun.finished
+
+
+def test_a_dropped_device_stops_alone(store_path, cache_dir):
+    archs = SPACE.sample(6, 5)
+    profiles = [sleep_profile("steady"), sleep_profile("flaky", drop_after=2)]
+    with Store(store_path) as st:
+        s = farm(st, profiles, archs, cache_dir)
+        by = {d.device: d for d in s.devices}
+        assert by["steady"].status == "finished" and by["steady"].ok == 6
+        assert by["flaky"].status == "failed" and by["flaky"].ok == 2 and "dropped" in by["flaky"].message
+        assert not s.finished and s.left == {"steady": 0, "flaky": 4}
+        camps = st.campaigns().set_index("device")
+        assert camps.loc["flaky", "status"] == "failed" and camps.loc["steady", "status"] == "finished"
+
+
+def test_split_gives_a_dropped_devices_work_to_the_group(store_path, cache_dir):
+    archs = SPACE.sample(8, 6)
+    profiles = [sleep_profile("a", "g"), sleep_profile("b", "g", drop_after=1)]
+    with Store(store_path) as st:
+        s = farm(st, profiles, archs, cache_dir, mode="split")
+        assert s.left == {"g": 0}
+        ok = ok_rows(st)
+        assert len(ok) == 8 and ok.key.is_unique
+
+
+def test_bad_farm_input_is_refused_before_measuring(store_path):
+    with Store(store_path) as st:
+        with pytest.raises(FarmError, match="given twice"):
+            make_plan(st, [sleep_profile("x"), sleep_profile("x")], SPACE, SPACE.sample(2, 0))
+        with pytest.raises(FarmError, match="group"):
+            make_plan(st, [sleep_profile("x", "g"), sleep_profile("y")], SPACE, SPACE.sample(2, 0), "split")
+        with pytest.raises(FarmError, match="not interchangeable"):
+            make_plan(st, [sleep_profile("x", "g"), sleep_profile("y", "g", latency=99)], SPACE,
+                      SPACE.sample(2, 0), "split")
+        assert st.info()["campaigns"] == 0
+
+
+def test_group_does_not_change_the_profile_digest():
+    assert sleep_profile("x").digest() == sleep_profile("x", group="g").digest()
+
+
+@pytest.mark.slow
+def test_cli_measures_two_devices_with_one_summary(tmp_path, cli_env):
+    devices = tmp_path / "devices"
+    for name in ("cli-a", "cli-b"):
+        (devices / f"{name}.yaml").write_text(yaml.safe_dump(
+            {"name": name, "connection": {"kind": "sleep", "latency_ms": 10, "drop_after": 1 if name == "cli-b" else None},
+             "runtime": {"name": "onnxruntime"}, "policy": QUICK}))
+    p = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "cli-a", "-d", "cli-b", "-d", "virtual-phone",
+                        "--sample", "3"], env=cli_env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 1, p.stderr  # one device stopped
+    assert "cli-a" in p.stdout and "finished" in p.stdout and "cli-b stopped" in p.stdout
+    with Store(cli_env["HARNESS_STORE"]) as st:  # the virtual phone was served for the command, as for one device
+        assert len(st.measurements("virtual-phone").query("status == 'ok'")) == 3
+    assert "not every device finished" in p.stderr and "Traceback" not in p.stderr
+    bad = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "cli-a", "-d", "cli-a", "--sample", "2"],
+                         env=cli_env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "given twice" in bad.stderr
+
+
+def test_join_dry_run_checks_devices_and_prints_ray_start(tmp_path, cli_env):
+    devices = tmp_path / "devices"
+    body = {"name": "jd", "connection": {"kind": "sleep"}, "runtime": {"name": "onnxruntime"}}
+    (devices / "jd.yaml").write_text(yaml.safe_dump(body))
+    p = subprocess.run([sys.executable, "-m", "harness", "farm", "join", "10.0.0.5:6379", "-d", "jd", "--dry-run"],
+                       env=cli_env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    digest = parse_profile(body, "jd").digest()
+    assert "jd: ok" in p.stdout and "start --resources" in p.stdout and '"device:jd": 1.0' in p.stdout
+    assert f"harness.profile/jd={digest}" in p.stdout and "--address 10.0.0.5:6379" in p.stdout
+
+
+def test_report_shows_a_timeline_per_device(store_path, cache_dir, tmp_path):
+    from harness.analysis import api
+
+    with Store(store_path) as st:
+        s = farm(st, [sleep_profile("t1"), sleep_profile("t2", seed=3), sleep_profile("t3", drop_after=2)],
+                 SPACE.sample(5, 7), cache_dir)
+        assert not s.finished
+        out = api.report(st, tmp_path / "r.html", "nb201", png_dir=tmp_path / "png")
+    assert "Campaign timeline per device" in out.read_text()
+    assert (tmp_path / "png" / "timeline.png").stat().st_size > 1000
+
+
+def test_a_device_held_by_another_campaign_is_refused_before_measuring(store_path, cache_dir):
+    from harness.devices.lease import DeviceBusy, DeviceLease, lock_dir_for
+
+    with Store(store_path) as st, DeviceLease("held", lock_dir_for(store_path), command="another campaign"):
+        with pytest.raises(DeviceBusy, match="another campaign"):
+            farm(st, [sleep_profile("free"), sleep_profile("held")], SPACE.sample(2, 0), cache_dir)
+        assert st.info()["measurements"] == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_every_finished_model_and_the_rerun_completes(tmp_path, cli_env, store_path):
+    import signal
+
+    devices = tmp_path / "devices"
+    for name in ("int-a", "int-b"):
+        (devices / f"{name}.yaml").write_text(yaml.safe_dump(
+            {"name": name, "connection": {"kind": "sleep", "latency_ms": 300},
+             "runtime": {"name": "onnxruntime"}, "policy": QUICK}))
+    cmd = [sys.executable, "-m", "harness", "measure", "-d", "int-a", "-d", "int-b", "--sample", "8", "--seed", "2"]
+    proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        if store_path.exists():
+            with Store(store_path) as st:
+                if len(st.measurements()) >= 3:
+                    break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    with Store(store_path) as st:
+        kept = st.measurements()
+        assert 3 <= len(kept) < 16 and (kept.status == "ok").all()
+        assert set(st.campaigns().status) == {"interrupted"}
+    rerun = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    with Store(store_path) as st:
+        m = st.measurements()
+        assert len(m) == 16 and not m.duplicated(["device", "key"]).any()

@@ -1,0 +1,193 @@
+"""GPU, Jetson and energy readers on a fake NVML and recorded sysfs trees; energy through a real campaign;
+`devices check` warnings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.campaign import run_campaign
+from harness.devices import hwprobe
+from harness.devices.profile import parse_profile
+from harness.devices.runner_client import condition_warnings
+from harness.errors import DriverUnavailable
+from harness.models.cache import ModelCache
+from harness.models.spaces import get_space
+from harness.results.export import latency_table
+from harness.results.store import Store
+from harness.sim.nvml import FakeGPU, FakeNVML
+
+TREES = Path(__file__).parent / "data" / "sysfs"
+SPACE = get_space("nb201")
+
+
+def fake_nvml(**gpu) -> FakeNVML:
+    nv = FakeNVML([FakeGPU(**gpu)])
+    nv.nvmlInit()
+    return nv
+
+
+def test_nvml_conditions_from_the_fake():
+    nv = fake_nvml(reasons=0x1)
+    static, dyn = hwprobe.nvml_static(nv), hwprobe.nvml_dynamic(nv)
+    assert static["gpu_name"] == "NVIDIA GeForce GTX 1080 Ti" and static["nvidia_driver"] == "535.104.05"
+    assert static["cuda_driver"] == "12.2" and static["persistence_mode"] is True and static["max_sm_clock_mhz"] == 1911
+    assert dyn["sm_clock_mhz"] == 1480 and dyn["gpu_temperature_c"] == 41 and dyn["gpu_power_w"] == 62.0
+    assert dyn["app_sm_clock_mhz"] is None  # not supported on GeForce: absent, not an error
+    assert dyn["clocks_locked"] is False and dyn["clock_event_reasons"] == ["gpu_idle"]
+    locked = hwprobe.nvml_dynamic(fake_nvml(reasons=0x2 | 0x4))
+    assert locked["clocks_locked"] is True and locked["clock_event_reasons"] == ["user_defined_clocks", "sw_power_cap"]
+
+
+def test_jetson_nano_tree():
+    c = hwprobe.jetson_conditions(str(TREES / "jetson-nano"))
+    assert c["jetson_model"] == "NVIDIA Jetson Nano Developer Kit"
+    assert (c["power_mode_id"], c["power_mode"]) == (1, "5W")
+    assert c["jetson_clocks"] is False and c["gpu_freq_mhz"] == 76.8 and c["gpu_max_freq_mhz"] == 640.0
+    assert c["emc_freq_mhz"] == 1600.0
+    assert hwprobe.jetson_conditions(str(TREES / "x86-rapl")) is None  # not a Jetson
+
+
+def test_jetson_clocks_on_when_every_clock_is_pinned(tmp_path):
+    root = tmp_path / "nano"
+    shutil.copytree(TREES / "jetson-nano", root)
+    (root / "sys/devices/gpu.0/devfreq/57000000.gpu/min_freq").write_text("640000000\n")
+    (root / "sys/devices/system/cpu/cpu0/cpufreq/scaling_min_freq").write_text("918000\n")
+    assert hwprobe.jetson_conditions(str(root))["jetson_clocks"] is True
+
+
+def test_check_warns_about_unlocked_clocks_and_the_power_mode():
+    p = parse_profile({"name": "nano", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                       "policy": {"power_mode": "MAXN"}}, "nano.yaml")
+    nv = fake_nvml(reasons=0x1, persistence=0)
+    gpu = {"nvml": {**hwprobe.nvml_static(nv), **hwprobe.nvml_dynamic(nv)},
+           "jetson": hwprobe.jetson_conditions(str(TREES / "jetson-nano"))}
+    warnings = condition_warnings(p, gpu)
+    assert any("clocks are not locked" in w and "nvidia-smi -lgc" in w for w in warnings)
+    assert any("persistence mode is off" in w for w in warnings)
+    assert any("jetson_clocks is not on" in w for w in warnings)
+    assert any("power mode is 5W" in w and "policy.power_mode is MAXN" in w for w in warnings)
+    nv_ok = fake_nvml(reasons=0x2)
+    assert condition_warnings(p.model_copy(update={"policy": p.policy.model_copy(update={"power_mode": "5W"})}),
+                              {"nvml": {**hwprobe.nvml_static(nv_ok), **hwprobe.nvml_dynamic(nv_ok)}}) == []
+
+
+def test_rapl_counter_with_wrap_around(tmp_path):
+    root = tmp_path / "rapl"
+    shutil.copytree(TREES / "x86-rapl", root)
+    counter = root / "sys/class/powercap/intel-rapl:0/energy_uj"
+    meter = hwprobe.rapl_meter(str(root))
+    assert meter is not None and meter.method == "rapl"
+    meter.start()
+    counter.write_text(str(123456789 + 5_000_000))  # 5 J over 10 inferences
+    assert meter.stop(10) == pytest.approx(500.0)
+    counter.write_text("262143000000")
+    meter.start()
+    counter.write_text("1000000")  # wrapped past max_energy_range_uj
+    assert meter.stop(1) == pytest.approx((262143328850 - 262143000000 + 1000000) / 1000)
+    assert hwprobe.rapl_meter(str(tmp_path / "nothing")) is None
+
+
+def test_nvml_energy_counter_and_power_integration():
+    nv = fake_nvml(power_mw=100_000)
+    meter = hwprobe.energy_meter("nvml", nvml=nv)
+    assert meter.method == "nvml-energy"
+    meter.start()
+    time.sleep(0.2)
+    assert meter.stop(4) == pytest.approx(100_000 * 0.2 / 4, rel=0.3)
+    old = fake_nvml(power_mw=100_000, energy_counter=False)  # pre-Volta: no counter, power is integrated
+    meter = hwprobe.energy_meter("nvml", nvml=old)
+    assert meter.method == "nvml-power"
+    meter.start()
+    time.sleep(0.2)
+    assert meter.stop(2) == pytest.approx(100_000 * 0.2 / 2, rel=0.3)
+
+
+def test_jetson_ina_and_battery_meters():
+    meter = hwprobe.energy_meter("auto", root=str(TREES / "jetson-nano"), nvml=None)
+    if meter.method != "jetson-ina":  # auto prefers NVML; this machine has none, so the rails answer
+        pytest.skip("a real NVML answered first")
+    assert set(hwprobe.ina_rails(str(TREES / "jetson-nano"))) == {"POM_5V_IN", "POM_5V_GPU", "POM_5V_CPU"}
+    meter.start()
+    time.sleep(0.1)
+    assert meter.stop(1) == pytest.approx(2800 * 0.1, rel=0.3)  # the board's input rail, 2.8 W
+    battery = hwprobe.energy_meter("battery", root=str(TREES / "phone-battery"))
+    assert battery.method == "battery-coarse" and battery.read_mw() == pytest.approx(1755.0)
+
+
+@pytest.fixture
+def rapl_tree(tmp_path, monkeypatch):
+    """A RAPL counter that rises 50 W while the test runs, seen by the runner subprocess."""
+    root = tmp_path / "sysfs"
+    shutil.copytree(TREES / "x86-rapl", root)
+    counter = root / "sys/class/powercap/intel-rapl:0/energy_uj"
+    stop = threading.Event()
+
+    def tick():
+        t0, e0 = time.perf_counter(), 123456789
+        while not stop.wait(0.002):
+            tmp = counter.with_suffix(".tmp")
+            tmp.write_text(str(int(e0 + (time.perf_counter() - t0) * 50e6)))  # 50 W = 50e6 µJ/s
+            os.replace(tmp, counter)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HARNESS_SYSFS_ROOT", str(root))
+    yield root
+    stop.set()
+    thread.join()
+
+
+def test_energy_per_inference_is_stored_and_exported(rapl_tree, tmp_path, cache_dir):
+    p = parse_profile({"name": "cpu-energy", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                       "policy": {"warmup_runs": 1, "timed_runs": 20, "min_seconds": 0.2, "energy": "rapl"}}, "<e>")
+    with Store(tmp_path / "s.db") as st:
+        assert run_campaign(st, p, SPACE, SPACE.parse_many(["3", "9"]), cache=ModelCache(cache_dir)).ok == 2
+        m = st.measurements("cpu-energy")
+        df = latency_table(st, "nb201")
+    assert set(m.energy_method) == {"rapl"} and (m.energy_mj > 0).all()
+    # 50 W over the timed runs: energy per inference ~ 50 W x mean latency (the file ticks every 2 ms)
+    for mj, mean_ms in zip(m.energy_mj, m.mean_ms):
+        assert mj == pytest.approx(50 * mean_ms, rel=0.5)
+    assert "cpu-energy_mj" in df.columns and df["cpu-energy_mj"].notna().sum() == 2
+
+
+def test_energy_method_missing_on_the_device_stops_the_campaign(tmp_path, monkeypatch, cache_dir):
+    monkeypatch.setenv("HARNESS_SYSFS_ROOT", str(tmp_path / "empty"))
+    p = parse_profile({"name": "no-energy", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                       "policy": {"warmup_runs": 0, "timed_runs": 1, "energy": "rapl"}}, "<e>")
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(DriverUnavailable, match="policy.energy: rapl is not available"):
+            run_campaign(st, p, SPACE, SPACE.sample(3, 0), cache=ModelCache(cache_dir))
+        assert st.measurements().empty or st.measurements().status.eq("failed").all()
+
+
+def test_phone_battery_energy_on_the_virtual_phone(tmp_path, cache_dir):
+    from harness.devices.registry import ProfileRegistry
+    from harness.sim.adb.server import serving
+
+    p = ProfileRegistry().get("virtual-phone")
+    p = p.model_copy(update={"name": "vphone-energy", "policy": p.policy.model_copy(update={
+        "energy": "battery", "warmup_runs": 1, "timed_runs": 3})})
+    with serving(p) as served, Store(tmp_path / "s.db") as st:
+        assert run_campaign(st, served, SPACE, SPACE.parse_many(["3"]), cache=ModelCache(cache_dir)).ok == 1
+        m = st.measurements("vphone-energy")
+    assert m.energy_method.iloc[0] == "battery-coarse" and m.energy_mj.iloc[0] > 0
+
+
+@pytest.mark.parametrize("connection, runtime, energy, msg", [
+    ({"kind": "adb", "serial": "x:5555"}, {"name": "tflite"}, "rapl", "not readable on a phone"),
+    ({"kind": "local"}, {"name": "trtexec"}, "nvml", "not measured around trtexec yet"),
+])
+def test_energy_methods_the_device_kind_cannot_have_are_refused_up_front(connection, runtime, energy, msg):
+    from harness.devices.preflight import check_workload
+    from harness.errors import ProfileError
+
+    p = parse_profile({"name": "p", "connection": connection, "runtime": runtime, "policy": {"energy": energy}}, "p")
+    with pytest.raises(ProfileError, match=f"policy.energy: .*{msg}"):
+        check_workload(p, SPACE, SPACE.sample(1, 0))

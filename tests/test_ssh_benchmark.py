@@ -1,0 +1,87 @@
+"""benchmark_model over SSH (Raspberry Pi style): the real sshd fixture, a stand-in benchmark_model that prints
+LiteRT's format, and the ADB driver's parser."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.campaign import run_campaign
+from harness.devices.driver import driver_key, make_driver
+from harness.devices.profile import parse_profile
+from harness.devices.registry import ProfileRegistry
+from harness.errors import DeviceError, DriverUnavailable, ProfileError
+from harness.models.cache import ModelCache
+from harness.models.spaces import get_space
+from harness.results.store import Store
+from harness.sim.benchmark_model import install
+from harness.testing.sshd import TestSSHServer, sshd_available
+
+SPACE = get_space("nb201")
+
+
+def test_raspi4_builtin_uses_benchmark_model_over_ssh():
+    p = ProfileRegistry().get("raspi4")
+    assert p.runtime.name == "tflite" and p.connection.benchmark_model
+    assert driver_key(p) == ("ssh", "tflite:benchmark_model")
+    assert type(make_driver(p)).__name__ == "SSHBenchmarkModelDriver"
+
+
+def test_benchmark_model_needs_tflite():
+    body = {"name": "p", "connection": {"kind": "ssh", "host": "h", "user": "u", "benchmark_model": "/bm"},
+            "runtime": {"name": "onnxruntime"}}
+    with pytest.raises(ProfileError, match="connection.benchmark_model times TFLite models"):
+        parse_profile(body, "p.yaml")
+
+
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    if not sshd_available():
+        pytest.skip("OpenSSH server not installed")
+    with TestSSHServer(tmp_path_factory.mktemp("sshd-bm")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory) -> str:
+    return install(str(tmp_path_factory.mktemp("bm-bin")))
+
+
+def pi_profile(sshd, binary: str, **runtime):
+    return sshd.profile("ssh-bm", connection={"benchmark_model": binary},
+                        runtime={"name": "tflite", "threads": 1, **runtime},
+                        policy={"warmup_runs": 2, "timed_runs": 4, "min_seconds": 0.0})
+
+
+def test_campaign_over_ssh_with_benchmark_model(sshd, binary, tmp_path, cache_dir):
+    p = pi_profile(sshd, binary)
+    with Store(tmp_path / "s.db") as st:
+        s = run_campaign(st, p, SPACE, SPACE.parse_many(["3", "77"]), cache=ModelCache(cache_dir))
+        assert s.ok == 2, s.failures
+        m = st.measurements("ssh-bm")
+        cond = json.loads(st.db.execute("SELECT conditions_json FROM measurements").fetchone()[0])
+        camp = json.loads(st.db.execute("SELECT conditions_json FROM campaigns").fetchone()[0])
+    bm = cond["after"]["benchmark_model"]
+    assert bm["timed"]["count"] == 4 and bm["per_run_latencies"] is False
+    assert m.median_ms.iloc[0] == pytest.approx(bm["timed"]["median_ms"])
+    assert camp["benchmark_model"] == binary and camp["kernel"]
+    assert "cpu_freq_mhz" in cond["before"] and "wall_s" in cond["after"]
+
+
+def test_benchmark_model_failure_is_a_device_error(sshd, binary):
+    with make_driver(pi_profile(sshd, binary, delegate="gpu")) as d:
+        art = ModelCache(sshd.root / "c").get(SPACE.build(SPACE.parse("3")), "tflite")
+        with pytest.raises(DeviceError, match="Failed to apply GPU delegate"):
+            d.run(d.push(art))
+
+
+def test_missing_binary_fails_before_any_model_naming_the_field(sshd, tmp_path):
+    p = pi_profile(sshd, str(tmp_path / "nowhere" / "benchmark_model"))
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(DriverUnavailable, match="connection.benchmark_model: no executable"):
+            run_campaign(st, p, SPACE, SPACE.sample(2, 0), cache=ModelCache(tmp_path / "c"))
+        assert st.measurements().empty
+    assert not make_driver(p).check().ok

@@ -1,0 +1,172 @@
+"""Batch size, input shape and precision: profile fields, checks before the campaign, measurement identity
+(store columns, resume, export columns) and the CLI overrides."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import onnxruntime as ort
+import pytest
+import yaml
+
+from harness.campaign import run_campaign
+from harness.devices.preflight import check_workload
+from harness.devices.profile import parse_profile
+from harness.errors import ProfileError
+from harness.models.cache import ModelCache
+from harness.models.spaces import get_space
+from harness.results.export import latency_table
+from harness.results.store import MIGRATIONS, SCHEMA, Store
+from tests.conftest import write_profile
+
+NB201 = get_space("nb201")
+BASE = {"name": "p", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"}}
+
+
+def profile_with(**workload):
+    return parse_profile({**BASE, "workload": workload}, "p.yaml")
+
+
+def test_workload_defaults_and_labels():
+    p = parse_profile(BASE, "p.yaml")
+    assert (p.workload.batch_size, p.workload.input_shape, p.workload.precision) == (1, None, "fp32")
+    assert p.measured_name == "p" and p.workload.calibration_label() is None
+    q = profile_with(batch_size=32, input_shape=[64, 48], precision="int8", calibration={"samples": 4, "seed": 2})
+    assert q.measured_name == "p@bs32.64x48.int8"
+    assert q.workload.calibration_label() == "random-n4-s2"
+    assert q.digest() != p.digest() and profile_with().digest() == p.digest()
+
+
+@pytest.mark.parametrize("workload, field", [
+    ({"precision": "fp8"}, "workload.precision"),
+    ({"batch_size": 0}, "workload.batch_size"),
+    ({"input_shape": [4, 4]}, "workload.input_shape"),
+    ({"input_shape": [32]}, "workload.input_shape"),
+    ({"batchsize": 2}, "workload.batchsize: unknown field (did you mean 'batch_size'?)"),
+    ({"calibration": {"sample": 2}}, "workload.calibration.sample: unknown field (did you mean 'samples'?)"),
+])
+def test_bad_workload_names_the_field(workload, field):
+    with pytest.raises(ProfileError) as e:
+        profile_with(**workload)
+    assert field in str(e.value)
+
+
+def test_command_line_override_is_validated_and_names_the_flags():
+    p = parse_profile(BASE, "p.yaml")
+    assert p.with_workload(batch_size=8).workload.batch_size == 8
+    assert p.with_workload(batch_size=None) is p
+    with pytest.raises(ProfileError, match=r"--precision.*\n.*workload.precision"):
+        p.with_workload("command line (--batch-size, --precision)", precision="bf16")
+
+
+@pytest.mark.parametrize("space, runtime, workload, field", [
+    ("ofa_mbv3", {"name": "onnxruntime"}, {"input_shape": [160, 160]}, "workload.input_shape: space ofa_mbv3"),
+    ("nb201", {"name": "tflite", "delegate": "gpu"}, {"precision": "int8"}, "runtime.delegate gpu"),
+    ("nb201", {"name": "tflite", "delegate": "hexagon"}, {}, "workload.precision: fp32"),
+    ("nb201", {"name": "onnxruntime", "execution_provider": "CUDAExecutionProvider"}, {"precision": "int8"},
+     "runtime.execution_provider CUDAExecutionProvider"),
+    ("nb201", {"name": "onnxruntime"}, {"batch_size": 4096, "input_shape": [4096, 4096]}, "workload.batch_size"),
+])
+def test_preflight_refuses_what_cannot_run(space, runtime, workload, field):
+    p = parse_profile({**BASE, "runtime": runtime, "workload": workload}, "p.yaml")
+    sp = get_space(space)
+    with pytest.raises(ProfileError) as e:
+        check_workload(p, sp, sp.sample(1, 0))
+    assert field in str(e.value)
+
+
+def test_preflight_accepts_a_new_resolution_where_the_space_allows_it():
+    check_workload(profile_with(input_shape=[64, 64], batch_size=8), NB201, NB201.sample(1, 0))
+
+
+def test_workloads_are_separate_measurements(devices_dir, registry, store_path, cache_dir):
+    write_profile(devices_dir, "wl", {"name": "onnxruntime", "threads": 1},
+                  workload={"batch_size": 2, "input_shape": [40, 40], "precision": "fp16"})
+    write_profile(devices_dir, "wl8", {"name": "tflite", "threads": 1},
+                  workload={"precision": "int8", "calibration": {"samples": 2, "seed": 5}})
+    big, plain, q8 = registry.get("wl"), registry.get("fast-onnx"), registry.get("wl8")
+    archs = NB201.parse_many(["1", "2"])
+    with Store(store_path) as st:
+        cache = ModelCache(cache_dir)
+        assert run_campaign(st, big, NB201, archs, cache=cache).ok == 2
+        assert run_campaign(st, big, NB201, archs, cache=cache).status == "nothing to do"  # resume by workload
+        # same device name, default workload: not measured yet
+        as_default = big.model_copy(update={"workload": plain.workload})
+        assert run_campaign(st, as_default, NB201, archs[:1], cache=cache).ok == 1
+        assert run_campaign(st, q8, NB201, archs[:1], cache=cache).ok == 1
+        changed = q8.with_workload(calibration={"samples": 2, "seed": 6})
+        assert run_campaign(st, changed, NB201, archs[:1], cache=cache).ok == 1  # other calibration, new data
+        m = st.measurements()
+        rows = m[m.device == "wl"]
+        assert sorted(zip(rows.batch_size, rows.input_shape, rows.precision)) == \
+            [(1, "", "fp32"), (2, "40x40", "fp16"), (2, "40x40", "fp16")]
+        assert sorted(m[m.device == "wl8"].calibration) == ["random-n2-s5", "random-n2-s6"]
+        assert m[m.device == "wl"].calibration.isna().all()
+        digest = rows[rows.batch_size == 2].model_digest.iloc[0]
+        df = latency_table(st, "nb201")
+    sess = ort.InferenceSession(str(next(cache_dir.rglob(f"{digest}.onnx"))), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape == [2, 3, 40, 40]
+    assert {"wl_ms", "wl@bs2.40x40.fp16_ms", "wl8@int8_ms"} <= set(df.columns)
+    assert df["wl@bs2.40x40.fp16_ms"].notna().sum() == 2 and df["wl_ms"].notna().sum() == 1
+
+
+def test_stores_of_the_previous_version_get_workload_columns(store_path):
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(store_path)
+    db.executescript(SCHEMA + MIGRATIONS[1] + MIGRATIONS[2] + """
+        INSERT INTO meta VALUES ('schema_version', '3');
+        INSERT INTO devices (id, name, origin, created_at) VALUES (1, 'old', 'measured', 'x');
+        INSERT INTO architectures (id, space, key, columns_json) VALUES (1, 'nb201', 'k', '{}');
+        INSERT INTO campaigns (id, device_id, space, profile_json, profile_digest, harness_version, host, pid,
+            planned, status, started_at) VALUES (1, 1, 'nb201', '{}', 'd', '0', 'h', 1, 1, 'finished', 'x');
+        INSERT INTO measurements (campaign_id, device_id, arch_id, status, n_runs, median_ms, started_at)
+            VALUES (1, 1, 1, 'ok', 1, 2.5, 'x');""")
+    db.close()
+    with Store(store_path) as st:
+        assert st.measured_keys("old", "nb201") == {"k"}  # old rows are the default workload
+        assert st.measured_keys("old", "nb201", {"batch_size": 32}) == set()
+        row = st.measurements().iloc[0]
+        assert (row.batch_size, row.input_shape, row.precision) == (1, "", "fp32")
+
+
+def test_cli_measure_flags(cli_env, tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "harness", "measure", "-d", "fast-tflite", "--arch", "5", "--batch-size", "3",
+           "--precision", "fp16"]
+    r = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "1 measured" in r.stdout
+    bad = subprocess.run(cmd[:-2] + ["--input-shape", "64by64"], env=cli_env, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode != 0 and "--input-shape" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr
+    with Store(cli_env["HARNESS_STORE"]) as st:
+        row = st.measurements().iloc[0]
+    assert (row.batch_size, row.precision) == (3, "fp16")
+
+
+@pytest.mark.parametrize("provider, expect", [
+    ("TensorRTExecutionProvider", "did you mean 'TensorrtExecutionProvider'?"),
+    ("cuda", "onnxruntime names providers like CUDAExecutionProvider"),
+])
+def test_execution_provider_names_are_checked(provider, expect):
+    with pytest.raises(ProfileError) as e:
+        parse_profile({**BASE, "runtime": {"name": "onnxruntime", "execution_provider": provider}}, "p.yaml")
+    assert "runtime.execution_provider" in str(e.value) and expect in str(e.value)
+    ok = parse_profile({**BASE, "runtime": {"name": "onnxruntime", "execution_provider": "FancyNpuExecutionProvider",
+                                            "provider_options": {"device_id": 1}}}, "p.yaml")
+    assert ok.runtime.provider_options == {"device_id": 1}  # others by name
+
+
+def test_model_files_refuse_a_non_default_workload(tmp_path):
+    from harness.models.export_onnx import export_onnx
+    from harness.models.files import FileSpace, open_model
+
+    path = tmp_path / "m.onnx"
+    export_onnx(NB201.build(NB201.parse("3")), str(path))
+    sp = FileSpace([open_model(path)])
+    check_workload(parse_profile(BASE, "p.yaml"), sp, sp.archs())  # as it is: fine
+    with pytest.raises(ProfileError, match="model files are measured as they are"):
+        check_workload(profile_with(batch_size=8), sp, sp.archs())
