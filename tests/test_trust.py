@@ -411,3 +411,43 @@ def test_drift_correction_in_export_uses_the_sentinel_series(cache, store_path):
     err = lambda s: np.median([abs(s[k] / by_key[k] - 1) for k in s.index])  # noqa: E731
     assert err(raw) > 0.15  # most models were measured throttled
     assert err(fixed) < 0.03
+
+
+# --- the farm (several devices): one visit per architecture; rounds/sentinels/gating refused ------
+
+def _sleep_profile(name: str, **policy):
+    return parse_profile({"name": name, "connection": {"kind": "sleep", "latency_ms": 5.0},
+                          "runtime": {"name": "onnxruntime"},
+                          "policy": {"warmup_runs": 0, "timeout_seconds": 30,
+                                     "adaptive": {"min_runs": 6, "max_runs": 8}, **policy}}, "test profile")
+
+
+def test_farm_measures_one_visit_each_and_judges_it(store_path, cache_dir):
+    from harness.farm.engine import run_farm
+    from harness.farm.local import local_lanes
+    from harness.farm.plan import make_plan
+
+    archs = SPACE.sample(3, 5)
+    profiles = [_sleep_profile("f0"), _sleep_profile("f1")]
+    assert profiles[0].policy.rounds == 3  # the default, which the farm measures as one visit
+    with Store(store_path) as st:
+        plan = make_plan(st, profiles, SPACE, archs, "each")
+        run_farm(st, plan, local_lanes(plan, ModelCache(cache_dir)))
+        m = st.measurements()
+        assert len(m[m.status == "ok"]) == 6
+        v = st.visits(SPACE.name)
+        assert set(v["rounds"]) == {1} and set(v["round"]) == {1}
+        assert v["n_used"].notna().all() and v["ci_low_ms"].notna().all()
+        assert len(st.latencies(SPACE.name)) == 6
+        again = make_plan(st, profiles, SPACE, archs, "each")  # resume: nothing left
+        assert all(not q.todo for q in again.queues.values())
+
+
+@pytest.mark.parametrize("policy, field", [({"rounds": 3}, "policy.rounds"),
+                                           ({"sentinels": {"count": 1}}, "policy.sentinels"),
+                                           ({"gate": {"max_loadavg": 4.0}}, "policy.gate")])
+def test_farm_refuses_rounds_sentinels_and_gating_by_name(store_path, policy, field):
+    from harness.farm.plan import make_plan
+
+    with Store(store_path) as st, pytest.raises(ProfileError, match=field):
+        make_plan(st, [_sleep_profile("f0", **policy), _sleep_profile("f1")], SPACE, SPACE.sample(2, 0), "each")
