@@ -366,16 +366,18 @@ def record_measured(store: Store, retry_s: float, campaign_id: int, device: str,
     r = m.result
     est, suspect = assess(m, policy)
     stats = r.summary()
-    stats["median_ms"] = est.median_ms
+    if r.per_run:  # an aggregate (benchmark_model's statistics) is the device's own figure, kept as it is
+        stats["median_ms"] = est.median_ms
     gated = policy.gate.active and m.gate is not None
     return record(
         store, retry_s, campaign_id, device, m.arch, summary=stats, init_ms=r.init_ms,
         timed_ms=r.timed_ms, warmup_ms=r.warmup_ms, per_run=r.per_run, n_runs=r.n_runs,
         conditions={"before": r.conditions_before, "after": r.conditions_after, "neighbours": r.neighbours,
                     **({"gate": m.gate.as_dict()} if gated else {})},  # type: ignore[union-attr]
-        energy_mj=r.energy_mj, energy_method=r.energy_method, run_flags=est.flags, wait_ms=r.wait_ms,
-        extra={"stop_rule": r.stop_rule, "ci_low_ms": est.ci_low_ms, "ci_high_ms": est.ci_high_ms,
-               "n_used": est.n_used, "n_preempted": est.n_preempted, "n_outliers": est.n_outliers,
+        energy_mj=r.energy_mj, energy_method=r.energy_method, run_flags=est.flags if r.per_run else None, wait_ms=r.wait_ms,
+        extra={"stop_rule": r.stop_rule,
+               **({"ci_low_ms": est.ci_low_ms, "ci_high_ms": est.ci_high_ms, "n_used": est.n_used,
+                   "n_preempted": est.n_preempted, "n_outliers": est.n_outliers} if r.per_run else {}),
                "suspect": suspect, "gate_wait_s": m.gate.waited_s if gated else None,  # type: ignore[union-attr]
                "ref_median_ms": _ref_median(r, policy)},
         **fields)
@@ -400,12 +402,13 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
     summary.runs += len(r.timed_ms)
     if suspect:
         summary.suspect += 1
-    rel = est.rel_ci
+    rel = est.rel_ci if r.per_run else None  # an aggregate's CI over runs is not known
     cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
     if (rel is not None and rel > UNSTABLE_REL_CI) or (rel is None and cv >= UNSTABLE_CV):
         summary.unstable.append(m.arch.key)
         summary.unstable_cv[m.arch.key] = cv
-    return ModelOutcome(m.arch, position, total, True, est.median_ms, cv, m.exported, round=m.round_no,
+    median = est.median_ms if r.per_run else stats["median_ms"]
+    return ModelOutcome(m.arch, position, total, True, median, cv, m.exported, round=m.round_no,
                         rel_ci=rel, suspect=suspect)
 
 
