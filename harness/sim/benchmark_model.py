@@ -63,12 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         error(f"Failed to mmap model {graph}")
         error("Benchmarking failed.")
         return 1
-    phases = [(req["warmup_runs"], req["warmup_min_secs"], max_secs, resp["warmup_us"]),
-              (req["num_runs"], req["min_secs"], max_secs, resp["timed_us"])]
-    for line in adb_output.format_results(init_us=resp["init_us"], model_size_bytes=resp["model_size"],
-                                             phases=phases, mem_init_mb=resp.get("mem_init_mb"),
-                                             mem_overall_mb=resp.get("mem_overall_mb"), graph=graph,
-                                             xnnpack=xnnpack):
+    for line in adb_output.answer_lines({**req, "max_secs": max_secs}, resp, graph=graph, xnnpack=xnnpack):
         info(line)
     return 0
 

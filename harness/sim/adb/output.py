@@ -75,3 +75,12 @@ def format_results(*, init_us: int, model_size_bytes: int, phases: list[tuple[in
         lines.append(f"Memory footprint delta from the start of the tool (MB): init={g(mem_init_mb)} "
                      f"overall={g(mem_overall_mb)}")
     return lines
+
+
+def answer_lines(req: dict, resp: dict, *, graph: str, xnnpack: bool) -> list[str]:
+    """The result lines benchmark_model prints for one benchmark worker request and its answer."""
+    phases = [(req["warmup_runs"], req["warmup_min_secs"], req["max_secs"], resp["warmup_us"]),
+              (req["num_runs"], req["min_secs"], req["max_secs"], resp["timed_us"])]
+    return format_results(init_us=resp["init_us"], model_size_bytes=resp["model_size"], phases=phases,
+                          mem_init_mb=resp.get("mem_init_mb"), mem_overall_mb=resp.get("mem_overall_mb"),
+                          graph=graph, xnnpack=xnnpack)
