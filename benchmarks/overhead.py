@@ -1,16 +1,19 @@
-"""Harness overhead: a campaign over N cached NB201 models on local-onnx vs a bare onnxruntime loop.
+"""Harness overhead: a campaign over N cached NB201 models on local-onnx vs a bare onnxruntime loop doing the same runs.
 
-Both do the same work per model (create a session with the profile's options, the same warm-up and
-timed runs with the same threads). The ratio is wall time of the whole campaign (worker start-up,
-conditions, SQLite commits included) over the bare loop's; measured in one run, bare loop timed twice
-(before and after) to expose drift.
+The bare loop replays exactly what the campaign did, visit by visit (from the store): a new session per
+visit with the profile's options, the same warm-up and timed runs, and, where the campaign timed a paired
+reference model before each run, the reference's run too. The ratio is wall time of the whole campaign
+(worker start-up, conditions, gating, statistics, SQLite commits included) over the bare loop's. Measured
+interleaved in one run: campaign, bare replay, campaign again (--remeasure), bare replay of that; the two
+bare replays of the same kind of work are the noise floor.
 
-    python benchmarks/overhead.py [--models 50]
+    python benchmarks/overhead.py [--models 50] [--policy default|fixed] [--sentinels]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -18,57 +21,94 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from harness.campaign import run_campaign
+from harness.campaign import reference_arch, run_campaign
+from harness.devices.profile import parse_profile
 from harness.devices.registry import ProfileRegistry
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
+from harness.paths import WORKSPACE
 from harness.results.store import Store
 
+FIXED = {"warmup_runs": 10, "timed_runs": 50, "preempted_runs": "keep"}
 
-def bare_loop(paths: list[Path], threads: int, warmup: int, runs: int) -> float:
+
+def session(path: Path, threads: int) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def bare_replay(visits: list[tuple[Path, int, int, bool]], ref_path: Path | None, threads: int) -> float:
+    feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+    ref = session(ref_path, threads) if ref_path is not None else None
     t0 = time.perf_counter()
-    for p in paths:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        sess = ort.InferenceSession(str(p), sess_options=so, providers=["CPUExecutionProvider"])
-        x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
-        feeds = {"input": x}
-        for _ in range(warmup):
+    for path, warm, timed, with_ref in visits:
+        sess = session(path, threads)
+        for _ in range(warm):
             sess.run(None, feeds)
-        timed = []
-        for _ in range(runs):
+        out = []
+        for _ in range(timed):
+            if with_ref and ref is not None:
+                s = time.perf_counter_ns()
+                ref.run(None, feeds)
+                out.append(time.perf_counter_ns() - s)
             s = time.perf_counter_ns()
             sess.run(None, feeds)
-            timed.append(time.perf_counter_ns() - s)
-        float(np.median(timed))
+            out.append(time.perf_counter_ns() - s)
+        float(np.median(out))
     return time.perf_counter() - t0
+
+
+def replay_plan(st: Store, campaign_id: int, paths: dict[str, Path]) -> list[tuple[Path, int, int, bool]]:
+    rows = st.db.execute(
+        "SELECT a.key, m.n_runs, (SELECT COUNT(*) FROM runs r WHERE r.measurement_id = m.id AND r.warmup = 1), "
+        "m.ref_median_ms IS NOT NULL FROM measurements m JOIN architectures a ON a.id = m.arch_id "
+        "WHERE m.campaign_id = ? AND m.status = 'ok' ORDER BY m.id", (campaign_id,)).fetchall()
+    return [(paths[k], int(w), int(n), bool(r)) for k, n, w, r in rows]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--policy", choices=("default", "fixed"), default="default")
+    ap.add_argument("--sentinels", action="store_true", help="turn on sentinels and a (never-waiting) gate")
     args = ap.parse_args()
-    profile = ProfileRegistry().get("local-onnx")
-    pol, space = profile.policy, get_space("nb201")
+    base = ProfileRegistry(WORKSPACE.devices).get("local-onnx")
+    body = base.as_dict()
+    if args.policy == "fixed":
+        body["policy"] = {"timeout_seconds": 120, **FIXED}
+    if args.sentinels:
+        body["policy"] = {**body["policy"], "sentinels": {"count": 3, "every": 25, "on_drift": "mark"},
+                          "gate": {"max_loadavg": 1000, "max_wait_s": 5}}
+    profile = parse_profile(body, "<overhead>")
+    space = get_space("nb201")
     archs = space.sample(args.models, args.seed)
+    threads = profile.runtime.threads
     with tempfile.TemporaryDirectory() as tmp:
         cache = ModelCache(Path(tmp) / "cache")
-        paths = [cache.get(space.build(a), "onnx").path for a in archs]  # warm the cache
-        bare1 = bare_loop(paths, profile.runtime.threads, pol.warmup_runs, pol.timed_runs)
+        paths = {a.key: cache.get(space.build(a), "onnx", profile.graph).path for a in archs}
+        ref_path = (cache.get(space.build(reference_arch(space, profile.policy.reference)), "onnx", profile.graph).path
+                    if profile.policy.reference != "none" else None)
+        campaign, bare = [], []
         with Store(Path(tmp) / "h.db") as st:
-            t0 = time.perf_counter()
-            summary = run_campaign(st, profile, space, archs, cache=cache)
-            campaign = time.perf_counter() - t0
-            assert summary.ok == args.models and summary.exported == 0
-        bare2 = bare_loop(paths, profile.runtime.threads, pol.warmup_runs, pol.timed_runs)
-    bare = (bare1 + bare2) / 2
-    print(f"models: {args.models} cached NB201 on local-onnx "
-          f"({profile.runtime.threads} thread, {pol.warmup_runs} warm-up + {pol.timed_runs} timed runs each)")
-    print(f"bare onnxruntime loop: {bare1:.3f} s, {bare2:.3f} s (mean {bare:.3f} s)")
-    print(f"harness campaign:      {campaign:.3f} s (worker start, conditions, store commits included)")
-    print(f"overhead ratio:        {campaign / bare:.3f}x  (goal <= 1.10x)")
-    print(f"per-model overhead:    {(campaign - bare) / args.models * 1e3:.1f} ms")
+            for i in range(2):
+                t0 = time.perf_counter()
+                s = run_campaign(st, profile, space, archs, cache=cache, remeasure=i > 0)
+                campaign.append(time.perf_counter() - t0)
+                assert s.failed == 0
+                bare.append(bare_replay(replay_plan(st, s.campaign_id, paths), ref_path, threads))
+            runs = st.db.execute("SELECT SUM(n_runs) FROM measurements").fetchone()[0] / 2 / len(archs)
+    c, b = sum(campaign), sum(bare)
+    print(f"models: {args.models} cached NB201 on local-onnx, policy {args.policy}"
+          f"{' + sentinels + gate' if args.sentinels else ''} ({threads} thread, {profile.policy.rounds} round(s), "
+          f"{runs:.1f} timed runs per architecture on average)")
+    print(f"harness campaign:      {campaign[0]:.3f} s, {campaign[1]:.3f} s")
+    print(f"bare replay (same runs): {bare[0]:.3f} s, {bare[1]:.3f} s  (noise floor: replays differ by "
+          f"{abs(bare[0] / max(bare[1], 1e-9) - 1):.1%}, for different run counts)")
+    print(f"overhead ratio:        {c / b:.3f}x  (goal <= 1.10x); loadavg {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"per-visit overhead:    {(c - b) / (2 * args.models * profile.policy.rounds) * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,29 @@
-"""Repeatability: two campaigns over the same architectures on one profile; SRCC between them.
+"""Repeatability: pairs of campaigns over the same architectures; SRCC between the two of each pair.
 
-    python benchmarks/repeatability.py [--device local-onnx] [--models 100]
+Policies compared in one interleaved run (A1 B1 A2 B2, so drift of the shared machine falls on both):
+``fixed`` = the classic policy (10 warm-up + 50 timed runs, one pass, median of all runs) and
+``default`` = the profile as shipped (adaptive repeats, paired reference, interleaved rounds, preempted
+runs left out). With ``--hog`` a bounded busy loop pinned to CPU 0 runs during the middle third of each
+*second* campaign (it stops by itself). Device time = summed per-visit durations / architectures.
+
+    python benchmarks/repeatability.py [--device local-onnx] [--models 100] [--hog] [--policies fixed,default]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from scipy.stats import kendalltau, spearmanr
 
 from harness.campaign import run_campaign
+from harness.devices.profile import Profile, parse_profile
 from harness.devices.registry import ProfileRegistry
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
@@ -19,31 +31,73 @@ from harness.paths import WORKSPACE
 from harness.results.export import latency_table
 from harness.results.store import Store
 
+FIXED = {"warmup_runs": 10, "timed_runs": 50, "preempted_runs": "keep"}  # today's policy, exactly
+HOG = "import os, time\nos.sched_setaffinity(0, {0})\nend = time.monotonic() + %f\nwhile time.monotonic() < end: pass\n"
+
+
+def policy(profile: Profile, name: str, label: str) -> Profile:
+    body = profile.as_dict()
+    body["name"] = label
+    if name == "fixed":
+        keep = {k: v for k, v in body["policy"].items() if k in ("timeout_seconds", "input_seed")}
+        body["policy"] = {**keep, **FIXED}
+    elif name != "default":
+        raise SystemExit(f"unknown policy {name!r}; use fixed or default")
+    return parse_profile(body, f"<{label}>")
+
+
+def hog_later(delay: float, duration: float) -> threading.Timer:
+    """A busy loop pinned to CPU 0 from ``delay`` s on, for ``duration`` s; it ends by itself."""
+    def start() -> None:
+        subprocess.Popen([sys.executable, "-c", HOG % duration])
+    t = threading.Timer(delay, start)
+    t.daemon = True
+    t.start()
+    return t
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="local-onnx")
     ap.add_argument("--models", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hog", action="store_true", help="CPU hog on CPU 0 in the middle third of each second campaign")
+    ap.add_argument("--policies", default="fixed,default")
     args = ap.parse_args()
-    profile = ProfileRegistry(WORKSPACE.devices).get(args.device)
+    base = ProfileRegistry(WORKSPACE.devices).get(args.device)
     space = get_space("nb201")
     archs = space.sample(args.models, args.seed)
+    names = args.policies.split(",")
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "h.db") as st:
         cache = ModelCache(Path(tmp) / "cache")
-        runs = []
+        for a in archs:  # export outside the timed campaigns
+            cache.get(space.build(a), base.runtime.model_format, base.graph)
+        elapsed: dict[str, float] = {}
+        device_s: dict[str, list[float]] = {n: [] for n in names}
         for i in (1, 2):
-            p = profile.model_copy(update={"name": f"{profile.name}-run{i}"})
-            s = run_campaign(st, p, space, archs, cache=cache)
-            runs.append(p.name)
-            print(f"campaign {i}: {s.ok} ok, {s.failed} failed, {s.elapsed_s:.1f} s, "
-                  f"{len(s.unstable)} with spread >= 10%")
-        df = latency_table(st, "nb201", runs).dropna()
-    a, b = df[f"{runs[0]}_ms"], df[f"{runs[1]}_ms"]
-    rel = ((a - b).abs() / ((a + b) / 2)).median()
-    print(f"{args.device}: SRCC between the two campaigns = {spearmanr(a, b).statistic:.4f}, "
-          f"Kendall tau = {kendalltau(a, b).statistic:.4f} on {len(df)} architectures; "
-          f"median relative difference {rel:.1%}")
+            for n in names:
+                p = policy(base, n, f"{n}-{i}")
+                if args.hog and i == 2:
+                    third = elapsed[n] / 3
+                    hog_later(third, third)
+                t0 = time.perf_counter()
+                s = run_campaign(st, p, space, archs, cache=cache)
+                elapsed[n] = time.perf_counter() - t0
+                dev = float(st.measurements(p.name).duration_s.sum())
+                device_s[n].append(dev / len(archs))
+                print(f"{n} campaign {i}: {s.ok} visits ok, {s.failed} failed, {elapsed[n]:.1f} s wall, "
+                      f"{dev / len(archs):.3f} s device time per architecture, {s.suspect} suspect visits, "
+                      f"loadavg {os.getloadavg()[0]:.1f}", flush=True)
+        for n in names:
+            df = latency_table(st, "nb201", [f"{n}-1", f"{n}-2"]).dropna()
+            a, b = df[f"{n}-1_ms"], df[f"{n}-2_ms"]
+            rel = ((a - b).abs() / ((a + b) / 2)).median()
+            print(f"{n:8s}: SRCC {spearmanr(a, b).statistic:.4f}, Kendall {kendalltau(a, b).statistic:.4f} on "
+                  f"{len(df)} architectures; median rel. difference {rel:.1%}; device time "
+                  f"{sum(device_s[n]) / 2:.3f} s/arch{' (hog in campaign 2)' if args.hog else ''}")
+    print(f"conditions: {os.cpu_count()} CPUs shared with other jobs; loadavg at start {load0:.1f}, "
+          f"end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A campaign: measure a list of architectures on one device, resumably.
 
-Resume is by content, not by position: an architecture counts as done when the store holds a
-successful measurement of it on that device in the campaign's graph mode, so rerunning the same command after Ctrl-C, a crash,
+Resume is by content, not by position: an (architecture, round) visit counts as done when the store
+holds a successful measurement of it on that device in the campaign's graph mode, so rerunning the same
+command after Ctrl-C, a crash,
 SIGKILL or a dropped device measures only what is missing. Each model's result is committed before
 the next model starts. Failures are recorded with their kind and retried on the next run.
 
@@ -12,6 +13,7 @@ is measured again only with ``remeasure_stale``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,19 +23,29 @@ from harness import interrupts
 from harness.devices.driver import Driver, RunResult, make_driver
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.preflight import check_workload
-from harness.devices.profile import Profile
+from harness.devices.profile import Policy, Profile
 from harness.errors import (ConnectionLost, DriverError, DriverUnavailable, ExportError, FailureKind, HarnessError,
                             StoreError)
+from harness.measure import sentinels
+from harness.measure.clock import Clock, RealClock
+from harness.measure.gating import GateOutcome, wait_until_quiet
+from harness.measure.schedule import plan_visits
+from harness.measure.stats import Estimate, estimate
 from harness.models.cache import EXPORTER_VERSION, Artifact, ModelCache
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store, utcnow
 
 T = TypeVar("T")
 UNSTABLE_CV = 0.10  # pyperf warns when the standard deviation reaches 10% of the mean
+UNSTABLE_REL_CI = 0.05  # a visit whose median is known no better than +-5 % (95 % CI) is unstable
 
 
 class CampaignAborted(HarnessError):
     """Too many consecutive failures: the device is probably broken, so stop instead of burning time."""
+
+
+class DeviceNotQuiet(HarnessError):
+    """The device stayed over the gate's limits for the whole bounded wait and the policy says stop."""
 
 
 @dataclass
@@ -49,6 +61,9 @@ class ModelOutcome:
     exported: bool = False
     failure_kind: str | None = None
     message: str = ""
+    round: int = 1
+    rel_ci: float | None = None
+    suspect: str | None = None
 
 
 @dataclass
@@ -67,6 +82,11 @@ class CampaignSummary:
     status: str = "nothing to do"
     elapsed_s: float = 0.0
     conditions: dict[str, Any] = field(default_factory=dict)
+    runs: int = 0
+    suspect: int = 0
+    gate_wait_s: float = 0.0
+    gate_timeouts: int = 0
+    paused_s: float = 0.0
     graph_mode: str = "prune"
     stale: int = 0  # skipped architectures whose stored measurement is of an older exporter's model
     degenerate: int = 0  # measured models whose output does not depend on the input
@@ -111,16 +131,113 @@ def stale_keys(store: Store, profile: Profile, space: SearchSpace, archs: Sequen
 
 
 def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
-         remeasure: bool = False, remeasure_stale: bool = False) -> list[Arch]:
-    """The architectures still to measure, in the requested order: those without a measurement in the
-    profile's graph mode, plus stale ones when ``remeasure_stale``, or all with ``remeasure``."""
-    if remeasure:
-        return list(archs)
-    versions = store.measured_versions(profile.name, space.name, profile.graph, workload_columns(profile))
+         remeasure: bool = False, remeasure_stale: bool = False,
+         rounds: int | None = None) -> list[tuple[Arch, int]]:
+    """The (architecture, round) visits still to make: rounds in seeded shuffled orders; visits measured in
+    the profile's graph mode and workload are skipped (stale ones too, unless ``remeasure_stale``), none
+    with ``remeasure``."""
+    r = rounds or profile.policy.rounds
+    done: set[tuple[str, int]] = set()
     if hasattr(space, "artifact"):
         remeasure_stale = False  # model files are not exported: never stale
-    return [a for a in archs if a.key not in versions
-            or (remeasure_stale and versions[a.key] < EXPORTER_VERSION)]
+    if not remeasure:
+        versions = store.measured_rounds(profile.name, space.name, r, profile.graph, workload_columns(profile))
+        done = {k for k, v in versions.items() if not (remeasure_stale and v < EXPORTER_VERSION)}
+    return plan_visits(archs, r, profile.policy.round_seed, done)
+
+
+def reference_arch(space: SearchSpace, choice: str) -> Arch:
+    """The paired reference model: ``auto`` = a fixed, cheap-to-mid architecture of the space (by MACs)."""
+    if choice != "auto":
+        return space.parse(choice)
+    pool = sorted(space.sample(31, 0), key=lambda a: (space.build(a).macs(), a.key))
+    return pool[len(pool) // 3]
+
+
+def judge(result: RunResult, policy: Policy) -> tuple[Estimate, str | None]:
+    """The visit's estimate and, when the device was not alone, why the visit is suspect."""
+    est = estimate(result.timed_ms, result.wait_ms, exclude_preempted=policy.preempted_runs == "exclude",
+                   outlier_k=policy.outlier_k)
+    reasons = []
+    n = len(result.timed_ms)
+    if result.wait_ms is not None and est.n_preempted * 2 > n:
+        reasons.append(f"preempted in {est.n_preempted} of {n} runs")
+    nb = result.neighbours or {}
+    if nb.get("wall_s"):
+        cap = nb["wall_s"] * max(1, nb.get("cpus", 1))
+        if nb.get("others_cpu_s", 0) / cap > policy.max_neighbour_cpu:
+            reasons.append(f"other processes used {nb['others_cpu_s'] / cap:.0%} of the CPUs")
+        if nb.get("steal_s", 0) / cap > policy.max_steal:
+            reasons.append(f"hypervisor steal {nb['steal_s'] / cap:.0%}")
+    return est, "; ".join(reasons) or None
+
+
+def _ref_median(result: RunResult, policy: Policy) -> float | None:
+    if not result.reference_ms:
+        return None
+    return estimate(result.reference_ms, result.reference_wait_ms,
+                    exclude_preempted=policy.preempted_runs == "exclude", outlier_k=policy.outlier_k).median_ms
+
+
+class _Sentinels:
+    """Runs the sentinel checks of one campaign (see harness.measure.sentinels)."""
+
+    def __init__(self, store: Store, cid: int, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
+                 cache: ModelCache, driver: Driver, clock: Clock):
+        assert profile.policy.sentinels is not None
+        self.pol, self.policy = profile.policy.sentinels, profile.policy
+        self.store, self.cid, self.profile, self.driver, self.clock = store, cid, profile, driver, clock
+        self.archs = sentinels.choose(space, archs, self.pol)
+        self.refs = {a.key: driver.push(artifact_for(cache, space, a, profile)) for a in self.archs}
+        self.monitor = sentinels.Monitor(self.pol.band)
+        self.window: list[int] = []  # measurement ids since the last good check
+        self.since = 0
+        self.paused_s = 0.0
+
+    def _check(self, done: int, phase: str) -> list[sentinels.Check]:
+        out = []
+        for a in self.archs:
+            est, _ = judge(self.driver.run(self.refs[a.key]), self.policy)
+            c = self.monitor.check(a.key, est.median_ms, est.rel_ci)
+            self.store.record_sentinel(self.cid, self.profile.name, a, models_done=done, median_ms=c.median_ms,
+                                       baseline_ms=c.baseline_ms, in_band=c.in_band, phase=phase)
+            out.append(c)
+        return out
+
+    def start(self) -> None:
+        self._check(0, "baseline")
+
+    def after_model(self, measurement_id: int | None, done: int) -> None:
+        if measurement_id is not None:
+            self.window.append(measurement_id)
+        self.since += 1
+        if self.since < self.pol.every:
+            return
+        self.since = 0
+        checks = self._check(done, "check")
+        bad = [c for c in checks if not c.in_band]
+        if not bad:
+            self.window = []
+            return
+        what = ", ".join(f"{c.key[:24]} {c.deviation:+.1%}" for c in bad)
+        self.store.mark_suspect(self.window, f"sentinel out of band after model {done}: {what}")
+        self.store.record_event(self.cid, "sentinel_drift", {"models_done": done, "marked": len(self.window),
+                                                               "out_of_band": {c.key: c.deviation for c in bad}})
+        self.window = []
+        if self.pol.on_drift != "pause":
+            return
+        t0 = self.clock.now()
+        recovered = False
+        steps = math.ceil(self.pol.max_pause_s / self.pol.pause_step_s)  # bounded on any clock
+        for k in range(steps):
+            self.clock.sleep(min(self.pol.pause_step_s, self.pol.max_pause_s - k * self.pol.pause_step_s))
+            if all(c.in_band for c in self._check(done, "pause")):
+                recovered = True
+                break
+        waited = self.clock.now() - t0
+        self.paused_s += waited
+        self.store.record_event(self.cid, "pause", {"models_done": done, "waited_s": round(waited, 3),
+                                                    "recovered": recovered})
 
 
 def retrying(fn: Callable[[], T], retry_s: float) -> T:
@@ -136,12 +253,12 @@ def retrying(fn: Callable[[], T], retry_s: float) -> T:
         wait = min(wait * 2, 5.0)
 
 
-def record(store: Store, retry_s: float, campaign_id: int, device: str, arch: Arch, **fields: Any) -> None:
+def record(store: Store, retry_s: float, campaign_id: int, device: str, arch: Arch, **fields: Any) -> int:
     """Write one finished measurement, retrying while the store is busy or full; if it still cannot be
     written (or Ctrl-C comes while waiting), keep it beside the store, where the next open adds it, and stop
     the campaign: a finished measurement is never dropped."""
     try:
-        retrying(lambda: store.record_measurement(campaign_id, device, arch, **fields), retry_s)
+        return retrying(lambda: store.record_measurement(campaign_id, device, arch, **fields), retry_s)
     except (StoreError, KeyboardInterrupt) as e:
         kept = store.keep_pending({"campaign_id": campaign_id, "device": device,
                                    "arch": {"space": arch.space, "key": arch.key, "columns": arch.columns},
@@ -167,17 +284,30 @@ class Measured:
     failure_message: str = ""
     degenerate: bool | None = None
     identity: dict[str, Any] = field(default_factory=dict)  # graph mode, exporter version, workload
+    round_no: int = 1  # which visit of a rounds plan (see harness.measure.schedule)
+    rounds: int = 1
+    gate: GateOutcome | None = None  # how long the device took to get quiet before this model
+    assessed: tuple[Estimate, str | None] | None = None  # (estimate, why suspect), once judged
 
     @property
     def ok(self) -> bool:
         return self.failure_kind is None
 
 
+def artifact_for(cache: ModelCache, space: SearchSpace, arch: Arch, profile: Profile) -> Artifact:
+    """The model file to measure: a model file as it is, else the export at the profile's workload (cached)."""
+    if hasattr(space, "artifact"):
+        return space.artifact(arch)  # type: ignore[attr-defined]
+    wl = profile.workload
+    return cache.get(build_graph(space, arch, profile), profile.runtime.model_format, profile.graph,
+                     batch=wl.batch_size, precision=wl.precision, calibration=wl.calibration)
+
+
 def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: Arch, profile: Profile,
-                  artifact: Artifact | None = None) -> Measured:
-    """Export (cached), push and time one model (``artifact``: already at hand). Typed failures become a
-    failed Measured; a lost connection (or a driver that cannot run at all) is raised: the device, not the
-    model, failed."""
+                  artifact: Artifact | None = None, pushed: dict[str, tuple] | None = None) -> Measured:
+    """Export (cached), push and time one model (``artifact``: already at hand; ``pushed``: what earlier
+    rounds pushed, reused since pushing is the slow part on phones). Typed failures become a failed Measured;
+    a lost connection (or a driver that cannot run at all) is raised: the device, not the model, failed."""
     fmt, wl = profile.runtime.model_format, workload_columns(profile)
     started, t0 = utcnow(), time.perf_counter()
     exported, digest, degenerate = False, None, None
@@ -186,20 +316,25 @@ def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: A
                                 else dict(graph_mode=profile.graph, exporter_version=EXPORTER_VERSION))
     identity["workload"] = wl
     try:
-        ref = driver.push_arch(arch)
-        if ref is not None:  # answered by architecture (replay): no model file, no exporter identity
-            identity = dict(graph_mode=None, exporter_version=None, workload=wl)
+        if pushed is not None and arch.key in pushed:  # a later round: on the device already
+            ref, digest, degenerate, identity = pushed[arch.key]
         else:
-            if artifact is None:
-                artifact = space.artifact(arch) if as_files else cache.get(
-                    build_graph(space, arch, profile), fmt, profile.graph, batch=wl["batch_size"],
-                    precision=wl["precision"], calibration=profile.workload.calibration)
-            exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
-            ref = driver.push(artifact)
+            ref = driver.push_arch(arch)
+            if ref is not None:  # answered by architecture (replay): no model file, no exporter identity
+                identity = dict(graph_mode=None, exporter_version=None, workload=wl)
+            else:
+                if artifact is None:
+                    artifact = artifact_for(cache, space, arch, profile)
+                exported, digest, degenerate = artifact.exported, artifact.digest, artifact.degenerate
+                ref = driver.push(artifact)
+            if pushed is not None:
+                pushed[arch.key] = (ref, digest, degenerate, identity)
         result = driver.run(ref)
     except (ConnectionLost, DriverUnavailable):  # nothing else can succeed: stop now
         raise
     except (DriverError, ExportError) as e:
+        if pushed is not None:
+            pushed.pop(arch.key, None)
         kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
         return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, failure_kind=kind,
                         failure_message=str(e), degenerate=degenerate, identity=identity)
@@ -207,69 +342,111 @@ def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: A
                     identity=identity)
 
 
-def record_measured(store: Store, retry_s: float, campaign_id: int, device: str, m: Measured) -> None:
-    """One model's outcome and all its runs, in one transaction (see :func:`record`)."""
+def assess(m: Measured, policy: Policy) -> tuple[Estimate, str | None]:
+    """The successful visit's estimate (preempted runs and outliers flagged) and why it is suspect, if it is."""
+    if m.assessed is None:
+        assert m.result is not None
+        est, suspect = judge(m.result, policy)
+        if m.gate is not None and m.gate.timed_out:
+            suspect = "; ".join(filter(None, [suspect, "device not quiet: " + "; ".join(m.gate.reasons)]))
+        m.assessed = (est, suspect)
+    return m.assessed
+
+
+def record_measured(store: Store, retry_s: float, campaign_id: int, device: str, m: Measured,
+                    policy: Policy | None = None) -> int | None:
+    """One model's outcome and all its runs, in one transaction (see :func:`record`); the measurement's id."""
+    policy = policy or Policy()
     fields: dict[str, Any] = dict(model_format=m.model_format, model_digest=m.model_digest, started_at=m.started_at,
-                                  duration_s=m.duration_s, degenerate=m.degenerate, **m.identity)
+                                  duration_s=m.duration_s, degenerate=m.degenerate, round_no=m.round_no,
+                                  rounds=m.rounds, **m.identity)
     if m.result is None:
-        record(store, retry_s, campaign_id, device, m.arch, failure_kind=m.failure_kind or
-               FailureKind.DEVICE_ERROR.value, failure_message=m.failure_message, **fields)
-        return
+        return record(store, retry_s, campaign_id, device, m.arch, failure_kind=m.failure_kind or
+                      FailureKind.DEVICE_ERROR.value, failure_message=m.failure_message, **fields)
     r = m.result
-    record(store, retry_s, campaign_id, device, m.arch, summary=r.summary(), init_ms=r.init_ms,
-           timed_ms=r.timed_ms, warmup_ms=r.warmup_ms, per_run=r.per_run, n_runs=r.n_runs,
-           conditions={"before": r.conditions_before, "after": r.conditions_after},
-           energy_mj=r.energy_mj, energy_method=r.energy_method, **fields)
+    est, suspect = assess(m, policy)
+    stats = r.summary()
+    if r.per_run:  # an aggregate (benchmark_model's statistics) is the device's own figure, kept as it is
+        stats["median_ms"] = est.median_ms
+    gated = policy.gate.active and m.gate is not None
+    return record(
+        store, retry_s, campaign_id, device, m.arch, summary=stats, init_ms=r.init_ms,
+        timed_ms=r.timed_ms, warmup_ms=r.warmup_ms, per_run=r.per_run, n_runs=r.n_runs,
+        conditions={"before": r.conditions_before, "after": r.conditions_after, "neighbours": r.neighbours,
+                    **({"gate": m.gate.as_dict()} if gated else {})},  # type: ignore[union-attr]
+        energy_mj=r.energy_mj, energy_method=r.energy_method, run_flags=est.flags if r.per_run else None, wait_ms=r.wait_ms,
+        extra={"stop_rule": r.stop_rule,
+               **({"ci_low_ms": est.ci_low_ms, "ci_high_ms": est.ci_high_ms, "n_used": est.n_used,
+                   "n_preempted": est.n_preempted, "n_outliers": est.n_outliers} if r.per_run else {}),
+               "suspect": suspect, "gate_wait_s": m.gate.waited_s if gated else None,  # type: ignore[union-attr]
+               "ref_median_ms": _ref_median(r, policy)},
+        **fields)
 
 
-def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: int) -> ModelOutcome:
+def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: int,
+                  policy: Policy | None = None) -> ModelOutcome:
     """Add one model to the summary's counts and say what the observer hears."""
     if not m.ok:
         kind = m.failure_kind or FailureKind.DEVICE_ERROR.value
         summary.failed += 1
         summary.failures[kind] = summary.failures.get(kind, 0) + 1
         return ModelOutcome(m.arch, position, total, False, exported=m.exported, failure_kind=kind,
-                            message=m.failure_message)
-    stats = m.result.summary()  # type: ignore[union-attr]
+                            message=m.failure_message, round=m.round_no)
+    r = m.result
+    assert r is not None
+    est, suspect = assess(m, policy or Policy())
+    stats = r.summary()
     summary.degenerate += int(bool(m.degenerate))
     summary.ok += 1
     summary.exported += int(m.exported)
+    summary.runs += len(r.timed_ms)
+    if suspect:
+        summary.suspect += 1
+    rel = est.rel_ci if r.per_run else None  # an aggregate's CI over runs is not known
     cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
-    if cv >= UNSTABLE_CV:
+    if (rel is not None and rel > UNSTABLE_REL_CI) or (rel is None and cv >= UNSTABLE_CV):
         summary.unstable.append(m.arch.key)
         summary.unstable_cv[m.arch.key] = cv
-    return ModelOutcome(m.arch, position, total, True, stats["median_ms"], cv, m.exported)
+    median = est.median_ms if r.per_run else stats["median_ms"]
+    return ModelOutcome(m.arch, position, total, True, median, cv, m.exported, round=m.round_no,
+                        rel_ci=rel, suspect=suspect)
 
 
 def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *,
                  cache: ModelCache, command: str = "", remeasure: bool = False, remeasure_stale: bool = False,
                  observer: Observer | None = None, max_consecutive_failures: int = 5,
                  driver: Driver | None = None, write_retry_s: float = 600.0, lease_wait: float | None = 0.0,
-                 on_lease_wait: Callable[[Holder], None] | None = None) -> CampaignSummary:
+                 on_lease_wait: Callable[[Holder], None] | None = None, rounds: int | None = None,
+                 clock: Clock | None = None) -> CampaignSummary:
     """Measure what of ``archs`` the store lacks on the profile's device, holding the device's lease
     (:class:`~harness.devices.lease.DeviceLease`; ``lease_wait`` seconds to wait for another campaign,
-    None: as long as it takes)."""
+    None: as long as it takes). ``rounds`` overrides the profile's; ``clock`` is the lab simulator's."""
+    if rounds is not None:
+        profile = profile.model_copy(update={"policy": profile.policy.model_copy(update={"rounds": rounds})})
     with DeviceLease(profile.name, lock_dir_for(store.path), command=command, wait=lease_wait,
                      on_wait=on_lease_wait):
         return _run(store, profile, space, archs, cache=cache, command=command, remeasure=remeasure,
                     remeasure_stale=remeasure_stale,
                     observer=observer, max_consecutive_failures=max_consecutive_failures, driver=driver,
-                    write_retry_s=write_retry_s)
+                    write_retry_s=write_retry_s, clock=clock or RealClock())
 
 
 def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *, cache: ModelCache,
          command: str, remeasure: bool, remeasure_stale: bool, observer: Observer | None, max_consecutive_failures: int,
-         driver: Driver | None, write_retry_s: float) -> CampaignSummary:
+         driver: Driver | None, write_retry_s: float, clock: Clock) -> CampaignSummary:
     observer = observer or _Silent()
+    pol = profile.policy
     todo = plan(store, profile, space, archs, remeasure, remeasure_stale)
-    summary = CampaignSummary(profile.measured_name, space.name, len(archs), len(archs) - len(todo), graph_mode=profile.graph)
+    pending = {a.key for a, _ in todo}
+    summary = CampaignSummary(profile.measured_name, space.name, len(archs), sum(a.key not in pending for a in archs),
+                              graph_mode=profile.graph)
     if not (remeasure or remeasure_stale):
         summary.stale = len(stale_keys(store, profile, space, archs))
     if not todo:
         return summary
-    check_workload(profile, space, todo)  # bad workload: one clear error before anything starts
+    # bad workload: one clear error before anything starts
+    check_workload(profile, space, list({a.key: a for a, _ in todo}.values()))
     t_start = time.perf_counter()
-    fmt = profile.runtime.model_format
     interrupts.check()
     try:
         summary.campaign_id = cid = retrying(lambda: store.start_campaign(
@@ -287,21 +464,44 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         summary.conditions = driver.prepare()
         retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         observer.started(summary, len(todo))
-        for i, arch in enumerate(todo):
+        watch = _Sentinels(store, cid, profile, space, archs, cache, driver, clock) if pol.sentinels else None
+        if watch:
+            watch.start()
+        refs: dict[str, tuple] = {}  # arch key -> (device ref, digest, degenerate, identity)
+        if pol.reference != "none" and hasattr(driver, "reference") and not hasattr(space, "artifact"):  # drivers with per-run timings
+            ref_arch = reference_arch(space, pol.reference)
+            driver.reference = driver.push(artifact_for(cache, space, ref_arch, profile))  # type: ignore[attr-defined]
+            summary.conditions["reference"] = ref_arch.key
+            store.set_campaign_conditions(cid, summary.conditions)
+        for i, (arch, rnd) in enumerate(todo):
+            gate = wait_until_quiet(pol.gate, driver.state, clock)
+            if gate.waited_s or gate.timed_out:
+                summary.gate_wait_s += gate.waited_s
+                if gate.timed_out:
+                    summary.gate_timeouts += 1
+                    store.record_event(cid, "gate_timeout", {"arch": arch.key, **gate.as_dict()})
+                    if pol.gate.on_timeout == "stop":
+                        raise DeviceNotQuiet(f"{profile.name} did not get under the gate limits within "
+                                             f"{pol.gate.max_wait_s:g} s: {'; '.join(gate.reasons)}")
             interrupts.check()  # a Ctrl-C that some library swallowed still stops the campaign here
-            m = measure_model(driver, cache, space, arch, profile)
-            record_measured(store, write_retry_s, cid, profile.name, m)
-            observer.model_done(count_outcome(summary, m, i + 1, len(todo)), summary)
+            m = measure_model(driver, cache, space, arch, profile, pushed=refs if pol.rounds > 1 else None)
+            m.round_no, m.rounds, m.gate = rnd, pol.rounds, gate
+            mid = record_measured(store, write_retry_s, cid, profile.name, m, pol)
+            observer.model_done(count_outcome(summary, m, i + 1, len(todo), pol), summary)
             if m.ok:
                 consecutive = 0
+                if watch:
+                    watch.after_model(mid, i + 1)
             else:
                 consecutive += 1
                 if consecutive >= max_consecutive_failures:
                     raise CampaignAborted(f"{consecutive} models failed in a row on {profile.name}; "
                                           f"last: {m.failure_kind}: {m.failure_message}")
-            if profile.policy.cooldown_seconds and i + 1 < len(todo):
-                time.sleep(profile.policy.cooldown_seconds)
+            if pol.cooldown_seconds and i + 1 < len(todo):
+                clock.sleep(pol.cooldown_seconds)
         status = "finished"
+        if watch:
+            summary.paused_s = watch.paused_s
     except KeyboardInterrupt:
         status, message = "interrupted", "stopped by the user"
         raise

@@ -82,6 +82,11 @@ def check() -> None:
         raise KeyboardInterrupt
 
 
+def installed() -> bool:
+    """Has this process handed SIGINT to :func:`install` (the `harness` entry point does)?"""
+    return _installed
+
+
 def reset() -> None:
     """Forget counted interrupts (tests; a long-lived process that handled one)."""
     global _count, _pending

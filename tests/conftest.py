@@ -122,6 +122,12 @@ def _invoke_in_process(args: list[str], env: dict) -> subprocess.CompletedProces
 def _no_leftover_ctrl_c():
     """A test that presses Ctrl-C in this process must not leave it counted for a later test's campaign."""
     yield
+    import signal
+
     from harness import interrupts
+    from harness.cli import common
 
     interrupts.reset()
+    common._interrupt_said = False
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

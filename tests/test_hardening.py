@@ -92,6 +92,7 @@ def test_negative_latency_from_runner_is_stored_as_parse_error_not_success(tmp_p
     from harness.models.cache import ModelCache
 
     profile = ProfileRegistry().get("local-onnx")
+    profile = profile.model_copy(update={"policy": profile.policy.model_copy(update={"rounds": 1})})  # one visit
     bad = json.dumps({**GOOD, "timed_ms": [-5.5, -5.5, -5.5]})
     sp = get_space("nb201")
     with Store(tmp_path / "s.db") as st:
@@ -228,6 +229,7 @@ def test_campaign_retries_a_locked_store_and_keeps_the_measurement(tmp_path, cac
     from harness.models.cache import ModelCache
 
     profile = ProfileRegistry().get("local-onnx")
+    profile = profile.model_copy(update={"policy": profile.policy.model_copy(update={"rounds": 1})})  # one visit
     sp = get_space("nb201")
     path = tmp_path / "s.db"
     with Store(path, busy_timeout=0.2) as st:

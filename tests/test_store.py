@@ -63,7 +63,7 @@ def test_measurement_and_runs_are_one_transaction(store_path):
             # duplicate run sequence numbers violate the runs primary key after the measurement row went in
             with st.transaction():
                 mid = record_ok(st, cid, "dev", "5", [1.0, 2.0])
-                st.db.execute("INSERT INTO runs VALUES (?, 0, 0, 1.0)", (mid,))
+                st.db.execute("INSERT INTO runs (measurement_id, warmup, seq, latency_ms) VALUES (?, 0, 0, 1.0)", (mid,))
         assert st.measurements().empty, "the measurement row must roll back with its runs"
         assert st.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
         record_ok(st, cid, "dev", "5", [1.0, 2.0, 3.0])

@@ -142,7 +142,16 @@ def srcc(
         raise HarnessError(f"--layout must be auto, matrix or pairs, not {layout!r}")
     with open_store(store, write=False) as st, working("correlating" + (f" with {ci} bootstrap resamples" if ci else "")):
         wide = analysis.latencies(st, space, device)
+        noise = _noise(st, space, list(wide.columns), ci, seed) if ci and method == "spearman" else {}
         corr = correlate(wide, method=method, n_boot=ci, seed=seed)
+        if noise:  # measured devices: the interval also resamples each model's runs and rounds
+            from harness.measure.confidence import srcc_with_noise
+
+            pairs = srcc_with_noise(wide, noise, ci, seed)
+            if len(pairs):
+                corr.pairs = corr.pairs.drop(columns=["ci_low", "ci_high"]).merge(
+                    pairs[["device_a", "device_b", "ci_low", "ci_high", "noise_resampled"]],
+                    on=["device_a", "device_b"], how="left")
     if as_json:
         records = corr.pairs.assign(low_overlap=corr.pairs.n_common_archs < min_overlap)
         print(json.dumps(records.to_dict(orient="records"), indent=1, default=lambda v: v.item()))
@@ -175,6 +184,57 @@ def srcc(
         console.print(f"[yellow]{plural(len(low), 'pair')} on fewer than {min_overlap} common architectures[/] "
                       f"(n={', '.join(str(v) for v in sorted(set(low.n_common_archs)))}): shown with their n, left "
                       "out of the summary (--min-overlap to change).", highlight=False)
+
+
+def _noise(st, space: str, devices: list[str], n_boot: int, seed: int) -> dict:
+    """Bootstrap draws of each measured device's latencies from its runs and rounds."""
+    from harness.measure.confidence import noise_draws
+
+    measured = set(st.devices().query("origin == 'measured'").name)
+    return {d: noise_draws(st, space, d, n_boot, seed) for d in devices if d in measured}
+
+
+@cli_errors
+def compare(
+    device_a: Annotated[str, typer.Argument(help="A device with data in the space.")],
+    device_b: Annotated[str, typer.Argument(help="Another device.")],
+    space: SpaceOpt = "nb201",
+    ci: Annotated[int, typer.Option("--ci", help="Bootstrap resamples of each measured model's runs.")] = 200,
+    top: Annotated[int, typer.Option(help="List this many real disagreements.")] = 10,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    store: StoreOpt = DEFAULT_STORE,
+) -> None:
+    """Which architecture pairs two devices order differently, and which of those measurement noise explains.
+
+    A pair is *indistinguishable* on a measured device when the 95 % CIs of the two models' latencies
+    (resampled runs and rounds) overlap; flips between such pairs are noise, the rest are real disagreements.
+    """
+    from harness import analysis
+    from harness.measure.confidence import compare as cmp
+    from harness.measure.confidence import model_ci, srcc_with_noise
+    from harness.results.store import open_store
+
+    with open_store(store, write=False) as st:
+        wide = analysis.latencies(st, space, [device_a, device_b])
+        noise = _noise(st, space, [device_a, device_b], ci, seed)
+    cis = {d: model_ci(x) for d, x in noise.items() if not x.empty}
+    r = cmp(wide, device_a, device_b, cis)
+    pair = srcc_with_noise(wide, noise, ci, seed)
+    if len(pair):
+        p = pair.iloc[0]
+        console.print(f"{device_a} vs {device_b}: SRCC {p.srcc:.4f} (95% CI {p.ci_low:.4f}..{p.ci_high:.4f}, runs "
+                      f"resampled for: {p.noise_resampled}) on {r['architectures']} architectures", highlight=False)
+    for d, n in r["indistinguishable"].items():
+        console.print(f"  {d} cannot tell apart {n} of {r['pairs']} pairs (overlapping 95% CIs)", highlight=False)
+    console.print(f"  {r['flipped']} pairs ordered differently: {r['flipped_within_noise']} within measurement "
+                  f"noise, {len(r['real_disagreements'])} real disagreements", highlight=False)
+    if r["real_disagreements"]:
+        table = Table(title=f"largest real disagreements (top {top})")
+        for col in ("architecture 1", "architecture 2", f"{device_a} ms", f"{device_b} ms"):
+            table.add_column(col)
+        for _, k1, k2, a1, a2, b1, b2 in r["real_disagreements"][:top]:
+            table.add_row(escape(k1), escape(k2), f"{a1:.3f} / {a2:.3f}", f"{b1:.3f} / {b2:.3f}")
+        console.print(table)
 
 
 @cli_errors

@@ -114,6 +114,15 @@ _interrupt_said = False
 def say_interrupted(message: str = "[yellow]interrupted[/]; nothing after this point was done.") -> None:
     """Tell the user Ctrl-C was honoured, once per command."""
     global _interrupt_said
+    import signal
+    import threading
+
+    from harness import interrupts
+
+    # exiting now: a second Ctrl-C (the terminal's and `timeout`'s reach the process twice) must not cut the
+    # exit short; only where the command owns the process (the `harness` entry point installed the handler)
+    if interrupts.installed() and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not _interrupt_said:
         _interrupt_said = True
         err.print(message, highlight=False)

@@ -59,6 +59,17 @@ def check(name: str = typer.Argument(..., help="Profile name"),
 
     with reachable(ProfileRegistry(devices_dir).get(name)) as profile, working(f"checking {name}"):
         report = make_driver(profile).check()
+        facts: dict = {}
+        if report.ok:
+            from harness.errors import DriverError
+
+            driver = make_driver(profile)
+            try:
+                facts = driver.stability()
+            except DriverError as e:
+                facts = {"error": str(e)}
+            finally:
+                driver.cleanup()
     mark = "[green]ok[/]" if report.ok else "[bold red]FAILED[/]"
     console.print(f"{esc(name)}: {mark}  reachable={report.reachable}  runtime={report.runtime} "
                   f"version={report.runtime_version or '-'}")
@@ -68,6 +79,21 @@ def check(name: str = typer.Argument(..., help="Profile name"),
         console.print(f"  {escape(report.message)}")
     for w in report.warnings:
         console.print(f"  [yellow]warning:[/] {escape(w)}")
+    if report.ok:
+        from harness.measure.stability import warnings
+
+        if facts.get("error"):
+            console.print(f"  stability: not checkable: {escape(facts['error'])}")
+        elif not facts:
+            console.print("  stability: this driver cannot observe the device's state")
+        else:
+            found = warnings(facts)
+            console.print("  stability: " + ("[green]nothing found that endangers stable timing[/]" if not found
+                                             else f"[yellow]{len(found)} warning(s)[/]"))
+            for w in found:
+                console.print(f"    [yellow]![/] {escape(w)}", highlight=False)
+            for u in facts.get("unavailable") or []:
+                console.print(f"    ? {escape(u)} not available on this device", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
 

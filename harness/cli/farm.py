@@ -91,7 +91,7 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
                      all_archs: bool, arch, arch_file, remeasure: bool, max_failures: int, store: Path,
                      devices_dir: Path, cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
                      wait: bool = False, model: list[Path] | None = None, batch_size: int | None = None,
-                     input_shape: str | None = None, precision: str | None = None):
+                     input_shape: str | None = None, precision: str | None = None, rounds: int | None = None):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
@@ -110,6 +110,9 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
     profiles = [registry.get(d).with_workload("command line (--batch-size, --input-shape, --precision)",
                                               batch_size=batch_size, input_shape=parse_shape(input_shape),
                                               precision=precision) for d in devices]
+    if rounds is not None:  # --rounds: checked against the farm like a profile's policy.rounds
+        profiles = [p.model_copy(update={"policy": p.policy.model_copy(update={"rounds": rounds})})
+                    for p in profiles]
     if graph is not None:  # a campaign setting, recorded with each campaign's profile
         from harness.models.passes import check_mode
 

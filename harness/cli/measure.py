@@ -106,6 +106,12 @@ def print_summary(s: CampaignSummary) -> None:
         console.print("  failures by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(s.failures.items())))
     if s.unstable:
         print_unstable(s)
+    if s.runs:
+        console.print(f"  {s.runs} timed runs; {s.suspect} suspect visit(s) (noisy neighbours, not quiet, or a "
+                      f"sentinel out of band: see `suspect` in the store)"
+                      + (f"; gating waited {s.gate_wait_s:.1f} s" if s.gate_wait_s else "")
+                      + (f", {s.gate_timeouts} time(s) without the device getting quiet" if s.gate_timeouts else "")
+                      + (f"; paused {s.paused_s:.1f} s for sentinels" if s.paused_s else ""), highlight=False)
 
 
 def print_unstable(s: CampaignSummary, show: int = 3) -> None:
@@ -115,8 +121,9 @@ def print_unstable(s: CampaignSummary, show: int = 3) -> None:
     worst = sorted(s.unstable_cv.items(), key=lambda kv: -kv[1])[:show]
     share = len(s.unstable) / max(s.ok, 1)
     names = ", ".join(f"{escape(k)} (CV {100 * cv:.0f} %)" for k, cv in worst)
-    console.print(f"  [yellow]unsteady:[/] {len(s.unstable)} of {s.ok} model(s) varied by >= "
-                  f"{100 * UNSTABLE_CV:.0f} % run to run (std/mean); worst: {names}", highlight=False)
+    console.print(f"  [yellow]unsteady:[/] {len(s.unstable)} of {s.ok} model(s) ended with a 95 % CI of the median "
+                  f"wider than +-5 % (or, without a CI, varied by >= {100 * UNSTABLE_CV:.0f} % run to run); "
+                  f"worst: {names}", highlight=False)
     if share >= 0.5:
         hint = ("most models are affected, so the machine is the likely cause: close other work (load, "
                 "thermal throttling) or raise the profile's warmup_runs / min_seconds")
@@ -145,6 +152,9 @@ def measure(
         help="Model semantics, overriding the profile's 'graph': prune (what a deployment converter exports: "
              "dead code removed, zeros folded, identical ops merged, activations fused) or keep (PyTorch-eager "
              "export: x*0 and dead convs computed, as the PyTorch-exported tables measured).")] = None,
+    rounds: Annotated[Optional[int], typer.Option(
+        min=1, help="Visit every architecture R times, each round in its own seeded shuffled order (overrides "
+                    "the profile's policy.rounds); the latency is the median over rounds.")] = None,
     model: Annotated[Optional[list[Path]], typer.Option(
         "--model", "-m", help="Measure these model files (.onnx or .tflite; repeat) instead of a space's "
         "architectures: stored under space 'file', keyed by name and content hash, resumed like any campaign.")] = None,
@@ -183,12 +193,12 @@ def measure(
                          sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
                          remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir,
                          cache_dir=cache_dir, remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model,
-                         batch_size=batch_size, input_shape=input_shape, precision=precision)
+                         batch_size=batch_size, input_shape=input_shape, precision=precision, rounds=rounds)
         return
     run(device[0], space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
         remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir,
         remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model, batch_size=batch_size,
-        input_shape=input_shape, precision=precision)
+        input_shape=input_shape, precision=precision, rounds=rounds)
 
 
 def parse_shape(text: str | None) -> list[int] | None:
@@ -206,7 +216,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         arch_file: Path | None, remeasure: bool, max_failures: int, store: Path, devices_dir: Path,
         cache_dir: Path, remeasure_stale: bool = False, graph: str | None = None,
         wait: bool = False, model: list[Path] | None = None, batch_size: int | None = None,
-        input_shape: str | None = None, precision: str | None = None) -> CampaignSummary:
+        input_shape: str | None = None, precision: str | None = None, rounds: int | None = None) -> CampaignSummary:
     with working(f"{device}: loading"):  # the imports below take seconds on a busy machine
         from harness import interrupts
         from harness.campaign import run_campaign, workload_columns
@@ -241,7 +251,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
             with progress:
                 summary = run_campaign(st, profile, sp, archs, cache=ModelCache(cache_dir), command=command,
                                        remeasure=remeasure, remeasure_stale=remeasure_stale,
-                                       observer=ProgressObserver(progress, profile.name),
+                                       observer=ProgressObserver(progress, profile.name), rounds=rounds,
                                        max_consecutive_failures=max_failures, lease_wait=None if wait else 0.0,
                                        on_lease_wait=lambda h: err.print(
                                            f"waiting: {escape(h.device)} is being measured by "

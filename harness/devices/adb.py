@@ -550,6 +550,35 @@ class ADBDriver(Driver):
                 result.energy_method = "battery-coarse"
         return result
 
+    def state(self) -> dict[str, Any]:
+        """Temperatures and frequencies now, for device-state gating."""
+        self.prepare()
+        c = self.conditions()
+        temps = dict(c.get("temperatures_c") or {})
+        if c.get("battery_temp_c") is not None:
+            temps["battery"] = c["battery_temp_c"]
+        return {"temperature_c": temps or None, "cpu_freq_mhz": c.get("cpu_freq_mhz") or None}
+
+    def stability(self) -> dict[str, Any]:
+        """Battery, charging, screen and thermal status (dumpsys), governors and temperatures."""
+        from harness.measure import stability as judge
+
+        self.prepare()
+        c = self.conditions()
+        facts: dict[str, Any] = {"kind": "adb", "governors": c.get("governors") or None,
+                                 "battery_temp_c": c.get("battery_temp_c")}
+        for service, parse in (("battery", judge.parse_dumpsys_battery), ("power", judge.parse_dumpsys_power),
+                               ("thermalservice", judge.parse_dumpsys_thermal)):
+            try:
+                rc, out = self.shell(["dumpsys", service], timeout=self.conn.connect_timeout_s, what="dumpsys")
+            except DeviceError:
+                rc, out = 1, ""
+            if rc == 0:
+                facts.update({k: v for k, v in parse(out).items() if v is not None})
+            else:
+                facts.setdefault("unavailable", []).append(f"dumpsys {service}")
+        return facts
+
     def cleanup(self) -> None:
         self._disconnect()
         self._static = None

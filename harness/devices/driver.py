@@ -31,6 +31,11 @@ class RunResult:
     init_ms: float | None = None
     conditions_before: dict[str, Any] = field(default_factory=dict)
     conditions_after: dict[str, Any] = field(default_factory=dict)
+    wait_ms: list[float] | None = None  # per run: time our threads waited for a CPU (None: not observable)
+    stop_rule: str | None = None  # fixed | ci_reached | max_runs | max_seconds
+    neighbours: dict[str, Any] | None = None  # other processes' CPU and steal during the model
+    reference_ms: list[float] | None = None  # the paired reference model, one run before each timed run
+    reference_wait_ms: list[float] | None = None
     energy_mj: float | None = None  # per inference (per batch), when the device exposes energy
     energy_method: str | None = None  # how: nvml-energy, jetson-ina, rapl, battery (coarse)
     per_run: bool = True        # False: timed_ms holds an aggregate, not runs
@@ -104,6 +109,17 @@ class Driver(ABC):
     @abstractmethod
     def run(self, model_ref: str) -> RunResult:
         """Time the model per the profile's policy; raises DriverError subclasses on failure."""
+
+    def stability(self) -> dict[str, Any]:
+        """Facts that endanger stable timing (see harness.measure.stability); {} when not observable."""
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        """Dynamic conditions now (temperature_c, cpu_freq_mhz, loadavg_1m, ...) for device-state gating.
+
+        Drivers that cannot observe the device return {} and gating records "not observable".
+        """
+        return {}
 
     @abstractmethod
     def cleanup(self) -> None:

@@ -21,6 +21,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from harness.errors import ProfileError
+from harness.measure.policy import Adaptive, Gate, Sentinels
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 MAX_PROFILE_BYTES = 64 * 1024  # a profile is a few hundred bytes; anything this big is a mistake or an attack
@@ -160,14 +161,34 @@ class Runtime(_Strict):
 
 
 class Policy(_Strict):
-    """How a model is timed (pyperf / benchmark_model style)."""
+    """How a model is timed (pyperf / benchmark_model style).
+
+    By default a model's runs stop adaptively (``adaptive``) and every architecture is visited in
+    ``rounds`` seeded-shuffled rounds; giving ``timed_runs`` without ``adaptive`` keeps the classic fixed
+    count. Runs during which another process took the CPU are flagged ``preempted`` and, by default,
+    left out of the estimate (they stay in the store).
+    """
 
     warmup_runs: int = Field(10, ge=0, le=100_000)
-    timed_runs: int = Field(50, ge=1, le=1_000_000)
+    timed_runs: int = Field(50, ge=1, le=1_000_000, description="fixed count (when adaptive is off)")
     min_seconds: float = Field(0.0, ge=0, description="keep timing until this long has passed")
     cooldown_seconds: float = Field(0.0, ge=0, description="pause between models (thermal)")
     timeout_seconds: float = Field(120.0, gt=0, description="per-model limit; exceeded = timeout failure")
     input_seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the random inputs")
+    adaptive: Adaptive | None = Field(default_factory=Adaptive,
+                                      description="adaptive stopping; null = fixed timed_runs")
+    rounds: int = Field(3, ge=1, le=1000, description="visits per architecture, in seeded shuffled orders")
+    round_seed: int = 0
+    preempted_runs: Literal["exclude", "keep"] = Field(
+        "exclude", description="runs during which another process had the CPU: left out of the estimate or kept")
+    outlier_k: float = Field(5.0, gt=0, description="runs above median + k*MAD are flagged as outliers")
+    max_neighbour_cpu: float = Field(0.5, gt=0, description="other processes' CPU share that marks a model suspect")
+    max_steal: float = Field(0.05, gt=0, description="hypervisor steal share that marks a model suspect")
+    reference: str = Field("auto", min_length=1, description=(
+        "paired reference model timed before every run, to cancel machine-speed drift: auto (a fixed "
+        "architecture of the space), none, or an architecture key/index"))
+    sentinels: Sentinels | None = None
+    gate: Gate = Field(default_factory=Gate)
     energy: Literal["off", "auto", "nvml", "rapl", "jetson_ina", "battery"] = Field(
         "off", description="measure energy per inference over the timed runs: nvml (NVIDIA GPUs), jetson_ina "
         "(Jetson power rails), rapl (x86 powercap), battery (coarse), auto (the first the device has)")
@@ -176,6 +197,15 @@ class Policy(_Strict):
     include_transfers: bool = Field(False, description="GPU providers: time host->device input and "
                                     "device->host output copies too (default: inputs and outputs stay bound "
                                     "on the device, only inference is timed)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fixed_when_counted(cls, data: Any) -> Any:
+        """A policy that names ``timed_runs`` (or ``min_seconds``) and not ``adaptive`` is a fixed-count one."""
+        if isinstance(data, dict) and "adaptive" not in data and ("timed_runs" in data or "min_seconds" in data):
+            # the classic policy, unchanged: a fixed count, one pass, no paired reference
+            return {"rounds": 1, "reference": "none", **data, "adaptive": None}
+        return data
 
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -332,6 +362,8 @@ def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
             model = Runtime
         elif part == "policy":
             model = Policy
+        elif part in ("adaptive", "sentinels", "gate") and model is Policy:
+            model = {"adaptive": Adaptive, "sentinels": Sentinels, "gate": Gate}[part]
         elif part == "workload":
             model = Workload
         elif part == "calibration" and model is Workload:

@@ -34,6 +34,11 @@ class RunAnswer(_Answer):
     init_ms: Millis | None = None
     conditions_before: dict[str, Any] = Field(default_factory=dict)
     conditions_after: dict[str, Any] = Field(default_factory=dict)
+    wait_ms: list[Millis] | None = None  # per run: time our threads were kept off the CPU
+    stop_rule: Literal["fixed", "ci_reached", "max_runs", "max_seconds"] | None = None
+    neighbours: dict[str, Any] | None = None
+    reference_ms: list[Latency] | None = None
+    reference_wait_ms: list[Millis] | None = None
 
 
 class HelloAnswer(_Answer):

@@ -66,6 +66,15 @@ def frequencies_mhz() -> dict[str, float]:
     return out
 
 
+def max_frequencies_mhz() -> dict[str, float]:
+    out = {}
+    for d in sorted(_CPU.glob("cpu[0-9]*")):
+        f = _read(d / "cpufreq" / "cpuinfo_max_freq")
+        if f and f.isdigit():
+            out[d.name] = int(f) / 1000.0
+    return out
+
+
 def zone_names(zones: list[tuple[str, str | None]]) -> dict[str, str]:
     """(zone folder, its type) -> the zone's name in conditions: its type, with ``#2``, ``#3``... when types
     repeat (boards and phones have several ``cpu-thermal`` or ``tsens`` zones), the folder when untyped.
@@ -307,11 +316,207 @@ def validate(req: dict) -> dict:
     for key in ("delegate", "execution_provider"):
         if req.get(key) is not None and not isinstance(req[key], str):
             raise ValueError(f"{key} must be a string")
-    return dict(req, threads=_bounded(req, "threads", 1, int, 1, 1024),
+    ad = req.get("adaptive")
+    if ad is not None:
+        if not isinstance(ad, dict):
+            raise ValueError("adaptive must be an object")
+        ad = {"target_rel_ci": _bounded(ad, "target_rel_ci", None, float, 1e-9, 1.0),
+              "min_runs": _bounded(ad, "min_runs", None, int, 1, 10_000_000),
+              "max_runs": _bounded(ad, "max_runs", None, int, 1, 10_000_000),
+              "max_seconds": _bounded(ad, "max_seconds", None, float, 1e-6, 86_400.0)}
+        if ad["min_runs"] > ad["max_runs"]:
+            raise ValueError("adaptive.min_runs must not exceed adaptive.max_runs")
+    if req.get("reference") is not None and not isinstance(req["reference"], str):
+        raise ValueError("reference must be a path")
+    return dict(req, adaptive=ad, threads=_bounded(req, "threads", 1, int, 1, 1024),
                 warmup_runs=_bounded(req, "warmup_runs", 0, int, 0, 1_000_000),
                 timed_runs=_bounded(req, "timed_runs", 1, int, 1, 10_000_000),
                 min_seconds=_bounded(req, "min_seconds", 0.0, float, 0.0, 86_400.0),
                 seed=_bounded(req, "seed", 0, int, 0, 2**32 - 1))
+
+
+# --- the stopping rule (kept here because this file runs alone on devices; harness.measure.stats
+# re-exports it, and a test checks it against an independent computation) ---------------------
+
+_RANKS: dict[int, tuple[int, int] | None] = {}
+
+
+def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
+    """0-based order-statistic ranks (lo, hi) of a distribution-free CI for the median of n runs.
+
+    The interval [x_(lo), x_(hi)] covers the true median with probability >= ``confidence`` for any
+    continuous distribution (binomial argument, as in Conover); None when n is too small (n < 6 at 95 %).
+    """
+    key = n if confidence == 0.95 else None
+    if key is not None and key in _RANKS:
+        return _RANKS[key]
+    from math import comb
+
+    total, tail, k = 2 ** n, 0, 0
+    alpha = (1 - confidence) / 2
+    # largest k with P(B <= k - 1) <= alpha, B ~ Binomial(n, 1/2): x_(k) (1-based) is the lower bound
+    while k < n and (tail + comb(n, k)) / total <= alpha:
+        tail += comb(n, k)
+        k += 1
+    out = None if k == 0 else (k - 1, n - k)
+    if key is not None:
+        _RANKS[key] = out
+    return out
+
+
+def median_rel_ci(xs: list[float]) -> float:
+    """Half-width of the 95 % CI of the median as a fraction of the median (inf when undefined)."""
+    ranks = median_ci_ranks(len(xs))
+    if ranks is None:
+        return float("inf")
+    s = sorted(xs)
+    n = len(s)
+    med = (s[(n - 1) // 2] + s[n // 2]) / 2
+    return (s[ranks[1]] - s[ranks[0]]) / 2 / med if med > 0 else float("inf")
+
+
+# --- noisy neighbours: who else used the CPU while we timed ------------------------------------
+
+class WaitProbe:
+    """Time this process's threads were kept off the CPU during a run, from /proc/<tid>/schedstat (ns).
+
+    A run during which our threads waited for a CPU was slowed by another process (or, in a virtual
+    machine, by the hypervisor's steal), not by the model: such runs are flagged ``preempted`` and left
+    out of the estimate (kept raw in the store). With one runtime thread the inference runs on the
+    calling thread, so wall time minus that thread's CPU time counts steal too; with a pool, the
+    threads' run-queue delays are summed.
+    """
+
+    def __init__(self, single_thread: bool) -> None:
+        self.fds: list[int] = []
+        self.single = single_thread
+        try:
+            if single_thread:  # CPU clock of this thread (schedstat's runtime is only updated per tick)
+                self.fds.append(os.open("/proc/thread-self/schedstat", os.O_RDONLY))
+                time.thread_time_ns()
+            else:
+                for tid in os.listdir("/proc/self/task"):
+                    self.fds.append(os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY))
+        except OSError:
+            self.close()
+
+    def __call__(self) -> int | None:
+        """single thread: on-CPU ns of the calling thread; pool: summed run-queue delay ns."""
+        if not self.fds:
+            return None
+        try:
+            if self.single:
+                return time.thread_time_ns()
+            return sum(int(os.pread(fd, 96, 0).split()[1]) for fd in self.fds)
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def off_cpu_ms(self, p0: int, p1: int, wall_ns: int) -> float:
+        return max(0, wall_ns - (p1 - p0)) / 1e6 if self.single else (p1 - p0) / 1e6
+
+    def close(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+
+
+def cpu_times() -> dict[str, float] | None:
+    """Whole-machine busy and steal seconds (/proc/stat) and this process's CPU seconds."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    steal = fields[7] if len(fields) > 7 else 0
+    busy = sum(fields[:8]) - idle - steal
+    t = os.times()
+    return {"busy_s": busy / hz, "steal_s": steal / hz, "self_s": t.user + t.system, "wall_s": time.monotonic()}
+
+
+def neighbours(before: dict | None, after: dict | None) -> dict[str, Any] | None:
+    """Other processes' CPU time and the hypervisor's steal while this model was timed."""
+    if before is None or after is None:
+        return None
+    wall = max(after["wall_s"] - before["wall_s"], 1e-9)
+    others = max(0.0, (after["busy_s"] - before["busy_s"]) - (after["self_s"] - before["self_s"]))
+    steal = max(0.0, after["steal_s"] - before["steal_s"])
+    return {"wall_s": wall, "others_cpu_s": others, "steal_s": steal, "cpus": os.cpu_count() or 1}
+
+
+def _proc_cpu() -> dict[int, tuple[str, float]]:
+    out = {}
+    hz = os.sysconf("SC_CLK_TCK")
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.find("(") + 1:text.rfind(")")]
+        fields = text[text.rfind(")") + 2:].split()
+        out[int(d)] = (name, (int(fields[11]) + int(fields[12])) / hz)
+    return out
+
+
+def _turbo() -> bool | None:
+    no_turbo = _read(_CPU / "intel_pstate" / "no_turbo")
+    if no_turbo is not None:
+        return no_turbo == "0"
+    boost = _read(_CPU / "cpufreq" / "boost")
+    return boost == "1" if boost is not None else None
+
+
+def stability_facts(window_s: float = 0.5) -> dict[str, Any]:
+    """What endangers stable timing here (judged by harness.measure.stability): governor, turbo, load,
+    busy processes and steal over ``window_s``."""
+    facts: dict[str, Any] = {"governors": governors() or None, "turbo": _turbo(), "cpu_count": os.cpu_count(),
+                             "isolated_cpus": _read(_CPU / "isolated")}
+    try:
+        facts["loadavg_1m"] = os.getloadavg()[0]
+    except OSError:
+        facts["loadavg_1m"] = None
+    c0, p0 = cpu_times(), _proc_cpu()
+    time.sleep(window_s)
+    c1, p1 = cpu_times(), _proc_cpu()
+    if c0 and c1:
+        wall = max(c1["wall_s"] - c0["wall_s"], 1e-9) * (os.cpu_count() or 1)
+        facts["steal_share"] = (c1["steal_s"] - c0["steal_s"]) / wall
+    busy = []
+    for pid, (name, t1) in p1.items():
+        if pid == os.getpid() or pid not in p0:
+            continue
+        share = (t1 - p0[pid][1]) / max(window_s, 1e-9)
+        if share >= 0.10:
+            busy.append({"pid": pid, "name": name, "cpu_share": round(share, 3)})
+    facts["busy_processes"] = sorted(busy, key=lambda p: -p["cpu_share"])[:8]
+    return facts
+
+
+_REFERENCES: dict[str, Any] = {}
+
+
+def _reference(req: dict):
+    """The reference model's loaded session (kept for the worker's life: it runs with every model)."""
+    path = req.get("reference")
+    if not path:
+        return None
+    key = json.dumps([path, req["runtime"], req.get("threads"), req.get("options"), req.get("delegate"),
+                      req.get("execution_provider"), req.get("provider_options"), req.get("precision"),
+                      req.get("include_transfers")], sort_keys=True)
+    if key not in _REFERENCES:
+        invoke, _ = load(dict(req, model=path))
+        for _ in range(max(1, int(req.get("warmup_runs", 0)))):
+            invoke()
+        _REFERENCES.clear()
+        _REFERENCES[key] = invoke
+    return _REFERENCES[key]
 
 
 # --- GPU / Jetson conditions and energy (hwprobe.py: beside this file, or its path in the request) --------
@@ -381,23 +586,77 @@ def measure(req: dict) -> dict:
     invoke, session = load(req)
     init_ms = (time.perf_counter() - t0) * 1e3
     clock = time.perf_counter_ns
-    warmup = []
-    for _ in range(int(req.get("warmup_runs", 0))):
-        s = clock()
-        invoke()
-        warmup.append((clock() - s) / 1e6)
-    runs, min_ns = int(req.get("timed_runs", 1)), float(req.get("min_seconds", 0.0)) * 1e9
-    timed = []
-    if meter is not None:
-        meter.start()
-    start = clock()
-    while len(timed) < runs or clock() - start < min_ns:
-        s = clock()
-        invoke()
-        timed.append((clock() - s) / 1e6)
-    out = {"ok": True, "init_ms": init_ms, "warmup_ms": warmup, "timed_ms": timed, "session": session}
+    ref = _reference(req)
+    waits_probe = WaitProbe(int(req.get("threads", 1)) == 1)  # after load: the pool threads exist now
+    cpu0 = cpu_times()
+    try:
+        warmup = []
+        for _ in range(int(req.get("warmup_runs", 0))):
+            s = clock()
+            invoke()
+            warmup.append((clock() - s) / 1e6)
+        timed: list[float] = []
+        waits: list[float] = []
+        clean: list[float] = []
+        ad = req.get("adaptive")
+        if ad is None:
+            runs, min_ns, max_ns, stop = int(req.get("timed_runs", 1)), float(req.get("min_seconds", 0.0)) * 1e9, None, "fixed"
+        else:
+            runs, min_ns, max_ns, stop = ad["max_runs"], 0.0, ad["max_seconds"] * 1e9, "max_runs"
+        threshold = float(req.get("preempt_threshold", 0.02))
+        ref_timed: list[float] = []
+        ref_waits: list[float] = []
+        if meter is not None and ref is None:
+            meter.start()
+        start = clock()
+        while len(timed) < runs or clock() - start < min_ns:
+            if ref is not None:  # the reference runs right before each run: both see the same machine
+                w0 = waits_probe()
+                s = clock()
+                ref()
+                e = clock()
+                w1 = waits_probe()
+                ref_timed.append((e - s) / 1e6)
+                if w0 is not None and w1 is not None:
+                    ref_waits.append(waits_probe.off_cpu_ms(w0, w1, e - s))
+            w0 = waits_probe()
+            s = clock()
+            invoke()
+            e = clock()
+            w1 = waits_probe()
+            ms = (e - s) / 1e6
+            timed.append(ms)
+            if w0 is not None and w1 is not None:
+                wait = waits_probe.off_cpu_ms(w0, w1, e - s)
+                waits.append(wait)
+                if wait <= threshold * ms:
+                    clean.append(ms)
+            else:
+                clean.append(ms)
+            if ad is not None:
+                if len(clean) >= ad["min_runs"] and len(clean) % 2 == 0 \
+                        and median_rel_ci(clean) <= ad["target_rel_ci"]:
+                    stop = "ci_reached"
+                    break
+                if e - start >= max_ns:
+                    stop = "max_seconds"
+                    break
+        energy_mj = None
+        if meter is not None:
+            if ref is not None:  # the reference's energy would mix in: meter the model alone, as many runs
+                meter.start()
+                for _ in range(len(timed)):
+                    invoke()
+            energy_mj = meter.stop(len(timed))
+    finally:
+        waits_probe.close()
+    out = {"ok": True, "init_ms": init_ms, "warmup_ms": warmup, "timed_ms": timed, "session": session,
+           "wait_ms": waits if len(waits) == len(timed) else None, "stop_rule": stop,
+           "neighbours": neighbours(cpu0, cpu_times())}
+    if ref is not None:
+        out.update(reference_ms=ref_timed, reference_wait_ms=ref_waits if len(ref_waits) == len(ref_timed) else None)
     if meter is not None:  # millijoules per inference (one invoke, i.e. one batch), over the timed runs
-        out.update(energy_mj=meter.stop(len(timed)), energy_method=meter.method)
+        out.update(energy_mj=energy_mj, energy_method=meter.method)
     if before is not None:
         out.update(conditions_before=before, conditions_after={**dynamic_conditions(), **gpu_conditions(req)})
     return out
@@ -413,6 +672,10 @@ def handle(req) -> dict:
         return {"ok": True, "protocol": PROTOCOL, "pid": os.getpid(), "versions": runtime_versions(),
                 "conditions": static_conditions(), "tensorflow_imported": "tensorflow" in sys.modules,
                 "onnxruntime_providers": onnx_providers(), "gpu": gpu_conditions(req, static=True)}
+    if op == "stability":
+        return {"ok": True, **stability_facts(float(req.get("window_s", 0.5)))}
+    if op == "state":
+        return {"ok": True, **dynamic_conditions(), "max_freq_mhz": max_frequencies_mhz() or None}
     if op == "sha256":  # lets a remote driver skip re-pushing a model that is already there
         import hashlib
 

@@ -66,6 +66,7 @@ class RunnerDriver(Driver):
         super().__init__(profile)
         self._channel: LineChannel | None = None
         self.hello: dict[str, Any] = {}
+        self.reference: str | None = None  # device path of the paired reference model (see campaign)
 
     def gpu_index(self) -> int:
         return int(self.profile.runtime.provider_options.get("device_id", 0))
@@ -164,9 +165,10 @@ class RunnerDriver(Driver):
         req = {"op": "run", "model": model_ref, "runtime": rt.name, "threads": rt.threads,
                "delegate": rt.delegate, "execution_provider": rt.execution_provider,
                "provider_options": rt.provider_options, "precision": self.profile.workload.precision,
-               "include_transfers": pol.include_transfers, "options": rt.options, "warmup_runs": pol.warmup_runs, "timed_runs": pol.timed_runs,
-               "min_seconds": pol.min_seconds, "seed": pol.input_seed, "conditions": True,
-               "energy": pol.energy, "gpu_index": self.gpu_index(), "probe": self.probe_path}
+               "include_transfers": pol.include_transfers, "options": rt.options, "warmup_runs": pol.warmup_runs,
+               "timed_runs": pol.timed_runs, "min_seconds": pol.min_seconds, "seed": pol.input_seed,
+               "conditions": True, "energy": pol.energy, "gpu_index": self.gpu_index(), "probe": self.probe_path,
+               "adaptive": pol.adaptive.model_dump() if pol.adaptive else None, "reference": self.reference}
         resp = self._call(req, timeout=pol.timeout_seconds, answer=protocol.RunAnswer)
         extra = resp.model_extra or {}
         energy = extra.get("energy_mj")
@@ -174,7 +176,17 @@ class RunnerDriver(Driver):
                          conditions_before={**resp.conditions_before, "session": extra.get("session")},
                          conditions_after=resp.conditions_after,
                          energy_mj=float(energy) if isinstance(energy, (int, float)) and energy >= 0 else None,
-                         energy_method=extra.get("energy_method") if isinstance(energy, (int, float)) else None)
+                         energy_method=extra.get("energy_method") if isinstance(energy, (int, float)) else None,
+                         wait_ms=resp.wait_ms, stop_rule=resp.stop_rule, neighbours=resp.neighbours,
+                         reference_ms=resp.reference_ms, reference_wait_ms=resp.reference_wait_ms)
+
+    def stability(self) -> dict[str, Any]:
+        facts = {k: v for k, v in self._call({"op": "stability"}, timeout=30).items() if k != "ok"}
+        return {"kind": self.kind, **facts}
+
+    def state(self) -> dict[str, Any]:
+        """The device's dynamic conditions now (temperature, frequency, load), for gating."""
+        return {k: v for k, v in self._call({"op": "state"}, timeout=30).items() if k != "ok"}
 
     def cleanup(self) -> None:
         self._drop(force=False)

@@ -225,8 +225,8 @@ class _Farm:
             self._give_back(q, flight.arch)
             self.stop(name, "failed", str(e))
             return
-        record_measured(self.store, self.retry_s, self.cids[name], name, m)
-        self._count(s, m)
+        record_measured(self.store, self.retry_s, self.cids[name], name, m, self.plan.profiles[name].policy)
+        self._count(s, m, name)
         if m.ok:
             self.consecutive[name] = 0
         else:
@@ -241,8 +241,8 @@ class _Farm:
         q = self.plan.queues[self.plan.queue_of[name]]
         lost = Measured(flight.arch, self.plan.profiles[name].runtime.model_format, utcnow(), 0.0,
                         failure_kind=FailureKind.DEVICE_LOST.value, failure_message=why)
-        record_measured(self.store, self.retry_s, self.cids[name], name, lost)
-        self._count(s, lost)
+        record_measured(self.store, self.retry_s, self.cids[name], name, lost, self.plan.profiles[name].policy)
+        self._count(s, lost, name)
         self._give_back(q, flight.arch)
         self.stop(name, "failed", f"device lost: {why}", graceful=False)
 
@@ -281,8 +281,8 @@ class _Farm:
         """Back to its queue: under --split another device of the group takes it; else it counts as left."""
         q.todo.appendleft(arch)
 
-    def _count(self, s: DeviceSummary, m: Measured) -> None:
-        outcome = count_outcome(s, m, s.ok + s.failed + 1, s.planned)
+    def _count(self, s: DeviceSummary, m: Measured, name: str) -> None:
+        outcome = count_outcome(s, m, s.ok + s.failed + 1, s.planned, self.plan.profiles[name].policy)
         self.obs.model_done(s, outcome)
 
     def run(self) -> None:

@@ -15,13 +15,42 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from harness.campaign import plan as campaign_plan
+from harness.campaign import plan as campaign_visits
 from harness.devices.profile import Profile
-from harness.errors import FarmError
+from harness.errors import FarmError, ProfileError
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store
 
 Mode = Literal["each", "split"]
+
+
+def farm_profile(profile: Profile) -> Profile:
+    """The profile as the farm measures it: one visit per architecture. The farm hands architectures to
+    whichever device is free, so interleaved rounds, sentinels and gating (which need one device's own
+    ordered loop) are refused when a profile asks for them; the default rounds setting becomes 1."""
+    pol = profile.policy
+    problems = []
+    if pol.rounds > 1 and "rounds" in pol.model_fields_set:
+        problems.append(f"policy.rounds: {pol.rounds} interleaved rounds need one device's own loop; set "
+                        "rounds: 1 (or --rounds 1) for a farm command, or measure this device on its own")
+    if pol.sentinels is not None:
+        problems.append("policy.sentinels: sentinel checks run in one device's own loop; remove them for a farm "
+                        "command, or measure this device on its own")
+    if pol.gate.active:
+        problems.append("policy.gate: gating runs in one device's own loop; remove it for a farm command, or "
+                        "measure this device on its own")
+    if problems:
+        raise ProfileError(f"profile {profile.name} (measure with several devices / --ray / --split)", problems)
+    if pol.rounds == 1:
+        return profile
+    return profile.model_copy(update={"policy": pol.model_copy(update={"rounds": 1})})
+
+
+def campaign_plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
+                  remeasure: bool = False, remeasure_stale: bool = False) -> list[Arch]:
+    """The architectures the device still has to measure (one visit each, see :func:`farm_profile`)."""
+    return [a for a, _ in campaign_visits(store, farm_profile(profile), space, archs, remeasure, remeasure_stale,
+                                          rounds=1)]
 
 
 # connection fields that say where a device is or how to reach it, not what it measures
@@ -67,6 +96,7 @@ def make_plan(store: Store, profiles: Sequence[Profile], space: SearchSpace, arc
         raise FarmError(f"--device {dupes[0]} is given twice; a device runs one campaign at a time")
     if not profiles:
         raise FarmError("no device given; use --device NAME (repeat it for several devices)")
+    profiles = [farm_profile(p) for p in profiles]
     plan = FarmPlan(mode, space, list(archs), {p.name: p for p in profiles}, {})
     if mode == "each":
         for p in profiles:

@@ -26,7 +26,7 @@ from harness import __version__
 from harness.errors import StoreError
 from harness.models.spaces import Arch
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -186,6 +186,41 @@ ALTER TABLE measurements ADD COLUMN energy_mj REAL CHECK (energy_mj IS NULL OR e
 ALTER TABLE measurements ADD COLUMN energy_method TEXT;
 CREATE INDEX measurements_by_workload ON measurements (device_id, arch_id, batch_size, input_shape, precision, status);
 """,
+    # measurements you can trust: rounds, the estimate's CI and stop rule, run flags, suspects, sentinels
+    7: """
+ALTER TABLE measurements ADD COLUMN round INTEGER;
+ALTER TABLE measurements ADD COLUMN rounds INTEGER;
+ALTER TABLE measurements ADD COLUMN stop_rule TEXT;
+ALTER TABLE measurements ADD COLUMN ci_low_ms REAL;
+ALTER TABLE measurements ADD COLUMN ci_high_ms REAL;
+ALTER TABLE measurements ADD COLUMN n_used INTEGER;
+ALTER TABLE measurements ADD COLUMN n_preempted INTEGER;
+ALTER TABLE measurements ADD COLUMN n_outliers INTEGER;
+ALTER TABLE measurements ADD COLUMN suspect TEXT;
+ALTER TABLE measurements ADD COLUMN gate_wait_s REAL;
+ALTER TABLE measurements ADD COLUMN ref_median_ms REAL;
+ALTER TABLE runs ADD COLUMN flag INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN wait_ms REAL;
+CREATE TABLE sentinel_checks (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    arch_id INTEGER NOT NULL REFERENCES architectures(id),
+    at TEXT NOT NULL,
+    models_done INTEGER NOT NULL,
+    median_ms REAL NOT NULL,
+    baseline_ms REAL,
+    in_band INTEGER NOT NULL CHECK (in_band IN (0, 1)),
+    phase TEXT NOT NULL DEFAULT 'check'
+);
+CREATE TABLE campaign_events (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail_json TEXT NOT NULL DEFAULT '{}'
+);
+""",
 }
 
 # the default workload: what every measurement was before the columns existed
@@ -209,6 +244,27 @@ def measured_name(device: str, batch_size: int, input_shape: str, precision: str
 
 def _workload(workload: dict | None) -> dict:
     return {**DEFAULT_WORKLOAD, "calibration": None, **(workload or {})}
+
+
+TRUST_COLUMNS = ("stop_rule", "ci_low_ms", "ci_high_ms", "n_used", "n_preempted", "n_outliers", "suspect",
+                 "gate_wait_s", "ref_median_ms")
+
+
+def normalized(visits: pd.DataFrame) -> pd.Series:
+    """Each visit's median, reference-normalised where the visit ran with a paired reference model.
+
+    A visit timed next to the reference gives latency = (model median / reference median in that
+    visit) x (the reference's median over all of the device's visits): machine-speed drift shared by the
+    pair cancels, the unit stays milliseconds. Visits without a reference keep their raw median.
+    """
+    out = visits["median_ms"].astype(float).copy()
+    if "ref_median_ms" not in visits:
+        return out
+    has = visits["ref_median_ms"].notna()
+    if has.any():
+        scale = visits[has].groupby("device")["ref_median_ms"].transform("median")
+        out[has] = visits.loc[has, "median_ms"] / visits.loc[has, "ref_median_ms"] * scale
+    return out
 
 
 def open_store(path: str | os.PathLike, *, write: bool = True, **kwargs: Any) -> Store:
@@ -547,13 +603,23 @@ class Store:
                            failure_message: str | None = None, graph_mode: str | None = None,
                            exporter_version: int | None = None, degenerate: bool | None = None,
                            per_run: bool = True, n_runs: int | None = None, workload: dict | None = None,
-                           energy_mj: float | None = None, energy_method: str | None = None) -> int:
-        """One model's outcome and all its runs, in one transaction. ``graph_mode``, ``exporter_version``
-        and ``degenerate`` say which model was measured (harness.models.cache); ``per_run`` False: ``timed_ms``
-        is the device's aggregate and ``n_runs`` how many runs it summarises. ``workload``: at which batch
-        size, input shape ('' = the space's own), precision and int8 calibration. ``energy_mj`` is per
-        inference, with the method that measured it."""
+                           energy_mj: float | None = None, energy_method: str | None = None,
+                           round_no: int | None = None, rounds: int | None = None,
+                           extra: dict[str, Any] | None = None, run_flags: list[int] | None = None,
+                           wait_ms: list[float] | None = None) -> int:
+        """One model's outcome (one visit, in a rounds campaign) and all its runs, in one transaction.
+
+        ``graph_mode``, ``exporter_version`` and ``degenerate`` say which model was measured
+        (harness.models.cache); ``per_run`` False: ``timed_ms`` is the device's aggregate and ``n_runs`` how
+        many runs it summarises. ``workload``: at which batch size, input shape ('' = the space's own),
+        precision and int8 calibration. ``energy_mj`` is per inference, with the method that measured it.
+        ``extra`` fills the trust columns (stop_rule, ci_low_ms, ci_high_ms, n_used, n_preempted,
+        n_outliers, suspect, gate_wait_s, ref_median_ms); ``run_flags``/``wait_ms`` go with the timed runs.
+        """
         timed, warm = list(timed_ms), list(warmup_ms)
+        flags = run_flags if run_flags is not None and len(run_flags) == len(timed) else [0] * len(timed)
+        waits = wait_ms if wait_ms is not None and len(wait_ms) == len(timed) else [None] * len(timed)
+        x = {k: (extra or {}).get(k) for k in TRUST_COLUMNS}
         ok = failure_kind is None
         if ok and (summary is None or not timed):
             raise StoreError("a successful measurement needs its timed runs")
@@ -578,8 +644,13 @@ class Store:
                  int(w["batch_size"]), str(w["input_shape"] or ""), w["precision"], w["calibration"], energy_mj,
                  energy_method if energy_mj is not None else None))
             mid = int(cur.lastrowid)
-            db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?)",
-                           [(mid, 1, i, v) for i, v in enumerate(warm)] + [(mid, 0, i, v) for i, v in enumerate(timed)])
+            db.execute(f"UPDATE measurements SET round = ?, rounds = ?, "
+                       f"{', '.join(f'{k} = ?' for k in TRUST_COLUMNS)} WHERE id = ?",
+                       (round_no, rounds, *x.values(), mid))
+            db.executemany("INSERT INTO runs (measurement_id, warmup, seq, latency_ms, flag, wait_ms) "
+                           "VALUES (?, ?, ?, ?, ?, ?)",
+                           [(mid, 1, i, v, 0, None) for i, v in enumerate(warm)]
+                           + [(mid, 0, i, v, f, wt) for i, (v, f, wt) in enumerate(zip(timed, flags, waits))])
             return mid
 
     @_guarded
@@ -651,24 +722,138 @@ class Store:
         """Long table (device, origin, key, columns_json, latency_ms, graph_mode, exporter_version, degenerate)
         of every device with data in ``space``.
 
-        Measured devices give the median of their latest successful measurement per architecture and
-        workload (with the model's identity: graph mode, exporter version, degenerate; non-default workloads
-        as ``device@bs32.fp16``); imported devices give the imported value (identity columns empty). Both
-        sit side by side in every analysis.
+        Measured devices give the median over rounds of each round's latest successful visit (one round:
+        the latest measurement's median; per workload, non-default ones as ``device@bs32.fp16``;
+        reference-normalised where a paired reference ran, see
+        :func:`normalized`), with the model's identity (graph mode, exporter version, degenerate); imported
+        devices give the imported value (identity columns empty). Both sit side by side in every analysis.
         """
-        measured = self._measured_latest(
-            space, "m.median_ms AS latency_ms, m.graph_mode, COALESCE(m.exporter_version, 1) AS exporter_version, "
-                   "m.degenerate")
-        measured.insert(1, "origin", "measured")
         q = """SELECT d.name AS device, 'imported' AS origin, a.key, a.columns_json, i.latency_ms,
                       NULL AS graph_mode, NULL AS exporter_version, NULL AS degenerate
                FROM imported_latencies i JOIN devices d ON d.id = i.device_id JOIN architectures a ON a.id = i.arch_id
                WHERE a.space = ? AND i.import_id IN (SELECT id FROM imports WHERE state = 'done')"""
         imported = pd.read_sql_query(q, self.db, params=(space,))
-        df = pd.concat([measured[imported.columns], imported], ignore_index=True) if len(measured) else imported
+        visits = self.visits(space)
+        cols = ["device", "origin", "key", "columns_json", "latency_ms", "graph_mode", "exporter_version", "degenerate"]
+        measured = pd.DataFrame(columns=cols)
+        if not visits.empty:
+            visits = visits.assign(median_ms=normalized(visits))
+            g = visits.groupby(["device", "key"], sort=False)
+            measured = g.agg(columns_json=("columns_json", "first"), latency_ms=("median_ms", "median"),
+                             graph_mode=("graph_mode", "last"), exporter_version=("exporter_version", "last"),
+                             degenerate=("degenerate", "last")).reset_index()
+            measured.insert(1, "origin", "measured")
+            measured = measured[cols]
+        parts = [d for d in (measured, imported) if not d.empty]
+        df = pd.concat(parts, ignore_index=True) if parts else measured
+        df["latency_ms"] = df["latency_ms"].astype(float)
         if devices:
             df = df[df.device.isin(devices)]
         return df.reset_index(drop=True)
+
+    def visits(self, space: str, device: str | None = None) -> pd.DataFrame:
+        """The visits that make up each measured architecture's latency: per round, the latest ok one.
+
+        Only rounds of the same plan (``rounds``) as the architecture's latest visit count, so a
+        re-measurement with another rounds setting replaces the old one instead of mixing with it. Each
+        workload is its own series: the device column names non-default ones ``device@bs32.fp16``
+        (``device`` selects by either name).
+        """
+        q = """WITH ok AS (SELECT m.*, COALESCE(m.round, 1) AS rnd, COALESCE(m.rounds, 1) AS plan
+                          FROM measurements m WHERE m.status = 'ok'),
+                    last AS (SELECT device_id, arch_id, batch_size, input_shape, precision, MAX(id) AS last_id
+                             FROM ok GROUP BY device_id, arch_id, batch_size, input_shape, precision),
+                    pick AS (SELECT MAX(ok.id) AS id FROM ok JOIN last l ON l.device_id = ok.device_id
+                             AND l.arch_id = ok.arch_id AND l.batch_size = ok.batch_size
+                             AND l.input_shape = ok.input_shape AND l.precision = ok.precision
+                             JOIN ok lo ON lo.id = l.last_id
+                             WHERE ok.plan = lo.plan
+                             GROUP BY ok.device_id, ok.arch_id, ok.batch_size, ok.input_shape, ok.precision, ok.rnd)
+               SELECT m.id, d.name AS device, m.batch_size, m.input_shape, m.precision, a.key, a.columns_json,
+                      COALESCE(m.round, 1) AS round,
+                      COALESCE(m.rounds, 1) AS rounds, m.median_ms, m.ci_low_ms, m.ci_high_ms, m.n_runs,
+                      m.n_used, m.n_preempted, m.n_outliers, m.stop_rule, m.suspect, m.started_at, m.duration_s,
+                      m.campaign_id, m.ref_median_ms, m.graph_mode, COALESCE(m.exporter_version, 1) AS exporter_version,
+                      m.degenerate
+               FROM pick JOIN measurements m ON m.id = pick.id JOIN devices d ON d.id = m.device_id
+               JOIN architectures a ON a.id = m.arch_id
+               WHERE a.space = ? ORDER BY m.id"""
+        df = pd.read_sql_query(q, self.db, params=(space,))
+        raw = df["device"].copy()
+        df["device"] = [measured_name(*r) for r in zip(df.device, df.batch_size, df.input_shape, df.precision)]
+        df = df.drop(columns=["batch_size", "input_shape", "precision"])
+        if device is not None:
+            df = df[(df.device == device) | (raw == device)].reset_index(drop=True)
+        return df
+
+    def measured_rounds(self, device: str, space: str, rounds: int, graph_mode: str | None = None,
+                        workload: dict | None = None) -> dict[tuple[str, int], int]:
+        """(key, round) -> exporter version of visits already measured under a ``rounds``-round plan (in
+        ``graph_mode``; older rows without a mode count for either; at ``workload``, default bs1 fp32):
+        what resume skips."""
+        rows = self.db.execute(
+            f"""SELECT a.key, COALESCE(m.round, 1), COALESCE(m.exporter_version, 1) FROM measurements m
+               JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
+               WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND COALESCE(m.rounds, 1) = ?
+                 AND (? IS NULL OR m.graph_mode = ? OR m.graph_mode IS NULL) AND {self._SAME_WORKLOAD}
+               ORDER BY m.id""",
+            (device, space, rounds, graph_mode, graph_mode, *self._workload_params(_workload(workload))))
+        return {(r[0], int(r[1])): int(r[2]) for r in rows}
+
+    def run_table(self, measurement_id: int) -> pd.DataFrame:
+        """Timed runs of one measurement with their flags (1 preempted, 2 outlier) and CPU waits."""
+        return pd.read_sql_query("SELECT seq, latency_ms, flag, wait_ms FROM runs WHERE measurement_id = ? "
+                                 "AND warmup = 0 ORDER BY seq", self.db, params=(measurement_id,))
+
+    def runs_of(self, ids: Iterable[int], used_only: bool = True) -> dict[int, list[float]]:
+        """Timed runs of many measurements at once; ``used_only`` leaves out preempted runs."""
+        ids = list(ids)
+        out: dict[int, list[float]] = {i: [] for i in ids}
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            q = (f"SELECT measurement_id, latency_ms, flag FROM runs WHERE warmup = 0 AND measurement_id IN "
+                 f"({','.join('?' * len(part))}) ORDER BY measurement_id, seq")
+            for mid, v, flag in self.db.execute(q, part):
+                if not (used_only and flag & 1):
+                    out[mid].append(v)
+        for mid, xs in out.items():  # every run preempted: the estimate used them all, so do we
+            if not xs:
+                out[mid] = [r[0] for r in self.db.execute(
+                    "SELECT latency_ms FROM runs WHERE warmup = 0 AND measurement_id = ?", (mid,))]
+        return out
+
+    def mark_suspect(self, ids: Iterable[int], reason: str) -> None:
+        """Add ``reason`` to the suspect marks of these measurements (a sentinel left its band meanwhile)."""
+        with self.transaction() as db:
+            for mid in ids:
+                db.execute("UPDATE measurements SET suspect = CASE WHEN suspect IS NULL THEN ? "
+                           "ELSE suspect || '; ' || ? END WHERE id = ?", (reason, reason, mid))
+
+    def record_sentinel(self, campaign_id: int, device: str, arch: Arch, *, models_done: int, median_ms: float,
+                        baseline_ms: float | None, in_band: bool, phase: str = "check") -> int:
+        with self.transaction() as db:
+            cur = db.execute("INSERT INTO sentinel_checks (campaign_id, device_id, arch_id, at, models_done, "
+                             "median_ms, baseline_ms, in_band, phase) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (campaign_id, self.device_id(device), self.arch_id(arch), utcnow(), models_done,
+                              median_ms, baseline_ms, int(in_band), phase))
+            return int(cur.lastrowid)
+
+    def sentinel_series(self, device: str | None = None) -> pd.DataFrame:
+        q = """SELECT s.id, s.campaign_id, d.name AS device, a.key, s.at, s.models_done, s.median_ms,
+                      s.baseline_ms, s.in_band, s.phase
+               FROM sentinel_checks s JOIN devices d ON d.id = s.device_id JOIN architectures a ON a.id = s.arch_id
+               WHERE (? IS NULL OR d.name = ?) ORDER BY s.id"""
+        return pd.read_sql_query(q, self.db, params=(device, device))
+
+    def record_event(self, campaign_id: int, kind: str, detail: dict | None = None) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO campaign_events (campaign_id, at, kind, detail_json) VALUES (?, ?, ?, ?)",
+                       (campaign_id, utcnow(), kind, json.dumps(detail or {}, default=str)))
+
+    def events(self, campaign_id: int | None = None) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT id, campaign_id, at, kind, detail_json FROM campaign_events "
+                                 "WHERE (? IS NULL OR campaign_id = ?) ORDER BY id", self.db,
+                                 params=(campaign_id, campaign_id))
 
     @_guarded
     def energies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:

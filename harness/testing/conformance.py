@@ -31,6 +31,8 @@ HOSTILE_NAMES = ["model with spaces", "it's \"quoted\"", "semi;colon", "$(touch 
 
 
 def with_policy(profile: Profile, **policy) -> Profile:
+    if "timed_runs" in policy or "min_seconds" in policy:  # a counted policy is a fixed one (see Policy)
+        policy.setdefault("adaptive", None)
     return profile.model_copy(update={"policy": profile.policy.model_copy(update=policy)})
 
 

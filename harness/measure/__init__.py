@@ -1,0 +1,1 @@
+"""Measurement method: statistics, stopping rules, schedules, sentinels and gating (driver-independent)."""

@@ -1,0 +1,453 @@
+"""Measurements you can trust, tested like a lab: a deterministic fake device with known physics.
+
+The lab device (harness.sim.lab) has known true latencies, a thermal model, injected outliers and a
+background hog, all on a virtual clock, so these tests are exact and fast.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import binom, spearmanr
+
+from harness.campaign import DeviceNotQuiet, run_campaign
+from harness.devices.profile import parse_profile
+from harness.errors import ProfileError
+from harness.measure.stats import OUTLIER, PREEMPTED, estimate, median_ci, median_ci_ranks, median_rel_ci
+from harness.models.cache import ModelCache
+from harness.models.spaces import get_space
+from harness.results.store import Store
+from harness.sim.lab import LabDevice, Physics, VirtualClock
+
+SPACE = get_space("nb201")
+
+
+def lab_profile(**policy):
+    return parse_profile({"name": "lab", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                          "policy": {"reference": "none", **policy}}, "<lab>")
+
+
+def true_latencies(cache, archs, spread=(0.5, 5.0), seed=0):
+    """Known true latencies by model digest, and by key for checking orders."""
+    import random
+
+    rng = random.Random(seed)
+    by_digest, by_key = {}, {}
+    for a in archs:
+        art = cache.get(SPACE.build(a), "onnx")
+        by_digest[art.digest] = by_key[a.key] = rng.uniform(*spread)
+    return by_digest, by_key
+
+
+@pytest.fixture
+def cache(cache_dir):
+    return ModelCache(cache_dir)
+
+
+# --- statistics -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [6, 7, 10, 20, 33, 50, 100, 257])
+def test_median_ci_ranks_cover_95_percent_and_are_tightest(n):
+    lo, hi = median_ci_ranks(n)
+    assert hi == n - 1 - lo  # symmetric
+    coverage = 1 - 2 * binom.cdf(lo, n, 0.5)  # P(x_(lo+1) <= median <= x_(hi+1)) for 1-based ranks
+    assert coverage >= 0.95
+    assert 1 - 2 * binom.cdf(lo + 1, n, 0.5) < 0.95  # one rank tighter would not cover
+
+
+def test_median_ci_needs_six_runs():
+    assert median_ci_ranks(5) is None and median_ci([1.0] * 5) is None
+    assert median_rel_ci([1.0, 2.0]) == float("inf")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(min_value=0.01, max_value=1e4, allow_nan=False), min_size=6, max_size=300))
+def test_median_ci_brackets_the_median(xs):
+    import statistics
+
+    lo, hi = median_ci(xs)
+    assert lo <= statistics.median(xs) <= hi
+    assert median_rel_ci(xs) >= 0
+
+
+def test_estimate_leaves_out_preempted_runs_and_flags_outliers():
+    timed = [1.0, 1.01, 0.99, 5.0, 1.0, 1.02, 0.98, 1.0, 30.0, 1.01]
+    waits = [0, 0, 0, 4.0, 0, 0, 0, 0, 0, 0]
+    e = estimate(timed, waits, outlier_k=5)
+    assert e.flags[3] & PREEMPTED and not e.flags[3] & OUTLIER is False or e.flags[3] & PREEMPTED
+    assert e.flags[8] & OUTLIER and not e.flags[8] & PREEMPTED
+    assert e.n_preempted == 1 and e.n_used == 9 and e.median_ms == pytest.approx(1.0, abs=0.011)
+    kept = estimate(timed, waits, exclude_preempted=False)
+    assert kept.n_used == 10
+
+
+# --- policy errors ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("policy, field", [
+    ({"adaptive": {"min_runs": 50, "max_runs": 10}}, "policy.adaptive"),
+    ({"adaptive": {"target_rel_ci": 0}}, "policy.adaptive.target_rel_ci"),
+    ({"adaptive": {"target_rel_ci": -0.1}}, "policy.adaptive.target_rel_ci"),
+    ({"rounds": 0}, "policy.rounds"),
+    ({"sentinels": {"archs": []}}, "policy.sentinels"),
+    ({"gate": {"max_wait_s": -1}}, "policy.gate.max_wait_s"),
+])
+def test_contradictory_policies_are_profile_errors_naming_the_field(policy, field):
+    with pytest.raises(ProfileError) as e:
+        lab_profile(**policy)
+    assert field in str(e.value)
+
+
+def test_a_counted_policy_stays_fixed():
+    p = lab_profile(timed_runs=7)
+    assert p.policy.adaptive is None and p.policy.rounds == 1
+    assert parse_profile({"name": "x", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"}},
+                         "<x>").policy.adaptive is not None  # the default is adaptive
+
+
+# --- adaptive repeats -------------------------------------------------------------------------
+
+def test_adaptive_stops_early_on_quiet_models_and_late_on_noisy_ones(cache):
+    quiet, noisy = (cache.get(SPACE.build(SPACE.parse(k)), "onnx") for k in ("1", "2"))
+    prof = lab_profile(warmup_runs=2, adaptive={"target_rel_ci": 0.01, "min_runs": 10, "max_runs": 1000,
+                                                "max_seconds": 100})
+    lab = LabDevice(prof, Physics(noise=0.005, noisy={noisy.digest: 0.05}),
+                    true_ms={quiet.digest: 1.0, noisy.digest: 1.0})
+    q, n = lab.run(lab.push(quiet)), lab.run(lab.push(noisy))
+    assert q.stop_rule == "ci_reached" and len(q.timed_ms) <= 12
+    assert n.stop_rule == "ci_reached" and len(n.timed_ms) > 5 * len(q.timed_ms)
+    assert median_rel_ci(n.timed_ms) <= 0.01
+    capped = LabDevice(lab_profile(adaptive={"target_rel_ci": 0.001, "min_runs": 10, "max_runs": 30,
+                                             "max_seconds": 100}), Physics(noise=0.2), true_ms={noisy.digest: 1})
+    r = capped.run(capped.push(noisy))
+    assert r.stop_rule == "max_runs" and len(r.timed_ms) == 30
+
+
+def test_fixed_policy_times_exactly_the_count(cache, store_path):
+    archs = SPACE.sample(3, 1)
+    prof = lab_profile(warmup_runs=1, timed_runs=9)
+    lab = LabDevice(prof)
+    with Store(store_path) as st:
+        run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+        m = st.measurements("lab")
+        assert list(m.n_runs) == [9, 9, 9]
+        assert set(st.db.execute("SELECT stop_rule FROM measurements").fetchall()) == {("fixed",)}
+
+
+# --- outliers and noisy neighbours ------------------------------------------------------------
+
+def test_hog_runs_are_flagged_left_out_and_the_model_marked_suspect(cache, store_path):
+    archs = SPACE.sample(4, 2)
+    by_digest, by_key = true_latencies(cache, archs)
+    prof = lab_profile(warmup_runs=1, timed_runs=40)
+    lab = LabDevice(prof, Physics(noise=0.002, hog=(0.0, 1e9), hog_share=0.6, outlier_rate=0.05),
+                    true_ms=by_digest)
+    with Store(store_path) as st:
+        run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+        v = st.visits("nb201", "lab")
+        for _, row in v.iterrows():
+            assert row.median_ms == pytest.approx(by_key[row.key], rel=0.01)  # hog runs left out
+            assert row.n_preempted > 12 and "other processes used 90%" in row.suspect
+            runs = st.run_table(int(row.id))
+            assert (runs.flag & PREEMPTED).sum() == row.n_preempted
+            assert ((runs.flag & PREEMPTED) > 0).eq(runs.wait_ms > 0).all()
+        assert (st.db.execute("SELECT SUM(n_outliers) FROM measurements").fetchone()[0] or 0) > 0
+
+
+# --- gating -----------------------------------------------------------------------------------
+
+def test_gating_waits_until_the_device_is_cool_and_records_the_wait(cache, store_path):
+    archs = SPACE.sample(3, 3)
+    prof = lab_profile(warmup_runs=1, timed_runs=5, gate={"max_start_temp_c": 40, "max_wait_s": 600, "poll_s": 2})
+    lab = LabDevice(prof, Physics(heat_c_per_s=0.5, cool_ratio=1.0))
+    lab.load_s = 60  # starts hot: 60 C
+    with Store(store_path) as st:
+        s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+        waits = [r[0] for r in st.db.execute("SELECT gate_wait_s FROM measurements ORDER BY id")]
+        gates = [json.loads(r[0])["gate"] for r in st.db.execute("SELECT conditions_json FROM measurements")]
+    assert s.ok == 3 and s.gate_timeouts == 0
+    assert waits[0] == pytest.approx(40, abs=2.1)  # (60 - 40) C / 0.5 C per s of cooling
+    assert all(w <= 2.0 for w in waits[1:])  # a model heats it a little; one poll cools it again
+    assert all(g["state"]["temperature_c"]["lab"] <= 40 and not g["timed_out"] for g in gates)
+    assert s.gate_wait_s == pytest.approx(sum(waits))
+
+
+@pytest.mark.parametrize("on_timeout", ["continue", "stop"])
+def test_a_device_never_quiet_is_recorded_and_never_hangs(cache, store_path, on_timeout):
+    archs = SPACE.sample(3, 4)
+    prof = lab_profile(warmup_runs=1, timed_runs=5,
+                       gate={"max_loadavg": 1.0, "max_wait_s": 30, "poll_s": 5, "on_timeout": on_timeout})
+    lab = LabDevice(prof, Physics(hog=(0.0, float("inf"))))
+    with Store(store_path) as st:
+        if on_timeout == "stop":
+            with pytest.raises(DeviceNotQuiet, match="loadavg 2.00 > 1"):
+                run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+            assert st.measurements("lab").empty
+        else:
+            s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+            assert s.ok == 3 and s.gate_timeouts == 3
+            assert all("device not quiet" in x for x in st.measurements("lab").pipe(
+                lambda m: [r[0] for r in st.db.execute("SELECT suspect FROM measurements")]))
+        events = st.events()
+        assert (events.kind == "gate_timeout").sum() == (1 if on_timeout == "stop" else 3)
+    assert lab.clock.now() < 200  # bounded: 30 s per model at most
+
+
+# --- sentinels --------------------------------------------------------------------------------
+
+def test_sentinels_fire_on_the_thermal_window_mark_it_and_pause_until_recovery(cache, store_path):
+    archs = SPACE.sample(40, 5)
+    by_digest, _ = true_latencies(cache, archs, spread=(20, 40))
+    prof = lab_profile(warmup_runs=2, timed_runs=20,
+                       sentinels={"count": 2, "every": 5, "band": 0.05, "max_pause_s": 600, "pause_step_s": 10})
+    # each model is ~0.6 s of load; it throttles 20 % after 8 s of load, i.e. around model 10
+    lab = LabDevice(prof, Physics(noise=0.003, throttle=0.2, throttle_after_s=8, cool_ratio=1.0),
+                    true_ms=by_digest)
+    with Store(store_path) as st:
+        s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+        series = st.sentinel_series("lab")
+        suspect = [r[0] for r in st.db.execute("SELECT suspect IS NOT NULL FROM measurements ORDER BY id")]
+        events = st.events()
+    assert s.ok == 40
+    assert set(series.phase) >= {"baseline", "check", "pause"}
+    first_bad = int(series[(series.phase == "check") & (series.in_band == 0)].models_done.min())
+    # the window measured since the last good check is marked, nothing before it
+    assert suspect[:first_bad - 5] == [0] * (first_bad - 5)
+    assert suspect[first_bad - 5:first_bad] == [1] * 5
+    assert (events.kind == "sentinel_drift").any() and (events.kind == "pause").any()
+    assert '"recovered": true' in events[events.kind == "pause"].detail_json.iloc[0]
+    assert s.paused_s > 0
+
+
+# --- interleaved rounds -----------------------------------------------------------------------
+
+def _srcc_to_truth(store, by_key):
+    lat = store.latencies("nb201", ["lab"]).set_index("key").latency_ms
+    keys = list(lat.index)
+    return spearmanr([lat[k] for k in keys], [by_key[k] for k in keys]).statistic
+
+
+def test_rounds_cancel_the_bias_of_drift(cache, tmp_path):
+    archs = SPACE.sample(30, 6)
+    by_digest, by_key = true_latencies(cache, archs, spread=(1.0, 1.6))  # close latencies: drift re-orders them
+    physics = dict(noise=0.002, throttle=0.5, throttle_after_s=0.0, ramp_s=5.0, cool_ratio=0.0)
+    srcc = {}
+    for rounds in (1, 5):
+        prof = lab_profile(warmup_runs=2, timed_runs=max(4, 100 // rounds), rounds=rounds)
+        lab = LabDevice(prof, Physics(**physics), true_ms=by_digest)
+        with Store(tmp_path / f"r{rounds}.db") as st:
+            run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+            v = st.visits("nb201", "lab")
+            assert len(v) == 30 * rounds and set(v["round"]) == set(range(1, rounds + 1))
+            srcc[rounds] = _srcc_to_truth(st, by_key)
+    assert srcc[1] < 0.85  # one pass: the drift partly ranks models by when they were measured
+    assert srcc[5] > 0.95 and srcc[5] > srcc[1] + 0.15
+
+
+def test_rounds_resume_mid_round_without_losing_or_repeating_a_visit(cache, store_path):
+    archs = SPACE.sample(6, 7)
+    prof = lab_profile(warmup_runs=1, timed_runs=5, rounds=3)
+    seen = []
+
+    class StopAfter:
+        def started(self, summary, todo):
+            pass
+
+        def model_done(self, outcome, summary):
+            seen.append((outcome.arch.key, outcome.round))
+            if len(seen) == 8:  # in the middle of round 2
+                raise KeyboardInterrupt
+
+    with Store(store_path) as st:
+        lab = LabDevice(prof)
+        with pytest.raises(KeyboardInterrupt):
+            run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock, observer=StopAfter())
+        s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=LabDevice(prof), clock=VirtualClock())
+        assert s.ok == 18 - 8
+        v = st.visits("nb201", "lab")
+        assert len(v) == 18 and not v.duplicated(["key", "round"]).any()
+        assert len(st.measurements("lab")) == 18
+        again = run_campaign(st, prof, SPACE, archs, cache=cache, driver=LabDevice(prof), clock=VirtualClock())
+        assert again.status == "nothing to do"
+    first_round = [k for k, r in seen if r == 1]
+    second_round = [k for k, r in seen if r == 2]
+    assert len(first_round) == 6 and second_round != first_round[:len(second_round)] or len(second_round) < 2
+
+
+def test_latency_is_the_median_over_rounds(cache, store_path):
+    archs = SPACE.sample(2, 8)
+    prof = lab_profile(warmup_runs=1, timed_runs=5, rounds=3)
+    lab = LabDevice(prof, Physics(noise=0.05))
+    with Store(store_path) as st:
+        run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+        v = st.visits("nb201", "lab")
+        lat = st.latencies("nb201", ["lab"]).set_index("key").latency_ms
+        assert st.measurements("lab").model_digest.notna().all()  # later rounds keep the model's identity
+        for key, g in v.groupby("key"):
+            assert lat[key] == pytest.approx(g.median_ms.median())
+
+
+# --- devices check: what endangers stable timing ----------------------------------------------
+
+def test_stability_warnings_name_what_endangers_timing():
+    from harness.measure.stability import warnings
+
+    quiet = {"kind": "local", "governors": {"cpu0": "performance"}, "turbo": False, "cpu_count": 4,
+             "loadavg_1m": 0.1, "busy_processes": [], "steal_share": 0.0, "isolated_cpus": "3"}
+    assert warnings(quiet) == []
+    noisy = {**quiet, "governors": {"cpu0": "schedutil"}, "turbo": True, "loadavg_1m": 3.5,
+             "busy_processes": [{"pid": 42, "name": "hog", "cpu_share": 0.97}], "steal_share": 0.1}
+    text = "\n".join(warnings(noisy))
+    for part in ("schedutil, not performance", "turbo", "load average 3.50", "process 42 (hog) is using 97%",
+                 "steals 10%"):
+        assert part in text
+    phone = {"kind": "adb", "battery_level": 12, "battery_temp_c": 41.0, "charging": True, "screen_on": True,
+             "thermal_status": 2}
+    assert len(warnings(phone)) == 5
+
+
+def test_dumpsys_parsers():
+    from harness.measure.stability import parse_dumpsys_battery, parse_dumpsys_power, parse_dumpsys_thermal
+
+    battery = "Current Battery Service state:\n  AC powered: false\n  USB powered: true\n  level: 87\n  temperature: 312\n"
+    assert parse_dumpsys_battery(battery) == {"battery_level": 87, "battery_temp_c": 31.2, "charging": True}
+    assert parse_dumpsys_power("  Display Power: state=OFF\n") == {"screen_on": False}
+    assert parse_dumpsys_power("mWakefulness=Awake") == {"screen_on": True}
+    assert parse_dumpsys_thermal("IsStatusOverride: false\nThermal Status: 0\n") == {"thermal_status": 0}
+    assert parse_dumpsys_battery("garbage") == {}
+
+
+def test_devices_check_reports_stability_of_the_local_machine(cli_env):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "harness", "devices", "check", "fast-onnx"], env=cli_env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "stability:" in out.stdout
+
+
+# --- rank confidence --------------------------------------------------------------------------
+
+def _two_lab_devices(store_path, cache, noisy_sd):
+    archs = SPACE.sample(12, 9)
+    by_digest, by_key = true_latencies(cache, archs, spread=(1.0, 3.0))
+    with Store(store_path) as st:
+        for name, sd, seed in (("lab-a", 0.003, 1), ("lab-b", noisy_sd, 2)):
+            prof = lab_profile(warmup_runs=1, timed_runs=15, rounds=2).model_copy(update={"name": name})
+            lab = LabDevice(prof, Physics(noise=sd), true_ms=by_digest, seed=seed)
+            run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+    return by_key
+
+
+def test_noise_draws_give_model_cis_that_cover_the_truth_and_widen_with_noise(cache, store_path):
+    from harness.measure.confidence import model_ci, noise_draws
+
+    by_key = _two_lab_devices(store_path, cache, noisy_sd=0.08)
+    with Store(store_path) as st:
+        quiet = model_ci(noise_draws(st, "nb201", "lab-a", 300))
+        noisy = model_ci(noise_draws(st, "nb201", "lab-b", 300))
+    width = lambda c: ((c.ci_high_ms - c.ci_low_ms) / c.ci_low_ms).median()  # noqa: E731
+    assert width(noisy) > 5 * width(quiet)
+    covered = sum(noisy.ci_low_ms[k] <= by_key[k] <= noisy.ci_high_ms[k] for k in noisy.index)
+    assert covered >= 10  # of 12, at 95 %
+
+
+def test_srcc_ci_compare_and_export_columns_on_the_cli(cache, store_path, cli_env, tmp_path):
+    import subprocess
+    import sys
+
+    _two_lab_devices(store_path, cache, noisy_sd=0.3)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "harness", *a], env=cli_env, capture_output=True,  # noqa: E731
+                                    text=True, timeout=120)
+    out = run("srcc", "--ci", "100", "--json")
+    assert out.returncode == 0, out.stderr
+    pair = json.loads(out.stdout)[0]
+    assert pair["noise_resampled"] == "lab-a, lab-b" and pair["ci_low"] < pair["srcc"] <= pair["ci_high"] + 1e-9
+    out = run("compare", "lab-a", "lab-b", "--ci", "100")
+    assert out.returncode == 0, out.stderr
+    assert "cannot tell apart" in out.stdout and "within measurement noise" in out.stdout
+    out = run("export", "-o", str(tmp_path / "t.csv"), "--ci", "50")
+    assert out.returncode == 0, out.stderr
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "t.csv")
+    assert {"lab-a_ci_low_ms", "lab-b_ci_high_ms"} <= set(df.columns)
+    assert (df["lab-b_ci_low_ms"] <= df["lab-b_ms"]).all() and (df["lab-b_ms"] <= df["lab-b_ci_high_ms"]).all()
+
+
+def test_measure_rounds_flag_interleaves_and_reports(cli_env):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "fast-onnx", "--sample", "3",
+                          "--rounds", "2"], env=cli_env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "6 measured" in out.stdout and "timed runs" in out.stdout
+    with Store(cli_env["HARNESS_STORE"]) as st:
+        v = st.visits("nb201", "fast-onnx")
+        assert sorted(v["round"].tolist()) == [1, 1, 1, 2, 2, 2]
+    bad = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "fast-onnx", "--sample", "3",
+                          "--rounds", "0"], env=cli_env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--rounds" in bad.stderr
+
+
+def test_drift_correction_in_export_uses_the_sentinel_series(cache, store_path):
+    import numpy as np
+
+    from harness.measure.sentinels import corrected_latencies
+
+    archs = SPACE.sample(30, 10)
+    by_digest, by_key = true_latencies(cache, archs, spread=(20, 40))
+    prof = lab_profile(warmup_runs=2, timed_runs=20, sentinels={"count": 2, "every": 5, "on_drift": "mark"})
+    lab = LabDevice(prof, Physics(noise=0.002, throttle=0.25, throttle_after_s=6, cool_ratio=0.0),
+                    true_ms=by_digest)
+    with Store(store_path) as st:
+        run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+        raw = st.latencies("nb201", ["lab"]).set_index("key").latency_ms
+        fixed = corrected_latencies(st, "nb201", "lab")
+    err = lambda s: np.median([abs(s[k] / by_key[k] - 1) for k in s.index])  # noqa: E731
+    assert err(raw) > 0.15  # most models were measured throttled
+    assert err(fixed) < 0.03
+
+
+# --- the farm (several devices): one visit per architecture; rounds/sentinels/gating refused ------
+
+def _sleep_profile(name: str, **policy):
+    return parse_profile({"name": name, "connection": {"kind": "sleep", "latency_ms": 5.0},
+                          "runtime": {"name": "onnxruntime"},
+                          "policy": {"warmup_runs": 0, "timeout_seconds": 30,
+                                     "adaptive": {"min_runs": 6, "max_runs": 8}, **policy}}, "test profile")
+
+
+def test_farm_measures_one_visit_each_and_judges_it(store_path, cache_dir):
+    from harness.farm.engine import run_farm
+    from harness.farm.local import local_lanes
+    from harness.farm.plan import make_plan
+
+    archs = SPACE.sample(3, 5)
+    profiles = [_sleep_profile("f0"), _sleep_profile("f1")]
+    assert profiles[0].policy.rounds == 3  # the default, which the farm measures as one visit
+    with Store(store_path) as st:
+        plan = make_plan(st, profiles, SPACE, archs, "each")
+        run_farm(st, plan, local_lanes(plan, ModelCache(cache_dir)))
+        m = st.measurements()
+        assert len(m[m.status == "ok"]) == 6
+        v = st.visits(SPACE.name)
+        assert set(v["rounds"]) == {1} and set(v["round"]) == {1}
+        assert v["n_used"].notna().all() and v["ci_low_ms"].notna().all()
+        assert len(st.latencies(SPACE.name)) == 6
+        again = make_plan(st, profiles, SPACE, archs, "each")  # resume: nothing left
+        assert all(not q.todo for q in again.queues.values())
+
+
+@pytest.mark.parametrize("policy, field", [({"rounds": 3}, "policy.rounds"),
+                                           ({"sentinels": {"count": 1}}, "policy.sentinels"),
+                                           ({"gate": {"max_loadavg": 4.0}}, "policy.gate")])
+def test_farm_refuses_rounds_sentinels_and_gating_by_name(store_path, policy, field):
+    from harness.farm.plan import make_plan
+
+    with Store(store_path) as st, pytest.raises(ProfileError, match=field):
+        make_plan(st, [_sleep_profile("f0", **policy), _sleep_profile("f1")], SPACE, SPACE.sample(2, 0), "each")
