@@ -134,3 +134,24 @@ def test_version_1_store_is_upgraded_in_place(store_path):
         assert st.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         assert st.imports().empty
         assert st.devices().name.tolist() == ["old"]
+
+
+def _open_store(path: str) -> str:
+    from harness.results.store import Store
+
+    try:
+        with Store(path) as st:
+            return str(len(st.campaigns()))
+    except Exception as e:  # reported to the parent, which asserts on it
+        return f"{type(e).__name__}: {e}"
+
+
+def test_stores_created_by_several_processes_at_once_all_open(tmp_path):
+    """Two commands creating one new store at the same moment: both must get the same, usable store."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        for i in range(4):
+            answers = pool.map(_open_store, [str(tmp_path / f"race{i}.db")] * 4)
+            assert answers == ["0"] * 4, answers

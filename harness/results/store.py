@@ -387,9 +387,17 @@ class Store:
             # one script, one transaction: a crash here leaves an empty file, never half a schema
             self.db.execute("PRAGMA journal_mode = WAL")
             upgrades = "".join(MIGRATIONS[v] for v in range(1, SCHEMA_VERSION))
-            self.db.executescript(
-                f"BEGIN IMMEDIATE; {SCHEMA} {upgrades} INSERT INTO meta VALUES ('schema_version', "
-                f"'{SCHEMA_VERSION}'), ('created_by', 'harness {__version__}'); COMMIT;")
+            try:
+                self.db.executescript(
+                    f"BEGIN IMMEDIATE; {SCHEMA} {upgrades} INSERT INTO meta VALUES ('schema_version', "
+                    f"'{SCHEMA_VERSION}'), ('created_by', 'harness {__version__}'); COMMIT;")
+            except sqlite3.OperationalError as e:
+                if "already exists" not in str(e):
+                    raise
+                # another process created the store between our look and our lock: use theirs
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                self._init_schema()
             return
         if "meta" not in tables:
             raise StoreError(f"{self.path} is an SQLite file but not a harness store (no meta table); "
