@@ -100,11 +100,9 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
     from harness.farm.engine import run_farm
     from harness.farm.plan import make_plan
     from harness.models.cache import ModelCache
-    from harness.models.selection import select
-    from harness.models.spaces import get_space
     from harness.results.store import Store
 
-    from harness.cli.measure import parse_shape
+    from harness.cli.measure import choose_targets, parse_shape
 
     registry = ProfileRegistry(devices_dir)
     profiles = [registry.get(d).with_workload("command line (--batch-size, --input-shape, --precision)",
@@ -117,22 +115,13 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
         from harness.models.passes import check_mode
 
         profiles = [p.model_copy(update={"graph": check_mode(graph)}) for p in profiles]
-    if model:
+    if model and ray_address is not None:
         from harness.errors import HarnessError
-        from harness.models.files import FileSpace, open_model
 
-        if ray_address is not None:
-            raise HarnessError("--model files are measured on this host's devices; leave out --ray (a farm's hosts "
-                               "build the search spaces' models themselves)")
-        if sample is not None or all_archs or arch or arch_file:
-            raise HarnessError("--model measures files; leave out --sample, --all, --arch and --arch-file")
-        sp = FileSpace([open_model(m) for m in model])
-        for p in profiles:
-            sp.check_runtime(p)
-        archs = sp.archs()
-    else:
-        sp = get_space(space)
-        archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
+        raise HarnessError("--model files are measured on this host's devices; leave out --ray (a farm's hosts "
+                           "build the search spaces' models themselves)")
+    sp, archs = choose_targets(profiles, space, model, sample=sample, seed=seed, all_archs=all_archs, arch=arch,
+                               arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
     with ExitStack() as stack:
         if ray_address is None:  # stand-ins served for this command (ADB serial `virtual`), as for one device

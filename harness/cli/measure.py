@@ -211,6 +211,26 @@ def parse_shape(text: str | None) -> list[int] | None:
     return [int(p) for p in parts]
 
 
+def choose_targets(profiles: list, space: str, model: list[Path] | None, *, sample: int | None, seed: int,
+                   all_archs: bool, arch: list[str] | None, arch_file: Path | None) -> tuple:
+    """(space, architectures) a measure command asks for: model files (the `file` pseudo-space, checked against
+    every profile's runtime) or a selection from a search space."""
+    if model:
+        from harness.models.files import FileSpace, open_model
+
+        if sample is not None or all_archs or arch or arch_file:
+            raise HarnessError("--model measures files; leave out --sample, --all, --arch and --arch-file")
+        sp = FileSpace([open_model(m) for m in model])
+        for p in profiles:
+            sp.check_runtime(p)
+        return sp, sp.archs()
+    from harness.models.selection import select
+    from harness.models.spaces import get_space
+
+    sp = get_space(space)
+    return sp, select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
+
+
 @cli_errors
 def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bool, arch: list[str] | None,
         arch_file: Path | None, remeasure: bool, max_failures: int, store: Path, devices_dir: Path,
@@ -224,8 +244,6 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         from harness.devices.registry import ProfileRegistry
         from harness.models.cache import ModelCache
         from harness.models.passes import check_mode
-        from harness.models.selection import select
-        from harness.models.spaces import get_space
         from harness.results.store import Store
 
     profile = ProfileRegistry(devices_dir).get(device).with_workload(
@@ -233,17 +251,8 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         input_shape=parse_shape(input_shape), precision=precision)
     if graph is not None:  # a campaign setting: recorded with the campaign's profile and each measurement
         profile = profile.model_copy(update={"graph": check_mode(graph)})
-    if model:
-        from harness.models.files import FileSpace, open_model
-
-        if sample is not None or all_archs or arch or arch_file:
-            raise HarnessError("--model measures files; leave out --sample, --all, --arch and --arch-file")
-        sp = FileSpace([open_model(m) for m in model])
-        sp.check_runtime(profile)
-        archs = sp.archs()
-    else:
-        sp = get_space(space)
-        archs = select(sp, sample=sample, seed=seed, all_archs=all_archs, archs=arch, arch_file=arch_file)
+    sp, archs = choose_targets([profile], space, model, sample=sample, seed=seed, all_archs=all_archs, arch=arch,
+                               arch_file=arch_file)
     command = shlex.join(["harness", *sys.argv[1:]])
     with reachable(profile) as profile, Store(store) as st:
         progress = campaign_progress(console)
