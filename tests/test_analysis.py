@@ -152,3 +152,20 @@ def test_cli_import_then_srcc_on_public_data(cli_env):
                                "--json", env=cli_env).stdout)
     assert pairs == [{"device_a": "nnmeter_myriad_vpu", "device_b": "eagle_gtx1080ti",
                       "srcc": pytest.approx(0.6905, abs=5e-5), "n_common_archs": 1999, "low_overlap": False}]
+
+
+def test_proxy_ranking_leaves_out_pairs_below_the_minimum_overlap():
+    """A candidate sharing only 10 architectures with the target is unknown under a 30-architecture rule."""
+    import numpy as np
+    import pandas as pd
+
+    from harness.analysis.proxy import rank_proxies
+
+    rng = np.random.default_rng(0)
+    t = rng.uniform(1, 10, 100)
+    wide = pd.DataFrame({"target": t, "full": t * 1.1, "thin": np.r_[t[:10] * 0.9, [np.nan] * 90]})
+    strict = rank_proxies(wide, ["target"], min_common=30).set_index("proxy")
+    assert strict.loc["full", "mean_srcc"] > 0.99 and np.isnan(strict.loc["thin", "mean_srcc"])
+    assert strict.index[0] == "full"
+    loose = rank_proxies(wide, ["target"], min_common=3).set_index("proxy")
+    assert loose.loc["thin", "mean_srcc"] > 0.99 and loose.loc["thin", "min_common_archs"] == 10

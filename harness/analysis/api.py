@@ -49,9 +49,11 @@ def srcc_matrix(store: StoreLike, space: str = "nb201", devices: Sequence[str] |
 
 def proxies(store: StoreLike, targets: Sequence[str], space: str = "nb201",
             candidates: Sequence[str] | None = None, method: str = "spearman", ci: int = 0,
-            seed: int = 0) -> pd.DataFrame:
-    """Candidate proxies ranked by mean SRCC to the targets (worst target and CIs alongside)."""
-    return rank_proxies(latencies(store, space), targets, candidates, method=method, n_boot=ci, seed=seed)
+            seed: int = 0, min_overlap: int = DEFAULT_MIN_OVERLAP) -> pd.DataFrame:
+    """Candidate proxies ranked by mean SRCC to the targets (worst target and CIs alongside); a pair on fewer
+    than ``min_overlap`` common architectures counts as unknown (NaN), as in ``srcc``."""
+    return rank_proxies(latencies(store, space), targets, candidates, method=method, n_boot=ci, seed=seed,
+                        min_common=min_overlap)
 
 
 def report(store: StoreLike, out: str | Path, space: str = "nb201", devices: Sequence[str] | None = None,

@@ -247,6 +247,7 @@ def proxy(
     method: MethodOpt = "spearman",
     ci: CiOpt = 0,
     top: Annotated[int, typer.Option(help="Show the best N.")] = 10,
+    min_overlap: MinOverlapOpt = DEFAULT_MIN_OVERLAP,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
@@ -255,7 +256,7 @@ def proxy(
         from harness import analysis
 
     with working("ranking proxies" + (f" with {ci} bootstrap resamples" if ci else "")):
-        df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci)
+        df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci, min_overlap=min_overlap)
     if as_json:
         print(json.dumps(df.to_dict(orient="records"), indent=1, default=float))
         return
