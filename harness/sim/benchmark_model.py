@@ -51,11 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         error("Benchmarking failed.")
         return 1
     xnnpack = flags.get("use_xnnpack", "true") in ("true", "1")
-    max_secs = float(flags.get("max_secs", 150.0))
-    req = {"graph": graph, "threads": int(flags.get("num_threads", -1)), "delegate": "cpu" if xnnpack else "reference",
-           "warmup_runs": int(flags.get("warmup_runs", 1)), "warmup_min_secs": float(flags.get("warmup_min_secs", 0.5)),
-           "num_runs": int(flags.get("num_runs", 50)), "min_secs": float(flags.get("min_secs", 1.0)),
-           "max_secs": max_secs}
+    req = adb_output.bench_request(flags, graph)
     try:
         resp = bench(req)
     except Exception as e:  # what LiteRT says about a model it cannot load
@@ -63,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         error(f"Failed to mmap model {graph}")
         error("Benchmarking failed.")
         return 1
-    for line in adb_output.answer_lines({**req, "max_secs": max_secs}, resp, graph=graph, xnnpack=xnnpack):
+    for line in adb_output.answer_lines(req, resp, graph=graph, xnnpack=xnnpack):
         info(line)
     return 0
 

@@ -84,3 +84,12 @@ def answer_lines(req: dict, resp: dict, *, graph: str, xnnpack: bool) -> list[st
     return format_results(init_us=resp["init_us"], model_size_bytes=resp["model_size"], phases=phases,
                           mem_init_mb=resp.get("mem_init_mb"), mem_overall_mb=resp.get("mem_overall_mb"),
                           graph=graph, xnnpack=xnnpack)
+
+
+def bench_request(flags: dict[str, str], graph: str) -> dict:
+    """The benchmark worker request for benchmark_model's flags (its defaults where a flag is absent)."""
+    xnnpack = flags.get("use_xnnpack", "true") in ("true", "1")
+    return {"graph": graph, "threads": int(flags.get("num_threads", -1)), "delegate": "cpu" if xnnpack else "reference",
+            "warmup_runs": int(flags.get("warmup_runs", 1)), "warmup_min_secs": float(flags.get("warmup_min_secs", 0.5)),
+            "num_runs": int(flags.get("num_runs", 50)), "min_secs": float(flags.get("min_secs", 1.0)),
+            "max_secs": float(flags.get("max_secs", 150.0))}

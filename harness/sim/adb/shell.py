@@ -950,12 +950,7 @@ def benchmark_model(sh: Shell, argv: list[str], io: IO) -> int:
         error("Benchmarking failed.")
         return 1
     xnnpack = flags.get("use_xnnpack", "true") in ("true", "1")
-    max_secs = float(flags.get("max_secs", 150.0))
-    req = {"graph": host, "threads": int(flags.get("num_threads", -1)),
-           "delegate": "cpu" if xnnpack else "reference",
-           "warmup_runs": int(flags.get("warmup_runs", 1)), "warmup_min_secs": float(flags.get("warmup_min_secs", 0.5)),
-           "num_runs": int(flags.get("num_runs", 50)), "min_secs": float(flags.get("min_secs", 1.0)),
-           "max_secs": max_secs}
+    req = bm_output.bench_request(flags, host)
     sh.flush()  # the parameters reach the host while the model runs, as from the real binary
     sh.phone.busy.set()
     sh.phone.thermal.busy(True)
@@ -974,6 +969,6 @@ def benchmark_model(sh: Shell, argv: list[str], io: IO) -> int:
         error(f"Failed to mmap model {graph}")
         error("Benchmarking failed.")
         return 1
-    for line in bm_output.answer_lines({**req, "max_secs": max_secs}, resp, graph=graph, xnnpack=xnnpack):
+    for line in bm_output.answer_lines(req, resp, graph=graph, xnnpack=xnnpack):
         info(line)
     return 0
