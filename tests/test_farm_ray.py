@@ -27,7 +27,7 @@ from harness.models.spaces import get_space  # noqa: E402
 from harness.results.store import Store  # noqa: E402
 
 from harness.sim.adb.server import VirtualPhone, write_stand_in  # noqa: E402
-from harness.testing.ray_cluster import bury, freeze, node_args  # noqa: E402
+from harness.testing.ray_cluster import bury, freeze, kill_node, node_args  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SPACE = get_space("nb201")
@@ -184,7 +184,7 @@ class KillWhen:
             if self.freeze:
                 self.frozen = freeze(self.node)
             else:
-                self.cluster.remove_node(self.node, allow_graceful=False)
+                kill_node(self.cluster, self.node)
             self.killed_at = time.perf_counter()
 
     def device_stopped(self, s):

@@ -193,11 +193,19 @@ def scatter(wide: pd.DataFrame, pairs: Sequence[tuple[str, str]], corr: Correlat
                               "you which latency range disagrees.")
 
 
+def _horizontal() -> dict:
+    """Matplotlib 3.10 renamed ``vert=False`` to ``orientation='horizontal'`` (the old name warns from 3.11)."""
+    import matplotlib
+
+    major, minor = (int(x) for x in matplotlib.__version__.split(".")[:2])
+    return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
+
+
 def distributions(wide: pd.DataFrame, order: Sequence[str], origins: dict[str, str]) -> Figure:
     data = [wide[d].dropna().to_numpy() for d in order]
     data = [x[x > 0] for x in data]
     fig, ax = plt.subplots(figsize=(8, max(3.0, 0.35 * len(order) + 1.2)))
-    ax.boxplot(data, vert=False, showfliers=False, whis=(1, 99))
+    ax.boxplot(data, showfliers=False, whis=(1, 99), **_horizontal())
     ax.set_yticks(range(1, len(order) + 1), [f"{d} ({origins.get(d, '?')[0]})" for d in order], fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("latency per inference (ms, log scale); whiskers at 1st / 99th percentile")

@@ -1,5 +1,6 @@
 """Helpers for testing a farm on a local Ray cluster (``ray.cluster_utils.Cluster``): node arguments that
-offer devices the way ``harness farm join`` does, and a host that vanishes without a word (frozen)."""
+offer devices the way ``harness farm join`` does, a host that dies at once (killed) and one that vanishes
+without a word (frozen)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,13 @@ def freeze(node) -> list[int]:
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     return pids
+
+
+def kill_node(cluster, node) -> None:
+    """A host that dies at once: SIGKILL the raylet *and its workers* before Ray removes the node. Removing
+    the node alone stops the raylet, but an actor's worker notices only after its next liveness check and
+    may finish (and report) the calls in flight meanwhile, so a test could not know what was lost."""
+    bury(cluster, node, node_pids(node))
 
 
 def bury(cluster, node, pids: list[int]) -> None:
