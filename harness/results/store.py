@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -267,6 +268,11 @@ def normalized(visits: pd.DataFrame) -> pd.Series:
     return out
 
 
+def _locked(e: sqlite3.Error) -> bool:
+    text = str(e).lower()
+    return isinstance(e, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
 def open_store(path: str | os.PathLike, *, write: bool = True, **kwargs: Any) -> Store:
     """The store for a command: read commands (``write=False``) never create one, and open it read-only
     when it (or its folder) cannot be written, e.g. on read-only media or owned by someone else."""
@@ -349,23 +355,36 @@ class Store:
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = None  # type: ignore[assignment]
-        try:
-            self.db = self._connect_readonly(busy_timeout) if readonly else \
-                sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout)
-            self.db.execute("PRAGMA foreign_keys = ON")
-            # recognise the file before changing anything in it: journal_mode = WAL rewrites its header
-            self._init_schema()
-            if not readonly:
-                self.db.execute("PRAGMA journal_mode = WAL")
-                self.db.execute("PRAGMA synchronous = NORMAL")
-        except (sqlite3.Error, StoreError) as e:
-            if self.db is not None:
-                self.db.close()
-            if isinstance(e, StoreError):
-                raise
-            raise StoreError(f"{self.path} is not a usable harness store: {e}") from None
+        deadline, wait = time.monotonic() + busy_timeout, 0.02
+        while True:
+            try:
+                self._open(busy_timeout)
+                break
+            except (sqlite3.Error, StoreError) as e:
+                if self.db is not None:
+                    self.db.close()
+                    self.db = None  # type: ignore[assignment]
+                if isinstance(e, StoreError):
+                    raise
+                # switching to WAL (and creating the schema) while another process does the same can
+                # answer "locked" at once, without waiting for the busy timeout: try again, bounded
+                if _locked(e) and time.monotonic() + wait < deadline:
+                    time.sleep(wait)
+                    wait = min(wait * 2, 1.0)
+                    continue
+                raise StoreError(f"{self.path} is not a usable harness store: {e}") from None
         if not readonly:
             self.replay_pending()
+
+    def _open(self, busy_timeout: float) -> None:
+        self.db = self._connect_readonly(busy_timeout) if self.readonly else \
+            sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout)
+        self.db.execute("PRAGMA foreign_keys = ON")
+        # recognise the file before changing anything in it: journal_mode = WAL rewrites its header
+        self._init_schema()
+        if not self.readonly:
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
 
     def _connect_readonly(self, busy_timeout: float) -> sqlite3.Connection:
         """Read-only: never creates, upgrades or writes anything. On read-only media a WAL store cannot
