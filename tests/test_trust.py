@@ -451,3 +451,20 @@ def test_farm_refuses_rounds_sentinels_and_gating_by_name(store_path, policy, fi
 
     with Store(store_path) as st, pytest.raises(ProfileError, match=field):
         make_plan(st, [_sleep_profile("f0", **policy), _sleep_profile("f1")], SPACE, SPACE.sample(2, 0), "each")
+
+
+def test_report_draws_the_sentinel_series_with_the_out_of_band_checks(cache, store_path, tmp_path):
+    from harness.analysis.api import report
+
+    archs = SPACE.sample(20, 6)
+    by_digest, _ = true_latencies(cache, archs, spread=(20, 40))
+    prof = lab_profile(warmup_runs=2, timed_runs=10, sentinels={"count": 2, "every": 5, "on_drift": "mark"})
+    lab = LabDevice(prof, Physics(noise=0.002, throttle=0.25, throttle_after_s=3, cool_ratio=0.0),
+                    true_ms=by_digest)
+    with Store(store_path) as st:
+        run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+        assert (st.sentinel_series("lab").in_band == 0).any()
+    out = report(store_path, tmp_path / "r.html", png_dir=tmp_path / "png")
+    text = out.read_text()
+    assert "Sentinel series per device" in text and "out of band (red circles)" in text
+    assert (tmp_path / "png" / "sentinel_series.png").stat().st_size > 1000

@@ -65,9 +65,11 @@ def report(store: StoreLike, out: str | Path, space: str = "nb201", devices: Seq
         facts = device_facts(st, space, list(wide.columns))
         source = str(st.path)
         measured = st.measurements(space=space)
+        checks = st.sentinel_series()
     if devices:
         measured = measured[measured["device"].isin(list(devices))]
+    checks = checks[checks["device"].isin(list(wide.columns))]
     corr = correlate(wide, method=method)
     label = "SRCC" if method == "spearman" else "Kendall tau"
     return build_report(wide, corr, space, origins, pairs, label, min_overlap=min_overlap, facts=facts,
-                        source=source, measurements=measured).write(out, png_dir)
+                        source=source, measurements=measured, sentinel_checks=checks).write(out, png_dir)

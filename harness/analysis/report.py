@@ -231,7 +231,8 @@ def default_pairs(corr: Correlations, k: int = 4, min_overlap: int = 0) -> list[
 def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: dict[str, str],
                  pairs: Sequence[tuple[str, str]] | None = None, method: str = "SRCC",
                  min_overlap: int = DEFAULT_MIN_OVERLAP, facts: pd.DataFrame | None = None,
-                 source: str = "", measurements: pd.DataFrame | None = None) -> Report:
+                 source: str = "", measurements: pd.DataFrame | None = None,
+                 sentinel_checks: pd.DataFrame | None = None) -> Report:
     matrix = corr.matrix()
     reliable = corr.matrix(min_overlap)
     order = cluster_order(reliable)
@@ -263,6 +264,8 @@ def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: di
         fig = timeline(measurements)
         if fig is not None:
             report.figures.append(fig)
+    if sentinel_checks is not None and not sentinel_checks.empty:
+        report.figures.append(sentinel_series(sentinel_checks))
     if facts is not None and not facts.empty:
         report.tables.append(Table("Where the numbers come from", facts,
                                    "Measured devices: the runtime and version, timing policy, machine and campaign "
@@ -317,6 +320,37 @@ def timeline(measurements: pd.DataFrame) -> Figure | None:
                   "One row per measured device, time left to right: blue bars are models measured, orange "
                   "failures, red a model in flight when its host was lost. Gaps are idle time; a row that ends "
                   "early is a device that stopped.")
+
+
+def sentinel_series(checks: pd.DataFrame) -> Figure:
+    """Each sentinel's latency over the campaign, relative to its baseline: drift (thermal throttling, a
+    frequency step, a noisy neighbour) shows as every sentinel leaving zero together; checks out of band are
+    marked, and the models measured since the last good check were marked suspect."""
+    devices = sorted(checks["device"].unique())
+    fig, axes = plt.subplots(len(devices), 1, figsize=(10, 2.6 * len(devices) + 0.6), squeeze=False, sharex=False)
+    for ax, dev in zip(axes[:, 0], devices):
+        d = checks[checks["device"] == dev]
+        for key, g in d.groupby("key", sort=True):
+            dev_pct = 100 * (g["median_ms"] / g["baseline_ms"] - 1)
+            line, = ax.plot(g["models_done"], dev_pct, marker=".", lw=1, label=f"{key[:28]} ({g['baseline_ms'].iloc[0]:.3g} ms)")
+            bad = g["in_band"].eq(0).to_numpy()
+            if bad.any():
+                ax.scatter(g["models_done"].to_numpy()[bad], dev_pct.to_numpy()[bad], s=40, facecolors="none",
+                           edgecolors="#c44e52", zorder=3)
+        ax.axhline(0, color="#888", lw=0.8)
+        ax.set_title(dev, fontsize=9, loc="left")
+        ax.set_ylabel("vs baseline (%)")
+        ax.legend(fontsize=7, frameon=False, loc="upper left")
+    axes[-1, 0].set_xlabel("models measured in the campaign")
+    fig.tight_layout()
+    n_out = int(checks["in_band"].eq(0).sum())
+    return Figure("sentinel_series", "Sentinel series per device", _png(fig),
+                  f"{len(checks)} sentinel checks, {n_out} out of band (red circles); pauses re-check at the same "
+                  "model count",
+                  "Each line is one fixed reference model re-timed every few models, as a percentage of its first "
+                  "(baseline) timing. Flat lines near zero: the device kept its speed. Lines leaving zero together: "
+                  "the device drifted (heat, frequency, another job); models measured in that window are marked "
+                  "suspect in the store, and `harness export --drift-correct` can rescale them.")
 
 
 def pareto_figure(result: ParetoResult) -> Figure:
