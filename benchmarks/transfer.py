@@ -17,9 +17,10 @@ Methods (the same library code as `harness adapt`):
   proxy-alone   the source whose SRCC on the K samples is best, its raw latency ranking
   adaproxy      OneProxy's AdaProxy on that same single proxy (one-hot linear, L1-penalised correction)
   target-only   ridge on one-hot + graph features of the K samples only
-  ours-1proxy   multi-proxy ridge restricted to that single proxy (+ one-hot correction), blended with
-                the target's own structure model by leave-one-out error
-  ours-all      the same with every source (source choice and one-hot weight by LOO)
+  ours-1proxy   multi-proxy ridge restricted to that single proxy (+ one-hot or structure correction),
+                ensembled with the target's own structure model by leave-one-out error
+  ours-all      the same with every source (non-negative source weights; the three best candidates by LOO
+                and the structure model averaged by inverse LOO error)
   ours-all+live the same with both views of the architecture: plain and live-edges-only one-hot (NB201: dead
                 convolutions written as none), graph features of the pruned and of the kept graph
 

@@ -257,6 +257,7 @@ def test_adapt_prints_its_quality_and_reuses_identical_predictors(with_target, t
     m = re.search(r"quality on the 12 target samples \(leave-one-out, whole fit redone each time\): "
                   r"SRCC (\S+), median error (\S+) %", first)
     assert m and 0.8 < float(m.group(1)) <= 1.0, first
+    assert re.search(r"ensemble: \d+ source\(s\).*own structure model \(\d+%\)", first), first
     again = " ".join(invoke(*args).split())
     assert "predictor #1 for new_dev already fits these inputs" in again and "reused" in again
     assert m.group(0) in again  # the same figure, from the saved predictor

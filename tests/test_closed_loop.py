@@ -193,6 +193,44 @@ def test_simulated_loop_beats_its_own_start():
     assert hist[-1].loo_srcc > 0.9
 
 
+def small_pool(n=300, seed=2):
+    rng = np.random.default_rng(seed)
+    archs = SPACE.sample(n, seed)
+    x = np.stack([SPACE.encode(a) for a in archs]).astype(float)
+    cost = x @ rng.uniform(0.2, 2.0, x.shape[1])
+    src = np.stack([np.exp(0.3 * cost) * rng.lognormal(0, 0.05, n), rng.lognormal(0, 1, n)], axis=1)
+    truth = np.exp(0.25 * cost + 0.3 * x[:, 3]) * rng.lognormal(0, 0.05, n)
+    acc = 40 + 3 * cost + rng.normal(0, 2, n)
+    return cl.Pool([a.key for a in archs], src, ["a", "c"], x, x, acc), truth
+
+
+def test_diverse_order_is_nested():
+    pool, _ = small_pool()
+    first = cl.first_batch(pool, 8, 3).tolist()
+    assert cl.first_batch(pool, 14, 3).tolist() == first + cl.diverse_next(pool, set(first), 6, 3)
+    # rows taken out of order (a failed or resumed batch) are skipped, the order goes on
+    assert cl.diverse_next(pool, set(first[:4]), 6, 3) == first[4:] + cl.diverse_next(pool, set(first), 2, 3)
+
+
+def test_loop_explores_like_a_fixed_k_campaign_then_picks_uncertain_ones():
+    pool, truth = small_pool()
+    cfg = cl.LoopConfig(first_batch=6, batch=4, budget=30, explore=12, stable_rounds=99)
+    hist, _ = cl.simulate(pool, truth, cfg)
+    fixed12 = cl.first_batch(pool, 12, 0).tolist()
+    # rounds at 6 and 10 samples: the diverse order, exactly what a fixed K = 10 / 12 campaign measures
+    assert cl.first_batch(pool, 6, 0).tolist() + hist[0].next_batch == fixed12[:10]
+    crossing = hist[1].next_batch  # 10 -> 14: two to reach explore = 12, then two where the front is unsure
+    assert hist[1].n_samples == 10 and crossing[:2] == fixed12[10:]
+    assert set(crossing[2:]).isdisjoint(cl.diverse_next(pool, set(fixed12), 2, 0))
+    mixed, _ = cl.simulate(pool, truth, cl.LoopConfig(first_batch=6, batch=4, budget=18, explore=12,
+                                                      stable_rounds=99, pick="mixed"))
+    assert mixed[1].next_batch[:3] == cl.first_batch(pool, 13, 0).tolist()[10:]  # 2 explore + half of the rest
+    with pytest.raises(cl.LoopError, match="unknown pick"):
+        cl.LoopConfig(pick="best").validate(100)
+    with pytest.raises(cl.LoopError, match="--explore"):
+        cl.LoopConfig(explore=-1).validate(100)
+
+
 @settings(max_examples=60, deadline=None)
 @given(hst.lists(hst.tuples(hst.integers(1, 30), hst.integers(0, 30)), min_size=1, max_size=60))
 def test_front_mask_is_the_pareto_mask(points):

@@ -61,6 +61,71 @@ def test_multiproxy_picks_the_related_source_and_ranks_well():
     np.testing.assert_allclose(again.predict(sources[20:][:, cols], x[20:]), pred)
 
 
+def test_ridge_column_weights_penalise_that_column_more():
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=(20, 3))
+    y = f @ [1.0, 1.0, 1.0] + rng.normal(0, 0.1, 20)
+    lam = np.array([5.0])
+    plain = fit_ridge(f, y, lambdas=lam)
+    light = fit_ridge(f, y, lambdas=lam, weights=np.array([1.0, 1.0, 0.1]))
+    dropped = fit_ridge(f, y, lambdas=lam, weights=np.array([1.0, 1.0, 0.0]))
+    # the effect on the raw-scale coefficient: coef / scale
+    raw = [m.coef / m.scale for m in (plain, light, dropped)]
+    assert abs(raw[1][2]) < 0.2 * abs(raw[0][2]) and raw[2][2] == 0.0
+    np.testing.assert_allclose(dropped.predict(f), fit_ridge(f[:, :2], y, lambdas=lam).predict(f[:, :2]))
+    with pytest.raises(ValueError, match="weights"):
+        fit_ridge(f, y, weights=np.array([1.0, -1.0, 1.0]))
+
+
+def test_multiproxy_source_weights_are_never_negative():
+    """Two near-copies of the target's driver plus their difference: an unconstrained fit plays them off
+    against each other; ours keeps every source weight >= 0."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=40)
+    a = base + rng.normal(0, 0.05, 40)
+    b = base + rng.normal(0, 0.05, 40)
+    y = base + 0.8 * (a - b) + rng.normal(0, 0.02, 40)
+    src = np.exp(np.stack([a, b], axis=1))
+    assert (fit_ridge(np.log(src), y).coef < 0).any()  # the unconstrained fit does use a negative weight
+    x = np.zeros((40, 1))
+    model = fit_multiproxy(src, x, np.exp(y), ["a", "b"])
+    for part in model.parts:
+        assert (part.fit.coef[:len(part.sources)] >= 0).all()
+    assert sum(p.share for p in model.parts) + model.structure_share == pytest.approx(1.0)
+
+
+def test_multiproxy_ensembles_and_blends_with_the_structure_model():
+    archs, x, dev = synthetic_devices()
+    target = 3.0 * dev["b"] ** 0.8
+    sources = np.stack([dev["a"], dev["c"]], axis=1)
+    structure = np.hstack([x, np.log1p(x.sum(axis=1, keepdims=True))])
+    model = fit_multiproxy(sources[:20], x[:20], target[:20], ["a", "c"], structure=structure[:20])
+    assert len(model.parts) == 3 and model.structure_fit is not None and 0 < model.structure_share < 1
+    assert {p.correction for p in model.parts} <= {"onehot", "structure"}
+    cols = [["a", "c"].index(s) for s in model.sources]
+    pred = model.predict(sources[20:][:, cols], x[20:], structure[20:])
+    assert spearmanr(pred, target[20:]).statistic > 0.95
+    again = model_from_json(json.loads(json.dumps(model.to_json())))
+    np.testing.assert_allclose(again.predict(sources[20:][:, cols], x[20:], structure[20:]), pred)
+    with pytest.raises(TransferError, match="structure features"):
+        model.predict(sources[20:][:, cols], x[20:])
+
+
+def test_multiproxy_saved_before_version_2_still_predicts():
+    """A version-1 predictor: ridge on [log sources, g * one-hot] blended with the structure model."""
+    archs, x, dev = synthetic_devices()
+    slog = np.log(np.stack([dev["a"]], axis=1))
+    y = np.log(3.0 * dev["b"] ** 0.8)
+    g = 0.3
+    fit = fit_ridge(np.hstack([slog[:20], g * x[:20]]), y[:20])
+    own = fit_ridge(x[:20], y[:20])
+    old = {"kind": "multiproxy", "sources": ["a"], "onehot_weight": g, "fit": fit.to_json(), "candidates": {},
+           "blend": 0.7, "structure_fit": own.to_json()}
+    expected = np.exp(0.7 * fit.predict(np.hstack([slog[20:], g * x[20:]])) + 0.3 * own.predict(x[20:]))
+    model = model_from_json(json.loads(json.dumps(old)))
+    np.testing.assert_allclose(model.predict(np.exp(slog[20:]), x[20:], x[20:]), expected, rtol=1e-9)
+
+
 def test_adaproxy_recovers_a_rescaled_proxy():
     archs, x, dev = synthetic_devices()
     proxy = x @ np.linspace(0.5, 2.0, x.shape[1])

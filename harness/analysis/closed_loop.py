@@ -12,7 +12,11 @@ leaving one measured architecture out; their predictions of the left-out one are
 predictions reported as "LOO SRCC"), and the residual error those LOO predictions make, as independent
 log-normal noise per architecture. ``n_draws`` joint draws of the whole space's latencies give each
 architecture a probability of being on the front; the next batch is where that probability is least
-certain (closest to 1/2), i.e. the architectures whose latency decides front membership.
+certain (closest to 1/2), i.e. the architectures whose latency decides front membership. Until
+``explore`` samples, though, batches continue the diverse order of the first batch: a loop that stops by
+then has measured exactly what a fixed-K campaign of the same size measures, never less well chosen
+(benchmarks/closed_loop.py: with uncertainty picks from sample 11 on, 6 of 36 runs that stopped at 20
+had a lower HV ratio than fixed K = 20).
 
 Stopping. The predicted front (measured latencies where known, predictions elsewhere) must be stable for
 ``stable_rounds`` consecutive rounds: Jaccard similarity with the previous round's front >= ``jaccard``
@@ -34,6 +38,7 @@ from harness.errors import HarnessError
 
 
 MAX_MEMBERS = 16
+PICKS = ("uncertain", "front", "mixed")
 
 
 class LoopError(HarnessError):
@@ -44,6 +49,7 @@ class LoopError(HarnessError):
 class LoopConfig:
     first_batch: int = 10
     batch: int = 5
+    explore: int = 20  # batches follow the diverse order (a fixed-K campaign's picks) until this many samples
     budget: int = 50
     jaccard: float = 0.9
     hv_change: float = 0.005
@@ -51,7 +57,9 @@ class LoopConfig:
     stable_rounds: int = 2
     n_draws: int = 32
     seed: int = 0
-    pick: str = "uncertain"  # uncertain: P(front) closest to 1/2 | front: most likely front members first
+    # uncertain: P(front) closest to 1/2 | front: most likely front members first | mixed: half uncertain, half
+    # the diverse order's next ones
+    pick: str = "uncertain"
 
     def validate(self, n_candidates: int) -> None:
         if self.first_batch < 3:
@@ -61,6 +69,10 @@ class LoopConfig:
         if self.budget < self.first_batch:
             raise LoopError(f"--budget {self.budget} is smaller than the first batch ({self.first_batch}); raise "
                             f"--budget or lower --first-batch")
+        if self.explore < 0:
+            raise LoopError(f"--explore must be >= 0, got {self.explore}")
+        if self.pick not in PICKS:
+            raise LoopError(f"unknown pick {self.pick!r}; valid: {', '.join(PICKS)}")
         if self.first_batch > n_candidates:
             raise LoopError(f"the first batch ({self.first_batch}) is larger than the {n_candidates} candidates")
 
@@ -140,6 +152,20 @@ def jaccard(a: list[int] | set[int], b: list[int] | set[int]) -> float:
 def first_batch(pool: Pool, k: int, seed: int = 0) -> np.ndarray:
     """Deterministic for a seed, so an interrupted first campaign resumes the same batch."""
     return sampling.select(k, pool.source_log, pool.onehot, "diverse", seed)
+
+
+def diverse_next(pool: Pool, taken: set[int], k: int, seed: int = 0) -> list[int]:
+    """The next k architectures in the diverse order not yet taken. Greedy farthest-point selection is
+    nested (its first n picks are the picks for n), so a loop exploring this way has measured exactly what a
+    fixed-K campaign of the same size measures."""
+    n = len(pool.keys)
+    size = min(n, len(taken) + k)
+    while True:
+        order = first_batch(pool, size, seed)
+        picks = [int(i) for i in order if int(i) not in taken][:k]
+        if len(picks) == k or size == n:
+            return picks
+        size = min(n, 2 * size)
 
 
 def _fit(pool: Pool, rows: np.ndarray, y_ms: np.ndarray) -> MultiProxyModel:
@@ -244,7 +270,14 @@ def _step(pool: Pool, measured: dict[int, float], history: list[Round], cfg: Loo
     nxt: list[int] = []
     if stop is None:
         k = min(cfg.batch, cfg.budget - len(rows))
-        nxt = pick_next(prob, lat, front, set(rows.tolist()) | set(excluded), k, cfg.pick)
+        taken = set(rows.tolist()) | set(excluded)
+        n_diverse = min(k, max(0, cfg.explore - len(rows)))
+        if cfg.pick == "mixed":  # of the rest, the uncertain half rounded up
+            n_diverse += (k - n_diverse) // 2
+        nxt = diverse_next(pool, taken, n_diverse, cfg.seed) if n_diverse else []
+        if k > n_diverse:
+            how = "uncertain" if cfg.pick == "mixed" else cfg.pick
+            nxt += pick_next(prob, lat, front, taken | set(nxt), k - n_diverse, how)
     r = Round(len(history), len(rows), loo_srcc, float(100 * np.median(np.abs(np.expm1(resid)))),
               front.tolist(), prob[front].tolist(), hv, jac, hv_chg, exp_hv, exp_recall, stable, stop, nxt,
               time.perf_counter() - t0)

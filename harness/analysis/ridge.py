@@ -38,14 +38,27 @@ class RidgeFit:
                    float(d["lam"]), float(d["loo_mse"]))
 
 
-def fit_ridge(features: np.ndarray, y: np.ndarray, lambdas: np.ndarray = LAMBDAS) -> RidgeFit:
-    """Standardised ridge; lambda = argmin of the exact LOO mean squared error."""
+def fit_ridge(features: np.ndarray, y: np.ndarray, lambdas: np.ndarray = LAMBDAS,
+              weights: np.ndarray | None = None) -> RidgeFit:
+    """Standardised ridge; lambda = argmin of the exact LOO mean squared error.
+
+    ``weights`` (one per column, default 1) scale the standardised columns, i.e. divide that column's
+    penalty by weight**2: a block weighted 0.1 is a correction the fit uses only when the data insist; a
+    weight of 0 leaves the column out. (Scaling the raw column instead does nothing: it is standardised away.)
+    """
     f = np.asarray(features, dtype=float)
     y = np.asarray(y, dtype=float)
     mean = f.mean(axis=0)
     scale = f.std(axis=0)
     scale[scale == 0] = 1.0
+    if weights is not None:
+        w = np.asarray(weights, dtype=float)
+        if w.shape != scale.shape or (w < 0).any():
+            raise ValueError(f"weights must be {scale.shape[0]} non-negative numbers, got shape {w.shape}")
+        scale = scale / np.where(w > 0, w, 1.0)
     z = (f - mean) / scale
+    if weights is not None:
+        z[:, w == 0] = 0.0
     y_mean = float(y.mean())
     yc = y - y_mean
     u, s, vt = np.linalg.svd(z, full_matrices=False)

@@ -125,8 +125,9 @@ def adapt(
                       f"each time): SRCC [bold]{q['loo_srcc']:.3f}[/], median error "
                       f"{100 * q['loo_median_rel_error']:.1f} %", highlight=False)
     if "sources_used" in r.metrics:
-        console.print(f"  sources used: {esc(', '.join(r.metrics['sources_used']))}; one-hot weight "
-                      f"{r.metrics['onehot_weight']}", highlight=False)
+        how = (f"ensemble: {', '.join(r.metrics['parts'])}" if "parts" in r.metrics
+               else f"one-hot weight {r.metrics['onehot_weight']}")
+        console.print(f"  sources used: {esc(', '.join(r.metrics['sources_used']))}; {esc(how)}", highlight=False)
 
 
 @cli_errors

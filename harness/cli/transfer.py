@@ -50,6 +50,9 @@ def transfer(
     proxy: ProxyOpt = None,
     first_batch: Annotated[int, typer.Option(help="Architectures measured before the first fit.")] = 10,
     batch: Annotated[int, typer.Option(help="Architectures measured per later round.")] = 5,
+    explore: Annotated[int, typer.Option(
+        help="Until this many samples, batches follow the diverse order (what a fixed-K campaign measures); "
+             "after it, where front membership is uncertain.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the first batch and of the uncertainty draws.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Write the predicted front to this CSV/Parquet.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rounds and the front as JSON.")] = False,
@@ -58,6 +61,10 @@ def transfer(
     """Closed loop on a new target: measure a first batch, adapt the multi-proxy predictor, estimate its
     uncertainty, measure next where it decides the accuracy-latency Pareto front, and stop when the predicted
     front is stable (or the budget is spent). Ctrl-C and rerun the same command to resume.
+
+    The first --explore samples (default 20) follow the diverse sampling order in batches, so a loop that
+    stops there has measured exactly what a fixed-K campaign of that size would; only then does it measure
+    where the front is uncertain.
 
     Stops when, two rounds in a row, the front barely changed (Jaccard >= 0.9 with the last round's, or a
     hypervolume gain < 0.5 %) and its expected hypervolume ratio against the truth is >= 0.95 (estimated
@@ -75,7 +82,7 @@ def transfer(
     from harness.results.export import write_table
     from harness.results.store import Store
 
-    cfg = cl.LoopConfig(first_batch=first_batch, batch=batch, budget=budget, seed=seed)
+    cfg = cl.LoopConfig(first_batch=first_batch, batch=batch, budget=budget, seed=seed, explore=explore)
     command = shlex.join(["harness", *sys.argv[1:]])
     with Store(store) as st:
         ctx = open_context(st, space, str(cache_dir))

@@ -1,5 +1,5 @@
-"""multiproxy (ours): every proxy's log-latency + one-hot, sources chosen on the samples, blended with the
-target's own structure model by leave-one-out error."""
+"""multiproxy (ours): the proxies' log-latencies (non-negative weights) + a one-hot or structure correction, the
+best few such fits ensembled with the target's own structure model by leave-one-out error."""
 
 from __future__ import annotations
 
@@ -22,8 +22,11 @@ class MultiProxy:
                                structure=ctx.features(archs, names))
         payload = {**model.to_json(), "graph_features": names,
                    "source_predictors": {s: predictors[s] for s in model.sources if s in predictors}}
+        parts = [f"{len(p.sources)} source(s) + {p.correction} x{p.weight:g} ({p.share:.0%})" if p.weight > 0
+                 else f"{len(p.sources)} source(s) ({p.share:.0%})" for p in model.parts]
         return Fitted(payload, {"loo_mse_log": model.fit.loo_mse, "sources_used": model.sources,
                                 "onehot_weight": model.onehot_weight, "proxy_blend": model.blend,
+                                "parts": parts + [f"own structure model ({model.structure_share:.0%})"],
                                 "source_srcc_on_samples": model.candidates})
 
     def predict(self, ctx, payload, archs):
