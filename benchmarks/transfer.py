@@ -18,11 +18,13 @@ Methods (the same library code as `harness adapt`):
   adaproxy      OneProxy's AdaProxy on that same single proxy (one-hot linear, L1-penalised correction)
   target-only   ridge on one-hot + graph features of the K samples only
   ours-1proxy   multi-proxy ridge restricted to that single proxy (+ one-hot or structure correction),
-                ensembled with the target's own structure model by leave-one-out error
-  ours-all      the same with every source (non-negative source weights; the three best candidates by LOO
-                and the structure model averaged by inverse LOO error)
-  ours-all+live the same with both views of the architecture: plain and live-edges-only one-hot (NB201: dead
-                convolutions written as none), graph features of the pruned and of the kept graph
+                ensembled with the target's own structure models by leave-one-out error
+  ours-all      the same with every source (non-negative source weights): candidates with a one-hot
+                correction, a structure correction on the plain view (one-hot + graph features of the pruned
+                graph) or on both views of dead code (plus the live-edges-only one-hot, NB201's dead
+                convolutions written as none, and the graph features of the kept graph); the three best by LOO
+                and the target's own structure models (plain view, both views) averaged by inverse LOO error
+  ours-plain    ours-all on the plain view only (the method before both views were wired in)
 
     python benchmarks/transfer.py [--seeds 5] [--k 5 10 20 50] [--table oneproxy|hwnb|fbnet ...]
                                   [--protocol plain family] [--strategy diverse] [--compare-strategies]
@@ -50,7 +52,7 @@ TABLES = {
     "hwnb": ("nb201", DATA / "hwnasbench" / "nb201_hwnasbench_cifar10_4dev_15625.csv.gz"),
     "fbnet": ("fbnet", DATA / "hwnasbench" / "fbnet_hwnasbench_cifar100_4dev_5000.csv.gz"),
 }
-METHODS = ("proxy-alone", "adaproxy", "target-only", "ours-1proxy", "ours-all", "ours-all+live")
+METHODS = ("proxy-alone", "adaproxy", "target-only", "ours-1proxy", "ours-all", "ours-plain")
 # device families for the hard protocol (by what the hardware is; eagle_gtx1080ti's values are a near-copy of
 # the i7's, see the MANIFEST, so it sits with the CPUs)
 FAMILY = {
@@ -64,8 +66,8 @@ FAMILY = {
 
 
 def load(table: str, cache: Path, views: str = "plain"):
-    """views: ``plain`` features = [one-hot, graph (pruned)]; ``both`` = [one-hot, live one-hot, graph (pruned),
-    graph (kept)]."""
+    """views: ``plain`` features = [one-hot, graph (pruned)]; ``both`` = [one-hot, graph (pruned), live one-hot,
+    graph (kept)]: the plain view's columns first, as workflow.Context.features writes them."""
     space_name, path = TABLES[table]
     space = get_space(space_name)
     df = pd.read_csv(path)
@@ -75,20 +77,19 @@ def load(table: str, cache: Path, views: str = "plain"):
     lat = df[devices].to_numpy(dtype=float)
     x = onehot(space, archs)
     blocks = [x]
-    if views == "both":
-        blocks.append(live_onehot(space, archs))
     for mode in (("prune", "keep") if views == "both" else ("prune",)):
+        if mode == "keep":
+            blocks.append(live_onehot(space, archs))
         gf = GraphFeatures(space, cache, mode)
         blocks.append(gf.matrix(archs, gf.vocabulary(archs)))
     feats = np.hstack(blocks)
-    xv = np.hstack(blocks[:2]) if views == "both" else x
     # sources with gaps (e.g. Edge TPU) are completed by their own predictor, as `harness adapt` does
     filled = lat.copy()
     for j in range(lat.shape[1]):
         gaps = np.isnan(lat[:, j])
         if gaps.any():
             filled[gaps, j] = fit_linear(feats[~gaps], lat[~gaps, j]).predict(feats[gaps])
-    return [d[:-3] for d in devices], lat, filled, (xv if views == "both" else x), feats
+    return [d[:-3] for d in devices], lat, filled, x, feats
 
 
 def sources_for(t: int, names: list[str], protocol: str) -> list[int]:
@@ -99,7 +100,8 @@ def sources_for(t: int, names: list[str], protocol: str) -> list[int]:
 
 
 def run_one(k: int, seed: int, t: int, names, lat, filled, x, feats, strategy: str, src: list[int],
-            live: tuple[np.ndarray, np.ndarray] | None = None, methods=METHODS) -> dict[str, float]:
+            both: np.ndarray | None = None, methods=METHODS) -> dict[str, float]:
+    """feats: the plain view; both: [plain view, second view] (None: ours-all reads the plain view only)."""
     y = lat[:, t]
     valid = np.flatnonzero(~np.isnan(y))
     s_all = filled[:, src]
@@ -121,16 +123,17 @@ def run_one(k: int, seed: int, t: int, names, lat, filled, x, feats, strategy: s
         out["adaproxy"] = score(fit_adaproxy(x[ok], lat[ok, best], x[pick], y[pick], seed=seed).predict(x[rest]))
     if "target-only" in methods:
         out["target-only"] = score(fit_linear(feats[pick], y[pick]).predict(feats[rest]))
+    fb, width = (feats, None) if both is None else (both, feats.shape[1])
     if "ours-1proxy" in methods:
-        m1 = fit_multiproxy(filled[pick][:, [best]], x[pick], y[pick], [names[best]], structure=feats[pick])
-        out["ours-1proxy"] = score(m1.predict(filled[rest][:, [best]], x[rest], feats[rest]))
-    variants = [("ours-all", x, feats)] + ([("ours-all+live", *live)] if live is not None else [])
-    for label, xv, fv in variants:
+        m1 = fit_multiproxy(filled[pick][:, [best]], x[pick], y[pick], [names[best]], structure=fb[pick],
+                            plain_width=width)
+        out["ours-1proxy"] = score(m1.predict(filled[rest][:, [best]], x[rest], fb[rest]))
+    for label, fv, w in (("ours-all", fb, width), ("ours-plain", feats, None)):
         if label not in methods:
             continue
-        mall = fit_multiproxy(s_all[pick], xv[pick], y[pick], src_names, structure=fv[pick])
+        mall = fit_multiproxy(s_all[pick], x[pick], y[pick], src_names, structure=fv[pick], plain_width=w)
         cols = [src[src_names.index(n)] for n in mall.sources]
-        out[label] = score(mall.predict(filled[rest][:, cols], xv[rest], fv[rest]))
+        out[label] = score(mall.predict(filled[rest][:, cols], x[rest], fv[rest]))
     return out
 
 
@@ -156,10 +159,7 @@ def main() -> None:
 def run_table(table: str, args, methods: tuple[str, ...]) -> None:
     t0 = time.perf_counter()
     names, lat, filled, x, feats = load(table, args.cache)
-    live = None
-    if "ours-all+live" in methods:
-        _, _, _, xl, fl = load(table, args.cache, "both")
-        live = (xl, fl)
+    both = load(table, args.cache, "both")[4]
     ks = [k for k in args.k if k < len(lat) // 2]
     for protocol in args.protocol:
         print(f"\n== {table} [{protocol}]: {len(names)} devices x {len(lat)} architectures, leave-one-device-out"
@@ -170,7 +170,7 @@ def run_table(table: str, args, methods: tuple[str, ...]) -> None:
             per_target = {m: [] for m in methods}
             for t in range(len(names)):
                 src = sources_for(t, names, protocol)
-                runs = [run_one(k, s, t, names, lat, filled, x, feats, args.strategy, src, live, methods)
+                runs = [run_one(k, s, t, names, lat, filled, x, feats, args.strategy, src, both, methods)
                         for s in range(args.seeds)]
                 for m in methods:
                     per_target[m].append(np.mean([r[m] for r in runs]))
@@ -185,7 +185,7 @@ def run_table(table: str, args, methods: tuple[str, ...]) -> None:
         print(df.pivot(index="method", columns="K", values="worst").loc[list(methods)].round(3)
               .to_string(header=[f"worst K={k}" for k in ks]))
         if 20 in ks:
-            for m in ("ours-all", "ours-all+live"):
+            for m in ("ours-all", "ours-plain"):
                 if m in methods:
                     w = df[(df.K == 20) & (df.method == m)].iloc[0]
                     print(f"hardest target at K=20 for {m}: {w['worst target']}")
@@ -194,7 +194,7 @@ def run_table(table: str, args, methods: tuple[str, ...]) -> None:
         if args.compare_strategies and 20 in ks:
             for strategy in sampling.STRATEGIES:
                 vals = [np.mean([run_one(20, s, t, names, lat, filled, x, feats, strategy,
-                                         sources_for(t, names, protocol), None, ("ours-all",))["ours-all"]
+                                         sources_for(t, names, protocol), both, ("ours-all",))["ours-all"]
                                  for s in range(args.seeds)]) for t in range(len(names))]
                 print(f"sampling {strategy:10s} ours-all K=20: mean {np.mean(vals):.3f} worst {np.min(vals):.3f}")
     print(f"({time.perf_counter() - t0:.0f} s)")

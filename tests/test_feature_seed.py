@@ -12,25 +12,33 @@ from harness.models.spaces import get_space
 from tests.conftest import FEATURE_SEED
 
 SPACE = get_space("nb201")
-SEED = FEATURE_SEED / f"nb201-graph-{DEFAULT_GRAPH_MODE}-v{GRAPH_FEATURES_VERSION}.npz"
+# the default (pruned) graph and the kept one: multiproxy predictors read both views of dead code
+MODES = (DEFAULT_GRAPH_MODE, "keep")
 
 
-def _compare(archs) -> None:
-    seeded = GraphFeatures(SPACE, FEATURE_SEED.parent)  # reads the seed, computes nothing for these keys
+def _seed(mode: str):
+    return FEATURE_SEED / f"nb201-graph-{mode}-v{GRAPH_FEATURES_VERSION}.npz"
+
+
+def _compare(archs, mode: str) -> None:
+    seeded = GraphFeatures(SPACE, FEATURE_SEED.parent, mode)  # reads the seed, computes nothing for these keys
     assert all(a.key in seeded._rows for a in archs), "the seed lacks architectures: regenerate it (README)"
-    fresh = GraphFeatures(SPACE, None)                 # in memory only: built now by today's code
+    fresh = GraphFeatures(SPACE, None, mode)                 # in memory only: built now by today's code
     names = fresh.vocabulary(archs)
     assert set(seeded.vocabulary(archs)) == set(names)
     np.testing.assert_allclose(seeded.matrix(archs, names), fresh.matrix(archs, names), rtol=1e-12)
 
 
-def test_the_seed_matches_the_code_on_a_sample():
-    assert SEED.exists(), (f"{SEED.name} missing: GRAPH_FEATURES_VERSION or the default graph mode changed; "
+@pytest.mark.parametrize("mode", MODES)
+def test_the_seed_matches_the_code_on_a_sample(mode):
+    seed = _seed(mode)
+    assert seed.exists(), (f"{seed.name} missing: GRAPH_FEATURES_VERSION or the default graph mode changed; "
                            f"regenerate the seed ({FEATURE_SEED / 'README.md'})")
-    _compare(SPACE.sample(300, 11))
+    _compare(SPACE.sample(300, 11), mode)
 
 
 @pytest.mark.slow
-def test_the_seed_matches_the_code_on_the_whole_space():
+@pytest.mark.parametrize("mode", MODES)
+def test_the_seed_matches_the_code_on_the_whole_space(mode):
     """Also: every architecture of the space builds."""
-    _compare(list(SPACE.all()))
+    _compare(list(SPACE.all()), mode)

@@ -101,7 +101,8 @@ def test_multiproxy_ensembles_and_blends_with_the_structure_model():
     structure = np.hstack([x, np.log1p(x.sum(axis=1, keepdims=True))])
     model = fit_multiproxy(sources[:20], x[:20], target[:20], ["a", "c"], structure=structure[:20])
     assert len(model.parts) == 3 and model.structure_fit is not None and 0 < model.structure_share < 1
-    assert {p.correction for p in model.parts} <= {"onehot", "structure"}
+    assert {p.correction for p in model.parts} <= {"onehot", "structure"}  # one view: no "both" candidates
+    assert model.both_fit is None and model.both_share == 0
     cols = [["a", "c"].index(s) for s in model.sources]
     pred = model.predict(sources[20:][:, cols], x[20:], structure[20:])
     assert spearmanr(pred, target[20:]).statistic > 0.95
@@ -109,6 +110,56 @@ def test_multiproxy_ensembles_and_blends_with_the_structure_model():
     np.testing.assert_allclose(again.predict(sources[20:][:, cols], x[20:], structure[20:]), pred)
     with pytest.raises(TransferError, match="structure features"):
         model.predict(sources[20:][:, cols], x[20:])
+
+
+def _dead_code_target():
+    """NB201 archs: the source runs dead convolutions (cost on every operation, live or not), the target prunes
+    them. The plain view (one-hot) cannot tell a dead conv from a live one; the second view (live-edges-only
+    one-hot) can."""
+    from harness.analysis.features import live_onehot
+
+    rng = np.random.default_rng(5)
+    archs = SPACE.sample(400, 1)
+    x = np.stack([SPACE.encode(a) for a in archs]).astype(float)
+    live = live_onehot(SPACE, archs)
+    costs = rng.uniform(0.2, 1.0, x.shape[1])
+    src = np.exp(0.3 * x @ costs + rng.normal(0, 0.01, len(archs)))[:, None]
+    target = np.exp(0.3 * live @ costs + rng.normal(0, 0.01, len(archs)))
+    plain = np.hstack([x, np.log1p(x.sum(axis=1, keepdims=True))])
+    second = np.hstack([live, np.log1p(live.sum(axis=1, keepdims=True))])
+    return x, src, target, plain, second
+
+
+def test_multiproxy_with_two_views_uses_the_one_the_target_follows():
+    """A target that prunes dead code a source runs: with both views the ensemble reads the second one and
+    ranks better than on the plain view alone; the saved model predicts the same after a JSON round trip."""
+    x, src, target, plain, second = _dead_code_target()
+    both = np.hstack([plain, second])
+    k = 50  # enough samples for the dead-code difference to show in leave-one-out error
+    one = fit_multiproxy(src[:k], x[:k], target[:k], ["s"], structure=plain[:k])
+    two = fit_multiproxy(src[:k], x[:k], target[:k], ["s"], structure=both[:k], plain_width=plain.shape[1])
+    assert one.plain_width is None and one.both_fit is None
+    assert two.plain_width == plain.shape[1] and two.both_fit is not None
+    assert sum(p.share for p in two.parts) + two.structure_share + two.both_share == pytest.approx(1.0)
+    assert two.both_share > two.structure_share or any(p.correction == "both" for p in two.parts)
+    srcc_one = spearmanr(one.predict(src[k:], x[k:], plain[k:]), target[k:]).statistic
+    pred = two.predict(src[k:], x[k:], both[k:])
+    assert spearmanr(pred, target[k:]).statistic > srcc_one + 0.03
+    again = model_from_json(json.loads(json.dumps(two.to_json())))
+    np.testing.assert_allclose(again.predict(src[k:], x[k:], both[k:]), pred)
+    with pytest.raises(TransferError, match="structure columns"):
+        two.predict(src[k:], x[k:], plain[k:, :5])
+
+
+def test_multiproxy_saved_as_version_2_still_predicts():
+    """A version-2 predictor (one structure view, no both-view model) loads and predicts as before."""
+    x, src, target, plain, _ = _dead_code_target()
+    model = fit_multiproxy(src[:30], x[:30], target[:30], ["s"], structure=plain[:30])
+    d = model.to_json()
+    v2 = {**{k: v for k, v in d.items() if k not in ("plain_width", "both_fit", "both_share")}, "version": 2}
+    old = model_from_json(json.loads(json.dumps(v2)))
+    assert old.plain_width is None and old.both_fit is None and old.blend == pytest.approx(model.blend)
+    np.testing.assert_allclose(old.predict(src[30:], x[30:], plain[30:]), model.predict(src[30:], x[30:], plain[30:]))
 
 
 def test_multiproxy_saved_before_version_2_still_predicts():
@@ -252,3 +303,32 @@ def test_train_then_predict(public_like_store, cli_env):
     assert r["n_archs"] == 400 and r["holdout_srcc"] > 0.9
     pred = json.loads(harness("predict", "--device", "pub_a", "--json", env=cli_env).stdout)
     assert len(pred) == 15625 and {"nb201_index", "arch_str", "predicted_ms"} <= set(pred[0])
+
+
+def test_adapt_saves_both_views_and_a_version_2_predictor_still_predicts(public_like_store, store_path, cache_dir):
+    """adapt's multiproxy reads both views of dead code (kept-graph names saved with it); a predictor saved in
+    the version-2 format (one view, no kept-graph names) predicts through the same workflow as before."""
+    from harness.analysis import workflow
+
+    folder, table = public_like_store
+    archs = [SPACE.parse(k) for k in table.arch_str[12:60]]
+    with Store(store_path) as st:
+        import_table(st, folder / "target.csv")
+        ctx = workflow.Context(st, SPACE, str(cache_dir))
+        assert workflow.adapt(ctx, ["pub_a"], "new_dev").method == "multiproxy"
+        saved = st.latest_predictor("nb201", "new_dev")
+        payload = saved["model"]
+        assert payload["version"] == 3 and payload["graph_features_kept"] and payload["both_fit"] is not None
+        assert payload["plain_width"] == SPACE.encode(archs[0]).size + len(payload["graph_features"])
+        new = workflow.predict(ctx, "new_dev", archs)
+        assert spearmanr(new.predicted_ms, table.pub_a_ms[12:60]).statistic > 0.9
+        # the same predictor as version 2 wrote it: one view, so no "both" parts and no both-view model
+        parts = [p for p in payload["parts"] if p["correction"] != "both"]
+        total = sum(p["share"] for p in parts) + payload["structure_share"]
+        old = {**{k: v for k, v in payload.items()
+                  if k not in ("plain_width", "both_fit", "both_share", "graph_features_kept")},
+               "version": 2, "parts": [{**p, "share": p["share"] / total} for p in parts],
+               "structure_share": payload["structure_share"] / total}
+        st.save_predictor("nb201", "new_dev", "multiproxy", old, saved["provenance"], saved["metrics"])
+        before = workflow.predict(workflow.Context(st, SPACE, str(cache_dir)), "new_dev", archs)
+        assert spearmanr(before.predicted_ms, table.pub_a_ms[12:60]).statistic > 0.9

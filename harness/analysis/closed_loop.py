@@ -85,8 +85,9 @@ class Pool:
     source_ms: np.ndarray       # (N, S) source latencies, gaps already filled
     source_names: list[str]
     onehot: np.ndarray          # (N, d)
-    structure: np.ndarray       # (N, f) one-hot + graph features
+    structure: np.ndarray       # (N, f) one-hot + graph features (plain view), then the second view if any
     accuracy: np.ndarray        # (N,)
+    plain_width: int | None = None  # structure columns of the plain view (None: one view only)
 
     def __post_init__(self) -> None:
         n = len(self.keys)
@@ -170,7 +171,7 @@ def diverse_next(pool: Pool, taken: set[int], k: int, seed: int = 0) -> list[int
 
 def _fit(pool: Pool, rows: np.ndarray, y_ms: np.ndarray) -> MultiProxyModel:
     return fit_multiproxy(pool.source_ms[rows], pool.onehot[rows], y_ms, pool.source_names,
-                          structure=pool.structure[rows])
+                          structure=pool.structure[rows], plain_width=pool.plain_width)
 
 
 def predict_log(model: MultiProxyModel, pool: Pool, rows: np.ndarray | slice = slice(None)) -> np.ndarray:

@@ -12,8 +12,10 @@ notebook API and ``benchmarks/transfer.py`` run the very same code.
   devices' log-latencies (non-negative weights), plus a down-weighted correction on the one-hot or the
   structure features for what no source sees. Sources are ranked by SRCC on the K samples (NASFLAT's
   source selection); the best few candidates by exact leave-one-out error and the target's own structure
-  model are averaged by inverse LOO error, so a target unlike every source falls back on its own
-  structure instead of a misleading proxy.
+  models are averaged by inverse LOO error, so a target unlike every source falls back on its own
+  structure instead of a misleading proxy. The structure features may carry two views of an architecture
+  (``plain_width``): as exported with dead code pruned, and with dead convolutions kept (devices disagree on
+  dead code); candidates and own models read the plain view or both, and LOO error chooses per target.
 """
 
 from __future__ import annotations
@@ -144,7 +146,9 @@ def fit_adaproxy(proxy_onehot: np.ndarray, proxy_ms: np.ndarray, target_onehot: 
 
 
 # --- ours: multi-proxy transfer -----------------------------------------------------------------
-CORRECTIONS = ("onehot", "structure")   # what a proxy part's correction reads besides the sources
+# what a proxy part's correction reads besides the sources: the one-hot, the plain structure view (one-hot + graph
+# features of the pruned graph) or both views (plus the live-edges-only one-hot and the kept graph's features)
+CORRECTIONS = ("onehot", "structure", "both")
 CORRECTION_WEIGHTS = (0.0, 0.1, 0.3, 1.0)
 TOP_PARTS = 3
 
@@ -162,13 +166,14 @@ class ProxyPart:
     share: float = 1.0
 
     def predict_log(self, source_log: dict[str, np.ndarray], onehot: np.ndarray,
-                    structure: np.ndarray | None) -> np.ndarray:
+                    structure: np.ndarray | None, plain_width: int | None = None) -> np.ndarray:
         cols = [source_log[s] for s in self.sources]
         blocks = [np.column_stack(cols)]
         if self.weight > 0:
-            extra = onehot if self.correction == "onehot" else structure
-            if extra is None:
-                raise TransferError("this predictor also needs the architectures' structure features")
+            if self.correction == "onehot":
+                extra = onehot
+            else:
+                extra = _view(structure, plain_width, self.correction)
             blocks.append(extra)
         return self.fit.predict(np.hstack(blocks))
 
@@ -182,16 +187,31 @@ class ProxyPart:
                    float(d["share"]))
 
 
+def _view(structure: np.ndarray | None, plain_width: int | None, view: str) -> np.ndarray:
+    """The plain view (the first ``plain_width`` columns; all when None) or both views of the structure."""
+    if structure is None:
+        raise TransferError("this predictor also needs the architectures' structure features")
+    if plain_width is not None and structure.shape[1] < plain_width:
+        raise TransferError(f"this predictor reads {plain_width}+ structure columns, got {structure.shape[1]}")
+    if view == "both" or plain_width is None:
+        return structure
+    return structure[:, :plain_width]
+
+
 @dataclass
 class MultiProxyModel:
-    """An ensemble of proxy parts and the target's own structure model, each weighted by the inverse of its
+    """An ensemble of proxy parts and the target's own structure models, each weighted by the inverse of its
     leave-one-out error (``share``s sum to 1)."""
 
     sources: list[str]          # every source a part uses, best SRCC first (the columns predict() expects)
     parts: list[ProxyPart]      # best leave-one-out error first
     candidates: dict[str, float] = field(default_factory=dict)  # SRCC of every source on the K samples
-    structure_fit: RidgeFit | None = None  # the target's own structure model (one-hot + graph features)
+    structure_fit: RidgeFit | None = None  # the target's own structure model (plain view)
     structure_share: float = 0.0
+    # structure columns of the plain view; the rest is the second view (None: one view, saved before version 3)
+    plain_width: int | None = None
+    both_fit: RidgeFit | None = None       # the target's own structure model on both views
+    both_share: float = 0.0
 
     @property
     def fit(self) -> RidgeFit:
@@ -204,26 +224,28 @@ class MultiProxyModel:
 
     @property
     def blend(self) -> float:
-        """Weight of the proxy parts together; the rest goes to the structure model."""
-        return 1.0 - self.structure_share
+        """Weight of the proxy parts together; the rest goes to the structure models."""
+        return 1.0 - self.structure_share - self.both_share
 
     def predict(self, source_ms: np.ndarray, onehot: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
         """source_ms: latencies of ``self.sources`` (columns in that order) for the architectures to predict;
-        structure: their one-hot + graph features (needed when a part or the blend reads them)."""
+        structure: their structure features as at fit time (needed when a part or an own model reads them)."""
         slog = _log(source_ms)
         by_name = {s: slog[:, j] for j, s in enumerate(self.sources)}
-        log_pred = sum(p.share * p.predict_log(by_name, onehot, structure) for p in self.parts)
-        if self.structure_fit is not None and self.structure_share > 0:
-            if structure is None:
-                raise TransferError("this predictor also needs the architectures' structure features")
-            log_pred = log_pred + self.structure_share * self.structure_fit.predict(structure)
+        log_pred = sum(p.share * p.predict_log(by_name, onehot, structure, self.plain_width) for p in self.parts)
+        for view, own, share in (("structure", self.structure_fit, self.structure_share),
+                                 ("both", self.both_fit, self.both_share)):
+            if own is not None and share > 0:
+                log_pred = log_pred + share * own.predict(_view(structure, self.plain_width, view))
         return np.exp(log_pred)
 
     def to_json(self) -> dict:
-        return {"kind": "multiproxy", "version": 2, "sources": self.sources,
+        return {"kind": "multiproxy", "version": 3, "sources": self.sources,
                 "parts": [p.to_json() for p in self.parts], "candidates": self.candidates,
                 "structure_share": self.structure_share,
-                "structure_fit": self.structure_fit.to_json() if self.structure_fit else None}
+                "structure_fit": self.structure_fit.to_json() if self.structure_fit else None,
+                "plain_width": self.plain_width, "both_share": self.both_share,
+                "both_fit": self.both_fit.to_json() if self.both_fit else None}
 
 
 def rank_sources(source_ms: np.ndarray, target_ms: np.ndarray, names: list[str]) -> list[tuple[str, float]]:
@@ -265,7 +287,7 @@ def _nonnegative_fit(slog: np.ndarray, extra: np.ndarray | None, y: np.ndarray, 
 
 def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndarray, names: list[str],
                    structure: np.ndarray | None = None, weights: tuple[float, ...] = CORRECTION_WEIGHTS,
-                   top: int = TOP_PARTS) -> MultiProxyModel:
+                   top: int = TOP_PARTS, plain_width: int | None = None) -> MultiProxyModel:
     """source_ms: (K, n_sources) latencies of the sources on the K measured architectures.
 
     Candidates: every source with non-negative weights, plus a correction on the one-hot or (with
@@ -274,6 +296,11 @@ def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndar
     in log-latency, each weighted by the inverse of its LOO error: one lucky LOO minimum no longer decides
     alone, and where no source resembles the target its own structure carries the ranking
     (benchmarks/transfer.py, K = 20: NB201 worst target 0.835 -> 0.880, FBNet and the family protocol up too).
+
+    ``plain_width`` < structure columns: ``structure`` is [plain view, second view] ([one-hot, pruned graph's
+    features] then [live-edges-only one-hot, kept graph's features]: workflow.Context.features). Structure corrections then read
+    the plain view or both, and both own models (plain, both views) join the average (NB201 K = 20: mean /
+    worst 0.953 / 0.880 -> 0.955 / 0.888; family protocol and FBNet up too).
     """
     _check_samples(target_ms)
     if source_ms.shape[1] == 0:
@@ -282,8 +309,14 @@ def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndar
     order = [names.index(n) for n, _ in ranked]
     y = _log(target_ms)
     slog = _log(source_ms)
+    two_views = structure is not None and plain_width is not None and plain_width < structure.shape[1]
+    views = [("onehot", onehot)]
+    if structure is not None:
+        views.append(("structure", _view(structure, plain_width, "structure")))
+    if two_views:
+        views.append(("both", structure))
     found: list[ProxyPart] = []
-    for correction, extra in (("onehot", onehot), ("structure", structure)):
+    for correction, extra in views:
         if extra is None:
             continue
         for g in weights:
@@ -293,15 +326,18 @@ def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndar
             found.append(ProxyPart([names[j] for j in cols], correction, g, fit))
     found.sort(key=lambda p: p.fit.loo_mse)
     parts = found[:top]
-    own = fit_ridge(structure, y) if structure is not None else None
-    inv = np.array([1.0 / max(p.fit.loo_mse, 1e-12) for p in parts]
-                   + ([1.0 / max(own.loo_mse, 1e-12)] if own is not None else []))
+    own = fit_ridge(views[1][1], y) if structure is not None else None
+    own_both = fit_ridge(structure, y) if two_views else None
+    owns = [f for f in (own, own_both) if f is not None]
+    inv = np.array([1.0 / max(f.loo_mse, 1e-12) for f in [p.fit for p in parts] + owns])
     inv /= inv.sum()
     for p, share in zip(parts, inv):
         p.share = float(share)
     used = {s for p in parts for s in p.sources}
     return MultiProxyModel([n for n, _ in ranked if n in used], parts, dict(ranked), own,
-                           float(inv[-1]) if own is not None else 0.0)
+                           float(inv[len(parts)]) if own is not None else 0.0,
+                           plain_width if two_views else None, own_both,
+                           float(inv[-1]) if own_both is not None else 0.0)
 
 
 def model_from_json(d: dict) -> LinearModel | AdaProxyModel | MultiProxyModel:
@@ -313,9 +349,13 @@ def model_from_json(d: dict) -> LinearModel | AdaProxyModel | MultiProxyModel:
     if kind == "multiproxy":
         structure = d.get("structure_fit")
         structure_fit = RidgeFit.from_json(structure) if structure else None
-        if "parts" in d:
+        if "parts" in d:  # version 2 (one structure view) or 3
+            both = d.get("both_fit")
+            width = d.get("plain_width")
             return MultiProxyModel(list(d["sources"]), [ProxyPart.from_json(p) for p in d["parts"]],
-                                   dict(d.get("candidates", {})), structure_fit, float(d["structure_share"]))
+                                   dict(d.get("candidates", {})), structure_fit, float(d["structure_share"]),
+                                   int(width) if width is not None else None,
+                                   RidgeFit.from_json(both) if both else None, float(d.get("both_share", 0.0)))
         return _multiproxy_v1(d, structure_fit)
     raise TransferError(f"unknown predictor kind {kind!r}")
 

@@ -77,6 +77,7 @@ class LoopPlan:
     cfg: cl.LoopConfig
     loop_id: str
     graph_names: list[str]
+    kept_names: list[str]        # graph features with dead convolutions kept (the second view)
     source_predictors: dict[str, dict]
     excluded_sources: list[str] = field(default_factory=list)
 
@@ -109,12 +110,14 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
     cfg.validate(len(archs))
     source_ms, predictors = source_latencies(ctx, sources, archs)
     names = ctx.graph.vocabulary(archs)
-    pool = cl.Pool([a.key for a in archs], source_ms, list(sources), onehot(ctx.space, archs),
-                   ctx.features(archs, names), acc.reindex([a.key for a in archs]).to_numpy(dtype=float))
+    kept = ctx.graph_kept.vocabulary(archs)
+    x = onehot(ctx.space, archs)
+    pool = cl.Pool([a.key for a in archs], source_ms, list(sources), x, ctx.features(archs, names, kept),
+                   acc.reindex([a.key for a in archs]).to_numpy(dtype=float), x.shape[1] + len(names))
     settings = {"target": target, "space": ctx.space.name, "accuracy": acc.name, "sources": sorted(sources),
                 **{k: v for k, v in cfg.__dict__.items() if k != "budget"}}
     loop_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return LoopPlan(ctx, profile, str(acc.name), archs, pool, cfg, loop_id, names, predictors,
+    return LoopPlan(ctx, profile, str(acc.name), archs, pool, cfg, loop_id, names, kept, predictors,
                     [s for s in excluded[1:] if s in ctx.devices_with_data()])
 
 
@@ -142,7 +145,7 @@ def history(plan: LoopPlan) -> list[cl.Round]:
 
 
 def _save(plan: LoopPlan, r: cl.Round, model) -> int:
-    payload = {**model.to_json(), "graph_features": plan.graph_names,
+    payload = {**model.to_json(), "graph_features": plan.graph_names, "graph_features_kept": plan.kept_names,
                "source_predictors": {s: plan.source_predictors[s] for s in model.sources
                                      if s in plan.source_predictors}}
     keys = plan.pool.keys

@@ -19,7 +19,7 @@ import pandas as pd
 from harness.analysis import pareto as pareto_mod
 from harness.analysis import sampling
 from harness.analysis.data import arch_columns, latency_matrix
-from harness.analysis.features import GraphFeatures, fingerprint, onehot
+from harness.analysis.features import GraphFeatures, fingerprint, live_onehot, onehot
 from harness.analysis.methods import DEFAULT_METHOD, get_method
 from harness.analysis.transfer import LinearModel, TransferError, fit_linear, model_from_json
 from harness.errors import HarnessError, NoPredictorError, ParameterError
@@ -39,6 +39,14 @@ class Context:
 
     def __post_init__(self) -> None:
         self.graph = GraphFeatures(self.space, self.cache_dir)
+        self._graph_kept: GraphFeatures | None = None
+
+    @property
+    def graph_kept(self) -> GraphFeatures:
+        """Graph features with dead convolutions kept (the second view; built on first use)."""
+        if self._graph_kept is None:
+            self._graph_kept = GraphFeatures(self.space, self.cache_dir, "keep")
+        return self._graph_kept
 
     def archs(self, keys: Sequence[str]) -> list[Arch]:
         return [self.space.parse(k) for k in keys]
@@ -50,8 +58,15 @@ class Context:
             return list(self.space.all())
         return self.archs(arch_columns(self.store, self.space.name).index.tolist())
 
-    def features(self, archs: Sequence[Arch], graph_names: Sequence[str]) -> np.ndarray:
-        return np.hstack([onehot(self.space, archs), self.graph.matrix(archs, graph_names)])
+    def features(self, archs: Sequence[Arch], graph_names: Sequence[str],
+                 kept_names: Sequence[str] | None = None) -> np.ndarray:
+        """[one-hot, graph features (pruned)]; with ``kept_names`` also the second view of dead code:
+        [live-edges-only one-hot, graph features with dead convolutions kept] (its first
+        one-hot + len(graph_names) columns are the plain view)."""
+        plain = np.hstack([onehot(self.space, archs), self.graph.matrix(archs, graph_names)])
+        if kept_names is None:
+            return plain
+        return np.hstack([plain, live_onehot(self.space, archs), self.graph_kept.matrix(archs, kept_names)])
 
     def wide(self, devices: Sequence[str]) -> pd.DataFrame:
         """latency_matrix of these devices, read once per context (adapt's leave-one-out refits reuse it)."""

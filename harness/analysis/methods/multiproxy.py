@@ -1,5 +1,6 @@
 """multiproxy (ours): the proxies' log-latencies (non-negative weights) + a one-hot or structure correction, the
-best few such fits ensembled with the target's own structure model by leave-one-out error."""
+best few such fits ensembled with the target's own structure models by leave-one-out error; the structure features
+carry both views of dead code (pruned, and kept with live-edges-only one-hot)."""
 
 from __future__ import annotations
 
@@ -18,15 +19,20 @@ class MultiProxy:
 
         source_ms, predictors = source_latencies(ctx, sources, archs)
         names = ctx.graph.vocabulary(archs)
-        model = fit_multiproxy(source_ms, onehot(ctx.space, archs), y_ms, list(sources),
-                               structure=ctx.features(archs, names))
-        payload = {**model.to_json(), "graph_features": names,
+        kept = ctx.graph_kept.vocabulary(archs)
+        x = onehot(ctx.space, archs)
+        model = fit_multiproxy(source_ms, x, y_ms, list(sources), structure=ctx.features(archs, names, kept),
+                               plain_width=x.shape[1] + len(names))
+        payload = {**model.to_json(), "graph_features": names, "graph_features_kept": kept,
                    "source_predictors": {s: predictors[s] for s in model.sources if s in predictors}}
         parts = [f"{len(p.sources)} source(s) + {p.correction} x{p.weight:g} ({p.share:.0%})" if p.weight > 0
                  else f"{len(p.sources)} source(s) ({p.share:.0%})" for p in model.parts]
+        own = [f"own structure model ({model.structure_share:.0%})"]
+        if model.both_fit is not None:
+            own.append(f"own structure model, both views ({model.both_share:.0%})")
         return Fitted(payload, {"loo_mse_log": model.fit.loo_mse, "sources_used": model.sources,
                                 "onehot_weight": model.onehot_weight, "proxy_blend": model.blend,
-                                "parts": parts + [f"own structure model ({model.structure_share:.0%})"],
+                                "parts": parts + own,
                                 "source_srcc_on_samples": model.candidates})
 
     def predict(self, ctx, payload, archs):
@@ -34,5 +40,8 @@ class MultiProxy:
 
         model = model_from_json(payload)
         s_ms, _ = source_latencies(ctx, model.sources, archs, payload.get("source_predictors"))
-        structure = ctx.features(archs, payload["graph_features"]) if model.structure_fit is not None else None
+        # a predictor saved before version 3 read one view: no kept-graph names
+        structure = (ctx.features(archs, payload["graph_features"], 
+                                  payload.get("graph_features_kept") if model.plain_width is not None else None)
+                     if model.structure_fit is not None else None)
         return model.predict(s_ms, onehot(ctx.space, archs), structure)
