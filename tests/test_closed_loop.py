@@ -273,7 +273,7 @@ def test_search_under_budget_then_verify_on_the_device(loop_setup, cli_env):
     assert bad.returncode == 2 and "acc_nope" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_search_with_confidence_drops_predictions_too_close_to_the_budget(loop_setup):
+def test_search_with_confidence_drops_predictions_too_close_to_the_budget(loop_setup, cli_env):
     from harness.analysis import search as search_mod
 
     s = loop_setup
@@ -293,3 +293,8 @@ def test_search_with_confidence_drops_predictions_too_close_to_the_budget(loop_s
         assert pp.p_under.is_monotonic_decreasing and (plain.top.query("source == 'measured'").p_under == 1).all()
         with pytest.raises(HarnessError, match="--confidence must be a probability"):
             search_mod.search(ctx, "tgt-replay", budget, "acc_test", confidence=1.0)
+    env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
+    out = harness("search", "--target", "tgt-replay", "--accuracy", "acc_test", "--max-ms", str(budget),
+                  "--confidence", "0.9", "--top", "5", env=env, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "P(under)" in out.stdout and "with probability >= 0.9" in out.stdout
