@@ -271,3 +271,30 @@ def test_search_under_budget_then_verify_on_the_device(loop_setup, cli_env):
     bad = harness("search", "--target", "tgt-replay", "--accuracy", "acc_nope", "--max-ms", "1", env=env,
                   check=False)
     assert bad.returncode == 2 and "acc_nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_search_with_confidence_drops_predictions_too_close_to_the_budget(loop_setup, cli_env):
+    from harness.analysis import search as search_mod
+
+    s = loop_setup
+    with Store(s["store"]) as st:
+        ctx = open_context(st, "nb201", str(s["cache"]))
+        p = plan(st, s)
+        tl.run_loop(p, campaign(st, p, s))
+        budget = float(np.median(s["df"].tgt_ms))
+        plain = search_mod.search(ctx, "tgt-replay", budget, "acc_test", top=10_000)
+        sure = search_mod.search(ctx, "tgt-replay", budget, "acc_test", top=10_000, confidence=0.9)
+        assert sure.sigma_log is not None and sure.sigma_log > 0
+        assert 0 < sure.n_under < plain.n_under  # the coin flips near the budget are gone
+        pred = sure.top[sure.top.source == "predicted"]
+        assert (pred.p_under >= 0.9).all() and (pred.latency_ms < budget).all()
+        # P(under) falls as the prediction nears the budget, and is 1/0 for what is measured
+        pp = plain.top[plain.top.source == "predicted"].sort_values("latency_ms")
+        assert pp.p_under.is_monotonic_decreasing and (plain.top.query("source == 'measured'").p_under == 1).all()
+        with pytest.raises(HarnessError, match="--confidence must be a probability"):
+            search_mod.search(ctx, "tgt-replay", budget, "acc_test", confidence=1.0)
+    env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
+    out = harness("search", "--target", "tgt-replay", "--accuracy", "acc_test", "--max-ms", str(budget),
+                  "--confidence", "0.9", "--top", "5", env=env, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "P(under)" in out.stdout and "with probability >= 0.9" in out.stdout

@@ -30,9 +30,32 @@ class SearchResult:
     n_under: int
     predictor: str | None      # which saved predictor filled the gaps
     archs: list[Arch]          # of ``top``, in order
+    sigma_log: float | None = None      # the predictor's leave-one-out error (log ms) behind ``p_under``
+    confidence: float | None = None     # the probability of being under the budget that was required
 
 
-def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None, top: int = 10) -> SearchResult:
+def predictor_sigma(saved: dict | None) -> float | None:
+    """A saved predictor's typical error on architectures it has not seen, as a standard deviation of
+    log latency: from its leave-one-out mean squared error (``adapt``/``train``), or from the closed
+    loop's median absolute LOO error (a normal's median |x| is 0.6745 sigma)."""
+    if saved is None:
+        return None
+    m = saved.get("metrics") or {}
+    if isinstance(m.get("loo_mse_log"), (int, float)) and m["loo_mse_log"] > 0:
+        return float(np.sqrt(m["loo_mse_log"]))
+    pct = (m.get("round") or {}).get("loo_error_pct")
+    if isinstance(pct, (int, float)) and pct > 0:
+        return float(np.log1p(pct / 100.0) / 0.6745)
+    return None
+
+
+def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None, top: int = 10,
+           confidence: float | None = None) -> SearchResult:
+    """``confidence``: list only architectures under the budget with at least this probability: measured
+    ones when they are, predicted ones by their prediction and the predictor's own leave-one-out error
+    (a prediction just under the budget is a coin flip)."""
+    if confidence is not None and not 0.5 <= confidence < 1:
+        raise HarnessError(f"--confidence must be a probability in [0.5, 1), got {confidence}")
     if not max_ms > 0:
         raise HarnessError(f"--max-ms must be a positive latency in ms, got {max_ms}")
     if top < 1:
@@ -59,13 +82,29 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
             gap_archs = [a for a, g in zip(archs, gaps) if g]
             lat[gaps] = predict(ctx, target, gap_archs)["predicted_ms"].to_numpy()
     accs = acc.reindex(keys).to_numpy(dtype=float)
-    under = np.flatnonzero(lat <= max_ms)
+    predicted = source == "predicted"
+    sigma = predictor_sigma(saved) if predicted.any() else None
+    if confidence is not None and predicted.any() and sigma is None:
+        assert saved is not None  # predictions come only from a saved predictor
+        raise HarnessError(f"--confidence needs the predictor's leave-one-out error, and predictor #{saved['id']} "
+                           f"of {target} records none; refit it (`harness transfer` or `harness adapt`) or drop "
+                           "--confidence")
+    p_under = (lat <= max_ms).astype(float)
+    if sigma is not None:
+        from scipy.stats import norm
+
+        p_under[predicted] = norm.cdf((np.log(max_ms) - np.log(np.clip(lat[predicted], 1e-9, None))) / sigma)
+    under = np.flatnonzero(p_under >= confidence if confidence is not None else lat <= max_ms)
     if not len(under):
         fastest = int(np.argmin(lat))
-        raise HarnessError(f"no {ctx.space.name} architecture is under {max_ms:g} ms on {target}: the fastest is "
-                           f"{lat[fastest]:.4g} ms ({source[fastest]}, {keys[fastest]}); raise --max-ms")
+        sure = (f" with probability >= {confidence:g} (predictions carry a {sigma:.0%} typical error)"
+                if confidence is not None else "")
+        raise HarnessError(f"no {ctx.space.name} architecture is under {max_ms:g} ms on {target}{sure}: the fastest "
+                           f"is {lat[fastest]:.4g} ms ({source[fastest]}, {keys[fastest]}); raise --max-ms"
+                           + (" or lower --confidence" if confidence is not None else ""))
     order = under[np.lexsort((lat[under], -accs[under]))][:top]
-    rows = [{**archs[i].columns, acc.name: accs[i], "latency_ms": lat[i], "source": source[i]} for i in order]
+    rows = [{**archs[i].columns, acc.name: accs[i], "latency_ms": lat[i], "source": source[i],
+             **({"p_under": float(p_under[i])} if sigma is not None else {})} for i in order]
     pred_name = None
     if saved is not None and gaps.any():
         prov = saved["provenance"]
@@ -73,7 +112,7 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
                else saved["method"])
         pred_name = f"predictor #{saved['id']} ({how})"
     return SearchResult(target, str(acc.name), max_ms, pd.DataFrame(rows), len(keys), len(under), pred_name,
-                        [archs[i] for i in order])
+                        [archs[i] for i in order], sigma, confidence)
 
 
 def verify(ctx: Context, result: SearchResult, n: int, measure: Callable[[list[Arch]], None]) -> pd.DataFrame:

@@ -181,6 +181,10 @@ def search(
     top: Annotated[int, typer.Option(help="How many architectures to list.")] = 10,
     verify: Annotated[int, typer.Option(help="Measure the best N on the device and report which held the "
                                         "budget (0 = don't).")] = 0,
+    confidence: Annotated[Optional[float], typer.Option(
+        help="List only architectures under the budget with at least this probability (e.g. 0.9): predicted "
+             "latencies count with the predictor's own leave-one-out error, so picks just under the budget "
+             "drop out. Default: by the point prediction.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the list to this CSV/Parquet.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     store: StoreOpt = DEFAULT_STORE, devices_dir: DevicesDirOpt = DEFAULT_DEVICES, cache_dir: CacheOpt = DEFAULT_CACHE,
@@ -201,7 +205,7 @@ def search(
         ctx = open_context(st, space, str(cache_dir))
         profile = tl.resolve_target(ProfileRegistry(devices_dir), ctx, target) if verify else None
         with console.status("predicting ..."):
-            r = search_mod.search(ctx, target, max_ms, accuracy, top)
+            r = search_mod.search(ctx, target, max_ms, accuracy, top, confidence)
         table = r.top
         if verify:
             def measure(archs) -> None:
@@ -220,19 +224,22 @@ def search(
 
     t = Table(title=f"best {space} architectures under {max_ms:g} ms on {target} ({r.accuracy})",
               title_justify="left")
-    keys = [c for c in table.columns if c not in (r.accuracy, "latency_ms", "source", "measured_ms", "held")]
+    keys = [c for c in table.columns if c not in (r.accuracy, "latency_ms", "source", "measured_ms", "held", "p_under")]
     extra = ["measured ms", "held"] if "held" in table.columns else []
-    for col in [*keys, r.accuracy, "latency ms", "from", *extra]:
+    prob = ["P(under)"] if "p_under" in table.columns else []
+    for col in [*keys, r.accuracy, "latency ms", "from", *prob, *extra]:
         t.add_column(col, justify="left" if col in keys else "right", overflow="fold")
     for _, row in table.iterrows():
-        cells = [*[str(row[k]) for k in keys], f"{row[r.accuracy]:.2f}", f"{row.latency_ms:.3f}", row.source]
+        cells = [*[str(row[k]) for k in keys], f"{row[r.accuracy]:.2f}", f"{row.latency_ms:.3f}", row.source,
+                 *([f"{row.p_under:.2f}"] if prob else [])]
         if extra:
             held = row.held
             cells += [_fmt(row.measured_ms, ".3f"),
                       "-" if held is None or held != held else ("[green]yes[/]" if held else "[red]no[/]")]
         t.add_row(*cells)
     console.print(t)
-    console.print(f"{r.n_under} of {r.n_candidates} architectures are under {max_ms:g} ms"
+    sure = f" with probability >= {r.confidence:g}" if r.confidence is not None else ""
+    console.print(f"{r.n_under} of {r.n_candidates} architectures are under {max_ms:g} ms{sure}"
                   + (f" (gaps predicted by {r.predictor})" if r.predictor else " (measured values only)")
                   + (f"; wrote {out}" if out else ""), highlight=False)
     if extra:
