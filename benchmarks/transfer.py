@@ -17,11 +17,11 @@ Methods (the same library code as `harness adapt`):
   proxy-alone   the source whose SRCC on the K samples is best, its raw latency ranking
   adaproxy      OneProxy's AdaProxy on that same single proxy (one-hot linear, L1-penalised correction)
   target-only   ridge on one-hot + graph features of the K samples only
-  ours-1proxy   multi-proxy ridge restricted to that single proxy (+ one-hot or structure correction),
+  ours-1proxy   multi-proxy ridge restricted to that single proxy (+ a structure correction),
                 ensembled with the target's own structure models by leave-one-out error
-  ours-all      the same with every source (non-negative source weights): candidates with a one-hot
-                correction, a structure correction on the plain view (one-hot + graph features of the pruned
-                graph) or on both views of dead code (plus the live-edges-only one-hot, NB201's dead
+  ours-all      the same with every source (non-negative source weights): candidates with no correction,
+                a structure correction on the plain view (one-hot + graph features of the pruned graph) or
+                on both views of dead code (plus the live-edges-only one-hot, NB201's dead
                 convolutions written as none, and the graph features of the kept graph); the three best by LOO
                 and the target's own structure models (plain view, both views) averaged by inverse LOO error
   ours-plain    ours-all on the plain view only (the method before both views were wired in)

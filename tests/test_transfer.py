@@ -101,7 +101,8 @@ def test_multiproxy_ensembles_and_blends_with_the_structure_model():
     structure = np.hstack([x, np.log1p(x.sum(axis=1, keepdims=True))])
     model = fit_multiproxy(sources[:20], x[:20], target[:20], ["a", "c"], structure=structure[:20])
     assert len(model.parts) == 3 and model.structure_fit is not None and 0 < model.structure_share < 1
-    assert {p.correction for p in model.parts} <= {"onehot", "structure"}  # one view: no "both" candidates
+    # one view: no "both" candidates; the structure features hold the one-hot, so no one-hot-only correction
+    assert {p.correction for p in model.parts} == {"structure"}
     assert model.both_fit is None and model.both_share == 0
     cols = [["a", "c"].index(s) for s in model.sources]
     pred = model.predict(sources[20:][:, cols], x[20:], structure[20:])

@@ -1,4 +1,4 @@
-"""multiproxy (ours): the proxies' log-latencies (non-negative weights) + a one-hot or structure correction, the
+"""multiproxy (ours): the proxies' log-latencies (non-negative weights) + a structure correction, the
 best few such fits ensembled with the target's own structure models by leave-one-out error; the structure features
 carry both views of dead code (pruned, and kept with live-edges-only one-hot)."""
 
