@@ -22,7 +22,8 @@ Methods (the same library code as `harness adapt`):
   ours-all      the same with every source (non-negative source weights): candidates with no correction,
                 a structure correction on the plain view (one-hot + graph features of the pruned graph) or
                 on both views of dead code (plus the live-edges-only one-hot, NB201's dead
-                convolutions written as none, and the graph features of the kept graph); the three best by LOO
+                convolutions written as none, and the graph features of the kept graph), corrected ones
+                also on the three best sources by SRCC only; the three best by LOO
                 and the target's own structure models (plain view, both views) averaged by inverse LOO error
   ours-plain    ours-all on the plain view only (the method before both views were wired in)
 

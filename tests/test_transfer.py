@@ -333,3 +333,25 @@ def test_adapt_saves_both_views_and_a_version_2_predictor_still_predicts(public_
         st.save_predictor("nb201", "new_dev", "multiproxy", old, saved["provenance"], saved["metrics"])
         before = workflow.predict(workflow.Context(st, SPACE, str(cache_dir)), "new_dev", archs)
         assert spearmanr(before.predicted_ms, table.pub_a_ms[12:60]).statistic > 0.9
+
+
+def test_multiproxy_structure_candidates_also_on_the_few_best_sources():
+    """With more sources than FEW_SOURCES, every structure-corrected candidate is also fitted on the best few
+    sources by SRCC on the samples (top=100 keeps every candidate as a part)."""
+    from harness.analysis.transfer import FEW_SOURCES, rank_sources
+
+    archs, x, dev = synthetic_devices()
+    rng = np.random.default_rng(1)
+    names = ["a", "b", "c", "n1", "n2", "n3"]
+    sources = np.stack([dev["a"], dev["b"], dev["c"]] + [rng.lognormal(0, 1, len(x)) for _ in range(3)], axis=1)
+    target = 3.0 * dev["b"] ** 0.8
+    structure = np.hstack([x, np.log1p(x.sum(axis=1, keepdims=True))])
+    model = fit_multiproxy(sources[:20], x[:20], target[:20], names, structure=structure[:20], top=100)
+    best = {n for n, _ in rank_sources(sources[:20], target[:20], names)[:FEW_SOURCES]}
+    corrected = [p for p in model.parts if p.weight > 0]
+    assert len(model.parts) == 7 and len(corrected) == 6  # no correction; 3 weights x (all sources, few)
+    few = [p for p in corrected if set(p.sources) <= best]
+    assert len(few) >= 3 and all(len(p.sources) <= FEW_SOURCES for p in few)
+    # with FEW_SOURCES sources or fewer there is nothing to restrict: no duplicate candidates
+    small = fit_multiproxy(sources[:20, :3], x[:20], target[:20], names[:3], structure=structure[:20], top=100)
+    assert len(small.parts) == 1 + 3

@@ -151,6 +151,7 @@ def fit_adaproxy(proxy_onehot: np.ndarray, proxy_ms: np.ndarray, target_onehot: 
 CORRECTIONS = ("onehot", "structure", "both")
 CORRECTION_WEIGHTS = (0.0, 0.1, 0.3, 1.0)
 TOP_PARTS = 3
+FEW_SOURCES = 3  # structure-corrected candidates are also fitted on this many best sources by SRCC
 
 
 @dataclass
@@ -292,7 +293,7 @@ def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndar
 
     Candidates: every source with non-negative weights, alone and with a correction at each weight: on the
     structure features (``structure``: one-hot + graph features of the K architectures) or, without them, on
-    the one-hot.
+    the one-hot; structure-corrected ones also on the ``FEW_SOURCES`` best sources by SRCC only.
     The ``top`` candidates by exact leave-one-out error and the target's own structure model are averaged
     in log-latency, each weighted by the inverse of its LOO error: one lucky LOO minimum no longer decides
     alone, and where no source resembles the target its own structure carries the ranking
@@ -301,8 +302,8 @@ def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndar
     ``plain_width`` < structure columns: ``structure`` is [plain view, second view] ([one-hot, pruned graph's
     features] then [live-edges-only one-hot, kept graph's features]: workflow.Context.features). Structure corrections then read
     the plain view or both, and both own models (plain, both views) join the average (NB201 K = 20: mean /
-    worst 0.953 / 0.880 -> 0.955 / 0.888, and without one-hot-only corrections 0.959 / 0.888; family protocol
-    and FBNet up too).
+    worst 0.953 / 0.880 -> 0.955 / 0.888, without one-hot-only corrections 0.959 / 0.888, with the few-source
+    candidates 0.961 / 0.893; family protocol and FBNet up too).
     """
     _check_samples(target_ms)
     if source_ms.shape[1] == 0:
@@ -326,6 +327,11 @@ def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndar
                 continue  # no correction: the same candidate whatever it would read
             cols, fit = _nonnegative_fit(slog, extra, y, g, order)
             found.append(ProxyPart([names[j] for j in cols], correction, g, fit))
+            if g > 0 and correction != "onehot" and len(order) > FEW_SOURCES:
+                # the same on the few sources that rank the K samples best: 17 correlated sources leave
+                # the 20 samples little to say about the correction
+                cols, fit = _nonnegative_fit(slog, extra, y, g, order[:FEW_SOURCES])
+                found.append(ProxyPart([names[j] for j in cols], correction, g, fit))
     found.sort(key=lambda p: p.fit.loo_mse)
     parts = found[:top]
     own = fit_ridge(_view(structure, plain_width, "structure"), y) if structure is not None else None
