@@ -5,8 +5,10 @@ folder the command runs in (the top-level folders of a checkout hold exactly the
 
     devices/            your device profiles (*.yaml)                  --devices-dir / HARNESS_DEVICES
     models/cache/       exported models and graph features (git-ignored) --cache-dir  / HARNESS_CACHE
+    models/engines/     TensorRT engines built by trtexec (git-ignored)  HARNESS_ENGINE_CACHE
     results/harness.db  the results store (git-ignored)                 --store       / HARNESS_STORE
     results/            tables written by `harness export` / `demo`
+    .<store>.locks/     device leases of the campaigns writing to a store   HARNESS_LOCK_DIR (one folder for all)
     analysis/           HTML reports (`harness report`)
 """
 
@@ -27,6 +29,10 @@ class Workspace:
     @property
     def cache(self) -> Path:
         return self.root / "models" / "cache"
+
+    @property
+    def engines(self) -> Path:
+        return self.root / "models" / "engines"
 
     @property
     def results(self) -> Path:

@@ -428,3 +428,19 @@ def test_formatter_and_parser_agree():
 def test_registry_knows_the_adb_driver():
     p = ProfileRegistry("/nonexistent").get("s5e")
     assert isinstance(make_driver(p), ADBDriver)
+
+
+def test_a_zero_microsecond_average_is_a_parse_error_not_a_zero_latency():
+    """benchmark_model's resolution is 1 us: a degenerate model on a fast phone can print avg=0, which must not
+    be stored as a 0 ms success."""
+    from harness.devices import adb_benchmark
+    from harness.errors import ParseError
+
+    zeros = LITERT.replace("count=20 curr=1500(all same) p5=1500 median=1500 p95=1500",
+                           "count=20 curr=0(all same) p5=0 median=0 p95=0").replace("Inference (avg): 1500",
+                                                                                   "Inference (avg): 0")
+    assert zeros != LITERT
+    with pytest.raises(ParseError, match="above 0"):
+        adb_benchmark.run_result(zeros, 0, where="phone", timed_runs=1, before={}, after={})
+    ok = adb_benchmark.run_result(LITERT, 0, where="phone", timed_runs=1, before={}, after={})
+    assert ok.timed_ms[0] > 0

@@ -467,4 +467,5 @@ def test_report_draws_the_sentinel_series_with_the_out_of_band_checks(cache, sto
     out = report(store_path, tmp_path / "r.html", png_dir=tmp_path / "png")
     text = out.read_text()
     assert "Sentinel series per device" in text and "out of band (red circles)" in text
+    assert "fewer than two devices" in text  # one device: no empty heat map
     assert (tmp_path / "png" / "sentinel_series.png").stat().st_size > 1000

@@ -255,7 +255,11 @@ def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: di
                                f"One row per device in the heat map's order. The mean {method} to the others "
                                f"(pairs on ≥ {min_overlap} common architectures) says how typical its ranking is: "
                                "a high value makes a good general proxy."))
-    report.figures.append(heatmap(matrix, method, corr.overlap(), min_overlap))
+    if len(matrix) >= 2:
+        report.figures.append(heatmap(matrix, method, corr.overlap(), min_overlap))
+    else:
+        report.facts.append(f"fewer than two devices with data in {space}: no {method} to show; measure or import "
+                            "another device to compare rankings")
     chosen = list(pairs) if pairs else default_pairs(corr, min_overlap=min_overlap)
     if chosen:
         report.figures.append(scatter(wide, chosen, corr))

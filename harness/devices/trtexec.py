@@ -181,7 +181,9 @@ class LocalTrtexecDriver(_TrtexecDriverMixin, Driver):
     def __init__(self, profile):
         super().__init__(profile)
         self.session = None
-        self.engine_root = str(Path(os.environ.get("HARNESS_ENGINE_CACHE", "models/engines")).resolve())
+        from harness.paths import WORKSPACE
+
+        self.engine_root = str(Path(os.environ.get("HARNESS_ENGINE_CACHE", WORKSPACE.engines)).resolve())
 
     def prepare(self) -> dict[str, Any]:
         self.session = TrtexecSession(self.profile, LocalShell(), self.engine_root)
