@@ -10,8 +10,8 @@ notebook API and ``benchmarks/transfer.py`` run the very same code.
   cvxpy), lambda by 5-fold cross-validation on the K samples.
 * :func:`fit_multiproxy` - ours: the target's log-latency as a ridge combination of the source
   devices' log-latencies (non-negative weights), plus a down-weighted correction on the structure
-  features (or, without them, the one-hot) for what no source sees. Sources are ranked by SRCC on the K samples (NASFLAT's
-  source selection); the best few candidates by exact leave-one-out error and the target's own structure
+  features (or, without them, the one-hot) for what no source sees. Sources are ranked by SRCC on the
+  K samples (NASFLAT's source selection); the best few candidates by exact leave-one-out error and the target's own structure
   models are averaged by inverse LOO error, so a target unlike every source falls back on its own
   structure instead of a misleading proxy. The structure features may carry two views of an architecture
   (``plain_width``): as exported with dead code pruned, and with dead convolutions kept (devices disagree on
@@ -300,8 +300,8 @@ def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndar
     (benchmarks/transfer.py, K = 20: NB201 worst target 0.835 -> 0.880, FBNet and the family protocol up too).
 
     ``plain_width`` < structure columns: ``structure`` is [plain view, second view] ([one-hot, pruned graph's
-    features] then [live-edges-only one-hot, kept graph's features]: workflow.Context.features). Structure corrections then read
-    the plain view or both, and both own models (plain, both views) join the average (NB201 K = 20: mean /
+    features] then [live-edges-only one-hot, kept graph's features]: workflow.Context.features). Structure
+    corrections then read the plain view or both, and both own models (plain, both views) join the average (NB201 K = 20: mean /
     worst 0.953 / 0.880 -> 0.955 / 0.888, without one-hot-only corrections 0.959 / 0.888, with the few-source
     candidates 0.961 / 0.893; family protocol and FBNet up too).
     """

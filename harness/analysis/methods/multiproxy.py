@@ -25,7 +25,9 @@ class MultiProxy:
                                plain_width=x.shape[1] + len(names))
         payload = {**model.to_json(), "graph_features": names, "graph_features_kept": kept,
                    "source_predictors": {s: predictors[s] for s in model.sources if s in predictors}}
-        parts = [f"{len(p.sources)} source(s) + {p.correction} x{p.weight:g} ({p.share:.0%})" if p.weight > 0
+        label = {"onehot": "one-hot", "structure": "structure", "both": "structure, both views"}
+        parts = [f"{len(p.sources)} source(s) + {label.get(p.correction, p.correction)} x{p.weight:g} ({p.share:.0%})"
+                 if p.weight > 0
                  else f"{len(p.sources)} source(s) ({p.share:.0%})" for p in model.parts]
         own = [f"own structure model ({model.structure_share:.0%})"]
         if model.both_fit is not None:
