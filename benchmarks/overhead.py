@@ -76,14 +76,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policy", choices=("default", "fixed"), default="default")
     ap.add_argument("--pairs", type=int, default=3, help="campaign + bare replay pairs, interleaved")
-    ap.add_argument("--sentinels", action="store_true", help="turn on sentinels and a (never-waiting) gate")
+    ap.add_argument("--sentinels", action="store_true", help="turn on sentinels (default count and interval) and a (never-waiting) gate")
     args = ap.parse_args()
     base = ProfileRegistry(WORKSPACE.devices).get("local-onnx")
     body = base.as_dict()
     if args.policy == "fixed":
         body["policy"] = {"timeout_seconds": 120, **FIXED}
     if args.sentinels:
-        body["policy"] = {**body["policy"], "sentinels": {"count": 3, "every": 25, "on_drift": "mark"},
+        body["policy"] = {**body["policy"], "sentinels": {"on_drift": "mark"},  # the defaults: 3 every 50
                           "gate": {"max_loadavg": 1000, "max_wait_s": 5}}
     profile = parse_profile(body, "<overhead>")
     space = get_space("nb201")
