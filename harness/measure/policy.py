@@ -37,8 +37,9 @@ class Sentinels(_Strict):
     """Reference models re-timed every ``every`` models; leaving the band marks the window suspect."""
 
     count: int = Field(3, ge=1, le=20, description="how many reference models (spanning the latency range)")
-    # every visit counts (3 rounds = 3 per architecture): 3 sentinels every 50 visits add 6 % device work
-    every: int = Field(50, ge=1, description="re-time the sentinels after this many models (visits)")
+    # every visit counts (3 rounds = 3 per architecture); 3 sentinels every 100 visits add ~3 % device work and
+    # still check a phone (~1 s visits) every couple of minutes, the time scale of thermal throttling
+    every: int = Field(100, ge=1, description="re-time the sentinels after this many models (visits)")
     band: float = Field(0.05, gt=0, lt=1, description="allowed relative deviation from the sentinel's baseline")
     on_drift: Literal["pause", "mark"] = Field(
         "pause", description="pause (wait until the sentinels are back in band) or only mark suspects")
