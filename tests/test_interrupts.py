@@ -230,3 +230,66 @@ def test_real_sigint_at_varied_delays(cli_env, devices_dir, tmp_path, style):
         if store.exists():
             statuses, _ = _check_store(store)
             assert statuses in ([], ["interrupted"]), where
+
+
+def test_ctrl_c_landing_during_begin_leaves_no_transaction_open(tmp_path):
+    """Python raises a SIGINT's KeyboardInterrupt right after the C call that was running returns: one landing
+    during BEGIN IMMEDIATE used to leave the transaction open, so the campaign's end joined it and never
+    committed (a CI run saw a campaign stay 'running' after a clean exit 130)."""
+    from harness.results.store import Store
+
+    path = tmp_path / "s.db"
+    with Store(path) as st:
+        cid = st.start_campaign("dev", "nb201", {}, "digest", 1)
+        real = st.db
+
+        class InterruptedAfterBegin:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def execute(self, sql, *args):
+                cur = real.execute(sql, *args)
+                if sql.startswith("BEGIN"):
+                    raise KeyboardInterrupt
+                return cur
+
+        st.db = InterruptedAfterBegin()
+        with pytest.raises(KeyboardInterrupt):
+            st.set_campaign_conditions(cid, {"x": 1})
+        st.db = real
+        assert not real.in_transaction
+        st.finish_campaign(cid, "interrupted", "stopped by the user")
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT status FROM campaigns WHERE id = ?", (cid,)).fetchone()[0] == "interrupted"
+
+
+def test_ctrl_c_landing_during_commit_reports_the_write_done_and_stops_later(tmp_path):
+    """The COMMIT went through: the caller must not think the write failed (a measurement would be kept again
+    as pending); the counted Ctrl-C stops the command at its next check instead."""
+    from harness.results.store import Store
+
+    interrupts.install()
+    try:
+        with Store(tmp_path / "s.db") as st:
+            cid = st.start_campaign("dev", "nb201", {}, "digest", 1)
+            real = st.db
+
+            class InterruptedAfterCommit:
+                def __getattr__(self, name):
+                    return getattr(real, name)
+
+                def execute(self, sql, *args):
+                    cur = real.execute(sql, *args)
+                    if sql.startswith("COMMIT"):
+                        interrupts._on_sigint(signal.SIGINT, None)  # what the handler does: count, raise
+                    return cur
+
+            st.db = InterruptedAfterCommit()
+            st.set_campaign_conditions(cid, {"x": 1})  # no KeyboardInterrupt: it is written
+            st.db = real
+            assert not real.in_transaction and "x" in real.execute(
+                "SELECT conditions_json FROM campaigns WHERE id = ?", (cid,)).fetchone()[0]
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.check()
+    finally:
+        interrupts.uninstall()

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness import __version__
+from harness import __version__, interrupts
 from harness.errors import StoreError
 from harness.models.spaces import Arch
 
@@ -450,14 +450,24 @@ class Store:
         if self.db.in_transaction:
             yield self.db
             return
+        committing = False
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as e:
-            raise describe_sqlite_error(e, self.path) from e
-        try:
+            # BEGIN inside the try: a Ctrl-C is raised right after the call that was running returns, so one
+            # landing during BEGIN would otherwise leave the transaction open, and every later write (the
+            # campaign's end included) would join it and never commit
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise describe_sqlite_error(e, self.path) from e
             yield self.db
+            committing = True
             self.db.execute("COMMIT")
         except BaseException as e:
+            if committing and isinstance(e, KeyboardInterrupt) and not self.db.in_transaction \
+                    and interrupts.requested():
+                # landed during COMMIT, which went through: the write is done, so say so (a caller would
+                # otherwise keep it again as pending); the counted Ctrl-C stops the command at its next check
+                return
             self._rollback(e)
             if isinstance(e, sqlite3.Error):
                 raise describe_sqlite_error(e, self.path) from e
