@@ -83,7 +83,7 @@ def main() -> None:
     if args.policy == "fixed":
         body["policy"] = {"timeout_seconds": 120, **FIXED}
     if args.sentinels:
-        body["policy"] = {**body["policy"], "sentinels": {"on_drift": "mark"},  # the defaults: 3 every 50
+        body["policy"] = {**body["policy"], "sentinels": {"on_drift": "mark"},  # the defaults: 3 every 100 visits
                           "gate": {"max_loadavg": 1000, "max_wait_s": 5}}
     profile = parse_profile(body, "<overhead>")
     space = get_space("nb201")

@@ -232,6 +232,27 @@ def test_real_sigint_at_varied_delays(cli_env, devices_dir, tmp_path, style):
             assert statuses in ([], ["interrupted"]), where
 
 
+class _SigintAfter:
+    """A store connection whose statements starting with ``prefix`` are followed by ``sigint()``: where Python
+    raises a SIGINT that arrived during the C call (right after it returns)."""
+
+    def __init__(self, real: sqlite3.Connection, prefix: str, sigint):
+        self.real, self.prefix, self.sigint = real, prefix, sigint
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def execute(self, sql, *args):
+        cur = self.real.execute(sql, *args)
+        if sql.startswith(self.prefix):
+            self.sigint()
+        return cur
+
+
+def _raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
 def test_ctrl_c_landing_during_begin_leaves_no_transaction_open(tmp_path):
     """Python raises a SIGINT's KeyboardInterrupt right after the C call that was running returns: one landing
     during BEGIN IMMEDIATE used to leave the transaction open, so the campaign's end joined it and never
@@ -242,18 +263,7 @@ def test_ctrl_c_landing_during_begin_leaves_no_transaction_open(tmp_path):
     with Store(path) as st:
         cid = st.start_campaign("dev", "nb201", {}, "digest", 1)
         real = st.db
-
-        class InterruptedAfterBegin:
-            def __getattr__(self, name):
-                return getattr(real, name)
-
-            def execute(self, sql, *args):
-                cur = real.execute(sql, *args)
-                if sql.startswith("BEGIN"):
-                    raise KeyboardInterrupt
-                return cur
-
-        st.db = InterruptedAfterBegin()
+        st.db = _SigintAfter(real, "BEGIN", _raise_keyboard_interrupt)
         with pytest.raises(KeyboardInterrupt):
             st.set_campaign_conditions(cid, {"x": 1})
         st.db = real
@@ -273,18 +283,8 @@ def test_ctrl_c_landing_during_commit_reports_the_write_done_and_stops_later(tmp
         with Store(tmp_path / "s.db") as st:
             cid = st.start_campaign("dev", "nb201", {}, "digest", 1)
             real = st.db
-
-            class InterruptedAfterCommit:
-                def __getattr__(self, name):
-                    return getattr(real, name)
-
-                def execute(self, sql, *args):
-                    cur = real.execute(sql, *args)
-                    if sql.startswith("COMMIT"):
-                        interrupts._on_sigint(signal.SIGINT, None)  # what the handler does: count, raise
-                    return cur
-
-            st.db = InterruptedAfterCommit()
+            # what the installed handler does: count the SIGINT, then raise
+            st.db = _SigintAfter(real, "COMMIT", lambda: interrupts._on_sigint(signal.SIGINT, None))
             st.set_campaign_conditions(cid, {"x": 1})  # no KeyboardInterrupt: it is written
             st.db = real
             assert not real.in_transaction and "x" in real.execute(

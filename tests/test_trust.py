@@ -394,18 +394,26 @@ def test_measure_rounds_flag_interleaves_and_reports(cli_env):
     assert bad.returncode != 0 and "--rounds" in bad.stderr
 
 
+def _throttling_campaign_with_sentinels(cache, store_path, archs, timed_runs: int, throttle_after_s: float) -> dict:
+    """A lab device that slows 25 % after ``throttle_after_s`` of load and never recovers, measured with 2
+    sentinels every 5 models that only mark; returns the true latency by architecture key."""
+    by_digest, by_key = true_latencies(cache, archs, spread=(20, 40))
+    prof = lab_profile(warmup_runs=2, timed_runs=timed_runs, sentinels={"count": 2, "every": 5, "on_drift": "mark"})
+    lab = LabDevice(prof, Physics(noise=0.002, throttle=0.25, throttle_after_s=throttle_after_s, cool_ratio=0.0),
+                    true_ms=by_digest)
+    with Store(store_path) as st:
+        run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+    return by_key
+
+
 def test_drift_correction_in_export_uses_the_sentinel_series(cache, store_path):
     import numpy as np
 
     from harness.measure.sentinels import corrected_latencies
 
-    archs = SPACE.sample(30, 10)
-    by_digest, by_key = true_latencies(cache, archs, spread=(20, 40))
-    prof = lab_profile(warmup_runs=2, timed_runs=20, sentinels={"count": 2, "every": 5, "on_drift": "mark"})
-    lab = LabDevice(prof, Physics(noise=0.002, throttle=0.25, throttle_after_s=6, cool_ratio=0.0),
-                    true_ms=by_digest)
+    by_key = _throttling_campaign_with_sentinels(cache, store_path, SPACE.sample(30, 10), timed_runs=20,
+                                                 throttle_after_s=6)
     with Store(store_path) as st:
-        run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
         raw = st.latencies("nb201", ["lab"]).set_index("key").latency_ms
         fixed = corrected_latencies(st, "nb201", "lab")
     err = lambda s: np.median([abs(s[k] / by_key[k] - 1) for k in s.index])  # noqa: E731
@@ -456,13 +464,8 @@ def test_farm_refuses_rounds_sentinels_and_gating_by_name(store_path, policy, fi
 def test_report_draws_the_sentinel_series_with_the_out_of_band_checks(cache, store_path, tmp_path):
     from harness.analysis.api import report
 
-    archs = SPACE.sample(20, 6)
-    by_digest, _ = true_latencies(cache, archs, spread=(20, 40))
-    prof = lab_profile(warmup_runs=2, timed_runs=10, sentinels={"count": 2, "every": 5, "on_drift": "mark"})
-    lab = LabDevice(prof, Physics(noise=0.002, throttle=0.25, throttle_after_s=3, cool_ratio=0.0),
-                    true_ms=by_digest)
+    _throttling_campaign_with_sentinels(cache, store_path, SPACE.sample(20, 6), timed_runs=10, throttle_after_s=3)
     with Store(store_path) as st:
-        run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
         assert (st.sentinel_series("lab").in_band == 0).any()
     out = report(store_path, tmp_path / "r.html", png_dir=tmp_path / "png")
     text = out.read_text()

@@ -331,12 +331,12 @@ def sentinel_series(checks: pd.DataFrame) -> Figure:
     frequency step, a noisy neighbour) shows as every sentinel leaving zero together; checks out of band are
     marked, and the models measured since the last good check were marked suspect."""
     devices = sorted(checks["device"].unique())
-    fig, axes = plt.subplots(len(devices), 1, figsize=(10, 2.6 * len(devices) + 0.6), squeeze=False, sharex=False)
+    fig, axes = plt.subplots(len(devices), 1, figsize=(10, 2.6 * len(devices) + 0.6), squeeze=False)
     for ax, dev in zip(axes[:, 0], devices):
         d = checks[checks["device"] == dev]
         for key, g in d.groupby("key", sort=True):
             dev_pct = 100 * (g["median_ms"] / g["baseline_ms"] - 1)
-            line, = ax.plot(g["models_done"], dev_pct, marker=".", lw=1, label=f"{key[:28]} ({g['baseline_ms'].iloc[0]:.3g} ms)")
+            ax.plot(g["models_done"], dev_pct, marker=".", lw=1, label=f"{key[:28]} ({g['baseline_ms'].iloc[0]:.3g} ms)")
             bad = g["in_band"].eq(0).to_numpy()
             if bad.any():
                 ax.scatter(g["models_done"].to_numpy()[bad], dev_pct.to_numpy()[bad], s=40, facecolors="none",

@@ -265,7 +265,7 @@ def rank_sources(source_ms: np.ndarray, target_ms: np.ndarray, names: list[str])
     return sorted(scores, key=lambda t: -t[1])
 
 
-def _nonnegative_fit(slog: np.ndarray, extra: np.ndarray | None, y: np.ndarray, weight: float,
+def _nonnegative_fit(slog: np.ndarray, extra: np.ndarray, y: np.ndarray, weight: float,
                      cols: list[int]) -> tuple[list[int], RidgeFit]:
     """Ridge on [slog[:, cols], extra]; while a source gets a negative weight, drop the most negative one.
 
@@ -274,7 +274,7 @@ def _nonnegative_fit(slog: np.ndarray, extra: np.ndarray | None, y: np.ndarray, 
     does not catch (Pixel 3: LOO error 0.005, error on the rest 0.03, SRCC 0.82 instead of 0.90)."""
     cols = list(cols)
     while True:
-        if weight > 0 and extra is not None:
+        if weight > 0:
             feats = np.hstack([slog[:, cols], extra])
             w = np.concatenate([np.ones(len(cols)), np.full(extra.shape[1], weight)])
         else:
@@ -320,8 +320,6 @@ def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndar
         views.append(("both", structure))
     found: list[ProxyPart] = []
     for correction, extra in views:
-        if extra is None:
-            continue
         for g in weights:
             if g == 0 and found and correction != "onehot":
                 continue  # no correction: the same candidate whatever it would read

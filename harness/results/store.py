@@ -269,8 +269,9 @@ def normalized(visits: pd.DataFrame) -> pd.Series:
 
 
 def _locked(e: sqlite3.Error) -> bool:
+    """Another connection holds the lock: worth waiting for."""
     text = str(e).lower()
-    return isinstance(e, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+    return "locked" in text or "busy" in text
 
 
 def open_store(path: str | os.PathLike, *, write: bool = True, **kwargs: Any) -> Store:
@@ -295,7 +296,7 @@ def describe_sqlite_error(e: sqlite3.Error, path: Path) -> StoreError:
     elif "malformed" in low or "not a database" in low or "corrupt" in low:
         reason, transient = ("the file is damaged; restore a backup, or salvage it with "
                              f"`sqlite3 {path} .recover | sqlite3 fixed.db`"), False
-    elif "locked" in low or "busy" in low:
+    elif _locked(e):
         reason, transient = ("another process has been writing to the store for longer than the wait; "
                              "it is retried, or rerun when that process is done"), True
     elif "readonly" in low or "read-only" in low:

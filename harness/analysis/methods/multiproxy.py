@@ -43,7 +43,7 @@ class MultiProxy:
         model = model_from_json(payload)
         s_ms, _ = source_latencies(ctx, model.sources, archs, payload.get("source_predictors"))
         # a predictor saved before version 3 read one view: no kept-graph names
-        structure = (ctx.features(archs, payload["graph_features"], 
+        structure = (ctx.features(archs, payload["graph_features"],
                                   payload.get("graph_features_kept") if model.plain_width is not None else None)
                      if model.structure_fit is not None else None)
         return model.predict(s_ms, onehot(ctx.space, archs), structure)
