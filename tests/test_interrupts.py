@@ -293,3 +293,28 @@ def test_ctrl_c_landing_during_commit_reports_the_write_done_and_stops_later(tmp
                 interrupts.check()
     finally:
         interrupts.uninstall()
+
+
+def test_an_error_that_a_ctrl_c_turned_into_is_reported_as_interrupted(capsys):
+    """A Ctrl-C landing in a class body being created (a command's lazy import) surfaces as RuntimeError
+    ("Error calling __set_name__"), which gave a traceback and exit 1 in a CI run; once a Ctrl-C is counted,
+    an unexpected error is its consequence: exit 130, no traceback. Without one, a bug still raises."""
+    import typer
+
+    from harness.cli import common
+
+    @common.cli_errors
+    def command():
+        raise RuntimeError("Error calling __set_name__ on 'Field' instance 'details' in 'CheckReport'")
+
+    with pytest.raises(RuntimeError):  # no Ctrl-C: a real error
+        command()
+    interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            interrupts._on_sigint(signal.SIGINT, None)  # counted, as the handler does
+        with pytest.raises(typer.Exit) as e:
+            command()
+        assert e.value.exit_code == 130
+    finally:
+        interrupts.uninstall()

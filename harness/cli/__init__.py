@@ -75,11 +75,16 @@ def main() -> None:
     if interrupts.started():  # Ctrl-C while harness was starting
         err.print("[yellow]interrupted[/] while starting; nothing was done.")
         sys.exit(130)
-    from harness.cli.common import say_interrupted
+    from harness.cli.common import after_ctrl_c, say_interrupted
 
     try:
         app()
     except KeyboardInterrupt:
+        say_interrupted("[yellow]interrupted[/]")
+        sys.exit(130)
+    except Exception:
+        if not after_ctrl_c():
+            raise
         say_interrupted("[yellow]interrupted[/]")
         sys.exit(130)
     except SystemExit as e:  # typer turns a Ctrl-C outside our handlers into a silent exit 130

@@ -145,5 +145,19 @@ def cli_errors(fn: F) -> F:
         except KeyboardInterrupt:  # typer would exit 130 without a word; say so (campaigns say more)
             say_interrupted()
             raise typer.Exit(130) from None
+        except Exception:
+            if not after_ctrl_c():
+                raise
+            say_interrupted()
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def after_ctrl_c() -> bool:
+    """Has the user pressed Ctrl-C (counted by the `harness` entry point)? Then an unexpected error is its
+    consequence, not a bug: Python re-raises a KeyboardInterrupt that lands in a class body being created
+    (a command's lazy import) as ``RuntimeError: Error calling __set_name__``."""
+    from harness import interrupts
+
+    return interrupts.requested()
