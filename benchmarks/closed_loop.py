@@ -50,8 +50,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("models/cache"))
     args = ap.parse_args()
     for table in args.table:
-        names, lat, filled, x, feats = load(table, args.cache)
-        both = load(table, args.cache, "both")[4]  # the library's pool: plain view first, then the second view
+        tab = load(table, args.cache)  # the library's pool reads both views: plain view first, then the second
+        names, lat, filled, x = tab.names, tab.lat, tab.filled, tab.x
         acc = pd.read_csv(TABLES[table][1], usecols=[args.accuracy])[args.accuracy].to_numpy(dtype=float)
         print(f"\n== {table}: {len(names)} devices x {len(lat)} architectures; loop first batch {args.first_batch}, "
               f"batch {args.batch}, budget {args.budget}, explore {args.explore}, pick {args.pick}, hv target "
@@ -64,7 +64,7 @@ def main() -> None:
             ok = np.isfinite(truth) & np.isfinite(acc)
             src = [j for j in range(len(names)) if j != t]
             pool = cl.Pool([str(i) for i in np.flatnonzero(ok)], filled[ok][:, src], [names[j] for j in src],
-                           x[ok], both[ok], acc[ok], feats.shape[1])
+                           x[ok], tab.both[ok], acc[ok], tab.feats.shape[1], tab.gcols_both)
             y = truth[ok]
             for seed in range(args.seeds):
                 cfg = cl.LoopConfig(first_batch=args.first_batch, batch=args.batch, budget=args.budget, seed=seed,

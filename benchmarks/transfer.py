@@ -9,8 +9,9 @@ over targets. Two protocols, reported side by side:
   family   the held-out device's whole family (GPU, desktop/server CPU, phone/ARM board, accelerator; see
            FAMILY) is left out of the sources too: a device unlike anything seen before
 
-The default sampling, ``diverse``, is deterministic given the sources (seeds only break ties), so with it
-``--seeds`` mostly repeats one draw; ``random`` and ``stratified`` vary with the seed.
+Every strategy draws differently per seed (``diverse`` starts at the median-latency architecture for seed 0
+and at a random one otherwise): one draw's SRCC moves by +-0.03 on the hardest targets, so figures are means
+over ``--seeds`` draws (default 10).
 
 Methods (the same library code as `harness adapt`):
 
@@ -27,14 +28,16 @@ Methods (the same library code as `harness adapt`):
                 and the target's own structure models (plain view, both views) averaged by inverse LOO error
   ours-plain    ours-all on the plain view only (the method before both views were wired in)
 
-    python benchmarks/transfer.py [--seeds 5] [--k 5 10 20 50] [--table oneproxy|hwnb|fbnet ...]
+    python benchmarks/transfer.py [--seeds 10] [--k 5 10 20 50] [--table oneproxy|hwnb|fbnet ...]
                                   [--protocol plain family] [--strategy diverse] [--compare-strategies]
+                                  [--measured benchmarks/data/nb201_local_proxies_1999.csv.gz]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +46,7 @@ from scipy.stats import spearmanr
 from threadpoolctl import threadpool_limits
 
 from harness.analysis import sampling
-from harness.analysis.features import GraphFeatures, live_onehot, onehot
+from harness.analysis.features import GraphFeatures, graph_columns, live_onehot, onehot
 from harness.analysis.transfer import fit_adaproxy, fit_linear, fit_multiproxy, rank_sources
 from harness.models.spaces import get_space
 
@@ -66,16 +69,28 @@ FAMILY = {
 }
 
 
-def load(table: str, cache: Path, views: str = "plain"):
-    """views: ``plain`` features = [one-hot, graph (pruned)]; ``both`` = [one-hot, graph (pruned), live one-hot,
-    graph (kept)]: the plain view's columns first, as workflow.Context.features writes them."""
-    space_name, path = TABLES[table]
-    space = get_space(space_name)
-    df = pd.read_csv(path)
-    key_col = space.key_columns[0]
-    archs = [space.parse(str(k)) for k in df[key_col]]
-    devices = [c for c in df.columns if c.endswith("_ms")]
-    lat = df[devices].to_numpy(dtype=float)
+@dataclass
+class Table:
+    """A public table as the methods read it. Columns ``0..n_targets-1`` of ``lat``/``filled`` are the table's
+    devices (each is held out in turn); columns past them are measured sources (``--measured``): sources only."""
+
+    names: list[str]
+    lat: np.ndarray                   # (N, D) ms, NaN where a device has no value
+    filled: np.ndarray                # the same, gaps completed by the device's own predictor
+    x: np.ndarray                     # one-hot
+    feats: np.ndarray                 # plain view [one-hot, graph (pruned)]
+    both: np.ndarray                  # [plain view, live one-hot, graph (kept)]
+    gcols_plain: list[tuple[int, int]]
+    gcols_both: list[tuple[int, int]]
+    n_targets: int
+
+    def family(self, j: int) -> str:
+        return FAMILY.get(self.names[j], self.names[j])
+
+
+def features(space, archs, cache: Path, views: str) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """``plain`` = [one-hot, graph (pruned)]; ``both`` = [one-hot, graph (pruned), live one-hot, graph (kept)]:
+    the plain view's columns first, as workflow.Context.features writes them; with the graph blocks' columns."""
     x = onehot(space, archs)
     blocks = [x]
     for mode in (("prune", "keep") if views == "both" else ("prune",)):
@@ -84,32 +99,58 @@ def load(table: str, cache: Path, views: str = "plain"):
         gf = GraphFeatures(space, cache, mode)
         blocks.append(gf.matrix(archs, gf.vocabulary(archs)))
     feats = np.hstack(blocks)
+    return feats, graph_columns(x.shape[1], blocks[1].shape[1], blocks[-1].shape[1] if views == "both" else 0,
+                                feats.shape[1])
+
+
+def load(table: str, cache: Path, measured: list[Path] = ()) -> Table:
+    """measured: CSVs of sources measured with harness (`harness export`: the space's key column and
+    ``<device>_ms`` columns), joined on the key; architectures they lack are completed like gaps."""
+    space_name, path = TABLES[table]
+    space = get_space(space_name)
+    df = pd.read_csv(path)
+    key_col = space.key_columns[0]
+    devices = [c for c in df.columns if c.endswith("_ms")]
+    n_targets = len(devices)
+    for m in measured:
+        extra = pd.read_csv(m)
+        cols = [c for c in extra.columns if c.endswith("_ms") and c not in devices]
+        df = df.merge(extra[[key_col] + cols], on=key_col, how="left")
+        devices += cols
+    archs = [space.parse(str(k)) for k in df[key_col]]
+    lat = df[devices].to_numpy(dtype=float)
+    x = onehot(space, archs)
+    feats, gcols_plain = features(space, archs, cache, "plain")
+    both, gcols_both = features(space, archs, cache, "both")
     # sources with gaps (e.g. Edge TPU) are completed by their own predictor, as `harness adapt` does
     filled = lat.copy()
     for j in range(lat.shape[1]):
         gaps = np.isnan(lat[:, j])
         if gaps.any():
             filled[gaps, j] = fit_linear(feats[~gaps], lat[~gaps, j]).predict(feats[gaps])
-    return [d[:-3] for d in devices], lat, filled, x, feats
+    return Table([d[:-3] for d in devices], lat, filled, x, feats, both, gcols_plain, gcols_both, n_targets)
 
 
-def sources_for(t: int, names: list[str], protocol: str) -> list[int]:
+def sources_for(t: int, tab: Table, protocol: str) -> list[int]:
+    """Every other device (``plain``), or every device of another family (``family``); measured sources
+    count as desktop CPUs unless FAMILY names them."""
+    others = [j for j in range(len(tab.names)) if j != t]
     if protocol == "plain":
-        return [j for j in range(len(names)) if j != t]
-    fam = FAMILY.get(names[t], names[t])
-    return [j for j in range(len(names)) if j != t and FAMILY.get(names[j], names[j]) != fam]
+        return others
+    return [j for j in others if (FAMILY.get(tab.names[j], "cpu") if j >= tab.n_targets else tab.family(j))
+            != tab.family(t)]
 
 
-def run_one(k: int, seed: int, t: int, names, lat, filled, x, feats, strategy: str, src: list[int],
-            both: np.ndarray | None = None, methods=METHODS) -> dict[str, float]:
-    """feats: the plain view; both: [plain view, second view] (None: ours-all reads the plain view only)."""
-    y = lat[:, t]
+def run_one(k: int, seed: int, t: int, tab: Table, strategy: str, src: list[int],
+            methods=METHODS) -> dict[str, float]:
+    y = tab.lat[:, t]
+    x, filled = tab.x, tab.filled
     valid = np.flatnonzero(~np.isnan(y))
     s_all = filled[:, src]
     pool_log = np.log(np.clip(s_all[valid], 1e-3, None))
     pick = valid[sampling.select(k, pool_log, x[valid], strategy, seed)]
     rest = np.setdiff1d(valid, pick)
-    src_names = [names[j] for j in src]
+    src_names = [tab.names[j] for j in src]
     ranked = rank_sources(s_all[pick], y[pick], src_names)
     best = src[src_names.index(ranked[0][0])]
     out = {}
@@ -120,19 +161,21 @@ def run_one(k: int, seed: int, t: int, names, lat, filled, x, feats, strategy: s
     if "proxy-alone" in methods:
         out["proxy-alone"] = score(filled[rest, best])
     if "adaproxy" in methods:
-        ok = ~np.isnan(lat[:, best])
-        out["adaproxy"] = score(fit_adaproxy(x[ok], lat[ok, best], x[pick], y[pick], seed=seed).predict(x[rest]))
+        ok = ~np.isnan(tab.lat[:, best])
+        out["adaproxy"] = score(fit_adaproxy(x[ok], tab.lat[ok, best], x[pick], y[pick], seed=seed).predict(x[rest]))
     if "target-only" in methods:
-        out["target-only"] = score(fit_linear(feats[pick], y[pick]).predict(feats[rest]))
-    fb, width = (feats, None) if both is None else (both, feats.shape[1])
+        out["target-only"] = score(fit_linear(tab.feats[pick], y[pick]).predict(tab.feats[rest]))
+    width = tab.feats.shape[1]
     if "ours-1proxy" in methods:
-        m1 = fit_multiproxy(filled[pick][:, [best]], x[pick], y[pick], [names[best]], structure=fb[pick],
-                            plain_width=width)
-        out["ours-1proxy"] = score(m1.predict(filled[rest][:, [best]], x[rest], fb[rest]))
-    for label, fv, w in (("ours-all", fb, width), ("ours-plain", feats, None)):
+        m1 = fit_multiproxy(filled[pick][:, [best]], x[pick], y[pick], [tab.names[best]], structure=tab.both[pick],
+                            plain_width=width, graph_cols=tab.gcols_both)
+        out["ours-1proxy"] = score(m1.predict(filled[rest][:, [best]], x[rest], tab.both[rest]))
+    for label, fv, w, gcols in (("ours-all", tab.both, width, tab.gcols_both),
+                                ("ours-plain", tab.feats, None, tab.gcols_plain)):
         if label not in methods:
             continue
-        mall = fit_multiproxy(s_all[pick], x[pick], y[pick], src_names, structure=fv[pick], plain_width=w)
+        mall = fit_multiproxy(s_all[pick], x[pick], y[pick], src_names, structure=fv[pick], plain_width=w,
+                              graph_cols=gcols)
         cols = [src[src_names.index(n)] for n in mall.sources]
         out[label] = score(mall.predict(filled[rest][:, cols], x[rest], fv[rest]))
     return out
@@ -142,13 +185,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", nargs="+", default=["oneproxy", "fbnet"], choices=list(TABLES))
     ap.add_argument("--k", nargs="+", type=int, default=[5, 10, 20, 50])
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--strategy", default="diverse", choices=sampling.STRATEGIES)
     ap.add_argument("--protocol", nargs="+", default=["plain", "family"], choices=["plain", "family"])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--compare-strategies", action="store_true",
                     help="also compare sampling strategies for ours-all at K=20")
     ap.add_argument("--per-target", action="store_true", help="print every target's SRCC at K=20")
+    ap.add_argument("--measured", type=Path, nargs="*", default=[],
+                    help="CSV(s) of sources measured with harness (e.g. benchmarks/data/nb201_local_proxies_1999.csv.gz):"
+                         " added to every target's sources, never held out")
     ap.add_argument("--cache", type=Path, default=Path("models/cache"))
     args = ap.parse_args()
     methods = tuple(args.methods)
@@ -159,20 +205,21 @@ def main() -> None:
 
 def run_table(table: str, args, methods: tuple[str, ...]) -> None:
     t0 = time.perf_counter()
-    names, lat, filled, x, feats = load(table, args.cache)
-    both = load(table, args.cache, "both")[4]
-    ks = [k for k in args.k if k < len(lat) // 2]
+    tab = load(table, args.cache, args.measured)
+    names = tab.names
+    targets = range(tab.n_targets)
+    ks = [k for k in args.k if k < len(tab.lat) // 2]
+    extra = (f"; measured sources: {', '.join(names[tab.n_targets:])}" if len(names) > tab.n_targets else "")
     for protocol in args.protocol:
-        print(f"\n== {table} [{protocol}]: {len(names)} devices x {len(lat)} architectures, leave-one-device-out"
+        print(f"\n== {table} [{protocol}]: {tab.n_targets} devices x {len(tab.lat)} architectures, leave-one-device-out"
               f"{' with its family left out of the sources' if protocol == 'family' else ''}, {args.seeds} seeds, "
-              f"sampling={args.strategy}")
+              f"sampling={args.strategy}{extra}")
         rows, per = [], {}
         for k in ks:
             per_target = {m: [] for m in methods}
-            for t in range(len(names)):
-                src = sources_for(t, names, protocol)
-                runs = [run_one(k, s, t, names, lat, filled, x, feats, args.strategy, src, both, methods)
-                        for s in range(args.seeds)]
+            for t in targets:
+                src = sources_for(t, tab, protocol)
+                runs = [run_one(k, s, t, tab, args.strategy, src, methods) for s in range(args.seeds)]
                 for m in methods:
                     per_target[m].append(np.mean([r[m] for r in runs]))
             per[k] = per_target
@@ -191,12 +238,11 @@ def run_table(table: str, args, methods: tuple[str, ...]) -> None:
                     w = df[(df.K == 20) & (df.method == m)].iloc[0]
                     print(f"hardest target at K=20 for {m}: {w['worst target']}")
             if args.per_target:
-                print(pd.DataFrame(per[20], index=names).round(3).to_string())
+                print(pd.DataFrame(per[20], index=names[:tab.n_targets]).round(3).to_string())
         if args.compare_strategies and 20 in ks:
             for strategy in sampling.STRATEGIES:
-                vals = [np.mean([run_one(20, s, t, names, lat, filled, x, feats, strategy,
-                                         sources_for(t, names, protocol), both, ("ours-all",))["ours-all"]
-                                 for s in range(args.seeds)]) for t in range(len(names))]
+                vals = [np.mean([run_one(20, s, t, tab, strategy, sources_for(t, tab, protocol), ("ours-all",))
+                                 ["ours-all"] for s in range(args.seeds)]) for t in targets]
                 print(f"sampling {strategy:10s} ours-all K=20: mean {np.mean(vals):.3f} worst {np.min(vals):.3f}")
     print(f"({time.perf_counter() - t0:.0f} s)")
 

@@ -152,6 +152,66 @@ def test_multiproxy_with_two_views_uses_the_one_the_target_follows():
         two.predict(src[k:], x[k:], plain[k:, :5])
 
 
+def _count_driven_target(n: int = 300):
+    """NB201 archs on a device whose cost is per kernel: log-latency linear in how many operators the pruned
+    graph runs, not in which edge holds which operation. A source that follows the one-hot instead."""
+    from harness.analysis.features import GraphFeatures, graph_columns
+
+    rng = np.random.default_rng(11)
+    archs = SPACE.sample(n, 2)
+    x = np.stack([SPACE.encode(a) for a in archs]).astype(float)
+    gf = GraphFeatures(SPACE, None)
+    g = gf.matrix(archs, gf.vocabulary(archs))
+    kernels = np.expm1(g[:, gf.vocabulary(archs).index("nodes")])
+    target = np.exp(0.05 * kernels + rng.normal(0, 0.01, n))
+    src = np.exp(0.3 * x @ rng.uniform(0.2, 1.0, x.shape[1]))[:, None]
+    structure = np.hstack([x, g])
+    return x, src, target, structure, graph_columns(x.shape[1], g.shape[1])
+
+
+def test_multiproxy_own_graph_feature_model_ranks_a_per_kernel_device():
+    """A device whose cost is per kernel: 20 samples pin down the ~20 graph features better than one-hot +
+    graph, so the own graph-feature model takes a share and the ensemble ranks the rest better than without it;
+    shares sum to 1, a JSON round trip predicts the same, columns out of range are a TransferError."""
+    x, src, target, structure, gcols = _count_driven_target()
+    k = 20
+    without = fit_multiproxy(src[:k], x[:k], target[:k], ["s"], structure=structure[:k])
+    model = fit_multiproxy(src[:k], x[:k], target[:k], ["s"], structure=structure[:k], graph_cols=gcols)
+    assert [(g.start, g.stop) for g in model.graph_parts] == gcols and model.graph_parts[0].share > 0.2
+    shares = sum(p.share for p in model.parts) + model.structure_share + model.both_share
+    assert shares + sum(g.share for g in model.graph_parts) == pytest.approx(1.0)
+    assert model.blend == pytest.approx(sum(p.share for p in model.parts))
+    pred = model.predict(src[k:], x[k:], structure[k:])
+    srcc = spearmanr(pred, target[k:]).statistic
+    assert srcc > spearmanr(without.predict(src[k:], x[k:], structure[k:]), target[k:]).statistic + 0.015
+    again = model_from_json(json.loads(json.dumps(model.to_json())))
+    np.testing.assert_allclose(again.predict(src[k:], x[k:], structure[k:]), pred)
+    with pytest.raises(TransferError, match="structure columns"):
+        model.graph_parts[0].predict_log(structure[k:, :5])
+    with pytest.raises(TransferError, match="outside the structure features"):
+        fit_multiproxy(src[:k], x[:k], target[:k], ["s"], structure=structure[:k], graph_cols=[(0, 999)])
+
+
+def test_graph_columns_place_both_graph_blocks():
+    from harness.analysis.features import graph_columns
+
+    assert graph_columns(30, 21) == [(30, 51)]
+    assert graph_columns(30, 21, 19, 100) == [(30, 51), (81, 100)]  # [one-hot, graph, live one-hot, kept graph]
+    assert graph_columns(12, 0) == []
+    with pytest.raises(ValueError, match="width"):
+        graph_columns(30, 21, 19)
+
+
+def test_multiproxy_saved_as_version_3_still_predicts():
+    """A version-3 predictor (two views, no graph-feature models) loads and predicts as before."""
+    x, src, target, structure, _ = _count_driven_target()
+    model = fit_multiproxy(src[:20], x[:20], target[:20], ["s"], structure=structure[:20])
+    v3 = {**{k: v for k, v in model.to_json().items() if k != "graph_parts"}, "version": 3}
+    old = model_from_json(json.loads(json.dumps(v3)))
+    assert old.graph_parts == []
+    np.testing.assert_allclose(old.predict(src[20:], x[20:], structure[20:]), model.predict(src[20:], x[20:], structure[20:]))
+
+
 def test_multiproxy_saved_as_version_2_still_predicts():
     """A version-2 predictor (one structure view, no both-view model) loads and predicts as before."""
     x, src, target, plain, _ = _dead_code_target()
@@ -319,7 +379,8 @@ def test_adapt_saves_both_views_and_a_version_2_predictor_still_predicts(public_
         assert workflow.adapt(ctx, ["pub_a"], "new_dev").method == "multiproxy"
         saved = st.latest_predictor("nb201", "new_dev")
         payload = saved["model"]
-        assert payload["version"] == 3 and payload["graph_features_kept"] and payload["both_fit"] is not None
+        assert payload["version"] == 4 and payload["graph_features_kept"] and payload["both_fit"] is not None
+        assert len(payload["graph_parts"]) == 2  # own models on the pruned and on the kept graph's features
         assert payload["plain_width"] == SPACE.encode(archs[0]).size + len(payload["graph_features"])
         new = workflow.predict(ctx, "new_dev", archs)
         assert spearmanr(new.predicted_ms, table.pub_a_ms[12:60]).statistic > 0.9
@@ -327,7 +388,7 @@ def test_adapt_saves_both_views_and_a_version_2_predictor_still_predicts(public_
         parts = [p for p in payload["parts"] if p["correction"] != "both"]
         total = sum(p["share"] for p in parts) + payload["structure_share"]
         old = {**{k: v for k, v in payload.items()
-                  if k not in ("plain_width", "both_fit", "both_share", "graph_features_kept")},
+                  if k not in ("plain_width", "both_fit", "both_share", "graph_features_kept", "graph_parts")},
                "version": 2, "parts": [{**p, "share": p["share"] / total} for p in parts],
                "structure_share": payload["structure_share"] / total}
         st.save_predictor("nb201", "new_dev", "multiproxy", old, saved["provenance"], saved["metrics"])

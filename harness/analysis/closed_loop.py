@@ -88,6 +88,7 @@ class Pool:
     structure: np.ndarray       # (N, f) one-hot + graph features (plain view), then the second view if any
     accuracy: np.ndarray        # (N,)
     plain_width: int | None = None  # structure columns of the plain view (None: one view only)
+    graph_cols: list[tuple[int, int]] = field(default_factory=list)  # graph-feature-only column ranges
 
     def __post_init__(self) -> None:
         n = len(self.keys)
@@ -171,7 +172,7 @@ def diverse_next(pool: Pool, taken: set[int], k: int, seed: int = 0) -> list[int
 
 def _fit(pool: Pool, rows: np.ndarray, y_ms: np.ndarray) -> MultiProxyModel:
     return fit_multiproxy(pool.source_ms[rows], pool.onehot[rows], y_ms, pool.source_names,
-                          structure=pool.structure[rows], plain_width=pool.plain_width)
+                          structure=pool.structure[rows], plain_width=pool.plain_width, graph_cols=pool.graph_cols)
 
 
 def predict_log(model: MultiProxyModel, pool: Pool, rows: np.ndarray | slice = slice(None)) -> np.ndarray:

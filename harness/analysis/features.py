@@ -94,6 +94,18 @@ class GraphFeatures:
         return np.log1p(np.array([[self._rows[a.key].get(n, 0.0) for n in names] for a in archs]))
 
 
+def graph_columns(onehot_width: int, n_graph: int, n_kept: int = 0, width: int | None = None) -> list[tuple[int, int]]:
+    """Column ranges of the graph-feature blocks in the structure features [one-hot, graph (pruned)] and, when
+    ``n_kept`` > 0, [..., live one-hot, graph (kept)] of total ``width`` (the layout of
+    ``workflow.Context.features``): the transfer fit gives each block an own model."""
+    cols = [(onehot_width, onehot_width + n_graph)] if n_graph else []
+    if n_kept:
+        if width is None:
+            raise ValueError("width is needed to place the kept graph's columns")
+        cols.append((width - n_kept, width))
+    return cols
+
+
 def fingerprint(keys: Sequence[str]) -> str:
     """Short hash of a set of architecture keys (provenance of a training set)."""
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]

@@ -20,6 +20,7 @@ notebook API and ``benchmarks/transfer.py`` run the very same code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -200,6 +201,32 @@ def _view(structure: np.ndarray | None, plain_width: int | None, view: str) -> n
 
 
 @dataclass
+class GraphPart:
+    """The target's own model on a block of graph features only (operator counts, output sizes, MACs,
+    parameters: ``structure[:, start:stop]``). Twenty samples pin down these ~20 physical features better
+    than the ~70 of one-hot + graph: a GPU or VPU whose cost is per kernel is ranked by them where a one-hot
+    fit over-reads the samples (benchmarks/transfer.py K = 20: Jetson Nano fp16 0.893 -> 0.904)."""
+
+    start: int
+    stop: int
+    fit: RidgeFit
+    share: float = 0.0
+
+    def predict_log(self, structure: np.ndarray | None) -> np.ndarray:
+        if structure is None or structure.shape[1] < self.stop:
+            raise TransferError(f"this predictor reads structure columns {self.start}-{self.stop}; "
+                                f"got {0 if structure is None else structure.shape[1]} columns")
+        return self.fit.predict(structure[:, self.start:self.stop])
+
+    def to_json(self) -> dict:
+        return {"start": self.start, "stop": self.stop, "fit": self.fit.to_json(), "share": self.share}
+
+    @classmethod
+    def from_json(cls, d: dict) -> GraphPart:
+        return cls(int(d["start"]), int(d["stop"]), RidgeFit.from_json(d["fit"]), float(d["share"]))
+
+
+@dataclass
 class MultiProxyModel:
     """An ensemble of proxy parts and the target's own structure models, each weighted by the inverse of its
     leave-one-out error (``share``s sum to 1)."""
@@ -213,6 +240,7 @@ class MultiProxyModel:
     plain_width: int | None = None
     both_fit: RidgeFit | None = None       # the target's own structure model on both views
     both_share: float = 0.0
+    graph_parts: list[GraphPart] = field(default_factory=list)  # own models on graph features only (version 4)
 
     @property
     def fit(self) -> RidgeFit:
@@ -226,7 +254,7 @@ class MultiProxyModel:
     @property
     def blend(self) -> float:
         """Weight of the proxy parts together; the rest goes to the structure models."""
-        return 1.0 - self.structure_share - self.both_share
+        return 1.0 - self.structure_share - self.both_share - sum(g.share for g in self.graph_parts)
 
     def predict(self, source_ms: np.ndarray, onehot: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
         """source_ms: latencies of ``self.sources`` (columns in that order) for the architectures to predict;
@@ -238,15 +266,18 @@ class MultiProxyModel:
                                  ("both", self.both_fit, self.both_share)):
             if own is not None and share > 0:
                 log_pred = log_pred + share * own.predict(_view(structure, self.plain_width, view))
+        for g in self.graph_parts:
+            log_pred = log_pred + g.share * g.predict_log(structure)
         return np.exp(log_pred)
 
     def to_json(self) -> dict:
-        return {"kind": "multiproxy", "version": 3, "sources": self.sources,
+        return {"kind": "multiproxy", "version": 4, "sources": self.sources,
                 "parts": [p.to_json() for p in self.parts], "candidates": self.candidates,
                 "structure_share": self.structure_share,
                 "structure_fit": self.structure_fit.to_json() if self.structure_fit else None,
                 "plain_width": self.plain_width, "both_share": self.both_share,
-                "both_fit": self.both_fit.to_json() if self.both_fit else None}
+                "both_fit": self.both_fit.to_json() if self.both_fit else None,
+                "graph_parts": [g.to_json() for g in self.graph_parts]}
 
 
 def rank_sources(source_ms: np.ndarray, target_ms: np.ndarray, names: list[str]) -> list[tuple[str, float]]:
@@ -288,7 +319,8 @@ def _nonnegative_fit(slog: np.ndarray, extra: np.ndarray, y: np.ndarray, weight:
 
 def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndarray, names: list[str],
                    structure: np.ndarray | None = None, weights: tuple[float, ...] = CORRECTION_WEIGHTS,
-                   top: int = TOP_PARTS, plain_width: int | None = None) -> MultiProxyModel:
+                   top: int = TOP_PARTS, plain_width: int | None = None,
+                   graph_cols: Sequence[tuple[int, int]] = ()) -> MultiProxyModel:
     """source_ms: (K, n_sources) latencies of the sources on the K measured architectures.
 
     Candidates: every source with non-negative weights, alone and with a correction at each weight: on the
@@ -304,6 +336,10 @@ def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndar
     corrections then read the plain view or both, and both own models (plain, both views) join the average (NB201 K = 20: mean /
     worst 0.953 / 0.880 -> 0.955 / 0.888, without one-hot-only corrections 0.959 / 0.888, with the few-source
     candidates 0.961 / 0.893; family protocol and FBNet up too).
+
+    ``graph_cols``: column ranges of ``structure`` holding graph features only (the pruned graph's, the kept
+    graph's); each gets an own model in the average (:class:`GraphPart`; NB201 K = 20 mean / worst 0.961 / 0.893
+    -> 0.965 / 0.904, the family protocol and random draws up by as much).
     """
     _check_samples(target_ms)
     if source_ms.shape[1] == 0:
@@ -335,15 +371,20 @@ def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndar
     own = fit_ridge(_view(structure, plain_width, "structure"), y) if structure is not None else None
     own_both = fit_ridge(structure, y) if two_views else None
     owns = [f for f in (own, own_both) if f is not None]
-    inv = np.array([1.0 / max(f.loo_mse, 1e-12) for f in [p.fit for p in parts] + owns])
+    graphs = []
+    for start, stop in graph_cols:
+        if structure is None or not 0 <= start < stop <= structure.shape[1]:
+            raise TransferError(f"graph feature columns {start}-{stop} are outside the structure features")
+        graphs.append(GraphPart(start, stop, fit_ridge(structure[:, start:stop], y)))
+    inv = np.array([1.0 / max(f.loo_mse, 1e-12) for f in [p.fit for p in parts] + owns + [g.fit for g in graphs]])
     inv /= inv.sum()
-    for p, share in zip(parts, inv):
-        p.share = float(share)
+    for member, share in zip(parts + graphs, np.concatenate([inv[:len(parts)], inv[len(parts) + len(owns):]])):
+        member.share = float(share)
     used = {s for p in parts for s in p.sources}
     return MultiProxyModel([n for n, _ in ranked if n in used], parts, dict(ranked), own,
                            float(inv[len(parts)]) if own is not None else 0.0,
                            plain_width if two_views else None, own_both,
-                           float(inv[-1]) if own_both is not None else 0.0)
+                           float(inv[len(parts) + 1]) if own_both is not None else 0.0, graphs)
 
 
 def model_from_json(d: dict) -> LinearModel | AdaProxyModel | MultiProxyModel:
@@ -355,13 +396,14 @@ def model_from_json(d: dict) -> LinearModel | AdaProxyModel | MultiProxyModel:
     if kind == "multiproxy":
         structure = d.get("structure_fit")
         structure_fit = RidgeFit.from_json(structure) if structure else None
-        if "parts" in d:  # version 2 (one structure view) or 3
+        if "parts" in d:  # version 2 (one structure view), 3 (two views) or 4 (own graph-feature models)
             both = d.get("both_fit")
             width = d.get("plain_width")
             return MultiProxyModel(list(d["sources"]), [ProxyPart.from_json(p) for p in d["parts"]],
                                    dict(d.get("candidates", {})), structure_fit, float(d["structure_share"]),
                                    int(width) if width is not None else None,
-                                   RidgeFit.from_json(both) if both else None, float(d.get("both_share", 0.0)))
+                                   RidgeFit.from_json(both) if both else None, float(d.get("both_share", 0.0)),
+                                   [GraphPart.from_json(g) for g in d.get("graph_parts", [])])
         return _multiproxy_v1(d, structure_fit)
     raise TransferError(f"unknown predictor kind {kind!r}")
 

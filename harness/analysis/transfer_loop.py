@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import closed_loop as cl
-from harness.analysis.features import onehot
+from harness.analysis.features import graph_columns, onehot
 from harness.analysis.workflow import Context, resolve_proxies, source_latencies
 from harness.devices.profile import Profile
 from harness.devices.registry import ProfileRegistry
@@ -112,8 +112,10 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
     names = ctx.graph.vocabulary(archs)
     kept = ctx.graph_kept.vocabulary(archs)
     x = onehot(ctx.space, archs)
-    pool = cl.Pool([a.key for a in archs], source_ms, list(sources), x, ctx.features(archs, names, kept),
-                   acc.reindex([a.key for a in archs]).to_numpy(dtype=float), x.shape[1] + len(names))
+    structure = ctx.features(archs, names, kept)
+    pool = cl.Pool([a.key for a in archs], source_ms, list(sources), x, structure,
+                   acc.reindex([a.key for a in archs]).to_numpy(dtype=float), x.shape[1] + len(names),
+                   graph_columns(x.shape[1], len(names), len(kept), structure.shape[1]))
     settings = {"target": target, "space": ctx.space.name, "accuracy": acc.name, "sources": sorted(sources),
                 **{k: v for k, v in cfg.__dict__.items() if k != "budget"}}
     loop_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]

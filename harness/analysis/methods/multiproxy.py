@@ -1,10 +1,11 @@
 """multiproxy (ours): the proxies' log-latencies (non-negative weights) + a structure correction, the
 best few such fits ensembled with the target's own structure models by leave-one-out error; the structure features
-carry both views of dead code (pruned, and kept with live-edges-only one-hot)."""
+carry both views of dead code (pruned, and kept with live-edges-only one-hot), and own models read each graph's
+features alone."""
 
 from __future__ import annotations
 
-from harness.analysis.features import onehot
+from harness.analysis.features import graph_columns, onehot
 from harness.analysis.methods.base import Fitted
 from harness.analysis.transfer import fit_multiproxy, model_from_json
 
@@ -21,8 +22,10 @@ class MultiProxy:
         names = ctx.graph.vocabulary(archs)
         kept = ctx.graph_kept.vocabulary(archs)
         x = onehot(ctx.space, archs)
-        model = fit_multiproxy(source_ms, x, y_ms, list(sources), structure=ctx.features(archs, names, kept),
-                               plain_width=x.shape[1] + len(names))
+        structure = ctx.features(archs, names, kept)
+        model = fit_multiproxy(source_ms, x, y_ms, list(sources), structure=structure,
+                               plain_width=x.shape[1] + len(names),
+                               graph_cols=graph_columns(x.shape[1], len(names), len(kept), structure.shape[1]))
         payload = {**model.to_json(), "graph_features": names, "graph_features_kept": kept,
                    "source_predictors": {s: predictors[s] for s in model.sources if s in predictors}}
         label = {"onehot": "one-hot", "structure": "structure", "both": "structure, both views"}
@@ -32,6 +35,8 @@ class MultiProxy:
         own = [f"own structure model ({model.structure_share:.0%})"]
         if model.both_fit is not None:
             own.append(f"own structure model, both views ({model.both_share:.0%})")
+        own += [f"own graph-feature model, {'pruned' if g.start == x.shape[1] else 'kept'} graph ({g.share:.0%})"
+                for g in model.graph_parts]
         return Fitted(payload, {"loo_mse_log": model.fit.loo_mse, "sources_used": model.sources,
                                 "onehot_weight": model.onehot_weight, "proxy_blend": model.blend,
                                 "parts": parts + own,
