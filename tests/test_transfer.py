@@ -396,6 +396,21 @@ def test_adapt_saves_both_views_and_a_version_2_predictor_still_predicts(public_
         assert spearmanr(before.predicted_ms, table.pub_a_ms[12:60]).statistic > 0.9
 
 
+def test_a_proxy_measured_here_is_a_source_like_an_imported_device(public_like_store, cli_env, tmp_path):
+    """Measured proxies are ours to make: a campaign on this machine's CPU stores a device that `adapt --proxy
+    all` uses beside the imported ones, and picks first when it is the one that ranks the target."""
+    harness("measure", "--device", "fast-onnx", "--space", "nb201", "--sample", "12", "--seed", "4", env=cli_env)
+    measured = tmp_path / "measured.csv"
+    harness("export", "--space", "nb201", "--device", "fast-onnx", "--out", str(measured), env=cli_env)
+    local = pd.read_csv(measured).dropna(subset=["fast-onnx_ms"])
+    assert len(local) == 12
+    local[["nb201_index", "arch_str"]].assign(new_dev_ms=3.0 * local["fast-onnx_ms"] ** 1.2).to_csv(
+        tmp_path / "new.csv", index=False)
+    harness("import", str(tmp_path / "new.csv"), env=cli_env)
+    r = json.loads(harness("adapt", "--proxy", "all", "--target", "new_dev", "--json", env=cli_env).stdout)
+    assert set(r["proxies"]) == {"pub_a", "pub_b", "fast-onnx"} and r["sources_used"][0] == "fast-onnx"
+
+
 def test_multiproxy_structure_candidates_also_on_the_few_best_sources():
     """With more sources than FEW_SOURCES, every structure-corrected candidate is also fitted on the best few
     sources by SRCC on the samples (top=100 keeps every candidate as a part)."""

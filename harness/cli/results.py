@@ -120,7 +120,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     for r in df.itertuples():
         space = r.space + (f" ({r.graph_mode})" if isinstance(r.graph_mode, str) and r.graph_mode != "prune" else "")
         n = r.runs_per_model  # NULL arrives as None or NaN
-        runs = f"{n:g}" if isinstance(n, (int, float)) and n == n else ""
+        runs = f"{n:.3g}" if isinstance(n, (int, float)) and n == n else ""  # adaptive repeats: a mean, 8.62
         per_run = {1: "yes", 0: "no (device statistics)"}.get(r.per_run, "")
         if r.per_run == 0 and not wide:  # the device reported statistics, not each run (benchmark_model)
             runs, device_stats = runs + "*", True
