@@ -3,11 +3,14 @@
 For every device of a public table: it is the target, the others are sources. K target architectures are
 measured (drawn by a sampling strategy), the rest are ranked by each method; SRCC against the target's
 real latencies on the architectures NOT among the K. Mean over seeds per target, then mean and worst
-over targets. Two protocols, reported side by side:
+over targets. Protocols, reported side by side:
 
   plain    every other device is a source
   family   the held-out device's whole family (GPU, desktop/server CPU, phone/ARM board, accelerator; see
            FAMILY) is left out of the sources too: a device unlike anything seen before
+  unseen   (with --measured) each measured device is the target and the table's devices are the sources:
+           devices no public table has (this machine's CPU with onnxruntime/LiteRT, pruned or kept graph,
+           batch 8, int8), measured with harness
 
 Every strategy draws differently per seed (``diverse`` starts at the median-latency architecture for seed 0
 and at a random one otherwise): one draw's SRCC moves by +-0.03 on the hardest targets, so figures are means
@@ -114,6 +117,9 @@ def load(table: str, cache: Path, measured: list[Path] = ()) -> Table:
     n_targets = len(devices)
     for m in measured:
         extra = pd.read_csv(m)
+        if key_col not in extra.columns:
+            print(f"({m} has no {key_col} column: not a {space_name} table, left out for {table})")
+            continue
         cols = [c for c in extra.columns if c.endswith("_ms") and c not in devices]
         df = df.merge(extra[[key_col] + cols], on=key_col, how="left")
         devices += cols
@@ -131,9 +137,16 @@ def load(table: str, cache: Path, measured: list[Path] = ()) -> Table:
     return Table([d[:-3] for d in devices], lat, filled, x, feats, both, gcols_plain, gcols_both, n_targets)
 
 
+def targets_for(tab: Table, protocol: str) -> range:
+    return range(tab.n_targets, len(tab.names)) if protocol == "unseen" else range(tab.n_targets)
+
+
 def sources_for(t: int, tab: Table, protocol: str) -> list[int]:
     """Every other device (``plain``), or every device of another family (``family``); measured sources
-    count as desktop CPUs unless FAMILY names them."""
+    count as desktop CPUs unless FAMILY names them. ``unseen``: the table's devices (the other measured
+    devices are the same CPU)."""
+    if protocol == "unseen":
+        return list(range(tab.n_targets))
     others = [j for j in range(len(tab.names)) if j != t]
     if protocol == "plain":
         return others
@@ -187,7 +200,8 @@ def main() -> None:
     ap.add_argument("--k", nargs="+", type=int, default=[5, 10, 20, 50])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--strategy", default="diverse", choices=sampling.STRATEGIES)
-    ap.add_argument("--protocol", nargs="+", default=["plain", "family"], choices=["plain", "family"])
+    ap.add_argument("--protocol", nargs="+", default=["plain", "family"], choices=["plain", "family", "unseen"],
+                    help="unseen (added by --measured): the measured devices are the targets")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--compare-strategies", action="store_true",
                     help="also compare sampling strategies for ours-all at K=20")
@@ -207,13 +221,20 @@ def run_table(table: str, args, methods: tuple[str, ...]) -> None:
     t0 = time.perf_counter()
     tab = load(table, args.cache, args.measured)
     names = tab.names
-    targets = range(tab.n_targets)
     ks = [k for k in args.k if k < len(tab.lat) // 2]
-    extra = (f"; measured sources: {', '.join(names[tab.n_targets:])}" if len(names) > tab.n_targets else "")
-    for protocol in args.protocol:
-        print(f"\n== {table} [{protocol}]: {tab.n_targets} devices x {len(tab.lat)} architectures, leave-one-device-out"
-              f"{' with its family left out of the sources' if protocol == 'family' else ''}, {args.seeds} seeds, "
-              f"sampling={args.strategy}{extra}")
+    measured = names[tab.n_targets:]
+    protocols = list(args.protocol) + (["unseen"] if measured and "unseen" not in args.protocol else [])
+    for protocol in protocols:
+        targets = targets_for(tab, protocol)
+        if protocol == "unseen":
+            if not measured:
+                raise SystemExit("--protocol unseen needs --measured")
+            what = f"{len(targets)} measured devices as targets, the table's {tab.n_targets} devices as sources"
+        else:
+            what = (f"{tab.n_targets} devices x {len(tab.lat)} architectures, leave-one-device-out"
+                    f"{' with its family left out of the sources' if protocol == 'family' else ''}"
+                    f"{'; measured sources: ' + ', '.join(measured) if measured else ''}")
+        print(f"\n== {table} [{protocol}]: {what}, {args.seeds} seeds, sampling={args.strategy}")
         rows, per = [], {}
         for k in ks:
             per_target = {m: [] for m in methods}
@@ -226,7 +247,7 @@ def run_table(table: str, args, methods: tuple[str, ...]) -> None:
             for m in methods:
                 v = np.array(per_target[m])
                 rows.append({"K": k, "method": m, "mean": v.mean(), "worst": v.min(),
-                             "worst target": names[int(v.argmin())]})
+                             "worst target": names[targets[int(v.argmin())]]})
         df = pd.DataFrame(rows)
         print(df.pivot(index="method", columns="K", values="mean").loc[list(methods)].round(3)
               .to_string(header=[f"mean K={k}" for k in ks]))
@@ -238,7 +259,7 @@ def run_table(table: str, args, methods: tuple[str, ...]) -> None:
                     w = df[(df.K == 20) & (df.method == m)].iloc[0]
                     print(f"hardest target at K=20 for {m}: {w['worst target']}")
             if args.per_target:
-                print(pd.DataFrame(per[20], index=names[:tab.n_targets]).round(3).to_string())
+                print(pd.DataFrame(per[20], index=[names[t] for t in targets]).round(3).to_string())
         if args.compare_strategies and 20 in ks:
             for strategy in sampling.STRATEGIES:
                 vals = [np.mean([run_one(20, s, t, tab, strategy, sources_for(t, tab, protocol), ("ours-all",))

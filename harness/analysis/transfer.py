@@ -205,7 +205,7 @@ class GraphPart:
     """The target's own model on a block of graph features only (operator counts, output sizes, MACs,
     parameters: ``structure[:, start:stop]``). Twenty samples pin down these ~20 physical features better
     than the ~70 of one-hot + graph: a GPU or VPU whose cost is per kernel is ranked by them where a one-hot
-    fit over-reads the samples (benchmarks/transfer.py K = 20: Jetson Nano fp16 0.893 -> 0.904)."""
+    fit over-reads the samples (benchmarks/transfer.py K = 20, 10 draws: FBNet worst 0.940 -> 0.965)."""
 
     start: int
     stop: int
@@ -338,8 +338,8 @@ def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndar
     candidates 0.961 / 0.893; family protocol and FBNet up too).
 
     ``graph_cols``: column ranges of ``structure`` holding graph features only (the pruned graph's, the kept
-    graph's); each gets an own model in the average (:class:`GraphPart`; NB201 K = 20 mean / worst 0.961 / 0.893
-    -> 0.965 / 0.904, the family protocol and random draws up by as much).
+    graph's); each gets an own model in the average (:class:`GraphPart`; K = 20, mean / worst over 10 draws: NB201
+    0.952 / 0.837 -> 0.957 / 0.843, family protocol 0.928 / 0.856 -> 0.939 / 0.858, FBNet 0.967 / 0.940 -> 0.974 / 0.965).
     """
     _check_samples(target_ms)
     if source_ms.shape[1] == 0:

@@ -64,7 +64,8 @@ def suggest(
     samples: Annotated[int, typer.Option(help="How many architectures to measure on the target (K).")] = 20,
     space: SpaceOpt = "nb201",
     strategy: Annotated[str, typer.Option(help=f"One of {', '.join(sampling.STRATEGIES)}.")] = sampling.DEFAULT_STRATEGY,
-    seed: Annotated[int, typer.Option(help="Seed of the random choices.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the choices: a different draw per seed (diverse starts at "
+                                           "the median-latency architecture with 0, at a random one otherwise).")] = 0,
     target: Annotated[Optional[str], typer.Option(help="Skip what this device already has.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the picks (key columns) to this CSV.")] = None,
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
