@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=50)
     ap.add_argument("--explore", type=int, default=cl.LoopConfig.explore)
     ap.add_argument("--pick", default=cl.LoopConfig.pick, choices=cl.PICKS)
+    ap.add_argument("--explore-by", default=cl.LoopConfig.explore_by, choices=cl.EXPLORE_BY)
     ap.add_argument("--hv-target", type=float, default=cl.LoopConfig.hv_target)
     ap.add_argument("--targets", nargs="*", help="only these devices as targets")
     ap.add_argument("--cache", type=Path, default=Path("models/cache"))
@@ -54,7 +55,7 @@ def main() -> None:
         names, lat, filled, x = tab.names, tab.lat, tab.filled, tab.x
         acc = pd.read_csv(TABLES[table][1], usecols=[args.accuracy])[args.accuracy].to_numpy(dtype=float)
         print(f"\n== {table}: {len(names)} devices x {len(lat)} architectures; loop first batch {args.first_batch}, "
-              f"batch {args.batch}, budget {args.budget}, explore {args.explore}, pick {args.pick}, hv target "
+              f"batch {args.batch}, budget {args.budget}, explore {args.explore} by {args.explore_by}, pick {args.pick}, hv target "
               f"{args.hv_target}; {args.seeds} seeds")
         rows, round_s = [], []
         for t, name in enumerate(names):
@@ -68,7 +69,8 @@ def main() -> None:
             y = truth[ok]
             for seed in range(args.seeds):
                 cfg = cl.LoopConfig(first_batch=args.first_batch, batch=args.batch, budget=args.budget, seed=seed,
-                                    explore=args.explore, pick=args.pick, hv_target=args.hv_target)
+                                    explore=args.explore, pick=args.pick, hv_target=args.hv_target,
+                                    explore_by=args.explore_by)
                 hist, model = cl.simulate(pool, y, cfg)
                 round_s += [r.seconds for r in hist]
                 last = hist[-1]

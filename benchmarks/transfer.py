@@ -154,6 +154,27 @@ def sources_for(t: int, tab: Table, protocol: str) -> list[int]:
             != tab.family(t)]
 
 
+FIRST, BATCH = 10, 5  # the sequential strategy: a diverse first batch, then rounds (as `harness transfer` does)
+
+
+def uncertain_picks(k: int, seed: int, tab: Table, y: np.ndarray, valid: np.ndarray, src: list[int]) -> np.ndarray:
+    """`harness suggest --strategy uncertain` round by round: FIRST diverse, then BATCH at a time where the
+    predictor fitted on what is measured so far disagrees with itself most."""
+    s_all, x = tab.filled[:, src], tab.x
+    names = [tab.names[j] for j in src]
+    pool_log = np.log(np.clip(s_all[valid], 1e-3, None))
+    rows = list(sampling.select(min(FIRST, k), pool_log, x[valid], "diverse", seed))
+    while len(rows) < k:
+        p = valid[rows]
+        m = fit_multiproxy(s_all[p], x[p], y[p], names, structure=tab.both[p], plain_width=tab.feats.shape[1],
+                           graph_cols=tab.gcols_both)
+        cols = [names.index(n) for n in m.sources]
+        spread = m.member_log_predictions(s_all[valid][:, cols], x[valid], tab.both[valid]).std(axis=0)
+        rows += sampling.select_uncertain(min(BATCH, k - len(rows)), spread, pool_log, x[valid], np.array(rows),
+                                          seed).tolist()
+    return valid[rows]
+
+
 def run_one(k: int, seed: int, t: int, tab: Table, strategy: str, src: list[int],
             methods=METHODS) -> dict[str, float]:
     y = tab.lat[:, t]
@@ -161,7 +182,8 @@ def run_one(k: int, seed: int, t: int, tab: Table, strategy: str, src: list[int]
     valid = np.flatnonzero(~np.isnan(y))
     s_all = filled[:, src]
     pool_log = np.log(np.clip(s_all[valid], 1e-3, None))
-    pick = valid[sampling.select(k, pool_log, x[valid], strategy, seed)]
+    pick = (uncertain_picks(k, seed, tab, y, valid, src) if strategy in sampling.SEQUENTIAL
+            else valid[sampling.select(k, pool_log, x[valid], strategy, seed)])
     rest = np.setdiff1d(valid, pick)
     src_names = [tab.names[j] for j in src]
     ranked = rank_sources(s_all[pick], y[pick], src_names)
@@ -199,7 +221,7 @@ def main() -> None:
     ap.add_argument("--table", nargs="+", default=["oneproxy", "fbnet"], choices=list(TABLES))
     ap.add_argument("--k", nargs="+", type=int, default=[5, 10, 20, 50])
     ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--strategy", default="diverse", choices=sampling.STRATEGIES)
+    ap.add_argument("--strategy", default="diverse", choices=sampling.STRATEGIES + sampling.SEQUENTIAL)
     ap.add_argument("--protocol", nargs="+", default=["plain", "family"], choices=["plain", "family", "unseen"],
                     help="unseen (added by --measured): the measured devices are the targets")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -261,7 +283,7 @@ def run_table(table: str, args, methods: tuple[str, ...]) -> None:
             if args.per_target:
                 print(pd.DataFrame(per[20], index=[names[t] for t in targets]).round(3).to_string())
         if args.compare_strategies and 20 in ks:
-            for strategy in sampling.STRATEGIES:
+            for strategy in sampling.STRATEGIES + sampling.SEQUENTIAL:
                 vals = [np.mean([run_one(20, s, t, tab, strategy, sources_for(t, tab, protocol), ("ours-all",))
                                  ["ours-all"] for s in range(args.seeds)]) for t in targets]
                 print(f"sampling {strategy:10s} ours-all K=20: mean {np.mean(vals):.3f} worst {np.min(vals):.3f}")

@@ -231,6 +231,21 @@ def test_loop_explores_like_a_fixed_k_campaign_then_picks_uncertain_ones():
         cl.LoopConfig(explore=-1).validate(100)
 
 
+def test_loop_can_explore_where_its_predictor_is_unsure():
+    """explore_by="uncertain": after the first batch, explore rounds pick by the ensemble's disagreement
+    (sampling.select_uncertain on the fitted model), not the diverse order; never a measured row twice."""
+    pool, truth = small_pool()
+    cfg = cl.LoopConfig(first_batch=6, batch=4, budget=14, explore=14, stable_rounds=99, explore_by="uncertain")
+    hist, model = cl.simulate(pool, truth, cfg)
+    first = cl.first_batch(pool, 6, 0).tolist()
+    cols = [pool.source_names.index(s) for s in model.sources]
+    assert hist[0].next_batch != cl.diverse_next(pool, set(first), 4, 0)
+    taken = first + hist[0].next_batch + hist[1].next_batch
+    assert len(set(taken)) == len(taken) == 14 and cols
+    with pytest.raises(cl.LoopError, match="unknown --explore-by"):
+        cl.LoopConfig(explore_by="psychic").validate(100)
+
+
 @settings(max_examples=60, deadline=None)
 @given(hst.lists(hst.tuples(hst.integers(1, 30), hst.integers(0, 30)), min_size=1, max_size=60))
 def test_front_mask_is_the_pareto_mask(points):

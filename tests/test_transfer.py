@@ -273,6 +273,34 @@ def test_sampling_strategies_pick_k_distinct(strategy):
         assert ranks.min() < 0.05 * len(lat) and ranks.max() > 0.95 * len(lat)
 
 
+def test_diverse_seeds_are_different_draws_and_seed_0_starts_at_the_median():
+    archs, x, dev = synthetic_devices()
+    lat = np.log(dev["a"])
+    draws = [frozenset(sampling.select(10, lat, x, "diverse", seed=s).tolist()) for s in range(5)]
+    assert len(set(draws)) >= 4
+    assert sampling.select(10, lat, x, "diverse", seed=0)[0] == int(np.argmin(np.abs(lat - lat.mean())))
+
+
+def test_uncertain_sampling_goes_where_the_ensemble_disagrees_and_spreads_out():
+    """Candidates 0-99 are confidently predicted, 100-199 not: every pick lands among the unsure ones, none is
+    already measured, and the picks are spread (no two identical architectures) rather than the top spreads."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2, size=(200, 12)).astype(float)
+    lat = rng.normal(size=200)
+    x[150:], lat[150:] = x[100:150], lat[100:150]  # the unsure ones' second half repeats the first: never both
+    spread = np.r_[np.full(100, 0.01), np.linspace(1.0, 2.0, 100)]
+    measured = np.array([100, 3, 7])
+    picks = sampling.select_uncertain(8, spread, lat, x, measured)
+    assert len(set(picks.tolist())) == 8 and not set(picks.tolist()) & set(measured.tolist())
+    assert (picks >= 100).all()
+    assert len({tuple(x[i]) + (lat[i],) for i in picks}) == 8  # a duplicate's distance is 0 once one is picked
+    assert not (set(picks.tolist()) >= set(np.argsort(-spread)[:8].tolist()))  # not merely the top spreads
+    with pytest.raises(HarnessError, match="first measurements"):
+        sampling.select_uncertain(2, spread, lat, x, np.array([], dtype=int))
+    with pytest.raises(HarnessError, match="cannot pick 198 more"):
+        sampling.select_uncertain(198, spread, lat, x, measured)
+
+
 def test_sampling_errors():
     with pytest.raises(HarnessError, match="unknown sampling strategy"):
         sampling.select(2, np.zeros(5), np.zeros((5, 2)), "psychic")
@@ -409,6 +437,24 @@ def test_a_proxy_measured_here_is_a_source_like_an_imported_device(public_like_s
     harness("import", str(tmp_path / "new.csv"), env=cli_env)
     r = json.loads(harness("adapt", "--proxy", "all", "--target", "new_dev", "--json", env=cli_env).stdout)
     assert set(r["proxies"]) == {"pub_a", "pub_b", "fast-onnx"} and r["sources_used"][0] == "fast-onnx"
+
+
+def test_suggest_uncertain_picks_the_next_ones_for_a_target_with_measurements(public_like_store, cli_env):
+    """`suggest --strategy uncertain --target T`: K new architectures (none already measured on T) where T's
+    predictor is least sure; without --target, or with too few measurements, a clear error naming the flag."""
+    folder, table = public_like_store
+    no_target = harness("suggest", "--proxy", "all", "--strategy", "uncertain", env=cli_env, check=False)
+    assert no_target.returncode == 2 and "--target" in no_target.stderr
+    few = harness("suggest", "--proxy", "all", "--strategy", "uncertain", "--target", "new_dev", env=cli_env,
+                  check=False)
+    assert few.returncode == 2 and "new_dev has 0 nb201 measurement(s)" in few.stderr and "--strategy" in few.stderr
+    harness("import", str(folder / "target.csv"), env=cli_env)
+    out = folder / "next.csv"
+    r = harness("suggest", "--proxy", "all", "--strategy", "uncertain", "--target", "new_dev", "--samples", "6",
+                "--out", str(out), env=cli_env)
+    picks = pd.read_csv(out)
+    assert len(picks) == 6 and picks.arch_str.nunique() == 6 and "(uncertain)" in " ".join(r.stdout.split())
+    assert not set(picks.arch_str) & set(pd.read_csv(folder / "target.csv").arch_str)
 
 
 def test_multiproxy_structure_candidates_also_on_the_few_best_sources():

@@ -39,6 +39,7 @@ from harness.errors import HarnessError
 
 MAX_MEMBERS = 16
 PICKS = ("uncertain", "front", "mixed")
+EXPLORE_BY = ("diverse", "uncertain")
 
 
 class LoopError(HarnessError):
@@ -60,6 +61,9 @@ class LoopConfig:
     # uncertain: P(front) closest to 1/2 | front: most likely front members first | mixed: half uncertain, half
     # the diverse order's next ones
     pick: str = "uncertain"
+    # how the explore phase picks: the diverse order (a fixed-K campaign's picks) or where the predictor's
+    # ensemble members disagree, spread out (sampling.select_uncertain, `suggest --strategy uncertain`)
+    explore_by: str = "diverse"
 
     def validate(self, n_candidates: int) -> None:
         if self.first_batch < 3:
@@ -73,6 +77,8 @@ class LoopConfig:
             raise LoopError(f"--explore must be >= 0, got {self.explore}")
         if self.pick not in PICKS:
             raise LoopError(f"unknown pick {self.pick!r}; valid: {', '.join(PICKS)}")
+        if self.explore_by not in EXPLORE_BY:
+            raise LoopError(f"unknown --explore-by {self.explore_by!r}; valid: {', '.join(EXPLORE_BY)}")
         if self.first_batch > n_candidates:
             raise LoopError(f"the first batch ({self.first_batch}) is larger than the {n_candidates} candidates")
 
@@ -276,7 +282,13 @@ def _step(pool: Pool, measured: dict[int, float], history: list[Round], cfg: Loo
         n_diverse = min(k, max(0, cfg.explore - len(rows)))
         if cfg.pick == "mixed":  # of the rest, the uncertain half rounded up
             n_diverse += (k - n_diverse) // 2
-        nxt = diverse_next(pool, taken, n_diverse, cfg.seed) if n_diverse else []
+        if n_diverse and cfg.explore_by == "uncertain" and len(rows) >= sampling.MIN_FOR_UNCERTAIN:
+            cols = [pool.source_names.index(s) for s in model.sources]
+            spread = model.member_log_predictions(pool.source_ms[:, cols], pool.onehot, pool.structure).std(axis=0)
+            nxt = sampling.select_uncertain(n_diverse, spread, pool.source_log, pool.onehot, np.array(sorted(taken)),
+                                            cfg.seed).tolist()
+        else:
+            nxt = diverse_next(pool, taken, n_diverse, cfg.seed) if n_diverse else []
         if k > n_diverse:
             how = "uncertain" if cfg.pick == "mixed" else cfg.pick
             nxt += pick_next(prob, lat, front, taken | set(nxt), k - n_diverse, how)

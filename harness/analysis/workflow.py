@@ -330,9 +330,37 @@ def suggest(ctx: Context, proxies: Sequence[str], k: int, strategy: str = sampli
         pool = [a for a in pool if a.key not in done]
     if k > len(pool):
         raise ParameterError("samples", f"{k} samples is more than the {len(pool)} candidate architectures")
+    if strategy in sampling.SEQUENTIAL:
+        return _suggest_uncertain(ctx, sources, pool, k, seed, exclude_device)
     s_ms, _ = source_latencies(ctx, sources, pool)
     picks = sampling.select(k, np.log(np.clip(s_ms, 1e-3, None)), onehot(ctx.space, pool), strategy, seed)
     return pd.DataFrame([pool[i].columns for i in picks])
+
+
+def _suggest_uncertain(ctx: Context, sources: list[str], pool: list[Arch], k: int, seed: int,
+                       target: str | None) -> pd.DataFrame:
+    """The next K for a target with its first measurements: fit the multiproxy ensemble on them and pick
+    where its members disagree most, spread out (sampling.select_uncertain)."""
+    from harness.analysis.methods.multiproxy import fit_model
+
+    if target is None:
+        raise ParameterError("target", "the uncertain strategy picks the next architectures for a target that "
+                             "already has measurements: name it")
+    have = latency_matrix(ctx.store, ctx.space.name, [target])[target].dropna() \
+        if target in ctx.devices_with_data() else pd.Series(dtype=float)
+    if len(have) < sampling.MIN_FOR_UNCERTAIN:
+        raise ParameterError("strategy", f"{target} has {len(have)} {ctx.space.name} measurement(s); the uncertain "
+                             f"strategy needs at least {sampling.MIN_FOR_UNCERTAIN}: pick the first ones with diverse")
+    measured = ctx.archs(have.index.tolist())
+    model, names, kept, _ = fit_model(ctx, sources, measured, have.to_numpy())
+    every = measured + list(pool)
+    s_ms, _ = source_latencies(ctx, sources, every)
+    x = onehot(ctx.space, every)
+    used = [sources.index(s) for s in model.sources]
+    spread = model.member_log_predictions(s_ms[:, used], x, ctx.features(every, names, kept)).std(axis=0)
+    picks = sampling.select_uncertain(k, spread, np.log(np.clip(s_ms, 1e-3, None)), x, np.arange(len(measured)),
+                                      seed)
+    return pd.DataFrame([every[i].columns for i in picks])
 
 
 # --- pareto --------------------------------------------------------------------------------------

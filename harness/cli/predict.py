@@ -63,7 +63,10 @@ def suggest(
     proxy: ProxyOpt,
     samples: Annotated[int, typer.Option(help="How many architectures to measure on the target (K).")] = 20,
     space: SpaceOpt = "nb201",
-    strategy: Annotated[str, typer.Option(help=f"One of {', '.join(sampling.STRATEGIES)}.")] = sampling.DEFAULT_STRATEGY,
+    strategy: Annotated[str, typer.Option(help=f"One of {', '.join(sampling.STRATEGIES + sampling.SEQUENTIAL)}; "
+                                                "uncertain: the next ones for a --target with at least "
+                                                f"{sampling.MIN_FOR_UNCERTAIN} measurements, where its predictor "
+                                                "is least sure.")] = sampling.DEFAULT_STRATEGY,
     seed: Annotated[int, typer.Option(help="Seed of the choices: a different draw per seed (diverse starts at "
                                            "the median-latency architecture with 0, at a random one otherwise).")] = 0,
     target: Annotated[Optional[str], typer.Option(help="Skip what this device already has.")] = None,

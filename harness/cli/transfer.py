@@ -53,6 +53,10 @@ def transfer(
     explore: Annotated[int, typer.Option(
         help="Until this many samples, batches follow the diverse order (what a fixed-K campaign measures); "
              "after it, where front membership is uncertain.")] = 20,
+    explore_by: Annotated[str, typer.Option(
+        help="How explore batches pick: diverse (the fixed-K order) or uncertain (where the predictor's ensemble "
+             "disagrees, spread out: a better front on average, at more samples; see benchmarks/closed_loop.py).")
+    ] = "diverse",
     seed: Annotated[int, typer.Option(help="Seed of the first batch and of the uncertainty draws.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Write the predicted front to this CSV/Parquet.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rounds and the front as JSON.")] = False,
@@ -82,7 +86,8 @@ def transfer(
     from harness.results.export import write_table
     from harness.results.store import Store
 
-    cfg = cl.LoopConfig(first_batch=first_batch, batch=batch, budget=budget, seed=seed, explore=explore)
+    cfg = cl.LoopConfig(first_batch=first_batch, batch=batch, budget=budget, seed=seed, explore=explore,
+                        explore_by=explore_by)
     command = shlex.join(["harness", *sys.argv[1:]])
     with Store(store) as st:
         ctx = open_context(st, space, str(cache_dir))

@@ -10,22 +10,29 @@ from harness.analysis.methods.base import Fitted
 from harness.analysis.transfer import fit_multiproxy, model_from_json
 
 
+def fit_model(ctx, sources, archs, y_ms):
+    """The fitted ensemble, the graph-feature names of both views and the sources' gap-fillers used (also what
+    `suggest --strategy uncertain` asks where it is unsure)."""
+    from harness.analysis.workflow import source_latencies
+
+    source_ms, predictors = source_latencies(ctx, sources, archs)
+    names = ctx.graph.vocabulary(archs)
+    kept = ctx.graph_kept.vocabulary(archs)
+    x = onehot(ctx.space, archs)
+    structure = ctx.features(archs, names, kept)
+    model = fit_multiproxy(source_ms, x, y_ms, list(sources), structure=structure,
+                           plain_width=x.shape[1] + len(names),
+                           graph_cols=graph_columns(x.shape[1], len(names), len(kept), structure.shape[1]))
+    return model, names, kept, predictors
+
+
 class MultiProxy:
     name = "multiproxy"
     summary = "ours: every proxy blended with the target's own model (default)"
     max_sources = None
 
     def fit(self, ctx, sources, archs, y_ms) -> Fitted:
-        from harness.analysis.workflow import source_latencies
-
-        source_ms, predictors = source_latencies(ctx, sources, archs)
-        names = ctx.graph.vocabulary(archs)
-        kept = ctx.graph_kept.vocabulary(archs)
-        x = onehot(ctx.space, archs)
-        structure = ctx.features(archs, names, kept)
-        model = fit_multiproxy(source_ms, x, y_ms, list(sources), structure=structure,
-                               plain_width=x.shape[1] + len(names),
-                               graph_cols=graph_columns(x.shape[1], len(names), len(kept), structure.shape[1]))
+        model, names, kept, predictors = fit_model(ctx, sources, archs, y_ms)
         payload = {**model.to_json(), "graph_features": names, "graph_features_kept": kept,
                    "source_predictors": {s: predictors[s] for s in model.sources if s in predictors}}
         label = {"onehot": "one-hot", "structure": "structure", "both": "structure, both views"}
@@ -35,8 +42,8 @@ class MultiProxy:
         own = [f"own structure model ({model.structure_share:.0%})"]
         if model.both_fit is not None:
             own.append(f"own structure model, both views ({model.both_share:.0%})")
-        own += [f"own graph-feature model, {'pruned' if g.start == x.shape[1] else 'kept'} graph ({g.share:.0%})"
-                for g in model.graph_parts]
+        own += [f"own graph-feature model, {'pruned' if i == 0 else 'kept'} graph ({g.share:.0%})"
+                for i, g in enumerate(model.graph_parts)]
         return Fitted(payload, {"loo_mse_log": model.fit.loo_mse, "sources_used": model.sources,
                                 "onehot_weight": model.onehot_weight, "proxy_blend": model.blend,
                                 "parts": parts + own,
