@@ -118,6 +118,8 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
                    graph_columns(x.shape[1], len(names), len(kept), structure.shape[1]))
     settings = {"target": target, "space": ctx.space.name, "accuracy": acc.name, "sources": sorted(sources),
                 **{k: v for k, v in cfg.__dict__.items() if k != "budget"}}
+    if cfg.explore_by == "diverse":  # the default: a loop started before the option existed keeps its id
+        del settings["explore_by"]
     loop_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return LoopPlan(ctx, profile, str(acc.name), archs, pool, cfg, loop_id, names, kept, predictors,
                     [s for s in excluded[1:] if s in ctx.devices_with_data()])
