@@ -169,7 +169,7 @@ def uncertain_picks(k: int, seed: int, tab: Table, y: np.ndarray, valid: np.ndar
         m = fit_multiproxy(s_all[p], x[p], y[p], names, structure=tab.both[p], plain_width=tab.feats.shape[1],
                            graph_cols=tab.gcols_both)
         cols = [names.index(n) for n in m.sources]
-        spread = m.member_log_predictions(s_all[valid][:, cols], x[valid], tab.both[valid]).std(axis=0)
+        spread = m.disagreement(s_all[valid][:, cols], x[valid], tab.both[valid])
         rows += sampling.select_uncertain(min(BATCH, k - len(rows)), spread, pool_log, x[valid], np.array(rows),
                                           seed).tolist()
     return valid[rows]

@@ -181,9 +181,14 @@ def _fit(pool: Pool, rows: np.ndarray, y_ms: np.ndarray) -> MultiProxyModel:
                           structure=pool.structure[rows], plain_width=pool.plain_width, graph_cols=pool.graph_cols)
 
 
-def predict_log(model: MultiProxyModel, pool: Pool, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+def _model_inputs(model: MultiProxyModel, pool: Pool, rows: np.ndarray | slice) -> tuple[np.ndarray, ...]:
+    """What the model reads for these pool rows: its sources' latencies (in its column order), one-hot, structure."""
     cols = [pool.source_names.index(s) for s in model.sources]
-    return np.log(model.predict(pool.source_ms[rows][:, cols], pool.onehot[rows], pool.structure[rows]))
+    return pool.source_ms[rows][:, cols], pool.onehot[rows], pool.structure[rows]
+
+
+def predict_log(model: MultiProxyModel, pool: Pool, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+    return np.log(model.predict(*_model_inputs(model, pool, rows)))
 
 
 def fit_with_uncertainty(pool: Pool, rows: np.ndarray, y_ms: np.ndarray) -> tuple[MultiProxyModel, np.ndarray,
@@ -283,8 +288,7 @@ def _step(pool: Pool, measured: dict[int, float], history: list[Round], cfg: Loo
         if cfg.pick == "mixed":  # of the rest, the uncertain half rounded up
             n_diverse += (k - n_diverse) // 2
         if n_diverse and cfg.explore_by == "uncertain" and len(rows) >= sampling.MIN_FOR_UNCERTAIN:
-            cols = [pool.source_names.index(s) for s in model.sources]
-            spread = model.member_log_predictions(pool.source_ms[:, cols], pool.onehot, pool.structure).std(axis=0)
+            spread = model.disagreement(*_model_inputs(model, pool, slice(None)))
             nxt = sampling.select_uncertain(n_diverse, spread, pool.source_log, pool.onehot, np.array(sorted(taken)),
                                             cfg.seed).tolist()
         else:

@@ -270,10 +270,10 @@ class MultiProxyModel:
             log_pred = log_pred + g.share * g.predict_log(structure)
         return np.exp(log_pred)
 
-    def member_log_predictions(self, source_ms: np.ndarray, onehot: np.ndarray,
-                               structure: np.ndarray | None = None) -> np.ndarray:
-        """(members, N): each ensemble member's log-latency prediction (proxy parts, own structure models,
-        own graph-feature models); their spread per architecture is how unsure the ensemble is there."""
+    def disagreement(self, source_ms: np.ndarray, onehot: np.ndarray,
+                     structure: np.ndarray | None = None) -> np.ndarray:
+        """(N,): how much the ensemble's members (proxy parts, own structure models, own graph-feature models)
+        disagree per architecture, the standard deviation of their log-latency predictions: where it is unsure."""
         slog = _log(source_ms)
         by_name = {s: slog[:, j] for j, s in enumerate(self.sources)}
         out = [p.predict_log(by_name, onehot, structure, self.plain_width) for p in self.parts]
@@ -281,7 +281,7 @@ class MultiProxyModel:
             if own is not None:
                 out.append(own.predict(_view(structure, self.plain_width, view)))
         out += [g.predict_log(structure) for g in self.graph_parts]
-        return np.array(out)
+        return np.array(out).std(axis=0)
 
     def to_json(self) -> dict:
         return {"kind": "multiproxy", "version": 4, "sources": self.sources,

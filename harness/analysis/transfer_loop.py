@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import closed_loop as cl
-from harness.analysis.features import graph_columns, onehot
 from harness.analysis.workflow import Context, resolve_proxies, source_latencies
 from harness.devices.profile import Profile
 from harness.devices.registry import ProfileRegistry
@@ -109,19 +108,15 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
     archs = [a for a in ctx.candidates() if a.key in acc.index]
     cfg.validate(len(archs))
     source_ms, predictors = source_latencies(ctx, sources, archs)
-    names = ctx.graph.vocabulary(archs)
-    kept = ctx.graph_kept.vocabulary(archs)
-    x = onehot(ctx.space, archs)
-    structure = ctx.features(archs, names, kept)
-    pool = cl.Pool([a.key for a in archs], source_ms, list(sources), x, structure,
-                   acc.reindex([a.key for a in archs]).to_numpy(dtype=float), x.shape[1] + len(names),
-                   graph_columns(x.shape[1], len(names), len(kept), structure.shape[1]))
+    st = ctx.structure(archs)
+    pool = cl.Pool([a.key for a in archs], source_ms, list(sources), st.onehot, st.matrix,
+                   acc.reindex([a.key for a in archs]).to_numpy(dtype=float), st.plain_width, st.graph_cols)
     settings = {"target": target, "space": ctx.space.name, "accuracy": acc.name, "sources": sorted(sources),
                 **{k: v for k, v in cfg.__dict__.items() if k != "budget"}}
     if cfg.explore_by == "diverse":  # the default: a loop started before the option existed keeps its id
         del settings["explore_by"]
     loop_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return LoopPlan(ctx, profile, str(acc.name), archs, pool, cfg, loop_id, names, kept, predictors,
+    return LoopPlan(ctx, profile, str(acc.name), archs, pool, cfg, loop_id, st.names, st.kept, predictors,
                     [s for s in excluded[1:] if s in ctx.devices_with_data()])
 
 

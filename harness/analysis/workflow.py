@@ -19,12 +19,31 @@ import pandas as pd
 from harness.analysis import pareto as pareto_mod
 from harness.analysis import sampling
 from harness.analysis.data import arch_columns, latency_matrix
-from harness.analysis.features import GraphFeatures, fingerprint, live_onehot, onehot
+from harness.analysis.features import GraphFeatures, fingerprint, graph_columns, live_onehot, onehot
 from harness.analysis.methods import DEFAULT_METHOD, get_method
 from harness.analysis.transfer import LinearModel, TransferError, fit_linear, model_from_json
 from harness.errors import HarnessError, NoPredictorError, ParameterError
 from harness.models.spaces import Arch, SearchSpace, get_space
 from harness.results.store import Store
+
+
+@dataclass
+class Structure:
+    """Both views of some architectures' structure as the transfer fit reads them (Context.features' layout):
+    the one-hot, the feature matrix, the graph-feature names of each view, and where the blocks sit."""
+
+    names: list[str]            # graph features of the pruned graph
+    kept: list[str]             # graph features of the kept graph (the second view)
+    onehot: np.ndarray
+    matrix: np.ndarray          # [one-hot, graph (pruned), live one-hot, graph (kept)]
+
+    @property
+    def plain_width(self) -> int:
+        return self.onehot.shape[1] + len(self.names)
+
+    @property
+    def graph_cols(self) -> list[tuple[int, int]]:
+        return graph_columns(self.onehot.shape[1], len(self.names), len(self.kept), self.matrix.shape[1])
 
 
 @dataclass
@@ -67,6 +86,14 @@ class Context:
         if kept_names is None:
             return plain
         return np.hstack([plain, live_onehot(self.space, archs), self.graph_kept.matrix(archs, kept_names)])
+
+    def structure(self, archs: Sequence[Arch], names: Sequence[str] | None = None,
+                  kept: Sequence[str] | None = None) -> Structure:
+        """Both views for ``archs``, on these graph-feature names (default: the vocabularies of ``archs``, as
+        when fitting; a saved model's names when predicting)."""
+        names = list(self.graph.vocabulary(archs) if names is None else names)
+        kept = list(self.graph_kept.vocabulary(archs) if kept is None else kept)
+        return Structure(names, kept, onehot(self.space, archs), self.features(archs, names, kept))
 
     def wide(self, devices: Sequence[str]) -> pd.DataFrame:
         """latency_matrix of these devices, read once per context (adapt's leave-one-out refits reuse it)."""
@@ -352,14 +379,14 @@ def _suggest_uncertain(ctx: Context, sources: list[str], pool: list[Arch], k: in
         raise ParameterError("strategy", f"{target} has {len(have)} {ctx.space.name} measurement(s); the uncertain "
                              f"strategy needs at least {sampling.MIN_FOR_UNCERTAIN}: pick the first ones with diverse")
     measured = ctx.archs(have.index.tolist())
-    model, names, kept, _ = fit_model(ctx, sources, measured, have.to_numpy())
+    model, fitted_on, _ = fit_model(ctx, sources, measured, have.to_numpy())
     every = measured + list(pool)
     s_ms, _ = source_latencies(ctx, sources, every)
-    x = onehot(ctx.space, every)
+    st = ctx.structure(every, fitted_on.names, fitted_on.kept)
     used = [sources.index(s) for s in model.sources]
-    spread = model.member_log_predictions(s_ms[:, used], x, ctx.features(every, names, kept)).std(axis=0)
-    picks = sampling.select_uncertain(k, spread, np.log(np.clip(s_ms, 1e-3, None)), x, np.arange(len(measured)),
-                                      seed)
+    spread = model.disagreement(s_ms[:, used], st.onehot, st.matrix)
+    picks = sampling.select_uncertain(k, spread, np.log(np.clip(s_ms, 1e-3, None)), st.onehot,
+                                      np.arange(len(measured)), seed)
     return pd.DataFrame([every[i].columns for i in picks])
 
 

@@ -5,25 +5,21 @@ features alone."""
 
 from __future__ import annotations
 
-from harness.analysis.features import graph_columns, onehot
+from harness.analysis.features import onehot
 from harness.analysis.methods.base import Fitted
 from harness.analysis.transfer import fit_multiproxy, model_from_json
 
 
 def fit_model(ctx, sources, archs, y_ms):
-    """The fitted ensemble, the graph-feature names of both views and the sources' gap-fillers used (also what
-    `suggest --strategy uncertain` asks where it is unsure)."""
+    """The fitted ensemble, the structure it was fitted on (its graph-feature names) and the sources'
+    gap-fillers used (also what `suggest --strategy uncertain` asks where it is unsure)."""
     from harness.analysis.workflow import source_latencies
 
     source_ms, predictors = source_latencies(ctx, sources, archs)
-    names = ctx.graph.vocabulary(archs)
-    kept = ctx.graph_kept.vocabulary(archs)
-    x = onehot(ctx.space, archs)
-    structure = ctx.features(archs, names, kept)
-    model = fit_multiproxy(source_ms, x, y_ms, list(sources), structure=structure,
-                           plain_width=x.shape[1] + len(names),
-                           graph_cols=graph_columns(x.shape[1], len(names), len(kept), structure.shape[1]))
-    return model, names, kept, predictors
+    st = ctx.structure(archs)
+    model = fit_multiproxy(source_ms, st.onehot, y_ms, list(sources), structure=st.matrix,
+                           plain_width=st.plain_width, graph_cols=st.graph_cols)
+    return model, st, predictors
 
 
 class MultiProxy:
@@ -32,8 +28,8 @@ class MultiProxy:
     max_sources = None
 
     def fit(self, ctx, sources, archs, y_ms) -> Fitted:
-        model, names, kept, predictors = fit_model(ctx, sources, archs, y_ms)
-        payload = {**model.to_json(), "graph_features": names, "graph_features_kept": kept,
+        model, st, predictors = fit_model(ctx, sources, archs, y_ms)
+        payload = {**model.to_json(), "graph_features": st.names, "graph_features_kept": st.kept,
                    "source_predictors": {s: predictors[s] for s in model.sources if s in predictors}}
         label = {"onehot": "one-hot", "structure": "structure", "both": "structure, both views"}
         parts = [f"{len(p.sources)} source(s) + {label.get(p.correction, p.correction)} x{p.weight:g} ({p.share:.0%})"
