@@ -9,9 +9,12 @@ def main() -> None:
     from harness import interrupts
 
     interrupts.install(starting=True)
-    from harness.cli import main as cli_main
+    try:
+        from harness.cli import main as cli_main
 
-    cli_main()
+        cli_main()
+    finally:
+        interrupts.forget_handled_in_string_code()
 
 
 if __name__ == "__main__":

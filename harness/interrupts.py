@@ -103,6 +103,19 @@ def uninstall() -> None:
     reset()
 
 
+def forget_handled_in_string_code() -> None:
+    """Let a handled Ctrl-C end ``python -m harness`` with the exit code harness chose (130).
+
+    CPython marks a KeyboardInterrupt as "unhandled" whenever it ends code run from a *string*
+    (``exec``/``eval`` of source: dataclasses and namedtuples build their methods that way, so a Ctrl-C
+    during a lazy import lands there), even if a caller catches it. Under ``-m``, ``Py_RunMain`` then
+    ignores ``sys.exit(130)`` and kills the process with SIGINT (exit -2). The mark is cleared at the
+    start of every string evaluation, so one empty one on the way out clears it. A KeyboardInterrupt
+    that really escapes still ends the process by SIGINT, as Python intends.
+    """
+    exec("")  # noqa: S102 (a constant empty string: resets CPython's flag, runs nothing)
+
+
 @contextmanager
 def shielded() -> Iterator[None]:
     """Run a short piece of bookkeeping that a SIGINT must not cut in half; raise it afterwards.

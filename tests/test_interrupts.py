@@ -318,3 +318,23 @@ def test_an_error_that_a_ctrl_c_turned_into_is_reported_as_interrupted(capsys):
         assert e.value.exit_code == 130
     finally:
         interrupts.uninstall()
+
+
+def test_a_ctrl_c_handled_inside_string_code_still_exits_130_under_dash_m(tmp_path):
+    """CPython marks a KeyboardInterrupt that ends string-evaluated code (a dataclass's generated ``__init__``,
+    built during a lazy import) as unhandled even when it is caught, and ``python -m`` then dies by SIGINT (-2)
+    instead of exiting 130: the CI failure at a SIGINT 0.3 s after start."""
+    (tmp_path / "cli_caught_in_exec.py").write_text(
+        "import sys\n"
+        "import harness.cli\n"
+        "def cli_main():\n"
+        "    try:\n"
+        "        exec('raise KeyboardInterrupt')\n"
+        "    except KeyboardInterrupt:\n"
+        "        sys.exit(130)\n"
+        "harness.cli.main = cli_main\n"
+        "from harness.__main__ import main\n"
+        "main()\n")
+    proc = subprocess.run([sys.executable, "-m", "cli_caught_in_exec"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))})
+    assert proc.returncode == 130, proc.stderr
