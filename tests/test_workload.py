@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 import onnxruntime as ort
+import pandas as pd
 import pytest
 import yaml
 
@@ -167,3 +168,39 @@ def test_model_files_refuse_a_non_default_workload(tmp_path):
     check_workload(parse_profile(BASE, "p.yaml"), sp, sp.archs())  # as it is: fine
     with pytest.raises(ProfileError, match="model files are measured as they are"):
         check_workload(profile_with(batch_size=8), sp, sp.archs())
+
+
+def test_an_exported_workload_imports_again_and_never_shadows_a_measured_one(cli_env, tmp_path):
+    """`harness export` names a non-default workload ``device@bs2.fp16``; `harness import` takes that file back
+    (a measured proxy shipped to another store). Where the same name would also come from a measured device's
+    workload, the second of the two is refused with both names, never a table with one name twice."""
+    from tests.conftest import harness
+
+    harness("measure", "-d", "fast-onnx", "--arch", "5", "--arch", "7", "--batch-size", "2", "--precision", "fp16",
+            env=cli_env)
+    out = tmp_path / "exported.csv"
+    harness("export", "--space", "nb201", "--out", str(out), env=cli_env)
+    assert "fast-onnx@bs2.fp16_ms" in pd.read_csv(out).columns
+
+    other = {**cli_env, "HARNESS_STORE": str(tmp_path / "other.db")}
+    harness("import", str(out), env=other)
+    with Store(other["HARNESS_STORE"]) as st:
+        assert set(st.latencies("nb201").device) == {"fast-onnx@bs2.fp16"}
+    again = tmp_path / "again.csv"
+    harness("export", "--space", "nb201", "--out", str(again), env=other)
+    cols = ["nb201_index", "fast-onnx@bs2.fp16_ms"]
+    pd.testing.assert_frame_equal(pd.read_csv(again)[cols], pd.read_csv(out)[cols])
+
+    into_same = harness("import", str(out), env=cli_env, check=False)  # the store that measured it
+    assert into_same.returncode == 2 and "fast-onnx@bs2.fp16" in into_same.stderr and "--store" in into_same.stderr
+    measure_there = harness("measure", "-d", "fast-onnx", "--arch", "5", env=other, check=False)
+    assert measure_there.returncode == 2 and "fast-onnx@bs2.fp16" in measure_there.stderr
+
+
+@pytest.mark.parametrize("name, ok", [("gpu@bs8", True), ("gpu@bs32.224x224.fp16", True), ("gpu@int8", True),
+                                      ("gpu@fp32", False), ("gpu@", False), ("@bs8", False), ("gpu@bs8@bs8", False),
+                                      ("gpu@bs8;rm", False), ("gpu", True)])
+def test_table_device_names_take_export_workload_labels_only(name, ok):
+    from harness.results.importer import is_table_device_name
+
+    assert is_table_device_name(name) is ok

@@ -253,7 +253,7 @@ class Workload(_Strict):
         return f"{self.input_shape[0]}x{self.input_shape[1]}" if self.input_shape else ""
 
     def label(self) -> str:
-        """Suffix naming a non-default workload in tables: ``bs32.fp16.224x224`` ('' for bs1 fp32 default)."""
+        """Suffix naming a non-default workload in tables: ``bs32.224x224.fp16`` ('' for bs1 fp32 default)."""
         parts = [f"bs{self.batch_size}"] if self.batch_size != 1 else []
         if self.input_shape:
             parts.append(self.shape_label())

@@ -25,7 +25,7 @@ import pandas as pd
 from harness.devices.profile import is_valid_name
 from harness.errors import HarnessError, SpaceError, StoreError
 from harness.models.spaces import SPACES, Arch, SearchSpace, get_space
-from harness.results.store import Store, _pid_alive, utcnow
+from harness.results.store import Store, _pid_alive, is_workload_label, utcnow
 
 
 def key_signatures() -> list[tuple[frozenset[str], str]]:
@@ -98,13 +98,21 @@ def read_table(path: Path) -> pd.DataFrame:
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets run as a formula (CSV injection)
 
 
+def is_table_device_name(name: str) -> bool:
+    """A profile-style name, or ``name@label`` with a workload label as `harness export` names non-default
+    workloads (``gpu@bs32.fp16``): an exported table imports again."""
+    base, at, label = name.partition("@")
+    return is_valid_name(base) and (not at or is_workload_label(label))
+
+
 def check_column_names(columns: list[str], path: Path) -> None:
     """Device names come from headers, so they follow the profile name rule; no header may look like a
     spreadsheet formula (it would reach exported CSV headers)."""
     for col in columns:
-        if col.endswith("_ms") and not is_valid_name(col[:-3]):
+        if col.endswith("_ms") and not is_table_device_name(col[:-3]):
             raise ImportFileError(f"{path}: column {col!r}: {col[:-3]!r} is not a valid device name (letters, "
-                                  "digits, '.', '_' and '-', starting with a letter or digit); rename the column")
+                                  "digits, '.', '_' and '-', starting with a letter or digit, optionally with a "
+                                  "workload as `harness export` writes it: name@bs8, name@bs32.fp16); rename the column")
         if col.startswith(FORMULA_START):
             raise ImportFileError(f"{path}: column {col!r} starts with {col[0]!r}, which spreadsheets run as a "
                                   "formula; rename the column")

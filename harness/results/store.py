@@ -243,6 +243,17 @@ def measured_name(device: str, batch_size: int, input_shape: str, precision: str
     return f"{device}@{label}" if label else device
 
 
+# what workload_label writes: bs8, 224x224, int8, bs32.fp16.224x224 (parts in that order)
+WORKLOAD_LABEL_RE = r"(bs[0-9]+)(\.[0-9]+x[0-9]+)?(\.(fp16|int8))?|([0-9]+x[0-9]+)(\.(fp16|int8))?|(fp16|int8)"
+
+
+def is_workload_label(label: str) -> bool:
+    """Is ``label`` a suffix :func:`workload_label` writes (``name@label`` is how exports name a workload)?"""
+    import re
+
+    return re.fullmatch(WORKLOAD_LABEL_RE, label) is not None
+
+
 def _workload(workload: dict | None) -> dict:
     return {**DEFAULT_WORKLOAD, "calibration": None, **(workload or {})}
 
@@ -534,13 +545,34 @@ class Store:
             row = db.execute("SELECT id, origin FROM devices WHERE name = ?", (name,)).fetchone()
             if row:
                 if row[1] != origin:
-                    raise StoreError(f"device {name!r} exists in the store as {row[1]}, not {origin}")
+                    raise StoreError(f"device {name!r} exists in the store as {row[1]}, not {origin}: one name is "
+                                     f"one device; use another store (--store) or another name for the {origin} one")
                 if profile is not None:
                     db.execute("UPDATE devices SET profile_json = ? WHERE id = ?", (json.dumps(profile), row[0]))
                 return row[0]
+            self._check_workload_names(db, name, origin)
             cur = db.execute("INSERT INTO devices (name, origin, profile_json, created_at) VALUES (?, ?, ?, ?)",
                              (name, origin, json.dumps(profile) if profile is not None else None, utcnow()))
             return int(cur.lastrowid)
+
+    @staticmethod
+    def _check_workload_names(db: sqlite3.Connection, name: str, origin: str) -> None:
+        """An imported ``gpu@bs8`` (an exported workload) and a measured ``gpu`` with batch 8 would both be the
+        table's ``gpu@bs8``: refuse the second of them, naming both."""
+        if origin == "imported" and "@" in name:
+            base = name.split("@", 1)[0]
+            clash = db.execute("SELECT name FROM devices WHERE name = ? AND origin = 'measured'", (base,)).fetchone()
+            if clash:
+                raise StoreError(f"imported device {name!r} would share its name with the workload {name!r} of "
+                                 f"{base!r}, which this store measured; import it into another store (--store) or "
+                                 "rename its column")
+        elif origin == "measured":
+            prefix = f"{name}@"
+            clash = db.execute("SELECT name FROM devices WHERE substr(name, 1, ?) = ? AND origin = 'imported'",
+                               (len(prefix), prefix)).fetchone()
+            if clash:
+                raise StoreError(f"device {name!r}: this store holds an imported {clash[0]!r}, which its workloads "
+                                 "would be named too; measure into another store (--store) or rename the device")
 
     @_guarded
     def arch_id(self, arch: Arch) -> int:
