@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.campaign import CampaignAborted, run_campaign
+from harness.campaign import run_campaign
 from harness.devices.driver import make_driver
 from harness.devices.profile import parse_profile
 from harness.devices.registry import ProfileRegistry

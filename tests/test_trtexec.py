@@ -4,7 +4,6 @@ over a real sshd, against the stand-in trtexec (harness/sim/trtexec.py)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

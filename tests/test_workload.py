@@ -8,7 +8,6 @@ import sqlite3
 import onnxruntime as ort
 import pandas as pd
 import pytest
-import yaml
 
 from harness.campaign import run_campaign
 from harness.devices.preflight import check_workload

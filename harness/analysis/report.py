@@ -159,9 +159,9 @@ def heatmap(matrix: pd.DataFrame, method: str = "SRCC", overlap: pd.DataFrame | 
         caption += (f" {n_low} pair(s) share fewer than {min_overlap} architectures: hatched with their n, left out "
                     "of the colour scale, the device means and the default scatter plots.")
     return Figure("srcc_heatmap", f"{method} heat map", _png(fig), caption,
-                  how_to_read=f"Green (near 1) means two devices rank architectures alike, so one can stand in for "
-                              f"the other when searching; red means the fastest models on one are not the fastest "
-                              f"on the other. Blocks of green along the diagonal are families of similar devices.")
+                  how_to_read="Green (near 1) means two devices rank architectures alike, so one can stand in for "
+                              "the other when searching; red means the fastest models on one are not the fastest "
+                              "on the other. Blocks of green along the diagonal are families of similar devices.")
 
 
 def scatter(wide: pd.DataFrame, pairs: Sequence[tuple[str, str]], corr: Correlations) -> Figure:
