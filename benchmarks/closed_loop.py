@@ -82,7 +82,7 @@ def main() -> None:
                 c_n = pareto.check(fixed_k(pool, y, last.n_samples, seed), y, pool.accuracy)
                 rows.append({"target": name, "seed": seed, "samples": last.n_samples, "stop": last.stop,
                              "rounds": len(hist), "hv": c_loop.hv_ratio, "recall": c_loop.recall,
-                             "conf": last.confidence, "hv_fixed20": c_20.hv_ratio, "recall_fixed20": c_20.recall,
+                             "conf": last.confidence, "exp_hv": last.expected_hv, "hv_fixed20": c_20.hv_ratio, "recall_fixed20": c_20.recall,
                              "hv_fixedn": c_n.hv_ratio, "recall_fixedn": c_n.recall})
             r = pd.DataFrame([x for x in rows if x["target"] == name])
             print(f"  {name:28s} samples {r.samples.median():4.0f}  HV {r.hv.mean():.4f} recall {r.recall.mean():.3f} "
@@ -101,6 +101,10 @@ def main() -> None:
         print(f"     runs that stopped at <= 20 samples yet have a lower HV than fixed K=20: {len(worse)} of {len(df)}; "
               f"lower HV than fixed K = the same samples: {len(worse_n)} of {len(df)} "
               f"(mean gap {(df.hv - df.hv_fixedn).mean():+.4f})")
+        over = df[df.hv < df.exp_hv - 0.01]
+        print(f"     the loop's own confidence at its stop: expected HV ratio mean {df.exp_hv.mean():.4f} against the "
+              f"true {df.hv.mean():.4f}; true more than 0.01 below expected: {len(over)} of {len(df)}"
+              f"{' (' + ', '.join(sorted(set(over.target))) + ')' if len(over) else ''}")
         print(f"     seconds per round ({len(pool.keys)} candidates): median {np.median(round_s):.2f}, "
               f"max {np.max(round_s):.2f}")
 
