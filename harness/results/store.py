@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -243,14 +244,12 @@ def measured_name(device: str, batch_size: int, input_shape: str, precision: str
     return f"{device}@{label}" if label else device
 
 
-# what workload_label writes: bs8, 224x224, int8, bs32.fp16.224x224 (parts in that order)
+# what workload_label writes: bs8, 224x224, int8, bs32.224x224.fp16 (parts in that order)
 WORKLOAD_LABEL_RE = r"(bs[0-9]+)(\.[0-9]+x[0-9]+)?(\.(fp16|int8))?|([0-9]+x[0-9]+)(\.(fp16|int8))?|(fp16|int8)"
 
 
 def is_workload_label(label: str) -> bool:
     """Is ``label`` a suffix :func:`workload_label` writes (``name@label`` is how exports name a workload)?"""
-    import re
-
     return re.fullmatch(WORKLOAD_LABEL_RE, label) is not None
 
 
