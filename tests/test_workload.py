@@ -8,6 +8,8 @@ import sqlite3
 import onnxruntime as ort
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.campaign import run_campaign
 from harness.devices.preflight import check_workload
@@ -203,3 +205,24 @@ def test_table_device_names_take_export_workload_labels_only(name, ok):
     from harness.results.importer import is_table_device_name
 
     assert is_table_device_name(name) is ok
+
+
+@given(base=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True), bs=st.integers(1, 4096),
+       shape=st.one_of(st.just(""), st.tuples(st.integers(1, 999), st.integers(1, 999)).map(lambda s: f"{s[0]}x{s[1]}")),
+       precision=st.sampled_from(["fp32", "fp16", "int8"]), junk=st.text(max_size=12))
+@settings(max_examples=200, derandomize=True, deadline=None)
+def test_every_name_export_writes_imports_and_nothing_else_with_an_at(base, bs, shape, precision, junk):
+    """Property: every device name `harness export` can write (``measured_name``) is accepted by import; a
+    name with anything else after the ``@`` is refused, never raising."""
+    from harness.results.importer import is_table_device_name
+    from harness.results.store import measured_name, workload_label
+
+    assert is_table_device_name(measured_name(base, bs, shape, precision))
+    if junk != workload_label(bs, shape, precision) and not is_workload_label_like(junk):
+        assert not is_table_device_name(f"{base}@{junk}")
+
+
+def is_workload_label_like(text: str) -> bool:
+    import re
+
+    return re.fullmatch(r"(bs[0-9]+)?(\.?[0-9]+x[0-9]+)?(\.?(fp16|int8))?", text) is not None and text != ""
