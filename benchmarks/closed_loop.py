@@ -7,6 +7,10 @@ true front: hypervolume ratio and recall (harness.analysis.pareto.check). Beside
 (diverse sampling, same predictor) and a fixed K = the loop's own sample count. Also the seconds per round.
 
     python benchmarks/closed_loop.py [--table oneproxy hwnb] [--seeds 3] [--accuracy acc_cifar100_test_200ep]
+                                     [--measured benchmarks/data/nb201_local_proxies_1999.csv.gz]
+
+``--measured``: the devices measured with harness are the targets instead (the table's devices the sources):
+devices no public table has, as in benchmarks/transfer.py's ``unseen`` protocol.
 """
 
 from __future__ import annotations
@@ -47,22 +51,28 @@ def main() -> None:
     ap.add_argument("--explore-by", default=cl.LoopConfig.explore_by, choices=cl.EXPLORE_BY)
     ap.add_argument("--hv-target", type=float, default=cl.LoopConfig.hv_target)
     ap.add_argument("--targets", nargs="*", help="only these devices as targets")
+    ap.add_argument("--measured", type=Path, nargs="*", default=[],
+                    help="CSV(s) of devices measured with harness: they are the targets, the table's devices the sources")
     ap.add_argument("--cache", type=Path, default=Path("models/cache"))
     args = ap.parse_args()
     for table in args.table:
-        tab = load(table, args.cache)  # the library's pool reads both views: plain view first, then the second
+        tab = load(table, args.cache, args.measured)  # the pool reads both views: plain view first, then the second
         names, lat, filled, x = tab.names, tab.lat, tab.filled, tab.x
         acc = pd.read_csv(TABLES[table][1], usecols=[args.accuracy])[args.accuracy].to_numpy(dtype=float)
-        print(f"\n== {table}: {len(names)} devices x {len(lat)} architectures; loop first batch {args.first_batch}, "
+        who = (f"{len(names) - tab.n_targets} measured devices as targets, the table's {tab.n_targets} as sources"
+               if args.measured else f"{len(names)} devices")
+        print(f"\n== {table}: {who} x {len(lat)} architectures; loop first batch {args.first_batch}, "
               f"batch {args.batch}, budget {args.budget}, explore {args.explore} by {args.explore_by}, pick {args.pick}, hv target "
               f"{args.hv_target}; {args.seeds} seeds")
         rows, round_s = [], []
-        for t, name in enumerate(names):
+        targets = range(tab.n_targets, len(names)) if args.measured else range(tab.n_targets)
+        for t in targets:
+            name = names[t]
             if args.targets and name not in args.targets:
                 continue
             truth = lat[:, t]
             ok = np.isfinite(truth) & np.isfinite(acc)
-            src = [j for j in range(len(names)) if j != t]
+            src = list(range(tab.n_targets)) if args.measured else [j for j in range(len(names)) if j != t]
             pool = cl.Pool([str(i) for i in np.flatnonzero(ok)], filled[ok][:, src], [names[j] for j in src],
                            x[ok], tab.both[ok], acc[ok], tab.feats.shape[1], tab.gcols_both)
             y = truth[ok]
