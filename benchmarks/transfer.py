@@ -32,7 +32,7 @@ Methods (the same library code as `harness adapt`):
   ours-plain    ours-all on the plain view only (the method before both views were wired in)
 
     python benchmarks/transfer.py [--seeds 10] [--k 5 10 20 50] [--table oneproxy|hwnb|fbnet ...]
-                                  [--protocol plain family] [--strategy diverse] [--compare-strategies]
+                                  [--protocol plain family] [--strategy diverse] [--compare-strategies] [--check-loo]
                                   [--measured benchmarks/data/nb201_local_proxies_1999.csv.gz]
 """
 
@@ -216,6 +216,42 @@ def run_one(k: int, seed: int, t: int, tab: Table, strategy: str, src: list[int]
     return out
 
 
+def loo_srcc(tab: Table, pick: np.ndarray, y: np.ndarray, src: list[int]) -> float:
+    """What `harness adapt` reports: SRCC of leave-one-out predictions, the whole fit redone per left-out sample."""
+    names = [tab.names[j] for j in src]
+    preds = []
+    for i in range(len(pick)):
+        p = np.delete(pick, i)
+        m = fit_multiproxy(tab.filled[p][:, src], tab.x[p], y[p], names, structure=tab.both[p],
+                           plain_width=tab.feats.shape[1], graph_cols=tab.gcols_both)
+        cols = [src[names.index(n)] for n in m.sources]
+        q = pick[i:i + 1]
+        preds.append(m.predict(tab.filled[q][:, cols], tab.x[q], tab.both[q])[0])
+    return float(spearmanr(preds, y[pick]).statistic)
+
+
+def check_loo(tab: Table, targets, protocol: str, seeds: int) -> None:
+    from harness.cli.predict import LOW_LOO_SRCC
+
+    runs = []
+    for t in targets:
+        src, y = sources_for(t, tab, protocol), tab.lat[:, t]
+        valid = np.flatnonzero(~np.isnan(y))
+        for seed in range(seeds):
+            pick = valid[sampling.select(20, np.log(np.clip(tab.filled[valid][:, src], 1e-3, None)), tab.x[valid],
+                                         "diverse", seed)]
+            true = run_one(20, seed, t, tab, "diverse", src, ("ours-all",))["ours-all"]
+            runs.append((loo_srcc(tab, pick, y, src), true))
+    loo, true = np.array(runs).T
+    print(f"leave-one-out SRCC at K=20 vs the true SRCC ({len(runs)} runs): correlation "
+          f"{np.corrcoef(loo, true)[0, 1]:.2f}")
+    for thr in sorted({0.85, LOW_LOO_SRCC, 0.95}):
+        low = loo < thr
+        print(f"  warn below {thr:.2f}{' (adapt)' if thr == LOW_LOO_SRCC else ''}: {low.mean():.0%} of runs; of those "
+              f"ranked < 0.90 {low[true < 0.9].mean() if (true < 0.9).any() else float('nan'):.0%} warned, of those "
+              f"ranked >= 0.95 {low[true >= 0.95].mean():.0%} warned")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", nargs="+", default=["oneproxy", "fbnet"], choices=list(TABLES))
@@ -225,6 +261,9 @@ def main() -> None:
     ap.add_argument("--protocol", nargs="+", default=["plain", "family"], choices=["plain", "family", "unseen"],
                     help="unseen (added by --measured): the measured devices are the targets")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--check-loo", action="store_true",
+                    help="at K=20, ours-all: does the leave-one-out SRCC `harness adapt` prints (and warns on below "
+                         "harness.cli.predict.LOW_LOO_SRCC) tell a badly ranked target from a well ranked one?")
     ap.add_argument("--compare-strategies", action="store_true",
                     help="also compare sampling strategies for ours-all at K=20")
     ap.add_argument("--per-target", action="store_true", help="print every target's SRCC at K=20")
@@ -282,6 +321,8 @@ def run_table(table: str, args, methods: tuple[str, ...]) -> None:
                     print(f"hardest target at K=20 for {m}: {w['worst target']}")
             if args.per_target:
                 print(pd.DataFrame(per[20], index=[names[t] for t in targets]).round(3).to_string())
+        if args.check_loo:
+            check_loo(tab, targets, protocol, args.seeds)
         if args.compare_strategies and 20 in ks:
             for strategy in sampling.STRATEGIES + sampling.SEQUENTIAL:
                 vals = [np.mean([run_one(20, s, t, tab, strategy, sources_for(t, tab, protocol), ("ours-all",))

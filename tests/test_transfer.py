@@ -477,3 +477,18 @@ def test_multiproxy_structure_candidates_also_on_the_few_best_sources():
     # with FEW_SOURCES sources or fewer there is nothing to restrict: no duplicate candidates
     small = fit_multiproxy(sources[:20, :3], x[:20], target[:20], names[:3], structure=structure[:20], top=100)
     assert len(small.parts) == 1 + 3
+
+
+def test_adapt_says_when_its_leave_one_out_quality_is_low(public_like_store, cli_env):
+    """A target no source ranks alike gets a warning naming what to do next (measure more where it matters);
+    a target a source ranks perfectly gets none."""
+    folder, table = public_like_store
+    harness("import", str(folder / "target.csv"), env=cli_env)
+    good = " ".join(harness("adapt", "--proxy", "all", "--target", "new_dev", env=cli_env).stdout.split())
+    assert "low:" not in good
+    rng = np.random.default_rng(5)
+    table.iloc[100:114][["nb201_index", "arch_str"]].assign(odd_dev_ms=rng.lognormal(0, 0.5, 14)).to_csv(
+        folder / "odd.csv", index=False)
+    harness("import", str(folder / "odd.csv"), env=cli_env)
+    odd = " ".join(harness("adapt", "--proxy", "all", "--target", "odd_dev", env=cli_env).stdout.split())
+    assert "low:" in odd and "--strategy uncertain --target odd_dev" in odd and "harness transfer --target odd_dev" in odd

@@ -99,6 +99,11 @@ def suggest(
                           highlight=False)
 
 
+# below this leave-one-out SRCC adapt says the predictor is weak: at K = 20 it warns on most targets ranked
+# < 0.90 and few ranked >= 0.95 (`python benchmarks/transfer.py --k 20 --check-loo ...`)
+LOW_LOO_SRCC = 0.9
+
+
 @cli_errors
 def adapt(
     proxy: ProxyOpt,
@@ -128,6 +133,12 @@ def adapt(
         console.print(f"  quality on the {r.n_target_samples} target samples ({q['loo_scheme']}, whole fit redone "
                       f"each time): SRCC [bold]{q['loo_srcc']:.3f}[/], median error "
                       f"{100 * q['loo_median_rel_error']:.1f} %", highlight=False)
+        if q["loo_srcc"] < LOW_LOO_SRCC:
+            console.print(f"  [yellow]low:[/] no source ranks {esc(target)} alike and {r.n_target_samples} samples pin "
+                          f"little down (rankings of the rest may be off by as much). Measure more where it matters: "
+                          f"`harness suggest --strategy uncertain --target {esc(target)}`, or let `harness transfer "
+                          f"--target {esc(target)}` measure until the accuracy-latency front is settled.",
+                          highlight=False)
     if "sources_used" in r.metrics:
         how = (f"ensemble: {', '.join(r.metrics['parts'])}" if "parts" in r.metrics
                else f"one-hot weight {r.metrics['onehot_weight']}")
