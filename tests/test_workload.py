@@ -197,6 +197,15 @@ def test_an_exported_workload_imports_again_and_never_shadows_a_measured_one(cli
     measure_there = harness("measure", "-d", "fast-onnx", "--arch", "5", env=other, check=False)
     assert measure_there.returncode == 2 and "fast-onnx@bs2.fp16" in measure_there.stderr
 
+    # --prefix keeps a copy beside the measured device; the same file under the same names imports once
+    harness("import", str(out), "--prefix", "vm-", env=cli_env)
+    again_same = harness("import", str(out), "--prefix", "vm-", env=cli_env)
+    assert "already imported" in again_same.stdout
+    with Store(cli_env["HARNESS_STORE"]) as st:
+        assert {"fast-onnx@bs2.fp16", "vm-fast-onnx@bs2.fp16"} <= set(st.latencies("nb201").device)
+    bad = harness("import", str(out), "--prefix", "vm/", env=cli_env, check=False)
+    assert bad.returncode == 2 and "--prefix 'vm/'" in bad.stderr and "letters, digits" in bad.stderr
+
 
 @pytest.mark.parametrize("name, ok", [("gpu@bs8", True), ("gpu@bs32.224x224.fp16", True), ("gpu@int8", True),
                                       ("gpu@fp32", False), ("gpu@", False), ("@bs8", False), ("gpu@bs8@bs8", False),

@@ -30,6 +30,9 @@ def import_(
     allow_zero: Annotated[bool, typer.Option(
         "--allow-zero", help="Import 0 ms latencies as 0 (by default they are refused: 0 ms usually marks a "
         "failed or missing measurement).")] = False,
+    prefix: Annotated[str, typer.Option(
+        help="Put this before every device name (e.g. vm-: local-onnx_ms becomes vm-local-onnx): to keep a copy of "
+        "a device this store also measures, or two tables' devices of one name apart.")] = "",
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Import public latency tables: each <device>_ms column becomes an imported device.
@@ -44,7 +47,7 @@ def import_(
     with Store(store) as st:
         for f in files:
             with working(f"importing {f.name}"):
-                r = import_table(st, f, source=source, space=space, allow_zero=allow_zero)
+                r = import_table(st, f, source=source, space=space, allow_zero=allow_zero, prefix=prefix)
             for w in r.warnings:
                 err.print(f"[yellow]warning:[/] {escape(w)}")
             if r.skipped_file:

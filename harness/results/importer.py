@@ -206,8 +206,13 @@ def _no_duplicates(archs: list[Arch], df: pd.DataFrame, path: Path, note: str = 
 
 
 def import_table(store: Store, path: str | Path, source: str | None = None,
-                 space: str | None = None, allow_zero: bool = False) -> ImportReport:
+                 space: str | None = None, allow_zero: bool = False, prefix: str = "") -> ImportReport:
+    """``prefix`` goes before every device name (``vm-`` makes ``local-onnx_ms`` the device ``vm-local-onnx``): a
+    copy of a device this store also measures, or two tables that use one name for different devices."""
     path = Path(path)
+    if prefix and not is_valid_name(prefix):
+        raise ImportFileError(f"--prefix {prefix!r}: use letters, digits, '.', '_' and '-', starting with a letter or "
+                              "digit (e.g. --prefix vm-)")
     if not path.is_file():
         raise ImportFileError(f"{path}: no such file")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -244,7 +249,7 @@ def import_table(store: Store, path: str | Path, source: str | None = None,
             raise ImportFileError(f"{path}: column {col}: zero latencies on lines {_rows(df.index[zero])}; 0 ms is a "
                                   "failed or missing measurement: leave the cell empty, or pass --allow-zero to "
                                   "import them as 0")
-        latencies[col[:-3]] = values
+        latencies[prefix + col[:-3]] = values
     metrics: dict[str, tuple[str, pd.Series]] = {}
     for col in df.columns:
         if col in key_cols or col.endswith("_ms"):
@@ -266,8 +271,8 @@ def import_table(store: Store, path: str | Path, source: str | None = None,
         raise ImportFileError(f"{path}: {what}; nothing to import")
 
     db = store.db
-    prev = db.execute("SELECT id FROM imports WHERE sha256 = ? AND space = ? AND state = 'done'",
-                      (digest, space_name)).fetchone()
+    prev = db.execute("SELECT id FROM imports WHERE sha256 = ? AND space = ? AND state = 'done' AND devices_json = ?",
+                      (digest, space_name, json.dumps(list(latencies)))).fetchone()
     if prev:
         report.skipped_file = True
         report.devices = {d: int(v.notna().sum()) for d, v in latencies.items()}

@@ -545,7 +545,8 @@ class Store:
             if row:
                 if row[1] != origin:
                     raise StoreError(f"device {name!r} exists in the store as {row[1]}, not {origin}: one name is "
-                                     f"one device; use another store (--store) or another name for the {origin} one")
+                                     "one device; import under another name (harness import --prefix vm-) or use "
+                                     "another store (--store)")
                 if profile is not None:
                     db.execute("UPDATE devices SET profile_json = ? WHERE id = ?", (json.dumps(profile), row[0]))
                 return row[0]
@@ -563,15 +564,16 @@ class Store:
             clash = db.execute("SELECT name FROM devices WHERE name = ? AND origin = 'measured'", (base,)).fetchone()
             if clash:
                 raise StoreError(f"imported device {name!r} would share its name with the workload {name!r} of "
-                                 f"{base!r}, which this store measured; import it into another store (--store) or "
-                                 "rename its column")
+                                 f"{base!r}, which this store measured; import it under another name (harness import "
+                                 "--prefix vm-) or into another store (--store)")
         elif origin == "measured":
             prefix = f"{name}@"
             clash = db.execute("SELECT name FROM devices WHERE substr(name, 1, ?) = ? AND origin = 'imported'",
                                (len(prefix), prefix)).fetchone()
             if clash:
                 raise StoreError(f"device {name!r}: this store holds an imported {clash[0]!r}, which its workloads "
-                                 "would be named too; measure into another store (--store) or rename the device")
+                                 "would be named too; measure into another store (--store) (and import such tables "
+                                 "under another name next time: harness import --prefix vm-)")
 
     @_guarded
     def arch_id(self, arch: Arch) -> int:
