@@ -54,6 +54,7 @@ from threadpoolctl import threadpool_limits
 from harness.analysis import sampling
 from harness.analysis.features import GraphFeatures, graph_columns, live_onehot, onehot
 from harness.analysis.transfer import fit_adaproxy, fit_linear, fit_multiproxy, rank_sources
+from harness.analysis.workflow import held_out_quality
 from harness.models.spaces import get_space
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -227,17 +228,18 @@ def coarse(tab: Table, t: int, step: float) -> Table:
 
 
 def loo_srcc(tab: Table, pick: np.ndarray, y: np.ndarray, src: list[int]) -> float:
-    """What `harness adapt` reports: SRCC of leave-one-out predictions, the whole fit redone per left-out sample."""
+    """What `harness adapt` reports (workflow.held_out_quality): SRCC of leave-one-out predictions, the whole
+    fit redone per left-out sample."""
     names = [tab.names[j] for j in src]
-    preds = []
-    for i in range(len(pick)):
-        p = np.delete(pick, i)
+
+    def refit(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        p, q = pick[train], pick[test]
         m = fit_multiproxy(tab.filled[p][:, src], tab.x[p], y[p], names, structure=tab.both[p],
                            plain_width=tab.feats.shape[1], graph_cols=tab.gcols_both)
         cols = [src[names.index(n)] for n in m.sources]
-        q = pick[i:i + 1]
-        preds.append(m.predict(tab.filled[q][:, cols], tab.x[q], tab.both[q])[0])
-    return float(spearmanr(preds, y[pick]).statistic)
+        return m.predict(tab.filled[q][:, cols], tab.x[q], tab.both[q])
+
+    return held_out_quality(refit, y[pick])["loo_srcc"]
 
 
 def check_loo(tab: Table, targets, protocol: str, seeds: int) -> None:

@@ -259,29 +259,32 @@ class MultiProxyModel:
     def predict(self, source_ms: np.ndarray, onehot: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
         """source_ms: latencies of ``self.sources`` (columns in that order) for the architectures to predict;
         structure: their structure features as at fit time (needed when a part or an own model reads them)."""
-        slog = _log(source_ms)
-        by_name = {s: slog[:, j] for j, s in enumerate(self.sources)}
-        log_pred = sum(p.share * p.predict_log(by_name, onehot, structure, self.plain_width) for p in self.parts)
-        for view, own, share in (("structure", self.structure_fit, self.structure_share),
-                                 ("both", self.both_fit, self.both_share)):
-            if own is not None and share > 0:
-                log_pred = log_pred + share * own.predict(_view(structure, self.plain_width, view))
-        for g in self.graph_parts:
-            log_pred = log_pred + g.share * g.predict_log(structure)
-        return np.exp(log_pred)
+        shares, preds = self._members(source_ms, onehot, structure, weighted_only=True)
+        return np.exp(shares @ preds)
 
     def disagreement(self, source_ms: np.ndarray, onehot: np.ndarray,
                      structure: np.ndarray | None = None) -> np.ndarray:
         """(N,): how much the ensemble's members (proxy parts, own structure models, own graph-feature models)
         disagree per architecture, the standard deviation of their log-latency predictions: where it is unsure."""
+        return self._members(source_ms, onehot, structure)[1].std(axis=0)
+
+    def _members(self, source_ms: np.ndarray, onehot: np.ndarray, structure: np.ndarray | None,
+                 weighted_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Every member's share (M,) and log-latency prediction (M, N): proxy parts, own structure models (plain
+        view, both views), own graph-feature models. ``weighted_only``: an own structure model of share 0 (a
+        version-1 predictor blended wholly to its proxy) is left out, so it needs no structure features."""
         slog = _log(source_ms)
         by_name = {s: slog[:, j] for j, s in enumerate(self.sources)}
-        out = [p.predict_log(by_name, onehot, structure, self.plain_width) for p in self.parts]
-        for view, own in (("structure", self.structure_fit), ("both", self.both_fit)):
-            if own is not None:
-                out.append(own.predict(_view(structure, self.plain_width, view)))
-        out += [g.predict_log(structure) for g in self.graph_parts]
-        return np.array(out).std(axis=0)
+        shares = [p.share for p in self.parts]
+        preds = [p.predict_log(by_name, onehot, structure, self.plain_width) for p in self.parts]
+        for view, own, share in (("structure", self.structure_fit, self.structure_share),
+                                 ("both", self.both_fit, self.both_share)):
+            if own is not None and (share > 0 or not weighted_only):
+                shares.append(share)
+                preds.append(own.predict(_view(structure, self.plain_width, view)))
+        shares += [g.share for g in self.graph_parts]
+        preds += [g.predict_log(structure) for g in self.graph_parts]
+        return np.array(shares), np.array(preds)
 
     def to_json(self) -> dict:
         return {"kind": "multiproxy", "version": 4, "sources": self.sources,

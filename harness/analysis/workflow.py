@@ -323,8 +323,13 @@ def _why_new(latest: dict | None, prov: dict) -> str:
     return f"the proxies' data or harness changed since #{latest['id']}"
 
 
+def _target_series(ctx: Context, target: str) -> pd.Series:
+    """The target's measured latencies (ms) by architecture key."""
+    return latency_matrix(ctx.store, ctx.space.name, [target])[target].dropna()
+
+
 def _target_samples(ctx: Context, target: str) -> tuple[list[Arch], np.ndarray]:
-    series = latency_matrix(ctx.store, ctx.space.name, [target])[target].dropna()
+    series = _target_series(ctx, target)
     if len(series) < 3:
         raise TransferError(f"{target} has {len(series)} {ctx.space.name} measurement(s); adapt needs at least 3")
     return ctx.archs(series.index.tolist()), series.to_numpy()
@@ -373,8 +378,7 @@ def _suggest_uncertain(ctx: Context, sources: list[str], pool: list[Arch], k: in
     if target is None:
         raise ParameterError("target", "the uncertain strategy picks the next architectures for a target that "
                              "already has measurements: name it")
-    have = latency_matrix(ctx.store, ctx.space.name, [target])[target].dropna() \
-        if target in ctx.devices_with_data() else pd.Series(dtype=float)
+    have = _target_series(ctx, target) if target in ctx.devices_with_data() else pd.Series(dtype=float)
     if len(have) < sampling.MIN_FOR_UNCERTAIN:
         raise ParameterError("strategy", f"{target} has {len(have)} {ctx.space.name} measurement(s); the uncertain "
                              f"strategy needs at least {sampling.MIN_FOR_UNCERTAIN}: pick the first ones with diverse")
