@@ -145,6 +145,35 @@ def test_interrupted_loop_resumes_and_measures_nothing_twice(loop_setup, tmp_pat
     assert [r.next_batch for r in straight.rounds] == decisions
 
 
+def test_a_replay_table_with_gaps_never_spends_a_pick_on_them(loop_setup, tmp_path, cli_env):
+    """Farthest-point first batches love extremes, and a public table often lacks exactly those (Eagle's i7 lacks
+    341 of NB201's architectures): the loop must never pick what its replay target cannot answer."""
+    s = loop_setup
+    with Store(s["store"]) as st:
+        whole = plan(st, s)
+        first = [whole.archs[i].key for i in cl.first_batch(whole.pool, 6, 0)]
+    df = s["df"].copy()
+    gaps = set(first[:4]) | set(df.arch_str.iloc[::10])  # the picks it would make first, and more
+    df["gappy_ms"] = df.tgt_ms.where(~df.arch_str.isin(gaps))
+    table = tmp_path / "gappy.csv"
+    df.drop(columns="tgt_ms").to_csv(table, index=False)
+    (s["devices"] / "gappy.yaml").write_text(yaml.safe_dump({
+        "name": "gappy", "connection": {"kind": "replay", "table": str(table), "column": "gappy_ms"},
+        "policy": {"warmup_runs": 0, "timed_runs": 3}}))
+    with Store(s["store"]) as st:
+        p = tl.plan_loop(open_context(st, "nb201", str(s["cache"])), ProfileRegistry(s["devices"]), "gappy",
+                         "acc_test", cfg=cl.LoopConfig(first_batch=6, batch=3, budget=15))
+        assert p.unanswerable == len(gaps) and len(p.archs) == N - len(gaps)
+        assert not gaps & {a.key for a in p.archs}
+        assert p.loop_id != whole.loop_id  # rounds hold pool rows: another pool is another loop
+        result = tl.run_loop(p, campaign(st, p, s))
+        m = st.measurements("gappy")
+        assert (m.status == "ok").all() and not gaps & set(m.key)
+        assert result.rounds[0].n_samples == 6  # the whole first batch is usable
+    env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
+    out = harness("transfer", "--target", "gappy", "--accuracy", "acc_test", "--budget", "15", env=env)
+    assert f"({len(gaps)} candidates left out: the replay table has no value for them)" in out.stdout
+
 def test_bad_input_is_refused_before_anything_is_measured(loop_setup):
     s = loop_setup
     with Store(s["store"]) as st:

@@ -79,6 +79,7 @@ class LoopPlan:
     kept_names: list[str]        # graph features with dead convolutions kept (the second view)
     source_predictors: dict[str, dict]
     excluded_sources: list[str] = field(default_factory=list)
+    unanswerable: int = 0        # candidates left out because a replay target's table has no value for them
 
     @property
     def target(self) -> str:
@@ -92,6 +93,7 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
               proxies: Sequence[str] = ("all",), cfg: cl.LoopConfig = cl.LoopConfig()) -> LoopPlan:
     """Check everything and build the candidate pool; measures nothing."""
     profile = resolve_target(registry, ctx, target)
+    answers: set[str] | None = None  # the keys the target can measure, where that is known beforehand
     if profile.connection.kind == "replay":
         from harness.devices.replay import ReplayTable
 
@@ -99,6 +101,7 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
         if table.space != ctx.space.name:
             raise HarnessError(f"{target} replays a {table.space} table ({table.path}); it cannot measure "
                                f"{ctx.space.name} architectures")
+        answers = set(table.ms)
     acc = resolve_accuracy(ctx, accuracy)
     twin = twin_of(profile)
     excluded = [target] + ([twin] if twin else [])
@@ -106,6 +109,14 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
     if target in sources or (twin and twin in sources):
         raise HarnessError(f"the target cannot be its own source: drop {twin or target} from --proxy")
     archs = [a for a in ctx.candidates() if a.key in acc.index]
+    # a replay table that lacks an architecture fails it on every visit: never pick one (a first batch of
+    # extremes would otherwise spend itself on them; Eagle's table lacks 341 of NB201's 15625)
+    n_all = len(archs)
+    if answers is not None:
+        archs = [a for a in archs if a.key in answers]
+        if not archs:
+            raise HarnessError(f"{target}'s replay table {table.path} has no value for any {ctx.space.name} "
+                               f"architecture with {acc.name}; check connection.column")
     cfg.validate(len(archs))
     source_ms, predictors = source_latencies(ctx, sources, archs)
     st = ctx.structure(archs)
@@ -115,9 +126,11 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
                 **{k: v for k, v in cfg.__dict__.items() if k != "budget"}}
     if cfg.explore_by == "diverse":  # the default: a loop started before the option existed keeps its id
         del settings["explore_by"]
+    if len(archs) < n_all:  # rounds store pool rows: a loop planned on another pool is another loop
+        settings["pool"] = hashlib.sha256("\n".join(a.key for a in archs).encode()).hexdigest()[:16]
     loop_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return LoopPlan(ctx, profile, str(acc.name), archs, pool, cfg, loop_id, st.names, st.kept, predictors,
-                    [s for s in excluded[1:] if s in ctx.devices_with_data()])
+                    [s for s in excluded[1:] if s in ctx.devices_with_data()], n_all - len(archs))
 
 
 # --- state in the store ----------------------------------------------------------------------------

@@ -27,17 +27,21 @@ def _fmt(v, spec: str, none: str = "-") -> str:
 
 
 def _round_table(r, title: str):
+    """One round in ten narrow one-word columns, so it fits 80 columns and no number is cut (SRCC and err% are
+    leave-one-out figures; E[HV] and E[rec] the expected hypervolume ratio and recall against the truth)."""
+    from rich import box
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table(title=title, title_justify="left")
-    for col in ("round", "samples", "LOO SRCC", "LOO err %", "front", "Jaccard", "ΔHV %", "E[HV ratio]",
-                "E[recall]", "next", "s"):
-        t.add_column(col, justify="right")
-    t.add_row(str(r.round), str(r.n_samples), _fmt(r.loo_srcc, ".3f"), _fmt(r.loo_error_pct, ".1f"),
-              str(len(r.front)), _fmt(r.jaccard, ".2f"), _fmt(None if r.hv_change is None else 100 * r.hv_change,
-                                                               ".2f"),
-              _fmt(r.expected_hv, ".4f"), _fmt(r.expected_recall, ".2f"),
-              r.stop or str(len(r.next_batch)), f"{r.seconds:.1f}")
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    values = [str(r.n_samples), _fmt(r.loo_srcc, ".3f"), _fmt(r.loo_error_pct, ".1f"), str(len(r.front)),
+              _fmt(r.jaccard, ".2f"), _fmt(None if r.hv_change is None else 100 * r.hv_change, ".2f"),
+              _fmt(r.expected_hv, ".4f"), _fmt(r.expected_recall, ".2f"), r.stop or str(len(r.next_batch)),
+              f"{r.seconds:.1f}"]
+    headers = ("samples", "SRCC", "err%", "front", "Jacc.", "ΔHV%", "E[HV]", "E[rec]", "next", "s")
+    for col, value in zip(headers, values):
+        t.add_column(Text(col), justify="right", no_wrap=True, min_width=max(len(value), len(col)))
+    t.add_row(*values)
     return t
 
 
@@ -98,6 +102,9 @@ def transfer(
                           f"with {plan.accuracy_name}; {len(plan.pool.source_names)} source device(s)"
                           + (f" (left out as the target's own data: {', '.join(plan.excluded_sources)})"
                              if plan.excluded_sources else "") + f"; budget {budget}", highlight=False)
+            if plan.unanswerable:
+                console.print(f"({plan.unanswerable} candidates left out: the replay table has no value for them)",
+                              highlight=False)
 
         def measure(archs) -> None:
             progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
@@ -111,7 +118,8 @@ def transfer(
 
         def on_round(r) -> None:
             if not as_json:
-                console.print(_round_table(r, f"round {r.round}"))
+                console.print(_round_table(r, f"round {r.round} (SRCC, err%: leave-one-out; E[...]: expected "
+                                              "against the truth)"))
 
         try:
             result = tl.run_loop(plan, measure, on_round)
@@ -125,6 +133,7 @@ def transfer(
         write_table(front, out)
     if as_json:
         print(json.dumps({"target": target, "space": space, "accuracy": plan.accuracy_name,
+                          "candidates": len(plan.archs), "left_out_unanswerable": plan.unanswerable,
                           "resumed_rounds": result.resumed_from, "already_done": result.already_done,
                           "rounds": [{k: v for k, v in r.to_json().items() if k not in ("front", "front_prob")}
                                      for r in result.rounds],
@@ -162,17 +171,40 @@ class _BatchObserver:
         self.progress.update(self.task, advance=1, status=f"ok {summary.ok} · failed {summary.failed}")
 
 
+def _keys_that_fit(frame, keys: list[str], n_other: int) -> tuple[list[str], list[str]]:
+    """The key columns that fit the terminal unfolded (the first always): NB201's 90-character arch_str folded
+    over eight lines buries the numbers. Returns (shown, left out); --out and --json have every column."""
+    def width(k: str) -> int:
+        return max(len(k), int(frame[k].astype(str).str.len().max()) if len(frame) else 0) + 3
+
+    room = console.width - 12 * n_other
+    shown, used = keys[:1], width(keys[0]) if keys else 0
+    for k in keys[1:]:
+        if used + width(k) <= room:
+            shown.append(k)
+            used += width(k)
+    return shown, [k for k in keys if k not in shown]
+
+
+def _say_left_out(left_out: list[str]) -> None:
+    if left_out:
+        console.print(f"({', '.join(left_out)} left out at this terminal width of {console.width} columns; "
+                      "--out FILE or --json has every column)", highlight=False)
+
+
 def _print_front(front, acc_name: str, title: str, limit: int = 40) -> None:
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
     keys = [c for c in front.columns if c not in (acc_name, "predicted_ms", "measured_ms", "p_front", "latency_ms")]
+    keys, left_out = _keys_that_fit(front.head(limit), keys, 4)
     for col in [*keys, acc_name, "predicted ms", "measured ms", "P(front)"]:
         t.add_column(col, justify="left" if col in keys else "right", overflow="fold")
     for _, row in front.head(limit).iterrows():
         t.add_row(*[str(row[k]) for k in keys], f"{row[acc_name]:.2f}", f"{row.predicted_ms:.3f}",
                   _fmt(row.measured_ms, ".3f"), f"{row.p_front:.2f}")
     console.print(t)
+    _say_left_out(left_out)
     if len(front) > limit:
         console.print(f"... {len(front) - limit} more (--out to write them all)")
 
@@ -232,6 +264,7 @@ def search(
     keys = [c for c in table.columns if c not in (r.accuracy, "latency_ms", "source", "measured_ms", "held", "p_under")]
     extra = ["measured ms", "held"] if "held" in table.columns else []
     prob = ["P(under)"] if "p_under" in table.columns else []
+    keys, left_out = _keys_that_fit(table, keys, 3 + len(extra) + len(prob))
     for col in [*keys, r.accuracy, "latency ms", "from", *prob, *extra]:
         t.add_column(col, justify="left" if col in keys else "right", overflow="fold")
     for _, row in table.iterrows():
@@ -243,6 +276,7 @@ def search(
                       "-" if held is None or held != held else ("[green]yes[/]" if held else "[red]no[/]")]
         t.add_row(*cells)
     console.print(t)
+    _say_left_out(left_out)
     sure = f" with probability >= {r.confidence:g}" if r.confidence is not None else ""
     console.print(f"{r.n_under} of {r.n_candidates} architectures are under {max_ms:g} ms{sure}"
                   + (f" (gaps predicted by {r.predictor})" if r.predictor else " (measured values only)")
