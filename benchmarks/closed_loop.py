@@ -71,7 +71,7 @@ def main() -> None:
             if args.targets and name not in args.targets:
                 continue
             truth = lat[:, t]
-            ok = np.isfinite(truth) & np.isfinite(acc)
+            ok = np.isfinite(truth) & np.isfinite(acc) & ~tab.constant  # the pool `harness transfer` builds
             src = list(range(tab.n_targets)) if args.measured else [j for j in range(len(names)) if j != t]
             pool = cl.Pool([str(i) for i in np.flatnonzero(ok)], filled[ok][:, src], [names[j] for j in src],
                            x[ok], tab.both[ok], acc[ok], tab.feats.shape[1], tab.gcols_both)

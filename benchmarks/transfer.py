@@ -90,6 +90,7 @@ class Table:
     gcols_plain: list[tuple[int, int]]
     gcols_both: list[tuple[int, int]]
     n_targets: int
+    constant: np.ndarray              # networks whose output is a constant: never picked (as `harness suggest`)
 
     def family(self, j: int) -> str:
         return FAMILY.get(self.names[j], self.names[j])
@@ -138,7 +139,8 @@ def load(table: str, cache: Path, measured: list[Path] = ()) -> Table:
         gaps = np.isnan(lat[:, j])
         if gaps.any():
             filled[gaps, j] = fit_linear(feats[~gaps], lat[~gaps, j]).predict(feats[gaps])
-    return Table([d[:-3] for d in devices], lat, filled, x, feats, both, gcols_plain, gcols_both, n_targets)
+    constant = GraphFeatures(space, cache, "prune").constant_output(archs)
+    return Table([d[:-3] for d in devices], lat, filled, x, feats, both, gcols_plain, gcols_both, n_targets, constant)
 
 
 def targets_for(tab: Table, protocol: str) -> range:
@@ -183,12 +185,12 @@ def run_one(k: int, seed: int, t: int, tab: Table, strategy: str, src: list[int]
             methods=METHODS) -> dict[str, float]:
     y = tab.lat[:, t]
     x, filled = tab.x, tab.filled
-    valid = np.flatnonzero(~np.isnan(y))
+    valid = np.flatnonzero(~np.isnan(y) & ~tab.constant)  # what `suggest` may pick
     s_all = filled[:, src]
     pool_log = np.log(np.clip(s_all[valid], 1e-3, None))
     pick = (uncertain_picks(k, seed, tab, y, valid, src) if strategy in sampling.SEQUENTIAL
             else valid[sampling.select(k, pool_log, x[valid], strategy, seed)])
-    rest = np.setdiff1d(valid, pick)
+    rest = np.setdiff1d(np.flatnonzero(~np.isnan(y)), pick)  # ranked: every other architecture
     src_names = [tab.names[j] for j in src]
     ranked = rank_sources(s_all[pick], y[pick], src_names)
     best = src[src_names.index(ranked[0][0])]
@@ -248,7 +250,7 @@ def check_loo(tab: Table, targets, protocol: str, seeds: int) -> None:
     runs = []
     for t in targets:
         src, y = sources_for(t, tab, protocol), tab.lat[:, t]
-        valid = np.flatnonzero(~np.isnan(y))
+        valid = np.flatnonzero(~np.isnan(y) & ~tab.constant)
         for seed in range(seeds):
             pick = valid[sampling.select(20, np.log(np.clip(tab.filled[valid][:, src], 1e-3, None)), tab.x[valid],
                                          "diverse", seed)]

@@ -163,7 +163,9 @@ def test_a_replay_table_with_gaps_never_spends_a_pick_on_them(loop_setup, tmp_pa
     with Store(s["store"]) as st:
         p = tl.plan_loop(open_context(st, "nb201", str(s["cache"])), ProfileRegistry(s["devices"]), "gappy",
                          "acc_test", cfg=cl.LoopConfig(first_batch=6, batch=3, budget=15))
-        assert p.unanswerable == len(gaps) and len(p.archs) == N - len(gaps)
+        constant = {a.key for a in whole.ctx.candidates() if a.key in set(df.arch_str)} - {a.key for a in whole.archs}
+        assert p.constant_output == len(constant) > 0
+        assert p.unanswerable == len(gaps - constant) and len(p.archs) == N - len(gaps | constant)
         assert not gaps & {a.key for a in p.archs}
         assert p.loop_id != whole.loop_id  # rounds hold pool rows: another pool is another loop
         result = tl.run_loop(p, campaign(st, p, s))
@@ -172,7 +174,8 @@ def test_a_replay_table_with_gaps_never_spends_a_pick_on_them(loop_setup, tmp_pa
         assert result.rounds[0].n_samples == 6  # the whole first batch is usable
     env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
     out = harness("transfer", "--target", "gappy", "--accuracy", "acc_test", "--budget", "15", env=env)
-    assert f"({len(gaps)} candidates left out: the replay table has no value for them)" in out.stdout
+    assert f"({len(gaps - constant)} candidates left out: the replay table has no value for them)" in out.stdout
+    assert f"({len(constant)} candidates left out: their network's output is a constant)" in out.stdout
 
 def test_bad_input_is_refused_before_anything_is_measured(loop_setup):
     s = loop_setup

@@ -492,3 +492,32 @@ def test_adapt_says_when_its_leave_one_out_quality_is_low(public_like_store, cli
     harness("import", str(folder / "odd.csv"), env=cli_env)
     odd = " ".join(harness("adapt", "--proxy", "all", "--target", "odd_dev", env=cli_env).stdout.split())
     assert "low:" in odd and "--strategy uncertain --target odd_dev" in odd and "harness transfer --target odd_dev" in odd
+
+
+def test_suggest_never_spends_a_pick_on_a_network_with_a_constant_output(store_path, tmp_path, cache_dir):
+    """NB201's 341 cells with no path from input to output make networks whose output is a constant: the fastest
+    of every device and extreme in the one-hot, so farthest-point picks favour them. They teach a predictor nothing."""
+    from harness.analysis.features import live_onehot, onehot
+    from harness.analysis.workflow import open_context, suggest
+    from harness.models.passes import is_degenerate, prepare
+
+    archs = list(SPACE.all())
+    live = live_onehot(SPACE, archs).reshape(len(archs), 6, 5)  # what runs: the pruned graph
+    cost = 0.4 * live[:, :, 2].sum(1) + 1.5 * live[:, :, 3].sum(1) + 0.1 * live[:, :, 1:].sum((1, 2))
+    pd.DataFrame({"nb201_index": [a.columns["nb201_index"] for a in archs], "arch_str": [a.key for a in archs],
+                  "pub_ms": 1 + cost}).to_csv(tmp_path / "whole.csv", index=False)
+    with Store(store_path) as st:
+        import_table(st, tmp_path / "whole.csv")
+        ctx = open_context(st, "nb201", str(cache_dir))
+        constant = ctx.graph.constant_output(archs)
+        assert constant.sum() == 341
+        for i in list(np.flatnonzero(constant)[:40]) + list(range(0, len(archs), 401)):  # the passes agree
+            assert constant[i] == is_degenerate(prepare(SPACE.build(archs[i]), "prune")), archs[i].key
+        # over the whole space, farthest-point picks would include them ...
+        every = sampling.select(20, np.log(1 + cost)[:, None], onehot(SPACE, archs), "diverse", 0)
+        assert constant[every].any()
+        # ... suggest leaves them out and says how many
+        for strategy in ("diverse", "stratified", "random"):
+            picks = suggest(ctx, ["pub"], 20, strategy)
+            assert len(picks) == 20 and picks.attrs["constant_output_left_out"] == 341
+            assert not set(picks.arch_str) & {a.key for a, c in zip(archs, constant) if c}, strategy

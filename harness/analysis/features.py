@@ -89,6 +89,15 @@ class GraphFeatures:
         self._ensure(archs)
         return sorted({n for a in archs for n in self._rows[a.key]})
 
+    def constant_output(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Whose pruned network has an output that does not depend on its input (passes.is_degenerate: NB201's
+        cells with no path from input to output), read off the cached counts: such a graph is only constants."""
+        if self.graph_mode != "prune":
+            raise ValueError("constant outputs are read off the pruned graph's counts (graph mode prune)")
+        self._ensure(archs)
+        return np.array([self._rows[a.key].get("nodes", 0) == self._rows[a.key].get("n_const", 0) for a in archs],
+                        dtype=bool)
+
     def matrix(self, archs: Sequence[Arch], names: Sequence[str]) -> np.ndarray:
         self._ensure(archs)
         return np.log1p(np.array([[self._rows[a.key].get(n, 0.0) for n in names] for a in archs]))

@@ -32,6 +32,7 @@ class SearchResult:
     archs: list[Arch]          # of ``top``, in order
     sigma_log: float | None = None      # the predictor's leave-one-out error (log ms) behind ``p_under``
     confidence: float | None = None     # the probability of being under the budget that was required
+    constant_output: int = 0            # candidates left out: their network's output is a constant
 
 
 def predictor_sigma(saved: dict | None) -> float | None:
@@ -61,7 +62,7 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
     if top < 1:
         raise HarnessError(f"--top must be at least 1, got {top}")
     acc = resolve_accuracy(ctx, accuracy)
-    archs = [a for a in ctx.candidates() if a.key in acc.index]
+    archs, n_constant = ctx.worth_measuring([a for a in ctx.candidates() if a.key in acc.index])
     keys = [a.key for a in archs]
     have = ctx.store.latencies(ctx.space.name, [target])
     measured = pd.Series(have.latency_ms.to_numpy(), index=have.key).reindex(keys)
@@ -112,7 +113,7 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
                else saved["method"])
         pred_name = f"predictor #{saved['id']} ({how})"
     return SearchResult(target, str(acc.name), max_ms, pd.DataFrame(rows), len(keys), len(under), pred_name,
-                        [archs[i] for i in order], sigma, confidence)
+                        [archs[i] for i in order], sigma, confidence, n_constant)
 
 
 def verify(ctx: Context, result: SearchResult, n: int, measure: Callable[[list[Arch]], None]) -> pd.DataFrame:

@@ -80,6 +80,7 @@ class LoopPlan:
     source_predictors: dict[str, dict]
     excluded_sources: list[str] = field(default_factory=list)
     unanswerable: int = 0        # candidates left out because a replay target's table has no value for them
+    constant_output: int = 0     # candidates left out because their network's output is a constant
 
     @property
     def target(self) -> str:
@@ -108,10 +109,11 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
     sources = resolve_proxies(ctx, proxies, exclude=excluded)
     if target in sources or (twin and twin in sources):
         raise HarnessError(f"the target cannot be its own source: drop {twin or target} from --proxy")
-    archs = [a for a in ctx.candidates() if a.key in acc.index]
+    with_accuracy = [a for a in ctx.candidates() if a.key in acc.index]
+    archs, n_constant = ctx.worth_measuring(with_accuracy)
     # a replay table that lacks an architecture fails it on every visit: never pick one (a first batch of
-    # extremes would otherwise spend itself on them; Eagle's table lacks 341 of NB201's 15625)
-    n_all = len(archs)
+    # extremes would otherwise spend itself on them)
+    n_answerable = len(archs)
     if answers is not None:
         archs = [a for a in archs if a.key in answers]
         if not archs:
@@ -126,11 +128,12 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
                 **{k: v for k, v in cfg.__dict__.items() if k != "budget"}}
     if cfg.explore_by == "diverse":  # the default: a loop started before the option existed keeps its id
         del settings["explore_by"]
-    if len(archs) < n_all:  # rounds store pool rows: a loop planned on another pool is another loop
+    if len(archs) < len(with_accuracy):  # rounds store pool rows: a loop planned on another pool is another loop
         settings["pool"] = hashlib.sha256("\n".join(a.key for a in archs).encode()).hexdigest()[:16]
     loop_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return LoopPlan(ctx, profile, str(acc.name), archs, pool, cfg, loop_id, st.names, st.kept, predictors,
-                    [s for s in excluded[1:] if s in ctx.devices_with_data()], n_all - len(archs))
+                    [s for s in excluded[1:] if s in ctx.devices_with_data()], n_answerable - len(archs),
+                    n_constant)
 
 
 # --- state in the store ----------------------------------------------------------------------------

@@ -77,6 +77,16 @@ class Context:
             return list(self.space.all())
         return self.archs(arch_columns(self.store, self.space.name).index.tolist())
 
+    def worth_measuring(self, archs: Sequence[Arch]) -> tuple[list[Arch], int]:
+        """The candidates a target measurement can teach something, and how many were left out: not those whose
+        network has a constant output (NB201's 341 cells with no path from input to output). They are extreme in
+        every encoding, so farthest-point picks favour them (4 of 20 `suggest` picks on the whole space), public
+        tables often lack them (Eagle, OneProxy) and no search wants them; they are still predicted."""
+        if self.graph.graph_mode != "prune":
+            return list(archs), 0
+        constant = self.graph.constant_output(archs)
+        return [a for a, c in zip(archs, constant) if not c], int(constant.sum())
+
     def features(self, archs: Sequence[Arch], graph_names: Sequence[str],
                  kept_names: Sequence[str] | None = None) -> np.ndarray:
         """[one-hot, graph features (pruned)]; with ``kept_names`` also the second view of dead code:
@@ -356,17 +366,20 @@ def predict(ctx: Context, device: str, archs: Sequence[Arch] | None = None) -> p
 def suggest(ctx: Context, proxies: Sequence[str], k: int, strategy: str = sampling.DEFAULT_STRATEGY,
             seed: int = 0, exclude_device: str | None = None) -> pd.DataFrame:
     sources = resolve_proxies(ctx, proxies, exclude=[exclude_device] if exclude_device else [])
-    pool = ctx.candidates()
+    pool, n_constant = ctx.worth_measuring(ctx.candidates())
     if exclude_device:
         done = set(ctx.store.latencies(ctx.space.name, [exclude_device]).key)
         pool = [a for a in pool if a.key not in done]
     if k > len(pool):
         raise ParameterError("samples", f"{k} samples is more than the {len(pool)} candidate architectures")
     if strategy in sampling.SEQUENTIAL:
-        return _suggest_uncertain(ctx, sources, pool, k, seed, exclude_device)
-    s_ms, _ = source_latencies(ctx, sources, pool)
-    picks = sampling.select(k, np.log(np.clip(s_ms, 1e-3, None)), onehot(ctx.space, pool), strategy, seed)
-    return pd.DataFrame([pool[i].columns for i in picks])
+        picked = _suggest_uncertain(ctx, sources, pool, k, seed, exclude_device)
+    else:
+        s_ms, _ = source_latencies(ctx, sources, pool)
+        picks = sampling.select(k, np.log(np.clip(s_ms, 1e-3, None)), onehot(ctx.space, pool), strategy, seed)
+        picked = pd.DataFrame([pool[i].columns for i in picks])
+    picked.attrs["constant_output_left_out"] = n_constant
+    return picked
 
 
 def _suggest_uncertain(ctx: Context, sources: list[str], pool: list[Arch], k: int, seed: int,
@@ -401,6 +414,9 @@ def _what_if_predictions(ctx: Context, proxies: Sequence[str], target: str, k: i
     `suggest` would (validation: the target is fully measured, we pretend it is new). Nothing is saved."""
     sources = resolve_proxies(ctx, proxies, exclude=[target])
     pool, y = _target_samples(ctx, target)
+    worth = {a.key for a in ctx.worth_measuring(pool)[0]}  # as `suggest` picks
+    keep = [i for i, a in enumerate(pool) if a.key in worth]
+    pool, y = [pool[i] for i in keep], y[keep]
     s_pool, _ = source_latencies(ctx, sources, pool)
     picks = sampling.select(k, np.log(np.clip(s_pool, 1e-3, None)), onehot(ctx.space, pool),
                             sampling.DEFAULT_STRATEGY, seed)

@@ -94,6 +94,9 @@ def suggest(
         for i, row in enumerate(picks.itertuples(index=False)):
             table.add_row(str(i + 1), *[escape(str(v)) for v in row])
         console.print(table)
+        if picks.attrs.get("constant_output_left_out"):
+            console.print(f"({picks.attrs['constant_output_left_out']} architectures whose network has a constant "
+                          "output were not considered: measuring them teaches the predictor nothing)", highlight=False)
         if out:
             console.print(esc(f"wrote {out}; next: harness measure --device TARGET --space {space} --arch-file {out}"),
                           highlight=False)

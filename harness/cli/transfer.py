@@ -102,6 +102,9 @@ def transfer(
                           f"with {plan.accuracy_name}; {len(plan.pool.source_names)} source device(s)"
                           + (f" (left out as the target's own data: {', '.join(plan.excluded_sources)})"
                              if plan.excluded_sources else "") + f"; budget {budget}", highlight=False)
+            if plan.constant_output:
+                console.print(f"({plan.constant_output} candidates left out: their network's output is a constant)",
+                              highlight=False)
             if plan.unanswerable:
                 console.print(f"({plan.unanswerable} candidates left out: the replay table has no value for them)",
                               highlight=False)
@@ -134,6 +137,7 @@ def transfer(
     if as_json:
         print(json.dumps({"target": target, "space": space, "accuracy": plan.accuracy_name,
                           "candidates": len(plan.archs), "left_out_unanswerable": plan.unanswerable,
+                          "left_out_constant_output": plan.constant_output,
                           "resumed_rounds": result.resumed_from, "already_done": result.already_done,
                           "rounds": [{k: v for k, v in r.to_json().items() if k not in ("front", "front_prob")}
                                      for r in result.rounds],
@@ -254,7 +258,7 @@ def search(
     if as_json:
         print(json.dumps(
             {"target": target, "max_ms": max_ms, "accuracy": r.accuracy, "candidates": r.n_candidates,
-             "under_budget": r.n_under, "predictor": r.predictor,
+             "under_budget": r.n_under, "predictor": r.predictor, "left_out_constant_output": r.constant_output,
              "top": json.loads(table.to_json(orient="records"))}, indent=1))
         return
     from rich.table import Table
@@ -280,6 +284,8 @@ def search(
     sure = f" with probability >= {r.confidence:g}" if r.confidence is not None else ""
     console.print(f"{r.n_under} of {r.n_candidates} architectures are under {max_ms:g} ms{sure}"
                   + (f" (gaps predicted by {r.predictor})" if r.predictor else " (measured values only)")
+                  + (f"; {r.constant_output} whose network's output is a constant were not considered"
+                     if r.constant_output else "")
                   + (f"; wrote {out}" if out else ""), highlight=False)
     if extra:
         held = table.held.dropna()
