@@ -185,12 +185,13 @@ def run_one(k: int, seed: int, t: int, tab: Table, strategy: str, src: list[int]
             methods=METHODS) -> dict[str, float]:
     y = tab.lat[:, t]
     x, filled = tab.x, tab.filled
-    valid = np.flatnonzero(~np.isnan(y) & ~tab.constant)  # what `suggest` may pick
+    # what `suggest` may pick, and what is ranked: networks with a constant output are neither (no search wants them)
+    valid = np.flatnonzero(~np.isnan(y) & ~tab.constant)
     s_all = filled[:, src]
     pool_log = np.log(np.clip(s_all[valid], 1e-3, None))
     pick = (uncertain_picks(k, seed, tab, y, valid, src) if strategy in sampling.SEQUENTIAL
             else valid[sampling.select(k, pool_log, x[valid], strategy, seed)])
-    rest = np.setdiff1d(np.flatnonzero(~np.isnan(y)), pick)  # ranked: every other architecture
+    rest = np.setdiff1d(valid, pick)
     src_names = [tab.names[j] for j in src]
     ranked = rank_sources(s_all[pick], y[pick], src_names)
     best = src[src_names.index(ranked[0][0])]

@@ -90,10 +90,7 @@ class CampaignSummary:
     graph_mode: str = "prune"
     stale: int = 0  # skipped architectures whose stored measurement is of an older exporter's model
     degenerate: int = 0  # measured models whose output does not depend on the input
-
-    @property
-    def remaining(self) -> int:
-        return self.requested - self.skipped - self.ok
+    rounds: int = 1  # visits per architecture: ``ok`` and ``failed`` count visits
 
 
 class Observer(Protocol):
@@ -439,7 +436,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     todo = plan(store, profile, space, archs, remeasure, remeasure_stale)
     pending = {a.key for a, _ in todo}
     summary = CampaignSummary(profile.measured_name, space.name, len(archs), sum(a.key not in pending for a in archs),
-                              graph_mode=profile.graph)
+                              graph_mode=profile.graph, rounds=pol.rounds)
     if not (remeasure or remeasure_stale):
         summary.stale = len(stale_keys(store, profile, space, archs))
     if not todo:

@@ -96,8 +96,11 @@ def print_model_results(st_path: Path, device: str, keys: list[str]) -> None:
 
 
 def print_summary(s: CampaignSummary) -> None:
-    console.print(f"[bold]{esc(s.device)}[/] {esc(s.space)} (graph: {s.graph_mode}): {s.ok} measured, {s.failed} failed, "
-                  f"{s.skipped} already in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})",
+    # with rounds, ok and failed count visits: say so, or 60 "measured" for 20 architectures reads as a bug
+    visits = (f" ({s.rounds} interleaved visits to each of {s.requested - s.skipped} architectures)"
+              if s.rounds > 1 and s.ok + s.failed else "")
+    console.print(f"[bold]{esc(s.device)}[/] {esc(s.space)} (graph: {s.graph_mode}): {s.ok} measured, {s.failed} failed"
+                  f"{visits}, {s.skipped} already in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})",
                   highlight=False)
     if s.degenerate:
         console.print(f"  {s.degenerate} degenerate model(s) (output independent of the input, e.g. an all-'none' "
