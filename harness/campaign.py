@@ -124,7 +124,12 @@ def stale_keys(store: Store, profile: Profile, space: SearchSpace, archs: Sequen
     if hasattr(space, "artifact"):  # model files are not exported: never stale
         return []
     versions = store.measured_versions(profile.name, space.name, profile.graph, workload_columns(profile))
-    return [a.key for a in archs if versions.get(a.key, EXPORTER_VERSION) < EXPORTER_VERSION]
+    return [a.key for a in archs if _older(versions.get(a.key))]
+
+
+def _older(version: int | None) -> bool:
+    """Measured on a model from an older exporter (None: no model of ours, e.g. a replayed table)."""
+    return version is not None and version < EXPORTER_VERSION
 
 
 def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
@@ -139,7 +144,7 @@ def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         remeasure_stale = False  # model files are not exported: never stale
     if not remeasure:
         versions = store.measured_rounds(profile.name, space.name, r, profile.graph, workload_columns(profile))
-        done = {k for k, v in versions.items() if not (remeasure_stale and v < EXPORTER_VERSION)}
+        done = {k for k, v in versions.items() if not (remeasure_stale and _older(v))}
     return plan_visits(archs, r, profile.policy.round_seed, done)
 
 

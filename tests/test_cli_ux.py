@@ -393,3 +393,34 @@ def test_devices_list_fits(width):
     out = invoke("devices", "list")
     assert_fits(out, width)
     assert re.search(r"local-onnx\s+local\s+onnxruntime ×1\s+built-in\s+this machine's CPU", out)
+
+
+def test_tables_never_cut_a_figure_in_a_narrow_terminal():
+    """rich shortens cells to '0.99…' when a table is wider than the terminal: a figure cut is a figure lost."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.cli.common import print_table
+
+    def table() -> Table:
+        t = Table(title="Pareto check")
+        for col in ("front from", "size", "recall", "HV ratio", "mean regret ms", "max regret ms", "mean regret %"):
+            t.add_column(col)
+        t.add_row("the target's saved predictor", "7", "0.778", "0.9992", "0.068", "0.557", "1.5")
+        t.add_row("proxy hwnb_pixel3", "8", "0.778", "0.9961", "-", "12.345", "2.2")
+        return t
+
+    def shown(printer) -> str:
+        out = Console(width=60, file=io.StringIO(), color_system=None, legacy_windows=False)
+        printer(out)
+        return out.file.getvalue()
+
+    plain = shown(lambda c: c.print(table()))
+    assert "…" in plain  # what rich does on its own at this width
+    text = shown(lambda c: print_table(table(), to=c))
+    assert "…" not in text
+    for figure in ("0.9992", "0.9961", "0.068", "12.345", "0.557", "0.778"):
+        assert figure in text, figure
+    assert max(map(len, text.splitlines())) <= 60

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.campaign import run_campaign
+from harness.campaign import run_campaign, stale_keys
 from harness.devices.driver import make_driver
 from harness.devices.profile import parse_profile
 from harness.devices.registry import ProfileRegistry
 from harness.errors import DeviceError, ProfileError
-from harness.models.cache import ModelCache
+from harness.models.cache import EXPORTER_VERSION, ModelCache
 from harness.models.spaces import get_space
 from harness.results.store import Store
 from tests.conftest import harness
@@ -70,6 +70,10 @@ def test_campaign_on_replay_stores_the_table_values_without_exporting(tmp_path, 
         # resumable by content like every campaign
         again = run_campaign(st, profile, SPACE, archs, cache=cache)
         assert again.status == "nothing to do"
+        # no model of ours was measured, so no exporter makes them stale (they once all read "stale")
+        assert st.campaigns(EXPORTER_VERSION).stale.tolist() == [0]
+        assert stale_keys(st, profile, SPACE, archs) == [] and again.stale == 0
+        assert run_campaign(st, profile, SPACE, archs, cache=cache, remeasure_stale=True).status == "nothing to do"
 
 
 def test_missing_architecture_is_a_device_error_never_a_number(tmp_path, store_path):

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, working
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, working, print_table
 from harness.errors import HarnessError
 from harness.paths import WORKSPACE
 
@@ -166,14 +166,14 @@ def srcc(
     table = _matrix_table(corr, order, label, space, min_overlap)
     needs = Measurement.get(console, console.options.update_width(10_000), table).maximum
     if layout == "matrix" or (layout == "auto" and needs <= console.width):
-        console.print(table)
+        print_table(table)
     else:
         if layout == "auto":
             console.print(f"[dim]the {len(order)}×{len(order)} heat map needs {needs} columns and this terminal has "
                           f"{console.width}: ranked pairs instead (--layout matrix to force it; harness report "
                           "draws it)[/]", highlight=False)
         for t in _pairs_tables(reliable, label, bool(ci)):
-            console.print(t)
+            print_table(t)
     n_pairs = len(corr.pairs.dropna(subset=["srcc"]))
     if len(reliable):
         lo = reliable.loc[reliable.srcc.idxmin()]
@@ -237,7 +237,7 @@ def compare(
             table.add_column(col)
         for _, k1, k2, a1, a2, b1, b2 in r["real_disagreements"][:top]:
             table.add_row(escape(k1), escape(k2), f"{a1:.3f} / {a2:.3f}", f"{b1:.3f} / {b2:.3f}")
-        console.print(table)
+        print_table(table)
 
 
 @cli_errors
@@ -272,7 +272,7 @@ def proxy(
         if ci:
             cells.append(f"{r.mean_ci_low:.3f}–{r.mean_ci_high:.3f}")
         table.add_row(*cells)
-    console.print(table)
+    print_table(table)
 
 
 def _pairs(values: list[str] | None) -> list[tuple[str, str]] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import re
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,27 @@ F = TypeVar("F", bound=Callable)
 def esc(value: object) -> str:
     """Anything user-supplied (names, paths, messages) printed as text, never as rich markup."""
     return escape(str(value))
+
+
+# a cell that is a figure: a number with an optional unit, or a placeholder for none
+_FIGURE = re.compile(r"^(-|[-+]?\d[\d.,]*(e[-+]?\d+)?\s*(%|ms|s|x|×)?)$")
+
+
+def print_table(table, to: Console | None = None) -> None:
+    """Print a rich table without cutting a figure: in a narrow terminal rich shortens cells to "0.99…" or
+    folds them over two lines, and a number cut is a number lost. Columns of figures keep their widest cell
+    whole on one line; text columns fold onto more lines instead of ending in "…"."""
+    from rich.text import Text
+
+    for col in table.columns:
+        cells = [c.plain if isinstance(c, Text) else Text.from_markup(c).plain if isinstance(c, str) else None
+                 for c in getattr(col, "_cells", [])]
+        cells = [c.strip() for c in cells if c is not None]
+        if cells and all(_FIGURE.match(c) for c in cells if c):  # as wide as its widest figure; the header folds
+            col.min_width = max(col.min_width or 0, *map(len, cells))
+        if col.overflow == "ellipsis":
+            col.overflow = "fold"
+    (to or console).print(table)
 
 
 @contextlib.contextmanager

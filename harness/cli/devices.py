@@ -6,7 +6,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_DEVICES, DevicesDirOpt, cli_errors, console, err, esc, reachable, working
+from harness.cli.common import (DEFAULT_DEVICES, DevicesDirOpt, cli_errors, console, err, esc, reachable, working,
+                                print_table)
 
 app = typer.Typer(help="Device profiles: list them, show one, check that a device is reachable.",
                   no_args_is_help=True)
@@ -28,7 +29,7 @@ def list_devices(devices_dir: DevicesDirOpt = DEFAULT_DEVICES) -> None:
     for entry, p in good:
         table.add_row(p.name, p.connection.kind, f"{p.runtime.name} ×{p.runtime.threads}",
                       entry.origin, escape(p.hardware or p.description))
-    console.print(table)
+    print_table(table)
     for e in bad:
         err.print(f"[bold red]error:[/] {escape(str(e))}")
     if bad:

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, CacheOpt, DevicesDirOpt, cli_errors, console, err,
-                                reachable)
+                                print_table, reachable)
 
 app = typer.Typer(help="A device farm on Ray: join hosts with their devices, see what each device is doing.",
                   no_args_is_help=True)
@@ -78,7 +78,7 @@ def print_farm_summary(summary, store: Path) -> None:
         status = f"[{colour}]{d.status}[/]" + (f": {escape(d.message[:120])}" if d.message else "")
         table.add_row(d.device + (f" ({d.group})" if d.group else ""), d.host, str(d.ok), str(d.failed),
                       str(d.skipped), status)
-    console.print(table)
+    print_table(table)
     left = {k: v for k, v in summary.left.items() if v}
     if left:
         console.print("not measured yet: " + ", ".join(f"{k}: {v}" for k, v in sorted(left.items()))
@@ -237,7 +237,7 @@ def status(ray_address: RayOpt = "auto") -> None:
         t.add_column(col)
     for h in hosts:
         t.add_row(h.node, h.address, "yes" if h.alive else "[red]no[/]", f"{h.cpus:g}", ", ".join(h.devices) or "-")
-    console.print(t)
+    print_table(t)
     t = Table(title="devices")
     for col in ("device", "host", "state", "measuring", "queued", "done", "per min", "profile digest"):
         t.add_column(col)
@@ -245,4 +245,4 @@ def status(ray_address: RayOpt = "auto") -> None:
     for d in devices:
         t.add_row(d.device, d.host, d.state, escape(d.measuring or "-"), fmt(d.queued), fmt(d.done),
                   fmt(d.per_minute, "{:.1f}"), d.digest or "-")
-    console.print(t)
+    print_table(t)

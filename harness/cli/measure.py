@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.markup import escape
 
-from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
+from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt, print_table,
                                 StoreOpt, cli_errors, console, err, esc, reachable, say_interrupted,
                                 working)
 from harness.errors import HarnessError
@@ -92,7 +92,7 @@ def print_model_results(st_path: Path, device: str, keys: list[str]) -> None:
         cv = r.std_ms / r.mean_ms if r.mean_ms else 0.0
         table.add_row(escape(r.key), f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.min_ms:.3f}", f"{100 * cv:.1f} %",
                       str(r.n_runs), f"{r.init_ms:.1f}" if r.init_ms == r.init_ms and r.init_ms is not None else "-")
-    console.print(table)
+    print_table(table)
 
 
 def print_summary(s: CampaignSummary) -> None:

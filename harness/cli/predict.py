@@ -11,7 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.analysis import methods, sampling
-from harness.cli.common import DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, esc, working
+from harness.cli.common import (DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, esc, working,
+                                print_table)
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 ProxyOpt = Annotated[list[str], typer.Option(
@@ -93,7 +94,7 @@ def suggest(
             table.add_column(str(col), overflow="fold")
         for i, row in enumerate(picks.itertuples(index=False)):
             table.add_row(str(i + 1), *[escape(str(v)) for v in row])
-        console.print(table)
+        print_table(table)
         if picks.attrs.get("constant_output_left_out"):
             console.print(f"({picks.attrs['constant_output_left_out']} architectures whose network has a constant "
                           "output were not considered: measuring them teaches the predictor nothing)", highlight=False)
@@ -208,11 +209,11 @@ def pareto(
         return
     table = Table(title=esc(f"Pareto check on {target} ({space}, {accuracy}, {r.proxy_front.n_archs} archs)"))
     for col in ("front from", "size", "recall", "HV ratio", "mean regret ms", "max regret ms", "mean regret %"):
-        table.add_column(col, no_wrap=col == "front from")
+        table.add_column(col, justify="left" if col == "front from" else "right")
     labels = {"proxy_front": f"proxy {proxy}", "predicted_front": r.predicted_from or "predictor"}
     for k, c in checks.items():
         table.add_row(esc(labels[k]), str(c["proxy_front_size"]), f"{c['recall']:.3f}", f"{c['hv_ratio']:.4f}",
                       f"{c['regret_ms_mean']:.3f}", f"{c['regret_ms_max']:.3f}", f"{100 * c['regret_rel_mean']:.1f}")
-    console.print(table)
+    print_table(table)
     console.print(f"target front: {checks['proxy_front']['target_front_size']} architectures"
                   + (f"; wrote {esc(plot)}" if plot else ""), highlight=False)

@@ -11,7 +11,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc, working
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc, working, print_table
 from harness.errors import HarnessError
 
 
@@ -131,7 +131,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
                       _text(r.started_at)[0 if wide else 5:16].replace("T", " "))
         if _text(r.message):
             notes.append(f"  #{r.id} {r.status}: {esc(_text(r.message))}")
-    console.print(table)
+    print_table(table)
     for note in notes:  # below the table, so long messages wrap at any terminal width
         console.print(note, highlight=False)
     if device_stats:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from harness.cli.common import cli_errors, console
+from harness.cli.common import cli_errors, print_table
 
 
 def count_text(n: int | None) -> str:
@@ -29,4 +29,4 @@ def spaces() -> None:
         sp = cls()
         table.add_row(name, count_text(sp.size()), ", ".join(sp.key_columns),
                       "×".join(map(str, sp.default_input_shape)), sp.description)
-    console.print(table)
+    print_table(table)

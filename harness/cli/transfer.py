@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt, StoreOpt,
-                                cli_errors, console, err)
+                                cli_errors, console, err, print_table)
 
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Device profile to measure on (any driver, "
                                         "including kind replay).")]
@@ -121,7 +121,7 @@ def transfer(
 
         def on_round(r) -> None:
             if not as_json:
-                console.print(_round_table(r, f"round {r.round} (SRCC, err%: leave-one-out; E[...]: expected "
+                print_table(_round_table(r, f"round {r.round} (SRCC, err%: leave-one-out; E[...]: expected "
                                               "against the truth)"))
 
         try:
@@ -207,7 +207,7 @@ def _print_front(front, acc_name: str, title: str, limit: int = 40) -> None:
     for _, row in front.head(limit).iterrows():
         t.add_row(*[str(row[k]) for k in keys], f"{row[acc_name]:.2f}", f"{row.predicted_ms:.3f}",
                   _fmt(row.measured_ms, ".3f"), f"{row.p_front:.2f}")
-    console.print(t)
+    print_table(t)
     _say_left_out(left_out)
     if len(front) > limit:
         console.print(f"... {len(front) - limit} more (--out to write them all)")
@@ -279,7 +279,7 @@ def search(
             cells += [_fmt(row.measured_ms, ".3f"),
                       "-" if held is None or held != held else ("[green]yes[/]" if held else "[red]no[/]")]
         t.add_row(*cells)
-    console.print(t)
+    print_table(t)
     _say_left_out(left_out)
     sure = f" with probability >= {r.confidence:g}" if r.confidence is not None else ""
     console.print(f"{r.n_under} of {r.n_candidates} architectures are under {max_ms:g} ms{sure}"

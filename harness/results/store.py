@@ -648,7 +648,8 @@ class Store:
         q = """SELECT c.id, d.name AS device, c.space, c.status, c.planned,
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
                       SUM(m.status = 'ok' AND ? IS NOT NULL AND COALESCE(m.exporter_version, 1) < ?
-                          AND c.space != 'file') AS stale,  -- model files are measured as given: never stale
+                          AND c.space != 'file'  -- model files are measured as given: never stale
+                          AND m.model_digest IS NOT NULL) AS stale,  -- nor what no model answered (replay)
                       AVG(m.n_runs) AS runs_per_model, MIN(m.per_run) AS per_run,
                       MAX(m.graph_mode) AS graph_mode, c.started_at, c.finished_at, c.message, c.host, c.pid
                FROM campaigns c JOIN devices d ON d.id = c.device_id
@@ -741,15 +742,19 @@ class Store:
     def _workload_params(w: dict) -> tuple:
         return int(w["batch_size"]), str(w["input_shape"] or ""), w["precision"], w["calibration"]
 
+    # the exporter version a successful measurement's model came from: 1 for rows from before it was recorded,
+    # None where no model of ours was measured (a replayed table answers by architecture): never stale
+    _VERSION = "CASE WHEN m.model_digest IS NULL THEN NULL ELSE COALESCE(m.exporter_version, 1) END"
+
     @_guarded
     def measured_versions(self, device: str, space: str, graph_mode: str,
-                          workload: dict | None = None) -> dict[str, int]:
+                          workload: dict | None = None) -> dict[str, int | None]:
         """Key -> exporter version of the latest successful measurement of that architecture on ``device``
         in ``graph_mode`` at ``workload`` (measurements from before graph modes were recorded count for
         either mode, as exporter version 1; from before workloads, as the default one). What resume skips,
         and what it reports as stale."""
         rows = self.db.execute(
-            f"""SELECT a.key, COALESCE(m.exporter_version, 1) FROM measurements m
+            f"""SELECT a.key, {self._VERSION} FROM measurements m
                JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
                WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND (m.graph_mode = ? OR m.graph_mode IS NULL)
                  AND {self._SAME_WORKLOAD}
@@ -858,18 +863,18 @@ class Store:
         return df
 
     def measured_rounds(self, device: str, space: str, rounds: int, graph_mode: str | None = None,
-                        workload: dict | None = None) -> dict[tuple[str, int], int]:
+                        workload: dict | None = None) -> dict[tuple[str, int], int | None]:
         """(key, round) -> exporter version of visits already measured under a ``rounds``-round plan (in
         ``graph_mode``; older rows without a mode count for either; at ``workload``, default bs1 fp32):
         what resume skips."""
         rows = self.db.execute(
-            f"""SELECT a.key, COALESCE(m.round, 1), COALESCE(m.exporter_version, 1) FROM measurements m
+            f"""SELECT a.key, COALESCE(m.round, 1), {self._VERSION} FROM measurements m
                JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
                WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND COALESCE(m.rounds, 1) = ?
                  AND (? IS NULL OR m.graph_mode = ? OR m.graph_mode IS NULL) AND {self._SAME_WORKLOAD}
                ORDER BY m.id""",
             (device, space, rounds, graph_mode, graph_mode, *self._workload_params(_workload(workload))))
-        return {(r[0], int(r[1])): int(r[2]) for r in rows}
+        return {(r[0], int(r[1])): r[2] for r in rows}
 
     def run_table(self, measurement_id: int) -> pd.DataFrame:
         """Timed runs of one measurement with their flags (1 preempted, 2 outlier) and CPU waits."""
