@@ -124,7 +124,8 @@ def print_unstable(s: CampaignSummary, show: int = 3) -> None:
     worst = sorted(s.unstable_cv.items(), key=lambda kv: -kv[1])[:show]
     share = len(s.unstable) / max(s.ok, 1)
     names = ", ".join(f"{escape(k)} (CV {100 * cv:.0f} %)" for k, cv in worst)
-    console.print(f"  [yellow]unsteady:[/] {len(s.unstable)} of {s.ok} model(s) ended with a 95 % CI of the median "
+    what = "visit(s)" if s.rounds > 1 else "model(s)"
+    console.print(f"  [yellow]unsteady:[/] {len(s.unstable)} of {s.ok} {what} ended with a 95 % CI of the median "
                   f"wider than +-5 % (or, without a CI, varied by >= {100 * UNSTABLE_CV:.0f} % run to run); "
                   f"worst: {names}", highlight=False)
     if share >= 0.5:
