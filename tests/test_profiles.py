@@ -67,6 +67,13 @@ def test_builtins_all_valid_and_include_the_papers_devices():
     assert bad == []
     names = {p.name for _, p in good}
     assert {"local-onnx", "local-tflite"} | PAPER_DEVICES <= names
+    # every built-in also joins a farm command (`measure -d local-onnx -d local-tflite` once refused them: their
+    # files spelled out the default rounds: 3, which reads as asking for rounds); alone they keep 3 rounds
+    from harness.farm.plan import farm_profile
+
+    for _, p in good:
+        assert farm_profile(p).policy.rounds == 1, p.name
+    assert ProfileRegistry().get("local-onnx").policy.rounds == 3 == ProfileRegistry().get("local-tflite").policy.rounds
 
 
 @pytest.mark.parametrize("name,content,fragments", BAD, ids=[b[0] for b in BAD])
