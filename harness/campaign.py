@@ -401,7 +401,7 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
     summary.degenerate += int(bool(m.degenerate))
     summary.ok += 1
     summary.exported += int(m.exported)
-    summary.runs += len(r.timed_ms)
+    summary.runs += r.n_runs or len(r.timed_ms)  # a statistics-only tool (benchmark_model) reports its count
     if suspect:
         summary.suspect += 1
     rel = est.rel_ci if r.per_run else None  # an aggregate's CI over runs is not known

@@ -107,6 +107,7 @@ def test_virtual_phone_profile_runs_a_campaign(store_path, cache_dir):
         assert served.connection.serial.startswith("127.0.0.1:")
         summary = run_campaign(st, served, sp, archs, cache=ModelCache(cache_dir))
         assert summary.ok == 3 and summary.status == "finished"
+        assert summary.runs == 3 * FAST["timed_runs"]  # the tool's count, though it returns only statistics
         assert summary.conditions["device_model"] == "Harness Virtual Phone"
         assert summary.conditions["runtime_version"].startswith("benchmark_model sha256:")
         m = st.measurements("virtual-phone")
