@@ -82,9 +82,7 @@ class Context:
         network has a constant output (NB201's 341 cells with no path from input to output). They are extreme in
         every encoding, so farthest-point picks favour them (4 of 20 `suggest` picks on the whole space), public
         tables often lack them (Eagle, OneProxy) and no search wants them; they are still predicted."""
-        if self.graph.graph_mode != "prune":
-            return list(archs), 0
-        constant = self.graph.constant_output(archs)
+        constant = self.graph.constant_output(archs)  # self.graph is the pruned graph's features
         return [a for a, c in zip(archs, constant) if not c], int(constant.sum())
 
     def features(self, archs: Sequence[Arch], graph_names: Sequence[str],

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, working, print_table
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, print_table, working
 from harness.errors import HarnessError
 from harness.paths import WORKSPACE
 

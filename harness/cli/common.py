@@ -57,7 +57,7 @@ def print_table(table, to: Console | None = None) -> None:
 
     for col in table.columns:
         cells = [c.plain if isinstance(c, Text) else Text.from_markup(c).plain if isinstance(c, str) else None
-                 for c in getattr(col, "_cells", [])]
+                 for c in getattr(col, "_cells", [])]  # rich keeps a column's cells there (no public accessor)
         cells = [c.strip() for c in cells if c is not None]
         if cells and all(_FIGURE.match(c) for c in cells if c):  # as wide as its widest figure; the header folds
             col.min_width = max(col.min_width or 0, *map(len, cells))

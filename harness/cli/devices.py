@@ -6,8 +6,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import (DEFAULT_DEVICES, DevicesDirOpt, cli_errors, console, err, esc, reachable, working,
-                                print_table)
+from harness.cli.common import (DEFAULT_DEVICES, DevicesDirOpt, cli_errors, console, err, esc,
+                                print_table, reachable, working)
 
 app = typer.Typer(help="Device profiles: list them, show one, check that a device is reachable.",
                   no_args_is_help=True)

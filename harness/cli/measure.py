@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.markup import escape
 
-from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt, print_table,
-                                StoreOpt, cli_errors, console, err, esc, reachable, say_interrupted,
+from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
+                                StoreOpt, cli_errors, console, err, esc, print_table, reachable, say_interrupted,
                                 working)
 from harness.errors import HarnessError
 

@@ -11,8 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.analysis import methods, sampling
-from harness.cli.common import (DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, esc, working,
-                                print_table)
+from harness.cli.common import (DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, esc,
+                                print_table, working)
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 ProxyOpt = Annotated[list[str], typer.Option(

@@ -11,7 +11,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc, working, print_table
+from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc, print_table, working
 from harness.errors import HarnessError
 
 
