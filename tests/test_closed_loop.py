@@ -172,6 +172,11 @@ def test_a_replay_table_with_gaps_never_spends_a_pick_on_them(loop_setup, tmp_pa
         m = st.measurements("gappy")
         assert (m.status == "ok").all() and not gaps & set(m.key)
         assert result.rounds[0].n_samples == 6  # the whole first batch is usable
+        df.assign(gappy_ms=np.nan).drop(columns="tgt_ms").to_csv(table, index=False)  # a table of gaps only
+        with pytest.raises(HarnessError, match="has no value for any nb201 architecture with acc_test"):
+            tl.plan_loop(open_context(st, "nb201", str(s["cache"])), ProfileRegistry(s["devices"]), "gappy",
+                         "acc_test")
+        df.drop(columns="tgt_ms").to_csv(table, index=False)
     env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
     out = harness("transfer", "--target", "gappy", "--accuracy", "acc_test", "--budget", "15", env=env)
     assert f"({len(gaps - constant)} candidates left out: the replay table has no value for them)" in out.stdout
