@@ -72,11 +72,23 @@ def _with_inputs(n: Node, inputs: tuple[str, ...]) -> Node:
     return n if inputs == n.inputs else Node(n.op, n.name, inputs, n.output, n.attrs)
 
 
-def _rebuild(graph: Graph, nodes: list[Node], alias: dict[str, str]) -> Graph:
+def _rebuild(graph: Graph, nodes: list[Node], alias: dict[str, str], inputs_resolved: bool = False) -> Graph:
+    """``inputs_resolved``: the pass already resolved each node's inputs as it walked them in topological order
+    (an alias made later names a later tensor, which no earlier node reads), so only the output is."""
     resolve = _resolver(alias)
-    if alias:
+    if alias and not inputs_resolved:
         nodes = [_with_inputs(n, tuple(resolve(i) for i in n.inputs)) for n in nodes]
     return Graph.from_nodes(graph.name, graph.input_shape, nodes, graph.shapes, resolve(graph.output))
+
+
+def _attrs_key(attrs: dict) -> object:
+    """A hashable, order-free form of a node's attributes (json only for nested values, which are rare)."""
+    key = tuple(sorted(attrs.items()))
+    try:
+        hash(key)
+    except TypeError:  # a list or dict among the values
+        return json.dumps(attrs, sort_keys=True)
+    return key
 
 
 def _consumers(graph: Graph) -> dict[str, int]:
@@ -168,7 +180,7 @@ def fold_constants(graph: Graph) -> Graph:
             consts[t] = Node("const", src.name, (), t, {"nodes": closure(t), "flat": flat})
     position = {n.output: i for i, n in enumerate(graph.nodes)}
     nodes = sorted([*consts.values(), *kept], key=lambda n: position[n.output])
-    return _rebuild(graph, nodes, alias)
+    return _rebuild(graph, nodes, alias, inputs_resolved=True)
 
 
 # --- 2. dead-node elimination ---------------------------------------------------------------
@@ -193,20 +205,20 @@ def merge_identical(graph: Graph) -> Graph:
     """One node for each weightless op applied to the same inputs with the same attributes."""
     alias: dict[str, str] = {}
     resolve = _resolver(alias)
-    seen: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
     kept: list[Node] = []
     for n in graph.nodes:
         ins = tuple(resolve(i) for i in n.inputs)
         n = _with_inputs(n, ins)
         if n.op in _WEIGHTLESS:
             key_ins = tuple(sorted(ins)) if n.op == "add" else ins
-            key = json.dumps([n.op, key_ins, n.attrs], sort_keys=True)
+            key = (n.op, key_ins, _attrs_key(n.attrs))
             if key in seen:
                 alias[n.output] = seen[key]
                 continue
             seen[key] = n.output
         kept.append(n)
-    return _rebuild(graph, kept, alias)
+    return _rebuild(graph, kept, alias, inputs_resolved=True)
 
 
 # --- 4. activation fusion -------------------------------------------------------------------
