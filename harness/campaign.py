@@ -91,6 +91,7 @@ class CampaignSummary:
     stale: int = 0  # skipped architectures whose stored measurement is of an older exporter's model
     degenerate: int = 0  # measured models whose output does not depend on the input
     rounds: int = 1  # visits per architecture: ``ok`` and ``failed`` count visits
+    watched: int = 0  # successful visits whose runner saw the other processes' CPU use (a suspect check was made)
 
 
 class Observer(Protocol):
@@ -402,6 +403,7 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
     summary.ok += 1
     summary.exported += int(m.exported)
     summary.runs += r.n_runs or len(r.timed_ms)  # a statistics-only tool (benchmark_model) reports its count
+    summary.watched += int(bool((r.neighbours or {}).get("wall_s")))
     if suspect:
         summary.suspect += 1
     rel = est.rel_ci if r.per_run else None  # an aggregate's CI over runs is not known

@@ -128,7 +128,12 @@ def print_unstable(s: CampaignSummary, show: int = 3) -> None:
     console.print(f"  [yellow]unsteady:[/] {len(s.unstable)} of {s.ok} {what} ended with a 95 % CI of the median "
                   f"wider than +-5 % (or, without a CI, varied by >= {100 * UNSTABLE_CV:.0f} % run to run); "
                   f"worst: {names}", highlight=False)
-    if share >= 0.5:
+    if share >= 0.5 and s.suspect == 0 and s.watched >= s.ok:
+        # every visit was watched and none saw other processes or steal: not the machine's load
+        hint = ("most models are affected, yet no visit saw other processes or hypervisor steal, so the models' own "
+                "run-to-run jitter is the likely cause (sub-millisecond models and int8 kernels jitter by 5-20 %): "
+                "let more runs narrow each median (the profile's adaptive max_runs / max_seconds, or rounds)")
+    elif share >= 0.5:
         hint = ("most models are affected, so the machine is the likely cause: close other work (load, "
                 "thermal throttling) or raise the profile's warmup_runs / min_seconds")
     else:
