@@ -169,3 +169,30 @@ def test_proxy_ranking_leaves_out_pairs_below_the_minimum_overlap():
     assert strict.index[0] == "full"
     loose = rank_proxies(wide, ["target"], min_common=3).set_index("proxy")
     assert loose.loc["thin", "mean_srcc"] > 0.99 and loose.loc["thin", "min_common_archs"] == 10
+
+
+def test_a_proxy_known_for_fewer_targets_never_ranks_above_a_complete_one(store_path, tmp_path, cli_env):
+    """A 50-architecture campaign beside a 1999-architecture table: its SRCC with the table's target is unknown
+    (5 common architectures), so its mean covers one target of two and once ranked it first."""
+    from harness.analysis.proxy import rank_proxies
+    from harness.models.spaces import get_space
+
+    rng = np.random.default_rng(1)
+    t1 = rng.uniform(1, 10, 200)
+    t2 = t1 * rng.lognormal(0, 0.2, 200)
+    wide = pd.DataFrame({"t1": t1, "t2": t2, "full": t1 * rng.lognormal(0, 0.1, 200),
+                         "thin": np.r_[t1[:50], [np.nan] * 150],                       # perfect on t1 ...
+                         "t2_only_few": np.r_[[np.nan] * 195, t2[195:]]})
+    wide.loc[:44, "t2"] = np.nan                                                          # ... 5 shared with t2
+    ranked = rank_proxies(wide, ["t1", "t2"], min_common=30)
+    assert ranked.proxy.tolist()[:2] == ["full", "thin"] and ranked.targets_known.tolist()[:2] == [2, 1]
+    assert ranked.set_index("proxy").loc["thin", "mean_srcc"] > ranked.set_index("proxy").loc["full", "mean_srcc"]
+    space = get_space("nb201")
+    table = wide.rename(columns=lambda c: f"{c}_ms")
+    table.insert(0, "nb201_index", range(len(table)))
+    table.insert(1, "arch_str", [space.parse(str(i)).key for i in range(len(table))])
+    table.to_csv(tmp_path / "w.csv", index=False)
+    with Store(store_path) as st:
+        import_table(st, tmp_path / "w.csv")
+    out = " ".join(harness("proxy", "-t", "t1", "-t", "t2", env=cli_env).stdout.split())
+    assert out.index("full") < out.index("thin") and "1/2" in out and "ranks after every proxy known for more" in out

@@ -16,7 +16,9 @@ def rank_proxies(wide: pd.DataFrame, targets: Sequence[str], candidates: Sequenc
                  min_common: int = 3) -> pd.DataFrame:
     """One row per candidate proxy: SRCC to each target, mean and worst, with bootstrap CIs if asked.
 
-    Sorted by mean SRCC (best first); ties broken by the worst target.
+    Sorted by how many targets the SRCC is known for (a pair on fewer than ``min_common`` architectures is
+    unknown), then by mean SRCC (best first), ties broken by the worst target: a mean over some targets is not
+    comparable with a mean over all of them, so a proxy known for fewer targets never ranks above a complete one.
     """
     targets = list(dict.fromkeys(targets))
     unknown = [d for d in [*targets, *(candidates or [])] if d not in wide.columns]
@@ -37,7 +39,7 @@ def rank_proxies(wide: pd.DataFrame, targets: Sequence[str], candidates: Sequenc
         row = {"proxy": c, "mean_srcc": float(np.nanmean(vals)) if not np.isnan(vals).all() else np.nan,
                "worst_srcc": float(np.nanmin(vals)) if not np.isnan(vals).all() else np.nan,
                "worst_target": targets[int(np.nanargmin(vals))] if not np.isnan(vals).all() else None,
-               "min_common_archs": min(n_common)}
+               "min_common_archs": min(n_common), "targets_known": int((~np.isnan(vals)).sum())}
         if n_boot:
             draws = [corr.draws.get((c, t), corr.draws.get((t, c))) for t in targets]
             if all(d is not None for d in draws):
@@ -49,4 +51,5 @@ def rank_proxies(wide: pd.DataFrame, targets: Sequence[str], candidates: Sequenc
         row.update({f"srcc_{t}": v for t, v in per.items()})
         rows.append(row)
     df = pd.DataFrame(rows)
-    return df.sort_values(["mean_srcc", "worst_srcc"], ascending=False, na_position="last").reset_index(drop=True)
+    return df.sort_values(["targets_known", "mean_srcc", "worst_srcc"], ascending=False,
+                          na_position="last").reset_index(drop=True)

@@ -263,16 +263,26 @@ def proxy(
     if as_json:
         print(json.dumps(df.to_dict(orient="records"), indent=1, default=float))
         return
+    n_targets = len(dict.fromkeys(targets))
+    partial = bool((df.targets_known < n_targets).any())
     table = Table(title=esc(f"proxies for {', '.join(targets)} ({space}, {method})"))
-    for col in ("#", "proxy", "mean", "worst", "worst target", "archs") + (("mean 95% CI",) if ci else ()):
-        table.add_column(col, no_wrap=col in ("proxy", "mean 95% CI"))
+    cols = ("#", "proxy", "mean", "worst", "worst target", "archs") + (("targets",) if partial else ()) + (
+        ("mean 95% CI",) if ci else ())
+    for col in cols:
+        table.add_column(col)
     for i, r in enumerate(df.head(top).itertuples()):
-        cells = [str(i + 1), esc(r.proxy), _colour(r.mean_srcc), _colour(r.worst_srcc), esc(r.worst_target),
+        cells = [str(i + 1), esc(r.proxy), _colour(r.mean_srcc), _colour(r.worst_srcc), esc(r.worst_target if isinstance(r.worst_target, str) else "-"),
                  str(r.min_common_archs)]
+        if partial:
+            cells.append(f"{r.targets_known}/{n_targets}")
         if ci:
-            cells.append(f"{r.mean_ci_low:.3f}–{r.mean_ci_high:.3f}")
+            cells.append("-" if r.mean_ci_low != r.mean_ci_low else f"{r.mean_ci_low:.3f}–{r.mean_ci_high:.3f}")
         table.add_row(*cells)
     print_table(table)
+    if partial:
+        console.print(f"[dim]a proxy sharing fewer than {min_overlap} architectures with a target has no SRCC for it "
+                      f"(--min-overlap): its mean and worst cover the targets it is known for, so it ranks after "
+                      f"every proxy known for more of them[/]", highlight=False)
 
 
 def _pairs(values: list[str] | None) -> list[tuple[str, str]] | None:

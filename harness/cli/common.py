@@ -46,7 +46,8 @@ def esc(value: object) -> str:
 
 
 # a cell that is a figure: a number with an optional unit, or a placeholder for none
-_FIGURE = re.compile(r"^(-|[-+]?\d[\d.,]*(e[-+]?\d+)?\s*(%|ms|s|x|×)?)$")
+_NUMBER = r"[-+]?\d[\d.,]*(?:e[-+]?\d+)?"
+_FIGURE = re.compile(rf"^(?:[-–]|nan|{_NUMBER}(?:\s*[–-]\s*{_NUMBER})?\s*(?:%|ms|s|x|×)?)$")  # 0.95, 12 ms, 0.9–1.0
 
 
 def print_table(table, to: Console | None = None) -> None:
@@ -63,7 +64,7 @@ def print_table(table, to: Console | None = None) -> None:
             col.min_width = max(col.min_width or 0, *map(len, cells))
         if col.overflow == "ellipsis":
             col.overflow = "fold"
-    (to or console).print(table)
+    (to or console).print(table, crop=False)  # a table that still cannot fit runs past the edge rather than lose it
 
 
 @contextlib.contextmanager
