@@ -156,6 +156,17 @@ def test_spaces_sizes_are_readable(width):
     assert_fits(out, width)
 
 
+def test_devices_show_prints_yaml_that_loads_back_at_any_width(width):
+    """At 80 columns rich broke the built-in's long description line mid-scalar: the printed profile did not load."""
+    import yaml
+
+    from harness.devices.registry import ProfileRegistry
+
+    for name in ("local-onnx", "local-tflite", "jetson-tx2"):
+        shown = yaml.safe_load(invoke("devices", "show", name).split("\n", 1)[1])
+        assert shown["description"] == ProfileRegistry().get(name).description
+
+
 def test_devices_show_hides_the_other_runtimes_settings():
     onnx = invoke("devices", "show", "local-onnx")
     assert "execution_provider" in onnx and "delegate" not in onnx

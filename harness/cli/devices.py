@@ -47,7 +47,8 @@ def show(name: str = typer.Argument(..., help="Profile name, e.g. local-onnx"),
     reg = ProfileRegistry(devices_dir)
     profile = reg.get(name)
     console.print(f"# {reg.entries()[name].origin}: {esc(reg.entries()[name].path)}", highlight=False)
-    console.print(profile_yaml(profile), highlight=False, markup=False)
+    # soft_wrap: the terminal may fold a long line, but rich must not break one, or the YAML would not load again
+    console.print(profile_yaml(profile), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("check")
