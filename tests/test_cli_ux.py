@@ -330,11 +330,13 @@ def test_measure_a_model_file_resumes_by_content(model_files, devices_dir, tmp_p
     assert "runtime_version" in camp
     assert "stale" not in invoke("campaigns", "--store", str(store))  # files are measured as given
     out = tmp_path / "files.csv"
-    invoke("export", "--space", "file", "--out", str(out), "--store", str(store))
+    exported = flat(invoke("export", "--space", "file", "--out", str(out), "--store", str(store)))
+    assert "stale" not in exported and "3 model file(s)" in exported  # nor by export (it once said so)
     import pandas as pd
 
     table = pd.read_csv(out)
     assert {"file", "sha256", "fast-onnx_ms", "fast-tflite_ms"} <= set(table.columns) and len(table) == 3
+    assert table["fast-onnx_exporter"].isna().all()  # no exporter of ours made them
 
 
 def test_measure_model_file_errors_name_the_file_and_the_fix(model_files, devices_dir, tmp_path):

@@ -386,7 +386,7 @@ def test_measure_rounds_flag_interleaves_and_reports(cli_env):
                           "--rounds", "2"], env=cli_env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "6 measured" in out.stdout and "timed runs" in out.stdout
-    assert "(2 interleaved visits to each of 3 architectures)" in " ".join(out.stdout.split())  # 6 for 3 is no bug
+    assert "(2 interleaved visits to each of 3 architecture(s))" in " ".join(out.stdout.split())  # 6 for 3 is no bug
     with Store(cli_env["HARNESS_STORE"]) as st:
         v = st.visits("nb201", "fast-onnx")
         assert sorted(v["round"].tolist()) == [1, 1, 1, 2, 2, 2]

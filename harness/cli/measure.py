@@ -97,7 +97,8 @@ def print_model_results(st_path: Path, device: str, keys: list[str]) -> None:
 
 def print_summary(s: CampaignSummary) -> None:
     # with rounds, ok and failed count visits: say so, or 60 "measured" for 20 architectures reads as a bug
-    visits = (f" ({s.rounds} interleaved visits to each of {s.requested - s.skipped} architectures)"
+    visits = (f" ({s.rounds} interleaved visits to each of {s.requested - s.skipped} "
+              f"{'model file(s)' if s.space == 'file' else 'architecture(s)'})"
               if s.rounds > 1 and s.ok + s.failed else "")
     console.print(f"[bold]{esc(s.device)}[/] {esc(s.space)} (graph: {s.graph_mode}): {s.ok} measured, {s.failed} failed"
                   f"{visits}, {s.skipped} already in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})",

@@ -75,7 +75,8 @@ def export(
     write_table(df, out)
     devices = [c[:-3] for c in df.columns
                if c.endswith("_ms") and not c.endswith(("_ci_low_ms", "_ci_high_ms", "_drift_corrected_ms"))]
-    console.print(esc(f"wrote {out}: {len(df)} architectures × {len(devices)} device(s) ({', '.join(devices)})"),
+    what = "model file(s)" if sp == "file" else "architectures"
+    console.print(esc(f"wrote {out}: {len(df)} {what} × {len(devices)} device(s) ({', '.join(devices)})"),
                   highlight=False)
     for d in devices:
         if f"{d}_exporter" not in df.columns:

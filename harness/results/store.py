@@ -743,8 +743,10 @@ class Store:
         return int(w["batch_size"]), str(w["input_shape"] or ""), w["precision"], w["calibration"]
 
     # the exporter version a successful measurement's model came from: 1 for rows from before it was recorded,
-    # None where no model of ours was measured (a replayed table answers by architecture): never stale
-    _VERSION = "CASE WHEN m.model_digest IS NULL THEN NULL ELSE COALESCE(m.exporter_version, 1) END"
+    # None where no model of ours was measured (a replayed table answers by architecture, a model file is measured
+    # as given): never stale
+    _VERSION = ("CASE WHEN m.model_digest IS NULL OR a.space = 'file' THEN NULL "
+                "ELSE COALESCE(m.exporter_version, 1) END")
 
     @_guarded
     def measured_versions(self, device: str, space: str, graph_mode: str,
@@ -835,7 +837,7 @@ class Store:
         workload is its own series: the device column names non-default ones ``device@bs32.fp16``
         (``device`` selects by either name).
         """
-        q = """WITH ok AS (SELECT m.*, COALESCE(m.round, 1) AS rnd, COALESCE(m.rounds, 1) AS plan
+        q = f"""WITH ok AS (SELECT m.*, COALESCE(m.round, 1) AS rnd, COALESCE(m.rounds, 1) AS plan
                           FROM measurements m WHERE m.status = 'ok'),
                     last AS (SELECT device_id, arch_id, batch_size, input_shape, precision, MAX(id) AS last_id
                              FROM ok GROUP BY device_id, arch_id, batch_size, input_shape, precision),
@@ -849,7 +851,7 @@ class Store:
                       COALESCE(m.round, 1) AS round,
                       COALESCE(m.rounds, 1) AS rounds, m.median_ms, m.ci_low_ms, m.ci_high_ms, m.n_runs,
                       m.n_used, m.n_preempted, m.n_outliers, m.stop_rule, m.suspect, m.started_at, m.duration_s,
-                      m.campaign_id, m.ref_median_ms, m.graph_mode, COALESCE(m.exporter_version, 1) AS exporter_version,
+                      m.campaign_id, m.ref_median_ms, m.graph_mode, {self._VERSION} AS exporter_version,
                       m.degenerate
                FROM pick JOIN measurements m ON m.id = pick.id JOIN devices d ON d.id = m.device_id
                JOIN architectures a ON a.id = m.arch_id
