@@ -182,6 +182,26 @@ def test_a_replay_table_with_gaps_never_spends_a_pick_on_them(loop_setup, tmp_pa
     assert f"({len(gaps - constant)} candidates left out: the replay table has no value for them)" in out.stdout
     assert f"({len(constant)} candidates left out: their network's output is a constant)" in out.stdout
 
+def test_the_budget_counts_what_the_target_had_before_the_loop(loop_setup):
+    """A target with 50 earlier measurements and --budget 30 measured a first batch of 10 more and then said 'the
+    budget of 30 samples is spent' after 59: the budget is the target's measurements in all."""
+    s = loop_setup
+    with Store(s["store"]) as st:
+        p = plan(st, s, budget=12)
+        run_campaign(st, p.profile, SPACE, p.archs[:12], cache=ModelCache(s["cache"]))
+        result = tl.run_loop(p, lambda archs: pytest.fail(f"the budget is spent, yet {len(archs)} more were measured"))
+        assert result.rounds[0].n_samples == 12 and result.rounds[0].stop == "budget"
+        asked = []
+        q = plan(st, s, budget=14, seed=5)  # two left: the first batch of 6 shrinks to them
+
+        def measure(archs):
+            asked.append(len(archs))
+            run_campaign(st, q.profile, SPACE, archs, cache=ModelCache(s["cache"]))
+
+        last = tl.run_loop(q, measure).rounds[-1]
+        assert asked == [2] and last.n_samples == 14 and last.stop == "budget"
+
+
 def test_bad_input_is_refused_before_anything_is_measured(loop_setup):
     s = loop_setup
     with Store(s["store"]) as st:

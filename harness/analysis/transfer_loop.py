@@ -197,6 +197,7 @@ def run_loop(plan: LoopPlan, measure: Callable[[list[Arch]], None],
     batch = hist[-1].next_batch if hist else cl.first_batch(plan.pool, cfg.first_batch, cfg.seed).tolist()
     while True:
         todo = [i for i in batch if i not in measured and i not in failed]
+        todo = todo[:max(0, cfg.budget - len(measured))]  # the budget counts what the target had before the loop
         if todo:
             measure([plan.archs[i] for i in todo])
             measured, failed = measured_state(plan)
