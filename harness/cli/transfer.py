@@ -147,8 +147,9 @@ def transfer(
         console.print(f"the loop for {target} already settled in round {last.round} with {last.n_samples} samples; "
                       "its front:")
     _print_front(front, plan.accuracy_name, f"predicted Pareto front on {target} ({space}, {plan.accuracy_name})")
-    why = {"stable": "the front is stable", "budget": f"the budget of {budget} samples is spent"}.get(last.stop or "",
-                                                                                                     "no candidates left")
+    spent = (f"the budget of {budget} samples is spent" if last.n_samples <= budget else
+             f"--budget {budget} was spent before the loop began: the target already had more samples")
+    why = {"stable": "the front is stable", "budget": spent}.get(last.stop or "", "no candidates left")
     console.print(f"stopped after {last.n_samples} target samples ({why}). Confidence: expected HV ratio "
                   f"{last.expected_hv:.4f}, expected recall {last.expected_recall:.2f}, mean P(on front) "
                   f"{last.confidence:.2f}; LOO SRCC {_fmt(last.loo_srcc, '.3f')}"
