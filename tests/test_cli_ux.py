@@ -315,6 +315,7 @@ def test_measure_a_model_file_resumes_by_content(model_files, devices_dir, tmp_p
     common_args = ["--store", str(store), "--devices-dir", str(devices_dir)]
     first = flat(invoke("measure", "--device", "fast-onnx", "--model", str(model_files / "my.onnx"), *common_args))
     assert "1 measured" in first and "model files on fast-onnx" in first and "median ms" in first
+    assert "graph:" not in first  # a model file is measured as given: no graph mode was applied
     again = flat(invoke("measure", "--device", "fast-onnx", "--model", str(model_files / "my.onnx"), *common_args))
     assert "already in" in again and "nothing to do" in again
     renamed = tmp_path / "renamed.onnx"

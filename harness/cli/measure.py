@@ -100,7 +100,8 @@ def print_summary(s: CampaignSummary) -> None:
     visits = (f" ({s.rounds} interleaved visits to each of {s.requested - s.skipped} "
               f"{'model file(s)' if s.space == 'file' else 'architecture(s)'})"
               if s.rounds > 1 and s.ok + s.failed else "")
-    console.print(f"[bold]{esc(s.device)}[/] {esc(s.space)} (graph: {s.graph_mode}): {s.ok} measured, {s.failed} failed"
+    graph = "" if s.space == "file" else f" (graph: {s.graph_mode})"  # model files are measured as given
+    console.print(f"[bold]{esc(s.device)}[/] {esc(s.space)}{graph}: {s.ok} measured, {s.failed} failed"
                   f"{visits}, {s.skipped} already in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})",
                   highlight=False)
     if s.degenerate:
