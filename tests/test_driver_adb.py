@@ -111,7 +111,11 @@ def test_virtual_phone_profile_runs_a_campaign(store_path, cache_dir):
         assert summary.conditions["device_model"] == "Harness Virtual Phone"
         assert summary.conditions["runtime_version"].startswith("benchmark_model sha256:")
         m = st.measurements("virtual-phone")
-        assert (m["status"] == "ok").all() and (m["median_ms"] > 0).all()
+        # benchmark_model reports whole microseconds: the constant-output network among the three (no operators)
+        # runs in about one, so it reads 0 or 1 us; every real network takes far more
+        real = m["degenerate"] == 0
+        assert (m["status"] == "ok").all() and (m["median_ms"][real] > 0.01).all() and (m["median_ms"] >= 0).all()
+        assert real.sum() == 2
         assert (m["n_runs"] == FAST["timed_runs"]).all() and (m["per_run"] == 0).all()  # statistics, not runs
         assert (st.campaigns()["per_run"] == 0).all()
 
