@@ -29,6 +29,21 @@ from harness.analysis import closed_loop as cl  # noqa: E402
 from harness.analysis import pareto  # noqa: E402
 
 
+def target_pool(tab, t: int, acc: np.ndarray, src: list[int]) -> tuple[cl.Pool, np.ndarray]:
+    """The pool `harness transfer` builds for target column ``t`` (sources ``src``; constant-output networks and
+    architectures without a value or an accuracy left out) and the target's true latencies over it."""
+    truth = tab.lat[:, t]
+    ok = np.isfinite(truth) & np.isfinite(acc) & ~tab.constant
+    pool = cl.Pool([str(i) for i in np.flatnonzero(ok)], tab.filled[ok][:, src], [tab.names[j] for j in src],
+                   tab.x[ok], tab.both[ok], acc[ok], tab.feats.shape[1], tab.gcols_both)
+    return pool, truth[ok]
+
+
+def measured_rows(history: list[cl.Round], pool: cl.Pool, cfg: cl.LoopConfig) -> list[int]:
+    """Pool rows a simulated loop measured: its first batch and every batch but the last round's next one."""
+    return [i for r in history[:-1] for i in r.next_batch] + cl.first_batch(pool, cfg.first_batch, cfg.seed).tolist()
+
+
 def fixed_k(pool: cl.Pool, truth: np.ndarray, k: int, seed: int) -> np.ndarray:
     rows = cl.first_batch(pool, k, seed)
     rows = rows[np.isfinite(truth[rows])]
@@ -57,7 +72,7 @@ def main() -> None:
     args = ap.parse_args()
     for table in args.table:
         tab = load(table, args.cache, args.measured)  # the pool reads both views: plain view first, then the second
-        names, lat, filled, x = tab.names, tab.lat, tab.filled, tab.x
+        names, lat = tab.names, tab.lat
         acc = pd.read_csv(TABLES[table][1], usecols=[args.accuracy])[args.accuracy].to_numpy(dtype=float)
         who = (f"{len(names) - tab.n_targets} measured devices as targets, the table's {tab.n_targets} as sources"
                if args.measured else f"{len(names)} devices")
@@ -70,12 +85,8 @@ def main() -> None:
             name = names[t]
             if args.targets and name not in args.targets:
                 continue
-            truth = lat[:, t]
-            ok = np.isfinite(truth) & np.isfinite(acc) & ~tab.constant  # the pool `harness transfer` builds
             src = list(range(tab.n_targets)) if args.measured else [j for j in range(len(names)) if j != t]
-            pool = cl.Pool([str(i) for i in np.flatnonzero(ok)], filled[ok][:, src], [names[j] for j in src],
-                           x[ok], tab.both[ok], acc[ok], tab.feats.shape[1], tab.gcols_both)
-            y = truth[ok]
+            pool, y = target_pool(tab, t, acc, src)
             for seed in range(args.seeds):
                 cfg = cl.LoopConfig(first_batch=args.first_batch, batch=args.batch, budget=args.budget, seed=seed,
                                     explore=args.explore, pick=args.pick, hv_target=args.hv_target,
@@ -84,8 +95,7 @@ def main() -> None:
                 round_s += [r.seconds for r in hist]
                 last = hist[-1]
                 lat_loop = np.exp(cl.predict_log(model, pool))
-                measured = [i for r in hist[:-1] for i in r.next_batch] + cl.first_batch(pool, cfg.first_batch,
-                                                                                        seed).tolist()
+                measured = measured_rows(hist, pool, cfg)
                 lat_loop[measured] = y[measured]
                 c_loop = pareto.check(lat_loop, y, pool.accuracy)
                 c_20 = pareto.check(fixed_k(pool, y, 20, seed), y, pool.accuracy)

@@ -21,6 +21,7 @@ import pandas as pd
 from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from closed_loop import measured_rows, target_pool  # noqa: E402
 from transfer import TABLES, load  # noqa: E402
 
 from harness.analysis import closed_loop as cl  # noqa: E402
@@ -40,19 +41,13 @@ def main() -> None:
     acc = pd.read_csv(TABLES[args.table][1], usecols=[args.accuracy])[args.accuracy].to_numpy(dtype=float)
     parts = []
     for t in range(tab.n_targets):
-        truth = tab.lat[:, t]
-        ok = np.isfinite(truth) & np.isfinite(acc) & ~tab.constant  # the pool `harness transfer` builds
-        src = [j for j in range(len(tab.names)) if j != t]
-        pool = cl.Pool([str(i) for i in np.flatnonzero(ok)], tab.filled[ok][:, src], [tab.names[j] for j in src],
-                       tab.x[ok], tab.both[ok], acc[ok], tab.feats.shape[1], tab.gcols_both)
-        y = truth[ok]
+        pool, y = target_pool(tab, t, acc, [j for j in range(len(tab.names)) if j != t])
         for seed in range(args.seeds):
             cfg = cl.LoopConfig(seed=seed)
             hist, model = cl.simulate(pool, y, cfg)
             sigma = predictor_sigma({"metrics": {"round": hist[-1].to_json()}})  # as search reads a saved loop
             pred = np.exp(cl.predict_log(model, pool))
-            measured = {i for r in hist[:-1] for i in r.next_batch} | set(cl.first_batch(pool, cfg.first_batch,
-                                                                                         seed).tolist())
+            measured = set(measured_rows(hist, pool, cfg))
             rest = np.array([i for i in range(len(y)) if i not in measured])
             for q in BUDGET_QUANTILES:
                 budget = np.quantile(y, q)

@@ -253,6 +253,14 @@ def is_workload_label(label: str) -> bool:
     return re.fullmatch(WORKLOAD_LABEL_RE, label) is not None
 
 
+def _exporter_version(space_column: str) -> str:
+    """SQL for the exporter version a successful measurement's model came from: 1 for rows from before it was
+    recorded, NULL where no model of ours was measured (a replayed table answers by architecture, a model file is
+    measured as given), so that it is never stale. ``space_column``: where the query has the space."""
+    return (f"CASE WHEN m.model_digest IS NULL OR {space_column} = 'file' THEN NULL "
+            "ELSE COALESCE(m.exporter_version, 1) END")
+
+
 def _workload(workload: dict | None) -> dict:
     return {**DEFAULT_WORKLOAD, "calibration": None, **(workload or {})}
 
@@ -645,11 +653,9 @@ class Store:
         older than ``exporter_version`` (0 when it is not given). A campaign still marked 'running' whose
         process on this host is gone is shown as 'abandoned' (read-only: the store is relabelled when that
         device's next campaign starts)."""
-        q = """SELECT c.id, d.name AS device, c.space, c.status, c.planned,
+        q = f"""SELECT c.id, d.name AS device, c.space, c.status, c.planned,
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
-                      SUM(m.status = 'ok' AND ? IS NOT NULL AND COALESCE(m.exporter_version, 1) < ?
-                          AND c.space != 'file'  -- model files are measured as given: never stale
-                          AND m.model_digest IS NOT NULL) AS stale,  -- nor what no model answered (replay)
+                      SUM(m.status = 'ok' AND ? IS NOT NULL AND {_exporter_version("c.space")} < ?) AS stale,
                       AVG(m.n_runs) AS runs_per_model, MIN(m.per_run) AS per_run,
                       MAX(m.graph_mode) AS graph_mode, c.started_at, c.finished_at, c.message, c.host, c.pid
                FROM campaigns c JOIN devices d ON d.id = c.device_id
@@ -742,11 +748,7 @@ class Store:
     def _workload_params(w: dict) -> tuple:
         return int(w["batch_size"]), str(w["input_shape"] or ""), w["precision"], w["calibration"]
 
-    # the exporter version a successful measurement's model came from: 1 for rows from before it was recorded,
-    # None where no model of ours was measured (a replayed table answers by architecture, a model file is measured
-    # as given): never stale
-    _VERSION = ("CASE WHEN m.model_digest IS NULL OR a.space = 'file' THEN NULL "
-                "ELSE COALESCE(m.exporter_version, 1) END")
+    _VERSION = _exporter_version("a.space")
 
     @_guarded
     def measured_versions(self, device: str, space: str, graph_mode: str,
