@@ -89,9 +89,15 @@ class CampaignSummary:
     paused_s: float = 0.0
     graph_mode: str = "prune"
     stale: int = 0  # skipped architectures whose stored measurement is of an older exporter's model
-    degenerate: int = 0  # measured models whose output does not depend on the input
+    degenerate_keys: set[str] = field(default_factory=set)  # measured architectures whose output ignores the input
     rounds: int = 1  # visits per architecture: ``ok`` and ``failed`` count visits
+    fixed_runs: int | None = None  # the policy is adaptive but the driver times this fixed count per visit
     watched: int = 0  # successful visits whose runner saw the other processes' CPU use (a suspect check was made)
+
+    @property
+    def degenerate(self) -> int:
+        """Measured architectures (not visits) whose model's output does not depend on its input."""
+        return len(self.degenerate_keys)
 
 
 class Observer(Protocol):
@@ -399,7 +405,8 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
     assert r is not None
     est, suspect = assess(m, policy or Policy())
     stats = r.summary()
-    summary.degenerate += int(bool(m.degenerate))
+    if m.degenerate:  # a set: with rounds, each architecture is visited several times
+        summary.degenerate_keys.add(m.arch.key)
     summary.ok += 1
     summary.exported += int(m.exported)
     summary.runs += r.n_runs or len(r.timed_ms)  # a statistics-only tool (benchmark_model) reports its count
@@ -466,6 +473,8 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     try:
         driver = driver or make_driver(profile)
         summary.conditions = driver.prepare()
+        if pol.adaptive is not None and not type(driver).stops_adaptively:
+            summary.fixed_runs = pol.timed_runs  # the device's tool times a fixed count: the CLI says so
         retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         observer.started(summary, len(todo))
         watch = _Sentinels(store, cid, profile, space, archs, cache, driver, clock) if pol.sentinels else None

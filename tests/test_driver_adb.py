@@ -130,6 +130,21 @@ def test_cli_measure_virtual_phone_needs_no_setup(cli_env, tmp_path):
     assert not (tmp_path / "home" / ".android").exists()  # no key needed, none created
 
 
+def test_an_adaptive_policy_on_benchmark_model_says_the_fixed_count_it_times(cli_env, tmp_path):
+    """benchmark_model times --num_runs: a phone profile on the default (adaptive) policy is told so, and the
+    store holds exactly timed_runs runs per visit, not the adaptive 6-10 the profile seems to ask for."""
+    (Path(cli_env["HARNESS_DEVICES"]) / "my-phone.yaml").write_text(
+        "name: my-phone\nconnection: {kind: adb, serial: virtual}\nruntime: {name: tflite}\n"
+        "policy: {warmup_runs: 1, rounds: 1, reference: none, adaptive: {max_runs: 8}}\n")
+    env = {**cli_env, "HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    p = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "my-phone", "--arch", "0"], env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "times a fixed count: 50 runs per visit" in p.stdout
+    with Store(cli_env["HARNESS_STORE"]) as st:
+        assert st.measurements("my-phone", "nb201").n_runs.tolist() == [50]
+
+
 # --- faults -----------------------------------------------------------------------------------
 
 class DropAfterSecondModel:

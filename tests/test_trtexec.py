@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from harness.campaign import run_campaign
 from harness.devices.driver import make_driver
 from harness.devices.profile import parse_profile
+from harness.devices.trtexec import WARMUP_KEPT, kept_warmup
 from harness.devices.trtexec_output import parse_output, parse_times, version_from_tag
 from harness.errors import DeviceError, DriverUnavailable, ParseError
 from harness.models.cache import ModelCache
@@ -175,6 +176,24 @@ def test_include_transfers_times_host_latency(trtexec_bin, tmp_path, monkeypatch
     with make_driver(p) as d:
         r = d.run(d.push(art))
     assert r.conditions_before["trtexec"]["timed"] == "latencyMs"
+
+
+def test_a_long_warm_up_of_tiny_queries_keeps_its_ends_and_count_not_every_query(trtexec_bin, tmp_path,
+                                                                                  monkeypatch, cache_dir):
+    """trtexec warms up for a time: 200 ms (its default) of 10 us GPU queries would store 20,000 warm-up runs per
+    model (a campaign on the stand-in stored 72,000 rows)."""
+    monkeypatch.setenv("HARNESS_ENGINE_CACHE", str(tmp_path / "engines"))
+    p = trt_profile(trtexec_bin)
+    p = p.model_copy(update={"runtime": p.runtime.model_copy(update={"options": {"warmup_ms": 400}})})
+    art = ModelCache(cache_dir).get(SPACE.build(SPACE.parse(ARCH)), "onnx")
+    with make_driver(p) as d:
+        r = d.run(d.push(art))
+    n = r.conditions_before["trtexec"]["warmup_queries"]
+    assert len(r.warmup_ms) == min(n, 2 * WARMUP_KEPT)  # the stand-in runs ~250 queries in 400 ms here
+    many = [{"computeMs": float(i)} for i in range(1000)]
+    kept = kept_warmup(many)
+    assert len(kept) == 2 * WARMUP_KEPT and kept[0] is many[0] and kept[-1] is many[-1]
+    assert kept_warmup(many[:7]) == many[:7]
 
 
 def test_stale_cached_engine_is_rebuilt_once(trtexec_bin, tmp_path, monkeypatch, cache_dir):

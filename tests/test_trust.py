@@ -17,6 +17,7 @@ from harness.campaign import DeviceNotQuiet, run_campaign
 from harness.devices.profile import parse_profile
 from harness.errors import ProfileError
 from harness.measure.stats import OUTLIER, PREEMPTED, estimate, median_ci, median_ci_ranks, median_rel_ci
+from tests.conftest import harness
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
 from harness.results.store import Store
@@ -393,6 +394,13 @@ def test_measure_rounds_flag_interleaves_and_reports(cli_env):
     bad = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "fast-onnx", "--sample", "3",
                           "--rounds", "0"], env=cli_env, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--rounds" in bad.stderr
+
+
+def test_degenerate_models_are_counted_once_per_architecture_not_per_visit(cli_env):
+    # 11759's output ignores its input (nothing reaches node 3 but through 'none'); 0 is a real network
+    out = harness("measure", "-d", "fast-onnx", "--arch", "11759,0", "--rounds", "3", env=cli_env)
+    flat = " ".join(out.stdout.split())
+    assert "6 measured" in flat and "1 degenerate model(s)" in flat, flat
 
 
 def _throttling_campaign_with_sentinels(cache, store_path, archs, timed_runs: int, throttle_after_s: float) -> dict:

@@ -56,9 +56,16 @@ class ProgressObserver:
 
     def started(self, summary: CampaignSummary, todo: int) -> None:
         c = summary.conditions
-        console.print(f"[bold]{esc(summary.device)}[/]: {esc(c.get('runtime'))} {esc(c.get('runtime_version') or '')}, "
-                      f"{c.get('threads')} thread(s) on {esc(c.get('cpu_model') or c.get('machine') or '?')}; "
+        what = " ".join(str(v) for v in (c.get("runtime"), c.get("runtime_version")) if v)
+        if c.get("threads") is not None:
+            what += f", {c['threads']} thread(s)"
+        where = c.get("cpu_model") or c.get("gpu_name") or c.get("machine")
+        console.print(f"[bold]{esc(summary.device)}[/]: {esc(what)}{' on ' + esc(where) if where else ''}; "
                       f"{todo} to measure, {summary.skipped} already in the store", highlight=False)
+        if summary.fixed_runs:
+            console.print(f"  (this device's tool times a fixed count: {summary.fixed_runs} runs per visit, the "
+                          "policy's timed_runs; the profile's adaptive settings apply to harness's own runner "
+                          "only)", highlight=False)
         self.progress.update(self.task, description=summary.device, total=todo, completed=0)
 
     def model_done(self, o: ModelOutcome, summary: CampaignSummary) -> None:
@@ -130,14 +137,16 @@ def print_unstable(s: CampaignSummary, show: int = 3) -> None:
     console.print(f"  [yellow]unsteady:[/] {len(s.unstable)} of {s.ok} {what} ended with a 95 % CI of the median "
                   f"wider than +-5 % (or, without a CI, varied by >= {100 * UNSTABLE_CV:.0f} % run to run); "
                   f"worst: {names}", highlight=False)
-    if share >= 0.5 and s.suspect == 0 and s.watched >= s.ok:
+    many = share >= 0.5 and len(s.unstable) >= 3  # "most models" of 1 of 2 says nothing about the machine
+    if many and s.suspect == 0 and s.watched >= s.ok:
         # every visit was watched and none saw other processes or steal: not the machine's load
         hint = ("most models are affected, yet no visit saw other processes or hypervisor steal, so the models' own "
                 "run-to-run jitter is the likely cause (sub-millisecond models and int8 kernels jitter by 5-20 %): "
                 "let more runs narrow each median (the profile's adaptive max_runs / max_seconds, or rounds)")
-    elif share >= 0.5:
+    elif many:
         hint = ("most models are affected, so the machine is the likely cause: close other work (load, "
-                "thermal throttling) or raise the profile's warmup_runs / min_seconds")
+                "thermal throttling) or raise the profile's warmup_runs (and, with the adaptive policy, "
+                "adaptive.max_runs / max_seconds; with a fixed one, timed_runs / min_seconds)")
     else:
         hint = "rankings of these few may be off: measure them again with --remeasure --arch KEY"
     console.print(f"  {hint}.", highlight=False)

@@ -85,6 +85,10 @@ class Driver(ABC):
     # True: run() returns every timed and warm-up run. False: the device's tool reports statistics only;
     # run() returns a RunResult with per_run=False, n_runs and the tool's own summary().
     per_run_timings: ClassVar[bool] = True
+    # True: run() obeys an adaptive policy (stops between adaptive.min_runs and max_runs, by the CI rule). False:
+    # the device's tool times a fixed count, ``policy.timed_runs`` per visit whatever ``adaptive`` says (the
+    # campaign says so); the conformance suite checks whichever the driver declares.
+    stops_adaptively: ClassVar[bool] = False
 
     def __init__(self, profile: Profile):
         self.profile = profile

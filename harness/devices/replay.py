@@ -21,6 +21,7 @@ from pydantic import Field
 
 from harness.devices.profile import Connection, Profile
 from harness.errors import DeviceError
+from harness.measure.policy import adaptive_stop
 from harness.models.cache import Artifact, sha256_file
 from harness.models.spaces.base import Arch
 
@@ -77,6 +78,7 @@ class ReplayTable:
 
 class ReplayDriver(Driver):
     kind = "replay"
+    stops_adaptively = True
 
     def __init__(self, profile: Profile):
         super().__init__(profile)
@@ -118,7 +120,8 @@ class ReplayDriver(Driver):
             raise DeviceError(f"replay table has no value for {model_ref}")
         value = self.table.ms[model_ref]
         policy = self.profile.policy
-        n, warm = policy.timed_runs, policy.warmup_runs
+        ad = policy.adaptive
+        n, warm = (policy.timed_runs if ad is None else ad.max_runs), policy.warmup_runs
         if self.conn.noise > 0:
             digest = hashlib.sha256(f"{self.conn.seed}|{self.conn.column}|{model_ref}".encode()).digest()
             rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
@@ -126,7 +129,14 @@ class ReplayDriver(Driver):
         else:
             factors = np.ones(n + warm)
         runs = (value * factors).tolist()
-        return RunResult(timed_ms=runs[warm:], warmup_ms=runs[:warm])
+        timed, stop = runs[warm:], "fixed" if ad is None else "max_runs"
+        if ad is not None:  # the runner's rule on the replayed runs (no time passes: max_seconds never stops it)
+            for i in range(1, len(timed) + 1):
+                rule = adaptive_stop(timed[:i], 0.0, ad)
+                if rule:
+                    timed, stop = timed[:i], rule
+                    break
+        return RunResult(timed_ms=timed, warmup_ms=runs[:warm], stop_rule=stop)
 
     def cleanup(self) -> None:
         pass

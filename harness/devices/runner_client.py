@@ -59,6 +59,7 @@ class RunnerDriver(Driver):
     """The Driver interface on top of a runner worker; subclasses open the channel and push models."""
 
     lost_error: type[DeviceError] = DeviceError  # what a dead channel means for this transport
+    stops_adaptively = True  # harness's runner applies the adaptive rule run by run
 
     probe_path: str | None = None  # hwprobe.py on the device (None: beside the runner)
 

@@ -23,6 +23,7 @@ CPU = "/sys/devices/system/cpu"
 
 
 class SSHBenchmarkModelDriver(SSHDriver):
+    stops_adaptively = False  # benchmark_model times --num_runs (policy.timed_runs)
     def __init__(self, profile):
         super().__init__(profile)
         self.shell: SSHShell | None = None

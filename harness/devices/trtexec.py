@@ -152,13 +152,24 @@ class TrtexecSession:
             built_s = self.build(model_ref, engine)
             out, warm, timed = self.time(engine)
         key = "latencyMs" if self.profile.policy.include_transfers else "computeMs"
-        info = {"engine": engine, "engine_built_s": built_s, "timed": key, **conditions(out)}
-        return RunResult(timed_ms=[q[key] for q in timed], warmup_ms=[q[key] for q in warm],
+        info = {"engine": engine, "engine_built_s": built_s, "timed": key, "warmup_queries": len(warm),
+                **conditions(out)}
+        return RunResult(timed_ms=[q[key] for q in timed], warmup_ms=[q[key] for q in kept_warmup(warm)],
                          init_ms=built_s * 1e3 if built_s is not None else None,
                          conditions_before={"trtexec": info})
 
 
+WARMUP_KEPT = 50  # warm-up queries stored at each end: the warm-up is by time, 200 ms of 10 us queries = 20,000
+
+
+def kept_warmup(warm: list[dict]) -> list[dict]:
+    """The first and last ``WARMUP_KEPT`` warm-up queries (cold start, and where it settled): trtexec warms up
+    for a time, and storing every one of thousands of sub-millisecond queries per model bloats the store."""
+    return warm if len(warm) <= 2 * WARMUP_KEPT else warm[:WARMUP_KEPT] + warm[-WARMUP_KEPT:]
+
+
 class _TrtexecDriverMixin:
+    stops_adaptively = False  # trtexec times --iterations (policy.timed_runs) for at least --duration
     session: TrtexecSession | None
 
     def check(self) -> CheckReport:

@@ -33,6 +33,19 @@ class Adaptive(_Strict):
         return self
 
 
+def adaptive_stop(clean_ms: list[float], elapsed_s: float, ad: Adaptive) -> str | None:
+    """The runner's stopping rule after a timed run (``harness.devices.runner``), for drivers that time run by
+    run in Python (stand-ins, replay): ``ci_reached``, ``max_seconds``, or None to go on; the caller's loop
+    stops at ``max_runs``."""
+    from harness.devices.runner import median_rel_ci
+
+    if len(clean_ms) >= ad.min_runs and len(clean_ms) % 2 == 0 and median_rel_ci(clean_ms) <= ad.target_rel_ci:
+        return "ci_reached"
+    if elapsed_s >= ad.max_seconds:
+        return "max_seconds"
+    return None
+
+
 class Sentinels(_Strict):
     """Reference models re-timed every ``every`` models; leaving the band marks the window suspect."""
 

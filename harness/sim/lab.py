@@ -24,7 +24,7 @@ from typing import Any
 
 from harness.devices.driver import CheckReport, Driver, RunResult
 from harness.devices.profile import Profile
-from harness.devices.runner import median_rel_ci
+from harness.measure.policy import adaptive_stop
 from harness.models.cache import Artifact
 
 
@@ -66,6 +66,7 @@ class Physics:
 
 class LabDevice(Driver):
     kind = "lab"
+    stops_adaptively = True
 
     def __init__(self, profile: Profile, physics: Physics | None = None, *, true_ms: dict[str, float] | None = None,
                  clock: VirtualClock | None = None, seed: int = 0):
@@ -152,11 +153,9 @@ class LabDevice(Driver):
             if wait <= 0.02 * ms:
                 clean.append(ms)
             if ad is not None:
-                if len(clean) >= ad.min_runs and len(clean) % 2 == 0 and median_rel_ci(clean) <= ad.target_rel_ci:
-                    stop = "ci_reached"
-                    break
-                if self.clock.t - t0 >= ad.max_seconds:
-                    stop = "max_seconds"
+                rule = adaptive_stop(clean, self.clock.t - t0, ad)
+                if rule:
+                    stop = rule
                     break
         else:
             if ad is not None:

@@ -22,6 +22,7 @@ from pydantic import Field
 from harness.devices.driver import CheckReport, Driver, RunResult
 from harness.devices.profile import Connection
 from harness.errors import ConnectionLost, DeviceError, MeasurementTimeout
+from harness.measure.policy import adaptive_stop
 from harness.models.cache import Artifact
 
 # how a runtime recognises its file: TFLite's FlatBuffer identifier; ONNX's protobuf starts with ir_version
@@ -50,6 +51,7 @@ def latency_ms(model_digest: str, mean_ms: float, spread: float, seed: int) -> f
 
 class SleepDriver(Driver):
     kind = "sleep"
+    stops_adaptively = True
 
     def __init__(self, profile):
         super().__init__(profile)
@@ -107,13 +109,19 @@ class SleepDriver(Driver):
 
         for _ in range(pol.warmup_runs):
             sleep_once()
-        timed, t0 = 0, time.monotonic()
-        while timed < pol.timed_runs or time.monotonic() - t0 < pol.min_seconds:
+        ad = pol.adaptive
+        timed, t0, stop = 0, time.monotonic(), "fixed" if ad is None else "max_runs"
+        while timed < (pol.timed_runs if ad is None else ad.max_runs) or \
+                (ad is None and time.monotonic() - t0 < pol.min_seconds):
             sleep_once()
             timed += 1
+            rule = adaptive_stop([ms] * timed, time.monotonic() - t0, ad) if ad is not None else None
+            if rule:
+                stop = rule
+                break
         # the nominal latency is reported (deterministic); the sleeps above make the wall time real
         return RunResult(timed_ms=[ms] * timed, warmup_ms=[ms] * pol.warmup_runs, init_ms=0.0,
-                         conditions_before=before, conditions_after=self._conditions())
+                         conditions_before=before, conditions_after=self._conditions(), stop_rule=stop)
 
     @staticmethod
     def _conditions() -> dict[str, Any]:

@@ -23,6 +23,7 @@ from harness.devices.conditions import check_conditions
 from harness.devices.driver import Driver
 from harness.devices.profile import Profile
 from harness.errors import DeviceError, DriverError, MeasurementTimeout
+from harness.measure.policy import Adaptive
 from harness.models.cache import Artifact, ModelCache
 from harness.models.spaces import get_space
 
@@ -86,6 +87,24 @@ class DriverConformance:
         else:
             assert len(result.timed_ms) == 1 and result.warmup_ms == []  # one aggregate, no made-up runs
             assert 0 < s["min_ms"] <= s["median_ms"] and s["min_ms"] <= s["mean_ms"]
+
+    def test_an_adaptive_policy_is_obeyed_or_the_driver_says_it_times_a_fixed_count(self, make_driver, profile,
+                                                                                      artifact):
+        """The default policy is adaptive. A driver that declares ``stops_adaptively`` must stop between
+        ``adaptive.min_runs`` and ``max_runs``; one that does not times its fixed ``timed_runs`` (the campaign
+        tells the user so), never some third count."""
+        ad = Adaptive(target_rel_ci=0.5, min_runs=6, max_runs=8, max_seconds=60.0)
+        d = make_driver(profile.model_copy(update={"policy": profile.policy.model_copy(update={"adaptive": ad})}))
+        d.prepare()
+        try:
+            result = d.run(d.push(artifact))
+        finally:
+            d.cleanup()
+        if type(d).stops_adaptively:
+            assert ad.min_runs <= result.n_runs <= ad.max_runs, result.n_runs
+            assert result.stop_rule in ("ci_reached", "max_runs", "max_seconds")
+        else:
+            assert result.n_runs == profile.policy.timed_runs
 
     def test_conditions_recorded_before_and_after(self, driver, artifact):
         result = driver.run(driver.push(artifact))
