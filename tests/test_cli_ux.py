@@ -459,3 +459,37 @@ def test_unsteady_models_on_a_quiet_machine_are_not_blamed_on_the_machine():
     assert "machine is the likely cause" not in quiet
     assert "machine is the likely cause" in hint(watched=9, suspect=3)  # some visits saw others' load
     assert "machine is the likely cause" in hint(watched=0, suspect=0)  # nobody watched (e.g. a phone)
+
+
+def test_results_of_a_workload_get_their_confidence_intervals_and_bad_or_empty_asks_are_errors(cli_env, tmp_path):
+    from tests.conftest import harness
+
+    harness("measure", "-d", "fast-onnx", "--arch", "0,1,2", "--precision", "fp16", env=cli_env)
+    harness("measure", "-d", "fast-onnx", "--arch", "0,1,2", env=cli_env)
+    out = harness("export", "-o", str(tmp_path / "t.csv"), "--ci", "50", env=cli_env)
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "t.csv")
+    # the workload's column is named fast-onnx@fp16; its runs were once skipped as "not measured"
+    assert {"fast-onnx@fp16_ci_low_ms", "fast-onnx@fp16_ci_high_ms"} <= set(df.columns), list(df.columns)
+    assert (df["fast-onnx@fp16_ci_low_ms"] <= df["fast-onnx@fp16_ms"]).all()
+    cmp = harness("compare", "fast-onnx", "fast-onnx@fp16", "--ci", "20", env=cli_env)
+    assert "runs resampled for: fast-onnx, fast-onnx@fp16" in " ".join(cmp.stdout.split()), cmp.stdout
+    same = harness("compare", "fast-onnx", "fast-onnx", env=cli_env, check=False)
+    assert same.returncode == 2 and "two different devices" in same.stderr
+    bad = harness("export", "-o", str(tmp_path / "u.csv"), "--ci", "-3", env=cli_env, check=False)
+    assert bad.returncode == 2 and "--ci" in bad.stderr and "Traceback" not in bad.stderr
+    empty = harness("export", "-o", str(tmp_path / "e.csv"), "--space", "fbnet", env=cli_env, check=False)
+    assert empty.returncode == 2 and "no latencies in space 'fbnet'" in " ".join(empty.stderr.split())
+    assert not (tmp_path / "e.csv").exists()
+
+
+def test_a_campaign_whose_every_visit_failed_exits_nonzero(cli_env):
+    from tests.conftest import harness, write_profile
+
+    # LiteRT's GPU delegate cannot be loaded from Python: every model fails with device_error
+    write_profile(Path(cli_env["HARNESS_DEVICES"]), "no-gpu", {"name": "tflite", "delegate": "gpu"})
+    out = harness("measure", "-d", "no-gpu", "--arch", "0,1", env=cli_env, check=False)
+    assert out.returncode == 1 and "nothing was measured" in out.stderr, out.stdout + out.stderr
+    ok = harness("measure", "-d", "fast-onnx", "--arch", "0", env=cli_env)
+    assert ok.returncode == 0

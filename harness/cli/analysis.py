@@ -18,7 +18,7 @@ SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 DevicesOpt = Annotated[Optional[list[str]], typer.Option(
     "--device", help="Only these devices (repeat); default: every device with data in the space.")]
 MethodOpt = Annotated[str, typer.Option(help="spearman (SRCC, average ranks for ties) or kendall (tau-b).")]
-CiOpt = Annotated[int, typer.Option("--ci", help="Bootstrap resamples for 95% confidence intervals (0 = none; "
+CiOpt = Annotated[int, typer.Option("--ci", min=0, max=10_000, help="Bootstrap resamples for 95% confidence intervals (0 = none; "
                                                  "200 is a good start).")]
 
 
@@ -191,10 +191,9 @@ def srcc(
 
 def _noise(st, space: str, devices: list[str], n_boot: int, seed: int) -> dict:
     """Bootstrap draws of each measured device's latencies from its runs and rounds."""
-    from harness.measure.confidence import noise_draws
+    from harness.measure.confidence import measured_only, noise_draws
 
-    measured = set(st.devices().query("origin == 'measured'").name)
-    return {d: noise_draws(st, space, d, n_boot, seed) for d in devices if d in measured}
+    return {d: noise_draws(st, space, d, n_boot, seed) for d in measured_only(st, devices)}
 
 
 @cli_errors
@@ -202,7 +201,7 @@ def compare(
     device_a: Annotated[str, typer.Argument(help="A device with data in the space.")],
     device_b: Annotated[str, typer.Argument(help="Another device.")],
     space: SpaceOpt = "nb201",
-    ci: Annotated[int, typer.Option("--ci", help="Bootstrap resamples of each measured model's runs.")] = 200,
+    ci: Annotated[int, typer.Option("--ci", min=1, max=10_000, help="Bootstrap resamples of each measured model's runs.")] = 200,
     top: Annotated[int, typer.Option(help="List this many real disagreements.")] = 10,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     store: StoreOpt = DEFAULT_STORE,
@@ -217,6 +216,9 @@ def compare(
     from harness.measure.confidence import model_ci, srcc_with_noise
     from harness.results.store import open_store
 
+    if device_a == device_b:
+        raise HarnessError(f"compare needs two different devices; got {device_a!r} twice (to see how repeatable "
+                             "one device is, measure it again into another store and compare the two)")
     with open_store(store, write=False) as st:
         wide = analysis.latencies(st, space, [device_a, device_b])
         noise = _noise(st, space, [device_a, device_b], ci, seed)

@@ -26,7 +26,8 @@ console = Console()
 err = Console(stderr=True)
 
 StoreOpt = Annotated[Path, typer.Option(
-    "--store", envvar="HARNESS_STORE", help="Results store (SQLite file); created if missing.")]
+    "--store", envvar="HARNESS_STORE", help="Results store (SQLite file); measuring and importing create it, "
+    "reading commands need it to exist.")]
 DevicesDirOpt = Annotated[Path, typer.Option(
     "--devices-dir", envvar="HARNESS_DEVICES", help="Folder of your device profiles (*.yaml); they add to "
     "and override the built-ins.")]

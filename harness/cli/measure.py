@@ -204,7 +204,8 @@ def measure(
     with their kind go to the store; each model is committed as soon as it is done. A device is measured
     by one campaign at a time: a second command says who holds it and exits (code 3), or waits with --wait.
     With several --device options the devices measure at the same time (one progress line each); with --ray,
-    on the hosts they are attached to. Exit status 1 when a device stopped before its list was done.
+    on the hosts they are attached to. Exit status 1 when a device stopped before its list was done, or when
+    every model it tried failed.
     """
     if len(device) > 1 or ray_address is not None or not each:
         from harness.cli.farm import run_farm_command
@@ -215,10 +216,14 @@ def measure(
                          cache_dir=cache_dir, remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model,
                          batch_size=batch_size, input_shape=input_shape, precision=precision, rounds=rounds)
         return
-    run(device[0], space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
-        remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir, cache_dir=cache_dir,
-        remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model, batch_size=batch_size,
-        input_shape=input_shape, precision=precision, rounds=rounds)
+    summary = run(device[0], space, sample=sample, seed=seed, all_archs=all_archs, arch=arch, arch_file=arch_file,
+                  remeasure=remeasure, max_failures=max_failures, store=store, devices_dir=devices_dir,
+                  cache_dir=cache_dir, remeasure_stale=remeasure_stale, graph=graph, wait=wait, model=model,
+                  batch_size=batch_size, input_shape=input_shape, precision=precision, rounds=rounds)
+    if summary.failed and not summary.ok:  # a script must not read "finished, 0 measured" as success
+        err.print(f"[bold red]nothing was measured[/]: every one of {summary.failed} visit(s) failed "
+                  "(kinds above; the failures are in the store)", highlight=False)
+        raise typer.Exit(1)
 
 
 def parse_shape(text: str | None) -> list[int] | None:

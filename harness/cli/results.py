@@ -29,7 +29,7 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .csv.gz or .parquet.")],
     device: Annotated[Optional[list[str]], typer.Option(help="Only these devices (repeat); default all.")] = None,
     space: Annotated[Optional[str], typer.Option(help="Search space; default: the only one in the store.")] = None,
-    ci: Annotated[int, typer.Option("--ci", help=(
+    ci: Annotated[int, typer.Option("--ci", min=0, max=10_000, help=(
         "Add <device>_ci_low_ms / <device>_ci_high_ms: 95% CI of each measured model's latency from N "
         "bootstrap resamples of its runs and rounds (0 = none)."))] = 0,
     drift_correct: Annotated[bool, typer.Option(
@@ -47,19 +47,20 @@ def export(
         sp = _one_space(st, space)
         df = latency_table(st, sp, device or None)
         if ci:
-            from harness.measure.confidence import model_ci, noise_draws
+            from harness.measure.confidence import measured_only, model_ci, noise_draws
             from harness.models.spaces import get_space
 
             keys = get_space(sp).key_columns
-            measured = set(st.devices().query("origin == 'measured'").name)
             lat = st.latencies(sp).drop_duplicates("key")
             key_of = {tuple(json.loads(c)[k] for k in keys): key for key, c in zip(lat.key, lat.columns_json)}
             row_keys = [key_of.get(tuple(r)) for r in df[list(keys)].itertuples(index=False)]
-            for d in [c[:-3] for c in df.columns if c.endswith("_ms")]:
-                if d in measured:
-                    bounds = model_ci(noise_draws(st, sp, d, ci))
-                    df[f"{d}_ci_low_ms"] = [bounds.ci_low_ms.get(k) for k in row_keys]
-                    df[f"{d}_ci_high_ms"] = [bounds.ci_high_ms.get(k) for k in row_keys]
+            for d in measured_only(st, [c[:-3] for c in df.columns if c.endswith("_ms")]):
+                draws = noise_draws(st, sp, d, ci)
+                if draws.empty:
+                    continue
+                bounds = model_ci(draws)
+                df[f"{d}_ci_low_ms"] = [bounds.ci_low_ms.get(k) for k in row_keys]
+                df[f"{d}_ci_high_ms"] = [bounds.ci_high_ms.get(k) for k in row_keys]
         if drift_correct:
             from harness.measure.sentinels import corrected_latencies
             from harness.models.spaces import get_space
@@ -72,6 +73,10 @@ def export(
                 fixed = corrected_latencies(st, sp, d)
                 if not fixed.empty:
                     df[f"{d}_drift_corrected_ms"] = [fixed.get(k) for k in row_keys]
+    if len(df) == 0:  # an empty file that exits 0 reads as success in a script
+        raise HarnessError(f"{store} has no latencies in space {sp!r}"
+                           + (f" for {', '.join(device)}" if device else "")
+                           + "; nothing written (see `harness campaigns`, or measure / import first)")
     write_table(df, out)
     devices = [c[:-3] for c in df.columns
                if c.endswith("_ms") and not c.endswith(("_ci_low_ms", "_ci_high_ms", "_drift_corrected_ms"))]

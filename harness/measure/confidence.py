@@ -17,6 +17,13 @@ import pandas as pd
 from harness.results.store import Store, normalized
 
 
+def measured_only(store: Store, devices: list[str]) -> list[str]:
+    """The measured ones of ``devices``, workloads included (``local-onnx@int8`` is ``local-onnx``'s): only they
+    have runs to resample (an imported ``x@bs8`` never shares its base with a measured device: the store refuses)."""
+    measured = set(store.devices().query("origin == 'measured'").name)
+    return [d for d in devices if d.split("@", 1)[0] in measured]
+
+
 def noise_draws(store: Store, space: str, device: str, n_boot: int, seed: int = 0) -> pd.DataFrame:
     """Rows: architecture keys; columns: ``n_boot`` bootstrap latencies (ms) of ``device``."""
     visits = store.visits(space, device)
@@ -74,7 +81,8 @@ def srcc_with_noise(wide: pd.DataFrame, noise: dict[str, pd.DataFrame], n_boot: 
                 xb = db[idx, k % db.shape[1]] if db is not None else vb[idx]
                 xa = np.where(np.isnan(xa), va[idx], xa)
                 xb = np.where(np.isnan(xb), vb[idx], xb)
-                vals[k] = np.corrcoef(rankdata(xa), rankdata(xb))[0, 1]
+                with np.errstate(invalid="ignore", divide="ignore"):  # a resample of one repeated arch: NaN, skipped
+                    vals[k] = np.corrcoef(rankdata(xa), rankdata(xb))[0, 1]
             lo, hi = np.nanquantile(vals, [(1 - confidence) / 2, (1 + confidence) / 2])
             rows.append({"device_a": a, "device_b": b, "srcc": point, "n_common_archs": n,
                          "ci_low": float(lo), "ci_high": float(hi),
