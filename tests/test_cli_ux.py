@@ -487,9 +487,38 @@ def test_results_of_a_workload_get_their_confidence_intervals_and_bad_or_empty_a
 def test_a_campaign_whose_every_visit_failed_exits_nonzero(cli_env):
     from tests.conftest import harness, write_profile
 
-    # LiteRT's GPU delegate cannot be loaded from Python: every model fails with device_error
-    write_profile(Path(cli_env["HARNESS_DEVICES"]), "no-gpu", {"name": "tflite", "delegate": "gpu"})
-    out = harness("measure", "-d", "no-gpu", "--arch", "0,1", env=cli_env, check=False)
+    # a per-model limit no model can meet: every visit is a timeout failure, the campaign still "finishes"
+    write_profile(Path(cli_env["HARNESS_DEVICES"]), "too-strict", {"name": "onnxruntime", "threads": 1},
+                  policy={"timeout_seconds": 0.001})
+    out = harness("measure", "-d", "too-strict", "--arch", "0,1", env=cli_env, check=False)
     assert out.returncode == 1 and "nothing was measured" in out.stderr, out.stdout + out.stderr
+    assert "timeout=2" in out.stdout
     ok = harness("measure", "-d", "fast-onnx", "--arch", "0", env=cli_env)
     assert ok.returncode == 0
+
+
+def test_a_litert_delegate_python_cannot_load_is_refused_by_check_and_before_any_model(cli_env):
+    from tests.conftest import harness, write_profile
+
+    write_profile(Path(cli_env["HARNESS_DEVICES"]), "no-gpu", {"name": "tflite", "delegate": "gpu"})
+    check = harness("devices", "check", "no-gpu", env=cli_env, check=False)
+    assert check.returncode != 0 and "runtime.delegate gpu" in " ".join((check.stdout + check.stderr).split())
+    out = harness("measure", "-d", "no-gpu", "--arch", "0,1", env=cli_env, check=False)
+    flat = " ".join((out.stdout + out.stderr).split())
+    assert out.returncode != 0 and "benchmark_model" in flat and "device_error" not in flat, flat
+    with Store(cli_env["HARNESS_STORE"]) as st:
+        assert st.measurements().empty  # nothing was tried in vain
+
+
+def test_devices_list_says_when_the_profile_folder_is_missing_or_a_file(cli_env, tmp_path):
+    from tests.conftest import harness, write_profile
+
+    gone = harness("devices", "list", env={**cli_env, "HARNESS_DEVICES": str(tmp_path / "typo")})
+    assert "built-in profiles only" in " ".join(gone.stdout.split())
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    bad = harness("devices", "list", env={**cli_env, "HARNESS_DEVICES": str(afile)}, check=False)
+    assert bad.returncode == 2 and "is a file" in " ".join(bad.stderr.split())
+    write_profile(Path(cli_env["HARNESS_DEVICES"]), "local-onnx", {"name": "onnxruntime", "threads": 2})
+    mine = harness("devices", "list", env={**cli_env, "COLUMNS": "200"})
+    assert "overrides built-in" in mine.stdout and "built-in profiles only" not in mine.stdout

@@ -648,6 +648,22 @@ def test_devices_list_survives_an_alias_bomb(tmp_path):
     assert len(bad) == 1 and len(str(bad[0])) < 2000 and good
 
 
+def test_a_key_given_twice_is_an_error_naming_both_lines_not_the_last_one_silently(tmp_path):
+    from harness.devices.profile import load_profile
+    from harness.errors import ProfileError
+
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: dup\nconnection: {kind: local}\nruntime: {name: onnxruntime, threads: 1}\n"
+                    "policy: {warmup_runs: 1}\nruntime: {name: tflite, threads: 4}\n")
+    with pytest.raises(ProfileError, match=r"runtime: given twice \(lines 3 and 5\)") as e:
+        load_profile(path)
+    assert "dup.yaml" in str(e.value)
+    # YAML's merge key is no duplicate: the base's keys live in the aliased mapping
+    (tmp_path / "merged.yaml").write_text("name: merged\nconnection: {kind: local}\nruntime: {name: onnxruntime}\n"
+                                          "policy:\n  <<: &p {warmup_runs: 1, timed_runs: 3}\n  timed_runs: 4\n")
+    assert load_profile(tmp_path / "merged.yaml").policy.timed_runs == 4
+
+
 def test_huge_profile_file_is_refused(tmp_path):
     from harness.devices.profile import load_profile
     from harness.errors import ProfileError

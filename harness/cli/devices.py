@@ -8,6 +8,7 @@ from rich.table import Table
 
 from harness.cli.common import (DEFAULT_DEVICES, DevicesDirOpt, cli_errors, console, err, esc,
                                 print_table, reachable, working)
+from harness.errors import HarnessError
 
 app = typer.Typer(help="Device profiles: list them, show one, check that a device is reachable.",
                   no_args_is_help=True)
@@ -19,6 +20,9 @@ def list_devices(devices_dir: DevicesDirOpt = DEFAULT_DEVICES) -> None:
     """List the built-in profiles and yours (./devices/*.yaml). Broken files are reported, not skipped."""
     from harness.devices.registry import ProfileRegistry
 
+    if devices_dir.exists() and not devices_dir.is_dir():
+        raise HarnessError(f"--devices-dir (or HARNESS_DEVICES) {devices_dir} is a file; point it at the folder "
+                           "that holds your *.yaml profiles")
     good, bad = ProfileRegistry(devices_dir).load_all()
     from rich import box
 
@@ -26,10 +30,15 @@ def list_devices(devices_dir: DevicesDirOpt = DEFAULT_DEVICES) -> None:
     for col in ("name", "via", "runtime", "source"):
         table.add_column(col, no_wrap=True)
     table.add_column("hardware", ratio=1)
+    builtin = {e.name for e in ProfileRegistry(None).entries().values()}
     for entry, p in good:
+        origin = "user (overrides built-in)" if entry.origin == "user" and p.name in builtin else entry.origin
         table.add_row(p.name, p.connection.kind, f"{p.runtime.name} ×{p.runtime.threads}",
-                      entry.origin, escape(p.hardware or p.description))
+                      origin, escape(p.hardware or p.description))
     print_table(table)
+    if not devices_dir.is_dir():
+        console.print(esc(f"(no folder {devices_dir.resolve()}: built-in profiles only; write your profiles there, "
+                          "or point --devices-dir / HARNESS_DEVICES at the folder that holds them)"), highlight=False)
     for e in bad:
         err.print(f"[bold red]error:[/] {escape(str(e))}")
     if bad:

@@ -443,12 +443,43 @@ def load_profile(path: str | Path) -> Profile:
         raise ProfileError(str(path), ["file is not UTF-8 text"]) from None
     try:
         data = yaml.safe_load(text)
+        duplicate = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise ProfileError(str(path), [f"{where}YAML syntax error: {problem}"]) from None
+    if duplicate:
+        raise ProfileError(str(path), [duplicate])
     return parse_profile(data, str(path))
+
+
+def _duplicate_key(node: yaml.Node | None, where: str = "", visited: set[int] | None = None) -> str | None:
+    """The first key given twice in one mapping, as a message: YAML keeps the last silently, so a second
+    ``runtime:`` lower in the file would replace the first without a word. Reads the composed node tree (no
+    objects are constructed); an alias is the node it names, walked once (an alias bomb stays cheap)."""
+    visited = set() if visited is None else visited
+    if id(node) in visited:
+        return None
+    visited.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value) if isinstance(key, yaml.ScalarNode) else None
+            if name is not None:
+                if name in seen:
+                    return (f"{where}{name}: given twice (lines {seen[name] + 1} and {key.start_mark.line + 1}); "
+                            "YAML would keep only the second: merge them into one")
+                seen[name] = key.start_mark.line
+            found = _duplicate_key(value, f"{where}{name}." if name is not None else where, visited)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found = _duplicate_key(item, where, visited)
+            if found:
+                return found
+    return None
 
 
 def profile_yaml(profile: Profile) -> str:

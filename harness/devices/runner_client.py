@@ -55,6 +55,9 @@ def condition_warnings(profile, gpu: dict[str, Any]) -> list[str]:
     return out
 
 
+PYTHON_LESS_DELEGATES = ("gpu", "nnapi", "hexagon")  # benchmark_model only (harness.devices.runner refuses them)
+
+
 class RunnerDriver(Driver):
     """The Driver interface on top of a runner worker; subclasses open the channel and push models."""
 
@@ -145,7 +148,19 @@ class RunnerDriver(Driver):
             "the build that has it (onnxruntime-gpu for CUDA/TensorRT) for the runner's Python, or set "
             "runtime.execution_provider to one of those.")
 
+    def check_delegate(self) -> None:
+        """LiteRT's GPU, NNAPI and Hexagon delegates cannot be loaded from Python: refuse before any model (every
+        model would fail with device_error after `devices check` said ok)."""
+        rt = self.profile.runtime
+        if rt.name == "tflite" and rt.delegate in PYTHON_LESS_DELEGATES:
+            raise DriverUnavailable(
+                f"{self.profile.name}: runtime.delegate {rt.delegate} cannot be loaded by LiteRT's Python API, which "
+                "harness's runner uses (it has cpu, xnnpack and reference). Time it with TFLite's benchmark_model: "
+                "an ADB profile, or connection.benchmark_model on an SSH profile (README: 'ARM boards with "
+                "benchmark_model').")
+
     def prepare(self) -> dict[str, Any]:
+        self.check_delegate()
         if self._channel is None:
             self._start()
         self.check_provider()
