@@ -23,7 +23,7 @@ from harness import interrupts
 from harness.devices.driver import Driver, RunResult, make_driver
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.preflight import check_workload
-from harness.devices.profile import Policy, Profile
+from harness.devices.profile import Policy, Profile, measurement_changes
 from harness.errors import (ConnectionLost, DriverError, DriverUnavailable, ExportError, FailureKind, HarnessError,
                             StoreError)
 from harness.measure import sentinels
@@ -91,6 +91,7 @@ class CampaignSummary:
     stale: int = 0  # skipped architectures whose stored measurement is of an older exporter's model
     degenerate_keys: set[str] = field(default_factory=set)  # measured architectures whose output ignores the input
     rounds: int = 1  # visits per architecture: ``ok`` and ``failed`` count visits
+    profile_changes: list[str] = field(default_factory=list)  # stored ones were measured with another setup
     fixed_runs: int | None = None  # the policy is adaptive but the driver times this fixed count per visit
     watched: int = 0  # successful visits whose runner saw the other processes' CPU use (a suspect check was made)
 
@@ -453,6 +454,10 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
                               graph_mode=profile.graph, rounds=pol.rounds)
     if not (remeasure or remeasure_stale):
         summary.stale = len(stale_keys(store, profile, space, archs))
+        if summary.skipped:  # some are kept as measured: were they measured with another setup?
+            now = profile.as_dict()
+            summary.profile_changes = sorted({c for before in store.measured_profiles(profile.name, space.name)
+                                              for c in measurement_changes(before, now)})
     if not todo:
         return summary
     # bad workload: one clear error before anything starts

@@ -522,3 +522,21 @@ def test_devices_list_says_when_the_profile_folder_is_missing_or_a_file(cli_env,
     write_profile(Path(cli_env["HARNESS_DEVICES"]), "local-onnx", {"name": "onnxruntime", "threads": 2})
     mine = harness("devices", "list", env={**cli_env, "COLUMNS": "200"})
     assert "overrides built-in" in mine.stdout and "built-in profiles only" not in mine.stdout
+
+
+def test_resuming_with_a_changed_runtime_says_the_kept_ones_were_measured_with_another(cli_env):
+    from tests.conftest import harness, write_profile
+
+    harness("measure", "-d", "fast-onnx", "--arch", "0,1", env=cli_env)
+    same = harness("measure", "-d", "fast-onnx", "--arch", "0,1,2", env=cli_env)
+    assert "changed:" not in same.stdout  # a plain resume says nothing
+    write_profile(Path(cli_env["HARNESS_DEVICES"]), "fast-onnx", {"name": "onnxruntime", "threads": 2})
+    out = harness("measure", "-d", "fast-onnx", "--arch", "0,1,2", env={**cli_env, "COLUMNS": "250"})
+    assert "nothing to do" in out.stdout
+    assert "were measured with another profile (runtime.threads: 1 -> 2)" in out.stdout, out.stdout
+    harness("measure", "-d", "fast-onnx", "--arch", "0", "--remeasure", env=cli_env)
+    mixed = harness("measure", "-d", "fast-onnx", "--arch", "0,1,2", env={**cli_env, "COLUMNS": "250"})
+    assert "(runtime.threads: 1 -> 1)" not in mixed.stdout and "runtime.threads: 1 -> 2" in mixed.stdout  # 1, 2 still
+    harness("measure", "-d", "fast-onnx", "--arch", "1,2", "--remeasure", env=cli_env)
+    now = harness("measure", "-d", "fast-onnx", "--arch", "0,1,2", env=cli_env)
+    assert "changed:" not in now.stdout  # every kept latency is of this setup now

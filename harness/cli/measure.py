@@ -126,6 +126,13 @@ def print_summary(s: CampaignSummary) -> None:
                       + (f"; paused {s.paused_s:.1f} s for sentinels" if s.paused_s else ""), highlight=False)
 
 
+def print_profile_changes(s: CampaignSummary) -> None:
+    """Architectures kept as measured were measured with another runtime or machine: one device name, two setups."""
+    console.print(f"  [yellow]changed:[/] {s.skipped} architecture(s) kept as measured on {esc(s.device)} were "
+                  f"measured with another profile ({esc('; '.join(s.profile_changes))}); add --remeasure to measure "
+                  "them again with this one, or give the new setup its own profile name", highlight=False)
+
+
 def print_unstable(s: CampaignSummary, show: int = 3) -> None:
     """Name the least repeatable models with their CV and say what to do, instead of a blanket warning."""
     from harness.campaign import UNSTABLE_CV
@@ -312,6 +319,8 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         print_summary(summary)
     if model:
         print_model_results(st_path=store, device=profile.name, keys=[a.key for a in archs])
+    if summary.profile_changes:
+        print_profile_changes(summary)
     if summary.stale:
         from harness.models.cache import EXPORTER_VERSION
 

@@ -344,6 +344,24 @@ class Profile(_Strict):
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# settings that reach the device but not the number it measures: a new key or path is the same device
+_NOT_THE_MEASUREMENT = {"user", "key_file", "known_hosts", "insecure_skip_host_key_check", "workdir",
+                        "reconnect_attempts", "reconnect_backoff_s", "transport"}
+
+
+def measurement_changes(before: dict, after: dict) -> list[str]:
+    """What differs between two profiles (``as_dict``) in what decides the measured latency, as ``field: old ->
+    new``: the runtime and the connection (the machine, its interpreter or tool). Workloads and graph modes are
+    not here: they are separate series in the store already."""
+    changes = []
+    for block in ("runtime", "connection"):
+        old, new = before.get(block) or {}, after.get(block) or {}
+        for key in sorted(set(old) | set(new)):
+            if key not in _NOT_THE_MEASUREMENT and old.get(key) != new.get(key):
+                changes.append(f"{block}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    return changes
+
+
 # --- loading with errors a person can act on --------------------------------------------------
 
 def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
