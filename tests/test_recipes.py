@@ -4,6 +4,7 @@ line, registered here from the test, and then work everywhere (profiles, campaig
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -172,3 +173,62 @@ def test_toy_method_adapts_predicts_and_validates(monkeypatch, store_path, tmp_p
         assert check.predicted_from.startswith("scaled-proxy")
     with pytest.raises(UnknownNameError, match="scaled-proxy"):  # the registry lists it among the valid ones
         methods.get_method("scaled-prox")
+
+
+# --- the same driver from outside the package: a plug-in file named by $HARNESS_PLUGINS -------------
+PLUGIN = '''
+from typing import Literal
+
+from pydantic import Field
+
+from harness.devices.driver import register_driver
+from harness.devices.local import LocalDriver
+from harness.devices.profile import Connection
+
+
+class PluggedConnection(Connection):
+    kind: Literal["plugged"]
+    niceness: int = Field(0, ge=0, le=19)
+
+
+class PluggedDriver(LocalDriver):
+    kind = "plugged"
+
+    def prepare(self):
+        return {**super().prepare(), "niceness": self.profile.connection.niceness}
+
+
+register_driver("plugged", PluggedDriver, PluggedConnection)
+'''
+
+
+def test_a_plugin_file_adds_a_driver_to_the_cli_without_editing_harness(cli_env, tmp_path):
+    from tests.conftest import harness, write_profile
+
+    (tmp_path / "lab_driver.py").write_text(PLUGIN)
+    write_profile(Path(cli_env["HARNESS_DEVICES"]), "plugged-box", {"name": "onnxruntime", "threads": 1},
+                  connection={"kind": "plugged", "niceness": 3})
+    without = harness("devices", "check", "plugged-box", env=cli_env, check=False, subprocess_=True)
+    assert without.returncode != 0 and "'plugged' is not a connection kind" in without.stderr
+    env = {**cli_env, "HARNESS_PLUGINS": str(tmp_path / "lab_driver.py")}
+    out = harness("measure", "-d", "plugged-box", "--arch", "0", env=env, subprocess_=True)
+    assert "1 measured, 0 failed" in out.stdout
+    with Store(cli_env["HARNESS_STORE"]) as st:
+        cid = int(st.measurements("plugged-box").campaign_id.iloc[0])
+        cond = st.db.execute("SELECT conditions_json FROM campaigns WHERE id = ?", (cid,)).fetchone()[0]
+    assert '"niceness": 3' in cond
+    # an installed package declares it as an entry point instead (here a bare dist-info on PYTHONPATH)
+    info = tmp_path / "site" / "lab_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lab-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[harness.plugins]\nlab = lab_driver_pkg\n")
+    (tmp_path / "site" / "lab_driver_pkg.py").write_text(PLUGIN)
+    installed = harness("devices", "check", "plugged-box", env={**cli_env, "PYTHONPATH": str(tmp_path / "site")},
+                        subprocess_=True)
+    assert "plugged-box: ok" in installed.stdout
+    (tmp_path / "broken.py").write_text("import not_a_module_anywhere\n")
+    bad = harness("devices", "check", "plugged-box", env={**cli_env, "HARNESS_PLUGINS": str(tmp_path / "broken.py")},
+                  check=False, subprocess_=True)
+    flat = " ".join(bad.stderr.split())
+    assert bad.returncode == 2 and "broken.py could not be imported: ModuleNotFoundError" in flat, flat
+    assert "Traceback" not in bad.stderr

@@ -21,6 +21,9 @@ def count_text(n: int | None) -> str:
 def spaces() -> None:
     """List the search spaces, their size and key columns."""
     from harness.models.spaces import SPACES
+    from harness.plugins import load_plugins
+
+    load_plugins()  # spaces that plug-ins add are listed too
 
     table = Table(title="search spaces")
     for col in ("name", "architectures", "key columns", "input", "description"):

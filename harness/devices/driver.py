@@ -143,7 +143,7 @@ class Driver(ABC):
 
 # connection kind -> (driver, the pydantic model of its profile's `connection:` block), each a class or a
 # "module:Class" imported only when used. Adding a driver is one module plus one line here (or one
-# register_driver call from your own code).
+# register_driver call from your own code, or a plug-in: harness.plugins).
 DRIVERS: dict[str, tuple[str | type, str | type]] = {
     "local": ("harness.devices.local:LocalDriver", "harness.devices.profile:LocalConnection"),
     "ssh": ("harness.devices.ssh:SSHDriver", "harness.devices.profile:SSHConnection"),
@@ -180,16 +180,22 @@ def _load(ref: str | type) -> type:
     return ref
 
 
-def driver_class(kind: str) -> type[Driver]:
+def _registered(kind: str) -> tuple[str | type, str | type]:
+    if kind not in DRIVERS:
+        from harness.plugins import load_plugins
+
+        load_plugins()
     if kind not in DRIVERS:
         raise UnknownNameError("connection kind", kind, list(DRIVERS))
-    return _load(DRIVERS[kind][0])
+    return DRIVERS[kind]
+
+
+def driver_class(kind: str) -> type[Driver]:
+    return _load(_registered(kind)[0])
 
 
 def connection_model(kind: str) -> type[Connection]:
-    if kind not in DRIVERS:
-        raise UnknownNameError("connection kind", kind, list(DRIVERS))
-    return _load(DRIVERS[kind][1])
+    return _load(_registered(kind)[1])
 
 
 def make_driver(profile: Profile) -> Driver:

@@ -306,6 +306,10 @@ class Profile(_Strict):
             raise PydanticCustomError("connection_kind_missing", "required field is missing; expected one of "
                                       "{kinds}", {"kinds": ", ".join(DRIVERS)})
         if v["kind"] not in DRIVERS:
+            from harness.plugins import load_plugins
+
+            load_plugins()  # an out-of-tree driver registers its kind when imported
+        if v["kind"] not in DRIVERS:
             raise PydanticCustomError("connection_kind_invalid", "{kind} is not a connection kind; expected one "
                                       "of {kinds}", {"kind": repr(v["kind"]), "kinds": ", ".join(DRIVERS)})
         return connection_model(v["kind"]).model_validate(v)

@@ -34,6 +34,10 @@ def register(name: str, impl: str | type) -> None:
 
 def get_method(name: str) -> Method:
     """The method registered under ``name`` (or the name a predictor was saved under), ready to use."""
+    if name not in METHODS and SAVED_AS.get(name) not in METHODS:
+        from harness.plugins import load_plugins
+
+        load_plugins()
     impl = METHODS.get(SAVED_AS.get(name, name)) if name not in METHODS else METHODS[name]
     if impl is None:
         raise UnknownNameError("method", name, list(METHODS))

@@ -19,11 +19,20 @@ SPACES: dict[str, type[SearchSpace]] = {
 }
 
 
+def register_space(space: type[SearchSpace]) -> None:
+    """Add (or replace) a search space under its ``name`` (from your code, or a plug-in: harness.plugins)."""
+    SPACES[space.name] = space
+
+
 def get_space(name: str) -> SearchSpace:
+    if name not in SPACES:
+        from harness.plugins import load_plugins
+
+        load_plugins()
     try:
         return SPACES[name]()
     except KeyError:
         raise UnknownNameError("search space", name, list(SPACES)) from None
 
 
-__all__ = ["Arch", "SearchSpace", "SPACES", "get_space"]
+__all__ = ["Arch", "SearchSpace", "SPACES", "get_space", "register_space"]
