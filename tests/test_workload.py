@@ -57,8 +57,9 @@ def test_command_line_override_is_validated_and_names_the_flags():
     p = parse_profile(BASE, "p.yaml")
     assert p.with_workload(batch_size=8).workload.batch_size == 8
     assert p.with_workload(batch_size=None) is p
-    with pytest.raises(ProfileError, match=r"--precision.*\n.*workload.precision"):
-        p.with_workload("command line (--batch-size, --precision)", precision="bf16")
+    with pytest.raises(ProfileError, match=r"with the workload of the command line:\n  - --precision \(workload.precision\)") as e:
+        p.with_workload("the command line", precision="bf16", batch_size=2)
+    assert "--batch-size" not in str(e.value)  # only the flag that is wrong
 
 
 @pytest.mark.parametrize("space, runtime, workload, field", [
@@ -235,3 +236,22 @@ def is_workload_label_like(text: str) -> bool:
     import re
 
     return re.fullmatch(r"(bs[0-9]+)?(\.?[0-9]+x[0-9]+)?(\.?(fp16|int8))?", text) is not None and text != ""
+
+
+def test_measuring_a_workload_series_name_says_how(cli_env):
+    from tests.conftest import harness
+
+    out = harness("measure", "-d", "fast-onnx@bs8.fp16", "--arch", "0", env=cli_env, check=False)
+    flat = " ".join(out.stderr.split())
+    assert out.returncode == 2 and "is a workload of fast-onnx: measure it with -d fast-onnx and --batch-size" in flat
+    assert "to define it" not in flat  # '@' is no profile name: never suggest creating one
+
+
+def test_campaigns_name_the_workload_series_each_measured(cli_env):
+    from tests.conftest import harness
+
+    harness("measure", "-d", "fast-onnx", "--arch", "0", env=cli_env)
+    harness("measure", "-d", "fast-onnx", "--arch", "0", "--precision", "fp16", "--batch-size", "2", env=cli_env)
+    out = harness("campaigns", env={**cli_env, "COLUMNS": "160"})
+    rows = [line.split() for line in out.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[1] for r in rows] == ["fast-onnx", "fast-onnx@bs2.fp16"], out.stdout

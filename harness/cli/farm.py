@@ -105,7 +105,7 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
     from harness.cli.measure import choose_targets, parse_shape
 
     registry = ProfileRegistry(devices_dir)
-    profiles = [registry.get(d).with_workload("command line (--batch-size, --input-shape, --precision)",
+    profiles = [registry.get(d).with_workload("the command line",
                                               batch_size=batch_size, input_shape=parse_shape(input_shape),
                                               precision=precision) for d in devices]
     if rounds is not None:  # --rounds: checked against the farm like a profile's policy.rounds

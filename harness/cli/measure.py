@@ -187,7 +187,8 @@ def measure(
         "architectures: stored under space 'file', keyed by name and content hash, resumed like any campaign.")] = None,
     max_failures: Annotated[int, typer.Option(help="Stop after this many failures in a row.")] = 5,
     batch_size: Annotated[Optional[int], typer.Option(
-        help="Batch size instead of the profile's workload.batch_size (default 1).")] = None,
+        min=1, help="Batch size instead of the profile's workload.batch_size (default 1); latencies are per "
+                    "batch (one inference of N inputs).")] = None,
     input_shape: Annotated[Optional[str], typer.Option(
         help="Input HEIGHTxWIDTH instead of the space's resolution, e.g. 64x64 (spaces without "
              "resolution in their keys).")] = None,
@@ -279,7 +280,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         from harness.results.store import Store
 
     profile = ProfileRegistry(devices_dir).get(device).with_workload(
-        "command line (--batch-size, --input-shape, --precision)", batch_size=batch_size,
+        "the command line", batch_size=batch_size,
         input_shape=parse_shape(input_shape), precision=precision)
     if graph is not None:  # a campaign setting: recorded with the campaign's profile and each measurement
         profile = profile.model_copy(update={"graph": check_mode(graph)})

@@ -328,8 +328,9 @@ class Profile(_Strict):
         label = self.workload.label()
         return f"{self.name}@{label}" if label else self.name
 
-    def with_workload(self, source: str = "command line", **changes: Any) -> Profile:
-        """A copy with workload fields replaced (``None`` keeps the profile's), validated like the file."""
+    def with_workload(self, source: str = "the command line", **changes: Any) -> Profile:
+        """A copy with workload fields replaced (``None`` keeps the profile's), validated like the file. An
+        error names the flag a field came from (``--batch-size``) when ``source`` is the command line."""
         changes = {k: v for k, v in changes.items() if v is not None}
         if not changes:
             return self
@@ -338,7 +339,12 @@ class Profile(_Strict):
         try:
             return Profile.model_validate(data)
         except ValidationError as e:
-            raise ProfileError(source, [_describe(err, data) for err in e.errors()]) from None
+            problems = [_describe(err, data) for err in e.errors()]
+            if "command line" in source:
+                for key in changes:
+                    flag = "--" + key.replace("_", "-")
+                    problems = [p.replace(f"workload.{key}:", f"{flag} (workload.{key}):", 1) for p in problems]
+            raise ProfileError(f"{self.name} with the workload of {source}", problems) from None
 
     def digest(self) -> str:
         """Hash of everything that changes what is measured (not the description)."""

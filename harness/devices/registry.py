@@ -42,6 +42,11 @@ class ProfileRegistry:
     def get(self, name: str) -> Profile:
         entries = self.entries()
         if name not in entries:
+            base, at, label = name.partition("@")
+            if at and base in entries:  # a workload's series name, as export and srcc print it
+                raise UnknownNameError("device", name, list(entries), hint=(
+                    f"{name} is a workload of {base}: measure it with -d {base} and --batch-size / --input-shape / "
+                    "--precision (or a profile whose workload: says so)"))
             raise UnknownNameError("device", name, list(entries),
                                    hint=f"add {(self.user_dir or Path('devices')) / (name + '.yaml')} to define it")
         return load_profile(entries[name].path)

@@ -669,7 +669,9 @@ class Store:
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
                       SUM(m.status = 'ok' AND ? IS NOT NULL AND {_exporter_version("c.space")} < ?) AS stale,
                       AVG(m.n_runs) AS runs_per_model, MIN(m.per_run) AS per_run,
-                      MAX(m.graph_mode) AS graph_mode, c.started_at, c.finished_at, c.message, c.host, c.pid
+                      MAX(m.graph_mode) AS graph_mode, MAX(m.batch_size) AS batch_size,
+                      MAX(m.input_shape) AS input_shape, MAX(m.precision) AS precision,
+                      c.started_at, c.finished_at, c.message, c.host, c.pid
                FROM campaigns c JOIN devices d ON d.id = c.device_id
                LEFT JOIN measurements m ON m.campaign_id = c.id
                GROUP BY c.id ORDER BY c.id"""
@@ -681,7 +683,11 @@ class Store:
         df.loc[gone, "status"] = "abandoned"
         df.loc[gone, "message"] = "process ended without closing the campaign"
         df["message"] = df["message"].astype(object).where(df["message"].notna(), None)
-        return df.drop(columns=["host", "pid"])
+        # the series it measured: a non-default workload is its own device (local-onnx@int8), as export names it
+        df["device"] = [d if b != b or b is None else measured_name(d, int(b), s if isinstance(s, str) else "",
+                                                                     p if isinstance(p, str) else "fp32")
+                        for d, b, s, p in zip(df.device, df.batch_size, df.input_shape, df.precision)]
+        return df.drop(columns=["host", "pid", "batch_size", "input_shape", "precision"])
 
     # --- measurements --------------------------------------------------------------------
     @_guarded
