@@ -540,3 +540,23 @@ def test_resuming_with_a_changed_runtime_says_the_kept_ones_were_measured_with_a
     harness("measure", "-d", "fast-onnx", "--arch", "1,2", "--remeasure", env=cli_env)
     now = harness("measure", "-d", "fast-onnx", "--arch", "0,1,2", env=cli_env)
     assert "changed:" not in now.stdout  # every kept latency is of this setup now
+
+
+def test_export_picks_one_graph_mode_when_a_device_was_measured_in_both(cli_env, tmp_path):
+    import pandas as pd
+
+    from tests.conftest import harness
+
+    harness("measure", "-d", "fast-onnx", "--arch", "0,1", env=cli_env)
+    harness("measure", "-d", "fast-onnx", "--arch", "0", "--graph", "keep", env=cli_env)
+    mixed = harness("export", "-o", str(tmp_path / "m.csv"), env={**cli_env, "COLUMNS": "200"})
+    assert "both graph modes" in mixed.stdout and "--graph prune" in mixed.stdout
+    assert sorted(pd.read_csv(tmp_path / "m.csv")["fast-onnx_graph"]) == ["keep", "prune"]
+    harness("export", "-o", str(tmp_path / "p.csv"), "--graph", "prune", "--ci", "20", env=cli_env)
+    prune = pd.read_csv(tmp_path / "p.csv")
+    assert len(prune) == 2 and set(prune["fast-onnx_graph"]) == {"prune"} and "fast-onnx_ci_low_ms" in prune
+    keep = pd.read_csv(harness("export", "-o", str(tmp_path / "k.csv"), "--graph", "keep", env=cli_env) and
+                       tmp_path / "k.csv")
+    assert list(keep["nb201_index"]) == [0] and set(keep["fast-onnx_graph"]) == {"keep"}
+    bad = harness("export", "-o", str(tmp_path / "x.csv"), "--graph", "pruned", env=cli_env, check=False)
+    assert bad.returncode == 2 and "graph mode 'pruned'" in bad.stderr

@@ -35,6 +35,9 @@ def export(
     drift_correct: Annotated[bool, typer.Option(
         "--drift-correct", help="Add <device>_drift_corrected_ms: latencies with the sentinels' recorded drift "
                                 "divided out (devices measured with sentinels; a model, so labelled apart).")] = False,
+    graph: Annotated[Optional[str], typer.Option(
+        help="Only measurements of this graph mode (prune or keep): a device measured in both otherwise gets "
+             "each architecture's latest, whichever mode (see <device>_graph).")] = None,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Write the tidy latency table: one row per architecture, key columns, a <device>_ms median column each."""
@@ -43,9 +46,13 @@ def export(
         from harness.results.export import latency_table, write_table
         from harness.results.store import open_store
 
+    if graph is not None:
+        from harness.models.passes import check_mode
+
+        graph = check_mode(graph)
     with open_store(store, write=False) as st:
         sp = _one_space(st, space)
-        df = latency_table(st, sp, device or None)
+        df = latency_table(st, sp, device or None, graph)
         if ci:
             from harness.measure.confidence import measured_only, model_ci, noise_draws
             from harness.models.spaces import get_space
@@ -55,7 +62,7 @@ def export(
             key_of = {tuple(json.loads(c)[k] for k in keys): key for key, c in zip(lat.key, lat.columns_json)}
             row_keys = [key_of.get(tuple(r)) for r in df[list(keys)].itertuples(index=False)]
             for d in measured_only(st, [c[:-3] for c in df.columns if c.endswith("_ms")]):
-                draws = noise_draws(st, sp, d, ci)
+                draws = noise_draws(st, sp, d, ci, graph=graph)
                 if draws.empty:
                     continue
                 bounds = model_ci(draws)
@@ -94,7 +101,7 @@ def export(
                                 f"-d {d} ... --remeasure-stale`"), highlight=False)
         if len(modes) > 1:
             console.print(f"  [yellow]mixed:[/] {esc(d)} has latencies of both graph modes ({', '.join(modes)}); see "
-                          f"column {esc(d)}_graph", highlight=False)
+                          f"column {esc(d)}_graph, or export one mode with --graph prune (or keep)", highlight=False)
 
 
 @cli_errors

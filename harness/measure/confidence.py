@@ -24,9 +24,11 @@ def measured_only(store: Store, devices: list[str]) -> list[str]:
     return [d for d in devices if d.split("@", 1)[0] in measured]
 
 
-def noise_draws(store: Store, space: str, device: str, n_boot: int, seed: int = 0) -> pd.DataFrame:
-    """Rows: architecture keys; columns: ``n_boot`` bootstrap latencies (ms) of ``device``."""
-    visits = store.visits(space, device)
+def noise_draws(store: Store, space: str, device: str, n_boot: int, seed: int = 0,
+                graph: str | None = None) -> pd.DataFrame:
+    """Rows: architecture keys; columns: ``n_boot`` bootstrap latencies (ms) of ``device`` (``graph``: of the
+    measurements in that graph mode, as ``Store.latencies``)."""
+    visits = store.visits(space, device, graph)
     if visits.empty:
         return pd.DataFrame()
     visits = visits.assign(norm=normalized(visits))

@@ -14,39 +14,40 @@ from harness.results.store import Store
 
 
 def latency_wide(store: Store, space: str, devices: list[str] | None = None,
-                 degenerate: bool = True) -> pd.DataFrame:
+                 degenerate: bool = True, graph: str | None = None) -> pd.DataFrame:
     """The one pivot of the store's latencies: rows are architecture keys, columns devices (``devices``' order,
     else sorted), values ms (NaN where missing); empty when the space has no data. Names a missing device.
     ``degenerate=False`` drops architectures whose measured model has an input-independent output."""
-    long = store.latencies(space, devices)
+    long = store.latencies(space, devices, graph)
     if not degenerate:
         bad = set(long.key[long.degenerate.fillna(0).astype(int) == 1])
         long = long[~long.key.isin(bad)]
     if devices:
         missing = sorted(set(devices) - set(long.device))
         if missing:
-            have = sorted(set(store.latencies(space).device))
-            raise HarnessError(f"no {space} latencies for {', '.join(missing)} in {store.path}; devices with "
-                               f"{space} data: {', '.join(have) or '(none)'}")
+            have = sorted(set(store.latencies(space, graph=graph).device))
+            raise HarnessError(f"no {space} latencies{f' of graph mode {graph}' if graph else ''} for "
+                               f"{', '.join(missing)} in {store.path}; devices with {space} data: "
+                               f"{', '.join(have) or '(none)'}")
     if long.empty:
         return pd.DataFrame(columns=list(devices or []), dtype=float)
     wide = long.pivot(index="key", columns="device", values="latency_ms")
     return wide[list(devices) if devices else sorted(wide.columns)]
 
 
-def latency_table(store: Store, space: str, devices: list[str] | None = None) -> pd.DataFrame:
+def latency_table(store: Store, space: str, devices: list[str] | None = None, graph: str | None = None) -> pd.DataFrame:
     """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device; a
     measured device also gets ``<device>_graph`` (prune/keep), ``<device>_exporter`` (exporter version of
     the model), ``<device>_degenerate`` (1 when the model's output does not depend on its input) and, where
     energy was measured, ``<device>_mj`` (millijoules per inference). Non-default workloads are their own
-    devices: ``gpu@bs32.fp16_ms``."""
+    devices: ``gpu@bs32.fp16_ms``. ``graph``: measured latencies of that graph mode only."""
     from harness.models import files
 
     keys = list(files.KEY_COLUMNS if space == files.SPACE else get_space(space).key_columns)
-    wide = latency_wide(store, space, devices)
+    wide = latency_wide(store, space, devices, graph=graph)
     if wide.empty:
         return pd.DataFrame(columns=keys)
-    long = store.latencies(space, devices)
+    long = store.latencies(space, devices, graph)
     order = list(wide.columns)
     wide = wide.rename(columns=lambda d: f"{d}_ms")
     measured = long[long.origin == "measured"]

@@ -816,7 +816,7 @@ class Store:
         return df.drop(columns=["batch_size", "input_shape", "precision"])
 
     @_guarded
-    def latencies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
+    def latencies(self, space: str, devices: list[str] | None = None, graph: str | None = None) -> pd.DataFrame:
         """Long table (device, origin, key, columns_json, latency_ms, graph_mode, exporter_version, degenerate)
         of every device with data in ``space``.
 
@@ -825,13 +825,14 @@ class Store:
         reference-normalised where a paired reference ran, see
         :func:`normalized`), with the model's identity (graph mode, exporter version, degenerate); imported
         devices give the imported value (identity columns empty). Both sit side by side in every analysis.
+        ``graph``: measured latencies of that graph mode only (imported ones have none and all stay).
         """
         q = """SELECT d.name AS device, 'imported' AS origin, a.key, a.columns_json, i.latency_ms,
                       NULL AS graph_mode, NULL AS exporter_version, NULL AS degenerate
                FROM imported_latencies i JOIN devices d ON d.id = i.device_id JOIN architectures a ON a.id = i.arch_id
                WHERE a.space = ? AND i.import_id IN (SELECT id FROM imports WHERE state = 'done')"""
         imported = pd.read_sql_query(q, self.db, params=(space,))
-        visits = self.visits(space)
+        visits = self.visits(space, graph=graph)
         cols = ["device", "origin", "key", "columns_json", "latency_ms", "graph_mode", "exporter_version", "degenerate"]
         measured = pd.DataFrame(columns=cols)
         if not visits.empty:
@@ -849,8 +850,9 @@ class Store:
             df = df[df.device.isin(devices)]
         return df.reset_index(drop=True)
 
-    def visits(self, space: str, device: str | None = None) -> pd.DataFrame:
-        """The visits that make up each measured architecture's latency: per round, the latest ok one.
+    def visits(self, space: str, device: str | None = None, graph: str | None = None) -> pd.DataFrame:
+        """The visits that make up each measured architecture's latency: per round, the latest ok one
+        (``graph``: of that graph mode only; rows from before modes were recorded count for either).
 
         Only rounds of the same plan (``rounds``) as the architecture's latest visit count, so a
         re-measurement with another rounds setting replaces the old one instead of mixing with it. Each
@@ -858,7 +860,8 @@ class Store:
         (``device`` selects by either name).
         """
         q = f"""WITH ok AS (SELECT m.*, COALESCE(m.round, 1) AS rnd, COALESCE(m.rounds, 1) AS plan
-                          FROM measurements m WHERE m.status = 'ok'),
+                          FROM measurements m WHERE m.status = 'ok'
+                          AND (? IS NULL OR m.graph_mode IS NULL OR m.graph_mode = ?)),
                     last AS (SELECT device_id, arch_id, batch_size, input_shape, precision, MAX(id) AS last_id
                              FROM ok GROUP BY device_id, arch_id, batch_size, input_shape, precision),
                     pick AS (SELECT MAX(ok.id) AS id FROM ok JOIN last l ON l.device_id = ok.device_id
@@ -876,7 +879,7 @@ class Store:
                FROM pick JOIN measurements m ON m.id = pick.id JOIN devices d ON d.id = m.device_id
                JOIN architectures a ON a.id = m.arch_id
                WHERE a.space = ? ORDER BY m.id"""
-        df = pd.read_sql_query(q, self.db, params=(space,))
+        df = pd.read_sql_query(q, self.db, params=(graph, graph, space))
         raw = df["device"].copy()
         df["device"] = [measured_name(*r) for r in zip(df.device, df.batch_size, df.input_shape, df.precision)]
         df = df.drop(columns=["batch_size", "input_shape", "precision"])
