@@ -466,7 +466,7 @@ def test_results_of_a_workload_get_their_confidence_intervals_and_bad_or_empty_a
 
     harness("measure", "-d", "fast-onnx", "--arch", "0,1,2", "--precision", "fp16", env=cli_env)
     harness("measure", "-d", "fast-onnx", "--arch", "0,1,2", env=cli_env)
-    out = harness("export", "-o", str(tmp_path / "t.csv"), "--ci", "50", env=cli_env)
+    harness("export", "-o", str(tmp_path / "t.csv"), "--ci", "50", env=cli_env)
     import pandas as pd
 
     df = pd.read_csv(tmp_path / "t.csv")

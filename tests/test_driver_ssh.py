@@ -12,7 +12,7 @@ import yaml
 
 from harness.campaign import run_campaign
 from harness.devices.driver import make_driver
-from harness.errors import ConnectionLost, DeviceError
+from harness.errors import ConnectionLost, DeviceError, DriverUnavailable
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
 from harness.results.store import Store
@@ -121,10 +121,28 @@ def test_connect_timeout_on_a_silent_host():
     accepted = []
     threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
     server = TestSSHServer()
-    p = server.profile("silent", connection={"port": port, "connect_timeout_s": 1})
+    p = server.profile("silent", connection={"port": port, "connect_timeout_s": 1, "key_file": None})
     with pytest.raises(ConnectionLost, match="cannot reach"):
         make_driver(p).prepare()
     silent.close()
+
+
+def test_a_wrong_interpreter_key_or_port_is_named_in_the_error(sshd, tmp_path):
+    """What a user got before: 'the runner went away', 'cannot reach ...: [Errno 2] No such file' for a
+    missing key, '[Errno None] Unable to connect to port 1'."""
+    with pytest.raises(ConnectionLost) as e:
+        make_driver(sshd.profile("py9", connection={"python": "/usr/bin/python9"})).prepare()
+    text = str(e.value)
+    assert "runner did not start" in text and "python9" in text and "connection.python" in text
+    assert "No such file" in text or "not found" in text  # the shell's own words, from the device's stderr
+    with pytest.raises(DriverUnavailable, match="connection.key_file .*nokey does not exist"):
+        make_driver(sshd.profile("nokey", connection={"key_file": str(tmp_path / "nokey")})).prepare()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    with pytest.raises(ConnectionLost, match=f"nothing answers on 127.0.0.1:{port}.*connection.port"):
+        make_driver(sshd.profile("closed", connection={"port": port, "connect_timeout_s": 2})).prepare()
 
 
 def test_hostile_workdir_and_device_name_are_never_executed(sshd, store_path, cache_dir, tmp_path):

@@ -107,12 +107,21 @@ class RunnerDriver(Driver):
         if not line:
             detail = channel.diagnostics()
             self._drop()
-            raise self.lost_error(f"{self.profile.name}: the runner went away", detail=detail)
+            last = detail.strip().splitlines()[-3:] if detail.strip() else []
+            said = f": {' / '.join(s.strip() for s in last)}" if last else ""
+            if req.get("op") == "hello":  # it never started: the interpreter or the runtime is the usual cause
+                raise self.lost_error(f"{self.profile.name}: the runner did not start{said}{self.start_hint()}",
+                                      detail=detail)
+            raise self.lost_error(f"{self.profile.name}: the runner went away{said}", detail=detail)
         resp = protocol.decode(line, self.profile.name)
         if not resp["ok"]:
             error = protocol.ErrorAnswer.model_validate(resp)
             raise _ERRORS.get(error.kind, DeviceError)(error.message)
         return protocol.validated(answer, resp, line, self.profile.name) if answer is not None else resp
+
+    def start_hint(self) -> str:
+        """What to check when the runner does not start (the SSH driver names connection.python)."""
+        return ""
 
     def runtime_version(self) -> str | None:
         return self.hello.get("versions", {}).get(self.profile.runtime.name)

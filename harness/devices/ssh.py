@@ -29,7 +29,7 @@ from harness.devices.driver import RunResult
 from harness.devices import protocol
 from harness.devices.runner_client import RunnerDriver
 from harness.devices.upload import upload_if_changed
-from harness.errors import ConnectionLost, DeviceError
+from harness.errors import ConnectionLost, DeviceError, DriverUnavailable
 from harness.models.cache import Artifact, sha256_file
 
 RUNNER = Path(__file__).with_name("runner.py")
@@ -106,12 +106,20 @@ class ChannelLines:
         return line.decode(errors="replace")
 
     def diagnostics(self) -> str:
+        """The remote command's stderr so far (and its exit status): a shell's 'No such file' arrives a moment
+        after stdout closed, so wait up to a second for it."""
         try:
-            if self.channel.recv_stderr_ready():
-                return self.channel.recv_stderr(65536).decode(errors="replace")[-2000:]
+            deadline = time.monotonic() + 1.0
+            while not (self.channel.recv_stderr_ready() or self.channel.exit_status_ready()) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.02)
+            text = self.channel.recv_stderr(65536).decode(errors="replace")[-2000:] \
+                if self.channel.recv_stderr_ready() else ""
+            if self.channel.exit_status_ready():
+                text += f"\n(exit code {self.channel.recv_exit_status()})"
+            return text.strip()
         except (OSError, paramiko.SSHException):
-            pass
-        return ""
+            return ""
 
     def close(self, force: bool = False) -> None:
         try:
@@ -135,6 +143,10 @@ class SSHDriver(RunnerDriver):
         self.reconnect = True  # off while checking: `devices check` should answer at once
 
     # --- connection ---------------------------------------------------------------------
+    def start_hint(self) -> str:
+        return (f" (connection.python is {self.conn.python}: it must be an interpreter on the device, Python 3.8+, "
+                "with the runtime installed; `harness devices check` says more)")
+
     def _connect(self) -> paramiko.SSHClient:
         c = self.conn
         client = paramiko.SSHClient()
@@ -147,6 +159,10 @@ class SSHDriver(RunnerDriver):
         client.set_missing_host_key_policy(
             _AcceptWithoutRecording() if c.insecure_skip_host_key_check else _Refuse(self.profile.name))
         key = str(Path(c.key_file).expanduser()) if c.key_file else None
+        if key is not None and not Path(key).is_file():
+            client.close()
+            raise DriverUnavailable(f"{self.profile.name}: connection.key_file {key} does not exist (a path to the "
+                                    "private key on this machine; leave it out to use ssh-agent and ~/.ssh keys)")
         try:
             client.connect(c.host, port=c.port, username=c.user, key_filename=key, timeout=c.connect_timeout_s,
                            banner_timeout=c.connect_timeout_s, auth_timeout=c.connect_timeout_s,
@@ -165,6 +181,10 @@ class SSHDriver(RunnerDriver):
             client.close()
             raise DeviceError(f"{self.profile.name}: authentication as {c.user} failed ({e}); check "
                               "connection.key_file and the device's authorized_keys") from None
+        except paramiko.ssh_exception.NoValidConnectionsError:
+            client.close()
+            raise ConnectionLost(f"{self.profile.name}: nothing answers on {c.host}:{c.port} (connection refused): "
+                                 "is sshd running there, and is connection.port right?") from None
         except (OSError, paramiko.SSHException, EOFError) as e:
             client.close()
             raise ConnectionLost(f"{self.profile.name}: cannot reach {c.host}:{c.port}: {e}") from None
