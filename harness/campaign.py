@@ -348,6 +348,12 @@ def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: A
         kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
         return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, failure_kind=kind,
                         failure_message=str(e), degenerate=degenerate, identity=identity)
+    except Exception as e:  # a driver's own bug (a plug-in raising RuntimeError): a typed failure, not a traceback
+        if pushed is not None:
+            pushed.pop(arch.key, None)
+        return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported,
+                        failure_kind=FailureKind.DEVICE_ERROR.value, degenerate=degenerate, identity=identity,
+                        failure_message=f"unexpected {type(e).__name__} from the {profile.connection.kind} driver: {e}")
     return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, result, degenerate=degenerate,
                     identity=identity)
 

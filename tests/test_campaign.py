@@ -138,3 +138,27 @@ def test_analyses_can_leave_degenerate_architectures_out(registry, store_path, c
         run_campaign(st, registry.get("fast-onnx"), SPACE, archs, cache=ModelCache(cache_dir))
     assert len(analysis.latencies(store_path, "nb201")) == 3
     assert set(analysis.latencies(store_path, "nb201", degenerate=False).index) == {archs[1].key, archs[2].key}
+
+
+def test_a_driver_bug_is_a_typed_failure_and_the_campaign_goes_on(tmp_path, cache_dir):
+    """A plug-in driver that raises a plain RuntimeError on one model: that visit fails with device_error and
+    the exception named, the rest are measured, no traceback reaches the user."""
+    from harness.devices.profile import parse_profile
+    from harness.sim.sleep import SleepDriver
+
+    class Buggy(SleepDriver):
+        calls = 0
+
+        def run(self, model_ref):
+            Buggy.calls += 1
+            if Buggy.calls == 2:
+                raise RuntimeError("index out of range in my parser")
+            return super().run(model_ref)
+
+    prof = parse_profile({"name": "buggy", "connection": {"kind": "sleep", "latency_ms": 1},
+                          "runtime": {"name": "onnxruntime"}, "policy": {"warmup_runs": 0, "timed_runs": 2}}, "t")
+    with Store(tmp_path / "s.db") as st:
+        s = run_campaign(st, prof, SPACE, SPACE.sample(3, 0), cache=ModelCache(cache_dir), driver=Buggy(prof))
+        failed = st.db.execute("SELECT failure_kind, failure_message FROM measurements WHERE status = 'failed'").fetchall()
+    assert (s.ok, s.failed, s.status) == (2, 1, "finished")
+    assert failed[0][0] == "device_error" and "unexpected RuntimeError from the sleep driver: index out" in failed[0][1]

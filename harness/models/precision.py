@@ -19,6 +19,7 @@ Calibration inputs are seeded standard-normal tensors of the model's input shape
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -77,6 +78,11 @@ def onnx_int8(path: str, calibration: Calibration) -> None:
         def get_next(self):
             return next(self._it, None)
 
+    import onnxruntime
+
+    # the quantizer's sessions warn in colour about initializers they drop ("Removing initializer ..."); this
+    # process only exports models (timing runs in runner workers), so errors only
+    onnxruntime.set_default_logger_severity(3)
     tmp = f"{path}.int8"
     root = logging.getLogger()
     level = root.level
@@ -207,6 +213,24 @@ def _activation_params(lo: float, hi: float) -> tuple[float, int]:
     return scale, zp
 
 
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """Silence what native code writes to file descriptor 2 (C++ INFO lines no Python logger controls) while
+    the block runs; Python's own sys.stderr is left alone."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (a daemon): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _ranges(path: str, calibration: Calibration) -> dict[int, tuple[float, float]]:
     """min/max of every tensor over the calibration inputs, from the fp32 model itself."""
     from ai_edge_litert.interpreter import Interpreter
@@ -214,7 +238,8 @@ def _ranges(path: str, calibration: Calibration) -> dict[int, tuple[float, float
     with warnings.catch_warnings():  # preserving all tensors is what calibration is for
         warnings.simplefilter("ignore")
         interp = Interpreter(model_path=path, experimental_preserve_all_tensors=True, num_threads=1)
-    interp.allocate_tensors()
+    with native_stderr_quiet():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" from C++
+        interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     tensors = [d["index"] for d in interp.get_tensor_details()]
     ranges: dict[int, tuple[float, float]] = {}
