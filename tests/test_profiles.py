@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.devices.profile import load_profile
+import yaml
+
+from harness.devices.profile import load_profile, parse_profile
 from harness.devices.registry import ProfileRegistry
 from harness.errors import ProfileError, UnknownNameError
 
@@ -124,3 +126,15 @@ def test_digest_ignores_description_but_not_threads():
     assert p.digest() == p.model_copy(update={"description": "other"}).digest()
     changed = p.model_copy(update={"runtime": p.runtime.model_copy(update={"threads": 2})})
     assert p.digest() != changed.digest()
+
+
+def test_the_readme_profile_with_every_field_parses_as_written():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```yaml\n(name: my-box.*?)```", text, re.S).group(1)
+    p = parse_profile(yaml.safe_load(block), "devices/my-box.yaml")
+    assert p.policy.energy == "off" and p.group == "pixel4" and p.policy.round_seed == 0
+    with pytest.raises(ProfileError, match="energy: auto"):
+        parse_profile(yaml.safe_load(block.replace("energy: off", "energy: on")), "devices/my-box.yaml")

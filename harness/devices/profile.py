@@ -198,6 +198,16 @@ class Policy(_Strict):
                                     "device->host output copies too (default: inputs and outputs stay bound "
                                     "on the device, only inference is timed)")
 
+    @field_validator("energy", mode="before")
+    @classmethod
+    def _energy_off_unquoted(cls, v: Any) -> Any:
+        """YAML 1.1 reads an unquoted ``energy: off`` as false: that is the documented "off"."""
+        if v is False:
+            return "off"
+        if v is True:
+            raise ValueError("'on' (or true) is not a method; write energy: auto for the first the device has")
+        return v
+
     @model_validator(mode="before")
     @classmethod
     def _fixed_when_counted(cls, data: Any) -> Any:
