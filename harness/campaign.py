@@ -519,7 +519,8 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             else:
                 consecutive += 1
                 if consecutive >= max_consecutive_failures:
-                    raise CampaignAborted(f"{consecutive} models failed in a row on {profile.name}; "
+                    raise CampaignAborted(f"{consecutive} {'visits' if pol.rounds > 1 else 'models'} failed in a row "
+                                          f"on {profile.name}; "
                                           f"last: {m.failure_kind}: {m.failure_message}")
             if pol.cooldown_seconds and i + 1 < len(todo):
                 clock.sleep(pol.cooldown_seconds)

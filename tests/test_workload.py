@@ -149,7 +149,9 @@ def test_cli_measure_flags(cli_env, tmp_path):
 
 @pytest.mark.parametrize("provider, expect", [
     ("TensorRTExecutionProvider", "did you mean 'TensorrtExecutionProvider'?"),
-    ("cuda", "onnxruntime names providers like CUDAExecutionProvider"),
+    ("cuda", "did you mean 'CUDAExecutionProvider'? onnxruntime names providers in full"),
+    ("CPUExecutionprovider", "did you mean 'CPUExecutionProvider'?"),  # a case slip: no hint before
+    ("cpu exec", "known: CPUExecutionProvider, CUDAExecutionProvider"),
 ])
 def test_execution_provider_names_are_checked(provider, expect):
     with pytest.raises(ProfileError) as e:

@@ -85,7 +85,13 @@ def check(name: str = typer.Argument(..., help="Profile name"),
     console.print(f"{esc(name)}: {mark}  reachable={report.reachable}  runtime={report.runtime} "
                   f"version={report.runtime_version or '-'}")
     for k, v in report.details.items():
-        console.print(f"  {esc(k)}: {esc(v)}", highlight=False)
+        if isinstance(v, dict):  # versions and GPU facts: one line each, not a Python dict
+            console.print(f"  {esc(k)}:", highlight=False)
+            for sub, value in v.items():
+                if value not in (None, "", {}):
+                    console.print(f"    {esc(sub)}: {esc(' '.join(str(value).split()))}", highlight=False)
+        elif v is not None:
+            console.print(f"  {esc(k)}: {esc(v)}", highlight=False)
     if report.message:
         console.print(f"  {escape(report.message)}")
     for w in report.warnings:

@@ -53,8 +53,15 @@ class ProgressObserver:
         # a spinner from the start: connecting and starting the runner can take seconds before `started`
         self.task = progress.add_task(f"{device}: connecting", total=None, status="")
         self.medians: list[float] = []
+        self.began = False
+
+    def drop_if_idle(self) -> None:
+        """Remove the spinner when the campaign stopped before it began (an error while connecting)."""
+        if not self.began:
+            self.progress.remove_task(self.task)
 
     def started(self, summary: CampaignSummary, todo: int) -> None:
+        self.began = True
         c = summary.conditions
         what = " ".join(str(v) for v in (c.get("runtime"), c.get("runtime_version")) if v)
         if c.get("threads") is not None:
@@ -69,13 +76,16 @@ class ProgressObserver:
         self.progress.update(self.task, description=summary.device, total=todo, completed=0)
 
     def model_done(self, o: ModelOutcome, summary: CampaignSummary) -> None:
+        narrow = self.progress.console.width < 120  # ~20 columns left for the status: the latency first
         if o.ok and o.median_ms is not None:
             self.medians.append(o.median_ms)
             ordered = sorted(self.medians)
-            status = (f"ok {summary.ok} · failed {summary.failed} · last {o.median_ms:.3f} ms · "
+            status = (f"{o.median_ms:.3f} ms · {summary.failed} failed" if narrow else
+                      f"ok {summary.ok} · failed {summary.failed} · last {o.median_ms:.3f} ms · "
                       f"median {ordered[len(ordered) // 2]:.3f} ms")
         else:
-            status = f"ok {summary.ok} · failed {summary.failed} · last: {o.failure_kind}"
+            status = (f"{o.failure_kind} · {summary.failed} failed" if narrow else
+                      f"ok {summary.ok} · failed {summary.failed} · last: {o.failure_kind}")
             self.progress.console.print(f"[yellow]failed[/] {escape(o.arch.key)}: {o.failure_kind}: "
                                         f"{escape(o.message[:300])}")
         self.progress.update(self.task, advance=1, status=status)
@@ -93,7 +103,7 @@ def print_model_results(st_path: Path, device: str, keys: list[str]) -> None:
     if m.empty:
         return
     table = Table(title=f"model files on {escape(device)}")
-    for col in ("file", "median ms", "p90 ms", "min ms", "CV", "runs", "load ms"):
+    for col in ("file", "median ms", "p90 ms", "min ms", "CV", "runs/visit", "load ms"):
         table.add_column(col, justify="left" if col == "file" else "right", overflow="fold")
     for r in m.itertuples():
         cv = r.std_ms / r.mean_ms if r.mean_ms else 0.0
@@ -289,15 +299,20 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
     command = shlex.join(["harness", *sys.argv[1:]])
     with reachable(profile) as profile, Store(store) as st:
         progress = campaign_progress(console)
+        observer = ProgressObserver(progress, profile.name)
         try:
             with progress:
-                summary = run_campaign(st, profile, sp, archs, cache=ModelCache(cache_dir), command=command,
-                                       remeasure=remeasure, remeasure_stale=remeasure_stale,
-                                       observer=ProgressObserver(progress, profile.name), rounds=rounds,
-                                       max_consecutive_failures=max_failures, lease_wait=None if wait else 0.0,
-                                       on_lease_wait=lambda h: err.print(
-                                           f"waiting: {escape(h.device)} is being measured by "
-                                           f"{escape(h.describe())}", highlight=False))
+                try:
+                    summary = run_campaign(st, profile, sp, archs, cache=ModelCache(cache_dir), command=command,
+                                           remeasure=remeasure, remeasure_stale=remeasure_stale,
+                                           observer=observer, rounds=rounds,
+                                           max_consecutive_failures=max_failures, lease_wait=None if wait else 0.0,
+                                           on_lease_wait=lambda h: err.print(
+                                               f"waiting: {escape(h.device)} is being measured by "
+                                               f"{escape(h.describe())}", highlight=False))
+                except BaseException:
+                    observer.drop_if_idle()  # no "⠋ dev: connecting 0/?" line left above the error
+                    raise
         except DeviceBusy as e:
             err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(3) from None

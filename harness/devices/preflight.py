@@ -36,11 +36,25 @@ def runtime_backend(profile: Profile) -> tuple[str, str, str]:
     return rt.name, rt.name, "runtime.name"
 
 
+def _shape_that_builds(space: SearchSpace, arch: Arch, shape: tuple[int, int] | None, channels: int) -> str:
+    """'; e.g. 12x12 builds': the nearest larger shape in multiples of 4..32 that the space can build."""
+    if shape is None:
+        return ""
+    for m in (4, 8, 16, 32):
+        h, w = (-(-shape[0] // m) * m, -(-shape[1] // m) * m)
+        try:
+            space.build(arch, (h, w, channels))
+        except (ValueError, ZeroDivisionError):
+            continue
+        return f"; e.g. {h}x{w} builds"
+    return ""
+
+
 def check_workload(profile: Profile, space: SearchSpace, archs: Sequence[Arch] = ()) -> None:
     """Raise ProfileError naming the field when this profile's workload cannot be measured in ``space``."""
     w, problems = profile.workload, []
     if hasattr(space, "artifact") and not w.is_default():  # model files (harness.models.files)
-        raise ProfileError(f"profile {profile.name}", [
+        raise ProfileError(f"{profile.name} (measuring {space.name})", [
             "workload: model files are measured as they are; batch_size, input_shape and precision apply to "
             "search spaces (export the file at the batch and precision you want)"])
     runtime, backend, field = runtime_backend(profile)
@@ -62,8 +76,9 @@ def check_workload(profile: Profile, space: SearchSpace, archs: Sequence[Arch] =
         try:
             c = space.default_input_shape[2]
             graph = space.build(arch, (*w.input_shape, c) if w.input_shape else None)
-        except (ValueError, ZeroDivisionError) as e:
-            problems.append(f"workload.input_shape: {space.name} cannot be built at {w.shape_label()}: {e}")
+        except (ValueError, ZeroDivisionError):
+            problems.append(f"workload.input_shape: {space.name} cannot be built at {w.shape_label()} (its "
+                            f"reductions need sides that divide evenly){_shape_that_builds(space, arch, w.input_shape, c)}")
         else:
             biggest = max(h * wd * ch for h, wd, ch in graph.shapes.values())
             need = biggest * w.batch_size * 4
@@ -73,4 +88,4 @@ def check_workload(profile: Profile, space: SearchSpace, archs: Sequence[Arch] =
             elif any(min(h, wd) < 1 for h, wd, _ in graph.shapes.values()):
                 problems.append(f"workload.input_shape: {w.shape_label()} is too small for {space.name}")
     if problems:
-        raise ProfileError(f"profile {profile.name}", problems)
+        raise ProfileError(f"{profile.name} (measuring {space.name})", problems)

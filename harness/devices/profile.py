@@ -121,13 +121,14 @@ class Runtime(_Strict):
         if v in KNOWN_PROVIDERS:
             return v
         stems = {p.removesuffix("ExecutionProvider").lower(): p for p in KNOWN_PROVIDERS}
-        stem = v.removesuffix("ExecutionProvider").lower()
+        low = v.lower()
+        stem = low[:-len("executionprovider")] if low.endswith("executionprovider") else low
         close = [stems[stem]] if stem in stems else \
             [stems[c] for c in difflib.get_close_matches(stem, list(stems), n=1, cutoff=0.75)]
         if close or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*ExecutionProvider", v):
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"{hint}onnxruntime names providers like CUDAExecutionProvider; known: "
-                             + ", ".join(p.removesuffix("ExecutionProvider") for p in KNOWN_PROVIDERS))
+            raise ValueError(f"{hint}onnxruntime names providers in full, e.g. CUDAExecutionProvider; known: "
+                             + ", ".join(KNOWN_PROVIDERS))
         return v
 
     @property

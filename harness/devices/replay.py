@@ -51,8 +51,11 @@ class ReplayTable:
 
         self.path = Path(table).expanduser()
         if not self.path.is_file():
-            raise DeviceError(f"replay table {self.path} does not exist; set connection.table to a CSV/Parquet "
-                              f"latency table (e.g. ../shared/data/hwnasbench/...csv.gz)")
+            where = "" if self.path.is_absolute() else f" (a relative path is read from the working directory: " \
+                                                        f"looked for {self.path.resolve()})"
+            raise DeviceError(f"replay table {self.path} does not exist{where}; set connection.table to a "
+                              "CSV/Parquet latency table (e.g. ../shared/data/hwnasbench/...csv.gz), or an absolute "
+                              "path to run from anywhere")
         try:
             df = read_table(self.path)
             if column not in df.columns:

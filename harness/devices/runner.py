@@ -573,7 +573,8 @@ def energy_meter(req: dict):
     mod = probe(req)
     meter = mod.energy_meter(method, sysfs_root(), _PROBE.get("nvml"), int(req.get("gpu_index", 0))) if mod else None
     if meter is None:
-        raise Unavailable(f"policy.energy: {method} is not available on this device (nvml: NVIDIA driver with "
+        what = "auto found no energy counter" if method == "auto" else f"{method} is not available"
+        raise Unavailable(f"policy.energy: {what} on this device (nvml: NVIDIA driver with "
                           "nvidia-ml-py; jetson_ina: INA3221 rails in sysfs; rapl: /sys/class/powercap readable; "
                           "battery: /sys/class/power_supply/battery); use policy.energy: off or another method")
     return meter
