@@ -151,9 +151,10 @@ def test_energy_per_inference_is_stored_and_exported(rapl_tree, tmp_path, cache_
         m = st.measurements("cpu-energy")
         df = latency_table(st, "nb201")
     assert set(m.energy_method) == {"rapl"} and (m.energy_mj > 0).all()
-    # 50 W over the timed runs: energy per inference ~ 50 W x mean latency (the file ticks every 2 ms)
-    for mj, mean_ms in zip(m.energy_mj, m.mean_ms):
-        assert mj == pytest.approx(50 * mean_ms, rel=0.5)
+    # 50 W over the metered window (the file ticks every 2 ms): at least 50 W x the runs' own time, at most 50 W x
+    # the whole visit (on a loaded machine the window also holds time the runner waited for a CPU: 3.5x once)
+    for mj, mean_ms, visit_s, n in zip(m.energy_mj, m.mean_ms, m.duration_s, m.n_runs):
+        assert 0.5 * 50 * mean_ms <= mj <= 1.2 * 50 * visit_s * 1000 / n, (mj, mean_ms, visit_s, n)
     assert "cpu-energy_mj" in df.columns and df["cpu-energy_mj"].notna().sum() == 2
 
 

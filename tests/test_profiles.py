@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ BAD = [
     ("unknown-runtime-field", "name: unknown-runtime-field\nconnection: {kind: local}\n"
      "runtime: {name: tflite, thread: 2}\n", ["runtime.thread", "unknown field", "threads"]),
     ("wrong-type", GOOD.format(name="wrong-type") + "policy: {timed_runs: fifty}\n",
-     ["policy.timed_runs", "valid integer", "fifty"]),
+     ["policy.timed_runs", "expected a number, not text", "fifty"]),
     ("negative", GOOD.format(name="negative") + "policy: {warmup_runs: -1}\n",
      ["policy.warmup_runs", "greater than or equal to 0"]),
     ("zero-timeout", GOOD.format(name="zero-timeout") + "policy: {timeout_seconds: 0}\n",
@@ -129,8 +130,7 @@ def test_digest_ignores_description_but_not_threads():
 
 
 def test_the_readme_profile_with_every_field_parses_as_written():
-    import re
-    from pathlib import Path
+
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = re.search(r"```yaml\n(name: my-box.*?)```", text, re.S).group(1)
@@ -138,3 +138,16 @@ def test_the_readme_profile_with_every_field_parses_as_written():
     assert p.policy.energy == "off" and p.group == "pixel4" and p.policy.round_seed == 0
     with pytest.raises(ProfileError, match="energy: auto"):
         parse_profile(yaml.safe_load(block.replace("energy: off", "energy: on")), "devices/my-box.yaml")
+
+
+@pytest.mark.parametrize("block, value, field", [
+    ("runtime", {"name": "onnxruntime", "threads": True}, "runtime.threads: expected a number, not a boolean"),
+    ("policy", {"warmup_runs": "yes"}, "policy.warmup_runs: expected a number, not text"),
+    ("policy", {"timeout_seconds": "120"}, "policy.timeout_seconds: expected a number, not text"),
+    ("policy", {"adaptive": {"max_runs": True}}, "policy.adaptive.max_runs: expected a number, not a boolean"),
+])
+def test_booleans_and_text_are_never_read_as_numbers(block, value, field):
+    """pydantic's lax mode read `threads: yes` as 1 thread and `warmup_runs: "10"` as 10, without a word."""
+    body = {"name": "x", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"}, block: value}
+    with pytest.raises(ProfileError, match=re.escape(field)):
+        parse_profile(body, "x.yaml")

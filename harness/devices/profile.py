@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
+from pydantic import (BaseModel, Field, SerializeAsAny, ValidationError, field_validator,
                       model_validator)
 from pydantic_core import PydanticCustomError
 
 from harness.errors import ProfileError
 from harness.measure.policy import Adaptive, Gate, Sentinels
+from harness.measure.policy import _Strict as StrictBase
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 MAX_PROFILE_BYTES = 64 * 1024  # a profile is a few hundred bytes; anything this big is a mistake or an attack
@@ -34,9 +35,8 @@ _echo.maxlist = _echo.maxdict = _echo.maxtuple = _echo.maxset = 6
 _echo.maxlevel = 3
 
 
-class _Strict(BaseModel):
-    # allow_inf_nan=False: .inf in timeout_seconds or min_seconds would hang a campaign, not fail it
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class _Strict(StrictBase):
+    """Profile blocks: unknown fields refused, no .inf/.nan, no booleans or text read as numbers."""
 
 
 class Connection(_Strict):

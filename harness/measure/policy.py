@@ -7,13 +7,35 @@ repeatable rankings on a shared machine (README, "Measurements you can trust").
 
 from __future__ import annotations
 
-from typing import Literal
+import types
+import typing
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+
+def _numeric(annotation: Any) -> bool:
+    """int, float, or an Optional/Union of them (and nothing that takes text or booleans)."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    kinds = [a for a in args if a is not type(None)]
+    return bool(kinds) and all(a in (int, float) for a in kinds)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: .inf in timeout_seconds or min_seconds would hang a campaign, not fail it
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _a_number_is_a_number(cls, v: Any, info: ValidationInfo) -> Any:
+        """YAML's yes/no/on/off and quoted "120" are not numbers: pydantic would read threads: yes as 1."""
+        if isinstance(v, (bool, str)) and _numeric(cls.model_fields[info.field_name].annotation):
+            if isinstance(v, bool):
+                raise ValueError("expected a number, not a boolean (YAML reads yes/no/on/off/true/false as one)")
+            quoted = v.strip().lstrip("+-").replace(".", "", 1).isdigit()
+            raise ValueError("expected a number, not text" + (" (leave out the quotes)" if quoted else ""))
+        return v
 
 
 class Adaptive(_Strict):
