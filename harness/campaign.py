@@ -78,6 +78,7 @@ class CampaignSummary:
     exported: int = 0
     unstable: list[str] = field(default_factory=list)
     unstable_cv: dict[str, float] = field(default_factory=dict)  # key -> run-to-run CV (std / mean)
+    labels: dict[str, str] = field(default_factory=dict)  # key -> how to name it on screen (an index if any)
     failures: dict[str, int] = field(default_factory=dict)
     status: str = "nothing to do"
     elapsed_s: float = 0.0
@@ -425,6 +426,8 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
     if (rel is not None and rel > UNSTABLE_REL_CI) or (rel is None and cv >= UNSTABLE_CV):
         summary.unstable.append(m.arch.key)
         summary.unstable_cv[m.arch.key] = cv
+        first = next(iter(m.arch.columns.values()), None)  # nb201's index: what --arch takes, short on screen
+        summary.labels[m.arch.key] = str(first) if isinstance(first, int) else m.arch.key
     median = est.median_ms if r.per_run else stats["median_ms"]
     return ModelOutcome(m.arch, position, total, True, median, cv, m.exported, round=m.round_no,
                         rel_ci=rel, suspect=suspect)

@@ -560,3 +560,21 @@ def test_export_picks_one_graph_mode_when_a_device_was_measured_in_both(cli_env,
     assert list(keep["nb201_index"]) == [0] and set(keep["fast-onnx_graph"]) == {"keep"}
     bad = harness("export", "-o", str(tmp_path / "x.csv"), "--graph", "pruned", env=cli_env, check=False)
     assert bad.returncode == 2 and "graph mode 'pruned'" in bad.stderr
+
+
+def test_unsteady_nb201_models_are_named_by_the_index_that_arch_takes():
+    """An arch_str is ~90 characters and folded mid-token at 80 columns; the index is what --arch takes."""
+    from harness.campaign import CampaignSummary, Measured, count_outcome
+    from harness.cli.common import console
+    from harness.cli.measure import print_unstable
+    from harness.devices.driver import RunResult
+
+    arch = get_space("nb201").parse("9930")
+    s = CampaignSummary("dev", "nb201", 1, 0)
+    jittery = RunResult(timed_ms=[1.0, 2.0, 1.0, 3.0, 1.0, 2.0, 1.5, 2.5])
+    count_outcome(s, Measured(arch, "onnx", "2026-11-30T00:00:00", 0.1, "d", False, jittery), 1, 1)
+    assert s.unstable == [arch.key] and s.labels[arch.key] == "9930"
+    with console.capture() as cap:
+        print_unstable(s)
+    flat = " ".join(cap.get().split())
+    assert "worst: 9930 (CV" in flat and "|nor_conv" not in flat

@@ -149,7 +149,7 @@ def print_unstable(s: CampaignSummary, show: int = 3) -> None:
 
     worst = sorted(s.unstable_cv.items(), key=lambda kv: -kv[1])[:show]
     share = len(s.unstable) / max(s.ok, 1)
-    names = ", ".join(f"{escape(k)} (CV {100 * cv:.0f} %)" for k, cv in worst)
+    names = ", ".join(f"{escape(s.labels.get(k, k))} (CV {100 * cv:.0f} %)" for k, cv in worst)
     what = "visit(s)" if s.rounds > 1 else "model(s)"
     console.print(f"  [yellow]unsteady:[/] {len(s.unstable)} of {s.ok} {what} ended with a 95 % CI of the median "
                   f"wider than +-5 % (or, without a CI, varied by >= {100 * UNSTABLE_CV:.0f} % run to run); "
