@@ -433,6 +433,13 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
                         rel_ci=rel, suspect=suspect)
 
 
+def changed_setup(store: Store, profile: Profile, space: str) -> list[str]:
+    """How the setups behind the device's stored latencies differ from ``profile`` (runtime, machine), as
+    ``field: old -> new``; empty when they were all measured as the profile now says."""
+    now = profile.as_dict()
+    return sorted({c for before in store.measured_profiles(profile.name, space) for c in measurement_changes(before, now)})
+
+
 def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *,
                  cache: ModelCache, command: str = "", remeasure: bool = False, remeasure_stale: bool = False,
                  observer: Observer | None = None, max_consecutive_failures: int = 5,
@@ -464,9 +471,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     if not (remeasure or remeasure_stale):
         summary.stale = len(stale_keys(store, profile, space, archs))
         if summary.skipped:  # some are kept as measured: were they measured with another setup?
-            now = profile.as_dict()
-            summary.profile_changes = sorted({c for before in store.measured_profiles(profile.name, space.name)
-                                              for c in measurement_changes(before, now)})
+            summary.profile_changes = changed_setup(store, profile, space.name)
     if not todo:
         return summary
     # bad workload: one clear error before anything starts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -212,3 +213,24 @@ def test_ctrl_c_keeps_every_finished_model_and_the_rerun_completes(tmp_path, cli
     with Store(store_path) as st:
         m = st.measurements()
         assert len(m) == 16 and not m.duplicated(["device", "key"]).any()
+
+
+def test_the_farm_says_when_kept_latencies_were_measured_with_another_setup(cli_env):
+    from tests.conftest import harness
+
+    devices = Path(cli_env["HARNESS_DEVICES"])
+    for name, threads in (("fa", 1), ("fb", 1)):
+        (devices / f"{name}.yaml").write_text(yaml.safe_dump(
+            {"name": name, "connection": {"kind": "sleep", "latency_ms": 2}, "runtime": {"name": "onnxruntime",
+             "threads": threads}, "policy": QUICK}))
+    harness("measure", "-d", "fa", "-d", "fb", "--arch", "0,1", env=cli_env)
+    body = yaml.safe_load((devices / "fb.yaml").read_text())
+    body["runtime"]["threads"] = 2
+    (devices / "fb.yaml").write_text(yaml.safe_dump(body))
+    out = harness("measure", "-d", "fa", "-d", "fb", "--arch", "0,1", env={**cli_env, "COLUMNS": "250"})
+    flat = " ".join(out.stdout.split())
+    assert "kept as measured on fb were measured with another profile (runtime.threads: 1 -> 2)" in flat, flat
+    assert "on fa were" not in flat
+    more = harness("measure", "-d", "fa", "-d", "fb", "--arch", "0,1,2", env={**cli_env, "COLUMNS": "250"})
+    flat = " ".join(more.stdout.split())  # a farm that measures something says it beside its summary table
+    assert "2 architecture(s) kept as measured on fb were measured with another profile" in flat, flat

@@ -17,7 +17,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from harness.campaign import CampaignSummary, Measured, ModelOutcome, count_outcome, record_measured, retrying
+from harness.campaign import (CampaignSummary, Measured, ModelOutcome, changed_setup, count_outcome, record_measured,
+                              retrying)
 from harness.devices.lease import DeviceLease, lock_dir_for
 from harness.errors import ConnectionLost, FailureKind, HarnessError, StoreError
 from harness.farm.plan import FarmPlan
@@ -134,6 +135,8 @@ class _Farm:
             s = DeviceSummary(name, plan.space.name, len(plan.archs), q.skipped, host=self.lanes[name].host,
                               group=profile.group if plan.mode == "split" else None, planned=len(q.todo),
                               graph_mode=profile.graph)
+            if s.skipped:  # kept as measured: by this setup?
+                s.profile_changes = changed_setup(self.store, profile, plan.space.name)
             self.summaries[name] = s
         starting: dict[Future, str] = {}
         for name, s in self.summaries.items():
