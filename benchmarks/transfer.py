@@ -54,7 +54,7 @@ from threadpoolctl import threadpool_limits
 from harness.analysis import sampling
 from harness.analysis.features import GraphFeatures, graph_columns, live_onehot, onehot
 from harness.analysis.transfer import fit_adaproxy, fit_linear, fit_multiproxy, rank_sources
-from harness.analysis.workflow import held_out_quality
+from harness.analysis.workflow import fill_gaps, held_out_quality
 from harness.models.spaces import get_space
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -135,11 +135,12 @@ def load(table: str, cache: Path, measured: list[Path] = ()) -> Table:
     both, gcols_both = features(space, archs, cache, "both")
     # sources with gaps (e.g. Edge TPU) are completed by their own predictor, as `harness adapt` does
     filled = lat.copy()
+    constant = GraphFeatures(space, cache, "prune").constant_output(archs)
     for j in range(lat.shape[1]):
         gaps = np.isnan(lat[:, j])
-        if gaps.any():
-            filled[gaps, j] = fit_linear(feats[~gaps], lat[~gaps, j]).predict(feats[gaps])
-    constant = GraphFeatures(space, cache, "prune").constant_output(archs)
+        if gaps.any():  # as harness.analysis.workflow.source_latencies fills them
+            filled[gaps, j] = fill_gaps(fit_linear(feats[~gaps], lat[~gaps, j]).predict(feats[gaps]), lat[~gaps, j],
+                                        constant[gaps])
     return Table([d[:-3] for d in devices], lat, filled, x, feats, both, gcols_plain, gcols_both, n_targets, constant)
 
 

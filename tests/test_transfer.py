@@ -521,3 +521,28 @@ def test_suggest_never_spends_a_pick_on_a_network_with_a_constant_output(store_p
             picks = suggest(ctx, ["pub"], 20, strategy)
             assert len(picks) == 20 and picks.attrs["constant_output_left_out"] == 341
             assert not set(picks.arch_str) & {a.key for a, c in zip(archs, constant) if c}, strategy
+
+
+def test_a_source_gap_filler_never_extrapolates_beyond_what_the_source_did(store_path, tmp_path, cache_dir):
+    """OneProxy's 1999 architectures hold no network with a constant output; its devices' gap-fillers predicted
+    up to 3e6 ms for those (the target's predictor after `harness transfer` followed: range 2.9-3,132,083 ms)."""
+    from harness.analysis.workflow import fill_gaps, open_context, source_latencies
+
+    assert list(fill_gaps(np.array([1e9, 1e-9, 5.0, 7.0]), np.array([2.0, 10.0, np.nan]),
+                          np.array([False, False, False, True]))) == [20.0, 1.0, 5.0, 2.0]
+    archs = list(SPACE.all())
+    with Store(store_path) as st:
+        ctx = open_context(st, "nb201", str(cache_dir))
+        constant = ctx.graph.constant_output(archs)
+        real = [a for a, c in zip(archs, constant) if not c]
+        table = real[::40]  # a public table of ~380 real networks, none constant
+        x = np.stack([SPACE.encode(a) for a in table]).astype(float)
+        ms = np.exp(x @ np.random.default_rng(0).uniform(0, 0.8, x.shape[1]))
+        pd.DataFrame({"nb201_index": [a.columns["nb201_index"] for a in table], "pub_ms": ms}).to_csv(
+            tmp_path / "pub.csv", index=False)
+        import_table(st, tmp_path / "pub.csv")
+        ctx = open_context(st, "nb201", str(cache_dir))
+        ask = [a for a, c in zip(archs, constant) if c][:50] + real[1::97]
+        filled, _ = source_latencies(ctx, ["pub"], ask)
+    assert np.allclose(filled[:50, 0], ms.min())  # computes nothing: the source's fastest
+    assert (filled[:, 0] >= ms.min() / 2).all() and (filled[:, 0] <= ms.max() * 2).all()

@@ -232,7 +232,8 @@ def source_latencies(ctx: Context, sources: Sequence[str], archs: Sequence[Arch]
     ``predictors``: saved gap-fillers to use (a saved model's); others are trained once per context.
     Returns the values and the gap-fillers used, by source."""
     keys = [a.key for a in archs]
-    wide = ctx.wide(sources).reindex(keys)
+    full = ctx.wide(sources)
+    wide = full.reindex(keys)
     given = dict(predictors or {})
     used: dict[str, dict] = {}
     out = wide.to_numpy(dtype=float, copy=True)
@@ -246,8 +247,25 @@ def source_latencies(ctx: Context, sources: Sequence[str], archs: Sequence[Arch]
         used[src] = given.get(src) or ctx.source_predictors[src]
         model, names = _linear_from(used[src])
         gap_archs = [a for a, g in zip(archs, gaps) if g]
-        out[gaps, j] = model.predict(ctx.features(gap_archs, names))
+        out[gaps, j] = fill_gaps(model.predict(ctx.features(gap_archs, names)), full[src].to_numpy(dtype=float),
+                                 ctx.graph.constant_output(gap_archs))
     return out, {**{s: p for s, p in given.items()}, **used}
+
+
+def fill_gaps(predicted_ms: np.ndarray, observed_ms: np.ndarray, constant_output: np.ndarray) -> np.ndarray:
+    """A source's gap-filler predictions, kept within what the source was seen to do.
+
+    The filler is a linear fit in log-latency on the source's table; beyond the range it saw it extrapolates
+    (OneProxy's 1999 architectures hold no network with a constant output: for NB201's 341 such cells a
+    filler predicted up to 3e6 ms, and the target's predictor, leaning on that source, followed). So: within
+    [min / 2, max * 2] of the observed values, and a network whose output is a constant - it computes
+    nothing - at the source's fastest seen, where every device measured in full puts it."""
+    seen = observed_ms[np.isfinite(observed_ms) & (observed_ms > 0)]
+    if not len(seen):
+        return predicted_ms
+    out = np.clip(predicted_ms, seen.min() / 2, seen.max() * 2)
+    out[np.asarray(constant_output, dtype=bool)] = seen.min()
+    return out
 
 
 # --- adapt ---------------------------------------------------------------------------------------
