@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from harness.analysis import pareto, sampling
+from harness.analysis import pareto, sampling, workflow
 from harness.analysis.ridge import fit_ridge
 from harness.analysis.transfer import TransferError, fit_adaproxy, fit_linear, fit_multiproxy, model_from_json
 from harness.errors import HarnessError
@@ -546,3 +546,42 @@ def test_a_source_gap_filler_never_extrapolates_beyond_what_the_source_did(store
         filled, _ = source_latencies(ctx, ["pub"], ask)
     assert np.allclose(filled[:50, 0], ms.min())  # computes nothing: the source's fastest
     assert (filled[:, 0] >= ms.min() / 2).all() and (filled[:, 0] <= ms.max() * 2).all()
+
+
+class _ShiftedProxy:
+    """Linear in ms like AdaProxy, and wrong enough to go below zero for the fastest architectures."""
+
+    name, summary, max_sources = "shifted", "proxy minus its median", 1
+
+    def fit(self, ctx, sources, archs, y_ms):
+        from harness.analysis.methods.base import Fitted
+
+        return Fitted({"proxy": sources[0]})
+
+    def predict(self, ctx, payload, archs):
+        from harness.analysis.workflow import source_latencies
+
+        s, _ = source_latencies(ctx, [payload["proxy"]], archs)
+        return s[:, 0] - np.median(s[:, 0])
+
+
+def test_predictions_at_or_below_zero_are_named_and_search_leaves_them_out(public_like_store, store_path,
+                                                                          cache_dir, monkeypatch):
+    """AdaProxy is linear in ms: `predict` printed ranges like -10.6..93.6 ms and `search --max-ms 1` listed
+    architectures at -3.9 ms as the best under the budget."""
+    from harness.analysis import methods
+    from harness.analysis.search import search
+
+    monkeypatch.setitem(methods.METHODS, "shifted", _ShiftedProxy)
+    folder, table = public_like_store
+    with Store(store_path) as st:
+        import_table(st, folder / "target.csv")
+        ctx = workflow.Context(st, SPACE, str(cache_dir))
+        workflow.adapt(ctx, ["pub_a"], "new_dev", method="shifted")
+        pred = workflow.predict(ctx, "new_dev", SPACE.parse_many([str(i) for i in table.nb201_index]))
+        bad = pred.attrs["not_positive"]
+        assert 150 <= len(bad) <= 250 and (pred.predicted_ms > 0).all()
+        assert pred.predicted_ms[pred.arch_str.isin(bad)].nunique() == 1  # tied, at the fastest
+        r = search(ctx, "new_dev", max_ms=1e6, accuracy="acc_top1", top=5)
+    assert r.not_positive > 100  # left out and counted (measured ones stay: their latency is measured)
+    assert not set(r.top.arch_str) & (set(bad) - set(table.arch_str[:12]))

@@ -33,6 +33,7 @@ class SearchResult:
     sigma_log: float | None = None      # the predictor's leave-one-out error (log ms) behind ``p_under``
     confidence: float | None = None     # the probability of being under the budget that was required
     constant_output: int = 0            # candidates left out: their network's output is a constant
+    not_positive: int = 0               # left out: the predictor put them at or below 0 ms (AdaProxy extrapolating)
 
 
 def predictor_sigma(saved: dict | None) -> float | None:
@@ -67,6 +68,7 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
     have = ctx.store.latencies(ctx.space.name, [target])
     measured = pd.Series(have.latency_ms.to_numpy(), index=have.key).reindex(keys)
     saved = ctx.store.latest_predictor(ctx.space.name, target)
+    n_not_positive = 0
     lat = measured.to_numpy(dtype=float, copy=True)
     source = np.where(np.isnan(lat), "predicted", "measured")
     gaps = np.isnan(lat)
@@ -81,7 +83,14 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
                                         lat[keep], source[keep])
         else:
             gap_archs = [a for a, g in zip(archs, gaps) if g]
-            lat[gaps] = predict(ctx, target, gap_archs)["predicted_ms"].to_numpy()
+            pred = predict(ctx, target, gap_archs)
+            lat[gaps] = pred["predicted_ms"].to_numpy()
+            if pred.attrs.get("not_positive"):  # a prediction below 0 ms says nothing about the budget
+                bad = set(pred.attrs["not_positive"])
+                keep = np.array([k not in bad for k in keys])
+                n_not_positive = int((~keep).sum())
+                archs, keys, lat, source, gaps = ([a for a, k in zip(archs, keep) if k], [k for k, m in zip(keys, keep)
+                                                   if m], lat[keep], source[keep], gaps[keep])
     accs = acc.reindex(keys).to_numpy(dtype=float)
     predicted = source == "predicted"
     sigma = predictor_sigma(saved) if predicted.any() else None
@@ -113,7 +122,7 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
                else saved["method"])
         pred_name = f"predictor #{saved['id']} ({how})"
     return SearchResult(target, str(acc.name), max_ms, pd.DataFrame(rows), len(keys), len(under), pred_name,
-                        [archs[i] for i in order], sigma, confidence, n_constant)
+                        [archs[i] for i in order], sigma, confidence, n_constant, n_not_positive)
 
 
 def verify(ctx: Context, result: SearchResult, n: int, measure: Callable[[list[Arch]], None]) -> pd.DataFrame:

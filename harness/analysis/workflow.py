@@ -21,7 +21,7 @@ from harness.analysis import sampling
 from harness.analysis.data import arch_columns, latency_matrix
 from harness.analysis.features import GraphFeatures, fingerprint, graph_columns, live_onehot, onehot
 from harness.analysis.methods import DEFAULT_METHOD, get_method
-from harness.analysis.transfer import LinearModel, TransferError, fit_linear, model_from_json
+from harness.analysis.transfer import FLOOR_MS, LinearModel, TransferError, fit_linear, model_from_json
 from harness.errors import HarnessError, NoPredictorError, ParameterError
 from harness.models.spaces import Arch, SearchSpace, get_space
 from harness.results.store import Store
@@ -313,6 +313,9 @@ def held_out_quality(refit, y: np.ndarray, max_loo: int = 60) -> dict:
             pred[test] = refit(np.setdiff1d(np.arange(n), test), test)
     except (TransferError, ValueError, np.linalg.LinAlgError):
         return {}  # too few samples to refit without one of them
+    if np.ptp(pred) == 0 or np.ptp(y) == 0:  # no ranking to compare (scipy would warn and give NaN)
+        return {"loo_median_rel_error": float(np.median(np.abs(pred / y - 1.0))),
+                "loo_scheme": "leave-one-out" if n <= max_loo else "10-fold"}
     return {"loo_srcc": float(spearmanr(pred, y).statistic),
             "loo_median_rel_error": float(np.median(np.abs(pred / y - 1.0))),
             "loo_scheme": "leave-one-out" if n <= max_loo else "10-fold"}
@@ -374,8 +377,15 @@ def predict(ctx: Context, device: str, archs: Sequence[Arch] | None = None) -> p
                            f"not finite for {int(bad.sum())} of {len(pred)} architectures, so nothing was written; "
                            "its training data holds infinite or missing latencies. Fix the data (harness import "
                            "now refuses such values) and train or adapt again.")
-    cols = pd.DataFrame([a.columns for a in archs])
-    return cols.assign(predicted_ms=pred)
+    # a method linear in ms (AdaProxy) extrapolates below zero: no latency is, so those are shown tied at half
+    # the fastest positive prediction and named in attrs["not_positive"] (search leaves them out, the CLI says so)
+    nonpos = pred <= 0
+    if nonpos.any():
+        pred = np.where(nonpos, pred[~nonpos].min() / 2 if (~nonpos).any() else FLOOR_MS, pred)
+    cols = pd.DataFrame([a.columns for a in archs]).assign(predicted_ms=pred)
+    cols.attrs["not_positive"] = [a.key for a, bad in zip(archs, nonpos) if bad]
+    cols.attrs["method"] = saved["method"]
+    return cols
 
 
 # --- suggest -------------------------------------------------------------------------------------

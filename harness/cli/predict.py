@@ -172,6 +172,11 @@ def predict(
     console.print(f"{esc(device)}: predicted {len(df)} {esc(space)} architectures; median {df.predicted_ms.median():.3f} ms, "
                   f"range {df.predicted_ms.min():.3f}-{df.predicted_ms.max():.3f} ms"
                   + (f"; wrote {esc(out)}" if out else ""), highlight=False)
+    if df.attrs.get("not_positive"):
+        console.print(f"  [yellow]{len(df.attrs['not_positive'])} prediction(s) were at or below 0 ms[/] (the "
+                      f"{esc(df.attrs.get('method'))} predictor is linear in ms and extrapolates there): shown tied "
+                      f"at {df.predicted_ms.min():.3g} ms, the fastest; treat them as unknown (search leaves them "
+                      "out), or adapt with --method multiproxy (log-latency)", highlight=False)
 
 
 @cli_errors

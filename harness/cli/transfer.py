@@ -260,6 +260,7 @@ def search(
         print(json.dumps(
             {"target": target, "max_ms": max_ms, "accuracy": r.accuracy, "candidates": r.n_candidates,
              "under_budget": r.n_under, "predictor": r.predictor, "left_out_constant_output": r.constant_output,
+             "left_out_not_positive": r.not_positive,
              "top": json.loads(table.to_json(orient="records"))}, indent=1))
         return
     from rich.table import Table
@@ -287,6 +288,8 @@ def search(
                   + (f" (gaps predicted by {r.predictor})" if r.predictor else " (measured values only)")
                   + (f"; {r.constant_output} whose network's output is a constant were not considered"
                      if r.constant_output else "")
+                  + (f"; {r.not_positive} the predictor put at or below 0 ms were left out (it extrapolates "
+                     "there: measure some of them, or adapt with --method multiproxy)" if r.not_positive else "")
                   + (f"; wrote {out}" if out else ""), highlight=False)
     if extra:
         held = table.held.dropna()
