@@ -585,3 +585,20 @@ def test_predictions_at_or_below_zero_are_named_and_search_leaves_them_out(publi
         r = search(ctx, "new_dev", max_ms=1e6, accuracy="acc_top1", top=5)
     assert r.not_positive > 100  # left out and counted (measured ones stay: their latency is measured)
     assert not set(r.top.arch_str) & (set(bad) - set(table.arch_str[:12]))
+
+
+def test_a_thin_imported_device_is_left_out_of_proxy_all_and_refused_by_name(public_like_store, cli_env):
+    """A 2-row CSV imported beside real tables made every `--proxy all` command fail with 'the device has 2
+    measurement(s); at least 3 are needed', naming no device."""
+    from tests.conftest import harness
+
+    folder, table = public_like_store
+    table.iloc[:2][["nb201_index"]].assign(tiny_ms=[1.0, 3.0]).to_csv(folder / "tiny.csv", index=False)
+    harness("import", str(folder / "tiny.csv"), env=cli_env)
+    harness("import", str(folder / "target.csv"), env=cli_env)
+    out = harness("adapt", "--proxy", "all", "--target", "new_dev", env=cli_env)
+    flat = " ".join(out.stderr.split())
+    assert "left out of the proxies (under 10 nb201 architectures each): tiny (2)" in flat, out.stdout + out.stderr
+    named = harness("adapt", "--proxy", "tiny", "--target", "new_dev", env=cli_env, check=False)
+    flat = " ".join(named.stderr.split())
+    assert named.returncode == 2 and "proxy tiny (2 architectures) has too little nb201 data" in flat, flat

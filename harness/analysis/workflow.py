@@ -54,6 +54,7 @@ class Context:
     space: SearchSpace
     cache_dir: str | None = None
     source_predictors: dict[str, dict] = field(default_factory=dict)  # gap-fillers trained so far
+    notes: list[str] = field(default_factory=list)  # what a command should tell its user (proxies left out...)
     _wide: dict[tuple[str, ...], pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -114,13 +115,29 @@ class Context:
         return sorted(set(self.store.latencies(self.space.name).device))
 
 
+MIN_PROXY_ARCHS = 10  # a proxy's gaps are filled by its own predictor (ridge): from fewer it is a guess
+
+
 def resolve_proxies(ctx: Context, proxies: Sequence[str], exclude: Sequence[str] = ()) -> list[str]:
+    """The proxy devices ``proxies`` names (``all``: every device with data but ``exclude``). A proxy needs
+    ``MIN_PROXY_ARCHS`` architectures: ``all`` leaves thinner ones out (a note says which), a named one is an error."""
     have = ctx.devices_with_data()
-    names = [d for d in have if d not in exclude] if list(proxies) == ["all"] else list(dict.fromkeys(proxies))
+    everything = list(proxies) == ["all"]
+    names = [d for d in have if d not in exclude] if everything else list(dict.fromkeys(proxies))
     missing = [p for p in names if p not in have]
     if missing:
         raise ParameterError("proxies", f"proxy device(s) {', '.join(missing)} have no {ctx.space.name} data; "
                              f"devices with data: {', '.join(have) or '(none)'}")
+    counts = ctx.store.latencies(ctx.space.name, names).groupby("device").size()
+    thin = [p for p in names if counts.get(p, 0) < MIN_PROXY_ARCHS]
+    if thin and not everything:
+        raise ParameterError("proxies", f"proxy {', '.join(f'{p} ({counts.get(p, 0)} architectures)' for p in thin)} "
+                             f"has too little {ctx.space.name} data to stand for the space: a proxy needs "
+                             f"{MIN_PROXY_ARCHS}; name others, or all")
+    if thin:
+        ctx.notes.append(f"left out of the proxies (under {MIN_PROXY_ARCHS} {ctx.space.name} architectures each): "
+                         + ", ".join(f"{p} ({counts.get(p, 0)})" for p in thin))
+        names = [p for p in names if p not in thin]
     if not names:
         raise ParameterError("proxies", f"no proxy devices with {ctx.space.name} data")
     return names

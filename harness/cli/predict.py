@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.analysis import methods, sampling
-from harness.cli.common import (DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, esc,
+from harness.cli.common import (DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, err, esc,
                                 print_table, working)
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
@@ -30,6 +30,12 @@ def _context(st, space: str, cache_dir: Path, step):
     ctx.graph.on_progress = lambda done, total: step("building architectures for their graph features", done,
                                                      total)
     return ctx
+
+
+def print_notes(ctx) -> None:
+    """What the workflow noted for the user (proxies left out, ...), once each, on stderr: --json stays clean."""
+    for note in dict.fromkeys(ctx.notes):
+        err.print(f"({esc(note)})", highlight=False)
 
 
 def _print_json(obj) -> None:
@@ -81,8 +87,9 @@ def suggest(
         from harness.results.store import open_store
 
     with open_store(store, write=False) as st, working(f"choosing {samples} architectures") as step:
-        picks = workflow.suggest(_context(st, space, cache_dir, step), proxy, samples, strategy, seed,
-                                 target)
+        ctx = _context(st, space, cache_dir, step)
+        picks = workflow.suggest(ctx, proxy, samples, strategy, seed, target)
+    print_notes(ctx)
     if out:
         write_table(picks, out)
     if as_json:
@@ -122,7 +129,9 @@ def adapt(
         from harness.results.store import Store
 
     with Store(store) as st, working(f"adapting a predictor for {target}") as step:
-        r = workflow.adapt(_context(st, space, cache_dir, step), proxy, target, method)
+        ctx = _context(st, space, cache_dir, step)
+        r = workflow.adapt(ctx, proxy, target, method)
+    print_notes(ctx)
     if as_json:
         _print_json(r.to_json())
         return
@@ -201,8 +210,9 @@ def pareto(
         from harness.results.store import open_store
 
     with open_store(store, write=False) as st, working(f"checking the Pareto set of {proxy} on {target}") as step:
-        r = workflow.pareto(_context(st, space, cache_dir, step), proxy, target, accuracy, what_if,
-                            adapt_proxy, method)
+        ctx = _context(st, space, cache_dir, step)
+        r = workflow.pareto(ctx, proxy, target, accuracy, what_if, adapt_proxy, method)
+    print_notes(ctx)
     checks = {k: c.summary() for k, c in r.fronts().items()}
     if plot:
         from harness.analysis.report import pareto_report

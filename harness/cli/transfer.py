@@ -97,6 +97,9 @@ def transfer(
         ctx = open_context(st, space, str(cache_dir))
         with console.status("checking the target and building the candidate pool ..."):
             plan = tl.plan_loop(ctx, ProfileRegistry(devices_dir), target, accuracy, proxy or ["all"], cfg)
+        from harness.cli.predict import print_notes
+
+        print_notes(ctx)
         if not as_json:
             console.print(f"[bold]{target}[/] ({plan.profile.connection.kind}): {len(plan.archs)} {space} candidates "
                           f"with {plan.accuracy_name}; {len(plan.pool.source_names)} source device(s)"
