@@ -578,3 +578,22 @@ def test_unsteady_nb201_models_are_named_by_the_index_that_arch_takes():
         print_unstable(s)
     flat = " ".join(cap.get().split())
     assert "worst: 9930 (CV" in flat and "|nor_conv" not in flat
+
+
+def test_json_output_is_strict_json_and_a_bad_correlation_method_is_a_usage_error(cli_env, tmp_path):
+    import json
+
+    from tests.conftest import harness
+
+    # one device constant on the shared architectures: its SRCC is undefined (NaN in Python, null in JSON)
+    (tmp_path / "t.csv").write_text("nb201_index,flat_ms,vary_ms\n1,2.0,1.0\n2,2.0,3.0\n3,2.0,2.0\n")
+    harness("import", str(tmp_path / "t.csv"), env=cli_env)
+    out = harness("srcc", "--json", "--min-overlap", "2", env=cli_env)
+
+    def refuse(name):
+        raise AssertionError(f"{name} is not JSON")
+    pair = json.loads(out.stdout, parse_constant=refuse)[0]
+    assert pair["srcc"] is None
+    bad = harness("srcc", "--method", "pearson", env=cli_env, check=False)
+    assert bad.returncode == 2 and "'pearson' is not one of spearman, kendall" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,14 +9,22 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, print_table, working
+from harness.cli.common import (DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, print_json, print_table,
+                                working)
 from harness.errors import HarnessError
 from harness.paths import WORKSPACE
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 DevicesOpt = Annotated[Optional[list[str]], typer.Option(
     "--device", help="Only these devices (repeat); default: every device with data in the space.")]
-MethodOpt = Annotated[str, typer.Option(help="spearman (SRCC, average ranks for ties) or kendall (tau-b).")]
+def _correlation(value: str) -> str:
+    if value not in ("spearman", "kendall"):
+        raise typer.BadParameter(f"{value!r} is not one of spearman, kendall")
+    return value
+
+
+MethodOpt = Annotated[str, typer.Option(callback=_correlation,
+                                        help="spearman (SRCC, average ranks for ties) or kendall (tau-b).")]
 CiOpt = Annotated[int, typer.Option("--ci", min=0, max=10_000, help="Bootstrap resamples for 95% confidence intervals (0 = none; "
                                                  "200 is a good start).")]
 
@@ -157,7 +164,7 @@ def srcc(
                     on=["device_a", "device_b"], how="left")
     if as_json:
         records = corr.pairs.assign(low_overlap=corr.pairs.n_common_archs < min_overlap)
-        print(json.dumps(records.to_dict(orient="records"), indent=1, default=lambda v: v.item()))
+        print_json(records.to_dict(orient="records"))
         return
     label = "SRCC" if method == "spearman" else "Kendall tau"
     order = cluster_order(corr.matrix(min_overlap))
@@ -263,7 +270,7 @@ def proxy(
     with working("ranking proxies" + (f" with {ci} bootstrap resamples" if ci else "")):
         df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci, min_overlap=min_overlap)
     if as_json:
-        print(json.dumps(df.to_dict(orient="records"), indent=1, default=float))
+        print_json(df.to_dict(orient="records"))
         return
     n_targets = len(dict.fromkeys(targets))
     partial = bool((df.targets_known < n_targets).any())

@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import json
 import re
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -33,6 +34,30 @@ DevicesDirOpt = Annotated[Path, typer.Option(
     "and override the built-ins.")]
 CacheOpt = Annotated[Path, typer.Option(
     "--cache-dir", envvar="HARNESS_CACHE", help="Exported-model cache (content-addressed).")]
+
+def print_json(obj: Any) -> None:
+    """Strict JSON on stdout: NaN and infinities become null (Python's json writes NaN, which JavaScript's
+    and most other parsers reject), numpy scalars become numbers, anything else its text."""
+    import math
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if hasattr(v, "item") and not isinstance(v, (str, bytes)):  # numpy scalars
+            try:
+                v = v.item()
+            except (TypeError, ValueError):
+                return str(v)
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if v is None or isinstance(v, (str, int, float, bool)):
+            return v
+        return str(v)
+
+    print(json.dumps(clean(obj), indent=1, allow_nan=False))
+
 
 DEFAULT_STORE = WORKSPACE.store
 DEFAULT_DEVICES = WORKSPACE.devices

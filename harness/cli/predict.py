@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,7 +11,7 @@ from rich.table import Table
 
 from harness.analysis import methods, sampling
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, err, esc,
-                                print_table, working)
+                                print_json, print_table, working)
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 ProxyOpt = Annotated[list[str], typer.Option(
@@ -39,9 +38,7 @@ def print_notes(ctx) -> None:
 
 
 def _print_json(obj) -> None:
-    import numpy as np
-
-    print(json.dumps(obj, indent=1, default=lambda v: float(v) if isinstance(v, np.floating) else str(v)))
+    print_json(obj)
 
 
 @cli_errors

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt, StoreOpt,
-                                cli_errors, console, err, print_table)
+                                cli_errors, console, err, print_json, print_table)
 
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Device profile to measure on (any driver, "
                                         "including kind replay).")]
@@ -138,13 +138,13 @@ def transfer(
     if out:
         write_table(front, out)
     if as_json:
-        print(json.dumps({"target": target, "space": space, "accuracy": plan.accuracy_name,
+        print_json({"target": target, "space": space, "accuracy": plan.accuracy_name,
                           "candidates": len(plan.archs), "left_out_unanswerable": plan.unanswerable,
                           "left_out_constant_output": plan.constant_output,
                           "resumed_rounds": result.resumed_from, "already_done": result.already_done,
                           "rounds": [{k: v for k, v in r.to_json().items() if k not in ("front", "front_prob")}
                                      for r in result.rounds],
-                          "front": json.loads(front.to_json(orient="records"))}, indent=1))
+                          "front": json.loads(front.to_json(orient="records"))})
         return
     if result.already_done:
         console.print(f"the loop for {target} already settled in round {last.round} with {last.n_samples} samples; "
@@ -260,11 +260,11 @@ def search(
     if out:
         write_table(table, out)
     if as_json:
-        print(json.dumps(
+        print_json(
             {"target": target, "max_ms": max_ms, "accuracy": r.accuracy, "candidates": r.n_candidates,
              "under_budget": r.n_under, "predictor": r.predictor, "left_out_constant_output": r.constant_output,
              "left_out_not_positive": r.not_positive,
-             "top": json.loads(table.to_json(orient="records"))}, indent=1))
+             "top": json.loads(table.to_json(orient="records"))})
         return
     from rich.table import Table
 
