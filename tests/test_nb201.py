@@ -60,6 +60,13 @@ def test_bad_keys_are_rejected(space, bad):
         space.parse(bad)
 
 
+def test_an_index_written_as_a_float_is_that_index_and_a_fraction_says_what_an_index_is(space):
+    # pandas writes 12.0 for an integer column that held a gap; it was refused as 'not a NAS-Bench-201 arch_str'
+    assert space.parse("12.0") == space.parse("12") and space.parse(" 7. ") == space.parse("7")
+    with pytest.raises(SpaceError, match="whole number 0..15624, got '12.5'"):
+        space.parse("12.5")
+
+
 # Published NAS-Bench-201 CIFAR-10 sizes (10 classes): the largest cell (all nor_conv_3x3) has
 # 1.5315 M parameters and 220.1 M FLOPs; the smallest network (all 'none') 0.0733 M parameters.
 @pytest.mark.parametrize("key,params,mflops", [(ALL_CONV3, 1_531_546, 220.11), (ALL_NONE, 73_306, 7.78)])

@@ -599,6 +599,10 @@ def test_a_thin_imported_device_is_left_out_of_proxy_all_and_refused_by_name(pub
     out = harness("adapt", "--proxy", "all", "--target", "new_dev", env=cli_env)
     flat = " ".join(out.stderr.split())
     assert "left out of the proxies (under 10 nb201 architectures each): tiny (2)" in flat, out.stdout + out.stderr
+    default = harness("adapt", "--target", "new_dev", env=cli_env)  # --proxy all is the default (README's commands)
+    assert "tiny (2)" in default.stderr
+    picks = harness("suggest", "--strategy", "uncertain", "--target", "new_dev", "--samples", "5", "--json", env=cli_env)
+    assert len(json.loads(picks.stdout)) == 5
     named = harness("adapt", "--proxy", "tiny", "--target", "new_dev", env=cli_env, check=False)
     flat = " ".join(named.stderr.split())
     assert named.returncode == 2 and "proxy tiny (2 architectures) has too little nb201 data" in flat, flat

@@ -14,8 +14,9 @@ from harness.cli.common import (DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt
                                 print_json, print_table, working)
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
-ProxyOpt = Annotated[list[str], typer.Option(
-    "--proxy", "-p", help="Proxy device(s) with data in the space (repeat), or `all`.")]
+ProxyOpt = Annotated[Optional[list[str]], typer.Option(
+    "--proxy", "-p", help="Proxy device(s) with data in the space (repeat), or `all` (the default: every device "
+    "with data but the target).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 MethodOpt = Annotated[str, typer.Option(help="Transfer method: " + "; ".join(
     f"{name}" for name in methods.METHODS) + f" (default {methods.DEFAULT_METHOD}).")]
@@ -64,7 +65,7 @@ def train(
 
 @cli_errors
 def suggest(
-    proxy: ProxyOpt,
+    proxy: ProxyOpt = None,
     samples: Annotated[int, typer.Option(help="How many architectures to measure on the target (K).")] = 20,
     space: SpaceOpt = "nb201",
     strategy: Annotated[str, typer.Option(help=f"One of {', '.join(sampling.STRATEGIES + sampling.SEQUENTIAL)}; "
@@ -85,7 +86,7 @@ def suggest(
 
     with open_store(store, write=False) as st, working(f"choosing {samples} architectures") as step:
         ctx = _context(st, space, cache_dir, step)
-        picks = workflow.suggest(ctx, proxy, samples, strategy, seed, target)
+        picks = workflow.suggest(ctx, proxy or ["all"], samples, strategy, seed, target)
     print_notes(ctx)
     if out:
         write_table(picks, out)
@@ -114,8 +115,8 @@ LOW_LOO_SRCC = 0.9
 
 @cli_errors
 def adapt(
-    proxy: ProxyOpt,
     target: Annotated[str, typer.Option(help="Device with a few measurements in the store.")],
+    proxy: ProxyOpt = None,
     space: SpaceOpt = "nb201",
     method: MethodOpt = methods.DEFAULT_METHOD,
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
@@ -127,7 +128,7 @@ def adapt(
 
     with Store(store) as st, working(f"adapting a predictor for {target}") as step:
         ctx = _context(st, space, cache_dir, step)
-        r = workflow.adapt(ctx, proxy, target, method)
+        r = workflow.adapt(ctx, proxy or ["all"], target, method)
     print_notes(ctx)
     if as_json:
         _print_json(r.to_json())

@@ -85,8 +85,10 @@ class NB201Space(SearchSpace):
 
     def parse(self, token: str) -> Arch:
         t = str(token).strip()
-        if re.fullmatch(r"\d+", t):
-            return self._arch(int(t))
+        if re.fullmatch(r"\d+(\.0*)?", t):  # 12.0: how pandas writes an integer column that held a gap
+            return self._arch(int(float(t)))
+        if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", t):
+            raise SpaceError(f"an nb201 index is a whole number 0..{NUM_ARCHS - 1}, got {t!r}")
         return self._arch(ops_to_index(parse_arch_str(t)))
 
     def sample(self, n: int, seed: int) -> list[Arch]:
