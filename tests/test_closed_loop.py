@@ -370,3 +370,16 @@ def test_search_with_confidence_drops_predictions_too_close_to_the_budget(loop_s
                   "--confidence", "0.9", "--top", "5", env=env, check=False)
     assert out.returncode == 0, out.stderr
     assert "P(under)" in out.stdout and "with probability >= 0.9" in out.stdout
+
+
+def test_rerunning_a_loop_that_spent_its_budget_shows_its_front_again(loop_setup, cli_env):
+    """The same command after a budget stop said 'already spent its budget of 40 samples' and exited 2."""
+    s = loop_setup
+    env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"]), "COLUMNS": "200"}
+    cmd = ["transfer", "--target", "tgt-replay", "--accuracy", "acc_test", "--budget", "10"]
+    first = harness(*cmd, env=env)
+    assert "the budget of 10 samples is spent" in " ".join(first.stdout.split())
+    again = harness(*cmd, env=env)
+    flat = " ".join(again.stdout.split())
+    assert "already stopped in round 0 with 10 samples, its budget spent (raise --budget above 10" in flat, flat
+    assert "predicted Pareto front on tgt-replay" in flat

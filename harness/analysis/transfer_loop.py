@@ -188,12 +188,10 @@ def run_loop(plan: LoopPlan, measure: Callable[[list[Arch]], None],
     hist = history(plan)
     resumed = len(hist)
     measured, failed = measured_state(plan)
-    if hist and hist[-1].stop == "stable":
+    if hist and (hist[-1].stop == "stable" or hist[-1].stop == "budget" and len(measured) >= cfg.budget):
+        # rerun of a loop that ended (stable, or its budget spent and not raised): its front again, nothing measured
         r, model = cl.step(plan.pool, measured, hist[:-1], cfg, failed)
         return LoopResult(hist, resumed, front_table(plan, hist[-1], model, measured), already_done=True)
-    if hist and hist[-1].stop == "budget" and hist[-1].n_samples >= cfg.budget:
-        raise HarnessError(f"the loop for {plan.target} already spent its budget of {hist[-1].n_samples} samples; "
-                           f"raise --budget to continue")
     batch = hist[-1].next_batch if hist else cl.first_batch(plan.pool, cfg.first_batch, cfg.seed).tolist()
     while True:
         todo = [i for i in batch if i not in measured and i not in failed]

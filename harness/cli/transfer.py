@@ -146,7 +146,10 @@ def transfer(
                                      for r in result.rounds],
                           "front": json.loads(front.to_json(orient="records"))})
         return
-    if result.already_done:
+    if result.already_done and last.stop == "budget":
+        console.print(f"the loop for {target} already stopped in round {last.round} with {last.n_samples} samples, "
+                      f"its budget spent (raise --budget above {last.n_samples} to go on); its front:")
+    elif result.already_done:
         console.print(f"the loop for {target} already settled in round {last.round} with {last.n_samples} samples; "
                       "its front:")
     _print_front(front, plan.accuracy_name, f"predicted Pareto front on {target} ({space}, {plan.accuracy_name})")
