@@ -129,13 +129,19 @@ def detect_space(columns: list[str], path: Path) -> str:
                        f"Columns: {', '.join(columns)}. Use --space if the key columns have these names.")
 
 
+MAX_LATENCY_MS = 86_400_000.0  # one inference taking over a day is a unit or parsing mistake, not a latency
+
+
 def _numeric(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
     raw = df[col]
     values = pd.to_numeric(raw, errors="coerce")
     bad = values.isna() & raw.notna()
     if bad.any():
         examples = ", ".join(repr(v) for v in raw[bad].head(3))
-        raise ImportFileError(f"{path}: column {col}: non-numeric values ({examples}) on lines {_rows(df.index[bad])}")
+        missing = raw[bad].astype(str).str.strip().str.lower().isin(["nan", "na", "n/a", "none", "null", "-", "?"])
+        hint = "; leave a missing value empty (NaN, NA, - and the like are text here)" if missing.any() else ""
+        raise ImportFileError(f"{path}: column {col}: non-numeric values ({examples}) on lines "
+                              f"{_rows(df.index[bad])}{hint}")
     return values.astype(float)
 
 
@@ -244,6 +250,12 @@ def import_table(store: Store, path: str | Path, source: str | None = None,
         neg = values < 0
         if neg.any():
             raise ImportFileError(f"{path}: column {col}: negative latencies on lines {_rows(df.index[neg])}")
+        huge = values > MAX_LATENCY_MS
+        if huge.any():
+            examples = ", ".join(f"{v:g}" for v in values[huge].head(3))
+            raise ImportFileError(f"{path}: column {col}: latencies over {MAX_LATENCY_MS:g} ms (a day per inference: "
+                                  f"{examples}) on lines {_rows(df.index[huge])}; columns ending in _ms are "
+                                  "milliseconds (seconds or microseconds? convert them first)")
         zero = values == 0
         if zero.any() and not allow_zero:
             raise ImportFileError(f"{path}: column {col}: zero latencies on lines {_rows(df.index[zero])}; 0 ms is a "
