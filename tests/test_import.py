@@ -137,6 +137,19 @@ BAD_TABLES = {
 }
 
 
+def test_a_folder_a_semicolon_file_and_a_wrong_space_each_get_one_clear_error(store_path, tmp_path):
+    (tmp_path / "semi.csv").write_text("nb201_index;arch_str;semi_ms\n1;x;2\n")
+    (tmp_path / "good.csv").write_text("nb201_index,foo_ms\n1,2\n2,3\n")
+    with Store(store_path) as st:
+        with pytest.raises(ImportFileError, match="is a folder; name the table files in it"):
+            import_table(st, tmp_path)
+        with pytest.raises(ImportFileError, match="separates columns with ;, not commas"):
+            import_table(st, tmp_path / "semi.csv")
+        with pytest.raises(ImportFileError, match=r"--space fbnet needs its key column\(s\) op_idx_list") as e:
+            import_table(st, tmp_path / "good.csv", space="fbnet")
+        assert "line 2" not in str(e.value)  # was 'line 2: all key columns () are empty', once per line
+
+
 @pytest.mark.parametrize("name", list(BAD_TABLES))
 def test_bad_tables_give_clear_errors_and_import_nothing(store_path, tmp_path, name):
     change, fragments = BAD_TABLES[name]

@@ -219,17 +219,28 @@ def import_table(store: Store, path: str | Path, source: str | None = None,
     if prefix and not is_valid_name(prefix):
         raise ImportFileError(f"--prefix {prefix!r}: use letters, digits, '.', '_' and '-', starting with a letter or "
                               "digit (e.g. --prefix vm-)")
+    if path.is_dir():
+        raise ImportFileError(f"{path} is a folder; name the table files in it (e.g. {path}/*.csv.gz)")
     if not path.is_file():
         raise ImportFileError(f"{path}: no such file")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     df = read_table(path)
     if df.empty:
         raise ImportFileError(f"{path}: the table has no rows")
+    if len(df.columns) == 1 and any(sep in str(df.columns[0]) for sep in (";", "\t")):
+        sep = ";" if ";" in str(df.columns[0]) else "tab"
+        raise ImportFileError(f"{path}: one column named {str(df.columns[0])[:60]!r}: the file separates columns with "
+                              f"{sep}, not commas; save it as comma-separated CSV")
     check_column_names([str(c) for c in df.columns], path)
     space_name = space or detect_space(list(df.columns), path)
     if space_name not in SPACES:
         raise ImportFileError(f"{path}: looks like the {space_name} space, which this harness version does not "
                            f"have yet (available: {', '.join(SPACES)})")
+    wanted = get_space(space_name).key_columns
+    if space and not set(wanted) & set(df.columns):
+        raise ImportFileError(f"{path}: --space {space} needs its key column(s) {', '.join(wanted)}, which the file "
+                              f"lacks (its columns: {', '.join(map(str, df.columns[:8]))}"
+                              f"{' ...' if len(df.columns) > 8 else ''}); leave out --space to detect it")
     source = source or path.name
     report = ImportReport(str(path), source, space_name, len(df))
     archs = _archs(df, space_name, path)
