@@ -384,6 +384,9 @@ def test_cli_bad_inputs(public_like_store, cli_env):
     assert bad_acc.returncode == 2 and "acc_top1" in bad_acc.stderr
     own = harness("adapt", "--proxy", "pub_a", "--proxy", "pub_b", "--target", "pub_b", env=cli_env, check=False)
     assert own.returncode == 2 and "own proxy" in own.stderr
+    few = harness("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "acc_top1", "--what-if-k", "2",
+                  env=cli_env, check=False)
+    assert few.returncode == 2 and "(see --what-if-k)" in " ".join(few.stderr.split())
 
 
 @pytest.mark.slow

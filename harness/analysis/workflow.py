@@ -21,7 +21,8 @@ from harness.analysis import sampling
 from harness.analysis.data import arch_columns, latency_matrix
 from harness.analysis.features import GraphFeatures, fingerprint, graph_columns, live_onehot, onehot
 from harness.analysis.methods import DEFAULT_METHOD, get_method
-from harness.analysis.transfer import FLOOR_MS, LinearModel, TransferError, fit_linear, model_from_json
+from harness.analysis.transfer import (FLOOR_MS, MIN_TARGET_SAMPLES, LinearModel, TransferError, fit_linear,
+                                      model_from_json)
 from harness.errors import HarnessError, NoPredictorError, ParameterError
 from harness.models.spaces import Arch, SearchSpace, get_space
 from harness.results.store import Store
@@ -472,8 +473,12 @@ def pareto(ctx: Context, proxy: str, target: str, accuracy: str, what_if_k: int 
            what_if_proxies: Sequence[str] | None = None, what_if_method: str = DEFAULT_METHOD) -> ParetoResult:
     acc = ctx.store.arch_metrics(ctx.space.name)
     if accuracy not in acc.columns:
+        accs = [c for c in acc.columns if str(c).startswith("acc_")]  # oneproxy_row is metadata, not accuracy
         raise ParameterError("accuracy", f"no accuracy column {accuracy!r} for {ctx.space.name}; have: "
-                             f"{', '.join(acc.columns) or '(none: import a table with acc_* columns)'}")
+                             f"{', '.join(accs) or '(none: import a table with acc_* columns)'}")
+    if what_if_k is not None and what_if_k < MIN_TARGET_SAMPLES:
+        raise ParameterError("what_if_k", f"{what_if_k} target samples are too few to fit a predictor; give at "
+                             f"least {MIN_TARGET_SAMPLES}")
     wide = latency_matrix(ctx.store, ctx.space.name, [proxy, target])
     both = wide.join(acc[[accuracy]], how="inner").dropna()
     if len(both) < 3:

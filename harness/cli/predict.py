@@ -194,7 +194,7 @@ def pareto(
         "acc_cifar100_test_200ep"),
     space: SpaceOpt = "nb201",
     plot: Annotated[Optional[Path], typer.Option(help="Write an HTML report with both fronts plotted.")] = None,
-    what_if: Annotated[Optional[int], typer.Option(
+    what_if_k: Annotated[Optional[int], typer.Option(
         "--what-if-k", help="Validation: pretend the (fully measured) target is new, adapt on K of its "
         "measurements and judge that predictor's front too (nothing saved).")] = None,
     adapt_proxy: Annotated[Optional[list[str]], typer.Option(
@@ -209,7 +209,7 @@ def pareto(
 
     with open_store(store, write=False) as st, working(f"checking the Pareto set of {proxy} on {target}") as step:
         ctx = _context(st, space, cache_dir, step)
-        r = workflow.pareto(ctx, proxy, target, accuracy, what_if, adapt_proxy, method)
+        r = workflow.pareto(ctx, proxy, target, accuracy, what_if_k, adapt_proxy, method)
     print_notes(ctx)
     checks = {k: c.summary() for k, c in r.fronts().items()}
     if plot:
