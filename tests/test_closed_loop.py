@@ -329,7 +329,8 @@ def test_search_under_budget_then_verify_on_the_device(loop_setup, cli_env):
         n_before = len(st.measurements("tgt-replay"))
         checked = search_mod.verify(ctx, r, 3, campaign(st, p, s))
         truth = s["df"].set_index("arch_str").tgt_ms
-        for _, row in checked.iterrows():
+        assert len(checked) == 5 and checked.attrs["verified"] == 3  # the whole list, its top 3 verified
+        for _, row in checked.head(3).iterrows():
             assert row.measured_ms == pytest.approx(truth[row.arch_str])
             assert row.held == (truth[row.arch_str] <= budget)
         assert len(st.measurements("tgt-replay")) - n_before == (r.top.head(3).source == "predicted").sum()
@@ -340,6 +341,12 @@ def test_search_under_budget_then_verify_on_the_device(loop_setup, cli_env):
                   "3", "--json", env=env, check=False)
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)["top"]) == 3
+    verify = ["search", "--target", "tgt-replay", "--accuracy", "acc_test", "--max-ms", str(budget), "--top", "5",
+              "--verify", "3"]
+    harness(*verify, env=env)
+    again = harness(*verify, env={**env, "COLUMNS": "200"})
+    flat = " ".join(again.stdout.split())  # the same top 3 verified twice: the second time nothing is new
+    assert "verified the top 3:" in flat and "all 3 were measured before: nothing new to measure" in flat, flat
     bad = harness("search", "--target", "tgt-replay", "--accuracy", "acc_nope", "--max-ms", "1", env=env,
                   check=False)
     assert bad.returncode == 2 and "acc_nope" in bad.stderr and "Traceback" not in bad.stderr

@@ -135,7 +135,8 @@ def verify(ctx: Context, result: SearchResult, n: int, measure: Callable[[list[A
         measure(todo)
     have = ctx.store.latencies(ctx.space.name, [result.target])
     measured = pd.Series(have.latency_ms.to_numpy(), index=have.key)
-    out = result.top.head(n).copy()
-    out["measured_ms"] = [float(measured.get(a.key, np.nan)) for a in chosen]
+    out = result.top.copy()  # the whole list: the top n verified, the rest as they were
+    out["measured_ms"] = [float(measured.get(a.key, np.nan)) for a in result.archs]
     out["held"] = [None if np.isnan(m) else bool(m <= result.max_ms) for m in out.measured_ms]
+    out.attrs.update(verified=len(chosen), newly_measured=len(todo))
     return out

@@ -152,6 +152,12 @@ def srcc(
         raise HarnessError(f"--layout must be auto, matrix or pairs, not {layout!r}")
     with open_store(store, write=False) as st, working("correlating" + (f" with {ci} bootstrap resamples" if ci else "")):
         wide = analysis.latencies(st, space, device)
+        if wide.shape[1] < 2:  # a correlation needs a pair: say so instead of an empty table
+            have = sorted(set(st.latencies(space).device))
+            raise HarnessError(f"SRCC compares devices in pairs, and {space} has "
+                               f"{'only ' + ', '.join(wide.columns) if wide.shape[1] else 'no device'}"
+                               f"{' here' if device else ''}; devices with {space} data: {', '.join(have) or '(none)'}"
+                               " (measure or import another)")
         noise = _noise(st, space, list(wide.columns), ci, seed) if ci and method == "spearman" else {}
         corr = correlate(wide, method=method, n_boot=ci, seed=seed)
         if noise:  # measured devices: the interval also resamples each model's runs and rounds

@@ -298,5 +298,9 @@ def search(
                      "there: measure some of them, or adapt with --method multiproxy)" if r.not_positive else "")
                   + (f"; wrote {out}" if out else ""), highlight=False)
     if extra:
-        held = table.held.dropna()
-        console.print(f"verified {len(held)}: {int(held.sum())} held the budget", highlight=False)
+        n, new = table.attrs.get("verified", len(table)), table.attrs.get("newly_measured", 0)
+        held = table.held.head(n).dropna()
+        console.print(f"verified the top {n}: {int(held.sum())} of {len(held)} held the budget ("
+                      + (f"{new} measured now, {n - new} measured before" if new else
+                         f"all {n} were measured before: nothing new to measure; --verify more than {n} to go further")
+                      + ")", highlight=False)
