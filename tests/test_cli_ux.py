@@ -599,3 +599,26 @@ def test_json_output_is_strict_json_and_a_bad_correlation_method_is_a_usage_erro
     bad = harness("srcc", "--method", "pearson", env=cli_env, check=False)
     assert bad.returncode == 2 and "'pearson' is not one of spearman, kendall" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("stop", [None, "stable", "budget"])
+def test_the_closed_loops_round_table_fits_80_columns_whatever_it_decided(stop):
+    """With 'stable' or 'budget' in its last column it was 82 characters wide."""
+    from rich.console import Console
+
+    from harness.analysis.closed_loop import Round
+    from harness.cli import common
+    from harness.cli.transfer import _round_table
+
+    r = Round(12, 150, 0.9876, 12.3, list(range(14)), [0.9] * 14, 1.0, 0.93, 0.0123, 0.9987, 0.87, True, stop,
+              [] if stop else [1, 2, 3, 4, 5], 12.3)
+    saved = common.console
+    common.console = Console(width=80, record=True, file=open(os.devnull, "w"))
+    try:
+        common.print_table(_round_table(r, "round 12 (K: target samples; SRCC, err%: leave-one-out; E[...]: "
+                                           "expected against the truth)"))
+        text = common.console.export_text()
+    finally:
+        common.console = saved
+    assert_fits(text, 80)
+    assert "0.9987" in text and (stop or "5") in text

@@ -38,7 +38,7 @@ def _round_table(r, title: str):
               _fmt(r.jaccard, ".2f"), _fmt(None if r.hv_change is None else 100 * r.hv_change, ".2f"),
               _fmt(r.expected_hv, ".4f"), _fmt(r.expected_recall, ".2f"), r.stop or str(len(r.next_batch)),
               f"{r.seconds:.1f}"]
-    headers = ("samples", "SRCC", "err%", "front", "Jacc.", "ΔHV%", "E[HV]", "E[rec]", "next", "s")
+    headers = ("K", "SRCC", "err%", "front", "Jacc.", "ΔHV%", "E[HV]", "E[rec]", "next", "s")
     for col, value in zip(headers, values):
         t.add_column(Text(col), justify="right", no_wrap=True, min_width=max(len(value), len(col)))
     t.add_row(*values)
@@ -124,8 +124,8 @@ def transfer(
 
         def on_round(r) -> None:
             if not as_json:
-                print_table(_round_table(r, f"round {r.round} (SRCC, err%: leave-one-out; E[...]: expected "
-                                              "against the truth)"))
+                print_table(_round_table(r, f"round {r.round} (K: target samples; SRCC, err%: leave-one-out; "
+                                              "E[...]: expected against the truth)"))
 
         try:
             result = tl.run_loop(plan, measure, on_round)
