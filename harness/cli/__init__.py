@@ -55,6 +55,28 @@ app.command("transfer")(transfer.transfer)
 app.command("search")(transfer.search)
 
 
+def _reflow(text: str) -> str:
+    """A docstring's paragraphs as single lines: typer keeps the source's line breaks in --help (ragged lines at
+    any width but the source's); rich then wraps each paragraph to the terminal."""
+    import re
+
+    return "\n\n".join(" ".join(p.split()) for p in re.split(r"\n\s*\n", text.strip()))
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    import inspect
+
+    for info in typer_app.registered_commands:
+        if info.help is None and info.callback is not None and inspect.getdoc(info.callback):
+            info.help = _reflow(inspect.getdoc(info.callback))
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
+_reflow_help(app)
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"harness {__version__}")

@@ -325,9 +325,11 @@ def report(
     min_overlap: MinOverlapOpt = DEFAULT_MIN_OVERLAP,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
-    """HTML report: clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions, the
-    campaign timeline of each measured device (a farm's idle, failed and lost stretches), where each device's
-    numbers come from, and a 'how to read this' for every figure and table."""
+    """HTML report of the store: SRCC heat map, scatter plots, distributions, campaign timelines.
+
+    Clustered SRCC heat map, latency scatter for chosen pairs, per-device distributions, the campaign timeline
+    of each measured device (a farm's idle, failed and lost stretches), where each device's numbers come from,
+    and a 'how to read this' for every figure and table."""
     with working("loading"):  # the imports take seconds on a busy machine: show it
         from harness import analysis
         from harness.results.store import open_store

@@ -106,8 +106,10 @@ def export(
 
 @cli_errors
 def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
-    """List the campaigns in the store with their status and counts (stale: measurements of models from an
-    older exporter; re-measure them with `harness measure ... --remeasure-stale`)."""
+    """List the campaigns in the store with their status and counts.
+
+    Stale: measurements of models from an older exporter; re-measure them with `harness measure ...
+    --remeasure-stale`."""
     with working("loading"):  # the imports take seconds on a busy machine: show it
         from harness.models.cache import EXPORTER_VERSION
         from harness.results.store import open_store

@@ -66,9 +66,11 @@ def transfer(
     as_json: Annotated[bool, typer.Option("--json", help="Print the rounds and the front as JSON.")] = False,
     store: StoreOpt = DEFAULT_STORE, devices_dir: DevicesDirOpt = DEFAULT_DEVICES, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
-    """Closed loop on a new target: measure a first batch, adapt the multi-proxy predictor, estimate its
-    uncertainty, measure next where it decides the accuracy-latency Pareto front, and stop when the predicted
-    front is stable (or the budget is spent). Ctrl-C and rerun the same command to resume.
+    """Closed loop on a new target: measure only until its predicted Pareto front is settled.
+
+    Measure a first batch, adapt the multi-proxy predictor, estimate its uncertainty, measure next where it
+    decides the accuracy-latency Pareto front, and stop when the predicted front is stable (or the budget is
+    spent). Ctrl-C and rerun the same command to resume.
 
     The first --explore samples (default 20) follow the diverse sampling order in batches, so a loop that
     stops there has measured exactly what a fixed-K campaign of that size would; only then does it measure
@@ -237,8 +239,10 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     store: StoreOpt = DEFAULT_STORE, devices_dir: DevicesDirOpt = DEFAULT_DEVICES, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
-    """The most accurate architectures under --max-ms on the target: its measured latency where the store has
-    one, else its saved predictor's (run `harness transfer` first). --verify N measures the top N."""
+    """The most accurate architectures under --max-ms on the target.
+
+    By its measured latency where the store has one, else its saved predictor's (run `harness transfer`
+    first). --verify N measures the top N."""
     from harness.analysis import search as search_mod
     from harness.analysis import transfer_loop as tl
     from harness.analysis.workflow import open_context
