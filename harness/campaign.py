@@ -535,6 +535,8 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         status = "finished"
         if watch:
             summary.paused_s = watch.paused_s
+            # a sentinel out of band marks the visits since its last good check: count those too
+            summary.suspect = max(summary.suspect, store.suspect_visits(cid))
     except KeyboardInterrupt:
         status, message = "interrupted", "stopped by the user"
         raise

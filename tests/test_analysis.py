@@ -196,3 +196,14 @@ def test_a_proxy_known_for_fewer_targets_never_ranks_above_a_complete_one(store_
         import_table(st, tmp_path / "w.csv")
     out = " ".join(harness("proxy", "-t", "t1", "-t", "t2", env=cli_env).stdout.split())
     assert out.index("full") < out.index("thin") and "1/2" in out and "ranks after every proxy known for more" in out
+
+
+def test_where_the_numbers_come_from_describes_the_adaptive_policy_it_ran():
+    """The report said '2 warm-up + 50 timed runs' for the adaptive default (6-10 runs a visit, 3 rounds)."""
+    from harness.analysis.data import policy_text
+    from harness.devices.profile import parse_profile
+
+    default = parse_profile({"name": "x", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                             "policy": {"warmup_runs": 2}}, "x").as_dict()["policy"]
+    assert policy_text(default) == "2 warm-up + 6-10 timed runs per visit (adaptive, to a ±3 % CI), 3 rounds"
+    assert policy_text({"warmup_runs": 1, "timed_runs": 3, "adaptive": None, "rounds": 1}) == "1 warm-up + 3 timed runs"

@@ -624,3 +624,17 @@ def test_the_closed_loops_round_table_fits_80_columns_whatever_it_decided(stop):
         common.console = saved
     assert_fits(text, 80)
     assert "0.9987" in text and (stop or "5") in text
+
+
+def test_a_device_lost_mid_campaign_exits_1_and_says_what_is_kept(cli_env):
+    """It exited 2, the code of a bad command; the farm and `measure --help` say 1 when a device stopped."""
+    import yaml
+
+    from tests.conftest import harness
+
+    (Path(cli_env["HARNESS_DEVICES"]) / "flaky.yaml").write_text(yaml.safe_dump(
+        {"name": "flaky", "connection": {"kind": "sleep", "latency_ms": 1, "drop_after": 1},
+         "runtime": {"name": "onnxruntime"}, "policy": {"warmup_runs": 0, "timed_runs": 2}}))
+    out = harness("measure", "-d", "flaky", "--arch", "0,1,2", env=cli_env, check=False)
+    flat = " ".join(out.stderr.split())
+    assert out.returncode == 1 and "stopped:" in flat and "1 of 3 architectures are in" in flat, flat

@@ -193,3 +193,15 @@ def test_public_fbnet_table_imports_and_analyses_like_nb201(store_path):
             "hwnb_pixel3", "hwnb_raspi4", "hwnb_eyeriss", "hwnb_fpga"}
         pairs = srcc(st, space="fbnet")
     assert len(pairs) == 6 and (pairs.n_common_archs == 5000).all() and (pairs.srcc > 0.8).all()
+
+
+def test_a_zero_that_harness_exported_for_a_degenerate_model_imports_again(store_path, tmp_path):
+    """benchmark_model prints whole microseconds: a constant-output network on a fast phone reads 0 us. harness
+    export wrote that 0 with <device>_degenerate = 1, and importing the export back refused it."""
+    body = "nb201_index,phone_ms,phone_degenerate\n1,0.0,1\n2,1.5,0\n3,2.5,0\n"
+    (tmp_path / "exported.csv").write_text(body)
+    (tmp_path / "plain.csv").write_text(body.replace("1\n2,1.5", "0\n2,1.5"))  # the same 0 without the flag
+    with Store(store_path) as st:
+        assert import_table(st, tmp_path / "exported.csv").devices == {"phone": 3}
+        with pytest.raises(ImportFileError, match="zero latencies on lines 2"):
+            import_table(st, tmp_path / "plain.csv", prefix="p-")

@@ -220,6 +220,7 @@ def test_sentinels_fire_on_the_thermal_window_mark_it_and_pause_until_recovery(c
     assert (events.kind == "sentinel_drift").any() and (events.kind == "pause").any()
     assert '"recovered": true' in events[events.kind == "pause"].detail_json.iloc[0]
     assert s.paused_s > 0
+    assert s.suspect == sum(suspect)  # the summary counts the window the sentinel marked (it said 0)
 
 
 # --- interleaved rounds -----------------------------------------------------------------------
@@ -481,3 +482,17 @@ def test_report_draws_the_sentinel_series_with_the_out_of_band_checks(cache, sto
     assert "Sentinel series per device" in text and "out of band (red circles)" in text
     assert "fewer than two devices" in text  # one device: no empty heat map
     assert (tmp_path / "png" / "sentinel_series.png").stat().st_size > 1000
+
+
+def test_sentinels_are_never_networks_with_a_constant_output():
+    """A constant-output network runs in microseconds, where timer jitter is +-100 %: picked as the cheapest
+    sentinel, it left its band at every check and paused the campaign (seen with --sample 6 --seed 50)."""
+    from harness.measure import sentinels
+    from harness.measure.policy import Sentinels
+    from harness.models.passes import is_degenerate, prepare
+
+    constant = SPACE.parse_many(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", "11759"])
+    archs = constant + SPACE.sample(9, 4)
+    picked = sentinels.choose(SPACE, archs, Sentinels(count=3))
+    assert len(picked) == 3 and not any(is_degenerate(prepare(SPACE.build(a), "prune")) for a in picked)
+    assert not set(a.key for a in picked) & {a.key for a in constant}

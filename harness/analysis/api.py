@@ -65,7 +65,7 @@ def report(store: StoreLike, out: str | Path, space: str = "nb201", devices: Seq
         facts = device_facts(st, space, list(wide.columns))
         source = str(st.path)
         measured = st.measurements(space=space)
-        checks = st.sentinel_series()
+        checks = st.sentinel_series(space=space)  # a report is of one space: its sentinels only
     if devices:
         measured = measured[measured["device"].isin(list(devices))]
     checks = checks[checks["device"].isin(list(wide.columns))]

@@ -33,6 +33,18 @@ def arch_columns(store: Store, space: str) -> pd.DataFrame:
     return pd.DataFrame([json.loads(c) for _, c in rows], index=[k for k, _ in rows])
 
 
+def policy_text(pol: dict) -> str:
+    """How a campaign's policy timed each model, in a few words (adaptive: its run range per visit and rounds)."""
+    ad, rounds = pol.get("adaptive"), pol.get("rounds") or 1
+    if ad:
+        runs = (f"{pol.get('warmup_runs')} warm-up + {ad.get('min_runs')}-{ad.get('max_runs')} timed runs per visit "
+                f"(adaptive, to a ±{100 * ad.get('target_rel_ci', 0):g} % CI)")
+    else:
+        runs = (f"{pol.get('warmup_runs')} warm-up + {pol.get('timed_runs')} timed runs"
+                + (f", ≥ {pol['min_seconds']} s" if pol.get("min_seconds") else ""))
+    return runs + (f", {rounds} rounds" if rounds > 1 else "")
+
+
 def device_facts(store: Store, space: str, devices: list[str]) -> pd.DataFrame:
     """Where each device's numbers come from, for the report: measured devices with their runtime and version,
     timing policy, machine and campaign dates; imported ones with their source file and import date."""
@@ -54,8 +66,7 @@ def device_facts(store: Store, space: str, devices: list[str]) -> pd.DataFrame:
                 "device": dev, "origin": "measured",
                 "runtime": f"{cond.get('runtime') or rt.get('name', '?')} {cond.get('runtime_version') or ''}".strip(),
                 "threads": rt.get("threads"),
-                "policy": f"{pol.get('warmup_runs')} warm-up + {pol.get('timed_runs')} timed runs"
-                          + (f", ≥ {pol['min_seconds']} s" if pol.get("min_seconds") else ""),
+                "policy": policy_text(pol),
                 "machine": cond.get("device_model") or cond.get("cpu_model") or cond.get("machine") or "?",
                 "campaigns": f"{len(mine)} ({', '.join(sorted({c[5] for c in mine}))})",
                 "dates (UTC)": f"{mine[0][3][:16].replace('T', ' ')} – {(max(ends) if ends else 'running')[:16].replace('T', ' ')}",

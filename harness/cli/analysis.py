@@ -136,7 +136,7 @@ def srcc(
         help="matrix (heat map), pairs (weakest and strongest pairs) or auto: the matrix when the terminal is "
              "wide enough.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of pairs instead of the heat map.")] = False,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Bootstrap seed.")] = 0,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Rank correlation of latencies for every pair of devices, on the architectures both have."""
@@ -216,7 +216,7 @@ def compare(
     space: SpaceOpt = "nb201",
     ci: Annotated[int, typer.Option("--ci", min=1, max=10_000, help="Bootstrap resamples of each measured model's runs.")] = 200,
     top: Annotated[int, typer.Option(help="List this many real disagreements.")] = 10,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Bootstrap seed.")] = 0,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Which architecture pairs two devices order differently, and which of those measurement noise explains.

@@ -19,7 +19,7 @@ DEMO_DEVICES = ("local-onnx", "local-tflite")
 @cli_errors
 def demo(
     sample: Annotated[int, typer.Option(help="NAS-Bench-201 architectures to measure.")] = 20,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Sampling seed.")] = 0,
     out: Annotated[Path, typer.Option(help="Where to write the latency table.")] = WORKSPACE.results / "demo_nb201.csv",
     store: StoreOpt = DEFAULT_STORE,
     devices_dir: DevicesDirOpt = DEFAULT_DEVICES,

@@ -105,10 +105,13 @@ def print_model_results(st_path: Path, device: str, keys: list[str]) -> None:
     table = Table(title=f"model files on {escape(device)}")
     for col in ("file", "median ms", "p90 ms", "min ms", "CV", "runs/visit", "load ms"):
         table.add_column(col, justify="left" if col == "file" else "right", overflow="fold")
+    def ms(v, spec: str = ".3f") -> str:  # a statistics-only tool (benchmark_model) reports no p90: NULL
+        return "-" if v is None or v != v else format(v, spec)
+
     for r in m.itertuples():
-        cv = r.std_ms / r.mean_ms if r.mean_ms else 0.0
-        table.add_row(escape(r.key), f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.min_ms:.3f}", f"{100 * cv:.1f} %",
-                      str(r.n_runs), f"{r.init_ms:.1f}" if r.init_ms == r.init_ms and r.init_ms is not None else "-")
+        cv = r.std_ms / r.mean_ms if r.mean_ms and r.std_ms == r.std_ms and r.std_ms is not None else None
+        table.add_row(escape(r.key), ms(r.median_ms), ms(r.p90_ms), ms(r.min_ms),
+                      "-" if cv is None else f"{100 * cv:.1f} %", str(r.n_runs), ms(r.init_ms, ".1f"))
     print_table(table)
 
 
@@ -174,7 +177,7 @@ def measure(
                                               "repeat for several devices measured at once.")],
     space: Annotated[str, typer.Option(help="Search space.")] = "nb201",
     sample: Annotated[Optional[int], typer.Option(help="Measure N architectures sampled without repeats.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of --sample (same seed, same architectures).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of --sample (same seed, same architectures).")] = 0,
     all_archs: Annotated[bool, typer.Option("--all", help="Measure every architecture of the space.")] = False,
     arch: Annotated[Optional[list[str]], typer.Option(
         help="Architecture index or key; repeat or comma-separate (e.g. --arch 0,1,9930).")] = None,
@@ -282,7 +285,8 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         input_shape: str | None = None, precision: str | None = None, rounds: int | None = None) -> CampaignSummary:
     with working(f"{device}: loading"):  # the imports below take seconds on a busy machine
         from harness import interrupts
-        from harness.campaign import run_campaign, workload_columns
+        from harness.campaign import CampaignAborted, DeviceNotQuiet, run_campaign, workload_columns
+        from harness.errors import ConnectionLost
         from harness.devices.lease import DeviceBusy
         from harness.devices.registry import ProfileRegistry
         from harness.models.cache import ModelCache
@@ -316,12 +320,26 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         except DeviceBusy as e:
             err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(3) from None
+        except (ConnectionLost, CampaignAborted, DeviceNotQuiet) as e:
+            # the device stopped before its list was done: exit 1 as the farm does (2 is for a bad command)
+            done = len(st.measured_keys(profile.name, sp.name, workload_columns(profile)) & {a.key for a in archs})
+            err.print(f"[bold red]stopped:[/] {esc(e)}", highlight=False)
+            err.print(f"{done} of {len(archs)} architectures are in {esc(store)}; rerun the same command when the "
+                      "device is back to measure the rest.", highlight=False)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             try:
                 with interrupts.shielded():  # a second Ctrl-C does not turn this into a traceback
                     done = len(st.measured_keys(profile.name, sp.name, workload_columns(profile)) & {a.key for a in archs})
-                    say_interrupted(f"\n[yellow]interrupted[/]: {done} of {len(archs)} architectures are in "
-                                    f"{esc(store)}; rerun the same command to measure the rest.")
+                    n_rounds = rounds or profile.policy.rounds
+                    what = f"{done} of {len(archs)} architectures are"
+                    if n_rounds > 1:  # an architecture with one visit of three is not done: count visits
+                        keys = {a.key for a in archs}
+                        visits = sum(k in keys for k, _ in st.measured_rounds(
+                            profile.name, sp.name, n_rounds, profile.graph, workload_columns(profile)))
+                        what = f"{visits} of {len(archs) * n_rounds} visits ({n_rounds} rounds) are"
+                    say_interrupted(f"\n[yellow]interrupted[/]: {what} in {esc(store)}; rerun the same command to "
+                                    "measure the rest.")
             except KeyboardInterrupt:
                 pass
             raise typer.Exit(130) from None

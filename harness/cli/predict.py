@@ -72,7 +72,7 @@ def suggest(
                                                 "uncertain: the next ones for a --target with at least "
                                                 f"{sampling.MIN_FOR_UNCERTAIN} measurements, where its predictor "
                                                 "is least sure.")] = sampling.DEFAULT_STRATEGY,
-    seed: Annotated[int, typer.Option(help="Seed of the choices: a different draw per seed (diverse starts at "
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the choices: a different draw per seed (diverse starts at "
                                            "the median-latency architecture with 0, at a random one otherwise).")] = 0,
     target: Annotated[Optional[str], typer.Option(help="Skip what this device already has.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the picks (key columns) to this CSV.")] = None,

@@ -121,9 +121,10 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
         return
     show_stale = bool(df.stale.sum())
     wide = console.width >= 110  # room for the per-run column and the year; at 80 columns a compact form
-    table = Table(title=f"campaigns in {esc(store)}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=f"campaigns in {esc(store)}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("device", overflow="fold")
+    # names fold only past 24 characters ("local-on"/"nx" at 80 columns while others had room)
+    table.add_column("device", overflow="fold", min_width=min(max(len(str(d)) for d in df.device), 24))
     table.add_column("space", overflow="fold")
     show_failed = wide or bool(df.failed.sum())
     cols = ("status", "ok/planned" if wide else "ok/plan", *(("failed",) if show_failed else ()),

@@ -61,7 +61,7 @@ def transfer(
         help="How explore batches pick: diverse (the fixed-K order) or uncertain (where the predictor's ensemble "
              "disagrees, spread out: a better front on average, at more samples; see benchmarks/closed_loop.py).")
     ] = "diverse",
-    seed: Annotated[int, typer.Option(help="Seed of the first batch and of the uncertainty draws.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the first batch and of the uncertainty draws.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Write the predicted front to this CSV/Parquet.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rounds and the front as JSON.")] = False,
     store: StoreOpt = DEFAULT_STORE, devices_dir: DevicesDirOpt = DEFAULT_DEVICES, cache_dir: CacheOpt = DEFAULT_CACHE,

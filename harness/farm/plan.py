@@ -40,7 +40,7 @@ def farm_profile(profile: Profile) -> Profile:
         problems.append("policy.gate: gating runs in one device's own loop; remove it for a farm command, or "
                         "measure this device on its own")
     if problems:
-        raise ProfileError(f"profile {profile.name} (measure with several devices / --ray / --split)", problems)
+        raise ProfileError(f"{profile.name} (measured with several devices / --ray / --split)", problems)
     if pol.rounds == 1:
         return profile
     return profile.model_copy(update={"policy": pol.model_copy(update={"rounds": 1})})

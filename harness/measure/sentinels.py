@@ -20,14 +20,23 @@ from harness.models.spaces import Arch, SearchSpace
 
 
 def choose(space: SearchSpace, archs: Sequence[Arch], policy: Sentinels) -> list[Arch]:
-    """The sentinel architectures: the profile's explicit ones, else MAC quantiles of ``archs``."""
+    """The sentinel architectures: the profile's explicit ones, else MAC quantiles of ``archs`` that compute
+    something (a network with a constant output runs in microseconds, where timer jitter alone is +-100 %: as a
+    sentinel it drifted out of band at every check and paused the campaign for nothing)."""
     if policy.archs:
         return space.parse_many(policy.archs)
     if not archs:
         raise HarnessError("sentinels need architectures to choose from; the campaign has none "
                            "(give policy.sentinels.archs)")
     try:
-        by_cost = sorted(archs, key=lambda a: (space.build(a).macs(), a.key))
+        from harness.models.passes import is_degenerate, prepare
+
+        costed = []
+        for a in archs:
+            g = space.build(a)
+            if not is_degenerate(prepare(g, "prune")):
+                costed.append((g.macs(), a.key, a))
+        by_cost = [a for *_, a in sorted(costed, key=lambda t: t[:2])] or list(archs)
     except Exception:  # spaces of model files have no graph to count: keep the given order
         by_cost = list(archs)
     n = min(policy.count, len(by_cost))

@@ -268,6 +268,9 @@ def import_table(store: Store, path: str | Path, source: str | None = None,
                                   f"{examples}) on lines {_rows(df.index[huge])}; columns ending in _ms are "
                                   "milliseconds (seconds or microseconds? convert them first)")
         zero = values == 0
+        flag = f"{col[:-3]}_degenerate"  # harness export: 1 where the measured model's output ignores its input
+        if flag in df.columns:  # such a model can run below a tool's 1 us resolution: its 0 is a measurement
+            zero &= pd.to_numeric(df[flag], errors="coerce").fillna(0) != 1
         if zero.any() and not allow_zero:
             raise ImportFileError(f"{path}: column {col}: zero latencies on lines {_rows(df.index[zero])}; 0 ms is a "
                                   "failed or missing measurement: leave the cell empty, or pass --allow-zero to "

@@ -923,6 +923,11 @@ class Store:
                     "SELECT latency_ms FROM runs WHERE warmup = 0 AND measurement_id = ?", (mid,))]
         return out
 
+    def suspect_visits(self, campaign_id: int) -> int:
+        """Successful visits of the campaign marked suspect, when they ran or later (by a sentinel)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM measurements WHERE campaign_id = ? AND status = 'ok' "
+                                   "AND suspect IS NOT NULL", (campaign_id,)).fetchone()[0])
+
     def mark_suspect(self, ids: Iterable[int], reason: str) -> None:
         """Add ``reason`` to the suspect marks of these measurements (a sentinel left its band meanwhile)."""
         with self.transaction() as db:
@@ -939,12 +944,12 @@ class Store:
                               median_ms, baseline_ms, int(in_band), phase))
             return int(cur.lastrowid)
 
-    def sentinel_series(self, device: str | None = None) -> pd.DataFrame:
+    def sentinel_series(self, device: str | None = None, space: str | None = None) -> pd.DataFrame:
         q = """SELECT s.id, s.campaign_id, d.name AS device, a.key, s.at, s.models_done, s.median_ms,
                       s.baseline_ms, s.in_band, s.phase
                FROM sentinel_checks s JOIN devices d ON d.id = s.device_id JOIN architectures a ON a.id = s.arch_id
-               WHERE (? IS NULL OR d.name = ?) ORDER BY s.id"""
-        return pd.read_sql_query(q, self.db, params=(device, device))
+               WHERE (? IS NULL OR d.name = ?) AND (? IS NULL OR a.space = ?) ORDER BY s.id"""
+        return pd.read_sql_query(q, self.db, params=(device, device, space, space))
 
     def record_event(self, campaign_id: int, kind: str, detail: dict | None = None) -> None:
         with self.transaction() as db:
