@@ -103,6 +103,9 @@ class CampaignSummary:
 
 
 class Observer(Protocol):
+    """What a campaign tells its caller; it may also have ``waiting(reasons)``, called while the gate holds the
+    next model (the CLI shows why on the progress line)."""
+
     def started(self, summary: CampaignSummary, todo: int) -> None: ...
     def model_done(self, outcome: ModelOutcome, summary: CampaignSummary) -> None: ...
 
@@ -506,7 +509,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             summary.conditions["reference"] = ref_arch.key
             store.set_campaign_conditions(cid, summary.conditions)
         for i, (arch, rnd) in enumerate(todo):
-            gate = wait_until_quiet(pol.gate, driver.state, clock)
+            gate = wait_until_quiet(pol.gate, driver.state, clock, getattr(observer, "waiting", None))
             if gate.waited_s or gate.timed_out:
                 summary.gate_wait_s += gate.waited_s
                 if gate.timed_out:

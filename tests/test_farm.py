@@ -234,3 +234,19 @@ def test_the_farm_says_when_kept_latencies_were_measured_with_another_setup(cli_
     more = harness("measure", "-d", "fa", "-d", "fb", "--arch", "0,1,2", env={**cli_env, "COLUMNS": "250"})
     flat = " ".join(more.stdout.split())  # a farm that measures something says it beside its summary table
     assert "2 architecture(s) kept as measured on fb were measured with another profile" in flat, flat
+
+
+def test_ctrl_c_while_the_devices_start_closes_every_campaign_as_interrupted(tmp_path, cache_dir, monkeypatch):
+    """A Ctrl-C 1 s into a three-device command left 2-3 campaigns 'running' in 2 of 4 tries: abort stopped only
+    the devices that had finished starting."""
+    from harness.farm import engine
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "wait", ctrl_c)  # the moment the command waits for its devices to start
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(KeyboardInterrupt):
+            farm(st, [sleep_profile("ca"), sleep_profile("cb"), sleep_profile("cc")], SPACE.sample(3, 0), cache_dir)
+        rows = st.db.execute("SELECT status, finished_at IS NOT NULL FROM campaigns").fetchall()
+    assert rows == [("interrupted", 1)] * 3

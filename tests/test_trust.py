@@ -164,8 +164,19 @@ def test_gating_waits_until_the_device_is_cool_and_records_the_wait(cache, store
     prof = lab_profile(warmup_runs=1, timed_runs=5, gate={"max_start_temp_c": 40, "max_wait_s": 600, "poll_s": 2})
     lab = LabDevice(prof, Physics(heat_c_per_s=0.5, cool_ratio=1.0))
     lab.load_s = 60  # starts hot: 60 C
+
+    class Watching:  # what the CLI's progress line hears while nothing moves
+        said: list = []
+
+        def started(self, summary, todo): pass
+
+        def model_done(self, outcome, summary): pass
+
+        def waiting(self, reasons): self.said.append(reasons)
+
+    watching = Watching()
     with Store(store_path) as st:
-        s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+        s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock, observer=watching)
         waits = [r[0] for r in st.db.execute("SELECT gate_wait_s FROM measurements ORDER BY id")]
         gates = [json.loads(r[0])["gate"] for r in st.db.execute("SELECT conditions_json FROM measurements")]
     assert s.ok == 3 and s.gate_timeouts == 0
@@ -173,6 +184,7 @@ def test_gating_waits_until_the_device_is_cool_and_records_the_wait(cache, store
     assert all(w <= 2.0 for w in waits[1:])  # a model heats it a little; one poll cools it again
     assert all(g["state"]["temperature_c"]["lab"] <= 40 and not g["timed_out"] for g in gates)
     assert s.gate_wait_s == pytest.approx(sum(waits))
+    assert len(watching.said) >= 19 and "temperature" in watching.said[0][0]  # told at every 2 s poll of ~40 s
 
 
 @pytest.mark.parametrize("on_timeout", ["continue", "stop"])

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, CacheOpt, DevicesDirOpt, cli_errors, console, err,
-                                print_table, reachable)
+                                print_table, reachable, say_interrupted)
 
 app = typer.Typer(help="A device farm on Ray: join hosts with their devices, see what each device is doing.",
                   no_args_is_help=True)
@@ -169,8 +169,8 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
             err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(3) from None
         except KeyboardInterrupt:
-            err.print("\n[yellow]interrupted[/]: every finished model is in the store; rerun the same command to "
-                      "measure the rest.")
+            say_interrupted("\n[yellow]interrupted[/]: every finished model is in the store; rerun the same command "
+                            "to measure the rest.")  # once: the entry point then says nothing more
             raise typer.Exit(130) from None
     print_farm_summary(summary, store)
     if not summary.finished:

@@ -75,6 +75,10 @@ class ProgressObserver:
                           "only)", highlight=False)
         self.progress.update(self.task, description=summary.device, total=todo, completed=0)
 
+    def waiting(self, reasons: list[str]) -> None:
+        """The gate holds the next model: say why on the progress line instead of a bar that does not move."""
+        self.progress.update(self.task, status=f"waiting: {'; '.join(reasons)}")
+
     def model_done(self, o: ModelOutcome, summary: CampaignSummary) -> None:
         narrow = self.progress.console.width < 120  # ~20 columns left for the status: the latency first
         if o.ok and o.median_ms is not None:

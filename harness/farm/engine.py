@@ -116,6 +116,7 @@ class _Farm:
         self.summaries: dict[str, DeviceSummary] = {}
         self.cids: dict[str, int] = {}
         self.active: set[str] = set()
+        self.closed: set[str] = set()  # devices whose campaign row is closed (finished, failed, interrupted)
         self.consecutive: dict[str, int] = {}
         self.flights: dict[Future, _Flight] = {}
         self.seq = 0
@@ -169,6 +170,7 @@ class _Farm:
     def stop(self, name: str, status: str, message: str = "", graceful: bool = True) -> None:
         s = self.summaries[name]
         self.active.discard(name)
+        self.closed.add(name)
         self.pings.pop(name, None)
         s.status, s.message = status, message
         s.elapsed_s = time.perf_counter() - self.t0
@@ -304,10 +306,18 @@ class _Farm:
             self.stop(name, "finished")
 
     def abort(self, status: str, message: str) -> None:
+        """Stop every device that has a campaign, started or still starting: a Ctrl-C while the devices were
+        starting left their campaigns 'running' (2 of 4 tries), relabelled 'abandoned' only by a later command."""
         for fut in list(self.flights):
             fut.cancel()
-        for name in sorted(self.active):
+        for name in sorted(set(self.cids) - self.closed):
             self.stop(name, status, message, graceful=False)
+        for name in self.plan.profiles:  # its row may be committed before its id came back
+            if name not in self.closed:
+                try:
+                    self.store.close_own_campaigns(name, status, message)
+                except StoreError:
+                    pass  # closed as abandoned by the next campaign
 
 
 def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: str = "",
@@ -332,7 +342,13 @@ def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: s
             farm.open(start_timeout_s)
             farm.run()
     except KeyboardInterrupt:
-        farm.abort("interrupted", "stopped by the user")
+        from harness import interrupts
+
+        try:
+            with interrupts.shielded():  # a second Ctrl-C must not leave campaigns 'running'
+                farm.abort("interrupted", "stopped by the user")
+        except KeyboardInterrupt:
+            pass
         raise
     except BaseException as e:
         farm.abort("failed", f"the farm stopped: {e}")

@@ -60,8 +60,10 @@ def violations(gate: Gate, state: dict[str, Any]) -> tuple[list[str], bool]:
     return out, observable
 
 
-def wait_until_quiet(gate: Gate, read_state: Callable[[], dict[str, Any]], clock: Clock) -> GateOutcome:
-    """Poll ``read_state`` until no limit is exceeded or ``gate.max_wait_s`` has passed."""
+def wait_until_quiet(gate: Gate, read_state: Callable[[], dict[str, Any]], clock: Clock,
+                     on_wait: Callable[[list[str]], None] | None = None) -> GateOutcome:
+    """Poll ``read_state`` until no limit is exceeded or ``gate.max_wait_s`` has passed; ``on_wait(reasons)`` is
+    told before each wait (a progress line can say why nothing moves)."""
     if not gate.active:
         return GateOutcome()
     t0 = clock.now()
@@ -72,6 +74,8 @@ def wait_until_quiet(gate: Gate, read_state: Callable[[], dict[str, Any]], clock
     for i in range(polls):
         if not reasons:
             break
+        if on_wait is not None:
+            on_wait(reasons)
         clock.sleep(min(gate.poll_s, gate.max_wait_s - i * gate.poll_s))
         state = read_state()
         reasons, observable = violations(gate, state)
