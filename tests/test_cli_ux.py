@@ -638,3 +638,18 @@ def test_a_device_lost_mid_campaign_exits_1_and_says_what_is_kept(cli_env):
     out = harness("measure", "-d", "flaky", "--arch", "0,1,2", env=cli_env, check=False)
     flat = " ".join(out.stderr.split())
     assert out.returncode == 1 and "stopped:" in flat and "1 of 3 architectures are in" in flat, flat
+
+
+def test_the_demo_writes_its_own_architectures_and_their_srcc(cli_env, tmp_path):
+    """The README's first command. In a store with other campaigns it wrote their architectures too (31 rows
+    for a 20-architecture demo)."""
+    import pandas as pd
+
+    from tests.conftest import harness
+
+    harness("measure", "-d", "local-onnx", "--arch", "5000", env=cli_env)  # someone's earlier campaign
+    out = harness("demo", "--sample", "3", "--out", str(tmp_path / "demo.csv"), env={**cli_env, "COLUMNS": "200"})
+    df = pd.read_csv(tmp_path / "demo.csv")
+    assert len(df) == 3 and 5000 not in set(df.nb201_index)
+    assert df[["local-onnx_ms", "local-tflite_ms"]].notna().all().all()
+    assert "(3 architectures)" in out.stdout and "on 3 architectures" in out.stdout
