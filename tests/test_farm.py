@@ -250,3 +250,14 @@ def test_ctrl_c_while_the_devices_start_closes_every_campaign_as_interrupted(tmp
             farm(st, [sleep_profile("ca"), sleep_profile("cb"), sleep_profile("cc")], SPACE.sample(3, 0), cache_dir)
         rows = st.db.execute("SELECT status, finished_at IS NOT NULL FROM campaigns").fetchall()
     assert rows == [("interrupted", 1)] * 3
+
+
+def test_a_failed_ray_start_is_summed_up_in_its_last_line_with_the_usual_fix():
+    """`farm join --head` beside a running head printed Ray's whole Python traceback."""
+    from harness.farm.join import ray_start_failure
+
+    trace = ("Traceback (most recent call last):\n  File \"ray/scripts.py\", line 9\n"
+             "AssertionError: Session name session_a does not match persisted value session_b.\n")
+    said = ray_start_failure(trace)
+    assert said.startswith("AssertionError: Session name") and "ray stop" in said and "Traceback" not in said
+    assert ray_start_failure("ValueError: bad --resources\n") == "ValueError: bad --resources"

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, CacheOpt, DevicesDirOpt, cli_errors, console, err,
+from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, CacheOpt, DevicesDirOpt, cli_errors, console, err, esc,
                                 print_table, reachable, say_interrupted)
 
 app = typer.Typer(help="A device farm on Ray: join hosts with their devices, see what each device is doing.",
@@ -149,7 +149,9 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
             need_ray("--ray")
             from harness.farm.ray_lanes import connect, ray_lanes
 
-            connect(ray_address)
+            head = connect(ray_address)
+            if ray_address == "auto":  # it may be a cluster someone else started on this host: say which
+                err.print(f"(--ray auto: the Ray cluster at {esc(head)})", highlight=False)
             lanes = ray_lanes(plan)
         else:
             from harness.farm.local import local_lanes
@@ -225,10 +227,13 @@ def join(
     need_ray("harness farm join")
     if address:
         j.claimed_elsewhere(address, profiles)
-    code = j.run_ray_start(args, cache_dir)
+    code, stderr = j.run_ray_start(args, cache_dir)
     if code != 0:
-        err.print(f"[bold red]error:[/] `ray start` failed (exit {code}); see its output above")
+        err.print(f"[bold red]error:[/] `ray start` failed (exit {code}): {esc(j.ray_start_failure(stderr))}",
+                  highlight=False)
         raise typer.Exit(2)
+    if stderr.strip():  # Ray's own notes (the node's IP, the dashboard): the user may want them
+        err.print(esc(stderr.rstrip()), highlight=False)
     console.print(f"joined with {len(profiles)} device(s): {', '.join(p.name for p in profiles)}. "
                   "`ray stop` leaves the farm.")
 
@@ -243,8 +248,10 @@ def status(ray_address: RayOpt = "auto") -> None:
     from harness.farm.ray_lanes import connect
     from harness.farm.status import cluster_status
 
-    connect(ray_address)
+    head = connect(ray_address)
     hosts, devices = cluster_status()
+    if ray_address == "auto":
+        console.print(f"(the Ray cluster at {esc(head)})", highlight=False)
     t = Table(title="hosts")
     for col in ("node", "address", "alive", "CPUs", "devices"):
         t.add_column(col)

@@ -98,10 +98,24 @@ def ray_start_args(address: str | None, resources: dict[str, float], labels: dic
     return args
 
 
-def run_ray_start(args: list[str], cache_dir: Path) -> int:
-    """Run `ray start`; the host's workers inherit HARNESS_CACHE, so exports are cached on this host."""
+def run_ray_start(args: list[str], cache_dir: Path) -> tuple[int, str]:
+    """Run `ray start` (its stdout, with the address to join, goes to the terminal); returns its exit code and its
+    stderr, which on failure is a Python traceback of Ray's: the caller shows its last line, not all of it. The
+    host's workers inherit HARNESS_CACHE, so exports are cached on this host."""
     env = {**os.environ, "HARNESS_CACHE": str(cache_dir.resolve())}
     try:
-        return subprocess.run(args, env=env, check=False).returncode
+        done = subprocess.run(args, env=env, check=False, stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:
         raise FarmError("the `ray` command is not installed; pip install 'harness[farm]'") from None
+    return done.returncode, done.stderr or ""
+
+
+def ray_start_failure(stderr: str) -> str:
+    """The line of a failed `ray start`'s stderr that says why, and what usually fixes it."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    last = lines[-1] if lines else "(no output)"
+    low = stderr.lower()
+    if "persisted value" in low or "already" in low or "address already in use" in low:
+        return (f"{last}; a Ray node probably runs on this host already: join it (`harness farm join ADDRESS`) "
+                "or stop it first (`ray stop`)")
+    return last

@@ -48,10 +48,11 @@ def _reachable(address: str, timeout: float = 3.0) -> None:
                         "`ray start --head` (or `harness farm join --head`) and pass the address it prints") from None
 
 
-def connect(address: str) -> None:
-    """Join the cluster as a driver (idempotent); unknown or dead addresses are a FarmError."""
+def connect(address: str) -> str:
+    """Join the cluster as a driver (idempotent); unknown or dead addresses are a FarmError. Returns the head's
+    address (what ``auto`` found: the cluster of this host, possibly someone else's)."""
     if ray.is_initialized():
-        return
+        return _gcs_address(address)
     if address != "auto":
         _reachable(address)
     try:
@@ -61,6 +62,14 @@ def connect(address: str) -> None:
         hint = ("no Ray cluster runs on this host; start one with `ray start --head` or pass --ray HOST:PORT"
                 if address == "auto" else "check the address `ray start --head` printed")
         raise FarmError(f"--ray {address}: cannot connect ({str(e).splitlines()[0]}); {hint}") from None
+    return _gcs_address(address)
+
+
+def _gcs_address(asked: str) -> str:
+    try:
+        return str(ray.get_runtime_context().gcs_address or asked)
+    except Exception:  # older Ray: no gcs_address on the context
+        return asked
 
 
 @dataclass(frozen=True)
