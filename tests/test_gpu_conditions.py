@@ -13,6 +13,7 @@ import pytest
 
 from harness.campaign import run_campaign
 from harness.devices import hwprobe
+from harness.devices.driver import make_driver
 from harness.devices.profile import parse_profile
 from harness.devices.runner_client import condition_warnings
 from harness.errors import DriverUnavailable
@@ -166,6 +167,8 @@ def test_energy_method_missing_on_the_device_stops_the_campaign(tmp_path, monkey
         with pytest.raises(DriverUnavailable, match="policy.energy: rapl is not available"):
             run_campaign(st, p, SPACE, SPACE.sample(3, 0), cache=ModelCache(cache_dir))
         assert st.measurements().empty or st.measurements().status.eq("failed").all()
+    report = make_driver(p).check()  # `devices check` says so before any campaign (it said ok)
+    assert not report.ok and "policy.energy: rapl is not available" in report.message
 
 
 def test_phone_battery_energy_on_the_virtual_phone(tmp_path, cache_dir):

@@ -677,6 +677,12 @@ def handle(req) -> dict:
         return {"ok": True, **stability_facts(float(req.get("window_s", 0.5)))}
     if op == "state":
         return {"ok": True, **dynamic_conditions(), "max_freq_mhz": max_frequencies_mhz() or None}
+    if op == "energy":  # can policy.energy be metered here? (`devices check`, before any campaign)
+        try:
+            meter = energy_meter(req)
+        except Unavailable as e:
+            return {"ok": False, "kind": "unavailable", "message": str(e)}
+        return {"ok": True, "method": getattr(meter, "method", None)}
     if op == "sha256":  # lets a remote driver skip re-pushing a model that is already there
         import hashlib
 

@@ -131,6 +131,7 @@ class RunnerDriver(Driver):
         rt = self.profile.runtime.name
         try:
             self.prepare()
+            self.check_energy()
         except DriverError as e:
             return CheckReport(False, not isinstance(e, ConnectionLost), rt, message=str(e))
         finally:
@@ -167,6 +168,14 @@ class RunnerDriver(Driver):
                 "harness's runner uses (it has cpu, xnnpack and reference). Time it with TFLite's benchmark_model: "
                 "an ADB profile, or connection.benchmark_model on an SSH profile (README: 'ARM boards with "
                 "benchmark_model').")
+
+    def check_energy(self) -> None:
+        """policy.energy must be meterable on the device (a missing RAPL was refused only when a campaign began)."""
+        pol = self.profile.policy
+        if pol.energy == "off":
+            return
+        self._call({"op": "energy", "energy": pol.energy, "gpu_index": self.gpu_index(), "probe": self.probe_path},
+                   timeout=60)
 
     def prepare(self) -> dict[str, Any]:
         self.check_delegate()
