@@ -104,7 +104,8 @@ class CampaignSummary:
 
 class Observer(Protocol):
     """What a campaign tells its caller; it may also have ``waiting(reasons)``, called while the gate holds the
-    next model (the CLI shows why on the progress line)."""
+    next model, and ``model_starting(arch)`` (the CLI shows both on the progress line: an int8 export calibrates
+    for seconds before its first run)."""
 
     def started(self, summary: CampaignSummary, todo: int) -> None: ...
     def model_done(self, outcome: ModelOutcome, summary: CampaignSummary) -> None: ...
@@ -508,6 +509,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             driver.reference = driver.push(artifact_for(cache, space, ref_arch, profile))  # type: ignore[attr-defined]
             summary.conditions["reference"] = ref_arch.key
             store.set_campaign_conditions(cid, summary.conditions)
+        starting = getattr(observer, "model_starting", None)  # optional: "exporting/timing X" on a progress line
         for i, (arch, rnd) in enumerate(todo):
             gate = wait_until_quiet(pol.gate, driver.state, clock, getattr(observer, "waiting", None))
             if gate.waited_s or gate.timed_out:
@@ -519,6 +521,8 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
                         raise DeviceNotQuiet(f"{profile.name} did not get under the gate limits within "
                                              f"{pol.gate.max_wait_s:g} s: {'; '.join(gate.reasons)}")
             interrupts.check()  # a Ctrl-C that some library swallowed still stops the campaign here
+            if starting is not None:
+                starting(arch)
             m = measure_model(driver, cache, space, arch, profile, pushed=refs if pol.rounds > 1 else None)
             m.round_no, m.rounds, m.gate = rnd, pol.rounds, gate
             mid = record_measured(store, write_retry_s, cid, profile.name, m, pol)

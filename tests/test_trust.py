@@ -174,6 +174,8 @@ def test_gating_waits_until_the_device_is_cool_and_records_the_wait(cache, store
 
         def waiting(self, reasons): self.said.append(reasons)
 
+        def model_starting(self, arch): self.said.append(["starting", arch.key])
+
     watching = Watching()
     with Store(store_path) as st:
         s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock, observer=watching)
@@ -184,7 +186,9 @@ def test_gating_waits_until_the_device_is_cool_and_records_the_wait(cache, store
     assert all(w <= 2.0 for w in waits[1:])  # a model heats it a little; one poll cools it again
     assert all(g["state"]["temperature_c"]["lab"] <= 40 and not g["timed_out"] for g in gates)
     assert s.gate_wait_s == pytest.approx(sum(waits))
-    assert len(watching.said) >= 19 and "temperature" in watching.said[0][0]  # told at every 2 s poll of ~40 s
+    waits_said = [r for r in watching.said if r[0] != "starting"]
+    assert len(waits_said) >= 19 and "temperature" in waits_said[0][0]  # told at every 2 s poll of ~40 s
+    assert [r[1] for r in watching.said if r[0] == "starting"] == [a.key for a in archs]  # before each model
 
 
 @pytest.mark.parametrize("on_timeout", ["continue", "stop"])

@@ -75,6 +75,13 @@ class ProgressObserver:
                           "only)", highlight=False)
         self.progress.update(self.task, description=summary.device, total=todo, completed=0)
 
+    def model_starting(self, arch) -> None:
+        """Before each model: exporting (int8: calibrating), pushing and timing it can take seconds."""
+        first = next(iter(arch.columns.values()), None)
+        label = str(first) if isinstance(first, int) else arch.key[:24]
+        if not self.medians:  # until the first latency, say what is going on; then the latency line stays
+            self.progress.update(self.task, status=f"exporting and timing {label}")
+
     def waiting(self, reasons: list[str]) -> None:
         """The gate holds the next model: say why on the progress line instead of a bar that does not move."""
         self.progress.update(self.task, status=f"waiting: {'; '.join(reasons)}")
