@@ -85,3 +85,20 @@ def test_missing_binary_fails_before_any_model_naming_the_field(sshd, tmp_path):
             run_campaign(st, p, SPACE, SPACE.sample(2, 0), cache=ModelCache(tmp_path / "c"))
         assert st.measurements().empty
     assert not make_driver(p).check().ok
+
+
+def test_devices_check_on_a_benchmark_model_board_reports_instead_of_crashing(sshd, binary, cli_env):
+    """The README's check step for a Raspberry Pi: it crashed (AssertionError) asking for stability facts from
+    a runner channel this driver never opens."""
+    import yaml
+
+    from pathlib import Path
+
+    from tests.conftest import harness
+
+    body = pi_profile(sshd, binary).as_dict()
+    (Path(cli_env["HARNESS_DEVICES"]) / "ssh-bm.yaml").write_text(yaml.safe_dump(body))
+    out = harness("devices", "check", "ssh-bm", env={**cli_env, "COLUMNS": "200"})
+    assert "ssh-bm: ok" in out.stdout and "cannot observe the device's state" in out.stdout
+    with make_driver(pi_profile(sshd, binary)) as d:
+        assert "cpu_freq_mhz" in d.state()  # gating reads frequencies and temperatures over the shell

@@ -54,6 +54,17 @@ class SSHBenchmarkModelDriver(SSHDriver):
                 temps[self._read(f"/sys/class/thermal/thermal_zone{z}/type") or f"zone{z}"] = int(t) / 1000.0
         return {"cpu_freq_mhz": freq or None, "temperature_c": temps or None}
 
+    def stability(self) -> dict[str, Any]:
+        """No Python runner on the device to sample other processes: `devices check` says it cannot observe (it
+        asked the runner channel this driver never opens, and crashed)."""
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        """Frequencies and temperatures read over the shell, for gating."""
+        if self.shell is None:
+            self._start()
+        return self._dynamic()
+
     def _start(self) -> None:  # connect, check the binary; no Python runner on the device
         self._open_session()
         self.shell = SSHShell(self.client, self.sftp, self.profile.name)

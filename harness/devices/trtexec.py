@@ -170,6 +170,12 @@ def kept_warmup(warm: list[dict]) -> list[dict]:
 
 class _TrtexecDriverMixin:
     stops_adaptively = False  # trtexec times --iterations (policy.timed_runs) for at least --duration
+
+    def stability(self) -> dict[str, Any]:
+        return {}  # no Python runner beside trtexec to sample other processes: `devices check` says so
+
+    def state(self) -> dict[str, Any]:
+        return {}  # gating records "not observable"
     session: TrtexecSession | None
 
     def check(self) -> CheckReport:
