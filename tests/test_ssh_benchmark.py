@@ -102,3 +102,25 @@ def test_devices_check_on_a_benchmark_model_board_reports_instead_of_crashing(ss
     assert "ssh-bm: ok" in out.stdout and "cannot observe the device's state" in out.stdout
     with make_driver(pi_profile(sshd, binary)) as d:
         assert "cpu_freq_mhz" in d.state()  # gating reads frequencies and temperatures over the shell
+
+
+def test_a_board_that_drops_while_benchmark_model_runs_is_a_lost_connection(binary, tmp_path, cache_dir):
+    """It was stored as device_error 'benchmark_model failed (exit -1)' with its raw output, as if the model were
+    broken, and counted towards --max-failures."""
+    import threading
+
+    from harness.errors import ConnectionLost
+
+    server = TestSSHServer(tmp_path / "dropping").start()
+    try:
+        p = server.profile("pi-drop", connection={"benchmark_model": binary, "reconnect_attempts": 0},
+                           runtime={"name": "tflite", "threads": 1},
+                           policy={"warmup_runs": 0, "timed_runs": 1, "min_seconds": 5.0, "timeout_seconds": 60})
+        art = ModelCache(cache_dir).get(SPACE.build(SPACE.parse("3")), "tflite")
+        with make_driver(p) as d:
+            ref = d.push(art)
+            threading.Timer(1.5, server.kill).start()
+            with pytest.raises(ConnectionLost, match="dropped while benchmark_model ran"):
+                d.run(ref)
+    finally:
+        server.kill()

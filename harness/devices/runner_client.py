@@ -107,9 +107,14 @@ class RunnerDriver(Driver):
         if not line:
             detail = channel.diagnostics()
             self._drop()
-            last = detail.strip().splitlines()[-3:] if detail.strip() else []
-            said = f": {' / '.join(s.strip() for s in last)}" if last else ""
-            if req.get("op") == "hello":  # it never started: the interpreter or the runtime is the usual cause
+            last = [s.strip() for s in detail.splitlines() if s.strip()][-3:]
+            said = f": {' / '.join(last)}" if last else ""
+            if req.get("op") == "hello" and "exit code" in detail:
+                # the command ran on the device and ended: the interpreter or the runtime, not the network;
+                # reconnecting would only repeat it (it retried twice with backoff)
+                raise DriverUnavailable(f"{self.profile.name}: the runner did not start{said}{self.start_hint()}",
+                                        detail=detail)
+            if req.get("op") == "hello":
                 raise self.lost_error(f"{self.profile.name}: the runner did not start{said}{self.start_hint()}",
                                       detail=detail)
             raise self.lost_error(f"{self.profile.name}: the runner went away{said}", detail=detail)

@@ -17,7 +17,7 @@ from harness.devices import adb_benchmark
 from harness.devices.driver import CheckReport, RunResult
 from harness.devices.shell import SSHShell
 from harness.devices.ssh import SSHDriver
-from harness.errors import DeviceError, DriverError, DriverUnavailable
+from harness.errors import ConnectionLost, DeviceError, DriverError, DriverUnavailable
 
 CPU = "/sys/devices/system/cpu"
 
@@ -113,6 +113,8 @@ class SSHBenchmarkModelDriver(SSHDriver):
             before = self._dynamic()
             started = time.perf_counter()
             done = self.shell.run(argv, timeout=pol.timeout_seconds)  # type: ignore[union-attr]
+            if done.code == -1 and not self._alive():  # paramiko's "no exit status": the board went away mid-run
+                raise ConnectionLost(f"{self.profile.name}: the connection dropped while benchmark_model ran")
             after = {**self._dynamic(), "wall_s": round(time.perf_counter() - started, 4)}
             text = done.stdout + ("\n" + done.stderr if done.stderr else "")
             return adb_benchmark.run_result(text, done.code, where=self.profile.name, timed_runs=pol.timed_runs,
