@@ -341,8 +341,14 @@ def test_measure_a_model_file_resumes_by_content(model_files, devices_dir, tmp_p
 
 
 def test_measure_model_file_errors_name_the_file_and_the_fix(model_files, devices_dir, tmp_path):
+    import shutil
+
     args = ["--store", str(tmp_path / "h.db"), "--devices-dir", str(devices_dir)]
-    cases = [(["-d", "fast-tflite", "-m", str(model_files / "my.onnx")], "use a onnxruntime profile"),
+    shutil.copy(model_files / "my.tflite", tmp_path / "tflite-inside.onnx")  # uploaded, then InvalidProtobuf
+    (tmp_path / "folder.onnx").mkdir()
+    cases = [(["-d", "fast-onnx", "-m", str(tmp_path / "tflite-inside.onnx")], "does not look like a onnx model"),
+             (["-d", "fast-onnx", "-m", str(tmp_path / "folder.onnx")], "is a folder; name the model files in it"),
+             (["-d", "fast-tflite", "-m", str(model_files / "my.onnx")], "use a onnxruntime profile"),
              (["-d", "fast-onnx", "-m", str(model_files / "fake.onnx")], "does not look like a onnx model"),
              (["-d", "fast-onnx", "-m", str(tmp_path / "nope.onnx")], "no such file"),
              (["-d", "fast-onnx", "-m", str(model_files / "my.onnx"), "--sample", "3"], "leave out --sample")]
@@ -653,3 +659,16 @@ def test_the_demo_writes_its_own_architectures_and_their_srcc(cli_env, tmp_path)
     assert len(df) == 3 and 5000 not in set(df.nb201_index)
     assert df[["local-onnx_ms", "local-tflite_ms"]].notna().all().all()
     assert "(3 architectures)" in out.stdout and "on 3 architectures" in out.stdout
+
+
+def test_export_without_space_ignores_measured_model_files(model_files, cli_env, tmp_path):
+    """The tour's `harness export --out results/nb201.csv` failed ('holds 2 spaces (file, nb201)') once a model
+    file had been measured."""
+    import pandas as pd
+
+    from tests.conftest import harness
+
+    harness("measure", "-d", "fast-onnx", "--arch", "0", env=cli_env)
+    harness("measure", "-d", "fast-onnx", "-m", str(model_files / "my.onnx"), env=cli_env)
+    harness("export", "--out", str(tmp_path / "t.csv"), env=cli_env)
+    assert list(pd.read_csv(tmp_path / "t.csv").nb201_index) == [0]

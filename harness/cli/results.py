@@ -21,6 +21,9 @@ def _one_space(st, space: str | None) -> str:
     spaces = st.spaces()
     if len(spaces) == 1:
         return spaces[0]
+    real = [s for s in spaces if s != "file"]  # measured model files are their own table: `--space file`
+    if len(real) == 1:
+        return real[0]
     raise HarnessError(f"{st.path} holds {len(spaces)} spaces ({', '.join(spaces) or 'none'}); pick one with --space")
 
 

@@ -41,11 +41,15 @@ def _looks_like(path: Path, fmt: str) -> bool:
     head = path.open("rb").read(8)
     if fmt == "tflite":
         return len(head) == 8 and head[4:8] == b"TFL3"  # the flatbuffer file identifier
+    if len(head) == 8 and head[4:8] == b"TFL3":  # a TFLite file named .onnx: its first byte can pass as protobuf
+        return False
     return len(head) > 1 and head[0] in (0x08, 0x0A, 0x12, 0x1A, 0x22, 0x3A, 0x42, 0x52)  # an ONNX protobuf field
 
 
 def open_model(path: str | Path) -> ModelFile:
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"--model {path} is a folder; name the model files in it (--model {path}/NAME.onnx)")
     if not path.is_file():
         raise ModelFileError(f"--model {path}: no such file")
     fmt = FORMATS.get(path.suffix.lower())
