@@ -384,6 +384,9 @@ def test_report_masks_low_overlap_pairs_and_says_how_to_read_and_where_numbers_c
 
     corr = ha.correlate(ha.latencies(str(store)))
     assert all("tiny_overlap_dev" not in p and "fast-onnx" not in p for p in default_pairs(corr, min_overlap=30))
+    pairs = ha.srcc(str(store))  # the notebook API flags what the CLI masks (it returned SRCC 1.0 on 3, unflagged)
+    thin = pairs[(pairs.device_a == "tiny_overlap_dev") | (pairs.device_b == "tiny_overlap_dev")]
+    assert len(thin) and thin.low_overlap.all() and not pairs[pairs.n_common_archs >= 30].low_overlap.any()
 
 
 def test_pareto_report_clips_degenerate_architectures_and_sorts_regret():
@@ -672,3 +675,16 @@ def test_export_without_space_ignores_measured_model_files(model_files, cli_env,
     harness("measure", "-d", "fast-onnx", "-m", str(model_files / "my.onnx"), env=cli_env)
     harness("export", "--out", str(tmp_path / "t.csv"), env=cli_env)
     assert list(pd.read_csv(tmp_path / "t.csv").nb201_index) == [0]
+
+
+def test_model_files_on_a_benchmark_model_device_print_their_table(model_files, cli_env, tmp_path):
+    """benchmark_model reports no p90: `measure -d virtual-phone --model my.tflite` saved the measurement and then
+    ended in a TypeError traceback, on every rerun too."""
+    env = {**cli_env, "HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    for _ in range(2):  # the first measures, the rerun only prints
+        out = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "virtual-phone", "-m",
+                              str(model_files / "my.tflite")], env=env, capture_output=True, text=True, timeout=240)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stdout + out.stderr
+        assert "model files on virtual-phone" in out.stdout
+        row = next(line for line in out.stdout.splitlines() if "my.tflite" in line and "│" in line)
+        assert " - " in row  # no p90 from a statistics-only tool

@@ -36,10 +36,13 @@ def latencies(store: StoreLike, space: str = "nb201", devices: Sequence[str] | N
 
 
 def srcc(store: StoreLike, space: str = "nb201", devices: Sequence[str] | None = None, method: str = "spearman",
-         ci: int = 0, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """All device pairs: device_a, device_b, srcc, n_common_archs (+ ci_low, ci_high with ``ci`` resamples)."""
-    return correlate(latencies(store, space, devices), method=method, n_boot=ci, confidence=confidence,
-                     seed=seed).pairs
+         ci: int = 0, confidence: float = 0.95, seed: int = 0, min_overlap: int = DEFAULT_MIN_OVERLAP) -> pd.DataFrame:
+    """All device pairs: device_a, device_b, srcc, n_common_archs, low_overlap (fewer than ``min_overlap``
+    common architectures: the CLI masks such pairs, an SRCC of 1.0 on 3 architectures says little) (+ ci_low,
+    ci_high with ``ci`` resamples)."""
+    pairs = correlate(latencies(store, space, devices), method=method, n_boot=ci, confidence=confidence,
+                      seed=seed).pairs
+    return pairs.assign(low_overlap=pairs.n_common_archs < min_overlap)
 
 
 def srcc_matrix(store: StoreLike, space: str = "nb201", devices: Sequence[str] | None = None,

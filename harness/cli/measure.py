@@ -122,7 +122,7 @@ def print_model_results(st_path: Path, device: str, keys: list[str]) -> None:
     for r in m.itertuples():
         cv = r.std_ms / r.mean_ms if r.mean_ms and r.std_ms == r.std_ms and r.std_ms is not None else None
         table.add_row(escape(r.key), ms(r.median_ms), ms(r.p90_ms), ms(r.min_ms),
-                      "-" if cv is None else f"{100 * cv:.1f} %", str(r.n_runs), ms(r.init_ms, ".1f"))
+                      "-" if cv is None else f"{100 * cv:.1f} %", ms(r.n_runs, ".0f"), ms(r.init_ms, ".1f"))
     print_table(table)
 
 
