@@ -112,6 +112,16 @@ def test_trust_command_records_the_key(sshd, tmp_path, cli_env, devices_dir):
     out = harness("devices", "trust", "box", "--yes", env=cli_env).stdout
     assert "SHA256:" in out and kh.exists() and oct(kh.stat().st_mode & 0o777) == "0o600"
     assert "ok" in harness("devices", "check", "box", env=cli_env).stdout
+    again = harness("devices", "trust", "box", env=cli_env)  # no question: nothing to decide
+    assert "already recorded" in again.stdout
+    import subprocess
+
+    other = tmp_path / "other"  # the device's key changed: trust says what it replaces before asking
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    pub = Path(f"{other}.pub").read_text().split()
+    kh.write_text(f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n")
+    replaced = harness("devices", "trust", "box", "--yes", env={**cli_env, "COLUMNS": "200"})
+    assert "this replaces a different key on record" in replaced.stdout and replaced.stdout.count("SHA256:") == 2
 
 
 def test_connect_timeout_on_a_silent_host():

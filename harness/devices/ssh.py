@@ -339,6 +339,16 @@ def fetch_host_key(host: str, port: int, timeout: float = 10.0) -> paramiko.PKey
         transport.close()
 
 
+def recorded_host_key(known_hosts: str | os.PathLike, host: str, port: int, key_type: str) -> paramiko.PKey | None:
+    """The key of this type that known_hosts holds for the host (None: none yet)."""
+    path = Path(known_hosts).expanduser()
+    if not path.exists():
+        return None
+    keys = paramiko.HostKeys()
+    keys.load(str(path))
+    return (keys.lookup(host_id(host, port)) or {}).get(key_type)
+
+
 def record_host_key(known_hosts: str | os.PathLike, host: str, port: int, key: paramiko.PKey) -> Path:
     """Add (or replace) the host's key in a known_hosts file, created 0600 if missing."""
     path = Path(known_hosts).expanduser()
