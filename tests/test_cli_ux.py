@@ -338,6 +338,7 @@ def test_measure_a_model_file_resumes_by_content(model_files, devices_dir, tmp_p
     table = pd.read_csv(out)
     assert {"file", "sha256", "fast-onnx_ms", "fast-tflite_ms"} <= set(table.columns) and len(table) == 3
     assert table["fast-onnx_exporter"].isna().all()  # no exporter of ours made them
+    assert table["fast-onnx_degenerate"].isna().all()  # nor do we know their graphs: unknown, not 0
 
 
 def test_measure_model_file_errors_name_the_file_and_the_fix(model_files, devices_dir, tmp_path):

@@ -76,7 +76,7 @@ class Artifact:
     export_seconds: float
     graph_mode: str = DEFAULT_GRAPH_MODE
     exporter_version: int = EXPORTER_VERSION
-    degenerate: bool = False  # the output does not depend on the input (harness.models.passes)
+    degenerate: bool | None = False  # the output does not depend on the input (passes); None: not known (a user's file)
 
     @property
     def filename(self) -> str:

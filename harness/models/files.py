@@ -86,5 +86,6 @@ class FileSpace:
 
     def artifact(self, arch: Arch) -> Artifact:
         m = self.models[arch.key]
+        # a file as given: no graph of ours to tell whether its output is constant (None: unknown, not 0)
         return Artifact(m.path.resolve(), m.format, m.sha256, exported=False, export_seconds=0.0,
-                        graph_mode=None, exporter_version=None)  # type: ignore[arg-type]
+                        graph_mode=None, exporter_version=None, degenerate=None)  # type: ignore[arg-type]
