@@ -647,7 +647,7 @@ def test_a_device_lost_mid_campaign_exits_1_and_says_what_is_kept(cli_env):
          "runtime": {"name": "onnxruntime"}, "policy": {"warmup_runs": 0, "timed_runs": 2}}))
     out = harness("measure", "-d", "flaky", "--arch", "0,1,2", env=cli_env, check=False)
     flat = " ".join(out.stderr.split())
-    assert out.returncode == 1 and "stopped:" in flat and "1 of 3 architectures are in" in flat, flat
+    assert out.returncode == 1 and "stopped:" in flat and "1 of 3 architectures have a measurement in" in flat, flat
 
 
 def test_the_demo_writes_its_own_architectures_and_their_srcc(cli_env, tmp_path):

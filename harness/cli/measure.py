@@ -335,8 +335,10 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
             # the device stopped before its list was done: exit 1 as the farm does (2 is for a bad command)
             done = len(st.measured_keys(profile.name, sp.name, workload_columns(profile)) & {a.key for a in archs})
             err.print(f"[bold red]stopped:[/] {esc(e)}", highlight=False)
-            err.print(f"{done} of {len(archs)} architectures are in {esc(store)}; rerun the same command when the "
-                      "device is back to measure the rest.", highlight=False)
+            what = "model file(s)" if model else "architectures"
+            rest = "measure them again (--remeasure)" if remeasure and done == len(archs) else "measure the rest"
+            err.print(f"{done} of {len(archs)} {what} have a measurement in {esc(store)}; rerun the same command "
+                      f"when the device is back to {rest}.", highlight=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             try:
