@@ -393,6 +393,14 @@ def main() -> None:
         timing = time_all(manifest, args.rounds, args.runs, args.warmup)
         Path(args.time_only).with_suffix(".timing.json").write_text(json.dumps(timing))
         return
+    import importlib.util
+
+    missing = [m for m in ("tensorflow", "tf2onnx") if importlib.util.find_spec(m) is None]
+    if missing and not args.ref_cache:
+        sys.exit(f"fidelity.py compares our exports with TensorFlow's converters, and {', '.join(missing)} "
+                 "is not installed here. Use a venv with the reference extra:\n"
+                 "  python3 -m venv refvenv && refvenv/bin/pip install -e '.[reference]'\n"
+                 "  refvenv/bin/python benchmarks/fidelity.py --space nb201 --n 40 --ref-cache .fidelity-cache")
     with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
         work = Path(tmp)
         for space in args.space or ["nb201", "fbnet"]:

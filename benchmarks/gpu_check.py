@@ -11,13 +11,14 @@ of itself.
 
     python benchmarks/gpu_check.py [--n 50] [--seed 0] [--trtexec PATH] [--data ../shared/data]
 
-Without a GPU, ``--no-gpu-ok --trtexec $(harness sim trtexec --install /tmp/t)`` runs the whole script
+Without a GPU, ``harness sim trtexec --install /tmp/t`` then ``--no-gpu-ok --trtexec /tmp/t/trtexec`` runs the whole script
 against the stand-in trtexec (CPU numbers, a check of the script, not of any GPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -84,6 +85,7 @@ def main() -> int:
     measured: dict[str, pd.Series] = {}
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "gpu.db") as st:
         cache = ModelCache(Path(tmp) / "models")
+        os.environ.setdefault("HARNESS_ENGINE_CACHE", str(Path(tmp) / "engines"))  # never the checkout's models/
         for label, runtime in runtimes:
             for bs in (int(b) for b in args.batches.split(",")):
                 for precision in ("fp32", "fp16"):
