@@ -35,8 +35,10 @@ def campaign(profile, space, archs, cache: ModelCache, db: Path) -> float:
 
 
 def main() -> None:
+    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", type=int, default=50)
+    ap.add_argument("--models", type=positive, default=50)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     reg = ProfileRegistry("/nonexistent")
@@ -66,4 +68,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run
+
+    run(main)

@@ -54,9 +54,11 @@ def fixed_k(pool: cl.Pool, truth: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def main() -> None:
+    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", nargs="+", default=["oneproxy", "hwnb"], choices=[t for t in TABLES if t != "fbnet"])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=positive, default=3)
     ap.add_argument("--accuracy", default="acc_cifar100_test_200ep")
     ap.add_argument("--first-batch", type=int, default=cl.LoopConfig.first_batch)
     ap.add_argument("--batch", type=int, default=cl.LoopConfig.batch)
@@ -130,4 +132,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run
+
+    run(main)

@@ -35,8 +35,10 @@ def measured_timing_ms(space, archs) -> float:
 
 
 def main() -> None:
+    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", type=int, default=100)
+    ap.add_argument("--models", type=positive, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timing-ms-per-model", type=float, default=None,
                     help="per-model timing cost to compare with (default: measured on 20 models, local-onnx)")
@@ -78,4 +80,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run
+
+    run(main)

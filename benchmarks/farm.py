@@ -84,8 +84,10 @@ class LoseNode:
 
 
 def main() -> None:
+    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", type=int, default=40, help="models per device in the scaling runs")
+    ap.add_argument("--models", type=positive, default=40, help="models per device in the scaling runs")
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the overhead comparison")
     ap.add_argument("--skip-loss", action="store_true")
@@ -177,4 +179,6 @@ def node_loss(args, tmp, cluster, profiles, extra, archs, ray_lanes, node_args) 
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run
+
+    run(main)

@@ -31,14 +31,18 @@ def main() -> int:
     ap.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(TARGETS)}")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(2**32)
-    chosen = [t for t in TARGETS if not args.only or t in args.only.split(",")]
+    asked = [t.strip() for t in args.only.split(",") if t.strip()]
+    unknown = [t for t in asked if t not in TARGETS]
+    if unknown:
+        ap.error(f"--only: unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
+    chosen = [t for t in TARGETS if not asked or t in asked]
     env = {**os.environ, "HARNESS_FUZZ_EXAMPLES": str(args.examples), "HARNESS_FUZZ_SEED": str(seed),
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     print(f"seed {seed}, {args.examples} cases per target")
     failed = 0
     for name in chosen:
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout", "0",
+        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "--timeout", "0",
                             f"--hypothesis-seed={seed}", f"tests/test_fuzz.py::{TARGETS[name]}"],
                            cwd=ROOT, env=env, capture_output=True, text=True)
         dt = time.perf_counter() - t0
@@ -51,4 +55,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _cli import run
+
+    run(main)

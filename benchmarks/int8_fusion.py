@@ -55,9 +55,11 @@ def optimised_ops(path: Path, scratch: str) -> collections.Counter:
 
 
 def main() -> None:
+    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=400, help="architectures of the table to use (first N rows)")
-    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seeds", type=positive, default=10)
     ap.add_argument("--cache", type=Path, default=Path("models/cache"))
     args = ap.parse_args()
     import onnxruntime as ort
@@ -100,4 +102,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run
+
+    run(main)

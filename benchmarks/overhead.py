@@ -71,11 +71,13 @@ def replay_plan(st: Store, campaign_id: int, paths: dict[str, Path]) -> list[tup
 
 
 def main() -> None:
+    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", type=int, default=50)
+    ap.add_argument("--models", type=positive, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policy", choices=("default", "fixed"), default="default")
-    ap.add_argument("--pairs", type=int, default=3, help="campaign + bare replay pairs, interleaved")
+    ap.add_argument("--pairs", type=positive, default=3, help="campaign + bare replay pairs, interleaved")
     ap.add_argument("--sentinels", action="store_true", help="turn on sentinels (default count and interval) and a (never-waiting) gate")
     args = ap.parse_args()
     base = ProfileRegistry(WORKSPACE.devices).get("local-onnx")
@@ -132,4 +134,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run
+
+    run(main)

@@ -74,9 +74,11 @@ def hog_later(delay: float, duration: float) -> threading.Timer:
 
 
 def main() -> None:
+    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="local-onnx")
-    ap.add_argument("--models", type=int, default=100)
+    ap.add_argument("--models", type=positive, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hog", action="store_true", help="CPU hog on CPU 0 in the middle third of each second campaign")
     ap.add_argument("--policies", default="fixed,default")
@@ -127,4 +129,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run
+
+    run(main)

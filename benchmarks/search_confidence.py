@@ -31,9 +31,11 @@ BUDGET_QUANTILES = (0.1, 0.25, 0.5, 0.75)
 
 
 def main() -> None:
+    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", default="oneproxy", choices=[t for t in TABLES if t != "fbnet"])
-    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--seeds", type=positive, default=1)
     ap.add_argument("--accuracy", default="acc_cifar100_test_200ep")
     ap.add_argument("--cache", type=Path, default=Path("models/cache"))
     args = ap.parse_args()
@@ -68,4 +70,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run
+
+    run(main)

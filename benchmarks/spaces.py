@@ -48,8 +48,10 @@ def bench_space(name: str, n: int, seed: int, profile) -> dict[str, float]:
 
 
 def main() -> None:
+    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", type=int, default=10, help="architectures per space (seeded sample)")
+    ap.add_argument("--models", type=positive, default=10, help="architectures per space (seeded sample)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spaces", default=",".join(SPACES), help="comma-separated space names")
     args = ap.parse_args()
@@ -67,4 +69,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run
+
+    run(main)

@@ -56,4 +56,6 @@ def main() -> None:
     timed("synthetic, every device its own coverage (worst case), spearman", holes)
 
 if __name__ == "__main__":
-    main()
+    from _cli import run
+
+    run(main)

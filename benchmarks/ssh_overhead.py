@@ -29,8 +29,10 @@ def campaign_seconds(store: Store, profile, space, archs, cache) -> float:
 
 
 def main() -> None:
+    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", type=int, default=50)
+    ap.add_argument("--models", type=positive, default=50)
     args = ap.parse_args()
     space = get_space("nb201")
     archs = space.sample(args.models, 0)
@@ -59,4 +61,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run
+
+    run(main)

@@ -269,10 +269,12 @@ def check_loo(tab: Table, targets, protocol: str, seeds: int) -> None:
 
 
 def main() -> None:
+    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", nargs="+", default=["oneproxy", "fbnet"], choices=list(TABLES))
-    ap.add_argument("--k", nargs="+", type=int, default=[5, 10, 20, 50])
-    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--k", nargs="+", type=positive, default=[5, 10, 20, 50])
+    ap.add_argument("--seeds", type=positive, default=10)
     ap.add_argument("--strategy", default="diverse", choices=sampling.STRATEGIES + sampling.SEQUENTIAL)
     ap.add_argument("--protocol", nargs="+", default=["plain", "family"], choices=["plain", "family", "unseen"],
                     help="unseen (added by --measured): the measured devices are the targets")
@@ -353,4 +355,6 @@ def run_table(table: str, args, methods: tuple[str, ...]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run
+
+    run(main)
