@@ -20,7 +20,9 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -93,7 +95,10 @@ def main() -> None:
     ap.add_argument("--skip-loss", action="store_true")
     ap.add_argument("--only-loss", action="store_true")
     args = ap.parse_args()
+    if not args.skip_loss and args.models < 10:
+        ap.error("the node-loss runs lose a node after its 3rd model: give --models 10 or more, or --skip-loss")
     tmp = Path(tempfile.mkdtemp(prefix="farm-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)  # the stores and caches of every run: nothing left in /tmp
     cache_dir = tmp / "cache"
     os.environ["HARNESS_CACHE"] = str(cache_dir)  # the Ray nodes' workers inherit it
     archs = SPACE.sample(args.models, 0)
