@@ -119,8 +119,10 @@ def test_a_board_that_drops_while_benchmark_model_runs_is_a_lost_connection(bina
         art = ModelCache(cache_dir).get(SPACE.build(SPACE.parse("3")), "tflite")
         with make_driver(p) as d:
             ref = d.push(art)
-            threading.Timer(1.5, server.kill).start()
+            timer = threading.Timer(1.5, server.kill)
+            timer.start()
             with pytest.raises(ConnectionLost, match="dropped while benchmark_model ran"):
                 d.run(ref)
+            timer.join()
     finally:
         server.kill()

@@ -7,6 +7,7 @@ runtime import. Subclasses only say how to open the channel and how to push a mo
 
 from __future__ import annotations
 
+import re
 import json
 from abc import abstractmethod
 from typing import Any, Protocol
@@ -109,7 +110,7 @@ class RunnerDriver(Driver):
             self._drop()
             last = [s.strip() for s in detail.splitlines() if s.strip()][-3:]
             said = f": {' / '.join(last)}" if last else ""
-            if req.get("op") == "hello" and "exit code" in detail:
+            if req.get("op") == "hello" and re.search(r"\(exit code \d+\)", detail):  # -1: no status (a drop)
                 # the command ran on the device and ended: the interpreter or the runtime, not the network;
                 # reconnecting would only repeat it (it retried twice with backoff)
                 raise DriverUnavailable(f"{self.profile.name}: the runner did not start{said}{self.start_hint()}",

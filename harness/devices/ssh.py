@@ -106,12 +106,12 @@ class ChannelLines:
         return line.decode(errors="replace")
 
     def diagnostics(self) -> str:
-        """The remote command's stderr so far (and its exit status): a shell's 'No such file' arrives a moment
-        after stdout closed, so wait up to a second for it."""
+        """The remote command's stderr so far and its exit status: both arrive a moment after stdout closed (a
+        shell's 'No such file', then 127), so wait up to two seconds for the exit; whether it is there decides
+        if the runner ended on the device (a setting) or the connection went (a drop)."""
         try:
-            deadline = time.monotonic() + 1.0
-            while not (self.channel.recv_stderr_ready() or self.channel.exit_status_ready()) \
-                    and time.monotonic() < deadline:
+            deadline = time.monotonic() + 2.0
+            while not self.channel.exit_status_ready() and time.monotonic() < deadline:
                 time.sleep(0.02)
             text = self.channel.recv_stderr(65536).decode(errors="replace")[-2000:] \
                 if self.channel.recv_stderr_ready() else ""

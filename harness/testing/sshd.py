@@ -91,17 +91,18 @@ class TestSSHServer:
         raise RuntimeError("sshd did not start listening")
 
     def kill(self) -> None:
-        """Drop the device: SIGKILL the listener and every session process it started."""
-        if self.proc is None:
+        """Drop the device: SIGKILL the listener and every session process it started (safe from two threads:
+        a timer that drops the device and a test's cleanup)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
             return
-        pids = [self.proc.pid, *_children(self.proc.pid)]
+        pids = [proc.pid, *_children(proc.pid)]
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        self.proc.wait()
-        self.proc = None
+        proc.wait()
 
     def restart(self) -> TestSSHServer:
         self.kill()
