@@ -114,14 +114,21 @@ class DriverConformance:
             assert "temperatures_c" in cond and "cpu_freq_mhz" in cond  # present, None when unobservable
 
     def test_min_seconds_extends_the_timed_runs(self, make_driver, profile, artifact):
+        import time
+
         d = make_driver(with_policy(profile, timed_runs=1, warmup_runs=0, min_seconds=0.3))
         d.prepare()
         try:
-            result = d.run(d.push(artifact))
+            ref = d.push(artifact)
+            t0 = time.perf_counter()
+            result = d.run(ref)
+            elapsed = time.perf_counter() - t0
         finally:
             d.cleanup()
         assert result.n_runs > 1
-        assert result.n_runs * result.summary()["mean_ms"] >= 200.0  # most of the 0.3 s was spent in timed runs
+        # it kept timing for the 0.3 s (a wall-clock bound: on a loaded machine the runs' own sum is less, since
+        # other processes take the CPU between runs; the sum once read 0.19 s beside a busy loop)
+        assert elapsed >= 0.3
 
     def test_push_is_idempotent(self, driver, artifact):
         assert driver.push(artifact) == driver.push(artifact)
