@@ -430,8 +430,7 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
     if (rel is not None and rel > UNSTABLE_REL_CI) or (rel is None and cv >= UNSTABLE_CV):
         summary.unstable.append(m.arch.key)
         summary.unstable_cv[m.arch.key] = cv
-        first = next(iter(m.arch.columns.values()), None)  # nb201's index: what --arch takes, short on screen
-        summary.labels[m.arch.key] = str(first) if isinstance(first, int) else m.arch.key
+        summary.labels[m.arch.key] = m.arch.label
     median = est.median_ms if r.per_run else stats["median_ms"]
     return ModelOutcome(m.arch, position, total, True, median, cv, m.exported, round=m.round_no,
                         rel_ci=rel, suspect=suspect)

@@ -72,6 +72,7 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
     lat = measured.to_numpy(dtype=float, copy=True)
     source = np.where(np.isnan(lat), "predicted", "measured")
     gaps = np.isnan(lat)
+    keep = np.ones(len(archs), dtype=bool)
     if gaps.any():
         if saved is None:
             if not len(have):
@@ -79,18 +80,16 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
                                    f"{ctx.store.path}; run `harness transfer --target {target} --space "
                                    f"{ctx.space.name}` first (or import its latencies)")
             keep = ~gaps  # only what is measured: say so
-            archs, keys, lat, source = ([a for a, k in zip(archs, keep) if k], [k for k, m in zip(keys, keep) if m],
-                                        lat[keep], source[keep])
         else:
-            gap_archs = [a for a, g in zip(archs, gaps) if g]
-            pred = predict(ctx, target, gap_archs)
+            pred = predict(ctx, target, [a for a, g in zip(archs, gaps) if g])
             lat[gaps] = pred["predicted_ms"].to_numpy()
-            if pred.attrs.get("not_positive"):  # a prediction below 0 ms says nothing about the budget
-                bad = set(pred.attrs["not_positive"])
-                keep = np.array([k not in bad for k in keys])
-                n_not_positive = int((~keep).sum())
-                archs, keys, lat, source, gaps = ([a for a, k in zip(archs, keep) if k], [k for k, m in zip(keys, keep)
-                                                   if m], lat[keep], source[keep], gaps[keep])
+            bad = set(pred.attrs.get("not_positive", ()))  # a prediction below 0 ms says nothing about the budget
+            keep = np.array([k not in bad for k in keys])
+            n_not_positive = int((~keep).sum())
+    if not keep.all():
+        archs = [a for a, k in zip(archs, keep) if k]
+        keys = [a.key for a in archs]
+        lat, source, gaps = lat[keep], source[keep], gaps[keep]
     accs = acc.reindex(keys).to_numpy(dtype=float)
     predicted = source == "predicted"
     sigma = predictor_sigma(saved) if predicted.any() else None

@@ -83,7 +83,7 @@ def print_farm_summary(summary, store: Path) -> None:
 
     for d in summary.devices:
         if d.profile_changes:
-            print_profile_changes(d)
+            print_profile_changes(d.device, d.skipped, d.profile_changes)
     left = {k: v for k, v in summary.left.items() if v}
     if left:
         console.print("not measured yet: " + ", ".join(f"{k}: {v}" for k, v in sorted(left.items()))
@@ -136,14 +136,13 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
         if not any(q.todo for q in plan.queues.values()):
             console.print(f"all {len(archs)} architectures are already in {store} for "
                           f"{', '.join(devices)}; nothing to do (--remeasure to measure again).")
-            from harness.campaign import CampaignSummary, changed_setup
+            from harness.campaign import changed_setup
             from harness.cli.measure import print_profile_changes
 
             for p in profiles:
                 changes = changed_setup(st, p, sp.name)
                 if changes:
-                    print_profile_changes(CampaignSummary(p.name, sp.name, len(archs), len(archs),
-                                                          profile_changes=changes))
+                    print_profile_changes(p.name, len(archs), changes)
             return None
         if ray_address is not None:
             need_ray("--ray")

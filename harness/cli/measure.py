@@ -77,10 +77,8 @@ class ProgressObserver:
 
     def model_starting(self, arch) -> None:
         """Before each model: exporting (int8: calibrating), pushing and timing it can take seconds."""
-        first = next(iter(arch.columns.values()), None)
-        label = str(first) if isinstance(first, int) else arch.key[:24]
         if not self.medians:  # until the first latency, say what is going on; then the latency line stays
-            self.progress.update(self.task, status=f"exporting and timing {label}")
+            self.progress.update(self.task, status=f"exporting and timing {arch.label[:24]}")
 
     def waiting(self, reasons: list[str]) -> None:
         """The gate holds the next model: say why on the progress line instead of a bar that does not move."""
@@ -150,10 +148,10 @@ def print_summary(s: CampaignSummary) -> None:
                       + (f"; paused {s.paused_s:.1f} s for sentinels" if s.paused_s else ""), highlight=False)
 
 
-def print_profile_changes(s: CampaignSummary) -> None:
+def print_profile_changes(device: str, kept: int, changes: list[str]) -> None:
     """Architectures kept as measured were measured with another runtime or machine: one device name, two setups."""
-    console.print(f"  [yellow]changed:[/] {s.skipped} architecture(s) kept as measured on {esc(s.device)} were "
-                  f"measured with another profile ({esc('; '.join(s.profile_changes))}); add --remeasure to measure "
+    console.print(f"  [yellow]changed:[/] {kept} architecture(s) kept as measured on {esc(device)} were "
+                  f"measured with another profile ({esc('; '.join(changes))}); add --remeasure to measure "
                   "them again with this one, or give the new setup its own profile name", highlight=False)
 
 
@@ -367,7 +365,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
     if model:
         print_model_results(st_path=store, device=profile.name, keys=[a.key for a in archs])
     if summary.profile_changes:
-        print_profile_changes(summary)
+        print_profile_changes(summary.device, summary.skipped, summary.profile_changes)
     if summary.stale:
         from harness.models.cache import EXPORTER_VERSION
 

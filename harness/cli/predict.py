@@ -38,10 +38,6 @@ def print_notes(ctx) -> None:
         err.print(f"({esc(note)})", highlight=False)
 
 
-def _print_json(obj) -> None:
-    print_json(obj)
-
-
 @cli_errors
 def train(
     device: Annotated[str, typer.Option("--device", "-d", help="Device whose measurements to learn from.")],
@@ -56,7 +52,7 @@ def train(
     with Store(store) as st, working(f"training {device}'s predictor") as step:
         r = workflow.train(_context(st, space, cache_dir, step), device)
     if as_json:
-        _print_json(r.to_json())
+        print_json(r.to_json())
         return
     h = r.holdout_srcc
     console.print(f"trained predictor #{r.id} for {esc(device)} on {r.n_archs} {space} architectures"
@@ -91,7 +87,7 @@ def suggest(
     if out:
         write_table(picks, out)
     if as_json:
-        _print_json(picks.to_dict(orient="records"))
+        print_json(picks.to_dict(orient="records"))
     else:
         table = Table(title=f"{len(picks)} {space} architectures to measure on the target ({strategy})")
         table.add_column("#", justify="right")
@@ -131,7 +127,7 @@ def adapt(
         r = workflow.adapt(ctx, proxy or ["all"], target, method)
     print_notes(ctx)
     if as_json:
-        _print_json(r.to_json())
+        print_json(r.to_json())
         return
     if r.reused:
         console.print(f"predictor #{r.id} for {esc(target)} already fits these inputs (same method, proxies, proxy "
@@ -174,7 +170,7 @@ def predict(
     if out:
         write_table(df, out)
     if as_json:
-        _print_json(df.to_dict(orient="records"))
+        print_json(df.to_dict(orient="records"))
         return
     console.print(f"{esc(device)}: predicted {len(df)} {esc(space)} architectures; median {df.predicted_ms.median():.3f} ms, "
                   f"range {df.predicted_ms.min():.3f}-{df.predicted_ms.max():.3f} ms"
@@ -218,7 +214,7 @@ def pareto(
         with working(f"drawing {plot}"):
             pareto_report(r, space).write(plot)
     if as_json:
-        _print_json({"proxy": proxy, "target": target, "accuracy": accuracy, **checks})
+        print_json({"proxy": proxy, "target": target, "accuracy": accuracy, **checks})
         return
     table = Table(title=esc(f"Pareto check on {target} ({space}, {accuracy}, {r.proxy_front.n_archs} archs)"))
     for col in ("front from", "size", "recall", "HV ratio", "mean regret ms", "max regret ms", "mean regret %"):

@@ -110,14 +110,12 @@ class RunnerDriver(Driver):
             self._drop()
             last = [s.strip() for s in detail.splitlines() if s.strip()][-3:]
             said = f": {' / '.join(last)}" if last else ""
-            if req.get("op") == "hello" and re.search(r"\(exit code \d+\)", detail):  # -1: no status (a drop)
-                # the command ran on the device and ended: the interpreter or the runtime, not the network;
-                # reconnecting would only repeat it (it retried twice with backoff)
-                raise DriverUnavailable(f"{self.profile.name}: the runner did not start{said}{self.start_hint()}",
-                                        detail=detail)
             if req.get("op") == "hello":
-                raise self.lost_error(f"{self.profile.name}: the runner did not start{said}{self.start_hint()}",
-                                      detail=detail)
+                # it ended on the device with an exit status: the interpreter or the runtime, a setting that
+                # reconnecting would only repeat (it retried twice with backoff); -1 or none: the connection went
+                ended = re.search(r"\(exit code \d+\)", detail)
+                raise (DriverUnavailable if ended else self.lost_error)(
+                    f"{self.profile.name}: the runner did not start{said}{self.start_hint()}", detail=detail)
             raise self.lost_error(f"{self.profile.name}: the runner went away{said}", detail=detail)
         resp = protocol.decode(line, self.profile.name)
         if not resp["ok"]:

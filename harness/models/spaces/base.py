@@ -28,6 +28,13 @@ class Arch:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Arch) and (self.space, self.key) == (other.space, other.key)
 
+    @property
+    def label(self) -> str:
+        """How to name it on a screen: its index where the space numbers architectures (nb201's, what --arch
+        takes; a 90-character arch_str folds mid-token at 80 columns), else its key."""
+        first = next(iter(self.columns.values()), None)
+        return str(first) if isinstance(first, int) else self.key
+
 
 def parse_layer_choices(token: object, choices: Sequence[str], n_layers: int, *, what: str, unit: str,
                         example: str) -> list[int]:
