@@ -107,6 +107,14 @@ def test_cli_srcc_json_and_heatmap(imported_store, cli_env):
     assert bad.returncode == 2 and "nope" in bad.stderr and "dev_a" in bad.stderr
 
 
+def test_device_lists_take_comma_separated_names(imported_store, cli_env):
+    """`--target a,b` was read as one device named "a,b" (unknown); names never hold a comma, so it means both."""
+    pairs = json.loads(harness("srcc", "--json", "--device", "dev_a,dev_b", "--device", " dev_c", env=cli_env).stdout)
+    assert {p["device_a"] for p in pairs} | {p["device_b"] for p in pairs} == {"dev_a", "dev_b", "dev_c"}
+    both = json.loads(harness("proxy", "-t", "dev_a,dev_e", "--json", env=cli_env).stdout)
+    assert {"srcc_dev_a", "srcc_dev_e"} <= set(both[0]) and "dev_e" not in {r["proxy"] for r in both}
+
+
 @pytest.mark.slow
 def test_cli_proxy(imported_store, cli_env):
     ranked = json.loads(harness("proxy", "--targets", "dev_a", "--json", env=cli_env).stdout)

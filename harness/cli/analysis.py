@@ -9,14 +9,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import (DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, print_json, print_table,
-                                working)
+from harness.cli.common import (DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, names_list, print_json,
+                                print_table, working)
 from harness.errors import HarnessError
 from harness.paths import WORKSPACE
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 DevicesOpt = Annotated[Optional[list[str]], typer.Option(
-    "--device", help="Only these devices (repeat); default: every device with data in the space.")]
+    "--device", callback=names_list,
+    help="Only these devices (repeat or comma-separate); default: every device with data in the space.")]
 def _correlation(value: str) -> str:
     if value not in ("spearman", "kendall"):
         raise typer.BadParameter(f"{value!r} is not one of spearman, kendall")
@@ -258,9 +259,11 @@ def compare(
 @cli_errors
 def proxy(
     targets: Annotated[list[str], typer.Option(
-        "--target", "-t", "--targets", help="Target device(s) (repeat). --targets is the old spelling.")],
+        "--target", "-t", "--targets", callback=names_list,
+        help="Target device(s) (repeat or comma-separate). --targets is the old spelling.")],
     candidate: Annotated[Optional[list[str]], typer.Option(
-        help="Candidate proxies (repeat); default: every other device with data.")] = None,
+        callback=names_list,
+        help="Candidate proxies (repeat or comma-separate); default: every other device with data.")] = None,
     space: SpaceOpt = "nb201",
     method: MethodOpt = "spearman",
     ci: CiOpt = 0,
@@ -324,7 +327,8 @@ def report(
     space: SpaceOpt = "nb201",
     device: DevicesOpt = None,
     pair: Annotated[Optional[list[str]], typer.Option(
-        help="Scatter plot for A:B (repeat); default: the two most and two least correlated pairs.")] = None,
+        callback=names_list, help="Scatter plot for A:B (repeat or comma-separate); default: the two most and two "
+        "least correlated pairs.")] = None,
     method: MethodOpt = "spearman",
     min_overlap: MinOverlapOpt = DEFAULT_MIN_OVERLAP,
     store: StoreOpt = DEFAULT_STORE,

@@ -35,6 +35,14 @@ DevicesDirOpt = Annotated[Path, typer.Option(
 CacheOpt = Annotated[Path, typer.Option(
     "--cache-dir", envvar="HARNESS_CACHE", help="Exported-model cache (content-addressed).")]
 
+def names_list(values: list[str] | None) -> list[str] | None:
+    """A repeatable name option that also takes comma-separated names (``-d a,b`` = ``-d a -d b``): device
+    and proxy names never contain a comma, and `--target a,b` read as one unknown device was a dead end."""
+    if values is None:
+        return None
+    return [part.strip() for v in values for part in v.split(",") if part.strip()]
+
+
 def print_json(obj: Any) -> None:
     """Strict JSON on stdout: NaN and infinities become null (Python's json writes NaN, which JavaScript's
     and most other parsers reject), numpy scalars become numbers, anything else its text."""

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, CacheOpt, DevicesDirOpt, cli_errors, console, err, esc,
-                                print_table, reachable, say_interrupted)
+                                names_list, print_table, reachable, say_interrupted)
 
 app = typer.Typer(help="A device farm on Ray: join hosts with their devices, see what each device is doing.",
                   no_args_is_help=True)
@@ -188,7 +188,8 @@ def join(
     head: Annotated[bool, typer.Option("--head", help="Start the farm's head here instead of joining one.")] = False,
     port: Annotated[int, typer.Option(help="Port of a new head (--head).")] = 6379,
     device: Annotated[Optional[list[str]], typer.Option(
-        "--device", "-d", help="Offer only these devices (default: every profile in --devices-dir).")] = None,
+        "--device", "-d", callback=names_list,
+        help="Offer only these devices (repeat or comma-separate; default: every profile in --devices-dir).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Check the devices and print the `ray start` command only.")] = False,
     devices_dir: DevicesDirOpt = DEFAULT_DEVICES,
     cache_dir: CacheOpt = DEFAULT_CACHE,

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.markup import escape
 
-from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, err, esc, print_table, reachable, say_interrupted,
+from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt, StoreOpt,
+                                cli_errors, console, err, esc, names_list, print_table, reachable, say_interrupted,
                                 working)
 from harness.errors import HarnessError
 
@@ -182,8 +182,9 @@ def print_unstable(s: CampaignSummary, show: int = 3) -> None:
 
 
 def measure(
-    device: Annotated[list[str], typer.Option("--device", "-d", help="Profile name (see `harness devices list`); "
-                                              "repeat for several devices measured at once.")],
+    device: Annotated[list[str], typer.Option(
+        "--device", "-d", callback=names_list, help="Profile name (see `harness devices list`); repeat or "
+        "comma-separate for several devices measured at once.")],
     space: Annotated[str, typer.Option(help="Search space.")] = "nb201",
     sample: Annotated[Optional[int], typer.Option(help="Measure N architectures sampled without repeats.")] = None,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of --sample (same seed, same architectures).")] = 0,

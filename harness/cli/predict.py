@@ -11,11 +11,12 @@ from rich.table import Table
 
 from harness.analysis import methods, sampling
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, err, esc,
-                                print_json, print_table, working)
+                                names_list, print_json, print_table, working)
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 ProxyOpt = Annotated[Optional[list[str]], typer.Option(
-    "--proxy", "-p", help="Proxy device(s) with data in the space (repeat), or `all` (the default: every device "
+    "--proxy", "-p", callback=names_list, help="Proxy device(s) with data in the space (repeat or comma-separate), "
+    "or `all` (the default: every device "
     "with data but the target).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 MethodOpt = Annotated[str, typer.Option(help="Transfer method: " + "; ".join(
@@ -194,7 +195,8 @@ def pareto(
         "--what-if-k", help="Validation: pretend the (fully measured) target is new, adapt on K of its "
         "measurements and judge that predictor's front too (nothing saved).")] = None,
     adapt_proxy: Annotated[Optional[list[str]], typer.Option(
-        help="Proxies for --what-if-k (repeat, or `all`); default: --proxy.")] = None,
+        callback=names_list,
+        help="Proxies for --what-if-k (repeat or comma-separate, or `all`); default: --proxy.")] = None,
     method: MethodOpt = methods.DEFAULT_METHOD,
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:

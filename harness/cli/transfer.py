@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt, StoreOpt,
-                                cli_errors, console, err, print_json, print_table)
+                                cli_errors, console, err, names_list, print_json, print_table)
 
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Device profile to measure on (any driver, "
                                         "including kind replay).")]
@@ -19,7 +19,8 @@ SpaceOpt = Annotated[str, typer.Option(help="Search space (its architectures nee
 AccOpt = Annotated[Optional[str], typer.Option(help="Accuracy column (imported acc_*); default "
                                                "acc_cifar100_test_200ep when present.")]
 ProxyOpt = Annotated[Optional[list[str]], typer.Option(
-    "--proxy", "-p", help="Source devices (repeat), default: all with data in the space except the target.")]
+    "--proxy", "-p", callback=names_list,
+    help="Source devices (repeat or comma-separate), default: all with data in the space except the target.")]
 
 
 def _fmt(v, spec: str, none: str = "-") -> str:
