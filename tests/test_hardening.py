@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -823,3 +824,63 @@ def test_a_pending_measurement_that_cannot_go_in_is_set_aside_not_lost(tmp_path)
     with Store(tmp_path / "s.db") as st:
         assert (st.pending_dir / "x.rejected").exists() and st.warnings
         assert st.info()["measurements"] == 0
+
+
+def _pending_store(path, n: int) -> list:
+    """A store with one campaign and ``n`` finished measurements kept aside as pending files."""
+    sp = get_space("nb201")
+    with Store(path) as st:
+        cid = st.start_campaign("dev", "nb201", {"name": "dev"}, "digest", n)
+        for i in range(n):
+            arch = sp.parse(str(i))
+            st.keep_pending({"campaign_id": cid, "device": "dev",
+                             "arch": {"space": arch.space, "key": arch.key, "columns": arch.columns},
+                             "model_format": "onnx", "model_digest": None, "started_at": f"2026-11-30T10:00:{i:02d}",
+                             "duration_s": 0.1, "summary": {"median_ms": 1.0 + i}, "timed_ms": [1.0 + i],
+                             "round_no": 1})
+        return [(f.stem, f.read_text()) for f in sorted(st.pending_dir.glob("*.json"))]
+
+
+def _open_and_replay(path: str) -> None:
+    Store(path).close()
+
+
+def test_two_commands_opening_the_store_at_once_add_each_pending_measurement_once(tmp_path):
+    """Every command that opens the store replays what was kept aside: two at once both read every file and both
+    inserted it (a measurement stored twice, `ok/plan 13/30` for 12), and the loser's unlink crashed it."""
+    import multiprocessing
+
+    path = tmp_path / "s.db"
+    _pending_store(path, 40)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_open_and_replay, args=(str(path),)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    with Store(path) as st:
+        m = st.measurements()
+        assert len(m) == 40 and m.key.nunique() == 40
+        assert not list(st.pending_dir.iterdir())
+
+
+def test_a_replayer_killed_between_commit_and_removal_adds_nothing_twice(tmp_path):
+    """Its claim (a process that no longer runs) goes back in the queue; the measurement is in the store already."""
+    import socket
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.db"
+    first, second = _pending_store(path, 2)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    with Store(path) as st:  # adds both
+        assert len(st.measurements()) == 2
+        # as if a replayer had committed `first` and died before removing its claim; `second` claimed by a live one
+        (st.pending_dir / f"{first[0]}@{socket.gethostname()}@{gone}.claim").write_text(first[1])
+        alive = st.pending_dir / f"{second[0]}@{socket.gethostname()}@{os.getpid()}.claim"
+        alive.write_text(second[1])
+    with Store(path) as st:
+        assert len(st.measurements()) == 2
+        assert [f.name for f in st.pending_dir.iterdir()] == [alive.name]  # a running replayer's claim is its own

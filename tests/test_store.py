@@ -114,6 +114,27 @@ def test_export_latest_median_per_device(store_path, tmp_path):
         pd.testing.assert_frame_equal(back, df, check_dtype=False)
 
 
+@pytest.mark.parametrize("name", ["t.csv", "t.csv.gz", "t.parquet"])
+def test_an_export_that_fails_midway_leaves_the_previous_file_whole(tmp_path, monkeypatch, name):
+    """On a full disk (or a kill) the export wrote over the good file and left a truncated one that still parsed."""
+    import errno
+
+    old = pd.DataFrame({"nb201_index": [0, 1], "a_ms": [2.0, 4.0]})
+    path = write_table(old, tmp_path / name)
+    before = path.read_bytes()
+    method = "to_parquet" if name.endswith("parquet") else "to_csv"
+    real = getattr(pd.DataFrame, method)
+
+    def half_then_full(self, target, *a, **kw):
+        real(self.head(1), target, *a, **kw)  # some bytes are out when the disk fills up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, method, half_then_full)
+    with pytest.raises(OSError, match="No space"):
+        write_table(pd.DataFrame({"nb201_index": range(100), "a_ms": 1.0}), path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [name]  # no temp left behind
+
+
 def test_runs_keep_every_value(store_path):
     with Store(store_path) as st:
         cid = st.start_campaign("a", "nb201", {}, "x", 1)

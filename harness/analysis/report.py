@@ -28,6 +28,7 @@ from scipy.spatial.distance import squareform  # noqa: E402
 
 from harness import __version__  # noqa: E402
 from harness.analysis.correlation import DEFAULT_MIN_OVERLAP, Correlations  # noqa: E402
+from harness.results.atomic import atomic_path  # noqa: E402
 
 if TYPE_CHECKING:
     from harness.analysis.workflow import ParetoResult
@@ -94,12 +95,14 @@ class Report:
     def write(self, path: str | Path, png_dir: str | Path | None = None) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.html(), encoding="utf-8")
+        with atomic_path(path) as tmp:
+            tmp.write_text(self.html(), encoding="utf-8")
         if png_dir is not None:
             d = Path(png_dir)
             d.mkdir(parents=True, exist_ok=True)
             for fig in self.figures:
-                (d / f"{fig.name}.png").write_bytes(fig.png)
+                with atomic_path(d / f"{fig.name}.png") as tmp:
+                    tmp.write_bytes(fig.png)
         return path
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.models.spaces import get_space
+from harness.results.atomic import atomic_path
 from harness.results.store import Store
 
 
@@ -74,10 +75,11 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     name = path.name.lower()
-    if name.endswith(".parquet"):
-        df.to_parquet(path, index=False)
-    elif name.endswith((".csv", ".csv.gz")):
-        df.to_csv(path, index=False, float_format="%.8g")
-    else:
+    if not name.endswith((".parquet", ".csv", ".csv.gz")):
         raise HarnessError(f"cannot tell the format of {path}: use .csv, .csv.gz or .parquet")
+    with atomic_path(path) as tmp:  # a full disk or a kill leaves the previous file, never a truncated one
+        if name.endswith(".parquet"):
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False, float_format="%.8g")
     return path

@@ -9,6 +9,7 @@ SIGKILL or a dropped device loses nothing that was reported as done.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -27,6 +28,7 @@ import pandas as pd
 from harness import __version__, interrupts
 from harness.errors import StoreError
 from harness.models.spaces import Arch
+from harness.results.atomic import atomic_path
 
 SCHEMA_VERSION = 8
 
@@ -510,40 +512,68 @@ class Store:
 
         self.pending_dir.mkdir(exist_ok=True)
         final = self.pending_dir / f"{record['started_at'].replace(':', '')}-{uuid.uuid4().hex[:8]}.json"
-        tmp = final.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(record, f, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:  # a reader never sees half a file (.tmp-*, not *.json, until renamed)
+            tmp.write_text(json.dumps(record, default=str))
         return final
 
     def replay_pending(self) -> int:
-        """Add the measurements kept aside by :meth:`keep_pending`; each file goes once it is in the store."""
+        """Add the measurements kept aside by :meth:`keep_pending`; each file goes in once.
+
+        Every command that opens the store replays, so two may start at once: each file is claimed first by
+        renaming it (atomic: one process wins, the other skips it), and a measurement already in the store (same
+        campaign, device, architecture, start time and round: a replayer killed between its commit and the
+        file's removal) is not added again. A claim left by a process that no longer runs goes back in the queue."""
         if not self.pending_dir.is_dir():
             return 0
+        self._requeue_orphaned_claims()
         added = 0
         for f in sorted(self.pending_dir.glob("*.json")):
+            claim = f.with_name(f"{f.stem}@{socket.gethostname()}@{os.getpid()}.claim")
             try:
-                rec = json.loads(f.read_text())
+                os.rename(f, claim)
+            except FileNotFoundError:
+                continue  # another command is replaying this one
+            try:
+                rec = json.loads(claim.read_text())
                 arch = Arch(**rec.pop("arch"))
-                self.record_measurement(arch=arch, **rec)
+                if not self._has_measurement(rec, arch):
+                    self.record_measurement(arch=arch, **rec)
+                    added += 1
             except StoreError as e:
                 if e.transient:
+                    os.rename(claim, f)
                     return added  # busy now: the next open tries again
-                self._reject_pending(f, str(e))
+                self._reject_pending(claim, str(e))
                 continue
             except (OSError, ValueError, TypeError, KeyError) as e:
-                self._reject_pending(f, str(e))
+                self._reject_pending(claim, str(e))
                 continue
-            f.unlink()
-            added += 1
+            claim.unlink()
         return added
+
+    def _requeue_orphaned_claims(self) -> None:
+        host = socket.gethostname()
+        for claim in self.pending_dir.glob("*.claim"):
+            stem, _, owner = claim.stem.partition("@")
+            claim_host, _, pid = owner.rpartition("@")
+            if claim_host != host or not pid.isdigit() or _pid_alive(int(pid)):
+                continue  # being replayed now, or by another host (whose processes this one cannot see)
+            with contextlib.suppress(OSError):
+                os.rename(claim, claim.with_name(f"{stem}.json"))
+
+    def _has_measurement(self, rec: dict[str, Any], arch: Arch) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id "
+            "WHERE m.campaign_id = ? AND d.name = ? AND a.space = ? AND a.key = ? AND m.started_at = ? "
+            "AND m.round IS ?", (rec.get("campaign_id"), rec.get("device"), arch.space, arch.key,
+                                 rec.get("started_at"), rec.get("round_no"))).fetchone()
+        return row is not None
 
     def _reject_pending(self, f: Path, why: str) -> None:
         """A pending measurement that cannot go in (damaged, or from another store) is set aside, not lost."""
-        f.rename(f.with_suffix(".rejected"))
-        self.warnings.append(f"{f.with_suffix('.rejected')}: kept aside, not added to the store: {why}")
+        kept = f.with_name(f"{f.stem.partition('@')[0]}.rejected")
+        f.rename(kept)
+        self.warnings.append(f"{kept}: kept aside, not added to the store: {why}")
 
     # --- devices and architectures -------------------------------------------------------
     @_guarded
