@@ -390,3 +390,24 @@ def test_rerunning_a_loop_that_spent_its_budget_shows_its_front_again(loop_setup
     flat = " ".join(again.stdout.split())
     assert "already stopped in round 0 with 10 samples, its budget spent (raise --budget above 10" in flat, flat
     assert "predicted Pareto front on tgt-replay" in flat
+
+
+@pytest.mark.slow
+def test_the_loop_and_verify_serve_a_virtual_phone_as_measure_does(loop_setup, cli_env):
+    """`transfer --target virtual-phone` fitted for half a minute, then failed: 'cannot reach virtual' (only
+    `measure` served the virtual phone); `search --verify` the same."""
+    s = loop_setup
+    (s["devices"] / "vphone.yaml").write_text(yaml.safe_dump({
+        "name": "vphone", "connection": {"kind": "adb", "serial": "virtual"},
+        "runtime": {"name": "tflite", "threads": 1}, "policy": {"warmup_runs": 1, "timed_runs": 3, "rounds": 1}}))
+    env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
+    out = harness("transfer", "--target", "vphone", "--accuracy", "acc_test", "--budget", "8", "--first-batch", "5",
+                  "--batch", "3", env=env, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    with Store(s["store"]) as st:
+        m = st.measurements("vphone")
+    assert len(m) == 8 and (m.status == "ok").all() and (m.median_ms > 0).all()
+    budget = float(m.median_ms.max()) * 2
+    out = harness("search", "--target", "vphone", "--accuracy", "acc_test", "--max-ms", str(budget), "--top", "4",
+                  "--verify", "4", env=env, check=False)
+    assert out.returncode == 0 and "verified the top" in " ".join(out.stdout.split()), out.stdout + out.stderr

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt, StoreOpt,
-                                cli_errors, console, err, names_list, print_json, print_table)
+                                cli_errors, console, err, names_list, print_json, print_table, reachable)
 
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Device profile to measure on (any driver, "
                                         "including kind replay).")]
@@ -120,7 +120,7 @@ def transfer(
                                 MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
                                 console=err if as_json else console, transient=True)
             with progress:
-                s = run_campaign(st, plan.profile, ctx.space, archs, cache=ModelCache(cache_dir), command=command,
+                s = run_campaign(st, served, ctx.space, archs, cache=ModelCache(cache_dir), command=command,
                                  observer=_BatchObserver(progress))
             if s.failed and not as_json:
                 print_summary(s)
@@ -131,7 +131,8 @@ def transfer(
                                               "E[...]: expected against the truth)"))
 
         try:
-            result = tl.run_loop(plan, measure, on_round)
+            with reachable(plan.profile) as served:  # a virtual phone is served for the whole loop
+                result = tl.run_loop(plan, measure, on_round)
         except KeyboardInterrupt:
             done = len(tl.measured_state(plan)[0])
             err.print(f"\n[yellow]interrupted[/]: {done} {target} measurements are in {store}; rerun the same "
@@ -262,7 +263,8 @@ def search(
         table = r.top
         if verify:
             def measure(archs) -> None:
-                run_campaign(st, profile, ctx.space, archs, cache=ModelCache(cache_dir), command=command)
+                with reachable(profile) as served:  # a virtual phone is served for the command
+                    run_campaign(st, served, ctx.space, archs, cache=ModelCache(cache_dir), command=command)
 
             table = search_mod.verify(ctx, r, verify, measure)
     if out:
