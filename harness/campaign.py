@@ -165,7 +165,8 @@ def reference_arch(space: SearchSpace, choice: str) -> Arch:
     """The paired reference model: ``auto`` = a fixed, cheap-to-mid architecture of the space (by MACs)."""
     if choice != "auto":
         return space.parse(choice)
-    pool = sorted(space.sample(31, 0), key=lambda a: (space.build(a).macs(), a.key))
+    size = space.size()
+    pool = sorted(space.sample(min(31, size) if size else 31, 0), key=lambda a: (space.build(a).macs(), a.key))
     return pool[len(pool) // 3]
 
 

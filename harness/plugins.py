@@ -67,3 +67,39 @@ def _import(item: str) -> None:
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[name] = module  # dataclasses and pydantic look their module up while the class is built
     spec.loader.exec_module(module)  # type: ignore[union-attr]
+
+
+def load_ref(ref: str | type, what: str) -> type:
+    """A registry entry's class: itself, or the ``"module:Class"`` it names (imported now). ``what`` names the
+    entry in the error (e.g. "the driver of connection kind 'box'")."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, cls = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise PluginError(f"{what} is registered as {ref!r}, which cannot be imported: {type(e).__name__}: {e} "
+                          "(a \"module:Class\" path importable here)") from None
+
+
+def check_new_name(registry: dict, name: str, impl: object, what: str, replace: bool) -> None:
+    """Registering a name that is taken replaces it only when asked: a plug-in loaded on first use silently
+    turned nb201 into another space, and of two plug-ins with one method name the last one imported won."""
+    old = registry.get(name)
+    if old is None or replace or _same(old, impl):
+        return
+    raise PluginError(f"{what} {name!r} is already registered ({_describe(old)}); register yours under another "
+                      "name, or pass replace=True to override it on purpose")
+
+
+def _same(a: object, b: object) -> bool:
+    return _describe(a) == _describe(b)
+
+
+def _describe(impl: object) -> str:
+    if isinstance(impl, tuple):
+        impl = impl[0]
+    if isinstance(impl, str):
+        return impl
+    return f"{getattr(impl, '__module__', '?')}:{getattr(impl, '__qualname__', impl)}"
+

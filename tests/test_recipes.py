@@ -17,6 +17,7 @@ from harness.analysis.methods.base import Fitted
 from harness.campaign import run_campaign
 from harness.devices import driver as drivers
 from harness.devices.driver import make_driver
+from harness.devices.registry import ProfileRegistry
 from harness.devices.local import LocalDriver
 from harness.devices.profile import Connection, parse_profile
 from harness.errors import ProfileError, SpaceError, UnknownNameError
@@ -27,7 +28,7 @@ from harness.models.spaces import Arch, SearchSpace
 from harness.results.importer import detect_space, import_table
 from harness.results.store import Store
 from harness.testing.conformance import DriverConformance
-from tests.conftest import FAST_POLICY
+from tests.conftest import FAST_POLICY, write_profile
 
 
 # --- a driver: its connection model and its class, then one register line ---------------------------
@@ -136,6 +137,19 @@ def test_toy_space_is_measured_and_imported(toy_space, registry, store_path, cac
         assert report.space == "toy" and report.devices == {"pub": 3}
 
 
+def test_a_space_smaller_than_a_sample_is_an_error_and_its_reference_model_is_found(toy_space, devices_dir,
+                                                                                    store_path, cache_dir):
+    """A 4-architecture plug-in space hung for ever: the paired reference model was picked from a sample of 31,
+    and sample_distinct drew without end for more than the space holds."""
+    with pytest.raises(SpaceError, match="between 1 and 4 for toy, got 5"):
+        toy_space.sample(5, 0)
+    write_profile(devices_dir, "ref-onnx", {"name": "onnxruntime", "threads": 1}, {"reference": "auto"})
+    with Store(store_path) as st:
+        summary = run_campaign(st, ProfileRegistry(devices_dir).get("ref-onnx"), toy_space, toy_space.sample(4, 0),
+                               cache=ModelCache(cache_dir))
+        assert summary.ok == 4
+
+
 # --- a transfer method: one class, then one line in METHODS -------------------------------------------
 class ScaledProxy:
     """The proxy's latency times the median target/proxy ratio on the samples."""
@@ -232,3 +246,91 @@ def test_a_plugin_file_adds_a_driver_to_the_cli_without_editing_harness(cli_env,
     flat = " ".join(bad.stderr.split())
     assert bad.returncode == 2 and "broken.py could not be imported: ModuleNotFoundError" in flat, flat
     assert "Traceback" not in bad.stderr
+
+
+# --- plug-in mistakes are named where they are made ---------------------------------------------------
+def test_plugin_mistakes_are_typed_errors_that_name_the_plugin(monkeypatch):
+    """An abstract space, a method without predict, a taken name or a driver path that does not import were
+    tracebacks (or silent replacements: a plug-in turned nb201 into another space) before."""
+    from harness.plugins import PluginError
+
+    class Half(SearchSpace):
+        name = "half"
+
+    with pytest.raises(PluginError, match="'half' .*does not implement .*encode"):
+        spaces.register_space(Half)
+
+    class Other(ToySpace):
+        name = "nb201"
+
+    with pytest.raises(PluginError, match="search space 'nb201' is already registered.*replace=True"):
+        spaces.register_space(Other)
+    spaces.register_space(ToySpace)  # a new name; the same class again is not a clash
+    spaces.register_space(ToySpace)
+    monkeypatch.delitem(spaces.SPACES, "toy")
+
+    class NoPredict:
+        name, summary, max_sources = "nopredict", "x", None
+
+        def fit(self, *a):
+            raise ZeroDivisionError("oops")
+
+    with pytest.raises(PluginError, match="'nopredict' .*has no predict"):
+        methods.register("nopredict", NoPredict)
+    with pytest.raises(PluginError, match="transfer method 'multiproxy' is already registered"):
+        methods.register("multiproxy", ScaledProxy)
+    NoPredict.predict = lambda self, *a: None
+    monkeypatch.setitem(methods.METHODS, "crashy", NoPredict)
+    with pytest.raises(PluginError, match="'crashy' \\(a plug-in\\) failed in fit: ZeroDivisionError: oops"):
+        methods.get_method("crashy").fit(None, [], [], np.ones(3))
+
+    monkeypatch.setitem(drivers.DRIVERS, "weirdbox", ("nosuchmod:Driver", "harness.devices.profile:LocalConnection"))
+    with pytest.raises(PluginError, match="driver of connection kind 'weirdbox' .*'nosuchmod:Driver'.*ModuleNotFound"):
+        drivers.driver_class("weirdbox")
+
+
+TINY_SPACE = '''
+import numpy as np
+
+from harness.models.graph import Graph
+from harness.models.spaces import Arch, SearchSpace, register_space
+
+
+class Tiny(SearchSpace):
+    name = "tiny"
+    key_columns = ("tiny_width",)
+
+    def size(self):
+        return 3
+
+    def parse(self, token):
+        return Arch(self.name, str(int(token)), {"tiny_width": int(token)})
+
+    def sample(self, n, seed):
+        return self.sample_distinct(n, seed, lambda rng: self.parse(str(rng.choice([8, 16, 32]))))
+
+    def encode(self, arch):
+        return np.array([arch.columns["tiny_width"] == w for w in (8, 16, 32)], dtype=np.float32)
+
+    def build(self, arch, input_shape=None, num_classes=None):
+        g = Graph("tiny", input_shape or self.default_input_shape)
+        g.dense(g.global_avgpool(g.conv("input", arch.columns["tiny_width"], 3)), 10)
+        return g
+
+
+register_space(Tiny)
+'''
+
+
+def test_a_plugin_space_table_is_imported_like_a_builtin_one(cli_env, tmp_path):
+    """`harness import` recognised only the built-in spaces' key columns: a plug-in space's tables could not be
+    imported at all ("no recognisable architecture key column", and with --space "does not have yet")."""
+    from tests.conftest import harness
+
+    (tmp_path / "tiny_space.py").write_text(TINY_SPACE)
+    pd.DataFrame({"tiny_width": [8, 16, 32], "pub_ms": [1.0, 2.0, 4.0]}).to_csv(tmp_path / "tiny.csv", index=False)
+    env = {**cli_env, "HARNESS_PLUGINS": str(tmp_path / "tiny_space.py")}
+    out = harness("import", str(tmp_path / "tiny.csv"), env=env, subprocess_=True)
+    assert "tiny" in out.stdout and "3" in out.stdout
+    with Store(cli_env["HARNESS_STORE"]) as st:
+        assert len(st.db.execute("SELECT 1 FROM architectures WHERE space = 'tiny'").fetchall()) == 3

@@ -10,7 +10,6 @@ invented runs. Failures are typed
 
 from __future__ import annotations
 
-import importlib
 import statistics
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -167,17 +166,20 @@ def driver_key(profile: Profile) -> tuple[str, str]:
         return conn.kind, "tflite:benchmark_model"
     return conn.kind, runtime
 
-def register_driver(kind: str, driver: str | type, connection: str | type) -> None:
-    """Add (or replace) a driver: profiles with ``connection.kind: KIND`` validate against ``connection``
-    (a :class:`~harness.devices.profile.Connection` subclass) and are measured by ``driver``."""
+def register_driver(kind: str, driver: str | type, connection: str | type, *, replace: bool = False) -> None:
+    """Add a driver: profiles with ``connection.kind: KIND`` validate against ``connection`` (a
+    :class:`~harness.devices.profile.Connection` subclass) and are measured by ``driver``; each a class or its
+    ``"module:Class"`` path. A kind that is taken is replaced only with ``replace=True``."""
+    from harness.plugins import check_new_name
+
+    check_new_name(DRIVERS, kind, (driver, connection), "connection kind", replace)
     DRIVERS[kind] = (driver, connection)
 
 
-def _load(ref: str | type) -> type:
-    if isinstance(ref, str):
-        module, cls = ref.split(":")
-        return getattr(importlib.import_module(module), cls)
-    return ref
+def _load(ref: str | type, what: str = "a driver") -> type:
+    from harness.plugins import load_ref
+
+    return load_ref(ref, what)
 
 
 def _registered(kind: str) -> tuple[str | type, str | type]:
@@ -191,11 +193,11 @@ def _registered(kind: str) -> tuple[str | type, str | type]:
 
 
 def driver_class(kind: str) -> type[Driver]:
-    return _load(_registered(kind)[0])
+    return _load(_registered(kind)[0], f"the driver of connection kind {kind!r}")
 
 
 def connection_model(kind: str) -> type[Connection]:
-    return _load(_registered(kind)[1])
+    return _load(_registered(kind)[1], f"the connection model of kind {kind!r}")
 
 
 def make_driver(profile: Profile) -> Driver:

@@ -322,7 +322,9 @@ class Profile(_Strict):
             load_plugins()  # an out-of-tree driver registers its kind when imported
         if v["kind"] not in DRIVERS:
             raise PydanticCustomError("connection_kind_invalid", "{kind} is not a connection kind; expected one "
-                                      "of {kinds}", {"kind": repr(v["kind"]), "kinds": ", ".join(DRIVERS)})
+                                      "of {kinds} (a plug-in's kind: name its module or .py file in "
+                                      "$HARNESS_PLUGINS, or install its package)",
+                                      {"kind": repr(v["kind"]), "kinds": ", ".join(DRIVERS)})
         return connection_model(v["kind"]).model_validate(v)
 
     @field_validator("description", "hardware", mode="before")

@@ -120,10 +120,15 @@ def check_column_names(columns: list[str], path: Path) -> None:
 
 def detect_space(columns: list[str], path: Path) -> str:
     cols = set(columns)
-    signatures = key_signatures()
-    for signature, space in signatures:
-        if signature <= cols:
-            return space
+    for attempt in range(2):
+        signatures = key_signatures()
+        for signature, space in signatures:
+            if signature <= cols:
+                return space
+        if attempt == 0:  # a space a plug-in adds: plug-ins load when a name is not known, as for every registry
+            from harness.plugins import load_plugins
+
+            load_plugins()
     wanted = "; ".join(", ".join(sorted(s)) + f" ({sp})" for s, sp in signatures)
     raise ImportFileError(f"{path}: no recognisable architecture key column. Expected one of: {wanted}. "
                        f"Columns: {', '.join(columns)}. Use --space if the key columns have these names.")
@@ -233,6 +238,10 @@ def import_table(store: Store, path: str | Path, source: str | None = None,
                               f"{sep}, not commas; save it as comma-separated CSV")
     check_column_names([str(c) for c in df.columns], path)
     space_name = space or detect_space(list(df.columns), path)
+    if space_name not in SPACES:
+        from harness.plugins import load_plugins
+
+        load_plugins()
     if space_name not in SPACES:
         raise ImportFileError(f"{path}: looks like the {space_name} space, which this harness version does not "
                            f"have yet (available: {', '.join(SPACES)})")

@@ -9,7 +9,6 @@ the names (the CLI's ``--help``) loads no numpy.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from harness.errors import UnknownNameError
@@ -27,21 +26,64 @@ DEFAULT_METHOD = "multiproxy"
 SAVED_AS = {"linear": "target-only"}
 
 
-def register(name: str, impl: str | type) -> None:
-    """Add (or replace) a method: ``impl`` is a class or its ``"module:Class"`` path."""
+BUILTIN = frozenset(METHODS)
+
+
+def register(name: str, impl: str | type, *, replace: bool = False) -> None:
+    """Add a method: ``impl`` is a class or its ``"module:Class"`` path; a name that is taken is replaced only
+    with ``replace=True``. A class is checked here, where the plug-in is named, not deep inside a fit."""
+    from harness.plugins import PluginError, check_new_name
+
+    if isinstance(impl, type):
+        missing = [m for m in ("fit", "predict") if not callable(getattr(impl, m, None))]
+        if missing:
+            raise PluginError(f"transfer method {name!r} ({impl.__qualname__}) has no {' or '.join(missing)} "
+                              "method (see harness.analysis.methods.base.Method)")
+    check_new_name(METHODS, name, impl, "transfer method", replace)
     METHODS[name] = impl
 
 
 def get_method(name: str) -> Method:
-    """The method registered under ``name`` (or the name a predictor was saved under), ready to use."""
+    """The method registered under ``name`` (or the name a predictor was saved under), ready to use; a plug-in's
+    own errors come out as a typed error that names it."""
+    from harness.plugins import load_ref
+
     if name not in METHODS and SAVED_AS.get(name) not in METHODS:
         from harness.plugins import load_plugins
 
         load_plugins()
-    impl = METHODS.get(SAVED_AS.get(name, name)) if name not in METHODS else METHODS[name]
+    key = SAVED_AS.get(name, name) if name not in METHODS else name
+    impl = METHODS.get(key)
     if impl is None:
         raise UnknownNameError("method", name, list(METHODS))
-    if isinstance(impl, str):
-        module, cls = impl.split(":")
-        impl = getattr(importlib.import_module(module), cls)
-    return impl()
+    method = load_ref(impl, f"transfer method {key!r}")()
+    return method if key in BUILTIN else _PluginMethod(key, method)
+
+
+class _PluginMethod:
+    """A plug-in's method whose own exceptions (a bug in its fit or predict) become a typed error naming it,
+    instead of a traceback from deep inside harness."""
+
+    def __init__(self, key: str, method: Method):
+        self._key, self._method = key, method
+
+    def __getattr__(self, attr: str):
+        return getattr(self._method, attr)
+
+    def fit(self, *args, **kwargs):
+        return self._call("fit", args, kwargs)
+
+    def predict(self, *args, **kwargs):
+        return self._call("predict", args, kwargs)
+
+    def _call(self, fn: str, args, kwargs):
+        from harness.errors import HarnessError
+        from harness.plugins import PluginError
+
+        try:
+            return getattr(self._method, fn)(*args, **kwargs)
+        except (HarnessError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            raise PluginError(f"transfer method {self._key!r} (a plug-in) failed in {fn}: {type(e).__name__}: {e}"
+                              ) from e

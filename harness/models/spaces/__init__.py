@@ -19,9 +19,26 @@ SPACES: dict[str, type[SearchSpace]] = {
 }
 
 
-def register_space(space: type[SearchSpace]) -> None:
-    """Add (or replace) a search space under its ``name`` (from your code, or a plug-in: harness.plugins)."""
-    SPACES[space.name] = space
+def register_space(space: type[SearchSpace], *, replace: bool = False) -> None:
+    """Add a search space under its ``name`` (from your code, or a plug-in: harness.plugins); a name that is
+    taken is replaced only with ``replace=True``. The class is checked here, where the plug-in is named, not
+    when a command first builds it."""
+    import inspect
+
+    from harness.plugins import PluginError, check_new_name
+
+    if not (isinstance(space, type) and issubclass(space, SearchSpace)):
+        raise PluginError(f"register_space wants a SearchSpace subclass, got {space!r}")
+    name = getattr(space, "name", None)
+    if not isinstance(name, str) or not name:
+        raise PluginError(f"search space class {space.__qualname__} has no `name` (a class attribute, e.g. "
+                          "name = \"myspace\")")
+    if inspect.isabstract(space):
+        missing = ", ".join(sorted(space.__abstractmethods__))
+        raise PluginError(f"search space {name!r} ({space.__qualname__}) does not implement {missing}: every "
+                          "method SearchSpace marks abstract is needed")
+    check_new_name(SPACES, name, space, "search space", replace)
+    SPACES[name] = space
 
 
 def get_space(name: str) -> SearchSpace:

@@ -85,17 +85,24 @@ class SearchSpace(ABC):
     def sample(self, n: int, seed: int) -> list[Arch]:
         """n distinct architectures, reproducible for a seed."""
 
-    @staticmethod
-    def sample_distinct(n: int, seed: int, draw: Callable[[np.random.Generator], Arch]) -> list[Arch]:
+    def sample_distinct(self, n: int, seed: int, draw: Callable[[np.random.Generator], Arch]) -> list[Arch]:
         """n distinct architectures from repeated ``draw``s of one seeded stream. Each draw consumes a fixed
-        run of the stream, so a smaller sample is a prefix of a larger one with the same seed."""
-        if n < 1:
-            raise SpaceError(f"--sample must be at least 1, got {n}")
+        run of the stream, so a smaller sample is a prefix of a larger one with the same seed. More than the
+        space holds is an error, not an endless loop (a 12-architecture plug-in space drew for ever)."""
+        size = self.size()
+        if n < 1 or (size is not None and n > size):
+            raise SpaceError(f"--sample must be between 1 and {size} for {self.name}, got {n}" if size is not None
+                             else f"--sample must be at least 1, got {n}")
         rng = np.random.default_rng(seed)
         seen: dict[str, Arch] = {}
+        draws, cap = 0, 1000 * n + 10_000
         while len(seen) < n:  # repeats (rare in large spaces) are drawn again
             a = draw(rng)
             seen.setdefault(a.key, a)
+            draws += 1
+            if draws >= cap:
+                raise SpaceError(f"{self.name}: {draws} draws found only {len(seen)} distinct architectures, "
+                                 f"fewer than the {n} asked for; sample fewer (--sample {len(seen)})")
         return list(seen.values())
 
     def all(self) -> Iterator[Arch]:
