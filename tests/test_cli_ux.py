@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -676,6 +678,26 @@ def test_export_without_space_ignores_measured_model_files(model_files, cli_env,
     harness("measure", "-d", "fast-onnx", "-m", str(model_files / "my.onnx"), env=cli_env)
     harness("export", "--out", str(tmp_path / "t.csv"), env=cli_env)
     assert list(pd.read_csv(tmp_path / "t.csv").nb201_index) == [0]
+
+
+def test_a_model_file_table_shows_the_latency_export_writes(model_files, devices_dir, tmp_path):
+    """With 3 rounds the table showed the last visit's median (1.127 ms) while export wrote the median over the
+    visits (1.151 ms)."""
+    from tests.conftest import write_profile
+
+    write_profile(devices_dir, "three-rounds", {"name": "onnxruntime", "threads": 1}, {"rounds": 3})
+    store = tmp_path / "h.db"
+    common_args = ["--store", str(store), "--devices-dir", str(devices_dir)]
+    out = invoke("measure", "-d", "three-rounds", "-m", str(model_files / "my.onnx"), *common_args)
+    assert "median over 3 visits, as exported" in flat(out)
+    row = next(line for line in out.splitlines() if "│" in line and "my.onnx" in line)
+    shown = float(row.split("│")[2])
+    invoke("export", "--space", "file", "--out", str(tmp_path / "f.csv"), "--store", str(store))
+    exported = float(pd.read_csv(tmp_path / "f.csv")["three-rounds_ms"].iloc[0])
+    with Store(store) as st:
+        visits = st.measurements("three-rounds", "file").median_ms
+    assert len(visits) == 3 and shown == pytest.approx(exported, abs=5e-4)
+    assert shown == pytest.approx(float(np.median(visits)), abs=5e-4)
 
 
 def test_model_files_on_a_benchmark_model_device_print_their_table(model_files, cli_env, tmp_path):

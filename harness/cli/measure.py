@@ -101,26 +101,44 @@ class ProgressObserver:
 
 
 def print_model_results(st_path: Path, device: str, keys: list[str]) -> None:
-    """What benchmark_model users look for: each file's latency, from its latest measurement."""
+    """What benchmark_model users look for: each file's latency as the store keeps it and `export` writes it (the
+    median over its visits, one per round; the table showed the last visit's, 1.127 ms for an exported 1.151),
+    with the spread of the visits."""
+    import pandas as pd
     from rich.table import Table
 
     from harness.results.store import Store
 
     with Store(st_path) as st:
-        m = st.measurements(device, "file")
-    m = m[m.key.isin(keys) & (m.status == "ok")].drop_duplicates("key", keep="last")
-    if m.empty:
+        visits = st.visits("file", device)
+        lat = st.latencies("file", [device]).set_index("key").latency_ms
+        m = st.measurements(device, "file").set_index("id")
+    visits = visits[visits.key.isin(keys)]
+    if visits.empty:
         return
-    table = Table(title=f"model files on {escape(device)}")
-    for col in ("file", "median ms", "p90 ms", "min ms", "CV", "runs/visit", "load ms"):
+    rows = m.loc[visits.id].assign(key=visits.key.to_numpy(), cv=lambda d: d.std_ms / d.mean_ms)
+    per = rows.groupby("key", sort=False).agg(visits=("median_ms", "size"), low=("median_ms", "min"),
+                                              high=("median_ms", "max"), p90=("p90_ms", "median"),
+                                              min_ms=("min_ms", "min"), cv=("cv", "median"),
+                                              runs=("n_runs", "median"), load=("init_ms", "median"))
+    several = bool((per.visits > 1).any())
+    n = sorted(set(per.visits))
+    table = Table(title=f"model files on {escape(device)}" + (
+        f" (median over {'/'.join(map(str, n))} visits, as exported; range: the visits' medians)" if several else ""))
+    # with several visits the range replaces the min column (80 columns hold 7)
+    cols = ("file", "median ms") + (("range ms",) if several else ("min ms",)) + ("p90 ms", "CV", "runs/visit",
+                                                                                    "load ms")
+    for col in cols:
         table.add_column(col, justify="left" if col == "file" else "right", overflow="fold")
-    def ms(v, spec: str = ".3f") -> str:  # a statistics-only tool (benchmark_model) reports no p90: NULL
-        return "-" if v is None or v != v else format(v, spec)
 
-    for r in m.itertuples():
-        cv = r.std_ms / r.mean_ms if r.mean_ms and r.std_ms == r.std_ms and r.std_ms is not None else None
-        table.add_row(escape(r.key), ms(r.median_ms), ms(r.p90_ms), ms(r.min_ms),
-                      "-" if cv is None else f"{100 * cv:.1f} %", ms(r.n_runs, ".0f"), ms(r.init_ms, ".1f"))
+    def ms(v, spec: str = ".3f") -> str:  # a statistics-only tool (benchmark_model) reports no p90: NULL
+        return "-" if v is None or pd.isna(v) else format(v, spec)
+
+    for key, r in per.iterrows():
+        cells = [escape(str(key)), ms(lat.get(key)),
+                 (f"{ms(r.low)}–{ms(r.high)}" if r.visits > 1 else ms(r.low)) if several else ms(r.min_ms),
+                 ms(r.p90), "-" if pd.isna(r.cv) else f"{100 * r.cv:.1f} %", ms(r.runs, ".0f"), ms(r.load, ".1f")]
+        table.add_row(*cells)
     print_table(table)
 
 
