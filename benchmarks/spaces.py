@@ -57,7 +57,9 @@ def main() -> None:
     args = ap.parse_args()
     profile = ProfileRegistry().get("local-onnx")
     print(f"{args.models} architectures per space (seed {args.seed}); latency on local-onnx "
-          f"({profile.runtime.threads} thread, {profile.policy.timed_runs} timed runs per model)")
+          f"({profile.runtime.threads} thread, one visit per model: "
+          + (f"{profile.policy.adaptive.min_runs}-{profile.policy.adaptive.max_runs} timed runs, adaptive)"
+             if profile.policy.adaptive is not None else f"{profile.policy.timed_runs} timed runs)"))
     header = (f"{'space':10} {'MMACs':>7} {'ONNX MB':>8} {'export ONNX':>12} {'export TFLite':>14} "
               f"{'p10 ms':>8} {'median ms':>10} {'p90 ms':>8}")
     print(header)

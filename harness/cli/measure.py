@@ -68,7 +68,9 @@ class ProgressObserver:
             what += f", {c['threads']} thread(s)"
         where = c.get("cpu_model") or c.get("gpu_name") or c.get("machine")
         console.print(f"[bold]{esc(summary.device)}[/]: {esc(what)}{' on ' + esc(where) if where else ''}; "
-                      f"{todo} to measure, {summary.skipped} already in the store", highlight=False)
+                      + (f"{todo} visit(s) to make ({summary.rounds} rounds per architecture), {summary.skipped} "
+                         "architecture(s) already in the store" if summary.rounds > 1
+                         else f"{todo} to measure, {summary.skipped} already in the store"), highlight=False)
         if summary.fixed_runs:
             console.print(f"  (this device's tool times a fixed count: {summary.fixed_runs} runs per visit, the "
                           "policy's timed_runs; the profile's adaptive settings apply to harness's own runner "
