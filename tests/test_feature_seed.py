@@ -42,3 +42,12 @@ def test_the_seed_matches_the_code_on_a_sample(mode):
 def test_the_seed_matches_the_code_on_the_whole_space(mode):
     """Also: every architecture of the space builds."""
     _compare(list(SPACE.all()), mode)
+
+
+def test_nb201_knows_its_constant_output_networks_without_building_them():
+    """SearchSpace.constant_output (what `degenerate=False` leaves out of imported rows) agrees with the pruned
+    graphs themselves, over the whole space (the seed holds every architecture's pruned-graph counts)."""
+    archs = list(SPACE.all())
+    built = GraphFeatures(SPACE, FEATURE_SEED.parent, "prune").constant_output(archs)
+    fast = np.array([SPACE.constant_output(a) for a in archs])
+    assert built.sum() == 341 and (fast == built).all()

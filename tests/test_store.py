@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -112,6 +113,22 @@ def test_export_latest_median_per_device(store_path, tmp_path):
         path = write_table(df, tmp_path / name)
         back = pd.read_parquet(path) if name.endswith("parquet") else pd.read_csv(path)
         pd.testing.assert_frame_equal(back, df, check_dtype=False)
+
+
+def test_degenerate_false_also_leaves_out_imported_rows_of_constant_output_networks(store_path, tmp_path):
+    """It dropped only architectures a harness campaign had marked: 340 of NB201's 341 constant-output networks
+    stayed in with their imported latencies."""
+    from harness.analysis import latencies
+    from harness.results.importer import import_table
+
+    keys = [SPACE.parse(str(i)).key for i in range(200)]
+    constant = [k for k in keys if SPACE.constant_output(SPACE.parse(k))]
+    pd.DataFrame({"arch_str": keys, "pub_ms": np.linspace(1, 2, len(keys))}).to_csv(tmp_path / "p.csv", index=False)
+    with Store(store_path) as st:
+        import_table(st, tmp_path / "p.csv")
+    assert constant and len(latencies(store_path, "nb201")) == 200
+    kept = latencies(store_path, "nb201", degenerate=False)
+    assert len(kept) == 200 - len(constant) and not set(constant) & set(kept.index)
 
 
 @pytest.mark.parametrize("name", ["t.csv", "t.csv.gz", "t.parquet"])

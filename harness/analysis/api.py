@@ -30,7 +30,8 @@ def _open(store: StoreLike):
 def latencies(store: StoreLike, space: str = "nb201", devices: Sequence[str] | None = None,
               degenerate: bool = True) -> pd.DataFrame:
     """Wide latency table: index = architecture key, one column per device (ms). ``degenerate=False`` leaves
-    out architectures whose measured model is degenerate (constant output, e.g. an all-'none' NB201 cell)."""
+    out architectures whose network has a constant output (e.g. an all-'none' NB201 cell): marked so when
+    measured, or so by construction (``SearchSpace.constant_output``) for imported rows."""
     with _open(store) as st:
         return latency_matrix(st, space, list(devices) if devices else None, degenerate)
 

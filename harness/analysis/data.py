@@ -15,7 +15,8 @@ def latency_matrix(store: Store, space: str, devices: list[str] | None = None,
                    degenerate: bool = True) -> pd.DataFrame:
     """Rows: architecture keys; columns: devices; values: latency in ms (NaN where missing). Analysis needs
     data, so an empty space is an error here (the export writes an empty table instead).
-    ``degenerate=False`` drops architectures whose measured model has an input-independent output."""
+    ``degenerate=False`` drops architectures whose network has an input-independent output (measured so, or so
+    by construction: ``SearchSpace.constant_output``)."""
     wide = latency_wide(store, space, devices, degenerate)
     if wide.empty:
         raise HarnessError(f"no {space} latencies in {store.path}; run `harness measure` or `harness import`")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.models.spaces import get_space
+from harness.models.spaces import Arch, get_space
 from harness.results.atomic import atomic_path
 from harness.results.store import Store
 
@@ -18,10 +18,17 @@ def latency_wide(store: Store, space: str, devices: list[str] | None = None,
                  degenerate: bool = True, graph: str | None = None) -> pd.DataFrame:
     """The one pivot of the store's latencies: rows are architecture keys, columns devices (``devices``' order,
     else sorted), values ms (NaN where missing); empty when the space has no data. Names a missing device.
-    ``degenerate=False`` drops architectures whose measured model has an input-independent output."""
+    ``degenerate=False`` drops architectures whose network has an input-independent output (measured so, or so
+    by construction: ``SearchSpace.constant_output``)."""
     long = store.latencies(space, devices, graph)
-    if not degenerate:
+    if not degenerate:  # marked so when measured, or so by construction (an imported row of such a network)
         bad = set(long.key[long.degenerate.fillna(0).astype(int) == 1])
+        from harness.models import files
+
+        if space != files.SPACE:  # a model file of yours: only its measurement can say
+            sp = get_space(space)
+            bad |= {k for k, c in zip(long.key, long.columns_json) if k not in bad
+                    and sp.constant_output(Arch(space, k, json.loads(c)))}
         long = long[~long.key.isin(bad)]
     if devices:
         missing = sorted(set(devices) - set(long.device))

@@ -108,6 +108,13 @@ class SearchSpace(ABC):
     def all(self) -> Iterator[Arch]:
         raise SpaceError(f"space {self.name!r} cannot be enumerated; use --sample")
 
+    def constant_output(self, arch: Arch) -> bool:
+        """Whether the network's output cannot depend on its input by construction (NB201: no path of operations
+        from a cell's input to its output), known without building it: analyses that leave such networks out
+        (``degenerate=False``) also leave out imported rows of them. Spaces whose networks always read their
+        input keep this default."""
+        return False
+
     @abstractmethod
     def encode(self, arch: Arch) -> np.ndarray:
         """Fixed-length float32 one-hot encoding of the architecture's choices (latency predictors)."""

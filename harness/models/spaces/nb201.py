@@ -91,6 +91,14 @@ class NB201Space(SearchSpace):
             raise SpaceError(f"an nb201 index is a whole number 0..{NUM_ARCHS - 1}, got {t!r}")
         return self._arch(ops_to_index(parse_arch_str(t)))
 
+    def constant_output(self, arch: Arch) -> bool:
+        """No chain of non-`none` edges from node 0 to node 3 (341 of the 15,625): the cell's output is zeros."""
+        reach = {0}
+        for (to, frm), op in zip(EDGES, parse_arch_str(arch.key)):  # EDGES is in topological order
+            if op != "none" and frm in reach:
+                reach.add(to)
+        return 3 not in reach
+
     def sample(self, n: int, seed: int) -> list[Arch]:
         if not 0 < n <= NUM_ARCHS:
             raise SpaceError(f"--sample must be between 1 and {NUM_ARCHS} for nb201, got {n}")
