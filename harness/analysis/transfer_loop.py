@@ -46,9 +46,12 @@ def resolve_target(registry: ProfileRegistry, ctx: Context, target: str) -> Prof
 def resolve_accuracy(ctx: Context, accuracy: str | None) -> pd.Series:
     metrics = ctx.store.arch_metrics(ctx.space.name, "accuracy")
     if metrics.empty:
-        raise HarnessError(f"the store has no accuracy for {ctx.space.name} architectures; the loop settles the "
-                           f"accuracy-latency front, so import a table with acc_* columns first (e.g. harness "
-                           f"import ../shared/data/nb201_accuracy/nb201_accuracy_15625.csv.gz)")
+        example = (" (e.g. harness import ../shared/data/nb201_accuracy/nb201_accuracy_15625.csv.gz)"
+                   if ctx.space.name == "nb201" else "; no public one ships with harness for this space: use your own "
+                   "trained accuracies")
+        raise HarnessError(f"the store has no accuracy for {ctx.space.name} architectures; the accuracy-latency "
+                           f"front (transfer, search) needs one: import a table with the space's key column(s) "
+                           f"({', '.join(ctx.space.key_columns)}) and acc_* columns first{example}")
     name = accuracy or (DEFAULT_ACCURACY if DEFAULT_ACCURACY in metrics.columns else None)
     if name is None:
         raise HarnessError(f"choose --accuracy; {ctx.space.name} has: {', '.join(metrics.columns)}")
