@@ -6,7 +6,7 @@ import typer
 
 from harness import __version__
 from harness.cli.common import err
-from harness.cli import analysis, demo, devices, farm, measure, predict, results, sim, spaces, transfer
+from harness.cli import analysis, demo, devices, farm, measure, models, predict, results, sim, spaces, transfer
 
 
 
@@ -40,6 +40,7 @@ app.command("measure")(measure.measure)
 app.command("export")(results.export)
 app.command("campaigns")(results.campaigns)
 app.command("spaces")(spaces.spaces)
+app.command("models")(models.models)
 app.command("import")(analysis.import_)
 app.command("srcc")(analysis.srcc)
 app.command("compare")(analysis.compare)
