@@ -205,3 +205,19 @@ def test_a_zero_that_harness_exported_for_a_degenerate_model_imports_again(store
         assert import_table(st, tmp_path / "exported.csv").devices == {"phone": 3}
         with pytest.raises(ImportFileError, match="zero latencies on lines 2"):
             import_table(st, tmp_path / "plain.csv", prefix="p-")
+
+
+@pytest.mark.parametrize("body", ["0,1,5,7\n1,2,6,8\n", "0,1,5\n1,2\n", "0,1\n1,2,3\n"])
+def test_rows_with_more_fields_than_the_header_are_refused_not_shifted(store_path, tmp_path, body):
+    """pandas made surplus leading fields the index: `0,1,5,7` under `nb201_index,dev_ms` was stored as arch 5 =
+    7 ms, silently, and exported so."""
+    path = tmp_path / "ragged.csv"
+    path.write_text("nb201_index,dev_ms\n" + body)
+    with Store(store_path) as st:
+        with pytest.raises(ImportFileError, match="more fields than the header's 2, on lines"):
+            import_table(st, path)
+        assert st.info()["measurements"] == 0 and not len(st.latencies("nb201"))
+    gz = tmp_path / "ragged.csv.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    with Store(store_path) as st, pytest.raises(ImportFileError, match="more fields than the header"):
+        import_table(st, gz)

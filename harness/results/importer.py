@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import sqlite3
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,16 @@ def read_table(path: Path) -> pd.DataFrame:
             df = pd.read_parquet(path)
             header = [str(c) for c in df.columns]
         elif name.endswith((".csv", ".csv.gz")):
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            # index_col=False: pandas would make surplus leading fields of a row the index and shift every value
+            # one column right (arch 0 = 1 ms stored as arch 5 = 7 ms); a ragged row is an error instead
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                try:
+                    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], index_col=False)
+                except (pd.errors.ParserWarning, pd.errors.ParserError) as e:
+                    if isinstance(e, pd.errors.ParserError) and "fields in line" not in str(e):
+                        raise
+                    raise ImportFileError(_ragged(path)) from None
             # pandas renames a repeated header (x_ms, x_ms.1): read the header as written to see repeats
             header = [str(c) for c in pd.read_csv(path, header=None, nrows=1, dtype=str,
                                                   keep_default_na=False).iloc[0]]
@@ -93,6 +103,20 @@ def read_table(path: Path) -> pd.DataFrame:
         raise ImportFileError(f"{path}: column(s) {', '.join(repr(c) for c in repeated)} appear more than once "
                               "in the header; each column must have its own name")
     return df
+
+
+def _ragged(path: Path) -> str:
+    """Which lines have more fields than the header (the message for a ragged CSV)."""
+    import csv
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", newline="") as f:  # type: ignore[operator]
+        rows = csv.reader(f)
+        width = len(next(rows, []))
+        bad = [(i, len(r)) for i, r in enumerate(rows, start=2) if len(r) > width]
+    shown = ", ".join(f"{i} ({n})" for i, n in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return (f"{path}: rows with more fields than the header's {width}, on lines {shown or '?'}; every row needs "
+            "exactly one value per column (a stray comma, or a column without a header?)")
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets run as a formula (CSV injection)
