@@ -151,3 +151,10 @@ def test_booleans_and_text_are_never_read_as_numbers(block, value, field):
     body = {"name": "x", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"}, block: value}
     with pytest.raises(ProfileError, match=re.escape(field)):
         parse_profile(body, "x.yaml")
+
+
+def test_a_profile_nested_hundreds_deep_is_an_error_not_a_recursion_traceback(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: deep\nx: " + "[" * 500 + "]" * 500 + "\n")  # 1 KB
+    with pytest.raises(ProfileError, match="nested too deeply"):
+        load_profile(path)

@@ -490,6 +490,9 @@ def load_profile(path: str | Path) -> Profile:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise ProfileError(str(path), [f"{where}YAML syntax error: {problem}"]) from None
+    except RecursionError:  # `x: [[[[...]]]]` 500 deep is 1 KB: the parser recurses per level
+        raise ProfileError(str(path), ["nested too deeply (lists or mappings inside each other hundreds of levels "
+                                       "down); a profile is a few flat blocks"]) from None
     if duplicate:
         raise ProfileError(str(path), [duplicate])
     return parse_profile(data, str(path))
