@@ -90,3 +90,24 @@ def test_param_count_grows_with_conv_ops(space):
     sizes = {op: space.build(space.parse(arch_str([op] * 6))).param_count() for op in OPS}
     assert sizes["none"] == sizes["skip_connect"] == sizes["avg_pool_3x3"] == 73_306
     assert sizes["nor_conv_1x1"] == 73_306 + 5 * 6 * sum(c * c + 2 * c for c in (16, 32, 64))
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("junk.txt", bytes(range(128, 256)), "not UTF-8 text"),
+    ("empty.csv", b"", "cannot read"),
+    ("binary.csv", bytes(range(128, 256)) * 2, "not UTF-8"),
+    ("broken.csv.gz", b"\x1f\x8b\x08\x00garbage", "truncated or damaged"),
+    ("header.csv", b"nb201_index\n", "a header but no rows"),
+    ("comments.txt", b"# nothing\n\n", "names no architecture"),
+])
+def test_a_bad_arch_file_is_a_clear_error(tmp_path, name, content, message):
+    """These were UnicodeDecodeError / EmptyDataError / ParserError tracebacks, or an empty list measured as
+    'all 0 architectures are already in the store'."""
+    from harness.models.selection import select
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(SpaceError, match=message):
+        select(get_space("nb201"), arch_file=path)
+    with pytest.raises(SpaceError, match="--arch names no architecture"):
+        select(get_space("nb201"), archs=["", " ,"])

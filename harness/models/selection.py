@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
-from harness.errors import SpaceError
+from harness.errors import HarnessError, SpaceError
 from harness.models.spaces import Arch, SearchSpace
 
 
@@ -15,8 +13,13 @@ def read_arch_file(space: SearchSpace, path: str | Path) -> list[Arch]:
     path = Path(path)
     if not path.is_file():
         raise SpaceError(f"architecture file {path} does not exist")
-    if path.suffix.lower() in (".csv", ".gz"):
-        df = pd.read_csv(path, dtype=str)
+    if path.name.lower().endswith((".csv", ".csv.gz", ".parquet")):
+        from harness.results.importer import read_table  # its checks: UTF-8, a damaged .gz, ragged rows
+
+        try:
+            df = read_table(path)
+        except HarnessError as e:
+            raise SpaceError(f"--arch-file {e}") from None
         if not set(space.key_columns) & set(df.columns):
             raise SpaceError(f"{path} has none of the {space.name} key columns "
                              f"{', '.join(space.key_columns)} (columns: {', '.join(df.columns)})")
@@ -26,8 +29,17 @@ def read_arch_file(space: SearchSpace, path: str | Path) -> list[Arch]:
                 archs.append(space.from_columns(row))
             except SpaceError as e:
                 raise SpaceError(f"{path}, row {i + 2}: {e}") from None
+        if not archs:
+            raise SpaceError(f"--arch-file {path} has a header but no rows")
         return list(dict.fromkeys(archs))
-    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"--arch-file {path}: not UTF-8 text (byte {e.start}); one architecture key per line, or "
+                         "a .csv with the space's key columns") from None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not lines:
+        raise SpaceError(f"--arch-file {path} names no architecture (one key or index per line; # comments)")
     return space.parse_many(lines)
 
 
@@ -44,5 +56,8 @@ def select(space: SearchSpace, *, sample: int | None = None, seed: int = 0, all_
         return list(space.all())
     if archs:
         tokens = [t for a in archs for t in (a.split(",") if "|" not in a else [a]) if t.strip()]
+        if not tokens:
+            raise SpaceError(f"--arch names no architecture (got {', '.join(map(repr, archs))}); give indices or "
+                             "keys, e.g. --arch 0,1,9930")
         return space.parse_many(tokens)
     return read_arch_file(space, arch_file)  # type: ignore[arg-type]
