@@ -221,3 +221,21 @@ def test_rows_with_more_fields_than_the_header_are_refused_not_shifted(store_pat
     gz.write_bytes(gzip.compress(path.read_bytes()))
     with Store(store_path) as st, pytest.raises(ImportFileError, match="more fields than the header"):
         import_table(st, gz)
+
+
+def test_a_damaged_store_during_import_is_a_store_error_saying_how_to_salvage(store_path, tmp_path, monkeypatch):
+    """A store damaged past its first pages opened fine, then import died in a sqlite3.DatabaseError traceback
+    (srcc, export and train said how to salvage it)."""
+    import sqlite3
+
+    import harness.results.importer as importer
+    from harness.errors import StoreError
+
+    def malformed(store):
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(importer, "_forget_abandoned", malformed)
+    path = tmp_path / "t.csv"
+    path.write_text("nb201_index,dev_ms\n0,1.0\n")
+    with Store(store_path) as st, pytest.raises(StoreError, match="recover"):
+        import_table(st, path)

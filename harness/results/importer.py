@@ -26,7 +26,7 @@ import pandas as pd
 from harness.devices.profile import is_valid_name
 from harness.errors import HarnessError, SpaceError, StoreError
 from harness.models.spaces import SPACES, Arch, SearchSpace, get_space
-from harness.results.store import Store, _pid_alive, is_workload_label, utcnow
+from harness.results.store import Store, _pid_alive, describe_sqlite_error, is_workload_label, utcnow
 
 
 def key_signatures() -> list[tuple[frozenset[str], str]]:
@@ -242,6 +242,16 @@ def _no_duplicates(archs: list[Arch], df: pd.DataFrame, path: Path, note: str = 
 
 def import_table(store: Store, path: str | Path, source: str | None = None,
                  space: str | None = None, allow_zero: bool = False, prefix: str = "") -> ImportReport:
+    """Import one table (see :func:`_import_table`); a damaged store file is a typed error saying how to salvage
+    it, as every other command's, not a sqlite3 traceback."""
+    try:
+        return _import_table(store, path, source, space, allow_zero, prefix)
+    except sqlite3.DatabaseError as e:
+        raise describe_sqlite_error(e, store.path) from e
+
+
+def _import_table(store: Store, path: str | Path, source: str | None, space: str | None, allow_zero: bool,
+                  prefix: str) -> ImportReport:
     """``prefix`` goes before every device name (``vm-`` makes ``local-onnx_ms`` the device ``vm-local-onnx``): a
     copy of a device this store also measures, or two tables that use one name for different devices."""
     path = Path(path)
