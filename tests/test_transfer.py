@@ -387,6 +387,12 @@ def test_cli_bad_inputs(public_like_store, cli_env):
     few = harness("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "acc_top1", "--what-if-k", "2",
                   env=cli_env, check=False)
     assert few.returncode == 2 and "(see --what-if-k)" in " ".join(few.stderr.split())
+    same = harness("pareto", "--proxy", "pub_b", "--target", "pub_b", "--accuracy", "acc_top1", env=cli_env,
+                   check=False)  # was a ValueError traceback from np.lexsort
+    assert same.returncode == 2 and "both 'pub_b'" in same.stderr and "Traceback" not in same.stderr
+    itself = harness("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "acc_top1", "--what-if-k", "5",
+                     "--adapt-proxy", "pub_b", env=cli_env, check=False)
+    assert itself.returncode == 2 and "(see --adapt-proxy)" in " ".join(itself.stderr.split())
 
 
 @pytest.mark.slow

@@ -479,6 +479,11 @@ def pareto(ctx: Context, proxy: str, target: str, accuracy: str, what_if_k: int 
     if what_if_k is not None and what_if_k < MIN_TARGET_SAMPLES:
         raise ParameterError("what_if_k", f"{what_if_k} target samples are too few to fit a predictor; give at "
                              f"least {MIN_TARGET_SAMPLES}")
+    if proxy == target:
+        raise ParameterError("proxy", f"the proxy and the target are both {proxy!r}: the check compares one device's "
+                             "Pareto set on another; name a different proxy")
+    if what_if_k and target in (what_if_proxies or []):
+        raise ParameterError("what_if_proxies", f"the target {target!r} cannot be its own proxy for --what-if-k")
     wide = latency_matrix(ctx.store, ctx.space.name, [proxy, target])
     both = wide.join(acc[[accuracy]], how="inner").dropna()
     if len(both) < 3:

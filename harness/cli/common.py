@@ -116,7 +116,7 @@ def reachable(profile) -> Iterator:
 
 
 # library parameter name -> this CLI's parameter name, where they differ
-PARAM_ALIASES = {"proxies": "proxy"}
+PARAM_ALIASES = {"proxies": "proxy", "what_if_proxies": "adapt_proxy"}
 
 
 def _flags(fn: Callable, param: str) -> list[str]:
