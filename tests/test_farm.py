@@ -261,3 +261,13 @@ def test_a_failed_ray_start_is_summed_up_in_its_last_line_with_the_usual_fix():
     said = ray_start_failure(trace)
     assert said.startswith("AssertionError: Session name") and "ray stop" in said and "Traceback" not in said
     assert ray_start_failure("ValueError: bad --resources\n") == "ValueError: bad --resources"
+
+
+@pytest.mark.parametrize("address", ["garbage:::", "[::1]:99999", "host:notaport", "nohost"])
+def test_a_malformed_ray_address_is_a_farm_error(address):
+    """`--ray 'garbage:::'` was a ValueError traceback from urllib (the port)."""
+    from harness.farm.ray_lanes import _reachable
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="expected auto or HOST:PORT"):
+        _reachable(address)

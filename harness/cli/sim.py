@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from harness.cli.common import console, err
+from harness.cli.common import cli_errors, console, err
+from harness.errors import HarnessError
 
 app = typer.Typer(help="Device simulators: try the drivers (and adb itself) with no hardware.",
                   no_args_is_help=True)
@@ -17,7 +18,7 @@ app = typer.Typer(help="Device simulators: try the drivers (and adb itself) with
 
 @app.command("adb")
 def adb(
-    port: Annotated[int, typer.Option(help="TCP port to listen on (0: a free one).")] = 5555,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port to listen on (0: a free one).")] = 5555,
     root: Annotated[Path, typer.Option(help="Folder holding the phone's storage (/data/local/tmp lives inside); "
                                             "nothing outside it is ever read or written.")] = Path("virtual-phone"),
     host: Annotated[str, typer.Option(help="Address to listen on. Default 127.0.0.1 (this machine only); any "
@@ -30,13 +31,14 @@ def adb(
     refuse_auth: Annotated[bool, typer.Option(help="Fault: deny every new key ('Allow USB debugging?' -> Deny).")]
     = False,
     drop_after: Annotated[Optional[int], typer.Option(
-        help="Fault: reset the connection when service N+1 is opened (once).")] = None,
+        min=0, help="Fault: reset the connection when service N+1 is opened (once).")] = None,
     stall_after: Annotated[Optional[int], typer.Option(
-        help="Fault: from service N+1 on, never answer again.")] = None,
+        min=0, help="Fault: from service N+1 on, never answer again.")] = None,
     disk_free: Annotated[Optional[int], typer.Option(
-        help="Fault: bytes free on /data; pushes beyond fail with 'No space left on device'.")] = None,
-    max_payload: Annotated[int, typer.Option(help="Largest ADB packet payload the phone accepts and sends.")]
-    = 1024 * 1024,
+        min=0, help="Fault: bytes free on /data; pushes beyond fail with 'No space left on device'.")] = None,
+    max_payload: Annotated[int, typer.Option(
+        min=4096, max=1024 * 1024, help="Largest ADB packet payload the phone accepts and sends (adb itself "
+        "sends up to 256 KiB; a phone offers at least 4 KiB).")] = 1024 * 1024,
 ) -> None:
     """Serve a virtual phone: `adb connect 127.0.0.1:PORT`, `adb shell`, `adb push/pull` and the ADB driver work.
 
@@ -53,9 +55,13 @@ def adb(
     keys = []
     if adb_keys is not None:
         try:
-            keys = [line for line in adb_keys.read_text().splitlines() if line.strip()]
+            keys = [line for line in adb_keys.read_text(encoding="utf-8").splitlines() if line.strip()]
         except OSError as e:
             err.print(f"[bold red]error:[/] cannot read {escape(str(adb_keys))}: {escape(str(e.strerror))}")
+            raise typer.Exit(2) from None
+        except UnicodeDecodeError:
+            err.print(f"[bold red]error:[/] --adb-keys {escape(str(adb_keys))} is not text; it holds public keys, "
+                      "one adbkey.pub line each (~/.android/adbkey.pub)")
             raise typer.Exit(2) from None
     if not _loopback(host) and not (auth or keys):
         err.print(f"[bold red]error:[/] --host {escape(host)} lets other machines reach a phone that runs with your "
@@ -97,6 +103,7 @@ def _stop(signum: int, frame: object) -> None:
 
 
 @app.command("trtexec")
+@cli_errors
 def trtexec(
     install_dir: Annotated[Path, typer.Option("--install", help="Folder to write an executable `trtexec` into.")],
 ) -> None:
@@ -108,5 +115,7 @@ def trtexec(
     """
     from harness.sim.trtexec import install
 
+    if install_dir.exists() and not install_dir.is_dir():
+        raise HarnessError(f"--install {install_dir} is a file; name a folder to write trtexec into")
     path = install(str(install_dir))
     console.print(f"stand-in trtexec: {path}")

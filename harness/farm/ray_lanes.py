@@ -39,10 +39,14 @@ def host_cache_dir() -> Path:
 def _reachable(address: str, timeout: float = 3.0) -> None:
     target = address.removeprefix("ray://")
     parsed = urlparse(f"//{target}")
-    if not parsed.hostname or not parsed.port:
+    try:
+        port = parsed.port  # a port that is not a number, or past 65535, is a ValueError here
+    except ValueError:
+        port = None
+    if not parsed.hostname or not port:
         raise FarmError(f"--ray {address!r}: expected auto or HOST:PORT of a Ray head (e.g. 10.0.0.5:6379)")
     try:
-        socket.create_connection((parsed.hostname, parsed.port), timeout=timeout).close()
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
     except OSError as e:
         raise FarmError(f"--ray {address}: no Ray head answers there ({e.strerror or e}); start one with "
                         "`ray start --head` (or `harness farm join --head`) and pass the address it prints") from None
