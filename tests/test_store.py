@@ -193,3 +193,20 @@ def test_stores_created_by_several_processes_at_once_all_open(tmp_path):
         for i in range(16):  # the race is rare: 16 stores made it fail about 9 times in 10 before the fix
             answers = pool.map(_open_store, [str(tmp_path / f"race{i}.db")] * 4)
             assert answers == ["0"] * 4, answers
+
+
+def test_a_write_error_names_the_file_asked_for_not_the_temporary_one(tmp_path, monkeypatch):
+    """`export --out d.csv` (a folder) said `./.tmp-6333641e-d.csv: Is a directory`; a read-only folder too."""
+    df = pd.DataFrame({"nb201_index": [0], "a_ms": [1.0]})
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(IsADirectoryError) as e:
+        write_table(df, tmp_path / "d.csv")
+    assert e.value.filename == str(tmp_path / "d.csv")
+
+    def refused(self, target, *a, **kw):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", refused)
+    with pytest.raises(PermissionError) as e:
+        write_table(df, tmp_path / "ro.csv")
+    assert e.value.filename == str(tmp_path / "ro.csv") and ".tmp-" not in str(e.value)
