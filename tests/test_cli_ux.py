@@ -711,3 +711,16 @@ def test_model_files_on_a_benchmark_model_device_print_their_table(model_files, 
         assert "model files on virtual-phone" in out.stdout
         row = next(line for line in out.stdout.splitlines() if "my.tflite" in line and "│" in line)
         assert " - " in row  # no p90 from a statistics-only tool
+
+
+def test_an_out_table_with_an_unknown_format_is_refused_before_any_work(tmp_path):
+    """`demo --out x.txt` and `transfer --out x.txt` measured first and refused the file name after."""
+    import time
+
+    t = time.perf_counter()
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "x.txt"), "--store", str(tmp_path / "s.db")])
+    assert result.exit_code == 2 and "ending in .csv, .csv.gz or .parquet" in flat(result.output)
+    assert not (tmp_path / "s.db").exists() and time.perf_counter() - t < 30  # nothing was measured
+    (tmp_path / "d.csv").mkdir()
+    folder = runner.invoke(app, ["export", "--out", str(tmp_path / "d.csv"), "--store", str(tmp_path / "s.db")])
+    assert folder.exit_code == 2 and "is a folder" in flat(folder.output)

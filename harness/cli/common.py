@@ -43,6 +43,20 @@ def names_list(values: list[str] | None) -> list[str] | None:
     return [part.strip() for v in values for part in v.split(",") if part.strip()]
 
 
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+def table_path(value: Path | None) -> Path | None:
+    """An --out table file, checked before any work (demo and transfer measured first, then refused `x.txt`)."""
+    if value is None:
+        return None
+    if not str(value).lower().endswith(TABLE_SUFFIXES):
+        raise typer.BadParameter(f"{value}: use a file name ending in .csv, .csv.gz or .parquet (the format)")
+    if value.is_dir():
+        raise typer.BadParameter(f"{value} is a folder; name a file in it (e.g. {value / 'table.csv'})")
+    return value
+
+
 def print_json(obj: Any) -> None:
     """Strict JSON on stdout: NaN and infinities become null (Python's json writes NaN, which JavaScript's
     and most other parsers reject), numpy scalars become numbers, anything else its text."""

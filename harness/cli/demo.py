@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt,
-                                StoreOpt, cli_errors, console, working)
+from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt, StoreOpt,
+                                cli_errors, console, table_path, working)
 from harness.cli.measure import run
 from harness.paths import WORKSPACE
 
@@ -20,7 +20,8 @@ DEMO_DEVICES = ("local-onnx", "local-tflite")
 def demo(
     sample: Annotated[int, typer.Option(help="NAS-Bench-201 architectures to measure.")] = 20,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Sampling seed.")] = 0,
-    out: Annotated[Path, typer.Option(help="Where to write the latency table.")] = WORKSPACE.results / "demo_nb201.csv",
+    out: Annotated[Path, typer.Option(callback=table_path, help="Where to write the latency table.")] = (
+        WORKSPACE.results / "demo_nb201.csv"),
     store: StoreOpt = DEFAULT_STORE,
     devices_dir: DevicesDirOpt = DEFAULT_DEVICES,
     cache_dir: CacheOpt = DEFAULT_CACHE,

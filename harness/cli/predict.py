@@ -11,7 +11,7 @@ from rich.table import Table
 
 from harness.analysis import methods, sampling
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, err, esc,
-                                names_list, print_json, print_table, working)
+                                names_list, print_json, print_table, table_path, working)
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 ProxyOpt = Annotated[Optional[list[str]], typer.Option(
@@ -72,7 +72,8 @@ def suggest(
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the choices: a different draw per seed (diverse starts at "
                                            "the median-latency architecture with 0, at a random one otherwise).")] = 0,
     target: Annotated[Optional[str], typer.Option(help="Skip what this device already has.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write the picks (key columns) to this CSV.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        callback=table_path, help="Write the picks (key columns) to this CSV.")] = None,
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Pick which K architectures to measure on a new target so the proxy's ranking transfers best."""
@@ -157,7 +158,8 @@ def adapt(
 def predict(
     device: Annotated[str, typer.Option("--device", "-d", help="Device with a trained or adapted predictor.")],
     space: SpaceOpt = "nb201",
-    out: Annotated[Optional[Path], typer.Option(help="CSV/Parquet with key columns and predicted_ms.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        callback=table_path, help="CSV/Parquet with key columns and predicted_ms.")] = None,
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Predict the device's latency for every architecture of the space (those in the store if it is huge)."""

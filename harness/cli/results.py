@@ -11,7 +11,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOpt, cli_errors, console, esc, names_list, print_table, working
+from harness.cli.common import (DEFAULT_STORE, StoreOpt, cli_errors, console, esc, names_list, print_table, table_path,
+                                working)
 from harness.errors import HarnessError
 
 
@@ -29,7 +30,8 @@ def _one_space(st, space: str | None) -> str:
 
 @cli_errors
 def export(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .csv.gz or .parquet.")],
+    out: Annotated[Path, typer.Option("--out", "-o", callback=table_path,
+                                      help="Output file: .csv, .csv.gz or .parquet.")],
     device: Annotated[Optional[list[str]], typer.Option(
         callback=names_list, help="Only these devices (repeat or comma-separate); default all.")] = None,
     space: Annotated[Optional[str], typer.Option(help="Search space; default: the only one in the store.")] = None,

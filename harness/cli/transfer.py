@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt, StoreOpt,
-                                cli_errors, console, err, names_list, print_json, print_table, reachable)
+                                cli_errors, console, err, names_list, print_json, print_table, reachable, table_path)
 
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Device profile to measure on (any driver, "
                                         "including kind replay).")]
@@ -63,7 +63,8 @@ def transfer(
              "disagrees, spread out: a better front on average, at more samples; see benchmarks/closed_loop.py).")
     ] = "diverse",
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the first batch and of the uncertainty draws.")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="Write the predicted front to this CSV/Parquet.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        callback=table_path, help="Write the predicted front to this CSV/Parquet.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rounds and the front as JSON.")] = False,
     store: StoreOpt = DEFAULT_STORE, devices_dir: DevicesDirOpt = DEFAULT_DEVICES, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
@@ -237,7 +238,8 @@ def search(
         help="List only architectures under the budget with at least this probability (e.g. 0.9): predicted "
              "latencies count with the predictor's own leave-one-out error, so picks just under the budget "
              "drop out. Default: by the point prediction.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write the list to this CSV/Parquet.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        callback=table_path, help="Write the list to this CSV/Parquet.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     store: StoreOpt = DEFAULT_STORE, devices_dir: DevicesDirOpt = DEFAULT_DEVICES, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
