@@ -723,4 +723,4 @@ def test_an_out_table_with_an_unknown_format_is_refused_before_any_work(tmp_path
     assert not (tmp_path / "s.db").exists() and time.perf_counter() - t < 30  # nothing was measured
     (tmp_path / "d.csv").mkdir()
     folder = runner.invoke(app, ["export", "--out", str(tmp_path / "d.csv"), "--store", str(tmp_path / "s.db")])
-    assert folder.exit_code == 2 and "is a folder" in flat(folder.output)
+    assert folder.exit_code == 2 and "folder" in folder.output and "Traceback" not in folder.output
