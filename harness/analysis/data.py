@@ -34,6 +34,20 @@ def arch_columns(store: Store, space: str) -> pd.DataFrame:
     return pd.DataFrame([json.loads(c) for _, c in rows], index=[k for k, _ in rows])
 
 
+def arch_labels(store: Store, space: str) -> dict[str, str]:
+    """Key -> how to name it on a screen (:attr:`Arch.label`: NB201's index, not its 90-character arch_str)."""
+    from harness.models import files
+    from harness.models.spaces import Arch, get_space
+
+    order = files.KEY_COLUMNS if space == files.SPACE else list(get_space(space).key_columns)
+    rows = store.db.execute("SELECT key, columns_json FROM architectures WHERE space = ?", (space,)).fetchall()
+    out = {}
+    for k, c in rows:  # stored with sorted keys: put the space's key columns first, as Arch.label expects
+        cols = json.loads(c)
+        out[k] = Arch(space, k, {**{n: cols[n] for n in order if n in cols}, **cols}).label
+    return out
+
+
 def policy_text(pol: dict) -> str:
     """How a campaign's policy timed each model, in a few words (adaptive: its run range per visit and rounds)."""
     ad, rounds = pol.get("adaptive"), pol.get("rounds") or 1

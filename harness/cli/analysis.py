@@ -216,7 +216,7 @@ def compare(
     device_b: Annotated[str, typer.Argument(help="Another device.")],
     space: SpaceOpt = "nb201",
     ci: Annotated[int, typer.Option("--ci", min=1, max=10_000, help="Bootstrap resamples of each measured model's runs.")] = 200,
-    top: Annotated[int, typer.Option(help="List this many real disagreements.")] = 10,
+    top: Annotated[int, typer.Option(min=0, help="List this many real disagreements (0: none).")] = 10,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Bootstrap seed.")] = 0,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
@@ -227,6 +227,7 @@ def compare(
     """
     from harness import analysis
     from harness.measure.confidence import compare as cmp
+    from harness.analysis.data import arch_labels
     from harness.measure.confidence import model_ci, srcc_with_noise
     from harness.results.store import open_store
 
@@ -236,8 +237,10 @@ def compare(
     with open_store(store, write=False) as st:
         wide = analysis.latencies(st, space, [device_a, device_b])
         noise = _noise(st, space, [device_a, device_b], ci, seed)
+        labels = arch_labels(st, space)
     cis = {d: model_ci(x) for d, x in noise.items() if not x.empty}
-    r = cmp(wide, device_a, device_b, cis)
+    with working(f"comparing {len(wide.dropna()):,} architectures pair by pair"):
+        r = cmp(wide, device_a, device_b, cis, top)
     pair = srcc_with_noise(wide, noise, ci, seed)
     if len(pair):
         p = pair.iloc[0]
@@ -246,13 +249,14 @@ def compare(
     for d, n in r["indistinguishable"].items():
         console.print(f"  {d} cannot tell apart {n} of {r['pairs']} pairs (overlapping 95% CIs)", highlight=False)
     console.print(f"  {r['flipped']} pairs ordered differently: {r['flipped_within_noise']} within measurement "
-                  f"noise, {len(r['real_disagreements'])} real disagreements", highlight=False)
+                  f"noise, {r['real']} real disagreements", highlight=False)
     if r["real_disagreements"]:
         table = Table(title=f"largest real disagreements (top {top})")
         for col in ("architecture 1", "architecture 2", f"{device_a} ms", f"{device_b} ms"):
             table.add_column(col)
-        for _, k1, k2, a1, a2, b1, b2 in r["real_disagreements"][:top]:
-            table.add_row(escape(k1), escape(k2), f"{a1:.3f} / {a2:.3f}", f"{b1:.3f} / {b2:.3f}")
+        for _, k1, k2, a1, a2, b1, b2 in r["real_disagreements"]:
+            table.add_row(escape(labels.get(k1, k1)), escape(labels.get(k2, k2)), f"{a1:.3f} / {a2:.3f}",
+                          f"{b1:.3f} / {b2:.3f}")
         print_table(table)
 
 
@@ -267,7 +271,7 @@ def proxy(
     space: SpaceOpt = "nb201",
     method: MethodOpt = "spearman",
     ci: CiOpt = 0,
-    top: Annotated[int, typer.Option(help="Show the best N.")] = 10,
+    top: Annotated[int, typer.Option(min=1, help="Show the best N.")] = 10,
     min_overlap: MinOverlapOpt = DEFAULT_MIN_OVERLAP,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
     store: StoreOpt = DEFAULT_STORE,
