@@ -75,7 +75,7 @@ def _colour(v: float) -> str:
 
 DEFAULT_MIN_OVERLAP = 30  # harness.analysis.correlation.DEFAULT_MIN_OVERLAP, not imported: --help stays light
 MinOverlapOpt = Annotated[int, typer.Option(
-    "--min-overlap", help="Pairs with fewer common architectures are shown with their n, masked and left out "
+    "--min-overlap", min=2, help="Pairs with fewer common architectures are shown with their n, masked and left out "
     "of summaries (an SRCC on a handful of architectures is noise).")]
 
 

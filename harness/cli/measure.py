@@ -228,7 +228,7 @@ def measure(
     model: Annotated[Optional[list[Path]], typer.Option(
         "--model", "-m", help="Measure these model files (.onnx or .tflite; repeat) instead of a space's "
         "architectures: stored under space 'file', keyed by name and content hash, resumed like any campaign.")] = None,
-    max_failures: Annotated[int, typer.Option(help="Stop after this many failures in a row.")] = 5,
+    max_failures: Annotated[int, typer.Option(min=1, help="Stop after this many failures in a row.")] = 5,
     batch_size: Annotated[Optional[int], typer.Option(
         min=1, help="Batch size instead of the profile's workload.batch_size (default 1); latencies are per "
                     "batch (one inference of N inputs).")] = None,

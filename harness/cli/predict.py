@@ -85,7 +85,11 @@ def suggest(
     with open_store(store, write=False) as st, working(f"choosing {samples} architectures") as step:
         ctx = _context(st, space, cache_dir, step)
         picks = workflow.suggest(ctx, proxy or ["all"], samples, strategy, seed, target)
+        new_target = target is not None and target not in ctx.devices_with_data()
     print_notes(ctx)
+    if new_target:  # a new device, or a typo: either way nothing was skipped, so say so
+        err.print(f"(--target {esc(target)} has no {space} measurements in the store: nothing to skip)",
+                  highlight=False)
     if out:
         write_table(picks, out)
     if as_json:
