@@ -724,3 +724,14 @@ def test_an_out_table_with_an_unknown_format_is_refused_before_any_work(tmp_path
     (tmp_path / "d.csv").mkdir()
     folder = runner.invoke(app, ["export", "--out", str(tmp_path / "d.csv"), "--store", str(tmp_path / "s.db")])
     assert folder.exit_code == 2 and "folder" in folder.output and "Traceback" not in folder.output
+
+
+@pytest.mark.parametrize("args", [["--help"], ["spaces"], ["devices", "list"]])
+def test_a_reader_that_leaves_ends_the_command_quietly_with_141(args, tmp_path):
+    """`| head -1` ended commands with exit 0, 1 (rich) or 2 ('error: Broken pipe'): now always 141, silently."""
+    env = {**os.environ, "HARNESS_DEVICES": str(tmp_path), "COLUMNS": "80"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # gone before the first line is written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and stderr == ""

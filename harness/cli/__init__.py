@@ -26,6 +26,17 @@ def _no_type_for_flags() -> None:
 
 
 _no_type_for_flags()
+
+
+def _broken_pipe_is_141() -> None:
+    """rich ends a command whose reader left with exit 1 (indistinguishable from `measure`'s "a device stopped");
+    every console of the CLI (typer's --help too) ends it as a shell tool killed by SIGPIPE does: 141, silently."""
+    from rich.console import Console
+
+    Console.on_broken_pipe = lambda self: _quiet_broken_pipe()  # type: ignore[method-assign]
+
+
+_broken_pipe_is_141()
 app = typer.Typer(
     name="harness",
     help="On-device latency measurement for hardware-aware NAS: profiles, campaigns, results.",
@@ -90,6 +101,17 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """On-device latency measurement for hardware-aware NAS."""
 
 
+def _quiet_broken_pipe() -> None:
+    """The reader of our output went away (`harness srcc | head -1`): stop as a shell tool killed by SIGPIPE
+    does, silently with status 141, whichever command it was (some said `error: Broken pipe`, exit 2)."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout again at exit: let that go nowhere
+    sys.exit(141)
+
+
 def main() -> None:
     import sys
 
@@ -102,6 +124,8 @@ def main() -> None:
 
     try:
         app()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
     except KeyboardInterrupt:
         say_interrupted("[yellow]interrupted[/]")
         sys.exit(130)

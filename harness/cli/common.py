@@ -209,6 +209,8 @@ def cli_errors(fn: F) -> F:
         except HarnessError as e:
             err.print(f"[bold red]error:[/] {esc(e)}{esc(flag_hint(e, fn))}", highlight=False)
             raise typer.Exit(2) from None
+        except BrokenPipeError:  # the reader left (`| head -1`): the entry point ends quietly
+            raise
         except OSError as e:  # a file the user named cannot be read or written
             where = f"{e.filename}: " if e.filename else ""
             err.print(f"[bold red]error:[/] {esc(where)}{esc(e.strerror or e)}", highlight=False)
