@@ -25,7 +25,7 @@ from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.preflight import check_workload
 from harness.devices.profile import Policy, Profile, measurement_changes
 from harness.errors import (ConnectionLost, DriverError, DriverUnavailable, ExportError, FailureKind, HarnessError,
-                            StoreError)
+                            ParameterError, StoreError)
 from harness.measure import sentinels
 from harness.measure.clock import Clock, RealClock
 from harness.measure.gating import GateOutcome, wait_until_quiet
@@ -496,6 +496,9 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     try:
         driver = driver or make_driver(profile)
         summary.conditions = driver.prepare()
+        refused = getattr(driver, "cannot_answer", lambda *_: None)(space.name, [a for a, _ in todo])
+        if refused:  # a device that can say up front it has nothing for this list (a replay table of another space)
+            raise ParameterError("space", refused)
         if pol.adaptive is not None and not type(driver).stops_adaptively:
             summary.fixed_runs = pol.timed_runs  # the device's tool times a fixed count: the CLI says so
         retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)

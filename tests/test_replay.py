@@ -139,3 +139,34 @@ def test_measure_cli_on_a_replay_device(tmp_path, cli_env, devices_dir, store_pa
     assert "2 measured, 1 failed" in out.stdout and "device_error" in out.stdout
     chk = harness("devices", "check", "rehearsal", env=cli_env, check=False)
     assert chk.returncode == 0, chk.stdout + chk.stderr
+
+
+def test_a_table_of_another_space_or_of_none_of_the_list_is_refused_before_measuring(tmp_path, store_path):
+    """`measure -d fb-pi --space nb201` recorded 5 device_error visits and said "rerun when the device is back"."""
+    from harness.errors import ParameterError
+
+    df = small_table(tmp_path / "t.csv")
+    replay_profile(tmp_path, "rehearsal", tmp_path / "t.csv")
+    profile = ProfileRegistry(tmp_path).get("rehearsal")
+    fbnet = get_space("fbnet")
+    absent = [a for a in SPACE.sample(300, 7) if a.columns["nb201_index"] not in set(df.nb201_index)][:4]
+    with Store(store_path) as st:
+        with pytest.raises(ParameterError, match="holds nb201 architectures, not fbnet; .*--space nb201"):
+            run_campaign(st, profile, fbnet, fbnet.sample(3, 0), cache=ModelCache(tmp_path / "cache"))
+        with pytest.raises(ParameterError, match="no value for any of the 4 nb201"):
+            run_campaign(st, profile, SPACE, absent, cache=ModelCache(tmp_path / "cache"))
+        assert len(st.measurements("rehearsal")) == 0
+
+
+def test_a_value_that_is_no_latency_is_named_as_such(tmp_path, store_path):
+    df = small_table(tmp_path / "t.csv")
+    df.loc[0, "dev_a_ms"] = -2.5
+    df.to_csv(tmp_path / "t.csv", index=False)
+    replay_profile(tmp_path, "rehearsal", tmp_path / "t.csv")
+    profile = ProfileRegistry(tmp_path).get("rehearsal")
+    with Store(store_path) as st:
+        s = run_campaign(st, profile, SPACE, [SPACE.parse(str(df.nb201_index[0])), SPACE.parse(str(df.nb201_index[1]))],
+                         cache=ModelCache(tmp_path / "cache"))
+        assert (s.ok, s.failed) == (1, 1)
+        msg = st.measurements("rehearsal").failure_message.dropna().iloc[0]
+    assert "-2.5" in msg and "not a latency" in msg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -81,8 +82,12 @@ def device_facts(store: Store, space: str, devices: list[str]) -> pd.DataFrame:
                 "device": dev, "origin": "measured",
                 "runtime": f"{cond.get('runtime') or rt.get('name', '?')} {cond.get('runtime_version') or ''}".strip(),
                 "threads": rt.get("threads"),
-                "policy": policy_text(pol),
-                "machine": cond.get("device_model") or cond.get("cpu_model") or cond.get("machine") or "?",
+                # a replay device timed nothing: say what it answered from, not a timing policy it never ran
+                "policy": (f"replayed from {Path(str(cond['replay_table'])).name}:{cond.get('replay_column')}"
+                           + (f" (noise {cond['noise']:g})" if cond.get("noise") else "")
+                           if cond.get("replay_table") else policy_text(pol)),
+                "machine": ("- (a published table)" if cond.get("replay_table") else
+                            cond.get("device_model") or cond.get("cpu_model") or cond.get("machine") or "?"),
                 "campaigns": f"{len(mine)} ({', '.join(sorted({c[5] for c in mine}))})",
                 "dates (UTC)": f"{mine[0][3][:16].replace('T', ' ')} – {(max(ends) if ends else 'running')[:16].replace('T', ' ')}",
             })

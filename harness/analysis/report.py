@@ -28,6 +28,7 @@ from scipy.spatial.distance import squareform  # noqa: E402
 
 from harness import __version__  # noqa: E402
 from harness.analysis.correlation import DEFAULT_MIN_OVERLAP, Correlations  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
 from harness.results.atomic import atomic_path  # noqa: E402
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ class Report:
 
     def write(self, path: str | Path, png_dir: str | Path | None = None) -> Path:
         path = Path(path)
+        if png_dir is not None and Path(png_dir).exists() and not Path(png_dir).is_dir():  # before any writing
+            raise HarnessError(f"--png {png_dir} is a file; name a folder for the figures")
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             tmp.write_text(self.html(), encoding="utf-8")
@@ -146,8 +149,8 @@ def heatmap(matrix: pd.DataFrame, method: str = "SRCC", overlap: pd.DataFrame | 
                                                   hatch="///", linewidth=0))
         if n <= 24:
             ax.text(j, i, f"n={int(nn[i, j])}", ha="center", va="center", fontsize=6 if n > 12 else 7, color="#444")
-    ax.set_xticks(range(n), order, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(n), order, fontsize=8)
+    ax.set_xticks(range(n), [_short(d) for d in order], rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), [_short(d) for d in order], fontsize=8)
     if n <= 24:
         for i in range(n):
             for j in range(n):
@@ -182,8 +185,8 @@ def scatter(wide: pd.DataFrame, pairs: Sequence[tuple[str, str]], corr: Correlat
             axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
             axis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.tick_params(which="minor", labelsize=7)
-        ax.set_xlabel(f"{a} (ms)")
-        ax.set_ylabel(f"{b} (ms)")
+        ax.set_xlabel(f"{_short(a)} (ms)")
+        ax.set_ylabel(f"{_short(b)} (ms)")
         ax.set_title(f"SRCC {corr.get(a, b):.3f} on {len(both)} archs", fontsize=10)
     for ax in list(axes.flat)[k:]:
         ax.set_visible(False)
@@ -204,12 +207,19 @@ def _horizontal() -> dict:
     return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
 
 
+def _short(name: str, width: int = 40) -> str:
+    """A device name as a figure label: a 250-character name squeezed the plot away (matplotlib could not lay it
+    out and warned on stderr); its start and end tell devices apart, the full name is in the tables."""
+    name = str(name)
+    return name if len(name) <= width else f"{name[:width // 2 - 1]}…{name[-(width // 2 - 1):]}"
+
+
 def distributions(wide: pd.DataFrame, order: Sequence[str], origins: dict[str, str]) -> Figure:
     data = [wide[d].dropna().to_numpy() for d in order]
     data = [x[x > 0] for x in data]
     fig, ax = plt.subplots(figsize=(8, max(3.0, 0.35 * len(order) + 1.2)))
     ax.boxplot(data, showfliers=False, whis=(1, 99), **_horizontal())
-    ax.set_yticks(range(1, len(order) + 1), [f"{d} ({origins.get(d, '?')[0]})" for d in order], fontsize=8)
+    ax.set_yticks(range(1, len(order) + 1), [f"{_short(d)} ({origins.get(d, '?')[0]})" for d in order], fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("latency per inference (ms, log scale); whiskers at 1st / 99th percentile")
     ax.invert_yaxis()
@@ -316,7 +326,7 @@ def timeline(measurements: pd.DataFrame) -> Figure | None:
                 r = row[m["device"].iloc[i]]
                 ax.broken_barh([(x0[i], max(width[i], 2e-3 * (x0.max() + 1)))], (r - 0.35, 0.7), color=colour)
             ax.plot([], [], color=colour, lw=6, label=label)
-    ax.set_yticks(range(len(devices)), devices)
+    ax.set_yticks(range(len(devices)), [_short(d) for d in devices])
     ax.set_xlabel(f"seconds since {t0:%Y-%m-%d %H:%M:%S} UTC")
     ax.invert_yaxis()
     ax.legend(loc="upper right", fontsize=8, frameon=False, ncol=3)
@@ -345,7 +355,7 @@ def sentinel_series(checks: pd.DataFrame) -> Figure:
                 ax.scatter(g["models_done"].to_numpy()[bad], dev_pct.to_numpy()[bad], s=40, facecolors="none",
                            edgecolors="#c44e52", zorder=3)
         ax.axhline(0, color="#888", lw=0.8)
-        ax.set_title(dev, fontsize=9, loc="left")
+        ax.set_title(_short(dev, 80), fontsize=9, loc="left")
         ax.set_ylabel("vs baseline (%)")
         ax.legend(fontsize=7, frameon=False, loc="upper left")
     axes[-1, 0].set_xlabel("models measured in the campaign")

@@ -69,13 +69,18 @@ class ReplayTable:
             raise DeviceError(f"replay table unusable: {e}") from None
         ok = np.isfinite(values) & (values > 0)
         self.ms = {a.key: float(v) for a, v, good in zip(archs, values, ok) if good}
+        # a value that is there but no latency (<= 0, infinite): "no value" would send the user looking for a gap
+        self.unusable = {a.key: float(v) for a, v, good in zip(archs, values, ok) if not good and not np.isnan(v)}
         self.column = column
 
     def lookup(self, arch: Arch) -> float:
         if arch.space != self.space:
             raise DeviceError(f"replay table {self.path.name} holds {self.space} architectures, not {arch.space}")
+        if arch.key in self.unusable:
+            raise DeviceError(f"replay table {self.path.name} has {self.unusable[arch.key]:g} in {self.column} for "
+                              f"{arch.label}: not a latency (it must be above 0 ms)")
         if arch.key not in self.ms:
-            raise DeviceError(f"replay table {self.path.name} has no {self.column} value for {arch.key}")
+            raise DeviceError(f"replay table {self.path.name} has no {self.column} value for {arch.label}")
         return self.ms[arch.key]
 
 
@@ -110,6 +115,19 @@ class ReplayDriver(Driver):
         return {"runtime": RUNTIME, "runtime_version": None, "threads": None, "machine": platform.machine(),
                 "replay_table": str(t.path), "replay_table_sha256": sha256_file(t.path), "replay_column": t.column,
                 "replay_space": t.space, "noise": self.conn.noise, "noise_seed": self.conn.seed}
+
+    def cannot_answer(self, space: str, archs: list[Arch]) -> str | None:
+        """Why this campaign would be all failures, said before it starts: the table is of another space, or it
+        has a value for none of the architectures asked for. (Some missing is normal: each is a device_error.)"""
+        t = self.table
+        if space != t.space:
+            return (f"replay table {t.path.name} holds {t.space} architectures, not {space}; measure this device "
+                    f"with --space {t.space}")
+        if archs and not any(a.key in t.ms for a in archs):
+            return (f"replay table {t.path.name}:{t.column} has no value for any of the {len(archs)} {space} "
+                    "architecture(s) asked for; pick from the table's rows (harness suggest, or --arch-file with "
+                    "its keys)")
+        return None
 
     def push_arch(self, arch: Arch) -> str | None:
         self.table.lookup(arch)  # a missing architecture fails here, before anything is "timed"
