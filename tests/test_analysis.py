@@ -100,7 +100,7 @@ def test_cli_srcc_json_and_heatmap(imported_store, cli_env):
     out = harness("srcc", "--json", "--ci", "20", env=cli_env).stdout
     pairs = json.loads(out)
     assert len(pairs) == 10
-    assert set(pairs[0]) == {"device_a", "device_b", "srcc", "n_common_archs", "ci_low", "ci_high", "low_overlap"}
+    assert set(pairs[0]) == {"device_a", "device_b", "srcc", "n_common_archs", "ci_low", "ci_high", "low_overlap", "method"}
     table = harness("srcc", "--method", "kendall", env=cli_env).stdout
     assert "Kendall tau" in table and "dev_a" in table and "10 pairs" in table
     bad = harness("srcc", "--device", "nope", env=cli_env, check=False)
@@ -159,7 +159,7 @@ def test_cli_import_then_srcc_on_public_data(cli_env):
     pairs = json.loads(harness("srcc", "--device", "nnmeter_myriad_vpu", "--device", "eagle_gtx1080ti",
                                "--json", env=cli_env).stdout)
     assert pairs == [{"device_a": "nnmeter_myriad_vpu", "device_b": "eagle_gtx1080ti",
-                      "srcc": pytest.approx(0.6905, abs=5e-5), "n_common_archs": 1999, "low_overlap": False}]
+                      "srcc": pytest.approx(0.6905, abs=5e-5), "n_common_archs": 1999, "low_overlap": False, "method": "spearman"}]
 
 
 def test_proxy_ranking_leaves_out_pairs_below_the_minimum_overlap():

@@ -605,7 +605,9 @@ def test_json_output_is_strict_json_and_a_bad_correlation_method_is_a_usage_erro
     def refuse(name):
         raise AssertionError(f"{name} is not JSON")
     pair = json.loads(out.stdout, parse_constant=refuse)[0]
-    assert pair["srcc"] is None
+    assert pair["srcc"] is None and pair["method"] == "spearman"
+    table = " ".join(harness("srcc", "--min-overlap", "2", env=cli_env).stdout.split())
+    assert "1 pair with no SRCC (–): fewer than 3 common architectures (n=3), or a device whose" in table
     one = harness("srcc", "--device", "flat", env=cli_env, check=False)  # was an empty table titled '0 devices'
     thin = harness("proxy", "--target", "flat", env=cli_env, check=False)  # was a table of dashes
     assert thin.returncode == 2 and "no candidate shares 30 or more" in " ".join(thin.stderr.split())

@@ -170,7 +170,8 @@ def srcc(
                     pairs[["device_a", "device_b", "ci_low", "ci_high", "noise_resampled"]],
                     on=["device_a", "device_b"], how="left")
     if as_json:
-        records = corr.pairs.assign(low_overlap=corr.pairs.n_common_archs < min_overlap)
+        # the value column is `srcc` whichever --method (scripts read one name); `method` says which it is
+        records = corr.pairs.assign(low_overlap=corr.pairs.n_common_archs < min_overlap, method=method)
         print_json(records.to_dict(orient="records"))
         return
     label = "SRCC" if method == "spearman" else "Kendall tau"
@@ -201,6 +202,11 @@ def srcc(
         console.print(f"[yellow]{plural(len(low), 'pair')} on fewer than {min_overlap} common architectures[/] "
                       f"(n={', '.join(str(v) for v in sorted(set(low.n_common_archs)))}): shown with their n, left "
                       "out of the summary (--min-overlap to change).", highlight=False)
+    unknown = corr.pairs[corr.pairs.srcc.isna()]
+    if len(unknown):  # shown as – in the tables: say why
+        console.print(f"{plural(len(unknown), 'pair')} with no {label} (–): fewer than 3 common architectures "
+                      f"(n={', '.join(str(v) for v in sorted(set(unknown.n_common_archs)))}), or a device whose "
+                      "latencies are all equal on them.", highlight=False)
 
 
 def _noise(st, space: str, devices: list[str], n_boot: int, seed: int) -> dict:
