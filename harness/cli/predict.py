@@ -227,10 +227,14 @@ def pareto(
     table = Table(title=esc(f"Pareto check on {target} ({space}, {accuracy}, {r.proxy_front.n_archs} archs)"))
     for col in ("front from", "size", "recall", "HV ratio", "mean regret ms", "max regret ms", "mean regret %"):
         table.add_column(col, justify="left" if col == "front from" else "right")
-    labels = {"proxy_front": f"proxy {proxy}", "predicted_front": r.predicted_from or "predictor"}
+    # short row labels (a device name or "adaproxy fit on 20 of X's measurements" folded the column at 80);
+    # what each front is made from is said under the table
+    labels = {"proxy_front": "proxy", "predicted_front": "predicted"}
     for k, c in checks.items():
         table.add_row(esc(labels[k]), str(c["proxy_front_size"]), f"{c['recall']:.3f}", f"{c['hv_ratio']:.4f}",
                       f"{c['regret_ms_mean']:.3f}", f"{c['regret_ms_max']:.3f}", f"{100 * c['regret_rel_mean']:.1f}")
     print_table(table)
-    console.print(f"target front: {checks['proxy_front']['target_front_size']} architectures"
+    console.print(f"proxy: the front by {esc(proxy)}'s latencies"
+                  + (f"; predicted: by {esc(r.predicted_from or 'the predictor')}" if "predicted_front" in checks
+                     else "") + f"; target front: {checks['proxy_front']['target_front_size']} architectures"
                   + (f"; wrote {esc(plot)}" if plot else ""), highlight=False)
