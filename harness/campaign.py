@@ -496,7 +496,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     try:
         driver = driver or make_driver(profile)
         summary.conditions = driver.prepare()
-        refused = getattr(driver, "cannot_answer", lambda *_: None)(space.name, [a for a, _ in todo])
+        refused = driver.cannot_answer(space.name, [a for a, _ in todo])
         if refused:  # a device that can say up front it has nothing for this list (a replay table of another space)
             raise ParameterError("space", refused)
         if pol.adaptive is not None and not type(driver).stops_adaptively:

@@ -15,6 +15,8 @@ folder the command runs in (the top-level folders of a checkout hold exactly the
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")  # the formats tables are written in, told by the file name
 from pathlib import Path
 
 

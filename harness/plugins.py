@@ -27,7 +27,12 @@ _loaded: set[str] = set()  # what was imported (the env var may change between c
 
 
 class PluginError(HarnessError):
-    """A plug-in named by an entry point or $HARNESS_PLUGINS cannot be imported."""
+    """A plug-in named by an entry point or $HARNESS_PLUGINS cannot be imported, registers something unusable, or
+    fails in its own code."""
+
+
+class PluginValueError(PluginError, ValueError):
+    """A plug-in method's ValueError: still a ValueError for code that reads one as "too few samples"."""
 
 
 def load_plugins() -> list[str]:

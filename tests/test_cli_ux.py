@@ -607,7 +607,7 @@ def test_json_output_is_strict_json_and_a_bad_correlation_method_is_a_usage_erro
     pair = json.loads(out.stdout, parse_constant=refuse)[0]
     assert pair["srcc"] is None and pair["method"] == "spearman"
     table = " ".join(harness("srcc", "--min-overlap", "2", env=cli_env).stdout.split())
-    assert "1 pair with no SRCC (–): fewer than 3 common architectures (n=3), or a device whose" in table
+    assert "no SRCC (–) for 1 pair where a device's latencies are all equal on the common ones" in table
     one = harness("srcc", "--device", "flat", env=cli_env, check=False)  # was an empty table titled '0 devices'
     thin = harness("proxy", "--target", "flat", env=cli_env, check=False)  # was a table of dashes
     assert thin.returncode == 2 and "no candidate shares 30 or more" in " ".join(thin.stderr.split())
@@ -728,10 +728,16 @@ def test_an_out_table_with_an_unknown_format_is_refused_before_any_work(tmp_path
     assert folder.exit_code == 2 and "folder" in folder.output and "Traceback" not in folder.output
 
 
-@pytest.mark.parametrize("args", [["--help"], ["spaces"], ["devices", "list"]])
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["spaces"], ["devices", "list"], ["srcc", "--json"]])
 def test_a_reader_that_leaves_ends_the_command_quietly_with_141(args, tmp_path):
-    """`| head -1` ended commands with exit 0, 1 (rich) or 2 ('error: Broken pipe'): now always 141, silently."""
-    env = {**os.environ, "HARNESS_DEVICES": str(tmp_path), "COLUMNS": "80"}
+    """`| head -1` ended commands with exit 0, 1 (rich; click for a plain print: --json, --version) or 2
+    ('error: Broken pipe'): now always 141, silently."""
+    store = tmp_path / "s.db"
+    env = {**os.environ, "HARNESS_DEVICES": str(tmp_path), "HARNESS_STORE": str(store), "COLUMNS": "80"}
+    if args[0] == "srcc":
+        (tmp_path / "t.csv").write_text("nb201_index,a_ms,b_ms\n" + "".join(f"{i},{i + 1},{i + 2}\n" for i in range(9)))
+        subprocess.run([sys.executable, "-m", "harness", "import", str(tmp_path / "t.csv")], env=env, check=True,
+                       capture_output=True)
     proc = subprocess.Popen([sys.executable, "-m", "harness", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
     proc.stdout.close()  # gone before the first line is written

@@ -884,3 +884,30 @@ def test_a_replayer_killed_between_commit_and_removal_adds_nothing_twice(tmp_pat
     with Store(path) as st:
         assert len(st.measurements()) == 2
         assert [f.name for f in st.pending_dir.iterdir()] == [alive.name]  # a running replayer's claim is its own
+
+
+def test_a_pending_file_taken_by_another_replayer_or_still_being_written_is_left_to_it(tmp_path, monkeypatch):
+    """Deterministic forms of the race: another command renames a file between this one's listing and its claim
+    (the old code crashed on the vanished file), and keep_pending's temporary .tmp-*.json is not a pending file."""
+    import socket
+
+    import harness.results.store as store_mod
+
+    path = tmp_path / "s.db"
+    _pending_store(path, 3)
+    pending = tmp_path / "s.db.pending"
+    first = sorted(pending.glob("*.json"))[0]
+    (pending / ".tmp-1234abcd-half.json").write_text('{"campaign_id": 1, "dev')  # mid-write
+    real_rename = os.rename
+    theirs = pending / f"{first.stem}@{socket.gethostname()}@{os.getpid()}.claim"
+
+    def another_replayer_first(src, dst):
+        if Path(src) == first and not theirs.exists():
+            real_rename(src, theirs)  # the other command wins this one
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(store_mod.os, "rename", another_replayer_first)
+    with Store(path) as st:
+        assert len(st.measurements()) == 2 and not st.warnings
+    monkeypatch.undo()
+    assert sorted(p.name for p in pending.iterdir()) == sorted([theirs.name, ".tmp-1234abcd-half.json"])

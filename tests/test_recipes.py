@@ -265,9 +265,8 @@ def test_plugin_mistakes_are_typed_errors_that_name_the_plugin(monkeypatch):
 
     with pytest.raises(PluginError, match="search space 'nb201' is already registered.*replace=True"):
         spaces.register_space(Other)
-    spaces.register_space(ToySpace)  # a new name; the same class again is not a clash
-    spaces.register_space(ToySpace)
-    monkeypatch.delitem(spaces.SPACES, "toy")
+    monkeypatch.setitem(spaces.SPACES, "toy", ToySpace)  # undone after the test: toy stays out of the registry
+    spaces.register_space(ToySpace)  # the same class again is not a clash
 
     class NoPredict:
         name, summary, max_sources = "nopredict", "x", None
@@ -283,6 +282,10 @@ def test_plugin_mistakes_are_typed_errors_that_name_the_plugin(monkeypatch):
     monkeypatch.setitem(methods.METHODS, "crashy", NoPredict)
     with pytest.raises(PluginError, match="'crashy' \\(a plug-in\\) failed in fit: ZeroDivisionError: oops"):
         methods.get_method("crashy").fit(None, [], [], np.ones(3))
+    NoPredict.fit = lambda self, *a: np.linalg.inv(np.zeros((2, 2)))  # LinAlgError: a ValueError
+    with pytest.raises(ValueError) as e:  # leave-one-out refits read a ValueError as "too few samples to say"
+        methods.get_method("crashy").fit(None, [], [], np.ones(3))
+    assert isinstance(e.value, PluginError) and "Singular matrix" in str(e.value)
 
     monkeypatch.setitem(drivers.DRIVERS, "weirdbox", ("nosuchmod:Driver", "harness.devices.profile:LocalConnection"))
     with pytest.raises(PluginError, match="driver of connection kind 'weirdbox' .*'nosuchmod:Driver'.*ModuleNotFound"):

@@ -170,3 +170,23 @@ def test_a_value_that_is_no_latency_is_named_as_such(tmp_path, store_path):
         assert (s.ok, s.failed) == (1, 1)
         msg = st.measurements("rehearsal").failure_message.dropna().iloc[0]
     assert "-2.5" in msg and "not a latency" in msg
+
+
+def test_measure_refuses_a_replay_table_of_another_space_alone_and_in_a_farm(tmp_path, cli_env, devices_dir):
+    """One device: a NameError traceback from the flag hint (it read measure.run's lazily imported return type);
+    several: the device recorded device_error visits and the command exited 0."""
+    fb = get_space("fbnet")
+    archs = fb.sample(5, 0)
+    pd.DataFrame({"op_idx_list": [a.key for a in archs], "fb_ms": np.linspace(1, 2, 5)}).to_csv(
+        tmp_path / "fb.csv", index=False)
+    replay_profile(devices_dir, "fb-table", tmp_path / "fb.csv", column="fb_ms")
+    small_table(tmp_path / "t.csv")
+    replay_profile(devices_dir, "nb-table", tmp_path / "t.csv")
+    keys = ",".join(str(i) for i in pd.read_csv(tmp_path / "t.csv").nb201_index[:2])
+    alone = harness("measure", "-d", "fb-table", "--arch", keys, env=cli_env, check=False)
+    flat = " ".join(alone.stderr.split())
+    assert alone.returncode == 2 and "holds fbnet architectures, not nb201" in flat and "Traceback" not in flat
+    both = harness("measure", "-d", "fb-table,nb-table", "--arch", keys, env=cli_env, check=False)
+    assert both.returncode == 1 and "Traceback" not in both.stderr
+    with Store(cli_env["HARNESS_STORE"]) as st:
+        assert len(st.measurements("fb-table")) == 0 and len(st.measurements("nb-table")) == 2

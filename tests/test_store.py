@@ -210,3 +210,17 @@ def test_a_write_error_names_the_file_asked_for_not_the_temporary_one(tmp_path, 
     with pytest.raises(PermissionError) as e:
         write_table(df, tmp_path / "ro.csv")
     assert e.value.filename == str(tmp_path / "ro.csv") and ".tmp-" not in str(e.value)
+
+
+def test_an_export_keeps_the_mode_of_the_file_it_replaces_and_writes_through_a_link(tmp_path):
+    import os
+    import stat
+
+    df = pd.DataFrame({"nb201_index": [0], "a_ms": [1.0]})
+    shared = write_table(df, tmp_path / "shared.csv")
+    os.chmod(shared, 0o664)
+    write_table(df.assign(a_ms=2.0), shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o664
+    (tmp_path / "latest.csv").symlink_to(shared)
+    write_table(df.assign(a_ms=3.0), tmp_path / "latest.csv")
+    assert (tmp_path / "latest.csv").is_symlink() and pd.read_csv(shared).a_ms.tolist() == [3.0]

@@ -78,8 +78,11 @@ def _groups(mask: np.ndarray) -> list[np.ndarray]:
     return [np.array(v) for v in seen.values()]
 
 
+MIN_COMMON = 3  # a rank correlation on fewer common architectures is not computed (NaN, shown as –)
+
+
 def correlate(wide: pd.DataFrame, method: str = "spearman", n_boot: int = 0, confidence: float = 0.95,
-              seed: int = 0, min_common: int = 3, devices: Sequence[str] | None = None) -> Correlations:
+              seed: int = 0, min_common: int = MIN_COMMON, devices: Sequence[str] | None = None) -> Correlations:
     """Every pair of columns of ``wide`` (rows: architectures, columns: devices, NaN = missing)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

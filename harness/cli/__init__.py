@@ -28,15 +28,6 @@ def _no_type_for_flags() -> None:
 _no_type_for_flags()
 
 
-def _broken_pipe_is_141() -> None:
-    """rich ends a command whose reader left with exit 1 (indistinguishable from `measure`'s "a device stopped");
-    every console of the CLI (typer's --help too) ends it as a shell tool killed by SIGPIPE does: 141, silently."""
-    from rich.console import Console
-
-    Console.on_broken_pipe = lambda self: _quiet_broken_pipe()  # type: ignore[method-assign]
-
-
-_broken_pipe_is_141()
 app = typer.Typer(
     name="harness",
     help="On-device latency measurement for hardware-aware NAS: profiles, campaigns, results.",
@@ -91,7 +82,12 @@ _reflow_help(app)
 
 def _version(value: bool) -> None:
     if value:
-        print(f"harness {__version__}")
+        from harness.cli.common import quiet_broken_pipe
+
+        try:
+            print(f"harness {__version__}", flush=True)
+        except BrokenPipeError:
+            quiet_broken_pipe()
         raise typer.Exit()
 
 
@@ -99,17 +95,6 @@ def _version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     """On-device latency measurement for hardware-aware NAS."""
-
-
-def _quiet_broken_pipe() -> None:
-    """The reader of our output went away (`harness srcc | head -1`): stop as a shell tool killed by SIGPIPE
-    does, silently with status 141, whichever command it was (some said `error: Broken pipe`, exit 2)."""
-    import os
-    import sys
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout again at exit: let that go nowhere
-    sys.exit(141)
 
 
 def main() -> None:
@@ -120,12 +105,19 @@ def main() -> None:
     if interrupts.started():  # Ctrl-C while harness was starting
         err.print("[yellow]interrupted[/] while starting; nothing was done.")
         sys.exit(130)
-    from harness.cli.common import after_ctrl_c, say_interrupted
+    from rich.console import Console
+
+    from harness.cli.common import after_ctrl_c, quiet_broken_pipe, say_interrupted
+
+    # rich ends a command whose reader left with exit 1 (as `measure`'s "a device stopped"): every console of the
+    # CLI (typer's --help too) ends it as a shell tool killed by SIGPIPE does instead. Here, not at import: a
+    # notebook importing harness.cli keeps rich's behaviour.
+    Console.on_broken_pipe = lambda self: quiet_broken_pipe()  # type: ignore[method-assign]
 
     try:
         app()
     except BrokenPipeError:
-        _quiet_broken_pipe()
+        quiet_broken_pipe()
     except KeyboardInterrupt:
         say_interrupted("[yellow]interrupted[/]")
         sys.exit(130)

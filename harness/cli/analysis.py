@@ -145,7 +145,7 @@ def srcc(
 
     with working("loading"):  # the imports take seconds on a busy machine: show it
         from harness import analysis
-        from harness.analysis.correlation import correlate
+        from harness.analysis.correlation import MIN_COMMON, correlate
         from harness.analysis.report import cluster_order
         from harness.results.store import open_store
 
@@ -203,10 +203,13 @@ def srcc(
                       f"(n={', '.join(str(v) for v in sorted(set(low.n_common_archs)))}): shown with their n, left "
                       "out of the summary (--min-overlap to change).", highlight=False)
     unknown = corr.pairs[corr.pairs.srcc.isna()]
-    if len(unknown):  # shown as – in the tables: say why
-        console.print(f"{plural(len(unknown), 'pair')} with no {label} (–): fewer than 3 common architectures "
-                      f"(n={', '.join(str(v) for v in sorted(set(unknown.n_common_archs)))}), or a device whose "
-                      "latencies are all equal on them.", highlight=False)
+    if len(unknown):  # shown as – in the tables: say why, pair by pair
+        few = int((unknown.n_common_archs < MIN_COMMON).sum())
+        why = [f"{plural(few, 'pair')} on fewer than {MIN_COMMON} common architectures"] if few else []
+        if len(unknown) > few:
+            why.append(f"{plural(len(unknown) - few, 'pair')} where a device's latencies are all equal on the common "
+                       "ones")
+        console.print(f"no {label} (–) for {'; '.join(why)}.", highlight=False)
 
 
 def _noise(st, space: str, devices: list[str], n_boot: int, seed: int) -> dict:
@@ -232,8 +235,8 @@ def compare(
     (resampled runs and rounds) overlap; flips between such pairs are noise, the rest are real disagreements.
     """
     from harness import analysis
-    from harness.measure.confidence import compare as cmp
     from harness.analysis.data import arch_labels
+    from harness.measure.confidence import compare as cmp
     from harness.measure.confidence import model_ci, srcc_with_noise
     from harness.results.store import open_store
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness.errors import HarnessError, NoPredictorError, ParameterError
-from harness.paths import WORKSPACE
+from harness.paths import TABLE_SUFFIXES, WORKSPACE
 
 console = Console()
 err = Console(stderr=True)
@@ -40,10 +40,10 @@ def names_list(values: list[str] | None) -> list[str] | None:
     and proxy names never contain a comma, and `--target a,b` read as one unknown device was a dead end."""
     if values is None:
         return None
-    return [part.strip() for v in values for part in v.split(",") if part.strip()]
-
-
-TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+    names = [part.strip() for v in values for part in v.split(",") if part.strip()]
+    if values and not names:  # `-d ,` or `-d ""`: typer would pass None, i.e. "all devices" or a crash
+        raise typer.BadParameter(f"no name in {', '.join(map(repr, values))}; give one or more, comma-separated")
+    return names
 
 
 def table_path(value: Path | None) -> Path | None:
@@ -138,7 +138,10 @@ def _flags(fn: Callable, param: str) -> list[str]:
     name = PARAM_ALIASES.get(param, param)
     if name not in inspect.signature(fn).parameters:
         return []
-    hint = typing.get_type_hints(fn, include_extras=True).get(name)
+    try:
+        hint = typing.get_type_hints(fn, include_extras=True).get(name)
+    except (NameError, TypeError):  # an annotation naming what the module imports lazily (measure.run's return)
+        return []
     for meta in getattr(hint, "__metadata__", ()):
         if isinstance(meta, typer.models.OptionInfo):
             # in Annotated form typer reads a leading "--flag" as the first declaration, stored as the default
@@ -200,7 +203,8 @@ def say_interrupted(message: str = "[yellow]interrupted[/]; nothing after this p
 
 
 def cli_errors(fn: F) -> F:
-    """Turn the library's typed errors into a red message and exit code 2 (no traceback); Ctrl-C into exit 130."""
+    """Turn the library's typed errors into a red message and exit code 2 (no traceback); Ctrl-C into exit 130;
+    a reader that left into a quiet 141; and say what opening a store set aside."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -209,8 +213,8 @@ def cli_errors(fn: F) -> F:
         except HarnessError as e:
             err.print(f"[bold red]error:[/] {esc(e)}{esc(flag_hint(e, fn))}", highlight=False)
             raise typer.Exit(2) from None
-        except BrokenPipeError:  # the reader left (`| head -1`): the entry point ends quietly
-            raise
+        except BrokenPipeError:  # the reader left (`| head -1`), also from a plain print (--json)
+            quiet_broken_pipe()
         except OSError as e:  # a file the user named cannot be read or written
             where = f"{e.filename}: " if e.filename else ""
             err.print(f"[bold red]error:[/] {esc(where)}{esc(e.strerror or e)}", highlight=False)
@@ -223,8 +227,32 @@ def cli_errors(fn: F) -> F:
                 raise
             say_interrupted()
             raise typer.Exit(130) from None
+        finally:
+            _say_store_warnings()
 
     return wrapper  # type: ignore[return-value]
+
+
+def _say_store_warnings() -> None:
+    """What opening a store set aside (a pending measurement it could not add), said once per command."""
+    import sys
+
+    store = sys.modules.get("harness.results.store")  # never imported just for this: --help stays instant
+    for w in store.take_warnings() if store else []:
+        err.print(f"[yellow]warning:[/] {esc(w)}", highlight=False)
+
+
+def quiet_broken_pipe() -> None:
+    """The reader of our output went away (`harness srcc | head -1`): stop as a shell tool killed by SIGPIPE
+    does, silently with status 141, whichever command it was and however it printed."""
+    import os
+    import sys
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's captured output)
+        pass
+    sys.exit(141)
 
 
 def after_ctrl_c() -> bool:

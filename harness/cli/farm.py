@@ -178,6 +178,11 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
         stopped = ", ".join(d.device for d in summary.stopped()) or "none"
         err.print(f"[yellow]not every device finished[/] (stopped: {stopped})")
         raise typer.Exit(1)
+    nothing = [d.device for d in summary.devices if d.failed and not d.ok]
+    if nothing:  # as for one device: a script must not read "finished, 0 measured" as success
+        err.print(f"[bold red]nothing was measured[/] on {', '.join(nothing)}: every visit failed (kinds above; the "
+                  "failures are in the store)", highlight=False)
+        raise typer.Exit(1)
     return summary
 
 

@@ -105,6 +105,11 @@ class Driver(ABC):
         and the campaign skips the export; every other driver returns None."""
         return None
 
+    def cannot_answer(self, space: str, archs: list[Arch]) -> str | None:
+        """Why a campaign of ``archs`` would be nothing but failures, when the device can tell before it starts
+        (a replay table of another space); None to go ahead, as every device that measures models does."""
+        return None
+
     @abstractmethod
     def push(self, artifact: Artifact) -> str:
         """Make the model available on the device; returns the device-side reference."""

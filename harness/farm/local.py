@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from harness.campaign import Measured, measure_model
 from harness.devices.driver import Driver, make_driver
 from harness.devices.profile import Profile
+from harness.errors import ParameterError
 from harness.farm.engine import Lane
 from harness.models.cache import Artifact, ModelCache
 from harness.models.spaces import Arch, SearchSpace
@@ -48,7 +49,11 @@ class DeviceSession:
         from harness.models.cache import get_format
 
         get_format(self.profile.runtime.model_format)  # import the exporters now, not during the first model
-        return self.driver.prepare()
+        conditions = self.driver.prepare()
+        refused = self.driver.cannot_answer(self.space.name, [])  # a replay table of another space, as for one device
+        if refused:
+            raise ParameterError("space", refused)
+        return conditions
 
     def measure(self, arch: Arch, hint: ModelHint | None = None) -> Measured:
         fmt, artifact = self.profile.runtime.model_format, None

@@ -106,9 +106,10 @@ def indistinguishable(ci: pd.DataFrame) -> int:
 PAIR_BLOCK = 2_000_000  # pairs compared per numpy step: ~16 MB per array, whatever the space's size
 
 
-def compare(wide: pd.DataFrame, a: str, b: str, ci: dict[str, pd.DataFrame], top: int = 10) -> dict:
+def compare(wide: pd.DataFrame, a: str, b: str, ci: dict[str, pd.DataFrame], top: int | None = None) -> dict:
     """Where devices ``a`` and ``b`` order architecture pairs differently, and whether noise explains it (a flip
-    between two models whose CIs overlap on either device); the ``top`` largest real disagreements by log gap.
+    between two models whose CIs overlap on either device); the ``top`` largest real disagreements by log gap
+    (None: all of them, which for two unlike devices over a whole space is millions).
 
     All n(n-1)/2 pairs, in blocks of rows against everything after them: NB201's 15,625 architectures are 122
     million pairs, which a Python loop took minutes and 6.5 GB for."""
@@ -136,10 +137,10 @@ def compare(wide: pd.DataFrame, a: str, b: str, ci: dict[str, pd.DataFrame], top
         real = flip & ~blur
         flipped += int(flip.sum())
         ri, rj = np.nonzero(real)
-        if len(ri) == 0 or top <= 0:
+        if len(ri) == 0 or top == 0:
             continue
         gap = np.abs(la[i[ri]] - la[j[rj]]) + np.abs(lb[i[ri]] - lb[j[rj]])
-        if len(gap) > top:
+        if top is not None and len(gap) > top:
             keep = np.argpartition(-gap, top - 1)[:top]
             ri, rj, gap = ri[keep], rj[keep], gap[keep]
         cand_gap.append(gap)

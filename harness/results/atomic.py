@@ -19,21 +19,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; on success it is flushed to disk and renamed over ``path``,
     on any error (disk full, Ctrl-C) removed, and ``path`` keeps what it had. The temporary name ends with
     ``path``'s name, so writers that read the format or compression from it (pandas: ``.csv.gz``) still do."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "a folder; name a file to write", str(path))
+    asked = Path(path)
+    if asked.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder; name a file to write", str(asked))
+    path = asked.resolve() if asked.is_symlink() else asked  # through a link, as a plain write would
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if path.exists():  # a shared file keeps its mode (the temp file has the umask's)
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)  # the rename itself reaches the disk
     except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(e, OSError) and e.filename in (str(tmp), tmp):  # the user named `path`, never the temp file
-            raise type(e)(e.errno, e.strerror, str(path)) from None
+            raise type(e)(e.errno, e.strerror, str(asked)) from None
         raise
+
+
+def _fsync(p: Path) -> None:
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:  # a folder some systems cannot open: the data itself is synced already
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not p.is_dir():
+            raise
+    finally:
+        os.close(fd)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.models.spaces import Arch, get_space
+from harness.paths import TABLE_SUFFIXES
 from harness.results.atomic import atomic_path
 from harness.results.store import Store
 
@@ -27,8 +28,8 @@ def latency_wide(store: Store, space: str, devices: list[str] | None = None,
 
         if space != files.SPACE:  # a model file of yours: only its measurement can say
             sp = get_space(space)
-            bad |= {k for k, c in zip(long.key, long.columns_json) if k not in bad
-                    and sp.constant_output(Arch(space, k, json.loads(c)))}
+            keys = dict(zip(long.key, long.columns_json))  # once per architecture, not per (device, architecture)
+            bad |= {k for k, c in keys.items() if k not in bad and sp.constant_output(Arch(space, k, json.loads(c)))}
         long = long[~long.key.isin(bad)]
     if devices:
         missing = sorted(set(devices) - set(long.device))
@@ -82,7 +83,7 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     name = path.name.lower()
-    if not name.endswith((".parquet", ".csv", ".csv.gz")):
+    if not name.endswith(TABLE_SUFFIXES):
         raise HarnessError(f"cannot tell the format of {path}: use .csv, .csv.gz or .parquet")
     with atomic_path(path) as tmp:  # a full disk or a kill leaves the previous file, never a truncated one
         if name.endswith(".parquet"):

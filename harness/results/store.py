@@ -362,6 +362,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_UNREPORTED: list[str] = []  # warnings of stores opened in this process that no one has shown yet
+
+
+def take_warnings() -> list[str]:
+    """The warnings of every store opened since the last call (a rejected or stuck pending measurement): the CLI
+    prints them after each command, so nothing set aside goes unsaid."""
+    out = list(dict.fromkeys(_UNREPORTED))
+    _UNREPORTED.clear()
+    return out
+
+
+STALE_CLAIM_S = 600.0  # a pending measurement claimed this long ago by a process this host cannot see is reported
+
+
 class Store:
     """Open (creating if needed) the store at ``path``; the schema version is checked here."""
 
@@ -396,6 +410,7 @@ class Store:
                 raise StoreError(f"{self.path} is not a usable harness store: {e}") from None
         if not readonly:
             self.replay_pending()
+        _UNREPORTED.extend(self.warnings)
 
     def _open(self, busy_timeout: float) -> None:
         self.db = self._connect_readonly(busy_timeout) if self.readonly else \
@@ -528,6 +543,8 @@ class Store:
         self._requeue_orphaned_claims()
         added = 0
         for f in sorted(self.pending_dir.glob("*.json")):
+            if f.name.startswith("."):  # a file keep_pending is still writing (atomic_path's .tmp-*): not yet
+                continue
             claim = f.with_name(f"{f.stem}@{socket.gethostname()}@{os.getpid()}.claim")
             try:
                 os.rename(f, claim)
@@ -552,21 +569,33 @@ class Store:
         return added
 
     def _requeue_orphaned_claims(self) -> None:
-        host = socket.gethostname()
+        """Claims of replayers that no longer run go back in the queue. One this host cannot judge (claimed on
+        another host sharing the folder) is left alone, and named in ``warnings`` once it is old: a replay takes
+        milliseconds, so a claim held for minutes is a measurement not yet in the store."""
+        host, now = socket.gethostname(), time.time()
         for claim in self.pending_dir.glob("*.claim"):
             stem, _, owner = claim.stem.partition("@")
             claim_host, _, pid = owner.rpartition("@")
-            if claim_host != host or not pid.isdigit() or _pid_alive(int(pid)):
-                continue  # being replayed now, or by another host (whose processes this one cannot see)
+            if claim_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.rename(claim, claim.with_name(f"{stem}.json"))
+                continue
             with contextlib.suppress(OSError):
-                os.rename(claim, claim.with_name(f"{stem}.json"))
+                if now - claim.stat().st_mtime > STALE_CLAIM_S:
+                    self.warnings.append(f"{claim}: a pending measurement claimed by {owner or 'an unknown process'} "
+                                         f"{(now - claim.stat().st_mtime) / 60:.0f} minutes ago is not in the store "
+                                         f"yet; if that process is gone, rename it to {stem}.json to replay it")
 
+    @_guarded
     def _has_measurement(self, rec: dict[str, Any], arch: Arch) -> bool:
+        """Is this pending record's measurement in the store already (a replayer stopped between its commit and
+        removing the file)? Same campaign, device, architecture, start time and round."""
         row = self.db.execute(
-            "SELECT 1 FROM measurements m JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id "
-            "WHERE m.campaign_id = ? AND d.name = ? AND a.space = ? AND a.key = ? AND m.started_at = ? "
-            "AND m.round IS ?", (rec.get("campaign_id"), rec.get("device"), arch.space, arch.key,
-                                 rec.get("started_at"), rec.get("round_no"))).fetchone()
+            "SELECT 1 FROM measurements m JOIN devices d ON d.id = m.device_id "
+            "JOIN architectures a ON a.id = m.arch_id WHERE m.campaign_id = ? AND d.name = ? AND a.space = ? "
+            "AND a.key = ? AND m.started_at = ? AND m.round IS ?",
+            (rec.get("campaign_id"), rec.get("device"), arch.space, arch.key, rec.get("started_at"),
+             rec.get("round_no"))).fetchone()
         return row is not None
 
     def _reject_pending(self, f: Path, why: str) -> None:

@@ -9,7 +9,7 @@ the names (the CLI's ``--help``) loads no numpy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import UnknownNameError
 
@@ -67,23 +67,25 @@ class _PluginMethod:
     def __init__(self, key: str, method: Method):
         self._key, self._method = key, method
 
-    def __getattr__(self, attr: str):
+    def __getattr__(self, attr: str) -> Any:
         return getattr(self._method, attr)
 
-    def fit(self, *args, **kwargs):
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("fit", args, kwargs)
 
-    def predict(self, *args, **kwargs):
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("predict", args, kwargs)
 
-    def _call(self, fn: str, args, kwargs):
+    def _call(self, fn: str, args: tuple, kwargs: dict) -> Any:
         from harness.errors import HarnessError
-        from harness.plugins import PluginError
+        from harness.plugins import PluginError, PluginValueError
 
         try:
             return getattr(self._method, fn)(*args, **kwargs)
-        except (HarnessError, KeyboardInterrupt):
+        except HarnessError:
             raise
         except Exception as e:
-            raise PluginError(f"transfer method {self._key!r} (a plug-in) failed in {fn}: {type(e).__name__}: {e}"
-                              ) from e
+            msg = f"transfer method {self._key!r} (a plug-in) failed in {fn}: {type(e).__name__}: {e}"
+            # a ValueError (numpy's LinAlgError is one) stays one: leave-one-out refits on a few samples read it as
+            # "too few to say", for a plug-in as for a built-in method
+            raise (PluginValueError if isinstance(e, ValueError) else PluginError)(msg) from e
