@@ -263,7 +263,7 @@ def test_a_failed_ray_start_is_summed_up_in_its_last_line_with_the_usual_fix():
     assert ray_start_failure("ValueError: bad --resources\n") == "ValueError: bad --resources"
 
 
-@pytest.mark.parametrize("address", ["garbage:::", "[::1]:99999", "host:notaport", "nohost"])
+@pytest.mark.parametrize("address", ["garbage:::", "[::1]:99999", "[::1", "host:notaport", "nohost"])
 def test_a_malformed_ray_address_is_a_farm_error(address):
     """`--ray 'garbage:::'` was a ValueError traceback from urllib (the port)."""
     from harness.farm.ray_lanes import _reachable
@@ -271,3 +271,13 @@ def test_a_malformed_ray_address_is_a_farm_error(address):
 
     with pytest.raises(HarnessError, match="expected auto or HOST:PORT"):
         _reachable(address)
+
+
+def test_farm_join_refuses_an_address_that_is_not_host_port(cli_env):
+    """`farm join 'garbage:::' --dry-run` printed `ray start --address garbage:::`; --port 99999 likewise."""
+    from tests.conftest import harness
+
+    bad = harness("farm", "join", "garbage:::", "--dry-run", env=cli_env, check=False)
+    assert bad.returncode == 2 and "expected HOST:PORT" in " ".join(bad.stderr.split())
+    port = harness("farm", "join", "--head", "--port", "99999", "--dry-run", env=cli_env, check=False)
+    assert port.returncode == 2 and "99999" in port.stderr

@@ -47,3 +47,17 @@ def test_models_refuses_what_it_cannot_write(cli_env, tmp_path):
     assert none.returncode == 2 and "exactly one of --sample N, --all, --arch, --arch-file" in " ".join(none.stderr.split())
     unknown = harness("models", "-d", "no-such-dev", "--arch", "1", env=cli_env, check=False)
     assert unknown.returncode == 2 and "no-such-dev" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_a_name_clash_is_found_before_any_file_is_written(cli_env, devices_dir, tmp_path):
+    """Two int8 profiles that differ only in calibration export different files under one name: refused, and the
+    folder holds nothing half-written (two files were already there before)."""
+    from tests.conftest import write_profile
+
+    for name, seed in (("int8-a", 1), ("int8-b", 2)):
+        write_profile(devices_dir, name, {"name": "tflite", "threads": 1},
+                      workload={"precision": "int8", "calibration": {"samples": 2, "seed": seed}})
+    out = tmp_path / "files"
+    res = harness("models", "-d", "int8-a,int8-b", "--arch", "77", "--out", str(out), env=cli_env, check=False)
+    assert res.returncode == 2 and "under one name" in " ".join(res.stderr.split())
+    assert not out.exists() or not list(out.iterdir())

@@ -147,8 +147,9 @@ def test_an_export_that_fails_midway_leaves_the_previous_file_whole(tmp_path, mo
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(pd.DataFrame, method, half_then_full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="No space") as e:
         write_table(pd.DataFrame({"nb201_index": range(100), "a_ms": 1.0}), path)
+    assert e.value.filename == str(path)  # a full disk's error named no file ("error: No space left on device")
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [name]  # no temp left behind
 
 
@@ -224,3 +225,20 @@ def test_an_export_keeps_the_mode_of_the_file_it_replaces_and_writes_through_a_l
     (tmp_path / "latest.csv").symlink_to(shared)
     write_table(df.assign(a_ms=3.0), tmp_path / "latest.csv")
     assert (tmp_path / "latest.csv").is_symlink() and pd.read_csv(shared).a_ms.tolist() == [3.0]
+
+
+def test_temporary_files_of_killed_writes_are_cleared_by_the_next_write(tmp_path):
+    """SIGTERM or kill -9 mid-export left a hidden .tmp-XXXX-all.csv for ever; an hour-old one is an orphan."""
+    import os
+    import time
+
+    df = pd.DataFrame({"nb201_index": [0], "a_ms": [1.0]})
+    old, recent = tmp_path / ".tmp-0badf00d-all.csv", tmp_path / ".tmp-1badf00d-all.csv"
+    other = tmp_path / ".tmp-2badf00d-other.csv"
+    for f in (old, recent, other):
+        f.write_text("half a tab")
+    hour_ago = time.time() - 3700
+    os.utime(old, (hour_ago, hour_ago))
+    os.utime(other, (hour_ago, hour_ago))
+    write_table(df, tmp_path / "all.csv")
+    assert not old.exists() and recent.exists() and other.exists()  # another writer may still be at the recent one

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import inspect
 import json
+import os
 import re
 import typing
 from collections.abc import Callable, Iterator
@@ -40,7 +41,7 @@ def names_list(values: list[str] | None) -> list[str] | None:
     and proxy names never contain a comma, and `--target a,b` read as one unknown device was a dead end."""
     if values is None:
         return None
-    names = [part.strip() for v in values for part in v.split(",") if part.strip()]
+    names = list(dict.fromkeys(part.strip() for v in values for part in v.split(",") if part.strip()))  # once each
     if values and not names:  # `-d ,` or `-d ""`: typer would pass None, i.e. "all devices" or a crash
         raise typer.BadParameter(f"no name in {', '.join(map(repr, values))}; give one or more, comma-separated")
     return names
@@ -54,6 +55,10 @@ def table_path(value: Path | None) -> Path | None:
         raise typer.BadParameter(f"{value}: use a file name ending in .csv, .csv.gz or .parquet (the format)")
     if value.is_dir():
         raise typer.BadParameter(f"{value} is a folder; name a file in it (e.g. {value / 'table.csv'})")
+    folder = next((p for p in [value.parent, *value.parent.parents] if p.exists()), None)
+    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        raise typer.BadParameter(f"{value}: {folder} is not a folder this user can write to (or a read-only file "
+                                 "system); name another place")
     return value
 
 

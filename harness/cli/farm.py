@@ -191,7 +191,7 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
 def join(
     address: Annotated[Optional[str], typer.Argument(help="HOST:PORT of the farm's Ray head.")] = None,
     head: Annotated[bool, typer.Option("--head", help="Start the farm's head here instead of joining one.")] = False,
-    port: Annotated[int, typer.Option(help="Port of a new head (--head).")] = 6379,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of a new head (--head).")] = 6379,
     device: Annotated[Optional[list[str]], typer.Option(
         "--device", "-d", callback=names_list,
         help="Offer only these devices (repeat or comma-separate; default: every profile in --devices-dir).")] = None,
@@ -213,6 +213,12 @@ def join(
         raise typer.Exit(2)
     if not head and not address:
         err.print("[bold red]error:[/] give the head's ADDRESS (HOST:PORT), or --head to start a farm here")
+        raise typer.Exit(2)
+    from harness.farm.address import host_port
+
+    if address and not host_port(address):
+        err.print(f"[bold red]error:[/] ADDRESS {escape(address)!r}: expected HOST:PORT of the farm's Ray head "
+                  "(e.g. 10.0.0.5:6379, as `harness farm join --head` prints)")
         raise typer.Exit(2)
     profiles = j.join_profiles(ProfileRegistry(devices_dir), device)
     checks = j.check_devices(profiles)

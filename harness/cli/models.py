@@ -10,7 +10,7 @@ import hashlib
 import re
 import shutil
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -74,6 +74,7 @@ def models(
     from harness.devices.registry import ProfileRegistry
     from harness.models.cache import ModelCache, sha256_file
     from harness.models.passes import check_mode
+    from harness.results.atomic import atomic_path
     from harness.results.export import write_table
 
     registry = ProfileRegistry(devices_dir)
@@ -90,29 +91,41 @@ def models(
         raise HarnessError(f"--out {out} is a file; name a folder to write the model files into")
     out.mkdir(parents=True, exist_ok=True)
     cache = ModelCache(cache_dir)
-    rows, written = [], {}
-    progress = Progress(TextColumn("[bold]writing model files"), BarColumn(), MofNCompleteColumn(),
+    # export everything first (into the cache) and check the names, then write: a clash or a failed export
+    # leaves the folder as it was
+    planned: list[tuple[str, Any, dict]] = []
+    names: dict[str, str] = {}
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[what]}"), console=console, transient=True)
     with progress:
-        task = progress.add_task("", total=len(archs) * len(profiles), what="")
+        task = progress.add_task("exporting", total=len(archs) * len(profiles), what="")
         for p in profiles:
             for a in archs:
                 progress.update(task, what=esc(f"{p.name}: {a.label}"))
                 art = artifact_for(cache, sp, a, p)
                 name = file_stem(sp.name, a, p.workload.label(), art.graph_mode) + art.path.suffix
-                if written.get(name, art.digest) != art.digest:  # two profiles, one name, other bytes: say so
-                    raise HarnessError(f"{name}: two of the profiles export different files under one name; "
-                                       "write them into separate --out folders")
-                if name not in written:
-                    shutil.copyfile(art.path, out / name)
-                    written[name] = art.digest
-                rows.append({"file": name, "space": sp.name, **a.columns, "device": p.name,
-                             "format": art.format, "graph": art.graph_mode, "workload": p.workload.label() or "bs1",
-                             "sha256": sha256_file(out / name), "model_digest": art.digest,
-                             "bytes": art.path.stat().st_size,
-                             "degenerate": int(bool(art.degenerate))})
+                if names.setdefault(name, art.digest) != art.digest:
+                    raise HarnessError(f"{name}: two of the profiles export different files under one name (they "
+                                       "differ in what the name does not say, e.g. int8 calibration); write them "
+                                       "into separate --out folders")
+                planned.append((name, art, {"file": name, "space": sp.name, **a.columns, "device": p.name,
+                                            "format": art.format, "graph": art.graph_mode,
+                                            "workload": p.workload.label() or "bs1", "model_digest": art.digest,
+                                            "bytes": art.path.stat().st_size, "degenerate": int(bool(art.degenerate))}))
                 progress.advance(task)
-    listing = write_table(pd.DataFrame(rows), out / "models.csv")
+        progress.update(task, description="writing", completed=0, what="")
+        rows, written, listing = [], set(), out / "models.csv"
+        try:
+            for name, art, row in planned:
+                if name not in written:
+                    with atomic_path(out / name) as tmp:  # a full disk or a kill leaves no half model behind
+                        shutil.copyfile(art.path, tmp)
+                    written.add(name)
+                rows.append({**row, "sha256": sha256_file(out / name)})
+                progress.advance(task)
+        finally:  # interrupted: the list still names every file that is there
+            if rows:
+                write_table(pd.DataFrame(rows), listing)
     _print_summary(rows, out, listing)
 
 

@@ -15,13 +15,13 @@ import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import ray
 import ray.exceptions as rex
 
 from harness.devices.profile import Profile, parse_profile
 from harness.errors import FarmError, HarnessError
+from harness.farm.address import host_port
 from harness.farm.engine import DeviceLost, Lane
 from harness.farm.resources import ACTOR_PREFIX, NAMESPACE, device_resource, digest_label
 from harness.models.cache import ModelCache
@@ -37,16 +37,12 @@ def host_cache_dir() -> Path:
 # --- connecting and placing -----------------------------------------------------------------
 
 def _reachable(address: str, timeout: float = 3.0) -> None:
-    target = address.removeprefix("ray://")
-    parsed = urlparse(f"//{target}")
-    try:
-        port = parsed.port  # a port that is not a number, or past 65535, is a ValueError here
-    except ValueError:
-        port = None
-    if not parsed.hostname or not port:
+    parsed = host_port(address)
+    if parsed is None:
         raise FarmError(f"--ray {address!r}: expected auto or HOST:PORT of a Ray head (e.g. 10.0.0.5:6379)")
+    host, port = parsed
     try:
-        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError as e:
         raise FarmError(f"--ray {address}: no Ray head answers there ({e.strerror or e}); start one with "
                         "`ray start --head` (or `harness farm join --head`) and pass the address it prints") from None

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if asked.is_dir():
         raise IsADirectoryError(errno.EISDIR, "a folder; name a file to write", str(asked))
     path = asked.resolve() if asked.is_symlink() else asked  # through a link, as a plain write would
+    _remove_abandoned(path)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         yield tmp
@@ -34,9 +37,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(e, OSError) and e.filename in (str(tmp), tmp):  # the user named `path`, never the temp file
-            raise type(e)(e.errno, e.strerror, str(asked)) from None
+        if isinstance(e, OSError) and (e.filename in (str(tmp), tmp) or e.filename is None):
+            # the user named `path`, never the temp file; and a full disk's error names no file at all
+            raise type(e)(e.errno, e.strerror or str(e), str(asked)) from None
         raise
+
+
+ABANDONED_S = 3600.0  # a temporary file this old beside its target was left by a writer that was killed
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Temporary files of earlier writes of ``path`` that were killed (SIGTERM, kill -9) before they could clean
+    up: an hour old, no writer is still at it."""
+    now = time.time()
+    for old in path.parent.glob(f".tmp-*-{glob.escape(path.name)}") if path.parent.is_dir() else ():
+        with contextlib.suppress(OSError):
+            if now - old.stat().st_mtime > ABANDONED_S:
+                old.unlink()
 
 
 def _fsync(p: Path) -> None:

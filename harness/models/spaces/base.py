@@ -57,6 +57,9 @@ def parse_layer_choices(token: object, choices: Sequence[str], n_layers: int, *,
     return idx
 
 
+MAX_SAMPLE = 1_000_000  # architectures one --sample may ask for (a campaign of a million is weeks of device time)
+
+
 class SearchSpace(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
@@ -90,6 +93,8 @@ class SearchSpace(ABC):
         run of the stream, so a smaller sample is a prefix of a larger one with the same seed. More than the
         space holds is an error, not an endless loop (a 12-architecture plug-in space drew for ever)."""
         size = self.size()
+        if n > MAX_SAMPLE:  # 10^8 drew for minutes into a gigabyte before anything was said
+            raise SpaceError(f"--sample {n:,} is more than any campaign measures; at most {MAX_SAMPLE:,}")
         if n < 1 or (size is not None and n > size):
             raise SpaceError(f"--sample must be between 1 and {size} for {self.name}, got {n}" if size is not None
                              else f"--sample must be at least 1, got {n}")
