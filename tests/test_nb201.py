@@ -99,6 +99,8 @@ def test_param_count_grows_with_conv_ops(space):
     ("broken.csv.gz", b"\x1f\x8b\x08\x00garbage", "truncated or damaged"),
     ("header.csv", b"nb201_index\n", "a header but no rows"),
     ("comments.txt", b"# nothing\n\n", "names no architecture"),
+    ("disagree.csv", b"nb201_index,arch_str\n5,|none~0|+|none~0|none~1|+|none~0|none~1|none~2|\n",
+     "not the same architecture"),  # was taken as index 5, silently (import refuses it)
 ])
 def test_a_bad_arch_file_is_a_clear_error(tmp_path, name, content, message):
     """These were UnicodeDecodeError / EmptyDataError / ParserError tracebacks, or an empty list measured as

@@ -11,24 +11,23 @@ from harness.models.spaces import Arch, SearchSpace
 def read_arch_file(space: SearchSpace, path: str | Path) -> list[Arch]:
     """A CSV with any of the space's key columns (e.g. picks.csv), or a text file with one key per line."""
     path = Path(path)
+    if path.is_dir():
+        raise SpaceError(f"--arch-file {path} is a folder; name a .csv with the space's key columns, or a text file "
+                         "with one architecture per line")
     if not path.is_file():
         raise SpaceError(f"architecture file {path} does not exist")
     if path.name.lower().endswith((".csv", ".csv.gz", ".parquet")):
-        from harness.results.importer import read_table  # its checks: UTF-8, a damaged .gz, ragged rows
+        # read and checked as import reads a table: UTF-8, a damaged .gz, ragged rows, key columns that disagree
+        from harness.results.importer import _archs, read_table
 
         try:
             df = read_table(path)
+            if not set(space.key_columns) & set(df.columns):
+                raise SpaceError(f"{path} has none of the {space.name} key columns "
+                                 f"{', '.join(space.key_columns)} (columns: {', '.join(map(str, df.columns))})")
+            archs = _archs(df, space.name, path, unique=False)
         except HarnessError as e:
             raise SpaceError(f"--arch-file {e}") from None
-        if not set(space.key_columns) & set(df.columns):
-            raise SpaceError(f"{path} has none of the {space.name} key columns "
-                             f"{', '.join(space.key_columns)} (columns: {', '.join(df.columns)})")
-        archs = []
-        for i, row in enumerate(df.to_dict("records")):
-            try:
-                archs.append(space.from_columns(row))
-            except SpaceError as e:
-                raise SpaceError(f"{path}, row {i + 2}: {e}") from None
         if not archs:
             raise SpaceError(f"--arch-file {path} has a header but no rows")
         return list(dict.fromkeys(archs))

@@ -92,8 +92,8 @@ def read_table(path: Path) -> pd.DataFrame:
             raise ImportFileError(f"{path}: unknown format; use .csv, .csv.gz or .parquet")
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise ImportFileError(f"{path}: the compressed file is truncated or damaged ({e}); fetch it again") from None
-    except UnicodeDecodeError as e:
-        raise ImportFileError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 CSV") from None
+    except UnicodeDecodeError:  # pandas reads in chunks: its offset is not the file's, so none is given
+        raise ImportFileError(f"{path}: not UTF-8 text; save it as UTF-8 CSV") from None
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         hint = " (the compressed file may be truncated or damaged)" if name.endswith(".gz") else ""
         raise ImportFileError(f"{path}: cannot read{hint}: {e}") from None
@@ -194,14 +194,16 @@ def _composite_archs(df: pd.DataFrame, space: SearchSpace) -> tuple[list[Arch], 
     return archs, problems
 
 
-def _archs(df: pd.DataFrame, space_name: str, path: Path) -> list[Arch]:
+def _archs(df: pd.DataFrame, space_name: str, path: Path, unique: bool = True) -> list[Arch]:
+    """Each row's architecture, from every key column present (they must agree); ``unique``: a repeated one is an
+    error (a table holds one value per architecture; an architecture list, --arch-file, may repeat)."""
     space = get_space(space_name)
     if space.composite_key:
         archs, problems = _composite_archs(df, space)
         if problems:
             raise ImportFileError(f"{path}: bad architecture keys:\n  " + "\n  ".join(problems))
         return _no_duplicates(archs, df, path, " (rows that differ only in inactive blocks' ks/e are the "
-                                               "same network)")
+                                               "same network)") if unique else archs
     keys = [c for c in space.key_columns if c in df.columns]
     archs: list[Arch] = []
     problems: list[str] = []
@@ -229,7 +231,7 @@ def _archs(df: pd.DataFrame, space_name: str, path: Path) -> list[Arch]:
             break
     if problems:
         raise ImportFileError(f"{path}: bad architecture keys:\n  " + "\n  ".join(problems))
-    return _no_duplicates(archs, df, path)
+    return _no_duplicates(archs, df, path) if unique else archs
 
 
 def _no_duplicates(archs: list[Arch], df: pd.DataFrame, path: Path, note: str = "") -> list[Arch]:
