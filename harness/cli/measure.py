@@ -201,6 +201,13 @@ def print_unstable(s: CampaignSummary, show: int = 3) -> None:
     console.print(f"  {hint}.", highlight=False)
 
 
+# how a command picks architectures (measure, models): the same flags, read by harness.models.selection
+ArchOpt = Annotated[Optional[list[str]], typer.Option(
+    help="Architecture index or key; repeat or comma-separate (e.g. --arch 0,1,9930).")]
+ArchFileOpt = Annotated[Optional[Path], typer.Option(
+    help="CSV with the space's key columns (e.g. picks.csv) or a text file, one key per line.")]
+
+
 def measure(
     device: Annotated[list[str], typer.Option(
         "--device", "-d", callback=names_list, help="Profile name (see `harness devices list`); repeat or "
@@ -209,10 +216,8 @@ def measure(
     sample: Annotated[Optional[int], typer.Option(help="Measure N architectures sampled without repeats.")] = None,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of --sample (same seed, same architectures).")] = 0,
     all_archs: Annotated[bool, typer.Option("--all", help="Measure every architecture of the space.")] = False,
-    arch: Annotated[Optional[list[str]], typer.Option(
-        help="Architecture index or key; repeat or comma-separate (e.g. --arch 0,1,9930).")] = None,
-    arch_file: Annotated[Optional[Path], typer.Option(
-        help="CSV with the space's key columns (e.g. picks.csv) or a text file, one key per line.")] = None,
+    arch: ArchOpt = None,
+    arch_file: ArchFileOpt = None,
     remeasure: Annotated[bool, typer.Option(
         "--remeasure", help="Measure again even what the store already has (adds new rows; export uses the latest).")] = False,
     remeasure_stale: Annotated[bool, typer.Option(

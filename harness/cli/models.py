@@ -16,6 +16,7 @@ import typer
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, CacheOpt, DevicesDirOpt, cli_errors, console, esc,
                                 names_list, print_table)
+from harness.cli.measure import ArchFileOpt, ArchOpt
 from harness.errors import HarnessError
 from harness.paths import WORKSPACE
 
@@ -42,10 +43,8 @@ def models(
     sample: Annotated[Optional[int], typer.Option(help="N architectures sampled as `measure --sample` does.")] = None,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of --sample.")] = 0,
     all_archs: Annotated[bool, typer.Option("--all", help="Every architecture of the space.")] = False,
-    arch: Annotated[Optional[list[str]], typer.Option(
-        help="Architecture index or key; repeat or comma-separate (e.g. --arch 0,1,9930).")] = None,
-    arch_file: Annotated[Optional[Path], typer.Option(
-        help="CSV with the space's key columns (e.g. picks.csv) or a text file, one key per line.")] = None,
+    arch: ArchOpt = None,
+    arch_file: ArchFileOpt = None,
     graph: Annotated[Optional[str], typer.Option(
         help="prune or keep, overriding the profiles' graph mode (see `measure --help`).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size instead of the profiles'.")] = None,
