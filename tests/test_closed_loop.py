@@ -411,3 +411,16 @@ def test_the_loop_and_verify_serve_a_virtual_phone_as_measure_does(loop_setup, c
     out = harness("search", "--target", "vphone", "--accuracy", "acc_test", "--max-ms", str(budget), "--top", "4",
                   "--verify", "4", env=env, check=False)
     assert out.returncode == 0 and "verified the top" in " ".join(out.stdout.split()), out.stdout + out.stderr
+
+
+def test_the_replayed_column_imported_under_another_name_is_no_source(loop_setup):
+    """OneProxy's table imported with --prefix op- holds the replayed column again as op-tgt: the loop used the
+    target's own answers as a source (a near-perfect fit that means nothing)."""
+    s = loop_setup
+    with Store(s["store"]) as st:
+        import_table(st, s["table"], prefix="op-")
+        p = plan(st, s)
+        assert {"tgt", "op-tgt"} <= set(p.excluded_sources)
+        assert not {"tgt", "op-tgt"} & set(p.pool.source_names) and "op-src_a" in p.pool.source_names
+        with pytest.raises(HarnessError, match="drop op-tgt from --proxy .*replay table"):
+            tl.plan_loop(ctx_of(st, s), ProfileRegistry(s["devices"]), "tgt-replay", "acc_test", ["src_a", "op-tgt"])

@@ -69,6 +69,22 @@ def twin_of(profile: Profile) -> str | None:
     return None
 
 
+def same_values(ctx: Context, table: dict[str, float], exclude: Sequence[str | None] = (),
+                min_common: int = 10) -> list[str]:
+    """Devices in the store whose latencies are the replay table's own (equal on every common architecture, at
+    least ``min_common``): the same published column imported under another name (``--prefix op-``) would be the
+    target's answers used as a source, a loop that looks perfect and means nothing."""
+    long = ctx.store.latencies(ctx.space.name)
+    long = long[~long.device.isin([e for e in exclude if e])]
+    out = []
+    for device, rows in long.groupby("device", sort=True):
+        truth = rows.key.map(table)
+        both = truth.notna()
+        if both.sum() >= min_common and np.allclose(rows.latency_ms[both], truth[both], rtol=1e-6, atol=0):
+            out.append(str(device))
+    return out
+
+
 @dataclass
 class LoopPlan:
     ctx: Context
@@ -108,10 +124,14 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
         answers = set(table.ms)
     acc = resolve_accuracy(ctx, accuracy)
     twin = twin_of(profile)
-    excluded = [target] + ([twin] if twin else [])
+    twins = ([twin] if twin else []) + (same_values(ctx, table.ms, exclude=[target, twin]) if answers is not None
+                                        else [])
+    excluded = [target] + twins
     sources = resolve_proxies(ctx, proxies, exclude=excluded)
-    if target in sources or (twin and twin in sources):
-        raise HarnessError(f"the target cannot be its own source: drop {twin or target} from --proxy")
+    named = [s for s in excluded if s in sources]
+    if named:
+        raise HarnessError(f"the target cannot be its own source: drop {', '.join(named)} from --proxy"
+                           + (" (its latencies are the replay table's)" if named[0] != target else ""))
     with_accuracy = [a for a in ctx.candidates() if a.key in acc.index]
     archs, n_constant = ctx.worth_measuring(with_accuracy)
     # a replay table that lacks an architecture fails it on every visit: never pick one (a first batch of
