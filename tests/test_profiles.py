@@ -77,6 +77,15 @@ def test_builtins_all_valid_and_include_the_papers_devices():
     for _, p in good:
         assert farm_profile(p).policy.rounds == 1, p.name
     assert ProfileRegistry().get("local-onnx").policy.rounds == 3 == ProfileRegistry().get("local-tflite").policy.rounds
+    # a copy made the README's way (`devices show` spells every default out, rounds: 3 included) joins too; a
+    # rounds setting other than the default is still a farm refusal
+    from harness.devices.profile import profile_yaml
+
+    copy = yaml.safe_load(profile_yaml(ProfileRegistry().get("local-tflite")))
+    assert copy["policy"]["rounds"] == 3
+    assert farm_profile(parse_profile({**copy, "name": "tfl-copy"}, "copy")).policy.rounds == 1
+    with pytest.raises(ProfileError, match="policy.rounds: 5 interleaved rounds"):
+        farm_profile(parse_profile({**copy, "name": "tfl-copy", "policy": {**copy["policy"], "rounds": 5}}, "copy"))
 
 
 @pytest.mark.parametrize("name,content,fragments", BAD, ids=[b[0] for b in BAD])

@@ -27,10 +27,12 @@ Mode = Literal["each", "split"]
 def farm_profile(profile: Profile) -> Profile:
     """The profile as the farm measures it: one visit per architecture. The farm hands architectures to
     whichever device is free, so interleaved rounds, sentinels and gating (which need one device's own
-    ordered loop) are refused when a profile asks for them; the default rounds setting becomes 1."""
+    ordered loop) are refused when a profile asks for them; the default rounds setting (also when a profile spells
+    it out) becomes 1."""
     pol = profile.policy
     problems = []
-    if pol.rounds > 1 and "rounds" in pol.model_fields_set:
+    # explicitly asked for: set, and not the default (a profile copied from `devices show` spells the default out)
+    if pol.rounds > 1 and "rounds" in pol.model_fields_set and pol.rounds != type(pol).model_fields["rounds"].default:
         problems.append(f"policy.rounds: {pol.rounds} interleaved rounds need one device's own loop; set "
                         "rounds: 1 (or --rounds 1) for a farm command, or measure this device on its own")
     if pol.sentinels is not None:
