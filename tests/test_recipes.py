@@ -287,6 +287,10 @@ def test_plugin_mistakes_are_typed_errors_that_name_the_plugin(monkeypatch):
         methods.get_method("crashy").fit(None, [], [], np.ones(3))
     assert isinstance(e.value, PluginError) and "Singular matrix" in str(e.value)
 
+    from harness.devices.profile import LocalConnection
+
+    with pytest.raises(PluginError, match="declares kind 'local'; give it its own subclass"):
+        drivers.register_driver("weirdbox", LocalDriver, LocalConnection)  # profiles would read "should be 'local'"
     monkeypatch.setitem(drivers.DRIVERS, "weirdbox", ("nosuchmod:Driver", "harness.devices.profile:LocalConnection"))
     with pytest.raises(PluginError, match="driver of connection kind 'weirdbox' .*'nosuchmod:Driver'.*ModuleNotFound"):
         drivers.driver_class("weirdbox")

@@ -175,9 +175,17 @@ def register_driver(kind: str, driver: str | type, connection: str | type, *, re
     """Add a driver: profiles with ``connection.kind: KIND`` validate against ``connection`` (a
     :class:`~harness.devices.profile.Connection` subclass) and are measured by ``driver``; each a class or its
     ``"module:Class"`` path. A kind that is taken is replaced only with ``replace=True``."""
-    from harness.plugins import check_new_name
+    import typing
+
+    from harness.plugins import PluginError, check_new_name
 
     check_new_name(DRIVERS, kind, (driver, connection), "connection kind", replace)
+    field = getattr(connection, "model_fields", {}).get("kind") if isinstance(connection, type) else None
+    allowed = typing.get_args(field.annotation) if field is not None else ()
+    if allowed and kind not in allowed:  # profiles of this kind would fail with "Input should be 'local'"
+        raise PluginError(f"register_driver({kind!r}, ...): its connection model {connection.__qualname__} "
+                          f"declares kind {' or '.join(map(repr, allowed))}; give it its own subclass with "
+                          f"kind: Literal[{kind!r}]")
     DRIVERS[kind] = (driver, connection)
 
 
