@@ -113,6 +113,8 @@ def test_device_lists_take_comma_separated_names(imported_store, cli_env):
     assert {p["device_a"] for p in pairs} | {p["device_b"] for p in pairs} == {"dev_a", "dev_b", "dev_c"}
     both = json.loads(harness("proxy", "-t", "dev_a,dev_e", "--json", env=cli_env).stdout)
     assert {"srcc_dev_a", "srcc_dev_e"} <= set(both[0]) and "dev_e" not in {r["proxy"] for r in both}
+    one = harness("pareto", "--proxy", "dev_a,dev_b", "--target", "dev_c", env=cli_env, check=False)
+    assert one.returncode == 2 and "one device here, not a list" in " ".join(one.stderr.split())
     for cmd in (["srcc", "--device", ","], ["proxy", "-t", " "], ["export", "--device", ",", "--out", "x.csv"]):
         empty = harness(*cmd, env=cli_env, check=False)  # was None: every device, or a TypeError traceback
         assert empty.returncode == 2 and "no name in" in empty.stderr and "Traceback" not in empty.stderr

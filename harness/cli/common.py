@@ -36,6 +36,13 @@ DevicesDirOpt = Annotated[Path, typer.Option(
 CacheOpt = Annotated[Path, typer.Option(
     "--cache-dir", envvar="HARNESS_CACHE", help="Exported-model cache (content-addressed).")]
 
+def one_name(value: str | None) -> str | None:
+    """An option that takes one device: a comma list there is a clear error, not "no measurements for 'a,b'"."""
+    if value is not None and "," in value:
+        raise typer.BadParameter(f"{value!r}: one device here, not a list")
+    return value.strip() if value is not None else None
+
+
 def names_list(values: list[str] | None) -> list[str] | None:
     """A repeatable name option that also takes comma-separated names (``-d a,b`` = ``-d a -d b``): device
     and proxy names never contain a comma, and `--target a,b` read as one unknown device was a dead end."""

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from harness.analysis import methods, sampling
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_STORE, CacheOpt, StoreOpt, cli_errors, console, err, esc,
-                                names_list, print_json, print_table, table_path, working)
+                                names_list, one_name, print_json, print_table, table_path, working)
 
 SpaceOpt = Annotated[str, typer.Option(help="Search space.")]
 ProxyOpt = Annotated[Optional[list[str]], typer.Option(
@@ -41,7 +41,8 @@ def print_notes(ctx) -> None:
 
 @cli_errors
 def train(
-    device: Annotated[str, typer.Option("--device", "-d", help="Device whose measurements to learn from.")],
+    device: Annotated[str, typer.Option("--device", "-d", callback=one_name,
+                                        help="Device whose measurements to learn from.")],
     space: SpaceOpt = "nb201", as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE,
     cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
@@ -71,7 +72,8 @@ def suggest(
                                                 "is least sure.")] = sampling.DEFAULT_STRATEGY,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the choices: a different draw per seed (diverse starts at "
                                            "the median-latency architecture with 0, at a random one otherwise).")] = 0,
-    target: Annotated[Optional[str], typer.Option(help="Skip what this device already has.")] = None,
+    target: Annotated[Optional[str], typer.Option(
+        callback=one_name, help="Skip what this device already has.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         callback=table_path, help="Write the picks (key columns) to this CSV.")] = None,
     as_json: JsonOpt = False, store: StoreOpt = DEFAULT_STORE, cache_dir: CacheOpt = DEFAULT_CACHE,
@@ -117,7 +119,7 @@ LOW_LOO_SRCC = 0.9
 
 @cli_errors
 def adapt(
-    target: Annotated[str, typer.Option(help="Device with a few measurements in the store.")],
+    target: Annotated[str, typer.Option(callback=one_name, help="Device with a few measurements in the store.")],
     proxy: ProxyOpt = None,
     space: SpaceOpt = "nb201",
     method: MethodOpt = methods.DEFAULT_METHOD,
@@ -160,7 +162,8 @@ def adapt(
 
 @cli_errors
 def predict(
-    device: Annotated[str, typer.Option("--device", "-d", help="Device with a trained or adapted predictor.")],
+    device: Annotated[str, typer.Option("--device", "-d", callback=one_name,
+                                        help="Device with a trained or adapted predictor.")],
     space: SpaceOpt = "nb201",
     out: Annotated[Optional[Path], typer.Option(
         callback=table_path, help="CSV/Parquet with key columns and predicted_ms.")] = None,
@@ -191,8 +194,9 @@ def predict(
 
 @cli_errors
 def pareto(
-    proxy: Annotated[str, typer.Option("--proxy", "-p", help="Proxy device.")],
-    target: Annotated[str, typer.Option(help="Target device (its measured latencies are the judge).")],
+    proxy: Annotated[str, typer.Option("--proxy", "-p", callback=one_name, help="Proxy device.")],
+    target: Annotated[str, typer.Option(callback=one_name,
+                                        help="Target device (its measured latencies are the judge).")],
     accuracy: Annotated[str, typer.Option(help="Accuracy metric (an acc_* column imported with the data).")] = (
         "acc_cifar100_test_200ep"),
     space: SpaceOpt = "nb201",

@@ -11,10 +11,11 @@ from typing import Annotated, Optional
 import typer
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt, StoreOpt,
-                                cli_errors, console, err, names_list, print_json, print_table, reachable, table_path)
+                                cli_errors, console, err, names_list, one_name, print_json, print_table, reachable,
+                                table_path)
 
-TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Device profile to measure on (any driver, "
-                                        "including kind replay).")]
+TargetOpt = Annotated[str, typer.Option(
+    "--target", "-t", callback=one_name, help="Device profile to measure on (any driver, including kind replay).")]
 SpaceOpt = Annotated[str, typer.Option(help="Search space (its architectures need accuracy in the store).")]
 AccOpt = Annotated[Optional[str], typer.Option(help="Accuracy column (imported acc_*); default "
                                                "acc_cifar100_test_200ep when present.")]
