@@ -479,7 +479,7 @@ def test_farm_measures_one_visit_each_and_judges_it(store_path, cache_dir):
         assert all(not q.todo for q in again.queues.values())
 
 
-@pytest.mark.parametrize("policy, field", [({"rounds": 3}, "policy.rounds"),
+@pytest.mark.parametrize("policy, field", [({"rounds": 5}, "policy.rounds"),
                                            ({"sentinels": {"count": 1}}, "policy.sentinels"),
                                            ({"gate": {"max_loadavg": 4.0}}, "policy.gate")])
 def test_farm_refuses_rounds_sentinels_and_gating_by_name(store_path, policy, field):
