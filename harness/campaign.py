@@ -276,9 +276,16 @@ def record(store: Store, retry_s: float, campaign_id: int, device: str, arch: Ar
     try:
         return retrying(lambda: store.record_measurement(campaign_id, device, arch, **fields), retry_s)
     except (StoreError, KeyboardInterrupt) as e:
-        kept = store.keep_pending({"campaign_id": campaign_id, "device": device,
-                                   "arch": {"space": arch.space, "key": arch.key, "columns": arch.columns},
-                                   **fields})
+        try:
+            kept = store.keep_pending({"campaign_id": campaign_id, "device": device,
+                                       "arch": {"space": arch.space, "key": arch.key, "columns": arch.columns},
+                                       **fields})
+        except OSError as keep:  # a full disk takes the store and the folder beside it: say what is lost
+            why = "stopped by the user" if isinstance(e, KeyboardInterrupt) else str(e)
+            raise StoreError(f"{why}; the measurement of {arch.label} could not be kept aside either "
+                             f"({keep.strerror or keep}: {keep.filename or store.pending_dir}), so it is lost: free "
+                             "space and rerun the same command, which measures it again (everything stored "
+                             "before is kept)") from e
         if isinstance(e, KeyboardInterrupt):
             raise
         raise StoreError(f"{e}\nThe measurement of {arch.key} is kept in {kept} (pending) and is added to "

@@ -911,3 +911,33 @@ def test_a_pending_file_taken_by_another_replayer_or_still_being_written_is_left
         assert len(st.measurements()) == 2 and not st.warnings
     monkeypatch.undo()
     assert sorted(p.name for p in pending.iterdir()) == sorted([theirs.name, ".tmp-1234abcd-half.json"])
+
+
+def test_a_measurement_that_can_be_neither_written_nor_kept_says_it_is_lost(tmp_path, cache_dir, monkeypatch):
+    """A full disk takes the store and the pending folder beside it: the error was a bare 'No space left on
+    device'; it now says which measurement is lost and that the rerun measures it again."""
+    import errno
+
+    from harness.campaign import run_campaign
+    from harness.models.cache import ModelCache
+
+    profile = ProfileRegistry().get("local-onnx")
+    sp = get_space("nb201")
+    path = tmp_path / "s.db"
+    holder = []
+
+    class LockedWhileRunning(ScriptedDriver):
+        def run(self, model_ref):
+            holder.append(_hold_write_lock(path, 0.9))
+            return super().run(model_ref)
+
+    def disk_full(self, record):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.pending_dir / "x.json"))
+
+    monkeypatch.setattr(Store, "keep_pending", disk_full)
+    with Store(path, busy_timeout=0.1) as st:
+        with pytest.raises(StoreError, match=r"could not be kept aside either \(No space left on device.*so it is "
+                                             r"lost: .*rerun the same command"):
+            run_campaign(st, profile, sp, [sp.parse("3")], cache=ModelCache(cache_dir),
+                         driver=LockedWhileRunning(profile, [json.dumps(GOOD)]), write_retry_s=0.3)
+        holder[0].join()
