@@ -75,3 +75,23 @@ def test_public_fbnet_keys_parse_and_round_trip():
                      usecols=["op_idx_list", "block_ops"])
     for key, names in zip(df.op_idx_list, df.block_ops):
         assert SPACE.parse(key).key == key == SPACE.parse(names).key
+
+
+def test_the_block_ops_column_is_checked_as_a_key_not_dropped_as_a_metric(tmp_path):
+    """HW-NAS-Bench's FBNet table names each architecture twice (op_idx_list, block_ops): import warned
+    "block_ops is not numeric; not imported" and never checked that the two agree."""
+    from harness.results.importer import ImportFileError, import_table
+    from harness.results.store import Store
+
+    sp = get_space("fbnet")
+    archs = sp.sample(4, 1)
+    names = ["|".join(OPS[int(i)] for i in a.key.split("-")) for a in archs]
+    df = pd.DataFrame({"op_idx_list": [a.key for a in archs], "block_ops": names, "dev_ms": [1.0, 2.0, 3.0, 4.0]})
+    df.to_csv(tmp_path / "ok.csv", index=False)
+    with Store(tmp_path / "s.db") as st:
+        report = import_table(st, tmp_path / "ok.csv")
+        assert report.space == "fbnet" and report.devices == {"dev": 4} and not report.warnings
+        assert "block_ops" not in report.metrics
+        df.assign(block_ops=names[1:] + names[:1]).to_csv(tmp_path / "bad.csv", index=False)
+        with pytest.raises(ImportFileError, match="block_ops .* is not the same architecture"):
+            import_table(st, tmp_path / "bad.csv")

@@ -204,7 +204,7 @@ def _archs(df: pd.DataFrame, space_name: str, path: Path, unique: bool = True) -
             raise ImportFileError(f"{path}: bad architecture keys:\n  " + "\n  ".join(problems))
         return _no_duplicates(archs, df, path, " (rows that differ only in inactive blocks' ks/e are the "
                                                "same network)") if unique else archs
-    keys = [c for c in space.key_columns if c in df.columns]
+    keys = [c for c in (*space.key_columns, *space.alias_columns) if c in df.columns]
     archs: list[Arch] = []
     problems: list[str] = []
     for i, row in enumerate(df[keys].itertuples(index=False)):
@@ -290,7 +290,7 @@ def _import_table(store: Store, path: str | Path, source: str | None, space: str
     report = ImportReport(str(path), source, space_name, len(df))
     archs = _archs(df, space_name, path)
 
-    key_cols = set(get_space(space_name).key_columns)
+    key_cols = set(get_space(space_name).key_columns) | set(get_space(space_name).alias_columns)
     latency_cols = [c for c in df.columns if c.endswith("_ms")]
     latencies: dict[str, pd.Series] = {}
     for col in latency_cols:

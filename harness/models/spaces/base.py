@@ -75,6 +75,9 @@ class SearchSpace(ABC):
     # False when another space has the same key columns and should claim tables that have them (mbv2 shares
     # ofa_mbv3's); such tables import into this space only with an explicit space (--space).
     detect_from_columns: ClassVar[bool] = True
+    # other columns that name an architecture in published tables (HW-NAS-Bench's FBNet `block_ops`, the names
+    # of `op_idx_list`): the importer checks they agree with the key and does not take them for a metric
+    alias_columns: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def size(self) -> int | None:

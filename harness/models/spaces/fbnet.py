@@ -44,6 +44,7 @@ class FBNetSpace(SearchSpace):
     name = "fbnet"
     description = "FBNet space of HW-NAS-Bench (CIFAR-100): 22 layers x 9 blocks"
     key_columns = ("op_idx_list",)
+    alias_columns = ("block_ops",)  # HW-NAS-Bench's table: the same key as block names (k5_e6|skip|...)
     default_input_shape = (32, 32, 3)
     default_num_classes = 100
 
