@@ -220,3 +220,37 @@ def test_where_the_numbers_come_from_describes_the_adaptive_policy_it_ran():
                              "policy": {"warmup_runs": 2}}, "x").as_dict()["policy"]
     assert policy_text(default) == "2 warm-up + 6-10 timed runs per visit (adaptive, to a ±3 % CI), 3 rounds"
     assert policy_text({"warmup_runs": 1, "timed_runs": 3, "adaptive": None, "rounds": 1}) == "1 warm-up + 3 timed runs"
+
+
+def test_the_notebook_api_reads_slips_as_a_notebook_user_makes_them(imported_store, tmp_path):
+    """One device as a plain string was split into letters; a bad method was a ValueError and a misspelt space
+    "run harness measure"; a scatter pair with an unknown device a KeyError, one without common architectures a
+    matplotlib traceback; targets=[] a min() of an empty sequence."""
+    import harness.analysis as ha
+    from harness.errors import ParameterError, UnknownNameError
+
+    assert list(ha.latencies(imported_store, devices="dev_a").columns) == ["dev_a"]
+    assert ha.proxies(imported_store, targets="dev_a").proxy.iloc[0] == "dev_d"
+    with pytest.raises(ParameterError, match="method must be one of spearman, kendall"):
+        ha.srcc(imported_store, method="pearson")
+    with pytest.raises(UnknownNameError, match="did you mean 'nb201'"):
+        ha.srcc(imported_store, space="nb2O1")
+    with pytest.raises(ParameterError, match="without nb201 data: nope"):
+        ha.report(imported_store, tmp_path / "r.html", pairs=[("dev_a", "nope")])
+    with pytest.raises(ParameterError, match="at least one target"):
+        ha.proxies(imported_store, targets=[])
+    assert set(ha.srcc(imported_store).method) == {"spearman"}
+
+
+def test_api_srcc_intervals_are_the_clis_with_a_measured_device(tmp_path, store_path, cache_dir, cli_env):
+    """ha.srcc(ci=N) did not resample a measured device's runs, so its intervals differed from `srcc --ci N`."""
+    import harness.analysis as ha
+    from tests.conftest import harness
+
+    harness("measure", "-d", "fast-onnx", "--sample", "12", env=cli_env)
+    harness("measure", "-d", "fast-tflite", "--sample", "12", env=cli_env)
+    cli = pd.DataFrame(json.loads(harness("srcc", "--ci", "30", "--json", env=cli_env).stdout))
+    api = ha.srcc(store_path, ci=30)
+    assert cli.noise_resampled.iloc[0] == api.noise_resampled.iloc[0] == "fast-onnx, fast-tflite"
+    cols = ["srcc", "ci_low", "ci_high"]
+    assert np.allclose(cli[cols].to_numpy(float), api[cols].to_numpy(float))

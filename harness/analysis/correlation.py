@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau, rankdata
 
+from harness.errors import ParameterError
+
 METHODS = ("spearman", "kendall")
 # Pairs compared on fewer common architectures than this are shown with their n but masked in matrices and
 # skipped by summaries: an SRCC on 5 architectures (-0.5 or 1.0 by chance) must not dominate a reading.
@@ -85,7 +87,7 @@ def correlate(wide: pd.DataFrame, method: str = "spearman", n_boot: int = 0, con
               seed: int = 0, min_common: int = MIN_COMMON, devices: Sequence[str] | None = None) -> Correlations:
     """Every pair of columns of ``wide`` (rows: architectures, columns: devices, NaN = missing)."""
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ParameterError("method", f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if devices is not None:
         wide = wide[list(devices)]
     names = list(wide.columns)

@@ -18,6 +18,11 @@ def latency_matrix(store: Store, space: str, devices: list[str] | None = None,
     data, so an empty space is an error here (the export writes an empty table instead).
     ``degenerate=False`` drops architectures whose network has an input-independent output (measured so, or so
     by construction: ``SearchSpace.constant_output``)."""
+    from harness.models import files
+    from harness.models.spaces import get_space
+
+    if space != files.SPACE:
+        get_space(space)  # a misspelt space is an unknown name ("did you mean nb201?"), not "measure something"
     wide = latency_wide(store, space, devices, degenerate)
     if wide.empty:
         raise HarnessError(f"no {space} latencies in {store.path}; run `harness measure` or `harness import`")

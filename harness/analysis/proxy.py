@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.correlation import correlate
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ParameterError
 
 
 def rank_proxies(wide: pd.DataFrame, targets: Sequence[str], candidates: Sequence[str] | None = None,
@@ -21,6 +21,8 @@ def rank_proxies(wide: pd.DataFrame, targets: Sequence[str], candidates: Sequenc
     comparable with a mean over all of them, so a proxy known for fewer targets never ranks above a complete one.
     """
     targets = list(dict.fromkeys(targets))
+    if not targets:
+        raise ParameterError("targets", "name at least one target device to rank proxies for")
     unknown = [d for d in [*targets, *(candidates or [])] if d not in wide.columns]
     if unknown:
         raise HarnessError(f"unknown device(s) {', '.join(unknown)}; have {', '.join(wide.columns)}")

@@ -159,16 +159,11 @@ def srcc(
                                f"{'only ' + ', '.join(wide.columns) if wide.shape[1] else 'no device'}"
                                f"{' here' if device else ''}; devices with {space} data: {', '.join(have) or '(none)'}"
                                " (measure or import another)")
-        noise = _noise(st, space, list(wide.columns), ci, seed) if ci and method == "spearman" else {}
         corr = correlate(wide, method=method, n_boot=ci, seed=seed)
-        if noise:  # measured devices: the interval also resamples each model's runs and rounds
-            from harness.measure.confidence import srcc_with_noise
+        if ci and method == "spearman":  # measured devices: the interval also resamples each model's runs and rounds
+            from harness.measure.confidence import with_run_noise
 
-            pairs = srcc_with_noise(wide, noise, ci, seed)
-            if len(pairs):
-                corr.pairs = corr.pairs.drop(columns=["ci_low", "ci_high"]).merge(
-                    pairs[["device_a", "device_b", "ci_low", "ci_high", "noise_resampled"]],
-                    on=["device_a", "device_b"], how="left")
+            corr.pairs = with_run_noise(st, space, wide, corr.pairs, ci, seed)
     if as_json:
         # the value column is `srcc` whichever --method (scripts read one name); `method` says which it is
         records = corr.pairs.assign(low_overlap=corr.pairs.n_common_archs < min_overlap, method=method)
@@ -357,9 +352,5 @@ def report(
 
     pairs = _pairs(pair)
     with open_store(store, write=False) as st, working(f"drawing the report ({space})"):
-        wide = analysis.latencies(st, space, device)
-        missing = sorted({d for p in pairs or [] for d in p} - set(wide.columns))
-        if missing:
-            raise HarnessError(f"--pair names device(s) without {space} data: {', '.join(missing)}")
         path = analysis.report(st, out, space, device, pairs, png, method, min_overlap)
     console.print(f"wrote {esc(path)}" + (f" and PNG figures in {esc(png)}" if png else ""), highlight=False)

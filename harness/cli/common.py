@@ -142,7 +142,7 @@ def reachable(profile) -> Iterator:
 
 
 # library parameter name -> this CLI's parameter name, where they differ
-PARAM_ALIASES = {"proxies": "proxy", "what_if_proxies": "adapt_proxy"}
+PARAM_ALIASES = {"proxies": "proxy", "what_if_proxies": "adapt_proxy", "pairs": "pair"}
 
 
 def _flags(fn: Callable, param: str) -> list[str]:

@@ -92,6 +92,22 @@ def srcc_with_noise(wide: pd.DataFrame, noise: dict[str, pd.DataFrame], n_boot: 
     return pd.DataFrame(rows)
 
 
+def with_run_noise(store: Store, space: str, wide: pd.DataFrame, pairs: pd.DataFrame, n_boot: int, seed: int = 0,
+                   confidence: float = 0.95) -> pd.DataFrame:
+    """``pairs`` (device_a, device_b, srcc, ci_low, ci_high...) with the intervals of pairs that involve a measured
+    device re-drawn to also resample its runs and rounds (``noise_resampled`` names which): what `harness srcc
+    --ci` and ``harness.analysis.srcc(ci=...)`` both report. Pairs of imported devices keep theirs."""
+    noise = {d: noise_draws(store, space, d, n_boot, seed) for d in measured_only(store, list(wide.columns))}
+    if not noise:
+        return pairs
+    redrawn = srcc_with_noise(wide, noise, n_boot, seed, confidence)
+    if not len(redrawn):
+        return pairs
+    return pairs.drop(columns=["ci_low", "ci_high"]).merge(
+        redrawn[["device_a", "device_b", "ci_low", "ci_high", "noise_resampled"]], on=["device_a", "device_b"],
+        how="left")
+
+
 def indistinguishable(ci: pd.DataFrame) -> int:
     """How many pairs of architectures have overlapping CIs (the device cannot tell which is faster). Sorted by
     the lower bound, architecture i overlaps every later one whose lower bound is <= its upper: O(n log n)."""
