@@ -147,16 +147,18 @@ def _older(version: int | None) -> bool:
 
 def plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
          remeasure: bool = False, remeasure_stale: bool = False,
-         rounds: int | None = None) -> list[tuple[Arch, int]]:
+         rounds: int | None = None, any_plan: bool = False) -> list[tuple[Arch, int]]:
     """The (architecture, round) visits still to make: rounds in seeded shuffled orders; visits measured in
     the profile's graph mode and workload are skipped (stale ones too, unless ``remeasure_stale``), none
-    with ``remeasure``."""
+    with ``remeasure``. ``any_plan``: a visit measured under another rounds plan counts too (the farm measures
+    one visit each; an architecture a single-device campaign measured in 3 rounds is not missing)."""
     r = rounds or profile.policy.rounds
     done: set[tuple[str, int]] = set()
     if hasattr(space, "artifact"):
         remeasure_stale = False  # model files are not exported: never stale
     if not remeasure:
-        versions = store.measured_rounds(profile.name, space.name, r, profile.graph, workload_columns(profile))
+        versions = store.measured_rounds(profile.name, space.name, None if any_plan else r, profile.graph,
+                                         workload_columns(profile))
         done = {k for k, v in versions.items() if not (remeasure_stale and _older(v))}
     return plan_visits(archs, r, profile.policy.round_seed, done)
 

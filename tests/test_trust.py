@@ -554,3 +554,16 @@ def test_compare_counts_every_pair_as_the_plain_double_loop_does():
     assert (r["flipped"], r["flipped_within_noise"], r["real"]) == (flips, noisy, len(real))
     assert r["indistinguishable"] == {"a": overlapping}
     assert [round(g, 9) for g, *_ in r["real_disagreements"]] == [round(g, 9) for g in sorted(real, reverse=True)[:5]]
+
+
+def test_the_farm_skips_what_a_single_device_campaign_measured_in_rounds(store_path, cache_dir):
+    """`measure -d a,b --sample 5` after `measure -d a --sample 50` measured the 5 again (a 1-visit plan did not
+    count the 3-round visits) and export then took the new single visits."""
+    from harness.farm.plan import make_plan
+
+    archs = SPACE.sample(3, 5)
+    alone, other = _sleep_profile("f0"), _sleep_profile("f1")
+    with Store(store_path) as st:
+        assert run_campaign(st, alone, SPACE, archs, cache=ModelCache(cache_dir)).ok == 9  # 3 rounds each
+        plan = make_plan(st, [alone, other], SPACE, archs, "each")
+        assert not plan.queues[plan.queue_of["f0"]].todo and len(plan.queues[plan.queue_of["f1"]].todo) == 3

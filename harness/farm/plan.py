@@ -52,7 +52,7 @@ def campaign_plan(store: Store, profile: Profile, space: SearchSpace, archs: Seq
                   remeasure: bool = False, remeasure_stale: bool = False) -> list[Arch]:
     """The architectures the device still has to measure (one visit each, see :func:`farm_profile`)."""
     return [a for a, _ in campaign_visits(store, farm_profile(profile), space, archs, remeasure, remeasure_stale,
-                                          rounds=1)]
+                                          rounds=1, any_plan=True)]
 
 
 # connection fields that say where a device is or how to reach it, not what it measures

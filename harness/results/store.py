@@ -946,18 +946,18 @@ class Store:
             df = df[(df.device == device) | (raw == device)].reset_index(drop=True)
         return df
 
-    def measured_rounds(self, device: str, space: str, rounds: int, graph_mode: str | None = None,
+    def measured_rounds(self, device: str, space: str, rounds: int | None, graph_mode: str | None = None,
                         workload: dict | None = None) -> dict[tuple[str, int], int | None]:
-        """(key, round) -> exporter version of visits already measured under a ``rounds``-round plan (in
-        ``graph_mode``; older rows without a mode count for either; at ``workload``, default bs1 fp32):
-        what resume skips."""
+        """(key, round) -> exporter version of visits already measured under a ``rounds``-round plan (None: under
+        any plan; in ``graph_mode``; older rows without a mode count for either; at ``workload``, default bs1
+        fp32): what resume skips."""
         rows = self.db.execute(
             f"""SELECT a.key, COALESCE(m.round, 1), {self._VERSION} FROM measurements m
                JOIN devices d ON d.id = m.device_id JOIN architectures a ON a.id = m.arch_id
-               WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND COALESCE(m.rounds, 1) = ?
+               WHERE d.name = ? AND a.space = ? AND m.status = 'ok' AND (? IS NULL OR COALESCE(m.rounds, 1) = ?)
                  AND (? IS NULL OR m.graph_mode = ? OR m.graph_mode IS NULL) AND {self._SAME_WORKLOAD}
                ORDER BY m.id""",
-            (device, space, rounds, graph_mode, graph_mode, *self._workload_params(_workload(workload))))
+            (device, space, rounds, rounds, graph_mode, graph_mode, *self._workload_params(_workload(workload))))
         return {(r[0], int(r[1])): r[2] for r in rows}
 
     def run_table(self, measurement_id: int) -> pd.DataFrame:
