@@ -126,7 +126,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
         console.print(f"no campaigns in {esc(store)} yet; start one with harness measure --device NAME --sample 20")
         return
     show_stale = bool(df.stale.sum())
-    wide = console.width >= 110  # room for the per-run column and the year; at 80 columns a compact form
+    wide = console.width >= 96  # room for the per-run column and the year (93 columns); at 80 a compact form
     table = Table(title=f"campaigns in {esc(store)}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("#", justify="right", no_wrap=True)
     # names fold only past 24 characters ("local-on"/"nx" at 80 columns while others had room)
