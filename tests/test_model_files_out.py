@@ -61,3 +61,11 @@ def test_a_name_clash_is_found_before_any_file_is_written(cli_env, devices_dir, 
     res = harness("models", "-d", "int8-a,int8-b", "--arch", "77", "--out", str(out), env=cli_env, check=False)
     assert res.returncode == 2 and "under one name" in " ".join(res.stderr.split())
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_models_csv_lists_the_folder_not_only_the_last_run(cli_env, tmp_path):
+    out = tmp_path / "files"
+    harness("models", "-d", "fast-onnx", "--arch", "77", "--out", str(out), env=cli_env)
+    harness("models", "-d", "fast-onnx", "--arch", "0,77", "--out", str(out), env=cli_env)
+    listing = pd.read_csv(out / "models.csv")
+    assert sorted(listing.file) == ["nb201-0-prune.onnx", "nb201-77-prune.onnx"]  # 77 once, 0 added

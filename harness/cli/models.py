@@ -124,8 +124,25 @@ def models(
                 progress.advance(task)
         finally:  # interrupted: the list still names every file that is there
             if rows:
-                write_table(pd.DataFrame(rows), listing)
+                write_table(_with_earlier(listing, out, pd.DataFrame(rows)), listing)
     _print_summary(rows, out, listing)
+
+
+def _with_earlier(listing: Path, out: Path, rows):
+    """This run's rows, after the rows of earlier runs into the same folder whose files are still there and were
+    not written again: models.csv lists the folder, not the last command (it listed only arch 0 beside 77's files)."""
+    import pandas as pd
+
+    if not listing.is_file():
+        return rows
+    try:
+        old = pd.read_csv(listing, dtype=str)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return rows  # not ours any more: replaced by this run's list
+    if "file" not in old.columns:
+        return rows
+    keep = old[~old.file.isin(set(rows.file)) & old.file.map(lambda f: (out / str(f)).is_file())]
+    return pd.concat([keep, rows], ignore_index=True) if len(keep) else rows
 
 
 def _print_summary(rows: list[dict], out: Path, listing: Path) -> None:
