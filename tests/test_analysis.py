@@ -240,6 +240,10 @@ def test_the_notebook_api_reads_slips_as_a_notebook_user_makes_them(imported_sto
     with pytest.raises(ParameterError, match="at least one target"):
         ha.proxies(imported_store, targets=[])
     assert set(ha.srcc(imported_store).method) == {"spearman"}
+    for bad in ({"ci": -1}, {"ci": 1.5}, {"confidence": 95}, {"seed": -1}, {"min_overlap": 0}):
+        with pytest.raises(ParameterError, match=next(iter(bad))):  # numpy errors before
+            ha.srcc(imported_store, **bad)
+    assert {"srcc", "latencies", "report"} <= set(dir(ha))  # tab completion sees the lazy functions
 
 
 def test_api_srcc_intervals_are_the_clis_with_a_measured_device(tmp_path, store_path, cache_dir, cli_env):

@@ -23,6 +23,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'harness.analysis' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The lazy functions too: a notebook's tab completion lists `ha.srcc` before it is first used."""
+    return sorted(set(globals()) | set(_LAZY))
+
+
 class _Package(types.ModuleType):
     def __setattr__(self, name: str, value: Any) -> None:
         # importing the submodule `report` must not hide the function `report` (ha.report(...))

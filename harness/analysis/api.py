@@ -19,6 +19,19 @@ from harness.results.store import Store, open_store
 StoreLike = Store | str | os.PathLike
 
 
+def _check(ci: int = 0, confidence: float = 0.95, seed: int = 0, min_overlap: int = DEFAULT_MIN_OVERLAP) -> None:
+    """The numeric arguments the CLI checks as flags (ci=-1 was a numpy 'negative dimensions' error here)."""
+    if isinstance(ci, bool) or not isinstance(ci, int) or not 0 <= ci <= 100_000:
+        raise ParameterError("ci", f"ci is a number of bootstrap resamples, 0 to 100000; got {ci!r}")
+    if not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+        raise ParameterError("confidence", f"confidence is a level between 0 and 1 (0.95); got {confidence!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParameterError("seed", f"seed is a whole number >= 0; got {seed!r}")
+    if isinstance(min_overlap, bool) or not isinstance(min_overlap, int) or min_overlap < 2:
+        raise ParameterError("min_overlap", f"min_overlap is a number of common architectures >= 2; got "
+                                            f"{min_overlap!r}")
+
+
 def _names(devices: Sequence[str] | str | None) -> list[str] | None:
     """A device list as given; one name as a plain string is that device (a string is a sequence of letters:
     `devices="hwnb_raspi4"` asked for devices h, w, n, ...)."""
@@ -51,6 +64,7 @@ def srcc(store: StoreLike, space: str = "nb201", devices: Sequence[str] | None =
     common architectures: the CLI masks such pairs, an SRCC of 1.0 on 3 architectures says little), method (+ ci_low,
     ci_high with ``ci`` resamples; for pairs with a measured device they also resample its runs and rounds, named in
     noise_resampled, exactly as `harness srcc --ci --json`)."""
+    _check(ci, confidence, seed, min_overlap)
     with _open(store) as st:
         wide = latencies(st, space, devices)
         pairs = correlate(wide, method=method, n_boot=ci, confidence=confidence, seed=seed).pairs
@@ -71,6 +85,7 @@ def proxies(store: StoreLike, targets: Sequence[str], space: str = "nb201",
             seed: int = 0, min_overlap: int = DEFAULT_MIN_OVERLAP) -> pd.DataFrame:
     """Candidate proxies ranked by mean SRCC to the targets (worst target and CIs alongside); a pair on fewer
     than ``min_overlap`` common architectures counts as unknown (NaN), as in ``srcc``."""
+    _check(ci, seed=seed, min_overlap=min_overlap)
     return rank_proxies(latencies(store, space), _names(targets) or [], _names(candidates), method=method,
                         n_boot=ci, seed=seed, min_common=min_overlap)
 
@@ -78,6 +93,7 @@ def proxies(store: StoreLike, targets: Sequence[str], space: str = "nb201",
 def report(store: StoreLike, out: str | Path, space: str = "nb201", devices: Sequence[str] | None = None,
            pairs: Sequence[tuple[str, str]] | None = None, png_dir: str | Path | None = None,
            method: str = "spearman", min_overlap: int = DEFAULT_MIN_OVERLAP) -> Path:
+    _check(min_overlap=min_overlap)
     with _open(store) as st:
         wide = latency_matrix(st, space, _names(devices) or None)
         origins = device_origins(st, space)
