@@ -244,6 +244,8 @@ def test_the_notebook_api_reads_slips_as_a_notebook_user_makes_them(imported_sto
         with pytest.raises(ParameterError, match=next(iter(bad))):  # numpy errors before
             ha.srcc(imported_store, **bad)
     assert {"srcc", "latencies", "report"} <= set(dir(ha))  # tab completion sees the lazy functions
+    masked = ha.srcc_matrix(imported_store, min_overlap=10**6)  # it ignored min_overlap, unlike `harness srcc`
+    assert (np.diag(masked) == 1).all() and masked.where(~np.eye(len(masked), dtype=bool)).isna().all().all()
 
 
 def test_api_srcc_intervals_are_the_clis_with_a_measured_device(tmp_path, store_path, cache_dir, cli_env):

@@ -370,7 +370,7 @@ def test_search_with_confidence_drops_predictions_too_close_to_the_budget(loop_s
         # P(under) falls as the prediction nears the budget, and is 1/0 for what is measured
         pp = plain.top[plain.top.source == "predicted"].sort_values("latency_ms")
         assert pp.p_under.is_monotonic_decreasing and (plain.top.query("source == 'measured'").p_under == 1).all()
-        with pytest.raises(HarnessError, match="--confidence must be a probability"):
+        with pytest.raises(HarnessError, match="confidence must be a probability"):
             search_mod.search(ctx, "tgt-replay", budget, "acc_test", confidence=1.0)
     env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
     out = harness("search", "--target", "tgt-replay", "--accuracy", "acc_test", "--max-ms", str(budget),

@@ -76,8 +76,11 @@ def srcc(store: StoreLike, space: str = "nb201", devices: Sequence[str] | None =
 
 
 def srcc_matrix(store: StoreLike, space: str = "nb201", devices: Sequence[str] | None = None,
-                method: str = "spearman") -> pd.DataFrame:
-    return correlate(latencies(store, space, devices), method=method).matrix()
+                method: str = "spearman", min_overlap: int = DEFAULT_MIN_OVERLAP) -> pd.DataFrame:
+    """Devices x devices SRCC (1.0 on the diagonal), NaN where a pair shares fewer than ``min_overlap``
+    architectures: masked as `harness srcc` masks them (an SRCC of 1.0 on 3 architectures says little)."""
+    _check(min_overlap=min_overlap)
+    return correlate(latencies(store, space, devices), method=method).matrix(min_overlap)
 
 
 def proxies(store: StoreLike, targets: Sequence[str], space: str = "nb201",
@@ -93,6 +96,8 @@ def proxies(store: StoreLike, targets: Sequence[str], space: str = "nb201",
 def report(store: StoreLike, out: str | Path, space: str = "nb201", devices: Sequence[str] | None = None,
            pairs: Sequence[tuple[str, str]] | None = None, png_dir: str | Path | None = None,
            method: str = "spearman", min_overlap: int = DEFAULT_MIN_OVERLAP) -> Path:
+    """The HTML report of `harness report` (heat map, scatter ``pairs``, distributions, timelines, where each
+    device's numbers come from), written to ``out`` (figures also as PNG into ``png_dir``); returns its path."""
     _check(min_overlap=min_overlap)
     with _open(store) as st:
         wide = latency_matrix(st, space, _names(devices) or None)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from harness.analysis.transfer_loop import resolve_accuracy
 from harness.analysis.workflow import Context, predict
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ParameterError
 from harness.models.spaces import Arch
 
 
@@ -57,11 +57,11 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
     ones when they are, predicted ones by their prediction and the predictor's own leave-one-out error
     (a prediction just under the budget is a coin flip)."""
     if confidence is not None and not 0.5 <= confidence < 1:
-        raise HarnessError(f"--confidence must be a probability in [0.5, 1), got {confidence}")
+        raise ParameterError("confidence", f"confidence must be a probability in [0.5, 1), got {confidence}")
     if not max_ms > 0:
-        raise HarnessError(f"--max-ms must be a positive latency in ms, got {max_ms}")
+        raise ParameterError("max_ms", f"the latency budget must be a positive number of ms, got {max_ms}")
     if top < 1:
-        raise HarnessError(f"--top must be at least 1, got {top}")
+        raise ParameterError("top", f"top must be at least 1, got {top}")
     acc = resolve_accuracy(ctx, accuracy)
     archs, n_constant = ctx.worth_measuring([a for a in ctx.candidates() if a.key in acc.index])
     keys = [a.key for a in archs]
@@ -108,9 +108,9 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
         fastest = int(np.argmin(lat))
         sure = (f" with probability >= {confidence:g} (predictions carry a {sigma:.0%} typical error)"
                 if confidence is not None else "")
-        raise HarnessError(f"no {ctx.space.name} architecture is under {max_ms:g} ms on {target}{sure}: the fastest "
-                           f"is {lat[fastest]:.4g} ms ({source[fastest]}, {keys[fastest]}); raise --max-ms"
-                           + (" or lower --confidence" if confidence is not None else ""))
+        raise ParameterError("max_ms", f"no {ctx.space.name} architecture is under {max_ms:g} ms on {target}{sure}: "
+                             f"the fastest is {lat[fastest]:.4g} ms ({source[fastest]}, {keys[fastest]}); raise the "
+                             "budget" + (" or lower the confidence" if confidence is not None else ""))
     order = under[np.lexsort((lat[under], -accs[under]))][:top]
     rows = [{**archs[i].columns, acc.name: accs[i], "latency_ms": lat[i], "source": source[i],
              **({"p_under": float(p_under[i])} if sigma is not None else {})} for i in order]
@@ -127,7 +127,7 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
 def verify(ctx: Context, result: SearchResult, n: int, measure: Callable[[list[Arch]], None]) -> pd.DataFrame:
     """Measure the top ``n`` (campaign; what is already measured is not measured again) and report which held."""
     if n < 1:
-        raise HarnessError(f"--verify must be at least 1, got {n}")
+        raise ParameterError("verify", f"verify N must be at least 1, got {n}")
     chosen = result.archs[:n]
     todo = [a for a, s in zip(chosen, result.top.source) if s == "predicted"]
     if todo:
