@@ -260,3 +260,13 @@ def test_api_srcc_intervals_are_the_clis_with_a_measured_device(tmp_path, store_
     assert cli.noise_resampled.iloc[0] == api.noise_resampled.iloc[0] == "fast-onnx, fast-tflite"
     cols = ["srcc", "ci_low", "ci_high"]
     assert np.allclose(cli[cols].to_numpy(float), api[cols].to_numpy(float))
+
+
+def test_a_constant_device_with_bootstrap_gives_nan_intervals_without_numpy_warnings():
+    import warnings
+
+    wide = pd.DataFrame({"a": [1.0] * 10, "b": np.arange(10.0), "c": np.arange(10.0)[::-1]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "All-NaN slice encountered" reached notebooks ten times per call
+        pairs = correlate(wide, n_boot=20).pairs.set_index(["device_a", "device_b"])
+    assert np.isnan(pairs.loc[("a", "b"), "ci_low"]) and pairs.loc[("b", "c"), "ci_low"] == -1.0

@@ -141,8 +141,10 @@ def correlate(wide: pd.DataFrame, method: str = "spearman", n_boot: int = 0, con
         row = {"device_a": names[i], "device_b": names[j], "srcc": v, "n_common_archs": n}
         if n_boot:
             d = draws.get((names[i], names[j]))
-            lo, hi = (np.nanquantile(d, [(1 - confidence) / 2, (1 + confidence) / 2]) if d is not None
-                      else (np.nan, np.nan))
+            # every draw NaN (a device constant on the resampled rows): the interval is unknown, said as NaN,
+            # without numpy's "All-NaN slice" warning reaching a notebook or the terminal
+            lo, hi = (np.nanquantile(d, [(1 - confidence) / 2, (1 + confidence) / 2])
+                      if d is not None and not np.isnan(d).all() else (np.nan, np.nan))
             row.update(ci_low=float(lo), ci_high=float(hi))
         rows.append(row)
     cols = ["device_a", "device_b", "srcc", "n_common_archs"] + (["ci_low", "ci_high"] if n_boot else [])

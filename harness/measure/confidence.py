@@ -85,7 +85,8 @@ def srcc_with_noise(wide: pd.DataFrame, noise: dict[str, pd.DataFrame], n_boot: 
                 xb = np.where(np.isnan(xb), vb[idx], xb)
                 with np.errstate(invalid="ignore", divide="ignore"):  # a resample of one repeated arch: NaN, skipped
                     vals[k] = np.corrcoef(rankdata(xa), rankdata(xb))[0, 1]
-            lo, hi = np.nanquantile(vals, [(1 - confidence) / 2, (1 + confidence) / 2])
+            lo, hi = (np.nanquantile(vals, [(1 - confidence) / 2, (1 + confidence) / 2]) if not np.isnan(vals).all()
+                      else (np.nan, np.nan))
             rows.append({"device_a": a, "device_b": b, "srcc": point, "n_common_archs": n,
                          "ci_low": float(lo), "ci_high": float(hi),
                          "noise_resampled": ", ".join(d for d, x in ((a, da), (b, db)) if x is not None) or "-"})
