@@ -207,13 +207,6 @@ def srcc(
         console.print(f"no {label} (–) for {'; '.join(why)}.", highlight=False)
 
 
-def _noise(st, space: str, devices: list[str], n_boot: int, seed: int) -> dict:
-    """Bootstrap draws of each measured device's latencies from its runs and rounds."""
-    from harness.measure.confidence import measured_only, noise_draws
-
-    return {d: noise_draws(st, space, d, n_boot, seed) for d in measured_only(st, devices)}
-
-
 @cli_errors
 def compare(
     device_a: Annotated[str, typer.Argument(help="A device with data in the space.")],
@@ -232,7 +225,7 @@ def compare(
     from harness import analysis
     from harness.analysis.data import arch_labels
     from harness.measure.confidence import compare as cmp
-    from harness.measure.confidence import model_ci, srcc_with_noise
+    from harness.measure.confidence import model_ci, run_noise, srcc_with_noise
     from harness.results.store import open_store
 
     if device_a == device_b:
@@ -240,7 +233,7 @@ def compare(
                              "one device is, measure it again into another store and compare the two)")
     with open_store(store, write=False) as st:
         wide = analysis.latencies(st, space, [device_a, device_b])
-        noise = _noise(st, space, [device_a, device_b], ci, seed)
+        noise = run_noise(st, space, [device_a, device_b], ci, seed)
         labels = arch_labels(st, space)
     cis = {d: model_ci(x) for d, x in noise.items() if not x.empty}
     with working(f"comparing {len(wide.dropna()):,} architectures pair by pair"):

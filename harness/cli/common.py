@@ -257,7 +257,6 @@ def _say_store_warnings() -> None:
 def quiet_broken_pipe() -> None:
     """The reader of our output went away (`harness srcc | head -1`): stop as a shell tool killed by SIGPIPE
     does, silently with status 141, whichever command it was and however it printed."""
-    import os
     import sys
 
     try:

@@ -31,8 +31,8 @@ def farm_profile(profile: Profile) -> Profile:
     it out) becomes 1."""
     pol = profile.policy
     problems = []
-    # explicitly asked for: set, and not the default (a profile copied from `devices show` spells the default out)
-    if pol.rounds > 1 and "rounds" in pol.model_fields_set and pol.rounds != type(pol).model_fields["rounds"].default:
+    # asked for: other than the default (a profile copied from `devices show` spells the default out)
+    if pol.rounds > 1 and pol.rounds != type(pol).model_fields["rounds"].default:
         problems.append(f"policy.rounds: {pol.rounds} interleaved rounds need one device's own loop; set "
                         "rounds: 1 (or --rounds 1) for a farm command, or measure this device on its own")
     if pol.sentinels is not None:

@@ -93,12 +93,17 @@ def srcc_with_noise(wide: pd.DataFrame, noise: dict[str, pd.DataFrame], n_boot: 
     return pd.DataFrame(rows)
 
 
+def run_noise(store: Store, space: str, devices: list[str], n_boot: int, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Bootstrap draws of each measured device's latencies from its runs and rounds (imported ones have none)."""
+    return {d: noise_draws(store, space, d, n_boot, seed) for d in measured_only(store, devices)}
+
+
 def with_run_noise(store: Store, space: str, wide: pd.DataFrame, pairs: pd.DataFrame, n_boot: int, seed: int = 0,
                    confidence: float = 0.95) -> pd.DataFrame:
     """``pairs`` (device_a, device_b, srcc, ci_low, ci_high...) with the intervals of pairs that involve a measured
     device re-drawn to also resample its runs and rounds (``noise_resampled`` names which): what `harness srcc
     --ci` and ``harness.analysis.srcc(ci=...)`` both report. Pairs of imported devices keep theirs."""
-    noise = {d: noise_draws(store, space, d, n_boot, seed) for d in measured_only(store, list(wide.columns))}
+    noise = run_noise(store, space, list(wide.columns), n_boot, seed)
     if not noise:
         return pairs
     redrawn = srcc_with_noise(wide, noise, n_boot, seed, confidence)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import os
 import time
 import uuid
@@ -46,14 +45,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 ABANDONED_S = 3600.0  # a temporary file this old beside its target was left by a writer that was killed
 
 
+# folder -> target name -> its abandoned temporary files, listed once per folder per process: `harness models
+# --all` writes 15,625 files into one folder, and a listing per file would be quadratic
+_abandoned: dict[Path, dict[str, list[Path]]] = {}
+
+
 def _remove_abandoned(path: Path) -> None:
     """Temporary files of earlier writes of ``path`` that were killed (SIGTERM, kill -9) before they could clean
     up: an hour old, no writer is still at it."""
-    now = time.time()
-    for old in path.parent.glob(f".tmp-*-{glob.escape(path.name)}") if path.parent.is_dir() else ():
+    folder = path.parent
+    if folder not in _abandoned:
+        _abandoned[folder] = {}
+        now = time.time()
+        for old in folder.glob(".tmp-????????-*") if folder.is_dir() else ():
+            with contextlib.suppress(OSError):
+                if now - old.stat().st_mtime > ABANDONED_S:
+                    _abandoned[folder].setdefault(old.name[len(".tmp-12345678-"):], []).append(old)
+    for old in _abandoned[folder].pop(path.name, []):
         with contextlib.suppress(OSError):
-            if now - old.stat().st_mtime > ABANDONED_S:
-                old.unlink()
+            old.unlink()
 
 
 def _fsync(p: Path) -> None:
