@@ -13,9 +13,10 @@ is measured again only with ``remeasure_stale``.
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -93,6 +94,7 @@ class CampaignSummary:
     degenerate_keys: set[str] = field(default_factory=set)  # measured architectures whose output ignores the input
     rounds: int = 1  # visits per architecture: ``ok`` and ``failed`` count visits
     profile_changes: list[str] = field(default_factory=list)  # stored ones were measured with another setup
+    changed_archs: int = 0  # how many of the kept architectures that was
     fixed_runs: int | None = None  # the policy is adaptive but the driver times this fixed count per visit
     watched: int = 0  # successful visits whose runner saw the other processes' CPU use (a suspect check was made)
 
@@ -446,11 +448,21 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
                         rel_ci=rel, suspect=suspect)
 
 
-def changed_setup(store: Store, profile: Profile, space: str) -> list[str]:
-    """How the setups behind the device's stored latencies differ from ``profile`` (runtime, machine), as
-    ``field: old -> new``; empty when they were all measured as the profile now says."""
+def changed_setup(store: Store, profile: Profile, space: str, keys: Iterable[str] | None = None) -> tuple[list[str], int]:
+    """How the setups behind the device's stored latencies of ``keys`` (architecture keys; all when None) differ
+    from ``profile`` (runtime, machine), as ``field: old -> new``, and how many of those architectures were
+    measured with a setup that differs; ``([], 0)`` when all were measured as the profile now says."""
     now = profile.as_dict()
-    return sorted({c for before in store.measured_profiles(profile.name, space) for c in measurement_changes(before, now)})
+    wanted = None if keys is None else set(keys)
+    changes: set[str] = set()
+    archs: set[str] = set()
+    for text, measured in store.measured_profiles(profile.name, space).items():
+        hit = [k for k in measured if wanted is None or k in wanted]
+        differ = measurement_changes(json.loads(text), now) if hit else []
+        if differ:
+            changes.update(differ)
+            archs.update(hit)
+    return sorted(changes), len(archs)
 
 
 def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch], *,
@@ -484,7 +496,8 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     if not (remeasure or remeasure_stale):
         summary.stale = len(stale_keys(store, profile, space, archs))
         if summary.skipped:  # some are kept as measured: were they measured with another setup?
-            summary.profile_changes = changed_setup(store, profile, space.name)
+            summary.profile_changes, summary.changed_archs = changed_setup(
+                store, profile, space.name, [a.key for a in archs if a.key not in pending])
     if not todo:
         return summary
     # bad workload: one clear error before anything starts

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from harness.cli import app, common
@@ -549,6 +550,8 @@ def test_resuming_with_a_changed_runtime_says_the_kept_ones_were_measured_with_a
     harness("measure", "-d", "fast-onnx", "--arch", "0", "--remeasure", env=cli_env)
     mixed = harness("measure", "-d", "fast-onnx", "--arch", "0,1,2", env={**cli_env, "COLUMNS": "250"})
     assert "(runtime.threads: 1 -> 1)" not in mixed.stdout and "runtime.threads: 1 -> 2" in mixed.stdout  # 1, 2 still
+    # the count is of the kept architectures measured otherwise (1 and 2), not of every kept one (it said 3)
+    assert "2 architecture(s) kept as measured" in " ".join(mixed.stdout.split()), mixed.stdout
     harness("measure", "-d", "fast-onnx", "--arch", "1,2", "--remeasure", env=cli_env)
     now = harness("measure", "-d", "fast-onnx", "--arch", "0,1,2", env=cli_env)
     assert "changed:" not in now.stdout  # every kept latency is of this setup now
@@ -743,3 +746,54 @@ def test_a_reader_that_leaves_ends_the_command_quietly_with_141(args, tmp_path):
     proc.stdout.close()  # gone before the first line is written
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and stderr == ""
+
+
+def test_where_a_device_is_and_how_long_to_wait_for_it_are_no_change_of_setup():
+    """The virtual phone's serial is a new loopback port each command, a board's address moves with DHCP, a
+    timeout changes no latency: resuming `-d virtual-phone` said "changed: ... --remeasure" every time."""
+    from harness.devices.profile import measurement_changes
+
+    before = {"runtime": {"name": "tflite", "threads": 4},
+              "connection": {"kind": "adb", "serial": "127.0.0.1:40485", "connect_timeout_s": 10.0}}
+    moved = {"runtime": {"name": "tflite", "threads": 4},
+             "connection": {"kind": "adb", "serial": "127.0.0.1:44123", "connect_timeout_s": 30.0}}
+    assert measurement_changes(before, moved) == []
+    assert measurement_changes(before, {**moved, "runtime": {"name": "tflite", "threads": 2}}) == [
+        "runtime.threads: 4 -> 2"]
+    assert measurement_changes(before, {**moved, "connection": {"kind": "ssh", "host": "b"}}) == [
+        "connection.kind: 'adb' -> 'ssh'"]
+
+
+def test_a_port_that_is_no_ssh_server_gives_one_clean_error(cli_env):
+    """paramiko's own log of the failed handshake (a traceback) reached the user beside harness's error."""
+    import socket
+    import threading
+
+    from tests.conftest import harness
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+
+    def answer() -> None:  # an HTTP server where the profile says SSH
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+            conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    (Path(cli_env["HARNESS_DEVICES"]) / "not-ssh.yaml").write_text(yaml.safe_dump(
+        {"name": "not-ssh", "runtime": {"name": "onnxruntime", "threads": 1},
+         "connection": {"kind": "ssh", "host": "127.0.0.1", "port": port, "user": "x",
+                        "insecure_skip_host_key_check": True, "connect_timeout_s": 3}}))
+    try:
+        out = harness("devices", "check", "not-ssh", env=cli_env, check=False, subprocess_=True)
+    finally:
+        srv.close()
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr and "paramiko" not in out.stderr, out.stderr
+    assert f"cannot reach 127.0.0.1:{port}: Error reading SSH protocol banner" in out.stdout, out.stdout

@@ -83,7 +83,7 @@ def print_farm_summary(summary, store: Path) -> None:
 
     for d in summary.devices:
         if d.profile_changes:
-            print_profile_changes(d.device, d.skipped, d.profile_changes)
+            print_profile_changes(d.device, d.changed_archs, d.profile_changes)
     left = {k: v for k, v in summary.left.items() if v}
     if left:
         console.print("not measured yet: " + ", ".join(f"{k}: {v}" for k, v in sorted(left.items()))
@@ -140,9 +140,9 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
             from harness.cli.measure import print_profile_changes
 
             for p in profiles:
-                changes = changed_setup(st, p, sp.name)
+                changes, n_changed = changed_setup(st, p, sp.name, [a.key for a in archs])
                 if changes:
-                    print_profile_changes(p.name, len(archs), changes)
+                    print_profile_changes(p.name, n_changed, changes)
             return None
         if ray_address is not None:
             need_ray("--ray")

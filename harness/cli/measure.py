@@ -391,7 +391,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
     if model:
         print_model_results(st_path=store, device=profile.name, keys=[a.key for a in archs])
     if summary.profile_changes:
-        print_profile_changes(summary.device, summary.skipped, summary.profile_changes)
+        print_profile_changes(summary.device, summary.changed_archs, summary.profile_changes)
     if summary.stale:
         from harness.models.cache import EXPORTER_VERSION
 

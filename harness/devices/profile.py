@@ -368,19 +368,23 @@ class Profile(_Strict):
 
 
 # settings that reach the device but not the number it measures: a new key or path is the same device
-_NOT_THE_MEASUREMENT = {"user", "key_file", "known_hosts", "insecure_skip_host_key_check", "workdir",
-                        "reconnect_attempts", "reconnect_backoff_s", "transport"}
+# connection fields that say where a device is or how to reach it, not what it measures: an address that moved
+# (DHCP, a new USB port, the virtual phone's port, which is new each command) or a timeout changes no latency.
+# What the machine is, its campaigns record in their static conditions (device_model, cpu_model, os, kernel).
+WHERE_NOT_WHAT = frozenset({"serial", "host", "port", "user", "key_file", "known_hosts",
+                            "insecure_skip_host_key_check", "workdir", "connect_timeout_s", "reconnect_attempts",
+                            "reconnect_backoff_s", "drop_after", "transport"})
 
 
 def measurement_changes(before: dict, after: dict) -> list[str]:
     """What differs between two profiles (``as_dict``) in what decides the measured latency, as ``field: old ->
-    new``: the runtime and the connection (the machine, its interpreter or tool). Workloads and graph modes are
-    not here: they are separate series in the store already."""
+    new``: the runtime and the connection (its kind, interpreter or tool; not :data:`WHERE_NOT_WHAT`). Workloads
+    and graph modes are not here: they are separate series in the store already."""
     changes = []
     for block in ("runtime", "connection"):
         old, new = before.get(block) or {}, after.get(block) or {}
         for key in sorted(set(old) | set(new)):
-            if key not in _NOT_THE_MEASUREMENT and old.get(key) != new.get(key):
+            if key not in WHERE_NOT_WHAT and old.get(key) != new.get(key):
                 changes.append(f"{block}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
     return changes
 

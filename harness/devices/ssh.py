@@ -36,6 +36,9 @@ RUNNER = Path(__file__).with_name("runner.py")
 HWPROBE = Path(__file__).with_name("hwprobe.py")
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+# paramiko logs a failed handshake (a port where no SSH server answers) at ERROR, with its traceback; the driver
+# raises a typed error that says the same. With no handler anywhere, Python's last resort printed it on stderr.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def fingerprint(key: paramiko.PKey) -> str:

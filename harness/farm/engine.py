@@ -137,7 +137,9 @@ class _Farm:
                               group=profile.group if plan.mode == "split" else None, planned=len(q.todo),
                               graph_mode=profile.graph)
             if s.skipped:  # kept as measured: by this setup?
-                s.profile_changes = changed_setup(self.store, profile, plan.space.name)
+                waiting = {a.key for a in q.todo}
+                s.profile_changes, s.changed_archs = changed_setup(
+                    self.store, profile, plan.space.name, [a.key for a in plan.archs if a.key not in waiting])
             self.summaries[name] = s
         starting: dict[Future, str] = {}
         for name, s in self.summaries.items():

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from harness.campaign import plan as campaign_visits
-from harness.devices.profile import Profile
+from harness.devices.profile import WHERE_NOT_WHAT, Profile
 from harness.errors import FarmError, ProfileError
 from harness.models.spaces import Arch, SearchSpace
 from harness.results.store import Store
@@ -53,11 +53,6 @@ def campaign_plan(store: Store, profile: Profile, space: SearchSpace, archs: Seq
     """The architectures the device still has to measure (one visit each, see :func:`farm_profile`)."""
     return [a for a, _ in campaign_visits(store, farm_profile(profile), space, archs, remeasure, remeasure_stale,
                                           rounds=1, any_plan=True)]
-
-
-# connection fields that say where a device is or how to reach it, not what it measures
-WHERE_NOT_WHAT = ("serial", "host", "port", "user", "key_file", "known_hosts", "connect_timeout_s",
-                  "reconnect_attempts", "reconnect_backoff_s", "drop_after")
 
 
 def measuring_digest(profile: Profile) -> str:

@@ -707,17 +707,22 @@ class Store:
                        (status, message or None, utcnow(), campaign_id))
 
     @_guarded
-    def measured_profiles(self, device: str, space: str) -> list[dict]:
-        """The distinct profiles behind each architecture's latest successful measurement on ``device`` in
-        ``space`` (every workload): what the store's latencies of it were measured with."""
+    def measured_profiles(self, device: str, space: str) -> dict[str, list[str]]:
+        """The profiles (as JSON text) behind each architecture's latest successful measurement on ``device`` in
+        ``space`` (every workload), with the architectures (keys) each one measured: what the store's latencies
+        were measured with."""
         rows = self.db.execute(
-            """SELECT DISTINCT c.profile_json FROM campaigns c WHERE c.id IN (
-                 SELECT m.campaign_id FROM measurements m WHERE m.id IN (
+            """SELECT DISTINCT c.profile_json, a.key FROM measurements m
+               JOIN campaigns c ON c.id = m.campaign_id JOIN architectures a ON a.id = m.arch_id
+               WHERE m.id IN (
                    SELECT MAX(m2.id) FROM measurements m2 JOIN devices d ON d.id = m2.device_id
-                   JOIN architectures a ON a.id = m2.arch_id
-                   WHERE d.name = ? AND a.space = ? AND m2.status = 'ok'
-                   GROUP BY m2.arch_id, m2.batch_size, m2.input_shape, m2.precision))""", (device, space)).fetchall()
-        return [json.loads(r[0]) for r in rows]
+                   JOIN architectures a2 ON a2.id = m2.arch_id
+                   WHERE d.name = ? AND a2.space = ? AND m2.status = 'ok'
+                   GROUP BY m2.arch_id, m2.batch_size, m2.input_shape, m2.precision)""", (device, space)).fetchall()
+        out: dict[str, list[str]] = {}
+        for text, key in rows:
+            out.setdefault(text, []).append(key)
+        return out
 
     def campaigns(self, exporter_version: int | None = None) -> pd.DataFrame:
         """One row per campaign; ``stale`` counts its successful measurements of models from an exporter
