@@ -797,3 +797,20 @@ def test_a_port_that_is_no_ssh_server_gives_one_clean_error(cli_env):
     assert out.returncode != 0
     assert "Traceback" not in out.stderr and "paramiko" not in out.stderr, out.stderr
     assert f"cannot reach 127.0.0.1:{port}: Error reading SSH protocol banner" in out.stdout, out.stdout
+
+
+def test_a_stop_says_when_a_rerun_can_go_on_by_why_it_stopped():
+    """A phone whose disk filled up was told "rerun when the device is back": it never left."""
+    from types import SimpleNamespace
+
+    from harness.campaign import CampaignAborted
+    from harness.cli.measure import rerun_when
+    from harness.errors import ConnectionLost
+
+    phone = SimpleNamespace(connection=SimpleNamespace(kind="adb", workdir="/data/local/tmp/harness"))
+    full = CampaignAborted("5 models failed in a row on p; last: device_error: write failed: No space left on device")
+    assert rerun_when(ConnectionLost("gone"), phone) == "when the device is back"
+    assert rerun_when(full, phone) == ("once the device has free space again (e.g. `adb shell rm -r "
+                                       "/data/local/tmp/harness`: the models pushed there)")
+    assert rerun_when(CampaignAborted("5 models failed in a row; last: device_error: no GPU delegate"),
+                      phone) == "once the cause above is fixed"

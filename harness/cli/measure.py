@@ -168,6 +168,24 @@ def print_summary(s: CampaignSummary) -> None:
                       + (f"; paused {s.paused_s:.1f} s for sentinels" if s.paused_s else ""), highlight=False)
 
 
+def rerun_when(stop: Exception, profile) -> str:
+    """When a rerun can go on, by why the campaign stopped: the device left, or its models kept failing (a full
+    disk, a missing delegate: the device is there, and a rerun fails the same way until the cause is fixed)."""
+    from harness.campaign import CampaignAborted
+    from harness.errors import ConnectionLost
+
+    if isinstance(stop, ConnectionLost):
+        return "when the device is back"
+    if not isinstance(stop, CampaignAborted):
+        return "once the cause above is fixed"
+    if "No space left on device" in str(stop):
+        workdir = getattr(profile.connection, "workdir", None)
+        room = (f" (e.g. `adb shell rm -r {shlex.quote(workdir)}`: the models pushed there)"
+                if workdir and profile.connection.kind == "adb" else "")
+        return f"once the device has free space again{room}"
+    return "once the cause above is fixed"
+
+
 def print_profile_changes(device: str, kept: int, changes: list[str]) -> None:
     """Architectures kept as measured were measured with another runtime or machine: one device name, two setups."""
     console.print(f"  [yellow]changed:[/] {kept} architecture(s) kept as measured on {esc(device)} were "
@@ -362,7 +380,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
             what = "model file(s)" if model else "architectures"
             rest = "measure them again (--remeasure)" if remeasure and done == len(archs) else "measure the rest"
             err.print(f"{done} of {len(archs)} {what} have a measurement in {esc(store)}; rerun the same command "
-                      f"when the device is back to {rest}.", highlight=False)
+                      f"{rerun_when(e, profile)} to {rest}.", highlight=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             try:
