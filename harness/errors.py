@@ -114,3 +114,15 @@ class ConnectionLost(DeviceError):
 
 class FarmError(HarnessError):
     """A farm cannot start as asked (bad Ray address, a device no host offers, conflicting hosts...)."""
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` on one line, at most ``width`` characters, cut between words with "…" where it was longer: a
+    message cut mid-word ("executed on the acto") reads as a different word."""
+    import textwrap
+
+    text = " ".join(str(text).split())
+    if len(text) <= width:
+        return text
+    cut = textwrap.shorten(text, width, placeholder=" …")
+    return cut if cut.strip(" …") else text[:width - 1] + "…"  # one word longer than width: cut inside it

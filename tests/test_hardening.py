@@ -941,3 +941,13 @@ def test_a_measurement_that_can_be_neither_written_nor_kept_says_it_is_lost(tmp_
             run_campaign(st, profile, sp, [sp.parse("3")], cache=ModelCache(cache_dir),
                          driver=LockedWhileRunning(profile, [json.dumps(GOOD)]), write_retry_s=0.3)
         holder[0].join()
+
+
+def test_clipped_messages_end_between_words_and_say_they_were_cut():
+    """A farm's device_lost message was cut mid-word ("executed on the acto)")."""
+    from harness.errors import clip
+
+    msg = "Ray task failed because it was executed on the actor whose node died"
+    assert clip(msg, 50) == "Ray task failed because it was executed on the …"
+    assert clip(msg, 500) == msg and clip("a\n  b", 10) == "a b"
+    assert clip("x" * 30, 10) == "x" * 9 + "…" and len(clip(msg, 20)) <= 20

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, CacheOpt, DevicesDirOpt, cli_errors, console, err, esc,
                                 names_list, print_table, reachable, say_interrupted)
+from harness.errors import clip
 
 app = typer.Typer(help="A device farm on Ray: join hosts with their devices, see what each device is doing.",
                   no_args_is_help=True)
@@ -54,7 +55,7 @@ class FarmProgress:
         self.counts[s.device] = self.counts.get(s.device, 0) + 1
         if not o.ok:
             self.progress.console.print(f"[yellow]failed[/] {s.device} {escape(o.arch.key)}: {o.failure_kind}: "
-                                        f"{escape(o.message[:300])}")
+                                        f"{escape(clip(o.message, 300))}")
         if self.mode == "split":
             status = " · ".join(f"{d} {n}" for d, n in sorted(self.counts.items()))
         else:
@@ -75,7 +76,7 @@ def print_farm_summary(summary, store: Path) -> None:
         table.add_column(col, justify="right" if col in ("measured", "failed", "already") else "left")
     for d in summary.devices:
         colour = "green" if d.status in ("finished", "nothing to do") else "red"
-        status = f"[{colour}]{d.status}[/]" + (f": {escape(d.message[:120])}" if d.message else "")
+        status = f"[{colour}]{d.status}[/]" + (f": {escape(clip(d.message, 120))}" if d.message else "")
         table.add_row(d.device + (f" ({d.group})" if d.group else ""), d.host, str(d.ok), str(d.failed),
                       str(d.skipped), status)
     print_table(table)

@@ -20,7 +20,7 @@ import ray
 import ray.exceptions as rex
 
 from harness.devices.profile import Profile, parse_profile
-from harness.errors import FarmError, HarnessError
+from harness.errors import FarmError, HarnessError, clip
 from harness.farm.address import host_port
 from harness.farm.engine import DeviceLost, Lane
 from harness.farm.resources import ACTOR_PREFIX, NAMESPACE, device_resource, digest_label
@@ -177,7 +177,7 @@ def _translate(ray_future: Future, device: str, host: str) -> Future:
             result, error = f.result(), None
         except _LOST as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            result, error = None, DeviceLost(f"{device}'s host {host} went away ({type(e).__name__}: {first[:200]})")
+            result, error = None, DeviceLost(f"{device}'s host {host} went away ({type(e).__name__}: {clip(first, 200)})")
         except rex.RayTaskError as e:
             cause = getattr(e, "cause", None)
             result, error = None, cause if isinstance(cause, HarnessError) else HarnessError(f"{device}: {cause or e}")
