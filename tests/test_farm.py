@@ -281,3 +281,6 @@ def test_farm_join_refuses_an_address_that_is_not_host_port(cli_env):
     assert bad.returncode == 2 and "expected HOST:PORT" in " ".join(bad.stderr.split())
     port = harness("farm", "join", "--head", "--port", "99999", "--dry-run", env=cli_env, check=False)
     assert port.returncode == 2 and "--port" in port.stderr
+    worker = harness("farm", "join", "--head", "--port", "16379", "--dry-run", env=cli_env, check=False)
+    flat = " ".join(worker.stderr.split())  # `ray start` failed with "make sure the same port is not used..."
+    assert worker.returncode == 2 and "--port 16379 lies in the range Ray gives its workers (10002-19999" in flat, flat

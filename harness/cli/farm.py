@@ -18,6 +18,7 @@ from harness.errors import clip
 app = typer.Typer(help="A device farm on Ray: join hosts with their devices, see what each device is doing.",
                   no_args_is_help=True)
 
+RAY_WORKER_PORTS = (10002, 19999)  # `ray start`'s default --min-worker-port / --max-worker-port
 RayOpt = Annotated[str, typer.Option("--ray", help="'auto' (the cluster this host belongs to) or HOST:PORT.")]
 
 
@@ -220,6 +221,11 @@ def join(
     if address and not host_port(address):
         err.print(f"[bold red]error:[/] ADDRESS {escape(address)!r}: expected HOST:PORT of the farm's Ray head "
                   "(e.g. 10.0.0.5:6379, as `harness farm join --head` prints)")
+        raise typer.Exit(2)
+    if head and RAY_WORKER_PORTS[0] <= port <= RAY_WORKER_PORTS[1]:
+        err.print(f"[bold red]error:[/] --port {port} lies in the range Ray gives its workers "
+                  f"({RAY_WORKER_PORTS[0]}-{RAY_WORKER_PORTS[1]}, `ray start --min-worker-port/--max-worker-port`) "
+                  "and `ray start` refuses it; pick a port outside it (the default is 6379)")
         raise typer.Exit(2)
     profiles = j.join_profiles(ProfileRegistry(devices_dir), device)
     checks = j.check_devices(profiles)
