@@ -326,6 +326,9 @@ def test_stability_warnings_name_what_endangers_timing():
     phone = {"kind": "adb", "battery_level": 12, "battery_temp_c": 41.0, "charging": True, "screen_on": True,
              "thermal_status": 2}
     assert len(warnings(phone)) == 5
+    assert "cpupower" in text  # a PC's tool for a PC; a phone is told how a rooted phone sets it
+    on_phone = " ".join(warnings({**phone, "governors": {"cpu0": "schedutil"}}))
+    assert "cpupower" not in on_phone and "adb shell su -c" in on_phone and "unrooted phones cannot" in on_phone
 
 
 def test_dumpsys_parsers():

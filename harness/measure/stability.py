@@ -18,8 +18,10 @@ def warnings(facts: dict[str, Any]) -> list[str]:
     gov = facts.get("governors") or {}
     bad = sorted({g for g in gov.values() if g != "performance"})
     if bad:
-        out.append(f"CPU frequency governor is {', '.join(bad)}, not performance: frequency follows load "
-                   "(set it with `cpupower frequency-set -g performance`, as root)")
+        how = ("on a rooted phone: `adb shell su -c 'for g in /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor; "
+               "do echo performance > $g; done'`; unrooted phones cannot change it" if facts.get("kind") == "adb"
+               else "set it with `cpupower frequency-set -g performance`, as root")
+        out.append(f"CPU frequency governor is {', '.join(bad)}, not performance: frequency follows load ({how})")
     if facts.get("turbo") is True:
         out.append("turbo/boost is on: the clock depends on temperature and on the other cores' load")
     cpus = facts.get("cpu_count") or 1
