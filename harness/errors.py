@@ -85,8 +85,11 @@ class DriverError(HarnessError):
 
     kind: FailureKind = FailureKind.DEVICE_ERROR
 
-    def __init__(self, message: str, *, detail: str = ""):
+    before_contact = False  # raised before the driver tried to reach the device (a key file that is not there)
+
+    def __init__(self, message: str, *, detail: str = "", before_contact: bool = False):
         self.detail = detail
+        self.before_contact = before_contact
         super().__init__(message)
 
 

@@ -162,6 +162,9 @@ def test_a_wrong_interpreter_key_or_port_is_named_in_the_error(sshd, tmp_path):
     assert "No such file" in text or "not found" in text  # the shell's own words, from the device's stderr
     with pytest.raises(DriverUnavailable, match="connection.key_file .*nokey does not exist"):
         make_driver(sshd.profile("nokey", connection={"key_file": str(tmp_path / "nokey")})).prepare()
+    # `devices check` said reachable=True here without having tried
+    nokey = make_driver(sshd.profile("nokey", connection={"key_file": str(tmp_path / "nokey")})).check()
+    assert not nokey.ok and nokey.reachable is None
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]

@@ -69,7 +69,7 @@ class CheckReport:
     """Outcome of ``harness devices check``: reachable, runtime present, versions."""
 
     ok: bool
-    reachable: bool
+    reachable: bool | None  # None: not tried (the profile stopped the driver before it contacted the device)
     runtime: str
     runtime_version: str | None = None
     details: dict[str, Any] = field(default_factory=dict)

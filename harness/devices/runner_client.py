@@ -137,7 +137,8 @@ class RunnerDriver(Driver):
             self.prepare()
             self.check_energy()
         except DriverError as e:
-            return CheckReport(False, not isinstance(e, ConnectionLost), rt, message=str(e))
+            return CheckReport(False, None if e.before_contact else not isinstance(e, ConnectionLost), rt,
+                               message=str(e))
         finally:
             self.cleanup()
         version = self.runtime_version()

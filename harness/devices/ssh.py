@@ -165,7 +165,8 @@ class SSHDriver(RunnerDriver):
         if key is not None and not Path(key).is_file():
             client.close()
             raise DriverUnavailable(f"{self.profile.name}: connection.key_file {key} does not exist (a path to the "
-                                    "private key on this machine; leave it out to use ssh-agent and ~/.ssh keys)")
+                                    "private key on this machine; leave it out to use ssh-agent and ~/.ssh keys)",
+                                    before_contact=True)
         try:
             client.connect(c.host, port=c.port, username=c.user, key_filename=key, timeout=c.connect_timeout_s,
                            banner_timeout=c.connect_timeout_s, auth_timeout=c.connect_timeout_s,
