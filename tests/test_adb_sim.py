@@ -96,6 +96,12 @@ def test_shell_identity_and_sysfs(phone):
     assert freqs[0] == "2841600" and 200 < int(freqs[1]) < 600
     assert d.shell("ls /sys/class/thermal").split()[:2] == ["thermal_zone0", "thermal_zone1"]
     assert d.exec_out("echo exec works") == "exec works\n"
+    # toybox has head and tail (README's `adb shell 'cat /proc/cpuinfo | head -3'` said "not found")
+    cpuinfo = d.shell("cat /proc/cpuinfo").splitlines(keepends=True)
+    assert d.shell("cat /proc/cpuinfo | head -3") == "".join(cpuinfo[:3])
+    assert d.shell("head -n 2 /proc/cpuinfo") == "".join(cpuinfo[:2])
+    assert d.shell("tail -n1 /proc/cpuinfo") == cpuinfo[-1]
+    assert "No such file" in d.shell("head /nope")
     d.close()
 
 

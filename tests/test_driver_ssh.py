@@ -111,6 +111,7 @@ def test_changed_host_key_is_refused(sshd, tmp_path):
     with pytest.raises(DeviceError, match="CHANGED") as info:
         make_driver(sshd.profile("moved", connection={"known_hosts": str(kh)})).prepare()
     assert str(info.value).count("SHA256:") == 2
+    assert "run `harness devices trust moved`: it shows both keys" in str(info.value)  # trust replaces the entry
 
 
 @pytest.mark.slow

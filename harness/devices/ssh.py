@@ -179,7 +179,8 @@ class SSHDriver(RunnerDriver):
             raise DeviceError(
                 f"host key of {c.host}:{c.port} CHANGED: the device offers {fingerprint(e.key)}, known_hosts has "
                 f"{fingerprint(e.expected_key)}. This may be an attack or a reinstalled device; refusing. If the "
-                f"change is expected, remove the old entry and run `harness devices trust {self.profile.name}`.") \
+                f"change is expected, run `harness devices trust {self.profile.name}`: it shows both keys and replaces the "
+                f"old entry once you confirm.") \
                 from None
         except paramiko.AuthenticationException as e:
             client.close()

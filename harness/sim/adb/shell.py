@@ -581,6 +581,37 @@ def _cat(sh: Shell, argv, io, stdin) -> int:
     return status
 
 
+@builtin("head", "tail")
+def _head_tail(sh: Shell, argv, io, stdin) -> int:
+    """``head``/``tail`` [-n N | -N] [FILE...]: the first or last N lines (10), as toybox's."""
+    n, files, args = 10, [], argv[1:]
+    while args:
+        a = args.pop(0)
+        if a == "-n" and args:
+            a = "-" + args.pop(0)
+        elif a.startswith("-n"):
+            a = "-" + a[2:]
+        if a.startswith("-") and a[1:].isdigit():
+            n = int(a[1:])
+        elif a.startswith("-") and a != "-":
+            io.err(f"{argv[0]}: Unknown option '{a}'\n")
+            return 1
+        else:
+            files.append(a)
+    status = 0
+    for f in files or ["-"]:
+        try:
+            text = stdin if f == "-" else sh.box.read(sh.path(f))
+        except FSError as e:
+            io.err(f"{argv[0]}: {f}: {e.strerror}\n")
+            status = 1
+            continue
+        data = text.encode() if isinstance(text, str) else text
+        lines = data.splitlines(keepends=True)
+        io.out(b"".join(lines[:n] if argv[0] == "head" else lines[max(len(lines) - n, 0):]))
+    return status
+
+
 @builtin("ls")
 def _ls(sh: Shell, argv, io, stdin) -> int:
     flags, paths = _flags(argv, "1aldhn")
