@@ -52,7 +52,7 @@ from scipy.stats import spearmanr
 from threadpoolctl import threadpool_limits
 
 from harness.analysis import sampling
-from harness.analysis.features import GraphFeatures, graph_columns, live_onehot, onehot
+from harness.analysis.features import GraphFeatures, edge_activity, graph_columns, live_onehot, onehot
 from harness.analysis.transfer import fit_adaproxy, fit_linear, fit_multiproxy, rank_sources
 from harness.analysis.workflow import fill_gaps, held_out_quality
 from harness.models.spaces import get_space
@@ -86,7 +86,7 @@ class Table:
     filled: np.ndarray                # the same, gaps completed by the device's own predictor
     x: np.ndarray                     # one-hot
     feats: np.ndarray                 # plain view [one-hot, graph (pruned)]
-    both: np.ndarray                  # [plain view, live one-hot, graph (kept)]
+    both: np.ndarray                  # [plain view, live one-hot, graph (kept), edge activity]
     gcols_plain: list[tuple[int, int]]
     gcols_both: list[tuple[int, int]]
     n_targets: int
@@ -97,8 +97,9 @@ class Table:
 
 
 def features(space, archs, cache: Path, views: str) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """``plain`` = [one-hot, graph (pruned)]; ``both`` = [one-hot, graph (pruned), live one-hot, graph (kept)]:
-    the plain view's columns first, as workflow.Context.features writes them; with the graph blocks' columns."""
+    """``plain`` = [one-hot, graph (pruned)]; ``both`` = [one-hot, graph (pruned), live one-hot, graph (kept), edge
+    activity]: the plain view's columns first, as workflow.Context.structure writes them; with the own-model
+    blocks' columns."""
     x = onehot(space, archs)
     blocks = [x]
     for mode in (("prune", "keep") if views == "both" else ("prune",)):
@@ -106,9 +107,10 @@ def features(space, archs, cache: Path, views: str) -> tuple[np.ndarray, list[tu
             blocks.append(live_onehot(space, archs))
         gf = GraphFeatures(space, cache, mode)
         blocks.append(gf.matrix(archs, gf.vocabulary(archs)))
-    feats = np.hstack(blocks)
-    return feats, graph_columns(x.shape[1], blocks[1].shape[1], blocks[-1].shape[1] if views == "both" else 0,
-                                feats.shape[1])
+    edges = edge_activity(space, archs) if views == "both" else np.zeros((len(archs), 0))
+    feats = np.hstack(blocks + [edges])
+    return feats, graph_columns(x.shape[1], blocks[1].shape[1], blocks[3].shape[1] if views == "both" else 0,
+                                feats.shape[1], edges.shape[1])
 
 
 def load(table: str, cache: Path, measured: list[Path] = ()) -> Table:

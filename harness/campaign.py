@@ -441,7 +441,8 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
     cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
     if (rel is not None and rel > UNSTABLE_REL_CI) or (rel is None and cv >= UNSTABLE_CV):
         summary.unstable.append(m.arch.key)
-        summary.unstable_cv[m.arch.key] = cv
+        # the worst visit of the architecture: with rounds a later, steadier visit overwrote it ("CV 16 %" for 35 %)
+        summary.unstable_cv[m.arch.key] = max(cv, summary.unstable_cv.get(m.arch.key, 0.0))
         summary.labels[m.arch.key] = m.arch.label
     median = est.median_ms if r.per_run else stats["median_ms"]
     return ModelOutcome(m.arch, position, total, True, median, cv, m.exported, round=m.round_no,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from harness.campaign import CampaignAborted, run_campaign
@@ -162,3 +163,19 @@ def test_a_driver_bug_is_a_typed_failure_and_the_campaign_goes_on(tmp_path, cach
         failed = st.db.execute("SELECT failure_kind, failure_message FROM measurements WHERE status = 'failed'").fetchall()
     assert (s.ok, s.failed, s.status) == (2, 1, "finished")
     assert failed[0][0] == "device_error" and "unexpected RuntimeError from the sleep driver: index out" in failed[0][1]
+
+
+def test_the_unsteady_line_names_each_architectures_worst_visit():
+    """With rounds, each unsteady visit overwrote the architecture's CV: "CV 16 %" was shown for one whose first
+    visit had 35 % (found by an audit recomputing the store's visits)."""
+    from harness.campaign import CampaignSummary, Measured, count_outcome
+    from harness.devices.driver import RunResult
+
+    arch = get_space("nb201").parse("77")
+    s = CampaignSummary("d", "nb201", 1, 0, rounds=3)
+    for rnd, runs in enumerate(([1.0, 1.9, 1.0, 2.2, 1.0, 1.1, 2.5, 1.0], [1.0, 1.3, 1.0, 1.4, 1.0, 1.1, 1.3, 1.0]), 1):
+        count_outcome(s, Measured(arch, "onnx", "t", 0.1, result=RunResult(timed_ms=runs), round_no=rnd, rounds=3),
+                      rnd, 2)
+    assert s.unstable == [arch.key, arch.key]  # both visits unsteady (95 % CI of the median beyond +-5 %)
+    first = [1.0, 1.9, 1.0, 2.2, 1.0, 1.1, 2.5, 1.0]
+    assert s.unstable_cv[arch.key] == pytest.approx(np.std(first) / np.mean(first))  # 40 %, not the later 14 %

@@ -410,7 +410,7 @@ def test_pareto_report_clips_degenerate_architectures_and_sorts_regret():
 
     result = ParetoResult("p", "t", "acc", pareto.check(proxy, lat, acc), frame)
     rep = pareto_report(result, "nb201")
-    assert "4 degenerate architecture(s)" in rep.figures[0].caption
+    assert "4 off-scale architecture(s)" in rep.figures[0].caption
     levels = rep.tables[-1].frame
     assert list(levels.accuracy) == sorted(levels.accuracy, reverse=True) and "regret_pct" in levels
     assert all(t.how_to_read for t in rep.tables) and rep.figures[0].how_to_read

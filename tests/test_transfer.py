@@ -417,7 +417,10 @@ def test_adapt_saves_both_views_and_a_version_2_predictor_still_predicts(public_
         saved = st.latest_predictor("nb201", "new_dev")
         payload = saved["model"]
         assert payload["version"] == 4 and payload["graph_features_kept"] and payload["both_fit"] is not None
-        assert len(payload["graph_parts"]) == 2  # own models on the pruned and on the kept graph's features
+        # own models on the pruned and on the kept graph's features, and on the edge activity (its 12 last columns)
+        assert len(payload["graph_parts"]) == 3 and payload["edge_activity"] == 12
+        assert payload["graph_parts"][-1]["stop"] - payload["graph_parts"][-1]["start"] == 12
+        assert any(p.startswith("own edge-activity model") for p in saved["metrics"]["parts"])
         assert payload["plain_width"] == SPACE.encode(archs[0]).size + len(payload["graph_features"])
         new = workflow.predict(ctx, "new_dev", archs)
         assert spearmanr(new.predicted_ms, table.pub_a_ms[12:60]).statistic > 0.9
@@ -425,7 +428,8 @@ def test_adapt_saves_both_views_and_a_version_2_predictor_still_predicts(public_
         parts = [p for p in payload["parts"] if p["correction"] != "both"]
         total = sum(p["share"] for p in parts) + payload["structure_share"]
         old = {**{k: v for k, v in payload.items()
-                  if k not in ("plain_width", "both_fit", "both_share", "graph_features_kept", "graph_parts")},
+                  if k not in ("plain_width", "both_fit", "both_share", "graph_features_kept", "graph_parts",
+                               "edge_activity")},
                "version": 2, "parts": [{**p, "share": p["share"] / total} for p in parts],
                "structure_share": payload["structure_share"] / total}
         st.save_predictor("nb201", "new_dev", "multiproxy", old, saved["provenance"], saved["metrics"])
@@ -615,3 +619,57 @@ def test_a_thin_imported_device_is_left_out_of_proxy_all_and_refused_by_name(pub
     named = harness("adapt", "--proxy", "tiny", "--target", "new_dev", env=cli_env, check=False)
     flat = " ".join(named.stderr.split())
     assert named.returncode == 2 and "proxy tiny (2 architectures) has too little nb201 data" in flat, flat
+
+
+def test_a_copy_of_the_targets_own_latencies_is_no_source(public_like_store, store_path):
+    """A replay target answers from a published column; that column imported beside it made `adapt --proxy all`
+    report a leave-one-out SRCC of 1.000 (found by an audit: 0.747 without it)."""
+    from harness.analysis import workflow
+    from harness.errors import ParameterError
+
+    folder, table = public_like_store
+    table.iloc[:12][["nb201_index", "arch_str"]].assign(twin_ms=table.pub_b_ms[:12]).to_csv(folder / "t.csv",
+                                                                                            index=False)
+    with Store(store_path) as st:
+        import_table(st, folder / "t.csv")
+        ctx = workflow.Context(st, SPACE, None)
+        r = workflow.adapt(ctx, ["all"], "twin")
+        assert r.proxies == ["pub_a"] and r.metrics["loo_srcc"] < 0.99
+        assert any("left out of the proxies: pub_b (equal to twin's own latencies" in n for n in ctx.notes)
+        with pytest.raises(ParameterError, match="pub_b hold.* twin's own latencies"):
+            workflow.adapt(workflow.Context(st, SPACE, None), ["pub_a", "pub_b"], "twin")
+        with pytest.raises(ParameterError, match="pub_b hold"):
+            workflow.pareto(workflow.Context(st, SPACE, None), "pub_a", "twin", "acc_top1", what_if_k=5,
+                            what_if_proxies=["pub_b"])
+
+
+def test_edge_activity_reads_which_edges_hold_an_operation_and_a_convolution():
+    from harness.analysis.features import edge_activity, graph_columns
+
+    arch = SPACE.parse("|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|")
+    e = edge_activity(SPACE, [arch])
+    assert e.tolist() == [[1, 0, 1, 1, 1, 0] + [1, 0, 0, 0, 1, 0]]  # holds an op; holds a convolution
+    fbnet = get_space("fbnet")
+    assert edge_activity(fbnet, fbnet.sample(3, 0)).shape == (3, 0)  # a space without cells: no block
+    # [one-hot 30, graph 21, live one-hot 30, kept graph 19, edges 12]
+    assert graph_columns(30, 21, 19, 112, 12) == [(30, 51), (81, 100), (100, 112)]
+
+
+def test_a_device_that_pays_per_operation_is_ranked_by_the_edge_activity_model():
+    """HW-NAS-Bench's edge GPU costs about the same for any operation on an edge: 20 samples cannot pin that
+    down as four equal one-hot coefficients per edge, the edge-activity model can (ensemble member)."""
+    from harness.analysis.features import edge_activity
+
+    rng = np.random.default_rng(5)
+    archs = SPACE.sample(600, 21)
+    x = np.stack([SPACE.encode(a) for a in archs]).astype(float)
+    edges = edge_activity(SPACE, archs)
+    target = np.exp(edges @ np.r_[rng.uniform(0.1, 0.6, 6), rng.uniform(0.0, 0.1, 6)] + rng.normal(0, 0.02, 600))
+    src = rng.lognormal(0, 1, (600, 1))  # a source that says nothing about this device
+    k = 20
+    old = fit_multiproxy(src[:k], x[:k], target[:k], ["s"], structure=x[:k])
+    new = fit_multiproxy(src[:k], x[:k], target[:k], ["s"], structure=np.hstack([x, edges])[:k],
+                         graph_cols=[(30, 42)])
+    before = spearmanr(old.predict(src[k:], x[k:], x[k:]), target[k:]).statistic
+    after = spearmanr(new.predict(src[k:], x[k:], np.hstack([x, edges])[k:]), target[k:]).statistic
+    assert new.graph_parts[0].share > 0.3 and after > before + 0.03, (before, after)

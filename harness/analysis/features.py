@@ -103,16 +103,38 @@ class GraphFeatures:
         return np.log1p(np.array([[self._rows[a.key].get(n, 0.0) for n in names] for a in archs]))
 
 
-def graph_columns(onehot_width: int, n_graph: int, n_kept: int = 0, width: int | None = None) -> list[tuple[int, int]]:
-    """Column ranges of the graph-feature blocks in the structure features [one-hot, graph (pruned)] and, when
-    ``n_kept`` > 0, [..., live one-hot, graph (kept)] of total ``width`` (the layout of
-    ``workflow.Context.features``): the transfer fit gives each block an own model."""
+def graph_columns(onehot_width: int, n_graph: int, n_kept: int = 0, width: int | None = None,
+                  n_edges: int = 0) -> list[tuple[int, int]]:
+    """Column ranges of the blocks that get an own model in the transfer fit, in the structure features
+    [one-hot, graph (pruned)] and, when ``n_kept`` > 0, [..., live one-hot, graph (kept)] and, when ``n_edges`` >
+    0, [..., edge activity] of total ``width`` (the layout of ``workflow.Context.features``)."""
     cols = [(onehot_width, onehot_width + n_graph)] if n_graph else []
-    if n_kept:
+    if n_kept or n_edges:
         if width is None:
-            raise ValueError("width is needed to place the kept graph's columns")
-        cols.append((width - n_kept, width))
+            raise ValueError("width is needed to place the columns after the plain view")
+        if n_kept:
+            cols.append((width - n_edges - n_kept, width - n_edges))
+        if n_edges:
+            cols.append((width - n_edges, width))
     return cols
+
+
+def edge_activity(space: SearchSpace, archs: Sequence[Arch]) -> np.ndarray:
+    """Per cell edge: does it hold an operation, does it hold a convolution (NB201: 6 + 6 columns; other
+    spaces: an empty (n, 0) block).
+
+    What a device pays per launched operation whatever it computes reads: HW-NAS-Bench's edge GPU costs about
+    the same for any non-``none`` operation on an edge, skip included (+0.48 in log on edge 3<-2), and about
+    the same for a 1x1 as a 3x3 convolution. The one-hot can express that only as four equal coefficients,
+    which 20 samples cannot pin down; as its own model in the transfer ensemble (benchmarks/transfer.py, K =
+    20, 20 draws, paired): edge GPU 0.849 -> 0.890, other targets within -0.006..+0.002."""
+    if space.name != "nb201" or not archs:
+        return np.zeros((len(archs), 0))
+    from harness.models.spaces.nb201 import EDGES, OPS
+
+    e = onehot(space, archs).reshape(len(archs), len(EDGES), len(OPS))
+    conv = [OPS.index("nor_conv_1x1"), OPS.index("nor_conv_3x3")]
+    return np.hstack([1.0 - e[:, :, OPS.index("none")], e[:, :, conv].sum(axis=2)])
 
 
 def fingerprint(keys: Sequence[str]) -> str:

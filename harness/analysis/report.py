@@ -372,7 +372,8 @@ def sentinel_series(checks: pd.DataFrame) -> Figure:
 
 def pareto_figure(result: ParetoResult) -> Figure:
     """Target latency vs accuracy: all architectures, the target's front and the fronts found by proxy/predictor.
-    Degenerate architectures are left off the axes (counted in the caption); the legend sits below the plot."""
+    Off-scale architectures (near-chance accuracy or near-zero latency) are left off the axes (counted in the caption;
+    not "degenerate", which elsewhere means a constant output); the legend sits below the plot."""
     frame = result.frame
     target, proxy, acc_col = result.target, result.proxy, result.accuracy
     lat, acc = frame[target].to_numpy(), frame[acc_col].to_numpy()
@@ -399,7 +400,7 @@ def pareto_figure(result: ParetoResult) -> Figure:
     caption = ("Each front is chosen with one latency (the proxy's, or predicted) and plotted at the target's "
                "measured latency.")
     if odd.any():
-        caption += (f" {int(odd.sum())} degenerate architecture(s) (near-chance accuracy or near-zero latency, "
+        caption += (f" {int(odd.sum())} off-scale architecture(s) (near-chance accuracy or near-zero latency, "
                     "e.g. cells whose every path is cut) are left off the axes; they still count in the metrics.")
     return Figure("pareto_fronts", "Pareto fronts judged on the target", _png(fig), caption,
                   how_to_read="The black staircase is the best accuracy reachable at each latency on the target. "

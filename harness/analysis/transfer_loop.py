@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import closed_loop as cl
-from harness.analysis.workflow import Context, resolve_proxies, source_latencies
+from harness.analysis.workflow import Context, resolve_proxies, same_values, source_latencies
 from harness.devices.profile import Profile
 from harness.devices.registry import ProfileRegistry
 from harness.errors import HarnessError, UnknownNameError
@@ -69,22 +69,6 @@ def twin_of(profile: Profile) -> str | None:
     return None
 
 
-def same_values(ctx: Context, table: dict[str, float], exclude: Sequence[str | None] = (),
-                min_common: int = 10) -> list[str]:
-    """Devices in the store whose latencies are the replay table's own (equal on every common architecture, at
-    least ``min_common``): the same published column imported under another name (``--prefix op-``) would be the
-    target's answers used as a source, a loop that looks perfect and means nothing."""
-    long = ctx.store.latencies(ctx.space.name)
-    long = long[~long.device.isin([e for e in exclude if e])]
-    out = []
-    for device, rows in long.groupby("device", sort=True):
-        truth = rows.key.map(table)
-        both = truth.notna()
-        if both.sum() >= min_common and np.allclose(rows.latency_ms[both], truth[both], rtol=1e-6, atol=0):
-            out.append(str(device))
-    return out
-
-
 @dataclass
 class LoopPlan:
     ctx: Context
@@ -100,6 +84,7 @@ class LoopPlan:
     excluded_sources: list[str] = field(default_factory=list)
     unanswerable: int = 0        # candidates left out because a replay target's table has no value for them
     constant_output: int = 0     # candidates left out because their network's output is a constant
+    edge_activity: int = 0       # edge-activity columns at the end of the structure (features.edge_activity)
 
     @property
     def target(self) -> str:
@@ -156,7 +141,7 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
     loop_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return LoopPlan(ctx, profile, str(acc.name), archs, pool, cfg, loop_id, st.names, st.kept, predictors,
                     [s for s in excluded[1:] if s in ctx.devices_with_data()], n_answerable - len(archs),
-                    n_constant)
+                    n_constant, st.n_edges)
 
 
 # --- state in the store ----------------------------------------------------------------------------
@@ -184,6 +169,7 @@ def history(plan: LoopPlan) -> list[cl.Round]:
 
 def _save(plan: LoopPlan, r: cl.Round, model) -> int:
     payload = {**model.to_json(), "graph_features": plan.graph_names, "graph_features_kept": plan.kept_names,
+               "edge_activity": plan.edge_activity,
                "source_predictors": {s: plan.source_predictors[s] for s in model.sources
                                      if s in plan.source_predictors}}
     keys = plan.pool.keys

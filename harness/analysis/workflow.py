@@ -19,7 +19,8 @@ import pandas as pd
 from harness.analysis import pareto as pareto_mod
 from harness.analysis import sampling
 from harness.analysis.data import arch_columns, latency_matrix
-from harness.analysis.features import GraphFeatures, fingerprint, graph_columns, live_onehot, onehot
+from harness.analysis.features import (GraphFeatures, edge_activity, fingerprint, graph_columns, live_onehot,
+                                       onehot)
 from harness.analysis.methods import DEFAULT_METHOD, get_method
 from harness.analysis.transfer import (FLOOR_MS, MIN_TARGET_SAMPLES, LinearModel, TransferError, fit_linear,
                                       model_from_json)
@@ -36,7 +37,8 @@ class Structure:
     names: list[str]            # graph features of the pruned graph
     kept: list[str]             # graph features of the kept graph (the second view)
     onehot: np.ndarray
-    matrix: np.ndarray          # [one-hot, graph (pruned), live one-hot, graph (kept)]
+    matrix: np.ndarray          # [one-hot, graph (pruned), live one-hot, graph (kept), edge activity]
+    n_edges: int = 0            # edge-activity columns at the end (features.edge_activity; 0 for most spaces)
 
     @property
     def plain_width(self) -> int:
@@ -44,7 +46,8 @@ class Structure:
 
     @property
     def graph_cols(self) -> list[tuple[int, int]]:
-        return graph_columns(self.onehot.shape[1], len(self.names), len(self.kept), self.matrix.shape[1])
+        return graph_columns(self.onehot.shape[1], len(self.names), len(self.kept), self.matrix.shape[1],
+                             self.n_edges)
 
 
 @dataclass
@@ -88,22 +91,25 @@ class Context:
         return [a for a, c in zip(archs, constant) if not c], int(constant.sum())
 
     def features(self, archs: Sequence[Arch], graph_names: Sequence[str],
-                 kept_names: Sequence[str] | None = None) -> np.ndarray:
+                 kept_names: Sequence[str] | None = None, edges: bool = False) -> np.ndarray:
         """[one-hot, graph features (pruned)]; with ``kept_names`` also the second view of dead code:
         [live-edges-only one-hot, graph features with dead convolutions kept] (its first
-        one-hot + len(graph_names) columns are the plain view)."""
+        one-hot + len(graph_names) columns are the plain view); with ``edges`` then the space's edge activity
+        (features.edge_activity: what a device that pays per operation reads)."""
         plain = np.hstack([onehot(self.space, archs), self.graph.matrix(archs, graph_names)])
         if kept_names is None:
             return plain
-        return np.hstack([plain, live_onehot(self.space, archs), self.graph_kept.matrix(archs, kept_names)])
+        blocks = [plain, live_onehot(self.space, archs), self.graph_kept.matrix(archs, kept_names)]
+        return np.hstack(blocks + ([edge_activity(self.space, archs)] if edges else []))
 
     def structure(self, archs: Sequence[Arch], names: Sequence[str] | None = None,
                   kept: Sequence[str] | None = None) -> Structure:
-        """Both views for ``archs``, on these graph-feature names (default: the vocabularies of ``archs``, as
-        when fitting; a saved model's names when predicting)."""
+        """Both views and the edge activity for ``archs``, on these graph-feature names (default: the
+        vocabularies of ``archs``, as when fitting; a saved model's names when predicting)."""
         names = list(self.graph.vocabulary(archs) if names is None else names)
         kept = list(self.graph_kept.vocabulary(archs) if kept is None else kept)
-        return Structure(names, kept, onehot(self.space, archs), self.features(archs, names, kept))
+        matrix = self.features(archs, names, kept, edges=True)
+        return Structure(names, kept, onehot(self.space, archs), matrix, edge_activity(self.space, archs[:1]).shape[1])
 
     def wide(self, devices: Sequence[str]) -> pd.DataFrame:
         """latency_matrix of these devices, read once per context (adapt's leave-one-out refits reuse it)."""
@@ -142,6 +148,43 @@ def resolve_proxies(ctx: Context, proxies: Sequence[str], exclude: Sequence[str]
     if not names:
         raise ParameterError("proxies", f"no proxy devices with {ctx.space.name} data")
     return names
+
+
+def same_values(ctx: Context, table: dict[str, float], exclude: Sequence[str | None] = (),
+                min_common: int = 10) -> list[str]:
+    """Devices in the store whose latencies are the replay table's own (equal on every common architecture, at
+    least ``min_common``): the same published column imported under another name (``--prefix op-``) would be the
+    target's answers used as a source, a loop that looks perfect and means nothing."""
+    long = ctx.store.latencies(ctx.space.name)
+    long = long[~long.device.isin([e for e in exclude if e])]
+    out = []
+    for device, rows in long.groupby("device", sort=True):
+        truth = rows.key.map(table)
+        both = truth.notna()
+        if both.sum() >= min_common and np.allclose(rows.latency_ms[both], truth[both], rtol=1e-6, atol=0):
+            out.append(str(device))
+    return out
+
+
+def without_own_copies(ctx: Context, sources: list[str], proxies: Sequence[str], target: str, archs: list[Arch],
+                       y: np.ndarray, param: str = "proxies") -> list[str]:
+    """``sources`` without devices whose latencies are the target's own on every common architecture (at least
+    5): a replay target's table imported under its own name, or another (``--prefix``), is the target's answers
+    used as a source; `adapt --proxy all` then reported a leave-one-out SRCC of 1.000 that meant nothing. ``all``
+    leaves them out with a note; naming one is an error."""
+    copies = [d for d in same_values(ctx, {a.key: float(v) for a, v in zip(archs, y)}, exclude=[target],
+                                     min_common=5) if d in sources]
+    if not copies:
+        return sources
+    if list(proxies) != ["all"]:
+        raise ParameterError(param, f"{', '.join(copies)} hold(s) {target}'s own latencies (equal on every common "
+                             f"architecture): the target's data under another name cannot be its source; drop it")
+    ctx.notes.append(f"left out of the proxies: {', '.join(copies)} (equal to {target}'s own latencies on every common "
+                     "architecture: the target's data under another name)")
+    rest = [s for s in sources if s not in copies]
+    if not rest:
+        raise ParameterError(param, f"no proxy devices with {ctx.space.name} data but copies of {target}'s own")
+    return rest
 
 
 @dataclass
@@ -302,6 +345,7 @@ def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAU
         raise ParameterError("proxies", f"{method} adapts at most {m.max_sources} proxy device(s); got "
                              f"{len(sources)}")
     archs, y = _target_samples(ctx, target)
+    sources = without_own_copies(ctx, sources, proxies, target, archs, y)
     digest = _inputs_digest(ctx, method, sources, archs, y)
     latest = ctx.store.latest_predictor(ctx.space.name, target)
     if latest is not None and latest["provenance"].get("inputs_digest") == digest:
@@ -458,6 +502,7 @@ def _what_if_predictions(ctx: Context, proxies: Sequence[str], target: str, k: i
     `suggest` would (validation: the target is fully measured, we pretend it is new). Nothing is saved."""
     sources = resolve_proxies(ctx, proxies, exclude=[target])
     pool, y = _target_samples(ctx, target)
+    sources = without_own_copies(ctx, sources, proxies, target, pool, y, "what_if_proxies")
     worth = {a.key for a in ctx.worth_measuring(pool)[0]}  # as `suggest` picks
     keep = [i for i, a in enumerate(pool) if a.key in worth]
     pool, y = [pool[i] for i in keep], y[keep]

@@ -30,6 +30,7 @@ class MultiProxy:
     def fit(self, ctx, sources, archs, y_ms) -> Fitted:
         model, st, predictors = fit_model(ctx, sources, archs, y_ms)
         payload = {**model.to_json(), "graph_features": st.names, "graph_features_kept": st.kept,
+                   "edge_activity": st.n_edges,
                    "source_predictors": {s: predictors[s] for s in model.sources if s in predictors}}
         label = {"onehot": "one-hot", "structure": "structure", "both": "structure, both views"}
         parts = [f"{len(p.sources)} source(s) + {label.get(p.correction, p.correction)} x{p.weight:g} ({p.share:.0%})"
@@ -38,7 +39,10 @@ class MultiProxy:
         own = [f"own structure model ({model.structure_share:.0%})"]
         if model.both_fit is not None:
             own.append(f"own structure model, both views ({model.both_share:.0%})")
-        own += [f"own graph-feature model, {'pruned' if i == 0 else 'kept'} graph ({g.share:.0%})"
+        blocks = ["own graph-feature model, pruned graph", "own graph-feature model, kept graph",
+                  "own edge-activity model"][-len(model.graph_parts):] if st.n_edges else \
+            ["own graph-feature model, pruned graph", "own graph-feature model, kept graph"]
+        own += [f"{blocks[i] if i < len(blocks) else 'own block model'} ({g.share:.0%})"
                 for i, g in enumerate(model.graph_parts)]
         return Fitted(payload, {"loo_mse_log": model.fit.loo_mse, "sources_used": model.sources,
                                 "onehot_weight": model.onehot_weight, "proxy_blend": model.blend,
@@ -50,8 +54,9 @@ class MultiProxy:
 
         model = model_from_json(payload)
         s_ms, _ = source_latencies(ctx, model.sources, archs, payload.get("source_predictors"))
-        # a predictor saved before version 3 read one view: no kept-graph names
+        # a predictor saved before version 3 read one view: no kept-graph names; before edge activity: none
         structure = (ctx.features(archs, payload["graph_features"],
-                                  payload.get("graph_features_kept") if model.plain_width is not None else None)
+                                  payload.get("graph_features_kept") if model.plain_width is not None else None,
+                                  edges=bool(payload.get("edge_activity")))
                      if model.structure_fit is not None else None)
         return model.predict(s_ms, onehot(ctx.space, archs), structure)
