@@ -79,7 +79,8 @@ def select_uncertain(k: int, spread: np.ndarray, proxy_log: np.ndarray, onehot: 
     the distance to everything measured or picked, in ``diverse``'s space. Disagreement alone piles picks
     into one corner; distance alone ignores what the predictor already knows.
     benchmarks/transfer.py --strategy uncertain (10 diverse, then rounds of 5; K = 20, 10 draws): NB201
-    mean / worst 0.957 / 0.843 -> 0.960 / 0.871 (edge GPU); FBNet no better; at K = 50 no better than diverse."""
+    mean / worst 0.957 / 0.843 -> 0.960 / 0.871 (edge GPU) before the ensemble's edge-activity model, with it 0.959 /
+    0.877 -> 0.959 / 0.859 (no better); FBNet no better; at K = 50 no better than diverse."""
     import numpy as np
 
     n = len(spread)

@@ -356,6 +356,8 @@ def fit_multiproxy(source_ms: np.ndarray, onehot: np.ndarray, target_ms: np.ndar
     ``graph_cols``: column ranges of ``structure`` holding graph features only (the pruned graph's, the kept
     graph's); each gets an own model in the average (:class:`GraphPart`; K = 20, mean / worst over 10 draws: NB201
     0.952 / 0.837 -> 0.957 / 0.843, family protocol 0.928 / 0.856 -> 0.939 / 0.858, FBNet 0.967 / 0.940 -> 0.974 / 0.965).
+    The last block of ``structure`` may be the edge activity (features.edge_activity): its own model is what ranks a
+    device that pays per operation (NB201 K = 20: 0.957 / 0.843 -> 0.959 / 0.877, the edge GPU).
     """
     _check_samples(target_ms)
     if source_ms.shape[1] == 0:

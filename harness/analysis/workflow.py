@@ -108,8 +108,9 @@ class Context:
         vocabularies of ``archs``, as when fitting; a saved model's names when predicting)."""
         names = list(self.graph.vocabulary(archs) if names is None else names)
         kept = list(self.graph_kept.vocabulary(archs) if kept is None else kept)
-        matrix = self.features(archs, names, kept, edges=True)
-        return Structure(names, kept, onehot(self.space, archs), matrix, edge_activity(self.space, archs[:1]).shape[1])
+        edges = edge_activity(self.space, archs)
+        return Structure(names, kept, onehot(self.space, archs), np.hstack([self.features(archs, names, kept), edges]),
+                         edges.shape[1])
 
     def wide(self, devices: Sequence[str]) -> pd.DataFrame:
         """latency_matrix of these devices, read once per context (adapt's leave-one-out refits reuse it)."""
