@@ -263,7 +263,7 @@ def with_target(small_store, tmp_path) -> Path:
     return store
 
 
-def test_adapt_prints_its_quality_and_reuses_identical_predictors(with_target, tmp_path):
+def test_adapt_prints_its_quality_and_reuses_identical_predictors(with_target, tmp_path, monkeypatch):
     args = ["adapt", "--proxy", "hwnb_raspi4", "--proxy", "hwnb_pixel3", "--target", "new_dev",
             "--store", str(with_target), "--cache-dir", str(tmp_path / "cache")]
     first = " ".join(invoke(*args).split())
@@ -275,10 +275,15 @@ def test_adapt_prints_its_quality_and_reuses_identical_predictors(with_target, t
     again = " ".join(invoke(*args).split())
     assert "predictor #1 for new_dev already fits these inputs" in again and "reused" in again
     assert m.group(0) in again  # the same figure, from the saved predictor
+    # a predictor of another structure layout (as before the edge-activity model) is refitted, not reused
+    monkeypatch.setattr("harness.analysis.workflow.STRUCTURE_VERSION", -1)
+    layout = " ".join(invoke(*args).split())
+    assert "adapted predictor #2 for new_dev (the proxies' data or harness changed since #1)" in layout, layout
+    monkeypatch.undo()
     other = " ".join(invoke(*args, "--method", "target-only").split())
-    assert "adapted predictor #2 for new_dev (#1 used multiproxy)" in other
+    assert "adapted predictor #3 for new_dev (#2 used multiproxy)" in other
     with Store(with_target) as st:
-        assert st.db.execute("SELECT COUNT(*) FROM predictors").fetchone()[0] == 2
+        assert st.db.execute("SELECT COUNT(*) FROM predictors").fetchone()[0] == 3
 
 
 def test_working_shows_a_step_with_its_count(monkeypatch):

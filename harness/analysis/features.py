@@ -22,6 +22,8 @@ from harness.models.passes import DEFAULT_GRAPH_MODE, check_mode, prepare
 from harness.models.spaces import Arch, SearchSpace
 
 GRAPH_FEATURES_VERSION = 2  # 2: counted on the graph mode's graph (exporter version 2)
+# what the transfer fit reads (adapt refits a predictor of an older layout instead of reusing it): 2: + edge activity
+STRUCTURE_VERSION = 2
 
 
 def onehot(space: SearchSpace, archs: Sequence[Arch]) -> np.ndarray:

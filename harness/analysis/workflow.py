@@ -19,8 +19,8 @@ import pandas as pd
 from harness.analysis import pareto as pareto_mod
 from harness.analysis import sampling
 from harness.analysis.data import arch_columns, latency_matrix
-from harness.analysis.features import (GraphFeatures, edge_activity, fingerprint, graph_columns, live_onehot,
-                                       onehot)
+from harness.analysis.features import (STRUCTURE_VERSION, GraphFeatures, edge_activity, fingerprint, graph_columns,
+                                       live_onehot, onehot)
 from harness.analysis.methods import DEFAULT_METHOD, get_method
 from harness.analysis.transfer import (FLOOR_MS, MIN_TARGET_SAMPLES, LinearModel, TransferError, fit_linear,
                                       model_from_json)
@@ -392,7 +392,7 @@ def _inputs_digest(ctx: Context, method: str, sources: Sequence[str], archs: Seq
     from harness import __version__
 
     src = ctx.store.latencies(ctx.space.name, list(sources))
-    body = {"method": method, "sources": list(sources), "version": __version__,
+    body = {"method": method, "sources": list(sources), "version": __version__, "structure": STRUCTURE_VERSION,
             "graph_mode": getattr(ctx.graph, "graph_mode", None),
             "target": sorted((a.key, round(float(v), 9)) for a, v in zip(archs, y)),
             "source_data": {d: [len(g), round(float(g.latency_ms.sum()), 6)] for d, g in src.groupby("device")}}
