@@ -598,18 +598,26 @@ def _head_tail(sh: Shell, argv, io, stdin) -> int:
             return 1
         else:
             files.append(a)
-    status = 0
-    for f in files or ["-"]:
-        try:
-            text = stdin if f == "-" else sh.box.read(sh.path(f))
-        except FSError as e:
-            io.err(f"{argv[0]}: {f}: {e.strerror}\n")
-            status = 1
-            continue
-        data = text.encode() if isinstance(text, str) else text
+    inputs, status = _read_inputs(sh, argv[0], files, io, stdin)
+    for _, data in inputs:
         lines = data.splitlines(keepends=True)
         io.out(b"".join(lines[:n] if argv[0] == "head" else lines[max(len(lines) - n, 0):]))
     return status
+
+
+def _read_inputs(sh: Shell, command: str, files: list[str], io, stdin) -> tuple[list[tuple[str, bytes]], int]:
+    """(name, bytes) of each FILE, standard input for none or ``-``; one that cannot be read is reported as
+    toybox does and makes the status 1."""
+    out, status = [], 0
+    for f in files or ["-"]:
+        try:
+            data = stdin if f == "-" else sh.box.read(sh.path(f))
+        except FSError as e:
+            io.err(f"{command}: {f}: {e.strerror}\n")
+            status = 1
+            continue
+        out.append((f, data.encode() if isinstance(data, str) else data))
+    return out, status
 
 
 @builtin("ls")
@@ -721,14 +729,8 @@ def _mv(sh: Shell, argv, io, stdin) -> int:
 def _hashsum(sh: Shell, argv, io, stdin) -> int:
     algo = {"sha256sum": "sha256", "sha1sum": "sha1", "md5sum": "md5"}[argv[0]]
     _, files = _flags(argv, "b")
-    status = 0
-    for f in files or ["-"]:
-        try:
-            data = stdin if f == "-" else sh.box.read(sh.path(f))
-        except FSError as e:
-            io.err(f"{argv[0]}: {f}: {e.strerror}\n")
-            status = 1
-            continue
+    inputs, status = _read_inputs(sh, argv[0], files, io, stdin)
+    for f, data in inputs:
         io.out(f"{hashlib.new(algo, data).hexdigest()}  {f}\n")
     return status
 
