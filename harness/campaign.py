@@ -457,7 +457,7 @@ def changed_setup(store: Store, profile: Profile, space: str, keys: Iterable[str
     wanted = None if keys is None else set(keys)
     changes: set[str] = set()
     archs: set[str] = set()
-    for text, measured in store.measured_profiles(profile.name, space).items():
+    for text, measured in store.measured_profiles(profile.name, space, workload_columns(profile)).items():
         hit = [k for k in measured if wanted is None or k in wanted]
         differ = measurement_changes(json.loads(text), now) if hit else []
         if differ:

@@ -560,6 +560,12 @@ def test_resuming_with_a_changed_runtime_says_the_kept_ones_were_measured_with_a
     harness("measure", "-d", "fast-onnx", "--arch", "1,2", "--remeasure", env=cli_env)
     now = harness("measure", "-d", "fast-onnx", "--arch", "0,1,2", env=cli_env)
     assert "changed:" not in now.stdout  # every kept latency is of this setup now
+    # another workload is another series: its kept latencies are compared with its own setup only (the batch-1
+    # series, measured with 2 threads, was reported against a batch-2 series measured with 3, on every rerun)
+    write_profile(Path(cli_env["HARNESS_DEVICES"]), "fast-onnx", {"name": "onnxruntime", "threads": 3})
+    harness("measure", "-d", "fast-onnx", "--arch", "0", "--batch-size", "2", env=cli_env)
+    bs2 = harness("measure", "-d", "fast-onnx", "--arch", "0", "--batch-size", "2", env=cli_env)
+    assert "nothing to do" in bs2.stdout and "changed:" not in bs2.stdout, bs2.stdout
 
 
 def test_export_picks_one_graph_mode_when_a_device_was_measured_in_both(cli_env, tmp_path):
@@ -754,8 +760,8 @@ def test_a_reader_that_leaves_ends_the_command_quietly_with_141(args, tmp_path):
 
 
 def test_where_a_device_is_and_how_long_to_wait_for_it_are_no_change_of_setup():
-    """The virtual phone's serial is a new loopback port each command, a board's address moves with DHCP, a
-    timeout changes no latency: resuming `-d virtual-phone` said "changed: ... --remeasure" every time."""
+    """The virtual phone's serial is a new loopback port each command and a timeout changes no latency: resuming
+    `-d virtual-phone` said "changed: ... --remeasure" every time."""
     from harness.devices.profile import measurement_changes
 
     before = {"runtime": {"name": "tflite", "threads": 4},
@@ -765,8 +771,12 @@ def test_where_a_device_is_and_how_long_to_wait_for_it_are_no_change_of_setup():
     assert measurement_changes(before, moved) == []
     assert measurement_changes(before, {**moved, "runtime": {"name": "tflite", "threads": 2}}) == [
         "runtime.threads: 4 -> 2"]
-    assert measurement_changes(before, {**moved, "connection": {"kind": "ssh", "host": "b"}}) == [
-        "connection.kind: 'adb' -> 'ssh'"]
+    # another host or USB serial under one device name may be another machine: said (the farm groups them)
+    board = {"runtime": {"name": "onnxruntime", "threads": 1}, "connection": {"kind": "ssh", "host": "board-a"}}
+    assert measurement_changes(board, {**board, "connection": {"kind": "ssh", "host": "board-b"}}) == [
+        "connection.host: 'board-a' -> 'board-b'"]
+    assert measurement_changes(before, {**moved, "connection": {"kind": "adb", "serial": "R58M12ABC"}}) == [
+        "connection.serial: '127.0.0.1:40485' -> 'R58M12ABC'"]
 
 
 def test_a_port_that_is_no_ssh_server_gives_one_clean_error(cli_env):

@@ -367,25 +367,34 @@ class Profile(_Strict):
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# settings that reach the device but not the number it measures: a new key or path is the same device
-# connection fields that say where a device is or how to reach it, not what it measures: an address that moved
-# (DHCP, a new USB port, the virtual phone's port, which is new each command) or a timeout changes no latency.
-# What the machine is, its campaigns record in their static conditions (device_model, cpu_model, os, kernel).
+# connection fields that say where a device is or how to reach it, not what it measures: devices that differ only
+# in these are interchangeable (the farm's --split groups)
 WHERE_NOT_WHAT = frozenset({"serial", "host", "port", "user", "key_file", "known_hosts",
                             "insecure_skip_host_key_check", "workdir", "connect_timeout_s", "reconnect_attempts",
                             "reconnect_backoff_s", "drop_after", "transport"})
+# what resume does not call a change of setup under one device name: the same, but for the host and the serial,
+# which may be another machine (a loopback serial is the virtual phone's new port each command: no change)
+NOT_A_NEW_MACHINE = WHERE_NOT_WHAT - {"host", "serial"}
+
+
+def _loopback(value: Any) -> bool:
+    return isinstance(value, str) and value.split(":")[0] in ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
 def measurement_changes(before: dict, after: dict) -> list[str]:
     """What differs between two profiles (``as_dict``) in what decides the measured latency, as ``field: old ->
-    new``: the runtime and the connection (its kind, interpreter or tool; not :data:`WHERE_NOT_WHAT`). Workloads
-    and graph modes are not here: they are separate series in the store already."""
+    new``: the runtime and the connection (its kind, host or serial, interpreter or tool; not
+    :data:`NOT_A_NEW_MACHINE`). Workloads and graph modes are not here: they are separate series in the store
+    already."""
     changes = []
     for block in ("runtime", "connection"):
         old, new = before.get(block) or {}, after.get(block) or {}
         for key in sorted(set(old) | set(new)):
-            if key not in WHERE_NOT_WHAT and old.get(key) != new.get(key):
-                changes.append(f"{block}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
+            if key in NOT_A_NEW_MACHINE or old.get(key) == new.get(key):
+                continue
+            if key == "serial" and _loopback(old.get(key)) and _loopback(new.get(key)):
+                continue
+            changes.append(f"{block}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
     return changes
 
 

@@ -707,21 +707,24 @@ class Store:
                        (status, message or None, utcnow(), campaign_id))
 
     @_guarded
-    def measured_profiles(self, device: str, space: str) -> dict[str, list[str]]:
+    def measured_profiles(self, device: str, space: str, workload: dict | None = None) -> dict[str, list[str]]:
         """The profiles (as JSON text) behind each architecture's latest successful measurement on ``device`` in
-        ``space`` (every workload), with the architectures (keys) each one measured: what the store's latencies
-        were measured with."""
+        ``space`` at ``workload`` (default: bs1, the space's resolution, fp32), with the architectures (keys)
+        each one measured: what the store's latencies of that series were measured with."""
         rows = self.db.execute(
-            """SELECT DISTINCT c.profile_json, a.key FROM measurements m
-               JOIN campaigns c ON c.id = m.campaign_id JOIN architectures a ON a.id = m.arch_id
+            f"""SELECT m.campaign_id, a.key FROM measurements m JOIN architectures a ON a.id = m.arch_id
                WHERE m.id IN (
-                   SELECT MAX(m2.id) FROM measurements m2 JOIN devices d ON d.id = m2.device_id
-                   JOIN architectures a2 ON a2.id = m2.arch_id
-                   WHERE d.name = ? AND a2.space = ? AND m2.status = 'ok'
-                   GROUP BY m2.arch_id, m2.batch_size, m2.input_shape, m2.precision)""", (device, space)).fetchall()
+                   SELECT MAX(m.id) FROM measurements m JOIN devices d ON d.id = m.device_id
+                   JOIN architectures a2 ON a2.id = m.arch_id
+                   WHERE d.name = ? AND a2.space = ? AND m.status = 'ok' AND {self._SAME_WORKLOAD}
+                   GROUP BY m.arch_id)""", (device, space, *self._workload_params(_workload(workload)))).fetchall()
+        by_campaign: dict[int, list[str]] = {}
+        for cid, key in rows:
+            by_campaign.setdefault(cid, []).append(key)
         out: dict[str, list[str]] = {}
-        for text, key in rows:
-            out.setdefault(text, []).append(key)
+        for cid, keys in by_campaign.items():  # each campaign's profile read once (the JSON is kilobytes)
+            text = self.db.execute("SELECT profile_json FROM campaigns WHERE id = ?", (cid,)).fetchone()[0]
+            out.setdefault(text, []).extend(keys)
         return out
 
     def campaigns(self, exporter_version: int | None = None) -> pd.DataFrame:
