@@ -124,7 +124,7 @@ def clip(text: str, width: int) -> str:
     message cut mid-word ("executed on the acto") reads as a different word."""
     import textwrap
 
-    text = " ".join(str(text).split())
+    text, width = " ".join(str(text).split()), max(width, 2)
     if len(text) <= width:
         return text
     cut = textwrap.shorten(text, width, placeholder=" …")

@@ -278,7 +278,7 @@ def test_adapt_prints_its_quality_and_reuses_identical_predictors(with_target, t
     # a predictor of another structure layout (as before the edge-activity model) is refitted, not reused
     monkeypatch.setattr("harness.analysis.workflow.STRUCTURE_VERSION", -1)
     layout = " ".join(invoke(*args).split())
-    assert "adapted predictor #2 for new_dev (the proxies' data or harness changed since #1)" in layout, layout
+    assert "adapted predictor #2 for new_dev (the proxies' data, harness or its features changed since #1)" in layout, layout
     monkeypatch.undo()
     other = " ".join(invoke(*args, "--method", "target-only").split())
     assert "adapted predictor #3 for new_dev (#2 used multiproxy)" in other
@@ -565,7 +565,8 @@ def test_resuming_with_a_changed_runtime_says_the_kept_ones_were_measured_with_a
     write_profile(Path(cli_env["HARNESS_DEVICES"]), "fast-onnx", {"name": "onnxruntime", "threads": 3})
     harness("measure", "-d", "fast-onnx", "--arch", "0", "--batch-size", "2", env=cli_env)
     bs2 = harness("measure", "-d", "fast-onnx", "--arch", "0", "--batch-size", "2", env=cli_env)
-    assert "nothing to do" in bs2.stdout and "changed:" not in bs2.stdout, bs2.stdout
+    flat = " ".join(bs2.stdout.split())
+    assert "nothing to do" in flat and "changed:" not in flat, bs2.stdout
 
 
 def test_export_picks_one_graph_mode_when_a_device_was_measured_in_both(cli_env, tmp_path):
@@ -825,7 +826,9 @@ def test_a_stop_says_when_a_rerun_can_go_on_by_why_it_stopped():
     phone = SimpleNamespace(connection=SimpleNamespace(kind="adb", workdir="/data/local/tmp/harness"))
     full = CampaignAborted("5 models failed in a row on p; last: device_error: write failed: No space left on device")
     assert rerun_when(ConnectionLost("gone"), phone) == "when the device is back"
-    assert rerun_when(full, phone) == ("once the device has free space again (e.g. `adb shell rm -r "
-                                       "/data/local/tmp/harness`: the models pushed there)")
+    assert rerun_when(full, phone) == ("once the device has free space again (the models harness pushed can go: "
+                                       "`adb shell 'rm -f /data/local/tmp/harness/*.tflite'`)")
+    spaced = SimpleNamespace(connection=SimpleNamespace(kind="adb", workdir="/sdcard/my models"))
+    assert "`adb shell 'rm -f '\"'\"'/sdcard/my models'\"'\"'/*.tflite'`" in rerun_when(full, spaced)
     assert rerun_when(CampaignAborted("5 models failed in a row; last: device_error: no GPU delegate"),
                       phone) == "once the cause above is fixed"

@@ -84,7 +84,11 @@ def test_missing_binary_fails_before_any_model_naming_the_field(sshd, tmp_path):
         with pytest.raises(DriverUnavailable, match="connection.benchmark_model: no executable"):
             run_campaign(st, p, SPACE, SPACE.sample(2, 0), cache=ModelCache(tmp_path / "c"))
         assert st.measurements().empty
-    assert not make_driver(p).check().ok
+    report = make_driver(p).check()
+    assert not report.ok and report.reachable is True  # it connected, and found no binary
+    nokey = pi_profile(sshd, str(tmp_path / "bm"))
+    nokey = nokey.model_copy(update={"connection": nokey.connection.model_copy(update={"key_file": str(tmp_path / "k")})})
+    assert make_driver(nokey).check().reachable is None  # never tried: the key file is not there (said True)
 
 
 def test_devices_check_on_a_benchmark_model_board_reports_instead_of_crashing(sshd, binary, cli_env):

@@ -621,7 +621,7 @@ def test_a_thin_imported_device_is_left_out_of_proxy_all_and_refused_by_name(pub
     assert named.returncode == 2 and "proxy tiny (2 architectures) has too little nb201 data" in flat, flat
 
 
-def test_a_copy_of_the_targets_own_latencies_is_no_source(public_like_store, store_path):
+def test_a_copy_of_the_targets_own_latencies_is_no_source(public_like_store, store_path, cache_dir):
     """A replay target answers from a published column; that column imported beside it made `adapt --proxy all`
     report a leave-one-out SRCC of 1.000 (found by an audit: 0.747 without it)."""
     from harness.analysis import workflow
@@ -638,9 +638,23 @@ def test_a_copy_of_the_targets_own_latencies_is_no_source(public_like_store, sto
         assert any("left out of the proxies: pub_b (equal to twin's own latencies" in n for n in ctx.notes)
         with pytest.raises(ParameterError, match="pub_b hold.* twin's own latencies"):
             workflow.adapt(workflow.Context(st, SPACE, None), ["pub_a", "pub_b"], "twin")
-        with pytest.raises(ParameterError, match="pub_b hold"):
+        with pytest.raises(ParameterError, match="pub_b hold") as info:
             workflow.pareto(workflow.Context(st, SPACE, None), "pub_a", "twin", "acc_top1", what_if_k=5,
                             what_if_proxies=["pub_b"])
+        assert info.value.param == "what_if_proxies"
+        with pytest.raises(ParameterError, match="pub_b hold") as info:  # the what-if fit reads --proxy itself
+            workflow.pareto(workflow.Context(st, SPACE, None), "pub_b", "twin", "acc_top1", what_if_k=5)
+        assert info.value.param == "proxy"
+        # `suggest --strategy uncertain` fits the same ensemble on the target's data: the copy is left out there too
+        ctx = workflow.Context(st, SPACE, str(cache_dir))  # the seeded graph features of the whole space
+        workflow.suggest(ctx, ["all"], 3, "uncertain", exclude_device="twin")
+        assert any("left out of the proxies: pub_b" in n for n in ctx.notes)
+    # a target with 3 samples (what adapt needs) and a copy of them: caught too (the check wanted 5 in common)
+    table.iloc[:3][["nb201_index", "arch_str"]].assign(few_ms=table.pub_b_ms[:3]).to_csv(folder / "f.csv", index=False)
+    with Store(store_path) as st:
+        import_table(st, folder / "f.csv")
+        with pytest.raises(ParameterError, match="pub_b hold"):
+            workflow.adapt(workflow.Context(st, SPACE, None), ["pub_b"], "few")
 
 
 def test_edge_activity_reads_which_edges_hold_an_operation_and_a_convolution():

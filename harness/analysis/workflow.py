@@ -98,6 +98,8 @@ class Context:
         (features.edge_activity: what a device that pays per operation reads)."""
         plain = np.hstack([onehot(self.space, archs), self.graph.matrix(archs, graph_names)])
         if kept_names is None:
+            if edges:
+                raise ValueError("the edge activity follows the second view: give kept_names too")
             return plain
         blocks = [plain, live_onehot(self.space, archs), self.graph_kept.matrix(archs, kept_names)]
         return np.hstack(blocks + ([edge_activity(self.space, archs)] if edges else []))
@@ -152,11 +154,11 @@ def resolve_proxies(ctx: Context, proxies: Sequence[str], exclude: Sequence[str]
 
 
 def same_values(ctx: Context, table: dict[str, float], exclude: Sequence[str | None] = (),
-                min_common: int = 10) -> list[str]:
+                min_common: int = 10, devices: Sequence[str] | None = None) -> list[str]:
     """Devices in the store whose latencies are the replay table's own (equal on every common architecture, at
     least ``min_common``): the same published column imported under another name (``--prefix op-``) would be the
-    target's answers used as a source, a loop that looks perfect and means nothing."""
-    long = ctx.store.latencies(ctx.space.name)
+    target's answers used as a source, a loop that looks perfect and means nothing. ``devices``: only these."""
+    long = ctx.store.latencies(ctx.space.name, list(devices) if devices is not None else None)
     long = long[~long.device.isin([e for e in exclude if e])]
     out = []
     for device, rows in long.groupby("device", sort=True):
@@ -170,11 +172,14 @@ def same_values(ctx: Context, table: dict[str, float], exclude: Sequence[str | N
 def without_own_copies(ctx: Context, sources: list[str], proxies: Sequence[str], target: str, archs: list[Arch],
                        y: np.ndarray, param: str = "proxies") -> list[str]:
     """``sources`` without devices whose latencies are the target's own on every common architecture (at least
-    5): a replay target's table imported under its own name, or another (``--prefix``), is the target's answers
-    used as a source; `adapt --proxy all` then reported a leave-one-out SRCC of 1.000 that meant nothing. ``all``
-    leaves them out with a note; naming one is an error."""
-    copies = [d for d in same_values(ctx, {a.key: float(v) for a, v in zip(archs, y)}, exclude=[target],
-                                     min_common=5) if d in sources]
+    3, or 5 where the target has them): a replay target's table imported under its own name, or another
+    (``--prefix``), is the target's answers used as a source; `adapt --proxy all` then reported a leave-one-out
+    SRCC of 1.000 that meant nothing. ``all`` leaves them out with a note; naming one is an error. (A replay
+    table read with noise is no longer equal: the closed loop knows its table, `adapt` cannot.)"""
+    if len(y) < 3:
+        return sources
+    copies = same_values(ctx, {a.key: float(v) for a, v in zip(archs, y)}, exclude=[target],
+                         min_common=min(5, len(y)), devices=sources)
     if not copies:
         return sources
     if list(proxies) != ["all"]:
@@ -342,11 +347,11 @@ def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAU
     sources = resolve_proxies(ctx, proxies, exclude=[target])
     if target in sources:
         raise ParameterError("proxies", "the target cannot be its own proxy")
+    archs, y = _target_samples(ctx, target)
+    sources = without_own_copies(ctx, sources, proxies, target, archs, y)
     if m.max_sources is not None and len(sources) > m.max_sources:
         raise ParameterError("proxies", f"{method} adapts at most {m.max_sources} proxy device(s); got "
                              f"{len(sources)}")
-    archs, y = _target_samples(ctx, target)
-    sources = without_own_copies(ctx, sources, proxies, target, archs, y)
     digest = _inputs_digest(ctx, method, sources, archs, y)
     latest = ctx.store.latest_predictor(ctx.space.name, target)
     if latest is not None and latest["provenance"].get("inputs_digest") == digest:
@@ -412,7 +417,7 @@ def _why_new(latest: dict | None, prov: dict) -> str:
         return f"#{latest['id']} had {old.get('n_target_samples')} target samples, now {prov['n_target_samples']}"
     if old.get("target_archs") != prov["target_archs"] or "inputs_digest" not in old:
         return f"the target's measurements changed since #{latest['id']}"
-    return f"the proxies' data or harness changed since #{latest['id']}"
+    return f"the proxies' data, harness or its features changed since #{latest['id']}"
 
 
 def _target_series(ctx: Context, target: str) -> pd.Series:
@@ -462,7 +467,7 @@ def suggest(ctx: Context, proxies: Sequence[str], k: int, strategy: str = sampli
     if k > len(pool):
         raise ParameterError("samples", f"{k} samples is more than the {len(pool)} candidate architectures")
     if strategy in sampling.SEQUENTIAL:
-        picked = _suggest_uncertain(ctx, sources, pool, k, seed, exclude_device)
+        picked = _suggest_uncertain(ctx, sources, proxies, pool, k, seed, exclude_device)
     else:
         s_ms, _ = source_latencies(ctx, sources, pool)
         picks = sampling.select(k, np.log(np.clip(s_ms, 1e-3, None)), onehot(ctx.space, pool), strategy, seed)
@@ -471,8 +476,8 @@ def suggest(ctx: Context, proxies: Sequence[str], k: int, strategy: str = sampli
     return picked
 
 
-def _suggest_uncertain(ctx: Context, sources: list[str], pool: list[Arch], k: int, seed: int,
-                       target: str | None) -> pd.DataFrame:
+def _suggest_uncertain(ctx: Context, sources: list[str], proxies: Sequence[str], pool: list[Arch], k: int,
+                       seed: int, target: str | None) -> pd.DataFrame:
     """The next K for a target with its first measurements: fit the multiproxy ensemble on them and pick
     where its members disagree most, spread out (sampling.select_uncertain)."""
     from harness.analysis.methods.multiproxy import fit_model
@@ -485,6 +490,7 @@ def _suggest_uncertain(ctx: Context, sources: list[str], pool: list[Arch], k: in
         raise ParameterError("strategy", f"{target} has {len(have)} {ctx.space.name} measurement(s); the uncertain "
                              f"strategy needs at least {sampling.MIN_FOR_UNCERTAIN}: pick the first ones with diverse")
     measured = ctx.archs(have.index.tolist())
+    sources = without_own_copies(ctx, sources, proxies, target, measured, have.to_numpy())
     model, fitted_on, _ = fit_model(ctx, sources, measured, have.to_numpy())
     every = measured + list(pool)
     s_ms, _ = source_latencies(ctx, sources, every)
@@ -498,12 +504,12 @@ def _suggest_uncertain(ctx: Context, sources: list[str], pool: list[Arch], k: in
 
 # --- pareto --------------------------------------------------------------------------------------
 def _what_if_predictions(ctx: Context, proxies: Sequence[str], target: str, k: int, archs: list[Arch],
-                         method: str = DEFAULT_METHOD, seed: int = 0) -> np.ndarray:
+                         method: str = DEFAULT_METHOD, seed: int = 0, param: str = "what_if_proxies") -> np.ndarray:
     """Predictions for ``archs`` from ``method`` fitted on only K of the target's measurements, picked as
     `suggest` would (validation: the target is fully measured, we pretend it is new). Nothing is saved."""
     sources = resolve_proxies(ctx, proxies, exclude=[target])
     pool, y = _target_samples(ctx, target)
-    sources = without_own_copies(ctx, sources, proxies, target, pool, y, "what_if_proxies")
+    sources = without_own_copies(ctx, sources, proxies, target, pool, y, param)
     worth = {a.key for a in ctx.worth_measuring(pool)[0]}  # as `suggest` picks
     keep = [i for i, a in enumerate(pool) if a.key in worth]
     pool, y = [pool[i] for i in keep], y[keep]
@@ -540,7 +546,8 @@ def pareto(ctx: Context, proxy: str, target: str, accuracy: str, what_if_k: int 
     pred = None
     if what_if_k:
         pred = _what_if_predictions(ctx, what_if_proxies or [proxy], target, what_if_k,
-                                    ctx.archs(both.index.tolist()), what_if_method)
+                                    ctx.archs(both.index.tolist()), what_if_method,
+                                    param="what_if_proxies" if what_if_proxies else "proxy")
         result.predicted_from = f"{what_if_method} fit on {what_if_k} of {target}'s measurements"
     elif ctx.store.latest_predictor(ctx.space.name, target) is not None:
         pred = predict(ctx, target, ctx.archs(both.index.tolist()))["predicted_ms"].to_numpy()

@@ -180,7 +180,9 @@ def rerun_when(stop: Exception, profile) -> str:
         return "once the cause above is fixed"
     if "No space left on device" in str(stop):
         workdir = getattr(profile.connection, "workdir", None)
-        room = (f" (e.g. `adb shell rm -r {shlex.quote(workdir)}`: the models pushed there)"
+        # the models harness pushed, by their content names, not the folder (a workdir may be a shared one); the
+        # device's shell reads the quoted command, so the quoting is for it
+        room = (f" (the models harness pushed can go: `adb shell {shlex.quote(f'rm -f {shlex.quote(workdir)}/*.tflite')}`)"
                 if workdir and profile.connection.kind == "adb" else "")
         return f"once the device has free space again{room}"
     return "once the cause above is fixed"

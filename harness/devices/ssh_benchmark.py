@@ -95,7 +95,8 @@ class SSHBenchmarkModelDriver(SSHDriver):
         try:
             facts = self.prepare()
         except DriverError as e:
-            return CheckReport(False, isinstance(e, DriverUnavailable), "tflite", message=str(e))
+            return CheckReport(False, None if e.before_contact else isinstance(e, DriverUnavailable), "tflite",
+                               message=str(e))
         finally:
             self.cleanup()
         return CheckReport(True, True, "tflite", "benchmark_model",

@@ -182,8 +182,8 @@ class _TrtexecDriverMixin:
         try:
             facts = self.prepare()
         except DriverError as e:
-            return CheckReport(False, not isinstance(e, DriverUnavailable) or "trtexec not found" in str(e),
-                               "trtexec", message=str(e))
+            reached = not isinstance(e, DriverUnavailable) or "trtexec not found" in str(e)
+            return CheckReport(False, None if e.before_contact else reached, "trtexec", message=str(e))
         finally:
             self.cleanup()
         return CheckReport(True, True, "trtexec", facts.get("tensorrt"),
