@@ -101,6 +101,9 @@ def test_shell_identity_and_sysfs(phone):
     assert d.shell("cat /proc/cpuinfo | head -3") == "".join(cpuinfo[:3])
     assert d.shell("head -n 2 /proc/cpuinfo") == "".join(cpuinfo[:2])
     assert d.shell("tail -n1 /proc/cpuinfo") == cpuinfo[-1]
+    assert d.shell("tail -n +3 /proc/cpuinfo") == "".join(cpuinfo[2:])
+    assert "head: bad -n '-1'" in d.shell("head -n -1 /proc/cpuinfo")  # said "Unknown option '--1'"
+    assert "Unknown option 'c'" in d.shell("head -c 5 /proc/cpuinfo")
     assert "No such file" in d.shell("head /nope")
     d.close()
 

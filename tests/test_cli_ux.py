@@ -776,6 +776,8 @@ def test_where_a_device_is_and_how_long_to_wait_for_it_are_no_change_of_setup():
     board = {"runtime": {"name": "onnxruntime", "threads": 1}, "connection": {"kind": "ssh", "host": "board-a"}}
     assert measurement_changes(board, {**board, "connection": {"kind": "ssh", "host": "board-b"}}) == [
         "connection.host: 'board-a' -> 'board-b'"]
+    here = {**board, "connection": {"kind": "ssh", "host": "127.0.0.1"}}
+    assert measurement_changes(here, {**board, "connection": {"kind": "ssh", "host": "localhost"}}) == []
     assert measurement_changes(before, {**moved, "connection": {"kind": "adb", "serial": "R58M12ABC"}}) == [
         "connection.serial: '127.0.0.1:40485' -> 'R58M12ABC'"]
 
@@ -812,7 +814,8 @@ def test_a_port_that_is_no_ssh_server_gives_one_clean_error(cli_env):
         srv.close()
     assert out.returncode != 0
     assert "Traceback" not in out.stderr and "paramiko" not in out.stderr, out.stderr
-    assert f"cannot reach 127.0.0.1:{port}: Error reading SSH protocol banner" in out.stdout, out.stdout
+    assert f"cannot reach 127.0.0.1:{port}: the port accepted the connection but no SSH server spoke" in " ".join(
+        out.stdout.split()), out.stdout
 
 
 def test_a_stop_says_when_a_rerun_can_go_on_by_why_it_stopped():
@@ -832,3 +835,26 @@ def test_a_stop_says_when_a_rerun_can_go_on_by_why_it_stopped():
     assert "`adb shell 'rm -f '\"'\"'/sdcard/my models'\"'\"'/*.tflite'`" in rerun_when(full, spaced)
     assert rerun_when(CampaignAborted("5 models failed in a row; last: device_error: no GPU delegate"),
                       phone) == "once the cause above is fixed"
+
+
+def test_a_port_where_nothing_speaks_ssh_says_so(cli_env):
+    """A port that accepts and then says nothing was reported as paramiko's 'No existing session'."""
+    import socket
+
+    from tests.conftest import harness
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)  # accepts (the kernel completes the handshake) and never writes
+    port = srv.getsockname()[1]
+    (Path(cli_env["HARNESS_DEVICES"]) / "silent.yaml").write_text(yaml.safe_dump(
+        {"name": "silent", "runtime": {"name": "onnxruntime", "threads": 1},
+         "connection": {"kind": "ssh", "host": "127.0.0.1", "port": port, "user": "x",
+                        "insecure_skip_host_key_check": True, "connect_timeout_s": 1}}))
+    try:
+        out = harness("devices", "check", "silent", env=cli_env, check=False)
+    finally:
+        srv.close()
+    flat = " ".join(out.stdout.split())
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert "the port accepted the connection but no SSH server spoke within 1 s" in flat, flat

@@ -164,7 +164,9 @@ def same_values(ctx: Context, table: dict[str, float], exclude: Sequence[str | N
     for device, rows in long.groupby("device", sort=True):
         truth = rows.key.map(table)
         both = truth.notna()
-        if both.sum() >= min_common and np.allclose(rows.latency_ms[both], truth[both], rtol=1e-6, atol=0):
+        # equal as published, or as a spreadsheet rounded them (3 decimals): no two measurements agree to 0.1 % on
+        # every one of several architectures (Eagle's GTX 1080 Ti, a near-copy of its i7, differs by 0.5 % median)
+        if both.sum() >= min_common and np.allclose(rows.latency_ms[both], truth[both], rtol=1e-3, atol=5e-4):
             out.append(str(device))
     return out
 
@@ -183,8 +185,9 @@ def without_own_copies(ctx: Context, sources: list[str], proxies: Sequence[str],
     if not copies:
         return sources
     if list(proxies) != ["all"]:
-        raise ParameterError(param, f"{', '.join(copies)} hold(s) {target}'s own latencies (equal on every common "
-                             f"architecture): the target's data under another name cannot be its source; drop it")
+        raise ParameterError(param, f"{', '.join(copies)} {'hold' if len(copies) > 1 else 'holds'} {target}'s own "
+                             "latencies (equal on every common architecture): the target's data under another name "
+                             "cannot be its source; drop it")
     ctx.notes.append(f"left out of the proxies: {', '.join(copies)} (equal to {target}'s own latencies on every common "
                      "architecture: the target's data under another name)")
     rest = [s for s in sources if s not in copies]

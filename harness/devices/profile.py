@@ -392,8 +392,8 @@ def measurement_changes(before: dict, after: dict) -> list[str]:
         for key in sorted(set(old) | set(new)):
             if key in NOT_A_NEW_MACHINE or old.get(key) == new.get(key):
                 continue
-            if key == "serial" and _loopback(old.get(key)) and _loopback(new.get(key)):
-                continue
+            if key in ("serial", "host") and _loopback(old.get(key)) and _loopback(new.get(key)):
+                continue  # this machine under two spellings, or the virtual phone's new port
             changes.append(f"{block}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
     return changes
 

@@ -192,7 +192,12 @@ class SSHDriver(RunnerDriver):
                                  "is sshd running there, and is connection.port right?") from None
         except (OSError, paramiko.SSHException, EOFError) as e:
             client.close()
-            raise ConnectionLost(f"{self.profile.name}: cannot reach {c.host}:{c.port}: {e}") from None
+            # paramiko's words for a port where no SSH server speaks, which it picks by timing
+            silent = str(e) in ("No existing session", "Error reading SSH protocol banner")
+            why = (f"the port accepted the connection but no SSH server spoke within {c.connect_timeout_s:g} s "
+                   "(another service on that port, or a stalled sshd; connection.port, connection.connect_timeout_s)"
+                   if silent else str(e))
+            raise ConnectionLost(f"{self.profile.name}: cannot reach {c.host}:{c.port}: {why}") from None
         return client
 
     def _exec(self, argv: list[str], timeout: float = 60.0) -> str:

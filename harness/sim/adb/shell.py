@@ -583,25 +583,29 @@ def _cat(sh: Shell, argv, io, stdin) -> int:
 
 @builtin("head", "tail")
 def _head_tail(sh: Shell, argv, io, stdin) -> int:
-    """``head``/``tail`` [-n N | -N] [FILE...]: the first or last N lines (10), as toybox's."""
-    n, files, args = 10, [], argv[1:]
+    """``head``/``tail`` [-n N | -N] [FILE...]: the first or last N lines (10), as toybox's; ``tail -n +N``: from
+    line N on."""
+    n, from_line, files, args = 10, False, [], argv[1:]
     while args:
         a = args.pop(0)
-        if a == "-n" and args:
-            a = "-" + args.pop(0)
-        elif a.startswith("-n"):
-            a = "-" + a[2:]
-        if a.startswith("-") and a[1:].isdigit():
-            n = int(a[1:])
+        value = args.pop(0) if a == "-n" and args else a[2:] if a.startswith("-n") and len(a) > 2 else \
+            a[1:] if a.startswith("-") and a[1:].isdigit() else None
+        if value is not None:
+            from_line = argv[0] == "tail" and value.startswith("+")
+            if not value.lstrip("+").isdigit():
+                io.err(f"{argv[0]}: bad -n '{value}'\n")
+                return 1
+            n = int(value.lstrip("+"))
         elif a.startswith("-") and a != "-":
-            io.err(f"{argv[0]}: Unknown option '{a}'\n")
+            io.err(f"{argv[0]}: Unknown option '{a.lstrip('-')}'\n")
             return 1
         else:
             files.append(a)
     inputs, status = _read_inputs(sh, argv[0], files, io, stdin)
     for _, data in inputs:
         lines = data.splitlines(keepends=True)
-        io.out(b"".join(lines[:n] if argv[0] == "head" else lines[max(len(lines) - n, 0):]))
+        io.out(b"".join(lines[:n] if argv[0] == "head" else lines[max(n - 1, 0):] if from_line
+                        else lines[max(len(lines) - n, 0):]))
     return status
 
 
