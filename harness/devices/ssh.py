@@ -193,7 +193,9 @@ class SSHDriver(RunnerDriver):
         except (OSError, paramiko.SSHException, EOFError) as e:
             client.close()
             # paramiko's words for a port where no SSH server speaks, which it picks by timing
-            silent = str(e) in ("No existing session", "Error reading SSH protocol banner")
+            # ("Error reading SSH protocol banner[Errno 104] Connection reset by peer" when the service hangs up)
+            silent = isinstance(e, EOFError) or str(e).startswith(("No existing session",
+                                                                   "Error reading SSH protocol banner"))
             why = (f"the port accepted the connection but no SSH server spoke within {c.connect_timeout_s:g} s "
                    "(another service on that port, or a stalled sshd; connection.port, connection.connect_timeout_s)"
                    if silent else str(e))
