@@ -49,6 +49,13 @@ class Structure:
         return graph_columns(self.onehot.shape[1], len(self.names), len(self.kept), self.matrix.shape[1],
                              self.n_edges)
 
+    @property
+    def block_names(self) -> list[str]:
+        """The own model of each of :attr:`graph_cols`' blocks, in their order."""
+        return ((["graph-feature model, pruned graph"] if self.names else [])
+                + (["graph-feature model, kept graph"] if self.kept else [])
+                + (["edge-activity model"] if self.n_edges else []))
+
 
 @dataclass
 class Context:

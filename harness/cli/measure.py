@@ -176,9 +176,7 @@ def rerun_when(stop: Exception, profile) -> str:
 
     if isinstance(stop, ConnectionLost):
         return "when the device is back"
-    if not isinstance(stop, CampaignAborted):
-        return "once the cause above is fixed"
-    if "No space left on device" in str(stop):
+    if isinstance(stop, CampaignAborted) and "No space left on device" in str(stop):
         workdir = getattr(profile.connection, "workdir", None)
         # the models harness pushed, by their content names, not the folder (a workdir may be a shared one); the
         # device's shell reads the quoted command, so the quoting is for it

@@ -39,10 +39,7 @@ class MultiProxy:
         own = [f"own structure model ({model.structure_share:.0%})"]
         if model.both_fit is not None:
             own.append(f"own structure model, both views ({model.both_share:.0%})")
-        blocks = ((["own graph-feature model, pruned graph"] if st.names else [])  # st.graph_cols' order
-                  + (["own graph-feature model, kept graph"] if st.kept else [])
-                  + (["own edge-activity model"] if st.n_edges else []))
-        own += [f"{name} ({g.share:.0%})" for name, g in zip(blocks, model.graph_parts)]
+        own += [f"own {name} ({g.share:.0%})" for name, g in zip(st.block_names, model.graph_parts)]
         return Fitted(payload, {"loo_mse_log": model.fit.loo_mse, "sources_used": model.sources,
                                 "onehot_weight": model.onehot_weight, "proxy_blend": model.blend,
                                 "parts": parts + own,
