@@ -9,6 +9,7 @@ the same digest as the command's.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -27,6 +28,7 @@ from harness.farm.resources import ACTOR_PREFIX, NAMESPACE, device_resource, dig
 from harness.models.cache import ModelCache
 from harness.models.spaces import Arch, get_space
 
+log = logging.getLogger(__name__)
 
 def host_cache_dir() -> Path:
     """Where a host keeps exported models: $HARNESS_CACHE as set when it joined, else the user cache."""
@@ -55,6 +57,7 @@ def connect(address: str) -> str:
         return _gcs_address(address)
     if address != "auto":
         _reachable(address)
+    _quiet_cluster_errors()
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="warning",
                  configure_logging=False)
@@ -63,6 +66,27 @@ def connect(address: str) -> str:
                 if address == "auto" else "check the address `ray start --head` printed")
         raise FarmError(f"--ray {address}: cannot connect ({str(e).splitlines()[0]}); {hint}") from None
     return _gcs_address(address)
+
+
+def _quiet_cluster_errors() -> None:
+    """Ray's driver prints the cluster's error messages (e.g. a lost host's missed-heartbeats report, in ANSI
+    colour) on stdout from a background thread, whatever ``log_to_driver`` says: they would corrupt ``--json``
+    output and repeat what the farm's summary says in its own words. They go to the debug log instead. Ray has
+    no switch for this; if its private module changes shape, the messages simply print again."""
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "harness_quiet", False):
+        return
+
+    def quiet(data, *args, **kwargs):
+        if isinstance(data, dict) and data.get("pid") == "raylet":
+            for line in data.get("lines") or ():
+                log.debug("ray cluster: %s", line)
+            return None
+        return printer(data, *args, **kwargs)
+
+    quiet.harness_quiet = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = quiet
 
 
 def _gcs_address(asked: str) -> str:
