@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from harness import interrupts
-from harness.devices.driver import Driver, RunResult, make_driver
+from harness.devices.driver import Driver, RunResult, make_driver, run_stats
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.preflight import check_workload
 from harness.devices.profile import Policy, Profile, measurement_changes
@@ -97,6 +97,7 @@ class CampaignSummary:
     changed_archs: int = 0  # how many of the kept architectures that was
     fixed_runs: int | None = None  # the policy is adaptive but the driver times this fixed count per visit
     watched: int = 0  # successful visits whose runner saw the other processes' CPU use (a suspect check was made)
+    no_ci: int = 0  # successful visits with too few clean runs for a CI of the median: their noise is unknown
 
     @property
     def degenerate(self) -> int:
@@ -375,6 +376,13 @@ def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: A
                     identity=identity)
 
 
+def visit_stats(r: RunResult, est: Estimate) -> dict[str, float | None]:
+    """What the store keeps of a visit: median, mean, spread, min and p90 of the runs the estimate is of (preempted
+    runs left out as the median leaves them out, so a CV is not one slow run); an aggregate (benchmark_model's
+    statistics) is the device's own figure, kept as it is."""
+    return run_stats(est.used) if r.per_run and est.used else r.summary()
+
+
 def assess(m: Measured, policy: Policy) -> tuple[Estimate, str | None]:
     """The successful visit's estimate (preempted runs and outliers flagged) and why it is suspect, if it is."""
     if m.assessed is None:
@@ -398,9 +406,7 @@ def record_measured(store: Store, retry_s: float, campaign_id: int, device: str,
                       FailureKind.DEVICE_ERROR.value, failure_message=m.failure_message, **fields)
     r = m.result
     est, suspect = assess(m, policy)
-    stats = r.summary()
-    if r.per_run:  # an aggregate (benchmark_model's statistics) is the device's own figure, kept as it is
-        stats["median_ms"] = est.median_ms
+    stats = visit_stats(r, est)
     gated = policy.gate.active and m.gate is not None
     return record(
         store, retry_s, campaign_id, device, m.arch, summary=stats, init_ms=r.init_ms,
@@ -428,7 +434,7 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
     r = m.result
     assert r is not None
     est, suspect = assess(m, policy or Policy())
-    stats = r.summary()
+    stats = visit_stats(r, est)
     if m.degenerate:  # a set: with rounds, each architecture is visited several times
         summary.degenerate_keys.add(m.arch.key)
     summary.ok += 1
@@ -438,11 +444,13 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
     if suspect:
         summary.suspect += 1
     rel = est.rel_ci if r.per_run else None  # an aggregate's CI over runs is not known
-    cv = stats["std_ms"] / stats["mean_ms"] if stats["mean_ms"] > 0 else 0.0
-    if (rel is not None and rel > UNSTABLE_REL_CI) or (rel is None and cv >= UNSTABLE_CV):
+    cv = stats["std_ms"] / stats["mean_ms"] if stats["std_ms"] is not None and stats["mean_ms"] > 0 else None
+    if r.per_run and rel is None:
+        summary.no_ci += 1
+    if (rel is not None and rel > UNSTABLE_REL_CI) or (rel is None and cv is not None and cv >= UNSTABLE_CV):
         summary.unstable.append(m.arch.key)
         # the worst visit of the architecture: with rounds a later, steadier visit overwrote it ("CV 16 %" for 35 %)
-        summary.unstable_cv[m.arch.key] = max(cv, summary.unstable_cv.get(m.arch.key, 0.0))
+        summary.unstable_cv[m.arch.key] = max(cv or 0.0, summary.unstable_cv.get(m.arch.key, 0.0))
         summary.labels[m.arch.key] = m.arch.label
     median = est.median_ms if r.per_run else stats["median_ms"]
     return ModelOutcome(m.arch, position, total, True, median, cv, m.exported, round=m.round_no,

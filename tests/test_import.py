@@ -207,6 +207,19 @@ def test_a_zero_that_harness_exported_for_a_degenerate_model_imports_again(store
             import_table(st, tmp_path / "plain.csv", prefix="p-")
 
 
+def test_the_interval_drift_and_energy_columns_of_an_export_are_not_devices(store_path, tmp_path):
+    """`export --ci --drift-correct` beside energy: importing it back made phone_ci_low, phone_ci_high and
+    phone_drift_corrected devices, which srcc then ranked, and phone_mj an architecture's metric."""
+    (tmp_path / "exported.csv").write_text(
+        "nb201_index,phone_ms,phone_ci_low_ms,phone_ci_high_ms,phone_drift_corrected_ms,phone_mj,other_ci_low_ms\n"
+        "1,1.0,0.9,1.1,1.02,3.0,5\n2,2.0,1.9,2.1,2.03,6.0,5\n")
+    with Store(store_path) as st:
+        r = import_table(st, tmp_path / "exported.csv")
+        # other_ci_low_ms has no other_ms beside it: a device of that name
+        assert r.devices == {"phone": 2, "other_ci_low": 2} and r.metrics == []
+        assert any("phone_ci_low_ms" in w and "phone_mj" in w for w in r.warnings)
+
+
 @pytest.mark.parametrize("body", ["0,1,5,7\n1,2,6,8\n", "0,1,5\n1,2\n", "0,1\n1,2,3\n"])
 def test_rows_with_more_fields_than_the_header_are_refused_not_shifted(store_path, tmp_path, body):
     """pandas made surplus leading fields the index: `0,1,5,7` under `nb201_index,dev_ms` was stored as arch 5 =

@@ -157,6 +157,22 @@ def test_hog_runs_are_flagged_left_out_and_the_model_marked_suspect(cache, store
             assert (runs.flag & PREEMPTED).sum() == row.n_preempted
             assert ((runs.flag & PREEMPTED) > 0).eq(runs.wait_ms > 0).all()
         assert (st.db.execute("SELECT SUM(n_outliers) FROM measurements").fetchone()[0] or 0) > 0
+        # mean, spread and p90 are of the runs the median is of: a CV is not the hog's time slices
+        for mid, mean, std, p90 in st.db.execute("SELECT id, mean_ms, std_ms, p90_ms FROM measurements").fetchall():
+            runs = st.run_table(int(mid))
+            clean = runs[(runs.flag & PREEMPTED) == 0].latency_ms
+            assert mean == pytest.approx(clean.mean()) and std == pytest.approx(clean.std(ddof=0))
+            assert p90 <= clean.max() < runs.latency_ms.max()
+
+
+def test_one_timed_run_has_no_spread_and_the_summary_says_the_noise_is_unknown(cache, store_path):
+    archs = SPACE.sample(2, 4)
+    prof = lab_profile(warmup_runs=0, timed_runs=1)
+    lab = LabDevice(prof)
+    with Store(store_path) as st:
+        s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+        assert s.no_ci == 2 and not s.unstable
+        assert [r[0] for r in st.db.execute("SELECT std_ms FROM measurements")] == [None, None]  # not 0.0
 
 
 # --- gating -----------------------------------------------------------------------------------

@@ -160,6 +160,10 @@ def print_summary(s: CampaignSummary) -> None:
         console.print("  failures by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(s.failures.items())))
     if s.unstable:
         print_unstable(s)
+    if s.no_ci:
+        console.print(f"  [yellow]no noise estimate:[/] {s.no_ci} of {s.ok} visit(s) had fewer than 6 clean timed runs, "
+                      "too few for a 95 % CI of the median: how much their numbers move is unknown (raise the "
+                      "profile's policy.timed_runs, or use the adaptive policy)", highlight=False)
     if s.runs:
         console.print(f"  {s.runs} timed runs; {s.suspect} suspect visit(s) (noisy neighbours, not quiet, or a "
                       f"sentinel out of band: see `suspect` in the store)"

@@ -37,7 +37,8 @@ def export(
     space: Annotated[Optional[str], typer.Option(help="Search space; default: the only one in the store.")] = None,
     ci: Annotated[int, typer.Option("--ci", min=0, max=10_000, help=(
         "Add <device>_ci_low_ms / <device>_ci_high_ms: 95% CI of each measured model's latency from N "
-        "bootstrap resamples of its runs and rounds (0 = none)."))] = 0,
+        "bootstrap resamples of its runs and rounds (0 = none): the noise within the stored campaigns, "
+        "not a machine's speed from one week to the next."))] = 0,
     drift_correct: Annotated[bool, typer.Option(
         "--drift-correct", help="Add <device>_drift_corrected_ms: latencies with the sentinels' recorded drift "
                                 "divided out (devices measured with sentinels; a model, so labelled apart).")] = False,
@@ -46,7 +47,8 @@ def export(
              "each architecture's latest, whichever mode (see <device>_graph).")] = None,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
-    """Write the tidy latency table: one row per architecture, key columns, a <device>_ms median column each."""
+    """Write the tidy latency table: one row per architecture, key columns, a <device>_ms column each (the median
+    over rounds of each visit's reference-scaled median: see README, Paired reference)."""
     with working("loading"):  # the imports take seconds on a busy machine: show it
         from harness.models.cache import EXPORTER_VERSION
         from harness.results.export import latency_table, write_table

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -53,15 +54,19 @@ class RunResult:
         return statistics.median(self.timed_ms)
 
     def summary(self) -> dict[str, float | None]:
-        xs = sorted(self.timed_ms)
-        mean = statistics.fmean(xs)
-        return {
-            "median_ms": statistics.median(xs),
-            "mean_ms": mean,
-            "std_ms": statistics.pstdev(xs) if len(xs) > 1 else 0.0,
-            "min_ms": xs[0],
-            "p90_ms": xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))],
-        }
+        return run_stats(self.timed_ms)
+
+
+def run_stats(runs: Sequence[float]) -> dict[str, float | None]:
+    """Median, mean, spread, min and p90 of a list of timed runs. One run has no spread (None, not 0)."""
+    xs = sorted(runs)
+    return {
+        "median_ms": statistics.median(xs),
+        "mean_ms": statistics.fmean(xs),
+        "std_ms": statistics.pstdev(xs) if len(xs) > 1 else None,
+        "min_ms": xs[0],
+        "p90_ms": xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))],
+    }
 
 
 @dataclass

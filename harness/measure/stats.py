@@ -50,6 +50,7 @@ class Estimate:
     n_preempted: int
     n_outliers: int
     flags: list[int] = field(default_factory=list)
+    used: list[float] = field(default_factory=list)  # the runs the median is of (mean, spread, p90 are too)
 
     @property
     def rel_ci(self) -> float | None:
@@ -85,4 +86,4 @@ def estimate(timed: Sequence[float], waits: Sequence[float] | None, *, exclude_p
             n_out += 1
     ci = median_ci(used)
     return Estimate(statistics.median(used), ci[0] if ci else None, ci[1] if ci else None, len(used), n_pre,
-                    n_out, flags)
+                    n_out, flags, used)

@@ -161,6 +161,14 @@ def detect_space(columns: list[str], path: Path) -> str:
 MAX_LATENCY_MS = 86_400_000.0  # one inference taking over a day is a unit or parsing mistake, not a latency
 
 
+COMPANION_SUFFIXES = ("_ci_low_ms", "_ci_high_ms", "_drift_corrected_ms", "_mj")
+
+
+def _companion_of(col: str, columns) -> bool:
+    """A column harness export writes beside ``<device>_ms`` about that device's latencies."""
+    return any(col.endswith(sfx) and f"{col[:-len(sfx)]}_ms" in columns for sfx in COMPANION_SUFFIXES)
+
+
 def _numeric(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
     raw = df[col]
     values = pd.to_numeric(raw, errors="coerce")
@@ -291,7 +299,14 @@ def _import_table(store: Store, path: str | Path, source: str | None, space: str
     archs = _archs(df, space_name, path)
 
     key_cols = set(get_space(space_name).key_columns) | set(get_space(space_name).alias_columns)
-    latency_cols = [c for c in df.columns if c.endswith("_ms")]
+    # harness export's companions of a <device>_ms column: its interval and its drift-corrected series are not
+    # devices, its energy per inference not an architecture's metric
+    companions = [c for c in df.columns if _companion_of(str(c), df.columns)]
+    if companions:
+        report.warnings.append(f"{path}: {', '.join(map(str, companions))} describe(s) the latency column beside "
+                               "it (harness export's --ci, --drift-correct, energy): not imported as devices or "
+                               "metrics (rename a column to import it as its own device)")
+    latency_cols = [c for c in df.columns if c.endswith("_ms") and c not in companions]
     latencies: dict[str, pd.Series] = {}
     for col in latency_cols:
         values = _numeric(df, col, path)
@@ -323,7 +338,7 @@ def _import_table(store: Store, path: str | Path, source: str | None, space: str
         latencies[prefix + col[:-3]] = values
     metrics: dict[str, tuple[str, pd.Series]] = {}
     for col in df.columns:
-        if col in key_cols or col.endswith("_ms"):
+        if col in key_cols or col.endswith("_ms") or col in companions:
             continue
         if col.endswith(("_graph", "_exporter", "_degenerate")) and f"{col.rsplit('_', 1)[0]}_ms" in df.columns:
             continue  # the identity of a measured model beside its latency (harness export), not a metric
