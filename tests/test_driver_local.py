@@ -40,6 +40,25 @@ def test_worker_never_imports_tensorflow():
         d.cleanup()
 
 
+@pytest.mark.parametrize("name", ["local-tflite", "local-onnx"])
+def test_a_model_the_runtime_cannot_load_is_named_in_the_error(tmp_path, name):
+    """LiteRT says only "The model is not a valid Flatbuffer buffer": which file, with --model a.tflite b.tflite?"""
+    from harness.errors import DeviceError
+    from harness.models.cache import Artifact
+
+    profile = ProfileRegistry().get(name)
+    bad = tmp_path / f"half{'.tflite' if name == 'local-tflite' else '.onnx'}"
+    bad.write_bytes(b"\x00" * 1000)
+    d = make_any_driver(profile)
+    d.prepare()
+    try:
+        with pytest.raises(DeviceError) as info:
+            d.run(d.push(Artifact(bad, profile.runtime.model_format, "half", False, 0.0)))
+        assert str(bad) in str(info.value)
+    finally:
+        d.cleanup()
+
+
 def test_check_reports_runtime_version():
     report = make_any_driver(ProfileRegistry().get("local-onnx")).check()
     assert report.ok and report.reachable

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from harness.models.cache import ModelCache
+from harness.models.cache import ModelCache, sha256_file
 from harness.models.export_onnx import to_onnx
 from harness.models.export_tflite import to_tflite
 from harness.models.graph import Graph
@@ -79,6 +79,31 @@ def test_cache_exports_once_and_keys_on_content(tmp_path):
     assert cache.get(g, "onnx").path.suffix == ".onnx"
     assert ModelCache(tmp_path, seed=1).path_for(g, "tflite") != first.path
     assert not list(tmp_path.rglob(".tmp-*")), "no temp files left behind"
+
+
+@pytest.mark.parametrize("damage", ["another model copied over it", "truncated"])
+def test_a_cached_file_changed_on_disk_is_exported_again_not_measured(tmp_path, damage):
+    """The cache served whatever bytes sat at a key: 8348's slot holding 11953's model was measured as 8348."""
+    space = get_space("nb201")
+    cache = ModelCache(tmp_path)
+    g = space.build(space.parse("8348"))
+    good = cache.get(g, "tflite").path.read_bytes()
+    other = cache.get(space.build(space.parse("11953")), "tflite").path
+    slot = cache.path_for(g, "tflite")
+    slot.write_bytes(other.read_bytes() if damage.startswith("another") else good[:1000])
+    again = cache.get(g, "tflite")
+    assert again.repaired and again.exported and again.path == slot and slot.read_bytes() == good
+    assert not cache.get(g, "tflite").exported  # intact again: served
+
+
+def test_a_cached_file_from_before_the_hashes_gets_one_on_first_use(tmp_path):
+    space = get_space("nb201")
+    cache = ModelCache(tmp_path)
+    a = cache.get(space.build(space.parse("42")), "onnx")
+    side = a.path.with_name(a.path.name + ".sha256")
+    side.unlink()  # a cache written by an older harness
+    b = cache.get(space.build(space.parse("42")), "onnx")
+    assert not b.exported and not b.repaired and side.read_text().strip() == sha256_file(a.path)
 
 
 def test_export_is_fast_enough_to_not_dominate_a_campaign():

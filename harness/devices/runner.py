@@ -706,7 +706,10 @@ def handle(req) -> dict:
         except (ProviderMismatch, Unavailable) as e:
             return {"ok": False, "kind": "unavailable", "message": str(e)}
         except Exception as e:  # the runtime's own errors: a model it cannot load or run
-            return {"ok": False, "kind": "device_error", "message": f"{type(e).__name__}: {e}"}
+            msg, model = f"{type(e).__name__}: {e}", str(req.get("model") or "")
+            if model and model not in msg:  # LiteRT's "not a valid Flatbuffer buffer" names no file
+                msg = f"{model}: {msg}"
+            return {"ok": False, "kind": "device_error", "message": msg}
     return {"ok": False, "kind": "parse_error", "message": f"unknown op {op[:40]!r}"}
 
 

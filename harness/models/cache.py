@@ -4,7 +4,10 @@ The key hashes the graph's structure as built (which includes the input shape), 
 (``prune``/``keep``, see harness.models.passes), :data:`EXPORTER_VERSION`, the exporter's format
 version (exporter code and library versions) and the weight seed, so a second campaign never
 re-exports and a changed exporter never serves a stale file. Writes are atomic (temp file + rename),
-so concurrent campaigns and crashes cannot leave a half-written model behind.
+so concurrent campaigns and crashes cannot leave a half-written model behind. Each file's SHA-256 is kept
+beside it (``<key>.<suffix>.sha256``) and checked whenever the file is served: a file changed on disk
+(a bad sector, a copy over it, a truncation) would be measured as the architecture's model, silently; it is
+exported again instead (``Artifact.repaired``). A file from before the hashes were kept gets its hash on first use.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class Artifact:
     graph_mode: str = DEFAULT_GRAPH_MODE
     exporter_version: int = EXPORTER_VERSION
     degenerate: bool | None = False  # the output does not depend on the input (passes); None: not known (a user's file)
+    repaired: bool = False  # the cached file no longer matched its recorded hash and was exported again
 
     @property
     def filename(self) -> str:
@@ -117,8 +121,12 @@ class ModelCache:
         path = self.path_for(graph, format_name, graph_mode, batch, precision, calibration)
         digest = path.stem
         facts = dict(graph_mode=graph_mode, exporter_version=EXPORTER_VERSION, degenerate=is_degenerate(graph))
+        repaired = False
         if path.exists():
-            return Artifact(path, fmt.name, digest, False, 0.0, **facts)
+            if _intact(path):
+                return Artifact(path, fmt.name, digest, False, 0.0, **facts)
+            path.unlink(missing_ok=True)
+            repaired = True
         path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=fmt.suffix)
@@ -129,10 +137,42 @@ class ModelCache:
                 from harness.models.precision import convert
 
                 convert(fmt.name, tmp, precision, calibration or Calibration())
+            _write_hash(path, sha256_file(tmp))  # first: a crash before the rename leaves no file to trust
             os.replace(tmp, path)
         except BaseException as e:  # Ctrl-C included: no temp file is left behind
             Path(tmp).unlink(missing_ok=True)
             if isinstance(e, Exception):
                 raise ExportError(f"exporting {graph.name} to {fmt.name} failed: {e}") from e
             raise
-        return Artifact(path, fmt.name, digest, True, time.perf_counter() - t0, **facts)
+        return Artifact(path, fmt.name, digest, True, time.perf_counter() - t0, repaired=repaired, **facts)
+
+
+def _hash_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _write_hash(path: Path, digest: str) -> None:
+    side = _hash_path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".sha256")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(digest + "\n")
+        os.replace(tmp, side)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _intact(path: Path) -> bool:
+    """The cached file is the one exported (its recorded SHA-256); a file without a record gets one now."""
+    try:
+        recorded = _hash_path(path).read_text().strip()
+    except FileNotFoundError:
+        try:
+            _write_hash(path, sha256_file(path))
+        except OSError:  # a read-only cache: serve it as before
+            pass
+        return True
+    except OSError:
+        return True  # unreadable record (permissions): not evidence against the file
+    return sha256_file(path) == recorded
