@@ -62,6 +62,14 @@ BAD = [
      ["runtime.threads", "greater than or equal to 1"]),
     ("not-mapping-policy", GOOD.format(name="not-mapping-policy") + "policy: fast\n",
      ["policy", "valid dictionary"]),
+    # onnxruntime ignores config keys it does not know: the typo measured at the default level, silently
+    ("ort-option-typo", "name: ort-option-typo\nconnection: {kind: local}\nruntime: {name: onnxruntime, "
+     "options: {graph_optimisation_level: disable}}\n",
+     ["runtime", "graph_optimisation_level", "did you mean 'graph_optimization_level'", "dotted"]),
+    ("tflite-options", "name: tflite-options\nconnection: {kind: local}\nruntime: {name: tflite, options: {foo: 1}}\n",
+     ["runtime", "tflite reads no runtime.options (foo)"]),
+    ("share-above-one", GOOD.format(name="share-above-one") + "policy: {max_neighbour_cpu: 3}\n",
+     ["policy.max_neighbour_cpu", "less than or equal to 1"]),
 ]
 
 

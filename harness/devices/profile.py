@@ -143,6 +143,24 @@ class Runtime(_Strict):
             raise ValueError(f"graph_optimization_level must be one of {', '.join(ORT_OPT_LEVELS)}")
         return v
 
+    def _check_runtime_options(self) -> None:
+        """onnxruntime takes any session config entry and ignores keys it does not know, so a misspelt
+        ``graph_optimisation_level`` measured at the default level while the stored profile said otherwise.
+        Its config keys are dotted (``session.intra_op.allow_spinning``); a plain word is harness's own option.
+        tflite reads no options (threads and delegate are fields)."""
+        if self.name == "tflite" and self.options:
+            raise ValueError(f"tflite reads no runtime.options ({', '.join(map(str, self.options))}); threads and "
+                             "delegate are runtime fields, and a benchmark_model profile takes its flags from the "
+                             "connection")
+        if self.name == "onnxruntime":
+            for key in self.options:
+                if key != "graph_optimization_level" and "." not in str(key):
+                    close = difflib.get_close_matches(str(key), ["graph_optimization_level"], n=1, cutoff=0.6)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    raise ValueError(f"unknown onnxruntime option {key!r}: {hint}runtime.options takes "
+                                     "graph_optimization_level and onnxruntime session config entries, which are "
+                                     "dotted (e.g. session.intra_op.allow_spinning)")
+
     @model_validator(mode="after")
     def _runtime_specific(self) -> Runtime:
         if self.binary is not None and self.name != "trtexec":
@@ -154,6 +172,7 @@ class Runtime(_Strict):
             unknown = set(self.options) - {"device", "use_cuda_graph", "warmup_ms"}
             if unknown:
                 raise ValueError(f"trtexec options are device, use_cuda_graph, warmup_ms; not {', '.join(sorted(unknown))}")
+        self._check_runtime_options()
         if self.name == "onnxruntime" and self.delegate != "cpu":
             raise ValueError("delegate applies to tflite only; for onnxruntime set execution_provider")
         if self.name == "tflite" and (self.execution_provider != "CPUExecutionProvider" or self.provider_options):
@@ -183,8 +202,10 @@ class Policy(_Strict):
     preempted_runs: Literal["exclude", "keep"] = Field(
         "exclude", description="runs during which another process had the CPU: left out of the estimate or kept")
     outlier_k: float = Field(5.0, gt=0, description="runs above median + k*MAD are flagged as outliers")
-    max_neighbour_cpu: float = Field(0.5, gt=0, description="other processes' CPU share that marks a model suspect")
-    max_steal: float = Field(0.05, gt=0, description="hypervisor steal share that marks a model suspect")
+    max_neighbour_cpu: float = Field(0.5, gt=0, le=1, description="other processes' share of the CPUs (0-1) "
+                                     "that marks a model suspect")
+    max_steal: float = Field(0.05, gt=0, le=1, description="hypervisor steal share of the CPUs (0-1) that marks a "
+                             "model suspect")
     reference: str = Field("auto", min_length=1, description=(
         "paired reference model timed before every run, to cancel machine-speed drift: auto (a fixed "
         "architecture of the space), none, or an architecture key/index"))
