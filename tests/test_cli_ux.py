@@ -858,3 +858,28 @@ def test_a_port_where_nothing_speaks_ssh_says_so(cli_env):
     flat = " ".join(out.stdout.split())
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
     assert "the port accepted the connection but no SSH server spoke within 1 s" in flat, flat
+
+
+@pytest.mark.parametrize("where", ["store a folder", "store under a file", "cache a file", "cache under a file"])
+def test_a_store_or_cache_path_of_the_wrong_kind_is_named_as_such(cli_env, tmp_path, where):
+    """A folder as HARNESS_STORE read "no store at ...: measure or import something first" (measuring failed too),
+    a file as HARNESS_CACHE "<file>/onnx/a1: Not a directory" mid-campaign, after a failed campaign was opened."""
+    from tests.conftest import harness
+
+    afile, adir = tmp_path / "afile", tmp_path / "adir"
+    afile.write_text("x")
+    adir.mkdir()
+    env = dict(cli_env)
+    what, _, path = where.partition(" ")
+    path = {"a folder": adir, "under a file": afile / "x", "a file": afile}[path]
+    env["HARNESS_STORE" if what == "store" else "HARNESS_CACHE"] = str(path)
+    for args in (["measure", "-d", "local-onnx", "--arch", "5"], ["campaigns"]):
+        r = harness(*args, env=env, check=False)
+        text = " ".join(re.sub("[│╭╮╰╯─]", " ", r.stdout + r.stderr).split())  # typer's usage-error panel
+        assert r.returncode != 0 and "Traceback" not in text
+        if what == "store":
+            assert ("is a folder, not a store file" if path == adir else f"{afile} is a file, not a folder") in text
+        elif args[0] == "measure":
+            assert "the model cache is a folder" in text and "--cache-dir" in text
+    if what == "cache":
+        assert not Path(cli_env["HARNESS_STORE"]).exists()  # refused before any campaign was opened

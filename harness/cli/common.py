@@ -33,8 +33,20 @@ StoreOpt = Annotated[Path, typer.Option(
 DevicesDirOpt = Annotated[Path, typer.Option(
     "--devices-dir", envvar="HARNESS_DEVICES", help="Folder of your device profiles (*.yaml); they add to "
     "and override the built-ins.")]
+
+
+def cache_folder(value: Path) -> Path:
+    """The model cache is a folder: a file there (or on its path) failed mid-campaign as "Not a directory"."""
+    for p in (value, *value.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise typer.BadParameter(f"{value}: {p} is a file; the model cache is a folder")
+            break
+    return value
+
+
 CacheOpt = Annotated[Path, typer.Option(
-    "--cache-dir", envvar="HARNESS_CACHE", help="Exported-model cache (content-addressed).")]
+    "--cache-dir", envvar="HARNESS_CACHE", callback=cache_folder, help="Exported-model cache (content-addressed).")]
 
 def one_name(value: str | None) -> str | None:
     """An option that takes one device: a comma list there is a clear error, not "no measurements for 'a,b'"."""

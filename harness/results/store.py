@@ -294,10 +294,25 @@ def _locked(e: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
+def check_store_path(p: Path) -> None:
+    """A store is a file: a folder there, or a file where a folder of its path should be, is the user's path
+    mistake, not a missing store ("measure something first" sent them in a circle)."""
+    if p.is_dir():
+        raise StoreError(f"{p} is a folder, not a store file: point --store (or HARNESS_STORE) at a file, e.g. "
+                         f"{p / 'harness.db'}")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StoreError(f"{p}: {parent} is a file, not a folder; point --store (or HARNESS_STORE) at a "
+                                 "path in a folder")
+            break
+
+
 def open_store(path: str | os.PathLike, *, write: bool = True, **kwargs: Any) -> Store:
     """The store for a command: read commands (``write=False``) never create one, and open it read-only
     when it (or its folder) cannot be written, e.g. on read-only media or owned by someone else."""
     p = Path(path)
+    check_store_path(p)
     if not write:
         if not p.is_file():
             raise StoreError(f"no store at {p}: measure or import something first, or point --store "
@@ -384,6 +399,7 @@ class Store:
         self.readonly = readonly
         self.warnings: list[str] = []  # problems that did not stop the store from opening
         self.pending_dir = self.path.with_name(self.path.name + ".pending")
+        check_store_path(self.path)
         if readonly and not self.path.is_file():
             raise StoreError(f"no store at {self.path}: measure or import something first, or point --store "
                              "(or HARNESS_STORE) at an existing store")
