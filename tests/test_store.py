@@ -102,7 +102,7 @@ def test_export_latest_median_per_device(store_path, tmp_path):
         cid2 = st.start_campaign("b", "nb201", {}, "x", 1)
         record_ok(st, cid2, "b", "1", [7.0])
         df = latency_table(st, "nb201")
-    ident = ["_graph", "_exporter", "_degenerate"]  # the measured model's identity beside each latency
+    ident = ["_graph", "_exporter", "_degenerate", "_suspect"]  # the measured model's identity beside each latency
     assert df.columns.tolist() == ["nb201_index", "arch_str", "a_ms", *[f"a{s}" for s in ident],
                                    "b_ms", *[f"b{s}" for s in ident]]
     assert df.a_exporter.tolist() == [1, 1]  # recorded before exporter versions were: version 1

@@ -163,6 +163,11 @@ def test_hog_runs_are_flagged_left_out_and_the_model_marked_suspect(cache, store
             clean = runs[(runs.flag & PREEMPTED) == 0].latency_ms
             assert mean == pytest.approx(clean.mean()) and std == pytest.approx(clean.std(ddof=0))
             assert p90 <= clean.max() < runs.latency_ms.max()
+        # and afterwards it still shows: per campaign, and per exported latency (how many visits behind it)
+        assert list(st.campaigns().suspect) == [4]
+        from harness.results.export import latency_table
+
+        assert list(latency_table(st, "nb201")["lab_suspect"]) == [1, 1, 1, 1]
 
 
 def test_one_timed_run_has_no_spread_and_the_summary_says_the_noise_is_unknown(cache, store_path):

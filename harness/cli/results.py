@@ -135,8 +135,9 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     table.add_column("device", overflow="fold", min_width=min(max(len(str(d)) for d in df.device), 24))
     table.add_column("space", overflow="fold")
     show_failed = wide or bool(df.failed.sum())
+    show_suspect = bool(df.suspect.sum())  # visits measured while the device was not alone: see `suspect`
     cols = ("status", "ok/planned" if wide else "ok/plan", *(("failed",) if show_failed else ()),
-            *(("stale",) if show_stale else ()),
+            *(("suspect",) if show_suspect else ()), *(("stale",) if show_stale else ()),
             *(("runs/model", "per-run") if wide else ("runs",)), "started UTC")
     for col in cols:
         table.add_column(col, no_wrap=True, justify="left" if col in ("status", "per-run", "started UTC") else "right")
@@ -150,6 +151,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
             runs, device_stats = runs + "*", True
         table.add_row(str(r.id), esc(r.device), esc(space), _STATUS.get(r.status, "{}").format(r.status),
                       f"{r.ok}/{r.planned}", *((str(r.failed) if r.failed else "",) if show_failed else ()),
+                      *((f"[yellow]{r.suspect}[/]" if r.suspect else "",) if show_suspect else ()),
                       *((f"[yellow]{r.stale}[/]" if r.stale else "",) if show_stale else ()),
                       *((runs, per_run) if wide else (runs,)),
                       _text(r.started_at)[0 if wide else 5:16].replace("T", " "))
@@ -161,6 +163,11 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     if device_stats:
         console.print("  runs*: timed runs per model as the device reported them (statistics, not each run)",
                       highlight=False)
+    if show_suspect:
+        console.print(f"[yellow]{int(df.suspect.sum())} visit(s) are suspect[/]: measured while other processes, "
+                      "hypervisor steal or a sentinel out of band said the device was not alone or not steady "
+                      "(the reason is in the store's `suspect` column; export adds <device>_suspect). Rerun "
+                      "them on a quiet device with `harness measure ... --remeasure`.", highlight=False)
     if show_stale:
         console.print(f"[yellow]{int(df.stale.sum())} measurement(s) are stale[/]: their models came from an "
                       f"exporter older than v{EXPORTER_VERSION}. They stay in the store; `harness measure ... "

@@ -340,7 +340,7 @@ def _import_table(store: Store, path: str | Path, source: str | None, space: str
     for col in df.columns:
         if col in key_cols or col.endswith("_ms") or col in companions:
             continue
-        if col.endswith(("_graph", "_exporter", "_degenerate")) and f"{col.rsplit('_', 1)[0]}_ms" in df.columns:
+        if col.endswith(("_graph", "_exporter", "_degenerate", "_suspect")) and f"{col.rsplit('_', 1)[0]}_ms" in df.columns:
             continue  # the identity of a measured model beside its latency (harness export), not a metric
         values = pd.to_numeric(df[col], errors="coerce")
         if values.notna().sum() == 0 or (values.isna() & df[col].notna()).any():

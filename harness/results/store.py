@@ -750,6 +750,7 @@ class Store:
         device's next campaign starts)."""
         q = f"""SELECT c.id, d.name AS device, c.space, c.status, c.planned,
                       SUM(m.status = 'ok') AS ok, SUM(m.status = 'failed') AS failed,
+                      SUM(m.status = 'ok' AND m.suspect IS NOT NULL) AS suspect,
                       SUM(m.status = 'ok' AND ? IS NOT NULL AND {_exporter_version("c.space")} < ?) AS stale,
                       AVG(m.n_runs) AS runs_per_model, MIN(m.per_run) AS per_run,
                       MAX(m.graph_mode) AS graph_mode, MAX(m.batch_size) AS batch_size,
@@ -759,7 +760,7 @@ class Store:
                LEFT JOIN measurements m ON m.campaign_id = c.id
                GROUP BY c.id ORDER BY c.id"""
         df = pd.read_sql_query(q, self.db, params=(exporter_version, exporter_version))
-        df[["ok", "failed", "stale"]] = df[["ok", "failed", "stale"]].fillna(0).astype(int)
+        df[["ok", "failed", "suspect", "stale"]] = df[["ok", "failed", "suspect", "stale"]].fillna(0).astype(int)
         here = socket.gethostname()
         gone = [s == "running" and h == here and not _pid_alive(int(p))
                 for s, h, p in zip(df.status, df.host, df.pid)]
@@ -900,8 +901,9 @@ class Store:
 
     @_guarded
     def latencies(self, space: str, devices: list[str] | None = None, graph: str | None = None) -> pd.DataFrame:
-        """Long table (device, origin, key, columns_json, latency_ms, graph_mode, exporter_version, degenerate)
-        of every device with data in ``space``.
+        """Long table (device, origin, key, columns_json, latency_ms, graph_mode, exporter_version, degenerate,
+        suspect: how many of the visits behind a measured latency were marked suspect) of every device with data in
+        ``space``.
 
         Measured devices give the median over rounds of each round's latest successful visit (one round:
         the latest measurement's median; per workload, non-default ones as ``device@bs32.fp16``;
@@ -911,19 +913,20 @@ class Store:
         ``graph``: measured latencies of that graph mode only (imported ones have none and all stay).
         """
         q = """SELECT d.name AS device, 'imported' AS origin, a.key, a.columns_json, i.latency_ms,
-                      NULL AS graph_mode, NULL AS exporter_version, NULL AS degenerate
+                      NULL AS graph_mode, NULL AS exporter_version, NULL AS degenerate, NULL AS suspect
                FROM imported_latencies i JOIN devices d ON d.id = i.device_id JOIN architectures a ON a.id = i.arch_id
                WHERE a.space = ? AND i.import_id IN (SELECT id FROM imports WHERE state = 'done')"""
         imported = pd.read_sql_query(q, self.db, params=(space,))
         visits = self.visits(space, graph=graph)
-        cols = ["device", "origin", "key", "columns_json", "latency_ms", "graph_mode", "exporter_version", "degenerate"]
+        cols = ["device", "origin", "key", "columns_json", "latency_ms", "graph_mode", "exporter_version", "degenerate",
+                "suspect"]
         measured = pd.DataFrame(columns=cols)
         if not visits.empty:
-            visits = visits.assign(median_ms=normalized(visits))
+            visits = visits.assign(median_ms=normalized(visits), suspect=visits.suspect.notna().astype(int))
             g = visits.groupby(["device", "key"], sort=False)
             measured = g.agg(columns_json=("columns_json", "first"), latency_ms=("median_ms", "median"),
                              graph_mode=("graph_mode", "last"), exporter_version=("exporter_version", "last"),
-                             degenerate=("degenerate", "last")).reset_index()
+                             degenerate=("degenerate", "last"), suspect=("suspect", "sum")).reset_index()
             measured.insert(1, "origin", "measured")
             measured = measured[cols]
         parts = [d for d in (measured, imported) if not d.empty]
