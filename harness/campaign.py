@@ -221,7 +221,8 @@ class _Sentinels:
             est, _ = judge(self.driver.run(self.refs[a.key]), self.policy)
             c = self.monitor.check(a.key, est.median_ms, est.rel_ci)
             self.store.record_sentinel(self.cid, self.profile.name, a, models_done=done, median_ms=c.median_ms,
-                                       baseline_ms=c.baseline_ms, in_band=c.in_band, phase=phase)
+                                       baseline_ms=c.baseline_ms, in_band=c.in_band, phase=phase,
+                                       band=c.effective_band)
             out.append(c)
         return out
 

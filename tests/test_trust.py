@@ -260,6 +260,10 @@ def test_sentinels_fire_on_the_thermal_window_mark_it_and_pause_until_recovery(c
     assert '"recovered": true' in events[events.kind == "pause"].detail_json.iloc[0]
     assert s.paused_s > 0
     assert s.suspect == sum(suspect)  # the summary counts the window the sentinel marked (it said 0)
+    # each check keeps the band it was judged by (the profile's 5 %, or twice its own CI where wider)
+    assert (series.band >= 0.05).all()
+    dev = (series.median_ms / series.baseline_ms - 1).abs()
+    assert ((dev <= series.band) == series.in_band.astype(bool)).all()
 
 
 # --- interleaved rounds -----------------------------------------------------------------------

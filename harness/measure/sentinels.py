@@ -59,8 +59,14 @@ class Check:
         return self.median_ms / self.baseline_ms - 1
 
     @property
+    def effective_band(self) -> float:
+        """A check whose own median is uncertain by more than the band cannot tell drift from noise: it is
+        judged by twice its CI instead (stored with the check)."""
+        return max(self.band, 2 * (self.rel_ci or 0.0))
+
+    @property
     def in_band(self) -> bool:
-        return abs(self.deviation) <= max(self.band, 2 * (self.rel_ci or 0.0))
+        return abs(self.deviation) <= self.effective_band
 
 
 @dataclass

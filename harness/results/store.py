@@ -30,7 +30,7 @@ from harness.errors import StoreError
 from harness.models.spaces import Arch
 from harness.results.atomic import atomic_path
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -224,6 +224,10 @@ CREATE TABLE campaign_events (
     kind TEXT NOT NULL,
     detail_json TEXT NOT NULL DEFAULT '{}'
 );
+""",
+    # the band a sentinel check was judged by: the profile's band, or twice the check's own CI where that is wider
+    8: """
+ALTER TABLE sentinel_checks ADD COLUMN band REAL;
 """,
 }
 
@@ -1022,17 +1026,18 @@ class Store:
                            "ELSE suspect || '; ' || ? END WHERE id = ?", (reason, reason, mid))
 
     def record_sentinel(self, campaign_id: int, device: str, arch: Arch, *, models_done: int, median_ms: float,
-                        baseline_ms: float | None, in_band: bool, phase: str = "check") -> int:
+                        baseline_ms: float | None, in_band: bool, phase: str = "check", band: float | None = None) -> int:
+        """``band``: the relative deviation the check was judged by (the profile's, or wider: twice its own CI)."""
         with self.transaction() as db:
             cur = db.execute("INSERT INTO sentinel_checks (campaign_id, device_id, arch_id, at, models_done, "
-                             "median_ms, baseline_ms, in_band, phase) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             "median_ms, baseline_ms, in_band, phase, band) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              (campaign_id, self.device_id(device), self.arch_id(arch), utcnow(), models_done,
-                              median_ms, baseline_ms, int(in_band), phase))
+                              median_ms, baseline_ms, int(in_band), phase, band))
             return int(cur.lastrowid)
 
     def sentinel_series(self, device: str | None = None, space: str | None = None) -> pd.DataFrame:
         q = """SELECT s.id, s.campaign_id, d.name AS device, a.key, s.at, s.models_done, s.median_ms,
-                      s.baseline_ms, s.in_band, s.phase
+                      s.baseline_ms, s.in_band, s.phase, s.band
                FROM sentinel_checks s JOIN devices d ON d.id = s.device_id JOIN architectures a ON a.id = s.arch_id
                WHERE (? IS NULL OR d.name = ?) AND (? IS NULL OR a.space = ?) ORDER BY s.id"""
         return pd.read_sql_query(q, self.db, params=(device, device, space, space))
