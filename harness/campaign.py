@@ -316,6 +316,7 @@ class Measured:
     round_no: int = 1  # which visit of a rounds plan (see harness.measure.schedule)
     rounds: int = 1
     gate: GateOutcome | None = None  # how long the device took to get quiet before this model
+    permanent: bool = False  # failed because the device can never measure it (errors.NotMeasurable)
     assessed: tuple[Estimate, str | None] | None = None  # (estimate, why suspect), once judged
 
     @property
@@ -366,7 +367,8 @@ def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: A
             pushed.pop(arch.key, None)
         kind = e.kind.value if isinstance(e, DriverError) else FailureKind.EXPORT_ERROR.value
         return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, failure_kind=kind,
-                        failure_message=str(e), degenerate=degenerate, identity=identity)
+                        failure_message=str(e), degenerate=degenerate, identity=identity,
+                        permanent=bool(getattr(e, "permanent", False)))
     except Exception as e:  # a driver's own bug (a plug-in raising RuntimeError): a typed failure, not a traceback
         if pushed is not None:
             pushed.pop(arch.key, None)
@@ -566,7 +568,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
                 consecutive = 0
                 if watch:
                     watch.after_model(mid, i + 1)
-            else:
+            elif not m.permanent:  # a row the replay table lacks says nothing about the device's health
                 consecutive += 1
                 if consecutive >= max_consecutive_failures:
                     raise CampaignAborted(f"{consecutive} {'visits' if pol.rounds > 1 else 'models'} failed in a row "

@@ -86,6 +86,7 @@ class DriverError(HarnessError):
     kind: FailureKind = FailureKind.DEVICE_ERROR
 
     before_contact = False  # raised before the driver tried to reach the device (a key file that is not there)
+    permanent = False  # the device can never measure this model (see NotMeasurable)
 
     def __init__(self, message: str, *, detail: str = "", before_contact: bool = False):
         self.detail = detail
@@ -99,6 +100,14 @@ class MeasurementTimeout(DriverError):
 
 class DeviceError(DriverError):
     kind = FailureKind.DEVICE_ERROR
+
+
+class NotMeasurable(DeviceError):
+    """This device can never measure this model (a replay table without its row): a device_error that says nothing
+    about the device's health, so it does not count toward a campaign's failures in a row (five such rows at the
+    head of a resumed campaign stopped it before anything else was measured, at every rerun)."""
+
+    permanent = True
 
 
 class ParseError(DriverError):

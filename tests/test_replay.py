@@ -91,6 +91,19 @@ def test_missing_architecture_is_a_device_error_never_a_number(tmp_path, store_p
         assert len(st.latencies("nb201", ["rehearsal"])) == 1
 
 
+def test_rows_the_table_lacks_never_stop_a_rerun_before_the_rest_is_measured(tmp_path, store_path):
+    """A resumed campaign retries failed architectures first: the table's gaps (NB201's constant-output cells in
+    Eagle's table) were five failures in a row, the campaign stopped before anything else, at every rerun."""
+    df = small_table(tmp_path / "t.csv", n=30, drop=tuple(range(6)))
+    replay_profile(tmp_path, "rehearsal", tmp_path / "t.csv")
+    profile = ProfileRegistry(tmp_path).get("rehearsal")
+    archs = [SPACE.parse(str(i)) for i in df.nb201_index]  # the six gaps first, as a rerun retries them
+    with Store(store_path) as st:
+        s = run_campaign(st, profile, SPACE, archs, cache=ModelCache(tmp_path / "cache"), max_consecutive_failures=3)
+        assert s.status == "finished" and (s.ok, s.failed) == (24, 6)
+        assert len(st.latencies("nb201", ["rehearsal"])) == 24
+
+
 def test_noise_is_seeded_and_relative(tmp_path):
     small_table(tmp_path / "t.csv")
     profile = parse_profile({"name": "r", "connection": {"kind": "replay", "table": str(tmp_path / "t.csv"),

@@ -20,7 +20,7 @@ from harness.devices.driver import CheckReport, Driver, RunResult
 from pydantic import Field
 
 from harness.devices.profile import Connection, Profile
-from harness.errors import DeviceError
+from harness.errors import DeviceError, NotMeasurable
 from harness.measure.policy import adaptive_stop
 from harness.models.cache import Artifact, sha256_file
 from harness.models.spaces.base import Arch
@@ -77,10 +77,10 @@ class ReplayTable:
         if arch.space != self.space:
             raise DeviceError(f"replay table {self.path.name} holds {self.space} architectures, not {arch.space}")
         if arch.key in self.unusable:
-            raise DeviceError(f"replay table {self.path.name} has {self.unusable[arch.key]:g} in {self.column} for "
+            raise NotMeasurable(f"replay table {self.path.name} has {self.unusable[arch.key]:g} in {self.column} for "
                               f"{arch.label}: not a latency (it must be above 0 ms)")
         if arch.key not in self.ms:
-            raise DeviceError(f"replay table {self.path.name} has no {self.column} value for {arch.label}")
+            raise NotMeasurable(f"replay table {self.path.name} has no {self.column} value for {arch.label}")
         return self.ms[arch.key]
 
 
@@ -124,7 +124,7 @@ class ReplayDriver(Driver):
             return (f"replay table {t.path.name} holds {t.space} architectures, not {space}; measure this device "
                     f"with --space {t.space}")
         if archs and not any(a.key in t.ms for a in archs):
-            return (f"replay table {t.path.name}:{t.column} has no value for any of the {len(archs)} {space} "
+            return (f"replay table {t.path.name}:{t.column} has no value for any of the {len({a.key for a in archs})} {space} "
                     "architecture(s) asked for; pick from the table's rows (harness suggest, or --arch-file with "
                     "its keys)")
         return None
@@ -138,7 +138,7 @@ class ReplayDriver(Driver):
 
     def run(self, model_ref: str) -> RunResult:
         if model_ref not in self.table.ms:
-            raise DeviceError(f"replay table has no value for {model_ref}")
+            raise NotMeasurable(f"replay table has no value for {model_ref}")
         value = self.table.ms[model_ref]
         policy = self.profile.policy
         ad = policy.adaptive

@@ -236,7 +236,7 @@ class _Farm:
         self._count(s, m, name)
         if m.ok:
             self.consecutive[name] = 0
-        else:
+        elif not m.permanent:  # as run_campaign: a row a replay table lacks says nothing about the device
             self.consecutive[name] += 1
             if self.consecutive[name] >= self.max_fail:
                 self.stop(name, "failed", f"{self.consecutive[name]} models failed in a row on {name}; "
