@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.transfer_loop import resolve_accuracy
-from harness.analysis.workflow import Context, predict
+from harness.analysis.workflow import Context, describe_predictor, predict
 from harness.errors import HarnessError, ParameterError
 from harness.models.spaces import Arch
 
@@ -116,10 +116,7 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
              **({"p_under": float(p_under[i])} if sigma is not None else {})} for i in order]
     pred_name = None
     if saved is not None and gaps.any():
-        prov = saved["provenance"]
-        how = (f"closed loop, round {prov['round']}, {prov['n_target_samples']} samples" if "loop_id" in prov
-               else saved["method"])
-        pred_name = f"predictor #{saved['id']} ({how})"
+        pred_name = describe_predictor(saved)
     return SearchResult(target, str(acc.name), max_ms, pd.DataFrame(rows), len(keys), len(under), pred_name,
                         [archs[i] for i in order], sigma, confidence, n_constant, n_not_positive)
 

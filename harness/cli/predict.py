@@ -58,7 +58,8 @@ def train(
         return
     h = r.holdout_srcc
     console.print(f"trained predictor #{r.id} for {esc(device)} on {r.n_archs} {space} architectures"
-                  + (f"; SRCC on a 20% hold-out: {h:.4f}" if h is not None else ""), highlight=False)
+                  + (f"; SRCC {h:.4f} ({r.holdout_how}, {r.holdout_n} architectures)" if h is not None else
+                     " (too few to estimate its quality)"), highlight=False)
 
 
 @cli_errors
@@ -182,7 +183,8 @@ def predict(
     if as_json:
         print_json(df.to_dict(orient="records"))
         return
-    console.print(f"{esc(device)}: predicted {len(df)} {esc(space)} architectures; median {df.predicted_ms.median():.3f} ms, "
+    console.print(f"{esc(device)}: predicted {len(df)} {esc(space)} architectures with the latest "
+                  f"{esc(df.attrs['predictor'])}; median {df.predicted_ms.median():.3f} ms, "
                   f"range {df.predicted_ms.min():.3f}-{df.predicted_ms.max():.3f} ms"
                   + (f"; wrote {esc(out)}" if out else ""), highlight=False)
     if df.attrs.get("not_positive"):
