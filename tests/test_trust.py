@@ -426,6 +426,21 @@ def test_srcc_ci_compare_and_export_columns_on_the_cli(cache, store_path, cli_en
     assert (df["lab-b_ci_low_ms"] <= df["lab-b_ms"]).all() and (df["lab-b_ms"] <= df["lab-b_ci_high_ms"]).all()
 
 
+def test_compare_does_not_call_flips_of_imported_tables_real_and_refuses_devices_with_nothing_in_common(
+        cli_env, tmp_path):
+    """Imported tables keep no runs: every flip was "real" (0 within noise). Two devices without a common
+    architecture printed "0 of 0 pairs" with exit 0."""
+    from tests.conftest import harness
+
+    (tmp_path / "t.csv").write_text("nb201_index,a_ms,b_ms,c_ms\n1,1,2,\n2,2,1,\n3,3,3,\n4,4,5,\n5,,,1\n")
+    harness("import", str(tmp_path / "t.csv"), env=cli_env)
+    out = " ".join(harness("compare", "a", "b", env=cli_env).stdout.split())
+    assert "1 pairs ordered differently; how many of them noise explains is unknown" in out
+    assert "real disagreements" not in out
+    none = harness("compare", "a", "c", env=cli_env, check=False)
+    assert none.returncode != 0 and "no nb201 architecture in common" in " ".join(none.stderr.split())
+
+
 def test_measure_rounds_flag_interleaves_and_reports(cli_env):
     import subprocess
     import sys

@@ -236,19 +236,35 @@ def compare(
         noise = run_noise(st, space, [device_a, device_b], ci, seed)
         labels = arch_labels(st, space)
     cis = {d: model_ci(x) for d, x in noise.items() if not x.empty}
-    with working(f"comparing {len(wide.dropna()):,} architectures pair by pair"):
+    common = len(wide.dropna())
+    if common == 0:
+        raise HarnessError(f"{device_a} and {device_b} have no {space} architecture in common: nothing to compare; "
+                           f"measure the same architectures on both (e.g. `harness measure -d {device_b} --arch-file` "
+                           f"with the keys {device_a} has)")
+    with working(f"comparing {common:,} architectures pair by pair"):
         r = cmp(wide, device_a, device_b, cis, top)
     pair = srcc_with_noise(wide, noise, ci, seed)
     if len(pair):
         p = pair.iloc[0]
         console.print(f"{device_a} vs {device_b}: SRCC {p.srcc:.4f} (95% CI {p.ci_low:.4f}..{p.ci_high:.4f}, runs "
                       f"resampled for: {p.noise_resampled}) on {r['architectures']} architectures", highlight=False)
+    else:
+        console.print(f"{device_a} vs {device_b}: {common} architecture(s) in common, too few for an SRCC",
+                      highlight=False)
     for d, n in r["indistinguishable"].items():
         console.print(f"  {d} cannot tell apart {n} of {r['pairs']} pairs (overlapping 95% CIs)", highlight=False)
-    console.print(f"  {r['flipped']} pairs ordered differently: {r['flipped_within_noise']} within measurement "
-                  f"noise, {r['real']} real disagreements", highlight=False)
+    unknown = [d for d in (device_a, device_b) if d not in r["indistinguishable"]]
+    if len(unknown) == 2:  # imported tables keep no runs: no noise to tell a flip from
+        console.print(f"  {r['flipped']} pairs ordered differently; how many of them noise explains is unknown: "
+                      "neither device has runs in the store (imported tables keep one value per architecture)",
+                      highlight=False)
+    else:
+        console.print(f"  {r['flipped']} pairs ordered differently: {r['flipped_within_noise']} within measurement "
+                      f"noise, {r['real']} real disagreements"
+                      + (f" (noise known for {[d for d in (device_a, device_b) if d not in unknown][0]} only: "
+                         f"{unknown[0]} has no runs in the store)" if unknown else ""), highlight=False)
     if r["real_disagreements"]:
-        table = Table(title=f"largest real disagreements (top {top})")
+        table = Table(title=f"largest {'real ' if len(unknown) < 2 else ''}disagreements (top {top})")
         for col in ("architecture 1", "architecture 2", f"{device_a} ms", f"{device_b} ms"):
             table.add_column(col)
         for _, k1, k2, a1, a2, b1, b2 in r["real_disagreements"]:
