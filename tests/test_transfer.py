@@ -410,6 +410,27 @@ def test_trains_quality_is_over_enough_architectures_to_mean_something():
     assert _holdout_srcc(x[:9], y[:9]) == (None, 0, "")
 
 
+def test_mistakes_are_named_by_the_flag_that_made_them(public_like_store, cli_env, tmp_path):
+    """From a user walk: each of these named the wrong thing (--proxy for --adapt-proxy; "a space this harness
+    does not have yet" for a typo; "nb201 has only pub_a" when nb201 had two; no flag for a count of 0)."""
+    def said(*args):
+        r = harness(*args, env=cli_env, check=False)
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        return " ".join((r.stdout + r.stderr).split())
+
+    assert "(see --adapt-proxy)" in said("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "acc_top1",
+                                         "--what-if-k", "5", "--adapt-proxy", "pub_x")
+    assert "(see --what-if-k)" in said("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "acc_top1",
+                                       "--what-if-k", "20000")
+    assert "did you mean 'pub_b'" in said("adapt", "--target", "pub_bb", "--proxy", "pub_a")
+    assert "--device selected only pub_a" in said("srcc", "--device", "pub_a")
+    assert "--samples" in said("suggest", "--proxy", "pub_a", "--samples", "0")
+    (tmp_path / "t.csv").write_text("nb201_index,x_ms\n1,1\n2,2\n")
+    assert "did you mean 'nb201'" in said("import", "--space", "nb210", str(tmp_path / "t.csv"))
+    (tmp_path / "eu.csv").write_text("nb201_index;x_ms\n1;1,5\n2;2,5\n")
+    assert "separates columns with ;" in said("import", str(tmp_path / "eu.csv"))
+
+
 @pytest.mark.slow
 def test_train_then_predict(public_like_store, cli_env):
     r = json.loads(harness("train", "--device", "pub_a", "--json", env=cli_env).stdout)

@@ -135,20 +135,21 @@ class Context:
 MIN_PROXY_ARCHS = 10  # a proxy's gaps are filled by its own predictor (ridge): from fewer it is a guess
 
 
-def resolve_proxies(ctx: Context, proxies: Sequence[str], exclude: Sequence[str] = ()) -> list[str]:
+def resolve_proxies(ctx: Context, proxies: Sequence[str], exclude: Sequence[str] = (), param: str = "proxies") -> list[str]:
     """The proxy devices ``proxies`` names (``all``: every device with data but ``exclude``). A proxy needs
-    ``MIN_PROXY_ARCHS`` architectures: ``all`` leaves thinner ones out (a note says which), a named one is an error."""
+    ``MIN_PROXY_ARCHS`` architectures: ``all`` leaves thinner ones out (a note says which), a named one is an error.
+    ``param``: the parameter the errors name (pareto's what-if proxies are --adapt-proxy, not --proxy)."""
     have = ctx.devices_with_data()
     everything = list(proxies) == ["all"]
     names = [d for d in have if d not in exclude] if everything else list(dict.fromkeys(proxies))
     missing = [p for p in names if p not in have]
     if missing:
-        raise ParameterError("proxies", f"proxy device(s) {', '.join(missing)} have no {ctx.space.name} data; "
+        raise ParameterError(param, f"proxy device(s) {', '.join(missing)} have no {ctx.space.name} data; "
                              f"devices with data: {', '.join(have) or '(none)'}")
     counts = ctx.store.latencies(ctx.space.name, names).groupby("device").size()
     thin = [p for p in names if counts.get(p, 0) < MIN_PROXY_ARCHS]
     if thin and not everything:
-        raise ParameterError("proxies", f"proxy {', '.join(f'{p} ({counts.get(p, 0)} architectures)' for p in thin)} "
+        raise ParameterError(param, f"proxy {', '.join(f'{p} ({counts.get(p, 0)} architectures)' for p in thin)} "
                              f"has too little {ctx.space.name} data to stand for the space: a proxy needs "
                              f"{MIN_PROXY_ARCHS}; name others, or all")
     if thin:
@@ -156,7 +157,7 @@ def resolve_proxies(ctx: Context, proxies: Sequence[str], exclude: Sequence[str]
                          + ", ".join(f"{p} ({counts.get(p, 0)})" for p in thin))
         names = [p for p in names if p not in thin]
     if not names:
-        raise ParameterError("proxies", f"no proxy devices with {ctx.space.name} data")
+        raise ParameterError(param, f"no proxy devices with {ctx.space.name} data")
     return names
 
 
@@ -367,8 +368,12 @@ def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAU
     m = get_method(method)
     have = ctx.devices_with_data()
     if target not in have:
+        import difflib
+
+        close = difflib.get_close_matches(target, sorted(have), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise NoPredictorError(target, f"target {target!r} has no {ctx.space.name} measurements in "
-                               f"{ctx.store.path}; measure some first", needs="measurements")
+                               f"{ctx.store.path}{hint}; measure some first", needs="measurements")
     sources = resolve_proxies(ctx, proxies, exclude=[target])
     if target in sources:
         raise ParameterError("proxies", "the target cannot be its own proxy")
@@ -506,7 +511,8 @@ def suggest(ctx: Context, proxies: Sequence[str], k: int, strategy: str = sampli
         done = set(ctx.store.latencies(ctx.space.name, [exclude_device]).key)
         pool = [a for a in pool if a.key not in done]
     if k > len(pool):
-        raise ParameterError("samples", f"{k} samples is more than the {len(pool)} candidate architectures")
+        left = f" ({n_constant} networks with a constant output are never picked)" if n_constant else ""
+        raise ParameterError("samples", f"{k} samples is more than the {len(pool)} candidate architectures{left}")
     if strategy in sampling.SEQUENTIAL:
         picked = _suggest_uncertain(ctx, sources, proxies, pool, k, seed, exclude_device)
     else:
@@ -548,11 +554,15 @@ def _what_if_predictions(ctx: Context, proxies: Sequence[str], target: str, k: i
                          method: str = DEFAULT_METHOD, seed: int = 0, param: str = "what_if_proxies") -> np.ndarray:
     """Predictions for ``archs`` from ``method`` fitted on only K of the target's measurements, picked as
     `suggest` would (validation: the target is fully measured, we pretend it is new). Nothing is saved."""
-    sources = resolve_proxies(ctx, proxies, exclude=[target])
+    sources = resolve_proxies(ctx, proxies, exclude=[target], param=param)
     pool, y = _target_samples(ctx, target)
     sources = without_own_copies(ctx, sources, proxies, target, pool, y, param)
     worth = {a.key for a in ctx.worth_measuring(pool)[0]}  # as `suggest` picks
     keep = [i for i, a in enumerate(pool) if a.key in worth]
+    if k > len(keep):
+        raise ParameterError("what_if_k", f"{k} is more than the {len(keep)} of {target}'s measured architectures "
+                             f"worth picking ({len(y) - len(keep)} with a constant output are never picked, as "
+                             "`suggest` does)")
     pool, y = [pool[i] for i in keep], y[keep]
     s_pool, _ = source_latencies(ctx, sources, pool)
     picks = sampling.select(k, np.log(np.clip(s_pool, 1e-3, None)), onehot(ctx.space, pool),

@@ -155,9 +155,14 @@ def srcc(
         wide = analysis.latencies(st, space, device)
         if wide.shape[1] < 2:  # a correlation needs a pair: say so instead of an empty table
             have = sorted(set(st.latencies(space).device))
+            if device and len(have) >= 2:  # the space has pairs; the selection named one
+                raise HarnessError(f"SRCC compares devices in pairs, and --device selected only "
+                                   f"{', '.join(wide.columns) or 'devices without data'}; name at least two, or leave "
+                                   f"--device out for all {len(have)} with {space} data ({', '.join(have[:8])}"
+                                   f"{', ...' if len(have) > 8 else ''})")
             raise HarnessError(f"SRCC compares devices in pairs, and {space} has "
                                f"{'only ' + ', '.join(wide.columns) if wide.shape[1] else 'no device'}"
-                               f"{' here' if device else ''}; devices with {space} data: {', '.join(have) or '(none)'}"
+                               f"; devices with {space} data: {', '.join(have) or '(none)'}"
                                " (measure or import another)")
         corr = correlate(wide, method=method, n_boot=ci, seed=seed)
         if ci and method == "spearman":  # measured devices: the interval also resamples each model's runs and rounds

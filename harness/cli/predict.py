@@ -65,7 +65,7 @@ def train(
 @cli_errors
 def suggest(
     proxy: ProxyOpt = None,
-    samples: Annotated[int, typer.Option(help="How many architectures to measure on the target (K).")] = 20,
+    samples: Annotated[int, typer.Option(min=1, help="How many architectures to measure on the target (K).")] = 20,
     space: SpaceOpt = "nb201",
     strategy: Annotated[str, typer.Option(help=f"One of {', '.join(sampling.STRATEGIES + sampling.SEQUENTIAL)}; "
                                                 "uncertain: the next ones for a --target with at least "
@@ -142,15 +142,17 @@ def adapt(
         console.print(f"predictor #{r.id} for {esc(target)} already fits these inputs (same method, proxies, proxy "
                       f"data and {r.n_target_samples} target samples): reused, nothing new saved", highlight=False)
     else:
+        sources = f" and {len(r.proxies)} proxy device(s)" if method != "target-only" else " (no proxy: its own model)"
         console.print(f"adapted predictor #{r.id} for {esc(target)} ({r.why_new}): {esc(method)} from {r.n_target_samples} "
-                      f"target samples and {len(r.proxies)} proxy device(s)", highlight=False)
+                      f"target samples{sources}", highlight=False)
     q = r.metrics
     if "loo_srcc" in q:
         console.print(f"  quality on the {r.n_target_samples} target samples ({q['loo_scheme']}, whole fit redone "
                       f"each time): SRCC [bold]{q['loo_srcc']:.3f}[/], median error "
                       f"{100 * q['loo_median_rel_error']:.1f} %", highlight=False)
         if q["loo_srcc"] < LOW_LOO_SRCC:
-            console.print(f"  [yellow]low:[/] no source ranks {esc(target)} alike and {r.n_target_samples} samples pin "
+            why = "no source ranks {} alike and ".format(esc(target)) if method != "target-only" else ""
+            console.print(f"  [yellow]low:[/] {why}{r.n_target_samples} samples pin "
                           f"little down (rankings of the rest may be off by as much). Measure more where it matters: "
                           f"`harness suggest --strategy uncertain --target {esc(target)}`, or let `harness transfer "
                           f"--target {esc(target)}` measure until the accuracy-latency front is settled.",

@@ -112,7 +112,11 @@ def _ragged(path: Path) -> str:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", newline="") as f:  # type: ignore[operator]
         rows = csv.reader(f)
-        width = len(next(rows, []))
+        first = next(rows, [])
+        width = len(first)
+        if width == 1 and ";" in first[0]:  # a European spreadsheet: ; between columns, , in the numbers
+            return (f"{path}: the header separates columns with ;, not commas (and the numbers' commas read as "
+                    "more columns): save it as comma-separated CSV with . as the decimal point")
         bad = [(i, len(r)) for i, r in enumerate(rows, start=2) if len(r) > width]
     shown = ", ".join(f"{i} ({n})" for i, n in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
     return (f"{path}: rows with more fields than the header's {width}, on lines {shown or '?'}; every row needs "
@@ -286,6 +290,8 @@ def _import_table(store: Store, path: str | Path, source: str | None, space: str
         from harness.plugins import load_plugins
 
         load_plugins()
+    if space and space_name not in SPACES:
+        get_space(space)  # --space mistyped: the unknown-space error with its did-you-mean, as every command says
     if space_name not in SPACES:
         raise ImportFileError(f"{path}: looks like the {space_name} space, which this harness version does not "
                            f"have yet (available: {', '.join(SPACES)})")
