@@ -396,6 +396,11 @@ def test_report_masks_low_overlap_pairs_and_says_how_to_read_and_where_numbers_c
     pairs = ha.srcc(str(store))  # the notebook API flags what the CLI masks (it returned SRCC 1.0 on 3, unflagged)
     thin = pairs[(pairs.device_a == "tiny_overlap_dev") | (pairs.device_b == "tiny_overlap_dev")]
     assert len(thin) and thin.low_overlap.all() and not pairs[pairs.n_common_archs >= 30].low_overlap.any()
+    assert "<td>None</td>" not in page  # an imported device's threads
+    invoke("report", "--out", str(out), "--store", str(store), "--method", "kendall")
+    assert "<th>Kendall tau</th>" in out.read_text()  # the coefficient's column was headed srcc
+    bad = runner.invoke(app, ["report", "--out", str(tmp_path / "r.pdf"), "--store", str(store)])
+    assert bad.exit_code == 2 and "report is HTML" in " ".join(re.sub("[│╭╮╰╯─]", " ", bad.output).split())
 
 
 def test_pareto_report_clips_degenerate_architectures_and_sorts_regret():

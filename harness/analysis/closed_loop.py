@@ -123,6 +123,7 @@ class Round:
     stop: str | None              # "stable", "budget" or None
     next_batch: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    loo_rms_log: float | None = None  # root-mean-square LOO error in log ms: the sigma of its draws and of search
 
     @property
     def confidence(self) -> float:
@@ -298,7 +299,7 @@ def _step(pool: Pool, measured: dict[int, float], history: list[Round], cfg: Loo
             nxt += pick_next(prob, lat, front, taken | set(nxt), k - n_diverse, how)
     r = Round(len(history), len(rows), loo_srcc, float(100 * np.median(np.abs(np.expm1(resid)))),
               front.tolist(), prob[front].tolist(), hv, jac, hv_chg, exp_hv, exp_recall, stable, stop, nxt,
-              time.perf_counter() - t0)
+              time.perf_counter() - t0, sigma if len(rows) >= 4 else None)
     return r, model
 
 

@@ -99,7 +99,7 @@ def device_facts(store: Store, space: str, devices: list[str]) -> pd.DataFrame:
             continue
         src = [i for i in imports if dev in json.loads(i[2] or "{}")]
         rows.append({"device": dev, "origin": "imported",
-                     "runtime": "as published", "threads": None, "policy": "as published",
+                     "runtime": "as published", "threads": "–", "policy": "as published",
                      "machine": "", "campaigns": ", ".join(sorted({i[1] for i in src})) or "?",
                      "dates (UTC)": f"imported {src[-1][3][:10]}" if src else ""})
     return pd.DataFrame(rows)

@@ -251,11 +251,13 @@ def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: di
     order = cluster_order(reliable)
     report = Report(f"Cross-device latency rankings — {space}", space)
     n_low = int(((corr.pairs.n_common_archs < min_overlap) & corr.pairs.srcc.notna()).sum())
+    n_none = int(corr.pairs.srcc.isna().sum())  # under 3 common architectures: no value at all (srcc lists them)
+    none_note = f"; {n_none} more pair(s) share too few architectures for any value" if n_none else ""
     report.facts = [f"store: {source}" if source else "",
                     f"{len(order)} devices ({sum(origins.get(d) == 'measured' for d in order)} measured with harness, "
                     f"{sum(origins.get(d) == 'imported' for d in order)} imported), {len(wide)} architectures",
                     f"{method}: each pair on the architectures both devices have; pairs on fewer than {min_overlap} "
-                    f"common architectures are shown but left out of summaries ({n_low} such pair(s))"]
+                    f"common architectures are shown but left out of summaries ({n_low} such pair(s){none_note})"]
     report.facts = [f for f in report.facts if f]
     summary = pd.DataFrame({
         "device": order,
@@ -290,7 +292,10 @@ def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: di
                                    "the file they came from. Differences here explain differences above."))
     allp = corr.pairs.assign(**{f"below {min_overlap} archs": np.where(corr.pairs.n_common_archs < min_overlap,
                                                                         "yes", "")})
-    report.tables.append(Table("All pairs", allp.sort_values("srcc", ascending=False),
+    allp = allp.sort_values("srcc", ascending=False)
+    if method != "SRCC":  # the column holds the method's coefficient (Kendall's tau was headed srcc)
+        allp = allp.rename(columns={"srcc": method})
+    report.tables.append(Table("All pairs", allp,
                                f"Every pair, most alike first; n_common_archs is how many architectures the value "
                                f"rests on (below {min_overlap} it is marked and not used in the summaries).",
                                float_format="{:.4f}"))

@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import (DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, names_list, print_json,
-                                print_table, working)
+from harness.cli.common import (DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, html_path, names_list,
+                                print_json, print_table, working)
 from harness.errors import HarnessError
 from harness.paths import WORKSPACE
 
@@ -343,7 +343,7 @@ def _pairs(values: list[str] | None) -> list[tuple[str, str]] | None:
 
 @cli_errors
 def report(
-    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (figures embedded).")] = (
+    out: Annotated[Path, typer.Option("--out", "-o", callback=html_path, help="HTML file to write (figures embedded).")] = (
         WORKSPACE.reports / "report.html"),
     png: Annotated[Optional[Path], typer.Option(help="Also write each figure as PNG into this folder.")] = None,
     space: SpaceOpt = "nb201",

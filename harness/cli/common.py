@@ -81,6 +81,15 @@ def table_path(value: Path | None) -> Path | None:
     return value
 
 
+def html_path(value: Path) -> Path:
+    """An --out HTML file: `report --out r.pdf` wrote HTML into r.pdf without a word."""
+    if not str(value).lower().endswith((".html", ".htm")):
+        raise typer.BadParameter(f"{value}: the report is HTML; use a file name ending in .html")
+    if value.is_dir():
+        raise typer.BadParameter(f"{value} is a folder; name a file in it (e.g. {value / 'report.html'})")
+    return value
+
+
 def print_json(obj: Any) -> None:
     """Strict JSON on stdout: NaN and infinities become null (Python's json writes NaN, which JavaScript's
     and most other parsers reject), numpy scalars become numbers, anything else its text."""
