@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -429,6 +430,12 @@ def test_mistakes_are_named_by_the_flag_that_made_them(public_like_store, cli_en
     assert "did you mean 'nb201'" in said("import", "--space", "nb210", str(tmp_path / "t.csv"))
     (tmp_path / "eu.csv").write_text("nb201_index;x_ms\n1;1,5\n2;2,5\n")
     assert "separates columns with ;" in said("import", str(tmp_path / "eu.csv"))
+
+
+def test_suggest_says_when_its_picks_rest_on_a_proxys_predicted_latencies(public_like_store, cli_env):
+    r = harness("suggest", "--proxy", "pub_a", "--samples", "5", env=cli_env)
+    said = " ".join((r.stdout + r.stderr).split())
+    assert re.search(r"pub_a \(3\d\d\) has latencies measured for only these many", said), said[-400:]
 
 
 @pytest.mark.slow
