@@ -3,7 +3,7 @@
 For each device of a public table held out as the target (the others are sources, as in
 benchmarks/closed_loop.py), the closed loop runs as `harness transfer` would (default settings; measurements
 looked up in the table) and leaves its predictor; `search` then judges each unmeasured architecture's prediction
-with that predictor's leave-one-out error (log-normal, sigma from the median |LOO error|), for budgets at the
+with that predictor's leave-one-out error (log-normal, sigma the RMS of the LOO log errors), for budgets at the
 10/25/50/75 % quantiles of the target's latencies. Printed: claimed P against the observed share of architectures
 truly under the budget, per bin of P, and what `--confidence 0.9` keeps.
 
