@@ -235,6 +235,16 @@ def test_cli_transfer_prints_rounds_and_front_and_refuses_bad_budget(loop_setup,
     assert human.returncode == 0 and "predicted Pareto front on tgt-replay" in human.stdout
 
 
+def test_transfer_on_a_device_another_command_measures_is_busy_exit_3_as_measure_says(loop_setup, cli_env):
+    from harness.devices.lease import DeviceLease, lock_dir_for
+
+    s = loop_setup
+    env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
+    with DeviceLease("tgt-replay", lock_dir_for(s["store"]), wait=0):
+        r = harness("transfer", "--target", "tgt-replay", "--accuracy", "acc_test", env=env, check=False)
+    assert r.returncode == 3 and "busy:" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_simulated_loop_beats_its_own_start():
     rng = np.random.default_rng(1)
     archs = SPACE.sample(400, 1)

@@ -236,7 +236,8 @@ def say_interrupted(message: str = "[yellow]interrupted[/]; nothing after this p
 
 
 def cli_errors(fn: F) -> F:
-    """Turn the library's typed errors into a red message and exit code 2 (no traceback); Ctrl-C into exit 130;
+    """Turn the library's typed errors into a red message and exit code 2 (3: the device is busy; no traceback);
+    Ctrl-C into exit 130;
     a reader that left into a quiet 141; and say what opening a store set aside."""
 
     @functools.wraps(fn)
@@ -244,6 +245,11 @@ def cli_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except HarnessError as e:
+            from harness.devices.lease import DeviceBusy
+
+            if isinstance(e, DeviceBusy):  # another command measures the device: 3, as `measure` says it
+                err.print(f"[bold red]busy:[/] {esc(e)}", highlight=False)
+                raise typer.Exit(3) from None
             err.print(f"[bold red]error:[/] {esc(e)}{esc(flag_hint(e, fn))}", highlight=False)
             raise typer.Exit(2) from None
         except BrokenPipeError:  # the reader left (`| head -1`), also from a plain print (--json)
