@@ -631,6 +631,8 @@ def test_json_output_is_strict_json_and_a_bad_correlation_method_is_a_usage_erro
     one = harness("srcc", "--device", "flat", env=cli_env, check=False)  # was an empty table titled '0 devices'
     thin = harness("proxy", "--target", "flat", env=cli_env, check=False)  # was a table of dashes
     assert thin.returncode == 2 and "no candidate shares 30 or more" in " ".join(thin.stderr.split())
+    thin_json = harness("proxy", "--target", "flat", "--json", env=cli_env, check=False)  # was rc 0, every mean null
+    assert thin_json.returncode == 2 and not thin_json.stdout
     assert one.returncode == 2 and "SRCC compares devices in pairs" in " ".join(one.stderr.split())
     bad = harness("srcc", "--method", "pearson", env=cli_env, check=False)
     assert bad.returncode == 2 and "'pearson' is not one of spearman, kendall" in bad.stderr

@@ -300,14 +300,14 @@ def proxy(
 
     with working("ranking proxies" + (f" with {ci} bootstrap resamples" if ci else "")):
         df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci, min_overlap=min_overlap)
+    if len(df) and (df.targets_known == 0).all():  # nothing to rank: say why instead of a table of dashes (or nulls)
+        raise HarnessError(f"no candidate shares {min_overlap} or more {space} architectures with "
+                           f"{', '.join(targets)} (at most {int(df.min_common_archs.max())}), so none has an SRCC "
+                           "to rank by; measure or import more of the target, or lower --min-overlap")
     if as_json:
         print_json(df.to_dict(orient="records"))
         return
     n_targets = len(dict.fromkeys(targets))
-    if len(df) and (df.targets_known == 0).all():  # nothing to rank: say why instead of a table of dashes
-        raise HarnessError(f"no candidate shares {min_overlap} or more {space} architectures with "
-                           f"{', '.join(targets)} (at most {int(df.min_common_archs.max())}), so none has an SRCC "
-                           "to rank by; measure or import more of the target, or lower --min-overlap")
     partial = bool((df.targets_known < n_targets).any())
     table = Table(title=esc(f"proxies for {', '.join(targets)} ({space}, {method})"))
     cols = ("#", "proxy", "mean", "worst", "worst target", "archs") + (("targets",) if partial else ()) + (
