@@ -96,6 +96,7 @@ class CampaignSummary:
     profile_changes: list[str] = field(default_factory=list)  # stored ones were measured with another setup
     changed_archs: int = 0  # how many of the kept architectures that was
     fixed_runs: int | None = None  # the policy is adaptive but the driver times this fixed count per visit
+    unused_timed_runs: int | None = None  # the profile set timed_runs beside adaptive, which decides on this device
     watched: int = 0  # successful visits whose runner saw the other processes' CPU use (a suspect check was made)
     no_ci: int = 0  # successful visits with too few clean runs for a CI of the median: their noise is unknown
 
@@ -535,6 +536,8 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             raise ParameterError("space", refused)
         if pol.adaptive is not None and not type(driver).stops_adaptively:
             summary.fixed_runs = pol.timed_runs  # the device's tool times a fixed count: the CLI says so
+        elif pol.adaptive is not None and "timed_runs" in pol.model_fields_set:
+            summary.unused_timed_runs = pol.timed_runs  # adaptive stopping decides: the CLI says timed_runs is unused
         retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         observer.started(summary, len(todo))
         watch = _Sentinels(store, cid, profile, space, archs, cache, driver, clock) if pol.sentinels else None

@@ -128,6 +128,19 @@ def test_adaptive_stops_early_on_quiet_models_and_late_on_noisy_ones(cache):
     assert r.stop_rule == "max_runs" and len(r.timed_ms) == 30
 
 
+def test_timed_runs_beside_adaptive_is_said_to_be_unused_where_adaptive_decides(cache, store_path):
+    """`timed_runs: 3` beside `adaptive:` was silently ignored (26 runs over 3 visits) on harness's own runner."""
+    prof = lab_profile(warmup_runs=1, timed_runs=3, adaptive={"min_runs": 6, "max_runs": 10})
+    lab = LabDevice(prof)
+    with Store(store_path) as st:
+        s = run_campaign(st, prof, SPACE, SPACE.sample(1, 1), cache=cache, driver=lab, clock=lab.clock)
+    assert s.unused_timed_runs == 3 and s.fixed_runs is None
+    plain = lab_profile(warmup_runs=1, adaptive={"min_runs": 6, "max_runs": 10})  # nothing to say
+    with Store(store_path) as st:
+        s = run_campaign(st, plain, SPACE, SPACE.sample(1, 2), cache=cache, driver=LabDevice(plain), clock=lab.clock)
+    assert s.unused_timed_runs is None
+
+
 def test_fixed_policy_times_exactly_the_count(cache, store_path):
     archs = SPACE.sample(3, 1)
     prof = lab_profile(warmup_runs=1, timed_runs=9)

@@ -75,6 +75,10 @@ class ProgressObserver:
             console.print(f"  (this device's tool times a fixed count: {summary.fixed_runs} runs per visit, the "
                           "policy's timed_runs; the profile's adaptive settings apply to harness's own runner "
                           "only)", highlight=False)
+        if summary.unused_timed_runs:
+            console.print(f"  (policy.timed_runs {summary.unused_timed_runs} is not used here: the profile's adaptive "
+                          "settings decide each visit's runs (min_runs/max_runs); set adaptive: null for a fixed "
+                          "count)", highlight=False)
         self.progress.update(self.task, description=summary.device, total=todo, completed=0)
 
     def model_starting(self, arch) -> None:
