@@ -311,7 +311,7 @@ def test_push_skips_same_content_and_replaces_a_changed_binary(tmp_path, models)
 def test_conditions_before_and_after_each_model(phone, stand_in, models, tmp_path):
     d = ADBDriver(adb_profile(phone.address, stand_in, tmp_path / "adbkey"))
     static = d.prepare()
-    assert static["device_model"] == "SM-T720" and static["soc"] == "SM6150" and static["android_version"] == "11"
+    assert static["device_model"] == "SM-T720 (harness virtual phone)" and static["simulated"] is True and static["soc"] == "SM6150" and static["android_version"] == "11"
     assert static["cpu_count"] == 8 and static["cpu_max_freq_mhz"]["cpu7"] == 2016.0
     assert static["governors"]["cpu0"] == "schedutil" and "battery" in static["thermal_zones"].values()
     result = d.run(d.push(models[1]))

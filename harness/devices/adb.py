@@ -61,6 +61,14 @@ T = TypeVar("T")
 
 # --- transport and keys ------------------------------------------------------------------
 
+
+def _model_name(props: dict[str, str]) -> str | None:
+    """The phone's model; the virtual phone (``ro.harness.virtual_phone``) says so even when it plays a real one."""
+    model = props.get("ro.product.model")
+    if props.get("ro.harness.virtual_phone") == "1" and "virtual phone" not in str(model).lower():
+        return f"{model} (harness virtual phone)"
+    return model
+
 class _LinkDown(Exception):
     """The TCP connection to the phone closed or reset."""
 
@@ -483,7 +491,9 @@ class ADBDriver(Driver):
             "serial": self.serial,
             "workdir": self.workdir,
             "taskset": self.conn.taskset,
-            "device_model": props.get("ro.product.model"),
+            # the virtual phone impersonates a model; its temperatures, frequencies and battery are simulated
+            "simulated": True if props.get("ro.harness.virtual_phone") == "1" else None,
+            "device_model": _model_name(props),
             "manufacturer": props.get("ro.product.manufacturer"),
             "soc": props.get("ro.soc.model") or props.get("ro.board.platform"),
             "board_platform": props.get("ro.board.platform"),

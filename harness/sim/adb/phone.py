@@ -113,6 +113,8 @@ def properties(ident: Identity, serial: str) -> dict[str, str]:
         "ro.build.fingerprint": f"{ident.manufacturer.lower()}/{ident.device}/{ident.device}:{ident.android}/"
                                 f"HARNESS.{ident.sdk}/1:user/release-keys",
         "ro.serialno": serial,
+        # says what it is: a campaign's conditions (and the report's "machine") must not pass it off as the phone
+        "ro.harness.virtual_phone": "1",
         "ro.debuggable": "0",
         "sys.boot_completed": "1",
     }
