@@ -201,6 +201,8 @@ def test_srcc_fits_the_terminal_and_masks_tiny_overlaps(small_store, width):
     flat = " ".join(out.split())
     if width == 80:  # 12 devices need ~110 columns: the ranked pair list instead
         assert "weakest pairs" in out and "ranked pairs instead" in flat and "…" not in out
+        forced = invoke("srcc", "--store", str(small_store), "--layout", "matrix")  # squeezed '#' and names to '…'
+        assert "…" not in forced and re.search(r"┃\s+#\s+┃ device", forced)
     else:
         assert "clustered order" in out and "n=8" in out
     assert "11 pairs on fewer than 30 common architectures (n=8)" in flat

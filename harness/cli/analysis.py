@@ -180,7 +180,12 @@ def srcc(
     low = corr.pairs[corr.pairs.srcc.notna() & (corr.pairs.n_common_archs < min_overlap)]
     table = _matrix_table(corr, order, label, space, min_overlap)
     needs = Measurement.get(console, console.options.update_width(10_000), table).maximum
-    if layout == "matrix" or (layout == "auto" and needs <= console.width):
+    if layout == "matrix" and needs > console.width:  # forced: drawn at its own width (the terminal wraps or
+        from rich.console import Console              # `less -S` scrolls) instead of squeezing # and names away
+
+        Console(width=needs, file=console.file, force_terminal=console.is_terminal,
+                color_system=console.color_system, highlight=False).print(table)
+    elif layout == "matrix" or (layout == "auto" and needs <= console.width):
         print_table(table)
     else:
         if layout == "auto":
