@@ -590,6 +590,9 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     except HarnessError as e:
         message = str(e)
         raise
+    except Exception as e:  # e.g. an OSError from a cache folder: `harness campaigns` says why it failed
+        message = f"{type(e).__name__}: {e}"
+        raise
     finally:
         summary.status = status
         summary.elapsed_s = time.perf_counter() - t_start

@@ -141,6 +141,20 @@ def test_timed_runs_beside_adaptive_is_said_to_be_unused_where_adaptive_decides(
     assert s.unused_timed_runs is None
 
 
+def test_a_campaign_stopped_by_an_unexpected_error_says_why_in_the_store(cache, store_path):
+    """A plain OSError (not a harness error) left the campaign 'failed' with an empty message."""
+    class FullDisk(LabDevice):
+        def prepare(self):
+            raise OSError(28, "No space left on device")
+
+    prof = lab_profile(warmup_runs=1, timed_runs=3)
+    with Store(store_path) as st:
+        with pytest.raises(OSError):
+            run_campaign(st, prof, SPACE, SPACE.sample(1, 1), cache=cache, driver=FullDisk(prof))
+        row = st.campaigns().iloc[-1]
+    assert row.status == "failed" and "No space left on device" in row.message
+
+
 def test_fixed_policy_times_exactly_the_count(cache, store_path):
     archs = SPACE.sample(3, 1)
     prof = lab_profile(warmup_runs=1, timed_runs=9)
