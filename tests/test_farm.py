@@ -153,7 +153,9 @@ def test_join_dry_run_checks_devices_and_prints_ray_start(tmp_path, cli_env):
     (devices / "jd.yaml").write_text(yaml.safe_dump(body))
     p = harness("farm", "join", "10.0.0.5:6379", "-d", "jd", "--dry-run", env=cli_env, check=False)
     assert p.returncode == 0, p.stderr
-    digest = parse_profile(body, "jd").digest()
+    from harness.farm.plan import farm_digest
+
+    digest = farm_digest(parse_profile(body, "jd"))
     assert "jd: ok" in p.stdout and "start --resources" in p.stdout and '"device:jd": 1.0' in p.stdout
     assert f"harness.profile/jd={digest}" in p.stdout and "--address 10.0.0.5:6379" in p.stdout
 
@@ -284,3 +286,20 @@ def test_farm_join_refuses_an_address_that_is_not_host_port(cli_env):
     worker = harness("farm", "join", "--head", "--port", "16379", "--dry-run", env=cli_env, check=False)
     flat = " ".join(worker.stderr.split())  # `ray start` failed with "make sure the same port is not used..."
     assert worker.returncode == 2 and "--port 16379 lies in the range Ray gives its workers (10002-19999" in flat, flat
+
+
+def test_a_host_and_a_farm_command_agree_on_a_profile_with_the_default_rounds():
+    """`farm join` advertised the digest of the profile as written (rounds: 3, as every built-in), the command
+    compared the farm's (rounds 1): "digest differs" for byte-identical files, so no such profile ran on Ray."""
+    from harness.devices.registry import ProfileRegistry
+    from harness.farm.join import node_resources
+    from harness.farm.plan import farm_digest, farm_profile
+    from harness.farm.resources import digest_label
+
+    for name in ("local-onnx", "local-tflite"):
+        p = ProfileRegistry().get(name)
+        assert p.policy.rounds == 3
+        _, labels = node_resources([p])
+        assert labels[digest_label(name)] == farm_digest(farm_profile(p))
+        other = p.model_copy(update={"runtime": p.runtime.model_copy(update={"threads": 2})})
+        assert farm_digest(other) != labels[digest_label(name)]  # a real difference still shows

@@ -209,6 +209,7 @@ def join(
     """
     from harness.devices.registry import ProfileRegistry
     from harness.farm import join as j
+    from harness.farm.plan import farm_digest
 
     if head and address:
         err.print("[bold red]error:[/] give either ADDRESS (join a farm) or --head (start one), not both")
@@ -231,7 +232,7 @@ def join(
     checks = j.check_devices(profiles)
     for c in checks:
         mark = "[green]ok[/]" if c.ok else "[bold red]FAILED[/]"
-        console.print(f"{c.profile.name}: {mark} {escape(c.message)}  digest {c.profile.digest()}", highlight=False)
+        console.print(f"{c.profile.name}: {mark} {escape(c.message)}  digest {farm_digest(c.profile)}", highlight=False)
     bad = [c.profile.name for c in checks if not c.ok]
     if bad:
         err.print(f"[bold red]error:[/] {', '.join(bad)} did not answer; fix the device or leave it out with "

@@ -19,6 +19,7 @@ from harness.devices.driver import CheckReport, make_driver
 from harness.devices.profile import Profile, load_profile
 from harness.devices.registry import ProfileRegistry
 from harness.errors import DriverError, FarmError
+from harness.farm.plan import farm_digest
 from harness.farm.resources import device_resource, digest_label
 
 
@@ -55,7 +56,7 @@ def check_devices(profiles: list[Profile]) -> list[DeviceCheck]:
 
 
 def node_resources(profiles: list[Profile]) -> tuple[dict[str, float], dict[str, str]]:
-    return ({device_resource(p.name): 1.0 for p in profiles}, {digest_label(p.name): p.digest() for p in profiles})
+    return ({device_resource(p.name): 1.0 for p in profiles}, {digest_label(p.name): farm_digest(p) for p in profiles})
 
 
 def claimed_elsewhere(address: str, profiles: list[Profile]) -> None:

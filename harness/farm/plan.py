@@ -48,6 +48,16 @@ def farm_profile(profile: Profile) -> Profile:
     return profile.model_copy(update={"policy": pol.model_copy(update={"rounds": 1})})
 
 
+def farm_digest(profile: Profile) -> str:
+    """The digest a host advertises for a profile and a farm command checks: of the profile as the farm measures
+    it (one visit per architecture), so a profile with the default three rounds (every built-in, the README's
+    template) is the same on both sides; `farm join` digested it as written, the command after farm_profile, and
+    no such profile could be measured on a farm ("digest differs" for identical files)."""
+    pol = profile.policy
+    return profile.model_copy(update={"policy": pol.model_copy(update={"rounds": 1})}).digest() \
+        if pol.rounds != 1 else profile.digest()
+
+
 def campaign_plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
                   remeasure: bool = False, remeasure_stale: bool = False) -> list[Arch]:
     """The architectures the device still has to measure (one visit each, see :func:`farm_profile`)."""

@@ -24,6 +24,7 @@ from harness.devices.profile import Profile, parse_profile
 from harness.errors import FarmError, HarnessError, clip
 from harness.farm.address import host_port
 from harness.farm.engine import DeviceLost, Lane
+from harness.farm.plan import farm_digest
 from harness.farm.resources import ACTOR_PREFIX, NAMESPACE, device_resource, digest_label
 from harness.models.cache import ModelCache
 from harness.models.spaces import Arch, get_space
@@ -138,9 +139,9 @@ def place(profiles: list[Profile]) -> dict[str, Placement]:
         if theirs is None:
             raise FarmError(f"host {where} offers device {p.name!r} but not its profile digest; join hosts with "
                             "`harness farm join ADDRESS` so the profiles can be compared")
-        if theirs != p.digest():
+        if theirs != farm_digest(p):
             raise FarmError(f"device {p.name!r}: the profile on host {where} (digest {theirs}) differs from this "
-                            f"command's (digest {p.digest()}); copy the same {p.name}.yaml to both and rejoin "
+                            f"command's (digest {farm_digest(p)}); copy the same {p.name}.yaml to both and rejoin "
                             "the host (`ray stop`, then `harness farm join ADDRESS`)")
         placements[p.name] = Placement(p.name, node["NodeID"], f"{node['NodeManagerAddress']}/{node['NodeID'][:6]}")
     return placements

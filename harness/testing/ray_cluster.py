@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from harness.devices.profile import Profile
+from harness.farm.plan import farm_digest
 from harness.farm.resources import device_resource, digest_label
 
 
@@ -16,7 +17,7 @@ def node_args(*profiles: Profile, digests: dict[str, str] | None = None, **extra
     """Arguments of ``Cluster.add_node`` for a host offering ``profiles`` (``digests`` overrides labels)."""
     return {"num_cpus": 1, "object_store_memory": 80 * 2**20,
             "resources": {device_resource(p.name): 1 for p in profiles},
-            "labels": {digest_label(p.name): (digests or {}).get(p.name, p.digest()) for p in profiles}, **extra}
+            "labels": {digest_label(p.name): (digests or {}).get(p.name, farm_digest(p)) for p in profiles}, **extra}
 
 
 def _descendants(pid: int) -> list[int]:
