@@ -99,6 +99,7 @@ class CampaignSummary:
     unused_timed_runs: int | None = None  # the profile set timed_runs beside adaptive, which decides on this device
     watched: int = 0  # successful visits whose runner saw the other processes' CPU use (a suspect check was made)
     no_ci: int = 0  # successful visits with too few clean runs for a CI of the median: their noise is unknown
+    repaired: int = 0  # cached model files that had changed on disk and were exported again
 
     @property
     def degenerate(self) -> int:
@@ -318,6 +319,7 @@ class Measured:
     rounds: int = 1
     gate: GateOutcome | None = None  # how long the device took to get quiet before this model
     permanent: bool = False  # failed because the device can never measure it (errors.NotMeasurable)
+    repaired: bool = False  # its cached model file had changed on disk and was exported again
     assessed: tuple[Estimate, str | None] | None = None  # (estimate, why suspect), once judged
 
     @property
@@ -377,7 +379,7 @@ def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: A
                         failure_kind=FailureKind.DEVICE_ERROR.value, degenerate=degenerate, identity=identity,
                         failure_message=f"unexpected {type(e).__name__} from the {profile.connection.kind} driver: {e}")
     return Measured(arch, fmt, started, time.perf_counter() - t0, digest, exported, result, degenerate=degenerate,
-                    identity=identity)
+                    identity=identity, repaired=bool(artifact is not None and artifact.repaired))
 
 
 def visit_stats(r: RunResult, est: Estimate) -> dict[str, float | None]:
@@ -443,6 +445,7 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
         summary.degenerate_keys.add(m.arch.key)
     summary.ok += 1
     summary.exported += int(m.exported)
+    summary.repaired += int(m.repaired)
     summary.runs += r.n_runs or len(r.timed_ms)  # a statistics-only tool (benchmark_model) reports its count
     summary.watched += int(bool((r.neighbours or {}).get("wall_s")))
     if suspect:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -96,14 +98,27 @@ def test_a_cached_file_changed_on_disk_is_exported_again_not_measured(tmp_path, 
     assert not cache.get(g, "tflite").exported  # intact again: served
 
 
-def test_a_cached_file_from_before_the_hashes_gets_one_on_first_use(tmp_path):
+def test_a_cached_file_without_its_record_or_with_another_files_is_exported_again(tmp_path):
+    """A missing record blessed whatever bytes were there (a truncated file failed at every rerun); a file swapped
+    together with its record was measured as the other architecture's model."""
     space = get_space("nb201")
     cache = ModelCache(tmp_path)
-    a = cache.get(space.build(space.parse("42")), "onnx")
+    g1, g2 = space.build(space.parse("42")), space.build(space.parse("4242"))
+    a, b = cache.get(g1, "onnx"), cache.get(g2, "onnx")
+    good_a, good_b = a.path.read_bytes(), b.path.read_bytes()
     side = a.path.with_name(a.path.name + ".sha256")
-    side.unlink()  # a cache written by an older harness
-    b = cache.get(space.build(space.parse("42")), "onnx")
-    assert not b.exported and not b.repaired and side.read_text().strip() == sha256_file(a.path)
+    assert side.read_text() == f"{sha256_file(a.path)}  {a.path.name}\n"  # sha256sum -c reads it
+    side.unlink()
+    a.path.write_bytes(good_a[:1000])  # truncated, and no record to tell
+    again = cache.get(g1, "onnx")
+    assert again.repaired and again.path.read_bytes() == good_a and side.exists()
+    for suffix in ("", ".sha256"):  # swap the two files together with their records
+        pa, pb = Path(str(a.path) + suffix), Path(str(b.path) + suffix)
+        tmp = pa.with_name("swap")
+        pa.rename(tmp), pb.rename(pa), tmp.rename(pb)
+    assert cache.get(g1, "onnx").repaired and a.path.read_bytes() == good_a
+    assert cache.get(g2, "onnx").repaired and b.path.read_bytes() == good_b
+    assert cache.verified(a.path) and not cache.verified(tmp_path / "nothing.onnx")
 
 
 def test_export_is_fast_enough_to_not_dominate_a_campaign():

@@ -157,6 +157,11 @@ def print_summary(s: CampaignSummary) -> None:
     console.print(f"[bold]{esc(s.device)}[/] {esc(s.space)}{graph}: {s.ok} measured, {s.failed} failed"
                   f"{visits}, {s.skipped} already in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})",
                   highlight=False)
+    if s.repaired:
+        console.print(f"  [yellow]cache:[/] {s.repaired} cached model file(s) no longer matched the SHA-256 recorded when "
+                      "they were exported (changed on disk: a copy over them, truncation, a failing disk) and were "
+                      "exported again before being measured; if this repeats, check the disk under --cache-dir",
+                      highlight=False)
     if s.degenerate:
         console.print(f"  {s.degenerate} degenerate model(s) (output independent of the input, e.g. an all-'none' "
                       "cell): measured as deployed and marked 'degenerate' in the store")

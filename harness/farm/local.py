@@ -59,7 +59,7 @@ class DeviceSession:
         fmt, artifact = self.profile.runtime.model_format, None
         if hint is not None and hint.graph_mode == self.profile.graph:
             path = self.cache.root / hint.relpath
-            if path.exists():  # content-addressed: the file at this key is this model
+            if self.cache.verified(path):  # content-addressed and intact: the file at this key is this model
                 artifact = Artifact(path, fmt, hint.digest, False, 0.0, graph_mode=hint.graph_mode,
                                     degenerate=hint.degenerate)
         m = measure_model(self.driver, self.cache, self.space, arch, self.profile, artifact)

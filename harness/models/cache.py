@@ -5,9 +5,9 @@ The key hashes the graph's structure as built (which includes the input shape), 
 version (exporter code and library versions) and the weight seed, so a second campaign never
 re-exports and a changed exporter never serves a stale file. Writes are atomic (temp file + rename),
 so concurrent campaigns and crashes cannot leave a half-written model behind. Each file's SHA-256 is kept
-beside it (``<key>.<suffix>.sha256``) and checked whenever the file is served: a file changed on disk
-(a bad sector, a copy over it, a truncation) would be measured as the architecture's model, silently; it is
-exported again instead (``Artifact.repaired``). A file from before the hashes were kept gets its hash on first use.
+beside it (``<key>.<suffix>.sha256``, with the file's name) and checked whenever the file is served: a file
+changed on disk (a bad sector, a copy over it, a truncation) would be measured as the architecture's model,
+silently; it is exported again instead (``Artifact.repaired``), as is a file from before the hashes were kept.
 """
 
 from __future__ import annotations
@@ -123,14 +123,20 @@ class ModelCache:
         facts = dict(graph_mode=graph_mode, exporter_version=EXPORTER_VERSION, degenerate=is_degenerate(graph))
         repaired = False
         if path.exists():
-            if _intact(path):
+            state = self._check(path)
+            if state != "changed":
                 return Artifact(path, fmt.name, digest, False, 0.0, **facts)
-            path.unlink(missing_ok=True)
             repaired = True
-        path.parent.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=fmt.suffix)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=fmt.suffix)
+        except OSError as e:
+            raise ExportError(f"cannot write the model cache at {path.parent} ({e.strerror or e})"
+                              + (f": {path.name} no longer matches the SHA-256 recorded when it was exported" if repaired
+                                 else "") + "; point --cache-dir (or HARNESS_CACHE) at a folder this user can write "
+                              "to") from None
         os.close(fd)
+        t0 = time.perf_counter()
         try:
             fmt.write(prepare(graph, graph_mode), tmp, self.seed, batch)
             if precision != "fp32":
@@ -138,7 +144,7 @@ class ModelCache:
 
                 convert(fmt.name, tmp, precision, calibration or Calibration())
             _write_hash(path, sha256_file(tmp))  # first: a crash before the rename leaves no file to trust
-            os.replace(tmp, path)
+            os.replace(tmp, path)  # over a changed file too: the path never goes missing under another campaign
         except BaseException as e:  # Ctrl-C included: no temp file is left behind
             Path(tmp).unlink(missing_ok=True)
             if isinstance(e, Exception):
@@ -146,33 +152,45 @@ class ModelCache:
             raise
         return Artifact(path, fmt.name, digest, True, time.perf_counter() - t0, repaired=repaired, **facts)
 
+    def verified(self, path: Path) -> bool:
+        """Is the cached file at ``path`` the one exported there (its recorded SHA-256 and name)? For callers that
+        know a file's path already (the farm's hints); they export again through :meth:`get` when it is not."""
+        try:
+            return path.exists() and self._check(path) == "intact"
+        except ExportError:
+            return False
+
+    def _check(self, path: Path) -> str:
+        """``intact``; ``changed`` (another file's bytes, truncated, or no record: exported again, which costs one
+        export per file cached before records were kept: exports are deterministic, so the bytes are the same);
+        ``unverified``: no record and a cache this user cannot write, served as before."""
+        try:
+            recorded = _hash_path(path).read_text().split()
+        except FileNotFoundError:
+            return "changed" if os.access(path.parent, os.W_OK) else "unverified"
+        except OSError:
+            return "unverified"  # an unreadable record (permissions) is no evidence against the file
+        try:
+            actual = sha256_file(path)
+        except OSError as e:
+            raise ExportError(f"cannot read the cached model {path} ({e.strerror or e}); delete it to have it "
+                              "exported again") from None
+        # the record names its file: a swapped pair (file and record together) is another model's
+        return "intact" if recorded[:1] == [actual] and recorded[1:2] == [path.name] else "changed"
+
 
 def _hash_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
 def _write_hash(path: Path, digest: str) -> None:
+    """``<sha256>  <file name>`` (sha256sum's format: `sha256sum -c` checks a cache folder by hand)."""
     side = _hash_path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".sha256")
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(digest + "\n")
+            f.write(f"{digest}  {path.name}\n")
         os.replace(tmp, side)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _intact(path: Path) -> bool:
-    """The cached file is the one exported (its recorded SHA-256); a file without a record gets one now."""
-    try:
-        recorded = _hash_path(path).read_text().strip()
-    except FileNotFoundError:
-        try:
-            _write_hash(path, sha256_file(path))
-        except OSError:  # a read-only cache: serve it as before
-            pass
-        return True
-    except OSError:
-        return True  # unreadable record (permissions): not evidence against the file
-    return sha256_file(path) == recorded
