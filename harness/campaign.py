@@ -534,7 +534,8 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     try:
         driver = driver or make_driver(profile)
         summary.conditions = driver.prepare()
-        refused = driver.cannot_answer(space.name, [a for a, _ in todo])
+        # judged on what was asked, not on what is left: a finished campaign's rerun has only the table's gaps left
+        refused = driver.cannot_answer(space.name, list(archs))
         if refused:  # a device that can say up front it has nothing for this list (a replay table of another space)
             raise ParameterError("space", refused)
         if pol.adaptive is not None and not type(driver).stops_adaptively:

@@ -102,6 +102,9 @@ def test_rows_the_table_lacks_never_stop_a_rerun_before_the_rest_is_measured(tmp
         s = run_campaign(st, profile, SPACE, archs, cache=ModelCache(tmp_path / "cache"), max_consecutive_failures=3)
         assert s.status == "finished" and (s.ok, s.failed) == (24, 6)
         assert len(st.latencies("nb201", ["rehearsal"])) == 24
+        # rerun once finished: only the gaps are left, which is no reason to refuse what was asked (was exit 2)
+        again = run_campaign(st, profile, SPACE, archs, cache=ModelCache(tmp_path / "cache"))
+        assert again.status == "finished" and (again.ok, again.failed) == (0, 6)
 
 
 def test_noise_is_seeded_and_relative(tmp_path):
