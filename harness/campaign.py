@@ -452,7 +452,7 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
         summary.suspect += 1
     rel = est.rel_ci if r.per_run else None  # an aggregate's CI over runs is not known
     cv = stats["std_ms"] / stats["mean_ms"] if stats["std_ms"] is not None and stats["mean_ms"] > 0 else None
-    if r.per_run and rel is None:
+    if (r.per_run and rel is None) or (not r.per_run and (r.n_runs or 0) < 2):  # no spread to judge its noise by
         summary.no_ci += 1
     if (rel is not None and rel > UNSTABLE_REL_CI) or (rel is None and cv is not None and cv >= UNSTABLE_CV):
         summary.unstable.append(m.arch.key)

@@ -464,3 +464,6 @@ def test_a_zero_microsecond_average_is_a_parse_error_not_a_zero_latency():
         adb_benchmark.run_result(zeros, 0, where="phone", timed_runs=1, before={}, after={})
     ok = adb_benchmark.run_result(LITERT, 0, where="phone", timed_runs=1, before={}, after={})
     assert ok.timed_ms[0] > 0
+    one = adb_benchmark.run_result(LITERT.replace("count=20 ", "count=1 "), 0, where="phone", timed_runs=1, before={},
+                                   after={})
+    assert one.n_runs == 1 and one.summary()["std_ms"] is None  # benchmark_model's std=0 of one run is no spread

@@ -205,6 +205,10 @@ def test_one_timed_run_has_no_spread_and_the_summary_says_the_noise_is_unknown(c
         s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
         assert s.no_ci == 2 and not s.unstable
         assert [r[0] for r in st.db.execute("SELECT std_ms FROM measurements")] == [None, None]  # not 0.0
+        from harness.measure.confidence import model_ci, noise_draws
+
+        ci = model_ci(noise_draws(st, "nb201", "lab", 50))  # export --ci: unknown, not a zero-width interval
+        assert len(ci) == 2 and ci.isna().all().all()
 
 
 # --- gating -----------------------------------------------------------------------------------

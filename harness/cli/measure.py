@@ -171,8 +171,10 @@ def print_summary(s: CampaignSummary) -> None:
         print_unstable(s)
     if s.no_ci:
         console.print(f"  [yellow]no noise estimate:[/] {s.no_ci} of {s.ok} visit(s) had fewer than 6 clean timed runs, "
-                      "too few for a 95 % CI of the median: how much their numbers move is unknown (raise the "
-                      "profile's policy.timed_runs, or use the adaptive policy)", highlight=False)
+                      "too few for a 95 % CI of the median: how much their numbers move is unknown. With a fixed "
+                      "policy raise policy.timed_runs; with the adaptive one, adaptive.max_seconds (it stopped a slow "
+                      "model's runs first); if most runs were preempted, measure on a quieter device",
+                      highlight=False)
     if s.runs:
         console.print(f"  {s.runs} timed runs; {s.suspect} suspect visit(s) (noisy neighbours, not quiet, or a "
                       f"sentinel out of band: see `suspect` in the store)"

@@ -248,7 +248,9 @@ class BenchmarkRunResult(RunResult):
     def summary(self) -> dict[str, float | None]:
         s = self.statistics
         median = s.get("median_ms") if s.get("median_ms") is not None else s["avg_ms"]
-        return {"median_ms": median, "mean_ms": s["avg_ms"], "std_ms": s["std_ms"], "min_ms": s["min_ms"],
+        # benchmark_model prints std=0 for a single run: one run has no spread (None, as harness's own runs)
+        std = s["std_ms"] if (self.n_runs or 0) > 1 else None
+        return {"median_ms": median, "mean_ms": s["avg_ms"], "std_ms": std, "min_ms": s["min_ms"],
                 "p90_ms": None}  # benchmark_model prints p95, not p90
 
 

@@ -37,6 +37,9 @@ def noise_draws(store: Store, space: str, device: str, n_boot: int, seed: int = 
     rng = np.random.default_rng(seed)
     out = {}
     for key, g in visits.groupby("key", sort=False):
+        if len(g) == 1 and len(runs[int(g.id.iloc[0])]) < 2:  # one visit of one run: nothing to resample (not a
+            out[key] = np.full(n_boot, np.nan)                # zero-width interval: the noise is unknown)
+            continue
         per_round = []
         for mid, factor in zip(g.id.astype(int), g.factor):
             xs = np.asarray(runs[mid], dtype=float)
