@@ -234,6 +234,14 @@ def test_node_loss_under_each_stops_that_device_and_the_rerun_completes(farm, tm
     assert "raylet" not in out and "marked dead" not in out
 
 
+def test_rays_cluster_messages_go_to_stderr_as_plain_lines(farm, capsys):
+    """What Ray's error thread prints for a lost host (its own timing decides when, so called directly here)."""
+    ray._private.worker.print_to_stdstream({"pid": "raylet", "is_err": False, "lines": [
+        "\x1b[33m(raylet)\x1b[0m The node with node id: ab has been marked dead"]}, ignore_prefix=False)
+    got = capsys.readouterr()
+    assert got.out == "" and got.err == "ray: (raylet) The node with node id: ab has been marked dead\n"
+
+
 def test_a_host_that_falls_silent_is_lost_by_heartbeat(farm, tmp_path):
     """SIGSTOP: the node's connections stay open and say nothing (power or network gone); Ray itself would
     take about a minute to call it dead, the farm's heartbeat notices within silence_s."""

@@ -42,8 +42,9 @@ class DeviceBusy(HarnessError):
 
     def __init__(self, holder: Holder, lock_file: Path):
         self.holder, self.lock_file = holder, lock_file
-        super().__init__(f"device {holder.device} is being measured by {holder.describe()}. Wait for it with "
-                         f"--wait, or stop that campaign (the lease is {lock_file})")
+        super().__init__(f"device {holder.device} is being measured by {holder.describe()}. Wait for it to "
+                         f"finish (`harness measure` and `farm` can with --wait), or stop that campaign (the lease "
+                         f"is {lock_file})")
 
 
 def lock_dir_for(store_path: str | os.PathLike) -> Path:

@@ -9,9 +9,10 @@ the same digest as the command's.
 
 from __future__ import annotations
 
-import logging
 import os
+import re
 import socket
+import sys
 import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
@@ -29,7 +30,6 @@ from harness.farm.resources import ACTOR_PREFIX, NAMESPACE, device_resource, dig
 from harness.models.cache import ModelCache
 from harness.models.spaces import Arch, get_space
 
-log = logging.getLogger(__name__)
 
 def host_cache_dir() -> Path:
     """Where a host keeps exported models: $HARNESS_CACHE as set when it joined, else the user cache."""
@@ -54,11 +54,11 @@ def _reachable(address: str, timeout: float = 3.0) -> None:
 def connect(address: str) -> str:
     """Join the cluster as a driver (idempotent); unknown or dead addresses are a FarmError. Returns the head's
     address (what ``auto`` found: the cluster of this host, possibly someone else's)."""
+    _quiet_cluster_errors()
     if ray.is_initialized():
         return _gcs_address(address)
     if address != "auto":
         _reachable(address)
-    _quiet_cluster_errors()
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="warning",
                  configure_logging=False)
@@ -70,24 +70,29 @@ def connect(address: str) -> str:
 
 
 def _quiet_cluster_errors() -> None:
-    """Ray's driver prints the cluster's error messages (e.g. a lost host's missed-heartbeats report, in ANSI
-    colour) on stdout from a background thread, whatever ``log_to_driver`` says: they would corrupt ``--json``
-    output and repeat what the farm's summary says in its own words. They go to the debug log instead. Ray has
-    no switch for this; if its private module changes shape, the messages simply print again."""
+    """Ray's driver prints the cluster's error messages (a lost host's missed-heartbeats report, a worker killed
+    for memory) on stdout from a background thread, in ANSI colour, whatever ``log_to_driver`` says: they would
+    corrupt ``--json`` output. They go to stderr instead, as plain lines marked ``ray:`` (they can explain a
+    lost device). Ray has no switch for this; if its private module changes shape, they print as before."""
     worker = getattr(getattr(ray, "_private", None), "worker", None)
     printer = getattr(worker, "print_to_stdstream", None)
     if printer is None or getattr(printer, "harness_quiet", False):
         return
 
-    def quiet(data, *args, **kwargs):
+    def to_stderr(data, *args, **kwargs):
         if isinstance(data, dict) and data.get("pid") == "raylet":
             for line in data.get("lines") or ():
-                log.debug("ray cluster: %s", line)
+                text = _ANSI.sub("", str(line)).strip()
+                if text:
+                    print(f"ray: {text}", file=sys.stderr, flush=True)
             return None
         return printer(data, *args, **kwargs)
 
-    quiet.harness_quiet = True  # type: ignore[attr-defined]
-    worker.print_to_stdstream = quiet
+    to_stderr.harness_quiet = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _gcs_address(asked: str) -> str:
