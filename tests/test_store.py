@@ -175,6 +175,53 @@ def test_version_1_store_is_upgraded_in_place(store_path):
         assert st.devices().name.tolist() == ["old"]
 
 
+def _schema_8_store(path):
+    from harness.results.store import MIGRATIONS, SCHEMA
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA + "".join(MIGRATIONS[v] for v in range(1, 8)) +
+                     "INSERT INTO meta VALUES ('schema_version', '8');")
+    db.close()
+
+
+def test_a_read_only_store_one_schema_back_is_read_as_it_is(store_path):
+    """Schema 9 only added sentinel_checks.band: every read-only schema-8 store (an archive, read-only media)
+    was refused with 'copy it somewhere writable'."""
+    _schema_8_store(store_path)
+    with Store(store_path, readonly=True) as st:
+        assert st.schema_version == 8 and st.sentinel_series().empty and "band" in st.sentinel_series().columns
+    with Store(store_path) as st:  # writable: upgraded
+        assert st.schema_version == SCHEMA_VERSION
+
+
+def test_two_processes_upgrading_one_store_both_open_it(store_path):
+    """The version was read before the write lock: the second upgrade repeated ALTER TABLE ... ADD COLUMN band and
+    failed with 'duplicate column name: band' (not a usable harness store)."""
+    _schema_8_store(store_path)
+    first = sqlite3.connect(store_path, isolation_level=None)
+    first.execute("BEGIN IMMEDIATE")  # another command is upgrading it right now
+    import threading
+
+    opened = []
+
+    def second():
+        with Store(store_path, busy_timeout=10) as st:
+            opened.append(st.schema_version)
+
+    t = threading.Thread(target=second)
+    t.start()
+    import time
+
+    time.sleep(0.5)  # the second has read version 8 and waits for the lock (later, it would see 9 and pass anyway)
+    first.execute("ALTER TABLE sentinel_checks ADD COLUMN band REAL")
+    first.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
+    first.execute("COMMIT")
+    first.close()
+    t.join(20)
+    assert opened == [SCHEMA_VERSION]
+
+
 def _open_store(path: str) -> str:
     from harness.results.store import Store
 

@@ -31,6 +31,9 @@ from harness.models.spaces import Arch
 from harness.results.atomic import atomic_path
 
 SCHEMA_VERSION = 9
+# a read-only store of this version or newer is read as it is (no upgrade possible): the steps after it only add
+# columns that reading code selects with care (sentinel_checks.band)
+READ_ONLY_FROM = 8
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -401,6 +404,7 @@ class Store:
     def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 30.0, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
+        self.schema_version = SCHEMA_VERSION  # lower only for a read-only store of an older one (READ_ONLY_FROM)
         self.warnings: list[str] = []  # problems that did not stop the store from opening
         self.pending_dir = self.path.with_name(self.path.name + ".pending")
         check_store_path(self.path)
@@ -483,13 +487,25 @@ class Store:
             raise StoreError(f"{self.path} has store schema version {found}; this harness {__version__} "
                              f"reads versions 1..{SCHEMA_VERSION}. Use a matching harness or a new --store file.")
         if found < SCHEMA_VERSION and self.readonly:
+            if found >= READ_ONLY_FROM:  # what the newer steps add, reading code asks for with care
+                self.schema_version = found
+                return
             raise StoreError(f"{self.path} was written by an older harness (store schema {found}) and is read-only "
                              f"here; this harness needs schema {SCHEMA_VERSION}. Copy it somewhere writable: "
                              "the first command that opens the copy upgrades it.")
         if found < SCHEMA_VERSION:  # additive upgrade, all steps in one transaction
             upgrades = "".join(MIGRATIONS[v] for v in range(found, SCHEMA_VERSION))
-            self.db.executescript(f"BEGIN IMMEDIATE; {upgrades} UPDATE meta SET value = '{SCHEMA_VERSION}' "
-                                  "WHERE key = 'schema_version'; COMMIT;")
+            try:
+                self.db.executescript(f"BEGIN IMMEDIATE; {upgrades} UPDATE meta SET value = '{SCHEMA_VERSION}' "
+                                      "WHERE key = 'schema_version'; COMMIT;")
+            except sqlite3.OperationalError as e:
+                # another process upgraded it between our look and our lock (two commands started together
+                # after an update): its steps are in, ours fail as duplicates. Look again.
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                if "duplicate column" not in str(e) and "already exists" not in str(e):
+                    raise
+                self._init_schema()
 
     def close(self) -> None:
         self.db.close()
@@ -1036,8 +1052,9 @@ class Store:
             return int(cur.lastrowid)
 
     def sentinel_series(self, device: str | None = None, space: str | None = None) -> pd.DataFrame:
-        q = """SELECT s.id, s.campaign_id, d.name AS device, a.key, s.at, s.models_done, s.median_ms,
-                      s.baseline_ms, s.in_band, s.phase, s.band
+        band = "s.band" if self.schema_version >= 9 else "NULL AS band"  # a read-only schema-8 store has none
+        q = f"""SELECT s.id, s.campaign_id, d.name AS device, a.key, s.at, s.models_done, s.median_ms,
+                      s.baseline_ms, s.in_band, s.phase, {band}
                FROM sentinel_checks s JOIN devices d ON d.id = s.device_id JOIN architectures a ON a.id = s.arch_id
                WHERE (? IS NULL OR d.name = ?) AND (? IS NULL OR a.space = ?) ORDER BY s.id"""
         return pd.read_sql_query(q, self.db, params=(device, device, space, space))
