@@ -894,13 +894,14 @@ def test_a_store_or_cache_path_of_the_wrong_kind_is_named_as_such(cli_env, tmp_p
         assert not Path(cli_env["HARNESS_STORE"]).exists()  # refused before any campaign was opened
 
 
-def test_a_cached_model_changed_on_disk_is_exported_again_and_the_summary_says_so(cli_env):
+def test_a_cached_model_changed_on_disk_is_exported_again_and_the_summary_says_so(cli_env, tmp_path):
     from tests.conftest import harness
 
-    harness("measure", "-d", "fast-onnx", "--arch", "5", env=cli_env)
-    files = list(Path(cli_env["HARNESS_CACHE"]).rglob("*.onnx"))
-    assert files
+    env = {**cli_env, "HARNESS_CACHE": str(tmp_path / "own-cache")}  # not the session's shared cache
+    harness("measure", "-d", "fast-onnx", "--arch", "5", env=env)
+    files = list((tmp_path / "own-cache").rglob("*.onnx"))
+    assert len(files) == 1  # fast-onnx times no paired reference
     for f in files:
         f.write_bytes(f.read_bytes()[:1000])  # truncated on disk
-    out = " ".join(harness("measure", "-d", "fast-onnx", "--arch", "5", "--remeasure", env=cli_env).stdout.split())
+    out = " ".join(harness("measure", "-d", "fast-onnx", "--arch", "5", "--remeasure", env=env).stdout.split())
     assert f"cache: {len(files)} cached model file(s) no longer matched" in out
