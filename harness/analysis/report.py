@@ -170,7 +170,7 @@ def heatmap(matrix: pd.DataFrame, method: str = "SRCC", overlap: pd.DataFrame | 
                               "on the other. Blocks of green along the diagonal are families of similar devices.")
 
 
-def scatter(wide: pd.DataFrame, pairs: Sequence[tuple[str, str]], corr: Correlations) -> Figure:
+def scatter(wide: pd.DataFrame, pairs: Sequence[tuple[str, str]], corr: Correlations, method: str = "SRCC") -> Figure:
     k = len(pairs)
     cols = min(k, 2)
     rows = -(-k // cols)
@@ -187,7 +187,7 @@ def scatter(wide: pd.DataFrame, pairs: Sequence[tuple[str, str]], corr: Correlat
         ax.tick_params(which="minor", labelsize=7)
         ax.set_xlabel(f"{_short(a)} (ms)")
         ax.set_ylabel(f"{_short(b)} (ms)")
-        ax.set_title(f"SRCC {corr.get(a, b):.3f} on {len(both)} archs", fontsize=10)
+        ax.set_title(f"{method} {corr.get(a, b):.3f} on {len(both)} archs", fontsize=10)
     for ax in list(axes.flat)[k:]:
         ax.set_visible(False)
     fig.tight_layout()
@@ -277,7 +277,7 @@ def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: di
                             "another device to compare rankings")
     chosen = list(pairs) if pairs else default_pairs(corr, min_overlap=min_overlap)
     if chosen:
-        report.figures.append(scatter(wide, chosen, corr))
+        report.figures.append(scatter(wide, chosen, corr, method))
     report.figures.append(distributions(wide, order, origins))
     if measurements is not None:
         fig = timeline(measurements)

@@ -40,9 +40,10 @@ def predictor_sigma(saved: dict | None) -> float | None:
     """A saved predictor's typical error on architectures it has not seen, as a standard deviation of
     log latency: the root of its leave-one-out mean squared error (``adapt``/``train``; the closed loop's
     ``loo_rms_log``, the sigma its own draws use). A loop saved before that was recorded: from its median absolute
-    LOO error (a normal's median |x| is 0.6745 sigma), which heavy tails make too small: on Eagle's i7 with
-    OneProxy's 1,999-architecture tables as sources (their other 13,000 gap-filled), --confidence 0.9 kept 97.7 %
-    truly under with it, 99.0 % with the RMS (scratch calib_var.py, 3 seeds)."""
+    LOO error (a normal's median |x| is 0.6745 sigma), which heavy tails make too small: with Eagle's i7 table as
+    the target and OneProxy's 1,999-architecture tables as sources (their other 13,000 gap-filled), --confidence
+    0.9 kept 97.7 % truly under with it and 99.0 % with the RMS (3 seeds); benchmarks/search_confidence.py on the
+    public tables: 99.07 % -> 99.29 %."""
     if saved is None:
         return None
     m = saved.get("metrics") or {}

@@ -289,7 +289,7 @@ def train(ctx: Context, device: str) -> TrainResult:
     return TrainResult(pid, device, len(t.keys), holdout, n_eval, how)
 
 
-HOLDOUT_FROM = 100  # from here a 20% hold-out has >= 20 architectures; below, every one is predicted out of fold
+HOLDOUT_FROM = 1000  # from here a 20% hold-out has >= 200 architectures; below, every one is predicted out of fold
 
 
 def _holdout_srcc(features: np.ndarray, y: np.ndarray) -> tuple[float | None, int, str]:
@@ -305,12 +305,14 @@ def _holdout_srcc(features: np.ndarray, y: np.ndarray) -> tuple[float | None, in
     if n >= HOLDOUT_FROM:
         cut = int(0.8 * n)
         model = fit_linear(features[idx[:cut]], y[idx[:cut]])
-        return float(spearmanr(model.predict(features[idx[cut:]]), y[idx[cut:]]).statistic), n - cut, "20% hold-out"
+        rho = float(spearmanr(model.predict(features[idx[cut:]]), y[idx[cut:]]).statistic)
+        return (rho if np.isfinite(rho) else None), n - cut, "20% hold-out"
     pred = np.empty(n)
     for fold in np.array_split(idx, 5):
         rest = np.setdiff1d(idx, fold)
         pred[fold] = fit_linear(features[rest], y[rest]).predict(features[fold])
-    return float(spearmanr(pred, y).statistic), n, "5-fold cross-validation"
+    rho = float(spearmanr(pred, y).statistic)  # NaN when every prediction is the same: no ranking to judge
+    return (rho if np.isfinite(rho) else None), n, "5-fold cross-validation"
 
 
 def _linear_from(saved: dict) -> tuple[LinearModel, list[str]]:

@@ -38,10 +38,14 @@ DevicesDirOpt = Annotated[Path, typer.Option(
 def cache_folder(value: Path) -> Path:
     """The model cache is a folder: a file there (or on its path) failed mid-campaign as "Not a directory"."""
     for p in (value, *value.parents):
-        if p.exists():
+        try:
+            if not p.exists():
+                continue
             if not p.is_dir():
                 raise typer.BadParameter(f"{value}: {p} is a file; the model cache is a folder")
-            break
+        except OSError as e:  # a folder on the way this user may not search (EACCES): say so, no traceback
+            raise typer.BadParameter(f"{value}: cannot look at {p} ({e.strerror or e})") from None
+        break
     return value
 
 

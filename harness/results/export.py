@@ -45,7 +45,8 @@ def latency_wide(store: Store, space: str, devices: list[str] | None = None,
 
 
 def latency_table(store: Store, space: str, devices: list[str] | None = None, graph: str | None = None) -> pd.DataFrame:
-    """Key columns of ``space`` then one ``<device>_ms`` column (median of the timed runs) per device; a
+    """Key columns of ``space`` then one ``<device>_ms`` column per device (``Store.latencies``: the median over
+    rounds of each visit's reference-scaled median; imported values as imported); a
     measured device also gets ``<device>_graph`` (prune/keep), ``<device>_exporter`` (exporter version of
     the model), ``<device>_degenerate`` (1 when the model's output does not depend on its input),
     ``<device>_suspect`` (how many of the visits behind the latency were marked suspect: not alone, not steady) and, where

@@ -319,7 +319,7 @@ def open_store(path: str | os.PathLike, *, write: bool = True, **kwargs: Any) ->
     """The store for a command: read commands (``write=False``) never create one, and open it read-only
     when it (or its folder) cannot be written, e.g. on read-only media or owned by someone else."""
     p = Path(path)
-    check_store_path(p)
+    check_store_path(p)  # before "no store at": a folder there is the path's mistake (Store checks it too)
     if not write:
         if not p.is_file():
             raise StoreError(f"no store at {p}: measure or import something first, or point --store "
