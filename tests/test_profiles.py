@@ -65,9 +65,11 @@ BAD = [
     # onnxruntime ignores config keys it does not know: the typo measured at the default level, silently
     ("ort-option-typo", "name: ort-option-typo\nconnection: {kind: local}\nruntime: {name: onnxruntime, "
      "options: {graph_optimisation_level: disable}}\n",
-     ["runtime", "graph_optimisation_level", "did you mean 'graph_optimization_level'", "dotted"]),
+     ["runtime.options", "graph_optimisation_level", "did you mean 'graph_optimization_level'", "dotted"]),
+    ("ort-thread-option", "name: ort-thread-option\nconnection: {kind: local}\nruntime: {name: onnxruntime, "
+     "options: {intra_op_num_threads: 4}}\n", ["runtime.options", "threads is a runtime field"]),
     ("tflite-options", "name: tflite-options\nconnection: {kind: local}\nruntime: {name: tflite, options: {foo: 1}}\n",
-     ["runtime", "tflite reads no runtime.options (foo)"]),
+     ["runtime.options", "tflite reads no runtime.options (foo)"]),
     ("share-above-one", GOOD.format(name="share-above-one") + "policy: {max_neighbour_cpu: 3}\n",
      ["policy.max_neighbour_cpu", "less than or equal to 1"]),
 ]

@@ -466,7 +466,7 @@ def test_compare_does_not_call_flips_of_imported_tables_real_and_refuses_devices
     (tmp_path / "t.csv").write_text("nb201_index,a_ms,b_ms,c_ms\n1,1,2,\n2,2,1,\n3,3,3,\n4,4,5,\n5,,,1\n")
     harness("import", str(tmp_path / "t.csv"), env=cli_env)
     out = " ".join(harness("compare", "a", "b", env=cli_env).stdout.split())
-    assert "1 pairs ordered differently; how many of them noise explains is unknown" in out
+    assert "1 pairs ordered differently; how many the noise of a and b explains is unknown" in out
     assert "real disagreements" not in out
     none = harness("compare", "a", "c", env=cli_env, check=False)
     assert none.returncode != 0 and "no nb201 architecture in common" in " ".join(none.stderr.split())
@@ -574,6 +574,17 @@ def test_report_draws_the_sentinel_series_with_the_out_of_band_checks(cache, sto
     assert "Sentinel series per device" in text and "out of band (red circles)" in text
     assert "fewer than two devices" in text  # one device: no empty heat map
     assert (tmp_path / "png" / "sentinel_series.png").stat().st_size > 1000
+
+
+def test_a_sentinel_baseline_timed_under_load_widens_the_band_of_its_later_checks():
+    from harness.measure.sentinels import Monitor
+
+    m = Monitor(0.05)
+    m.check("a", 10.0, 0.31)  # the baseline: +-31 % (a busy machine)
+    later = m.check("a", 8.3, 0.01)  # a steady check 17 % off that uncertain baseline
+    assert later.in_band and later.effective_band == pytest.approx(0.62)
+    m.check("b", 10.0, 0.01)
+    assert not m.check("b", 8.3, 0.01).in_band  # a steady baseline: the profile's band judges
 
 
 def test_sentinels_are_never_networks_with_a_constant_output():

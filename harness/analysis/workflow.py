@@ -442,7 +442,8 @@ def _why_new(latest: dict | None, prov: dict) -> str:
         return "the first for this device"
     old = latest["provenance"]
     if old.get("method") != prov["method"]:
-        return f"#{latest['id']} used {old.get('method')}"
+        made = old.get("method") or f"{latest.get('method')} (harness train)"  # a trained one records no method
+        return f"#{latest['id']} used {made}"
     if old.get("proxies") != prov["proxies"]:
         return f"#{latest['id']} used other proxies"
     if old.get("n_target_samples") != prov["n_target_samples"]:
@@ -555,6 +556,7 @@ def _suggest_uncertain(ctx: Context, sources: list[str], proxies: Sequence[str],
     model, fitted_on, _ = fit_model(ctx, sources, measured, have.to_numpy())
     every = measured + list(pool)
     s_ms, _ = source_latencies(ctx, sources, every)
+    _note_predicted_sources(ctx, sources, pool)
     st = ctx.structure(every, fitted_on.names, fitted_on.kept)
     used = [sources.index(s) for s in model.sources]
     spread = model.disagreement(s_ms[:, used], st.onehot, st.matrix)

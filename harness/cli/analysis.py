@@ -183,8 +183,8 @@ def srcc(
     if layout == "matrix" and needs > console.width:  # forced: drawn at its own width (the terminal wraps or
         from rich.console import Console              # `less -S` scrolls) instead of squeezing # and names away
 
-        Console(width=needs, file=console.file, force_terminal=console.is_terminal,
-                color_system=console.color_system, highlight=False).print(table)
+        print_table(table, to=Console(width=needs, file=console.file, force_terminal=console.is_terminal,
+                                      color_system=console.color_system, highlight=False))
     elif layout == "matrix" or (layout == "auto" and needs <= console.width):
         print_table(table)
     else:
@@ -249,8 +249,8 @@ def compare(
     common = len(wide.dropna())
     if common == 0:
         raise HarnessError(f"{device_a} and {device_b} have no {space} architecture in common: nothing to compare; "
-                           f"measure the same architectures on both (e.g. `harness measure -d {device_b} --arch-file` "
-                           f"with the keys {device_a} has)")
+                           "measure (or import) the same architectures on both: `harness export --device` one of "
+                           "them gives its keys for `harness measure --arch-file` on the other")
     with working(f"comparing {common:,} architectures pair by pair"):
         r = cmp(wide, device_a, device_b, cis, top)
     pair = srcc_with_noise(wide, noise, ci, seed)
@@ -264,17 +264,17 @@ def compare(
     for d, n in r["indistinguishable"].items():
         console.print(f"  {d} cannot tell apart {n} of {r['pairs']} pairs (overlapping 95% CIs)", highlight=False)
     unknown = [d for d in (device_a, device_b) if d not in r["indistinguishable"]]
-    if len(unknown) == 2:  # imported tables keep no runs: no noise to tell a flip from
-        console.print(f"  {r['flipped']} pairs ordered differently; how many of them noise explains is unknown: "
-                      "neither device has runs in the store (imported tables keep one value per architecture)",
-                      highlight=False)
+    if unknown:  # imported tables keep no runs: their noise cannot tell a flip from a real disagreement
+        known = [d for d in (device_a, device_b) if d not in unknown]
+        console.print(f"  {r['flipped']} pairs ordered differently"
+                      + (f"; {r['flipped_within_noise']} of them within {known[0]}'s measurement noise" if known else "")
+                      + f"; how many the noise of {' and '.join(unknown)} explains is unknown (no runs in the store: "
+                      "an imported table keeps one value per architecture)", highlight=False)
     else:
         console.print(f"  {r['flipped']} pairs ordered differently: {r['flipped_within_noise']} within measurement "
-                      f"noise, {r['real']} real disagreements"
-                      + (f" (noise known for {[d for d in (device_a, device_b) if d not in unknown][0]} only: "
-                         f"{unknown[0]} has no runs in the store)" if unknown else ""), highlight=False)
+                      f"noise, {r['real']} real disagreements", highlight=False)
     if r["real_disagreements"]:
-        table = Table(title=f"largest {'real ' if len(unknown) < 2 else ''}disagreements (top {top})")
+        table = Table(title=f"largest {'' if unknown else 'real '}disagreements (top {top})")
         for col in ("architecture 1", "architecture 2", f"{device_a} ms", f"{device_b} ms"):
             table.add_column(col)
         for _, k1, k2, a1, a2, b1, b2 in r["real_disagreements"]:

@@ -166,8 +166,9 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     if show_suspect:
         console.print(f"[yellow]suspect:[/] {int(df.suspect.sum())} visit(s) were measured while other processes, "
                       "hypervisor steal or a sentinel out of band said the device was not alone or not steady "
-                      "(the reason is in the store's `suspect` column; export adds <device>_suspect); to replace "
-                      "them, measure again on a quiet device with `harness measure ... --remeasure`.", highlight=False)
+                      "(the reason is in the store's `suspect` column). A campaign's count stays as it was; which "
+                      "latencies still rest on such visits, export's <device>_suspect says: measure those again on "
+                      "a quiet device (`harness measure --arch-file` with their keys, `--remeasure`).", highlight=False)
     if show_stale:
         console.print(f"[yellow]{int(df.stale.sum())} measurement(s) are stale[/]: their models came from an "
                       f"exporter older than v{EXPORTER_VERSION}. They stay in the store; `harness measure ... "

@@ -66,7 +66,7 @@ def _model_name(props: dict[str, str]) -> str | None:
     """The phone's model; the virtual phone (``ro.harness.virtual_phone``) says so even when it plays a real one."""
     model = props.get("ro.product.model")
     if props.get("ro.harness.virtual_phone") == "1" and "virtual phone" not in str(model).lower():
-        return f"{model} (harness virtual phone)"
+        return f"{model or 'unknown model'} (harness virtual phone)"
     return model
 
 class _LinkDown(Exception):

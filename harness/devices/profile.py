@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, Field, SerializeAsAny, ValidationError, field_validator,
+from pydantic import (BaseModel, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 from pydantic_core import PydanticCustomError
 
@@ -137,29 +137,28 @@ class Runtime(_Strict):
 
     @field_validator("options")
     @classmethod
-    def _known_options(cls, v: dict) -> dict:
+    def _known_options(cls, v: dict, info: ValidationInfo) -> dict:
+        """onnxruntime takes any session config entry and ignores keys it does not know, so a misspelt
+        ``graph_optimisation_level`` measured at the default level while the stored profile said otherwise.
+        Its config keys are dotted (``session.intra_op.allow_spinning``; their spelling is onnxruntime's to check);
+        a plain word is harness's own option. tflite reads no options (threads and delegate are fields)."""
+        name = info.data.get("name")
+        if name == "tflite" and v:
+            raise ValueError(f"tflite reads no runtime.options ({', '.join(map(str, v))}); threads and delegate are "
+                             "runtime fields, and a benchmark_model profile takes its flags from the connection")
+        if name == "onnxruntime":
+            for key in v:
+                if key != "graph_optimization_level" and "." not in str(key):
+                    close = difflib.get_close_matches(str(key), ["graph_optimization_level"], n=1, cutoff=0.6)
+                    hint = (f"did you mean {close[0]!r}? " if close else
+                            "threads is a runtime field (runtime.threads); " if "thread" in str(key) else "")
+                    raise ValueError(f"unknown onnxruntime option {key!r}: {hint}runtime.options takes "
+                                     "graph_optimization_level and onnxruntime session config entries, which are "
+                                     "dotted (e.g. session.intra_op.allow_spinning)")
         level = v.get("graph_optimization_level")
         if level is not None and str(level) not in ORT_OPT_LEVELS:
             raise ValueError(f"graph_optimization_level must be one of {', '.join(ORT_OPT_LEVELS)}")
         return v
-
-    def _check_runtime_options(self) -> None:
-        """onnxruntime takes any session config entry and ignores keys it does not know, so a misspelt
-        ``graph_optimisation_level`` measured at the default level while the stored profile said otherwise.
-        Its config keys are dotted (``session.intra_op.allow_spinning``); a plain word is harness's own option.
-        tflite reads no options (threads and delegate are fields)."""
-        if self.name == "tflite" and self.options:
-            raise ValueError(f"tflite reads no runtime.options ({', '.join(map(str, self.options))}); threads and "
-                             "delegate are runtime fields, and a benchmark_model profile takes its flags from the "
-                             "connection")
-        if self.name == "onnxruntime":
-            for key in self.options:
-                if key != "graph_optimization_level" and "." not in str(key):
-                    close = difflib.get_close_matches(str(key), ["graph_optimization_level"], n=1, cutoff=0.6)
-                    hint = f"did you mean {close[0]!r}? " if close else ""
-                    raise ValueError(f"unknown onnxruntime option {key!r}: {hint}runtime.options takes "
-                                     "graph_optimization_level and onnxruntime session config entries, which are "
-                                     "dotted (e.g. session.intra_op.allow_spinning)")
 
     @model_validator(mode="after")
     def _runtime_specific(self) -> Runtime:
@@ -172,7 +171,6 @@ class Runtime(_Strict):
             unknown = set(self.options) - {"device", "use_cuda_graph", "warmup_ms"}
             if unknown:
                 raise ValueError(f"trtexec options are device, use_cuda_graph, warmup_ms; not {', '.join(sorted(unknown))}")
-        self._check_runtime_options()
         if self.name == "onnxruntime" and self.delegate != "cpu":
             raise ValueError("delegate applies to tflite only; for onnxruntime set execution_provider")
         if self.name == "tflite" and (self.execution_provider != "CPUExecutionProvider" or self.provider_options):
