@@ -472,6 +472,14 @@ def test_compare_does_not_call_flips_of_imported_tables_real_and_refuses_devices
     assert none.returncode != 0 and "no nb201 architecture in common" in " ".join(none.stderr.split())
 
 
+def test_drift_correct_without_sentinel_devices_says_it_added_nothing(cli_env, tmp_path):
+    (tmp_path / "t.csv").write_text("nb201_index,a_ms\n1,1\n2,2\n3,3\n")
+    harness("import", str(tmp_path / "t.csv"), env=cli_env)
+    r = harness("export", "-o", str(tmp_path / "o.csv"), "--drift-correct", env=cli_env)
+    assert "added no column" in " ".join(r.stderr.split())
+    assert "a_drift_corrected_ms" not in (tmp_path / "o.csv").read_text()
+
+
 def test_measure_rounds_flag_interleaves_and_reports(cli_env):
     import subprocess
     import sys

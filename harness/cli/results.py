@@ -11,8 +11,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from harness.cli.common import (DEFAULT_STORE, StoreOpt, cli_errors, console, esc, names_list, print_table, table_path,
-                                working)
+from harness.cli.common import (DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, names_list, print_table,
+                                table_path, working)
 from harness.errors import HarnessError
 
 
@@ -84,10 +84,15 @@ def export(
             lat = st.latencies(sp).drop_duplicates("key")
             key_of = {tuple(json.loads(c)[k] for k in keys): key for key, c in zip(lat.key, lat.columns_json)}
             row_keys = [key_of.get(tuple(r)) for r in df[list(keys)].itertuples(index=False)]
+            corrected = 0
             for d in [c[:-3] for c in df.columns if c.endswith("_ms") and "_ci_" not in c]:
                 fixed = corrected_latencies(st, sp, d)
                 if not fixed.empty:
                     df[f"{d}_drift_corrected_ms"] = [fixed.get(k) for k in row_keys]
+                    corrected += 1
+            if not corrected:  # the flag asked for columns that cannot exist: say so, not nothing
+                err.print("[yellow]note:[/] --drift-correct added no column: no device here was measured with "
+                          "sentinels (policy.sentinels), whose recorded drift it divides out", highlight=False)
     if len(df) == 0:  # an empty file that exits 0 reads as success in a script
         raise HarnessError(f"{store} has no latencies in space {sp!r}"
                            + (f" for {', '.join(device)}" if device else "")
