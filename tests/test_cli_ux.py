@@ -905,3 +905,13 @@ def test_a_cached_model_changed_on_disk_is_exported_again_and_the_summary_says_s
         f.write_bytes(f.read_bytes()[:1000])  # truncated on disk
     out = " ".join(harness("measure", "-d", "fast-onnx", "--arch", "5", "--remeasure", env=env).stdout.split())
     assert f"cache: {len(files)} cached model file(s) no longer matched" in out
+
+
+def test_several_devices_at_once_say_what_their_visits_say_too(cli_env, devices_dir):
+    """The no-noise-estimate note (and the cache one) printed for one device's campaign, not for several at once."""
+    from tests.conftest import harness, write_profile
+
+    write_profile(devices_dir, "one-run", {"name": "onnxruntime", "threads": 1},
+                  {"warmup_runs": 0, "timed_runs": 1, "adaptive": None})
+    out = " ".join(harness("measure", "-d", "one-run", "-d", "fast-onnx", "--arch", "5", env=cli_env).stdout.split())
+    assert "no noise estimate (one-run): 1 of 1 visit(s)" in out

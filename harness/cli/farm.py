@@ -81,11 +81,12 @@ def print_farm_summary(summary, store: Path) -> None:
         table.add_row(d.device + (f" ({d.group})" if d.group else ""), d.host, str(d.ok), str(d.failed),
                       str(d.skipped), status)
     print_table(table)
-    from harness.cli.measure import print_profile_changes
+    from harness.cli.measure import print_profile_changes, print_visit_notes
 
     for d in summary.devices:
         if d.profile_changes:
             print_profile_changes(d.device, d.changed_archs, d.profile_changes)
+        print_visit_notes(d, f" ({d.device})")
     left = {k: v for k, v in summary.left.items() if v}
     if left:
         console.print("not measured yet: " + ", ".join(f"{k}: {v}" for k, v in sorted(left.items()))

@@ -157,11 +157,6 @@ def print_summary(s: CampaignSummary) -> None:
     console.print(f"[bold]{esc(s.device)}[/] {esc(s.space)}{graph}: {s.ok} measured, {s.failed} failed"
                   f"{visits}, {s.skipped} already in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})",
                   highlight=False)
-    if s.repaired:
-        console.print(f"  [yellow]cache:[/] {s.repaired} cached model file(s) no longer matched the SHA-256 recorded when "
-                      "they were exported (changed on disk: a copy over them, truncation, a failing disk) and were "
-                      "exported again before being measured; if this repeats, check the disk under --cache-dir",
-                      highlight=False)
     if s.degenerate:
         console.print(f"  {s.degenerate} degenerate model(s) (output independent of the input, e.g. an all-'none' "
                       "cell): measured as deployed and marked 'degenerate' in the store")
@@ -169,18 +164,28 @@ def print_summary(s: CampaignSummary) -> None:
         console.print("  failures by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(s.failures.items())))
     if s.unstable:
         print_unstable(s)
-    if s.no_ci:
-        console.print(f"  [yellow]no noise estimate:[/] {s.no_ci} of {s.ok} visit(s) had fewer than 6 clean timed runs, "
-                      "too few for a 95 % CI of the median: how much their numbers move is unknown. With a fixed "
-                      "policy raise policy.timed_runs; with the adaptive one, adaptive.max_seconds (it stopped a slow "
-                      "model's runs first); if most runs were preempted, measure on a quieter device",
-                      highlight=False)
+    print_visit_notes(s)
     if s.runs:
         console.print(f"  {s.runs} timed runs; {s.suspect} suspect visit(s) (noisy neighbours, not quiet, or a "
                       f"sentinel out of band: see `suspect` in the store)"
                       + (f"; gating waited {s.gate_wait_s:.1f} s" if s.gate_wait_s else "")
                       + (f", {s.gate_timeouts} time(s) without the device getting quiet" if s.gate_timeouts else "")
                       + (f"; paused {s.paused_s:.1f} s for sentinels" if s.paused_s else ""), highlight=False)
+
+
+def print_visit_notes(s: CampaignSummary, who: str = "") -> None:
+    """What a campaign's visits say about its numbers, for one device's summary and each of a farm's."""
+    if s.repaired:
+        console.print(f"  [yellow]cache{who}:[/] {s.repaired} cached model file(s) no longer matched the SHA-256 "
+                      "recorded when they were exported (changed on disk: a copy over them, truncation, a failing "
+                      "disk) and were exported again before being measured; if this repeats, check the disk under "
+                      "--cache-dir", highlight=False)
+    if s.no_ci:
+        console.print(f"  [yellow]no noise estimate{who}:[/] {s.no_ci} of {s.ok} visit(s) had fewer than 6 clean timed "
+                      "runs, too few for a 95 % CI of the median: how much their numbers move is unknown. With a "
+                      "fixed policy raise policy.timed_runs; with the adaptive one, adaptive.max_seconds (it stopped "
+                      "a slow model's runs first); if most runs were preempted, measure on a quieter device",
+                      highlight=False)
 
 
 def rerun_when(stop: Exception, profile) -> str:
