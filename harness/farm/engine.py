@@ -51,6 +51,10 @@ class Lane(ABC):
     def close(self, graceful: bool = True) -> None:
         """Release the device (``graceful``: let it clean up first); never raises."""
 
+    def settle(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for a graceful close's clean-up (the device's worker gone when the command
+        returns); never raises."""
+
     def ping(self) -> Future | None:
         """A heartbeat that answers while a model runs, or None where silence cannot happen (threads here).
         A host that vanishes without closing its connections (power, network) is noticed by its silence."""
@@ -63,6 +67,9 @@ class DeviceSummary(CampaignSummary):
     group: str | None = None
     planned: int = 0
     message: str = ""
+
+
+SETTLE_S = 10.0  # how long a finished farm command waits for its devices' clean-up, all together
 
 
 @dataclass
@@ -358,6 +365,9 @@ def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: s
     finally:
         for lane in lanes.values():
             lane.close(graceful=False)
+        deadline = time.monotonic() + SETTLE_S
+        for lane in lanes.values():
+            lane.settle(max(0.0, deadline - time.monotonic()))
     summary = FarmSummary(plan.mode, plan.space.name, len(plan.archs), list(farm.summaries.values()),
                           elapsed_s=time.perf_counter() - farm.t0, startup_s=farm.startup_s)
     for qname, q in plan.queues.items():

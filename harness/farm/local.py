@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from harness.campaign import Measured, measure_model
@@ -79,6 +79,7 @@ class LocalLane(Lane):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"device-{profile.name}")
         self._session = DeviceSession(profile, space, cache, driver)
         self._closed = False
+        self._cleaning: Future | None = None
 
     def start(self) -> Future:
         return self._pool.submit(self._session.prepare)
@@ -91,13 +92,20 @@ class LocalLane(Lane):
             return
         self._closed = True
         if graceful:  # after whatever the device is doing; the command does not wait for a stuck device
-            self._pool.submit(self._cleanup)
-        else:  # Ctrl-C or a fault: abandon the model in flight at once, as a one-device campaign does
-            try:
-                self._session.driver.abort()
-            except Exception:  # noqa: BLE001 - closing must not hide the outcome that made us close
-                pass
+            self._cleaning = self._pool.submit(self._cleanup)
+            # not cancel_futures: it cancelled the cleanup just queued before the thread took it, and the device's
+            # runner worker outlived the command (a leak in any process that goes on: a notebook, the farm API)
+            self._pool.shutdown(wait=False)
+            return
+        try:  # Ctrl-C or a fault: abandon the model in flight at once, as a one-device campaign does
+            self._session.driver.abort()
+        except Exception:  # noqa: BLE001 - closing must not hide the outcome that made us close
+            pass
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def settle(self, timeout: float) -> None:
+        if self._cleaning is not None:
+            wait([self._cleaning], timeout=timeout)
 
     def _cleanup(self) -> None:
         try:
