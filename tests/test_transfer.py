@@ -430,7 +430,8 @@ def test_mistakes_are_named_by_the_flag_that_made_them(public_like_store, cli_en
                                          "--what-if-k", "5", "--adapt-proxy", "pub_x")
     assert "(see --what-if-k)" in said("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "acc_top1",
                                        "--what-if-k", "20000")
-    assert "did you mean 'pub_b'" in said("adapt", "--target", "pub_bb", "--proxy", "pub_a")
+    typo = said("adapt", "--target", "pub_bb", "--proxy", "pub_a")
+    assert "did you mean 'pub_b'" in typo and "measure --device pub_bb" not in typo  # not: measure the typo
     assert "--device selected only pub_a" in said("srcc", "--device", "pub_a")
     assert "--samples" in said("suggest", "--proxy", "pub_a", "--samples", "0")
     (tmp_path / "t.csv").write_text("nb201_index,x_ms\n1,1\n2,2\n")

@@ -193,6 +193,8 @@ def flag_hint(e: HarnessError, fn: Callable) -> str:
         return f" (see {'/'.join(flags)})"
     if isinstance(e, NoPredictorError):
         if e.needs == "measurements":
+            if "did you mean" in str(e):  # a typo: measuring the misspelt name is not the fix
+                return ""
             return f"; pick them with `harness suggest`, then `harness measure --device {e.device} --arch-file ...`"
         return f"; run `harness train --device {e.device}` or `harness adapt --target {e.device} --proxy ...`"
     return ""
