@@ -50,3 +50,9 @@ class Workspace:
 
 
 WORKSPACE = Workspace()
+
+
+def nearest_existing(path: Path) -> Path | None:
+    """``path`` itself or its nearest ancestor that exists: what decides whether a file can be made there (a file
+    where a folder of the path should be, a folder this user cannot write). May raise OSError (EACCES)."""
+    return next((p for p in (path, *path.parents) if p.exists()), None)

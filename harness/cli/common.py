@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness.errors import HarnessError, NoPredictorError, ParameterError
-from harness.paths import TABLE_SUFFIXES, WORKSPACE
+from harness.paths import TABLE_SUFFIXES, WORKSPACE, nearest_existing
 
 console = Console()
 err = Console(stderr=True)
@@ -37,15 +37,12 @@ DevicesDirOpt = Annotated[Path, typer.Option(
 
 def cache_folder(value: Path) -> Path:
     """The model cache is a folder: a file there (or on its path) failed mid-campaign as "Not a directory"."""
-    for p in (value, *value.parents):
-        try:
-            if not p.exists():
-                continue
-            if not p.is_dir():
-                raise typer.BadParameter(f"{value}: {p} is a file; the model cache is a folder")
-        except OSError as e:  # a folder on the way this user may not search (EACCES): say so, no traceback
-            raise typer.BadParameter(f"{value}: cannot look at {p} ({e.strerror or e})") from None
-        break
+    try:
+        found = nearest_existing(value)
+    except OSError as e:  # a folder on the way this user may not search (EACCES): say so, no traceback
+        raise typer.BadParameter(f"{value}: cannot look at it ({e.strerror or e})") from None
+    if found is not None and not found.is_dir():
+        raise typer.BadParameter(f"{value}: {found} is a file; the model cache is a folder")
     return value
 
 
@@ -78,7 +75,7 @@ def table_path(value: Path | None) -> Path | None:
         raise typer.BadParameter(f"{value}: use a file name ending in .csv, .csv.gz or .parquet (the format)")
     if value.is_dir():
         raise typer.BadParameter(f"{value} is a folder; name a file in it (e.g. {value / 'table.csv'})")
-    folder = next((p for p in [value.parent, *value.parent.parents] if p.exists()), None)
+    folder = nearest_existing(value.parent)
     if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
         raise typer.BadParameter(f"{value}: {folder} is not a folder this user can write to (or a read-only file "
                                  "system); name another place")

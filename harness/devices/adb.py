@@ -61,14 +61,6 @@ T = TypeVar("T")
 
 # --- transport and keys ------------------------------------------------------------------
 
-
-def _model_name(props: dict[str, str]) -> str | None:
-    """The phone's model; the virtual phone (``ro.harness.virtual_phone``) says so even when it plays a real one."""
-    model = props.get("ro.product.model")
-    if props.get("ro.harness.virtual_phone") == "1" and "virtual phone" not in str(model).lower():
-        return f"{model or 'unknown model'} (harness virtual phone)"
-    return model
-
 class _LinkDown(Exception):
     """The TCP connection to the phone closed or reset."""
 
@@ -165,6 +157,13 @@ class _KeySigner:
 
     def GetPublicKey(self) -> bytes:  # noqa: N802
         return self._load().GetPublicKey()
+
+
+def _model_name(model: str | None, virtual: bool) -> str | None:
+    """The phone's model; the virtual phone (``ro.harness.virtual_phone``) says so even when it plays a real one."""
+    if virtual and "virtual phone" not in str(model).lower():
+        return f"{model or 'unknown model'} (harness virtual phone)"
+    return model
 
 
 def _celsius(raw: float, tenths: bool = False) -> float:
@@ -462,6 +461,7 @@ class ADBDriver(Driver):
             raise DeviceError(f"connection.workdir must be an absolute path on the phone (got {self.workdir!r})")
         self._ensure()
         props = self._props()
+        virtual = props.get("ro.harness.virtual_phone") == "1"
         self._check(["mkdir", "-p", self.workdir], what="mkdir")
         self._binary, sha, source = self._install_binary()
         self._topology()
@@ -492,8 +492,8 @@ class ADBDriver(Driver):
             "workdir": self.workdir,
             "taskset": self.conn.taskset,
             # the virtual phone impersonates a model; its temperatures, frequencies and battery are simulated
-            "simulated": True if props.get("ro.harness.virtual_phone") == "1" else None,
-            "device_model": _model_name(props),
+            "simulated": True if virtual else None,
+            "device_model": _model_name(props.get("ro.product.model"), virtual),
             "manufacturer": props.get("ro.product.manufacturer"),
             "soc": props.get("ro.soc.model") or props.get("ro.board.platform"),
             "board_platform": props.get("ro.board.platform"),

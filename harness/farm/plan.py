@@ -43,9 +43,12 @@ def farm_profile(profile: Profile) -> Profile:
                         "measure this device on its own")
     if problems:
         raise ProfileError(f"{profile.name} (measured with several devices / --ray / --split)", problems)
-    if pol.rounds == 1:
-        return profile
-    return profile.model_copy(update={"policy": pol.model_copy(update={"rounds": 1})})
+    return _one_visit(profile)
+
+
+def _one_visit(profile: Profile) -> Profile:
+    pol = profile.policy
+    return profile if pol.rounds == 1 else profile.model_copy(update={"policy": pol.model_copy(update={"rounds": 1})})
 
 
 def farm_digest(profile: Profile) -> str:
@@ -53,9 +56,7 @@ def farm_digest(profile: Profile) -> str:
     it (one visit per architecture), so a profile with the default three rounds (every built-in, the README's
     template) is the same on both sides; `farm join` digested it as written, the command after farm_profile, and
     no such profile could be measured on a farm ("digest differs" for identical files)."""
-    pol = profile.policy
-    return profile.model_copy(update={"policy": pol.model_copy(update={"rounds": 1})}).digest() \
-        if pol.rounds != 1 else profile.digest()
+    return _one_visit(profile).digest()
 
 
 def campaign_plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],

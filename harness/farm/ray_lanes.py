@@ -144,9 +144,10 @@ def place(profiles: list[Profile]) -> dict[str, Placement]:
         if theirs is None:
             raise FarmError(f"host {where} offers device {p.name!r} but not its profile digest; join hosts with "
                             "`harness farm join ADDRESS` so the profiles can be compared")
-        if theirs != farm_digest(p):
+        ours = farm_digest(p)
+        if theirs != ours:
             raise FarmError(f"device {p.name!r}: the profile on host {where} (digest {theirs}) differs from this "
-                            f"command's (digest {farm_digest(p)}); copy the same {p.name}.yaml to both and rejoin "
+                            f"command's (digest {ours}); copy the same {p.name}.yaml to both and rejoin "
                             "the host (`ray stop`, then `harness farm join ADDRESS`)")
         placements[p.name] = Placement(p.name, node["NodeID"], f"{node['NodeManagerAddress']}/{node['NodeID'][:6]}")
     return placements

@@ -165,12 +165,16 @@ def detect_space(columns: list[str], path: Path) -> str:
 MAX_LATENCY_MS = 86_400_000.0  # one inference taking over a day is a unit or parsing mistake, not a latency
 
 
+# what harness export writes beside a <device>_ms column: the measured model's identity (skipped silently) and
+# figures about its latencies (skipped with a note: an interval or a drift-corrected series is no device, energy
+# per inference no architecture's metric)
+IDENTITY_SUFFIXES = ("_graph", "_exporter", "_degenerate", "_suspect")
 COMPANION_SUFFIXES = ("_ci_low_ms", "_ci_high_ms", "_drift_corrected_ms", "_mj")
 
 
-def _companion_of(col: str, columns) -> bool:
-    """A column harness export writes beside ``<device>_ms`` about that device's latencies."""
-    return any(col.endswith(sfx) and f"{col[:-len(sfx)]}_ms" in columns for sfx in COMPANION_SUFFIXES)
+def _beside_latency(col: str, columns, suffixes: tuple[str, ...]) -> bool:
+    """Is ``col`` ``<device><suffix>`` for one of ``suffixes`` with a ``<device>_ms`` column in ``columns``?"""
+    return any(col.endswith(sfx) and f"{col[:-len(sfx)]}_ms" in columns for sfx in suffixes)
 
 
 def _numeric(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
@@ -305,9 +309,7 @@ def _import_table(store: Store, path: str | Path, source: str | None, space: str
     archs = _archs(df, space_name, path)
 
     key_cols = set(get_space(space_name).key_columns) | set(get_space(space_name).alias_columns)
-    # harness export's companions of a <device>_ms column: its interval and its drift-corrected series are not
-    # devices, its energy per inference not an architecture's metric
-    companions = [c for c in df.columns if _companion_of(str(c), df.columns)]
+    companions = [c for c in df.columns if _beside_latency(str(c), df.columns, COMPANION_SUFFIXES)]
     if companions:
         report.warnings.append(f"{path}: {', '.join(map(str, companions))} describe(s) the latency column beside "
                                "it (harness export's --ci, --drift-correct, energy): not imported as devices or "
@@ -346,7 +348,7 @@ def _import_table(store: Store, path: str | Path, source: str | None, space: str
     for col in df.columns:
         if col in key_cols or col.endswith("_ms") or col in companions:
             continue
-        if col.endswith(("_graph", "_exporter", "_degenerate", "_suspect")) and f"{col.rsplit('_', 1)[0]}_ms" in df.columns:
+        if _beside_latency(str(col), df.columns, IDENTITY_SUFFIXES):
             continue  # the identity of a measured model beside its latency (harness export), not a metric
         values = pd.to_numeric(df[col], errors="coerce")
         if values.notna().sum() == 0 or (values.isna() & df[col].notna()).any():

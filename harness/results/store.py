@@ -28,6 +28,7 @@ import pandas as pd
 from harness import __version__, interrupts
 from harness.errors import StoreError
 from harness.models.spaces import Arch
+from harness.paths import nearest_existing
 from harness.results.atomic import atomic_path
 
 SCHEMA_VERSION = 9
@@ -307,12 +308,10 @@ def check_store_path(p: Path) -> None:
     if p.is_dir():
         raise StoreError(f"{p} is a folder, not a store file: point --store (or HARNESS_STORE) at a file, e.g. "
                          f"{p / 'harness.db'}")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise StoreError(f"{p}: {parent} is a file, not a folder; point --store (or HARNESS_STORE) at a "
-                                 "path in a folder")
-            break
+    parent = nearest_existing(p.parent)
+    if parent is not None and not parent.is_dir():
+        raise StoreError(f"{p}: {parent} is a file, not a folder; point --store (or HARNESS_STORE) at a path in a "
+                         "folder")
 
 
 def open_store(path: str | os.PathLike, *, write: bool = True, **kwargs: Any) -> Store:
