@@ -100,6 +100,10 @@ class CampaignSummary:
     watched: int = 0  # successful visits whose runner saw the other processes' CPU use (a suspect check was made)
     no_ci: int = 0  # successful visits with too few clean runs for a CI of the median: their noise is unknown
     repaired: int = 0  # cached model files that had changed on disk and were exported again
+    visit_medians: dict[str, list[float]] = field(default_factory=dict)  # key -> each ok visit's median here
+    visit_rel_cis: list[float] = field(default_factory=list)  # each visit's own CI half-width / median
+    no_energy: int = 0  # successful visits of a policy with energy on whose energy pass gave no figure
+    no_energy_why: str | None = None  # the first such visit's reason (the meter's own words)
 
     @property
     def degenerate(self) -> int:
@@ -195,11 +199,16 @@ def judge(result: RunResult, policy: Policy) -> tuple[Estimate, str | None]:
     return est, "; ".join(reasons) or None
 
 
-def _ref_median(result: RunResult, policy: Policy) -> float | None:
+def _ref_estimate(result: RunResult, policy: Policy):
     if not result.reference_ms:
         return None
     return estimate(result.reference_ms, result.reference_wait_ms,
-                    exclude_preempted=policy.preempted_runs == "exclude", outlier_k=policy.outlier_k).median_ms
+                    exclude_preempted=policy.preempted_runs == "exclude", outlier_k=policy.outlier_k)
+
+
+def _ref_median(result: RunResult, policy: Policy) -> float | None:
+    est = _ref_estimate(result, policy)
+    return est.median_ms if est is not None else None
 
 
 class _Sentinels:
@@ -418,6 +427,7 @@ def record_measured(store: Store, retry_s: float, campaign_id: int, device: str,
         store, retry_s, campaign_id, device, m.arch, summary=stats, init_ms=r.init_ms,
         timed_ms=r.timed_ms, warmup_ms=r.warmup_ms, per_run=r.per_run, n_runs=r.n_runs,
         conditions={"before": r.conditions_before, "after": r.conditions_after, "neighbours": r.neighbours,
+                    **({"energy": r.energy_facts} if r.energy_facts else {}),
                     **({"gate": m.gate.as_dict()} if gated else {})},  # type: ignore[union-attr]
         energy_mj=r.energy_mj, energy_method=r.energy_method, run_flags=est.flags if r.per_run else None, wait_ms=r.wait_ms,
         extra={"stop_rule": r.stop_rule,
@@ -450,6 +460,9 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
     summary.watched += int(bool((r.neighbours or {}).get("wall_s")))
     if suspect:
         summary.suspect += 1
+    if r.energy_facts is not None and r.energy_mj is None:
+        summary.no_energy += 1
+        summary.no_energy_why = summary.no_energy_why or str(r.energy_facts.get("why") or "no reading")
     rel = est.rel_ci if r.per_run else None  # an aggregate's CI over runs is not known
     cv = stats["std_ms"] / stats["mean_ms"] if stats["std_ms"] is not None and stats["mean_ms"] > 0 else None
     if (r.per_run and rel is None) or (not r.per_run and (r.n_runs or 0) < 2):  # no spread to judge its noise by
@@ -460,8 +473,46 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
         summary.unstable_cv[m.arch.key] = max(cv or 0.0, summary.unstable_cv.get(m.arch.key, 0.0))
         summary.labels[m.arch.key] = m.arch.label
     median = est.median_ms if r.per_run else stats["median_ms"]
+    ref = _ref_estimate(r, policy or Policy())
+    if median is not None and median > 0 and (ref is None or ref.median_ms > 0):
+        # with a paired reference the stored latency is median / reference median: drift the pair shares cancels
+        value = median / ref.median_ms if ref is not None else median
+        summary.visit_medians.setdefault(m.arch.key, []).append(float(value))
+        if rel is not None:
+            summary.visit_rel_cis.append(float(math.hypot(rel, ref.rel_ci or 0.0) if ref is not None else rel))
     return ModelOutcome(m.arch, position, total, True, median, cv, m.exported, round=m.round_no,
                         rel_ci=rel, suspect=suspect)
+
+
+@dataclass(frozen=True)
+class VisitDisagreement:
+    """Visits of one architecture that differ by more than each visit's runs say they could."""
+
+    archs: int  # architectures visited at least twice in the campaign
+    median_spread: float  # per architecture: largest visit median / smallest - 1; the median over architectures
+    worst_spread: float
+    within: float  # the median visit's own 95 % CI half-width / median
+
+
+# visits differing by more than this many times their own CI, and by at least MIN_SPREAD, are worth a note
+DISAGREE_RATIO, DISAGREE_MIN_SPREAD, DISAGREE_MIN_ARCHS = 3.0, 0.05, 5
+
+
+def visit_disagreement(summary: CampaignSummary) -> VisitDisagreement | None:
+    """Whether the campaign's repeated visits disagree beyond their own noise: the device's speed moves between
+    visits, which no count of runs inside a visit shows. On an H200 with onnxruntime's CUDA provider (bs1, no
+    reference) two visits of NB201 models differed by a median 13 % (worst 61 %) while each visit's own CI was
+    +-1 % (benchmarks/gpu_check.py, 50 architectures); 200-run blocks of one session moved as much as new
+    sessions did: the host launching the kernels, not the session. With a paired reference the visits are
+    compared as the store normalises them (median / reference median)."""
+    spreads = sorted(max(v) / min(v) - 1 for v in summary.visit_medians.values() if len(v) >= 2)
+    if len(spreads) < DISAGREE_MIN_ARCHS or not summary.visit_rel_cis:
+        return None
+    within = sorted(summary.visit_rel_cis)[len(summary.visit_rel_cis) // 2]
+    median = spreads[len(spreads) // 2]
+    if median < DISAGREE_MIN_SPREAD or median < DISAGREE_RATIO * within:
+        return None
+    return VisitDisagreement(len(spreads), median, spreads[-1], within)
 
 
 def changed_setup(store: Store, profile: Profile, space: str, keys: Iterable[str] | None = None) -> tuple[list[str], int]:

@@ -189,6 +189,18 @@ def test_help_shows_no_type_for_flags():
     assert "<bool>" not in out and "--all" in out and "--json" in out
 
 
+def test_cli_starts_with_a_typer_that_lacks_the_help_internal(monkeypatch):
+    """The flag-type tweak patches a typer internal; a typer without it (the one on a GPU image was) must
+    leave --help as typer draws it, not stop every command with an AttributeError."""
+    from typer.core import TyperOption
+
+    import harness.cli as cli
+
+    monkeypatch.delattr(TyperOption, "display_type_rich", raising=False)
+    cli._no_type_for_flags()  # raised AttributeError before
+    assert "--json" in invoke("srcc", "--help")
+
+
 def test_report_png_folder_is_ignored_by_git():
     repo = Path(__file__).resolve().parents[1]
     ignored = subprocess.run(["git", "check-ignore", "-q", "analysis/figures/srcc_heatmap.png"], cwd=repo)

@@ -83,6 +83,53 @@ def test_gpu_provider_on_a_cpu_only_onnxruntime_fails_before_any_model(tmp_path)
     assert not report.ok and "runtime.execution_provider" in report.message
 
 
+def test_a_gpu_provider_that_cannot_start_names_the_first_error_not_the_retrys(tmp_path, monkeypatch):
+    """onnxruntime's Python retries a provider that failed to start on its fallback list and raises the retry's
+    error from the first one. On an H200 without TensorRT's libraries the retry's error was all a user saw:
+    "Conflicting session configuration: explicitly added the CPU EP ...". The stand-in raises as onnxruntime
+    1.31 does (``raise fallback_error from e``), with the retry's message as read there."""
+    import onnxruntime as ort
+
+    from harness.devices import runner
+
+    class StartsNot:
+        def __init__(self, *args, **kwargs):
+            try:
+                raise RuntimeError("TensorRT EP could not be loaded: libnvinfer.so.10: cannot open shared object file")
+            except RuntimeError as first:
+                raise RuntimeError(
+                    "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Conflicting session configuration: explicitly "
+                    "added the CPU EP to the session, but also disabled fallback to the CPU EP via session "
+                    "configuration options.") from first
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", StartsNot)
+    monkeypatch.setattr(runner, "preload_gpu_libraries", lambda ort: None)
+    resp = runner.handle({"op": "run", "runtime": "onnxruntime", "model": str(tmp_path / "m.onnx"),
+                          "execution_provider": "TensorrtExecutionProvider", "timed_runs": 1})
+    assert resp["ok"] is False and resp["kind"] == "unavailable"  # the device cannot: stop, not fail each model
+    assert "TensorrtExecutionProvider could not start here" in resp["message"]
+    assert "libnvinfer.so.10" in resp["message"] and "Conflicting" not in resp["message"]
+
+
+def test_a_cuda_graph_that_cannot_be_captured_is_named(tmp_path, monkeypatch):
+    """2 of 79 NB201 models failed CUDA graph capture on an H200 (onnxruntime 1.31, enable_cuda_graph: 1) with
+    a 600-character CudaCall error; the failure (a device_error of that model, never a number) says what it is."""
+    from harness.devices import runner
+
+    def invoke():
+        raise RuntimeError("Error in execution: /onnxruntime_src/onnxruntime/core/providers/cuda/cuda_call.cc:154 "
+                           "... CUDA failure 901: operation failed due to a previous error during capture ; GPU=0 ; "
+                           "file=/onnxruntime_src/onnxruntime/core/providers/cuda/cuda_graph.cc ; line=61 ; "
+                           "expr=cudaStreamEndCapture(stream_, &graph);")
+
+    monkeypatch.setattr(runner, "load", lambda req: (invoke, {"io_binding": True}))
+    resp = runner.handle({"op": "run", "runtime": "onnxruntime", "model": str(tmp_path / "m.onnx"),
+                          "warmup_runs": 1, "timed_runs": 1})
+    assert resp["ok"] is False and resp["kind"] == "device_error"
+    assert resp["message"].startswith("CUDA graph capture failed for this model") and "CUDA failure 901" in resp["message"]
+
+
 def test_provider_that_would_fall_back_to_the_cpu_fails_the_model(tmp_path):
     """Azure's provider is installed but runs none of these nodes: onnxruntime would quietly use the CPU."""
     from harness.devices import runner

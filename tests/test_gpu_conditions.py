@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -98,15 +99,61 @@ def test_nvml_energy_counter_and_power_integration():
     nv = fake_nvml(power_mw=100_000)
     meter = hwprobe.energy_meter("nvml", nvml=nv)
     assert meter.method == "nvml-energy"
-    meter.start()
-    time.sleep(0.2)
-    assert meter.stop(4) == pytest.approx(100_000 * 0.2 / 4, rel=0.3)
+    per, facts = meter.measure(lambda: time.sleep(0.004), min_s=0.3)
+    assert per == pytest.approx(100_000 * facts["window_s"] / facts["runs"], rel=0.03)  # steps seen within 1 ms
+    assert per == pytest.approx(100_000 * 0.004, rel=0.5) and facts["steps"] >= 3
     old = fake_nvml(power_mw=100_000, energy_counter=False)  # pre-Volta: no counter, power is integrated
     meter = hwprobe.energy_meter("nvml", nvml=old)
     assert meter.method == "nvml-power"
-    meter.start()
-    time.sleep(0.2)
-    assert meter.stop(2) == pytest.approx(100_000 * 0.2 / 2, rel=0.3)
+    per, facts = meter.measure(lambda: time.sleep(0.004), min_s=0.2)
+    assert per == pytest.approx(100_000 * facts["window_s"] / facts["runs"], rel=0.1)
+
+
+def test_the_fake_counter_moves_in_steps_as_nvml_does():
+    """On an H200 NVML's total energy moved every 100 ms (harness's probe, driver 580.159): reads between two
+    steps are equal, and a step adds the energy of a whole period."""
+    nv = fake_nvml(power_mw=100_000, energy_period_s=0.05)
+    h = nv.nvmlDeviceGetHandleByIndex(0)
+    seen = []
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 0.26:
+        v = nv.nvmlDeviceGetTotalEnergyConsumption(h)
+        if not seen or v != seen[-1]:
+            seen.append(v)
+        time.sleep(0.001)
+    steps = [b - a for a, b in zip(seen, seen[1:])]
+    assert 4 <= len(steps) <= 6 and all(s == pytest.approx(100_000 * 0.05, rel=0.05) for s in steps)
+
+
+def test_energy_is_read_between_the_counters_steps_not_at_arbitrary_moments():
+    """Energy per inference of a 3 ms model on a 100 W GPU whose counter steps every 100 ms. Read over a short
+    window at arbitrary moments (as harness did, around 20 timed runs) it is 0 or a whole step's worth; read
+    between steps over the energy pass it is the model's own."""
+    nv = fake_nvml(power_mw=100_000, energy_period_s=0.1)
+    meter = hwprobe.energy_meter("nvml", nvml=nv)
+    naive = []
+    for _ in range(6):
+        meter.start()
+        for _ in range(10):
+            time.sleep(0.003)
+        naive.append(meter.stop(10))
+    assert any(v == 0 for v in naive)  # no step inside the window: "0 mJ" (the old figure could be this)
+    ends = []
+
+    def invoke():
+        time.sleep(0.003)
+        ends.append(time.perf_counter())
+
+    per, facts = meter.measure(invoke, min_s=0.5)
+    cycle = (ends[-1] - ends[0]) / (len(ends) - 1)  # one inference back to back, as the pass runs them
+    assert per == pytest.approx(100_000 * cycle, rel=0.05)
+    assert facts["window_s"] >= 0.5 and facts["steps"] >= 5
+
+
+def test_a_counter_that_does_not_move_gives_no_energy_and_says_why():
+    meter = hwprobe.CounterMeter("rapl", lambda: 5.0)
+    per, facts = meter.measure(lambda: time.sleep(0.001), min_s=0.05, max_s=0.1)
+    assert per is None and "moved 0 time(s)" in facts["why"]
 
 
 def test_jetson_ina_and_battery_meters():
@@ -157,6 +204,21 @@ def test_energy_per_inference_is_stored_and_exported(rapl_tree, tmp_path, cache_
     for mj, mean_ms, visit_s, n in zip(m.energy_mj, m.mean_ms, m.duration_s, m.n_runs):
         assert 0.5 * 50 * mean_ms <= mj <= 1.2 * 50 * visit_s * 1000 / n, (mj, mean_ms, visit_s, n)
     assert "cpu-energy_mj" in df.columns and df["cpu-energy_mj"].notna().sum() == 2
+
+
+def test_a_counter_that_never_moves_leaves_energy_empty_and_the_summary_says_why(tmp_path, monkeypatch, cache_dir):
+    root = tmp_path / "sysfs"
+    shutil.copytree(TREES / "x86-rapl", root)  # a recorded counter: it never moves
+    monkeypatch.setenv("HARNESS_SYSFS_ROOT", str(root))
+    p = parse_profile({"name": "still", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                       "policy": {"warmup_runs": 0, "timed_runs": 5, "energy": "rapl", "energy_seconds": 0.05}}, "<e>")
+    with Store(tmp_path / "s.db") as st:
+        s = run_campaign(st, p, SPACE, SPACE.parse_many(["3"]), cache=ModelCache(cache_dir))
+        m = st.measurements("still")
+        cond = json.loads(st.db.execute("SELECT conditions_json FROM measurements").fetchone()[0])
+    assert s.ok == 1 and m.energy_mj.isna().all() and m.median_ms.notna().all()  # the latency stands
+    assert s.no_energy == 1 and "moved 0 time(s)" in s.no_energy_why
+    assert cond["energy"]["runs"] > 0 and "why" in cond["energy"]
 
 
 def test_energy_method_missing_on_the_device_stops_the_campaign(tmp_path, monkeypatch, cache_dir):

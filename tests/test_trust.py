@@ -365,6 +365,27 @@ def test_latency_is_the_median_over_rounds(cache, store_path):
             assert lat[key] == pytest.approx(g.median_ms.median())
 
 
+@pytest.mark.parametrize("session_sd, noted", [(0.15, True), (0.0, False)])
+def test_visits_that_disagree_beyond_their_own_runs_are_named(cache, store_path, session_sd, noted, capsys):
+    """On a GPU each session ran at its own speed: visits of one model differed by ~13 % while each visit's runs
+    agreed within 1 %. The summary says so (no count of runs per visit shows it); a steady device gets no note."""
+    from harness.campaign import visit_disagreement
+    from harness.cli.measure import print_visit_notes
+
+    archs = SPACE.sample(8, 3)
+    prof = lab_profile(warmup_runs=1, timed_runs=30, rounds=3)
+    lab = LabDevice(prof, Physics(noise=0.01, session_sd=session_sd))
+    with Store(store_path) as st:
+        s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+    d = visit_disagreement(s)
+    assert (d is not None) == noted
+    if noted:
+        assert d.archs == 8 and d.median_spread > 0.1 and d.within < 0.02 and d.worst_spread >= d.median_spread
+        print_visit_notes(s)
+        out = " ".join(capsys.readouterr().out.split())
+        assert "visits disagree" in out and "(policy.rounds)" in out
+
+
 # --- devices check: what endangers stable timing ----------------------------------------------
 
 def test_stability_warnings_name_what_endangers_timing():

@@ -14,8 +14,8 @@ def _no_type_for_flags() -> None:
     """typer labels on/off flags `<bool>` in --help; a flag takes no value, so show none."""
     from typer.core import TyperOption
 
-    shown = TyperOption.display_type_rich
-    if getattr(shown, "_harness", False):
+    shown = getattr(TyperOption, "display_type_rich", None)  # a typer internal: absent in other versions
+    if shown is None or getattr(shown, "_harness", False):
         return
 
     def display_type_rich(self, ctx):

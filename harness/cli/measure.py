@@ -188,6 +188,26 @@ def print_visit_notes(s: CampaignSummary, who: str = "") -> None:
                       highlight=False)
 
 
+    from harness.campaign import visit_disagreement
+
+    d = visit_disagreement(s)
+    if d is not None:
+        console.print(f"  [yellow]visits disagree{who}:[/] two visits of one architecture differ by a median "
+                      f"{d.median_spread:.0%} (worst {d.worst_spread:.0%}, {d.archs} architectures) while each visit's "
+                      f"runs pin its own median to ±{d.within:.1%}: the device's speed moves between visits, "
+                      "which more runs per visit cannot show (a GPU at small batch waits on the host launching its "
+                      "kernels: onnxruntime's CUDA graphs, runtime.provider_options enable_cuda_graph: '1', took an "
+                      "H200 from ±2.9 % to ±0.3 %; a paired reference, policy.reference: auto, cancels drift the "
+                      "pair shares). The stored latency is the median over visits, so more visits (policy.rounds) "
+                      "steady it; `compare` and `export --ci` resample visits and see this spread only where an "
+                      "architecture has two or more",
+                      highlight=False)
+    if s.no_energy:
+        console.print(f"  [yellow]no energy{who}:[/] {s.no_energy} of {s.ok} visit(s) got no energy figure ("
+                      f"{s.no_energy_why}); their latencies stand. A counter that moves rarely needs a longer pass: "
+                      "raise policy.energy_seconds", highlight=False)
+
+
 def rerun_when(stop: Exception, profile) -> str:
     """When a rerun can go on, by why the campaign stopped: the device left, or its models kept failing (a full
     disk, a missing delegate: the device is there, and a rerun fails the same way until the cause is fixed)."""

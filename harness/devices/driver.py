@@ -38,6 +38,7 @@ class RunResult:
     reference_wait_ms: list[float] | None = None
     energy_mj: float | None = None  # per inference (per batch), when the device exposes energy
     energy_method: str | None = None  # how: nvml-energy, jetson-ina, rapl, battery (coarse)
+    energy_facts: dict[str, Any] | None = None  # the energy pass: runs, window_s, counter steps; why when no energy
     per_run: bool = True        # False: timed_ms holds an aggregate, not runs
     n_runs: int | None = None   # timed runs done on the device; len(timed_ms) when per_run
 

@@ -5,10 +5,13 @@ models run: next to ``runner.py`` locally, copied beside it on SSH devices. Ever
 folder (``/`` on a device, a recorded sysfs tree in tests) or an NVML module (pynvml, or the fake
 ``harness.sim.nvml`` in tests); a missing file or an unsupported call means the fact is absent.
 
-Energy meters bracket the timed runs (``start()`` ... ``stop(n)`` -> millijoules per inference):
-cumulative counters where the hardware has them (NVML total energy on Volta and later, RAPL
-``energy_uj`` with wrap-around), else power sampled every 10 ms on a thread and integrated (NVML power,
-the Jetson INA3221 rails, a phone's battery current x voltage, marked coarse).
+Energy meters run the model back to back in a pass of their own after the timed runs
+(``measure(invoke, min_s)`` -> millijoules per inference and how they were read): cumulative counters
+where the hardware has them (NVML total energy on Volta and later, RAPL ``energy_uj`` with wrap-around),
+else power sampled every 10 ms on a thread and integrated (NVML power, the Jetson INA3221 rails, a phone's
+battery current x voltage, marked coarse). A counter is read between two of its own steps: NVML's moves
+every 100 ms (read on an H200, driver 580), so a window read at arbitrary times is off by up to a step at
+each end (0 or twice the energy of a 100 ms window).
 """
 
 from __future__ import annotations
@@ -192,10 +195,52 @@ class CounterMeter:
         t1 = self.read_mj()
         if self.t0 is None or t1 is None or n < 1:
             return None
-        delta = t1 - self.t0
+        return self._per(t1 - self.t0, n)
+
+    def _per(self, delta: float, n: int) -> float | None:
         if delta < 0 and self.wrap_mj:
             delta += self.wrap_mj
-        return delta / n if delta >= 0 else None
+        return delta / n if delta >= 0 and n >= 1 else None
+
+    def measure(self, invoke: Callable[[], Any], min_s: float, poll_s: float = 0.001,
+                max_s: float | None = None) -> tuple[float | None, dict[str, Any]]:
+        """mJ per inference between the counter's first and last step seen while the model runs back to back
+        for at least ``min_s``: a thread notes when the counter moves, inferences finishing between those two
+        moments are counted. None (with why) when the counter moved fewer than twice within ``max_s``."""
+        max_s = max_s if max_s is not None else max(2.0, 5 * min_s)
+        steps: list[tuple[float, float]] = []
+        stop = threading.Event()
+
+        def poll() -> None:
+            last = self.read_mj()
+            while not stop.is_set():
+                v = self.read_mj()
+                if v is not None and v != last:
+                    steps.append((time.perf_counter(), v))
+                    last = v
+                stop.wait(poll_s)
+
+        thread = threading.Thread(target=poll, daemon=True)
+        ends: list[float] = []
+        t0 = time.perf_counter()
+        thread.start()
+        try:
+            while not (len(steps) >= 2 and steps[-1][0] - steps[0][0] >= min_s):
+                invoke()
+                ends.append(time.perf_counter())
+                if ends[-1] - t0 > max_s:
+                    break
+        finally:
+            stop.set()
+            thread.join()
+        facts: dict[str, Any] = {"runs": len(ends), "steps": max(len(steps) - 1, 0)}
+        if len(steps) < 2:
+            return None, {**facts, "why": f"the counter moved {len(steps)} time(s) in {max_s:g} s"}
+        (ta, ea), (tb, eb) = steps[0], steps[-1]
+        n = sum(ta < t <= tb for t in ends)
+        facts.update(window_s=round(tb - ta, 4), runs=n)
+        per = self._per(eb - ea, n)
+        return per, facts if per is not None else {**facts, "why": "no inference ended between two steps"}
 
 
 class PowerMeter:
@@ -232,6 +277,18 @@ class PowerMeter:
             return None
         energy_mj = sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(s, s[1:]))  # mW * s = mJ
         return energy_mj / n
+
+    def measure(self, invoke: Callable[[], Any], min_s: float) -> tuple[float | None, dict[str, Any]]:
+        """mJ per inference, the power integrated while the model runs back to back for ``min_s``."""
+        self.start()
+        t0, n = time.perf_counter(), 0
+        while n == 0 or time.perf_counter() - t0 < min_s:
+            invoke()
+            n += 1
+        window = time.perf_counter() - t0
+        per = self.stop(n)
+        facts: dict[str, Any] = {"runs": n, "window_s": round(window, 4), "samples": len(self._samples)}
+        return per, facts if per is not None else {**facts, "why": "fewer than two power readings"}
 
 
 def rapl_meter(root: str = "/") -> CounterMeter | None:

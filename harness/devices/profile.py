@@ -212,6 +212,9 @@ class Policy(_Strict):
     energy: Literal["off", "auto", "nvml", "rapl", "jetson_ina", "battery"] = Field(
         "off", description="measure energy per inference over the timed runs: nvml (NVIDIA GPUs), jetson_ina "
         "(Jetson power rails), rapl (x86 powercap), battery (coarse), auto (the first the device has)")
+    energy_seconds: float = Field(1.0, ge=0.05, le=60, description=(
+        "energy is metered in a pass of its own after the timed runs, the model running back to back for at least "
+        "this long: NVML's counter moves every 100 ms, so a window of ~1 s holds ~10 of its steps"))
     power_mode: str | None = Field(None, description="Jetson nvpmodel mode (name or id) the measurements assume; "
                                    "`devices check` warns when the device is in another")
     include_transfers: bool = Field(False, description="GPU providers: time host->device input and "

@@ -206,6 +206,22 @@ def _provider_options(provider: str, req: dict) -> dict:
     return opts
 
 
+_PRELOADED: list[bool] = []
+
+
+def preload_gpu_libraries(ort) -> None:
+    """onnxruntime-gpu installed with pip finds the pip-installed CUDA/cuDNN libraries only when asked
+    (``preload_dlls``, onnxruntime >= 1.21); without it the provider cannot start and the session would fall
+    back to the CPU (refused below). Once per worker; its messages go to stderr (fd 1 is the protocol's)."""
+    if _PRELOADED or not hasattr(ort, "preload_dlls"):
+        return
+    _PRELOADED.append(True)
+    try:
+        ort.preload_dlls()
+    except Exception:  # a system CUDA install needs none of this; the provider check below still judges
+        pass
+
+
 def onnx_session(req: dict):
     """An InferenceSession on exactly the asked provider; ProviderMismatch if onnxruntime would use another."""
     import onnxruntime as ort
@@ -229,6 +245,8 @@ def onnx_session(req: dict):
     if provider not in available:
         raise ProviderMismatch(f"runtime.execution_provider {provider} is not available in onnxruntime "
                                f"{ort.__version__} here (available: {', '.join(available)})")
+    if provider in GPU_PROVIDERS:
+        preload_gpu_libraries(ort)
     fallback_key = "session.disable_cpu_ep_fallback"
     if provider != "CPUExecutionProvider" and fallback_key not in opts:
         so.add_session_config_entry(fallback_key, "1")  # a node placed on the CPU fails the session
@@ -241,6 +259,17 @@ def onnx_session(req: dict):
                 f"runtime.execution_provider {provider} cannot run every node of the model; onnxruntime would "
                 f"run some on the CPU. Set runtime.options {fallback_key}: 0 to allow that (the latency is then "
                 "a mix of devices)") from None
+        if e.__cause__ is not None and provider != "CPUExecutionProvider":
+            # onnxruntime's Python retries a provider that failed to start on its fallback list and raises the
+            # retry's error from the first: on an H200 without TensorRT the user saw only "Conflicting session
+            # configuration: explicitly added the CPU EP ..., but also disabled fallback to the CPU EP"
+            first = " ".join(str(e.__cause__).split())[:400]
+            raise ProviderMismatch(
+                f"runtime.execution_provider {provider} could not start here ({first}); harness times only the "
+                "provider asked for, so onnxruntime's retry on others was refused. Check that the provider's "
+                "libraries are on the runner's library path: CUDA and cuDNN (pip install onnxruntime-gpu[cuda,cudnn])"
+                + (", and TensorRT's libnvinfer of the version this onnxruntime-gpu was built for"
+                   if provider == "TensorrtExecutionProvider" else "")) from None
         raise
     active = sess.get_providers()
     if not active or active[0] != provider:  # e.g. CUDA libraries missing: onnxruntime fell back to CPU
@@ -607,8 +636,6 @@ def measure(req: dict) -> dict:
         threshold = float(req.get("preempt_threshold", 0.02))
         ref_timed: list[float] = []
         ref_waits: list[float] = []
-        if meter is not None and ref is None:
-            meter.start()
         start = clock()
         while len(timed) < runs or clock() - start < min_ns:
             if ref is not None:  # the reference runs right before each run: both see the same machine
@@ -642,13 +669,9 @@ def measure(req: dict) -> dict:
                 if e - start >= max_ns:
                     stop = "max_seconds"
                     break
-        energy_mj = None
-        if meter is not None:
-            if ref is not None:  # the reference's energy would mix in: meter the model alone, as many runs
-                meter.start()
-                for _ in range(len(timed)):
-                    invoke()
-            energy_mj = meter.stop(len(timed))
+        energy_mj, energy_facts = None, None
+        if meter is not None:  # a pass of its own: no reference mixed in, long enough for the meter's steps
+            energy_mj, energy_facts = meter.measure(invoke, float(req.get("energy_seconds", 1.0)))
     finally:
         waits_probe.close()
     out = {"ok": True, "init_ms": init_ms, "warmup_ms": warmup, "timed_ms": timed, "session": session,
@@ -656,8 +679,8 @@ def measure(req: dict) -> dict:
            "neighbours": neighbours(cpu0, cpu_times())}
     if ref is not None:
         out.update(reference_ms=ref_timed, reference_wait_ms=ref_waits if len(ref_waits) == len(ref_timed) else None)
-    if meter is not None:  # millijoules per inference (one invoke, i.e. one batch), over the timed runs
-        out.update(energy_mj=energy_mj, energy_method=meter.method)
+    if meter is not None:  # millijoules per inference (one invoke, i.e. one batch), over the energy pass
+        out.update(energy_mj=energy_mj, energy_method=meter.method, energy_facts=energy_facts)
     if before is not None:
         out.update(conditions_before=before, conditions_after={**dynamic_conditions(), **gpu_conditions(req)})
     return out
@@ -709,6 +732,9 @@ def handle(req) -> dict:
             msg, model = f"{type(e).__name__}: {e}", str(req.get("model") or "")
             if model and model not in msg:  # LiteRT's "not a valid Flatbuffer buffer" names no file
                 msg = f"{model}: {msg}"
+            if "cudaStreamEndCapture" in msg or "during capture" in msg:  # seen on an H200, 2 of 79 NB201 models
+                msg = ("CUDA graph capture failed for this model (runtime.provider_options enable_cuda_graph): an "
+                       "operation in it cannot be captured; measure it without CUDA graphs. " + msg)
             return {"ok": False, "kind": "device_error", "message": msg}
     return {"ok": False, "kind": "parse_error", "message": f"unknown op {op[:40]!r}"}
 

@@ -206,8 +206,8 @@ class RunnerDriver(Driver):
                "provider_options": rt.provider_options, "precision": self.profile.workload.precision,
                "include_transfers": pol.include_transfers, "options": rt.options, "warmup_runs": pol.warmup_runs,
                "timed_runs": pol.timed_runs, "min_seconds": pol.min_seconds, "seed": pol.input_seed,
-               "conditions": True, "energy": pol.energy, "gpu_index": self.gpu_index(), "probe": self.probe_path,
-               "adaptive": pol.adaptive.model_dump() if pol.adaptive else None, "reference": self.reference}
+               "conditions": True, "energy": pol.energy, "energy_seconds": pol.energy_seconds,
+               "gpu_index": self.gpu_index(), "probe": self.probe_path, "adaptive": pol.adaptive.model_dump() if pol.adaptive else None, "reference": self.reference}
         resp = self._call(req, timeout=pol.timeout_seconds, answer=protocol.RunAnswer)
         extra = resp.model_extra or {}
         energy = extra.get("energy_mj")
@@ -216,6 +216,7 @@ class RunnerDriver(Driver):
                          conditions_after=resp.conditions_after,
                          energy_mj=float(energy) if isinstance(energy, (int, float)) and energy >= 0 else None,
                          energy_method=extra.get("energy_method") if isinstance(energy, (int, float)) else None,
+                         energy_facts=extra.get("energy_facts") if isinstance(extra.get("energy_facts"), dict) else None,
                          wait_ms=resp.wait_ms, stop_rule=resp.stop_rule, neighbours=resp.neighbours,
                          reference_ms=resp.reference_ms, reference_wait_ms=resp.reference_wait_ms)
 

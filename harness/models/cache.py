@@ -13,6 +13,7 @@ silently; it is exported again instead (``Artifact.repaired``), as is a file fro
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import tempfile
@@ -43,20 +44,17 @@ class ModelFormat:
     write: Callable[[Graph, str, int, int], None]  # (graph, path, seed, batch)
 
 
-def _formats() -> dict[str, ModelFormat]:
-    from harness.models import export_onnx, export_tflite
-
-    return {
-        "onnx": ModelFormat("onnx", ".onnx", export_onnx.FORMAT_VERSION, export_onnx.export_onnx),
-        "tflite": ModelFormat("tflite", ".tflite", export_tflite.FORMAT_VERSION, export_tflite.export_tflite),
-    }
+# format name -> (file suffix, the module that writes it: its FORMAT_VERSION and export_<name>). Each module is
+# imported only when its format is used: an onnxruntime-only machine (a GPU box) needs no LiteRT to export ONNX.
+FORMATS = {"onnx": (".onnx", "harness.models.export_onnx"), "tflite": (".tflite", "harness.models.export_tflite")}
 
 
 def get_format(name: str) -> ModelFormat:
-    formats = _formats()
-    if name not in formats:
-        raise UnknownNameError("model format", name, list(formats))
-    return formats[name]
+    if name not in FORMATS:
+        raise UnknownNameError("model format", name, list(FORMATS))
+    suffix, module_name = FORMATS[name]
+    module = importlib.import_module(module_name)
+    return ModelFormat(name, suffix, module.FORMAT_VERSION, getattr(module, f"export_{name}"))
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -43,14 +43,26 @@ class FakeGPU:
     persistence: int = 1
     reasons: int = 0x1  # idle
     energy_counter: bool = True  # Volta and later
+    # the counter moves in steps: every 100 ms on an H200 (driver 580.159, read with harness's probe); 0 = smooth
+    energy_period_s: float = 0.1
     _energy_mj: float = 1_000_000.0
     _t: float = field(default_factory=time.perf_counter)
+    _t0: float = field(default_factory=time.perf_counter)
+    _step: int = -1
+    _shown: float = 0.0
 
     def energy(self) -> float:
+        """The counter as NVML shows it: the energy accumulated up to the last step of the counter."""
         now = time.perf_counter()
         self._energy_mj += (now - self._t) * self.power_mw  # mW * s = mJ
         self._t = now
-        return self._energy_mj
+        if not self.energy_period_s:
+            return self._energy_mj
+        step = int((now - self._t0) // self.energy_period_s)
+        if step != self._step:  # a new step: the value at its start, held until the next one
+            since_step = (now - self._t0) - step * self.energy_period_s
+            self._step, self._shown = step, self._energy_mj - since_step * self.power_mw
+        return self._shown
 
 
 class FakeNVML:
