@@ -189,3 +189,20 @@ def test_new_ops_leave_existing_graphs_and_fingerprints_unchanged():
     g = Graph("bad", (8, 8, 4))
     with pytest.raises(ValueError, match="mul: scale shape"):
         g.mul("input", g.conv("input", 2, 1))
+
+
+def test_onnx_export_needs_no_litert(tmp_path):
+    """A GPU box with onnxruntime-gpu and no LiteRT (as the H200 image was) exports ONNX: each format's module
+    is imported only when that format is used."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['ai_edge_litert'] = None\n"  # import ai_edge_litert now fails
+            "from harness.models.cache import ModelCache\nfrom harness.models.spaces import get_space\n"
+            "sp = get_space('nb201'); art = ModelCache(sys.argv[1]).get(sp.build(sp.parse('0')), 'onnx')\n"
+            "assert art.path.exists() and 'harness.models.export_tflite' not in sys.modules\n"
+            "try:\n    ModelCache(sys.argv[1]).get(sp.build(sp.parse('0')), 'tflite')\n"
+            "except ImportError:\n    print('tflite needs litert')\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "tflite needs litert" in out.stdout
