@@ -515,6 +515,24 @@ def visit_disagreement(summary: CampaignSummary) -> VisitDisagreement | None:
     return VisitDisagreement(len(spreads), median, spreads[-1], within)
 
 
+RANK_AGREEMENT_MIN_ARCHS, RANK_AGREEMENT_WARN = 8, 0.9
+
+
+def round_agreement(summary: CampaignSummary) -> tuple[float, int] | None:
+    """SRCC between the campaign's first and second visits of each architecture visited twice (reference-
+    normalised as stored), and over how many: the ranking's own noise floor on this device, None below
+    RANK_AGREEMENT_MIN_ARCHS. On an H200 at batch 1 it was -0.34 over 30 NB201 architectures (adaptive policy,
+    paired reference): the architectures differed by less than the device moved, and nothing else said so."""
+    pairs = [(v[0], v[1]) for v in summary.visit_medians.values() if len(v) >= 2]
+    if len(pairs) < RANK_AGREEMENT_MIN_ARCHS:
+        return None
+    from scipy.stats import spearmanr
+
+    first, second = zip(*pairs)
+    r = spearmanr(first, second).statistic
+    return (float(r), len(pairs)) if r == r else None  # NaN: every visit alike in one of the rounds
+
+
 def changed_setup(store: Store, profile: Profile, space: str, keys: Iterable[str] | None = None) -> tuple[list[str], int]:
     """How the setups behind the device's stored latencies of ``keys`` (architecture keys; all when None) differ
     from ``profile`` (runtime, machine), as ``field: old -> new``, and how many of those architectures were

@@ -386,6 +386,26 @@ def test_visits_that_disagree_beyond_their_own_runs_are_named(cache, store_path,
         assert "visits disagree" in out and "(policy.rounds)" in out
 
 
+@pytest.mark.parametrize("spread, noted", [((1.0, 1.08), "rankings unreliable"), ((0.5, 5.0), "rounds agree")])
+def test_the_summary_gives_the_rankings_noise_floor_between_rounds(cache, store_path, spread, noted, capsys):
+    """Architectures closer together than the device moves between visits (an H200 at batch 1: SRCC -0.34 between
+    rounds, and every visit's own CI looked fine) are ranked by noise; the summary says so, and says how well the
+    rounds agree when they do."""
+    from harness.campaign import round_agreement
+    from harness.cli.measure import print_visit_notes
+
+    archs = SPACE.sample(12, 5)
+    by_digest, _ = true_latencies(cache, archs, spread=spread, seed=1)
+    prof = lab_profile(warmup_runs=1, timed_runs=20, rounds=2)
+    lab = LabDevice(prof, Physics(noise=0.01, session_sd=0.04), true_ms=by_digest)
+    with Store(store_path) as st:
+        s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+    r, n = round_agreement(s)
+    assert n == 12 and ((r < 0.9) if noted == "rankings unreliable" else (r > 0.95))
+    print_visit_notes(s)
+    assert noted in " ".join(capsys.readouterr().out.split())
+
+
 # --- devices check: what endangers stable timing ----------------------------------------------
 
 def test_stability_warnings_name_what_endangers_timing():

@@ -188,8 +188,19 @@ def print_visit_notes(s: CampaignSummary, who: str = "") -> None:
                       highlight=False)
 
 
-    from harness.campaign import visit_disagreement
+    from harness.campaign import RANK_AGREEMENT_WARN, round_agreement, visit_disagreement
 
+    agreement = round_agreement(s)
+    if agreement is not None and agreement[0] >= RANK_AGREEMENT_WARN:
+        console.print(f"  rounds agree{who}: the first and second visits rank the {agreement[1]} architectures "
+                      f"alike at SRCC {agreement[0]:.3f} (the ranking's noise floor on this device)", highlight=False)
+    elif agreement is not None:
+        console.print(f"  [yellow]rankings unreliable{who}:[/] the first and second visits rank the {agreement[1]} "
+                      f"architectures alike at only SRCC {agreement[0]:.3f}: they differ by less than this device "
+                      "moves between visits, so their order here is largely noise. Lower the noise (a quieter "
+                      "device; on a GPU, runtime.provider_options enable_cuda_graph: '1'), measure more visits "
+                      "(policy.rounds: the stored latency is their median), or rank on a device that tells them "
+                      "apart", highlight=False)
     d = visit_disagreement(s)
     if d is not None:
         console.print(f"  [yellow]visits disagree{who}:[/] two visits of one architecture differ by a median "
