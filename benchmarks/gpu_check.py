@@ -103,7 +103,7 @@ def main() -> int:
     policy = {"warmup_runs": 20, "timed_runs": 100, "min_seconds": 0.0, "timeout_seconds": 600,
               "rounds": args.rounds, "energy": args.energy}
     measured: dict[str, pd.Series] = {}
-    floors: dict[str, tuple[float, int]] = {}
+    floors: dict[str, tuple[float, int, float, float]] = {}
     energy: dict[str, float] = {}
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="gpu_check_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -136,11 +136,18 @@ def main() -> int:
                     second = m[visit == 1].set_index("key").median_ms
                     both = first.index.intersection(second.index)
                     if len(both) > 2:
-                        floors[name] = (float(spearmanr(first[both], second[both]).statistic), len(both))
+                        diff = float(((second[both] / first[both]) - 1).abs().median())
+                        ci = pd.read_sql_query(
+                            "SELECT (m.ci_high_ms - m.ci_low_ms) / 2 / m.median_ms AS rel FROM measurements m "
+                            "JOIN devices d ON d.id = m.device_id WHERE d.name = ? AND m.status = 'ok'", st.db,
+                            params=(name,))
+                        within = float(ci.rel.median())
+                        floors[name] = (float(spearmanr(first[both], second[both]).statistic), len(both), diff, within)
     keyed = rows.set_index(rows.nb201_index.map(lambda i: space.parse(str(i)).key))
     say("\nnoise floor (SRCC of each configuration's first visits against its second):")
-    for name, (r, n) in floors.items():
-        say(f"  {name:<24} {r:.3f} on {n} architectures")
+    for name, (r, n, diff, within) in floors.items():
+        say(f"  {name:<24} {r:.3f} on {n} architectures; the two visits differ by a median {diff:.1%}, each "
+            f"visit's own 95 % CI of its median +-{within:.1%}")
     if energy:
         say("\nenergy per inference (median over architectures, policy.energy " + args.energy + "):")
         for name, mj in energy.items():

@@ -101,7 +101,7 @@ class CampaignSummary:
     no_ci: int = 0  # successful visits with too few clean runs for a CI of the median: their noise is unknown
     repaired: int = 0  # cached model files that had changed on disk and were exported again
     visit_medians: dict[str, list[float]] = field(default_factory=dict)  # key -> each ok visit's median here
-    visit_rel_cis: list[float] = field(default_factory=list)  # each visit's own CI half-width / median
+    visit_rel_cis: dict[str, list[float | None]] = field(default_factory=dict)  # key -> each one's CI half / median
     no_energy: int = 0  # successful visits of a policy with energy on whose energy pass gave no figure
     no_energy_why: str | None = None  # the first such visit's reason (the meter's own words)
 
@@ -478,41 +478,49 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
         # with a paired reference the stored latency is median / reference median: drift the pair shares cancels
         value = median / ref.median_ms if ref is not None else median
         summary.visit_medians.setdefault(m.arch.key, []).append(float(value))
-        if rel is not None:
-            summary.visit_rel_cis.append(float(math.hypot(rel, ref.rel_ci or 0.0) if ref is not None else rel))
+        summary.visit_rel_cis.setdefault(m.arch.key, []).append(
+            None if rel is None else float(math.hypot(rel, ref.rel_ci or 0.0) if ref is not None else rel))
     return ModelOutcome(m.arch, position, total, True, median, cv, m.exported, round=m.round_no,
                         rel_ci=rel, suspect=suspect)
 
 
 @dataclass(frozen=True)
 class VisitDisagreement:
-    """Visits of one architecture that differ by more than each visit's runs say they could."""
+    """First and second visits of one architecture that differ by more than their own runs say they could."""
 
     archs: int  # architectures visited at least twice in the campaign
-    median_spread: float  # per architecture: largest visit median / smallest - 1; the median over architectures
-    worst_spread: float
-    within: float  # the median visit's own 95 % CI half-width / median
+    median_diff: float  # per architecture: |second visit / first - 1|; the median over architectures
+    worst_diff: float
+    within: float  # the median of the two visits' CIs combined (half-width of their difference, relative)
 
 
-# visits differing by more than this many times their own CI, and by at least MIN_SPREAD, are worth a note
-DISAGREE_RATIO, DISAGREE_MIN_SPREAD, DISAGREE_MIN_ARCHS = 3.0, 0.05, 5
+# a median difference this many times its own CI, and at least MIN_DIFF, is worth a note
+DISAGREE_RATIO, DISAGREE_MIN_DIFF, DISAGREE_MIN_ARCHS = 3.0, 0.05, 5
 
 
 def visit_disagreement(summary: CampaignSummary) -> VisitDisagreement | None:
-    """Whether the campaign's repeated visits disagree beyond their own noise: the device's speed moves between
-    visits, which no count of runs inside a visit shows. On an H200 with onnxruntime's CUDA provider (bs1, no
-    reference) two visits of NB201 models differed by a median 13 % (worst 61 %) while each visit's own CI was
-    +-1 % (benchmarks/gpu_check.py, 50 architectures); 200-run blocks of one session moved as much as new
-    sessions did: the host launching the kernels, not the session. With a paired reference the visits are
-    compared as the store normalises them (median / reference median)."""
-    spreads = sorted(max(v) / min(v) - 1 for v in summary.visit_medians.values() if len(v) >= 2)
-    if len(spreads) < DISAGREE_MIN_ARCHS or not summary.visit_rel_cis:
+    """Whether first and second visits disagree beyond their own noise: the device's speed moves between visits,
+    which no count of runs inside a visit shows. On an H200 with onnxruntime's CUDA provider (bs1, no reference)
+    two visits of NB201 models differed by a median 13 % (worst 61 %) while each visit's own CI was +-1 %
+    (benchmarks/gpu_check.py, 50 architectures); 200-run blocks of one session moved as much as new sessions
+    did (benchmarks/gpu_session_probe.py): the host launching the kernels, not the session. With a paired
+    reference the visits are compared as the store normalises them (median / reference median)."""
+    diffs, withins = [], []
+    for key, values in summary.visit_medians.items():
+        if len(values) < 2:
+            continue
+        diffs.append(abs(values[1] / values[0] - 1))
+        rels = summary.visit_rel_cis.get(key, [])[:2]
+        if len(rels) == 2 and None not in rels:
+            withins.append(math.hypot(*rels))  # type: ignore[arg-type]
+    if len(diffs) < DISAGREE_MIN_ARCHS or not withins:
         return None
-    within = sorted(summary.visit_rel_cis)[len(summary.visit_rel_cis) // 2]
-    median = spreads[len(spreads) // 2]
-    if median < DISAGREE_MIN_SPREAD or median < DISAGREE_RATIO * within:
+    diffs.sort()
+    withins.sort()
+    median, within = diffs[len(diffs) // 2], withins[len(withins) // 2]
+    if median < DISAGREE_MIN_DIFF or median < DISAGREE_RATIO * within:
         return None
-    return VisitDisagreement(len(spreads), median, spreads[-1], within)
+    return VisitDisagreement(len(diffs), median, diffs[-1], within)
 
 
 RANK_AGREEMENT_MIN_ARCHS, RANK_AGREEMENT_WARN = 8, 0.9

@@ -112,6 +112,29 @@ def test_a_gpu_provider_that_cannot_start_names_the_first_error_not_the_retrys(t
     assert "libnvinfer.so.10" in resp["message"] and "Conflicting" not in resp["message"]
 
 
+def test_a_provider_error_that_is_not_a_missing_library_fails_that_model_alone(tmp_path, monkeypatch):
+    """onnxruntime retries on any error, so a first error with a cause is not always "the device cannot": a
+    provider that cannot build one model fails that model (device_error) and the campaign goes on."""
+    import onnxruntime as ort
+
+    from harness.devices import runner
+
+    class OneModelNot:
+        def __init__(self, *args, **kwargs):
+            try:
+                raise RuntimeError("TensorRT input: x has no shape specified")
+            except RuntimeError as first:
+                raise RuntimeError("Conflicting session configuration: explicitly added the CPU EP") from first
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", OneModelNot)
+    monkeypatch.setattr(runner, "preload_gpu_libraries", lambda ort: None)
+    resp = runner.handle({"op": "run", "runtime": "onnxruntime", "model": str(tmp_path / "m.onnx"),
+                          "execution_provider": "TensorrtExecutionProvider", "timed_runs": 1})
+    assert resp["ok"] is False and resp["kind"] == "device_error"
+    assert "could not build a session for this model: TensorRT input: x has no shape" in resp["message"]
+
+
 def test_a_cuda_graph_that_cannot_be_captured_is_named(tmp_path, monkeypatch):
     """2 of 79 NB201 models failed CUDA graph capture on an H200 (onnxruntime 1.31, enable_cuda_graph: 1) with
     a 600-character CudaCall error; the failure (a device_error of that model, never a number) says what it is."""

@@ -17,7 +17,7 @@ from harness.devices import hwprobe
 from harness.devices.driver import make_driver
 from harness.devices.profile import parse_profile
 from harness.devices.runner_client import condition_warnings
-from harness.errors import DriverUnavailable
+from harness.errors import DriverUnavailable, ProfileError
 from harness.models.cache import ModelCache
 from harness.models.spaces import get_space
 from harness.results.export import latency_table
@@ -150,6 +150,54 @@ def test_energy_is_read_between_the_counters_steps_not_at_arbitrary_moments():
     assert facts["window_s"] >= 0.5 and facts["steps"] >= 5
 
 
+@pytest.mark.parametrize("period_s, inference_s", [(0.05, 0.15), (0.1, 0.12), (0.001, 0.02)])
+def test_energy_is_exact_for_inferences_as_long_as_a_step_or_far_longer_than_one(period_s, inference_s):
+    """Each inference counts by the share of its time between the first and last step: counting whole inferences
+    that ended in the window overstated a 200 ms inference 1.26x on 1 ms steps, and dropped one longer than the
+    window altogether."""
+    nv = fake_nvml(power_mw=100_000, energy_period_s=period_s)
+    per, facts = hwprobe.energy_meter("nvml", nvml=nv).measure(lambda: time.sleep(inference_s), min_s=0.4)
+    spans = facts["window_s"] / facts["runs"]  # the time one inference took, as the pass saw it
+    assert spans == pytest.approx(inference_s, rel=0.15)
+    assert per == pytest.approx(100_000 * spans, rel=0.05)
+
+
+def test_rapl_unwraps_each_package_on_its_own(tmp_path):
+    """Two packages summed: when one wraps and the other does not, adding the summed range was off by the other's
+    whole range."""
+    base = tmp_path / "sys/class/powercap"
+    for d, start in (("intel-rapl:0", 262_000_000_000), ("intel-rapl:1", 5_000_000)):
+        (base / d).mkdir(parents=True)
+        (base / d / "energy_uj").write_text(str(start))
+        (base / d / "max_energy_range_uj").write_text("262143328850")
+    meter = hwprobe.rapl_meter(str(tmp_path))
+    meter.start()
+    (base / "intel-rapl:0" / "energy_uj").write_text("1000000")  # wrapped: +143,328,850 + 1,000,000 uJ
+    (base / "intel-rapl:1" / "energy_uj").write_text("7000000")  # +2,000,000 uJ
+    assert meter.stop(1) == pytest.approx((143_328_850 + 1_000_000 + 2_000_000) / 1000)
+
+
+def test_the_energy_pass_is_kept_out_of_the_timed_runs_neighbour_window(tmp_path, monkeypatch):
+    """The other processes' CPU share that marks a visit suspect is over the timed runs; the energy pass after them
+    (1 s against a 40 ms visit) diluted it 29x."""
+    from harness.devices import runner
+    from harness.models.cache import ModelCache
+
+    class SlowMeter:
+        method = "fake"
+
+        def measure(self, invoke, min_s):
+            time.sleep(0.6)
+            return 1.0, {"runs": 1}
+
+    monkeypatch.setattr(runner, "energy_meter", lambda req: SlowMeter())
+    art = ModelCache(tmp_path).get(SPACE.build(SPACE.parse("0")), "onnx")
+    resp = runner.handle({"op": "run", "runtime": "onnxruntime", "model": str(art.path), "timed_runs": 5,
+                          "warmup_runs": 0, "energy": "nvml"})
+    assert resp["ok"] and resp["energy_mj"] == 1.0
+    assert resp["neighbours"]["wall_s"] < 0.4
+
+
 def test_a_counter_that_does_not_move_gives_no_energy_and_says_why():
     meter = hwprobe.CounterMeter("rapl", lambda: 5.0)
     per, facts = meter.measure(lambda: time.sleep(0.001), min_s=0.05, max_s=0.1)
@@ -257,3 +305,12 @@ def test_energy_methods_the_device_kind_cannot_have_are_refused_up_front(connect
     p = parse_profile({"name": "p", "connection": connection, "runtime": runtime, "policy": {"energy": energy}}, "p")
     with pytest.raises(ProfileError, match=f"policy.energy: .*{msg}"):
         check_workload(p, SPACE, SPACE.sample(1, 0))
+
+
+def test_an_energy_pass_that_would_outlast_the_models_timeout_is_refused():
+    with pytest.raises(ProfileError, match="energy_seconds 60 needs a longer timeout_seconds.*at least 131"):
+        parse_profile({"name": "p", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                       "policy": {"energy": "nvml", "energy_seconds": 60}}, "p")
+    ok = parse_profile({"name": "p", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                        "policy": {"energy": "nvml", "energy_seconds": 60, "timeout_seconds": 131}}, "p")
+    assert ok.policy.energy_seconds == 60

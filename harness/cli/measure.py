@@ -203,9 +203,9 @@ def print_visit_notes(s: CampaignSummary, who: str = "") -> None:
                       "apart", highlight=False)
     d = visit_disagreement(s)
     if d is not None:
-        console.print(f"  [yellow]visits disagree{who}:[/] two visits of one architecture differ by a median "
-                      f"{d.median_spread:.0%} (worst {d.worst_spread:.0%}, {d.archs} architectures) while each visit's "
-                      f"runs pin its own median to ±{d.within:.1%}: the device's speed moves between visits, "
+        console.print(f"  [yellow]visits disagree{who}:[/] the first and second visits of an architecture differ "
+                      f"by a median {d.median_diff:.0%} (worst {d.worst_diff:.0%}, {d.archs} architectures) while "
+                      f"their own runs put that difference within ±{d.within:.1%}: the device's speed moves between visits, "
                       "which more runs per visit cannot show (a GPU at small batch waits on the host launching its "
                       "kernels: onnxruntime's CUDA graphs, runtime.provider_options enable_cuda_graph: '1', took an "
                       "H200 from ±2.9 % to ±0.3 %; a paired reference, policy.reference: auto, cancels drift the "
@@ -214,9 +214,12 @@ def print_visit_notes(s: CampaignSummary, who: str = "") -> None:
                       "architecture has two or more",
                       highlight=False)
     if s.no_energy:
-        console.print(f"  [yellow]no energy{who}:[/] {s.no_energy} of {s.ok} visit(s) got no energy figure ("
-                      f"{s.no_energy_why}); their latencies stand. A counter that moves rarely needs a longer pass: "
-                      "raise policy.energy_seconds", highlight=False)
+        why = s.no_energy_why or ""
+        fix = ("this device's energy reading does not move here: use another policy.energy method, or off"
+               if "moved 0 " in why else "a reset during the pass: later visits are read anew" if "backwards" in why
+               else "a counter that moves rarely needs a longer pass: raise policy.energy_seconds")
+        console.print(f"  [yellow]no energy{who}:[/] {s.no_energy} of {s.ok} visit(s) got no energy figure ({why}); "
+                      f"their latencies stand; {fix}", highlight=False)
 
 
 def rerun_when(stop: Exception, profile) -> str:

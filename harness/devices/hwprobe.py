@@ -197,50 +197,61 @@ class CounterMeter:
             return None
         return self._per(t1 - self.t0, n)
 
-    def _per(self, delta: float, n: int) -> float | None:
+    def _per(self, delta: float, n: float) -> float | None:
         if delta < 0 and self.wrap_mj:
             delta += self.wrap_mj
-        return delta / n if delta >= 0 and n >= 1 else None
+        return delta / n if delta >= 0 and n > 0 else None
 
     def measure(self, invoke: Callable[[], Any], min_s: float, poll_s: float = 0.001,
                 max_s: float | None = None) -> tuple[float | None, dict[str, Any]]:
         """mJ per inference between the counter's first and last step seen while the model runs back to back
-        for at least ``min_s``: a thread notes when the counter moves, inferences finishing between those two
-        moments are counted. None (with why) when the counter moved fewer than twice within ``max_s``."""
-        max_s = max_s if max_s is not None else max(2.0, 5 * min_s)
+        for at least ``min_s``. A thread notes when the counter moves; each inference counts by the share of
+        its own time that lies between those two moments (an inference as long as a step, or longer, is
+        neither dropped nor counted whole). None, with why, when the counter moved fewer than twice within
+        ``max_s`` (default ``2 min_s + 1``) or went backwards."""
+        max_s = max_s if max_s is not None else 2 * min_s + 1.0
         steps: list[tuple[float, float]] = []
         stop = threading.Event()
 
         def poll() -> None:
-            last = self.read_mj()
+            last = None
             while not stop.is_set():
                 v = self.read_mj()
-                if v is not None and v != last:
-                    steps.append((time.perf_counter(), v))
+                if v is not None:
+                    if last is not None and v != last:  # the first reading is where the counter stood, not a step
+                        steps.append((time.perf_counter(), v))
                     last = v
                 stop.wait(poll_s)
 
         thread = threading.Thread(target=poll, daemon=True)
-        ends: list[float] = []
+        spans: list[tuple[float, float]] = []
         t0 = time.perf_counter()
         thread.start()
         try:
-            while not (len(steps) >= 2 and steps[-1][0] - steps[0][0] >= min_s):
+            while True:
+                s = time.perf_counter()
                 invoke()
-                ends.append(time.perf_counter())
-                if ends[-1] - t0 > max_s:
+                e = time.perf_counter()
+                spans.append((s, e))
+                if len(steps) >= 2 and steps[-1][0] - steps[0][0] >= min_s:
+                    break
+                if e - t0 > max_s:
                     break
         finally:
             stop.set()
-            thread.join()
-        facts: dict[str, Any] = {"runs": len(ends), "steps": max(len(steps) - 1, 0)}
-        if len(steps) < 2:
-            return None, {**facts, "why": f"the counter moved {len(steps)} time(s) in {max_s:g} s"}
-        (ta, ea), (tb, eb) = steps[0], steps[-1]
-        n = sum(ta < t <= tb for t in ends)
-        facts.update(window_s=round(tb - ta, 4), runs=n)
+            thread.join(timeout=5.0)  # a read that hangs must not hold the visit: the daemon thread is left
+        seen = list(steps)
+        facts: dict[str, Any] = {"runs": len(spans), "steps": max(len(seen) - 1, 0)}
+        if len(seen) < 2:
+            return None, {**facts, "why": f"the counter moved {len(seen)} time(s) in {max_s:g} s"}
+        (ta, ea), (tb, eb) = seen[0], seen[-1]
+        n = sum(max(0.0, min(e, tb) - max(s, ta)) / (e - s) for s, e in spans if e > s)
+        facts.update(window_s=round(tb - ta, 4), runs=round(n, 3))
         per = self._per(eb - ea, n)
-        return per, facts if per is not None else {**facts, "why": "no inference ended between two steps"}
+        if per is None:
+            why = "the counter went backwards (a reset)" if eb < ea else "no inference ran between two steps"
+            return None, {**facts, "why": why}
+        return per, facts
 
 
 class PowerMeter:
@@ -298,13 +309,25 @@ def rapl_meter(root: str = "/") -> CounterMeter | None:
     domains = [d for d in domains if _read(root, f"{base}/{d}/energy_uj") is not None]
     if not domains:
         return None
-    wrap = sum(_int(_read(root, f"{base}/{d}/max_energy_range_uj")) or 0 for d in domains) / 1000.0 or None
+    ranges = {d: _int(_read(root, f"{base}/{d}/max_energy_range_uj")) for d in domains}
+    last: dict[str, int] = {}
+    total_uj = [0.0]
 
     def read() -> float | None:
-        vals = [_int(_read(root, f"{base}/{d}/energy_uj")) for d in domains]
-        return None if None in vals else sum(vals) / 1000.0  # type: ignore[arg-type]
+        """Energy since the first read, each package unwrapped on its own (one may wrap while another does not)."""
+        vals = {d: _int(_read(root, f"{base}/{d}/energy_uj")) for d in domains}
+        if None in vals.values():
+            return None
+        for d, v in vals.items():
+            if d in last:
+                delta = v - last[d]  # type: ignore[operator]
+                if delta < 0 and ranges[d]:
+                    delta += ranges[d]  # type: ignore[operator]
+                total_uj[0] += max(delta, 0)
+            last[d] = v  # type: ignore[assignment]
+        return total_uj[0] / 1000.0
 
-    return CounterMeter("rapl", read, wrap)
+    return CounterMeter("rapl", read)
 
 
 def nvml_meter(nvml, index: int = 0) -> CounterMeter | PowerMeter | None:

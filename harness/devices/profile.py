@@ -210,7 +210,7 @@ class Policy(_Strict):
     sentinels: Sentinels | None = None
     gate: Gate = Field(default_factory=Gate)
     energy: Literal["off", "auto", "nvml", "rapl", "jetson_ina", "battery"] = Field(
-        "off", description="measure energy per inference over the timed runs: nvml (NVIDIA GPUs), jetson_ina "
+        "off", description="measure energy per inference in a pass after the timed runs: nvml (NVIDIA GPUs), jetson_ina "
         "(Jetson power rails), rapl (x86 powercap), battery (coarse), auto (the first the device has)")
     energy_seconds: float = Field(1.0, ge=0.05, le=60, description=(
         "energy is metered in a pass of its own after the timed runs, the model running back to back for at least "
@@ -239,6 +239,17 @@ class Policy(_Strict):
             # the classic policy, unchanged: a fixed count, one pass, no paired reference
             return {"rounds": 1, "reference": "none", **data, "adaptive": None}
         return data
+
+    @model_validator(mode="after")
+    def _energy_pass_fits(self) -> "Policy":
+        """The energy pass (up to 2 x energy_seconds + 1 s) runs inside the visit's timeout: a pass the timeout
+        cuts would throw the visit's good latency away as a timeout."""
+        if self.energy != "off" and 2 * self.energy_seconds + 1 + 10 > self.timeout_seconds:
+            raise ValueError(f"energy_seconds {self.energy_seconds:g} needs a longer timeout_seconds (the energy pass "
+                             f"takes up to {2 * self.energy_seconds + 1:g} s inside each model's "
+                             f"{self.timeout_seconds:g} s, besides the timed runs): raise timeout_seconds to at least "
+                             f"{2 * self.energy_seconds + 11:g} or lower energy_seconds")
+        return self
 
 
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -206,6 +206,10 @@ def _provider_options(provider: str, req: dict) -> dict:
     return opts
 
 
+# how a provider's missing or mismatched shared libraries read in onnxruntime's errors (dlopen, its own loader)
+LIBRARY_MISSING = ("cannot open shared object", "could not be loaded", "failed to load library", "error loading",
+                   "libcudnn", "libcublas", "libcudart", "libnvinfer", "undefined symbol")
+
 _PRELOADED: list[bool] = []
 
 
@@ -260,16 +264,20 @@ def onnx_session(req: dict):
                 f"run some on the CPU. Set runtime.options {fallback_key}: 0 to allow that (the latency is then "
                 "a mix of devices)") from None
         if e.__cause__ is not None and provider != "CPUExecutionProvider":
-            # onnxruntime's Python retries a provider that failed to start on its fallback list and raises the
-            # retry's error from the first: on an H200 without TensorRT the user saw only "Conflicting session
+            # onnxruntime's Python retries a provider that failed on its fallback list and raises the retry's
+            # error from the first: on an H200 without TensorRT the user saw only "Conflicting session
             # configuration: explicitly added the CPU EP ..., but also disabled fallback to the CPU EP"
             first = " ".join(str(e.__cause__).split())[:400]
-            raise ProviderMismatch(
-                f"runtime.execution_provider {provider} could not start here ({first}); harness times only the "
-                "provider asked for, so onnxruntime's retry on others was refused. Check that the provider's "
-                "libraries are on the runner's library path: CUDA and cuDNN (pip install onnxruntime-gpu[cuda,cudnn])"
-                + (", and TensorRT's libnvinfer of the version this onnxruntime-gpu was built for"
-                   if provider == "TensorrtExecutionProvider" else "")) from None
+            if any(p in first.lower() for p in LIBRARY_MISSING):  # the device cannot: stop the campaign
+                raise ProviderMismatch(
+                    f"runtime.execution_provider {provider} could not start here ({first}); harness times only "
+                    "the provider asked for, so onnxruntime's retry on others was refused. Check that the "
+                    "provider's libraries are on the runner's library path: CUDA and cuDNN (pip install "
+                    "onnxruntime-gpu[cuda,cudnn])" + (", and TensorRT's libnvinfer of the version this "
+                    "onnxruntime-gpu was built for" if provider == "TensorrtExecutionProvider" else "")) from None
+            # anything else (a provider option, one model the provider cannot build): this model fails alone
+            raise RuntimeError(f"runtime.execution_provider {provider} could not build a session for this model: "
+                               f"{first}") from None
         raise
     active = sess.get_providers()
     if not active or active[0] != provider:  # e.g. CUDA libraries missing: onnxruntime fell back to CPU
@@ -669,20 +677,23 @@ def measure(req: dict) -> dict:
                 if e - start >= max_ns:
                     stop = "max_seconds"
                     break
+        # what the timed runs saw, before the energy pass: the neighbours' CPU share over the timed runs alone
+        # (a 1 s pass would dilute a 40 ms visit's 29x) and the conditions right after them
+        seen = neighbours(cpu0, cpu_times())
+        after = {**dynamic_conditions(), **gpu_conditions(req)} if before is not None else None
         energy_mj, energy_facts = None, None
         if meter is not None:  # a pass of its own: no reference mixed in, long enough for the meter's steps
             energy_mj, energy_facts = meter.measure(invoke, float(req.get("energy_seconds", 1.0)))
     finally:
         waits_probe.close()
     out = {"ok": True, "init_ms": init_ms, "warmup_ms": warmup, "timed_ms": timed, "session": session,
-           "wait_ms": waits if len(waits) == len(timed) else None, "stop_rule": stop,
-           "neighbours": neighbours(cpu0, cpu_times())}
+           "wait_ms": waits if len(waits) == len(timed) else None, "stop_rule": stop, "neighbours": seen}
     if ref is not None:
         out.update(reference_ms=ref_timed, reference_wait_ms=ref_waits if len(ref_waits) == len(ref_timed) else None)
     if meter is not None:  # millijoules per inference (one invoke, i.e. one batch), over the energy pass
         out.update(energy_mj=energy_mj, energy_method=meter.method, energy_facts=energy_facts)
     if before is not None:
-        out.update(conditions_before=before, conditions_after={**dynamic_conditions(), **gpu_conditions(req)})
+        out.update(conditions_before=before, conditions_after=after)
     return out
 
 
@@ -733,7 +744,9 @@ def handle(req) -> dict:
             if model and model not in msg:  # LiteRT's "not a valid Flatbuffer buffer" names no file
                 msg = f"{model}: {msg}"
             if "cudaStreamEndCapture" in msg or "during capture" in msg:  # seen on an H200, 2 of 79 NB201 models
-                msg = ("CUDA graph capture failed for this model (runtime.provider_options enable_cuda_graph): an "
+                option = ("trt_cuda_graph_enable" if req.get("execution_provider") == "TensorrtExecutionProvider"
+                          else "enable_cuda_graph")
+                msg = (f"CUDA graph capture failed for this model (runtime.provider_options {option}): an "
                        "operation in it cannot be captured; measure it without CUDA graphs. " + msg)
             return {"ok": False, "kind": "device_error", "message": msg}
     return {"ok": False, "kind": "parse_error", "message": f"unknown op {op[:40]!r}"}
