@@ -2,8 +2,9 @@
 published GPU tables. Runs only where a GPU exists; elsewhere it says why and exits 0.
 
 For ``--n`` architectures of the OneProxy sample (seeded), it measures with onnxruntime's CUDA and TensorRT
-execution providers (when installed) and with trtexec (when on PATH or --trtexec), each at the given batch
-sizes in fp32 and fp16, through the harness's own drivers and campaign (IO binding, the provider check, the
+execution providers (when installed; the CUDA one also with CUDA graphs, ``cudagraph-*``, unless
+--no-cuda-graph) and with trtexec (when on PATH or --trtexec), each at the given batch sizes in fp32 and fp16
+(every runtime's bs1 fp32 first), through the harness's own drivers and campaign (IO binding, the provider check, the
 engine cache, NVML conditions; ``--energy nvml`` meters energy per inference), then prints the SRCC of each
 against the published columns of ../shared/data/oneproxy: Eagle's GTX 1080 Ti (fp32; the MANIFEST warns it
 tracks Eagle's i7 CPU almost exactly), HW-NAS-Bench's edge GPU (Jetson TX2) and Eagle's Jetson Nano
@@ -55,6 +56,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="visits per architecture (>= 2 gives the noise floor)")
     ap.add_argument("--providers", default="CUDAExecutionProvider,TensorrtExecutionProvider",
                     help="onnxruntime providers to measure with, those installed")
+    ap.add_argument("--no-cuda-graph", action="store_true",
+                    help="leave out the CUDA provider with CUDA graphs (enable_cuda_graph: 1)")
     ap.add_argument("--energy", default="off", help="policy.energy of every configuration (nvml on a GPU)")
     ap.add_argument("--budget-s", type=float, default=None, help="start no configuration after this many seconds")
     ap.add_argument("--out", type=Path, default=None, help="keep the store, the medians and the table here")
@@ -85,6 +88,9 @@ def main() -> int:
     providers = [p for p in args.providers.split(",") if p in ort.get_available_providers()]
     runtimes: list[tuple[str, dict]] = [(p.removesuffix("ExecutionProvider").lower(),
                                          {"name": "onnxruntime", "execution_provider": p}) for p in providers]
+    if "CUDAExecutionProvider" in providers and not args.no_cuda_graph:  # one launch per inference: steadier
+        runtimes.insert(1, ("cudagraph", {"name": "onnxruntime", "execution_provider": "CUDAExecutionProvider",
+                                          "provider_options": {"enable_cuda_graph": "1"}}))
     if Path(args.trtexec).exists():
         runtimes.append(("trtexec", {"name": "trtexec", "binary": args.trtexec}))
     lines: list[str] = []
@@ -110,39 +116,40 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, Store(work / "gpu.db") as st:
         cache = ModelCache(Path(tmp) / "models")
         os.environ.setdefault("HARNESS_ENGINE_CACHE", str(Path(tmp) / "engines"))  # never the checkout's models/
-        for label, runtime in runtimes:
-            for bs in (int(b) for b in args.batches.split(",")):
-                for precision in args.precisions.split(","):
-                    name = f"{label}-bs{bs}-{precision}"
-                    if args.budget_s is not None and time.perf_counter() - t_start > args.budget_s:
-                        say(f"  {name}: skipped (past --budget-s {args.budget_s:.0f})")
-                        continue
-                    p = parse_profile({"name": name, "connection": {"kind": "local"}, "runtime": runtime,
-                                       "policy": policy, "workload": {"batch_size": bs, "precision": precision}},
-                                      f"<{name}>")
-                    s = run_campaign(st, p, space, archs, cache=cache)
-                    m = st.measurements(name)
-                    fails = m[m.status != "ok"]
-                    why = "; ".join(sorted({f"{k}: {str(msg)[:160]}" for k, msg in
-                                            zip(fails.failure_kind, fails.failure_message)}))
-                    m = m[m.status == "ok"]
-                    say(f"  {name}: {s.ok} measured, {s.failed} failed ({why}) in {s.elapsed_s:.0f} s; "
-                        f"median {m.median_ms.median():.3f} ms, init {m.init_ms.median():.0f} ms per visit")
-                    if m.energy_mj.notna().any():
-                        energy[name] = float(m.energy_mj.median())
-                    measured[name] = m.groupby("key").median_ms.median()
-                    visit = m.groupby("key").cumcount()  # store order: the rounds' order
-                    first = m[visit == 0].set_index("key").median_ms
-                    second = m[visit == 1].set_index("key").median_ms
-                    both = first.index.intersection(second.index)
-                    if len(both) > 2:
-                        diff = float(((second[both] / first[both]) - 1).abs().median())
-                        ci = pd.read_sql_query(
-                            "SELECT (m.ci_high_ms - m.ci_low_ms) / 2 / m.median_ms AS rel FROM measurements m "
-                            "JOIN devices d ON d.id = m.device_id WHERE d.name = ? AND m.status = 'ok'", st.db,
-                            params=(name,))
-                        within = float(ci.rel.median())
-                        floors[name] = (float(spearmanr(first[both], second[both]).statistic), len(both), diff, within)
+        # batch and precision outermost: every runtime's bs1 fp32 first, so a budget cut leaves comparable columns
+        plan = [(label, runtime, bs, precision) for bs in (int(b) for b in args.batches.split(","))
+                for precision in args.precisions.split(",") for label, runtime in runtimes]
+        for label, runtime, bs, precision in plan:
+            name = f"{label}-bs{bs}-{precision}"
+            if args.budget_s is not None and time.perf_counter() - t_start > args.budget_s:
+                say(f"  {name}: skipped (past --budget-s {args.budget_s:.0f})")
+                continue
+            p = parse_profile({"name": name, "connection": {"kind": "local"}, "runtime": runtime,
+                               "policy": policy, "workload": {"batch_size": bs, "precision": precision}},
+                              f"<{name}>")
+            s = run_campaign(st, p, space, archs, cache=cache)
+            m = st.measurements(name)
+            fails = m[m.status != "ok"]
+            why = "; ".join(sorted({f"{k}: {str(msg)[:160]}" for k, msg in
+                                    zip(fails.failure_kind, fails.failure_message)}))
+            m = m[m.status == "ok"]
+            say(f"  {name}: {s.ok} measured, {s.failed} failed ({why}) in {s.elapsed_s:.0f} s; "
+                f"median {m.median_ms.median():.3f} ms, init {m.init_ms.median():.0f} ms per visit")
+            if m.energy_mj.notna().any():
+                energy[name] = float(m.energy_mj.median())
+            measured[name] = m.groupby("key").median_ms.median()
+            visit = m.groupby("key").cumcount()  # store order: the rounds' order
+            first = m[visit == 0].set_index("key").median_ms
+            second = m[visit == 1].set_index("key").median_ms
+            both = first.index.intersection(second.index)
+            if len(both) > 2:
+                diff = float(((second[both] / first[both]) - 1).abs().median())
+                ci = pd.read_sql_query(
+                    "SELECT (m.ci_high_ms - m.ci_low_ms) / 2 / m.median_ms AS rel FROM measurements m "
+                    "JOIN devices d ON d.id = m.device_id WHERE d.name = ? AND m.status = 'ok'", st.db,
+                    params=(name,))
+                within = float(ci.rel.median())
+                floors[name] = (float(spearmanr(first[both], second[both]).statistic), len(both), diff, within)
     keyed = rows.set_index(rows.nb201_index.map(lambda i: space.parse(str(i)).key))
     say("\nnoise floor (SRCC of each configuration's first visits against its second):")
     for name, (r, n, diff, within) in floors.items():

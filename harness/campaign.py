@@ -102,6 +102,7 @@ class CampaignSummary:
     repaired: int = 0  # cached model files that had changed on disk and were exported again
     visit_medians: dict[str, list[float]] = field(default_factory=dict)  # key -> each ok visit's median here
     visit_rel_cis: dict[str, list[float | None]] = field(default_factory=dict)  # key -> each one's CI half / median
+    not_measurable: int = 0  # failed visits the device can never measure (a replay table's gaps)
     no_energy: int = 0  # successful visits of a policy with energy on whose energy pass gave no figure
     no_energy_why: str | None = None  # the first such visit's reason (the meter's own words)
 
@@ -445,6 +446,7 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
         kind = m.failure_kind or FailureKind.DEVICE_ERROR.value
         summary.failed += 1
         summary.failures[kind] = summary.failures.get(kind, 0) + 1
+        summary.not_measurable += int(m.permanent)
         return ModelOutcome(m.arch, position, total, False, exported=m.exported, failure_kind=kind,
                             message=m.failure_message, round=m.round_no)
     r = m.result
@@ -661,6 +663,10 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             if pol.cooldown_seconds and i + 1 < len(todo):
                 clock.sleep(pol.cooldown_seconds)
         status = "finished"
+        if summary.failed > summary.not_measurable and not summary.ok:  # was listed as finished by `campaigns`
+            status = "failed"
+            message = (f"every one of {summary.failed} visit(s) failed: "
+                       + ", ".join(f"{k}={v}" for k, v in sorted(summary.failures.items())))
         if watch:
             summary.paused_s = watch.paused_s
             # a sentinel out of band marks the visits since its last good check: count those too
