@@ -406,6 +406,25 @@ def test_the_summary_gives_the_rankings_noise_floor_between_rounds(cache, store_
     assert noted in " ".join(capsys.readouterr().out.split())
 
 
+def test_a_paired_reference_cancels_the_speed_its_pair_shares(cache, store_path, capsys):
+    """Each visit at its own speed, the reference timed right before each run at the same speed: the stored
+    latency (median / reference median) cancels it, and so do the summary's checks, which compare visits as
+    stored: no "visits disagree", the rounds agree."""
+    from harness.campaign import round_agreement, visit_disagreement
+
+    archs = SPACE.sample(10, 4)
+    by_digest, _ = true_latencies(cache, archs, spread=(1.0, 1.3), seed=2)
+    results = {}
+    for reference in ("none", "auto"):
+        prof = lab_profile(warmup_runs=1, timed_runs=20, rounds=2, reference=reference)
+        lab = LabDevice(prof, Physics(noise=0.01, session_sd=0.15), true_ms=dict(by_digest))
+        with Store(store_path.with_name(f"{reference}.db")) as st:
+            s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+        results[reference] = (visit_disagreement(s), round_agreement(s)[0])
+    assert results["none"][0] is not None and results["none"][1] < 0.9
+    assert results["auto"][0] is None and results["auto"][1] > 0.95
+
+
 # --- devices check: what endangers stable timing ----------------------------------------------
 
 def test_stability_warnings_name_what_endangers_timing():

@@ -82,6 +82,7 @@ class LabDevice(Driver):
         self.seed = seed
         self.visits: dict[str, int] = {}
         self.runs_done = 0
+        self.reference: str | None = None  # set by the campaign (policy.reference): timed right before each run
 
     # --- physics ------------------------------------------------------------------------
     def latency_of(self, ref: str) -> float:
@@ -145,12 +146,21 @@ class LabDevice(Driver):
             self.runs_done += 1
             return ms, wait
 
+        ref_timed: list[float] = []
+
+        def ref_one() -> None:  # the paired reference shares the visit's speed (the session factor, heat)
+            ms = self.latency_of(self.reference) * session * self.slowdown() * max(0.05, 1 + rng.gauss(0, p.noise))
+            self._busy(ms)
+            ref_timed.append(ms)
+
         warm = [one()[0] for _ in range(pol.warmup_runs)]
         timed, waits, clean = [], [], []
         ad = pol.adaptive
         t0, stop = self.clock.t, "fixed"
         limit = ad.max_runs if ad else pol.timed_runs
         while len(timed) < limit or (ad is None and self.clock.t - t0 < pol.min_seconds):
+            if self.reference is not None:
+                ref_one()
             ms, wait = one()
             timed.append(ms)
             waits.append(wait)
@@ -166,6 +176,7 @@ class LabDevice(Driver):
                 stop = "max_runs"
         return RunResult(timed_ms=timed, warmup_ms=warm, init_ms=p.init_ms, conditions_before=before,
                          conditions_after=self.state(), wait_ms=waits, stop_rule=stop,
+                         reference_ms=ref_timed or None, reference_wait_ms=[0.0] * len(ref_timed) or None,
                          neighbours={"wall_s": (self.clock.t - t0) or 1e-9, "cpus": 1,
                                      "others_cpu_s": 0.9 * (self.clock.t - t0) if self.hog_active() else 0.0,
                                      "steal_s": 0.0})
