@@ -46,25 +46,32 @@ def gpu_present() -> str | None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--trtexec", default=shutil.which("trtexec") or "/usr/src/tensorrt/bin/trtexec")
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    ap.add_argument("--batches", default="1,32")
-    ap.add_argument("--precisions", default="fp32,fp16")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--n", type=int, default=50, help="architectures of the OneProxy sample to measure")
+    ap.add_argument("--seed", type=int, default=0, help="which architectures (pandas sample seed)")
+    ap.add_argument("--trtexec", default=shutil.which("trtexec") or "/usr/src/tensorrt/bin/trtexec",
+                    help="trtexec binary (measured when it exists)")
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data",
+                    help="folder of the public tables (oneproxy/nb201_oneproxy_18dev_1999.csv.gz)")
+    ap.add_argument("--batches", default="1,32", help="batch sizes, comma-separated")
+    ap.add_argument("--precisions", default="fp32,fp16", help="precisions, comma-separated")
     ap.add_argument("--rounds", type=int, default=2, help="visits per architecture (>= 2 gives the noise floor)")
     ap.add_argument("--providers", default="CUDAExecutionProvider,TensorrtExecutionProvider",
                     help="onnxruntime providers to measure with, those installed")
     ap.add_argument("--no-cuda-graph", action="store_true",
                     help="leave out the CUDA provider with CUDA graphs (enable_cuda_graph: 1)")
-    ap.add_argument("--energy", default="off", help="policy.energy of every configuration (nvml on a GPU)")
+    ap.add_argument("--energy", default="off", help="policy.energy of every configuration (nvml on a GPU; trtexec "
+                    "meters none and runs with off)")
     ap.add_argument("--budget-s", type=float, default=None, help="start no configuration after this many seconds")
     ap.add_argument("--out", type=Path, default=None, help="keep the store, the medians and the table here")
     ap.add_argument("--no-gpu-ok", action="store_true",
                     help="run anyway (checks the script itself, e.g. with `harness sim trtexec`'s stand-in)")
     args = ap.parse_args()
 
+    if args.out and (Path(args.out) / "gpu.db").exists():  # a second run would mix its visits with the first's
+        print(f"{args.out} holds gpu.db from an earlier run: give a new --out folder (or remove that one)")
+        return 2
     gpu = gpu_present() or ("none (--no-gpu-ok)" if args.no_gpu_ok else None)
     if gpu is None:
         print("no NVIDIA GPU here (NVML not available): nothing to check; run this on a GPU machine")
@@ -124,16 +131,18 @@ def main() -> int:
             if args.budget_s is not None and time.perf_counter() - t_start > args.budget_s:
                 say(f"  {name}: skipped (past --budget-s {args.budget_s:.0f})")
                 continue
+            energy_here = "off" if runtime["name"] == "trtexec" else args.energy  # trtexec meters no energy
             p = parse_profile({"name": name, "connection": {"kind": "local"}, "runtime": runtime,
-                               "policy": policy, "workload": {"batch_size": bs, "precision": precision}},
-                              f"<{name}>")
+                               "policy": {**policy, "energy": energy_here},
+                               "workload": {"batch_size": bs, "precision": precision}}, f"<{name}>")
             s = run_campaign(st, p, space, archs, cache=cache)
             m = st.measurements(name)
             fails = m[m.status != "ok"]
             why = "; ".join(sorted({f"{k}: {str(msg)[:160]}" for k, msg in
                                     zip(fails.failure_kind, fails.failure_message)}))
             m = m[m.status == "ok"]
-            say(f"  {name}: {s.ok} measured, {s.failed} failed ({why}) in {s.elapsed_s:.0f} s; "
+            failed = f", {s.failed} failed ({why})" if s.failed else ""
+            say(f"  {name}: {s.ok} measured{failed} in {s.elapsed_s:.0f} s; "
                 f"median {m.median_ms.median():.3f} ms, init {m.init_ms.median():.0f} ms per visit")
             if m.energy_mj.notna().any():
                 energy[name] = float(m.energy_mj.median())

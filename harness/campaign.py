@@ -105,6 +105,8 @@ class CampaignSummary:
     not_measurable: int = 0  # failed visits the device can never measure (a replay table's gaps)
     no_energy: int = 0  # successful visits of a policy with energy on whose energy pass gave no figure
     no_energy_why: str | None = None  # the first such visit's reason (the meter's own words)
+    cuda_graph_setting: str | None = None  # the profile's CUDA-graph switch when it times a GPU: advice names it
+    last_failure: str | None = None  # the latest failed visit's kind and message: what `campaigns` shows
 
     @property
     def degenerate(self) -> int:
@@ -230,6 +232,7 @@ class _Sentinels:
     def _check(self, done: int, phase: str) -> list[sentinels.Check]:
         out = []
         for a in self.archs:
+            self.driver.meter_energy = False  # a timing check: no energy pass
             est, _ = judge(self.driver.run(self.refs[a.key]), self.policy)
             c = self.monitor.check(a.key, est.median_ms, est.rel_ci)
             self.store.record_sentinel(self.cid, self.profile.name, a, models_done=done, median_ms=c.median_ms,
@@ -447,6 +450,7 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
         summary.failed += 1
         summary.failures[kind] = summary.failures.get(kind, 0) + 1
         summary.not_measurable += int(m.permanent)
+        summary.last_failure = f"{kind}: {m.failure_message}" if m.failure_message else kind
         return ModelOutcome(m.arch, position, total, False, exported=m.exported, failure_kind=kind,
                             message=m.failure_message, round=m.round_no)
     r = m.result
@@ -587,7 +591,8 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     todo = plan(store, profile, space, archs, remeasure, remeasure_stale)
     pending = {a.key for a, _ in todo}
     summary = CampaignSummary(profile.measured_name, space.name, len(archs), sum(a.key not in pending for a in archs),
-                              graph_mode=profile.graph, rounds=pol.rounds)
+                              graph_mode=profile.graph, rounds=pol.rounds,
+                              cuda_graph_setting=profile.runtime.cuda_graph_setting)
     if not (remeasure or remeasure_stale):
         summary.stale = len(stale_keys(store, profile, space, archs))
         if summary.skipped:  # some are kept as measured: were they measured with another setup?
@@ -627,6 +632,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         if watch:
             watch.start()
         refs: dict[str, tuple] = {}  # arch key -> (device ref, digest, degenerate, identity)
+        metered: set[str] = set()  # architectures whose energy this campaign has (policy.energy_visits: first)
         if pol.reference != "none" and hasattr(driver, "reference") and not hasattr(space, "artifact"):  # drivers with per-run timings
             ref_arch = reference_arch(space, pol.reference)
             driver.reference = driver.push(artifact_for(cache, space, ref_arch, profile))  # type: ignore[attr-defined]
@@ -646,7 +652,11 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             interrupts.check()  # a Ctrl-C that some library swallowed still stops the campaign here
             if starting is not None:
                 starting(arch)
+            # the energy pass (energy_seconds per visit) on an architecture's first visit here, or until one gave a figure
+            driver.meter_energy = pol.energy_visits == "all" or arch.key not in metered
             m = measure_model(driver, cache, space, arch, profile, pushed=refs if pol.rounds > 1 else None)
+            if m.ok and m.result is not None and m.result.energy_mj is not None:
+                metered.add(arch.key)
             m.round_no, m.rounds, m.gate = rnd, pol.rounds, gate
             mid = record_measured(store, write_retry_s, cid, profile.name, m, pol)
             observer.model_done(count_outcome(summary, m, i + 1, len(todo), pol), summary)
@@ -666,7 +676,8 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         if summary.failed > summary.not_measurable and not summary.ok:  # was listed as finished by `campaigns`
             status = "failed"
             message = (f"every one of {summary.failed} visit(s) failed: "
-                       + ", ".join(f"{k}={v}" for k, v in sorted(summary.failures.items())))
+                       + ", ".join(f"{k}={v}" for k, v in sorted(summary.failures.items()))
+                       + (f"; last: {summary.last_failure}" if summary.last_failure else ""))
         if watch:
             summary.paused_s = watch.paused_s
             # a sentinel out of band marks the visits since its last good check: count those too

@@ -526,10 +526,13 @@ def test_a_campaign_whose_every_visit_failed_exits_nonzero(cli_env):
 
     # a per-model limit no model can meet: every visit is a timeout failure, the campaign still "finishes"
     write_profile(Path(cli_env["HARNESS_DEVICES"]), "too-strict", {"name": "onnxruntime", "threads": 1},
-                  policy={"timeout_seconds": 0.001})
+                  policy={"min_seconds": 30, "timeout_seconds": 1})
     out = harness("measure", "-d", "too-strict", "--arch", "0,1", env=cli_env, check=False)
     assert out.returncode == 1 and "nothing was measured" in out.stderr, out.stdout + out.stderr
     assert "timeout=2" in out.stdout
+    # `campaigns` says what the failures were, not only how many
+    listed = " ".join(harness("campaigns", env={**cli_env, "COLUMNS": "200"}).stdout.split())
+    assert "failed: every one of 2 visit(s) failed: timeout=2; last: timeout:" in listed, listed
     ok = harness("measure", "-d", "fast-onnx", "--arch", "0", env=cli_env)
     assert ok.returncode == 0
 

@@ -254,6 +254,25 @@ def test_energy_per_inference_is_stored_and_exported(rapl_tree, tmp_path, cache_
     assert "cpu-energy_mj" in df.columns and df["cpu-energy_mj"].notna().sum() == 2
 
 
+@pytest.mark.parametrize("visits, metered", [("first", 2), ("all", 6)])
+def test_the_energy_pass_runs_on_each_architectures_first_visit_unless_asked_for_every_visit(
+        rapl_tree, tmp_path, cache_dir, visits, metered):
+    """Each energy pass adds energy_seconds to its visit: on every visit of every round it multiplied a fast
+    campaign's time several-fold for the same figure. By default only each architecture's first visit meters it,
+    and export still gives every architecture its energy (the latest visit that has one)."""
+    p = parse_profile({"name": "cpu-energy", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                       "policy": {"warmup_runs": 1, "timed_runs": 5, "rounds": 3, "energy": "rapl",
+                                  "energy_seconds": 0.05, "energy_visits": visits}}, "<e>")
+    with Store(tmp_path / "s.db") as st:
+        assert run_campaign(st, p, SPACE, SPACE.parse_many(["3", "9"]), cache=ModelCache(cache_dir)).ok == 6
+        m = st.measurements("cpu-energy")
+        df = latency_table(st, "nb201")
+        conditions = [json.loads(c) for (c,) in st.db.execute("SELECT conditions_json FROM measurements")]
+    assert m.energy_mj.notna().sum() == metered and (m.energy_mj.dropna() > 0).all()
+    assert sum("energy" in c for c in conditions) == metered  # the other visits ran no energy pass at all
+    assert df["cpu-energy_mj"].notna().sum() == 2
+
+
 def test_a_counter_that_never_moves_leaves_energy_empty_and_the_summary_says_why(tmp_path, monkeypatch, cache_dir):
     root = tmp_path / "sysfs"
     shutil.copytree(TREES / "x86-rapl", root)  # a recorded counter: it never moves
@@ -299,16 +318,17 @@ def test_phone_battery_energy_on_the_virtual_phone(tmp_path, cache_dir):
     ({"kind": "local"}, {"name": "trtexec"}, "nvml", "not measured around trtexec yet"),
 ])
 def test_energy_methods_the_device_kind_cannot_have_are_refused_up_front(connection, runtime, energy, msg):
-    from harness.devices.preflight import check_workload
+    # by the profile itself, so `devices check` refuses what `measure` would (it used to pass check)
     from harness.errors import ProfileError
 
-    p = parse_profile({"name": "p", "connection": connection, "runtime": runtime, "policy": {"energy": energy}}, "p")
     with pytest.raises(ProfileError, match=f"policy.energy: .*{msg}"):
-        check_workload(p, SPACE, SPACE.sample(1, 0))
+        parse_profile({"name": "p", "connection": connection, "runtime": runtime, "policy": {"energy": energy}}, "p")
+    off = parse_profile({"name": "p", "connection": connection, "runtime": runtime, "policy": {"energy": "off"}}, "p")
+    assert off.policy.energy == "off"
 
 
 def test_an_energy_pass_that_would_outlast_the_models_timeout_is_refused():
-    with pytest.raises(ProfileError, match="energy_seconds 60 needs a longer timeout_seconds.*at least 131"):
+    with pytest.raises(ProfileError, match="energy_seconds 60 needs a longer timeout_seconds.*10 s are kept for loading.*at least 131"):
         parse_profile({"name": "p", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
                        "policy": {"energy": "nvml", "energy_seconds": 60}}, "p")
     ok = parse_profile({"name": "p", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},

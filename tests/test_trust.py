@@ -403,7 +403,30 @@ def test_the_summary_gives_the_rankings_noise_floor_between_rounds(cache, store_
     r, n = round_agreement(s)
     assert n == 12 and ((r < 0.9) if noted == "rankings unreliable" else (r > 0.95))
     print_visit_notes(s)
-    assert noted in " ".join(capsys.readouterr().out.split())
+    out = " ".join(capsys.readouterr().out.split())
+    assert noted in out
+    # the lab device is no GPU: no CUDA-graph advice (it was given to CPUs too); a GPU runtime's own switch is named
+    assert "cuda_graph" not in out and s.cuda_graph_setting is None
+    if noted == "rankings unreliable":
+        s.cuda_graph_setting = parse_profile({"name": "g", "connection": {"kind": "local"}, "runtime": {
+            "name": "onnxruntime", "execution_provider": "TensorrtExecutionProvider"}}, "g").runtime.cuda_graph_setting
+        print_visit_notes(s)
+        assert "trt_cuda_graph_enable: '1'" in " ".join(capsys.readouterr().out.split())
+
+
+def test_too_few_architectures_visited_twice_for_a_noise_floor_is_said(cache, store_path, capsys):
+    """Below 8 architectures visited twice the summary gave no rounds line at all, as if all were well."""
+    from harness.campaign import round_agreement
+    from harness.cli.measure import print_visit_notes
+
+    archs = SPACE.sample(4, 5)
+    prof = lab_profile(warmup_runs=1, timed_runs=10, rounds=2)
+    lab = LabDevice(prof, Physics(noise=0.01))
+    with Store(store_path) as st:
+        s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+    assert round_agreement(s) is None
+    print_visit_notes(s)
+    assert "4 architectures were visited twice here, too few" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_paired_reference_cancels_the_speed_its_pair_shares(cache, store_path, capsys):

@@ -188,30 +188,36 @@ def print_visit_notes(s: CampaignSummary, who: str = "") -> None:
                       highlight=False)
 
 
-    from harness.campaign import RANK_AGREEMENT_WARN, round_agreement, visit_disagreement
+    from harness.campaign import RANK_AGREEMENT_MIN_ARCHS, RANK_AGREEMENT_WARN, round_agreement, visit_disagreement
 
     agreement = round_agreement(s)
+    twice = sum(len(v) >= 2 for v in s.visit_medians.values())
+    graphs = s.cuda_graph_setting
     if agreement is not None and agreement[0] >= RANK_AGREEMENT_WARN:
-        console.print(f"  rounds agree{who}: the first and second visits rank the {agreement[1]} architectures "
-                      f"alike at SRCC {agreement[0]:.3f} (the ranking's noise floor on this device)", highlight=False)
+        console.print(f"  rounds agree{who}: two visits of each of {agreement[1]} architectures (this campaign's "
+                      f"first two) rank them alike at SRCC {agreement[0]:.3f} (the ranking's noise floor on this "
+                      "device)", highlight=False)
     elif agreement is not None:
-        console.print(f"  [yellow]rankings unreliable{who}:[/] the first and second visits rank the {agreement[1]} "
-                      f"architectures alike at only SRCC {agreement[0]:.3f}: they differ by less than this device "
-                      "moves between visits, so their order here is largely noise. Lower the noise (a quieter "
-                      "device; on a GPU, runtime.provider_options enable_cuda_graph: '1'), measure more visits "
-                      "(policy.rounds: the stored latency is their median), or rank on a device that tells them "
-                      "apart", highlight=False)
+        console.print(f"  [yellow]rankings unreliable{who}:[/] two visits of each of {agreement[1]} architectures "
+                      f"(this campaign's first two) rank them alike at only SRCC {agreement[0]:.3f}: they differ by "
+                      "less than this device moves between visits, so their order here is largely noise. Lower the "
+                      "noise (a quieter device" + (f"; CUDA graphs, {graphs}" if graphs else "") + "), measure more "
+                      "visits (policy.rounds: the stored latency is their median), or rank on a device that tells "
+                      "them apart", highlight=False)
+    elif twice >= 2:
+        console.print(f"  rounds{who}: {twice} architectures were visited twice here, too few to say whether their "
+                      f"ranking is above the noise (that takes {RANK_AGREEMENT_MIN_ARCHS} or more)", highlight=False)
     d = visit_disagreement(s)
     if d is not None:
+        gpu = (" (a GPU at small batch waits on the host launching its kernels: CUDA graphs, " + graphs +
+               ", took an H200 from ±2.9 % to ±0.3 %)") if graphs else ""
         console.print(f"  [yellow]visits disagree{who}:[/] the first and second visits of an architecture differ "
                       f"by a median {d.median_diff:.0%} (worst {d.worst_diff:.0%}, {d.archs} architectures) while "
                       f"their own runs put that difference within ±{d.within:.1%}: the device's speed moves between visits, "
-                      "which more runs per visit cannot show (a GPU at small batch waits on the host launching its "
-                      "kernels: onnxruntime's CUDA graphs, runtime.provider_options enable_cuda_graph: '1', took an "
-                      "H200 from ±2.9 % to ±0.3 %; a paired reference, policy.reference: auto, cancels drift the "
-                      "pair shares). The stored latency is the median over visits, so more visits (policy.rounds) "
-                      "steady it; `compare` and `export --ci` resample visits and see this spread only where an "
-                      "architecture has two or more",
+                      f"which more runs per visit cannot show{gpu}. A paired reference (policy.reference: auto) "
+                      "cancels drift the pair shares. The stored latency is the median over visits, so more visits "
+                      "(policy.rounds) steady it; `compare` and `export --ci` resample visits and see this spread only "
+                      "where an architecture has two or more",
                       highlight=False)
     if s.no_energy:
         why = s.no_energy_why or ""

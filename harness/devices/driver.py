@@ -97,6 +97,9 @@ class Driver(ABC):
 
     def __init__(self, profile: Profile):
         self.profile = profile
+        # whether the next run() meters energy (policy.energy): the campaign turns it off for visits that need no
+        # energy pass (policy.energy_visits) and for sentinel checks; drivers whose energy costs a pass read it
+        self.meter_energy = True
 
     @abstractmethod
     def check(self) -> CheckReport:

@@ -62,12 +62,6 @@ def check_workload(profile: Profile, space: SearchSpace, archs: Sequence[Arch] =
     if allowed and w.precision not in allowed:
         problems.append(f"workload.precision: {w.precision} cannot run on {runtime} with {field} {backend} "
                         f"(it runs {', '.join(allowed)}); pick one of those or another {field}")
-    energy, kind = profile.policy.energy, profile.connection.kind
-    if kind == "adb" and energy not in ("off", "auto", "battery"):
-        problems.append(f"policy.energy: {energy} is not readable on a phone; use battery (coarse) or off")
-    if runtime == "trtexec" and energy != "off":
-        problems.append("policy.energy: not measured around trtexec yet; use off (or the onnxruntime "
-                        "TensorrtExecutionProvider, whose runner measures nvml energy)")
     if w.input_shape is not None and space.resolution_in_key:
         problems.append(f"workload.input_shape: space {space.name} has the resolution in its architecture keys; "
                         f"remove input_shape (each architecture is built at its own resolution)")

@@ -135,6 +135,18 @@ class Runtime(_Strict):
     def model_format(self) -> str:
         return RUNTIME_FORMATS[self.name]
 
+    @property
+    def cuda_graph_setting(self) -> str | None:
+        """The profile setting that turns on CUDA graphs for this GPU runtime (one launch per inference instead of
+        one per kernel: what steadies a GPU at small batch); None on CPUs and other accelerators."""
+        if self.name == "trtexec":
+            return "runtime.options use_cuda_graph: true"
+        if self.name == "onnxruntime" and self.execution_provider == "CUDAExecutionProvider":
+            return "runtime.provider_options enable_cuda_graph: '1'"
+        if self.name == "onnxruntime" and self.execution_provider == "TensorrtExecutionProvider":
+            return "runtime.provider_options trt_cuda_graph_enable: '1'"
+        return None
+
     @field_validator("options")
     @classmethod
     def _known_options(cls, v: dict, info: ValidationInfo) -> dict:
@@ -178,6 +190,9 @@ class Runtime(_Strict):
         return self
 
 
+ENERGY_TIMEOUT_MARGIN_S = 10.0  # of a model's timeout, kept for loading and timing it besides the energy pass
+
+
 class Policy(_Strict):
     """How a model is timed (pyperf / benchmark_model style).
 
@@ -191,7 +206,9 @@ class Policy(_Strict):
     timed_runs: int = Field(50, ge=1, le=1_000_000, description="fixed count (when adaptive is off)")
     min_seconds: float = Field(0.0, ge=0, description="keep timing until this long has passed")
     cooldown_seconds: float = Field(0.0, ge=0, description="pause between models (thermal)")
-    timeout_seconds: float = Field(120.0, gt=0, description="per-model limit; exceeded = timeout failure")
+    timeout_seconds: float = Field(120.0, ge=1, description=(
+        "per-model limit (loading, warm-up, timed runs and any energy pass); exceeded = timeout failure. At least 1 s: "
+        "a smaller one fails every model before its first run"))
     input_seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the random inputs")
     adaptive: Adaptive | None = Field(default_factory=Adaptive,
                                       description="adaptive stopping; null = fixed timed_runs")
@@ -215,6 +232,9 @@ class Policy(_Strict):
     energy_seconds: float = Field(1.0, ge=0.05, le=60, description=(
         "energy is metered in a pass of its own after the timed runs, the model running back to back for at least "
         "this long: NVML's counter moves every 100 ms, so a window of ~1 s holds ~10 of its steps"))
+    energy_visits: Literal["first", "all"] = Field("first", description=(
+        "which visits run the energy pass: first = each architecture's first visit of a campaign (again on a later "
+        "one when that pass gave no figure), all = every visit of every round (energy_seconds more per visit)"))
     power_mode: str | None = Field(None, description="Jetson nvpmodel mode (name or id) the measurements assume; "
                                    "`devices check` warns when the device is in another")
     include_transfers: bool = Field(False, description="GPU providers: time host->device input and "
@@ -242,13 +262,15 @@ class Policy(_Strict):
 
     @model_validator(mode="after")
     def _energy_pass_fits(self) -> "Policy":
-        """The energy pass (up to 2 x energy_seconds + 1 s) runs inside the visit's timeout: a pass the timeout
-        cuts would throw the visit's good latency away as a timeout."""
-        if self.energy != "off" and 2 * self.energy_seconds + 1 + 10 > self.timeout_seconds:
-            raise ValueError(f"energy_seconds {self.energy_seconds:g} needs a longer timeout_seconds (the energy pass "
-                             f"takes up to {2 * self.energy_seconds + 1:g} s inside each model's "
-                             f"{self.timeout_seconds:g} s, besides the timed runs): raise timeout_seconds to at least "
-                             f"{2 * self.energy_seconds + 11:g} or lower energy_seconds")
+        """The energy pass (up to 2 x energy_seconds + 1 s: waiting for the counter's first step, then the window)
+        runs inside the visit's timeout, which must also leave ENERGY_TIMEOUT_MARGIN_S for loading the model and
+        its timed runs: a pass the timeout cuts would throw the visit's good latency away as a timeout."""
+        need = 2 * self.energy_seconds + 1 + ENERGY_TIMEOUT_MARGIN_S
+        if self.energy != "off" and need > self.timeout_seconds:
+            raise ValueError(f"energy_seconds {self.energy_seconds:g} needs a longer timeout_seconds: the energy pass "
+                             f"takes up to {2 * self.energy_seconds + 1:g} s (2 x energy_seconds + 1) inside each "
+                             f"model's {self.timeout_seconds:g} s, and {ENERGY_TIMEOUT_MARGIN_S:g} s are kept for loading "
+                             f"and timing the model: raise timeout_seconds to at least {need:g} or lower energy_seconds")
         return self
 
 
@@ -327,6 +349,12 @@ class Profile(_Strict):
         if self.connection.kind == "ssh" and self.connection.benchmark_model and self.runtime.name != "tflite":
             raise ValueError("connection.benchmark_model times TFLite models: set runtime.name: tflite, or remove "
                              "benchmark_model to use the Python runner")
+        energy = self.policy.energy
+        if self.connection.kind == "adb" and energy not in ("off", "auto", "battery"):
+            raise ValueError(f"policy.energy: {energy} is not readable on a phone; use battery (coarse) or off")
+        if self.runtime.name == "trtexec" and energy != "off":
+            raise ValueError("policy.energy: not measured around trtexec yet; use off (or the onnxruntime "
+                             "TensorrtExecutionProvider, whose runner measures nvml energy)")
         return self
 
     @model_validator(mode="before")

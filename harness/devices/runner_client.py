@@ -206,7 +206,7 @@ class RunnerDriver(Driver):
                "provider_options": rt.provider_options, "precision": self.profile.workload.precision,
                "include_transfers": pol.include_transfers, "options": rt.options, "warmup_runs": pol.warmup_runs,
                "timed_runs": pol.timed_runs, "min_seconds": pol.min_seconds, "seed": pol.input_seed,
-               "conditions": True, "energy": pol.energy, "energy_seconds": pol.energy_seconds,
+               "conditions": True, "energy": pol.energy if getattr(self, "meter_energy", True) else "off", "energy_seconds": pol.energy_seconds,
                "gpu_index": self.gpu_index(), "probe": self.probe_path, "adaptive": pol.adaptive.model_dump() if pol.adaptive else None, "reference": self.reference}
         resp = self._call(req, timeout=pol.timeout_seconds, answer=protocol.RunAnswer)
         extra = resp.model_extra or {}

@@ -1070,12 +1070,21 @@ class Store:
 
     @_guarded
     def energies(self, space: str, devices: list[str] | None = None) -> pd.DataFrame:
-        """Long table (device, key, energy_mj, energy_method) of the latest measurements that have energy."""
-        df = self._measured_latest(space, "m.energy_mj, m.energy_method")
-        df = df[df.energy_mj.notna()]
+        """Long table (device, key, energy_mj, energy_method): per (device, workload, architecture) the latest
+        successful measurement that has energy (policy.energy_visits: first meters only the first visit of each
+        architecture, so the latest visit of a campaign usually has none)."""
+        q = """SELECT d.name AS device, m.batch_size, m.input_shape, m.precision, a.key, m.energy_mj, m.energy_method
+               FROM measurements m JOIN devices d ON d.id = m.device_id
+               JOIN architectures a ON a.id = m.arch_id WHERE a.space = ? AND m.id = (
+                 SELECT MAX(m2.id) FROM measurements m2 WHERE m2.device_id = m.device_id AND m2.arch_id = m.arch_id
+                   AND m2.batch_size = m.batch_size AND m2.input_shape = m.input_shape
+                   AND m2.precision = m.precision AND m2.status = 'ok' AND m2.energy_mj IS NOT NULL)"""
+        df = pd.read_sql_query(q, self.db, params=(space,))
+        df["device"] = [measured_name(*r) for r in zip(df.device, df.batch_size, df.input_shape, df.precision)]
+        df = df.drop(columns=["batch_size", "input_shape", "precision"])
         if devices:
             df = df[df.device.isin(devices)]
-        return df.drop(columns=["columns_json"]).reset_index(drop=True)
+        return df.reset_index(drop=True)
 
     @_guarded
     def arch_metrics(self, space: str, kind: str | None = None) -> pd.DataFrame:
