@@ -296,6 +296,11 @@ def test_adapt_prints_its_quality_and_reuses_identical_predictors(with_target, t
     monkeypatch.undo()
     other = " ".join(invoke(*args, "--method", "target-only").split())
     assert "adapted predictor #3 for new_dev (#2 used multiproxy)" in other
+    # target-only reads no proxy: naming others changes nothing it fits, so the same predictor is reused
+    fewer = args[:3] + args[5:]  # --proxy hwnb_raspi4 only
+    assert fewer.count("--proxy") == 1
+    same = " ".join(invoke(*fewer, "--method", "target-only").split())
+    assert "predictor #3 for new_dev already fits these inputs" in same, same
     with Store(with_target) as st:
         assert st.db.execute("SELECT COUNT(*) FROM predictors").fetchone()[0] == 3
 

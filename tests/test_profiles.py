@@ -68,6 +68,9 @@ BAD = [
     ("ort-option-typo", "name: ort-option-typo\nconnection: {kind: local}\nruntime: {name: onnxruntime, "
      "options: {graph_optimisation_level: disable}}\n",
      ["runtime.options", "graph_optimisation_level", "did you mean 'graph_optimization_level'", "dotted"]),
+    ("ort-dotted-typo", "name: ort-dotted-typo\nconnection: {kind: local}\nruntime: {name: onnxruntime, "
+     "options: {session.intra_op.allow_spining: '0'}}\n",
+     ["runtime.options", "did you mean 'session.intra_op.allow_spinning'", "ignores entries it does not know"]),
     ("ort-thread-option", "name: ort-thread-option\nconnection: {kind: local}\nruntime: {name: onnxruntime, "
      "options: {intra_op_num_threads: 4}}\n", ["runtime.options", "threads is a runtime field"]),
     ("tflite-options", "name: tflite-options\nconnection: {kind: local}\nruntime: {name: tflite, options: {foo: 1}}\n",
@@ -179,3 +182,14 @@ def test_a_profile_nested_hundreds_deep_is_an_error_not_a_recursion_traceback(tm
     path.write_text("name: deep\nx: " + "[" * 500 + "]" * 500 + "\n")  # 1 KB
     with pytest.raises(ProfileError, match="nested too deeply"):
         load_profile(path)
+
+
+def test_onnxruntime_config_entries_known_or_new_pass_and_only_near_misses_are_refused():
+    # a key onnxruntime knows, and one no release knows yet that is no misspelling of one, both pass through
+    for key in ("session.intra_op.allow_spinning", "session.disable_prepacking", "session.brand_new_knob_2027"):
+        p = parse_profile({"name": "o", "connection": {"kind": "local"},
+                           "runtime": {"name": "onnxruntime", "options": {key: "0"}}}, "o")
+        assert p.runtime.options == {key: "0"}
+    with pytest.raises(ProfileError, match="did you mean 'session.disable_prepacking'"):
+        parse_profile({"name": "o", "connection": {"kind": "local"},
+                       "runtime": {"name": "onnxruntime", "options": {"session.disable_prepackng": "1"}}}, "o")

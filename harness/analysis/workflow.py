@@ -384,6 +384,8 @@ def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAU
     if m.max_sources is not None and len(sources) > m.max_sources:
         raise ParameterError("proxies", f"{method} adapts at most {m.max_sources} proxy device(s); got "
                              f"{len(sources)}")
+    if not getattr(m, "uses_sources", True):  # target-only: the proxies named change nothing it fits
+        sources = []
     digest = _inputs_digest(ctx, method, sources, archs, y)
     latest = ctx.store.latest_predictor(ctx.space.name, target)
     if latest is not None and latest["provenance"].get("inputs_digest") == digest:

@@ -159,7 +159,15 @@ class Runtime(_Strict):
             raise ValueError(f"tflite reads no runtime.options ({', '.join(map(str, v))}); threads and delegate are "
                              "runtime fields, and a benchmark_model profile takes its flags from the connection")
         if name == "onnxruntime":
+            from harness.devices.ort_config_keys import ORT_CONFIG_KEYS
+
             for key in v:
+                if "." in str(key) and str(key) not in ORT_CONFIG_KEYS:
+                    near = difflib.get_close_matches(str(key), sorted(ORT_CONFIG_KEYS), n=1, cutoff=0.85)
+                    if near:
+                        raise ValueError(f"unknown onnxruntime config entry {key!r}: did you mean {near[0]!r}? "
+                                         "onnxruntime ignores entries it does not know, so a misspelt one would "
+                                         "measure at its default while the profile says otherwise")
                 if key != "graph_optimization_level" and "." not in str(key):
                     close = difflib.get_close_matches(str(key), ["graph_optimization_level"], n=1, cutoff=0.6)
                     hint = (f"did you mean {close[0]!r}? " if close else

@@ -26,6 +26,9 @@ class Method(Protocol):
     name: ClassVar[str]
     summary: ClassVar[str]       # one line for --help
     max_sources: ClassVar[int | None]  # e.g. 1 for OneProxy's AdaProxy; None: any number
+    # optional, default True; False: fit() ignores the sources (target-only), so adapt neither records them nor
+    # makes a new predictor when only they changed
+    uses_sources: ClassVar[bool]
 
     def fit(self, ctx: Context, sources: Sequence[str], archs: Sequence[Arch], y_ms: np.ndarray) -> Fitted:
         """Fit on the target's measured ``archs`` (latencies ``y_ms``) and the ``sources``' latencies."""

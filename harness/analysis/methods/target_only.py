@@ -11,6 +11,7 @@ class TargetOnly:
     name = "target-only"
     summary = "the target's samples alone (ridge on one-hot + graph features)"
     max_sources = None
+    uses_sources = False
 
     def fit(self, ctx, sources, archs, y_ms) -> Fitted:
         names = ctx.graph.vocabulary(archs)
