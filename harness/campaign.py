@@ -105,6 +105,9 @@ class CampaignSummary:
     not_measurable: int = 0  # failed visits the device can never measure (a replay table's gaps)
     no_energy: int = 0  # successful visits of a policy with energy on whose energy pass gave no figure
     no_energy_why: str | None = None  # the first such visit's reason (the meter's own words)
+    energy_mj: list[float] = field(default_factory=list)  # each metered visit's energy per inference
+    energy_method: str | None = None
+    energy_given_up: bool = False  # the first passes' counter never moved: the rest of the campaign ran none
     cuda_graph_setting: str | None = None  # the profile's CUDA-graph switch when it times a GPU: advice names it
     last_failure: str | None = None  # the latest failed visit's kind and message: what `campaigns` shows
 
@@ -442,6 +445,9 @@ def record_measured(store: Store, retry_s: float, campaign_id: int, device: str,
         **fields)
 
 
+ENERGY_GIVE_UP_PASSES = 3  # energy passes without a figure, and none with one, before a campaign stops metering
+
+
 def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: int,
                   policy: Policy | None = None) -> ModelOutcome:
     """Add one model to the summary's counts and say what the observer hears."""
@@ -469,6 +475,9 @@ def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: i
     if r.energy_facts is not None and r.energy_mj is None:
         summary.no_energy += 1
         summary.no_energy_why = summary.no_energy_why or str(r.energy_facts.get("why") or "no reading")
+    if r.energy_mj is not None:
+        summary.energy_mj.append(float(r.energy_mj))
+        summary.energy_method = r.energy_method
     rel = est.rel_ci if r.per_run else None  # an aggregate's CI over runs is not known
     cv = stats["std_ms"] / stats["mean_ms"] if stats["std_ms"] is not None and stats["mean_ms"] > 0 else None
     if (r.per_run and rel is None) or (not r.per_run and (r.n_runs or 0) < 2):  # no spread to judge its noise by
@@ -652,8 +661,11 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             interrupts.check()  # a Ctrl-C that some library swallowed still stops the campaign here
             if starting is not None:
                 starting(arch)
-            # the energy pass (energy_seconds per visit) on an architecture's first visit here, or until one gave a figure
-            driver.meter_energy = pol.energy_visits == "all" or arch.key not in metered
+            # the energy pass (energy_seconds per visit) on an architecture's first visit here, or until one gave a
+            # figure; a counter that did not move in the first passes is dead here: no more passes (each costs seconds)
+            if not summary.energy_given_up and not summary.energy_mj and summary.no_energy >= ENERGY_GIVE_UP_PASSES:
+                summary.energy_given_up = True
+            driver.meter_energy = not summary.energy_given_up and (pol.energy_visits == "all" or arch.key not in metered)
             m = measure_model(driver, cache, space, arch, profile, pushed=refs if pol.rounds > 1 else None)
             if m.ok and m.result is not None and m.result.energy_mj is not None:
                 metered.add(arch.key)

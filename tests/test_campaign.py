@@ -74,7 +74,7 @@ def test_failures_are_recorded_with_kind_and_campaign_aborts(devices_dir, regist
 
 
 def test_timeout_failure_then_success_on_resume(devices_dir, registry, store_path, cache_dir):
-    write_profile(devices_dir, "slow", {"name": "onnxruntime"}, {"min_seconds": 30, "timeout_seconds": 1})
+    write_profile(devices_dir, "slow", {"name": "onnxruntime"}, {"min_seconds": 0.99, "timeout_seconds": 1})
     archs = SPACE.parse_many(["11"])
     with Store(store_path) as st:
         s = run_campaign(st, registry.get("slow"), SPACE, archs, cache=ModelCache(cache_dir))

@@ -531,7 +531,7 @@ def test_a_campaign_whose_every_visit_failed_exits_nonzero(cli_env):
 
     # a per-model limit no model can meet: every visit is a timeout failure, the campaign still "finishes"
     write_profile(Path(cli_env["HARNESS_DEVICES"]), "too-strict", {"name": "onnxruntime", "threads": 1},
-                  policy={"min_seconds": 30, "timeout_seconds": 1})
+                  policy={"min_seconds": 0.99, "timeout_seconds": 1})
     out = harness("measure", "-d", "too-strict", "--arch", "0,1", env=cli_env, check=False)
     assert out.returncode == 1 and "nothing was measured" in out.stderr, out.stdout + out.stderr
     assert "timeout=2" in out.stdout

@@ -81,6 +81,8 @@ def test_gpu_provider_on_a_cpu_only_onnxruntime_fails_before_any_model(tmp_path)
         d.cleanup()
     report = make_any_driver(p).check()
     assert not report.ok and "runtime.execution_provider" in report.message
+    import onnxruntime  # the runner answered before the check failed: `devices check` still gives its version
+    assert report.runtime_version == onnxruntime.__version__ and report.details["versions"]["onnxruntime"]
 
 
 def test_a_gpu_provider_that_cannot_start_names_the_first_error_not_the_retrys(tmp_path, monkeypatch):

@@ -256,21 +256,26 @@ def test_energy_per_inference_is_stored_and_exported(rapl_tree, tmp_path, cache_
 
 @pytest.mark.parametrize("visits, metered", [("first", 2), ("all", 6)])
 def test_the_energy_pass_runs_on_each_architectures_first_visit_unless_asked_for_every_visit(
-        rapl_tree, tmp_path, cache_dir, visits, metered):
+        rapl_tree, tmp_path, cache_dir, visits, metered, capsys):
     """Each energy pass adds energy_seconds to its visit: on every visit of every round it multiplied a fast
     campaign's time several-fold for the same figure. By default only each architecture's first visit meters it,
     and export still gives every architecture its energy (the latest visit that has one)."""
+    from harness.cli.measure import print_visit_notes
+
     p = parse_profile({"name": "cpu-energy", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
                        "policy": {"warmup_runs": 1, "timed_runs": 5, "rounds": 3, "energy": "rapl",
                                   "energy_seconds": 0.05, "energy_visits": visits}}, "<e>")
     with Store(tmp_path / "s.db") as st:
-        assert run_campaign(st, p, SPACE, SPACE.parse_many(["3", "9"]), cache=ModelCache(cache_dir)).ok == 6
+        s = run_campaign(st, p, SPACE, SPACE.parse_many(["3", "9"]), cache=ModelCache(cache_dir))
+        assert s.ok == 6
         m = st.measurements("cpu-energy")
         df = latency_table(st, "nb201")
         conditions = [json.loads(c) for (c,) in st.db.execute("SELECT conditions_json FROM measurements")]
     assert m.energy_mj.notna().sum() == metered and (m.energy_mj.dropna() > 0).all()
     assert sum("energy" in c for c in conditions) == metered  # the other visits ran no energy pass at all
     assert df["cpu-energy_mj"].notna().sum() == 2
+    print_visit_notes(s)  # the summary says what was metered (it said nothing when all went well)
+    assert f"energy: {metered} visit(s) metered (rapl), median" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_counter_that_never_moves_leaves_energy_empty_and_the_summary_says_why(tmp_path, monkeypatch, cache_dir):
@@ -286,6 +291,26 @@ def test_a_counter_that_never_moves_leaves_energy_empty_and_the_summary_says_why
     assert s.ok == 1 and m.energy_mj.isna().all() and m.median_ms.notna().all()  # the latency stands
     assert s.no_energy == 1 and "moved 0 time(s)" in s.no_energy_why
     assert cond["energy"]["runs"] > 0 and "why" in cond["energy"]
+
+
+def test_a_campaign_stops_metering_a_counter_that_never_moved(tmp_path, monkeypatch, cache_dir, capsys):
+    """A dead counter under energy_visits: first retried the pass on every visit (none gave a figure): each pass
+    waits up to 2 x energy_seconds + 1 s, so a campaign took 37x as long for nothing. Three passes, then none."""
+    from harness.campaign import ENERGY_GIVE_UP_PASSES
+    from harness.cli.measure import print_visit_notes
+
+    root = tmp_path / "sysfs"
+    shutil.copytree(TREES / "x86-rapl", root)  # a recorded counter: it never moves
+    monkeypatch.setenv("HARNESS_SYSFS_ROOT", str(root))
+    p = parse_profile({"name": "still", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                       "policy": {"warmup_runs": 0, "timed_runs": 3, "rounds": 3, "energy": "rapl",
+                                  "energy_seconds": 0.05}}, "<e>")
+    with Store(tmp_path / "s.db") as st:
+        s = run_campaign(st, p, SPACE, SPACE.parse_many(["3", "9"]), cache=ModelCache(cache_dir))
+        passes = sum("energy" in json.loads(c) for (c,) in st.db.execute("SELECT conditions_json FROM measurements"))
+    assert s.ok == 6 and passes == s.no_energy == ENERGY_GIVE_UP_PASSES and s.energy_given_up
+    print_visit_notes(s)
+    assert "the campaign ran no more" in " ".join(capsys.readouterr().out.split())
 
 
 def test_energy_method_missing_on_the_device_stops_the_campaign(tmp_path, monkeypatch, cache_dir):

@@ -42,6 +42,9 @@ BAD = [
      ["policy.timeout_seconds", "greater than or equal to 1"]),
     ("tiny-timeout", GOOD.format(name="tiny-timeout") + "policy: {timeout_seconds: 0.01}\n",
      ["policy.timeout_seconds", "greater than or equal to 1"]),
+    # every model would time out: it was accepted, and each visit failed with a message naming neither field
+    ("timing-past-timeout", GOOD.format(name="timing-past-timeout") + "policy: {min_seconds: 30, timeout_seconds: 1}\n",
+     ["policy.min_seconds 30", "policy.timeout_seconds 1", "every model would fail as a timeout"]),
     ("bad-kind", "name: bad-kind\nconnection: {kind: usb}\nruntime: {name: tflite}\n",
      ["connection.kind", "'usb'", "local, ssh, adb"]),
     ("no-kind", "name: no-kind\nconnection: {host: x}\nruntime: {name: tflite}\n",

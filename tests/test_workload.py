@@ -151,6 +151,7 @@ def test_cli_measure_flags(cli_env, tmp_path):
     ("TensorRTExecutionProvider", "did you mean 'TensorrtExecutionProvider'?"),
     ("cuda", "did you mean 'CUDAExecutionProvider'? onnxruntime names providers in full"),
     ("CPUExecutionprovider", "did you mean 'CPUExecutionProvider'?"),  # a case slip: no hint before
+    ("CUDAExecutonProvider", "did you mean 'CUDAExecutionProvider'?"),  # a slip in the suffix: no hint before
     ("cpu exec", "known: CPUExecutionProvider, CUDAExecutionProvider"),
 ])
 def test_execution_provider_names_are_checked(provider, expect):

@@ -83,7 +83,7 @@ def check(name: str = typer.Argument(..., help="Profile name"),
                 driver.cleanup()
     mark = "[green]ok[/]" if report.ok else "[bold red]FAILED[/]"
     console.print(f"{esc(name)}: {mark}  reachable={'not tried' if report.reachable is None else report.reachable}  runtime={report.runtime} "
-                  f"version={report.runtime_version or ('-' if report.ok else 'unknown (see below)')}")
+                  f"version={report.runtime_version or '-'}")
     for k, v in report.details.items():
         if isinstance(v, dict):  # versions and GPU facts: one line each, not a Python dict
             console.print(f"  {esc(k)}:", highlight=False)

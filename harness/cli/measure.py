@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import statistics
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -155,7 +156,8 @@ def print_summary(s: CampaignSummary) -> None:
               if s.rounds > 1 and s.ok + s.failed else "")
     graph = "" if s.space == "file" else f" (graph: {s.graph_mode})"  # model files are measured as given
     console.print(f"[bold]{esc(s.device)}[/] {esc(s.space)}{graph}: {s.ok} measured, {s.failed} failed"
-                  f"{visits}, {s.skipped} already in the store, {s.exported} exported, {s.elapsed_s:.1f} s ({s.status})",
+                  f"{visits}, {s.skipped} already in the store, {s.exported} model file(s) exported, {s.elapsed_s:.1f} s "
+                  f"({s.status})",
                   highlight=False)
     if s.degenerate:
         console.print(f"  {s.degenerate} degenerate model(s) (output independent of the input, e.g. an all-'none' "
@@ -205,7 +207,7 @@ def print_visit_notes(s: CampaignSummary, who: str = "") -> None:
                       "visits (policy.rounds: the stored latency is their median), or rank on a device that tells "
                       "them apart", highlight=False)
     elif twice >= 2:
-        console.print(f"  rounds{who}: {twice} architectures were visited twice here, too few to say whether their "
+        console.print(f"  rounds{who}: {twice} architectures were visited more than once here, too few to say whether their "
                       f"ranking is above the noise (that takes {RANK_AGREEMENT_MIN_ARCHS} or more)", highlight=False)
     d = visit_disagreement(s)
     if d is not None:
@@ -219,13 +221,19 @@ def print_visit_notes(s: CampaignSummary, who: str = "") -> None:
                       "(policy.rounds) steady it; `compare` and `export --ci` resample visits and see this spread only "
                       "where an architecture has two or more",
                       highlight=False)
+    if s.energy_mj:
+        console.print(f"  energy{who}: {len(s.energy_mj)} visit(s) metered ({s.energy_method}), median "
+                      f"{statistics.median(s.energy_mj):.3g} mJ per inference; exported as {s.device}_mj",
+                      highlight=False)
     if s.no_energy:
         why = s.no_energy_why or ""
         fix = ("this device's energy reading does not move here: use another policy.energy method, or off"
                if "moved 0 " in why else "a reset during the pass: later visits are read anew" if "backwards" in why
                else "a counter that moves rarely needs a longer pass: raise policy.energy_seconds")
+        stopped = (f"; after {s.no_energy} such passes and none with a figure the campaign ran no more (each costs "
+                   "up to 2 x policy.energy_seconds + 1 s)" if s.energy_given_up else "")
         console.print(f"  [yellow]no energy{who}:[/] {s.no_energy} of {s.ok} visit(s) got no energy figure ({why}); "
-                      f"their latencies stand; {fix}", highlight=False)
+                      f"their latencies stand{stopped}; {fix}", highlight=False)
 
 
 def rerun_when(stop: Exception, profile) -> str:
@@ -339,7 +347,8 @@ def measure(
     by one campaign at a time: a second command says who holds it and exits (code 3), or waits with --wait.
     With several --device options the devices measure at the same time (one progress line each); with --ray,
     on the hosts they are attached to. Exit status 1 when a device stopped before its list was done, or when
-    every model it tried failed.
+    every model it tried failed; 2 when nothing could start (a bad profile or flag, or a setup the device cannot
+    run: a missing provider or energy counter; the message names the field).
     """
     if len(device) > 1 or ray_address is not None or not each:
         from harness.cli.farm import run_farm_command

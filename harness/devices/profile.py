@@ -122,7 +122,9 @@ class Runtime(_Strict):
             return v
         stems = {p.removesuffix("ExecutionProvider").lower(): p for p in KNOWN_PROVIDERS}
         low = v.lower()
-        stem = low[:-len("executionprovider")] if low.endswith("executionprovider") else low
+        # the part before "ExecutionProvider", however that is misspelt (CUDAExecutonProvider -> cuda)
+        spelt = re.match(r"(.*?)exec[a-z]*prov[a-z]*", low)
+        stem = spelt.group(1) if spelt and spelt.group(0) == low else low
         close = [stems[stem]] if stem in stems else \
             [stems[c] for c in difflib.get_close_matches(stem, list(stems), n=1, cutoff=0.75)]
         if close or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*ExecutionProvider", v):
@@ -267,6 +269,16 @@ class Policy(_Strict):
             # the classic policy, unchanged: a fixed count, one pass, no paired reference
             return {"rounds": 1, "reference": "none", **data, "adaptive": None}
         return data
+
+    @model_validator(mode="after")
+    def _timing_fits(self) -> "Policy":
+        """min_seconds of timing inside a shorter timeout fails every model as a timeout, whatever it is."""
+        if self.min_seconds >= self.timeout_seconds:
+            raise ValueError(f"policy.min_seconds {self.min_seconds:g} keeps timing each model at least that long, "
+                             f"but policy.timeout_seconds {self.timeout_seconds:g} stops it before: every model would "
+                             "fail as a timeout; lower min_seconds or raise timeout_seconds above it (with room for "
+                             "loading and warm-up)")
+        return self
 
     @model_validator(mode="after")
     def _energy_pass_fits(self) -> "Policy":
@@ -514,6 +526,11 @@ def _describe(err: dict, data: Any) -> str:
         return f"{field}: unknown field{hint}; allowed here: {', '.join(model.model_fields)}"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    if isinstance(err.get("input"), dict):  # a check across fields (a model validator): its input is the whole block
+        named = re.match(r"[a-z_]+(\.[a-z_]+)+\b", msg)  # the message names its own field, e.g. policy.energy: ...
+        if named and (not loc or named.group(0).startswith(field + ".")):
+            return msg
+        return f"{field}: {msg}"
     return f"{field}: {msg} (got {_echo.repr(err.get('input'))})"
 
 

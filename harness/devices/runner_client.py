@@ -137,7 +137,10 @@ class RunnerDriver(Driver):
             self.prepare()
             self.check_energy()
         except DriverError as e:
+            hello = getattr(self, "hello", None) or {}  # the runner answered before the check failed: say what it has
             return CheckReport(False, None if e.before_contact else not isinstance(e, ConnectionLost), rt,
+                               hello.get("versions", {}).get(rt),
+                               details={"versions": hello["versions"]} if hello.get("versions") else {},
                                message=str(e))
         finally:
             self.cleanup()
