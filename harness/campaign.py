@@ -448,6 +448,12 @@ def record_measured(store: Store, retry_s: float, campaign_id: int, device: str,
 ENERGY_GIVE_UP_PASSES = 3  # energy passes without a figure, and none with one, before a campaign stops metering
 
 
+def energy_counter_dead(passes_without: int, passes_with: int) -> bool:
+    """A counter that gave no figure in the first ENERGY_GIVE_UP_PASSES passes and none since is dead here: no more
+    passes (each costs up to 2 x energy_seconds + 1 s). Campaigns and the farm's device sessions both ask this."""
+    return passes_with == 0 and passes_without >= ENERGY_GIVE_UP_PASSES
+
+
 def count_outcome(summary: CampaignSummary, m: Measured, position: int, total: int,
                   policy: Policy | None = None) -> ModelOutcome:
     """Add one model to the summary's counts and say what the observer hears."""
@@ -663,8 +669,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
                 starting(arch)
             # the energy pass (energy_seconds per visit) on an architecture's first visit here, or until one gave a
             # figure; a counter that did not move in the first passes is dead here: no more passes (each costs seconds)
-            if not summary.energy_given_up and not summary.energy_mj and summary.no_energy >= ENERGY_GIVE_UP_PASSES:
-                summary.energy_given_up = True
+            summary.energy_given_up = energy_counter_dead(summary.no_energy, len(summary.energy_mj))
             driver.meter_energy = not summary.energy_given_up and (pol.energy_visits == "all" or arch.key not in metered)
             m = measure_model(driver, cache, space, arch, profile, pushed=refs if pol.rounds > 1 else None)
             if m.ok and m.result is not None and m.result.energy_mj is not None:

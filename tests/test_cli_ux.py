@@ -71,6 +71,11 @@ def test_campaigns_lists_every_status_without_crashing(tmp_path: Path, width: in
     assert "[bold]x[/]" in out  # messages are shown as written, never read as markup
     assert "#4 abandoned: process ended without closing the campaign" in out
     assert re.search(r"\b1\s+local-onnx\s+nb201\s+finished\s+0/10\b", out)
+    if width == 80:  # at 60 columns the device and space columns went blank: the start time gives way instead
+        common.console.width = common.err.width = 60
+        narrow = invoke("campaigns", "--store", str(store))
+        assert_fits(narrow, 60)
+        assert re.search(r"\b1\s+local-onnx\s+nb201\s+finished\s+0/10\b", narrow), narrow
 
 
 def test_campaigns_on_an_empty_store_says_what_to_do(tmp_path: Path):

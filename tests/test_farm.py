@@ -303,3 +303,27 @@ def test_a_host_and_a_farm_command_agree_on_a_profile_with_the_default_rounds():
         assert labels[digest_label(name)] == farm_digest(farm_profile(p))
         other = p.model_copy(update={"runtime": p.runtime.model_copy(update={"threads": 2})})
         assert farm_digest(other) != labels[digest_label(name)]  # a real difference still shows
+
+
+def test_each_farm_device_stops_metering_a_counter_that_never_moved(store_path, cache_dir, tmp_path, monkeypatch):
+    """As a one-device campaign: three energy passes without a figure, then none (each costs seconds)."""
+    import json
+    import shutil
+
+    from harness.campaign import ENERGY_GIVE_UP_PASSES
+
+    root = tmp_path / "sysfs"
+    shutil.copytree(Path(__file__).parent / "data" / "sysfs" / "x86-rapl", root)  # recorded: it never moves
+    monkeypatch.setenv("HARNESS_SYSFS_ROOT", str(root))
+    profiles = [parse_profile({"name": f"e{i}", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                               "policy": {**QUICK, "rounds": 1, "energy": "rapl", "energy_seconds": 0.05}}, "p")
+                for i in range(2)]
+    with Store(store_path) as st:
+        s = farm(st, profiles, SPACE.sample(5, 3), cache_dir)
+        assert s.finished and [d.ok for d in s.devices] == [5, 5]
+        rows = st.db.execute("SELECT d.name, m.conditions_json FROM measurements m JOIN devices d ON d.id = m.device_id")
+        passes = {}
+        for name, cond in rows:
+            passes[name] = passes.get(name, 0) + ("energy" in json.loads(cond))
+    assert passes == {"e0": ENERGY_GIVE_UP_PASSES, "e1": ENERGY_GIVE_UP_PASSES}
+    assert all(d.energy_given_up and d.no_energy == ENERGY_GIVE_UP_PASSES for d in s.devices)

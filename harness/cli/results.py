@@ -143,7 +143,8 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     show_suspect = bool(df.suspect.sum())  # visits measured while the device was not alone: see `suspect`
     cols = ("status", "ok/planned" if wide else "ok/plan", *(("failed",) if show_failed else ()),
             *(("suspect",) if show_suspect else ()), *(("stale",) if show_stale else ()),
-            *(("runs/model", "per-run") if wide else ("runs",)), "started UTC")
+            *(("runs/model", "per-run") if wide else ("runs",)),
+            *(("started UTC",) if console.width >= 72 else ()))  # below 72 the device and space columns went blank
     for col in cols:
         table.add_column(col, no_wrap=True, justify="left" if col in ("status", "per-run", "started UTC") else "right")
     notes, device_stats = [], False
@@ -159,7 +160,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
                       *((f"[yellow]{r.suspect}[/]" if r.suspect else "",) if show_suspect else ()),
                       *((f"[yellow]{r.stale}[/]" if r.stale else "",) if show_stale else ()),
                       *((runs, per_run) if wide else (runs,)),
-                      _text(r.started_at)[0 if wide else 5:16].replace("T", " "))
+                      *((_text(r.started_at)[0 if wide else 5:16].replace("T", " "),) if console.width >= 72 else ()))
         if _text(r.message):
             notes.append(f"  #{r.id} {r.status}: {esc(_text(r.message))}")
     print_table(table)

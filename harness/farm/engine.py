@@ -17,8 +17,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from harness.campaign import (CampaignSummary, Measured, ModelOutcome, changed_setup, count_outcome, record_measured,
-                              retrying)
+from harness.campaign import (CampaignSummary, Measured, ModelOutcome, changed_setup, count_outcome,
+                              energy_counter_dead, record_measured, retrying)
 from harness.devices.lease import DeviceLease, lock_dir_for
 from harness.errors import ConnectionLost, FailureKind, HarnessError, StoreError
 from harness.farm.plan import FarmPlan
@@ -297,6 +297,7 @@ class _Farm:
 
     def _count(self, s: DeviceSummary, m: Measured, name: str) -> None:
         outcome = count_outcome(s, m, s.ok + s.failed + 1, s.planned, self.plan.profiles[name].policy)
+        s.energy_given_up = energy_counter_dead(s.no_energy, len(s.energy_mj))  # its session stops metering too
         self.obs.model_done(s, outcome)
 
     def run(self) -> None:

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from harness.campaign import Measured, measure_model
+from harness.campaign import Measured, energy_counter_dead, measure_model
 from harness.devices.driver import Driver, make_driver
 from harness.devices.profile import Profile
 from harness.errors import ParameterError
@@ -44,6 +44,7 @@ class DeviceSession:
         self.profile, self.space, self.cache = profile, space, cache
         self.driver = driver or make_driver(profile)
         self.measured = 0
+        self.energy = self.no_energy = 0  # energy passes with and without a figure
 
     def prepare(self) -> dict:
         from harness.models.cache import get_format
@@ -62,8 +63,12 @@ class DeviceSession:
             if self.cache.verified(path):  # content-addressed and intact: the file at this key is this model
                 artifact = Artifact(path, fmt, hint.digest, False, 0.0, graph_mode=hint.graph_mode,
                                     degenerate=hint.degenerate)
+        self.driver.meter_energy = not energy_counter_dead(self.no_energy, self.energy)  # as a campaign decides
         m = measure_model(self.driver, self.cache, self.space, arch, self.profile, artifact)
         self.measured += 1
+        if m.result is not None and m.result.energy_facts is not None:
+            self.energy += m.result.energy_mj is not None
+            self.no_energy += m.result.energy_mj is None
         if self.profile.policy.cooldown_seconds:
             time.sleep(self.profile.policy.cooldown_seconds)
         return m
