@@ -276,6 +276,18 @@ def test_the_energy_pass_runs_on_each_architectures_first_visit_unless_asked_for
     assert df["cpu-energy_mj"].notna().sum() == 2
     print_visit_notes(s)  # the summary says what was metered (it said nothing when all went well)
     assert f"energy: {metered} visit(s) metered (rapl), median" in " ".join(capsys.readouterr().out.split())
+    if visits == "first":  # the report has an energy table (energy was in export only)
+        from harness.analysis.api import report
+
+        html = report(tmp_path / "s.db", tmp_path / "r.html").read_text()
+        assert "<h2>Energy</h2>" in html and "SRCC energy vs latency" in html and "rapl" in html
+        from harness.analysis.report import energy_table
+
+        with Store(tmp_path / "s.db") as st:
+            t = energy_table(st.latencies("nb201").pivot(index="key", columns="device", values="latency_ms"),
+                             st.energies("nb201")).iloc[0]
+        # 50 W ticking counter: the implied power is ~50 W (more when the window held time waiting for a CPU)
+        assert t.architectures == 2 and 25 <= t["median W"] <= 200, t
 
 
 def test_a_counter_that_never_moves_leaves_energy_empty_and_the_summary_says_why(tmp_path, monkeypatch, cache_dir):

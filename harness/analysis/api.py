@@ -106,6 +106,7 @@ def report(store: StoreLike, out: str | Path, space: str = "nb201", devices: Seq
         source = str(st.path)
         measured = st.measurements(space=space)
         checks = st.sentinel_series(space=space)  # a report is of one space: its sentinels only
+        energy = st.energies(space, list(wide.columns))
     missing = sorted({d for p in pairs or [] for d in p} - set(wide.columns))
     if missing:
         raise ParameterError("pairs", f"scatter pair(s) name device(s) without {space} data: {', '.join(missing)}")
@@ -119,4 +120,4 @@ def report(store: StoreLike, out: str | Path, space: str = "nb201", devices: Seq
     corr = correlate(wide, method=method)
     label = "SRCC" if method == "spearman" else "Kendall tau"
     return build_report(wide, corr, space, origins, pairs, label, min_overlap=min_overlap, facts=facts,
-                        source=source, measurements=measured, sentinel_checks=checks).write(out, png_dir)
+                        source=source, measurements=measured, sentinel_checks=checks, energy=energy).write(out, png_dir)

@@ -245,7 +245,7 @@ def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: di
                  pairs: Sequence[tuple[str, str]] | None = None, method: str = "SRCC",
                  min_overlap: int = DEFAULT_MIN_OVERLAP, facts: pd.DataFrame | None = None,
                  source: str = "", measurements: pd.DataFrame | None = None,
-                 sentinel_checks: pd.DataFrame | None = None) -> Report:
+                 sentinel_checks: pd.DataFrame | None = None, energy: pd.DataFrame | None = None) -> Report:
     matrix = corr.matrix()
     reliable = corr.matrix(min_overlap)
     order = cluster_order(reliable)
@@ -285,6 +285,12 @@ def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: di
             report.figures.append(fig)
     if sentinel_checks is not None and not sentinel_checks.empty:
         report.figures.append(sentinel_series(sentinel_checks))
+    if energy is not None and not energy.empty:
+        report.tables.append(Table("Energy", energy_table(wide, energy),
+                                   "Devices measured with policy.energy: millijoules per inference (the whole board "
+                                   "while the model runs), the power that implies (mJ / ms = W), and how alike energy "
+                                   "and latency rank the architectures: below ~0.9 an energy-aware search picks other "
+                                   "architectures than a latency-aware one.", float_format="{:.3f}"))
     if facts is not None and not facts.empty:
         report.tables.append(Table("Where the numbers come from", facts,
                                    "Measured devices: the runtime and version, timing policy, machine and campaign "
@@ -300,6 +306,25 @@ def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: di
                                f"rests on (below {min_overlap} it is marked and not used in the summaries).",
                                float_format="{:.4f}"))
     return report
+
+
+def energy_table(wide: pd.DataFrame, energy: pd.DataFrame) -> pd.DataFrame:
+    """Per device with energy (``energy``: device, key, energy_mj, energy_method as ``Store.energies`` gives):
+    how many architectures, median mJ per inference, median power (mJ / ms = W: an implausible one betrays a
+    wrong meter), and whether energy ranks the architectures as latency does (SRCC on the ones with both)."""
+    from scipy.stats import spearmanr
+
+    rows = []
+    for device, g in energy.groupby("device", sort=True):
+        mj = g.set_index("key").energy_mj
+        lat = wide[device].reindex(mj.index) if device in wide.columns else pd.Series(np.nan, index=mj.index)
+        both = lat.notna() & (lat > 0)
+        r = spearmanr(mj[both], lat[both]).statistic if both.sum() >= 3 and mj[both].nunique() > 1 else np.nan
+        rows.append({"device": device, "method": ", ".join(sorted(set(g.energy_method))), "architectures": len(mj),
+                     "median mJ / inference": float(mj.median()),
+                     "median W": float((mj[both] / lat[both]).median()) if both.any() else np.nan,
+                     "SRCC energy vs latency": float(r)})
+    return pd.DataFrame(rows)
 
 
 def _degenerate(lat: np.ndarray, acc: np.ndarray) -> np.ndarray:
