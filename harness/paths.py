@@ -5,7 +5,7 @@ folder the command runs in (the top-level folders of a checkout hold exactly the
 
     devices/            your device profiles (*.yaml)                  --devices-dir / HARNESS_DEVICES
     models/cache/       exported models and graph features (git-ignored) --cache-dir  / HARNESS_CACHE
-    models/engines/     TensorRT engines built by trtexec (git-ignored)  HARNESS_ENGINE_CACHE
+    models/engines/     TensorRT engines built by trtexec (git-ignored)  HARNESS_ENGINE_CACHE (or HARNESS_CACHE/engines)
     results/harness.db  the results store (git-ignored)                 --store       / HARNESS_STORE
     results/            tables written by `harness export` / `demo`
     .<store>.locks/     device leases of the campaigns writing to a store   HARNESS_LOCK_DIR (one folder for all)

@@ -108,6 +108,16 @@ def test_export_times_keep_every_query_and_split_warmup_like_trtexec(compute, wa
     assert all(q["startComputeMs"] < warmup_ms for q in warm)
 
 
+def test_trtexecs_own_count_splits_a_query_its_rounded_start_puts_on_the_warm_up_boundary():
+    # the stand-in's 199.99996 ms start is written as 200 (6 significant digits): by time it was a 21st timed query
+    starts = [150.0, 175.0, 199.97996, 225.0, 250.0]  # (compute starts 0.02 ms later)
+    text = _as_trtexec_writes_it(_trace(starts, [1.0] * 5))
+    warm, timed = parse_times(text, 200.0)
+    assert len(timed) == 3  # the file alone cannot tell
+    warm, timed = parse_times(text, 200.0, timed_queries=2)  # "Timing trace has 2 queries"
+    assert len(warm) == 3 and len(timed) == 2 and timed[0]["startComputeMs"] == 225.02
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.one_of(st.text(max_size=200), st.lists(st.dictionaries(st.sampled_from(
     ["startComputeMs", "computeMs", "latencyMs", "h2dMs"]), st.one_of(st.floats(), st.text(max_size=3), st.none())),
@@ -164,6 +174,13 @@ def test_local_campaign_builds_each_engine_once(trtexec_bin, tmp_path, monkeypat
         camp = json.loads(st.db.execute("SELECT conditions_json FROM campaigns").fetchone()[0])
     info = cond["before"]["trtexec"]
     assert info["tensorrt"] == "8.6.1" and info["timed"] == "computeMs" and info["gpu_name"].startswith("harness")
+    from harness.analysis.data import device_facts  # the report names the GPU trtexec ran on (it said "?")
+
+    with Store(tmp_path / "s.db") as st:
+        facts = device_facts(st, "nb201", ["trt@bs2.fp16", "trt"]).set_index("device")
+    assert facts.machine.str.contains("stand-in").all() and list(facts.origin) == ["measured", "measured"]
+    # its timing as trtexec ran it: a warm-up by time (it said "1 warm-up", which trtexec never reads)
+    assert facts.policy.iloc[0].startswith("5 ms warm-up (trtexec --warmUp) + 4 timed runs")
     assert camp["tensorrt"] == "8.6.1" and "cuda" in camp
     assert init[0][0] > 0 and init[2][0] is None  # the build time, once; a cached engine has none
 
@@ -230,6 +247,10 @@ def test_a_model_trtexec_cannot_build_is_a_device_error(trtexec_bin, tmp_path, m
 @pytest.mark.parametrize("bad, field", [
     ({"runtime": {"name": "trtexec", "delegate": "gpu"}}, "runtime"),
     ({"runtime": {"name": "trtexec", "options": {"threads": 2}}}, "trtexec options are device"),
+    # values that became flags unchecked: "gpu0" a traceback, "false" turned CUDA graphs on, -5 a negative warm-up
+    ({"runtime": {"name": "trtexec", "options": {"device": "gpu0"}}}, "device must be the GPU's index"),
+    ({"runtime": {"name": "trtexec", "options": {"use_cuda_graph": "false"}}}, "true or false"),
+    ({"runtime": {"name": "trtexec", "options": {"warmup_ms": -5}}}, "warmup_ms must be milliseconds >= 0"),
     ({"runtime": {"name": "onnxruntime", "binary": "/x"}}, "binary applies to trtexec only"),
     ({"connection": {"kind": "adb", "serial": "x:5555"}, "runtime": {"name": "trtexec"}}, "local or ssh"),
 ])
@@ -264,3 +285,51 @@ def test_trtexec_over_ssh_with_engine_cache_on_the_device(trtexec_bin, tmp_path_
                                                            "binary": str(remote / "nope" / "trtexec")})
         with pytest.raises(DriverUnavailable, match="runtime.binary"):
             make_driver(missing).prepare()
+
+
+def test_a_refused_ssh_connection_is_not_reachable_for_trtexec_either():
+    # `devices check` said "connection refused" beside reachable=True (onnxruntime's SSH profile said False)
+    p = parse_profile({"name": "j", "connection": {"kind": "ssh", "host": "127.0.0.1", "port": 1, "user": "x",
+                                                   "connect_timeout_s": 2, "reconnect_attempts": 0,
+                                                   "insecure_skip_host_key_check": True},
+                       "runtime": {"name": "trtexec"}}, "j")
+    report = make_driver(p).check()
+    assert not report.ok and report.reachable is False and "connection refused" in report.message
+
+
+def test_devices_check_says_when_trtexec_is_the_stand_in(trtexec_bin):
+    # it said runtime=trtexec version=8.6.1 and nothing else: a rehearsal could pass for a GPU check
+    report = make_driver(trt_profile(trtexec_bin)).check()
+    assert report.ok and "stand-in" in report.details["gpu_name"]
+    assert any("no GPU measurements" in w for w in report.warnings)
+
+
+def test_engines_follow_the_model_cache_a_user_moved(monkeypatch, tmp_path):
+    # they went to ./models/engines of whatever folder the command ran in, and were built again from another
+    from harness.devices.trtexec import engine_root
+
+    monkeypatch.delenv("HARNESS_ENGINE_CACHE", raising=False)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    assert engine_root() == tmp_path / "cache" / "engines"
+    monkeypatch.setenv("HARNESS_ENGINE_CACHE", str(tmp_path / "e"))
+    assert engine_root() == tmp_path / "e"
+    monkeypatch.delenv("HARNESS_ENGINE_CACHE")
+    monkeypatch.delenv("HARNESS_CACHE")
+    assert engine_root() == Path("models/engines")
+
+
+@pytest.mark.parametrize("what, expect", [("folder", "cannot be run (a folder, or a file without execute"),
+                                          ("noexec", "cannot be run (a folder, or a file without execute"),
+                                          ("true", "did not answer as trtexec does")])
+def test_a_binary_that_is_no_trtexec_says_what_it_is(tmp_path, what, expect):
+    # each said "trtexec not found" or "--help failed: exit code 0"
+    from harness.errors import DriverUnavailable
+
+    binary = {"folder": tmp_path, "true": Path("/bin/true"), "noexec": tmp_path / "trtexec"}[what]
+    if what == "noexec":
+        binary.write_text("#!/bin/sh\necho hi\n")
+    d = make_driver(trt_profile(str(binary)))
+    with pytest.raises(DriverUnavailable, match="runtime.binary") as e:
+        d.prepare()
+    assert expect in str(e.value)
+    assert not d.check().ok

@@ -107,6 +107,21 @@ def test_workloads_are_separate_measurements(devices_dir, registry, store_path, 
         assert m[m.device == "wl"].calibration.isna().all()
         digest = rows[rows.batch_size == 2].model_digest.iloc[0]
         df = latency_table(st, "nb201")
+        # each series alone: the plain name took every workload's visits, so `compare` and `srcc --ci` resampled
+        # the batch-2 runs as the default workload's noise (a CI of 0.54..4.03 ms around 0.08 ms)
+        from harness.measure.confidence import noise_draws
+
+        assert sorted(st.visits("nb201", "wl").key) == [archs[0].key]
+        assert sorted(st.visits("nb201", "wl@bs2.40x40.fp16").key) == sorted(a.key for a in archs)
+        draws = noise_draws(st, "nb201", "wl", 50)
+        assert list(draws.index) == [archs[0].key]
+        default_ms = rows[rows.batch_size == 1].median_ms.iloc[0]
+        assert draws.max(axis=1).iloc[0] < 3 * default_ms  # its own runs' spread, not batch 2's
+        # the report's provenance: a workload series is measured, with its own campaigns (it said "imported")
+        from harness.analysis.data import device_facts
+
+        facts = device_facts(st, "nb201", ["wl", "wl@bs2.40x40.fp16"]).set_index("device")
+        assert list(facts.origin) == ["measured", "measured"] and list(facts.campaigns) == ["1 (finished)"] * 2
     sess = ort.InferenceSession(str(next(cache_dir.rglob(f"{digest}.onnx"))), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].shape == [2, 3, 40, 40]
     assert {"wl_ms", "wl@bs2.40x40.fp16_ms", "wl8@int8_ms"} <= set(df.columns)

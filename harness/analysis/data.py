@@ -54,10 +54,15 @@ def arch_labels(store: Store, space: str) -> dict[str, str]:
     return out
 
 
-def policy_text(pol: dict) -> str:
-    """How a campaign's policy timed each model, in a few words (adaptive: its run range per visit and rounds)."""
+def policy_text(pol: dict, runtime: dict | None = None) -> str:
+    """How a campaign's policy timed each model, in a few words (adaptive: its run range per visit and rounds;
+    trtexec: its warm-up by time and fixed count, whatever warmup_runs and adaptive say)."""
     ad, rounds = pol.get("adaptive"), pol.get("rounds") or 1
-    if ad:
+    if (runtime or {}).get("name") == "trtexec":
+        warm = ((runtime or {}).get("options") or {}).get("warmup_ms", 200)
+        runs = (f"{warm:g} ms warm-up (trtexec --warmUp) + {pol.get('timed_runs')} timed runs"
+                + (f", ≥ {pol['min_seconds']} s" if pol.get("min_seconds") else ""))
+    elif ad:
         runs = (f"{pol.get('warmup_runs')} warm-up + {ad.get('min_runs')}-{ad.get('max_runs')} timed runs per visit "
                 f"(adaptive, to a ±{100 * ad.get('target_rel_ci', 0):g} % CI)")
     else:
@@ -66,19 +71,38 @@ def policy_text(pol: dict) -> str:
     return runs + (f", {rounds} rounds" if rounds > 1 else "")
 
 
+def _series(device: str, profile_json: str) -> str:
+    """The name a campaign's latencies go by: ``device``, or ``device@bs8.fp16`` for another workload."""
+    from harness.results.store import measured_name
+
+    w = (json.loads(profile_json or "{}").get("workload") or {})
+    shape = w.get("input_shape")
+    return measured_name(device, int(w.get("batch_size") or 1), f"{shape[0]}x{shape[1]}" if shape else "",
+                         str(w.get("precision") or "fp32"))
+
+
+def _gpu_measured(store: Store, campaign_id: int) -> str | None:
+    """The GPU a campaign's measurements ran on, as the tool reported it per visit (trtexec names its device in
+    each run's output, not before): the latest visit's ``gpu_name``."""
+    row = store.db.execute("SELECT conditions_json FROM measurements WHERE campaign_id = ? AND status = 'ok' "
+                           "ORDER BY id DESC LIMIT 1", (campaign_id,)).fetchone()
+    before = (json.loads(row[0] or "{}") if row else {}).get("before") or {}
+    return before.get("gpu_name") or (before.get("trtexec") or {}).get("gpu_name")
+
+
 def device_facts(store: Store, space: str, devices: list[str]) -> pd.DataFrame:
     """Where each device's numbers come from, for the report: measured devices with their runtime and version,
     timing policy, machine and campaign dates; imported ones with their source file and import date."""
     rows = []
     camps = store.db.execute(
-        """SELECT d.name, c.profile_json, c.conditions_json, c.started_at, c.finished_at, c.status
+        """SELECT d.name, c.profile_json, c.conditions_json, c.started_at, c.finished_at, c.status, c.id
            FROM campaigns c JOIN devices d ON d.id = c.device_id WHERE c.space = ? ORDER BY c.id""",
         (space,)).fetchall()
     imports = store.db.execute("SELECT file, source, devices_json, imported_at FROM imports WHERE space = ? "
                                "AND state = 'done'",
                                (space,)).fetchall()
     for dev in devices:
-        mine = [c for c in camps if c[0] == dev]
+        mine = [c for c in camps if _series(c[0], c[1]) == dev]  # each workload's campaigns are its own series
         if mine:
             profile, cond = json.loads(mine[-1][1]), json.loads(mine[-1][2] or "{}")
             rt, pol = profile.get("runtime", {}), profile.get("policy", {})
@@ -86,13 +110,14 @@ def device_facts(store: Store, space: str, devices: list[str]) -> pd.DataFrame:
             rows.append({
                 "device": dev, "origin": "measured",
                 "runtime": f"{cond.get('runtime') or rt.get('name', '?')} {cond.get('runtime_version') or ''}".strip(),
-                "threads": rt.get("threads"),
+                "threads": "–" if rt.get("name") == "trtexec" else rt.get("threads"),  # a GPU tool's: none
                 # a replay device timed nothing: say what it answered from, not a timing policy it never ran
                 "policy": (f"replayed from {Path(str(cond['replay_table'])).name}:{cond.get('replay_column')}"
                            + (f" (noise {cond['noise']:g})" if cond.get("noise") else "")
-                           if cond.get("replay_table") else policy_text(pol)),
+                           if cond.get("replay_table") else policy_text(pol, rt)),
                 "machine": ("- (a published table)" if cond.get("replay_table") else
-                            cond.get("device_model") or cond.get("cpu_model") or cond.get("machine") or "?"),
+                            cond.get("device_model") or cond.get("cpu_model") or cond.get("machine")
+                            or cond.get("gpu_name") or _gpu_measured(store, mine[-1][6]) or "?"),
                 "campaigns": f"{len(mine)} ({', '.join(sorted({c[5] for c in mine}))})",
                 "dates (UTC)": f"{mine[0][3][:16].replace('T', ' ')} – {(max(ends) if ends else 'running')[:16].replace('T', ' ')}",
             })

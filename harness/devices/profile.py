@@ -193,6 +193,19 @@ class Runtime(_Strict):
             unknown = set(self.options) - {"device", "use_cuda_graph", "warmup_ms"}
             if unknown:
                 raise ValueError(f"trtexec options are device, use_cuda_graph, warmup_ms; not {', '.join(sorted(unknown))}")
+            opts = self.options
+            # each becomes a trtexec flag: a string "false" turned --useCudaGraph on, "gpu0" a traceback
+            if "device" in opts and (isinstance(opts["device"], bool) or not isinstance(opts["device"], int)
+                                     or opts["device"] < 0):
+                raise ValueError(f"runtime.options device must be the GPU's index (0, 1, ...; trtexec --device), "
+                                 f"not {opts['device']!r}")
+            if "use_cuda_graph" in opts and not isinstance(opts["use_cuda_graph"], bool):
+                raise ValueError(f"runtime.options use_cuda_graph must be true or false (unquoted), not "
+                                 f"{opts['use_cuda_graph']!r}")
+            if "warmup_ms" in opts and (isinstance(opts["warmup_ms"], bool)
+                                        or not isinstance(opts["warmup_ms"], (int, float)) or opts["warmup_ms"] < 0):
+                raise ValueError(f"runtime.options warmup_ms must be milliseconds >= 0 (trtexec --warmUp), not "
+                                 f"{opts['warmup_ms']!r}")
         if self.name == "onnxruntime" and self.delegate != "cpu":
             raise ValueError("delegate applies to tflite only; for onnxruntime set execution_provider")
         if self.name == "tflite" and (self.execution_provider != "CPUExecutionProvider" or self.provider_options):

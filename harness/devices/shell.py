@@ -49,8 +49,8 @@ class LocalShell:
             p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, errors="replace")
         except subprocess.TimeoutExpired:
             raise MeasurementTimeout(f"{argv[0]} did not finish within {timeout:g} s; stopped") from None
-        except PermissionError:
-            raise FileNotFoundError(argv[0]) from None
+        except PermissionError:  # a folder or a file without the execute bit: told apart from a missing one
+            return Completed(126, "", f"{argv[0]}: permission denied")
         return Completed(p.returncode, p.stdout, p.stderr)
 
     def read_text(self, path: str) -> str:

@@ -2,7 +2,7 @@
 
 Per model: the ONNX file is pushed, an engine is built once per (model, device, TensorRT version,
 precision, batch) and kept in an engine cache on the device (``<workdir>/engines``; locally
-``$HARNESS_ENGINE_CACHE`` or ``models/engines``), then timed with ``--exportTimes`` so every query's
+:func:`engine_root`), then timed with ``--exportTimes`` so every query's
 time comes back, not trtexec's summary. The timed value is trtexec's GPU compute time per query
 (``computeMs``) with inputs and outputs staying on the device (``--noDataTransfers``); with
 ``policy.include_transfers`` it is the host latency ``latencyMs`` (H2D + compute + D2H).
@@ -24,7 +24,7 @@ from harness.devices.driver import CheckReport, Driver, RunResult
 from harness.devices.shell import DeviceShell, LocalShell, SSHShell
 from harness.devices.ssh import SSHDriver
 from harness.devices.trtexec_output import conditions, parse_output, parse_times
-from harness.errors import DeviceError, DriverError, DriverUnavailable, ParseError
+from harness.errors import ConnectionLost, DeviceError, DriverError, DriverUnavailable, ParseError
 from harness.models.cache import Artifact
 
 PRECISION_FLAGS = {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8"]}  # int8: QDQ scales in the ONNX file
@@ -54,7 +54,15 @@ class TrtexecSession:
             raise DriverUnavailable(
                 f"{self.profile.name}: runtime.binary: trtexec not found on the device as {self.binary!r}. Install "
                 "TensorRT, or set runtime.binary to its path (JetPack: /usr/src/tensorrt/bin/trtexec)") from None
+        if done.code == 126 and not done.stdout.strip():  # the shell's "found, but cannot execute" (it said "not found")
+            raise DriverUnavailable(
+                f"{self.profile.name}: runtime.binary: {self.binary!r} cannot be run (a folder, or a file without "
+                "execute permission: chmod +x it); set runtime.binary to the trtexec program itself")
         out = parse_output(done.stdout)
+        if "TensorRT.trtexec" not in done.stdout and not out.errors:  # no "&&&& RUNNING TensorRT.trtexec" line at all
+            raise DriverUnavailable(
+                f"{self.profile.name}: runtime.binary: {self.binary!r} did not answer as trtexec does (no "
+                f"'&&&& PASSED TensorRT.trtexec' line; exit code {done.code}): is it TensorRT's trtexec?")
         if not out.passed:
             errors = "; ".join(out.errors[-3:]) or done.stderr.strip()[-300:] or f"exit code {done.code}"
             raise DeviceError(f"{self.profile.name}: trtexec {what} failed: {errors}",
@@ -97,6 +105,8 @@ class TrtexecSession:
         self.facts = {"runtime": "trtexec", "runtime_version": out.tensorrt_version, "tensorrt": out.tensorrt_version,
                       "tensorrt_tag": out.version_tag, "cuda": self._cuda_version(), "trtexec": self.binary,
                       "gpu_index": self.device_index, **self._probe_gpu()}
+        if out.device.get("gpu_name") and not self.facts.get("gpu_name"):  # harness's stand-in names itself here
+            self.facts["gpu_name"] = out.device["gpu_name"]
         self.shell.makedirs(self.engine_dir)
         return dict(self.facts)
 
@@ -133,7 +143,7 @@ class TrtexecSession:
             args.append("--useCudaGraph")
         try:
             out = self._trtexec(args, timeout=pol.timeout_seconds, what="timing")
-            warm, timed = parse_times(self.shell.read_text(times), self.warmup_ms)
+            warm, timed = parse_times(self.shell.read_text(times), self.warmup_ms, out.timed_queries)
         finally:
             self.shell.remove(times)
         return out, warm, timed
@@ -182,25 +192,43 @@ class _TrtexecDriverMixin:
         try:
             facts = self.prepare()
         except DriverError as e:
-            reached = not isinstance(e, DriverUnavailable) or "trtexec not found" in str(e)
+            # a refused or dropped SSH connection reached nothing (it said reachable=True); a missing trtexec on a
+            # device that answered did reach it
+            reached = not isinstance(e, ConnectionLost) and (not isinstance(e, DriverUnavailable)
+                                                              or "trtexec not found" in str(e))
             return CheckReport(False, None if e.before_contact else reached, "trtexec", message=str(e))
         finally:
             self.cleanup()
+        stand_in = "stand-in" in str(facts.get("gpu_name") or "")
         return CheckReport(True, True, "trtexec", facts.get("tensorrt"),
-                           details={k: facts.get(k) for k in ("cuda", "gpu_name", "nvidia_driver", "trtexec")})
+                           details={k: facts.get(k) for k in ("cuda", "gpu_name", "nvidia_driver", "trtexec")},
+                           warnings=["this trtexec is harness's stand-in (`harness sim trtexec`): it times the models "
+                                     "with onnxruntime on the CPU, for rehearsals; its numbers are no GPU "
+                                     "measurements"] if stand_in else [])
+
+
+def engine_root() -> Path:
+    """Where this machine's engines are cached: $HARNESS_ENGINE_CACHE, else ``engines/`` in $HARNESS_CACHE (the
+    model cache a user moved: engines went to ./models/engines of whatever folder the command ran in, and were
+    built again from another), else models/engines."""
+    from harness.paths import WORKSPACE
+
+    if os.environ.get("HARNESS_ENGINE_CACHE"):
+        return Path(os.environ["HARNESS_ENGINE_CACHE"]).expanduser()
+    if os.environ.get("HARNESS_CACHE"):
+        return Path(os.environ["HARNESS_CACHE"]).expanduser() / "engines"
+    return WORKSPACE.engines
 
 
 class LocalTrtexecDriver(_TrtexecDriverMixin, Driver):
-    """trtexec on this machine; engines cached under $HARNESS_ENGINE_CACHE (default models/engines)."""
+    """trtexec on this machine; engines cached under :func:`engine_root`."""
 
     kind = "local"
 
     def __init__(self, profile):
         super().__init__(profile)
         self.session = None
-        from harness.paths import WORKSPACE
-
-        self.engine_root = str(Path(os.environ.get("HARNESS_ENGINE_CACHE", WORKSPACE.engines)).resolve())
+        self.engine_root = str(engine_root().resolve())
 
     def prepare(self) -> dict[str, Any]:
         self.session = TrtexecSession(self.profile, LocalShell(), self.engine_root)

@@ -135,8 +135,12 @@ def _parse_body(out: TrtexecOutput, body: str, line: str) -> None:
         out.summary[m.group(1)] = stats
 
 
-def parse_times(text: str, warmup_ms: float) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
-    """(warm-up queries, timed queries) from an ``--exportTimes`` file, split as trtexec splits them."""
+def parse_times(text: str, warmup_ms: float,
+                timed_queries: int | None = None) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """(warm-up queries, timed queries) from an ``--exportTimes`` file, split as trtexec splits them: by start
+    time against the warm-up, or, given trtexec's own count (``Timing trace has N queries``), its last N queries:
+    the file's times are rounded (6 significant digits), so a query starting at the warm-up's end fell either
+    side of it (a visit of 20 timed runs kept 21)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -159,6 +163,8 @@ def parse_times(text: str, warmup_ms: float) -> tuple[list[dict[str, float]], li
         queries.append(row)
     warm = [q for q in queries if q["startComputeMs"] < warmup_ms]
     timed = [q for q in queries if q["startComputeMs"] >= warmup_ms]
+    if timed_queries and len(timed) != timed_queries and 0 < timed_queries <= len(queries):
+        warm, timed = queries[:-timed_queries], queries[-timed_queries:]
     if not timed:
         raise ParseError(f"trtexec --exportTimes file has no query after the {warmup_ms:g} ms warm-up")
     return warm, timed

@@ -961,8 +961,9 @@ class Store:
 
         Only rounds of the same plan (``rounds``) as the architecture's latest visit count, so a
         re-measurement with another rounds setting replaces the old one instead of mixing with it. Each
-        workload is its own series: the device column names non-default ones ``device@bs32.fp16``
-        (``device`` selects by either name).
+        workload is its own series: the device column names non-default ones ``device@bs32.fp16``, and ``device``
+        selects one series by that name (the plain name is the default workload alone: it once took every
+        workload's visits, so `compare` and `srcc --ci` resampled batch-8 runs as batch-1 noise).
         """
         q = f"""WITH ok AS (SELECT m.*, COALESCE(m.round, 1) AS rnd, COALESCE(m.rounds, 1) AS plan
                           FROM measurements m WHERE m.status = 'ok'
@@ -985,11 +986,10 @@ class Store:
                JOIN architectures a ON a.id = m.arch_id
                WHERE a.space = ? ORDER BY m.id"""
         df = pd.read_sql_query(q, self.db, params=(graph, graph, space))
-        raw = df["device"].copy()
         df["device"] = [measured_name(*r) for r in zip(df.device, df.batch_size, df.input_shape, df.precision)]
         df = df.drop(columns=["batch_size", "input_shape", "precision"])
         if device is not None:
-            df = df[(df.device == device) | (raw == device)].reset_index(drop=True)
+            df = df[df.device == device].reset_index(drop=True)
         return df
 
     def measured_rounds(self, device: str, space: str, rounds: int | None, graph_mode: str | None = None,

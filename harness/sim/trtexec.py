@@ -210,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"&&&& FAILED TensorRT.trtexec [{TAG}] # {command}")
         return 1
     if opts.get("help"):
+        # not in real trtexec's --help: a `devices check` of this stand-in says what it is before any campaign
+        _log("I", f"Selected Device: {DEVICE_NAME}")
         print("=== Model Options ===\n  --onnx=<file>  ONNX model\n=== Build Options ===\n  --fp16 --int8 --best"
               "\n  --saveEngine=<file>\n=== Inference Options ===\n  --loadEngine=<file> --warmUp=<ms> "
               "--iterations=<N> --duration=<s> --exportTimes=<file> --noDataTransfers --useCudaGraph")
