@@ -619,18 +619,21 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     check_workload(profile, space, list({a.key: a for a, _ in todo}.values()))
     t_start = time.perf_counter()
     interrupts.check()
-    try:
-        summary.campaign_id = cid = retrying(lambda: store.start_campaign(
-            profile.name, space.name, profile.as_dict(), profile.digest(), len(todo), command), write_retry_s)
-    except KeyboardInterrupt:  # it may have committed the row before the id came back: close it
-        try:
-            with interrupts.shielded():
-                store.close_own_campaigns(profile.name, "interrupted", "stopped by the user")
-        except StoreError:
-            pass  # closed as abandoned by the next campaign
-        raise
     status, message, consecutive = "failed", "", 0
+    cid: int | None = None
     try:
+        # inside the try that closes the campaign: a Ctrl-C landing between the row's commit and the next line
+        # (the real-SIGINT test once left a campaign "running" under load) is closed like any other
+        try:
+            summary.campaign_id = cid = retrying(lambda: store.start_campaign(
+                profile.name, space.name, profile.as_dict(), profile.digest(), len(todo), command), write_retry_s)
+        except KeyboardInterrupt:  # it may have committed the row before the id came back: close it
+            try:
+                with interrupts.shielded():
+                    store.close_own_campaigns(profile.name, "interrupted", "stopped by the user")
+            except StoreError:
+                pass  # closed as abandoned by the next campaign
+            raise
         driver = driver or make_driver(profile)
         summary.conditions = driver.prepare()
         # judged on what was asked, not on what is left: a finished campaign's rerun has only the table's gaps left
@@ -712,7 +715,8 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         summary.status = status
         summary.elapsed_s = time.perf_counter() - t_start
         try:
-            _close(store, cid, summary, message, min(write_retry_s, 60.0))
+            if cid is not None:
+                _close(store, cid, summary, message, min(write_retry_s, 60.0))
         finally:
             if driver is not None:
                 # on Ctrl-C the model in flight is abandoned at once instead of waiting for it
