@@ -434,3 +434,26 @@ def test_the_replayed_column_imported_under_another_name_is_no_source(loop_setup
         assert not {"tgt", "op-tgt"} & set(p.pool.source_names) and "op-src_a" in p.pool.source_names
         with pytest.raises(HarnessError, match="drop op-tgt from --proxy .*replay table"):
             tl.plan_loop(ctx_of(st, s), ProfileRegistry(s["devices"]), "tgt-replay", "acc_test", ["src_a", "op-tgt"])
+
+
+def test_the_loop_and_search_work_on_a_workload_series(loop_setup, cli_env):
+    """A profile with a batch-4 workload measured the first batch and then found none of it (it read the results
+    under the profile's name, not NAME@bs4); a series set by flags (tgt-replay@bs4) could be no target at all."""
+    s = loop_setup
+    (s["devices"] / "tgt-bs4.yaml").write_text(yaml.safe_dump({
+        "name": "tgt-bs4", "connection": {"kind": "replay", "table": str(s["table"]), "column": "tgt_ms"},
+        "policy": {"warmup_runs": 0, "timed_runs": 3}, "workload": {"batch_size": 4}}))
+    env = {**cli_env, "HARNESS_DEVICES": str(s["devices"]), "HARNESS_STORE": str(s["store"])}
+    for target, series in (("tgt-bs4", "tgt-bs4@bs4"), ("tgt-replay@bs4", "tgt-replay@bs4")):
+        out = harness("transfer", "--target", target, "--accuracy", "acc_test", "--budget", "12", "--first-batch",
+                      "6", "--batch", "3", env=env, check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        with Store(s["store"]) as st:
+            n = len(st.latencies("nb201", [series]))
+            assert 6 <= n <= 12 and st.latest_predictor("nb201", series) is not None
+        found = harness("search", "--target", target, "--accuracy", "acc_test", "--max-ms", "100", "--top", "3",
+                        "--verify", "2", "--json", env=env, check=False)
+        assert found.returncode == 0, found.stderr
+        assert json.loads(found.stdout)["target"] == series
+    with Store(s["store"]) as st:
+        assert len(st.latencies("nb201", ["tgt-replay"])) == 0  # the default series measured nothing

@@ -614,6 +614,25 @@ def test_drift_correction_in_export_uses_the_sentinel_series(cache, store_path):
     assert err(fixed) < 0.03
 
 
+def test_sentinel_checks_belong_to_the_workload_series_their_campaign_measured(cache, store_path):
+    """A batch-2 campaign's checks were filed under the plain device: `export --drift-correct` divided them out of
+    the default series and found none for dev@bs2 ("no device here was measured with sentinels")."""
+    from harness.measure.sentinels import corrected_latencies
+
+    archs = SPACE.sample(12, 4)
+    prof = lab_profile(warmup_runs=1, timed_runs=5, sentinels={"count": 2, "every": 5, "on_drift": "mark"})
+    with Store(store_path) as st:
+        for p in (prof, prof.with_workload(batch_size=2)):
+            lab = LabDevice(p, Physics(noise=0.002))
+            run_campaign(st, p, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+        both = st.sentinel_series()
+        assert set(both.device) == {"lab", "lab@bs2"}
+        for series in ("lab", "lab@bs2"):
+            mine = st.sentinel_series(series)
+            assert len(mine) and set(mine.campaign_id) == set(both[both.device == series].campaign_id)
+            assert len(corrected_latencies(st, "nb201", series)) == 12
+
+
 # --- the farm (several devices): one visit per architecture; rounds/sentinels/gating refused ------
 
 def _sleep_profile(name: str, **policy):

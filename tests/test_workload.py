@@ -206,6 +206,15 @@ def test_an_exported_workload_imports_again_and_never_shadows_a_measured_one(cli
     harness("import", str(out), env=other)
     with Store(other["HARNESS_STORE"]) as st:
         assert set(st.latencies("nb201").device) == {"fast-onnx@bs2.fp16"}
+    # with --ci its companions (fast-onnx@bs2.fp16_ci_low_ms) refused the whole file as a bad device name
+    with_ci = tmp_path / "with_ci.csv"
+    harness("export", "--space", "nb201", "--out", str(with_ci), "--ci", "20", env=cli_env)
+    assert "fast-onnx@bs2.fp16_ci_low_ms" in pd.read_csv(with_ci).columns
+    third = {**cli_env, "HARNESS_STORE": str(tmp_path / "third.db")}
+    said = harness("import", str(with_ci), env=third)
+    assert "not imported as devices" in " ".join(said.stdout.split() + said.stderr.split())
+    with Store(third["HARNESS_STORE"]) as st:
+        assert set(st.latencies("nb201").device) == {"fast-onnx@bs2.fp16"}
     again = tmp_path / "again.csv"
     harness("export", "--space", "nb201", "--out", str(again), env=other)
     cols = ["nb201_index", "fast-onnx@bs2.fp16_ms"]
@@ -273,3 +282,13 @@ def test_campaigns_name_the_workload_series_each_measured(cli_env):
     out = harness("campaigns", env={**cli_env, "COLUMNS": "160"})
     rows = [line.split() for line in out.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert [r[1] for r in rows] == ["fast-onnx", "fast-onnx@bs2.fp16"], out.stdout
+
+
+def test_another_workload_keeps_the_policy_as_written():
+    # a full copy made every default look set: each campaign of another workload said "policy.timed_runs 50 is not
+    # used here", which the same profile at its own workload never said
+    p = parse_profile({**BASE, "runtime": {"name": "onnxruntime"}}, "p.yaml")
+    q = p.with_workload(batch_size=4)
+    assert q.policy == p.policy and "timed_runs" not in q.policy.model_fields_set
+    fixed = parse_profile({**BASE, "runtime": {"name": "onnxruntime"}, "policy": {"timed_runs": 7}}, "p.yaml")
+    assert fixed.with_workload(precision="fp16").policy == fixed.policy  # still the fixed-count policy it was

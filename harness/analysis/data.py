@@ -9,7 +9,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.results.export import latency_wide
-from harness.results.store import Store
+from harness.results.store import Store, campaign_series
 
 
 def latency_matrix(store: Store, space: str, devices: list[str] | None = None,
@@ -71,16 +71,6 @@ def policy_text(pol: dict, runtime: dict | None = None) -> str:
     return runs + (f", {rounds} rounds" if rounds > 1 else "")
 
 
-def _series(device: str, profile_json: str) -> str:
-    """The name a campaign's latencies go by: ``device``, or ``device@bs8.fp16`` for another workload."""
-    from harness.results.store import measured_name
-
-    w = (json.loads(profile_json or "{}").get("workload") or {})
-    shape = w.get("input_shape")
-    return measured_name(device, int(w.get("batch_size") or 1), f"{shape[0]}x{shape[1]}" if shape else "",
-                         str(w.get("precision") or "fp32"))
-
-
 def _gpu_measured(store: Store, campaign_id: int) -> str | None:
     """The GPU a campaign's measurements ran on, as the tool reported it per visit (trtexec names its device in
     each run's output, not before): the latest visit's ``gpu_name``."""
@@ -102,7 +92,7 @@ def device_facts(store: Store, space: str, devices: list[str]) -> pd.DataFrame:
                                "AND state = 'done'",
                                (space,)).fetchall()
     for dev in devices:
-        mine = [c for c in camps if _series(c[0], c[1]) == dev]  # each workload's campaigns are its own series
+        mine = [c for c in camps if campaign_series(c[0], c[1]) == dev]  # each workload's campaigns are its own series
         if mine:
             profile, cond = json.loads(mine[-1][1]), json.loads(mine[-1][2] or "{}")
             rt, pol = profile.get("runtime", {}), profile.get("policy", {})

@@ -30,7 +30,17 @@ DEFAULT_ACCURACY = "acc_cifar100_test_200ep"
 
 
 def resolve_target(registry: ProfileRegistry, ctx: Context, target: str) -> Profile:
-    """The target's profile; a clear error when there is none (with a hint when the store has its data)."""
+    """The target's profile; a clear error when there is none (with a hint when the store has its data). A
+    workload series ``NAME@bs8.fp16`` is the profile ``NAME`` at that workload (as `measure -d NAME --batch-size 8
+    --precision fp16` measured it: no profile file can carry that name)."""
+    from harness.results.store import is_workload_label, parse_workload_label
+
+    base, _, label = target.partition("@")
+    if label and is_workload_label(label):
+        try:
+            return registry.get(base).with_workload(f"the target {target}", **parse_workload_label(label))
+        except UnknownNameError:
+            pass  # no such profile: the errors below
     try:
         return registry.get(target)
     except UnknownNameError as e:
@@ -88,7 +98,9 @@ class LoopPlan:
 
     @property
     def target(self) -> str:
-        return self.profile.name
+        """The series the loop measures and saves predictors for: ``name``, or ``name@bs4`` for a profile whose
+        workload is not the default (its results are stored under that name; reading ``name`` found none)."""
+        return self.profile.measured_name
 
     def row_of(self) -> dict[str, int]:
         return {a.key: i for i, a in enumerate(self.archs)}
@@ -98,6 +110,7 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
               proxies: Sequence[str] = ("all",), cfg: cl.LoopConfig = cl.LoopConfig()) -> LoopPlan:
     """Check everything and build the candidate pool; measures nothing."""
     profile = resolve_target(registry, ctx, target)
+    target = profile.measured_name  # the series measured: rp@bs4 for a profile with a batch-4 workload
     answers: set[str] | None = None  # the keys the target can measure, where that is known beforehand
     if profile.connection.kind == "replay":
         from harness.devices.replay import ReplayTable
@@ -150,7 +163,9 @@ def measured_state(plan: LoopPlan) -> tuple[dict[int, float], set[int]]:
     rows = plan.row_of()
     ok = plan.ctx.store.latencies(plan.ctx.space.name, [plan.target])
     measured = {rows[k]: float(v) for k, v in zip(ok.key, ok.latency_ms) if k in rows}
-    m = plan.ctx.store.measurements(plan.target, plan.ctx.space.name)
+    m = plan.ctx.store.measurements(plan.profile.name, plan.ctx.space.name)
+    w = plan.profile.workload
+    m = m[(m.batch_size == w.batch_size) & (m.input_shape == w.shape_label()) & (m.precision == w.precision)]
     failed = {rows[k] for k in set(m.key[m.status == "failed"]) if k in rows and rows[k] not in measured}
     return measured, failed
 

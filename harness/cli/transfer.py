@@ -102,6 +102,7 @@ def transfer(
         ctx = open_context(st, space, str(cache_dir))
         with console.status("checking the target and building the candidate pool ..."):
             plan = tl.plan_loop(ctx, ProfileRegistry(devices_dir), target, accuracy, proxy or ["all"], cfg)
+        target = plan.target  # the series it measures: a profile with a batch-4 workload is NAME@bs4
         from harness.cli.predict import print_notes
 
         print_notes(ctx)
@@ -254,13 +255,20 @@ def search(
     from harness.campaign import run_campaign
     from harness.devices.registry import ProfileRegistry
     from harness.models.cache import ModelCache
+    from harness.errors import HarnessError
     from harness.results.export import write_table
     from harness.results.store import Store
 
     command = shlex.join(["harness", *sys.argv[1:]])
     with Store(store) as st:
         ctx = open_context(st, space, str(cache_dir))
-        profile = tl.resolve_target(ProfileRegistry(devices_dir), ctx, target) if verify else None
+        try:  # a profile's series (NAME@bs4 for a profile with that workload) is what it measured and verifies
+            profile = tl.resolve_target(ProfileRegistry(devices_dir), ctx, target)
+            target = profile.measured_name
+        except HarnessError:
+            if verify:
+                raise
+            profile = None  # an imported device: searched by its data alone
         with console.status("predicting ..."):
             r = search_mod.search(ctx, target, max_ms, accuracy, top, confidence)
         table = r.top

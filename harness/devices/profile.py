@@ -442,6 +442,9 @@ class Profile(_Strict):
         if not changes:
             return self
         data = self.as_dict()
+        # the policy as the user wrote it: a full copy made every default look set ("policy.timed_runs 50 is not
+        # used here" on every campaign of another workload)
+        data["policy"] = self.policy.model_dump(mode="json", exclude_unset=True)
         data["workload"] = {**data.get("workload", {}), **changes}
         try:
             return Profile.model_validate(data)

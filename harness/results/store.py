@@ -258,6 +258,31 @@ def measured_name(device: str, batch_size: int, input_shape: str, precision: str
 WORKLOAD_LABEL_RE = r"(bs[0-9]+)(\.[0-9]+x[0-9]+)?(\.(fp16|int8))?|([0-9]+x[0-9]+)(\.(fp16|int8))?|(fp16|int8)"
 
 
+def campaign_series(device: str, profile_json: str | None) -> str:
+    """The series a campaign measured, from its stored profile: ``device``, or ``device@bs8.fp16`` for another
+    workload (its sentinel checks and provenance belong to that series, not the device's default one)."""
+    w = (json.loads(profile_json or "{}").get("workload") or {})
+    shape = w.get("input_shape")
+    return measured_name(device, int(w.get("batch_size") or 1), f"{shape[0]}x{shape[1]}" if shape else "",
+                         str(w.get("precision") or "fp32"))
+
+
+def parse_workload_label(label: str) -> dict:
+    """The workload fields a label names (``bs8.64x64.fp16`` -> batch_size 8, input_shape [64, 64], precision
+    fp16): how ``name@label`` is measured again with the profile ``name``."""
+    if not is_workload_label(label):
+        raise ValueError(f"{label!r} is not a workload label (e.g. bs8, 64x64, fp16, bs8.fp16)")
+    fields: dict = {}
+    for part in label.split("."):
+        if part.startswith("bs"):
+            fields["batch_size"] = int(part[2:])
+        elif "x" in part:
+            fields["input_shape"] = [int(v) for v in part.split("x")]
+        else:
+            fields["precision"] = part
+    return fields
+
+
 def is_workload_label(label: str) -> bool:
     """Is ``label`` a suffix :func:`workload_label` writes (``name@label`` is how exports name a workload)?"""
     return re.fullmatch(WORKLOAD_LABEL_RE, label) is not None
@@ -1051,12 +1076,18 @@ class Store:
             return int(cur.lastrowid)
 
     def sentinel_series(self, device: str | None = None, space: str | None = None) -> pd.DataFrame:
+        """Sentinel checks with the series their campaign measured as ``device`` (``dev@bs4`` for a batch-4
+        campaign: its checks are of batch-4 models and drift; they were drawn and divided out as the default's)."""
         band = "s.band" if self.schema_version >= 9 else "NULL AS band"  # a read-only schema-8 store has none
-        q = f"""SELECT s.id, s.campaign_id, d.name AS device, a.key, s.at, s.models_done, s.median_ms,
-                      s.baseline_ms, s.in_band, s.phase, {band}
+        q = f"""SELECT s.id, s.campaign_id, d.name AS device, c.profile_json, a.key, s.at, s.models_done,
+                      s.median_ms, s.baseline_ms, s.in_band, s.phase, {band}
                FROM sentinel_checks s JOIN devices d ON d.id = s.device_id JOIN architectures a ON a.id = s.arch_id
-               WHERE (? IS NULL OR d.name = ?) AND (? IS NULL OR a.space = ?) ORDER BY s.id"""
-        return pd.read_sql_query(q, self.db, params=(device, device, space, space))
+               LEFT JOIN campaigns c ON c.id = s.campaign_id
+               WHERE (? IS NULL OR a.space = ?) ORDER BY s.id"""
+        df = pd.read_sql_query(q, self.db, params=(space, space))
+        df["device"] = [campaign_series(d, p) for d, p in zip(df.device, df.profile_json)]
+        df = df.drop(columns=["profile_json"])
+        return (df[df.device == device] if device is not None else df).reset_index(drop=True)
 
     def record_event(self, campaign_id: int, kind: str, detail: dict | None = None) -> None:
         with self.transaction() as db:
