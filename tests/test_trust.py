@@ -762,3 +762,18 @@ def test_the_farm_skips_what_a_single_device_campaign_measured_in_rounds(store_p
         assert run_campaign(st, alone, SPACE, archs, cache=ModelCache(cache_dir)).ok == 9  # 3 rounds each
         plan = make_plan(st, [alone, other], SPACE, archs, "each")
         assert not plan.queues[plan.queue_of["f0"]].todo and len(plan.queues[plan.queue_of["f1"]].todo) == 3
+
+
+def test_a_pairs_noise_interval_does_not_depend_on_the_other_devices_listed():
+    from harness.measure.confidence import srcc_with_noise
+
+    rng = np.random.default_rng(3)
+    keys = [f"k{i}" for i in range(20)]
+    base = rng.lognormal(0, 0.5, 20)
+    wide = pd.DataFrame({"a": base, "b": base * rng.lognormal(0, 0.2, 20), "c": rng.lognormal(0, 0.5, 20)},
+                        index=keys)
+    noise = {d: pd.DataFrame(np.outer(wide[d], rng.lognormal(0, 0.05, 50)), index=keys) for d in wide}
+    alone = srcc_with_noise(wide[["a", "b"]], noise, 50, seed=1).iloc[0]
+    beside = srcc_with_noise(wide[["a", "c", "b"]], noise, 50, seed=1)
+    pair = beside[(beside.device_a == "a") & (beside.device_b == "b")].iloc[0]
+    assert (alone.ci_low, alone.ci_high) == (pair.ci_low, pair.ci_high)

@@ -160,6 +160,12 @@ def test_cli_measure_flags(cli_env, tmp_path):
     with Store(cli_env["HARNESS_STORE"]) as st:
         row = st.measurements().iloc[0]
     assert (row.batch_size, row.precision) == (3, "fp16")
+    # NB201's own resolution is the default workload: it measured the same models again as fast-tflite@32x32
+    harness("measure", "-d", "fast-tflite", "--arch", "5", env=cli_env)
+    again = harness("measure", "-d", "fast-tflite", "--arch", "5", "--input-shape", "32x32", env=cli_env)
+    assert "own resolution" in again.stdout and "already in" in again.stdout, again.stdout
+    with Store(cli_env["HARNESS_STORE"]) as st:
+        assert "fast-tflite@32x32" not in set(st.latencies("nb201").device)
 
 
 @pytest.mark.parametrize("provider, expect", [

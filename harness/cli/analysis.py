@@ -293,7 +293,10 @@ def proxy(
         help="Candidate proxies (repeat or comma-separate); default: every other device with data.")] = None,
     space: SpaceOpt = "nb201",
     method: MethodOpt = "spearman",
-    ci: CiOpt = 0,
+    ci: Annotated[int, typer.Option("--ci", min=0, max=10_000, help=(
+        "Bootstrap resamples for 95% confidence intervals over the architectures (0 = none; 200 is a good start). "
+        "Unlike srcc --ci they do not resample the measured devices' runs: a proxy's mean over targets is judged "
+        "on which architectures were drawn."))] = 0,
     top: Annotated[int, typer.Option(min=1, help="Show the best N.")] = 10,
     min_overlap: MinOverlapOpt = DEFAULT_MIN_OVERLAP,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,

@@ -369,6 +369,18 @@ def measure(
         raise typer.Exit(1)
 
 
+def own_resolution_is_default(profile, space):
+    """An input shape that is the space's own resolution (NB201's 32x32) is the default workload: it was measured
+    again as a second series, NAME@32x32, of the very same models."""
+    shape = profile.workload.input_shape
+    own = getattr(space, "default_input_shape", None)
+    if shape is None or own is None or list(shape) != list(own[:2]) or getattr(space, "resolution_in_key", False):
+        return profile
+    console.print(f"[dim]{shape[0]}x{shape[1]} is {space.name}'s own resolution: measured as the default workload "
+                  f"({profile.name}, not {profile.measured_name})[/]", highlight=False)
+    return profile.model_copy(update={"workload": profile.workload.model_copy(update={"input_shape": None})})
+
+
 def parse_shape(text: str | None) -> list[int] | None:
     """``64x64`` (or ``64,64``) -> [64, 64]; a clear error naming the flag otherwise."""
     if text is None:
@@ -422,6 +434,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         profile = profile.model_copy(update={"graph": check_mode(graph)})
     sp, archs = choose_targets([profile], space, model, sample=sample, seed=seed, all_archs=all_archs, arch=arch,
                                arch_file=arch_file)
+    profile = own_resolution_is_default(profile, sp)
     command = shlex.join(["harness", *sys.argv[1:]])
     with reachable(profile) as profile, Store(store) as st:
         progress = campaign_progress(console)
