@@ -381,6 +381,10 @@ def test_cli_bad_inputs(public_like_store, cli_env):
     assert too_many.returncode == 2 and "more than" in too_many.stderr and "(see --samples)" in too_many.stderr
     no_pred = harness("predict", "--device", "pub_b", env=cli_env, check=False)
     assert no_pred.returncode == 2 and "harness train" in no_pred.stderr
+    # a series with no data at all: training it is no fix (it said "run harness train --device pub_b@bs9")
+    no_data = harness("predict", "--device", "pub_b@bs9", env=cli_env, check=False)
+    flat = " ".join(no_data.stderr.split())
+    assert no_data.returncode == 2 and "no nb201 latencies" in flat and "harness train" not in flat, flat
     bad_acc = harness("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "acc_x", env=cli_env,
                       check=False)
     assert bad_acc.returncode == 2 and "acc_top1" in bad_acc.stderr

@@ -486,6 +486,9 @@ def describe_predictor(saved: dict) -> str:
 def predict(ctx: Context, device: str, archs: Sequence[Arch] | None = None) -> pd.DataFrame:
     saved = ctx.store.latest_predictor(ctx.space.name, device)
     if saved is None:
+        if device not in ctx.devices_with_data():  # train or adapt would refuse it too: say what is missing
+            raise NoPredictorError(device, f"no {ctx.space.name} predictor for {device!r}, and no {ctx.space.name} "
+                                           f"latencies to make one from in {ctx.store.path}", needs="measurements")
         raise NoPredictorError(device, f"no {ctx.space.name} predictor for {device!r}: train or adapt one first")
     archs = list(archs) if archs is not None else ctx.candidates()
     pred = np.asarray(get_method(saved["method"]).predict(ctx, saved["model"], archs), dtype=float)

@@ -295,7 +295,7 @@ def search(
     extra = ["measured ms", "held"] if "held" in table.columns else []
     prob = ["P(under)"] if "p_under" in table.columns else []
     keys, left_out = _keys_that_fit(table, keys, 3 + len(extra) + len(prob))
-    for col in [*keys, r.accuracy, "latency ms", "from", *prob, *extra]:
+    for col in [*keys, r.accuracy, "latency ms", "source", *prob, *extra]:
         t.add_column(col, justify="left" if col in keys else "right", overflow="fold")
     for _, row in table.iterrows():
         cells = [*[str(row[k]) for k in keys], f"{row[r.accuracy]:.2f}", f"{row.latency_ms:.3f}", row.source,
