@@ -68,6 +68,9 @@ def test_campaign_over_ssh_with_benchmark_model(sshd, binary, tmp_path, cache_di
     assert bm["timed"]["count"] == 4 and bm["per_run_latencies"] is False
     assert m.median_ms.iloc[0] == pytest.approx(bm["timed"]["median_ms"])
     assert camp["benchmark_model"] == binary and camp["kernel"]
+    import hashlib  # which build timed them, as over ADB (it said "benchmark_model": an upgrade went unrecorded)
+
+    assert camp["runtime_version"] == f"benchmark_model sha256:{hashlib.sha256(open(binary, 'rb').read()).hexdigest()[:16]}"
     assert "cpu_freq_mhz" in cond["before"] and "wall_s" in cond["after"]
 
 

@@ -213,6 +213,23 @@ def test_one_timed_run_has_no_spread_and_the_summary_says_the_noise_is_unknown(c
 
 # --- gating -----------------------------------------------------------------------------------
 
+def test_the_temperature_gate_reads_the_runners_state_as_it_names_it():
+    """The local and SSH runner's state says temperatures_c (the conditions schema; runner.dynamic_conditions); the
+    gate read temperature_c, so max_start_temp_c was never observable there and never held a model back."""
+    from harness.devices import runner
+    from harness.devices.conditions import check_conditions
+    from harness.measure.gating import violations
+    from harness.measure.policy import Gate
+
+    assert "temperatures_c" in runner.dynamic_conditions()  # the key the runner's state answers with
+    state = {"temperatures_c": {"cpu-thermal": 81.0}, "cpu_freq_mhz": None, "loadavg_1m": 0.2}  # as it answers
+    assert check_conditions(state) == []
+    reasons, observable = violations(Gate(max_start_temp_c=70), state)
+    assert observable and reasons == ["temperature 81.0 C > 70 C"]
+    lab = LabDevice(lab_profile(), Physics())  # the stand-ins answer in the same names
+    assert check_conditions(lab.state()) == [] and violations(Gate(max_start_temp_c=70), lab.state())[1]
+
+
 def test_gating_waits_until_the_device_is_cool_and_records_the_wait(cache, store_path):
     archs = SPACE.sample(3, 3)
     prof = lab_profile(warmup_runs=1, timed_runs=5, gate={"max_start_temp_c": 40, "max_wait_s": 600, "poll_s": 2})
@@ -238,7 +255,7 @@ def test_gating_waits_until_the_device_is_cool_and_records_the_wait(cache, store
     assert s.ok == 3 and s.gate_timeouts == 0
     assert waits[0] == pytest.approx(40, abs=2.1)  # (60 - 40) C / 0.5 C per s of cooling
     assert all(w <= 2.0 for w in waits[1:])  # a model heats it a little; one poll cools it again
-    assert all(g["state"]["temperature_c"]["lab"] <= 40 and not g["timed_out"] for g in gates)
+    assert all(g["state"]["temperatures_c"]["lab"] <= 40 and not g["timed_out"] for g in gates)
     assert s.gate_wait_s == pytest.approx(sum(waits))
     waits_said = [r for r in watching.said if r[0] != "starting"]
     assert len(waits_said) >= 19 and "temperature" in waits_said[0][0]  # told at every 2 s poll of ~40 s

@@ -283,7 +283,8 @@ def print_unstable(s: CampaignSummary, show: int = 3) -> None:
                 "thermal throttling) or raise the profile's warmup_runs (and, with the adaptive policy, "
                 "adaptive.max_runs / max_seconds; with a fixed one, timed_runs / min_seconds)")
     else:
-        hint = "rankings of these few may be off: measure them again with --remeasure --arch KEY"
+        hint = ("rankings of these few may be off: measure them again with --remeasure "
+                + ("--model FILE" if s.space == "file" else "--arch KEY"))  # --model rejects --arch
     console.print(f"  {hint}.", highlight=False)
 
 

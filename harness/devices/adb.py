@@ -554,8 +554,10 @@ class ADBDriver(Driver):
                 if pol.energy == "battery":
                     raise DriverUnavailable(f"policy.energy: battery, but {self.serial} reports no battery "
                                             "current_now/voltage_now; use policy.energy: off")
-            else:  # coarse: the gauge's readings around the run times the mean latency
-                result.energy_mj = sum(powers) / len(powers) * result.statistics["avg_ms"] / 1000.0
+            else:  # coarse: the gauge's readings around the run times the latency stored (its median, when the
+                # tool reports one): the mean made a noisy model's energy rank unlike its latency at constant power
+                per_run_ms = result.statistics.get("median_ms") or result.statistics["avg_ms"]
+                result.energy_mj = sum(powers) / len(powers) * per_run_ms / 1000.0
                 result.energy_method = "battery-coarse"
         return result
 
@@ -566,7 +568,7 @@ class ADBDriver(Driver):
         temps = dict(c.get("temperatures_c") or {})
         if c.get("battery_temp_c") is not None:
             temps["battery"] = c["battery_temp_c"]
-        return {"temperature_c": temps or None, "cpu_freq_mhz": c.get("cpu_freq_mhz") or None}
+        return {"temperatures_c": temps or None, "cpu_freq_mhz": c.get("cpu_freq_mhz") or None}
 
     def stability(self) -> dict[str, Any]:
         """Battery, charging, screen and thermal status (dumpsys), governors and temperatures."""

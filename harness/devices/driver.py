@@ -132,7 +132,7 @@ class Driver(ABC):
         return {}
 
     def state(self) -> dict[str, Any]:
-        """Dynamic conditions now (temperature_c, cpu_freq_mhz, loadavg_1m, ...) for device-state gating.
+        """Dynamic conditions now (temperatures_c, cpu_freq_mhz, loadavg_1m, ...) for device-state gating.
 
         Drivers that cannot observe the device return {} and gating records "not observable".
         """

@@ -52,7 +52,7 @@ class SSHBenchmarkModelDriver(SSHDriver):
                 break
             if t.lstrip("-").isdigit():
                 temps[self._read(f"/sys/class/thermal/thermal_zone{z}/type") or f"zone{z}"] = int(t) / 1000.0
-        return {"cpu_freq_mhz": freq or None, "temperature_c": temps or None}
+        return {"cpu_freq_mhz": freq or None, "temperatures_c": temps or None}
 
     def stability(self) -> dict[str, Any]:
         """No Python runner on the device to sample other processes: `devices check` says it cannot observe (it
@@ -74,13 +74,17 @@ class SSHBenchmarkModelDriver(SSHDriver):
                 f"{self.profile.name}: connection.benchmark_model: no executable at {self.binary!r} on the device. "
                 "Copy TFLite's benchmark_model for the board (e.g. linux_aarch64) there and chmod +x it, or fix "
                 "the path.")
+        # which build timed the models, as the ADB driver records it: an upgraded binary shows in the provenance
+        summed = self.shell.run(["sha256sum", self.binary], timeout=60)
+        sha = summed.stdout.split()[0] if summed.code == 0 and summed.stdout.split() else None
         model = self._read("/proc/device-tree/model")
         self.hello = {"conditions": {
             "device_model": model.rstrip("\x00") if model else None,
             "kernel": self.shell.run(["uname", "-r"], timeout=30).stdout.strip() or None,
             "machine": self.shell.run(["uname", "-m"], timeout=30).stdout.strip() or None,
             "governor": self._read(f"{CPU}/cpu0/cpufreq/scaling_governor"),
-            "runtime": "tflite", "runtime_version": "benchmark_model", "benchmark_model": self.binary,
+            "runtime": "tflite", "runtime_version": f"benchmark_model sha256:{sha[:16]}" if sha else "benchmark_model",
+            "benchmark_model": self.binary,
             "threads": self.profile.runtime.threads, "delegate": self.profile.runtime.delegate}}
 
     def prepare(self) -> dict[str, Any]:
@@ -99,7 +103,7 @@ class SSHBenchmarkModelDriver(SSHDriver):
                                message=str(e))
         finally:
             self.cleanup()
-        return CheckReport(True, True, "tflite", "benchmark_model",
+        return CheckReport(True, True, "tflite", facts.get("runtime_version") or "benchmark_model",
                            details={"benchmark_model": self.binary, "device": facts.get("device_model")})
 
     def run(self, model_ref: str) -> RunResult:

@@ -39,7 +39,9 @@ def violations(gate: Gate, state: dict[str, Any]) -> tuple[list[str], bool]:
     """What in ``state`` is over the gate's limits, and whether every limit could be checked."""
     out, observable = [], True
     if gate.max_start_temp_c is not None:
-        t = _max(state.get("temperature_c"))
+        # the schema's name (harness.devices.conditions); the runner's state said temperatures_c, which this read
+        # as temperature_c: a local or SSH device's temperature gate was never observable, and never held a model
+        t = _max(state.get("temperatures_c", state.get("temperature_c")))
         if t is None:
             observable = False
         elif t > gate.max_start_temp_c:

@@ -123,7 +123,7 @@ class LabDevice(Driver):
         return artifact.digest
 
     def state(self) -> dict[str, Any]:
-        return {"temperature_c": {"lab": self.temperature_c()}, "loadavg_1m": 2.0 if self.hog_active() else 0.1}
+        return {"temperatures_c": {"lab": self.temperature_c()}, "loadavg_1m": 2.0 if self.hog_active() else 0.1}
 
     def run(self, model_ref: str) -> RunResult:
         p, pol = self.physics, self.profile.policy
