@@ -108,6 +108,7 @@ class CampaignSummary:
     energy_mj: list[float] = field(default_factory=list)  # each metered visit's energy per inference
     energy_method: str | None = None
     energy_given_up: bool = False  # the first passes' counter never moved: the rest of the campaign ran none
+    other_plan: int = 0  # architectures measured again because their visits were of another rounds plan
     cuda_graph_setting: str | None = None  # the profile's CUDA-graph switch when it times a GPU: advice names it
     last_failure: str | None = None  # the latest failed visit's kind and message: what `campaigns` shows
 
@@ -341,6 +342,19 @@ class Measured:
     @property
     def ok(self) -> bool:
         return self.failure_kind is None
+
+
+def push_reference(driver: Driver, cache: ModelCache, space: SearchSpace, profile: Profile,
+                   conditions: dict[str, Any]) -> bool:
+    """Put the policy's paired reference model on a driver that times one before every run (the local, SSH and
+    ADB runners), noting its key in ``conditions``; False when there is none. A campaign and the farm's device
+    sessions both call it: the farm measured without it, so its latencies were not normalised as one device's."""
+    if profile.policy.reference == "none" or not hasattr(driver, "reference") or hasattr(space, "artifact"):
+        return False
+    ref_arch = reference_arch(space, profile.policy.reference)
+    driver.reference = driver.push(artifact_for(cache, space, ref_arch, profile))  # type: ignore[attr-defined]
+    conditions["reference"] = ref_arch.key
+    return True
 
 
 def artifact_for(cache: ModelCache, space: SearchSpace, arch: Arch, profile: Profile) -> Artifact:
@@ -608,6 +622,11 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     summary = CampaignSummary(profile.measured_name, space.name, len(archs), sum(a.key not in pending for a in archs),
                               graph_mode=profile.graph, rounds=pol.rounds,
                               cuda_graph_setting=profile.runtime.cuda_graph_setting)
+    if not remeasure and pending:  # measured before under another rounds plan (a farm's one visit): said, not silent
+        wl = workload_columns(profile)
+        any_plan = {k for k, _ in store.measured_rounds(profile.name, space.name, None, profile.graph, wl)}
+        this_plan = {k for k, _ in store.measured_rounds(profile.name, space.name, pol.rounds, profile.graph, wl)}
+        summary.other_plan = len(pending & (any_plan - this_plan))  # a resumed campaign's own visits are not that
     if not (remeasure or remeasure_stale):
         summary.stale = len(stale_keys(store, profile, space, archs))
         if summary.skipped:  # some are kept as measured: were they measured with another setup?
@@ -651,10 +670,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             watch.start()
         refs: dict[str, tuple] = {}  # arch key -> (device ref, digest, degenerate, identity)
         metered: set[str] = set()  # architectures whose energy this campaign has (policy.energy_visits: first)
-        if pol.reference != "none" and hasattr(driver, "reference") and not hasattr(space, "artifact"):  # drivers with per-run timings
-            ref_arch = reference_arch(space, pol.reference)
-            driver.reference = driver.push(artifact_for(cache, space, ref_arch, profile))  # type: ignore[attr-defined]
-            summary.conditions["reference"] = ref_arch.key
+        if push_reference(driver, cache, space, profile, summary.conditions):
             store.set_campaign_conditions(cid, summary.conditions)
         starting = getattr(observer, "model_starting", None)  # optional: "exporting/timing X" on a progress line
         for i, (arch, rnd) in enumerate(todo):

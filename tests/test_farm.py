@@ -327,3 +327,48 @@ def test_each_farm_device_stops_metering_a_counter_that_never_moved(store_path, 
             passes[name] = passes.get(name, 0) + ("energy" in json.loads(cond))
     assert passes == {"e0": ENERGY_GIVE_UP_PASSES, "e1": ENERGY_GIVE_UP_PASSES}
     assert all(d.energy_given_up and d.no_energy == ENERGY_GIVE_UP_PASSES for d in s.devices)
+
+
+def test_the_farm_digest_compares_the_files_not_the_commands_workload_flags():
+    # `measure --ray ... --batch-size 4` (or --graph keep) refused identical files: "the profile on host ...
+    # differs from this command's"; the host measures the profile the command sends, flags included
+    from harness.farm.plan import farm_digest
+
+    p = sleep_profile("a")
+    assert farm_digest(p.with_workload(batch_size=4)) == farm_digest(p)
+    assert farm_digest(p.model_copy(update={"graph": "keep"})) == farm_digest(p)
+    other = p.model_copy(update={"runtime": p.runtime.model_copy(update={"threads": 2})})
+    assert farm_digest(other) != farm_digest(p)  # what the file says still counts
+
+
+def test_farm_devices_time_the_paired_reference_as_one_device_does(store_path, cache_dir):
+    # the farm measured without it: its latencies were not reference-normalised like a single device's
+    import json
+
+    profiles = [parse_profile({"name": f"r{i}", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                               "policy": {"warmup_runs": 1, "adaptive": {"min_runs": 6, "max_runs": 8}}}, "p")
+                for i in range(2)]
+    assert profiles[0].policy.reference == "auto"
+    with Store(store_path) as st:
+        s = farm(st, profiles, SPACE.sample(3, 4), cache_dir)
+        assert s.finished and [d.ok for d in s.devices] == [3, 3]
+        refs = [r[0] for r in st.db.execute("SELECT ref_median_ms FROM measurements")]
+        conds = [json.loads(c) for (c,) in st.db.execute("SELECT conditions_json FROM campaigns")]
+    assert len(refs) == 6 and all(r is not None and r > 0 for r in refs)
+    assert all(c.get("reference") for c in conds)
+
+
+def test_a_device_measured_by_the_farm_then_alone_says_why_it_measures_again(cli_env):
+    # after a farm run (one visit each), `measure -d a` measured all again and said "0 already in the store"
+    from tests.conftest import write_profile
+
+    devices = Path(cli_env["HARNESS_DEVICES"])
+    for name in ("fa", "fb"):
+        write_profile(devices, name, {"name": "onnxruntime"}, {"warmup_runs": 1, "adaptive": {"min_runs": 6,
+                                                                                            "max_runs": 8}})
+    both = harness("measure", "-d", "fa", "-d", "fb", "--arch", "3,5", env=cli_env)
+    assert "run on this machine's CPUs at the same time" in " ".join(both.stderr.split())  # they slow each other
+    alone = " ".join(harness("measure", "-d", "fa", "--arch", "3,5", "--rounds", "2", env=cli_env).stdout.split())
+    assert "2 of these architectures had visits under another rounds plan" in alone, alone
+    resumed = " ".join(harness("measure", "-d", "fa", "--arch", "3,5,7", "--rounds", "2", env=cli_env).stdout.split())
+    assert "another rounds plan" not in resumed  # its own plan's visits are not another plan's

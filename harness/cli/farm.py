@@ -73,14 +73,19 @@ def print_farm_summary(summary, store: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"{summary.space}: {summary.requested} architectures, --{summary.mode}")
-    for col in ("device", "host", "measured", "failed", "already", "status"):
-        table.add_column(col, justify="right" if col in ("measured", "failed", "already") else "left")
+    suspect = any(d.suspect for d in summary.devices)  # as one device's summary says (the farm's said nothing)
+    for col in ("device", "host", "measured", "failed", "already", *(("suspect",) if suspect else ()), "status"):
+        table.add_column(col, justify="right" if col in ("measured", "failed", "already", "suspect") else "left")
     for d in summary.devices:
         colour = "green" if d.status in ("finished", "nothing to do") else "red"
         status = f"[{colour}]{d.status}[/]" + (f": {escape(clip(d.message, 120))}" if d.message else "")
         table.add_row(d.device + (f" ({d.group})" if d.group else ""), d.host, str(d.ok), str(d.failed),
-                      str(d.skipped), status)
+                      str(d.skipped), *((f"[yellow]{d.suspect}[/]" if d.suspect else "",) if suspect else ()), status)
     print_table(table)
+    if suspect:
+        console.print("[yellow]suspect:[/] visits measured while other processes or hypervisor steal had the CPU "
+                      "(the reason is in the store's `suspect` column; export's <device>_suspect says which "
+                      "latencies rest on them): measure those devices again one at a time", highlight=False)
     from harness.cli.measure import print_profile_changes, print_visit_notes
 
     for d in summary.devices:
@@ -130,6 +135,11 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
                            "build the search spaces' models themselves)")
     sp, archs = choose_targets(profiles, space, model, sample=sample, seed=seed, all_archs=all_archs, arch=arch,
                                arch_file=arch_file)
+    here = [p.name for p in profiles if p.connection.kind == "local"]
+    if ray_address is None and len(here) > 1:  # they share this machine's CPUs: each slows the other
+        err.print(f"[yellow]note:[/] {', '.join(here)} run on this machine's CPUs at the same time, so each slows "
+                  "the other (their visits are marked suspect); for clean numbers measure them one after another",
+                  highlight=False)
     command = shlex.join(["harness", *sys.argv[1:]])
     with ExitStack() as stack:
         if ray_address is None:  # stand-ins served for this command (ADB serial `virtual`), as for one device

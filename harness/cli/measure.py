@@ -159,6 +159,11 @@ def print_summary(s: CampaignSummary) -> None:
                   f"{visits}, {s.skipped} already in the store, {s.exported} model file(s) exported, {s.elapsed_s:.1f} s "
                   f"({s.status})",
                   highlight=False)
+    if s.other_plan:
+        console.print(f"  {s.other_plan} of these architectures had visits under another rounds plan (a farm "
+                      f"measures one visit each): a campaign's rounds are part of what it measures, so this one "
+                      f"visited them again in its {s.rounds} round(s); --rounds 1 would have reused one-visit "
+                      "measurements", highlight=False)
     if s.degenerate:
         console.print(f"  {s.degenerate} degenerate model(s) (output independent of the input, e.g. an all-'none' "
                       "cell): measured as deployed and marked 'degenerate' in the store")

@@ -43,7 +43,7 @@ class DeviceBusy(HarnessError):
     def __init__(self, holder: Holder, lock_file: Path):
         self.holder, self.lock_file = holder, lock_file
         super().__init__(f"device {holder.device} is being measured by {holder.describe()}. Wait for it to "
-                         f"finish (`harness measure` and `farm` can with --wait), or stop that campaign (the lease "
+                         f"finish (`harness measure --wait`, with one device, several or --ray), or stop that campaign (the lease "
                          f"is {lock_file})")
 
 

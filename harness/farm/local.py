@@ -8,7 +8,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from harness.campaign import Measured, energy_counter_dead, measure_model
+from harness.campaign import Measured, energy_counter_dead, measure_model, push_reference
 from harness.devices.driver import Driver, make_driver
 from harness.devices.profile import Profile
 from harness.errors import ParameterError
@@ -54,6 +54,7 @@ class DeviceSession:
         refused = self.driver.cannot_answer(self.space.name, [])  # a replay table of another space, as for one device
         if refused:
             raise ParameterError("space", refused)
+        push_reference(self.driver, self.cache, self.space, self.profile, conditions)  # as one device's campaign
         return conditions
 
     def measure(self, arch: Arch, hint: ModelHint | None = None) -> Measured:

@@ -55,8 +55,12 @@ def farm_digest(profile: Profile) -> str:
     """The digest a host advertises for a profile and a farm command checks: of the profile as the farm measures
     it (one visit per architecture), so a profile with the default three rounds (every built-in, the README's
     template) is the same on both sides; `farm join` digested it as written, the command after farm_profile, and
-    no such profile could be measured on a farm ("digest differs" for identical files)."""
-    return _one_visit(profile).digest()
+    no such profile could be measured on a farm ("digest differs" for identical files). The workload and graph
+    mode are left out: the command's flags set them (--batch-size, --graph) and the host measures the profile the
+    command sends; with them, identical files were refused as different for any such flag."""
+    from harness.devices.profile import Workload
+
+    return _one_visit(profile).model_copy(update={"workload": Workload(), "graph": "prune"}).digest()
 
 
 def campaign_plan(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
