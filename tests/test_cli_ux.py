@@ -863,6 +863,9 @@ def test_a_stop_says_when_a_rerun_can_go_on_by_why_it_stopped():
     phone = SimpleNamespace(connection=SimpleNamespace(kind="adb", workdir="/data/local/tmp/harness"))
     full = CampaignAborted("5 models failed in a row on p; last: device_error: write failed: No space left on device")
     assert rerun_when(ConnectionLost("gone"), phone) == "when the device is back"
+    # never answered: a device that is down, or a wrong port (it only said "when the device is back")
+    refused = rerun_when(ConnectionLost("pi: nothing answers on 127.0.0.1:1 (connection refused)"), phone)
+    assert "connection.host and connection.port" in refused
     assert rerun_when(full, phone) == ("once the device has free space again (the models harness pushed can go: "
                                        "`adb shell 'rm -f /data/local/tmp/harness/*.tflite'`)")
     spaced = SimpleNamespace(connection=SimpleNamespace(kind="adb", workdir="/sdcard/my models"))

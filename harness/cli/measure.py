@@ -248,6 +248,8 @@ def rerun_when(stop: Exception, profile) -> str:
     from harness.errors import ConnectionLost
 
     if isinstance(stop, ConnectionLost):
+        if "nothing answers" in str(stop):  # never reached: a device that is down, or a typo in the address
+            return "when the device is back, or once connection.host and connection.port point at it"
         return "when the device is back"
     if isinstance(stop, CampaignAborted) and "No space left on device" in str(stop):
         workdir = getattr(profile.connection, "workdir", None)

@@ -185,7 +185,8 @@ class SSHDriver(RunnerDriver):
         except paramiko.AuthenticationException as e:
             client.close()
             raise DeviceError(f"{self.profile.name}: authentication as {c.user} failed ({e}); check "
-                              "connection.key_file and the device's authorized_keys") from None
+                              "connection.user, connection.key_file and that user's authorized_keys on the "
+                              "device") from None
         except paramiko.ssh_exception.NoValidConnectionsError:
             client.close()
             raise ConnectionLost(f"{self.profile.name}: nothing answers on {c.host}:{c.port} (connection refused): "
