@@ -11,7 +11,6 @@ campaign is timed before and after the virtual-phone one to expose drift.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -35,9 +34,9 @@ def campaign(profile, space, archs, cache: ModelCache, db: Path) -> float:
 
 
 def main() -> None:
-    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+    from _cli import parser, positive  # benchmarks/ is on sys.path when a script runs
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--models", type=positive, default=50)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -15,7 +15,6 @@ devices no public table has, as in benchmarks/transfer.py's ``unseen`` protocol.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from transfer import TABLES, load  # noqa: E402
 
 from harness.analysis import closed_loop as cl  # noqa: E402
 from harness.analysis import pareto  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
 
 
 def target_pool(tab, t: int, acc: np.ndarray, src: list[int]) -> tuple[cl.Pool, np.ndarray]:
@@ -54,9 +54,9 @@ def fixed_k(pool: cl.Pool, truth: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def main() -> None:
-    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+    from _cli import fraction, parser, positive  # benchmarks/ is on sys.path when a script runs
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--table", nargs="+", default=["oneproxy", "hwnb"], choices=[t for t in TABLES if t != "fbnet"])
     ap.add_argument("--seeds", type=positive, default=3)
     ap.add_argument("--accuracy", default="acc_cifar100_test_200ep")
@@ -66,7 +66,8 @@ def main() -> None:
     ap.add_argument("--explore", type=int, default=cl.LoopConfig.explore)
     ap.add_argument("--pick", default=cl.LoopConfig.pick, choices=cl.PICKS)
     ap.add_argument("--explore-by", default=cl.LoopConfig.explore_by, choices=cl.EXPLORE_BY)
-    ap.add_argument("--hv-target", type=float, default=cl.LoopConfig.hv_target)
+    ap.add_argument("--hv-target", type=fraction, default=cl.LoopConfig.hv_target,
+                    help="stop when the expected HV ratio of the predicted front reaches this (0-1]")
     ap.add_argument("--targets", nargs="*", help="only these devices as targets")
     ap.add_argument("--measured", type=Path, nargs="*", default=[],
                     help="CSV(s) of devices measured with harness: they are the targets, the table's devices the sources")
@@ -83,6 +84,10 @@ def main() -> None:
               f"{args.hv_target}; {args.seeds} seeds")
         rows, round_s = [], []
         targets = range(tab.n_targets, len(names)) if args.measured else range(tab.n_targets)
+        unknown = sorted(set(args.targets or ()) - {names[t] for t in targets})
+        if unknown:  # it ran no target and failed on the empty table (AttributeError)
+            raise HarnessError(f"--targets {', '.join(unknown)}: not a target of {table}; its targets: "
+                               f"{', '.join(names[t] for t in targets)}")
         for t in targets:
             name = names[t]
             if args.targets and name not in args.targets:

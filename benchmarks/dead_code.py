@@ -13,7 +13,6 @@ weighs them per target (`harness.analysis.features.live_onehot`).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +31,13 @@ def op_counts(encoded: np.ndarray, op: str) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from _cli import parser, read_table  # benchmarks/ is on sys.path when a script runs
+
+    ap = parser(__doc__)
     ap.add_argument("--table", type=Path, default=TABLE, help="an NB201 table with arch_str and <device>_ms columns")
     args = ap.parse_args()
     space = get_space("nb201")
-    df = pd.read_csv(args.table)
+    df = read_table(args.table)
     archs = [space.parse(s) for s in df["arch_str"]]
     plain, live = onehot(space, archs), live_onehot(space, archs)
     dead = plain - live  # +1 where an operation sits on a dead edge (live writes it as none)

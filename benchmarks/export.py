@@ -9,7 +9,6 @@ schema shipped in ai-edge-litert), with no TensorFlow import and no converter ru
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -37,9 +36,9 @@ def measured_timing_ms(space, archs) -> float:
 
 
 def main() -> None:
-    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+    from _cli import parser, positive  # benchmarks/ is on sys.path when a script runs
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--models", type=positive, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timing-ms-per-model", type=float, default=None,

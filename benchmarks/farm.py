@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import os
 import shutil
@@ -86,12 +85,12 @@ class LoseNode:
 
 
 def main() -> None:
-    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+    from _cli import parser, positive  # benchmarks/ is on sys.path when a script runs
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--models", type=positive, default=40, help="models per device in the scaling runs")
     ap.add_argument("--latency-ms", type=float, default=50.0)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the overhead comparison")
+    ap.add_argument("--rounds", type=positive, default=3, help="interleaved rounds of the overhead comparison")
     ap.add_argument("--skip-loss", action="store_true")
     ap.add_argument("--only-loss", action="store_true")
     args = ap.parse_args()

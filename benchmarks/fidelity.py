@@ -375,7 +375,9 @@ def report(result: dict, timing: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from _cli import parser  # benchmarks/ is on sys.path when a script runs
+
+    ap = parser(__doc__)
     ap.add_argument("--space", action="append", help="space(s) to compare (repeat); default nb201 and fbnet")
     ap.add_argument("--n", type=int, default=30, help="architectures per space")
     ap.add_argument("--seed", type=int, default=0)

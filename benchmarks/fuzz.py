@@ -9,7 +9,6 @@ failing input (rerun with the same --seed to reproduce it).
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import subprocess
@@ -25,7 +24,9 @@ TARGETS = {"importer": "test_fuzz_importer", "profile-model": "test_fuzz_profile
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from _cli import parser  # benchmarks/ is on sys.path when a script runs
+
+    ap = parser(__doc__)
     ap.add_argument("--examples", type=int, default=5000, help="cases per target")
     ap.add_argument("--seed", type=int, default=None, help="hypothesis seed (default: random)")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(TARGETS)}")

@@ -8,7 +8,6 @@ GPU machines with onnxruntime-gpu and nvidia-ml-py only; elsewhere it says why a
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 
@@ -26,7 +25,9 @@ def counter_cadence(nv, h, seconds: float = 2.0) -> tuple[int, float]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from _cli import parser  # benchmarks/ is on sys.path when a script runs
+
+    ap = parser(__doc__)
     ap.add_argument("--arch", default="6452", help="NB201 index or key")
     args = ap.parse_args()
     from harness.devices import hwprobe

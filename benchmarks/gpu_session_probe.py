@@ -8,7 +8,6 @@ graphs (``enable_cuda_graph``). GPU machines with onnxruntime-gpu only; elsewher
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -29,7 +28,9 @@ def block_median(invoke, n: int = 200) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from _cli import parser  # benchmarks/ is on sys.path when a script runs
+
+    ap = parser(__doc__)
     ap.add_argument("--n", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()

@@ -17,7 +17,6 @@ for NB201's 15,625) and the target's own onnxruntime version. Exports take 1-3 m
 
 from __future__ import annotations
 
-import argparse
 import collections
 import os
 import sys
@@ -55,13 +54,17 @@ def optimised_ops(path: Path, scratch: str) -> collections.Counter:
 
 
 def main() -> None:
-    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+    from _cli import parser, positive  # benchmarks/ is on sys.path when a script runs
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=400, help="architectures of the table to use (first N rows)")
+    ap = parser(__doc__)
+    ap.add_argument("--n", type=positive, default=400, help="architectures of the table to use (first N rows; at "
+                    "least 40: ridge on K = 20 with some left to rank; the README's figures used --n 1999, about an "
+                    "hour of int8 exports)")
     ap.add_argument("--seeds", type=positive, default=10)
     ap.add_argument("--cache", type=Path, default=Path("models/cache"))
     args = ap.parse_args()
+    if args.n < 40:  # an empty table (n 5) or a traceback (n 0) before
+        ap.error(f"--n {args.n}: too few architectures for K = 20 and a ranking of the rest; use 40 or more")
     import onnxruntime as ort
 
     ort.set_default_logger_severity(3)  # it warns on every saved optimised model
@@ -85,7 +88,7 @@ def main() -> None:
     runtime = np.log1p(ops.to_numpy(dtype=float))
     blocks = {"structure (what the transfer fit reads)": both, "optimised-graph counts": runtime,
               "structure + optimised-graph counts": np.hstack([both, runtime])}
-    ks = [k for k in (20, 50, len(archs) // 2) if k < len(archs) - 10]
+    ks = sorted({k for k in (20, 50, len(archs) // 2) if k < len(archs) - 10})  # n 100: K = 50 once, not twice
     print(f"\nridge on K random architectures of {len(archs)}, SRCC on the rest ({args.seeds} draws); "
           f"the target's two-campaign noise floor is 0.966 (benchmarks/data/README.md)")
     print(f"{'features':42s}" + "".join(f"{'K=' + str(k):>9s}" for k in ks))

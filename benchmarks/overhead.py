@@ -13,7 +13,6 @@ same work is the noise floor. The ratio reported is the median over pairs.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -71,9 +70,9 @@ def replay_plan(st: Store, campaign_id: int, paths: dict[str, Path]) -> list[tup
 
 
 def main() -> None:
-    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+    from _cli import parser, positive  # benchmarks/ is on sys.path when a script runs
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--models", type=positive, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policy", choices=("default", "fixed"), default="default")

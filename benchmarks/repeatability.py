@@ -13,7 +13,6 @@ default before 2026-11-30: 3 warm-up, 10-30 runs at 2 %). With ``--hog`` a bound
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -74,9 +73,9 @@ def hog_later(delay: float, duration: float) -> threading.Timer:
 
 
 def main() -> None:
-    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+    from _cli import parser, positive  # benchmarks/ is on sys.path when a script runs
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--device", default="local-onnx")
     ap.add_argument("--models", type=positive, default=100)
     ap.add_argument("--seed", type=int, default=0)

@@ -12,7 +12,6 @@ truly under the budget, per bin of P, and what `--confidence 0.9` keeps.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -31,9 +30,9 @@ BUDGET_QUANTILES = (0.1, 0.25, 0.5, 0.75)
 
 
 def main() -> None:
-    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+    from _cli import parser, positive  # benchmarks/ is on sys.path when a script runs
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--table", default="oneproxy", choices=[t for t in TABLES if t != "fbnet"])
     ap.add_argument("--seeds", type=positive, default=1)
     ap.add_argument("--accuracy", default="acc_cifar100_test_200ep")

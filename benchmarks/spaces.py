@@ -9,7 +9,6 @@ timings are one to two orders of magnitude above the CIFAR spaces'.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -48,9 +47,9 @@ def bench_space(name: str, n: int, seed: int, profile) -> dict[str, float]:
 
 
 def main() -> None:
-    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+    from _cli import parser, positive  # benchmarks/ is on sys.path when a script runs
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--models", type=positive, default=10, help="architectures per space (seeded sample)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spaces", default=",".join(SPACES), help="comma-separated space names")

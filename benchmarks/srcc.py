@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -28,10 +27,18 @@ def timed(label: str, wide: pd.DataFrame, **kw) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    from _cli import parser  # benchmarks/ is on sys.path when a script runs
+
+    ap = parser(__doc__)
+    ap.add_argument("--data", type=Path, default=None,
+                    help="folder of the public tables (default ../shared/data; left out with a note when absent)")
     args = ap.parse_args()
-    files = sorted(p for p in args.data.glob("*/nb201_*.csv.gz"))
+    data = args.data or Path(__file__).resolve().parents[2] / "shared" / "data"
+    files = sorted(p for p in data.glob("*/nb201_*.csv.gz"))
+    if args.data is not None and not files:  # a path given and nothing there: it said nothing and timed less
+        ap.error(f"--data {args.data}: no */nb201_*.csv.gz tables there")
+    if not files:
+        print(f"(no public tables in {data}: only the synthetic tables are timed)")
     if files:
         with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "h.db") as st:
             t = time.perf_counter()

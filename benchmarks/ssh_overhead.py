@@ -8,7 +8,6 @@ one JSON round trip per model over an encrypted channel. Prints both campaign ti
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -29,9 +28,9 @@ def campaign_seconds(store: Store, profile, space, archs, cache) -> float:
 
 
 def main() -> None:
-    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+    from _cli import parser, positive  # benchmarks/ is on sys.path when a script runs
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--models", type=positive, default=50)
     args = ap.parse_args()
     space = get_space("nb201")

@@ -41,7 +41,6 @@ truth it is judged on — as published tables of phones often are; the sources k
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -123,7 +122,9 @@ def load(table: str, cache: Path, measured: list[Path] = ()) -> Table:
     devices = [c for c in df.columns if c.endswith("_ms")]
     n_targets = len(devices)
     for m in measured:
-        extra = pd.read_csv(m)
+        from _cli import read_table  # benchmarks/ is on sys.path when a script runs
+
+        extra = read_table(m)
         if key_col not in extra.columns:
             print(f"({m} has no {key_col} column: not a {space_name} table, left out for {table})")
             continue
@@ -271,9 +272,9 @@ def check_loo(tab: Table, targets, protocol: str, seeds: int) -> None:
 
 
 def main() -> None:
-    from _cli import positive  # benchmarks/ is on sys.path when a script runs
+    from _cli import nonnegative, parser, positive  # benchmarks/ is on sys.path when a script runs
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--table", nargs="+", default=["oneproxy", "fbnet"], choices=list(TABLES))
     ap.add_argument("--k", nargs="+", type=positive, default=[5, 10, 20, 50])
     ap.add_argument("--seeds", type=positive, default=10)
@@ -281,7 +282,7 @@ def main() -> None:
     ap.add_argument("--protocol", nargs="+", default=["plain", "family"], choices=["plain", "family", "unseen"],
                     help="unseen (added by --measured): the measured devices are the targets")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    ap.add_argument("--round-ms", type=float, default=0.0,
+    ap.add_argument("--round-ms", type=nonnegative, default=0.0,
                     help="round each target's latencies to whole multiples of this many ms (a coarse published table)")
     ap.add_argument("--check-loo", action="store_true",
                     help="at K=20, ours-all: does the leave-one-out SRCC `harness adapt` prints (and warns on below "
