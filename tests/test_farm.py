@@ -372,3 +372,15 @@ def test_a_device_measured_by_the_farm_then_alone_says_why_it_measures_again(cli
     assert "2 of these architectures had visits under another rounds plan" in alone, alone
     resumed = " ".join(harness("measure", "-d", "fa", "--arch", "3,5,7", "--rounds", "2", env=cli_env).stdout.split())
     assert "another rounds plan" not in resumed  # its own plan's visits are not another plan's
+
+
+def test_the_farm_summary_names_each_workload_series(cli_env):
+    # it said "a" where one device's summary and export say "a@bs2"
+    devices = Path(cli_env["HARNESS_DEVICES"])
+    for name in ("wa", "wb"):
+        (devices / f"{name}.yaml").write_text(yaml.safe_dump(
+            {"name": name, "connection": {"kind": "sleep", "latency_ms": 5}, "runtime": {"name": "onnxruntime"},
+             "policy": QUICK}))
+    out = harness("measure", "-d", "wa", "-d", "wb", "--arch", "3", "--batch-size", "2", env=cli_env)
+    rows = [line for line in out.stdout.splitlines() if "finished" in line]
+    assert any("wa@bs2" in r for r in rows) and any("wb@bs2" in r for r in rows), out.stdout

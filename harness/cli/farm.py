@@ -79,8 +79,8 @@ def print_farm_summary(summary, store: Path) -> None:
     for d in summary.devices:
         colour = "green" if d.status in ("finished", "nothing to do") else "red"
         status = f"[{colour}]{d.status}[/]" + (f": {escape(clip(d.message, 120))}" if d.message else "")
-        table.add_row(d.device + (f" ({d.group})" if d.group else ""), d.host, str(d.ok), str(d.failed),
-                      str(d.skipped), *((f"[yellow]{d.suspect}[/]" if d.suspect else "",) if suspect else ()), status)
+        table.add_row((d.series or d.device) + (f" ({d.group})" if d.group else ""), d.host, str(d.ok),
+                      str(d.failed), str(d.skipped), *((f"[yellow]{d.suspect}[/]" if d.suspect else "",) if suspect else ()), status)
     print_table(table)
     if suspect:
         console.print("[yellow]suspect:[/] visits measured while other processes or hypervisor steal had the CPU "
@@ -91,7 +91,7 @@ def print_farm_summary(summary, store: Path) -> None:
     for d in summary.devices:
         if d.profile_changes:
             print_profile_changes(d.device, d.changed_archs, d.profile_changes)
-        print_visit_notes(d, f" ({d.device})")
+        print_visit_notes(d, f" ({d.series or d.device})")
     left = {k: v for k, v in summary.left.items() if v}
     if left:
         console.print("not measured yet: " + ", ".join(f"{k}: {v}" for k, v in sorted(left.items()))

@@ -228,7 +228,8 @@ def print_visit_notes(s: CampaignSummary, who: str = "") -> None:
                       highlight=False)
     if s.energy_mj:
         console.print(f"  energy{who}: {len(s.energy_mj)} visit(s) metered ({s.energy_method}), median "
-                      f"{statistics.median(s.energy_mj):.3g} mJ per inference; exported as {s.device}_mj",
+                      f"{statistics.median(s.energy_mj):.3g} mJ per inference; exported as "
+                      f"{getattr(s, 'series', '') or s.device}_mj",
                       highlight=False)
     if s.no_energy:
         why = s.no_energy_why or ""

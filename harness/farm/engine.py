@@ -63,6 +63,7 @@ class Lane(ABC):
 
 @dataclass
 class DeviceSummary(CampaignSummary):
+    series: str = ""  # the name its latencies go by: NAME@bs4 for another workload (``device`` is the profile's)
     host: str = ""
     group: str | None = None
     planned: int = 0
@@ -142,7 +143,8 @@ class _Farm:
             q = plan.queues[plan.queue_of[name]]
             s = DeviceSummary(name, plan.space.name, len(plan.archs), q.skipped, host=self.lanes[name].host,
                               group=profile.group if plan.mode == "split" else None, planned=len(q.todo),
-                              graph_mode=profile.graph)
+                              graph_mode=profile.graph, series=profile.measured_name,
+                              cuda_graph_setting=profile.runtime.cuda_graph_setting)
             if s.skipped:  # kept as measured: by this setup?
                 waiting = {a.key for a in q.todo}
                 s.profile_changes, s.changed_archs = changed_setup(
