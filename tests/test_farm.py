@@ -384,3 +384,21 @@ def test_the_farm_summary_names_each_workload_series(cli_env):
     out = harness("measure", "-d", "wa", "-d", "wb", "--arch", "3", "--batch-size", "2", env=cli_env)
     rows = [line for line in out.stdout.splitlines() if "finished" in line]
     assert any("wa@bs2" in r for r in rows) and any("wb@bs2" in r for r in rows), out.stdout
+
+
+def test_a_model_lost_with_its_host_does_not_advance_the_groups_bar():
+    # the group's bar read 13/12: the lost model counted once as lost and again when another device measured it
+    from types import SimpleNamespace
+
+    from rich.progress import Progress
+
+    from harness.cli.farm import FarmProgress
+
+    progress = Progress()
+    fp = FarmProgress(progress, "split")
+    s = SimpleNamespace(device="k1", group="g", host="h", skipped=0, conditions={}, ok=0, failed=0)
+    fp.device_started(s, 2)
+    arch = SPACE.parse("3")
+    fp.model_done(s, SimpleNamespace(ok=False, arch=arch, failure_kind="device_lost", message="gone", median_ms=None))
+    fp.model_done(s, SimpleNamespace(ok=True, arch=arch, failure_kind=None, message=None, median_ms=1.0))
+    assert progress.tasks[0].completed == 1

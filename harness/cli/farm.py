@@ -62,7 +62,10 @@ class FarmProgress:
         else:
             status = f"ok {s.ok} · failed {s.failed}" + (f" · last {o.median_ms:.3f} ms" if o.ok else "")
         if key in self.tasks:
-            self.progress.update(self.tasks[key], advance=1, status=status)
+            # a model lost with its host goes back to the queue (another device of the group takes it): it is not
+            # done, or the group's bar read 13/12
+            done = 0 if o.failure_kind == "device_lost" else 1
+            self.progress.update(self.tasks[key], advance=done, status=status)
 
     def device_stopped(self, s) -> None:
         if s.status != "finished":
