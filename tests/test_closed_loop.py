@@ -213,8 +213,14 @@ def test_bad_input_is_refused_before_anything_is_measured(loop_setup):
             tl.plan_loop(ctx, reg, "tgt-replay", "acc_nope")
         with pytest.raises(HarnessError, match="no device profile and no nb201 data"):
             tl.plan_loop(ctx, reg, "no-such-phone", "acc_test")
-        with pytest.raises(HarnessError, match="has 240 nb201 latencies in the store but no device profile"):
+        # imported data: adding NAME.yaml (the old advice) ends in "one name is one device" after the pool is built
+        with pytest.raises(HarnessError, match="'src_a' is imported data.*src_a-replay.yaml.*column src_a_ms"):
             tl.plan_loop(ctx, reg, "src_a", "acc_test")
+        (s["devices"] / "src_a.yaml").write_text(yaml.safe_dump({
+            "name": "src_a", "connection": {"kind": "replay", "table": str(s["table"]), "column": "src_a_ms"}}))
+        with pytest.raises(HarnessError, match="'src_a' is imported data"):  # refused before the pool, not after
+            tl.plan_loop(ctx, ProfileRegistry(s["devices"]), "src_a", "acc_test")
+        (s["devices"] / "src_a.yaml").unlink()
         with pytest.raises(HarnessError, match="fbnet"):
             tl.plan_loop(open_context(st, "fbnet", str(s["cache"])), reg, "tgt-replay", None)
         assert st.campaigns().empty

@@ -370,6 +370,11 @@ def test_cli_loop_suggest_adapt_predict_pareto(public_like_store, cli_env):
     assert set(check) >= {"proxy_front", "predicted_front"}
     assert 0 <= check["proxy_front"]["recall"] <= 1 and check["proxy_front"]["hv_ratio"] > 0
     assert (folder / "p.html").read_text().count("data:image/png") == 1
+    # a target measured on 12 with a predictor fitted on those 12: it printed a perfect score, as if validated
+    partial = " ".join(harness("pareto", "--proxy", "pub_a", "--target", "new_dev", "--accuracy", "acc_top1",
+                               env=cli_env).stdout.split())
+    assert "partial: judged on the 12 architectures new_dev has latencies for (pub_a has 400)" in partial, partial
+    assert "in-sample: the saved predictor was fitted on 12 of these 12 architectures" in partial
 
 
 @pytest.mark.slow
@@ -388,6 +393,13 @@ def test_cli_bad_inputs(public_like_store, cli_env):
     bad_acc = harness("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "acc_x", env=cli_env,
                       check=False)
     assert bad_acc.returncode == 2 and "acc_top1" in bad_acc.stderr
+    # a metadata column (OneProxy's row number) was taken as the accuracy and scored; search refused it
+    rows = pd.read_csv(public_like_store[0] / "public.csv")[["nb201_index", "arch_str", "acc_top1"]].assign(table_row=range(400))
+    rows.to_csv(public_like_store[0] / "meta.csv", index=False)
+    harness("import", str(public_like_store[0] / "meta.csv"), env=cli_env)
+    meta = harness("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "table_row", env=cli_env,
+                   check=False)
+    assert meta.returncode == 2 and "no accuracy column 'table_row'" in meta.stderr, meta.stderr
     own = harness("adapt", "--proxy", "pub_a", "--proxy", "pub_b", "--target", "pub_b", env=cli_env, check=False)
     assert own.returncode == 2 and "own proxy" in own.stderr
     few = harness("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "acc_top1", "--what-if-k", "2",
@@ -743,3 +755,20 @@ def test_a_device_that_pays_per_operation_is_ranked_by_the_edge_activity_model()
     before = spearmanr(old.predict(src[k:], x[k:], x[k:]), target[k:]).statistic
     after = spearmanr(new.predict(src[k:], x[k:], np.hstack([x, edges])[k:]), target[k:]).statistic
     assert new.graph_parts[0].share > 0.3 and after > before + 0.03, (before, after)
+
+
+def test_all_leaves_out_a_small_source_that_would_only_guess_at_the_targets_samples(public_like_store, cli_env):
+    # a 40-architecture local proxy entered a Pixel 3 fit as its second source: at the 20 samples its values were
+    # its own predictor's guesses from those 40
+    folder, table = public_like_store
+    harness("import", str(folder / "target.csv"), env=cli_env)  # new_dev: the first 12 architectures
+    tiny = table.iloc[100:130][["nb201_index", "arch_str"]].assign(tiny_ms=table.pub_a_ms[100:130] * 1.5)
+    tiny.to_csv(folder / "tiny.csv", index=False)
+    harness("import", str(folder / "tiny.csv"), env=cli_env)
+    out = harness("adapt", "--proxy", "all", "--target", "new_dev", "--json", env=cli_env)
+    r = json.loads(out.stdout)
+    assert "tiny" not in r["proxies"] and {"pub_a", "pub_b"} <= set(r["proxies"])
+    assert "tiny (0)" in " ".join(out.stderr.split() + out.stdout.split())  # the note names it
+    named = json.loads(harness("adapt", "--proxy", "tiny", "--proxy", "pub_a", "--target", "new_dev", "--json",
+                               env=cli_env).stdout)
+    assert "tiny" in named["proxies"]  # named proxies stay, as named

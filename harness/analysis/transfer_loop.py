@@ -45,12 +45,24 @@ def resolve_target(registry: ProfileRegistry, ctx: Context, target: str) -> Prof
         return registry.get(target)
     except UnknownNameError as e:
         has = ctx.store.latencies(ctx.space.name, [target])
+        if len(has) and (has.origin == "imported").all():
+            raise _imported(target, len(has), ctx, registry) from None
         if len(has):
             raise HarnessError(f"{target!r} has {len(has)} {ctx.space.name} latencies in the store but no device "
                                f"profile to measure with; add {registry.user_dir / (target + '.yaml')} (kind "
                                f"replay answers from a published table)") from None
         raise HarnessError(f"unknown target {target!r}: no device profile and no {ctx.space.name} data in "
                            f"{ctx.store.path}. Valid profiles: {', '.join(e.valid)}") from None
+
+
+def _imported(target: str, n: int, ctx: Context, registry: ProfileRegistry) -> HarnessError:
+    """An imported device is no device to measure, and its name cannot be a profile's too (one name is one device;
+    the advice to add NAME.yaml led, after building the pool, to that refusal): say what works."""
+    return HarnessError(
+        f"{target!r} is imported data ({n} {ctx.space.name} latencies), and one name is one device: a measured "
+        f"device cannot share it. To run the loop on a device that answers from that table, add a profile under "
+        f"another name, e.g. {registry.user_dir / (target + '-replay.yaml')} with connection kind replay, the table "
+        f"it came from and column {target}_ms; or measure the real device under its own name")
 
 
 def resolve_accuracy(ctx: Context, accuracy: str | None) -> pd.Series:
@@ -111,6 +123,9 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
     """Check everything and build the candidate pool; measures nothing."""
     profile = resolve_target(registry, ctx, target)
     target = profile.measured_name  # the series measured: rp@bs4 for a profile with a batch-4 workload
+    has = ctx.store.latencies(ctx.space.name, [target])
+    if len(has) and (has.origin == "imported").all():  # refused by the first campaign, after the pool was built
+        raise _imported(target, len(has), ctx, registry)
     answers: set[str] | None = None  # the keys the target can measure, where that is known beforehand
     if profile.connection.kind == "replay":
         from harness.devices.replay import ReplayTable

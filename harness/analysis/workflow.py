@@ -161,6 +161,28 @@ def resolve_proxies(ctx: Context, proxies: Sequence[str], exclude: Sequence[str]
     return names
 
 
+GUESSING_SOURCE_ARCHS = 200  # below this many architectures a source's own predictor is a rough guess
+
+
+def measured_at_the_samples(ctx: Context, sources: Sequence[str], archs: Sequence[Arch]) -> list[str]:
+    """``all`` leaves out small sources (under GUESSING_SOURCE_ARCHS architectures) that have at most half of the
+    target's samples: their values there are their own predictor's guesses from a few dozen architectures, which
+    the fit reads as evidence (a 40-architecture local proxy entered a Pixel 3 fit as its second source). A large
+    table's predictor (OneProxy's 1,999) is kept; named proxies stay, as named; a note says who went."""
+    keys = {a.key for a in archs}
+    long = ctx.store.latencies(ctx.space.name, list(sources))
+    have = long[long.key.isin(keys)].groupby("device").key.nunique()
+    size = long.groupby("device").key.nunique()
+    thin = [s for s in sources if 2 * int(have.get(s, 0)) <= len(keys) and int(size.get(s, 0)) < GUESSING_SOURCE_ARCHS]
+    kept = [s for s in sources if s not in thin]
+    if thin and kept:
+        ctx.notes.append(f"left out of the proxies (they have at most half of the {len(keys)} target samples; "
+                         "elsewhere their values are their own predictor's guesses): "
+                         + ", ".join(f"{s} ({int(have.get(s, 0))})" for s in thin))
+        return kept
+    return list(sources)
+
+
 def same_values(ctx: Context, table: dict[str, float], exclude: Sequence[str | None] = (),
                 min_common: int = 10, devices: Sequence[str] | None = None) -> list[str]:
     """Devices in the store whose latencies are the replay table's own (equal on every common architecture, at
@@ -244,6 +266,9 @@ class ParetoResult:
     frame: pd.DataFrame                      # the compared architectures (+ predicted_ms when predicted)
     predicted_front: pareto_mod.ParetoCheck | None = None
     predicted_from: str | None = None
+    # of the compared architectures, how many the saved predictor was fitted on (its front judged in-sample)
+    predicted_in_sample: int | None = None
+    proxy_archs: int = 0  # architectures the proxy has (the check covers only those the target has too)
 
     def fronts(self) -> dict[str, pareto_mod.ParetoCheck]:
         return {k: v for k, v in (("proxy_front", self.proxy_front), ("predicted_front", self.predicted_front))
@@ -381,6 +406,8 @@ def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAU
         raise ParameterError("proxies", "the target cannot be its own proxy")
     archs, y = _target_samples(ctx, target)
     sources = without_own_copies(ctx, sources, proxies, target, archs, y)
+    if list(proxies) == ["all"]:
+        sources = measured_at_the_samples(ctx, sources, archs)
     if m.max_sources is not None and len(sources) > m.max_sources:
         raise ParameterError("proxies", f"{method} adapts at most {m.max_sources} proxy device(s); got "
                              f"{len(sources)}")
@@ -595,11 +622,10 @@ def _what_if_predictions(ctx: Context, proxies: Sequence[str], target: str, k: i
 
 def pareto(ctx: Context, proxy: str, target: str, accuracy: str, what_if_k: int | None = None,
            what_if_proxies: Sequence[str] | None = None, what_if_method: str = DEFAULT_METHOD) -> ParetoResult:
-    acc = ctx.store.arch_metrics(ctx.space.name)
+    acc = ctx.store.arch_metrics(ctx.space.name, "accuracy")  # as search: oneproxy_row is metadata (it was taken)
     if accuracy not in acc.columns:
-        accs = [c for c in acc.columns if str(c).startswith("acc_")]  # oneproxy_row is metadata, not accuracy
         raise ParameterError("accuracy", f"no accuracy column {accuracy!r} for {ctx.space.name}; have: "
-                             f"{', '.join(accs) or '(none: import a table with acc_* columns)'}")
+                             f"{', '.join(map(str, acc.columns)) or '(none: import a table with acc_* columns)'}")
     if what_if_k is not None and what_if_k < MIN_TARGET_SAMPLES:
         raise ParameterError("what_if_k", f"{what_if_k} target samples are too few to fit a predictor; give at "
                              f"least {MIN_TARGET_SAMPLES}")
@@ -614,16 +640,21 @@ def pareto(ctx: Context, proxy: str, target: str, accuracy: str, what_if_k: int 
         raise HarnessError(f"only {len(both)} architectures have {proxy}, {target} and {accuracy}")
     a = both[accuracy].to_numpy()
     t = both[target].to_numpy()
-    result = ParetoResult(proxy, target, accuracy, pareto_mod.check(both[proxy].to_numpy(), t, a), both)
+    result = ParetoResult(proxy, target, accuracy, pareto_mod.check(both[proxy].to_numpy(), t, a), both,
+                          proxy_archs=int(wide[proxy].notna().sum()))
     pred = None
     if what_if_k:
         pred = _what_if_predictions(ctx, what_if_proxies or [proxy], target, what_if_k,
                                     ctx.archs(both.index.tolist()), what_if_method,
                                     param="what_if_proxies" if what_if_proxies else "proxy")
         result.predicted_from = f"{what_if_method} fit on {what_if_k} of {target}'s measurements"
-    elif ctx.store.latest_predictor(ctx.space.name, target) is not None:
+    elif (saved := ctx.store.latest_predictor(ctx.space.name, target)) is not None:
         pred = predict(ctx, target, ctx.archs(both.index.tolist()))["predicted_ms"].to_numpy()
         result.predicted_from = "the target's saved predictor"
+        prov = saved["provenance"]
+        fitted = set(prov.get("target_archs") or [])  # a loop's predictor names no list: it has every sample
+        result.predicted_in_sample = (len(fitted & set(both.index)) if fitted else
+                                      min(int(prov.get("n_target_samples") or len(both)), len(both)))
     if pred is not None:
         result.predicted_front = pareto_mod.check(pred, t, a)
         result.frame = both.assign(predicted_ms=pred)

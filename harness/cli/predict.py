@@ -230,7 +230,9 @@ def pareto(
         with working(f"drawing {plot}"):
             pareto_report(r, space).write(plot)
     if as_json:
-        print_json({"proxy": proxy, "target": target, "accuracy": accuracy, **checks})
+        print_json({"proxy": proxy, "target": target, "accuracy": accuracy, **checks,
+                    "archs": len(r.frame), "proxy_archs": r.proxy_archs,
+                    "predicted_in_sample": r.predicted_in_sample})
         return
     table = Table(title=esc(f"Pareto check on {target} ({space}, {accuracy}, {r.proxy_front.n_archs} archs)"))
     for col in ("front from", "size", "recall", "HV ratio", "mean regret ms", "max regret ms", "mean regret %"):
@@ -246,3 +248,11 @@ def pareto(
                   + (f"; predicted: by {esc(r.predicted_from or 'the predictor')}" if "predicted_front" in checks
                      else "") + f"; target front: {checks['proxy_front']['target_front_size']} architectures"
                   + (f"; wrote {esc(plot)}" if plot else ""), highlight=False)
+    n = len(r.frame)
+    if r.proxy_archs and n < r.proxy_archs / 2:  # a front among 20 measured architectures is no front of the space
+        console.print(f"[yellow]partial:[/] judged on the {n} architectures {esc(target)} has latencies for ({esc(proxy)} "
+                      f"has {r.proxy_archs}): recall and HV are of the fronts within those {n}", highlight=False)
+    if r.predicted_in_sample:
+        console.print(f"[yellow]in-sample:[/] the saved predictor was fitted on {r.predicted_in_sample} of these {n} "
+                      "architectures, so its front is judged on its own training data: no validation of it "
+                      "(--what-if-k K on a fully measured target is one)", highlight=False)
