@@ -216,8 +216,9 @@ def _print_front(front, acc_name: str, title: str, limit: int = 40) -> None:
     t = Table(title=title, title_justify="left")
     keys = [c for c in front.columns if c not in (acc_name, "predicted_ms", "measured_ms", "p_front", "latency_ms")]
     keys, left_out = _keys_that_fit(front.head(limit), keys, 4)
-    for col in [*keys, acc_name, "predicted ms", "measured ms", "P(front)"]:
-        t.add_column(col, justify="left" if col in keys else "right", overflow="fold")
+    # the title names the accuracy column: its long name as a header broke mid-word at 80 columns
+    for col in [*keys, "accuracy", "predicted ms", "measured ms", "P(front)"]:
+        t.add_column(col, justify="left" if col in keys else "right", overflow="fold", no_wrap=col in keys)
     for _, row in front.head(limit).iterrows():
         t.add_row(*[str(row[k]) for k in keys], f"{row[acc_name]:.2f}", f"{row.predicted_ms:.3f}",
                   _fmt(row.measured_ms, ".3f"), f"{row.p_front:.2f}")
@@ -295,8 +296,8 @@ def search(
     extra = ["measured ms", "held"] if "held" in table.columns else []
     prob = ["P(under)"] if "p_under" in table.columns else []
     keys, left_out = _keys_that_fit(table, keys, 3 + len(extra) + len(prob))
-    for col in [*keys, r.accuracy, "latency ms", "source", *prob, *extra]:
-        t.add_column(col, justify="left" if col in keys else "right", overflow="fold")
+    for col in [*keys, "accuracy", "latency ms", "source", *prob, *extra]:  # the title names the accuracy column
+        t.add_column(col, justify="left" if col in keys else "right", overflow="fold", no_wrap=col in keys)
     for _, row in table.iterrows():
         cells = [*[str(row[k]) for k in keys], f"{row[r.accuracy]:.2f}", f"{row.latency_ms:.3f}", row.source,
                  *([f"{row.p_under:.2f}"] if prob else [])]
