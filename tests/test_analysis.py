@@ -69,6 +69,18 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
     assert (ok.ci_high - ok.ci_low).max() < 0.5
 
 
+def test_a_pairs_interval_does_not_depend_on_the_other_devices_listed():
+    # one bootstrap stream across coverage groups: listing another device (with other gaps) moved a pair's CI
+    df = synthetic()
+    a, b = df.columns[:2]
+    other = df[df.columns[2]].copy()
+    other.iloc[::3] = np.nan  # another coverage: its own group
+    alone = correlate(df[[a, b]], n_boot=80, seed=1).pairs.iloc[0]
+    beside = correlate(pd.concat([other.rename("z"), df[[a, b]]], axis=1), n_boot=80, seed=1).pairs
+    pair = beside[(beside.device_a == a) & (beside.device_b == b)].iloc[0]
+    assert (alone.ci_low, alone.ci_high) == (pair.ci_low, pair.ci_high)
+
+
 def test_rank_proxies_puts_the_monotone_device_first():
     df = synthetic()
     ranked = rank_proxies(df, targets=["a", "e"], candidates=["b", "c", "d"], n_boot=50)
