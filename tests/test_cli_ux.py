@@ -293,6 +293,8 @@ def test_adapt_prints_its_quality_and_reuses_identical_predictors(with_target, t
     assert re.search(r"ensemble: \d+ source\(s\).*own structure model \(\d+%\)", first), first
     again = " ".join(invoke(*args).split())
     assert "predictor #1 for new_dev already fits these inputs" in again and "reused" in again
+    swapped = args[:1] + ["--proxy", "hwnb_pixel3", "--proxy", "hwnb_raspi4"] + args[5:]  # the same set, reordered
+    assert "predictor #1 for new_dev already fits these inputs" in " ".join(invoke(*swapped).split())
     assert m.group(0) in again  # the same figure, from the saved predictor
     # a predictor of another structure layout (as before the edge-activity model) is refitted, not reused
     monkeypatch.setattr("harness.analysis.workflow.STRUCTURE_VERSION", -1)

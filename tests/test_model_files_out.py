@@ -47,6 +47,11 @@ def test_models_refuses_what_it_cannot_write(cli_env, tmp_path):
     assert none.returncode == 2 and "exactly one of --sample N, --all, --arch, --arch-file" in " ".join(none.stderr.split())
     unknown = harness("models", "-d", "no-such-dev", "--arch", "1", env=cli_env, check=False)
     assert unknown.returncode == 2 and "no-such-dev" in unknown.stderr and "Traceback" not in unknown.stderr
+    # a resolution the key already fixes: it wrote 128x128 files of a 208-px architecture, which measure refuses
+    other = harness("models", "--space", "mbv2", "--sample", "1", "--input-shape", "128x128", "--out",
+                    str(tmp_path / "m"), env=cli_env, check=False)
+    assert other.returncode == 2 and "resolution in its architecture keys" in " ".join(other.stderr.split())
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_name_clash_is_found_before_any_file_is_written(cli_env, devices_dir, tmp_path):

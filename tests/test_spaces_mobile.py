@@ -322,3 +322,21 @@ def test_import_ofa_errors_name_line_and_token(tmp_path):
         with pytest.raises(ImportFileError, match="missing key column.*d"):
             import_table(st, tmp_path / "missing.csv", space="ofa_mbv3")
         assert st.db.execute("SELECT COUNT(*) FROM architectures").fetchone()[0] == 0
+
+
+def test_arch_takes_an_ofa_dict_in_json_and_names_the_space_a_key_belongs_to():
+    # --arch split the JSON on its commas ("'{\"ks\": [3' is not valid JSON") though the README offers it; a key of
+    # another space (a forgotten --space) said only "not a NAS-Bench-201 arch_str"
+    import json
+
+    from harness.errors import SpaceError
+    from harness.models.selection import select
+    from harness.models.spaces import get_space
+
+    ofa = get_space("ofa_mbv3")
+    a = ofa.sample(1, 0)[0]
+    as_json = json.dumps({"ks": a.columns["ks"], "e": a.columns["e"], "d": a.columns["d"],
+                          "r": a.columns["resolution"]})
+    assert [x.key for x in select(ofa, archs=[as_json])] == [a.key]
+    with pytest.raises(SpaceError, match="they are ofa_mbv3 keys: add --space ofa_mbv3"):
+        select(get_space("nb201"), archs=[a.key])

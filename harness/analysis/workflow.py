@@ -413,6 +413,7 @@ def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAU
                              f"{len(sources)}")
     if not getattr(m, "uses_sources", True):  # target-only: the proxies named change nothing it fits
         sources = []
+    sources = sorted(sources)  # one set, one fit: --proxy b,a and all (the same devices) made three predictors
     digest = _inputs_digest(ctx, method, sources, archs, y)
     latest = ctx.store.latest_predictor(ctx.space.name, target)
     if latest is not None and latest["provenance"].get("inputs_digest") == digest:
@@ -473,7 +474,7 @@ def _why_new(latest: dict | None, prov: dict) -> str:
     if old.get("method") != prov["method"]:
         made = old.get("method") or f"{latest.get('method')} (harness train)"  # a trained one records no method
         return f"#{latest['id']} used {made}"
-    if old.get("proxies") != prov["proxies"]:
+    if sorted(old.get("proxies") or []) != sorted(prov["proxies"]):
         return f"#{latest['id']} used other proxies"
     if old.get("n_target_samples") != prov["n_target_samples"]:
         return f"#{latest['id']} had {old.get('n_target_samples')} target samples, now {prov['n_target_samples']}"

@@ -86,6 +86,10 @@ def models(
         profiles.append(p)
     sp, archs = choose_targets(profiles, space, None, sample=sample, seed=seed, all_archs=all_archs, arch=arch,
                                arch_file=arch_file)
+    for p in profiles:  # as `measure` refuses them: files at another resolution than the key's match no measurement
+        if p.workload.input_shape is not None and getattr(sp, "resolution_in_key", False):
+            raise HarnessError(f"--input-shape: space {sp.name} has the resolution in its architecture keys (each "
+                               "architecture is built at its own); leave out --input-shape")
     if out.exists() and not out.is_dir():
         raise HarnessError(f"--out {out} is a file; name a folder to write the model files into")
     out.mkdir(parents=True, exist_ok=True)

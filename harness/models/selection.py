@@ -54,9 +54,30 @@ def select(space: SearchSpace, *, sample: int | None = None, seed: int = 0, all_
     if all_archs:
         return list(space.all())
     if archs:
-        tokens = [t for a in archs for t in (a.split(",") if "|" not in a else [a]) if t.strip()]
+        # an OFA arch dict in JSON has commas of its own, as FBNet's |-joined blocks may: neither is a list
+        tokens = [t for a in archs for t in (a.split(",") if "|" not in a and not a.lstrip().startswith("{") else [a])
+                  if t.strip()]
         if not tokens:
             raise SpaceError(f"--arch names no architecture (got {', '.join(map(repr, archs))}); give indices or "
                              "keys, e.g. --arch 0,1,9930")
-        return space.parse_many(tokens)
+        try:
+            return space.parse_many(tokens)
+        except SpaceError as e:
+            raise SpaceError(f"{e}{_other_space_hint(space, tokens)}") from None
     return read_arch_file(space, arch_file)  # type: ignore[arg-type]
+
+
+def _other_space_hint(space: SearchSpace, tokens: list[str]) -> str:
+    """'; they are fbnet keys: add --space fbnet' when every key parses in another space (a forgotten --space
+    said only "not a NAS-Bench-201 arch_str")."""
+    from harness.models.spaces import SPACES, get_space
+
+    for name in SPACES:
+        if name == space.name:
+            continue
+        try:
+            get_space(name).parse_many(tokens)
+        except (SpaceError, ValueError, KeyError):
+            continue
+        return f"; they are {name} keys: add --space {name}"
+    return ""
