@@ -162,6 +162,12 @@ def test_spaces_sizes_are_readable(width):
     assert "15,625" in out and "× 10^" in out
     assert not re.search(r"\d{10,}", out)
     assert_fits(out, width)
+    # a key to type per space: the column names alone did not say how one is written
+    flat = "".join(out.split())
+    from harness.models.spaces import get_space
+
+    for name in ("nb201", "fbnet", "ofa_mbv3"):
+        assert f"{name}:{get_space(name).sample(1, 0)[0].key}" in flat
 
 
 def test_devices_show_prints_yaml_that_loads_back_at_any_width(width):
