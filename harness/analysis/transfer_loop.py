@@ -24,6 +24,7 @@ from harness.devices.profile import Profile
 from harness.devices.registry import ProfileRegistry
 from harness.errors import HarnessError, UnknownNameError
 from harness.models.spaces import Arch
+from harness.results.store import is_workload_label, measured_name, parse_workload_label
 
 METHOD = "multiproxy"  # what each round saves: a multi-proxy predictor (``predict`` reads it back)
 DEFAULT_ACCURACY = "acc_cifar100_test_200ep"
@@ -33,8 +34,6 @@ def resolve_target(registry: ProfileRegistry, ctx: Context, target: str) -> Prof
     """The target's profile; a clear error when there is none (with a hint when the store has its data). A
     workload series ``NAME@bs8.fp16`` is the profile ``NAME`` at that workload (as `measure -d NAME --batch-size 8
     --precision fp16` measured it: no profile file can carry that name)."""
-    from harness.results.store import is_workload_label, parse_workload_label
-
     base, _, label = target.partition("@")
     if label and is_workload_label(label):
         try:
@@ -179,8 +178,8 @@ def measured_state(plan: LoopPlan) -> tuple[dict[int, float], set[int]]:
     ok = plan.ctx.store.latencies(plan.ctx.space.name, [plan.target])
     measured = {rows[k]: float(v) for k, v in zip(ok.key, ok.latency_ms) if k in rows}
     m = plan.ctx.store.measurements(plan.profile.name, plan.ctx.space.name)
-    w = plan.profile.workload
-    m = m[(m.batch_size == w.batch_size) & (m.input_shape == w.shape_label()) & (m.precision == w.precision)]
+    m = m[np.array([measured_name(*r) == plan.target for r in zip(m.device, m.batch_size, m.input_shape, m.precision)],
+                   dtype=bool)]  # its series alone (an empty list would have selected columns)
     failed = {rows[k] for k in set(m.key[m.status == "failed"]) if k in rows and rows[k] not in measured}
     return measured, failed
 

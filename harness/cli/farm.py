@@ -82,8 +82,9 @@ def print_farm_summary(summary, store: Path) -> None:
     for d in summary.devices:
         colour = "green" if d.status in ("finished", "nothing to do") else "red"
         status = f"[{colour}]{d.status}[/]" + (f": {escape(clip(d.message, 120))}" if d.message else "")
+        flagged = (f"[yellow]{d.suspect}[/]" if d.suspect else "",) if suspect else ()
         table.add_row((d.series or d.device) + (f" ({d.group})" if d.group else ""), d.host, str(d.ok),
-                      str(d.failed), str(d.skipped), *((f"[yellow]{d.suspect}[/]" if d.suspect else "",) if suspect else ()), status)
+                      str(d.failed), str(d.skipped), *flagged, status)
     print_table(table)
     if suspect:
         console.print("[yellow]suspect:[/] visits measured while other processes or hypervisor steal had the CPU "

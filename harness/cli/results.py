@@ -134,6 +134,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
         return
     show_stale = bool(df.stale.sum())
     wide = console.width >= 96  # room for the per-run column and the year (93 columns); at 80 a compact form
+    dated = console.width >= 72  # below 72 the start time goes: with it the device and space columns went blank
     table = Table(title=f"campaigns in {esc(store)}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("#", justify="right", no_wrap=True)
     # names fold only past 24 characters ("local-on"/"nx" at 80 columns while others had room)
@@ -143,8 +144,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     show_suspect = bool(df.suspect.sum())  # visits measured while the device was not alone: see `suspect`
     cols = ("status", "ok/planned" if wide else "ok/plan", *(("failed",) if show_failed else ()),
             *(("suspect",) if show_suspect else ()), *(("stale",) if show_stale else ()),
-            *(("runs/model", "per-run") if wide else ("runs",)),
-            *(("started UTC",) if console.width >= 72 else ()))  # below 72 the device and space columns went blank
+            *(("runs/model", "per-run") if wide else ("runs",)), *(("started UTC",) if dated else ()))
     for col in cols:
         table.add_column(col, no_wrap=True, justify="left" if col in ("status", "per-run", "started UTC") else "right")
     notes, device_stats = [], False
@@ -160,7 +160,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
                       *((f"[yellow]{r.suspect}[/]" if r.suspect else "",) if show_suspect else ()),
                       *((f"[yellow]{r.stale}[/]" if r.stale else "",) if show_stale else ()),
                       *((runs, per_run) if wide else (runs,)),
-                      *((_text(r.started_at)[0 if wide else 5:16].replace("T", " "),) if console.width >= 72 else ()))
+                      *((_text(r.started_at)[0 if wide else 5:16].replace("T", " "),) if dated else ()))
         if _text(r.message):
             notes.append(f"  #{r.id} {r.status}: {esc(_text(r.message))}")
     print_table(table)

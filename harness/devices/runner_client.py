@@ -137,10 +137,9 @@ class RunnerDriver(Driver):
             self.prepare()
             self.check_energy()
         except DriverError as e:
-            hello = getattr(self, "hello", None) or {}  # the runner answered before the check failed: say what it has
+            versions = self.hello.get("versions") or {}  # the runner answered before the check failed: say what it has
             return CheckReport(False, None if e.before_contact else not isinstance(e, ConnectionLost), rt,
-                               hello.get("versions", {}).get(rt),
-                               details={"versions": hello["versions"]} if hello.get("versions") else {},
+                               versions.get(rt), details={"versions": versions} if versions else {},
                                message=str(e))
         finally:
             self.cleanup()
@@ -209,7 +208,7 @@ class RunnerDriver(Driver):
                "provider_options": rt.provider_options, "precision": self.profile.workload.precision,
                "include_transfers": pol.include_transfers, "options": rt.options, "warmup_runs": pol.warmup_runs,
                "timed_runs": pol.timed_runs, "min_seconds": pol.min_seconds, "seed": pol.input_seed,
-               "conditions": True, "energy": pol.energy if getattr(self, "meter_energy", True) else "off", "energy_seconds": pol.energy_seconds,
+               "conditions": True, "energy": pol.energy if self.meter_energy else "off", "energy_seconds": pol.energy_seconds,
                "gpu_index": self.gpu_index(), "probe": self.probe_path, "adaptive": pol.adaptive.model_dump() if pol.adaptive else None, "reference": self.reference}
         resp = self._call(req, timeout=pol.timeout_seconds, answer=protocol.RunAnswer)
         extra = resp.model_extra or {}

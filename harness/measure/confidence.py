@@ -65,16 +65,14 @@ def srcc_with_noise(wide: pd.DataFrame, noise: dict[str, pd.DataFrame], n_boot: 
     """
     from scipy.stats import rankdata
 
-    import zlib
+    from harness.analysis.correlation import pair_rng
 
     names = list(devices or wide.columns)
     rows = []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            # each pair its own draws: one shared stream gave a pair another interval when another device was
-            # listed (0.889-0.999 alone, 0.850-1.0 beside a third)
-            rng = np.random.default_rng([seed, zlib.crc32(a.encode()), zlib.crc32(b.encode())])
             both = wide[[a, b]].dropna()
+            rng = pair_rng(seed, both.index)
             n = len(both)
             if n < 3:
                 continue
