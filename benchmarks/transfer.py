@@ -289,7 +289,7 @@ def main() -> None:
                          "harness.cli.predict.LOW_LOO_SRCC) tell a badly ranked target from a well ranked one?")
     ap.add_argument("--compare-strategies", action="store_true",
                     help="also compare sampling strategies for ours-all at K=20")
-    ap.add_argument("--per-target", action="store_true", help="print every target's SRCC at K=20")
+    ap.add_argument("--per-target", action="store_true", help="print every target's SRCC at every K")
     ap.add_argument("--measured", type=Path, nargs="*", default=[],
                     help="CSV(s) of sources measured with harness (e.g. benchmarks/data/nb201_local_proxies_1999.csv.gz):"
                          " added to every target's sources, never held out")
@@ -301,11 +301,24 @@ def main() -> None:
             run_table(table, args, methods)
 
 
+def usable_ks(ks: list[int], n: int, table: str) -> list[int]:
+    """The Ks below half of the table's n architectures (the rest is what is ranked); the others are named, and
+    none at all is an error (a --k 1000 run on 1999 ended in a pandas KeyError, the Ks dropped silently)."""
+    ok = [k for k in ks if k < n // 2]
+    too_big = sorted(set(ks) - set(ok))
+    if too_big and not ok:
+        raise SystemExit(f"--k {' '.join(map(str, too_big))}: {table} has {n} architectures; K must be below half "
+                         f"of them ({n // 2}) to leave the rest to rank")
+    if too_big:
+        print(f"({table}: K = {', '.join(map(str, too_big))} left out: at least half of its {n} architectures)")
+    return ok
+
+
 def run_table(table: str, args, methods: tuple[str, ...]) -> None:
     t0 = time.perf_counter()
     tab = load(table, args.cache, args.measured)
     names = tab.names
-    ks = [k for k in args.k if k < len(tab.lat) // 2]
+    ks = usable_ks(args.k, len(tab.lat), table)
     measured = names[tab.n_targets:]
     protocols = list(args.protocol) + (["unseen"] if measured and "unseen" not in args.protocol else [])
     for protocol in protocols:
@@ -345,8 +358,11 @@ def run_table(table: str, args, methods: tuple[str, ...]) -> None:
                 if m in methods:
                     w = df[(df.K == 20) & (df.method == m)].iloc[0]
                     print(f"hardest target at K=20 for {m}: {w['worst target']}")
-            if args.per_target:
-                print(pd.DataFrame(per[20], index=[names[t] for t in targets]).round(3).to_string())
+        if args.per_target:  # every K's figures per target (K = 20 alone before)
+            for m in methods:
+                print(f"{m} per target:")
+                print(pd.DataFrame({f"K={k}": per[k][m] for k in ks}, index=[names[t] for t in targets])
+                      .round(3).to_string())
         if args.check_loo:
             check_loo(tab, targets, protocol, args.seeds)
         if args.compare_strategies and 20 in ks:

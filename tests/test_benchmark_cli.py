@@ -48,3 +48,12 @@ def test_run_turns_a_missing_column_into_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         _cli.run(main)
     assert e.value.code == 2 and "no such column" in capsys.readouterr().err
+
+
+def test_transfer_names_the_ks_too_large_for_a_table(capsys):
+    import transfer  # benchmarks/transfer.py
+
+    assert transfer.usable_ks([5, 20, 1000], 1999, "oneproxy") == [5, 20]
+    assert "K = 1000 left out" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--k 1000: oneproxy has 1999 architectures; K must be below half"):
+        transfer.usable_ks([1000], 1999, "oneproxy")
