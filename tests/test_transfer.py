@@ -484,9 +484,9 @@ def test_adapt_saves_both_views_and_a_version_2_predictor_still_predicts(public_
         saved = st.latest_predictor("nb201", "new_dev")
         payload = saved["model"]
         assert payload["version"] == 4 and payload["graph_features_kept"] and payload["both_fit"] is not None
-        # own models on the pruned and on the kept graph's features, and on the edge activity (its 12 last columns)
-        assert len(payload["graph_parts"]) == 3 and payload["edge_activity"] == 12
-        assert payload["graph_parts"][-1]["stop"] - payload["graph_parts"][-1]["start"] == 12
+        # own models on the pruned and on the kept graph's features, and on the edge activity (its 13 last columns)
+        assert len(payload["graph_parts"]) == 3 and payload["edge_activity"] == 13
+        assert payload["graph_parts"][-1]["stop"] - payload["graph_parts"][-1]["start"] == 13
         assert any(p.startswith("own edge-activity model") for p in saved["metrics"]["parts"])
         assert payload["plain_width"] == SPACE.encode(archs[0]).size + len(payload["graph_features"])
         new = workflow.predict(ctx, "new_dev", archs)
@@ -502,6 +502,25 @@ def test_adapt_saves_both_views_and_a_version_2_predictor_still_predicts(public_
         st.save_predictor("nb201", "new_dev", "multiproxy", old, saved["provenance"], saved["metrics"])
         before = workflow.predict(workflow.Context(st, SPACE, str(cache_dir)), "new_dev", archs)
         assert spearmanr(before.predicted_ms, table.pub_a_ms[12:60]).statistic > 0.9
+
+
+def test_a_predictor_saved_before_the_sibling_column_predicts_as_it_did(public_like_store, store_path, cache_dir,
+                                                                          monkeypatch):
+    """Structure 2 saved 12 edge-activity columns; predicting reads those 12, not today's 13."""
+    from harness.analysis import features, workflow
+
+    folder, table = public_like_store
+    archs = [SPACE.parse(k) for k in table.arch_str[12:60]]
+    with Store(store_path) as st:
+        import_table(st, folder / "target.csv")
+        with monkeypatch.context() as m:  # the layout before the sibling column
+            m.setattr(workflow, "edge_activity", lambda space, a: features.edge_activity(space, a)[:, :12])
+            ctx = workflow.Context(st, SPACE, str(cache_dir))
+            workflow.adapt(ctx, ["pub_a"], "new_dev")
+            then = workflow.predict(ctx, "new_dev", archs).predicted_ms
+        assert st.latest_predictor("nb201", "new_dev")["model"]["edge_activity"] == 12
+        now = workflow.predict(workflow.Context(st, SPACE, str(cache_dir)), "new_dev", archs).predicted_ms
+        np.testing.assert_allclose(now, then)
 
 
 def test_a_proxy_measured_here_is_a_source_like_an_imported_device(public_like_store, cli_env, tmp_path):
@@ -730,11 +749,30 @@ def test_edge_activity_reads_which_edges_hold_an_operation_and_a_convolution():
 
     arch = SPACE.parse("|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|")
     e = edge_activity(SPACE, [arch])
-    assert e.tolist() == [[1, 0, 1, 1, 1, 0] + [1, 0, 0, 0, 1, 0]]  # holds an op; holds a convolution
+    # holds an op; holds a convolution; sibling merges (none: node 0's readers are a 3x3 conv and a pool)
+    assert e.tolist() == [[1, 0, 1, 1, 1, 0] + [1, 0, 0, 0, 1, 0] + [0]]
     fbnet = get_space("fbnet")
     assert edge_activity(fbnet, fbnet.sample(3, 0)).shape == (3, 0)  # a space without cells: no block
-    # [one-hot 30, graph 21, live one-hot 30, kept graph 19, edges 12]
-    assert graph_columns(30, 21, 19, 112, 12) == [(30, 51), (81, 100), (100, 112)]
+    # [one-hot 30, graph 21, live one-hot 30, kept graph 19, edges 13]
+    assert graph_columns(30, 21, 19, 113, 13) == [(30, 51), (81, 100), (100, 113)]
+
+
+def test_sibling_merges_count_live_operations_of_one_kind_on_one_input():
+    """TensorRT runs sibling convolutions on one tensor as one wider convolution and identical pools once."""
+    from harness.analysis.features import sibling_merges
+
+    def merges(arch_str: str) -> float:
+        return float(sibling_merges(SPACE, [SPACE.parse(arch_str)])[0, 0])
+
+    # three 1x1 convolutions read node 0: two merge into the first; with node 2 dead (it feeds a none edge), one
+    assert merges("|nor_conv_1x1~0|+|nor_conv_1x1~0|none~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|") == 2
+    assert merges("|nor_conv_1x1~0|+|nor_conv_1x1~0|none~1|+|nor_conv_1x1~0|skip_connect~1|none~2|") == 1
+    # one 1x1 and one 3x3 on node 0, two pools on node 1: kinds differ on node 0, the pools merge
+    assert merges("|nor_conv_1x1~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|none~0|avg_pool_3x3~1|skip_connect~2|") == 1
+    # skips are free to duplicate: not counted; dead siblings (node 2 feeds only a none edge) are not run at all
+    assert merges("|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|") == 0
+    assert merges("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|nor_conv_1x1~0|nor_conv_1x1~1|none~2|") == 0
+    assert sibling_merges(get_space("fbnet"), get_space("fbnet").sample(2, 0)).shape == (2, 0)
 
 
 def test_a_device_that_pays_per_operation_is_ranked_by_the_edge_activity_model():
@@ -746,12 +784,13 @@ def test_a_device_that_pays_per_operation_is_ranked_by_the_edge_activity_model()
     archs = SPACE.sample(600, 21)
     x = np.stack([SPACE.encode(a) for a in archs]).astype(float)
     edges = edge_activity(SPACE, archs)
-    target = np.exp(edges @ np.r_[rng.uniform(0.1, 0.6, 6), rng.uniform(0.0, 0.1, 6)] + rng.normal(0, 0.02, 600))
+    target = np.exp(edges @ np.r_[rng.uniform(0.1, 0.6, 6), rng.uniform(0.0, 0.1, 6), -0.05]
+                    + rng.normal(0, 0.02, 600))
     src = rng.lognormal(0, 1, (600, 1))  # a source that says nothing about this device
     k = 20
     old = fit_multiproxy(src[:k], x[:k], target[:k], ["s"], structure=x[:k])
     new = fit_multiproxy(src[:k], x[:k], target[:k], ["s"], structure=np.hstack([x, edges])[:k],
-                         graph_cols=[(30, 42)])
+                         graph_cols=[(30, 43)])
     before = spearmanr(old.predict(src[k:], x[k:], x[k:]), target[k:]).statistic
     after = spearmanr(new.predict(src[k:], x[k:], np.hstack([x, edges])[k:]), target[k:]).statistic
     assert new.graph_parts[0].share > 0.3 and after > before + 0.03, (before, after)

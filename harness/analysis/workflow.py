@@ -98,18 +98,19 @@ class Context:
         return [a for a, c in zip(archs, constant) if not c], int(constant.sum())
 
     def features(self, archs: Sequence[Arch], graph_names: Sequence[str],
-                 kept_names: Sequence[str] | None = None, edges: bool = False) -> np.ndarray:
+                 kept_names: Sequence[str] | None = None, edges: int = 0) -> np.ndarray:
         """[one-hot, graph features (pruned)]; with ``kept_names`` also the second view of dead code:
         [live-edges-only one-hot, graph features with dead convolutions kept] (its first
-        one-hot + len(graph_names) columns are the plain view); with ``edges`` then the space's edge activity
-        (features.edge_activity: what a device that pays per operation reads)."""
+        one-hot + len(graph_names) columns are the plain view); with ``edges`` > 0 then the first ``edges`` columns
+        of the space's edge activity (features.edge_activity: what a device that pays per operation reads; a
+        predictor saved before its sibling column read 12)."""
         plain = np.hstack([onehot(self.space, archs), self.graph.matrix(archs, graph_names)])
         if kept_names is None:
             if edges:
                 raise ValueError("the edge activity follows the second view: give kept_names too")
             return plain
         blocks = [plain, live_onehot(self.space, archs), self.graph_kept.matrix(archs, kept_names)]
-        return np.hstack(blocks + ([edge_activity(self.space, archs)] if edges else []))
+        return np.hstack(blocks + ([edge_activity(self.space, archs)[:, :edges]] if edges else []))
 
     def structure(self, archs: Sequence[Arch], names: Sequence[str] | None = None,
                   kept: Sequence[str] | None = None) -> Structure:

@@ -53,6 +53,6 @@ class MultiProxy:
         # a predictor saved before version 3 read one view: no kept-graph names; before edge activity: none
         structure = (ctx.features(archs, payload["graph_features"],
                                   payload.get("graph_features_kept") if model.plain_width is not None else None,
-                                  edges=bool(payload.get("edge_activity")))
+                                  edges=int(payload.get("edge_activity") or 0))
                      if model.structure_fit is not None else None)
         return model.predict(s_ms, onehot(ctx.space, archs), structure)
