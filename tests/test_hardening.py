@@ -429,7 +429,33 @@ def test_phone_refuses_to_listen_beyond_loopback_without_auth(tmp_path):
     from harness.cli import app
 
     r = CliRunner().invoke(app, ["sim", "adb", "--host", "0.0.0.0", "--port", "0", "--root", str(tmp_path / "p")])
-    assert r.exit_code == 2 and "--auth" in r.output
+    assert r.exit_code == 2 and "--adb-keys" in r.output
+    # --auth alone let any new key in from anywhere (the phone "taps Allow" for it): it is not enough beyond loopback
+    r = CliRunner().invoke(app, ["sim", "adb", "--host", "0.0.0.0", "--auth", "--port", "0",
+                                 "--root", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "--adb-keys" in r.output
+
+
+@pytest.mark.parametrize(("host", "admits_new_keys"), [("0.0.0.0", False), ("127.0.0.1", True)])
+def test_phone_beyond_loopback_admits_its_listed_keys_only(tmp_path, monkeypatch, host, admits_new_keys):
+    from typer.testing import CliRunner
+
+    import harness.sim.adb.server as server
+    from harness.cli import app
+
+    seen = {}
+
+    def phone(*args, **kwargs):
+        seen.update(kwargs)
+        raise OSError("not started in this test")
+
+    monkeypatch.setattr(server, "VirtualPhone", phone)
+    keys = tmp_path / "adb_keys"
+    keys.write_text("QAAAA... user@host\n")
+    r = CliRunner().invoke(app, ["sim", "adb", "--host", host, "--adb-keys", str(keys), "--port", "0",
+                                 "--root", str(tmp_path / "p")])
+    assert "not started in this test" in r.output
+    assert seen["accept_new_keys"] is admits_new_keys and seen["adb_keys"] == ["QAAAA... user@host"]
 
 
 @pytest.mark.parametrize("script", ["ls /data/local/tmp/a\x00b", "cat 'x\x00y'", "echo ok\x00; rm -r /data"])

@@ -22,12 +22,15 @@ def adb(
     root: Annotated[Path, typer.Option(help="Folder holding the phone's storage (/data/local/tmp lives inside); "
                                             "nothing outside it is ever read or written.")] = Path("virtual-phone"),
     host: Annotated[str, typer.Option(help="Address to listen on. Default 127.0.0.1 (this machine only); any "
-                                          "other address needs --auth or --adb-keys.")] = "127.0.0.1",
+                                          "other address needs --adb-keys, and admits those keys only.")]
+    = "127.0.0.1",
     model: Annotated[Optional[str], typer.Option(
         help="Phone identity: s5e, pixel3, pixel4, virtual, or any name (sets ro.product.model).")] = None,
-    auth: Annotated[bool, typer.Option(help="Require RSA key authentication like a real phone.")] = False,
+    auth: Annotated[bool, typer.Option(help="Require RSA key authentication like a real phone; on 127.0.0.1 a new "
+                                            "key is allowed as if someone tapped 'Allow USB debugging?'.")] = False,
     adb_keys: Annotated[Optional[Path], typer.Option(
-        help="Public keys accepted without asking (adb_keys format: one adbkey.pub per line).")] = None,
+        help="Public keys accepted without asking (adb_keys format: one adbkey.pub per line); beyond 127.0.0.1 "
+             "the only ones.")] = None,
     refuse_auth: Annotated[bool, typer.Option(help="Fault: deny every new key ('Allow USB debugging?' -> Deny).")]
     = False,
     drop_after: Annotated[Optional[int], typer.Option(
@@ -47,8 +50,8 @@ def adb(
 
     Security: the phone runs with the host user's rights (yours): whoever can connect can read and write
     files under --root as you. Without --auth any local user can connect, so it listens on 127.0.0.1 only
-    unless --host says otherwise (then --auth or --adb-keys is required). Modes set on the phone never carry
-    setuid/setgid/sticky bits onto the host.
+    unless --host says otherwise; then --adb-keys is required and no other key gets in (nobody is at the phone to
+    refuse a new one). Modes set on the phone never carry setuid/setgid/sticky bits onto the host.
     """
     from harness.sim.adb.server import Faults, VirtualPhone, install_stand_in
 
@@ -63,14 +66,18 @@ def adb(
             err.print(f"[bold red]error:[/] --adb-keys {escape(str(adb_keys))} is not text; it holds public keys, "
                       "one adbkey.pub line each (~/.android/adbkey.pub)")
             raise typer.Exit(2) from None
-    if not _loopback(host) and not (auth or keys):
+    local = _loopback(host)
+    if not local and not keys:
+        # --auth alone let any key in: the phone "taps Allow" for every new key (walk C reached a shell from
+        # another machine with a fresh key)
         err.print(f"[bold red]error:[/] --host {escape(host)} lets other machines reach a phone that runs with your "
-                  "rights; add --auth (keys are asked for) or --adb-keys FILE, or keep --host 127.0.0.1")
+                  "rights; add --adb-keys FILE (the public keys allowed, e.g. ~/.android/adbkey.pub; no other key "
+                  "gets in) or keep --host 127.0.0.1")
         raise typer.Exit(2)
     faults = Faults(drop_after=drop_after, stall_after=stall_after, refuse_auth=refuse_auth, disk_free=disk_free)
     try:
         phone = VirtualPhone(root, host=host, port=port, model=model, auth=auth or bool(keys), adb_keys=keys,
-                             faults=faults, max_payload=max_payload).start()
+                             accept_new_keys=local, faults=faults, max_payload=max_payload).start()
     except (OSError, ValueError) as e:
         err.print(f"[bold red]error:[/] cannot start the virtual phone: {escape(str(e))}")
         raise typer.Exit(2) from None
