@@ -184,6 +184,42 @@ def test_hostile_workdir_and_device_name_are_never_executed(sshd, store_path, ca
         assert not list(where.glob("PWNED*"))
 
 
+def test_a_workdir_others_could_write_into_is_refused_or_closed(sshd, tmp_path):
+    """The default workdir lies in the board's shared /tmp: one made there first by another user (or a symlink
+    planted there) let that user replace the runner's cached bytecode and run code as this one."""
+    import os
+
+    from harness.errors import DeviceError
+
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o777)
+    mine.chmod(0o777)  # made by an older harness under umask 000, say: ours, but anyone could write into it
+    d = make_driver(sshd.profile("ssh-own", connection={"workdir": str(mine)}))
+    try:
+        assert d.check().reachable
+    finally:
+        d.cleanup()
+    assert mine.stat().st_mode & 0o022 == 0  # group and other write taken away
+    planted = tmp_path / "planted"
+    planted.symlink_to(mine)
+    d = make_driver(sshd.profile("ssh-link", connection={"workdir": str(planted)}))
+    with pytest.raises(DeviceError, match="connection.workdir .*planted is a symbolic link"):
+        try:
+            d.prepare()
+        finally:
+            d.cleanup()
+    if os.geteuid() == 0:  # a folder of another user's can only be made as root
+        theirs = tmp_path / "theirs"
+        theirs.mkdir()
+        os.chown(theirs, 65534, 65534)
+        d = make_driver(sshd.profile("ssh-theirs", connection={"workdir": str(theirs)}))
+        with pytest.raises(DeviceError, match="belongs to another user"):
+            try:
+                d.prepare()
+            finally:
+                d.cleanup()
+
+
 @pytest.mark.slow
 def test_drop_mid_campaign_loses_nothing_and_rerun_resumes(tmp_path, store_path, cache_dir):
     server = TestSSHServer(tmp_path / "dropping").start()

@@ -133,6 +133,14 @@ class ChannelLines:
             pass
 
 
+# run as `sh -c _OWN_WORKDIR sh WORKDIR` (the path is an argument, never part of the script)
+_OWN_WORKDIR = (
+    'd=$1; mkdir -p -- "$d" 2>/dev/null || { echo "cannot be created" >&2; exit 3; }; '
+    '[ -L "$d" ] && { echo "is a symbolic link (another user may own or replace it)" >&2; exit 3; }; '
+    '[ -O "$d" ] || { echo "belongs to another user, who could replace what harness runs there" >&2; exit 3; }; '
+    'chmod go-w -- "$d"')
+
+
 class SSHDriver(RunnerDriver):
     kind = "ssh"
     lost_error = ConnectionLost
@@ -264,7 +272,20 @@ class SSHDriver(RunnerDriver):
                 self.sftp = self.client.open_sftp()
             except (OSError, paramiko.SSHException, EOFError) as e:
                 raise ConnectionLost(f"{self.profile.name}: SFTP unavailable: {e}") from None
-            self._exec(["mkdir", "-p", self.conn.workdir])
+            self._own_workdir()
+
+    def _own_workdir(self) -> None:
+        """Create the workdir, refuse one that another user could write into, and take group/other write away.
+
+        The default lies in the board's shared /tmp: a folder someone else made there first (or a symlink they
+        planted) would let them swap the runner's cached bytecode or the upload's ``.part`` file and run code as
+        this user (walk C did both)."""
+        try:
+            self._exec(["sh", "-c", _OWN_WORKDIR, "sh", self.conn.workdir])
+        except DeviceError as e:
+            reason = str(e).rpartition(": ")[2] or "cannot be created"
+            raise DeviceError(f"{self.profile.name}: connection.workdir {self.conn.workdir} {reason}; set "
+                              "connection.workdir to a folder of this user's (e.g. under its home)") from None
 
     def _open_channel(self) -> ChannelLines:
         self._open_session()
