@@ -134,6 +134,14 @@ def test_trust_command_records_the_key(sshd, tmp_path, cli_env, devices_dir):
     kh.write_text(f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n")
     replaced = harness("devices", "trust", "box", "--yes", env={**cli_env, "COLUMNS": "200"})
     assert "this replaces a different key on record" in replaced.stdout and replaced.stdout.count("SHA256:") == 2
+    # a key of another type on record: `check` calls it CHANGED, so trust must say it replaces it, and retire it
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(tmp_path / "ec")], check=True)
+    pub = Path(f"{tmp_path / 'ec'}.pub").read_text().split()
+    with kh.open("a") as f:
+        f.write(f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n")
+    replaced = harness("devices", "trust", "box", "--yes", env={**cli_env, "COLUMNS": "200"})
+    assert "this replaces a different key on record (ecdsa-sha2-nistp256 SHA256:" in replaced.stdout
+    assert len(kh.read_text().splitlines()) == 1 and "ecdsa" not in kh.read_text()
 
 
 def test_connect_timeout_on_a_silent_host():

@@ -126,7 +126,7 @@ def trust(name: str = typer.Argument(..., help="Profile name of an SSH device"),
     (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the device) before you say yes.
     """
     from harness.devices.registry import ProfileRegistry
-    from harness.devices.ssh import fetch_host_key, fingerprint, record_host_key, recorded_host_key
+    from harness.devices.ssh import fetch_host_key, fingerprint, record_host_key, recorded_host_keys
 
     profile = ProfileRegistry(devices_dir).get(name)
     conn = profile.connection
@@ -136,14 +136,16 @@ def trust(name: str = typer.Argument(..., help="Profile name of an SSH device"),
     key = fetch_host_key(conn.host, conn.port, conn.connect_timeout_s)
     target = conn.known_hosts or "~/.ssh/known_hosts"
     console.print(f"{esc(conn.host)}:{conn.port} presents [bold]{esc(fingerprint(key))}[/]", highlight=False)
-    old = recorded_host_key(target, conn.host, conn.port, key.get_name())
-    if old is not None and old == key:
+    on_record = recorded_host_keys(target, conn.host, conn.port)
+    if on_record.get(key.get_name()) == key and len(on_record) == 1:
         console.print(f"already recorded in {esc(target)}: nothing to do", highlight=False)
         return
-    if old is not None:  # the CHANGED case `devices check` refused: say what is replaced before asking
-        console.print(f"[bold yellow]this replaces a different key on record[/] ({esc(fingerprint(old))}): "
-                      "accept only if the device was reinstalled or its keys regenerated", highlight=False)
-    question = f"{'Replace' if old is not None else 'Record'} the key for {name} in {target}?"
+    old = [k for k in on_record.values() if k != key]
+    if old:  # the CHANGED case `devices check` refused (a key of another type too): say what is replaced
+        console.print(f"[bold yellow]this replaces a different key on record[/] "
+                      f"({esc(', '.join(fingerprint(k) for k in old))}): accept only if the device was reinstalled "
+                      "or its keys regenerated", highlight=False)
+    question = f"{'Replace' if on_record else 'Record'} the key for {name} in {target}?"
     if not yes and not typer.confirm(question, default=False):
         raise typer.Exit(1)
     path = record_host_key(target, conn.host, conn.port, key)

@@ -373,23 +373,29 @@ def fetch_host_key(host: str, port: int, timeout: float = 10.0) -> paramiko.PKey
         transport.close()
 
 
-def recorded_host_key(known_hosts: str | os.PathLike, host: str, port: int, key_type: str) -> paramiko.PKey | None:
-    """The key of this type that known_hosts holds for the host (None: none yet)."""
+def recorded_host_keys(known_hosts: str | os.PathLike, host: str, port: int) -> dict[str, paramiko.PKey]:
+    """Every key known_hosts holds for the host, by key type (empty: none yet)."""
     path = Path(known_hosts).expanduser()
     if not path.exists():
-        return None
+        return {}
     keys = paramiko.HostKeys()
     keys.load(str(path))
-    return (keys.lookup(host_id(host, port)) or {}).get(key_type)
+    return dict(keys.lookup(host_id(host, port)) or {})
 
 
 def record_host_key(known_hosts: str | os.PathLike, host: str, port: int, key: paramiko.PKey) -> Path:
-    """Add (or replace) the host's key in a known_hosts file, created 0600 if missing."""
+    """Make ``key`` the host's only key in a known_hosts file (created 0600 if missing): a key of another type
+    left beside it would still be accepted, so trusting a new key would not retire the old one."""
     path = Path(known_hosts).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = paramiko.HostKeys()
     if path.exists():
         keys.load(str(path))
+    while True:
+        try:
+            del keys[host_id(host, port)]
+        except KeyError:
+            break
     keys.add(host_id(host, port), key.get_name(), key)
     path.touch(mode=0o600, exist_ok=True)
     keys.save(str(path))
