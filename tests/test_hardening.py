@@ -317,6 +317,19 @@ def test_device_lease_is_exclusive_names_its_holder_and_frees_on_release(tmp_pat
         pass
 
 
+def test_device_lease_never_writes_through_a_planted_symlink(tmp_path):
+    from harness.devices.lease import DeviceLease
+    from harness.errors import HarnessError
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "locks" / "pixel4.lock").symlink_to(victim)
+    with pytest.raises(HarnessError, match="pixel4.lock is a symbolic link; remove it"):
+        DeviceLease("pixel4", tmp_path / "locks").acquire()
+    assert victim.read_text() == "precious"
+
+
 def test_device_lease_of_a_killed_holder_is_free(tmp_path):
     import subprocess
     import sys

@@ -10,6 +10,7 @@ at once (a device farm) and two threads of one process still exclude each other 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -75,7 +76,13 @@ class DeviceLease:
 
     def acquire(self) -> DeviceLease:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # not through a symlink: in a shared lock folder one planted there would have us overwrite its target
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise HarnessError(f"lock file {self.path} is a symbolic link; remove it (a lock is a plain file, and "
+                               "HARNESS_LOCK_DIR should be a folder only you can write to)") from None
         deadline = None if self.wait is None else time.monotonic() + self.wait
         told = False
         try:
