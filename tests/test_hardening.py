@@ -715,6 +715,19 @@ def test_huge_profile_file_is_refused(tmp_path):
         load_profile(path)
 
 
+def test_a_profile_that_is_a_device_or_a_pipe_is_refused_not_read(tmp_path):
+    import os
+
+    from harness.devices.profile import load_profile
+    from harness.errors import ProfileError
+
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")  # read whole, it filled memory
+    os.mkfifo(tmp_path / "pipe.yaml")  # read, it hung `devices list`
+    for name in ("zero.yaml", "pipe.yaml"):
+        with pytest.raises(ProfileError, match="not a regular file"):
+            load_profile(tmp_path / name)
+
+
 def test_error_messages_echo_a_bounded_value(tmp_path):
     from harness.devices.profile import parse_profile
     from harness.errors import ProfileError

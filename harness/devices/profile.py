@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import reprlib
+import stat
 import hashlib
 import json
 import re
@@ -588,11 +589,17 @@ def parse_profile(data: Any, source: str) -> Profile:
 def load_profile(path: str | Path) -> Profile:
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_PROFILE_BYTES:
-            raise ProfileError(str(path), [f"file is too large for a profile ({size} bytes; the limit is "
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # /dev/zero filled memory, a FIFO hung `devices list`
+            raise ProfileError(str(path), ["not a regular file (a device, pipe or socket); a profile is a YAML file"])
+        if st.st_size > MAX_PROFILE_BYTES:
+            raise ProfileError(str(path), [f"file is too large for a profile ({st.st_size} bytes; the limit is "
                                            f"{MAX_PROFILE_BYTES})"])
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:  # at most the limit, whatever the file grew to since stat
+            raw = f.read(MAX_PROFILE_BYTES + 1)
+        if len(raw) > MAX_PROFILE_BYTES:
+            raise ProfileError(str(path), [f"file is too large for a profile (the limit is {MAX_PROFILE_BYTES} bytes)"])
+        text = raw.decode("utf-8")
     except OSError as e:
         raise ProfileError(str(path), [f"cannot read file: {e.strerror}"]) from None
     except UnicodeDecodeError:
