@@ -1003,3 +1003,18 @@ def test_clipped_messages_end_between_words_and_say_they_were_cut():
     assert clip(msg, 50) == "Ray task failed because it was executed on the …"
     assert clip(msg, 500) == msg and clip("a\n  b", 10) == "a b"
     assert clip("x" * 30, 10) == "x" * 9 + "…" and len(clip(msg, 20)) <= 20
+
+
+def test_a_name_with_a_trailing_newline_is_no_valid_device_name(tmp_path):
+    from harness.devices.profile import is_valid_name
+    from harness.errors import HarnessError
+    from harness.results.importer import import_table
+    from harness.results.store import Store
+
+    assert is_valid_name("pixel3") and not is_valid_name("evil\n") and not is_valid_name("vm\ngood")
+    table = tmp_path / "t.csv"  # a quoted header "evil\n_ms" stored the device "evil\n"
+    table.write_text('nb201_index,"evil\n_ms"\n1,1.5\n2,2.5\n')
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(HarnessError):
+            import_table(st, table)
+        assert st.devices().empty

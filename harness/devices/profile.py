@@ -660,4 +660,4 @@ def profile_yaml(profile: Profile) -> str:
 
 
 def is_valid_name(name: str) -> bool:
-    return re.match(NAME_RE, name) is not None
+    return re.fullmatch(NAME_RE, name) is not None  # re.match let "evil\n" through: $ matches before a final \n
