@@ -1018,3 +1018,13 @@ def test_a_name_with_a_trailing_newline_is_no_valid_device_name(tmp_path):
         with pytest.raises(HarnessError):
             import_table(st, table)
         assert st.devices().empty
+
+
+@pytest.mark.parametrize("script", ["mkdir /sdcard/d1; touch /sdcard/f1; mv /sdcard/d1 /sdcard/f1; echo $?",
+                                    "mkdir -p /data/local/tmp/a; mv /data/local/tmp /data/local/tmp/a; echo $?"])
+def test_phone_mv_a_folder_onto_a_file_or_into_itself_is_a_shell_error(tmp_path, script):
+    """It raised a host OSError that ended the shell without a status (and logged host paths)."""
+    _, sh = make_shell(tmp_path / "phone")
+    status, out = sh(script)
+    assert out.rstrip().endswith("1") and "mv: /" in out, out
+    assert str(tmp_path) not in out

@@ -223,7 +223,10 @@ class Sandbox:
         if d.is_dir():
             d = d / s.name
             self.host(dst + "/" + s.name)
-        os.replace(s, d)
+        try:
+            os.replace(s, d)
+        except OSError as e:  # a folder onto a file, a folder into itself: as toybox says it, on the phone's path
+            raise FSError(e.errno or errno.EIO, src) from None
 
     def touch(self, path: str) -> None:
         host = self._writable(path)

@@ -486,6 +486,9 @@ class Shell:
         except FSError as e:
             io.err(f"{name}: {e.path}: {e.strerror}\n")
             return 1
+        except OSError as e:  # a host error no FSError names: its message, never the host path (it ended the shell)
+            io.err(f"{name}: {e.strerror or 'I/O error'}\n")
+            return 1
 
     def _exec_file(self, argv: list[str], io: IO) -> int:
         path = self.path(argv[0])
