@@ -113,3 +113,12 @@ def test_a_bad_arch_file_is_a_clear_error(tmp_path, name, content, message):
         select(get_space("nb201"), arch_file=path)
     with pytest.raises(SpaceError, match="--arch names no architecture"):
         select(get_space("nb201"), archs=["", " ,"])
+
+
+def test_a_huge_index_is_named_as_written_not_rounded_through_a_float():
+    from harness.errors import HarnessError
+    from harness.models.spaces import get_space
+
+    with pytest.raises(HarnessError, match="99999999999999999999999 out of range"):
+        get_space("nb201").parse("99999999999999999999999")
+    assert get_space("nb201").parse("12.0").key == get_space("nb201").parse("12").key

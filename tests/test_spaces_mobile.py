@@ -340,3 +340,11 @@ def test_arch_takes_an_ofa_dict_in_json_and_names_the_space_a_key_belongs_to():
     assert [x.key for x in select(ofa, archs=[as_json])] == [a.key]
     with pytest.raises(SpaceError, match="they are ofa_mbv3 keys: add --space ofa_mbv3"):
         select(get_space("nb201"), archs=[a.key])
+
+
+def test_an_arch_dict_nested_thousands_deep_is_an_error_not_a_recursion_traceback():
+    from harness.errors import HarnessError
+    from harness.models.spaces import get_space
+
+    with pytest.raises(HarnessError, match="nested too deeply"):
+        get_space("ofa_mbv3").parse('{"ks": ' + "[" * 100_000 + "]" * 100_000 + "}")

@@ -187,6 +187,8 @@ class ElasticMobileSpace(SearchSpace):
                 raw = json.loads(t)
             except json.JSONDecodeError as err:
                 raise SpaceError(f"{self.name}: {t!r} is not valid JSON ({err.msg})") from None
+            except RecursionError:  # {"ks": [[[[...]]]]} thousands deep
+                raise SpaceError(f"{self.name}: {t[:60]!r}... is nested too deeply for an OFA arch dict") from None
             fields = {_FIELD_ALIASES[k]: v for k, v in raw.items() if k in _FIELD_ALIASES}
             return self._from_fields(fields, token)
         fields: dict[str, Any] = {}

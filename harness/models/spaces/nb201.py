@@ -86,7 +86,7 @@ class NB201Space(SearchSpace):
     def parse(self, token: str) -> Arch:
         t = str(token).strip()
         if re.fullmatch(r"\d+(\.0*)?", t):  # 12.0: how pandas writes an integer column that held a gap
-            return self._arch(int(float(t)))
+            return self._arch(int(t.split(".")[0]))  # not through float: 10**23 read as 99999999999999991611392
         if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", t):
             raise SpaceError(f"an nb201 index is a whole number 0..{NUM_ARCHS - 1}, got {t!r}")
         return self._arch(ops_to_index(parse_arch_str(t)))
