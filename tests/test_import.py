@@ -82,6 +82,23 @@ def test_conflicting_values_name_both_sources_and_import_nothing(store_path, tmp
         assert table_counts(st) == before, "nothing of the conflicting file may be imported (dev_y included)"
 
 
+def test_more_values_1000x_off_a_devices_own_are_a_unit_mistake_not_merged(store_path, tmp_path):
+    """Seconds beside milliseconds merged into one device without a word; srcc then read it at 0.12-0.26."""
+    ms = small_table(tmp_path / "ms.csv")
+    df = pd.read_csv(small_table(tmp_path / "more.csv", rows=12)).iloc[6:]
+    df["dev_x_ms"] = df["dev_x_ms"] / 1000  # other architectures, in seconds
+    df.to_csv(tmp_path / "more.csv", index=False)
+    with Store(store_path) as st:
+        import_table(st, ms)
+        before = table_counts(st)
+        with pytest.raises(ImportFileError, match=r"dev_x: the new values' median .* is 1,\d{3}x below .* unit mistake"):
+            import_table(st, tmp_path / "more.csv")
+        assert table_counts(st) == before
+        df["dev_x_ms"] = df["dev_x_ms"] * 1000  # in ms, a different range of the same device: welcome
+        df.to_csv(tmp_path / "more.csv", index=False)
+        assert import_table(st, tmp_path / "more.csv").new_values == 6
+
+
 def test_accuracy_and_metadata_columns(store_path, tmp_path):
     path = small_table(tmp_path / "t.csv", flops=[1, 2, 3, 4, 5, 6], note=["x"] * 6)
     with Store(store_path) as st:

@@ -164,6 +164,9 @@ def detect_space(columns: list[str], path: Path) -> str:
                        f"Columns: {', '.join(columns)}. Use --space if the key columns have these names.")
 
 
+# new latencies of a device whose median is this many times off its values already imported: a unit mistake
+# (a subset of one space spans ~10x between its fastest and slowest architectures; s vs ms is 1000x)
+SCALE_JUMP = 100.0
 MAX_LATENCY_MS = 86_400_000.0  # one inference taking over a day is a unit or parsing mistake, not a latency
 
 
@@ -394,7 +397,8 @@ def _import_table(store: Store, path: str | Path, source: str | None, space: str
             dev_id = store.device_id(device, "imported")
             mask = values.notna().to_numpy()
             rows, same = _new_rows(db, "imported_latencies", "device_id", dev_id, "latency_ms",
-                                   arch_ids[mask], values.to_numpy()[mask], import_id, device, path, source)
+                                   arch_ids[mask], values.to_numpy()[mask], import_id, device, path, source,
+                                   scale_check=True)
             pending.append(("imported_latencies", rows))
             report.devices[device] = int(mask.sum())
             report.new_values += len(rows)
@@ -460,8 +464,9 @@ def _forget_abandoned(store: Store) -> None:
 
 
 def _new_rows(db, table: str, owner_col: str, owner, value_col: str, arch_ids: np.ndarray, values: np.ndarray,
-              import_id: int, label: str, path: Path, source: str) -> tuple[list[tuple], int]:
-    """Rows to insert for (owner, arch): equal existing values are kept; different ones abort the import."""
+              import_id: int, label: str, path: Path, source: str, scale_check: bool = False) -> tuple[list[tuple], int]:
+    """Rows to insert for (owner, arch): equal existing values are kept; different ones abort the import, and
+    so (``scale_check``) do new values whose median is ``SCALE_JUMP`` times off the ones already there."""
     existing = dict(db.execute(f"SELECT arch_id, {value_col} FROM {table} WHERE {owner_col} = ? AND import_id IN "
                                "(SELECT id FROM imports WHERE state = 'done')", (owner,)))
     old = np.array([existing.get(int(a), np.nan) for a in arch_ids], dtype=float)
@@ -475,5 +480,14 @@ def _new_rows(db, table: str, owner_col: str, owner, value_col: str, arch_ids: n
         raise ImportFileError(
             f"{path}: {label} for {key}: {values[i]:g} conflicts with {old[i]:g} already imported from "
             f"{prev[0]} ({prev[1]}); {int(clash.sum())} value(s) differ. Nothing was imported from {source}.")
+    if scale_check and existing and (~present).any():
+        before, now = float(np.median(list(existing.values()))), float(np.median(values[~present]))
+        ratio = max(before, now) / max(min(before, now), 1e-12)
+        if ratio >= SCALE_JUMP:  # seconds beside ms merged silently into one device, 1000x apart
+            raise ImportFileError(
+                f"{path}: {label}: the new values' median {now:g} ms is {ratio:,.0f}x "
+                f"{'above' if now > before else 'below'} the {before:g} ms of the {len(existing)} value(s) already "
+                f"imported for it; a unit mistake (seconds or microseconds in an _ms column)? Convert the column to "
+                f"ms, or import it under another device name (--prefix). Nothing was imported from {source}.")
     rows = [(owner, int(a), float(v), import_id) for a, v in zip(arch_ids[~present], values[~present])]
     return rows, int(present.sum())
