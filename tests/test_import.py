@@ -91,7 +91,7 @@ def test_more_values_1000x_off_a_devices_own_are_a_unit_mistake_not_merged(store
     with Store(store_path) as st:
         import_table(st, ms)
         before = table_counts(st)
-        with pytest.raises(ImportFileError, match=r"dev_x: the new values' median .* is 1,\d{3}x below .* unit mistake"):
+        with pytest.raises(ImportFileError, match=r"dev_x: the new values' median .* is \d+x below .* unit mistake"):
             import_table(st, tmp_path / "more.csv")
         assert table_counts(st) == before
         df["dev_x_ms"] = df["dev_x_ms"] * 1000  # in ms, a different range of the same device: welcome
