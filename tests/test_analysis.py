@@ -282,3 +282,27 @@ def test_a_constant_device_with_bootstrap_gives_nan_intervals_without_numpy_warn
         warnings.simplefilter("error")  # "All-NaN slice encountered" reached notebooks ten times per call
         pairs = correlate(wide, n_boot=20).pairs.set_index(["device_a", "device_b"])
     assert np.isnan(pairs.loc[("a", "b"), "ci_low"]) and pairs.loc[("b", "c"), "ci_low"] == -1.0
+
+
+def test_report_of_one_device_counts_it_and_the_heat_map_follows_the_tables_order(monkeypatch):
+    """One device read "0 devices" with empty tables; the heat map clustered on every pair (n = 3 too) while
+    the tables it heads followed the reliable pairs; a constant device's pairs were 'too few architectures'."""
+    import importlib
+
+    from harness.analysis.correlation import correlate
+
+    rep = importlib.import_module("harness.analysis.report")  # harness.analysis.report is also the API function
+
+    rng = np.random.default_rng(0)
+    base = rng.lognormal(1, 0.3, 120)
+    wide = pd.DataFrame({"a": base, "b": base * rng.lognormal(0, 0.05, 120), "c": rng.lognormal(1, 0.3, 120),
+                         "d": base[::-1].copy(), "flat": np.full(120, 2.0)})
+    wide.loc[3:, "d"] = np.nan  # d shares 3 architectures: an SRCC, but below min_overlap
+    one = rep.build_report(wide[["a"]], correlate(wide[["a"]]), "nb201", {"a": "imported"})
+    assert "1 devices (0 measured with harness, 1 imported)" in one.facts[0]
+    assert one.tables[0].frame.device.tolist() == ["a"]
+    seen = {}
+    monkeypatch.setattr(rep, "heatmap", lambda matrix, *a, **k: seen.setdefault("order", a[3]) and None)
+    r = rep.build_report(wide, correlate(wide), "nb201", {n: "imported" for n in wide})
+    assert list(seen["order"]) == r.tables[0].frame.device.tolist()
+    assert "4 pair(s) with a device whose latencies are all equal have no value" in " ".join(r.facts)

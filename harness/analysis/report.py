@@ -27,7 +27,7 @@ from scipy.cluster.hierarchy import leaves_list, linkage  # noqa: E402
 from scipy.spatial.distance import squareform  # noqa: E402
 
 from harness import __version__  # noqa: E402
-from harness.analysis.correlation import DEFAULT_MIN_OVERLAP, Correlations  # noqa: E402
+from harness.analysis.correlation import DEFAULT_MIN_OVERLAP, MIN_COMMON, Correlations  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.results.atomic import atomic_path  # noqa: E402
 
@@ -128,10 +128,11 @@ def cluster_order(matrix: pd.DataFrame) -> list[str]:
 
 
 def heatmap(matrix: pd.DataFrame, method: str = "SRCC", overlap: pd.DataFrame | None = None,
-            min_overlap: int = 0) -> Figure:
+            min_overlap: int = 0, order: Sequence[str] | None = None) -> Figure:
     """Cells on fewer than ``min_overlap`` common architectures are hatched grey with their n, and left out
-    of the colour scale (an SRCC of -0.5 on 5 architectures would otherwise stretch it)."""
-    order = cluster_order(matrix)
+    of the colour scale (an SRCC of -0.5 on 5 architectures would otherwise stretch it). ``order``: the rows'
+    order (default: clustered on ``matrix``); the report passes the tables' order, clustered on reliable pairs."""
+    order = [d for d in order if d in matrix.index] if order is not None else cluster_order(matrix)
     m = matrix.loc[order, order].to_numpy(dtype=float)
     n = len(order)
     low = np.zeros_like(m, dtype=bool)
@@ -178,16 +179,18 @@ def scatter(wide: pd.DataFrame, pairs: Sequence[tuple[str, str]], corr: Correlat
     for ax, (a, b) in zip(axes.flat, pairs):
         both = wide[[a, b]].dropna()
         both = both[(both[a] > 0) & (both[b] > 0)]
-        ax.scatter(both[a], both[b], s=4, alpha=0.4, linewidths=0)
+        few = len(both) < 300  # 3 points at size 4 and alpha 0.4 were next to invisible
+        ax.scatter(both[a], both[b], s=14 if few else 4, alpha=0.8 if few else 0.4, linewidths=0)
         ax.set_xscale("log")
         ax.set_yscale("log")
         for axis in (ax.xaxis, ax.yaxis):
-            axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-            axis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            _plain_log_labels(axis)
         ax.tick_params(which="minor", labelsize=7)
         ax.set_xlabel(f"{_short(a)} (ms)")
         ax.set_ylabel(f"{_short(b)} (ms)")
-        ax.set_title(f"{method} {corr.get(a, b):.3f} on {len(both)} archs", fontsize=10)
+        value = corr.get(a, b)
+        ax.set_title(f"{method} {value:.3f} on {len(both)} archs" if np.isfinite(value)
+                     else f"no {method} on {len(both)} archs (a device's latencies are all equal)", fontsize=10)
     for ax in list(axes.flat)[k:]:
         ax.set_visible(False)
     fig.tight_layout()
@@ -197,6 +200,13 @@ def scatter(wide: pd.DataFrame, pairs: Sequence[tuple[str, str]], corr: Correlat
                   how_to_read="A thin rising band means the x device orders architectures like the y device (a "
                               "good proxy); a wide or bent cloud means rankings change, and where it widens tells "
                               "you which latency range disagrees.")
+
+
+def _plain_log_labels(axis) -> None:
+    """Plain numbers on a log axis, minor ticks labelled only where few fit: every minor tick labelled "%g" ran
+    into each other ("0.0080.0070.006") over more than a decade, and the default's "3×10⁰" did in a box plot."""
+    axis.set_major_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
+    axis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
 def _horizontal() -> dict:
@@ -221,6 +231,7 @@ def distributions(wide: pd.DataFrame, order: Sequence[str], origins: dict[str, s
     ax.boxplot(data, showfliers=False, whis=(1, 99), **_horizontal())
     ax.set_yticks(range(1, len(order) + 1), [f"{_short(d)} ({origins.get(d, '?')[0]})" for d in order], fontsize=8)
     ax.set_xscale("log")
+    _plain_log_labels(ax.xaxis)
     ax.set_xlabel("latency per inference (ms, log scale); whiskers at 1st / 99th percentile")
     ax.invert_yaxis()
     fig.tight_layout()
@@ -248,11 +259,17 @@ def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: di
                  sentinel_checks: pd.DataFrame | None = None, energy: pd.DataFrame | None = None) -> Report:
     matrix = corr.matrix()
     reliable = corr.matrix(min_overlap)
-    order = cluster_order(reliable)
+    # devices in no pair (the only one, or sharing nothing) still get their row and distribution: a one-device
+    # report said "0 devices" beside its own table of sources
+    order = cluster_order(reliable) + [d for d in wide.columns if d not in reliable.index]
     report = Report(f"Cross-device latency rankings — {space}", space)
     n_low = int(((corr.pairs.n_common_archs < min_overlap) & corr.pairs.srcc.notna()).sum())
-    n_none = int(corr.pairs.srcc.isna().sum())  # under 3 common architectures: no value at all (srcc lists them)
-    none_note = f"; {n_none} more pair(s) share too few architectures for any value" if n_none else ""
+    undefined = corr.pairs.srcc.isna()
+    few = undefined & (corr.pairs.n_common_archs < MIN_COMMON)  # no value at all (srcc lists them)
+    none_note = (f"; {int(few.sum())} more pair(s) share too few architectures for any value" if few.any() else "")
+    if (undefined & ~few).any():  # a constant device ranks nothing: not a matter of overlap
+        none_note += (f"; {int((undefined & ~few).sum())} pair(s) with a device whose latencies are all equal "
+                      "have no value (no ranking to compare)")
     report.facts = [f"store: {source}" if source else "",
                     f"{len(order)} devices ({sum(origins.get(d) == 'measured' for d in order)} measured with harness, "
                     f"{sum(origins.get(d) == 'imported' for d in order)} imported), {len(wide)} architectures",
@@ -264,14 +281,15 @@ def build_report(wide: pd.DataFrame, corr: Correlations, space: str, origins: di
         "origin": [origins.get(d, "?") for d in order],
         "architectures": [int(wide[d].notna().sum()) for d in order],
         "median ms": [float(wide[d].median()) for d in order],
-        f"mean {method} to others": [float(reliable.loc[d].drop(d).mean()) for d in order],
+        f"mean {method} to others": [float(reliable.loc[d].drop(d).mean()) if d in reliable.index else np.nan
+                                     for d in order],
     })
     report.tables.append(Table("Devices", summary,
                                f"One row per device in the heat map's order. The mean {method} to the others "
                                f"(pairs on ≥ {min_overlap} common architectures) says how typical its ranking is: "
                                "a high value makes a good general proxy."))
     if len(matrix) >= 2:
-        report.figures.append(heatmap(matrix, method, corr.overlap(), min_overlap))
+        report.figures.append(heatmap(matrix, method, corr.overlap(), min_overlap, order))
     else:
         report.facts.append(f"fewer than two devices with data in {space}: no {method} to show; measure or import "
                             "another device to compare rankings")
