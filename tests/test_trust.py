@@ -572,6 +572,21 @@ def test_compare_does_not_call_flips_of_imported_tables_real_and_refuses_devices
     assert none.returncode != 0 and "no nb201 architecture in common" in " ".join(none.stderr.split())
 
 
+def test_compare_and_proxy_name_a_constant_device_instead_of_nan_or_too_few_architectures(cli_env, tmp_path):
+    from tests.conftest import harness
+
+    rows = "\n".join(f"{i},{i},2.0" for i in range(1, 41))
+    (tmp_path / "t.csv").write_text(f"nb201_index,ra_ms,flat_ms\n{rows}\n")
+    harness("import", str(tmp_path / "t.csv"), env=cli_env)
+    r = harness("compare", "flat", "ra", env=cli_env)
+    out = " ".join(r.stdout.split())
+    assert "no SRCC: flat's latencies are all equal on the 40 common architecture(s)" in out and "nan" not in out
+    assert "RuntimeWarning" not in r.stderr
+    p = harness("proxy", "--target", "flat", env=cli_env, check=False)
+    said = " ".join(p.stderr.split())
+    assert p.returncode != 0 and "although they share up to 40" in said and "all equal" in said
+
+
 def test_drift_correct_without_sentinel_devices_says_it_added_nothing(cli_env, tmp_path):
     (tmp_path / "t.csv").write_text("nb201_index,a_ms\n1,1\n2,2\n3,3\n")
     harness("import", str(tmp_path / "t.csv"), env=cli_env)

@@ -254,7 +254,12 @@ def compare(
     with working(f"comparing {common:,} architectures pair by pair"):
         r = cmp(wide, device_a, device_b, cis, top)
     pair = srcc_with_noise(wide, noise, ci, seed)
-    if len(pair):
+    flat = [d for d in (device_a, device_b) if wide.dropna()[d].nunique() == 1]
+    if flat:  # a constant device: "SRCC nan (95% CI nan..nan)" after two numpy warnings before
+        console.print(f"{device_a} vs {device_b}: no SRCC: {' and '.join(flat)}'s latencies are all equal on the "
+                      f"{common} common architecture(s), so {'they rank' if len(flat) == 2 else 'it ranks'} nothing",
+                      highlight=False)
+    elif len(pair):
         p = pair.iloc[0]
         console.print(f"{device_a} vs {device_b}: SRCC {p.srcc:.4f} (95% CI {p.ci_low:.4f}..{p.ci_high:.4f}, runs "
                       f"resampled for: {p.noise_resampled}) on {r['architectures']} architectures", highlight=False)
@@ -309,6 +314,11 @@ def proxy(
     with working("ranking proxies" + (f" with {ci} bootstrap resamples" if ci else "")):
         df = analysis.proxies(store, targets, space, candidate, method=method, ci=ci, min_overlap=min_overlap)
     if len(df) and (df.targets_known == 0).all():  # nothing to rank: say why instead of a table of dashes (or nulls)
+        if int(df.min_common_archs.max()) >= min_overlap:  # enough in common: the rankings themselves are missing
+            raise HarnessError(f"no candidate has an SRCC with {', '.join(targets)} although they share up to "
+                               f"{int(df.min_common_archs.max())} {space} architectures: latencies that are all equal "
+                               "(on the target, or on every candidate) rank nothing; check what was measured or "
+                               "imported for it (`harness export --device`)")
         raise HarnessError(f"no candidate shares {min_overlap} or more {space} architectures with "
                            f"{', '.join(targets)} (at most {int(df.min_common_archs.max())}), so none has an SRCC "
                            "to rank by; measure or import more of the target, or lower --min-overlap")
@@ -332,9 +342,10 @@ def proxy(
         table.add_row(*cells)
     print_table(table)
     if partial:
-        console.print(f"[dim]a proxy sharing fewer than {min_overlap} architectures with a target has no SRCC for it "
-                      f"(--min-overlap): its mean and worst cover the targets it is known for, so it ranks after "
-                      f"every proxy known for more of them[/]", highlight=False)
+        console.print(f"[dim]a proxy sharing fewer than {min_overlap} architectures with a target (--min-overlap), or "
+                      f"whose latencies or the target's are all equal, has no SRCC for it: its mean and worst cover "
+                      f"the targets it is known for, so it ranks after every proxy known for more of them[/]",
+                      highlight=False)
 
 
 def _pairs(values: list[str] | None) -> list[tuple[str, str]] | None:

@@ -80,7 +80,8 @@ def srcc_with_noise(wide: pd.DataFrame, noise: dict[str, pd.DataFrame], n_boot: 
             da = noise[a].reindex(keys).to_numpy() if a in noise and not noise[a].empty else None
             db = noise[b].reindex(keys).to_numpy() if b in noise and not noise[b].empty else None
             va, vb = both[a].to_numpy(), both[b].to_numpy()
-            point = float(np.corrcoef(rankdata(va), rankdata(vb))[0, 1])
+            with np.errstate(invalid="ignore", divide="ignore"):  # a constant device: NaN, said by the caller
+                point = float(np.corrcoef(rankdata(va), rankdata(vb))[0, 1])
             vals = np.empty(n_boot)
             for k in range(n_boot):
                 idx = rng.integers(0, n, size=n)
