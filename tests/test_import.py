@@ -271,3 +271,26 @@ def test_a_damaged_store_during_import_is_a_store_error_saying_how_to_salvage(st
     path.write_text("nb201_index,dev_ms\n0,1.0\n")
     with Store(store_path) as st, pytest.raises(StoreError, match="recover"):
         import_table(st, path)
+
+
+def test_a_latency_column_misspelt_by_case_or_a_space_is_named(store_path, tmp_path):
+    (tmp_path / "a.csv").write_text("nb201_index,dev_MS,\"trail_ms \"\n1,1.5,2\n2,2.5,3\n")
+    with Store(store_path) as st:
+        with pytest.raises(ImportFileError, match=r"no latency .*'dev_MS', 'trail_ms ' look like latencies"):
+            import_table(st, tmp_path / "a.csv")
+        (tmp_path / "b.csv").write_text("nb201_index,good_ms,dev_MS\n1,1.5,2\n2,2.5,3\n")
+        r = import_table(st, tmp_path / "b.csv")  # beside a real one it was metadata without a word
+        assert list(r.devices) == ["good"] and any("'dev_MS' look like latencies" in w for w in r.warnings)
+
+
+def test_import_of_several_files_goes_on_past_a_bad_one_and_says_which_failed(cli_env, tmp_path):
+    from tests.conftest import harness
+
+    small_table(tmp_path / "a.csv")
+    (tmp_path / "bad.csv").write_text("nb201_index,x_ms\n1,-3\n")
+    (tmp_path / "c.csv").write_text("nb201_index,other_ms\n1,2.5\n2,3.5\n")
+    r = harness("import", str(tmp_path / "a.csv"), str(tmp_path / "bad.csv"), str(tmp_path / "c.csv"), env=cli_env,
+                check=False)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "1 of 3 files not imported" in said and "bad.csv" in said
+    assert "a.csv: nb201" in r.stdout and "c.csv: nb201" in r.stdout  # c.csv was never tried before

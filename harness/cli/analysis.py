@@ -52,10 +52,21 @@ def import_(
         from harness.results.importer import import_table
         from harness.results.store import Store
 
+    failed: list[Path] = []
     with Store(store) as st:
         for f in files:
-            with working(f"importing {f.name}"):
-                r = import_table(st, f, source=source, space=space, allow_zero=allow_zero, prefix=prefix)
+            try:
+                with working(f"importing {f.name}"):
+                    r = import_table(st, f, source=source, space=space, allow_zero=allow_zero, prefix=prefix)
+            except (HarnessError, OSError) as e:
+                if len(files) == 1:
+                    raise
+                # each file is whole or nothing; the others go on (the first bad one stopped the rest unsaid)
+                where = f"{e.filename}: " if isinstance(e, OSError) and e.filename else ""
+                err.print(f"[bold red]error:[/] {esc(where)}{esc(e if isinstance(e, HarnessError) else e.strerror)}",
+                          highlight=False)
+                failed.append(f)
+                continue
             for w in r.warnings:
                 err.print(f"[yellow]warning:[/] {escape(w)}")
             if r.skipped_file:
@@ -64,6 +75,10 @@ def import_(
             console.print(f"{esc(f)}: {r.space}, {r.rows} architectures, {len(r.devices)} device(s) "
                           f"({esc(', '.join(r.devices))}); {r.new_values} new values, {r.already_present} already "
                           f"present; metrics: {esc(', '.join(r.metrics) or 'none')}", highlight=False)
+    if failed:
+        err.print(f"[bold red]{len(failed)} of {len(files)} files not imported[/] ({esc(', '.join(map(str, failed)))}); "
+                  "the others were, each whole", highlight=False)
+        raise typer.Exit(2)
 
 
 def _colour(v: float) -> str:

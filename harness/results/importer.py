@@ -320,6 +320,11 @@ def _import_table(store: Store, path: str | Path, source: str | None, space: str
                                "it (harness export's --ci, --drift-correct, energy): not imported as devices or "
                                "metrics (rename a column to import it as its own device)")
     latency_cols = [c for c in df.columns if c.endswith("_ms") and c not in companions]
+    # `dev_MS`, `dev_ms ` (a trailing space): latencies by intent, metadata (or "no latency columns") by the rule
+    near = [str(c) for c in df.columns if c not in latency_cols and c not in companions
+            and str(c).strip().lower().endswith("_ms")]
+    near_note = (f"column(s) {', '.join(repr(c) for c in near)} look like latencies, but a latency column's name ends "
+                 "in exactly '_ms' (lower case, no space after it); rename to import as a device") if near else ""
     latencies: dict[str, pd.Series] = {}
     for col in latency_cols:
         values = _numeric(df, col, path)
@@ -367,7 +372,9 @@ def _import_table(store: Store, path: str | Path, source: str | None, space: str
     report.metrics = list(metrics)
     if not latencies and not any(kind == "accuracy" for kind, _ in metrics.values()):
         what = "every _ms column is empty" if latency_cols else "no latency (_ms) or accuracy (acc_) columns"
-        raise ImportFileError(f"{path}: {what}; nothing to import")
+        raise ImportFileError(f"{path}: {what}; nothing to import" + (f" ({near_note})" if near_note else ""))
+    if near_note:
+        report.warnings.append(f"{path}: {near_note}")
 
     db = store.db
     prev = db.execute("SELECT id FROM imports WHERE sha256 = ? AND space = ? AND state = 'done' AND devices_json = ?",
