@@ -112,7 +112,7 @@ def test_cli_srcc_json_and_heatmap(imported_store, cli_env):
     out = harness("srcc", "--json", "--ci", "20", env=cli_env).stdout
     pairs = json.loads(out)
     assert len(pairs) == 10
-    assert set(pairs[0]) == {"device_a", "device_b", "srcc", "n_common_archs", "ci_low", "ci_high", "low_overlap", "method"}
+    assert set(pairs[0]) == {"device_a", "device_b", "srcc", "n_common_archs", "ci_low", "ci_high", "ci_undefined", "low_overlap", "method"}
     table = harness("srcc", "--method", "kendall", env=cli_env).stdout
     assert "Kendall tau" in table and "dev_a" in table and "10 pairs" in table
     bad = harness("srcc", "--device", "nope", env=cli_env, check=False)

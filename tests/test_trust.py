@@ -567,6 +567,7 @@ def test_compare_does_not_call_flips_of_imported_tables_real_and_refuses_devices
     harness("import", str(tmp_path / "t.csv"), env=cli_env)
     out = " ".join(harness("compare", "a", "b", env=cli_env).stdout.split())
     assert "1 pairs ordered differently; how many the noise of a and b explains is unknown" in out
+    assert "only 4 architectures in common" in out  # srcc and proxy mask such pairs; compare said nothing
     assert "real disagreements" not in out
     none = harness("compare", "a", "c", env=cli_env, check=False)
     assert none.returncode != 0 and "no nb201 architecture in common" in " ".join(none.stderr.split())
@@ -809,3 +810,18 @@ def test_a_pairs_noise_interval_does_not_depend_on_the_other_devices_listed():
     beside = srcc_with_noise(wide[["a", "c", "b"]], noise, 50, seed=1)
     pair = beside[(beside.device_a == "a") & (beside.device_b == "b")].iloc[0]
     assert (alone.ci_low, alone.ci_high) == (pair.ci_low, pair.ci_high)
+
+
+def test_srcc_ci_names_a_pair_whose_resamples_were_mostly_undefined(cli_env, tmp_path):
+    """99 equal values and one other: 39 % of the draws had no SRCC and the interval silently covered the rest."""
+    import re
+
+    from tests.conftest import harness
+
+    rows = "\n".join(f"{i},{i},{5.0 if i == 7 else 2.0}" for i in range(1, 101))
+    (tmp_path / "t.csv").write_text(f"nb201_index,ra_ms,onediff_ms\n{rows}\n")
+    harness("import", str(tmp_path / "t.csv"), env=cli_env)
+    out = " ".join(harness("srcc", "--ci", "200", env={**cli_env, "COLUMNS": "200"}).stdout.split())
+    m = re.search(r"ra vs onediff: (\d+)% of the resamples had no value", out) or re.search(
+        r"onediff vs ra: (\d+)% of the resamples had no value", out)
+    assert m and 25 <= int(m.group(1)) <= 50, out[-600:]

@@ -152,7 +152,10 @@ def correlate(wide: pd.DataFrame, method: str = "spearman", n_boot: int = 0, con
             # without numpy's "All-NaN slice" warning reaching a notebook or the terminal
             lo, hi = (np.nanquantile(d, [(1 - confidence) / 2, (1 + confidence) / 2])
                       if d is not None and not np.isnan(d).all() else (np.nan, np.nan))
-            row.update(ci_low=float(lo), ci_high=float(hi))
+            # the share of resamples without a value (a device nearly constant on the common architectures): the
+            # interval describes the rest only, which the CLI says when it is more than a few
+            row.update(ci_low=float(lo), ci_high=float(hi),
+                       ci_undefined=float(np.isnan(d).mean()) if d is not None else float("nan"))
         rows.append(row)
-    cols = ["device_a", "device_b", "srcc", "n_common_archs"] + (["ci_low", "ci_high"] if n_boot else [])
+    cols = ["device_a", "device_b", "srcc", "n_common_archs"] + (["ci_low", "ci_high", "ci_undefined"] if n_boot else [])
     return Correlations(pd.DataFrame(rows, columns=cols), draws)

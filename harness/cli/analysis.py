@@ -89,6 +89,7 @@ def _colour(v: float) -> str:
 
 
 DEFAULT_MIN_OVERLAP = 30  # harness.analysis.correlation.DEFAULT_MIN_OVERLAP, not imported: --help stays light
+UNDEFINED_DRAWS_NOTE = 0.05  # srcc --ci names pairs with more of their resamples undefined than this
 MinOverlapOpt = Annotated[int, typer.Option(
     "--min-overlap", min=2, help="Pairs with fewer common architectures are shown with their n, masked and left out "
     "of summaries (an SRCC on a handful of architectures is noise).")]
@@ -222,6 +223,15 @@ def srcc(
         console.print(f"[yellow]{plural(len(low), 'pair')} on fewer than {min_overlap} common architectures[/] "
                       f"(n={', '.join(str(v) for v in sorted(set(low.n_common_archs)))}): shown with their n, left "
                       "out of the summary (--min-overlap to change).", highlight=False)
+    if ci and "ci_undefined" in corr.pairs:  # nanquantile dropped them without a word (39 % on a near-constant device)
+        partial = corr.pairs[corr.pairs.ci_undefined > UNDEFINED_DRAWS_NOTE]
+        for r in partial.head(5).itertuples():
+            console.print(f"[yellow]{esc(r.device_a)} vs {esc(r.device_b)}[/]: {r.ci_undefined:.0%} of the resamples "
+                          "had no value (a device with nearly all-equal latencies): its interval describes the rest "
+                          "only", highlight=False)
+        if len(partial) > 5:
+            console.print(f"[yellow]{len(partial) - 5} more pair(s)[/] likewise (--json: ci_undefined)",
+                          highlight=False)
     unknown = corr.pairs[corr.pairs.srcc.isna()]
     if len(unknown):  # shown as – in the tables: say why, pair by pair
         few = int((unknown.n_common_archs < MIN_COMMON).sum())
@@ -278,6 +288,10 @@ def compare(
         p = pair.iloc[0]
         console.print(f"{device_a} vs {device_b}: SRCC {p.srcc:.4f} (95% CI {p.ci_low:.4f}..{p.ci_high:.4f}, runs "
                       f"resampled for: {p.noise_resampled}) on {r['architectures']} architectures", highlight=False)
+        if common < DEFAULT_MIN_OVERLAP:  # srcc and proxy mask such pairs; compare said nothing
+            console.print(f"[yellow]only {common} architectures in common[/]: an SRCC on fewer than "
+                          f"{DEFAULT_MIN_OVERLAP} says little (srcc and proxy leave such pairs out of their summaries)",
+                          highlight=False)
     else:
         console.print(f"{device_a} vs {device_b}: {common} architecture(s) in common, too few for an SRCC",
                       highlight=False)

@@ -94,7 +94,7 @@ def srcc_with_noise(wide: pd.DataFrame, noise: dict[str, pd.DataFrame], n_boot: 
             lo, hi = (np.nanquantile(vals, [(1 - confidence) / 2, (1 + confidence) / 2]) if not np.isnan(vals).all()
                       else (np.nan, np.nan))
             rows.append({"device_a": a, "device_b": b, "srcc": point, "n_common_archs": n,
-                         "ci_low": float(lo), "ci_high": float(hi),
+                         "ci_low": float(lo), "ci_high": float(hi), "ci_undefined": float(np.isnan(vals).mean()),
                          "noise_resampled": ", ".join(d for d, x in ((a, da), (b, db)) if x is not None) or "-"})
     return pd.DataFrame(rows)
 
@@ -115,9 +115,9 @@ def with_run_noise(store: Store, space: str, wide: pd.DataFrame, pairs: pd.DataF
     redrawn = srcc_with_noise(wide, noise, n_boot, seed, confidence)
     if not len(redrawn):
         return pairs
-    return pairs.drop(columns=["ci_low", "ci_high"]).merge(
-        redrawn[["device_a", "device_b", "ci_low", "ci_high", "noise_resampled"]], on=["device_a", "device_b"],
-        how="left")
+    return pairs.drop(columns=["ci_low", "ci_high", "ci_undefined"], errors="ignore").merge(
+        redrawn[["device_a", "device_b", "ci_low", "ci_high", "ci_undefined", "noise_resampled"]],
+        on=["device_a", "device_b"], how="left")
 
 
 def indistinguishable(ci: pd.DataFrame) -> int:
