@@ -70,7 +70,8 @@ class Report:
         parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>",
                  "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
                  "img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse;font-size:13px}"
-                 "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
+                 "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;max-width:28em;overflow-wrap:anywhere}"
+                 "th{background:#f3f3f3}"
                  "td:first-child,th:first-child{text-align:left}figcaption{color:#555;font-size:13px}"
                  "p.how{background:#f6f8fa;border-left:3px solid #8ab;padding:4px 8px;font-size:14px}"
                  "ul.facts{color:#444;font-size:14px}</style>",
