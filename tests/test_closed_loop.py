@@ -145,6 +145,46 @@ def test_interrupted_loop_resumes_and_measures_nothing_twice(loop_setup, tmp_pat
     assert [r.next_batch for r in straight.rounds] == decisions
 
 
+def test_rerun_resumes_its_loop_though_a_device_joined_all_and_small_ones_are_no_sources(loop_setup, tmp_path):
+    """A device measured since (another target's loop) joined `--proxy all`: the same command started a new loop,
+    measured a new first batch and threw the history away; that target, measured 20 times, became a source."""
+    s = loop_setup
+    with Store(s["store"]) as st:
+        p = plan(st, s)
+        calls = []
+
+        def once(archs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            run_campaign(st, p.profile, SPACE, archs, cache=ModelCache(s["cache"]))
+
+        with pytest.raises(KeyboardInterrupt):
+            tl.run_loop(p, once)
+        df = s["df"]
+        extra = df[["nb201_index", "arch_str"]].assign(late_ms=df.src_b_ms * 1.1)
+        extra.to_csv(tmp_path / "late.csv", index=False)
+        import_table(st, tmp_path / "late.csv")  # a full-size device that was not there when the loop began
+        df[["nb201_index", "arch_str"]].head(25).assign(tiny_ms=df.src_a_ms.head(25)).to_csv(tmp_path / "t.csv",
+                                                                                            index=False)
+        import_table(st, tmp_path / "t.csv")
+        again = plan(st, s)
+        assert again.loop_id == p.loop_id and again.pool.source_names == p.pool.source_names
+        assert tl.run_loop(again, campaign(st, again, s)).resumed_from == 1
+        other = tl.plan_loop(ctx_of(st, s), ProfileRegistry(s["devices"]), "tgt-replay", "acc_test",
+                             proxies=["src_a", "late"], cfg=cl.LoopConfig(first_batch=6, batch=3, budget=30))
+        assert other.loop_id != p.loop_id  # named proxies are another loop
+    with Store(tmp_path / "fresh.db") as st2:  # a fresh store: `all` is every full-size device, not the tiny one
+        import_table(st2, s["table"])
+        import_table(st2, tmp_path / "late.csv")
+        import_table(st2, tmp_path / "t.csv")
+        ctx = ctx_of(st2, s)
+        fresh = tl.plan_loop(ctx, ProfileRegistry(s["devices"]), "tgt-replay", "acc_test",
+                             cfg=cl.LoopConfig(first_batch=6, batch=3, budget=30))
+        assert "late" in fresh.pool.source_names and "tiny" not in fresh.pool.source_names
+        assert any("tiny (25)" in n for n in ctx.notes)
+
+
 def test_a_replay_table_with_gaps_never_spends_a_pick_on_them(loop_setup, tmp_path, cli_env):
     """Farthest-point first batches love extremes, and a public table often lacks exactly those (Eagle's i7 lacks
     341 of NB201's architectures): the loop must never pick what its replay target cannot answer."""

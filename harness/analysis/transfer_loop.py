@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import closed_loop as cl
-from harness.analysis.workflow import Context, resolve_proxies, same_values, source_latencies
+from harness.analysis.workflow import (GUESSING_SOURCE_ARCHS, Context, resolve_proxies, same_values,
+                                       source_latencies)
 from harness.devices.profile import Profile
 from harness.devices.registry import ProfileRegistry
 from harness.errors import HarnessError, UnknownNameError
@@ -155,20 +156,59 @@ def plan_loop(ctx: Context, registry: ProfileRegistry, target: str, accuracy: st
             raise HarnessError(f"{target}'s replay table {table.path} has no value for any {ctx.space.name} "
                                f"architecture with {acc.name}; check connection.column")
     cfg.validate(len(archs))
-    source_ms, predictors = source_latencies(ctx, sources, archs)
-    st = ctx.structure(archs)
-    pool = cl.Pool([a.key for a in archs], source_ms, list(sources), st.onehot, st.matrix,
-                   acc.reindex([a.key for a in archs]).to_numpy(dtype=float), st.plain_width, st.graph_cols)
-    settings = {"target": target, "space": ctx.space.name, "accuracy": acc.name, "sources": sorted(sources),
+    settings = {"target": target, "space": ctx.space.name, "accuracy": acc.name,
                 **{k: v for k, v in cfg.__dict__.items() if k != "budget"}}
     if cfg.explore_by == "diverse":  # the default: a loop started before the option existed keeps its id
         del settings["explore_by"]
     if len(archs) < len(with_accuracy):  # rounds store pool rows: a loop planned on another pool is another loop
         settings["pool"] = hashlib.sha256("\n".join(a.key for a in archs).encode()).hexdigest()[:16]
-    loop_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    if list(proxies) == ["all"]:
+        sources = without_guessers(ctx, sources)
+        # the same command again resumes its loop, though a device measured since (another target's loop) has
+        # joined `all`: a new loop id threw the history away and measured a new first batch
+        sources = earlier_sources(ctx, target, settings, excluded) or sources
+    loop_id = _loop_id(settings, sources)
+    source_ms, predictors = source_latencies(ctx, sources, archs)
+    st = ctx.structure(archs)
+    pool = cl.Pool([a.key for a in archs], source_ms, list(sources), st.onehot, st.matrix,
+                   acc.reindex([a.key for a in archs]).to_numpy(dtype=float), st.plain_width, st.graph_cols)
     return LoopPlan(ctx, profile, str(acc.name), archs, pool, cfg, loop_id, st.names, st.kept, predictors,
                     [s for s in excluded[1:] if s in ctx.devices_with_data()], n_answerable - len(archs),
                     n_constant, st.n_edges)
+
+
+def _loop_id(settings: dict, sources: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps({**settings, "sources": sorted(sources)}, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def without_guessers(ctx: Context, sources: Sequence[str]) -> list[str]:
+    """``all`` leaves out sources under GUESSING_SOURCE_ARCHS architectures (unless nothing else is left): across
+    the pool their values are their own predictor's guesses. An earlier loop's target measured 20-30 times stood
+    in six copies as a source of the next loop."""
+    counts = ctx.store.latencies(ctx.space.name, list(sources)).groupby("device").key.nunique()
+    thin = [s for s in sources if int(counts.get(s, 0)) < GUESSING_SOURCE_ARCHS]
+    kept = [s for s in sources if s not in thin]
+    if thin and kept:
+        ctx.notes.append(f"left out of the proxies (under {GUESSING_SOURCE_ARCHS} {ctx.space.name} architectures "
+                         "each: elsewhere their values would be their own predictor's guesses; name them with --proxy "
+                         "to use them): " + ", ".join(f"{s} ({int(counts.get(s, 0))})" for s in thin))
+        return kept
+    return list(sources)
+
+
+def earlier_sources(ctx: Context, target: str, settings: dict, excluded: Sequence[str]) -> list[str] | None:
+    """The sources of this target's latest loop with these very settings, when every one of them is still there
+    and is no twin of the target: rerunning a command resumes its loop."""
+    have = set(ctx.devices_with_data()) - set(excluded)
+    rows = ctx.store.db.execute("SELECT provenance_json FROM predictors WHERE space = ? AND device = ? "
+                                "ORDER BY id DESC LIMIT 200", (ctx.space.name, target)).fetchall()
+    for (prov,) in rows:
+        p = json.loads(prov)
+        earlier = p.get("proxies")
+        if (p.get("loop_id") and isinstance(earlier, list) and earlier and set(earlier) <= have
+                and _loop_id(settings, earlier) == p["loop_id"]):
+            return list(earlier)
+    return None
 
 
 # --- state in the store ----------------------------------------------------------------------------
