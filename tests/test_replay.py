@@ -140,9 +140,13 @@ def test_replay_profile_validation_names_the_field(tmp_path):
     with pytest.raises(ProfileError, match="connection.column: required field is missing"):
         parse_profile({"name": "r", "connection": {"kind": "replay", "table": "t.csv"}}, "x")
     with pytest.raises(ProfileError, match="noise"):
-        parse_profile({"name": "r", "connection": {"kind": "replay", "table": "t", "column": "c", "noise": -1}}, "x")
+        parse_profile({"name": "r", "connection": {"kind": "replay", "table": "t", "column": "c_ms", "noise": -1}},
+                      "x")
     with pytest.raises(ProfileError, match="allowed here: kind, table, column, noise, seed"):
-        parse_profile({"name": "r", "connection": {"kind": "replay", "table": "t", "column": "c", "nois": 1}}, "x")
+        parse_profile({"name": "r", "connection": {"kind": "replay", "table": "t", "column": "c_ms", "nois": 1}}, "x")
+    for col in ("acc_cifar100_test_200ep", "nb201_index"):  # "measured" at 70.29 ms and 1 ms before
+        with pytest.raises(ProfileError, match=f"connection.column.*'{col}' is not a latency column"):
+            parse_profile({"name": "r", "connection": {"kind": "replay", "table": "t", "column": col}}, "x")
 
 
 def test_measure_cli_on_a_replay_device(tmp_path, cli_env, devices_dir, store_path):

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from harness.devices.driver import CheckReport, Driver, RunResult
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from harness.devices.profile import Connection, Profile
 from harness.errors import DeviceError, NotMeasurable
@@ -41,6 +41,15 @@ class ReplayConnection(Connection):
     column: str = Field(min_length=1, description="the latency column to answer from, e.g. hwnb_pixel3_ms")
     noise: float = Field(0.0, ge=0, le=1, description="relative run-to-run noise (log-normal sigma); 0 = exact")
     seed: int = Field(0, description="seed of the noise (same seed, same answers)")
+
+    @field_validator("column")
+    @classmethod
+    def _latency_column(cls, v: str) -> str:
+        # an accuracy or key column "measured" arch 1 at 70.29 ms, and a whole loop ran on it
+        if not v.endswith("_ms"):
+            raise ValueError(f"{v!r} is not a latency column: name one that ends in _ms (milliseconds, as harness "
+                             "import reads them), e.g. hwnb_pixel3_ms")
+        return v
 
 
 class ReplayTable:
