@@ -26,7 +26,7 @@ from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.preflight import check_workload
 from harness.devices.profile import Policy, Profile, measurement_changes
 from harness.errors import (ConnectionLost, DriverError, DriverUnavailable, ExportError, FailureKind, HarnessError,
-                            ParameterError, StoreError)
+                            StoreError)
 from harness.measure import sentinels
 from harness.measure.clock import Clock, RealClock
 from harness.measure.gating import GateOutcome, wait_until_quiet
@@ -638,6 +638,12 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
     check_workload(profile, space, list({a.key: a for a, _ in todo}.values()))
     t_start = time.perf_counter()
     interrupts.check()
+    driver = driver or make_driver(profile)
+    # judged on what was asked, not on what is left: a finished campaign's rerun has only the table's gaps left;
+    # before the campaign's row: a refusal left a failed campaign behind each time
+    refused = driver.cannot_answer(space.name, list(archs))
+    if refused:  # a device that can say up front it has nothing for this list (a replay table of another space)
+        raise HarnessError(refused)
     status, message, consecutive = "failed", "", 0
     cid: int | None = None
     try:
@@ -655,10 +661,6 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             raise
         driver = driver or make_driver(profile)
         summary.conditions = driver.prepare()
-        # judged on what was asked, not on what is left: a finished campaign's rerun has only the table's gaps left
-        refused = driver.cannot_answer(space.name, list(archs))
-        if refused:  # a device that can say up front it has nothing for this list (a replay table of another space)
-            raise ParameterError("space", refused)
         if pol.adaptive is not None and not type(driver).stops_adaptively:
             summary.fixed_runs = pol.timed_runs  # the device's tool times a fixed count: the CLI says so
         elif pol.adaptive is not None and "timed_runs" in pol.model_fields_set:

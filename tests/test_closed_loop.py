@@ -221,6 +221,30 @@ def test_a_replay_table_with_gaps_never_spends_a_pick_on_them(loop_setup, tmp_pa
     out = harness("transfer", "--target", "gappy", "--accuracy", "acc_test", "--budget", "15", env=env)
     assert f"({len(gaps - constant)} candidates left out: the replay table has no value for them)" in out.stdout
     assert f"({len(constant)} candidates left out: their network's output is a constant)" in out.stdout
+    # search leaves them out too (it listed them, and --verify found out by measuring: "0 of 2 held (4 measured)")
+    from harness.analysis import search as search_mod
+
+    budget = float(df.gappy_ms.max()) * 2
+    found = json.loads(harness("search", "--target", "gappy", "--accuracy", "acc_test", "--max-ms", str(budget),
+                               "--top", "50", "--json", env=env).stdout)
+    assert found["left_out_unanswerable"] == len(gaps - constant)
+    assert not gaps & {row["arch_str"] for row in found["top"]}
+    with Store(s["store"]) as st:  # the library without `answerable`: verify counts the failures as failures
+        ctx = open_context(st, "nb201", str(s["cache"]))
+        r = search_mod.search(ctx, "gappy", budget, "acc_test", top=len(N * [0]))
+        holes = [i for i, a in enumerate(r.archs) if a.key in gaps][:2]
+        fine = [i for i, (a, src) in enumerate(zip(r.archs, r.top.source)) if a.key not in gaps and src == "predicted"]
+        assert len(holes) == 2 and fine, "the ranked list holds the table's gaps"
+        pick = [fine[0], *holes]
+        r.archs, r.top = [r.archs[i] for i in pick], r.top.iloc[pick].reset_index(drop=True)
+        profile = ProfileRegistry(s["devices"]).get("gappy")
+        checked = search_mod.verify(ctx, r, 3, lambda archs: run_campaign(st, profile, SPACE, archs,
+                                                                          cache=ModelCache(s["cache"])))
+        assert checked.attrs["newly_measured"] == 1 and checked.attrs["failed"] == 2
+        n_campaigns = len(st.campaigns())
+        with pytest.raises(HarnessError, match="has no value for any of the 2 nb201 architecture"):
+            run_campaign(st, profile, SPACE, [r.archs[1], r.archs[2]], cache=ModelCache(s["cache"]), remeasure=True)
+        assert len(st.campaigns()) == n_campaigns  # refused before a campaign row: no failed campaign left behind
 
 def test_the_budget_counts_what_the_target_had_before_the_loop(loop_setup):
     """A target with 50 earlier measurements and --budget 30 measured a first batch of 10 more and then said 'the

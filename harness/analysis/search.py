@@ -34,6 +34,7 @@ class SearchResult:
     confidence: float | None = None     # the probability of being under the budget that was required
     constant_output: int = 0            # candidates left out: their network's output is a constant
     not_positive: int = 0               # left out: the predictor put them at or below 0 ms (AdaProxy extrapolating)
+    unanswerable: int = 0               # left out: a replay target's table has no value for them
 
 
 def predictor_sigma(saved: dict | None) -> float | None:
@@ -59,10 +60,12 @@ def predictor_sigma(saved: dict | None) -> float | None:
 
 
 def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None, top: int = 10,
-           confidence: float | None = None) -> SearchResult:
+           confidence: float | None = None, answerable: set[str] | None = None) -> SearchResult:
     """``confidence``: list only architectures under the budget with at least this probability: measured
     ones when they are, predicted ones by their prediction and the predictor's own leave-one-out error
-    (a prediction just under the budget is a coin flip)."""
+    (a prediction just under the budget is a coin flip). ``answerable``: the keys the target can measure, where
+    that is known beforehand (a replay table's rows): the others are no candidates, as in `harness transfer`
+    (verify found out by measuring, and a list of them all ended in an error)."""
     if confidence is not None and not 0.5 <= confidence < 1:
         raise ParameterError("confidence", f"confidence must be a probability in [0.5, 1), got {confidence}")
     if not max_ms > 0:
@@ -71,6 +74,13 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
         raise ParameterError("top", f"top must be at least 1, got {top}")
     acc = resolve_accuracy(ctx, accuracy)
     archs, n_constant = ctx.worth_measuring([a for a in ctx.candidates() if a.key in acc.index])
+    n_unanswerable = 0
+    if answerable is not None:
+        n_unanswerable = sum(a.key not in answerable for a in archs)
+        archs = [a for a in archs if a.key in answerable]
+        if not archs:
+            raise HarnessError(f"{target}'s replay table has no value for any {ctx.space.name} architecture with "
+                               f"{acc.name}; check connection.column")
     keys = [a.key for a in archs]
     have = ctx.store.latencies(ctx.space.name, [target])
     measured = pd.Series(have.latency_ms.to_numpy(), index=have.key).reindex(keys)
@@ -125,7 +135,7 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
     if saved is not None and gaps.any():
         pred_name = describe_predictor(saved)
     return SearchResult(target, str(acc.name), max_ms, pd.DataFrame(rows), len(keys), len(under), pred_name,
-                        [archs[i] for i in order], sigma, confidence, n_constant, n_not_positive)
+                        [archs[i] for i in order], sigma, confidence, n_constant, n_not_positive, n_unanswerable)
 
 
 def verify(ctx: Context, result: SearchResult, n: int, measure: Callable[[list[Arch]], None]) -> pd.DataFrame:
@@ -141,5 +151,7 @@ def verify(ctx: Context, result: SearchResult, n: int, measure: Callable[[list[A
     out = result.top.copy()  # the whole list: the top n verified, the rest as they were
     out["measured_ms"] = [float(measured.get(a.key, np.nan)) for a in result.archs]
     out["held"] = [None if np.isnan(m) else bool(m <= result.max_ms) for m in out.measured_ms]
-    out.attrs.update(verified=len(chosen), newly_measured=len(todo))
+    # measured now are those that got a value; the rest failed on the device (counted as measured before)
+    got = sum(a.key in measured.index for a in todo)
+    out.attrs.update(verified=len(chosen), newly_measured=got, failed=len(todo) - got)
     return out

@@ -270,8 +270,13 @@ def search(
             if verify:
                 raise
             profile = None  # an imported device: searched by its data alone
+        answerable = None
+        if profile is not None and profile.connection.kind == "replay":  # what it can answer is known up front
+            from harness.devices.replay import ReplayTable
+
+            answerable = set(ReplayTable(profile.connection.table, profile.connection.column).ms)
         with console.status("predicting ..."):
-            r = search_mod.search(ctx, target, max_ms, accuracy, top, confidence)
+            r = search_mod.search(ctx, target, max_ms, accuracy, top, confidence, answerable)
         table = r.top
         if verify:
             def measure(archs) -> None:
@@ -285,7 +290,7 @@ def search(
         print_json(
             {"target": target, "max_ms": max_ms, "accuracy": r.accuracy, "candidates": r.n_candidates,
              "under_budget": r.n_under, "predictor": r.predictor, "left_out_constant_output": r.constant_output,
-             "left_out_not_positive": r.not_positive,
+             "left_out_not_positive": r.not_positive, "left_out_unanswerable": r.unanswerable,
              "top": json.loads(table.to_json(orient="records"))})
         return
     from rich.table import Table
@@ -313,13 +318,17 @@ def search(
                   + (f" (gaps predicted by {r.predictor})" if r.predictor else " (measured values only)")
                   + (f"; {r.constant_output} whose network's output is a constant were not considered"
                      if r.constant_output else "")
+                  + (f"; {r.unanswerable} its replay table has no value for were left out" if r.unanswerable else "")
                   + (f"; {r.not_positive} the predictor put at or below 0 ms were left out (it extrapolates "
                      "there: measure some of them, or adapt with --method multiproxy)" if r.not_positive else "")
                   + (f"; wrote {out}" if out else ""), highlight=False)
     if extra:
         n, new = table.attrs.get("verified", len(table)), table.attrs.get("newly_measured", 0)
+        failed = table.attrs.get("failed", 0)
         held = table.held.head(n).dropna()
+        before = n - new - failed
         console.print(f"verified the top {n}: {int(held.sum())} of {len(held)} held the budget ("
-                      + (f"{new} measured now, {n - new} measured before" if new else
+                      + (f"{new} measured now, {before} measured before" if new or failed else
                          f"all {n} were measured before: nothing new to measure; --verify more than {n} to go further")
+                      + (f"; {failed} could not be measured: `harness campaigns` says why" if failed else "")
                       + ")", highlight=False)
