@@ -177,6 +177,36 @@ def test_corrupt_store_is_a_clear_store_error(tmp_path):
             st.info()
 
 
+
+@pytest.mark.filterwarnings("ignore:pandas only supports SQLAlchemy")  # the stand-in is no sqlite3 connection
+def test_every_store_method_a_campaign_calls_says_damage_as_a_store_error(tmp_path):
+    """measure died in a sqlite3.DatabaseError traceback from measured_rounds (export said how to salvage)."""
+    import sqlite3
+
+    from harness.models.spaces import get_space
+
+    class Damaged:
+        def __getattr__(self, name):
+            def fail(*a, **k):
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            return fail
+
+    arch = get_space("nb201").parse("1")
+    with Store(tmp_path / "s.db") as st:
+        real, st.db = st.db, Damaged()
+        try:
+            for call in (lambda: st.measured_rounds("dev", "nb201", None), lambda: st.visits("nb201"),
+                         lambda: st.campaigns(), lambda: st.runs_of([1]), lambda: st.suspect_visits(1),
+                         lambda: st.mark_suspect([1], "x"), lambda: st.sentinel_series(), lambda: st.events(),
+                         lambda: st.record_event(1, "x"), lambda: st.run_table(1),
+                         lambda: st.record_sentinel(1, "dev", arch, models_done=1, median_ms=1.0, baseline_ms=1.0,
+                                                         in_band=True)):
+                with pytest.raises(StoreError, match="damaged|recover"):
+                    call()
+        finally:
+            st.db = real
+
+
 class _FailingRollback:
     """Connection wrapper whose ROLLBACK fails (as after a lost disk): the real error must still show."""
 

@@ -787,6 +787,7 @@ class Store:
             out.setdefault(text, []).extend(keys)
         return out
 
+    @_guarded
     def campaigns(self, exporter_version: int | None = None) -> pd.DataFrame:
         """One row per campaign; ``stale`` counts its successful measurements of models from an exporter
         older than ``exporter_version`` (0 when it is not given). A campaign still marked 'running' whose
@@ -980,6 +981,7 @@ class Store:
             df = df[df.device.isin(devices)]
         return df.reset_index(drop=True)
 
+    @_guarded
     def visits(self, space: str, device: str | None = None, graph: str | None = None) -> pd.DataFrame:
         """The visits that make up each measured architecture's latency: per round, the latest ok one
         (``graph``: of that graph mode only; rows from before modes were recorded count for either).
@@ -1017,6 +1019,7 @@ class Store:
             df = df[df.device == device].reset_index(drop=True)
         return df
 
+    @_guarded
     def measured_rounds(self, device: str, space: str, rounds: int | None, graph_mode: str | None = None,
                         workload: dict | None = None) -> dict[tuple[str, int], int | None]:
         """(key, round) -> exporter version of visits already measured under a ``rounds``-round plan (None: under
@@ -1031,11 +1034,13 @@ class Store:
             (device, space, rounds, rounds, graph_mode, graph_mode, *self._workload_params(_workload(workload))))
         return {(r[0], int(r[1])): r[2] for r in rows}
 
+    @_guarded
     def run_table(self, measurement_id: int) -> pd.DataFrame:
         """Timed runs of one measurement with their flags (1 preempted, 2 outlier) and CPU waits."""
         return pd.read_sql_query("SELECT seq, latency_ms, flag, wait_ms FROM runs WHERE measurement_id = ? "
                                  "AND warmup = 0 ORDER BY seq", self.db, params=(measurement_id,))
 
+    @_guarded
     def runs_of(self, ids: Iterable[int], used_only: bool = True) -> dict[int, list[float]]:
         """Timed runs of many measurements at once; ``used_only`` leaves out preempted runs."""
         ids = list(ids)
@@ -1053,11 +1058,13 @@ class Store:
                     "SELECT latency_ms FROM runs WHERE warmup = 0 AND measurement_id = ?", (mid,))]
         return out
 
+    @_guarded
     def suspect_visits(self, campaign_id: int) -> int:
         """Successful visits of the campaign marked suspect, when they ran or later (by a sentinel)."""
         return int(self.db.execute("SELECT COUNT(*) FROM measurements WHERE campaign_id = ? AND status = 'ok' "
                                    "AND suspect IS NOT NULL", (campaign_id,)).fetchone()[0])
 
+    @_guarded
     def mark_suspect(self, ids: Iterable[int], reason: str) -> None:
         """Add ``reason`` to the suspect marks of these measurements (a sentinel left its band meanwhile)."""
         with self.transaction() as db:
@@ -1065,6 +1072,7 @@ class Store:
                 db.execute("UPDATE measurements SET suspect = CASE WHEN suspect IS NULL THEN ? "
                            "ELSE suspect || '; ' || ? END WHERE id = ?", (reason, reason, mid))
 
+    @_guarded
     def record_sentinel(self, campaign_id: int, device: str, arch: Arch, *, models_done: int, median_ms: float,
                         baseline_ms: float | None, in_band: bool, phase: str = "check", band: float | None = None) -> int:
         """``band``: the relative deviation the check was judged by (the profile's, or wider: twice its own CI)."""
@@ -1075,6 +1083,7 @@ class Store:
                               median_ms, baseline_ms, int(in_band), phase, band))
             return int(cur.lastrowid)
 
+    @_guarded
     def sentinel_series(self, device: str | None = None, space: str | None = None) -> pd.DataFrame:
         """Sentinel checks with the series their campaign measured as ``device`` (``dev@bs4`` for a batch-4
         campaign: its checks are of batch-4 models and drift; they were drawn and divided out as the default's)."""
@@ -1089,11 +1098,13 @@ class Store:
         df = df.drop(columns=["profile_json"])
         return (df[df.device == device] if device is not None else df).reset_index(drop=True)
 
+    @_guarded
     def record_event(self, campaign_id: int, kind: str, detail: dict | None = None) -> None:
         with self.transaction() as db:
             db.execute("INSERT INTO campaign_events (campaign_id, at, kind, detail_json) VALUES (?, ?, ?, ?)",
                        (campaign_id, utcnow(), kind, json.dumps(detail or {}, default=str)))
 
+    @_guarded
     def events(self, campaign_id: int | None = None) -> pd.DataFrame:
         return pd.read_sql_query("SELECT id, campaign_id, at, kind, detail_json FROM campaign_events "
                                  "WHERE (? IS NULL OR campaign_id = ?) ORDER BY id", self.db,
