@@ -222,8 +222,9 @@ class _Sentinels:
     """Runs the sentinel checks of one campaign (see harness.measure.sentinels)."""
 
     def __init__(self, store: Store, cid: int, profile: Profile, space: SearchSpace, archs: Sequence[Arch],
-                 cache: ModelCache, driver: Driver, clock: Clock):
+                 cache: ModelCache, driver: Driver, clock: Clock, retry_s: float):
         assert profile.policy.sentinels is not None
+        self.retry_s = retry_s  # its writes wait out a busy store as measurements do (a 36 s lock failed a campaign)
         self.pol, self.policy = profile.policy.sentinels, profile.policy
         self.store, self.cid, self.profile, self.driver, self.clock = store, cid, profile, driver, clock
         self.archs = sentinels.choose(space, archs, self.pol)
@@ -239,9 +240,9 @@ class _Sentinels:
             self.driver.meter_energy = False  # a timing check: no energy pass
             est, _ = judge(self.driver.run(self.refs[a.key]), self.policy)
             c = self.monitor.check(a.key, est.median_ms, est.rel_ci)
-            self.store.record_sentinel(self.cid, self.profile.name, a, models_done=done, median_ms=c.median_ms,
-                                       baseline_ms=c.baseline_ms, in_band=c.in_band, phase=phase,
-                                       band=c.effective_band)
+            retrying(lambda: self.store.record_sentinel(
+                self.cid, self.profile.name, a, models_done=done, median_ms=c.median_ms, baseline_ms=c.baseline_ms,
+                in_band=c.in_band, phase=phase, band=c.effective_band), self.retry_s)
             out.append(c)
         return out
 
@@ -261,9 +262,12 @@ class _Sentinels:
             self.window = []
             return
         what = ", ".join(f"{c.key[:24]} {c.deviation:+.1%}" for c in bad)
-        self.store.mark_suspect(self.window, f"sentinel out of band after model {done}: {what}")
-        self.store.record_event(self.cid, "sentinel_drift", {"models_done": done, "marked": len(self.window),
-                                                               "out_of_band": {c.key: c.deviation for c in bad}})
+        window = list(self.window)
+        retrying(lambda: self.store.mark_suspect(window, f"sentinel out of band after model {done}: {what}"),
+                 self.retry_s)
+        retrying(lambda: self.store.record_event(self.cid, "sentinel_drift", {
+            "models_done": done, "marked": len(window), "out_of_band": {c.key: c.deviation for c in bad}}),
+            self.retry_s)
         self.window = []
         if self.pol.on_drift != "pause":
             return
@@ -277,8 +281,8 @@ class _Sentinels:
                 break
         waited = self.clock.now() - t0
         self.paused_s += waited
-        self.store.record_event(self.cid, "pause", {"models_done": done, "waited_s": round(waited, 3),
-                                                    "recovered": recovered})
+        retrying(lambda: self.store.record_event(self.cid, "pause", {"models_done": done, "waited_s": round(waited, 3),
+                                                                     "recovered": recovered}), self.retry_s)
 
 
 def retrying(fn: Callable[[], T], retry_s: float) -> T:
@@ -667,13 +671,14 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             summary.unused_timed_runs = pol.timed_runs  # adaptive stopping decides: the CLI says timed_runs is unused
         retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         observer.started(summary, len(todo))
-        watch = _Sentinels(store, cid, profile, space, archs, cache, driver, clock) if pol.sentinels else None
+        watch = (_Sentinels(store, cid, profile, space, archs, cache, driver, clock, write_retry_s) if pol.sentinels
+                 else None)
         if watch:
             watch.start()
         refs: dict[str, tuple] = {}  # arch key -> (device ref, digest, degenerate, identity)
         metered: set[str] = set()  # architectures whose energy this campaign has (policy.energy_visits: first)
         if push_reference(driver, cache, space, profile, summary.conditions):
-            store.set_campaign_conditions(cid, summary.conditions)
+            retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         starting = getattr(observer, "model_starting", None)  # optional: "exporting/timing X" on a progress line
         for i, (arch, rnd) in enumerate(todo):
             gate = wait_until_quiet(pol.gate, driver.state, clock, getattr(observer, "waiting", None))
@@ -681,7 +686,8 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
                 summary.gate_wait_s += gate.waited_s
                 if gate.timed_out:
                     summary.gate_timeouts += 1
-                    store.record_event(cid, "gate_timeout", {"arch": arch.key, **gate.as_dict()})
+                    retrying(lambda: store.record_event(cid, "gate_timeout", {"arch": arch.key, **gate.as_dict()}),
+                             write_retry_s)
                     if pol.gate.on_timeout == "stop":
                         raise DeviceNotQuiet(f"{profile.name} did not get under the gate limits within "
                                              f"{pol.gate.max_wait_s:g} s: {'; '.join(gate.reasons)}")

@@ -314,6 +314,37 @@ def test_sentinels_fire_on_the_thermal_window_mark_it_and_pause_until_recovery(c
     assert ((dev <= series.band) == series.in_band.astype(bool)).all()
 
 
+def test_sentinel_writes_wait_out_a_busy_store_as_measurements_do(cache, store_path, monkeypatch):
+    """A 36 s write lock by another process failed a sentinel campaign (22/40) with "it is retried": the
+    sentinel's, drift's and pause's writes were not."""
+    from harness.errors import StoreError
+
+    archs = SPACE.sample(12, 5)
+    by_digest, _ = true_latencies(cache, archs, spread=(20, 40))
+    prof = lab_profile(warmup_runs=2, timed_runs=20,
+                       sentinels={"count": 1, "every": 3, "band": 0.05, "max_pause_s": 600, "pause_step_s": 10})
+    lab = LabDevice(prof, Physics(noise=0.003, throttle=0.2, throttle_after_s=2, cool_ratio=1.0), true_ms=by_digest)
+    busy = {"n": 0}
+
+    def flaky(real):
+        def write(*a, **k):
+            busy["n"] += 1
+            if busy["n"] % 2:  # every other write finds the store locked once
+                err = StoreError("database is locked")
+                err.transient = True
+                raise err
+            return real(*a, **k)
+        return write
+
+    with Store(store_path) as st:
+        for name in ("record_sentinel", "record_event", "mark_suspect"):
+            monkeypatch.setattr(st, name, flaky(getattr(st, name)))
+        s = run_campaign(st, prof, SPACE, archs, cache=cache, driver=lab, clock=lab.clock)
+        assert s.ok == 12 and s.status == "finished"
+        assert len(st.sentinel_series("lab")) >= 4 and (st.events().kind == "sentinel_drift").any()
+    assert busy["n"] >= 8
+
+
 # --- interleaved rounds -----------------------------------------------------------------------
 
 def _srcc_to_truth(store, by_key):
