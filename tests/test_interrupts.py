@@ -338,3 +338,24 @@ def test_a_ctrl_c_handled_inside_string_code_still_exits_130_under_dash_m(tmp_pa
     proc = subprocess.run([sys.executable, "-m", "cli_caught_in_exec"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))})
     assert proc.returncode == 130, proc.stderr
+
+
+def test_ctrl_c_in_a_remeasure_campaign_does_not_claim_everything_is_in(cli_env, devices_dir, monkeypatch):
+    """'interrupted: 60 of 60 visits are in ...; rerun to measure the rest' counted the earlier visits, though a
+    rerun of --remeasure measures all of them again."""
+    import importlib
+
+    from tests.conftest import harness
+
+    campaign = importlib.import_module("harness.campaign")  # `harness` here is the test helper
+    write_profile(devices_dir, "rm", {"name": "onnxruntime"}, {"cooldown_seconds": 0})
+    harness("measure", "-d", "rm", "--space", "nb201", "--arch", "1,2", env=cli_env)
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(campaign, "run_campaign", stopped)
+    r = harness("measure", "-d", "rm", "--space", "nb201", "--arch", "1,2", "--remeasure", env=cli_env, check=False)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 130 and "this --remeasure campaign finished are in" in said, said
+    assert "measure the rest" not in said

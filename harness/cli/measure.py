@@ -484,8 +484,14 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
                         visits = sum(k in keys for k, _ in st.measured_rounds(
                             profile.name, sp.name, n_rounds, profile.graph, workload_columns(profile)))
                         what = f"{visits} of {len(archs) * n_rounds} visits ({n_rounds} rounds) are"
-                    say_interrupted(f"\n[yellow]interrupted[/]: {what} in {esc(store)}; rerun the same command to "
-                                    "measure the rest.")
+                    if remeasure:  # the counts above include the earlier measurements: "60 of 60 are in" misled
+                        say_interrupted(f"\n[yellow]interrupted[/]: the visits this --remeasure campaign finished are "
+                                        f"in {esc(store)} beside the earlier ones; the same command again measures "
+                                        "every one again (without --remeasure: nothing more, the latest visits "
+                                        "count).")
+                    else:
+                        say_interrupted(f"\n[yellow]interrupted[/]: {what} in {esc(store)}; rerun the same command "
+                                        "to measure the rest.")
             except KeyboardInterrupt:
                 pass
             raise typer.Exit(130) from None
