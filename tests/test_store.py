@@ -289,3 +289,32 @@ def test_temporary_files_of_killed_writes_are_cleared_by_the_next_write(tmp_path
     os.utime(other, (hour_ago, hour_ago))
     write_table(df, tmp_path / "all.csv")
     assert not old.exists() and recent.exists() and other.exists()  # another writer may still be at the recent one
+
+
+def test_a_store_that_cannot_be_written_is_not_called_unusable(tmp_path, monkeypatch):
+    """A read-only store (or an unwritable folder for a new one) read "not a usable harness store": a user might
+    delete a good store."""
+    import sqlite3
+
+    from harness.errors import StoreError
+
+    with Store(tmp_path / "s.db"):
+        pass
+    real = sqlite3.connect
+
+    def unopenable(*a, **k):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3, "connect", unopenable)  # a new store in a folder this user cannot write
+    with pytest.raises(StoreError, match="new.db cannot be created: its folder .* is missing or not writable"):
+        Store(tmp_path / "new.db")
+
+    def readonly(*a, **k):
+        db = real(*a, **k)
+        db.close()
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(sqlite3, "connect", readonly)
+    with pytest.raises(StoreError, match="cannot be written here: .*read-only \\(the store is fine") as e:
+        Store(tmp_path / "s.db")
+    assert "not a usable" not in str(e.value)

@@ -455,10 +455,27 @@ class Store:
                     time.sleep(wait)
                     wait = min(wait * 2, 1.0)
                     continue
-                raise StoreError(f"{self.path} is not a usable harness store: {e}") from None
+                raise self._open_error(e) from None
         if not readonly:
             self.replay_pending()
         _UNREPORTED.extend(self.warnings)
+
+    def _open_error(self, e: sqlite3.Error) -> StoreError:
+        """Why a store did not open. "Not a usable harness store" for a read-only store (or an unwritable folder
+        for a new one) read as damage: a user might delete a good store."""
+        low, folder = str(e).lower(), self.path.parent
+        if "unable to open" in low or "readonly" in low or "read-only" in low:
+            if not self.path.exists():
+                return StoreError(f"{self.path} cannot be created: its folder {folder} is missing or not writable; "
+                                  "choose another --store (or HARNESS_STORE)")
+            if not os.access(self.path, os.W_OK) or not os.access(folder, os.W_OK) or "read" in low:
+                return StoreError(f"{self.path} cannot be written here: the file, its folder or its file system is "
+                                  "read-only (the store is fine; reading commands such as export and srcc still work); "
+                                  "use a writable copy with --store")
+            return describe_sqlite_error(e, self.path)
+        if "malformed" in low:  # damaged: say how to salvage it, as every later read does
+            return describe_sqlite_error(e, self.path)
+        return StoreError(f"{self.path} is not a usable harness store: {e}")
 
     def _open(self, busy_timeout: float) -> None:
         self.db = self._connect_readonly(busy_timeout) if self.readonly else \
