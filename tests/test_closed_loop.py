@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -430,6 +431,15 @@ def test_search_under_budget_then_verify_on_the_device(loop_setup, cli_env):
     bad = harness("search", "--target", "tgt-replay", "--accuracy", "acc_nope", "--max-ms", "1", env=env,
                   check=False)
     assert bad.returncode == 2 and "acc_nope" in bad.stderr and "Traceback" not in bad.stderr
+    neg = harness(*verify[:-1], "-1", env=env, check=False)  # "must be at least 1" beside "(0 = don't)" before
+    assert neg.returncode == 2 and "greater than or equal to 0" in " ".join(re.sub("[│╭╮╰╯─]", " ", neg.stderr).split())
+    # picks predicted just under the budget get a note, and only they
+    for b in (budget, budget * 0.6):
+        args = ["search", "--target", "tgt-replay", "--accuracy", "acc_test", "--max-ms", str(b), "--top", "5"]
+        top = pd.DataFrame(json.loads(harness(*args, "--json", env=env).stdout)["top"])
+        said = " ".join(harness(*args, env={**env, "COLUMNS": "200"}).stdout.split())
+        close = top[top.source == "predicted"].p_under
+        assert ("sit close to the budget" in said) == bool(len(close) and close.median() < 0.75), said[-300:]
 
 
 def test_search_with_confidence_drops_predictions_too_close_to_the_budget(loop_setup, cli_env):
