@@ -102,7 +102,7 @@ def test_export_latest_median_per_device(store_path, tmp_path):
         cid2 = st.start_campaign("b", "nb201", {}, "x", 1)
         record_ok(st, cid2, "b", "1", [7.0])
         df = latency_table(st, "nb201")
-    ident = ["_graph", "_exporter", "_degenerate", "_suspect"]  # the measured model's identity beside each latency
+    ident = ["_graph", "_exporter", "_degenerate", "_suspect", "_visits"]  # the measured model's identity beside it
     assert df.columns.tolist() == ["nb201_index", "arch_str", "a_ms", *[f"a{s}" for s in ident],
                                    "b_ms", *[f"b{s}" for s in ident]]
     assert df.a_exporter.tolist() == [1, 1]  # recorded before exporter versions were: version 1
@@ -318,3 +318,23 @@ def test_a_store_that_cannot_be_written_is_not_called_unusable(tmp_path, monkeyp
     with pytest.raises(StoreError, match="cannot be written here: .*read-only \\(the store is fine") as e:
         Store(tmp_path / "s.db")
     assert "not a usable" not in str(e.value)
+
+
+def test_export_says_which_latencies_rest_on_fewer_visits(store_path, tmp_path, cli_env):
+    """After an interrupted 3-round campaign some medians rest on 1-2 visits, exported without a word."""
+    from tests.conftest import harness
+
+    with Store(store_path) as st:
+        cid = st.start_campaign("a", "nb201", {}, "x", 7)
+        for token, rounds in (("0", 3), ("1", 3), ("2", 1)):
+            for r in range(1, rounds + 1):
+                arch = SPACE.parse(token)
+                st.record_measurement(cid, "a", arch, model_format="onnx", model_digest="d", started_at=utcnow(),
+                                      duration_s=0.1, summary={"median_ms": 1.0 + r, "mean_ms": 1.0 + r, "std_ms": 0.0,
+                                                               "min_ms": 1.0, "p90_ms": 3.0},
+                                      timed_ms=[1.0 + r], warmup_ms=[9.0], round_no=r, rounds=3)
+        assert latency_table(st, "nb201").a_visits.tolist() == [3, 3, 1]
+    r = harness("export", "-o", str(tmp_path / "o.csv"), env={**cli_env, "HARNESS_STORE": str(store_path),
+                                                               "COLUMNS": "200"})
+    assert "partial: a: 1 latencies rest on fewer visits than the others (column a_visits < 3" in \
+        " ".join(r.stdout.split())

@@ -115,6 +115,12 @@ def export(
         if len(modes) > 1:
             console.print(f"  [yellow]mixed:[/] {esc(d)} has latencies of both graph modes ({', '.join(modes)}); see "
                           f"column {esc(d)}_graph, or export one mode with --graph prune (or keep)", highlight=False)
+        visits = df[f"{d}_visits"].dropna()
+        short = int((visits < visits.max()).sum()) if len(visits) else 0
+        if short:  # an interrupted multi-round campaign: their medians rest on 1-2 rounds of 3, without a word before
+            console.print(f"  [yellow]partial:[/] {esc(d)}: {short} latencies rest on fewer visits than the others "
+                          f"(column {esc(d)}_visits < {int(visits.max())}: an interrupted campaign?); rerun its "
+                          "`harness measure` command to complete them", highlight=False)
 
 
 @cli_errors

@@ -49,7 +49,9 @@ def latency_table(store: Store, space: str, devices: list[str] | None = None, gr
     rounds of each visit's reference-scaled median; imported values as imported); a
     measured device also gets ``<device>_graph`` (prune/keep), ``<device>_exporter`` (exporter version of
     the model), ``<device>_degenerate`` (1 when the model's output does not depend on its input),
-    ``<device>_suspect`` (how many of the visits behind the latency were marked suspect: not alone, not steady) and, where
+    ``<device>_suspect`` (how many of the visits behind the latency were marked suspect: not alone, not steady),
+    ``<device>_visits`` (how many rounds' visits the latency is the median of: fewer than the device's others after
+    an interrupted multi-round campaign) and, where
     energy was measured, ``<device>_mj`` (millijoules per inference). Non-default workloads are their own
     devices: ``gpu@bs32.fp16_ms``. ``graph``: measured latencies of that graph mode only."""
     from harness.models import files
@@ -70,8 +72,10 @@ def latency_table(store: Store, space: str, devices: list[str] | None = None, gr
         rows = measured[measured.device == d].set_index("key")
         if not rows.empty:
             ident = pd.DataFrame({f"{d}_graph": rows.graph_mode.fillna("unrecorded"), f"{d}_exporter": rows.exporter_version,
-                                  f"{d}_degenerate": rows.degenerate, f"{d}_suspect": rows.suspect}).reindex(wide.index)
-            parts.append(ident.astype({f"{d}_exporter": "Int64", f"{d}_degenerate": "Int64", f"{d}_suspect": "Int64"}))
+                                  f"{d}_degenerate": rows.degenerate, f"{d}_suspect": rows.suspect,
+                                  f"{d}_visits": rows.visits}).reindex(wide.index)
+            parts.append(ident.astype({f"{d}_exporter": "Int64", f"{d}_degenerate": "Int64", f"{d}_suspect": "Int64",
+                                       f"{d}_visits": "Int64"}))
         if d in mj.columns:
             parts.append(mj[[d]].rename(columns={d: f"{d}_mj"}).reindex(wide.index))
     cols = long.drop_duplicates("key").set_index("key")["columns_json"].map(json.loads)

@@ -173,7 +173,7 @@ MAX_LATENCY_MS = 86_400_000.0  # one inference taking over a day is a unit or pa
 # what harness export writes beside a <device>_ms column: the measured model's identity (skipped silently) and
 # figures about its latencies (skipped with a note: an interval or a drift-corrected series is no device, energy
 # per inference no architecture's metric)
-IDENTITY_SUFFIXES = ("_graph", "_exporter", "_degenerate", "_suspect")
+IDENTITY_SUFFIXES = ("_graph", "_exporter", "_degenerate", "_suspect", "_visits")
 COMPANION_SUFFIXES = ("_ci_low_ms", "_ci_high_ms", "_drift_corrected_ms", "_mj")
 
 

@@ -964,8 +964,8 @@ class Store:
     @_guarded
     def latencies(self, space: str, devices: list[str] | None = None, graph: str | None = None) -> pd.DataFrame:
         """Long table (device, origin, key, columns_json, latency_ms, graph_mode, exporter_version, degenerate,
-        suspect: how many of the visits behind a measured latency were marked suspect) of every device with data in
-        ``space``.
+        suspect: how many of the visits behind a measured latency were marked suspect, visits: how many rounds' visits
+        it is the median of) of every device with data in ``space``.
 
         Measured devices give the median over rounds of each round's latest successful visit (one round:
         the latest measurement's median; per workload, non-default ones as ``device@bs32.fp16``;
@@ -975,20 +975,22 @@ class Store:
         ``graph``: measured latencies of that graph mode only (imported ones have none and all stay).
         """
         q = """SELECT d.name AS device, 'imported' AS origin, a.key, a.columns_json, i.latency_ms,
-                      NULL AS graph_mode, NULL AS exporter_version, NULL AS degenerate, NULL AS suspect
+                      NULL AS graph_mode, NULL AS exporter_version, NULL AS degenerate, NULL AS suspect,
+                      NULL AS visits
                FROM imported_latencies i JOIN devices d ON d.id = i.device_id JOIN architectures a ON a.id = i.arch_id
                WHERE a.space = ? AND i.import_id IN (SELECT id FROM imports WHERE state = 'done')"""
         imported = pd.read_sql_query(q, self.db, params=(space,))
         visits = self.visits(space, graph=graph)
         cols = ["device", "origin", "key", "columns_json", "latency_ms", "graph_mode", "exporter_version", "degenerate",
-                "suspect"]
+                "suspect", "visits"]
         measured = pd.DataFrame(columns=cols)
         if not visits.empty:
             visits = visits.assign(median_ms=normalized(visits), suspect=visits.suspect.notna().astype(int))
             g = visits.groupby(["device", "key"], sort=False)
             measured = g.agg(columns_json=("columns_json", "first"), latency_ms=("median_ms", "median"),
                              graph_mode=("graph_mode", "last"), exporter_version=("exporter_version", "last"),
-                             degenerate=("degenerate", "last"), suspect=("suspect", "sum")).reset_index()
+                             degenerate=("degenerate", "last"), suspect=("suspect", "sum"),
+                             visits=("median_ms", "size")).reset_index()
             measured.insert(1, "origin", "measured")
             measured = measured[cols]
         parts = [d for d in (measured, imported) if not d.empty]
