@@ -338,3 +338,18 @@ def test_export_says_which_latencies_rest_on_fewer_visits(store_path, tmp_path, 
                                                                "COLUMNS": "200"})
     assert "partial: a: 1 latencies rest on fewer visits than the others (column a_visits < 3" in \
         " ".join(r.stdout.split())
+
+
+def test_read_commands_leave_an_empty_file_alone_and_campaigns_mentions_imports(tmp_path, cli_env):
+    from tests.conftest import harness
+
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    r = harness("campaigns", env={**cli_env, "HARNESS_STORE": str(empty)}, check=False)
+    assert r.returncode == 2 and "is empty (0 bytes), not a store yet" in " ".join(r.stderr.split())
+    assert empty.stat().st_size == 0  # a read command wrote an 86 KB schema into it
+    (tmp_path / "t.csv").write_text("nb201_index,dev_ms\n1,1.5\n2,2.5\n")
+    env = {**cli_env, "HARNESS_STORE": str(tmp_path / "s.db"), "COLUMNS": "200"}
+    harness("import", str(tmp_path / "t.csv"), env=env)
+    said = " ".join(harness("campaigns", env=env).stdout.split())
+    assert "no campaigns in" in said and "it holds 1 imported device(s)" in said

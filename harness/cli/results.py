@@ -135,8 +135,12 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
 
     with open_store(store, write=False) as st:
         df = st.campaigns(EXPORTER_VERSION)
+        imported = st.devices().query("origin == 'imported'") if df.empty else None
     if df.empty:
-        console.print(f"no campaigns in {esc(store)} yet; start one with harness measure --device NAME --sample 20")
+        held = (f" (it holds {len(imported)} imported device(s), which srcc, report and adapt read; imports are "
+                "not campaigns)" if imported is not None and len(imported) else "")
+        console.print(f"no campaigns in {esc(store)} yet{held}; start one with harness measure --device NAME "
+                      "--sample 20", highlight=False)
         return
     show_stale = bool(df.stale.sum())
     wide = console.width >= 96  # room for the per-run column and the year (93 columns); at 80 a compact form

@@ -348,6 +348,9 @@ def open_store(path: str | os.PathLike, *, write: bool = True, **kwargs: Any) ->
         if not p.is_file():
             raise StoreError(f"no store at {p}: measure or import something first, or point --store "
                              "(or HARNESS_STORE) at an existing store")
+        if p.stat().st_size == 0:  # opened for writing, a read command wrote a whole schema into it
+            raise StoreError(f"{p} is empty (0 bytes), not a store yet: measure or import something into it first, "
+                             "or point --store (or HARNESS_STORE) at an existing store")
         if not (os.access(p, os.W_OK) and os.access(p.parent, os.W_OK)):
             return Store(p, readonly=True, **kwargs)
     return Store(p, **kwargs)
