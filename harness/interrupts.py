@@ -47,11 +47,15 @@ def _main_thread() -> bool:
 
 
 def install(*, starting: bool = False) -> None:
-    """Take over SIGINT (main thread only). ``starting=True``: only count it until :func:`started`."""
+    """Take over SIGINT, and SIGTERM like it (main thread only). ``starting=True``: only count them until
+    :func:`started`. SIGTERM (what `timeout`, `kill` and systemd send) ended harness at once: the campaign was
+    left ``abandoned`` as by kill -9, without a word; now it stops as Ctrl-C stops it."""
     global _installed, _deferring, _starting
     if not _main_thread():
         return
     signal.signal(signal.SIGINT, _on_sigint)
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):  # never override a handler someone chose
+        signal.signal(signal.SIGTERM, _on_sigint)
     if starting and not _starting:
         _deferring += 1
         _starting = True
@@ -98,6 +102,8 @@ def uninstall() -> None:
     global _installed, _starting, _deferring
     if _main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        if signal.getsignal(signal.SIGTERM) is _on_sigint:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _installed = _starting = False
     _deferring = 0
     reset()

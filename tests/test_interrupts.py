@@ -359,3 +359,19 @@ def test_ctrl_c_in_a_remeasure_campaign_does_not_claim_everything_is_in(cli_env,
     said = " ".join(r.stderr.split())
     assert r.returncode == 130 and "this --remeasure campaign finished are in" in said, said
     assert "measure the rest" not in said
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_campaign_as_ctrl_c_does(cli_env, devices_dir, tmp_path):
+    """SIGTERM (timeout's, kill's, systemd's) ended harness at once: the campaign abandoned, not a word said."""
+    write_profile(devices_dir, "sigint", {"name": "onnxruntime"}, {"cooldown_seconds": 0.05})
+    store = Path(cli_env["HARNESS_STORE"])
+    proc = _measure(cli_env, tmp_path)
+    deadline = time.time() + 120
+    while _committed(store) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    statuses, _ = _check_store(store)
+    assert statuses == ["interrupted"]
