@@ -65,7 +65,7 @@ def test_measure_then_export_csv_and_parquet(cli_env, tmp_path):
     csv = tmp_path / "out.csv"
     harness("export", "--out", str(csv), env=cli_env)
     df = pd.read_csv(csv)
-    ident = ["graph", "exporter", "degenerate", "suspect"]  # the identity of each measured model; suspect visits
+    ident = ["graph", "exporter", "degenerate", "suspect", "visits"]  # identity of each measured model; suspect visits
     assert df.columns.tolist() == ["nb201_index", "arch_str", "fast-onnx_ms", *[f"fast-onnx_{c}" for c in ident],
                                    "fast-tflite_ms", *[f"fast-tflite_{c}" for c in ident]]
     assert set(df["fast-tflite_graph"].dropna()) == {"prune"} and df["fast-tflite_degenerate"].sum() == 1

@@ -206,3 +206,22 @@ def test_onnx_export_needs_no_litert(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "tflite needs litert" in out.stdout
+
+
+def test_export_keeps_the_accuracies_so_a_round_trip_loses_nothing(tmp_path, cli_env):
+    import pandas as pd
+
+    from tests.conftest import harness
+
+    (tmp_path / "t.csv").write_text("nb201_index,dev_ms,acc_test\n1,1.5,70.5\n2,2.5,71.25\n3,3.5,\n")
+    (tmp_path / "acc.csv").write_text("nb201_index,acc_other\n1,10\n9,11\n")
+    a = {**cli_env, "HARNESS_STORE": str(tmp_path / "a.db")}
+    harness("import", str(tmp_path / "t.csv"), env=a)
+    harness("import", str(tmp_path / "acc.csv"), env=a)
+    harness("export", "-o", str(tmp_path / "out.csv"), env=a)
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert out.acc_test.tolist()[:2] == [70.5, 71.25] and out.acc_other.tolist()[0] == 10
+    b = {**cli_env, "HARNESS_STORE": str(tmp_path / "b.db")}
+    harness("import", str(tmp_path / "out.csv"), env=b)
+    harness("export", "-o", str(tmp_path / "again.csv"), env=b)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again.csv"), out)

@@ -61,6 +61,7 @@ def export(
     with open_store(store, write=False) as st:
         sp = _one_space(st, space)
         df = latency_table(st, sp, device or None, graph)
+        accuracy = _accuracy_columns(st, sp, df)
         if ci:
             from harness.measure.confidence import measured_only, model_ci, noise_draws
             from harness.models.spaces import get_space
@@ -97,6 +98,10 @@ def export(
         raise HarnessError(f"{store} has no latencies in space {sp!r}"
                            + (f" for {', '.join(device)}" if device else "")
                            + "; nothing written (see `harness campaigns`, or measure / import first)")
+    if accuracy is not None:  # an export -> import round trip lost the accuracies the store held
+        import pandas as pd
+
+        df = pd.concat([df, accuracy], axis=1)
     write_table(df, out)
     devices = [c[:-3] for c in df.columns
                if c.endswith("_ms") and not c.endswith(("_ci_low_ms", "_ci_high_ms", "_drift_corrected_ms"))]
@@ -121,6 +126,26 @@ def export(
             console.print(f"  [yellow]partial:[/] {esc(d)}: {short} latencies rest on fewer visits than the others "
                           f"(column {esc(d)}_visits < {int(visits.max())}: an interrupted campaign?); rerun its "
                           "`harness measure` command to complete them", highlight=False)
+
+
+def _accuracy_columns(st, space: str, df):
+    """The store's accuracy metrics (``acc_*``, imported) of the exported rows, as columns, or None."""
+    from harness.models import files
+
+    if space == files.SPACE or df.empty:
+        return None
+    from harness.models.spaces import get_space
+
+    metrics = st.arch_metrics(space, "accuracy")
+    if metrics.empty:
+        return None
+    keys = get_space(space).key_columns
+    lat = st.latencies(space).drop_duplicates("key")
+    key_of = {tuple(json.loads(c)[k] for k in keys): key for key, c in zip(lat.key, lat.columns_json)}
+    rows = [key_of.get(tuple(r)) for r in df[list(keys)].itertuples(index=False)]
+    acc = metrics.reindex(rows).reset_index(drop=True)
+    acc = acc.loc[:, acc.notna().any()]
+    return acc if acc.shape[1] else None
 
 
 @cli_errors
