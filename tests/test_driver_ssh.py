@@ -174,6 +174,18 @@ def test_a_wrong_interpreter_key_or_port_is_named_in_the_error(sshd, tmp_path):
     # `devices check` said reachable=True here without having tried
     nokey = make_driver(sshd.profile("nokey", connection={"key_file": str(tmp_path / "nokey")})).check()
     assert not nokey.ok and nokey.reachable is None
+    # a key others can read (OpenSSH refuses it; it was used without a word) and a file that is no private key
+    # ("cannot reach host", reachable=False)
+    loose = tmp_path / "loose"
+    loose.write_bytes(sshd.client_key.read_bytes())
+    loose.chmod(0o644)
+    with pytest.raises(DriverUnavailable, match=r"loose can be read by others \(mode 644\); `chmod 600"):
+        make_driver(sshd.profile("loose", connection={"key_file": str(loose)})).prepare()
+    pub = tmp_path / "pub"
+    pub.write_text(Path(f"{sshd.client_key}.pub").read_text())
+    pub.chmod(0o600)
+    with pytest.raises(DriverUnavailable, match="pub is a public key"):
+        make_driver(sshd.profile("pub", connection={"key_file": str(pub)})).prepare()
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]

@@ -158,6 +158,23 @@ class SSHDriver(RunnerDriver):
         return (f" (connection.python is {self.conn.python}: it must be an interpreter on the device, Python 3.8+, "
                 "with the runtime installed; `harness devices check` says more)")
 
+    def _check_key(self, key: str, client: paramiko.SSHClient) -> None:
+        """A private key others can read is refused, as OpenSSH refuses it ("UNPROTECTED PRIVATE KEY FILE"); a
+        file that is no private key is said as such (it read "cannot reach host", reachable=False)."""
+        mode = Path(key).stat().st_mode & 0o777
+        if mode & 0o077:
+            client.close()
+            raise DriverUnavailable(f"{self.profile.name}: connection.key_file {key} can be read by others (mode "
+                                    f"{mode:03o}); `chmod 600 {key}` (OpenSSH refuses such a key too)",
+                                    before_contact=True)
+        head = Path(key).read_bytes()[:100]
+        if b"PRIVATE KEY" not in head:
+            client.close()
+            what = "a public key (the private one is the file without .pub)" if head.startswith(b"ssh-") else \
+                "no private key"
+            raise DriverUnavailable(f"{self.profile.name}: connection.key_file {key} is {what}; point it at the "
+                                    "private key, e.g. ~/.ssh/id_ed25519", before_contact=True)
+
     def _connect(self) -> paramiko.SSHClient:
         c = self.conn
         client = paramiko.SSHClient()
@@ -175,6 +192,8 @@ class SSHDriver(RunnerDriver):
             raise DriverUnavailable(f"{self.profile.name}: connection.key_file {key} does not exist (a path to the "
                                     "private key on this machine; leave it out to use ssh-agent and ~/.ssh keys)",
                                     before_contact=True)
+        if key is not None:
+            self._check_key(key, client)
         try:
             client.connect(c.host, port=c.port, username=c.user, key_filename=key, timeout=c.connect_timeout_s,
                            banner_timeout=c.connect_timeout_s, auth_timeout=c.connect_timeout_s,
