@@ -294,3 +294,12 @@ def test_import_of_several_files_goes_on_past_a_bad_one_and_says_which_failed(cl
     said = " ".join(r.stderr.split())
     assert r.returncode == 2 and "1 of 3 files not imported" in said and "bad.csv" in said
     assert "a.csv: nb201" in r.stdout and "c.csv: nb201" in r.stdout  # c.csv was never tried before
+
+
+def test_an_accuracy_outside_0_to_100_or_a_fraction_is_named(store_path, tmp_path):
+    (tmp_path / "a.csv").write_text("nb201_index,acc_weird,acc_frac,acc_ok\n1,150,0.7,70\n2,50,0.6,71\n")
+    with Store(store_path) as st:
+        r = import_table(st, tmp_path / "a.csv")
+    said = " ".join(r.warnings)
+    assert "acc_weird has values outside 0-100 (min 50, max 150)" in said and "acc_frac is at most 0.7" in said
+    assert "acc_ok" not in said

@@ -625,6 +625,8 @@ def test_drift_correct_without_sentinel_devices_says_it_added_nothing(cli_env, t
     r = harness("export", "-o", str(tmp_path / "o.csv"), "--drift-correct", env=cli_env)
     assert "added no column" in " ".join(r.stderr.split())
     assert "a_drift_corrected_ms" not in (tmp_path / "o.csv").read_text()
+    r = harness("export", "-o", str(tmp_path / "o.csv"), "--ci", "50", env=cli_env)  # it said nothing
+    assert "--ci added no column" in " ".join(r.stderr.split())
 
 
 def test_measure_rounds_flag_interleaves_and_reports(cli_env):

@@ -70,6 +70,7 @@ def export(
             lat = st.latencies(sp).drop_duplicates("key")
             key_of = {tuple(json.loads(c)[k] for k in keys): key for key, c in zip(lat.key, lat.columns_json)}
             row_keys = [key_of.get(tuple(r)) for r in df[list(keys)].itertuples(index=False)]
+            added = 0
             for d in measured_only(st, [c[:-3] for c in df.columns if c.endswith("_ms")]):
                 draws = noise_draws(st, sp, d, ci, graph=graph)
                 if draws.empty:
@@ -77,6 +78,10 @@ def export(
                 bounds = model_ci(draws)
                 df[f"{d}_ci_low_ms"] = [bounds.ci_low_ms.get(k) for k in row_keys]
                 df[f"{d}_ci_high_ms"] = [bounds.ci_high_ms.get(k) for k in row_keys]
+                added += 1
+            if not added:  # as --drift-correct says it: the flag asked for columns that cannot exist
+                err.print("[yellow]note:[/] --ci added no column: no device here was measured with harness (an "
+                          "imported table keeps one value per architecture, no runs to resample)", highlight=False)
         if drift_correct:
             from harness.measure.sentinels import corrected_latencies
             from harness.models.spaces import get_space

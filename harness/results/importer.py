@@ -369,6 +369,13 @@ def _import_table(store: Store, path: str | Path, source: str | None, space: str
             raise ImportFileError(f"{path}: column {col}: infinite or out-of-range values on lines "
                                   f"{_rows(df.index[inf])}; leave a missing value empty")
         metrics[col] = ("accuracy" if col.startswith("acc_") else "metadata", values.astype(float))
+        if col.startswith("acc_") and ((values < 0) | (values > 100)).any():  # 150 and 0.7 both went in unsaid
+            report.warnings.append(f"{path}: column {col} has values outside 0-100 (min {values.min():g}, max "
+                                   f"{values.max():g}); an accuracy is read as a percentage")
+        elif col.startswith("acc_") and values.max() <= 1.0:
+            report.warnings.append(f"{path}: column {col} is at most {values.max():g}: a fraction? harness reads "
+                                   "accuracies as percentages (the public tables' 0-100); search and pareto rank "
+                                   "the same either way, but keep one scale per column")
     report.metrics = list(metrics)
     if not latencies and not any(kind == "accuracy" for kind, _ in metrics.values()):
         what = "every _ms column is empty" if latency_cols else "no latency (_ms) or accuracy (acc_) columns"
