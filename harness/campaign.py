@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from harness import interrupts
-from harness.devices.driver import Driver, RunResult, make_driver, run_stats
+from harness.devices.driver import Driver, RunResult, make_driver, result_problem, run_stats
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.preflight import check_workload
 from harness.devices.profile import Policy, Profile, measurement_changes
@@ -397,6 +397,9 @@ def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: A
             if pushed is not None:
                 pushed[arch.key] = (ref, digest, degenerate, identity)
         result = driver.run(ref)
+        bad = result_problem(result)
+        if bad is not None:  # a plug-in's NaN, text or negative runs: a typed failure, never stored, never a traceback
+            raise DriverError(f"the {profile.connection.kind} driver returned {bad}; nothing of it was stored")
     except (ConnectionLost, DriverUnavailable):  # nothing else can succeed: stop now
         raise
     except (DriverError, ExportError) as e:

@@ -341,3 +341,37 @@ def test_a_plugin_space_table_is_imported_like_a_builtin_one(cli_env, tmp_path):
     assert "tiny" in out.stdout and "3" in out.stdout
     with Store(cli_env["HARNESS_STORE"]) as st:
         assert len(st.db.execute("SELECT 1 FROM architectures WHERE space = 'tiny'").fetchall()) == 3
+
+
+class _Answers(LocalDriver):
+    """A plug-in driver whose run() returns what a buggy one might."""
+
+    kind = "niced"
+    answer = None
+
+    def push(self, artifact):
+        return str(artifact.path)
+
+    def run(self, model_ref):
+        return type(self).answer
+
+
+@pytest.mark.parametrize("answer, said", [
+    (lambda: drivers.RunResult([float("nan"), 1.0]), "timed runs that are not all finite"),  # AttributeError
+    (lambda: drivers.RunResult(["fast", "slow"]), "timed runs that are not all finite"),     # TypeError
+    (lambda: drivers.RunResult([-1.0, 2.0]), "timed runs that are not all finite"),          # "a bug: report it"
+    (lambda: drivers.RunResult([1.0, 2.0], warmup_ms=[float("nan")]), "warmup_ms"),
+    (lambda: {"timed_ms": [1.0]}, "a dict instead of a RunResult"),                         # AttributeError
+    (lambda: drivers.RunResult([1.0, 2.0], init_ms=-50.0), "init_ms -50.0"),                # stored before
+    (lambda: drivers.RunResult([1.0, 2.0], n_runs=1000), "n_runs 1000 beside 2 timed run"),  # stored before
+    (lambda: drivers.RunResult([1.0, 2.0], energy_mj=float("nan")), "energy_mj nan"),       # "median nan mJ"
+])
+def test_a_plugin_drivers_nonsense_is_a_typed_failure_never_stored(niced, store_path, cache_dir, answer, said):
+    _Answers.answer = answer()
+    sp = spaces.get_space("nb201")
+    with Store(store_path) as st:
+        s = run_campaign(st, niced, sp, sp.parse_many(["1"]), cache=ModelCache(cache_dir),
+                         driver=_Answers(niced))
+        m = st.measurements("niced-box")
+    assert s.ok == 0 and s.failed >= 1 and (m.status == "failed").all()
+    assert (m.failure_kind == "device_error").all() and said in m.failure_message.iloc[0]

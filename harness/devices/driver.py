@@ -10,6 +10,7 @@ invented runs. Failures are typed
 
 from __future__ import annotations
 
+import math
 import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -56,6 +57,39 @@ class RunResult:
 
     def summary(self) -> dict[str, float | None]:
         return run_stats(self.timed_ms)
+
+
+def _times(values: Any, positive: bool = True) -> bool:
+    """A list of finite real numbers (above 0, or at least 0)."""
+    return isinstance(values, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 if positive else v >= 0)
+        for v in values)
+
+
+def result_problem(result: Any) -> str | None:
+    """What makes a driver's answer no measurement, said before anything reaches the store (None: sound).
+
+    The runner drivers' answers are checked on the wire (harness.devices.protocol); a plug-in driver returns a
+    RunResult directly, and its NaN, text or negative runs were tracebacks deep in the statistics or "a bug:
+    please report it" from the store, while a negative init time, a run count of 1000 beside 5 runs or a NaN
+    energy went in."""
+    if not isinstance(result, RunResult):
+        return f"a {type(result).__name__} instead of a RunResult"
+    if not _times(result.timed_ms) or not result.timed_ms:
+        return f"timed runs that are not all finite numbers above 0 ms: {str(result.timed_ms)[:80]}"
+    for name in ("warmup_ms", "reference_ms", "wait_ms", "reference_wait_ms"):
+        value = getattr(result, name)
+        if value is not None and not _times(value, positive=name not in ("wait_ms", "reference_wait_ms")):
+            return f"{name} that are not all finite numbers (ms): {str(value)[:80]}"
+    if result.init_ms is not None and not _times([result.init_ms], positive=False):
+        return f"init_ms {result.init_ms!r}: a load time is a finite number of ms, at least 0"
+    if result.energy_mj is not None and not _times([result.energy_mj]):
+        return f"energy_mj {result.energy_mj!r}: energy per inference is a finite number of mJ above 0"
+    n = result.n_runs
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1 or (result.per_run and n != len(result.timed_ms)):
+        return (f"n_runs {n!r} beside {len(result.timed_ms)} timed run(s): with per_run it is their count, "
+                "otherwise how many runs the aggregate summarises")
+    return None
 
 
 def run_stats(runs: Sequence[float]) -> dict[str, float | None]:
