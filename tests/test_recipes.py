@@ -375,3 +375,54 @@ def test_a_plugin_drivers_nonsense_is_a_typed_failure_never_stored(niced, store_
         m = st.measurements("niced-box")
     assert s.ok == 0 and s.failed >= 1 and (m.status == "failed").all()
     assert (m.failure_kind == "device_error").all() and said in m.failure_message.iloc[0]
+
+
+METHOD_PLUGIN = '''
+import numpy as np
+
+from harness.analysis import workflow
+from harness.analysis.methods.base import Fitted
+
+
+class Ratio:
+    name = "ratio"
+    summary = "one proxy, rescaled"
+    max_sources = 1
+
+    def fit(self, ctx, sources, archs, y_ms):
+        s_ms, _ = workflow.source_latencies(ctx, sources, archs)
+        return Fitted({"proxy": sources[0], "ratio": float(np.median(y_ms / s_ms[:, 0]))})
+
+    def predict(self, ctx, payload, archs):
+        s_ms, _ = workflow.source_latencies(ctx, [payload["proxy"]], archs)
+        return payload["ratio"] * s_ms[:, 0]
+'''
+
+
+def test_a_predictor_of_an_edited_method_is_refitted_not_reused(monkeypatch, store_path, tmp_path):
+    """Editing a plug-in's fit left adapt saying 'already fits these inputs: reused', never calling the new code."""
+    import importlib.util
+    import sys
+
+    path = tmp_path / "ratio_method.py"
+    path.write_text(METHOD_PLUGIN)
+    spec = importlib.util.spec_from_file_location("ratio_method", path)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "ratio_method", mod)  # as harness.plugins loads a plug-in file
+    spec.loader.exec_module(mod)
+    monkeypatch.setitem(methods.METHODS, "ratio", mod.Ratio)
+    sp = spaces.get_space("nb201")
+    archs = sp.sample(30, 0)
+    proxy = np.linspace(1.0, 3.0, len(archs))
+    pd.DataFrame({"arch_str": [a.key for a in archs], "pub_ms": proxy}).to_csv(tmp_path / "pub.csv", index=False)
+    pd.DataFrame({"arch_str": [a.key for a in archs[:5]], "new_ms": 3 * proxy[:5]}).to_csv(tmp_path / "new.csv",
+                                                                                           index=False)
+    with Store(store_path) as st:
+        import_table(st, tmp_path / "pub.csv")
+        import_table(st, tmp_path / "new.csv")
+        ctx = workflow.open_context(st, "nb201")
+        first = workflow.adapt(ctx, ["pub"], "new", method="ratio")
+        assert workflow.adapt(ctx, ["pub"], "new", method="ratio").reused  # the same code: reused
+        path.write_text(METHOD_PLUGIN + "\n# fixed a bug\n")
+        again = workflow.adapt(ctx, ["pub"], "new", method="ratio")
+        assert not again.reused and again.id != first.id and "the code of ratio changed" in again.why_new

@@ -423,8 +423,11 @@ def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAU
     fitted.metrics.update(held_out_quality(
         lambda tr, te: m.predict(ctx, m.fit(ctx, sources, [archs[i] for i in tr], y[tr]).payload,
                                  [archs[i] for i in te]), y))
+    from harness.analysis.methods import code_digest
+
     prov = {"target": target, "proxies": sources, "n_target_samples": len(y),
-            "target_archs": [a.key for a in archs], "method": method, "inputs_digest": digest}
+            "target_archs": [a.key for a in archs], "method": method, "inputs_digest": digest,
+            "method_code": code_digest(method)}
     pid = ctx.store.save_predictor(ctx.space.name, target, method, fitted.payload, prov, fitted.metrics)
     return AdaptResult(pid, target, method, len(y), sources, fitted.metrics, why_new=_why_new(latest, prov))
 
@@ -460,7 +463,10 @@ def _inputs_digest(ctx: Context, method: str, sources: Sequence[str], archs: Seq
     from harness import __version__
 
     src = ctx.store.latencies(ctx.space.name, list(sources))
-    body = {"method": method, "sources": list(sources), "version": __version__, "structure": STRUCTURE_VERSION,
+    from harness.analysis.methods import code_digest
+
+    body = {"method": method, "method_code": code_digest(method), "sources": list(sources), "version": __version__,
+            "structure": STRUCTURE_VERSION,
             "graph_mode": getattr(ctx.graph, "graph_mode", None),
             "target": sorted((a.key, round(float(v), 9)) for a, v in zip(archs, y)),
             "source_data": {d: [len(g), round(float(g.latency_ms.sum()), 6)] for d, g in src.groupby("device")}}
@@ -481,6 +487,8 @@ def _why_new(latest: dict | None, prov: dict) -> str:
         return f"#{latest['id']} had {old.get('n_target_samples')} target samples, now {prov['n_target_samples']}"
     if old.get("target_archs") != prov["target_archs"] or "inputs_digest" not in old:
         return f"the target's measurements changed since #{latest['id']}"
+    if old.get("method_code") != prov["method_code"]:
+        return f"the code of {prov['method']} changed since #{latest['id']}"
     return f"the proxies' data, harness or its features changed since #{latest['id']}"
 
 

@@ -60,6 +60,24 @@ def get_method(name: str) -> Method:
     return method if key in BUILTIN else _PluginMethod(key, method)
 
 
+def code_digest(name: str) -> str | None:
+    """A digest of the source file that defines method ``name``: a predictor fitted by older code of it is not
+    reused (editing a plug-in's fit left `adapt` saying "already fits these inputs: reused"). None where the
+    source cannot be read."""
+    import hashlib
+    import sys
+
+    from harness.plugins import load_ref
+
+    key = SAVED_AS.get(name, name) if name not in METHODS else name
+    try:
+        impl = load_ref(METHODS[key], f"transfer method {key!r}")
+        path = getattr(sys.modules.get(impl.__module__), "__file__", None)  # plug-ins are loaded into sys.modules
+        return hashlib.sha256(open(path, "rb").read()).hexdigest()[:16] if path else None
+    except (KeyError, OSError, TypeError):
+        return None
+
+
 class _PluginMethod:
     """A plug-in's method whose own exceptions (a bug in its fit or predict) become a typed error naming it,
     instead of a traceback from deep inside harness."""
