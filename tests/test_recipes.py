@@ -426,3 +426,33 @@ def test_a_predictor_of_an_edited_method_is_refitted_not_reused(monkeypatch, sto
         path.write_text(METHOD_PLUGIN + "\n# fixed a bug\n")
         again = workflow.adapt(ctx, ["pub"], "new", method="ratio")
         assert not again.reused and again.id != first.id and "the code of ratio changed" in again.why_new
+
+
+@pytest.mark.parametrize("fit, predict, said", [
+    ("Fitted({'r': 1.0})", "np.full(len(archs), np.nan)", "predicts values that are not finite"),
+    ("{'r': 1.0}", "np.ones(len(archs))", "fit returned a dict, not a Fitted"),
+    ("Fitted({'r': 1.0})", "np.ones(len(archs) + 1)", "predict returned 6 values for 5 architectures"),
+    ("Fitted({'r': 1.0})", "['fast'] * len(archs)", "values that are not numbers"),
+])
+def test_a_plugin_methods_nonsense_is_refused_before_anything_is_saved(monkeypatch, store_path, tmp_path, fit,
+                                                                      predict, said):
+    """A predictor of NaN predictions was saved ('SRCC nan'); a dict from fit and a wrong length were tracebacks."""
+    from harness.errors import HarnessError
+
+    namespace = {"np": np, "Fitted": Fitted}
+    exec(f"class Broken:\n    name = 'broken'\n    summary = 'x'\n    max_sources = None\n"
+         f"    def fit(self, ctx, sources, archs, y_ms):\n        return {fit}\n"
+         f"    def predict(self, ctx, payload, archs):\n        return {predict}\n", namespace)
+    monkeypatch.setitem(methods.METHODS, "broken", namespace["Broken"])
+    sp = spaces.get_space("nb201")
+    archs = sp.sample(30, 0)
+    proxy = np.linspace(1.0, 3.0, len(archs))
+    pd.DataFrame({"arch_str": [a.key for a in archs], "pub_ms": proxy}).to_csv(tmp_path / "pub.csv", index=False)
+    pd.DataFrame({"arch_str": [a.key for a in archs[:5]], "new_ms": 3 * proxy[:5]}).to_csv(tmp_path / "new.csv",
+                                                                                           index=False)
+    with Store(store_path) as st:
+        import_table(st, tmp_path / "pub.csv")
+        import_table(st, tmp_path / "new.csv")
+        with pytest.raises(HarnessError, match=said):
+            workflow.adapt(workflow.open_context(st, "nb201"), ["pub"], "new", method="broken")
+        assert st.latest_predictor("nb201", "new") is None

@@ -21,7 +21,8 @@ from harness.analysis import sampling
 from harness.analysis.data import arch_columns, latency_matrix
 from harness.analysis.features import (STRUCTURE_VERSION, GraphFeatures, edge_activity, fingerprint, graph_columns,
                                        live_onehot, onehot)
-from harness.analysis.methods import DEFAULT_METHOD, get_method
+from harness.analysis.methods import BUILTIN, DEFAULT_METHOD, get_method
+from harness.analysis.methods.base import Fitted
 from harness.analysis.transfer import (FLOOR_MS, MIN_TARGET_SAMPLES, LinearModel, TransferError, fit_linear,
                                       model_from_json)
 from harness.errors import HarnessError, NoPredictorError, ParameterError
@@ -420,6 +421,14 @@ def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAU
     if latest is not None and latest["provenance"].get("inputs_digest") == digest:
         return AdaptResult(latest["id"], target, method, len(y), sources, latest["metrics"], reused=True)
     fitted = m.fit(ctx, sources, archs, y)
+    if not isinstance(fitted, Fitted):  # a plug-in returning a dict: an AttributeError deep in adapt before
+        raise HarnessError(f"the {method} method's fit returned a {type(fitted).__name__}, not a Fitted(payload, "
+                           "metrics) (harness.analysis.methods.base)")
+    on_samples = _predictions(m.predict(ctx, fitted.payload, archs), len(archs), f"the {method} method")
+    if not np.isfinite(on_samples).all():  # saved before, with "SRCC nan"; predict then blamed the data
+        raise HarnessError(f"the {method} method predicts values that are not finite for its own {len(archs)} "
+                           f"samples ({', '.join(f'{v:g}' for v in on_samples[:4])}...); nothing was saved"
+                           + ("" if method in BUILTIN else " (a bug in that plug-in?)"))
     fitted.metrics.update(held_out_quality(
         lambda tr, te: m.predict(ctx, m.fit(ctx, sources, [archs[i] for i in tr], y[tr]).payload,
                                  [archs[i] for i in te]), y))
@@ -520,6 +529,18 @@ def describe_predictor(saved: dict) -> str:
     return f"predictor #{saved['id']} ({how})"
 
 
+def _predictions(values, n: int, what: str) -> np.ndarray:
+    """A method's predictions as floats, one per architecture asked for: a plug-in returning another length or
+    text ended in a pandas error."""
+    try:
+        pred = np.asarray(values, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        raise HarnessError(f"{what}: predict returned {type(values).__name__} values that are not numbers") from None
+    if len(pred) != n:
+        raise HarnessError(f"{what}: predict returned {len(pred)} values for {n} architectures")
+    return pred
+
+
 def predict(ctx: Context, device: str, archs: Sequence[Arch] | None = None) -> pd.DataFrame:
     saved = ctx.store.latest_predictor(ctx.space.name, device)
     if saved is None:
@@ -528,8 +549,13 @@ def predict(ctx: Context, device: str, archs: Sequence[Arch] | None = None) -> p
                                            f"latencies to make one from in {ctx.store.path}", needs="measurements")
         raise NoPredictorError(device, f"no {ctx.space.name} predictor for {device!r}: train or adapt one first")
     archs = list(archs) if archs is not None else ctx.candidates()
-    pred = np.asarray(get_method(saved["method"]).predict(ctx, saved["model"], archs), dtype=float)
+    pred = _predictions(get_method(saved["method"]).predict(ctx, saved["model"], archs), len(archs),
+                        f"predictor #{saved['id']} for {device} ({saved['method']})")
     bad = ~np.isfinite(pred)
+    if bad.any() and saved["method"] not in BUILTIN:  # a plug-in's own predict: its code, not the data
+        raise HarnessError(f"predictor #{saved['id']} for {device}: the {saved['method']} method's predict gives "
+                           f"values that are not finite for {int(bad.sum())} of {len(pred)} architectures; nothing "
+                           "was written (a bug in that method?)")
     if bad.any():
         raise HarnessError(f"predictor #{saved['id']} for {device} ({saved['method']}) gives predictions that are "
                            f"not finite for {int(bad.sum())} of {len(pred)} architectures, so nothing was written; "

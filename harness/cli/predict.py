@@ -190,8 +190,9 @@ def predict(
                   f"range {df.predicted_ms.min():.3f}-{df.predicted_ms.max():.3f} ms"
                   + (f"; wrote {esc(out)}" if out else ""), highlight=False)
     if df.attrs.get("not_positive"):
+        linear = " is linear in ms and" if df.attrs.get("method") == "adaproxy" else ""  # another's code: unknown
         console.print(f"  [yellow]{len(df.attrs['not_positive'])} prediction(s) were at or below 0 ms[/] (the "
-                      f"{esc(df.attrs.get('method'))} predictor is linear in ms and extrapolates there): shown tied "
+                      f"{esc(df.attrs.get('method'))} predictor{linear} extrapolates there): shown tied "
                       f"at {df.predicted_ms.min():.3g} ms, the fastest; treat them as unknown (search leaves them "
                       "out), or adapt with --method multiproxy (log-latency)", highlight=False)
 
