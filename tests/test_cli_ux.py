@@ -78,6 +78,21 @@ def test_campaigns_lists_every_status_without_crashing(tmp_path: Path, width: in
         assert re.search(r"\b1\s+local-onnx\s+nb201\s+finished\s+0/10\b", narrow), narrow
 
 
+def test_campaigns_keeps_long_device_names_whole_between_96_and_120_columns(tmp_path: Path):
+    """The wide form came at a fixed 96 columns: with a 24-character name it dropped the device and space columns
+    at 96-115 and cut headers ("ok/planne")."""
+    store = tmp_path / "h.db"
+    with Store(store) as st:
+        cid = st.start_campaign("proxy-onnx-int8-longname", "nb201", {}, "d", 10, "harness measure")
+        st.finish_campaign(cid, "finished", "")
+    for width in (96, 100, 110, 130):
+        common.console.width = common.err.width = width
+        out = invoke("campaigns", "--store", str(store))
+        assert_fits(out, width)
+        assert re.search(r"\b1\s+proxy-onnx-int8-longname\s+nb201\s+finished\s+0/10\b", out), (width, out)
+        assert ("ok/planned" in out) == (width >= 110) and "ok/planne " not in out
+
+
 def test_campaigns_on_an_empty_store_says_what_to_do(tmp_path: Path):
     Store(tmp_path / "h.db").close()  # imports only, say
     out = invoke("campaigns", "--store", str(tmp_path / "h.db"))

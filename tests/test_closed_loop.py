@@ -314,6 +314,14 @@ def test_transfer_on_a_device_another_command_measures_is_busy_exit_3_as_measure
     with DeviceLease("tgt-replay", lock_dir_for(s["store"]), wait=0):
         r = harness("transfer", "--target", "tgt-replay", "--accuracy", "acc_test", env=env, check=False)
     assert r.returncode == 3 and "busy:" in r.stderr and "Traceback" not in r.stderr
+    assert "rerun with --wait" in " ".join(r.stderr.split())  # it sent transfer users to `harness measure --wait`
+    import threading  # --wait: transfer waits for the holder, then runs (it had no --wait)
+
+    lease = DeviceLease("tgt-replay", lock_dir_for(s["store"]), wait=0).acquire()
+    threading.Timer(1.0, lease.release).start()
+    r = harness("transfer", "--target", "tgt-replay", "--accuracy", "acc_test", "--budget", "12", "--wait",
+                env={**env, "COLUMNS": "200"})
+    assert "waiting: tgt-replay is being measured by" in " ".join(r.stderr.split())
 
 
 def test_simulated_loop_beats_its_own_start():

@@ -173,7 +173,47 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
                       "--sample 20", highlight=False)
         return
     show_stale = bool(df.stale.sum())
-    wide = console.width >= 96  # room for the per-run column and the year (93 columns); at 80 a compact form
+    # the wide form (per-run column, the year) where it fits as drawn: a fixed 96-column cut dropped the device and
+    # space columns of long device names at 96-115 columns
+    table, notes, device_stats = _campaigns_table(df, store, True, show_stale)
+    if console.width < 96 or _needs(table) > console.width:
+        table, notes, device_stats = _campaigns_table(df, store, False, show_stale)
+    print_table(table)
+    for note in notes:  # below the table, so long messages wrap at any terminal width
+        console.print(note, highlight=False)
+    if device_stats:
+        console.print("  runs*: timed runs per model as the device reported them (statistics, not each run)",
+                      highlight=False)
+    if df.suspect.sum():
+        console.print(f"[yellow]suspect:[/] {int(df.suspect.sum())} visit(s) were measured while other processes, "
+                      "hypervisor steal or a sentinel out of band said the device was not alone or not steady "
+                      "(the reason is in the store's `suspect` column). A campaign's count stays as it was; which "
+                      "latencies still rest on such visits, export's <device>_suspect says: measure those again on "
+                      "a quiet device (`harness measure --arch-file` with their keys, `--remeasure`).", highlight=False)
+    if show_stale:
+        console.print(f"[yellow]{int(df.stale.sum())} measurement(s) are stale[/]: their models came from an "
+                      f"exporter older than v{EXPORTER_VERSION}. They stay in the store; `harness measure ... "
+                      "--remeasure-stale` measures them again.")
+
+
+_STATUS = {"finished": "[green]{}[/]", "failed": "[red]{}[/]", "interrupted": "[yellow]{}[/]",
+           "abandoned": "[yellow]{}[/]", "running": "[cyan]{}[/]"}
+
+
+def _text(value: object) -> str:
+    """A cell from a DataFrame as text: SQL NULL arrives as None or NaN, neither of which rich can render."""
+    return value if isinstance(value, str) else ""
+
+
+def _needs(table) -> int:
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(10_000), table).maximum
+
+
+def _campaigns_table(df, store, wide: bool, show_stale: bool):
+    """The campaigns table (``wide``: per-run column and the year), the notes below it, whether a device reported
+    statistics only."""
     dated = console.width >= 72  # below 72 the start time goes: with it the device and space columns went blank
     table = Table(title=f"campaigns in {esc(store)}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("#", justify="right", no_wrap=True)
@@ -203,28 +243,4 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
                       *((_text(r.started_at)[0 if wide else 5:16].replace("T", " "),) if dated else ()))
         if _text(r.message):
             notes.append(f"  #{r.id} {r.status}: {esc(_text(r.message))}")
-    print_table(table)
-    for note in notes:  # below the table, so long messages wrap at any terminal width
-        console.print(note, highlight=False)
-    if device_stats:
-        console.print("  runs*: timed runs per model as the device reported them (statistics, not each run)",
-                      highlight=False)
-    if show_suspect:
-        console.print(f"[yellow]suspect:[/] {int(df.suspect.sum())} visit(s) were measured while other processes, "
-                      "hypervisor steal or a sentinel out of band said the device was not alone or not steady "
-                      "(the reason is in the store's `suspect` column). A campaign's count stays as it was; which "
-                      "latencies still rest on such visits, export's <device>_suspect says: measure those again on "
-                      "a quiet device (`harness measure --arch-file` with their keys, `--remeasure`).", highlight=False)
-    if show_stale:
-        console.print(f"[yellow]{int(df.stale.sum())} measurement(s) are stale[/]: their models came from an "
-                      f"exporter older than v{EXPORTER_VERSION}. They stay in the store; `harness measure ... "
-                      "--remeasure-stale` measures them again.")
-
-
-_STATUS = {"finished": "[green]{}[/]", "failed": "[red]{}[/]", "interrupted": "[yellow]{}[/]",
-           "abandoned": "[yellow]{}[/]", "running": "[cyan]{}[/]"}
-
-
-def _text(value: object) -> str:
-    """A cell from a DataFrame as text: SQL NULL arrives as None or NaN, neither of which rich can render."""
-    return value if isinstance(value, str) else ""
+    return table, notes, device_stats

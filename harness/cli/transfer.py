@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 import typer
 
 from harness.cli.common import (DEFAULT_CACHE, DEFAULT_DEVICES, DEFAULT_STORE, CacheOpt, DevicesDirOpt, StoreOpt,
-                                cli_errors, console, err, names_list, one_name, print_json, print_table, reachable,
-                                table_path)
+                                cli_errors, console, err, esc, names_list, one_name, print_json, print_table,
+                                reachable, table_path)
 
 TargetOpt = Annotated[str, typer.Option(
     "--target", "-t", callback=one_name, help="Device profile to measure on (any driver, including kind replay).")]
@@ -47,6 +47,17 @@ def _round_table(r, title: str):
     return t
 
 
+WaitOpt = Annotated[bool, typer.Option(
+    "--wait", help="If another campaign is measuring the target, wait for it instead of exiting (code 3).")]
+
+
+def lease_args(wait: bool) -> dict:
+    """run_campaign's lease settings for --wait, saying who is waited for (as measure does)."""
+    return {"lease_wait": None if wait else 0.0,
+            "on_lease_wait": lambda h: err.print(f"waiting: {esc(h.device)} is being measured by {esc(h.describe())}",
+                                                 highlight=False)}
+
+
 @cli_errors
 def transfer(
     target: TargetOpt,
@@ -67,6 +78,7 @@ def transfer(
     out: Annotated[Optional[Path], typer.Option(
         callback=table_path, help="Write the predicted front to this CSV/Parquet.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rounds and the front as JSON.")] = False,
+    wait: WaitOpt = False,
     store: StoreOpt = DEFAULT_STORE, devices_dir: DevicesDirOpt = DEFAULT_DEVICES, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """Closed loop on a new target: measure only until its predicted Pareto front is settled.
@@ -124,7 +136,7 @@ def transfer(
                                 console=err if as_json else console, transient=True)
             with progress:
                 s = run_campaign(st, served, ctx.space, archs, cache=ModelCache(cache_dir), command=command,
-                                 observer=_BatchObserver(progress))
+                                 observer=_BatchObserver(progress), **lease_args(wait))
             if s.failed and not as_json:
                 print_summary(s)
 
@@ -247,6 +259,7 @@ def search(
     out: Annotated[Optional[Path], typer.Option(
         callback=table_path, help="Write the list to this CSV/Parquet.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    wait: WaitOpt = False,
     store: StoreOpt = DEFAULT_STORE, devices_dir: DevicesDirOpt = DEFAULT_DEVICES, cache_dir: CacheOpt = DEFAULT_CACHE,
 ) -> None:
     """The most accurate architectures under --max-ms on the target.
@@ -284,7 +297,8 @@ def search(
         if verify:
             def measure(archs) -> None:
                 with reachable(profile) as served:  # a virtual phone is served for the command
-                    run_campaign(st, served, ctx.space, archs, cache=ModelCache(cache_dir), command=command)
+                    run_campaign(st, served, ctx.space, archs, cache=ModelCache(cache_dir), command=command,
+                                 **lease_args(wait))
 
             table = search_mod.verify(ctx, r, verify, measure)
     if out:

@@ -44,7 +44,8 @@ class DeviceBusy(HarnessError):
     def __init__(self, holder: Holder, lock_file: Path):
         self.holder, self.lock_file = holder, lock_file
         super().__init__(f"device {holder.device} is being measured by {holder.describe()}. Wait for it to "
-                         f"finish (`harness measure --wait`, with one device, several or --ray), or stop that campaign (the lease "
+                         f"finish (rerun with --wait: measure, transfer and search --verify take it, the farm too), or stop "
+                         f"that campaign (the lease "
                          f"is {lock_file})")
 
 
