@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from harness import interrupts
-from harness.devices.driver import Driver, RunResult, make_driver, result_problem, run_stats
+from harness.devices.driver import Driver, RunResult, make_driver, prepared, result_problem, run_stats
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.preflight import check_workload
 from harness.devices.profile import Policy, Profile, measurement_changes
@@ -667,7 +667,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
                 pass  # closed as abandoned by the next campaign
             raise
         driver = driver or make_driver(profile)
-        summary.conditions = driver.prepare()
+        summary.conditions = prepared(driver)
         if pol.adaptive is not None and not type(driver).stops_adaptively:
             summary.fixed_runs = pol.timed_runs  # the device's tool times a fixed count: the CLI says so
         elif pol.adaptive is not None and "timed_runs" in pol.model_fields_set:

@@ -294,6 +294,23 @@ def test_plugin_mistakes_are_typed_errors_that_name_the_plugin(monkeypatch):
     monkeypatch.setitem(drivers.DRIVERS, "weirdbox", ("nosuchmod:Driver", "harness.devices.profile:LocalConnection"))
     with pytest.raises(PluginError, match="driver of connection kind 'weirdbox' .*'nosuchmod:Driver'.*ModuleNotFound"):
         drivers.driver_class("weirdbox")
+    # a driver class that is none, or lacks run/cleanup: an AttributeError or "Can't instantiate" at first use before
+    with pytest.raises(PluginError, match="NoDriver is no harness.devices.driver.Driver subclass"):
+        drivers.register_driver("niced", type("NoDriver", (), {}), NicedConnection)
+    with pytest.raises(PluginError, match="HalfDriver does not implement .*run"):
+        drivers.register_driver("niced", type("HalfDriver", (drivers.Driver,), {"kind": "niced"}), NicedConnection)
+
+    class Bare(ToySpace):  # the README's recipe did not name these; `harness spaces` failed on them later
+        name = "bare"
+
+    del_attrs = {a: getattr(ToySpace, a) for a in ("description",)}
+    try:
+        del ToySpace.description
+        with pytest.raises(PluginError, match="'bare' .*has no description"):
+            spaces.register_space(Bare)
+    finally:
+        for a, v in del_attrs.items():
+            setattr(ToySpace, a, v)
 
 
 TINY_SPACE = '''
@@ -456,3 +473,28 @@ def test_a_plugin_methods_nonsense_is_refused_before_anything_is_saved(monkeypat
         with pytest.raises(HarnessError, match=said):
             workflow.adapt(workflow.open_context(st, "nb201"), ["pub"], "new", method="broken")
         assert st.latest_predictor("nb201", "new") is None
+
+
+@pytest.mark.parametrize("where, behaviour, said", [
+    ("check", "raise KeyError('port')", "the niced driver's check raised KeyError"),
+    ("check", "return None", "the niced driver's check returned a NoneType, not a CheckReport"),
+    ("check", "raise OSError('cannot open /dev/fake')", "niced-box: the niced driver's check raised OSError"),
+    ("prepare", "raise KeyError('port')", "the niced driver's prepare raised KeyError"),
+    ("prepare", "return None", "the niced driver's prepare returned a NoneType, not a dict"),
+])
+def test_a_plugin_drivers_check_or_prepare_bug_names_the_driver(niced, cli_env, devices_dir, tmp_path, monkeypatch,
+                                                                  where, behaviour, said):
+    """A KeyError or None from a plug-in's check/prepare was a traceback; an OSError named no device."""
+    import yaml
+
+    from tests.conftest import harness
+
+    namespace = {}
+    exec(f"def broken(self):\n    {behaviour}\n", namespace)
+    monkeypatch.setattr(NicedDriver, where, namespace["broken"])
+    (devices_dir / "niced-box.yaml").write_text(yaml.safe_dump(niced.as_dict()))
+    args = ("devices", "check", "niced-box") if where == "check" else \
+        ("measure", "-d", "niced-box", "--space", "nb201", "--arch", "1")
+    r = harness(*args, env=cli_env, check=False)
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode in (1, 2) and said in out and "Traceback" not in out, out[-500:]

@@ -65,11 +65,11 @@ def show(name: str = typer.Argument(..., help="Profile name, e.g. local-onnx"),
 def check(name: str = typer.Argument(..., help="Profile name"),
           devices_dir: DevicesDirOpt = DEFAULT_DEVICES) -> None:
     """Check that the device is reachable and its runtime is present; prints the runtime version."""
-    from harness.devices.driver import make_driver
+    from harness.devices.driver import checked, make_driver
     from harness.devices.registry import ProfileRegistry
 
     with reachable(ProfileRegistry(devices_dir).get(name)) as profile, working(f"checking {name}"):
-        report = make_driver(profile).check()
+        report = checked(make_driver(profile))
         facts: dict = {}
         if report.ok:
             from harness.errors import DriverError

@@ -199,6 +199,44 @@ DRIVERS: dict[str, tuple[str | type, str | type]] = {
     "sleep": ("harness.sim.sleep:SleepDriver", "harness.sim.sleep:SleepConnection"),
 }
 
+def checked(driver: Driver) -> CheckReport:
+    """``driver.check()``, with a driver's own bug (a plug-in's KeyError, an OSError, a None) as a failed report
+    that names the driver, not a traceback (or "error: cannot open /dev/fake" naming no device)."""
+    from harness.errors import HarnessError
+
+    kind = driver.profile.connection.kind
+    try:
+        report = driver.check()
+    except HarnessError:
+        raise
+    except Exception as e:
+        return CheckReport(False, None, driver.profile.runtime.name,
+                           message=f"{driver.profile.name}: the {kind} driver's check raised {type(e).__name__}: {e}")
+    if not isinstance(report, CheckReport):
+        return CheckReport(False, None, driver.profile.runtime.name,
+                           message=f"{driver.profile.name}: the {kind} driver's check returned a "
+                                   f"{type(report).__name__}, not a CheckReport")
+    return report
+
+
+def prepared(driver: Driver) -> dict[str, Any]:
+    """``driver.prepare()``, with a driver's own bug as DriverUnavailable naming it (a traceback before)."""
+    from harness.errors import DriverUnavailable, HarnessError
+
+    kind = driver.profile.connection.kind
+    try:
+        conditions = driver.prepare()
+    except HarnessError:
+        raise
+    except Exception as e:
+        raise DriverUnavailable(f"{driver.profile.name}: the {kind} driver's prepare raised {type(e).__name__}: "
+                                f"{e}") from e
+    if not isinstance(conditions, dict):
+        raise DriverUnavailable(f"{driver.profile.name}: the {kind} driver's prepare returned a "
+                                f"{type(conditions).__name__}, not a dict of conditions")
+    return conditions
+
+
 # (connection kind, runtime) pairs measured by a tool on the device rather than the Python runner
 RUNTIME_DRIVERS: dict[tuple[str, str], str] = {
     ("local", "trtexec"): "harness.devices.trtexec:LocalTrtexecDriver",
@@ -222,6 +260,15 @@ def register_driver(kind: str, driver: str | type, connection: str | type, *, re
 
     from harness.plugins import PluginError, check_new_name
 
+    if isinstance(driver, type):  # checked here, where the plug-in is named, not at its first measurement
+        import inspect
+
+        if not issubclass(driver, Driver):
+            raise PluginError(f"register_driver({kind!r}, ...): {driver.__qualname__} is no "
+                              "harness.devices.driver.Driver subclass")
+        if inspect.isabstract(driver):
+            raise PluginError(f"register_driver({kind!r}, ...): {driver.__qualname__} does not implement "
+                              f"{', '.join(sorted(driver.__abstractmethods__))} (every method Driver marks abstract)")
     check_new_name(DRIVERS, kind, (driver, connection), "connection kind", replace)
     field = getattr(connection, "model_fields", {}).get("kind") if isinstance(connection, type) else None
     allowed = typing.get_args(field.annotation) if field is not None else ()

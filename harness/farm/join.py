@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.devices.driver import CheckReport, make_driver
+from harness.devices.driver import CheckReport, checked, make_driver
 from harness.devices.profile import Profile, load_profile
 from harness.devices.registry import ProfileRegistry
 from harness.errors import DriverError, FarmError
@@ -46,7 +46,7 @@ def check_devices(profiles: list[Profile]) -> list[DeviceCheck]:
     out = []
     for p in profiles:
         try:
-            report = make_driver(p).check()
+            report = checked(make_driver(p))
         except DriverError as e:
             out.append(DeviceCheck(p, False, str(e)))
             continue

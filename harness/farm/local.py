@@ -9,7 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from harness.campaign import Measured, energy_counter_dead, measure_model, push_reference
-from harness.devices.driver import Driver, make_driver
+from harness.devices.driver import Driver, make_driver, prepared
 from harness.devices.profile import Profile
 from harness.errors import ParameterError
 from harness.farm.engine import Lane
@@ -50,7 +50,7 @@ class DeviceSession:
         from harness.models.cache import get_format
 
         get_format(self.profile.runtime.model_format)  # import the exporters now, not during the first model
-        conditions = self.driver.prepare()
+        conditions = prepared(self.driver)
         refused = self.driver.cannot_answer(self.space.name, [])  # a replay table of another space, as for one device
         if refused:
             raise ParameterError("space", refused)
