@@ -32,7 +32,7 @@ def spaces() -> None:
     for name, cls in SPACES.items():
         sp = cls()
         table.add_row(name, count_text(sp.size()), ", ".join(sp.key_columns),
-                      "×".join(map(str, sp.default_input_shape)), sp.description)
+                      "×".join(map(str, sp.default_input_shape)) if sp.default_input_shape else "-", sp.description)
         try:  # a key to type: the column names alone did not say how one is written
             examples.append((name, sp.sample(1, 0)[0].key))
         except Exception:  # noqa: BLE001 (a plug-in space that cannot sample still lists)

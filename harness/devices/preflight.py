@@ -67,13 +67,18 @@ def check_workload(profile: Profile, space: SearchSpace, archs: Sequence[Arch] =
                         f"remove input_shape (each architecture is built at its own resolution)")
     elif archs and not problems and not hasattr(space, "artifact"):
         arch = archs[0]
+        c = space.default_input_shape[2] if space.default_input_shape else None
+        graph = None
+        if w.input_shape is not None and c is None:
+            problems.append(f"workload.input_shape: space {space.name} declares no default_input_shape (H, W, C), so "
+                            "the channels of another input shape are unknown; the space's author adds it")
         try:
-            c = space.default_input_shape[2]
-            graph = space.build(arch, (*w.input_shape, c) if w.input_shape else None)
+            if not problems:
+                graph = space.build(arch, (*w.input_shape, c) if w.input_shape else None)
         except (ValueError, ZeroDivisionError):
             problems.append(f"workload.input_shape: {space.name} cannot be built at {w.shape_label()} (its "
                             f"reductions need sides that divide evenly){_shape_that_builds(space, arch, w.input_shape, c)}")
-        else:
+        if graph is not None:
             biggest = max(h * wd * ch for h, wd, ch in graph.shapes.values())
             need = biggest * w.batch_size * 4
             if need > MAX_ACTIVATION_BYTES:

@@ -62,10 +62,12 @@ MAX_SAMPLE = 1_000_000  # architectures one --sample may ask for (a campaign of 
 
 class SearchSpace(ABC):
     name: ClassVar[str]
-    description: ClassVar[str]
+    description: ClassVar[str] = ""  # one line for `harness spaces`
     key_columns: ClassVar[tuple[str, ...]]
-    default_input_shape: ClassVar[tuple[int, int, int]]
-    default_num_classes: ClassVar[int]
+    # the (H, W, C) a model is built at and its classes: a space that only names architectures (imported tables)
+    # may leave them out; building at another input shape needs the channels (an AttributeError before)
+    default_input_shape: ClassVar[tuple[int, int, int] | None] = None
+    default_num_classes: ClassVar[int | None] = None
     # True when the key columns only together name an architecture (ofa_mbv3's ks, e, d, resolution):
     # tables are then read row by row with from_columns. False: each key column alone names it (nb201's
     # nb201_index and arch_str), and the importer checks that the columns agree.
