@@ -489,3 +489,22 @@ def test_a_plugin_drivers_check_or_prepare_bug_names_the_driver(niced, cli_env, 
     r = harness(*args, env=cli_env, check=False)
     out = " ".join((r.stdout + r.stderr).split())
     assert r.returncode in (1, 2) and said in out and "Traceback" not in out, out[-500:]
+
+
+def test_the_conformance_suite_catches_a_driver_that_reports_seconds(niced, tmp_path):
+    """A driver passing perf_counter deltas (seconds) passed all 15 checks and stored NB201 models at 0.002 ms."""
+    from harness.models.cache import ModelCache
+    from harness.testing.conformance import SMALL_ARCH, DriverConformance
+
+    class InSeconds(NicedDriver):
+        def run(self, model_ref):
+            r = super().run(model_ref)
+            r.timed_ms = [t / 1000 for t in r.timed_ms]
+            return r
+
+    sp = spaces.get_space("nb201")
+    artifact = ModelCache(tmp_path).get(sp.build(sp.parse(SMALL_ARCH)), "onnx")
+    suite = DriverConformance()
+    suite.test_min_seconds_extends_the_timed_runs(NicedDriver, niced, artifact)  # the real one passes
+    with pytest.raises(AssertionError, match="are they in ms"):
+        suite.test_min_seconds_extends_the_timed_runs(InSeconds, niced, artifact)

@@ -129,6 +129,12 @@ class DriverConformance:
         # it kept timing for the 0.3 s (a wall-clock bound: on a loaded machine the runs' own sum is less, since
         # other processes take the CPU between runs; the sum once read 0.19 s beside a busy loop)
         assert elapsed >= 0.3
+        # runs are in milliseconds: a driver passing perf_counter deltas (seconds) stored NB201 models at 0.002 ms,
+        # one in microseconds 1000x too slow; the runs take at least 5 % of that wall time and never more than it
+        timed_ms = (sum(result.timed_ms) if result.per_run
+                    else sum(result.timed_ms) / len(result.timed_ms) * result.n_runs)
+        assert 0.05 * elapsed * 1000 <= timed_ms <= 1.5 * elapsed * 1000 + 50, (
+            f"the timed runs add up to {timed_ms:.4g} ms in {elapsed * 1000:.0f} ms of wall time: are they in ms?")
 
     def test_push_is_idempotent(self, driver, artifact):
         assert driver.push(artifact) == driver.push(artifact)
