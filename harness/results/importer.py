@@ -161,7 +161,8 @@ def detect_space(columns: list[str], path: Path) -> str:
             load_plugins()
     wanted = "; ".join(", ".join(sorted(s)) + f" ({sp})" for s, sp in signatures)
     raise ImportFileError(f"{path}: no recognisable architecture key column. Expected one of: {wanted}. "
-                       f"Columns: {', '.join(columns)}. Use --space if the key columns have these names.")
+                       f"Columns: {', '.join(columns)}. Use --space if the key columns have these names; a space "
+                       "of your own is registered by a plug-in (HARNESS_PLUGINS=path/to/it.py).")
 
 
 # new latencies of a device whose median is this many times off its values already imported: a unit mistake

@@ -55,7 +55,9 @@ def get_method(name: str) -> Method:
     key = SAVED_AS.get(name, name) if name not in METHODS else name
     impl = METHODS.get(key)
     if impl is None:
-        raise UnknownNameError("method", name, list(METHODS))
+        raise UnknownNameError("method", name, list(METHODS),
+                               hint="a method of your own is registered by a plug-in: HARNESS_PLUGINS=path/to/it.py "
+                                    "or an installed package's harness.plugins entry point")
     method = load_ref(impl, f"transfer method {key!r}")()
     return method if key in BUILTIN else _PluginMethod(key, method)
 
