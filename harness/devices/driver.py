@@ -75,7 +75,7 @@ def result_problem(result: Any) -> str | None:
     energy went in."""
     if not isinstance(result, RunResult):
         return f"a {type(result).__name__} instead of a RunResult"
-    if not _times(result.timed_ms) or not result.timed_ms:
+    if not result.timed_ms or not _times(result.timed_ms):
         return f"timed runs that are not all finite numbers above 0 ms: {str(result.timed_ms)[:80]}"
     for name in ("warmup_ms", "reference_ms", "wait_ms", "reference_wait_ms"):
         value = getattr(result, name)
@@ -198,6 +198,7 @@ DRIVERS: dict[str, tuple[str | type, str | type]] = {
     "replay": ("harness.devices.replay:ReplayDriver", "harness.devices.replay:ReplayConnection"),
     "sleep": ("harness.sim.sleep:SleepDriver", "harness.sim.sleep:SleepConnection"),
 }
+
 
 def checked(driver: Driver) -> CheckReport:
     """``driver.check()``, with a driver's own bug (a plug-in's KeyError, an OSError, a None) as a failed report
