@@ -858,3 +858,27 @@ def test_srcc_ci_names_a_pair_whose_resamples_were_mostly_undefined(cli_env, tmp
     m = re.search(r"ra vs onediff: (\d+)% of the resamples had no value", out) or re.search(
         r"onediff vs ra: (\d+)% of the resamples had no value", out)
     assert m and 25 <= int(m.group(1)) <= 50, out[-600:]
+
+
+def test_short_visits_are_judged_on_pooled_neighbour_counters_not_one_tick():
+    """/proc/stat counts in 10 ms ticks: a 10 ms visit read 0 or 1 tick, so a busy neighbour went unmarked in about
+    half the visits and a quiet machine read '112 % of the CPUs' in 5-9 % of them (walk L)."""
+    import re
+
+    from harness.campaign import _recent, judge
+    from harness.devices.driver import RunResult
+    from harness.devices.profile import Policy
+
+    pol = Policy()
+
+    def visit(others: float) -> RunResult:
+        return RunResult([1.0, 1.1, 1.0], neighbours={"wall_s": 0.01, "others_cpu_s": others, "steal_s": 0.0,
+                                                      "cpus": 2})
+
+    _recent.pop("quiet", None), _recent.pop("busy", None)
+    quiet = [judge(visit(0.03 if i % 25 == 24 else 0.0), pol, "quiet")[1] for i in range(100)]
+    assert not any(quiet)  # one stray tick in a short visit is no neighbour
+    assert judge(visit(0.03), pol)[1] == "other processes used 100% of the CPUs"  # unpooled: one tick, capped
+    rng = np.random.default_rng(0)  # 1.6 of 2 CPUs busy: each 10 ms visit reads 1 or 2 ticks of 10 ms
+    busy = [judge(visit(0.01 * (1 + (rng.random() < 0.6))), pol, "busy")[1] for i in range(100)]
+    assert all(busy[60:]) and re.search(r"other processes used (7[5-9]|8\d)% of the CPUs", busy[-1])

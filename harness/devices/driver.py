@@ -227,7 +227,7 @@ def prepared(driver: Driver) -> dict[str, Any]:
     kind = driver.profile.connection.kind
     try:
         conditions = driver.prepare()
-    except HarnessError:
+    except (HarnessError, OSError):  # OSError: the machine's (a full disk), said with its file as the CLI says it
         raise
     except Exception as e:
         raise DriverUnavailable(f"{driver.profile.name}: the {kind} driver's prepare raised {type(e).__name__}: "

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from harness.campaign import (CampaignSummary, Measured, ModelOutcome, changed_setup, count_outcome,
-                              energy_counter_dead, record_measured, retrying)
+                              energy_counter_dead, neighbour_window_reset, record_measured, retrying)
 from harness.devices.lease import DeviceLease, lock_dir_for
 from harness.errors import ConnectionLost, FailureKind, HarnessError, StoreError
 from harness.farm.plan import FarmPlan
@@ -157,6 +157,7 @@ class _Farm:
             profile = plan.profiles[name]
             s.campaign_id = self.cids[name] = retrying(lambda: self.store.start_campaign(
                 name, plan.space.name, profile.as_dict(), profile.digest(), s.planned, self.command), self.retry_s)
+            neighbour_window_reset(name)  # its short visits pool with this campaign's only
             starting[self.lanes[name].start()] = name
         done, pending = wait(starting, timeout=start_timeout_s)
         for f in pending:
