@@ -334,10 +334,12 @@ def test_export_says_which_latencies_rest_on_fewer_visits(store_path, tmp_path, 
                                                                "min_ms": 1.0, "p90_ms": 3.0},
                                       timed_ms=[1.0 + r], warmup_ms=[9.0], round_no=r, rounds=3)
         assert latency_table(st, "nb201").a_visits.tolist() == [3, 3, 1]
+        st.mark_suspect([int(st.measurements().id.iloc[0])], "other processes used 90% of the CPUs")
     r = harness("export", "-o", str(tmp_path / "o.csv"), env={**cli_env, "HARNESS_STORE": str(store_path),
                                                                "COLUMNS": "200"})
-    assert "partial: a: 1 latencies rest on fewer visits than the others (column a_visits < 3" in \
-        " ".join(r.stdout.split())
+    said = " ".join(r.stdout.split())
+    assert "partial: a: 1 latencies rest on fewer visits than the others (column a_visits < 3" in said
+    assert "suspect: a: 1 latencies rest on visits measured while the device was not alone" in said  # column only
 
 
 def test_read_commands_leave_an_empty_file_alone_and_campaigns_mentions_imports(tmp_path, cli_env):

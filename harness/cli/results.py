@@ -125,6 +125,11 @@ def export(
         if len(modes) > 1:
             console.print(f"  [yellow]mixed:[/] {esc(d)} has latencies of both graph modes ({', '.join(modes)}); see "
                           f"column {esc(d)}_graph, or export one mode with --graph prune (or keep)", highlight=False)
+        suspect = int((df[f"{d}_suspect"].fillna(0) > 0).sum())
+        if suspect:  # only the column said it, even when every latency rested on suspect visits
+            console.print(f"  [yellow]suspect:[/] {esc(d)}: {suspect} latencies rest on visits measured while the "
+                          f"device was not alone or not steady (column {esc(d)}_suspect > 0); `harness campaigns` "
+                          "says more", highlight=False)
         visits = df[f"{d}_visits"].dropna()
         short = int((visits < visits.max()).sum()) if len(visits) else 0
         if short:  # an interrupted multi-round campaign: their medians rest on 1-2 rounds of 3, without a word before
