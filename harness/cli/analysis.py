@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.common import (DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, html_path, names_list,
-                                print_json, print_table, working)
+                                print_json, print_table, table_width, working)
 from harness.errors import HarnessError
 from harness.paths import WORKSPACE
 
@@ -157,8 +157,6 @@ def srcc(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Rank correlation of latencies for every pair of devices, on the architectures both have."""
-    from rich.measure import Measurement
-
     with working("loading"):  # the imports take seconds on a busy machine: show it
         from harness import analysis
         from harness.analysis.correlation import MIN_COMMON, correlate
@@ -195,7 +193,7 @@ def srcc(
     reliable = corr.reliable(min_overlap)
     low = corr.pairs[corr.pairs.srcc.notna() & (corr.pairs.n_common_archs < min_overlap)]
     table = _matrix_table(corr, order, label, space, min_overlap)
-    needs = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    needs = table_width(table)
     if layout == "matrix" and needs > console.width:  # forced: drawn at its own width (the terminal wraps or
         from rich.console import Console              # `less -S` scrolls) instead of squeezing # and names away
 

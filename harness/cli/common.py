@@ -132,6 +132,13 @@ _NUMBER = r"[-+]?\d[\d.,]*(?:e[-+]?\d+)?"
 _FIGURE = re.compile(rf"^(?:[-–]|nan|{_NUMBER}(?:\s*[–-]\s*{_NUMBER})?\s*(?:%|ms|s|x|×)?)$")  # 0.95, 12 ms, 0.9–1.0
 
 
+def table_width(table) -> int:
+    """The columns a rich table needs to be drawn whole (to choose a layout that fits the terminal)."""
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(10_000), table).maximum
+
+
 def print_table(table, to: Console | None = None) -> None:
     """Print a rich table without cutting a figure: in a narrow terminal rich shortens cells to "0.99…" or
     folds them over two lines, and a number cut is a number lost. Columns of figures keep their widest cell

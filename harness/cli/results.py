@@ -12,7 +12,7 @@ from rich import box
 from rich.table import Table
 
 from harness.cli.common import (DEFAULT_STORE, StoreOpt, cli_errors, console, err, esc, names_list, print_table,
-                                table_path, working)
+                                table_path, table_width, working)
 from harness.errors import HarnessError
 
 
@@ -50,6 +50,7 @@ def export(
     """Write the tidy latency table: one row per architecture, key columns, a <device>_ms column each (the median
     over rounds of each visit's reference-scaled median: see README, Paired reference)."""
     with working("loading"):  # the imports take seconds on a busy machine: show it
+        from harness.models import files
         from harness.models.cache import EXPORTER_VERSION
         from harness.results.export import latency_table, write_table
         from harness.results.store import open_store
@@ -61,15 +62,12 @@ def export(
     with open_store(store, write=False) as st:
         sp = _one_space(st, space)
         df = latency_table(st, sp, device or None, graph)
-        accuracy = _accuracy_columns(st, sp, df)
+        # each row's architecture key, read once for --ci, --drift-correct and the accuracy columns
+        row_keys = _row_keys(st, sp, df) if (ci or drift_correct or sp != files.SPACE) and len(df) else []
+        accuracy = _accuracy_columns(st, sp, row_keys) if sp != files.SPACE else None
         if ci:
             from harness.measure.confidence import measured_only, model_ci, noise_draws
-            from harness.models.spaces import get_space
 
-            keys = get_space(sp).key_columns
-            lat = st.latencies(sp).drop_duplicates("key")
-            key_of = {tuple(json.loads(c)[k] for k in keys): key for key, c in zip(lat.key, lat.columns_json)}
-            row_keys = [key_of.get(tuple(r)) for r in df[list(keys)].itertuples(index=False)]
             added = 0
             for d in measured_only(st, [c[:-3] for c in df.columns if c.endswith("_ms")]):
                 draws = noise_draws(st, sp, d, ci, graph=graph)
@@ -84,12 +82,7 @@ def export(
                           "imported table keeps one value per architecture, no runs to resample)", highlight=False)
         if drift_correct:
             from harness.measure.sentinels import corrected_latencies
-            from harness.models.spaces import get_space
 
-            keys = get_space(sp).key_columns
-            lat = st.latencies(sp).drop_duplicates("key")
-            key_of = {tuple(json.loads(c)[k] for k in keys): key for key, c in zip(lat.key, lat.columns_json)}
-            row_keys = [key_of.get(tuple(r)) for r in df[list(keys)].itertuples(index=False)]
             corrected = 0
             for d in [c[:-3] for c in df.columns if c.endswith("_ms") and "_ci_" not in c]:
                 fixed = corrected_latencies(st, sp, d)
@@ -138,22 +131,24 @@ def export(
                           "`harness measure` command to complete them", highlight=False)
 
 
-def _accuracy_columns(st, space: str, df):
-    """The store's accuracy metrics (``acc_*``, imported) of the exported rows, as columns, or None."""
-    from harness.models import files
-
-    if space == files.SPACE or df.empty:
-        return None
+def _row_keys(st, space: str, df) -> list:
+    """The architecture key of each exported row (the table holds the space's key columns, not the key)."""
     from harness.models.spaces import get_space
 
-    metrics = st.arch_metrics(space, "accuracy")
-    if metrics.empty:
-        return None
     keys = get_space(space).key_columns
     lat = st.latencies(space).drop_duplicates("key")
     key_of = {tuple(json.loads(c)[k] for k in keys): key for key, c in zip(lat.key, lat.columns_json)}
-    rows = [key_of.get(tuple(r)) for r in df[list(keys)].itertuples(index=False)]
-    acc = metrics.reindex(rows).reset_index(drop=True)
+    return [key_of.get(tuple(r)) for r in df[list(keys)].itertuples(index=False)]
+
+
+def _accuracy_columns(st, space: str, row_keys: list):
+    """The store's accuracy metrics (``acc_*``, imported) of the exported rows, as columns, or None."""
+    if not row_keys:
+        return None
+    metrics = st.arch_metrics(space, "accuracy")
+    if metrics.empty:
+        return None
+    acc = metrics.reindex(row_keys).reset_index(drop=True)
     acc = acc.loc[:, acc.notna().any()]
     return acc if acc.shape[1] else None
 
@@ -181,7 +176,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     # the wide form (per-run column, the year) where it fits as drawn: a fixed 96-column cut dropped the device and
     # space columns of long device names at 96-115 columns
     table, notes, device_stats = _campaigns_table(df, store, True, show_stale)
-    if console.width < 96 or _needs(table) > console.width:
+    if console.width < 96 or table_width(table) > console.width:
         table, notes, device_stats = _campaigns_table(df, store, False, show_stale)
     print_table(table)
     for note in notes:  # below the table, so long messages wrap at any terminal width
@@ -208,12 +203,6 @@ _STATUS = {"finished": "[green]{}[/]", "failed": "[red]{}[/]", "interrupted": "[
 def _text(value: object) -> str:
     """A cell from a DataFrame as text: SQL NULL arrives as None or NaN, neither of which rich can render."""
     return value if isinstance(value, str) else ""
-
-
-def _needs(table) -> int:
-    from rich.measure import Measurement
-
-    return Measurement.get(console, console.options.update_width(10_000), table).maximum
 
 
 def _campaigns_table(df, store, wide: bool, show_stale: bool):
