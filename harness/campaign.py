@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 from harness import interrupts
 from harness.devices.driver import Driver, RunResult, make_driver, prepared, result_problem, run_stats
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
-from harness.devices.preflight import check_workload
+from harness.devices.preflight import check_workload, precision_caveat
 from harness.devices.profile import Policy, Profile, measurement_changes
 from harness.errors import (ConnectionLost, DriverError, DriverUnavailable, ExportError, FailureKind, HarnessError,
                             StoreError)
@@ -112,6 +112,7 @@ class CampaignSummary:
     other_plan: int = 0  # architectures measured again because their visits were of another rounds plan
     cuda_graph_setting: str | None = None  # the profile's CUDA-graph switch when it times a GPU: advice names it
     last_failure: str | None = None  # the latest failed visit's kind and message: what `campaigns` shows
+    caveat: str | None = None  # the device computes in another precision than the workload names (preflight)
 
     @property
     def degenerate(self) -> int:
@@ -702,6 +703,7 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             raise
         driver = driver or make_driver(profile)
         summary.conditions = prepared(driver)
+        summary.caveat = precision_caveat(profile, summary.conditions)
         neighbour_window_reset(profile.name)  # pool this campaign's visits only (another's, hours old, is no window)
         if pol.adaptive is not None and not type(driver).stops_adaptively:
             summary.fixed_runs = pol.timed_runs  # the device's tool times a fixed count: the CLI says so

@@ -839,6 +839,18 @@ def test_where_a_device_is_and_how_long_to_wait_for_it_are_no_change_of_setup():
         "connection.serial: '127.0.0.1:40485' -> 'R58M12ABC'"]
 
 
+def test_timing_the_copies_or_not_is_a_change_of_setup():
+    """A Jetson campaign resumed after `include_transfers: true` stored 5 GPU-compute-only latencies and 2 with the
+    host<->device copies in one column, without a word."""
+    from harness.devices.profile import measurement_changes
+
+    gpu = {"runtime": {"name": "trtexec"}, "connection": {"kind": "local"}, "policy": {"include_transfers": False}}
+    copies = {**gpu, "policy": {"include_transfers": True}}
+    assert measurement_changes(gpu, copies) == ["policy.include_transfers: False -> True"]
+    assert measurement_changes(gpu, {**gpu, "policy": {"include_transfers": False, "timed_runs": 99}}) == []
+    assert measurement_changes({**gpu, "policy": {}}, gpu) == []  # stored before the field existed: its default
+
+
 def test_a_port_that_is_no_ssh_server_gives_one_clean_error(cli_env):
     """paramiko's own log of the failed handshake (a traceback) reached the user beside harness's error."""
     import socket

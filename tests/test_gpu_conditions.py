@@ -377,3 +377,21 @@ def test_an_energy_pass_that_would_outlast_the_models_timeout_is_refused():
     ok = parse_profile({"name": "p", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
                         "policy": {"energy": "nvml", "energy_seconds": 60, "timeout_seconds": 131}}, "p")
     assert ok.policy.energy_seconds == 60
+
+
+def test_auto_energy_skips_nvml_for_a_model_on_the_cpu(monkeypatch):
+    """On a GPU box, `energy: auto` for a CPU provider gave every CPU model the idle GPU's power times its latency."""
+    from harness.devices import runner
+
+    runner.probe({})
+    monkeypatch.setitem(runner._PROBE, "nvml", fake_nvml())
+    monkeypatch.setattr(runner, "sysfs_root", lambda: str(TREES / "jetson-nano"))  # a board that also has rails
+    on_gpu = runner.energy_meter({"energy": "auto", "runtime": "onnxruntime",
+                                  "execution_provider": "CUDAExecutionProvider"})
+    on_cpu = runner.energy_meter({"energy": "auto", "runtime": "onnxruntime",
+                                  "execution_provider": "CPUExecutionProvider"})
+    tflite = runner.energy_meter({"energy": "auto", "runtime": "tflite", "delegate": "xnnpack"})
+    assert on_gpu.method == "nvml-energy"
+    assert on_cpu.method == tflite.method == "jetson-ina"  # the board's rails, not the GPU's counter
+    asked = runner.energy_meter({"energy": "nvml", "runtime": "onnxruntime"})  # named explicitly: as asked
+    assert asked.method == "nvml-energy"

@@ -304,6 +304,29 @@ def test_devices_check_says_when_trtexec_is_the_stand_in(trtexec_bin):
     assert any("no GPU measurements" in w for w in report.warnings)
 
 
+def test_a_jetsons_power_mode_and_clocks_are_recorded_and_checked_for_trtexec(trtexec_bin, monkeypatch):
+    """An onnxruntime profile warned about a Jetson in another power mode or without jetson_clocks; a trtexec one
+    (Jetson + TensorRT, the main case) said "ok" and stored no power mode."""
+    from harness.devices.trtexec import TrtexecSession
+
+    tree = Path(__file__).parent / "data" / "sysfs" / "jetson-nano"  # nvpmodel 5W, clocks not pinned
+    monkeypatch.setenv("HARNESS_SYSFS_ROOT", str(tree))
+    body = trt_profile(trtexec_bin).as_dict()
+    p = parse_profile({**body, "policy": {**body["policy"], "power_mode": "MAXN"}}, "<jetson>")
+    report = make_driver(p).check()
+    assert any("power mode is 5W" in w and "MAXN" in w for w in report.warnings)
+    assert any("jetson_clocks is not on" in w for w in report.warnings)
+    assert make_driver(p).prepare()["jetson"]["power_mode"] == "5W"  # the campaign's conditions keep it
+
+    class Remote:  # a device's files read through its connection (SSHShell.read_text), no Python there
+        def read_text(self, path: str) -> str:
+            return (tree / path.lstrip("/")).read_text()
+
+    session = TrtexecSession.__new__(TrtexecSession)
+    session.shell = Remote()
+    assert session._jetson()["power_mode_id"] == 1
+
+
 def test_engines_follow_the_model_cache_a_user_moved(monkeypatch, tmp_path):
     # they went to ./models/engines of whatever folder the command ran in, and were built again from another
     from harness.devices.trtexec import engine_root

@@ -298,3 +298,25 @@ def test_another_workload_keeps_the_policy_as_written():
     assert q.policy == p.policy and "timed_runs" not in q.policy.model_fields_set
     fixed = parse_profile({**BASE, "runtime": {"name": "onnxruntime"}, "policy": {"timed_runs": 7}}, "p.yaml")
     assert fixed.with_workload(precision="fp16").policy == fixed.policy  # still the fixed-count policy it was
+
+
+def test_fp16_on_onnxruntimes_x86_cpu_provider_is_said_to_run_in_fp32(cli_env):
+    """On x86 onnxruntime's CPU provider folds an fp16 model to fp32: the campaign stored fp32 latencies under
+    `@fp16` without a word (fp16 and fp32 measured alike, 0.461 vs 0.467 ms)."""
+    import platform
+
+    from harness.devices.preflight import precision_caveat
+    from tests.conftest import harness
+
+    onnx = parse_profile({"name": "o", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"},
+                          "workload": {"precision": "fp16"}}, "o")
+    assert "computes in fp32" in precision_caveat(onnx, {"machine": "x86_64"})
+    assert precision_caveat(onnx, {"machine": "aarch64"}) is None  # ARM64 builds have fp16 kernels
+    fp32 = onnx.with_workload(precision="fp32")
+    cuda = parse_profile({"name": "g", "connection": {"kind": "local"},
+                          "runtime": {"name": "onnxruntime", "execution_provider": "CUDAExecutionProvider"},
+                          "workload": {"precision": "fp16"}}, "g")
+    assert precision_caveat(fp32, {"machine": "x86_64"}) is None and precision_caveat(cuda, {"machine": "x86_64"}) is None
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        out = harness("measure", "-d", "fast-onnx", "--arch", "5", "--precision", "fp16", env=cli_env).stdout
+        assert "no fp16 kernels" in " ".join(out.split())

@@ -182,6 +182,8 @@ def print_summary(s: CampaignSummary) -> None:
 
 def print_visit_notes(s: CampaignSummary, who: str = "") -> None:
     """What a campaign's visits say about its numbers, for one device's summary and each of a farm's."""
+    if s.caveat:
+        console.print(f"  [yellow]precision{who}:[/] {escape(s.caveat)}", highlight=False)
     if s.repaired:
         console.print(f"  [yellow]cache{who}:[/] {s.repaired} cached model file(s) no longer matched the SHA-256 "
                       "recorded when they were exported (changed on disk: a copy over them, truncation, a failing "

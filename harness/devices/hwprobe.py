@@ -100,37 +100,45 @@ JETSON_GPU = ("/sys/devices/gpu.0/devfreq/57000000.gpu", "/sys/devices/17000000.
 EMC_RATE = ("/sys/kernel/debug/bpmp/debug/clk/emc/rate", "/sys/kernel/debug/clk/emc/clk_rate")
 
 
-def is_jetson(root: str = "/") -> bool:
-    return (_read(root, "/etc/nv_tegra_release") is not None
-            or "jetson" in (_read(root, "/proc/device-tree/model") or "").lower())
+def _reader(root: str | Callable[[str], str | None]) -> Callable[[str], str | None]:
+    """Files under a root folder (this machine's, or a recorded tree), or a device's own reader (trtexec over SSH
+    reads a Jetson's files through the connection: no Python on the device)."""
+    return root if callable(root) else (lambda path: _read(root, path))
 
 
-def jetson_power_mode(root: str = "/") -> dict[str, Any]:
+def is_jetson(root: str | Callable[[str], str | None] = "/") -> bool:
+    rd = _reader(root)
+    return rd("/etc/nv_tegra_release") is not None or "jetson" in (rd("/proc/device-tree/model") or "").lower()
+
+
+def jetson_power_mode(root: str | Callable[[str], str | None] = "/") -> dict[str, Any]:
     """nvpmodel's current mode: its status file (``pmode:0000``) and the mode's name from /etc/nvpmodel.conf."""
-    status = _read(root, "/var/lib/nvpmodel/status") or ""
+    rd = _reader(root)
+    status = rd("/var/lib/nvpmodel/status") or ""
     mode = _int(status.split(":", 1)[1]) if status.startswith("pmode:") else None
     name = None
-    for line in (_read(root, "/etc/nvpmodel.conf") or "").splitlines():
+    for line in (rd("/etc/nvpmodel.conf") or "").splitlines():
         line = line.strip()
         if line.startswith("< POWER_MODEL") and f"ID={mode}" in line.replace(" ", "").split("NAME=")[0]:
             name = line.split("NAME=", 1)[1].rstrip(">").strip() if "NAME=" in line else None
     return {"power_mode_id": mode, "power_mode": name}
 
 
-def jetson_conditions(root: str = "/") -> dict[str, Any] | None:
-    if not is_jetson(root):
+def jetson_conditions(root: str | Callable[[str], str | None] = "/") -> dict[str, Any] | None:
+    rd = _reader(root)
+    if not is_jetson(rd):
         return None
-    gpu = next((g for g in JETSON_GPU if _read(root, f"{g}/cur_freq") is not None), None)
-    gpu_cur = _int(_read(root, f"{gpu}/cur_freq")) if gpu else None
-    gpu_min = _int(_read(root, f"{gpu}/min_freq")) if gpu else None
-    gpu_max = _int(_read(root, f"{gpu}/max_freq")) if gpu else None
-    cpu_min = _int(_read(root, "/sys/devices/system/cpu/cpu0/cpufreq/scaling_min_freq"))
-    cpu_max = _int(_read(root, "/sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq"))
-    emc = next((_int(_read(root, p)) for p in EMC_RATE if _read(root, p) is not None), None)
+    gpu = next((g for g in JETSON_GPU if rd(f"{g}/cur_freq") is not None), None)
+    gpu_cur = _int(rd(f"{gpu}/cur_freq")) if gpu else None
+    gpu_min = _int(rd(f"{gpu}/min_freq")) if gpu else None
+    gpu_max = _int(rd(f"{gpu}/max_freq")) if gpu else None
+    cpu_min = _int(rd("/sys/devices/system/cpu/cpu0/cpufreq/scaling_min_freq"))
+    cpu_max = _int(rd("/sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq"))
+    emc = next((_int(rd(p)) for p in EMC_RATE if rd(p) is not None), None)
     # jetson_clocks pins every clock at its maximum: min == max for the GPU and the CPUs
     clocks_on = (gpu_min == gpu_max and cpu_min == cpu_max) if None not in (gpu_min, gpu_max, cpu_min, cpu_max) \
         else None
-    return {"jetson_model": _read(root, "/proc/device-tree/model"), **jetson_power_mode(root),
+    return {"jetson_model": rd("/proc/device-tree/model"), **jetson_power_mode(rd),
             "jetson_clocks": clocks_on, "gpu_freq_mhz": gpu_cur / 1e6 if gpu_cur else None,
             "gpu_max_freq_mhz": gpu_max / 1e6 if gpu_max else None, "emc_freq_mhz": emc / 1e6 if emc else None}
 
@@ -361,9 +369,11 @@ def battery_meter(root: str = "/") -> PowerMeter | None:
     return PowerMeter("battery-coarse", read_mw)
 
 
-def energy_meter(method: str, root: str = "/", nvml=None, index: int = 0):
-    """The meter for ``method`` (nvml, rapl, jetson_ina, battery, auto: the first the device has), or None."""
-    order = ["nvml", "jetson_ina", "rapl", "battery"] if method == "auto" else [method]
+def energy_meter(method: str, root: str = "/", nvml=None, index: int = 0, gpu: bool = True):
+    """The meter for ``method`` (nvml, rapl, jetson_ina, battery, auto: the first the device has), or None.
+    ``auto`` for a model that does not run on an NVIDIA GPU (``gpu`` False) skips NVML: on a GPU box it gave a CPU
+    model the idle GPU's power times the CPU's latency."""
+    order = (["nvml"] if gpu else []) + ["jetson_ina", "rapl", "battery"] if method == "auto" else [method]
     for m in order:
         meter = None
         if m == "nvml":

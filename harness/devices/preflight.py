@@ -23,6 +23,8 @@ PRECISIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("onnxruntime", "CoreMLExecutionProvider"): ("fp32", "fp16"),
 }
 
+X86 = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
+
 MAX_ACTIVATION_BYTES = 16 << 30  # one activation tensor of a batch beyond this cannot be measured anywhere
 
 
@@ -88,3 +90,17 @@ def check_workload(profile: Profile, space: SearchSpace, archs: Sequence[Arch] =
                 problems.append(f"workload.input_shape: {w.shape_label()} is too small for {space.name}")
     if problems:
         raise ProfileError(f"{profile.name} (measuring {space.name})", problems)
+
+
+def precision_caveat(profile: Profile, conditions: dict) -> str | None:
+    """What the device computes when it is not the precision asked for, from its static conditions (``machine``).
+    onnxruntime's CPU provider has no fp16 kernels on x86: it folds the fp16 weights to fp32 and computes in fp32,
+    so an fp16 campaign there measured fp32 under an ``@fp16`` name (the same latencies, within noise)."""
+    runtime, backend, _ = runtime_backend(profile)
+    machine = str(conditions.get("machine") or "").lower()
+    if (profile.workload.precision == "fp16" and (runtime, backend) == ("onnxruntime", "CPUExecutionProvider")
+            and machine in X86):
+        return (f"onnxruntime's CPU provider has no fp16 kernels on {machine}: it converts the fp16 model to fp32 "
+                "and computes in fp32, so these fp16 latencies are fp32 ones (plus casts). Measure fp16 with a GPU "
+                "provider, TensorRT or LiteRT's GPU delegate, or on an ARM CPU")
+    return None

@@ -475,6 +475,11 @@ WHERE_NOT_WHAT = frozenset({"serial", "host", "port", "user", "key_file", "known
 NOT_A_NEW_MACHINE = WHERE_NOT_WHAT - {"host", "serial"}
 
 
+# policy fields (with their defaults, for profiles stored before them) that change what a latency includes, not
+# how often it is timed: one device name measured both ways mixed GPU-compute-only and with-copies latencies
+WHAT_IS_TIMED = {"include_transfers": False}
+
+
 def _loopback(value: Any) -> bool:
     return isinstance(value, str) and value.split(":")[0] in ("127.0.0.1", "localhost", "[::1]", "::1")
 
@@ -482,7 +487,7 @@ def _loopback(value: Any) -> bool:
 def measurement_changes(before: dict, after: dict) -> list[str]:
     """What differs between two profiles (``as_dict``) in what decides the measured latency, as ``field: old ->
     new``: the runtime and the connection (its kind, host or serial, interpreter or tool; not
-    :data:`NOT_A_NEW_MACHINE`). Workloads and graph modes are not here: they are separate series in the store
+    :data:`NOT_A_NEW_MACHINE`) and :data:`WHAT_IS_TIMED`. Workloads and graph modes are not here: they are separate series in the store
     already."""
     changes = []
     for block in ("runtime", "connection"):
@@ -493,6 +498,10 @@ def measurement_changes(before: dict, after: dict) -> list[str]:
             if key in ("serial", "host") and _loopback(old.get(key)) and _loopback(new.get(key)):
                 continue  # this machine under two spellings, or the virtual phone's new port
             changes.append(f"{block}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    for key, default in WHAT_IS_TIMED.items():  # policy fields that change what a latency includes
+        was, now = (before.get("policy") or {}).get(key, default), (after.get("policy") or {}).get(key, default)
+        if was != now:
+            changes.append(f"policy.{key}: {was!r} -> {now!r}")
     return changes
 
 

@@ -608,7 +608,9 @@ def energy_meter(req: dict):
     if method == "off":
         return None
     mod = probe(req)
-    meter = mod.energy_meter(method, sysfs_root(), _PROBE.get("nvml"), int(req.get("gpu_index", 0))) if mod else None
+    on_gpu = req.get("execution_provider") in GPU_PROVIDERS or req.get("delegate") == "gpu"
+    meter = (mod.energy_meter(method, sysfs_root(), _PROBE.get("nvml"), int(req.get("gpu_index", 0)), gpu=on_gpu)
+             if mod else None)
     if meter is None:
         what = "auto found no energy counter" if method == "auto" else f"{method} is not available"
         raise Unavailable(f"policy.energy: {what} on this device (nvml: NVIDIA driver with "

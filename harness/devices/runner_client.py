@@ -181,7 +181,9 @@ class RunnerDriver(Driver):
         pol = self.profile.policy
         if pol.energy == "off":
             return
-        self._call({"op": "energy", "energy": pol.energy, "gpu_index": self.gpu_index(), "probe": self.probe_path},
+        rt = self.profile.runtime
+        self._call({"op": "energy", "energy": pol.energy, "gpu_index": self.gpu_index(), "probe": self.probe_path,
+                    "runtime": rt.name, "delegate": rt.delegate, "execution_provider": rt.execution_provider},
                    timeout=60)
 
     def prepare(self) -> dict[str, Any]:

@@ -84,6 +84,21 @@ class TrtexecSession:
         except (OSError, DriverError):
             return {}
 
+    def _jetson(self) -> dict[str, Any] | None:
+        """A Jetson's power mode and clocks (hwprobe's reading, through this shell: no Python on the device)."""
+        from harness.devices import hwprobe
+
+        if isinstance(self.shell, LocalShell):
+            return hwprobe.jetson_conditions(os.environ.get("HARNESS_SYSFS_ROOT", "/"))
+
+        def read(path: str) -> str | None:
+            try:
+                return self.shell.read_text(path).strip().rstrip("\x00")
+            except (OSError, DriverError):
+                return None
+
+        return hwprobe.jetson_conditions(read)
+
     def _cuda_version(self) -> str | None:
         for path in CUDA_VERSION_FILES:
             try:
@@ -107,6 +122,9 @@ class TrtexecSession:
                       "gpu_index": self.device_index, **self._probe_gpu()}
         if out.device.get("gpu_name") and not self.facts.get("gpu_name"):  # harness's stand-in names itself here
             self.facts["gpu_name"] = out.device["gpu_name"]
+        jetson = self._jetson()
+        if jetson:  # power mode and clocks decide a Jetson's latencies: recorded, and `devices check` warns
+            self.facts["jetson"] = jetson
         self.shell.makedirs(self.engine_dir)
         return dict(self.facts)
 
@@ -199,12 +217,19 @@ class _TrtexecDriverMixin:
             return CheckReport(False, None if e.before_contact else reached, "trtexec", message=str(e))
         finally:
             self.cleanup()
+        from harness.devices.runner_client import condition_warnings
+
         stand_in = "stand-in" in str(facts.get("gpu_name") or "")
+        warnings = condition_warnings(self.profile, {"jetson": facts.get("jetson"), **self._nvml()})
+        if stand_in:
+            warnings.append("this trtexec is harness's stand-in (`harness sim trtexec`): it times the models with "
+                            "onnxruntime on the CPU, for rehearsals; its numbers are no GPU measurements")
         return CheckReport(True, True, "trtexec", facts.get("tensorrt"),
                            details={k: facts.get(k) for k in ("cuda", "gpu_name", "nvidia_driver", "trtexec")},
-                           warnings=["this trtexec is harness's stand-in (`harness sim trtexec`): it times the models "
-                                     "with onnxruntime on the CPU, for rehearsals; its numbers are no GPU "
-                                     "measurements"] if stand_in else [])
+                           warnings=warnings)
+
+    def _nvml(self) -> dict[str, Any]:
+        return {}  # NVML is read on this machine only (LocalTrtexecDriver)
 
 
 def engine_root() -> Path:
@@ -243,6 +268,17 @@ class LocalTrtexecDriver(_TrtexecDriverMixin, Driver):
 
         nv = hwprobe.load_nvml()
         return {"nvml": hwprobe.nvml_dynamic(nv, self.session.device_index)} if nv is not None else {}
+
+    def _nvml(self) -> dict[str, Any]:
+        """For `devices check`: NVML's static and dynamic view (clock locks, persistence), when there is one."""
+        from harness.devices import hwprobe
+
+        nv = hwprobe.load_nvml()
+        index = int(self.profile.runtime.options.get("device", 0)) if self.profile.runtime.options else 0
+        try:
+            return {"nvml": {**hwprobe.nvml_static(nv, index), **hwprobe.nvml_dynamic(nv, index)}} if nv else {}
+        except Exception as e:  # no such GPU index
+            return {"nvml": {"error": f"{type(e).__name__}: {e}"}}
 
     def run(self, model_ref: str) -> RunResult:
         if self.session is None:

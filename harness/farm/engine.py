@@ -20,6 +20,7 @@ from typing import Protocol
 from harness.campaign import (CampaignSummary, Measured, ModelOutcome, changed_setup, count_outcome,
                               energy_counter_dead, neighbour_window_reset, record_measured, retrying)
 from harness.devices.lease import DeviceLease, lock_dir_for
+from harness.devices.preflight import precision_caveat
 from harness.errors import ConnectionLost, FailureKind, HarnessError, StoreError
 from harness.farm.plan import FarmPlan
 from harness.models.spaces import Arch
@@ -172,6 +173,7 @@ class _Farm:
                 continue
             s = self.summaries[name]
             s.conditions = conditions
+            s.caveat = precision_caveat(plan.profiles[name], conditions)
             retrying(lambda: self.store.set_campaign_conditions(self.cids[name], conditions), self.retry_s)
             s.status = "running"
             self.active.add(name)
