@@ -196,6 +196,28 @@ def test_proxy_ranking_leaves_out_pairs_below_the_minimum_overlap():
     assert loose.loc["thin", "mean_srcc"] > 0.99 and loose.loc["thin", "min_common_archs"] == 10
 
 
+def test_proxy_says_when_a_mean_mixes_architecture_sets(store_path, tmp_path, cli_env):
+    """pixel3's mean over raspi4 (15,625 shared) and a Cortex-A76 (1,999) showed "archs 1999" as if both rested on
+    one set; and only the top 10 were shown without a word."""
+    import numpy as np
+    import pandas as pd
+
+    from harness.analysis.proxy import rank_proxies
+
+    rng = np.random.default_rng(0)
+    t = rng.uniform(1, 10, 200)
+    wide = pd.DataFrame({"wide_t": t, "narrow_t": np.r_[t[:50], [np.nan] * 150], "p": t * 1.1})
+    row = rank_proxies(wide, ["wide_t", "narrow_t"]).set_index("proxy").loc["p"]
+    assert (row.min_common_archs, row.max_common_archs) == (50, 200)
+    df = pd.DataFrame({"nb201_index": range(200), "wide_t_ms": t, "narrow_t_ms": wide.narrow_t,
+                       **{f"p{i}_ms": t * (1 + 0.01 * i) + rng.uniform(0, 0.5, 200) for i in range(12)}})
+    path = tmp_path / "mixed.csv"
+    df.to_csv(path, index=False)
+    harness("import", str(path), env=cli_env)
+    out = " ".join(harness("proxy", "-t", "wide_t", "-t", "narrow_t", env=cli_env).stdout.split())
+    assert "50–200" in out and "mixes them" in out and "best 10 of 12" in out
+
+
 def test_a_proxy_known_for_fewer_targets_never_ranks_above_a_complete_one(store_path, tmp_path, cli_env):
     """A 50-architecture campaign beside a 1999-architecture table: its SRCC with the table's target is unknown
     (5 common architectures), so its mean covers one target of two and once ranked it first."""

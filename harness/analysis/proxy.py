@@ -19,6 +19,8 @@ def rank_proxies(wide: pd.DataFrame, targets: Sequence[str], candidates: Sequenc
     Sorted by how many targets the SRCC is known for (a pair on fewer than ``min_common`` architectures is
     unknown), then by mean SRCC (best first), ties broken by the worst target: a mean over some targets is not
     comparable with a mean over all of them, so a proxy known for fewer targets never ranks above a complete one.
+    Each SRCC is its pair's own, on the architectures the two share: with targets measured on different sets
+    (``min_common_archs`` < ``max_common_archs``) the mean mixes them, which the CLI says.
     """
     targets = list(dict.fromkeys(targets))
     if not targets:
@@ -41,7 +43,8 @@ def rank_proxies(wide: pd.DataFrame, targets: Sequence[str], candidates: Sequenc
         row = {"proxy": c, "mean_srcc": float(np.nanmean(vals)) if not np.isnan(vals).all() else np.nan,
                "worst_srcc": float(np.nanmin(vals)) if not np.isnan(vals).all() else np.nan,
                "worst_target": targets[int(np.nanargmin(vals))] if not np.isnan(vals).all() else None,
-               "min_common_archs": min(n_common), "targets_known": int((~np.isnan(vals)).sum())}
+               "min_common_archs": min(n_common), "max_common_archs": max(n_common),
+               "targets_known": int((~np.isnan(vals)).sum())}
         if n_boot:
             draws = [corr.draws.get((c, t), corr.draws.get((t, c))) for t in targets]
             if all(d is not None for d in draws):

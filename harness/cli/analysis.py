@@ -361,13 +361,21 @@ def proxy(
         table.add_column(col)
     for i, r in enumerate(df.head(top).itertuples()):
         cells = [str(i + 1), esc(r.proxy), _colour(r.mean_srcc), _colour(r.worst_srcc), esc(r.worst_target if isinstance(r.worst_target, str) else "-"),
-                 str(r.min_common_archs)]
+                 str(r.min_common_archs) if r.min_common_archs == r.max_common_archs
+                 else f"{r.min_common_archs}–{r.max_common_archs}"]
         if partial:
             cells.append(f"{r.targets_known}/{n_targets}")
         if ci:
             cells.append("-" if r.mean_ci_low != r.mean_ci_low else f"{r.mean_ci_low:.3f}–{r.mean_ci_high:.3f}")
         table.add_row(*cells)
     print_table(table)
+    if len(df) > top:
+        console.print(f"[dim]the best {top} of {len(df)} candidates (--top N for more)[/]", highlight=False)
+    shown = df.head(top)
+    if (shown.min_common_archs < shown.max_common_archs).any():
+        console.print("[dim]archs a–b: a proxy's SRCCs to the targets rest on different architectures (each pair "
+                      "on those both have), so its mean mixes them; `harness srcc` gives each pair with its count[/]",
+                      highlight=False)
     if partial:
         console.print(f"[dim]a proxy sharing fewer than {min_overlap} architectures with a target (--min-overlap), or "
                       f"whose latencies or the target's are all equal, has no SRCC for it: its mean and worst cover "
