@@ -306,3 +306,47 @@ def test_reconnects_with_backoff_when_the_device_comes_back(tmp_path, store_path
             assert st.measurements("flapping").key.is_unique
     finally:
         server.kill()
+
+
+def test_a_timed_out_runner_is_stopped_on_the_device(tmp_path, cache_dir):
+    """A model that ran past timeout_seconds failed as "runner stopped", yet the runner went on timing it on the
+    board (beside the next models, and after harness exited)."""
+    from harness.errors import MeasurementTimeout
+    from harness.testing.sshd import processes_with
+
+    server = TestSSHServer(tmp_path / "slow").start()
+    try:
+        p = server.profile("ssh-slow", policy={"timed_runs": 1_000_000, "timeout_seconds": 3})
+        art = ModelCache(cache_dir).get(SPACE.build(SPACE.parse("3")), "onnx")
+        with make_driver(p) as d:
+            ref = d.push(art)
+            with pytest.raises(MeasurementTimeout):
+                d.run(ref)
+            deadline = time.time() + 10
+            while processes_with(str(server.root / "remote work")) and time.time() < deadline:
+                time.sleep(0.2)
+            left = [pid for pid in processes_with("harness_runner_") if pid in processes_with(str(server.root))]
+            assert left == []
+    finally:
+        server.kill()
+
+
+def test_a_board_that_stops_answering_ends_the_push_instead_of_hanging(tmp_path, cache_dir, monkeypatch):
+    """A frozen board (sshd SIGSTOPped: the connection stays open) hung a campaign in an SFTP stat forever."""
+    from harness.devices.ssh import SSHDriver
+
+    monkeypatch.setattr(SSHDriver, "_sftp_stall_s", lambda self: 2.0)
+    server = TestSSHServer(tmp_path / "frozen").start()
+    try:
+        p = server.profile("ssh-frozen")
+        art = ModelCache(cache_dir).get(SPACE.build(SPACE.parse("5")), "onnx")
+        with make_driver(p) as d:
+            d.prepare()
+            server.freeze()
+            started = time.time()
+            with pytest.raises(ConnectionLost, match="stopped answering"):
+                d.push(art)
+            assert time.time() - started < 30
+            server.freeze(False)
+    finally:
+        server.kill()

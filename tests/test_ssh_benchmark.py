@@ -133,3 +133,25 @@ def test_a_board_that_drops_while_benchmark_model_runs_is_a_lost_connection(bina
             timer.join()
     finally:
         server.kill()
+
+
+def test_a_timed_out_benchmark_model_is_stopped_on_the_board(sshd, binary, cache_dir):
+    """After a timeout the stuck benchmark_model ran on while the next 5 models were timed, and after harness
+    exited: nothing marked them."""
+    import time
+
+    from harness.errors import MeasurementTimeout
+    from harness.testing.sshd import processes_with
+
+    p = sshd.profile("ssh-bm-slow", connection={"benchmark_model": binary}, runtime={"name": "tflite", "threads": 1},
+                     policy={"warmup_runs": 0, "timed_runs": 1_000_000, "timeout_seconds": 3})
+    art = ModelCache(cache_dir).get(SPACE.build(SPACE.parse("7")), "tflite")
+    with make_driver(p) as d:
+        ref = d.push(art)
+        with pytest.raises(MeasurementTimeout, match="stopped"):
+            d.run(ref)
+        deadline = time.time() + 10
+        while processes_with(ref) and time.time() < deadline:
+            time.sleep(0.2)
+        assert processes_with(ref) == []
+

@@ -72,6 +72,11 @@ class LocalShell:
         return os.path.join(*parts)
 
 
+PID_MARK = "harness-pid "
+# run as `sh -c PID_THEN_EXEC sh PROGRAM ARGS...`: the PID on stderr's first line, then the program in its place
+PID_THEN_EXEC = f'echo "{PID_MARK}$$" >&2; exec "$@"'
+
+
 class SSHShell:
     """A paramiko client and its SFTP session (owned by the SSH driver)."""
 
@@ -81,22 +86,45 @@ class SSHShell:
         self.client, self.sftp, self.name = client, sftp, name
 
     def run(self, argv: list[str], timeout: float) -> Completed:
+        """Run ``argv`` on the device. The program first says its PID (on stderr, taken off again), so a
+        timeout stops it: closing the channel left a timed-out benchmark_model or trtexec running beside the
+        next models, which were timed on a busy board without a mark."""
         import socket
 
         import paramiko
 
         try:
-            _, out, err = self.client.exec_command(shlex.join(argv), timeout=timeout)
+            _, out, err = self.client.exec_command(f"sh -c {shlex.quote(PID_THEN_EXEC)} sh {shlex.join(argv)}",
+                                                   timeout=timeout)
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
             code = out.channel.recv_exit_status()
         except socket.timeout:
-            raise MeasurementTimeout(f"{self.name}: {argv[0]} did not finish within {timeout:g} s") from None
+            self._stop(err)
+            raise MeasurementTimeout(f"{self.name}: {argv[0]} did not finish within {timeout:g} s; stopped") from None
         except (OSError, paramiko.SSHException, EOFError) as e:
             raise ConnectionLost(f"{self.name}: connection lost running {argv[0]}: {e}") from None
+        first, _, rest = stderr.partition("\n")
+        if first.startswith(PID_MARK):
+            stderr = rest
         if code == self.NOT_FOUND and not stdout:
             raise FileNotFoundError(argv[0])
         return Completed(code, stdout, stderr)
+
+    def _stop(self, err) -> None:
+        """Kill the timed-out program by the PID it announced (best effort: the board may be gone)."""
+        import paramiko
+
+        try:
+            seen = err.channel.recv_stderr(4096).decode(errors="replace") if err.channel.recv_stderr_ready() else ""
+            first = seen.partition("\n")[0]
+            pid = first[len(PID_MARK):].strip() if first.startswith(PID_MARK) else ""
+            if pid.isdigit():
+                _, out, _ = self.client.exec_command(shlex.join(["kill", "-9", pid]), timeout=10)
+                out.channel.recv_exit_status()
+            err.channel.close()
+        except (OSError, paramiko.SSHException, EOFError):
+            pass
 
     def _sftp(self, what: str, op):
         import paramiko
@@ -105,6 +133,8 @@ class SSHShell:
             return op()
         except FileNotFoundError:
             raise
+        except TimeoutError:  # the SFTP channel's stall limit (SSHDriver._open_session): a board that froze
+            raise ConnectionLost(f"{self.name}: {what}: the device stopped answering") from None
         except (OSError, paramiko.SSHException, EOFError) as e:
             raise DeviceError(f"{self.name}: {what}: {e}") from None
 

@@ -141,6 +141,11 @@ _OWN_WORKDIR = (
     'chmod go-w -- "$d"')
 
 
+# run as `sh -c _KILL_RUNNER sh PID`: kill PID only while it is still a harness runner (not a reused PID)
+_KILL_RUNNER = ('case "$(tr "\\000" " " < /proc/$1/cmdline 2>/dev/null)" in *harness_runner_*) '
+                'kill -9 "$1";; esac; true')
+
+
 class SSHDriver(RunnerDriver):
     kind = "ssh"
     lost_error = ConnectionLost
@@ -278,6 +283,9 @@ class SSHDriver(RunnerDriver):
             return upload_if_changed(local, remote, local_sha256=lambda: digest or self._local_sha256(local),
                                      remote_size=size, remote_sha256=self._remote_sha256,
                                      copy=lambda src, dst: sftp.put(str(src), dst), rename=sftp.posix_rename)
+        except TimeoutError:  # no answer within the SFTP channel's stall limit: a frozen board, not a write error
+            raise ConnectionLost(f"{self.profile.name}: the device stopped answering while copying {local.name} "
+                                 f"(nothing for {self._sftp_stall_s():g} s)") from None
         except (OSError, paramiko.SSHException, EOFError) as e:
             if self._alive():  # the device answered: a real write error (permissions, disk full)
                 raise DeviceError(f"{self.profile.name}: cannot write {remote}: {e}") from None
@@ -291,7 +299,13 @@ class SSHDriver(RunnerDriver):
                 self.sftp = self.client.open_sftp()
             except (OSError, paramiko.SSHException, EOFError) as e:
                 raise ConnectionLost(f"{self.profile.name}: SFTP unavailable: {e}") from None
+            # a board that stops answering without closing the connection (frozen, SIGSTOPped sshd) hung a campaign
+            # in an SFTP stat forever: each SFTP reply must come within this
+            self.sftp.get_channel().settimeout(self._sftp_stall_s())
             self._own_workdir()
+
+    def _sftp_stall_s(self) -> float:
+        return max(30.0, 3 * self.conn.connect_timeout_s)
 
     def _own_workdir(self) -> None:
         """Create the workdir, refuse one that another user could write into, and take group/other write away.
@@ -322,6 +336,18 @@ class SSHDriver(RunnerDriver):
         channel.exec_command(f"cd {shlex.quote(self.conn.workdir)} && exec "
                              + shlex.join([self.conn.python, "-P", remote_runner, "--serve"]))
         return ChannelLines(channel)
+
+    def _drop(self, force: bool = True) -> None:
+        """Closing the channel does not stop a runner busy timing (it dies only when it next writes): one whose
+        model timed out ran on beside the next models, and after harness exited. Forced, it is killed by the
+        PID its hello gave, if that process is still the runner."""
+        pid = self.hello.get("pid") if force and self._channel is not None else None
+        super()._drop(force)
+        if isinstance(pid, int) and self.client is not None and self._alive():
+            try:
+                self._exec(["sh", "-c", _KILL_RUNNER, "sh", str(pid)], timeout=10)
+            except DeviceError:
+                pass
 
     # --- resilience -----------------------------------------------------------------------
     def _with_reconnect(self, what: str, op: Callable[[], T]) -> T:

@@ -94,6 +94,8 @@ class TrtexecSession:
         def read(path: str) -> str | None:
             try:
                 return self.shell.read_text(path).strip().rstrip("\x00")
+            except ConnectionLost:
+                raise
             except (OSError, DriverError):
                 return None
 

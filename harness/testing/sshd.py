@@ -45,6 +45,19 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def processes_with(text: str) -> list[int]:
+    """PIDs of this machine's processes whose command line contains ``text`` (the "remote" side of a localhost
+    device: what a campaign left running on it)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return [p for p in found if p != os.getpid()]
+
+
 class TestSSHServer:
     __test__ = False  # not a pytest test class
 
@@ -103,6 +116,17 @@ class TestSSHServer:
             except ProcessLookupError:
                 pass
         proc.wait()
+
+    def freeze(self, frozen: bool = True) -> None:
+        """A board that stops answering without closing anything (hung, or its sshd SIGSTOPped): the listener and
+        its session processes stopped (``freeze(False)`` resumes them)."""
+        if self.proc is None:
+            return
+        for pid in [self.proc.pid, *_children(self.proc.pid)]:
+            try:
+                os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
     def restart(self) -> TestSSHServer:
         self.kill()
