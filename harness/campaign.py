@@ -237,6 +237,9 @@ def judge(result: RunResult, policy: Policy, device: str | None = None) -> tuple
             reasons.append(f"other processes used {others:.0%} of the CPUs")
         if steal > policy.max_steal:
             reasons.append(f"hypervisor steal {steal:.0%}")
+    said = (result.conditions_after or {}).get("tool_errors")
+    if said:  # the device's tool printed ERROR lines yet exited 0 (benchmark_model): not a clean visit
+        reasons.append(f"the device's tool reported errors: {'; '.join(map(str, said))[:300]}")
     return est, "; ".join(reasons) or None
 
 

@@ -467,3 +467,23 @@ def test_a_zero_microsecond_average_is_a_parse_error_not_a_zero_latency():
     one = adb_benchmark.run_result(LITERT.replace("count=20 ", "count=1 "), 0, where="phone", timed_runs=1, before={},
                                    after={})
     assert one.n_runs == 1 and one.summary()["std_ms"] is None  # benchmark_model's std=0 of one run is no spread
+
+
+def test_error_lines_of_a_run_that_exits_0_are_never_dropped():
+    """`ERROR: NNAPI delegate failed to apply: falling back to the CPU` then normal statistics was stored as a clean
+    success: a CPU latency under the NNAPI profile's name. Other ERROR lines now mark the visit suspect."""
+    from harness.campaign import judge
+    from harness.devices import adb_benchmark
+    from harness.devices.profile import Policy
+    from harness.errors import DeviceError
+
+    fallback = LITERT.replace("INFO: STARTING!", "INFO: STARTING!\nERROR: NNAPI delegate failed to apply: falling "
+                              "back to the CPU", 1)
+    with pytest.raises(DeviceError, match="NNAPI delegate failed.*none is stored"):
+        adb_benchmark.run_result(fallback, 0, where="phone", timed_runs=1, before={}, after={})
+    odd = LITERT.replace("INFO: STARTING!", "INFO: STARTING!\nERROR: something the tool did not like", 1)
+    r = adb_benchmark.run_result(odd, 0, where="phone", timed_runs=1, before={}, after={})
+    _, suspect = judge(r, Policy())
+    assert "something the tool did not like" in suspect
+    clean = adb_benchmark.run_result(LITERT, 0, where="phone", timed_runs=1, before={}, after={})
+    assert judge(clean, Policy())[1] is None

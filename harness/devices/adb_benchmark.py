@@ -262,6 +262,11 @@ def run_result(text: str, rc: int, *, where: str, timed_runs: int, before: dict[
     if rc != 0:
         errors = "; ".join(out.errors[-3:]) or text.strip()[-300:]
         raise DeviceError(f"benchmark_model failed on {where} (exit {rc}): {errors}", detail=text[-4000:])
+    if out.errors and any("delegate" in e.lower() for e in out.errors):
+        # benchmark_model went on without the delegate asked for: a CPU latency under the delegate's name
+        raise DeviceError(f"benchmark_model on {where} reported {'; '.join(out.errors[-3:])} and went on without "
+                          "it: the latency would be the CPU's, so none is stored; check runtime.delegate on this "
+                          "device", detail=text[-4000:])
     timed = out.timed_stat()
     if timed.count < timed_runs:
         raise MeasurementTimeout(f"benchmark_model stopped after {timed.count} of {timed_runs} timed runs "
@@ -282,6 +287,8 @@ def run_result(text: str, rc: int, *, where: str, timed_runs: int, before: dict[
         "median_is": "benchmark_model's median" if timed.median_us is not None else "benchmark_model's mean",
         "warnings": out.warnings[-5:],
     }}
+    if out.errors:  # exit 0 all the same: the visit is kept, marked suspect with them (campaign.judge)
+        after["tool_errors"] = out.errors[-5:]
     return BenchmarkRunResult(timed_ms=[stats["avg_ms"]], warmup_ms=[], init_ms=out.init(),  # type: ignore
                               conditions_before=before, conditions_after=after, per_run=False,
                               n_runs=timed.count, statistics=stats)
