@@ -26,8 +26,8 @@ from harness.devices.driver import Driver, RunResult, make_driver, prepared, res
 from harness.devices.lease import DeviceLease, Holder, lock_dir_for
 from harness.devices.preflight import check_workload, precision_caveat
 from harness.devices.profile import Policy, Profile, measurement_changes
-from harness.errors import (ConnectionLost, DriverError, DriverUnavailable, ExportError, FailureKind, HarnessError,
-                            StoreError)
+from harness.errors import (AccessRefused, ConnectionLost, DriverError, DriverUnavailable, ExportError, FailureKind,
+                            HarnessError, StoreError)
 from harness.measure import sentinels
 from harness.measure.clock import Clock, RealClock
 from harness.measure.gating import GateOutcome, wait_until_quiet
@@ -437,7 +437,7 @@ def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: A
         bad = result_problem(result)
         if bad is not None:  # a plug-in's NaN, text or negative runs: a typed failure, never stored, never a traceback
             raise DriverError(f"the {profile.connection.kind} driver returned {bad}; nothing of it was stored")
-    except (ConnectionLost, DriverUnavailable):  # nothing else can succeed: stop now
+    except (ConnectionLost, DriverUnavailable, AccessRefused):  # nothing else can succeed: stop now
         raise
     except (DriverError, ExportError) as e:
         if pushed is not None:

@@ -124,6 +124,11 @@ class ConnectionLost(DeviceError):
     """The device went away mid-campaign; the campaign stops, finished results are kept."""
 
 
+class AccessRefused(DeviceError):
+    """The device answers but refuses this connection (its host key changed, our key is rejected): every model
+    would fail alike, so the campaign stops at once instead of charging five models with it."""
+
+
 class FarmError(HarnessError):
     """A farm cannot start as asked (bad Ray address, a device no host offers, conflicting hosts...)."""
 

@@ -167,6 +167,30 @@ def test_a_driver_bug_is_a_typed_failure_and_the_campaign_goes_on(tmp_path, cach
     assert failed[0][0] == "device_error" and "unexpected RuntimeError from the sleep driver: index out" in failed[0][1]
 
 
+def test_a_device_that_refuses_the_connection_stops_the_campaign_at_once(tmp_path, cache_dir):
+    """A host key changed mid-campaign was charged to five models (device_error rows) before the 5-in-a-row stop."""
+    from harness.devices.profile import parse_profile
+    from harness.errors import AccessRefused
+    from harness.sim.sleep import SleepDriver
+
+    class Rekeyed(SleepDriver):
+        calls = 0
+
+        def run(self, model_ref):
+            Rekeyed.calls += 1
+            if Rekeyed.calls >= 2:
+                raise AccessRefused("host key of 127.0.0.1:22 CHANGED")
+            return super().run(model_ref)
+
+    prof = parse_profile({"name": "rekeyed", "connection": {"kind": "sleep", "latency_ms": 1},
+                          "runtime": {"name": "onnxruntime"}, "policy": {"warmup_runs": 0, "timed_runs": 2}}, "t")
+    with Store(tmp_path / "s.db") as st:
+        with pytest.raises(AccessRefused):
+            run_campaign(st, prof, SPACE, SPACE.sample(6, 0), cache=ModelCache(cache_dir), driver=Rekeyed(prof))
+        rows = st.db.execute("SELECT status FROM measurements").fetchall()
+    assert rows == [("ok",)] and Rekeyed.calls == 2  # the finished one kept, no failure rows, nothing tried after
+
+
 def test_the_unsteady_line_names_each_architectures_worst_visit():
     """With rounds, each unsteady visit overwrote the architecture's CV: "CV 16 %" was shown for one whose first
     visit had 35 % (found by an audit recomputing the store's visits)."""

@@ -248,12 +248,15 @@ def rerun_when(stop: Exception, profile) -> str:
     """When a rerun can go on, by why the campaign stopped: the device left, or its models kept failing (a full
     disk, a missing delegate: the device is there, and a rerun fails the same way until the cause is fixed)."""
     from harness.campaign import CampaignAborted
-    from harness.errors import ConnectionLost
+    from harness.errors import AccessRefused, ConnectionLost
 
     if isinstance(stop, ConnectionLost):
         if "nothing answers" in str(stop):  # never reached: a device that is down, or a typo in the address
             return "when the device is back, or once connection.host and connection.port point at it"
         return "when the device is back"
+    if isinstance(stop, AccessRefused):
+        return ("once the device accepts this connection (a changed host key: `harness devices trust "
+                f"{profile.name}`; a rejected key: connection.key_file and the device's authorized_keys)")
     if isinstance(stop, CampaignAborted) and "No space left on device" in str(stop):
         workdir = getattr(profile.connection, "workdir", None)
         # the models harness pushed, by their content names, not the folder (a workdir may be a shared one); the
@@ -431,7 +434,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
     with working(f"{device}: loading"):  # the imports below take seconds on a busy machine
         from harness import interrupts
         from harness.campaign import CampaignAborted, DeviceNotQuiet, run_campaign, workload_columns
-        from harness.errors import ConnectionLost
+        from harness.errors import AccessRefused, ConnectionLost
         from harness.devices.lease import DeviceBusy
         from harness.devices.registry import ProfileRegistry
         from harness.models.cache import ModelCache
@@ -466,7 +469,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
         except DeviceBusy as e:
             err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(3) from None
-        except (ConnectionLost, CampaignAborted, DeviceNotQuiet) as e:
+        except (ConnectionLost, CampaignAborted, DeviceNotQuiet, AccessRefused) as e:
             # the device stopped before its list was done: exit 1 as the farm does (2 is for a bad command)
             done = len(st.measured_keys(profile.name, sp.name, workload_columns(profile)) & {a.key for a in archs})
             err.print(f"[bold red]stopped:[/] {esc(e)}", highlight=False)

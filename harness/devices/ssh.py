@@ -29,7 +29,7 @@ from harness.devices.driver import RunResult
 from harness.devices import protocol
 from harness.devices.runner_client import RunnerDriver
 from harness.devices.upload import upload_if_changed
-from harness.errors import ConnectionLost, DeviceError, DriverUnavailable
+from harness.errors import AccessRefused, ConnectionLost, DeviceError, DriverUnavailable
 from harness.models.cache import Artifact, sha256_file
 
 RUNNER = Path(__file__).with_name("runner.py")
@@ -208,7 +208,7 @@ class SSHDriver(RunnerDriver):
             raise
         except paramiko.BadHostKeyException as e:
             client.close()
-            raise DeviceError(
+            raise AccessRefused(
                 f"host key of {c.host}:{c.port} CHANGED: the device offers {fingerprint(e.key)}, known_hosts has "
                 f"{fingerprint(e.expected_key)}. This may be an attack or a reinstalled device; refusing. If the "
                 f"change is expected, run `harness devices trust {self.profile.name}`: it shows both keys and replaces the "
@@ -216,7 +216,7 @@ class SSHDriver(RunnerDriver):
                 from None
         except paramiko.AuthenticationException as e:
             client.close()
-            raise DeviceError(f"{self.profile.name}: authentication as {c.user} failed ({e}); check "
+            raise AccessRefused(f"{self.profile.name}: authentication as {c.user} failed ({e}); check "
                               "connection.user, connection.key_file and that user's authorized_keys on the "
                               "device") from None
         except paramiko.ssh_exception.NoValidConnectionsError:
