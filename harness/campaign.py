@@ -18,12 +18,13 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from harness import interrupts
 from harness.devices.driver import Driver, RunResult, make_driver, prepared, result_problem, run_stats
-from harness.devices.lease import DeviceLease, Holder, lock_dir_for
+from harness.devices.lease import Holder, leases_for, lock_dir_for
 from harness.devices.preflight import check_workload, precision_caveat
 from harness.devices.profile import Policy, Profile, measurement_changes
 from harness.errors import (AccessRefused, ConnectionLost, DriverError, DriverUnavailable, ExportError, FailureKind,
@@ -649,8 +650,10 @@ def run_campaign(store: Store, profile: Profile, space: SearchSpace, archs: Sequ
     None: as long as it takes). ``rounds`` overrides the profile's; ``clock`` is the lab simulator's."""
     if rounds is not None:
         profile = profile.model_copy(update={"policy": profile.policy.model_copy(update={"rounds": rounds})})
-    with DeviceLease(profile.name, lock_dir_for(store.path), command=command, wait=lease_wait,
-                     on_wait=on_lease_wait):
+    with ExitStack() as held:
+        for lease in leases_for(profile, lock_dir_for(store.path), command=command, wait=lease_wait,
+                                on_wait=on_lease_wait):
+            held.enter_context(lease)
         return _run(store, profile, space, archs, cache=cache, command=command, remeasure=remeasure,
                     remeasure_stale=remeasure_stale,
                     observer=observer, max_consecutive_failures=max_consecutive_failures, driver=driver,

@@ -402,3 +402,27 @@ def test_a_model_lost_with_its_host_does_not_advance_the_groups_bar():
     fp.model_done(s, SimpleNamespace(ok=False, arch=arch, failure_kind="device_lost", message="gone", median_ms=None))
     fp.model_done(s, SimpleNamespace(ok=True, arch=arch, failure_kind=None, message=None, median_ms=1.0))
     assert progress.tasks[0].completed == 1
+
+
+def test_two_profiles_of_one_phone_never_measure_at_once(tmp_path, cache_dir, monkeypatch):
+    """`s5e` and `s5e-gpu` (one phone, two profiles) ran at once, each under its own lease: one's pkill of
+    benchmark_model killed the other's runs, and on a real phone their runs would overlap unmarked."""
+    from contextlib import ExitStack
+
+    from harness.campaign import run_campaign
+    from harness.devices.lease import DeviceBusy, leases_for, machine_of
+
+    monkeypatch.setenv("HARNESS_LOCK_DIR", str(tmp_path / "locks"))
+    phone = {"connection": {"kind": "adb", "serial": "127.0.0.1:5999"}, "runtime": {"name": "tflite"}}
+    a = parse_profile({"name": "s5e", **phone}, "a")
+    b = parse_profile({"name": "s5e-gpu", **phone}, "b")
+    assert machine_of(a) == machine_of(b) is not None
+    here = parse_profile({"name": "cpu", "connection": {"kind": "local"}, "runtime": {"name": "onnxruntime"}}, "c")
+    assert machine_of(here) is None  # several local devices at once is the farm's to ask for
+    with ExitStack() as held, Store(tmp_path / "s.db") as st:
+        for lease in leases_for(a, tmp_path / "locks", command="harness measure -d s5e"):
+            held.enter_context(lease)
+        with pytest.raises(DeviceBusy, match="the phone with ADB serial 127.0.0.1:5999 is being measured by .*s5e"):
+            run_campaign(st, b, SPACE, SPACE.sample(2, 0), cache=ModelCache(cache_dir))
+        with pytest.raises(FarmError, match="s5e and --device s5e-gpu are the phone with ADB serial"):
+            make_plan(st, [a, b], SPACE, SPACE.sample(2, 0))

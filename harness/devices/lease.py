@@ -58,6 +58,33 @@ def lock_dir_for(store_path: str | os.PathLike) -> Path:
     return p.with_name(f".{p.name}.locks")
 
 
+def machine_of(profile) -> tuple[str, str] | None:
+    """(lock name, words) of the physical device a profile reaches, when other profiles can reach it too: a phone's
+    ADB serial, a board's SSH host and port. Two profiles of one phone (``s5e`` and ``s5e-gpu``) ran at once, each
+    under its own lease: one's `pkill benchmark_model` killed the other's runs, and on a real phone their runs
+    would overlap unmarked. This machine (``local``) is left out: several local devices at once is the farm's to
+    ask for."""
+    c = profile.connection
+    if c.kind == "adb" and c.serial != "virtual":  # "virtual": a new phone of its own each command
+        return f"machine.adb.{_slug(c.serial)}", f"the phone with ADB serial {c.serial}"
+    if c.kind == "ssh":
+        return f"machine.ssh.{_slug(c.host)}.{c.port}", f"the board at {c.host}:{c.port}"
+    return None
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(text))[:100]
+
+
+def leases_for(profile, lock_dir: str | os.PathLike, **kw) -> list[DeviceLease]:
+    """The profile's own lease, then its machine's (see :func:`machine_of`), in the order they are taken."""
+    out = [DeviceLease(profile.name, lock_dir, **kw)]
+    machine = machine_of(profile)
+    if machine is not None:
+        out.append(DeviceLease(machine[0], lock_dir, label=machine[1], **kw))
+    return out
+
+
 class DeviceLease:
     """``with DeviceLease(device, lock_dir, wait=...)``: hold ``device`` exclusively for the block.
 
@@ -66,8 +93,9 @@ class DeviceLease:
     """
 
     def __init__(self, device: str, lock_dir: str | os.PathLike, *, command: str = "", wait: float | None = 0.0,
-                 on_wait: Callable[[Holder], None] | None = None, poll_s: float = 0.1):
+                 on_wait: Callable[[Holder], None] | None = None, poll_s: float = 0.1, label: str | None = None):
         self.device, self.command, self.wait, self.on_wait, self.poll_s = device, command, wait, on_wait, poll_s
+        self.label = label or device  # what messages call it ("the phone with ADB serial ...")
         self.path = Path(lock_dir) / f"{device}.lock"
         self._fd: int | None = None
 
@@ -113,10 +141,10 @@ class DeviceLease:
         """Who holds the lease now (best effort: the holder may be writing its details at this instant)."""
         try:
             info = json.loads(self.path.read_text() or "{}")
-            return Holder(self.device, int(info["pid"]), str(info.get("host", "?")), str(info.get("command", "")),
+            return Holder(self.label, int(info["pid"]), str(info.get("host", "?")), str(info.get("command", "")),
                           str(info.get("since", "")))
         except (OSError, ValueError, KeyError, TypeError):
-            return Holder(self.device)
+            return Holder(self.label)
 
     def release(self) -> None:
         fd, self._fd = self._fd, None

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from harness.campaign import (CampaignSummary, Measured, ModelOutcome, changed_setup, count_outcome,
                               energy_counter_dead, neighbour_window_reset, record_measured, retrying)
-from harness.devices.lease import DeviceLease, lock_dir_for
+from harness.devices.lease import leases_for, lock_dir_for
 from harness.devices.preflight import precision_caveat
 from harness.errors import ConnectionLost, FailureKind, HarnessError, StoreError
 from harness.farm.plan import FarmPlan
@@ -351,9 +351,13 @@ def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: s
                  silence_s, write_retry_s)
     try:
         with ExitStack() as leases:
-            for name in plan.profiles:
-                leases.enter_context(DeviceLease(name, lock_dir_for(store.path), command=command, wait=lease_wait,
-                                                 on_wait=on_lease_wait))
+            # every profile's lease, then every machine's, each in name order: two farms waiting on each other's
+            # devices (--wait) take them in one order, so neither holds what the other waits for
+            held = [lease for name in plan.profiles for lease in
+                    leases_for(plan.profiles[name], lock_dir_for(store.path), command=command, wait=lease_wait,
+                               on_wait=on_lease_wait)]
+            for lease in sorted(held, key=lambda x: (x.device.startswith("machine."), x.device)):
+                leases.enter_context(lease)
             farm.open(start_timeout_s)
             farm.run()
     except KeyboardInterrupt:

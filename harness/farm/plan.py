@@ -108,6 +108,16 @@ def make_plan(store: Store, profiles: Sequence[Profile], space: SearchSpace, arc
         raise FarmError(f"--device {dupes[0]} is given twice; a device runs one campaign at a time")
     if not profiles:
         raise FarmError("no device given; use --device NAME (repeat it for several devices)")
+    from harness.devices.lease import machine_of
+
+    seen: dict[str, str] = {}
+    for p in profiles:  # two profiles of one phone or board would time beside each other (and kill each other's runs)
+        m = machine_of(p)
+        if m is not None and m[0] in seen:
+            raise FarmError(f"--device {seen[m[0]]} and --device {p.name} are {m[1]}: one device measures one model "
+                            "at a time; measure them one after the other")
+        if m is not None:
+            seen[m[0]] = p.name
     profiles = [farm_profile(p) for p in profiles]
     plan = FarmPlan(mode, space, list(archs), {p.name: p for p in profiles}, {})
     if mode == "each":
