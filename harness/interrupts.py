@@ -62,6 +62,13 @@ def install(*, starting: bool = False) -> None:
     _installed = True
 
 
+def reclaim_sigterm() -> None:
+    """Take SIGTERM back after a library claimed it (``ray.init`` sets ``sys.exit`` on it, which ended a farm as
+    "failed" with exit 15 mid-write instead of stopping it as Ctrl-C does). Only once harness has installed."""
+    if _installed and _main_thread() and signal.getsignal(signal.SIGTERM) is not _on_sigint:
+        signal.signal(signal.SIGTERM, _on_sigint)
+
+
 def started() -> bool:
     """End the start-up deferral; True if Ctrl-C was pressed while starting (the caller should stop)."""
     global _deferring, _pending, _starting

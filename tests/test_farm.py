@@ -426,3 +426,70 @@ def test_two_profiles_of_one_phone_never_measure_at_once(tmp_path, cache_dir, mo
             run_campaign(st, b, SPACE, SPACE.sample(2, 0), cache=ModelCache(cache_dir))
         with pytest.raises(FarmError, match="s5e and --device s5e-gpu are the phone with ADB serial"):
             make_plan(st, [a, b], SPACE, SPACE.sample(2, 0))
+
+
+def test_a_waiting_farm_measures_only_what_the_campaign_it_waited_for_left(store_path, cache_dir):
+    """`measure -d a -d b --wait` worked out its lists before waiting, then measured again the architectures the
+    campaign it waited for had measured meanwhile (11 rows for 6 architectures)."""
+    import threading
+
+    from harness.campaign import _run
+    from harness.devices.lease import DeviceLease, lock_dir_for
+    from harness.measure.clock import RealClock
+
+    p = sleep_profile("wa", latency=30.0)
+    archs = SPACE.sample(4, 0)
+    holder = DeviceLease("wa", lock_dir_for(store_path)).acquire()  # another command's campaign holds the device
+
+    def the_other_campaign() -> None:
+        with Store(store_path) as other:
+            _run(other, p, SPACE, archs[:3], cache=ModelCache(cache_dir), command="other", remeasure=False,
+                 remeasure_stale=False, observer=None, max_consecutive_failures=5, driver=None, write_retry_s=30,
+                 clock=RealClock())
+        holder.release()
+
+    with Store(store_path) as st:
+        plan = make_plan(st, [p], SPACE, archs)
+        assert len(plan.queues["wa"].todo) == 4
+        other = threading.Thread(target=the_other_campaign)
+        other.start()
+        run_farm(st, plan, local_lanes(plan, ModelCache(cache_dir)), lease_wait=None,
+                 replan=lambda: make_plan(st, [p], SPACE, archs))
+        other.join()
+        rows = ok_rows(st)
+    assert len(rows) == 4 and rows.key.nunique() == 4
+
+
+def test_ray_auto_with_a_dead_head_is_a_clear_error_not_minutes_of_retries(monkeypatch):
+    """After the head crashed, its address stayed behind: `--ray auto` and `farm status` printed Ray's "Failed to
+    connect to GCS" every 5 s for minutes without a harness error."""
+    pytest.importorskip("ray")
+    import socket
+
+    from harness.farm.ray_lanes import connect
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # what Ray's address file would name
+    t0 = time.time()
+    with pytest.raises(FarmError, match="does not answer: its head has stopped"):
+        connect("auto")
+    assert time.time() - t0 < 10
+
+
+def test_sigterm_is_taken_back_from_a_library_that_claimed_it():
+    """ray.init sets sys.exit on SIGTERM: a farm under --ray ended "failed" with exit 15 instead of interrupted."""
+    import signal
+
+    from harness import interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        interrupts.install()
+        signal.signal(signal.SIGTERM, lambda *a: None)  # what ray.init does
+        interrupts.reclaim_sigterm()
+        assert signal.getsignal(signal.SIGTERM) is interrupts._on_sigint
+    finally:
+        interrupts.uninstall()
+        signal.signal(signal.SIGTERM, before)

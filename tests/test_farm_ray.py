@@ -258,3 +258,29 @@ def test_a_host_that_falls_silent_is_lost_by_heartbeat(farm, tmp_path):
         assert kill.stopped_after is not None and 2.0 <= kill.stopped_after < 15
     finally:
         bury(farm.cluster, node, kill.frozen)
+
+
+def test_a_device_another_farm_command_holds_is_busy_or_waited_for(farm):
+    """`--ray --wait` stopped at once with "being measured by another farm command" (exit 2) instead of waiting."""
+    import threading
+
+    from harness.devices.lease import DeviceBusy
+
+    plan = make_plan_for(farm, ["ra"])
+    first = ray_lanes(plan)  # the other command's actor
+    try:
+        with pytest.raises(DeviceBusy, match="another farm command"):
+            ray_lanes(plan)
+        told = []
+        threading.Timer(1.5, lambda: first["ra"].close()).start()
+        t0 = time.time()
+        second = ray_lanes(plan, wait=True, on_wait=told.append)
+        assert told and time.time() - t0 >= 1.0
+        second["ra"].close()
+    finally:
+        first["ra"].close()
+
+
+def make_plan_for(farm: Farm, names: list[str]):
+    with Store(":memory:") as st:
+        return make_plan(st, [farm.p[n] for n in names], SPACE, SPACE.sample(1, 0))

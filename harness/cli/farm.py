@@ -168,7 +168,20 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
             head = connect(ray_address)
             if ray_address == "auto":  # it may be a cluster someone else started on this host: say which
                 err.print(f"(--ray auto: the Ray cluster at {esc(head)})", highlight=False)
-            lanes = ray_lanes(plan)
+            waited: list[str] = []
+
+            def on_actor_wait(h) -> None:
+                waited.append(h.device)
+                err.print(f"waiting: {escape(h.device)} is being measured by {escape(h.describe())}", highlight=False)
+
+            try:
+                lanes = ray_lanes(plan, wait, on_actor_wait)
+            except DeviceBusy as e:
+                err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
+                raise typer.Exit(3) from None
+            if waited:  # the farm command waited for has measured some of the list meanwhile
+                fresh = make_plan(st, profiles, sp, archs, mode, remeasure, remeasure_stale)  # type: ignore[arg-type]
+                plan.queues, plan.queue_of = fresh.queues, fresh.queue_of
         else:
             from harness.farm.local import local_lanes
 
@@ -182,7 +195,9 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
                                    max_consecutive_failures=max_failures, lease_wait=None if wait else 0.0,
                                    on_lease_wait=lambda h: err.print(
                                        f"waiting: {escape(h.device)} is being measured by {escape(h.describe())}",
-                                       highlight=False))
+                                       highlight=False),
+                                   replan=lambda: make_plan(st, profiles, sp, archs, mode,  # type: ignore[arg-type]
+                                                            remeasure, remeasure_stale))
         except DeviceBusy as e:
             err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(3) from None

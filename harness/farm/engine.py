@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -338,7 +339,8 @@ class _Farm:
 def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: str = "",
              observer: FarmObserver | None = None, max_consecutive_failures: int = 5,
              start_timeout_s: float = 120.0, heartbeat_s: float = 2.0, silence_s: float = 10.0,
-             write_retry_s: float = 600.0, lease_wait: float | None = 0.0, on_lease_wait=None) -> FarmSummary:
+             write_retry_s: float = 600.0, lease_wait: float | None = 0.0, on_lease_wait=None,
+             replan: Callable[[], FarmPlan] | None = None) -> FarmSummary:
     """Measure the plan on its lanes concurrently; returns which devices finished and what is left.
 
     A remote device whose host does not answer a heartbeat (sent every ``heartbeat_s`` while it has work)
@@ -346,7 +348,16 @@ def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: s
     host that vanishes without closing its connections).
 
     Every device's lease (:class:`~harness.devices.lease.DeviceLease`) is held for the whole run, so a
-    one-device campaign and a farm never measure the same device at once."""
+    one-device campaign and a farm never measure the same device at once. ``replan`` works the lists out again
+    when a lease had to be waited for: the campaign it waited on has measured some of them meanwhile (a
+    `--wait` farm measured them a second time)."""
+    waited: list[bool] = []
+
+    def on_wait(holder) -> None:
+        waited.append(True)
+        if on_lease_wait is not None:
+            on_lease_wait(holder)
+
     farm = _Farm(store, plan, lanes, observer or _Silent(), command, max_consecutive_failures, heartbeat_s,
                  silence_s, write_retry_s)
     try:
@@ -355,9 +366,12 @@ def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: s
             # devices (--wait) take them in one order, so neither holds what the other waits for
             held = [lease for name in plan.profiles for lease in
                     leases_for(plan.profiles[name], lock_dir_for(store.path), command=command, wait=lease_wait,
-                               on_wait=on_lease_wait)]
+                               on_wait=on_wait)]
             for lease in sorted(held, key=lambda x: (x.device.startswith("machine."), x.device)):
                 leases.enter_context(lease)
+            if waited and replan is not None:
+                fresh = replan()
+                plan.queues, plan.queue_of = fresh.queues, fresh.queue_of
             farm.open(start_timeout_s)
             farm.run()
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from pathlib import Path
 import ray
 import ray.exceptions as rex
 
+from harness import interrupts
+from harness.devices.lease import DeviceBusy, Holder
 from harness.devices.profile import Profile, parse_profile
 from harness.errors import FarmError, HarnessError, clip
 from harness.farm.address import host_port
@@ -59,6 +62,15 @@ def connect(address: str) -> str:
         return _gcs_address(address)
     if address != "auto":
         _reachable(address)
+    else:
+        found = _auto_address()
+        if found is not None:  # the cluster this host last started: a crashed head left its address behind, and
+            try:              # Ray retried it for minutes ("Failed to connect to GCS") without a word from harness
+                _reachable(found)
+            except FarmError:
+                raise FarmError(f"--ray auto: this host's Ray cluster (head {found}, from Ray's address file) does not "
+                                "answer: its head has stopped. Start one with `ray start --head` (or `harness farm "
+                                "join --head`), or pass --ray HOST:PORT") from None
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="warning",
                  configure_logging=False)
@@ -66,7 +78,22 @@ def connect(address: str) -> str:
         hint = ("no Ray cluster runs on this host; start one with `ray start --head` or pass --ray HOST:PORT"
                 if address == "auto" else "check the address `ray start --head` printed")
         raise FarmError(f"--ray {address}: cannot connect ({str(e).splitlines()[0]}); {hint}") from None
+    from harness import interrupts
+
+    interrupts.reclaim_sigterm()  # ray.init installs sys.exit on SIGTERM: a farm ended "failed", not interrupted
     return _gcs_address(address)
+
+
+def _auto_address() -> str | None:
+    """The address `ray.init(address="auto")` would use (RAY_ADDRESS, else the cluster file of this host), or None
+    (Ray's private helper; if it changes shape, auto connects as before)."""
+    try:
+        from ray._private import services
+
+        found = services.canonicalize_bootstrap_address("auto")
+    except Exception:  # noqa: BLE001 - a private API: any change of it leaves the old behaviour
+        return None
+    return found if isinstance(found, str) and host_port(found) else None
 
 
 def _quiet_cluster_errors() -> None:
@@ -226,15 +253,27 @@ def _translate(ray_future: Future, device: str, host: str) -> Future:
 class RayLane(Lane):
     depth = 2  # the next model waits on the host while this one runs: the round trip is hidden
 
-    def __init__(self, profile: Profile, space: str, placement: Placement):
+    def __init__(self, profile: Profile, space: str, placement: Placement, wait: bool = False,
+                 on_wait: Callable[[Holder], None] | None = None):
+        """``wait``: while another farm command's actor holds the device, wait for it (``--wait``) instead of
+        stopping as busy (exit 3)."""
         self.device, self.host = profile.name, placement.host
-        try:
-            self.actor = DeviceWorker.options(name=ACTOR_PREFIX + profile.name, namespace=NAMESPACE,
-                                              resources={device_resource(profile.name): 1}).remote(
-                profile.as_dict(), space)
-        except ValueError as e:
-            raise FarmError(f"device {profile.name!r} is being measured by another farm command "
-                            f"(Ray actor {ACTOR_PREFIX}{profile.name} exists); wait for it or stop it") from e
+        told = False
+        while True:
+            try:
+                self.actor = DeviceWorker.options(name=ACTOR_PREFIX + profile.name, namespace=NAMESPACE,
+                                                  resources={device_resource(profile.name): 1}).remote(
+                    profile.as_dict(), space)
+                break
+            except ValueError:  # the named actor exists: another farm command measures this device
+                holder = Holder(profile.name, command="another farm command on the Ray cluster")
+                if not wait:
+                    raise DeviceBusy(holder, Path(f"Ray actor {ACTOR_PREFIX}{profile.name}")) from None
+                if not told and on_wait is not None:
+                    on_wait(holder)
+                told = True
+                interrupts.check()
+                time.sleep(1.0)
         self._closed = False
 
     def start(self) -> Future:
@@ -261,13 +300,13 @@ class RayLane(Lane):
             pass
 
 
-def ray_lanes(plan) -> dict[str, Lane]:
+def ray_lanes(plan, wait: bool = False, on_wait: Callable[[Holder], None] | None = None) -> dict[str, Lane]:
     """Place every device, then start its actor; nothing is measured if any device cannot be placed."""
     placements = place(list(plan.profiles.values()))
     lanes: dict[str, Lane] = {}
     try:
         for name, p in plan.profiles.items():
-            lanes[name] = RayLane(p, plan.space.name, placements[name])
+            lanes[name] = RayLane(p, plan.space.name, placements[name], wait, on_wait)
     except BaseException:
         for lane in lanes.values():
             lane.close()
