@@ -319,6 +319,14 @@ def test_conditions_before_and_after_each_model(phone, stand_in, models, tmp_pat
         assert set(cond["cpu_freq_mhz"]) == {f"cpu{i}" for i in range(8)}
         assert 15 < cond["battery_temp_c"] < 60 and 15 < cond["temperatures_c"]["cpu-0-0-usr"] < 60
     assert result.conditions_after["wall_s"] > 0
+    # a min_freq_ratio gate can be judged on a phone: it read "not observable" (no maximum) and never held a model
+    from harness.devices.profile import Gate
+    from harness.measure.gating import violations
+
+    state = d.state()
+    assert state["max_freq_mhz"]["cpu7"] == 2016.0
+    _, observable = violations(Gate(min_freq_ratio=0.5), state)
+    assert observable
     d.cleanup()
 
 

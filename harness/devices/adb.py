@@ -568,7 +568,10 @@ class ADBDriver(Driver):
         temps = dict(c.get("temperatures_c") or {})
         if c.get("battery_temp_c") is not None:
             temps["battery"] = c["battery_temp_c"]
-        return {"temperatures_c": temps or None, "cpu_freq_mhz": c.get("cpu_freq_mhz") or None}
+        # each CPU's hardware maximum (read once): without it a min_freq_ratio gate was never observable here
+        return {"temperatures_c": temps or None, "cpu_freq_mhz": c.get("cpu_freq_mhz") or None,
+                "max_freq_mhz": {k: v for k, v in (self._static or {}).get("cpu_max_freq_mhz", {}).items() if v}
+                or None}
 
     def stability(self) -> dict[str, Any]:
         """Battery, charging, screen and thermal status (dumpsys), governors and temperatures."""

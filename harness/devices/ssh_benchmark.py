@@ -60,10 +60,17 @@ class SSHBenchmarkModelDriver(SSHDriver):
         return {}
 
     def state(self) -> dict[str, Any]:
-        """Frequencies and temperatures read over the shell, for gating."""
+        """Frequencies (with each CPU's hardware maximum: a min_freq_ratio gate was never observable without it)
+        and temperatures read over the shell, for gating."""
         if self.shell is None:
             self._start()
-        return self._dynamic()
+        now = self._dynamic()
+        top = {}
+        for cpu in now.get("cpu_freq_mhz") or {}:
+            f = self._read(f"{CPU}/{cpu}/cpufreq/cpuinfo_max_freq")
+            if f and f.isdigit():
+                top[cpu] = int(f) / 1000.0
+        return {**now, "max_freq_mhz": top or None}
 
     def _start(self) -> None:  # connect, check the binary; no Python runner on the device
         self._open_session()
