@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 import threading
@@ -304,6 +305,10 @@ def test_reconnects_with_backoff_when_the_device_comes_back(tmp_path, store_path
             s = run_campaign(st, p, SPACE, archs, cache=ModelCache(cache_dir), observer=DropOnceAfterTwo())
             assert (s.ok, s.failed, s.status) == (6, 0, "finished")
             assert st.measurements("flapping").key.is_unique
+            # the visit after the drop says so (a reconnect left no trace but a log line)
+            said = [json.loads(c)["before"].get("reconnected_after") for (c,) in st.db.execute(
+                "SELECT conditions_json FROM measurements ORDER BY id").fetchall()]
+            assert [bool(x) for x in said] == [False, False, True, False, False, False]
     finally:
         server.kill()
 

@@ -29,7 +29,7 @@ from harness.devices.driver import RunResult
 from harness.devices import protocol
 from harness.devices.runner_client import RunnerDriver
 from harness.devices.upload import upload_if_changed
-from harness.errors import AccessRefused, ConnectionLost, DeviceError, DriverUnavailable
+from harness.errors import AccessRefused, ConnectionLost, DeviceError, DriverUnavailable, clip
 from harness.models.cache import Artifact, sha256_file
 
 RUNNER = Path(__file__).with_name("runner.py")
@@ -355,7 +355,7 @@ class SSHDriver(RunnerDriver):
         attempts, wait = (self.conn.reconnect_attempts if self.reconnect else 0), self.conn.reconnect_backoff_s
         for attempt in range(attempts + 1):
             try:
-                return op()
+                out = op()
             except ConnectionLost as e:
                 self.cleanup()
                 if attempt == attempts:
@@ -364,7 +364,14 @@ class SSHDriver(RunnerDriver):
                     raise
                 log.warning("%s: connection lost during %s; reconnecting in %.1f s (%d/%d)", self.profile.name,
                             what, wait * 2 ** attempt, attempt + 1, attempts)
+                self._drops = [*getattr(self, "_drops", []), f"{what}: {clip(str(e), 200)}"]
                 time.sleep(wait * 2 ** attempt)
+                continue
+            drops = getattr(self, "_drops", [])
+            if drops and isinstance(out, RunResult):  # the next visit says the board dropped before or during it
+                out.conditions_before["reconnected_after"] = drops
+                self._drops = []
+            return out
         raise AssertionError("unreachable")
 
     # --- Driver interface ---------------------------------------------------------------
