@@ -493,3 +493,27 @@ def test_sigterm_is_taken_back_from_a_library_that_claimed_it():
     finally:
         interrupts.uninstall()
         signal.signal(signal.SIGTERM, before)
+
+
+def test_a_device_done_early_is_closed_finished_while_the_others_go_on(store_path, cache_dir):
+    """A device done in a second stayed 'running' until the slowest finished; a Ctrl-C meanwhile recorded its
+    complete campaign as interrupted."""
+    fast, slow = sleep_profile("early", latency=5.0), sleep_profile("late", latency=150.0)
+    seen: dict[str, str] = {}
+
+    class Watch:
+        def device_started(self, s, todo):
+            pass
+
+        def model_done(self, s, outcome):
+            if s.device == "late" and outcome.position >= 3:  # "late" still has models to go
+                with Store(store_path) as other:
+                    seen.update(dict(other.db.execute("SELECT d.name, c.status FROM campaigns c JOIN devices d "
+                                                      "ON d.id = c.device_id").fetchall()))
+
+        def device_stopped(self, s):
+            pass
+
+    with Store(store_path) as st:
+        farm(st, [fast, slow], SPACE.sample(5, 0), cache_dir, observer=Watch())
+    assert seen == {"early": "finished", "late": "running"}

@@ -318,8 +318,19 @@ class _Farm:
             for fut in sorted(done, key=lambda f: self.flights[f].seq):  # a lane's earliest model ran first
                 self.handle(fut, self.flights.pop(fut))
             self.check_heartbeats()
+            self.close_done()
         for name in sorted(self.active):
             self.stop(name, "finished")
+
+    def close_done(self) -> None:
+        """Close a device's campaign as soon as its list is done (its queue empty, nothing of its queue in flight,
+        so nothing can be handed back to it): one done in a second stayed 'running' until the slowest device
+        finished, and a Ctrl-C meanwhile recorded its complete campaign as interrupted."""
+        busy = {self.plan.queue_of[f.device] for f in self.flights.values()}
+        for name in sorted(self.active):
+            qn = self.plan.queue_of[name]
+            if not self.plan.queues[qn].todo and qn not in busy:
+                self.stop(name, "finished")
 
     def abort(self, status: str, message: str) -> None:
         """Stop every device that has a campaign, started or still starting: a Ctrl-C while the devices were
