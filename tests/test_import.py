@@ -303,3 +303,15 @@ def test_an_accuracy_outside_0_to_100_or_a_fraction_is_named(store_path, tmp_pat
     said = " ".join(r.warnings)
     assert "acc_weird has values outside 0-100 (min 50, max 150)" in said and "acc_frac is at most 0.7" in said
     assert "acc_ok" not in said
+
+
+def test_a_table_in_seconds_is_imported_with_a_warning(store_path, tmp_path):
+    """A whole table in seconds went in silently (a first import has nothing to compare with): SRCC does not notice,
+    `search --max-ms` and the Pareto regrets are 1000x off."""
+    secs = small_table(tmp_path / "s.csv", dev_x_ms=np.linspace(0.001, 0.002, 6))
+    with Store(store_path) as st:
+        report = import_table(st, secs)
+        assert any("median of 0.0015 ms" in w and "seconds" in w for w in report.warnings)
+    with Store(tmp_path / "other.db") as st:
+        ms = import_table(st, small_table(tmp_path / "ms.csv"))
+        assert not any("seconds" in w for w in ms.warnings)

@@ -168,6 +168,7 @@ def detect_space(columns: list[str], path: Path) -> str:
 # new latencies of a device whose median is this many times off its values already imported: a unit mistake
 # (a subset of one space spans ~10x between its fastest and slowest architectures; s vs ms is 1000x)
 SCALE_JUMP = 100.0
+SECONDS_SUSPECT_MS = 0.05  # a device's median below this (50 us) is a table in seconds, not in ms
 MAX_LATENCY_MS = 86_400_000.0  # one inference taking over a day is a unit or parsing mistake, not a latency
 
 
@@ -354,6 +355,12 @@ def _import_table(store: Store, path: str | Path, source: str | None, space: str
             raise ImportFileError(f"{path}: column {col}: zero latencies on lines {_rows(df.index[zero])}; 0 ms is a "
                                   "failed or missing measurement: leave the cell empty, or pass --allow-zero to "
                                   "import them as 0")
+        med = float(values[values > 0].median()) if (values > 0).any() else 0.0
+        if 0 < med < SECONDS_SUSPECT_MS:  # a table in seconds reads as microsecond models: said, not refused
+            report.warnings.append(f"{path}: column {col} has a median of {med:g} ms, which no whole network "
+                                   "runs in: seconds in an _ms column? Latencies are milliseconds: ranks and SRCC "
+                                   "do not notice, but `search --max-ms`, the Pareto regrets and predicted ms would "
+                                   "be off 1000x")
         latencies[prefix + col[:-3]] = values
     metrics: dict[str, tuple[str, pd.Series]] = {}
     for col in df.columns:
