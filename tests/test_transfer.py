@@ -364,16 +364,18 @@ def test_cli_loop_suggest_adapt_predict_pareto(public_like_store, cli_env):
     assert len(pred) == 15625 and (pred.predicted_ms > 0).all()
     truth = pred.merge(table, on="nb201_index").iloc[12:]
     assert spearmanr(truth.predicted_ms, truth.pub_a_ms).statistic > 0.95
-    check = json.loads(harness("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "acc_top1",
-                               "--what-if-k", "20", "--adapt-proxy", "all", "--json", "--plot",
-                               str(folder / "p.html"), env=cli_env).stdout)
+    ran = harness("pareto", "--proxy", "pub_a", "--target", "pub_b", "--accuracy", "acc_top1", "--what-if-k", "20",
+                  "--adapt-proxy", "all", "--json", "--plot", str(folder / "p.html"), env=cli_env)
+    check = json.loads(ran.stdout)
     assert set(check) >= {"proxy_front", "predicted_front"}
+    # as search and suggest: the 12 constant-output networks of the 400 (fastest everywhere) sat on every front
+    assert check["archs"] == 388 and "left out 12 networks with a constant output" in " ".join(ran.stderr.split())
     assert 0 <= check["proxy_front"]["recall"] <= 1 and check["proxy_front"]["hv_ratio"] > 0
     assert (folder / "p.html").read_text().count("data:image/png") == 1
     # a target measured on 12 with a predictor fitted on those 12: it printed a perfect score, as if validated
     partial = " ".join(harness("pareto", "--proxy", "pub_a", "--target", "new_dev", "--accuracy", "acc_top1",
                                env=cli_env).stdout.split())
-    assert "partial: judged on the 12 architectures new_dev has latencies for (pub_a has 400)" in partial, partial
+    assert "partial: judged on the 12 architectures new_dev has latencies for (pub_a has 388)" in partial, partial
     assert "in-sample: the saved predictor was fitted on 12 of these 12 architectures" in partial
 
 

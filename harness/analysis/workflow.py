@@ -671,6 +671,14 @@ def pareto(ctx: Context, proxy: str, target: str, accuracy: str, what_if_k: int 
     if what_if_k and target in (what_if_proxies or []):
         raise ParameterError("what_if_proxies", f"the target {target!r} cannot be its own proxy for --what-if-k")
     wide = latency_matrix(ctx.store, ctx.space.name, [proxy, target])
+    # as search and suggest: networks whose output is a constant (NB201's cells with no path to the output, ~1 %
+    # accuracy, fastest everywhere) are no candidates; they sat on every front and moved its recall
+    kept = latency_matrix(ctx.store, ctx.space.name, [proxy, target], degenerate=False)
+    n_constant = len(wide.dropna()) - len(kept.dropna())
+    if n_constant:
+        ctx.notes.append(f"left out {n_constant} networks with a constant output (no path from input to output), as "
+                         "`search` and `suggest` do: no search wants them")
+    wide = kept
     both = wide.join(acc[[accuracy]], how="inner").dropna()
     if len(both) < 3:
         raise HarnessError(f"only {len(both)} architectures have {proxy}, {target} and {accuracy}")
