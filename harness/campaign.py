@@ -142,7 +142,7 @@ def workload_columns(profile: Profile) -> dict[str, Any]:
     """The profile's workload as the store's measurement columns."""
     w = profile.workload
     return {"batch_size": w.batch_size, "input_shape": w.shape_label(), "precision": w.precision,
-            "calibration": w.calibration_label()}
+            "calibration": profile.int8_calibration().label() if w.precision == "int8" else None}
 
 
 def build_graph(space: SearchSpace, arch: Arch, profile: Profile):
@@ -405,7 +405,7 @@ def artifact_for(cache: ModelCache, space: SearchSpace, arch: Arch, profile: Pro
         return space.artifact(arch)  # type: ignore[attr-defined]
     wl = profile.workload
     return cache.get(build_graph(space, arch, profile), profile.runtime.model_format, profile.graph,
-                     batch=wl.batch_size, precision=wl.precision, calibration=wl.calibration)
+                     batch=wl.batch_size, precision=wl.precision, calibration=profile.int8_calibration())
 
 
 def measure_model(driver: Driver, cache: ModelCache, space: SearchSpace, arch: Arch, profile: Profile,

@@ -149,3 +149,45 @@ def test_batch_computes_each_sample_like_batch_one(tmp_path, fmt):
     assert y3.shape[0] == 3
     for i in range(3):
         np.testing.assert_allclose(y3[i:i + 1], run(tmp_path / "b1", x[i:i + 1]), rtol=1e-4, atol=1e-5)
+
+
+def _optimised_ops(path, tmp_path) -> dict[str, int]:
+    """The operators onnxruntime's CPU provider runs after its optimizer (what the local driver times)."""
+    import collections
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+
+
+def test_onnx_int8_is_the_recipe_its_runtime_fuses(tmp_path):
+    """int8 activations (asymmetric) were exported for every runtime: onnxruntime's x86 CPU provider fuses no
+    int8-activation QDQ group (QDQIsInt8Allowed is ARM-only), so 31 of 52 convolutions ran in float between
+    Quantize/Dequantize nodes, slower than fp32; TensorRT refuses non-zero zero points."""
+    from harness.devices.profile import parse_profile
+
+    def profile(**runtime):
+        return parse_profile({"name": "p", "connection": {"kind": "local"}, "runtime": runtime,
+                              "workload": {"precision": "int8"}}, "p")
+
+    assert profile(name="onnxruntime").int8_calibration().activations == "uint8"
+    assert profile(name="trtexec").int8_calibration().activations == "int8-symmetric"
+    assert profile(name="onnxruntime", execution_provider="TensorrtExecutionProvider").int8_calibration(
+    ).activations == "int8-symmetric"
+    assert profile(name="tflite").int8_calibration().label() == "random-n16-s0"  # LiteRT's scheme, label unchanged
+    g = _graph("nb201", "9930")
+    cache = ModelCache(tmp_path / "cache")
+    cpu = cache.get(g, "onnx", precision="int8", calibration=profile(name="onnxruntime").int8_calibration())
+    ops = _optimised_ops(cpu.path, tmp_path)
+    assert ops["QLinearConv"] > 0 and ops["Conv"] == 0, ops  # every convolution in integer kernels
+    trt = cache.get(g, "onnx", precision="int8", calibration=profile(name="trtexec").int8_calibration())
+    zero_points = [onnx.numpy_helper.to_array(i) for i in onnx.load(str(trt.path)).graph.initializer
+                   if "zero_point" in i.name]
+    assert zero_points and all(not z.any() for z in zero_points)  # symmetric: every zero point 0 (int32 biases too)
+    assert {z.dtype for z in zero_points} <= {np.dtype(np.int8), np.dtype(np.int32)}
+    assert len({cpu.digest, trt.digest}) == 2
+    with pytest.raises(Exception, match="activations: uint8 applies to ONNX models"):
+        parse_profile({"name": "p", "connection": {"kind": "local"}, "runtime": {"name": "tflite"},
+                       "workload": {"precision": "int8", "calibration": {"activations": "uint8"}}}, "p")

@@ -318,9 +318,18 @@ class Calibration(_Strict):
     method: Literal["random"] = "random"
     samples: int = Field(16, ge=1, le=10_000)
     seed: int = 0
+    activations: Literal["auto", "uint8", "int8", "int8-symmetric"] = Field("auto", description=(
+        "ONNX int8 activations (weights are always per-channel symmetric int8): auto picks what the profile's "
+        "runtime fuses into integer kernels: uint8 for onnxruntime's CPU provider (its x86 build leaves int8-"
+        "activation QDQ convolutions in float, slower than fp32), int8-symmetric for TensorRT (its parser refuses "
+        "non-zero zero points), int8 for LiteRT (its full-integer scheme)"))
 
     def label(self) -> str:
-        return f"{self.method}-n{self.samples}-s{self.seed}"
+        """Part of an int8 measurement's identity; the activations only where they are not the first recipe's."""
+        return f"{self.method}-n{self.samples}-s{self.seed}" + ACTIVATION_LABELS.get(self.activations, "")
+
+
+ACTIVATION_LABELS = {"uint8": "-u8", "int8-symmetric": "-s8sym"}  # int8 (asymmetric): the labels stored before
 
 
 class Workload(_Strict):
@@ -375,6 +384,35 @@ class Profile(_Strict):
     workload: Workload = Field(default_factory=Workload)
     group: str | None = Field(None, pattern=NAME_RE,
                               description="identical devices share a group; `measure --split` shares work in it")
+
+    def int8_calibration(self) -> Calibration:
+        """The workload's calibration with ``activations: auto`` resolved for this runtime: what is exported and
+        what an int8 measurement's identity says."""
+        c = self.workload.calibration
+        if c.activations != "auto":
+            return c
+        rt = self.runtime
+        if rt.model_format == "tflite":
+            act = "int8"  # LiteRT's full-integer scheme
+        elif rt.name == "trtexec" or rt.execution_provider == "TensorrtExecutionProvider":
+            act = "int8-symmetric"
+        else:
+            act = "uint8"
+        return c.model_copy(update={"activations": act})
+
+    @model_validator(mode="after")
+    def _int8_fits_runtime(self) -> Profile:
+        act = self.workload.calibration.activations
+        if act in ("auto", "int8") or self.workload.precision != "int8":
+            return self
+        if self.runtime.model_format == "tflite":
+            raise ValueError(f"workload.calibration.activations: {act} applies to ONNX models; LiteRT's int8 is its "
+                             "full-integer scheme (int8 activations): use auto")
+        if act == "uint8" and (self.runtime.name == "trtexec"
+                               or self.runtime.execution_provider == "TensorrtExecutionProvider"):
+            raise ValueError("workload.calibration.activations: TensorRT takes symmetric int8 only (zero points "
+                             "0): use auto or int8-symmetric")
+        return self
 
     @model_validator(mode="after")
     def _runtime_fits_connection(self) -> Profile:

@@ -97,11 +97,11 @@ class ModelCache:
         if batch != 1:  # only when not the default: bs1 fp32 files keep the keys they have
             body["batch"] = batch
         if precision != "fp32":
-            from harness.models.precision import PRECISION_VERSION
+            from harness.models.precision import PRECISION_VERSION, for_format
 
             body["precision"] = [precision, PRECISION_VERSION]
             if precision == "int8":
-                body["calibration"] = (calibration or Calibration()).label()
+                body["calibration"] = for_format(fmt.name, calibration).label()
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
 
     def path_for(self, graph: Graph, format_name: str, graph_mode: str = DEFAULT_GRAPH_MODE, batch: int = 1,
@@ -140,7 +140,9 @@ class ModelCache:
             if precision != "fp32":
                 from harness.models.precision import convert
 
-                convert(fmt.name, tmp, precision, calibration or Calibration())
+                from harness.models.precision import for_format
+
+                convert(fmt.name, tmp, precision, for_format(fmt.name, calibration))
             _write_hash(path, sha256_file(tmp))  # first: a crash before the rename leaves no file to trust
             os.replace(tmp, path)  # over a changed file too: the path never goes missing under another campaign
         except BaseException as e:  # Ctrl-C included: no temp file is left behind

@@ -39,6 +39,16 @@ def calibration_inputs(shape: tuple[int, ...], calibration: Calibration) -> Iter
         yield rng.standard_normal(shape).astype(np.float32)
 
 
+def for_format(fmt: str, calibration: Calibration | None) -> Calibration:
+    """The calibration as ``fmt`` applies it (its cache key and export): LiteRT's int8 is its full-integer scheme
+    whatever ``activations`` says; ONNX's ``auto`` without a profile to resolve it is onnxruntime's CPU recipe
+    (uint8 activations): the same label must never name two recipes' files."""
+    c = calibration or Calibration()
+    if fmt == "tflite":
+        return c.model_copy(update={"activations": "int8"})
+    return c.model_copy(update={"activations": "uint8"}) if c.activations == "auto" else c
+
+
 def convert(fmt: str, path: str | os.PathLike, precision: str, calibration: Calibration) -> None:
     """Rewrite the fp32 model at ``path`` in place at ``precision``."""
     if precision == "fp32":
@@ -88,9 +98,13 @@ def onnx_int8(path: str, calibration: Calibration) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs advice about pre-processing on every call
     try:
+        # activations as the runtime fuses them (Calibration.activations; auto without a profile: onnxruntime's
+        # CPU recipe): uint8 (U8S8), or int8 asymmetric (the first recipe), or int8 symmetric (TensorRT)
+        act = for_format("onnx", calibration).activations
         quantize_static(path, tmp, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                        activation_type=QuantType.QUInt8 if act == "uint8" else QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
+                        extra_options={"ActivationSymmetric": act == "int8-symmetric", "WeightSymmetric": True})
         os.replace(tmp, path)
     finally:
         root.setLevel(level)

@@ -1008,8 +1008,9 @@ class Store:
         """The visits that make up each measured architecture's latency: per round, the latest ok one
         (``graph``: of that graph mode only; rows from before modes were recorded count for either).
 
-        Only rounds of the same plan (``rounds``) as the architecture's latest visit count, so a
-        re-measurement with another rounds setting replaces the old one instead of mixing with it. Each
+        Only rounds of the same plan (``rounds``) and int8 calibration as the architecture's latest visit count,
+        so a re-measurement with another rounds setting or int8 recipe replaces the old one instead of mixing
+        with it. Each
         workload is its own series: the device column names non-default ones ``device@bs32.fp16``, and ``device``
         selects one series by that name (the plain name is the default workload alone: it once took every
         workload's visits, so `compare` and `srcc --ci` resampled batch-8 runs as batch-1 noise).
@@ -1023,7 +1024,7 @@ class Store:
                              AND l.arch_id = ok.arch_id AND l.batch_size = ok.batch_size
                              AND l.input_shape = ok.input_shape AND l.precision = ok.precision
                              JOIN ok lo ON lo.id = l.last_id
-                             WHERE ok.plan = lo.plan
+                             WHERE ok.plan = lo.plan AND ok.calibration IS lo.calibration
                              GROUP BY ok.device_id, ok.arch_id, ok.batch_size, ok.input_shape, ok.precision, ok.rnd)
                SELECT m.id, d.name AS device, m.batch_size, m.input_shape, m.precision, a.key, a.columns_json,
                       COALESCE(m.round, 1) AS round,
