@@ -981,3 +981,12 @@ def test_several_devices_at_once_say_what_their_visits_say_too(cli_env, devices_
     from tests.test_interrupts import _runner_children
 
     assert not _runner_children()  # the lanes' clean-up was cancelled before it ran: workers outlived the command
+
+
+def test_measures_progress_stays_off_a_redirected_stdout(cli_env):
+    """`measure ... > file` left the bar's last frame (or a spinner frame when there was nothing to do) in the file."""
+    from tests.conftest import harness
+
+    for _ in range(2):  # a campaign, then "nothing to do"
+        out = harness("measure", "-d", "fast-onnx", "--arch", "0,1", env=cli_env)
+        assert "━" not in out.stdout and "eta" not in out.stdout and "0/?" not in out.stdout, out.stdout

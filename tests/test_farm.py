@@ -138,7 +138,7 @@ def test_cli_measures_two_devices_with_one_summary(tmp_path, cli_env):
     p = subprocess.run([sys.executable, "-m", "harness", "measure", "-d", "cli-a", "-d", "cli-b", "-d", "virtual-phone",
                         "--sample", "3"], env=cli_env, capture_output=True, text=True, timeout=180)
     assert p.returncode == 1, p.stderr  # one device stopped
-    assert "cli-a" in p.stdout and "finished" in p.stdout and "cli-b stopped" in p.stdout
+    assert "cli-a" in p.stdout and "finished" in p.stdout and "cli-b stopped" in p.stderr  # progress: stderr
     with Store(cli_env["HARNESS_STORE"]) as st:  # the virtual phone was served for the command, as for one device
         assert len(st.measurements("virtual-phone").query("status == 'ok'")) == 3
     assert "not every device finished" in p.stderr and "Traceback" not in p.stderr

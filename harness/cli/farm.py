@@ -188,7 +188,7 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
             lanes = local_lanes(plan, ModelCache(cache_dir))
         progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                            TextColumn("{task.fields[status]}"), console=console, transient=False)
+                            TextColumn("{task.fields[status]}"), console=err, transient=False)
         try:
             with progress:
                 summary = run_farm(st, plan, lanes, command=command, observer=FarmProgress(progress, mode),

@@ -451,7 +451,7 @@ def run(device: str, space: str, *, sample: int | None, seed: int, all_archs: bo
     profile = own_resolution_is_default(profile, sp)
     command = shlex.join(["harness", *sys.argv[1:]])
     with reachable(profile) as profile, Store(store) as st:
-        progress = campaign_progress(console)
+        progress = campaign_progress(err)  # stderr: a redirected stdout got the last frame of the bar
         observer = ProgressObserver(progress, profile.name)
         try:
             with progress:
