@@ -23,6 +23,15 @@ class ProfileError(HarnessError):
         super().__init__(f"invalid device profile {path}:\n{detail}")
 
 
+def did_you_mean(name: str, valid, cutoff: float = 0.75) -> str:
+    """" (did you mean 'x'?)" for a near miss among ``valid``, else "": a misspelt device read "no data", and
+    its advice was to measure the misspelt name."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), sorted(map(str, valid)), n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class UnknownNameError(HarnessError):
     """A name (device, space, driver, runtime) that is not registered; lists the valid ones."""
 

@@ -990,3 +990,19 @@ def test_measures_progress_stays_off_a_redirected_stdout(cli_env):
     for _ in range(2):  # a campaign, then "nothing to do"
         out = harness("measure", "-d", "fast-onnx", "--arch", "0,1", env=cli_env)
         assert "━" not in out.stdout and "eta" not in out.stdout and "0/?" not in out.stdout, out.stdout
+
+
+def test_a_misspelt_device_gets_a_suggestion_everywhere(small_store, cli_env):
+    """Only adapt, measure and devices show suggested the right name; predict and search told the user to measure
+    or `transfer --target` the misspelt one."""
+    from tests.conftest import harness
+
+    env = {**cli_env, "HARNESS_STORE": str(small_store)}
+    typo = "hwnb_edgtpu"
+    for cmd in (["srcc", "--device", typo, "--device", "hwnb_fpga"], ["predict", "-d", typo],
+                ["compare", typo, "hwnb_fpga"], ["proxy", "-t", typo], ["export", "--device", typo, "-o", str(small_store.parent / "x.csv")],
+                ["search", "-t", typo, "--max-ms", "5", "--accuracy", "acc_cifar100_test_200ep"]):
+        out = harness(*cmd, env=env, check=False)
+        flat = " ".join(out.stderr.split())
+        assert out.returncode == 2 and "did you mean 'hwnb_edgetpu'" in flat, (cmd, flat)
+        assert f"measure --device {typo}" not in flat and f"--target {typo}" not in flat

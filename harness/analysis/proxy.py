@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.correlation import correlate
-from harness.errors import HarnessError, ParameterError
+from harness.errors import HarnessError, ParameterError, did_you_mean
 
 
 def rank_proxies(wide: pd.DataFrame, targets: Sequence[str], candidates: Sequence[str] | None = None,
@@ -27,7 +27,8 @@ def rank_proxies(wide: pd.DataFrame, targets: Sequence[str], candidates: Sequenc
         raise ParameterError("targets", "name at least one target device to rank proxies for")
     unknown = [d for d in [*targets, *(candidates or [])] if d not in wide.columns]
     if unknown:
-        raise HarnessError(f"unknown device(s) {', '.join(unknown)}; have {', '.join(wide.columns)}")
+        raise HarnessError(f"unknown device(s) {', '.join(unknown)}{did_you_mean(unknown[0], wide.columns)}; have "
+                           f"{', '.join(wide.columns)}")
     candidates = [d for d in (candidates or wide.columns) if d not in targets]
     if not candidates:
         raise HarnessError("no candidate proxies left once the targets are removed")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from harness.analysis.transfer_loop import resolve_accuracy
 from harness.analysis.workflow import Context, describe_predictor, predict
-from harness.errors import HarnessError, ParameterError
+from harness.errors import HarnessError, ParameterError, did_you_mean
 from harness.models.spaces import Arch
 
 
@@ -93,9 +93,11 @@ def search(ctx: Context, target: str, max_ms: float, accuracy: str | None = None
     if gaps.any():
         if saved is None:
             if not len(have):
+                typo = did_you_mean(target, ctx.devices_with_data())
                 raise HarnessError(f"{target!r} has no {ctx.space.name} measurements and no predictor in "
-                                   f"{ctx.store.path}; run `harness transfer --target {target} --space "
-                                   f"{ctx.space.name}` first (or import its latencies)")
+                                   f"{ctx.store.path}" + (f"{typo}" if typo else
+                                                          f"; run `harness transfer --target {target} --space "
+                                                          f"{ctx.space.name}` first (or import its latencies)"))
             keep = ~gaps  # only what is measured: say so
         else:
             pred = predict(ctx, target, [a for a, g in zip(archs, gaps) if g])

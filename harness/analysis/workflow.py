@@ -25,7 +25,7 @@ from harness.analysis.methods import BUILTIN, DEFAULT_METHOD, get_method
 from harness.analysis.methods.base import Fitted
 from harness.analysis.transfer import (FLOOR_MS, MIN_TARGET_SAMPLES, LinearModel, TransferError, fit_linear,
                                       model_from_json)
-from harness.errors import HarnessError, NoPredictorError, ParameterError
+from harness.errors import HarnessError, NoPredictorError, ParameterError, did_you_mean
 from harness.models.spaces import Arch, SearchSpace, get_space
 from harness.results.store import Store
 
@@ -146,8 +146,8 @@ def resolve_proxies(ctx: Context, proxies: Sequence[str], exclude: Sequence[str]
     names = [d for d in have if d not in exclude] if everything else list(dict.fromkeys(proxies))
     missing = [p for p in names if p not in have]
     if missing:
-        raise ParameterError(param, f"proxy device(s) {', '.join(missing)} have no {ctx.space.name} data; "
-                             f"devices with data: {', '.join(have) or '(none)'}")
+        raise ParameterError(param, f"proxy device(s) {', '.join(missing)} have no {ctx.space.name} data"
+                             f"{did_you_mean(missing[0], have)}; devices with data: {', '.join(have) or '(none)'}")
     counts = ctx.store.latencies(ctx.space.name, names).groupby("device").size()
     thin = [p for p in names if counts.get(p, 0) < MIN_PROXY_ARCHS]
     if thin and not everything:
@@ -397,12 +397,9 @@ def adapt(ctx: Context, proxies: Sequence[str], target: str, method: str = DEFAU
     m = get_method(method)
     have = ctx.devices_with_data()
     if target not in have:
-        import difflib
-
-        close = difflib.get_close_matches(target, sorted(have), n=1, cutoff=0.75)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise NoPredictorError(target, f"target {target!r} has no {ctx.space.name} measurements in "
-                               f"{ctx.store.path}{hint}; measure some first", needs="measurements")
+                               f"{ctx.store.path}{did_you_mean(target, have)}; measure some first",
+                               needs="measurements")
     sources = resolve_proxies(ctx, proxies, exclude=[target])
     if target in sources:
         raise ParameterError("proxies", "the target cannot be its own proxy")
@@ -544,9 +541,11 @@ def _predictions(values, n: int, what: str) -> np.ndarray:
 def predict(ctx: Context, device: str, archs: Sequence[Arch] | None = None) -> pd.DataFrame:
     saved = ctx.store.latest_predictor(ctx.space.name, device)
     if saved is None:
-        if device not in ctx.devices_with_data():  # train or adapt would refuse it too: say what is missing
+        have = ctx.devices_with_data()
+        if device not in have:  # train or adapt would refuse it too: say what is missing
             raise NoPredictorError(device, f"no {ctx.space.name} predictor for {device!r}, and no {ctx.space.name} "
-                                           f"latencies to make one from in {ctx.store.path}", needs="measurements")
+                                           f"latencies to make one from in {ctx.store.path}"
+                                           f"{did_you_mean(device, have)}", needs="measurements")
         raise NoPredictorError(device, f"no {ctx.space.name} predictor for {device!r}: train or adapt one first")
     archs = list(archs) if archs is not None else ctx.candidates()
     pred = _predictions(get_method(saved["method"]).predict(ctx, saved["model"], archs), len(archs),

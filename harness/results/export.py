@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, did_you_mean
 from harness.models.spaces import Arch, get_space
 from harness.paths import TABLE_SUFFIXES
 from harness.results.atomic import atomic_path
@@ -36,8 +36,8 @@ def latency_wide(store: Store, space: str, devices: list[str] | None = None,
         if missing:
             have = sorted(set(store.latencies(space, graph=graph).device))
             raise HarnessError(f"no {space} latencies{f' of graph mode {graph}' if graph else ''} for "
-                               f"{', '.join(missing)} in {store.path}; devices with {space} data: "
-                               f"{', '.join(have) or '(none)'}")
+                               f"{', '.join(missing)} in {store.path}{did_you_mean(missing[0], have)}; devices with "
+                               f"{space} data: {', '.join(have) or '(none)'}")
     if long.empty:
         return pd.DataFrame(columns=list(devices or []), dtype=float)
     wide = long.pivot(index="key", columns="device", values="latency_ms")
