@@ -191,3 +191,22 @@ def test_onnx_int8_is_the_recipe_its_runtime_fuses(tmp_path):
     with pytest.raises(Exception, match="activations: uint8 applies to ONNX models"):
         parse_profile({"name": "p", "connection": {"kind": "local"}, "runtime": {"name": "tflite"},
                        "workload": {"precision": "int8", "calibration": {"activations": "uint8"}}}, "p")
+
+
+def test_tflite_int8_ops_carry_the_versions_tensorflows_converter_writes(tmp_path):
+    """Every op of the int8 file declared version 1 (float/uint8 semantics to a delegate that checks versions);
+    TensorFlow's converter writes CONV_2D 3, DEPTHWISE_CONV_2D 3, FULLY_CONNECTED 4, ADD 2, MEAN 2, QUANTIZE 1."""
+    for space in ("nb201", "mbv2"):
+        g = _graph(space, "9930" if space == "nb201" else None)
+        path = tmp_path / f"{space}.tflite"
+        export_tflite(g, str(path))
+        precision.convert("tflite", path, "int8", Calibration(samples=2))
+        model = precision._load_tflite(str(path))
+        names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+        versions = {names[oc.builtinCode or oc.deprecatedBuiltinCode]: oc.version for oc in model.operatorCodes}
+        assert len(versions) == len(model.operatorCodes)  # one code per op kind, none left unused
+        for op, v in versions.items():
+            assert v == precision.INT8_OP_VERSIONS.get(op, 1), (space, op, v)
+        assert versions["CONV_2D"] == 3 and versions["QUANTIZE"] == 1 and versions["DEQUANTIZE"] == 2
+        x = np.random.default_rng(0).standard_normal((1, *g.input_shape)).astype(np.float32)
+        assert np.isfinite(run_tflite(path, x)).all()  # LiteRT still runs it

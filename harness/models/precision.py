@@ -30,7 +30,7 @@ import numpy as np
 from harness.devices.profile import Calibration
 from harness.errors import ExportError
 
-PRECISION_VERSION = "precision-1"  # part of the cache key: a change here re-exports
+PRECISION_VERSION = "precision-2"  # part of the cache key: a change here re-exports
 
 
 def calibration_inputs(shape: tuple[int, ...], calibration: Calibration) -> Iterator[np.ndarray]:
@@ -353,11 +353,45 @@ def tflite_int8(path: str, calibration: Calibration) -> None:
 
     out_f = _new_tensor(sub, model, "output", sub.tensors[out_q].shape, fb.TensorType.FLOAT32)
     sub.tensors[out_q].name = b"output_int8"
-    sub.operators = ([_op(model, B.QUANTIZE, [in_f], [in_q], version=2)] + list(sub.operators)
+    sub.operators = ([_op(model, B.QUANTIZE, [in_f], [in_q], version=1)] + list(sub.operators)
                      + [_op(model, B.DEQUANTIZE, [out_q], [out_f], version=2)])
     sub.outputs = np.array([out_f], np.int32)
     leftover = [sub.tensors[i].name.decode() for i in range(len(sub.tensors))
                 if sub.tensors[i].type == fb.TensorType.FLOAT32 and i not in (in_f, out_f)]
     if leftover:
         raise ExportError(f"int8: tensors left in float32: {', '.join(leftover[:5])}")
+    _int8_op_versions(model, sub, params)
     _save_tflite(model, path)
+
+
+# what TensorFlow's converter writes for an op with int8 inputs (tensorflow/lite/tools/versioning/op_version.cc):
+# version 1 means float or uint8 to a runtime or delegate that checks versions (LiteRT's own kernels do not)
+INT8_OP_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "ADD": 2, "SUB": 2, "MUL": 2,
+                    "AVERAGE_POOL_2D": 2, "MAX_POOL_2D": 2, "MEAN": 2, "PAD": 2, "PADV2": 2, "CONCATENATION": 2,
+                    "LOGISTIC": 2, "TANH": 2, "RELU": 2, "RELU6": 2, "SOFTMAX": 2, "TRANSPOSE": 2, "MAXIMUM": 2,
+                    "MINIMUM": 2, "QUANTIZE": 1, "DEQUANTIZE": 2}
+
+
+def _int8_op_versions(model, sub, params: dict) -> None:
+    """Give every operator of the int8 graph the version TensorFlow's converter gives it: each (code, version)
+    pair its own operator code, as the converter writes them."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    for op in sub.operators:
+        oc = model.operatorCodes[op.opcodeIndex]
+        code = oc.builtinCode if oc.builtinCode else oc.deprecatedBuiltinCode
+        name = names.get(code, "")
+        version = INT8_OP_VERSIONS.get(name, oc.version)
+        if name == "FULLY_CONNECTED" and (len(op.inputs) < 3 or op.inputs[2] < 0):
+            version = 6  # no bias
+        if name == "MUL":  # a rescale >= 1 needs the kernel of version 3
+            a, b, out = (params.get(int(i)) for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+            if a is not None and b is not None and out is not None and a[0][0] * b[0][0] / out[0][0] >= 1.0:
+                version = 3
+        op.opcodeIndex = _opcode(model, code, version)
+    used = sorted({int(op.opcodeIndex) for op in sub.operators})  # the codes left behind at version 1 go
+    remap = {old: new for new, old in enumerate(used)}
+    model.operatorCodes = [model.operatorCodes[i] for i in used]
+    for op in sub.operators:
+        op.opcodeIndex = remap[int(op.opcodeIndex)]
