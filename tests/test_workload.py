@@ -116,7 +116,9 @@ def test_workloads_are_separate_measurements(devices_dir, registry, store_path, 
         draws = noise_draws(st, "nb201", "wl", 50)
         assert list(draws.index) == [archs[0].key]
         default_ms = rows[rows.batch_size == 1].median_ms.iloc[0]
-        assert draws.max(axis=1).iloc[0] < 3 * default_ms  # its own runs' spread, not batch 2's
+        # its own runs' spread, not batch 2's (~3x slower, and the bug read 50x): the median draw, as the max of
+        # 50 draws moved past 3x on a loaded machine
+        assert draws.median(axis=1).iloc[0] < 2 * default_ms
         # the report's provenance: a workload series is measured, with its own campaigns (it said "imported")
         from harness.analysis.data import device_facts
 
