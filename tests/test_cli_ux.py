@@ -1006,3 +1006,23 @@ def test_a_misspelt_device_gets_a_suggestion_everywhere(small_store, cli_env):
         flat = " ".join(out.stderr.split())
         assert out.returncode == 2 and "did you mean 'hwnb_edgetpu'" in flat, (cmd, flat)
         assert f"measure --device {typo}" not in flat and f"--target {typo}" not in flat
+
+
+def test_export_finds_the_space_of_the_devices_it_is_given(cli_env, tmp_path):
+    """`export --device local-onnx` exited 2 ("pick one with --space") in a store that also held FBNet tables the
+    device never measured."""
+    import numpy as np
+    import pandas as pd
+
+    from tests.conftest import harness
+
+    harness("measure", "-d", "fast-onnx", "--arch", "0,1", env=cli_env)
+    fb = pd.DataFrame({"op_idx_list": ["[" + ", ".join(["1"] * 22) + "]", "[" + ", ".join(["2"] * 22) + "]"],
+                       "pub_fbnet_ms": [1.0, 2.0]})
+    fb.to_csv(tmp_path / "fb.csv", index=False)
+    harness("import", str(tmp_path / "fb.csv"), env=cli_env)
+    harness("export", "--device", "fast-onnx", "-o", str(tmp_path / "x.csv"), env=cli_env)
+    assert list(pd.read_csv(tmp_path / "x.csv")["fast-onnx_ms"].notna()) == [True, True]
+    both = harness("export", "-o", str(tmp_path / "y.csv"), env=cli_env, check=False)
+    assert both.returncode == 2 and "pick one with --space" in " ".join(both.stderr.split())
+

@@ -329,7 +329,7 @@ def proxy(
         "Bootstrap resamples for 95% confidence intervals over the architectures (0 = none; 200 is a good start). "
         "Unlike srcc --ci they do not resample the measured devices' runs: a proxy's mean over targets is judged "
         "on which architectures were drawn."))] = 0,
-    top: Annotated[int, typer.Option(min=1, help="Show the best N.")] = 10,
+    top: Annotated[int, typer.Option(min=1, help="Show the best N in the table (--json gives every candidate).")] = 10,
     min_overlap: MinOverlapOpt = DEFAULT_MIN_OVERLAP,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
     store: StoreOpt = DEFAULT_STORE,

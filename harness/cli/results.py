@@ -16,7 +16,9 @@ from harness.cli.common import (DEFAULT_STORE, StoreOpt, cli_errors, console, er
 from harness.errors import HarnessError
 
 
-def _one_space(st, space: str | None) -> str:
+def _one_space(st, space: str | None, devices: list[str] | None = None) -> str:
+    """--space, else the store's only space, else the only one the named devices have data in (`export --device
+    local-onnx` refused a store that also held FBNet tables local-onnx never measured)."""
     if space:
         return space
     spaces = st.spaces()
@@ -25,6 +27,10 @@ def _one_space(st, space: str | None) -> str:
     real = [s for s in spaces if s != "file"]  # measured model files are their own table: `--space file`
     if len(real) == 1:
         return real[0]
+    if devices:
+        theirs = [s for s in real if set(devices) & set(st.latencies(s).device)]
+        if len(theirs) == 1:
+            return theirs[0]
     raise HarnessError(f"{st.path} holds {len(spaces)} spaces ({', '.join(spaces) or 'none'}); pick one with --space")
 
 
@@ -34,7 +40,8 @@ def export(
                                       help="Output file: .csv, .csv.gz or .parquet.")],
     device: Annotated[Optional[list[str]], typer.Option(
         callback=names_list, help="Only these devices (repeat or comma-separate); default all.")] = None,
-    space: Annotated[Optional[str], typer.Option(help="Search space; default: the only one in the store.")] = None,
+    space: Annotated[Optional[str], typer.Option(help=(
+        "Search space; default: the only one in the store, or the only one the --device devices have data in."))] = None,
     ci: Annotated[int, typer.Option("--ci", min=0, max=10_000, help=(
         "Add <device>_ci_low_ms / <device>_ci_high_ms: 95% CI of each measured model's latency from N "
         "bootstrap resamples of its runs and rounds (0 = none): the noise within the stored campaigns, "
@@ -60,7 +67,7 @@ def export(
 
         graph = check_mode(graph)
     with open_store(store, write=False) as st:
-        sp = _one_space(st, space)
+        sp = _one_space(st, space, device)
         df = latency_table(st, sp, device or None, graph)
         # each row's architecture key, read once for --ci, --drift-correct and the accuracy columns
         row_keys = _row_keys(st, sp, df) if (ci or drift_correct or sp != files.SPACE) and len(df) else []
