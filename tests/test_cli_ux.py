@@ -1011,7 +1011,6 @@ def test_a_misspelt_device_gets_a_suggestion_everywhere(small_store, cli_env):
 def test_export_finds_the_space_of_the_devices_it_is_given(cli_env, tmp_path):
     """`export --device local-onnx` exited 2 ("pick one with --space") in a store that also held FBNet tables the
     device never measured."""
-    import numpy as np
     import pandas as pd
 
     from tests.conftest import harness
