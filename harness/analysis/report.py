@@ -368,12 +368,17 @@ def timeline(measurements: pd.DataFrame) -> Figure | None:
     kinds = [("ok", "#4c72b0", m["status"].eq("ok")),
              ("failed", "#dd8452", m["status"].eq("failed") & m["failure_kind"].ne("device_lost")),
              ("device lost", "#c44e52", m["failure_kind"].eq("device_lost"))]
+    least = 2e-3 * (x0.max() + 1)  # a bar stays visible however short the attempt
+    dev_of = m["device"].to_numpy()
     for label, colour, mask in kinds:
         idx = np.flatnonzero(mask.to_numpy())
         if len(idx):
-            for i in idx:
-                r = row[m["device"].iloc[i]]
-                ax.broken_barh([(x0[i], max(width[i], 2e-3 * (x0.max() + 1)))], (r - 0.35, 0.7), color=colour)
+            # one call per device and status: one per attempt rescaled the axes each time (4.6 s for a report of
+            # 200 measurements, 108 s for 15,600, none in 400 s for 90,000)
+            for d in sorted(set(dev_of[idx])):
+                mine = idx[dev_of[idx] == d]
+                ax.broken_barh(list(zip(x0[mine], np.maximum(width[mine], least))), (row[d] - 0.35, 0.7),
+                               color=colour)
             ax.plot([], [], color=colour, lw=6, label=label)
     ax.set_yticks(range(len(devices)), [_short(d) for d in devices])
     ax.set_xlabel(f"seconds since {t0:%Y-%m-%d %H:%M:%S} UTC")

@@ -245,3 +245,21 @@ def _campaigns_table(df, store, wide: bool, show_stale: bool):
         if _text(r.message):
             notes.append(f"  #{r.id} {r.status}: {esc(_text(r.message))}")
     return table, notes, device_stats
+
+
+@cli_errors
+def backup(
+    dest: Annotated[Path, typer.Argument(help="File to write the copy to (replaced if it exists).")],
+    store: StoreOpt = DEFAULT_STORE,
+) -> None:
+    """Copy the store safely, even while campaigns write to it.
+
+    A plain `cp` of a store being written misses what is still in its -wal file (or, copied with it, can give
+    a damaged file); this uses SQLite's online backup. Example: harness backup backups/results-$(date +%F).db
+    """
+    from harness.results.store import open_store
+
+    with open_store(store, write=False) as st, working(f"copying {store}"):
+        size = st.backup(dest)
+    console.print(f"wrote {esc(str(dest))} ({size / 1e6:.1f} MB): a consistent copy of {esc(str(store))}",
+                  highlight=False)

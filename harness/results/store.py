@@ -554,6 +554,30 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    @_guarded
+    def backup(self, dest: str | os.PathLike) -> int:
+        """A consistent copy while campaigns write (SQLite's online backup): a plain `cp` of a live store missed
+        the measurements still in its -wal file, or, copied with it, gave a damaged file. Written beside ``dest``
+        and renamed into place; returns its size in bytes."""
+        dest = Path(dest)
+        if dest.exists() and dest.resolve() == self.path.resolve():
+            raise StoreError(f"{dest} is the store itself; name another file to copy it to")
+        if dest.is_dir():
+            raise StoreError(f"{dest} is a folder; name the file to write (e.g. {dest / self.path.name})")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        try:
+            target = sqlite3.connect(tmp)
+            try:
+                self.db.backup(target)
+            finally:
+                target.close()
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return dest.stat().st_size
+
     def __enter__(self) -> Store:
         return self
 
