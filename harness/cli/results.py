@@ -41,7 +41,7 @@ def export(
     device: Annotated[Optional[list[str]], typer.Option(
         callback=names_list, help="Only these devices (repeat or comma-separate); default all.")] = None,
     space: Annotated[Optional[str], typer.Option(help=(
-        "Search space; default: the only one in the store, or the only one the --device devices have data in."))] = None,
+        "Search space; default: the only one in the store, or the one the --device devices have data in."))] = None,
     ci: Annotated[int, typer.Option("--ci", min=0, max=10_000, help=(
         "Add <device>_ci_low_ms / <device>_ci_high_ms: 95% CI of each measured model's latency from N "
         "bootstrap resamples of its runs and rounds (0 = none): the noise within the stored campaigns, "

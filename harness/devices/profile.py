@@ -525,8 +525,8 @@ def _loopback(value: Any) -> bool:
 def measurement_changes(before: dict, after: dict) -> list[str]:
     """What differs between two profiles (``as_dict``) in what decides the measured latency, as ``field: old ->
     new``: the runtime and the connection (its kind, host or serial, interpreter or tool; not
-    :data:`NOT_A_NEW_MACHINE`) and :data:`WHAT_IS_TIMED`. Workloads and graph modes are not here: they are separate series in the store
-    already."""
+    :data:`NOT_A_NEW_MACHINE`) and :data:`WHAT_IS_TIMED`. Workloads and graph modes are not here: they are
+    separate series in the store already."""
     changes = []
     for block in ("runtime", "connection"):
         old, new = before.get(block) or {}, after.get(block) or {}
