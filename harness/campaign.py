@@ -114,6 +114,7 @@ class CampaignSummary:
     cuda_graph_setting: str | None = None  # the profile's CUDA-graph switch when it times a GPU: advice names it
     last_failure: str | None = None  # the latest failed visit's kind and message: what `campaigns` shows
     caveat: str | None = None  # the device computes in another precision than the workload names (preflight)
+    unused: list[str] = field(default_factory=list)  # profile fields set that this device's tool does not read
 
     @property
     def degenerate(self) -> int:
@@ -715,6 +716,11 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
             summary.fixed_runs = pol.timed_runs  # the device's tool times a fixed count: the CLI says so
         elif pol.adaptive is not None and "timed_runs" in pol.model_fields_set:
             summary.unused_timed_runs = pol.timed_runs  # adaptive stopping decides: the CLI says timed_runs is unused
+        if profile.runtime.name == "trtexec":  # accepted by the schema, read by harness's runner only
+            summary.unused = (["policy.warmup_runs (trtexec warms up for runtime.options.warmup_ms)"]
+                              if "warmup_runs" in pol.model_fields_set else []) + \
+                             (["runtime.threads (TensorRT runs on the GPU)"]
+                              if "threads" in profile.runtime.model_fields_set else [])
         retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         observer.started(summary, len(todo))
         watch = (_Sentinels(store, cid, profile, space, archs, cache, driver, clock, write_retry_s) if pol.sentinels

@@ -356,3 +356,16 @@ def test_a_binary_that_is_no_trtexec_says_what_it_is(tmp_path, what, expect):
         d.prepare()
     assert expect in str(e.value)
     assert not d.check().ok
+
+
+def test_settings_trtexec_does_not_read_are_named(trtexec_bin, tmp_path, monkeypatch, cache_dir):
+    """warmup_runs and threads were accepted and shown for trtexec profiles but did nothing (its warm-up is
+    runtime.options.warmup_ms)."""
+    from harness.campaign import run_campaign
+
+    monkeypatch.setenv("HARNESS_ENGINE_CACHE", str(tmp_path / "engines"))
+    body = trt_profile(trtexec_bin).as_dict()
+    p = parse_profile({**body, "runtime": {**body["runtime"], "threads": 4}}, "<trt>")
+    with Store(tmp_path / "s.db") as st:
+        s = run_campaign(st, p, SPACE, SPACE.parse_many([ARCH]), cache=ModelCache(cache_dir))
+    assert s.ok == 1 and any("policy.warmup_runs" in u for u in s.unused) and any("runtime.threads" in u for u in s.unused)

@@ -80,6 +80,8 @@ class ProgressObserver:
             console.print(f"  (policy.timed_runs {summary.unused_timed_runs} is not used here: the profile's adaptive "
                           "settings decide each visit's runs (min_runs/max_runs); set adaptive: null for a fixed "
                           "count)", highlight=False)
+        if summary.unused:
+            console.print(f"  (not used by this device's tool: {esc('; '.join(summary.unused))})", highlight=False)
         self.progress.update(self.task, description=summary.device, total=todo, completed=0)
 
     def model_starting(self, arch) -> None:
