@@ -425,7 +425,8 @@ def test_two_profiles_of_one_phone_never_measure_at_once(tmp_path, cache_dir, mo
         with pytest.raises(DeviceBusy, match="the phone with ADB serial 127.0.0.1:5999 is being measured by .*s5e"):
             run_campaign(st, b, SPACE, SPACE.sample(2, 0), cache=ModelCache(cache_dir))
         with pytest.raises(FarmError, match="s5e and --device s5e-gpu are the phone with ADB serial"):
-            make_plan(st, [a, b], SPACE, SPACE.sample(2, 0))
+            plan = make_plan(st, [a, b], SPACE, SPACE.sample(2, 0))
+            run_farm(st, plan, {})
 
 
 def test_a_waiting_farm_measures_only_what_the_campaign_it_waited_for_left(store_path, cache_dir):

@@ -197,7 +197,8 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
                                        f"waiting: {escape(h.device)} is being measured by {escape(h.describe())}",
                                        highlight=False),
                                    replan=lambda: make_plan(st, profiles, sp, archs, mode,  # type: ignore[arg-type]
-                                                            remeasure, remeasure_stale))
+                                                            remeasure, remeasure_stale),
+                                   machines=ray_address is None)
         except DeviceBusy as e:
             err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(3) from None

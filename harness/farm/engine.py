@@ -23,7 +23,7 @@ from harness.campaign import (CampaignSummary, Measured, ModelOutcome, changed_s
 from harness.devices.lease import leases_for, lock_dir_for
 from harness.devices.preflight import precision_caveat
 from harness.errors import ConnectionLost, FailureKind, HarnessError, StoreError
-from harness.farm.plan import FarmPlan
+from harness.farm.plan import FarmPlan, check_one_per_machine
 from harness.models.spaces import Arch
 from harness.results.store import Store, utcnow
 
@@ -351,7 +351,7 @@ def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: s
              observer: FarmObserver | None = None, max_consecutive_failures: int = 5,
              start_timeout_s: float = 120.0, heartbeat_s: float = 2.0, silence_s: float = 10.0,
              write_retry_s: float = 600.0, lease_wait: float | None = 0.0, on_lease_wait=None,
-             replan: Callable[[], FarmPlan] | None = None) -> FarmSummary:
+             replan: Callable[[], FarmPlan] | None = None, machines: bool = True) -> FarmSummary:
     """Measure the plan on its lanes concurrently; returns which devices finished and what is left.
 
     A remote device whose host does not answer a heartbeat (sent every ``heartbeat_s`` while it has work)
@@ -361,7 +361,11 @@ def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: s
     Every device's lease (:class:`~harness.devices.lease.DeviceLease`) is held for the whole run, so a
     one-device campaign and a farm never measure the same device at once. ``replan`` works the lists out again
     when a lease had to be waited for: the campaign it waited on has measured some of them meanwhile (a
-    `--wait` farm measured them a second time)."""
+    `--wait` farm measured them a second time). ``machines``: also the leases of the phones and boards the
+    profiles reach from this host (:func:`~harness.devices.lease.machine_of`); off for Ray, whose hosts reach
+    their own devices."""
+    if machines:
+        check_one_per_machine(list(plan.profiles.values()))
     waited: list[bool] = []
 
     def on_wait(holder) -> None:
@@ -377,7 +381,7 @@ def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: s
             # devices (--wait) take them in one order, so neither holds what the other waits for
             held = [lease for name in plan.profiles for lease in
                     leases_for(plan.profiles[name], lock_dir_for(store.path), command=command, wait=lease_wait,
-                               on_wait=on_wait)]
+                               on_wait=on_wait)[:None if machines else 1]]
             for lease in sorted(held, key=lambda x: (x.device.startswith("machine."), x.device)):
                 leases.enter_context(lease)
             if waited and replan is not None:

@@ -100,6 +100,22 @@ class FarmPlan:
     queue_of: dict[str, str] = field(default_factory=dict)  # device -> queue name
 
 
+def check_one_per_machine(profiles: Sequence[Profile]) -> None:
+    """Two profiles of one phone (serial) or board (host:port) reached from this host would time beside each other
+    and kill each other's runs. (Not for Ray: there each host reaches its own devices, and two hosts' emulators
+    or localhost boards share a serial or an address.)"""
+    from harness.devices.lease import machine_of
+
+    seen: dict[str, str] = {}
+    for p in profiles:
+        m = machine_of(p)
+        if m is not None and m[0] in seen:
+            raise FarmError(f"--device {seen[m[0]]} and --device {p.name} are {m[1]}: one device measures one model "
+                            "at a time; measure them one after the other")
+        if m is not None:
+            seen[m[0]] = p.name
+
+
 def make_plan(store: Store, profiles: Sequence[Profile], space: SearchSpace, archs: Sequence[Arch],
               mode: Mode = "each", remeasure: bool = False, remeasure_stale: bool = False) -> FarmPlan:
     names = [p.name for p in profiles]
@@ -108,16 +124,6 @@ def make_plan(store: Store, profiles: Sequence[Profile], space: SearchSpace, arc
         raise FarmError(f"--device {dupes[0]} is given twice; a device runs one campaign at a time")
     if not profiles:
         raise FarmError("no device given; use --device NAME (repeat it for several devices)")
-    from harness.devices.lease import machine_of
-
-    seen: dict[str, str] = {}
-    for p in profiles:  # two profiles of one phone or board would time beside each other (and kill each other's runs)
-        m = machine_of(p)
-        if m is not None and m[0] in seen:
-            raise FarmError(f"--device {seen[m[0]]} and --device {p.name} are {m[1]}: one device measures one model "
-                            "at a time; measure them one after the other")
-        if m is not None:
-            seen[m[0]] = p.name
     profiles = [farm_profile(p) for p in profiles]
     plan = FarmPlan(mode, space, list(archs), {p.name: p for p in profiles}, {})
     if mode == "each":
