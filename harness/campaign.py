@@ -717,10 +717,10 @@ def _run(store: Store, profile: Profile, space: SearchSpace, archs: Sequence[Arc
         elif pol.adaptive is not None and "timed_runs" in pol.model_fields_set:
             summary.unused_timed_runs = pol.timed_runs  # adaptive stopping decides: the CLI says timed_runs is unused
         if profile.runtime.name == "trtexec":  # accepted by the schema, read by harness's runner only
-            summary.unused = (["policy.warmup_runs (trtexec warms up for runtime.options.warmup_ms)"]
-                              if "warmup_runs" in pol.model_fields_set else []) + \
-                             (["runtime.threads (TensorRT runs on the GPU)"]
-                              if "threads" in profile.runtime.model_fields_set else [])
+            if "warmup_runs" in pol.model_fields_set:
+                summary.unused.append("policy.warmup_runs (trtexec warms up for runtime.options.warmup_ms)")
+            if "threads" in profile.runtime.model_fields_set:
+                summary.unused.append("runtime.threads (TensorRT runs on the GPU)")
         retrying(lambda: store.set_campaign_conditions(cid, summary.conditions), write_retry_s)
         observer.started(summary, len(todo))
         watch = (_Sentinels(store, cid, profile, space, archs, cache, driver, clock, write_retry_s) if pol.sentinels

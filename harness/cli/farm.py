@@ -149,7 +149,14 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
         if ray_address is None:  # stand-ins served for this command (ADB serial `virtual`), as for one device
             profiles = [stack.enter_context(reachable(p)) for p in profiles]
         st = stack.enter_context(Store(store))
-        plan = make_plan(st, profiles, sp, archs, mode, remeasure, remeasure_stale)  # type: ignore[arg-type]
+
+        def fresh_plan():
+            return make_plan(st, profiles, sp, archs, mode, remeasure, remeasure_stale)  # type: ignore[arg-type]
+
+        def say_waiting(h) -> None:
+            err.print(f"waiting: {escape(h.device)} is being measured by {escape(h.describe())}", highlight=False)
+
+        plan = fresh_plan()
         if not any(q.todo for q in plan.queues.values()):
             console.print(f"all {len(archs)} architectures are already in {store} for "
                           f"{', '.join(devices)}; nothing to do (--remeasure to measure again).")
@@ -172,7 +179,7 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
 
             def on_actor_wait(h) -> None:
                 waited.append(h.device)
-                err.print(f"waiting: {escape(h.device)} is being measured by {escape(h.describe())}", highlight=False)
+                say_waiting(h)
 
             try:
                 lanes = ray_lanes(plan, wait, on_actor_wait)
@@ -180,8 +187,7 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
                 err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
                 raise typer.Exit(3) from None
             if waited:  # the farm command waited for has measured some of the list meanwhile
-                fresh = make_plan(st, profiles, sp, archs, mode, remeasure, remeasure_stale)  # type: ignore[arg-type]
-                plan.queues, plan.queue_of = fresh.queues, fresh.queue_of
+                plan.refresh(fresh_plan())
         else:
             from harness.farm.local import local_lanes
 
@@ -193,12 +199,7 @@ def run_farm_command(devices: list[str], space: str, *, mode: str, ray_address: 
             with progress:
                 summary = run_farm(st, plan, lanes, command=command, observer=FarmProgress(progress, mode),
                                    max_consecutive_failures=max_failures, lease_wait=None if wait else 0.0,
-                                   on_lease_wait=lambda h: err.print(
-                                       f"waiting: {escape(h.device)} is being measured by {escape(h.describe())}",
-                                       highlight=False),
-                                   replan=lambda: make_plan(st, profiles, sp, archs, mode,  # type: ignore[arg-type]
-                                                            remeasure, remeasure_stale),
-                                   machines=ray_address is None)
+                                   on_lease_wait=say_waiting, replan=fresh_plan, machines=ray_address is None)
         except DeviceBusy as e:
             err.print(f"[bold red]busy:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(3) from None

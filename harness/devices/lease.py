@@ -76,10 +76,11 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(text))[:100]
 
 
-def leases_for(profile, lock_dir: str | os.PathLike, **kw) -> list[DeviceLease]:
-    """The profile's own lease, then its machine's (see :func:`machine_of`), in the order they are taken."""
+def leases_for(profile, lock_dir: str | os.PathLike, machine: bool = True, **kw) -> list[DeviceLease]:
+    """The profile's own lease, then (``machine``) its machine's (see :func:`machine_of`), in the order they are
+    taken."""
     out = [DeviceLease(profile.name, lock_dir, **kw)]
-    machine = machine_of(profile)
+    machine = machine_of(profile) if machine else None
     if machine is not None:
         out.append(DeviceLease(machine[0], lock_dir, label=machine[1], **kw))
     return out

@@ -356,6 +356,8 @@ class Workload(_Strict):
         return self.batch_size == 1 and self.input_shape is None and self.precision == "fp32"
 
     def calibration_label(self) -> str | None:
+        """The label as written, ``activations: auto`` unresolved; what is stored with a measurement is
+        ``Profile.int8_calibration().label()``, which knows the runtime."""
         return self.calibration.label() if self.precision == "int8" else None
 
     def shape_label(self) -> str:

@@ -157,6 +157,7 @@ class SSHDriver(RunnerDriver):
         self.sftp: paramiko.SFTPClient | None = None
         self._hashes: dict[Path, str] = {}
         self.reconnect = True  # off while checking: `devices check` should answer at once
+        self._drops: list[str] = []  # connections lost since the last visit: the next visit records them
 
     # --- connection ---------------------------------------------------------------------
     def start_hint(self) -> str:
@@ -364,13 +365,11 @@ class SSHDriver(RunnerDriver):
                     raise
                 log.warning("%s: connection lost during %s; reconnecting in %.1f s (%d/%d)", self.profile.name,
                             what, wait * 2 ** attempt, attempt + 1, attempts)
-                self._drops = [*getattr(self, "_drops", []), f"{what}: {clip(str(e), 200)}"]
+                self._drops.append(f"{what}: {clip(str(e), 200)}")
                 time.sleep(wait * 2 ** attempt)
                 continue
-            drops = getattr(self, "_drops", [])
-            if drops and isinstance(out, RunResult):  # the next visit says the board dropped before or during it
-                out.conditions_before["reconnected_after"] = drops
-                self._drops = []
+            if self._drops and isinstance(out, RunResult):  # the next visit says the board dropped before or in it
+                out.conditions_before["reconnected_after"], self._drops = self._drops, []
             return out
         raise AssertionError("unreachable")
 

@@ -380,13 +380,12 @@ def run_farm(store: Store, plan: FarmPlan, lanes: dict[str, Lane], *, command: s
             # every profile's lease, then every machine's, each in name order: two farms waiting on each other's
             # devices (--wait) take them in one order, so neither holds what the other waits for
             held = [lease for name in plan.profiles for lease in
-                    leases_for(plan.profiles[name], lock_dir_for(store.path), command=command, wait=lease_wait,
-                               on_wait=on_wait)[:None if machines else 1]]
+                    leases_for(plan.profiles[name], lock_dir_for(store.path), machines, command=command,
+                               wait=lease_wait, on_wait=on_wait)]
             for lease in sorted(held, key=lambda x: (x.device.startswith("machine."), x.device)):
                 leases.enter_context(lease)
             if waited and replan is not None:
-                fresh = replan()
-                plan.queues, plan.queue_of = fresh.queues, fresh.queue_of
+                plan.refresh(replan())
             farm.open(start_timeout_s)
             farm.run()
     except KeyboardInterrupt:

@@ -99,6 +99,11 @@ class FarmPlan:
     queues: dict[str, Queue]  # queue name -> queue
     queue_of: dict[str, str] = field(default_factory=dict)  # device -> queue name
 
+    def refresh(self, fresh: FarmPlan) -> None:
+        """Take ``fresh``'s lists (worked out again after waiting for another command: lanes built for this plan
+        stay valid, its devices are the same)."""
+        self.queues, self.queue_of = fresh.queues, fresh.queue_of
+
 
 def check_one_per_machine(profiles: Sequence[Profile]) -> None:
     """Two profiles of one phone (serial) or board (host:port) reached from this host would time beside each other
