@@ -542,7 +542,9 @@ def test_results_of_a_workload_get_their_confidence_intervals_and_bad_or_empty_a
     df = pd.read_csv(tmp_path / "t.csv")
     # the workload's column is named fast-onnx@fp16; its runs were once skipped as "not measured"
     assert {"fast-onnx@fp16_ci_low_ms", "fast-onnx@fp16_ci_high_ms"} <= set(df.columns), list(df.columns)
-    assert (df["fast-onnx@fp16_ci_low_ms"] <= df["fast-onnx@fp16_ms"]).all()
+    # a visit whose runs were mostly preempted has no noise estimate (an empty cell, seen on a loaded machine)
+    known = df["fast-onnx@fp16_ci_low_ms"].notna()
+    assert known.any() and (df["fast-onnx@fp16_ci_low_ms"][known] <= df["fast-onnx@fp16_ms"][known]).all()
     cmp = harness("compare", "fast-onnx", "fast-onnx@fp16", "--ci", "20", env=cli_env)
     assert "runs resampled for: fast-onnx, fast-onnx@fp16" in " ".join(cmp.stdout.split()), cmp.stdout
     same = harness("compare", "fast-onnx", "fast-onnx", env=cli_env, check=False)
